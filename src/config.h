@@ -1,0 +1,217 @@
+/*
+ * The configuration snapshot: YAML (SPEC §3) loaded into plain, immutable
+ * structs. A snapshot is built and fully validated (certificates loaded,
+ * keys read) before anyone sees it; workers take a reference for as long
+ * as a request uses it, and the last config_unref() frees it, so a reload
+ * can swap snapshots under running requests.
+ *
+ * Durations are milliseconds (int64_t), sizes bytes (uint64_t).
+ * Every string is owned by the snapshot. Secrets (service and inbound
+ * keys) live only here and are wiped on free; nothing may print them.
+ */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+/* Where a value came from, for FILE:LINE:COL messages after loading. */
+struct conf_pos {
+	int line, col;		/* 1-based; 0 when not from the file */
+};
+
+/* "host:port" as written; addr filled when host is an IP literal. */
+struct conf_addr {
+	char *text;		/* as written, after ${VAR} expansion */
+	char *host;		/* without brackets */
+	uint16_t port;
+	bool is_ip;
+	bool is_loopback;	/* IP literal in 127/8 or ::1, or "localhost" */
+	struct sockaddr_storage sa;	/* valid when is_ip */
+	socklen_t salen;
+	struct conf_pos pos;
+};
+
+struct conf_listener {
+	struct conf_addr address;
+	bool allow_remote;
+	uint32_t max_connections;	/* 10000 */
+	uint64_t max_request_body;	/* 0 = unlimited */
+	int64_t idle_timeout;		/* 60s */
+	int64_t header_read_timeout;	/* 10s */
+};
+
+struct conf_timeouts {
+	int64_t connect;	/* 1s */
+	int64_t request;	/* 15s */
+	int64_t per_try;	/* 0 = rest of request */
+	int64_t stream_idle;	/* 5m */
+};
+
+/* retries.on as a bit mask */
+enum retry_on {
+	RETRY_ON_CONNECT_FAILURE = 1u << 0,
+	RETRY_ON_REFUSED = 1u << 1,
+	RETRY_ON_RESET = 1u << 2,
+	RETRY_ON_PER_TRY_TIMEOUT = 1u << 3,
+	RETRY_ON_502 = 1u << 4,
+	RETRY_ON_503 = 1u << 5,
+	RETRY_ON_504 = 1u << 6,
+};
+
+struct conf_retries {
+	uint32_t max;			/* 2 */
+	uint32_t on;			/* enum retry_on mask; default all */
+	int64_t backoff_base;		/* 25ms */
+	int64_t backoff_max;		/* 250ms */
+	double budget_ratio;		/* 0.2 */
+	uint32_t budget_min_per_second;	/* 10 */
+	uint64_t buffer;		/* 64KiB */
+};
+
+struct conf_breaker {
+	uint32_t consecutive_failures;	/* 5 */
+	int64_t open_for;		/* 10s */
+	uint32_t half_open_requests;	/* 1 */
+	uint32_t max_concurrent;	/* 1024 */
+};
+
+struct conf_outlier {
+	uint32_t consecutive_failures;	/* 5 */
+	int64_t base_ejection;		/* 30s */
+	uint32_t max_ejection_percent;	/* 50 */
+};
+
+struct conf_pool {
+	uint32_t max_idle_per_endpoint;		/* 64 */
+	int64_t idle_timeout;			/* 30s */
+	uint32_t max_per_endpoint;		/* 1024 */
+	uint32_t max_requests_per_connection;	/* 0 = unlimited */
+	int64_t max_connection_age;		/* 0 = unlimited */
+};
+
+enum lb_kind { LB_P2C_EWMA = 0, LB_ROUND_ROBIN, LB_RANDOM };
+enum protocol_kind { PROTO_HTTP1 = 0, PROTO_H2 };
+
+struct conf_rate_limit {
+	bool enabled;		/* the key was given */
+	double rps;
+	uint32_t burst;
+};
+
+struct conf_health_check {
+	bool enabled;
+	char *path;
+	int64_t interval;	/* 5s */
+	int64_t timeout;	/* 1s */
+	uint32_t healthy;	/* 2 */
+	uint32_t unhealthy;	/* 3 */
+};
+
+/* A service's client TLS settings; ctx is built at load time. */
+struct conf_tls_client {
+	bool enabled;
+	char *ca, *cert, *key;		/* paths, resolved against the config dir */
+	char *server_name;		/* NULL = the endpoint's host */
+	char *verify_san;		/* NULL = check server_name */
+	int min_version;		/* TLS1_2_VERSION or TLS1_3_VERSION */
+	SSL_CTX *ctx;			/* owned; shared by all workers */
+};
+
+struct conf_service {
+	char *name;
+	struct conf_pos pos;
+	struct conf_addr *endpoints;	/* may be DNS names */
+	size_t n_endpoints;
+	char *srv;			/* NULL unless srv: given */
+	char **hosts;
+	size_t n_hosts;
+	int64_t dns_refresh;		/* 30s */
+	bool has_listen;
+	struct conf_addr listen;
+	struct conf_tls_client tls;
+	/* auth: exactly one of key_env / key_file, or neither */
+	char *auth_key_env;
+	char *auth_key_file;
+	char *auth_key;			/* SECRET: the loaded key, NULL without auth */
+	struct conf_timeouts timeouts;
+	struct conf_retries retries;
+	struct conf_breaker breaker;
+	struct conf_outlier outlier;
+	struct conf_pool pool;
+	enum lb_kind load_balancer;
+	struct conf_rate_limit rate_limit;
+	struct conf_health_check health_check;
+	enum protocol_kind protocol;
+	const char *upstream_host;	/* Host upstream: server_name, else hosts[0],
+					   else name (points into this struct) */
+};
+
+struct conf_inbound {
+	bool enabled;
+	struct conf_listener listener;
+	char *cert, *key, *client_ca;
+	char **allowed_peers;		/* NULL/0 = any identity */
+	size_t n_allowed_peers;
+	char **auth_keys_env;		/* variable names */
+	size_t n_auth_keys_env;
+	char *auth_keys_file;
+	char **auth_keys;		/* SECRET: every loaded key */
+	size_t n_auth_keys;
+	bool auth_enabled;
+	struct conf_addr local_app;
+	struct conf_timeouts timeouts;	/* defaults.timeouts, then overrides */
+	struct conf_rate_limit rate_limit;
+	uint32_t max_concurrent;	/* 1024 */
+	SSL_CTX *ctx;			/* server context, owned */
+};
+
+enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+struct config {
+	_Atomic int refs;
+	char *path;			/* as given with -c */
+	uint32_t workers;		/* resolved: never 0 */
+	enum log_level log_level;
+	char *log_access;		/* "stdout", "off" or a path */
+	int64_t drain_delay;		/* 5s */
+	int64_t drain_timeout;		/* 30s */
+	bool watch;
+	struct conf_addr *nameservers;	/* resolver.nameservers; 0 = resolv.conf */
+	size_t n_nameservers;
+	struct conf_listener outbound;
+	struct conf_inbound inbound;
+	struct conf_listener admin;
+	struct conf_service *services;
+	size_t n_services;
+};
+
+/*
+ * Error sink: every problem found while loading is reported through it,
+ * already formatted as "FILE:LINE:COL: message" (or "FILE: message" when
+ * no position applies). The loader reports all errors it can find.
+ */
+typedef void (*config_error_fn)(void *arg, const char *line);
+
+/* Load and validate PATH. NULL on any error (all of them reported). */
+struct config *config_load(const char *path, config_error_fn err, void *arg);
+
+struct config *config_ref(struct config *c);
+void config_unref(struct config *c);
+
+/* Look-ups used by routing; name compare is case-insensitive, without port. */
+const struct conf_service *config_service_by_name(const struct config *c,
+    const char *name, size_t len);
+
+/* Value parsers (also used by tests). 0 on success, -1 with *why set. */
+int parse_duration(const char *s, int64_t *ms, const char **why);
+int parse_size(const char *s, uint64_t *bytes, const char **why);
+int parse_addr(const char *s, struct conf_addr *out, const char **why);
+void conf_addr_clear(struct conf_addr *a);
+
+#endif

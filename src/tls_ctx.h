@@ -1,0 +1,28 @@
+/*
+ * OpenSSL contexts built at config load time. They are immutable once built
+ * and shared by every worker (SSL_CTX is reference counted and safe to use
+ * from several threads for SSL_new). Errors name the file and the cause.
+ */
+#ifndef FERRY_TLS_CTX_H
+#define FERRY_TLS_CTX_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+
+/* Client context for a service: CA verification, client certificate and key
+ * (checked to match), min_version, session cache in client mode. NULL with
+ * err filled ("cert /path: no such file", "key /path does not match cert"). */
+SSL_CTX *tls_client_ctx_new(const struct conf_tls_client *t, char *err, size_t errlen);
+
+/* Server context for the inbound listener: cert/key (checked to match) and,
+ * when client_ca is given, required and verified client certificates. */
+SSL_CTX *tls_server_ctx_new(const char *cert, const char *key,
+    const char *client_ca, char *err, size_t errlen);
+
+/* Seconds until the certificate in PATH expires (negative when expired);
+ * -1 with err on failure to read. Used for certificate_expiry_seconds. */
+int tls_cert_expiry(const char *path, long long *seconds, char *err, size_t errlen);
+
+#endif
