@@ -1,0 +1,215 @@
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "buf.h"
+#include "conn.h"
+#include "errors.h"
+#include "headers.h"
+#include "http1.h"
+#include "sbuf.h"
+#include "server.h"
+
+#define ADMIN_BUF_MAX (HTTP_MAX_HEAD + 1024)
+
+struct admin {
+	struct server *srv;
+	struct event_base *base;
+	struct event *ev;
+	int fd;
+	struct admin_conn *conns;
+};
+
+struct admin_conn {
+	struct admin *a;
+	struct conn *c;
+	struct buf in;
+	uint32_t parsed;
+	struct http_parser parser;
+	struct http_head head;
+	bool closing;
+	struct admin_conn *next, *prev;
+};
+
+static void
+admin_conn_free(struct admin_conn *ac)
+{
+	if (ac->prev)
+		ac->prev->next = ac->next;
+	else
+		ac->a->conns = ac->next;
+	if (ac->next)
+		ac->next->prev = ac->prev;
+	conn_free(ac->c);
+	buf_free(&ac->in);
+	free(ac);
+}
+
+static void
+respond(struct admin_conn *ac, int status, const char *reason, const char *ctype,
+    const char *body, size_t blen, bool head_only, bool keep_alive)
+{
+	struct sbuf out = { 0 };
+
+	sbuf_adds(&out, "HTTP/1.1 ");
+	sbuf_addu(&out, (unsigned)status);
+	sbuf_add(&out, " ", 1);
+	sbuf_adds(&out, reason);
+	sbuf_adds(&out, "\r\ncontent-type: ");
+	sbuf_adds(&out, ctype);
+	sbuf_adds(&out, "\r\ncache-control: no-store\r\ncontent-length: ");
+	sbuf_addu(&out, blen);
+	sbuf_adds(&out, keep_alive ? "\r\n\r\n" : "\r\nconnection: close\r\n\r\n");
+	if (!head_only)
+		sbuf_add(&out, body, blen);
+	conn_write(ac->c, out.p, out.len);
+	sbuf_free(&out);
+}
+
+static void
+serve(struct admin_conn *ac)
+{
+	const char *msg = buf_head(&ac->in);
+	struct http_head *h = &ac->head;
+	bool head_only = h->method_id == HTTP_HEAD;
+	bool ka = h->keep_alive;
+	const char *path, *auth;
+	size_t plen, alen;
+	struct sbuf body = { 0 };
+	struct server_page page;
+
+	target_split(msg + h->target.off, h->target.len, &path, &plen, &auth, &alen);
+	for (size_t i = 0; i < plen; i++)
+		if (path[i] == '?') {
+			plen = i;
+			break;
+		}
+	if (h->method_id != HTTP_GET && h->method_id != HTTP_HEAD) {
+		static const char b[] = "{\"success\":false,\"error\":{\"code\":\"METHOD_NOT_ALLOWED\","
+		    "\"message\":\"the admin endpoint answers GET only\"}}";
+
+		respond(ac, 405, "Method Not Allowed", "application/json", b, sizeof(b) - 1,
+		    head_only, ka);
+		return;
+	}
+	if (server_admin_page(ac->a->srv, path, plen, &body, &page) == 0) {
+		respond(ac, page.status, page.reason, page.content_type, body.p, body.len,
+		    head_only, ka);
+	} else {
+		static const char b[] = "{\"success\":false,\"error\":{\"code\":\"NOT_FOUND\","
+		    "\"message\":\"no such admin page\"}}";
+
+		respond(ac, 404, "Not Found", "application/json", b, sizeof(b) - 1,
+		    head_only, ka);
+	}
+	sbuf_free(&body);
+	if (!ka)
+		ac->closing = true;
+}
+
+static void
+admin_conn_event(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct admin_conn *ac = arg;
+	ssize_t n;
+
+	(void)c;
+	if (ev == CONN_DRAINED) {
+		if (ac->closing && conn_pending(ac->c) == 0)
+			admin_conn_free(ac);
+		return;
+	}
+	if (ev != CONN_READABLE) {
+		admin_conn_free(ac);
+		return;
+	}
+	n = conn_read(ac->c, &ac->in, ADMIN_BUF_MAX);
+	if (n == CONN_AGAIN)
+		return;
+	if (n <= 0) {
+		admin_conn_free(ac);
+		return;
+	}
+	while (!ac->closing && buf_len(&ac->in) > ac->parsed) {
+		size_t used;
+		enum http_status st = http_parse(&ac->parser, buf_head(&ac->in) + ac->parsed,
+		    buf_len(&ac->in) - ac->parsed, ac->parsed, &used);
+
+		ac->parsed += (uint32_t)used;
+		if (st == HTTP_NEED_MORE)
+			break;
+		if (st != HTTP_HEAD_DONE || ac->head.chunked || ac->head.content_length > 0) {
+			static const char b[] = "{\"success\":false,\"error\":{\"code\":\"BAD_REQUEST\","
+			    "\"message\":\"malformed request\"}}";
+
+			respond(ac, 400, "Bad Request", "application/json", b, sizeof(b) - 1,
+			    false, false);
+			ac->closing = true;
+			break;
+		}
+		headers_classify(buf_head(&ac->in), &ac->head);
+		serve(ac);
+		buf_consume(&ac->in, ac->head.head_len);
+		ac->parsed = 0;
+		http_parser_reset(&ac->parser);
+	}
+	if (ac->closing && conn_pending(ac->c) == 0)
+		admin_conn_free(ac);
+}
+
+static void
+admin_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin *a = arg;
+	int cfd;
+
+	(void)what;
+	while ((cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		struct admin_conn *ac = calloc(1, sizeof(*ac));
+
+		if (ac == NULL || (ac->c = conn_new_fd(a->base, cfd, admin_conn_event, ac)) == NULL) {
+			free(ac);
+			close(cfd);
+			continue;
+		}
+		ac->a = a;
+		http_parser_init(&ac->parser, false, &ac->head);
+		ac->next = a->conns;
+		if (a->conns)
+			a->conns->prev = ac;
+		a->conns = ac;
+	}
+}
+
+struct admin *
+admin_start(struct server *srv, struct event_base *base, int fd)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+
+	if (a == NULL)
+		return NULL;
+	a->srv = srv;
+	a->base = base;
+	a->fd = fd;
+	a->ev = event_new(base, fd, EV_READ | EV_PERSIST, admin_accept, a);
+	if (a->ev == NULL) {
+		free(a);
+		return NULL;
+	}
+	event_add(a->ev, NULL);
+	return a;
+}
+
+void
+admin_free(struct admin *a)
+{
+	if (a == NULL)
+		return;
+	while (a->conns)
+		admin_conn_free(a->conns);
+	event_free(a->ev);
+	close(a->fd);
+	free(a);
+}

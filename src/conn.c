@@ -1,0 +1,710 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "conn.h"
+
+enum conn_state {
+	CS_CONNECTING,		/* TCP connect in progress */
+	CS_HANDSHAKE,		/* TLS handshake in progress */
+	CS_OPEN,		/* data may flow */
+	CS_BROKEN,		/* an error was seen; only conn_free() is left */
+};
+
+struct conn {
+	int fd;
+	SSL *ssl;
+	enum conn_state state;
+	bool write_armed;	/* ev_write is added */
+	bool read_paused;
+	bool read_wants_write;	/* SSL_read said WANT_WRITE */
+	bool write_wants_read;	/* SSL_write said WANT_READ */
+	bool server;		/* TLS server side */
+	struct event *ev_read, *ev_write, *ev_kick;
+	struct evbuffer *out;
+	conn_cb cb;
+	void *arg;
+	enum conn_fail fail;
+	char fail_text[160];
+	char *verify_san;	/* required URI or DNS SAN, or NULL */
+	uint64_t written;
+};
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg);
+static void conn_on_write(evutil_socket_t fd, short what, void *arg);
+static void conn_on_kick(evutil_socket_t fd, short what, void *arg);
+
+static void
+set_fail(struct conn *c, enum conn_fail f, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+set_fail(struct conn *c, enum conn_fail f, const char *fmt, ...)
+{
+	va_list ap;
+
+	c->state = CS_BROKEN;
+	if (c->fail != CONN_OK)
+		return;
+	c->fail = f;
+	va_start(ap, fmt);
+	vsnprintf(c->fail_text, sizeof(c->fail_text), fmt, ap);
+	va_end(ap);
+}
+
+static struct conn *
+conn_alloc(struct event_base *base, int fd, conn_cb cb, void *arg)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->fd = fd;
+	c->cb = cb;
+	c->arg = arg;
+	c->out = evbuffer_new();
+	c->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+	c->ev_write = event_new(base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
+	c->ev_kick = event_new(base, -1, 0, conn_on_kick, c);
+	if (c->out == NULL || c->ev_read == NULL || c->ev_write == NULL ||
+	    c->ev_kick == NULL) {
+		conn_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+struct conn *
+conn_new_fd(struct event_base *base, int fd, conn_cb cb, void *arg)
+{
+	struct conn *c = conn_alloc(base, fd, cb, arg);
+
+	if (c == NULL)
+		return NULL;
+	c->state = CS_OPEN;
+	event_add(c->ev_read, NULL);
+	return c;
+}
+
+void
+conn_set_cb(struct conn *c, conn_cb cb, void *arg)
+{
+	c->cb = cb;
+	c->arg = arg;
+}
+
+void
+conn_free(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	if (c->ev_read)
+		event_free(c->ev_read);
+	if (c->ev_write)
+		event_free(c->ev_write);
+	if (c->ev_kick)
+		event_free(c->ev_kick);
+	if (c->out)
+		evbuffer_free(c->out);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->verify_san);
+	free(c);
+}
+
+static void
+arm_write(struct conn *c)
+{
+	if (!c->write_armed) {
+		event_add(c->ev_write, NULL);
+		c->write_armed = true;
+	}
+}
+
+static void
+disarm_write(struct conn *c)
+{
+	if (c->write_armed) {
+		event_del(c->ev_write);
+		c->write_armed = false;
+	}
+}
+
+/* ------------------------------------------------------------ TLS ----- */
+
+static const char *
+tls_reason(void)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	return r ? r : "handshake failed";
+}
+
+static bool
+san_matches(X509 *cert, const char *want)
+{
+	GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	bool ok = false;
+
+	for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !ok; i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+		const ASN1_STRING *s = NULL;
+
+		if (gn->type == GEN_URI)
+			s = gn->d.uniformResourceIdentifier;
+		else if (gn->type == GEN_DNS)
+			s = gn->d.dNSName;
+		if (s && (size_t)ASN1_STRING_length(s) == strlen(want) &&
+		    memcmp(ASN1_STRING_get0_data(s), want, strlen(want)) == 0)
+			ok = true;
+	}
+	GENERAL_NAMES_free(names);
+	return ok;
+}
+
+/* Drives the handshake; true when the caller should keep waiting. */
+static void
+handshake_step(struct conn *c)
+{
+	int r = c->server ? SSL_accept(c->ssl) : SSL_connect(c->ssl);
+
+	if (r == 1) {
+		if (c->verify_san) {
+			X509 *peer = SSL_get1_peer_certificate(c->ssl);
+			bool ok = peer && san_matches(peer, c->verify_san);
+
+			X509_free(peer);
+			if (!ok) {
+				set_fail(c, CONN_TLS_FAILED,
+				    "TLS: server certificate has no SAN %s", c->verify_san);
+				disarm_write(c);
+				c->cb(c, CONN_FAILED, c->arg);
+				return;
+			}
+		}
+		c->state = CS_OPEN;
+		if (evbuffer_get_length(c->out) == 0)
+			disarm_write(c);
+		c->cb(c, CONN_CONNECTED, c->arg);
+		return;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		disarm_write(c);
+		return;
+	case SSL_ERROR_WANT_WRITE:
+		arm_write(c);
+		return;
+	default: {
+		long vr = SSL_get_verify_result(c->ssl);
+
+		if (vr != X509_V_OK)
+			set_fail(c, CONN_TLS_FAILED, "TLS: %s",
+			    X509_verify_cert_error_string(vr));
+		else if (ERR_peek_last_error())
+			set_fail(c, CONN_TLS_FAILED, "TLS: %s", tls_reason());
+		else
+			set_fail(c, CONN_TLS_FAILED, "TLS: connection closed during handshake");
+		ERR_clear_error();
+		disarm_write(c);
+		c->cb(c, CONN_FAILED, c->arg);
+	}
+	}
+}
+
+static int
+setup_client_tls(struct conn *c, SSL_CTX *ctx, const char *sni,
+    const char *verify_name, const char *verify_san, SSL_SESSION *session)
+{
+	X509_VERIFY_PARAM *vp;
+
+	if ((c->ssl = SSL_new(ctx)) == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
+		return -1;
+	if (sni && SSL_set_tlsext_host_name(c->ssl, sni) != 1)
+		return -1;
+	vp = SSL_get0_param(c->ssl);
+	if (verify_san) {
+		/* the chain is verified by the CA; the name check is ours */
+		if ((c->verify_san = strdup(verify_san)) == NULL)
+			return -1;
+	} else if (verify_name) {
+		if (X509_VERIFY_PARAM_set1_ip_asc(vp, verify_name) != 1 &&
+		    X509_VERIFY_PARAM_set1_host(vp, verify_name, 0) != 1)
+			return -1;
+	}
+	if (session)
+		SSL_set_session(c->ssl, session);
+	SSL_set_connect_state(c->ssl);
+	return 0;
+}
+
+/* ------------------------------------------------------ connecting ----- */
+
+struct conn *
+conn_connect(struct event_base *base, const struct sockaddr *sa, socklen_t salen,
+    SSL_CTX *ctx, const char *sni, const char *verify_name,
+    const char *verify_san, SSL_SESSION *session, conn_cb cb, void *arg)
+{
+	int fd, one = 1;
+	struct conn *c;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if ((c = conn_alloc(base, fd, cb, arg)) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	if (ctx && setup_client_tls(c, ctx, sni, verify_name, verify_san, session) != 0) {
+		conn_free(c);
+		return NULL;
+	}
+	c->state = CS_CONNECTING;
+	event_add(c->ev_read, NULL);
+	if (connect(fd, sa, salen) != 0 && errno != EINPROGRESS) {
+		/* report asynchronously: the caller is not ready for a callback */
+		set_fail(c, errno == ECONNREFUSED ? CONN_REFUSED : CONN_CONNECT_FAILED,
+		    "%s", strerror(errno));
+		event_active(c->ev_kick, 0, 0);
+		return c;
+	}
+	arm_write(c);
+	return c;
+}
+
+struct conn *
+conn_accept_tls(struct event_base *base, int fd, SSL_CTX *ctx, conn_cb cb, void *arg)
+{
+	struct conn *c = conn_alloc(base, fd, cb, arg);
+
+	if (c == NULL)
+		return NULL;
+	if ((c->ssl = SSL_new(ctx)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+		conn_free(c);
+		return NULL;
+	}
+	SSL_set_accept_state(c->ssl);
+	c->server = true;
+	c->state = CS_HANDSHAKE;
+	event_add(c->ev_read, NULL);
+	return c;
+}
+
+static void
+connect_done(struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = errno;
+	if (err != 0) {
+		set_fail(c, err == ECONNREFUSED ? CONN_REFUSED : CONN_CONNECT_FAILED,
+		    "%s", strerror(err));
+		disarm_write(c);
+		c->cb(c, CONN_FAILED, c->arg);
+		return;
+	}
+	if (c->ssl) {
+		c->state = CS_HANDSHAKE;
+		handshake_step(c);
+		return;
+	}
+	c->state = CS_OPEN;
+	if (evbuffer_get_length(c->out) == 0)
+		disarm_write(c);
+	c->cb(c, CONN_CONNECTED, c->arg);
+}
+
+/* ------------------------------------------------------------- I/O ----- */
+
+static int flush_out(struct conn *c);
+
+static void
+conn_on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->state == CS_BROKEN && c->fail != CONN_OK && c->fail != CONN_EOF &&
+	    c->fail != CONN_RESET) {
+		c->cb(c, CONN_FAILED, c->arg);
+		return;
+	}
+	c->cb(c, CONN_READABLE, c->arg);
+}
+
+static void
+conn_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	switch (c->state) {
+	case CS_CONNECTING:
+		connect_done(c);
+		return;
+	case CS_HANDSHAKE:
+		handshake_step(c);
+		return;
+	case CS_OPEN:
+		if (c->write_wants_read) {
+			c->write_wants_read = false;
+			if (flush_out(c) < 0) {
+				c->cb(c, CONN_READABLE, c->arg);
+				return;
+			}
+		}
+		c->cb(c, CONN_READABLE, c->arg);
+		return;
+	case CS_BROKEN:
+		c->cb(c, CONN_READABLE, c->arg);
+		return;
+	}
+}
+
+static void
+conn_on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	size_t before;
+
+	(void)fd;
+	(void)what;
+	switch (c->state) {
+	case CS_CONNECTING:
+		connect_done(c);
+		return;
+	case CS_HANDSHAKE:
+		handshake_step(c);
+		return;
+	case CS_BROKEN:
+		disarm_write(c);
+		c->cb(c, CONN_READABLE, c->arg);	/* let the owner see the error */
+		return;
+	case CS_OPEN:
+		break;
+	}
+	if (c->read_wants_write) {
+		c->read_wants_write = false;
+		c->cb(c, CONN_READABLE, c->arg);
+		return;
+	}
+	before = evbuffer_get_length(c->out);
+	if (flush_out(c) < 0) {
+		c->cb(c, CONN_READABLE, c->arg);
+		return;
+	}
+	if (before >= CONN_HIGH_MARK / 2 && evbuffer_get_length(c->out) < CONN_HIGH_MARK / 2)
+		c->cb(c, CONN_DRAINED, c->arg);
+	else if (evbuffer_get_length(c->out) == 0)
+		c->cb(c, CONN_DRAINED, c->arg);
+}
+
+ssize_t
+conn_read(struct conn *c, struct buf *b, size_t max)
+{
+	size_t room;
+	ssize_t total = 0;
+
+	if (c->state == CS_BROKEN)
+		return -1;
+	if (c->state != CS_OPEN)
+		return CONN_AGAIN;
+	for (;;) {
+		room = buf_prepare(b, 16384, max);
+		if (room == 0)
+			return total > 0 ? total : CONN_AGAIN;
+		if (c->ssl == NULL) {
+			ssize_t n = read(c->fd, b->data + b->end, room);
+
+			if (n > 0) {
+				b->end += (size_t)n;
+				return n;
+			}
+			if (n == 0) {
+				c->fail = CONN_EOF;
+				return 0;
+			}
+			if (errno == EAGAIN || errno == EINTR)
+				return CONN_AGAIN;
+			set_fail(c, CONN_RESET, "%s", strerror(errno));
+			return -1;
+		} else {
+			size_t got = 0;
+			int r = SSL_read_ex(c->ssl, b->data + b->end, room, &got);
+
+			if (r == 1) {
+				b->end += got;
+				total += (ssize_t)got;
+				/* with read-ahead a whole record may already be
+				 * decrypted while the socket stays quiet */
+				if (SSL_has_pending(c->ssl))
+					continue;
+				return total;
+			}
+			switch (SSL_get_error(c->ssl, r)) {
+			case SSL_ERROR_WANT_READ:
+				return total > 0 ? total : CONN_AGAIN;
+			case SSL_ERROR_WANT_WRITE:
+				c->read_wants_write = true;
+				arm_write(c);
+				return total > 0 ? total : CONN_AGAIN;
+			case SSL_ERROR_ZERO_RETURN:
+				if (total > 0)
+					return total;
+				c->fail = CONN_EOF;
+				return 0;
+			case SSL_ERROR_SYSCALL:
+				if (total > 0)
+					return total;
+				if (errno == 0 || ERR_peek_error() == 0) {
+					/* EOF without close_notify: treat as EOF */
+					ERR_clear_error();
+					c->fail = CONN_EOF;
+					return 0;
+				}
+				/* fall through */
+			default:
+				if (total > 0)
+					return total;
+				set_fail(c, CONN_RESET, "TLS: %s", tls_reason());
+				ERR_clear_error();
+				return -1;
+			}
+		}
+	}
+}
+
+bool
+conn_has_pending(struct conn *c)
+{
+	return c->ssl != NULL && SSL_has_pending(c->ssl);
+}
+
+/* Sends what is queued. 0 when all or some went (rest armed), -1 broken. */
+static int
+flush_out(struct conn *c)
+{
+	while (evbuffer_get_length(c->out) > 0) {
+		if (c->ssl == NULL) {
+			int n = evbuffer_write(c->out, c->fd);
+
+			if (n > 0) {
+				c->written += (uint64_t)n;
+				continue;
+			}
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				break;
+			set_fail(c, CONN_RESET, "%s", n < 0 ? strerror(errno) : "write failed");
+			disarm_write(c);
+			return -1;
+		} else {
+			struct evbuffer_iovec v;
+			size_t done = 0;
+			int r;
+
+			if (evbuffer_peek(c->out, -1, NULL, &v, 1) < 1)
+				break;
+			r = SSL_write_ex(c->ssl, v.iov_base, v.iov_len, &done);
+			if (r == 1) {
+				evbuffer_drain(c->out, done);
+				c->written += done;
+				continue;
+			}
+			switch (SSL_get_error(c->ssl, r)) {
+			case SSL_ERROR_WANT_WRITE:
+				goto blocked;
+			case SSL_ERROR_WANT_READ:
+				c->write_wants_read = true;
+				disarm_write(c);
+				return 0;
+			default:
+				set_fail(c, CONN_RESET, "TLS write: %s", tls_reason());
+				ERR_clear_error();
+				disarm_write(c);
+				return -1;
+			}
+		}
+	}
+blocked:
+	if (evbuffer_get_length(c->out) > 0)
+		arm_write(c);
+	else
+		disarm_write(c);
+	return 0;
+}
+
+/* Writes DATA directly when nothing is queued, so the common case is one
+ * syscall and no copy; what the socket does not take is queued. */
+int
+conn_write(struct conn *c, const void *data, size_t len)
+{
+	if (c->state == CS_BROKEN)
+		return -1;
+	if (len == 0)
+		return 0;
+	if (c->state == CS_OPEN && evbuffer_get_length(c->out) == 0 && !c->write_wants_read) {
+		if (c->ssl == NULL) {
+			ssize_t n = write(c->fd, data, len);
+
+			if (n < 0) {
+				if (errno != EAGAIN && errno != EINTR) {
+					set_fail(c, CONN_RESET, "%s", strerror(errno));
+					return -1;
+				}
+				n = 0;
+			}
+			c->written += (uint64_t)n;
+			data = (const char *)data + n;
+			len -= (size_t)n;
+		} else {
+			size_t done = 0;
+			int r = SSL_write_ex(c->ssl, data, len, &done);
+
+			if (r == 1) {
+				c->written += done;
+				data = (const char *)data + done;
+				len -= done;
+			} else {
+				switch (SSL_get_error(c->ssl, r)) {
+				case SSL_ERROR_WANT_WRITE:
+					break;
+				case SSL_ERROR_WANT_READ:
+					c->write_wants_read = true;
+					break;
+				default:
+					set_fail(c, CONN_RESET, "TLS write: %s", tls_reason());
+					ERR_clear_error();
+					return -1;
+				}
+			}
+		}
+		if (len == 0)
+			return 0;
+	}
+	if (evbuffer_add(c->out, data, len) != 0)
+		return -1;
+	if (c->state == CS_OPEN && !c->write_wants_read)
+		arm_write(c);
+	return 0;
+}
+
+int
+conn_write_buffer(struct conn *c, struct evbuffer *src)
+{
+	if (c->state == CS_BROKEN)
+		return -1;
+	if (evbuffer_add_buffer(c->out, src) != 0)
+		return -1;
+	if (c->state != CS_OPEN || c->write_wants_read)
+		return 0;
+	return flush_out(c);
+}
+
+size_t
+conn_pending(const struct conn *c)
+{
+	return evbuffer_get_length(c->out);
+}
+
+void
+conn_pause_read(struct conn *c)
+{
+	if (!c->read_paused) {
+		event_del(c->ev_read);
+		c->read_paused = true;
+	}
+}
+
+void
+conn_resume_read(struct conn *c)
+{
+	if (c->read_paused) {
+		event_add(c->ev_read, NULL);
+		c->read_paused = false;
+	}
+}
+
+void
+conn_kick_read(struct conn *c)
+{
+	event_active(c->ev_kick, 0, 0);
+}
+
+void
+conn_release_buffers(struct conn *c)
+{
+	if (c->ssl)
+		SSL_free_buffers(c->ssl);
+}
+
+void
+conn_shutdown(struct conn *c)
+{
+	if (c->ssl && c->state == CS_OPEN) {
+		(void)SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
+	shutdown(c->fd, SHUT_WR);
+}
+
+enum conn_fail
+conn_error(const struct conn *c)
+{
+	return c->fail;
+}
+
+const char *
+conn_error_text(const struct conn *c)
+{
+	if (c->fail_text[0])
+		return c->fail_text;
+	return c->fail == CONN_EOF ? "connection closed" : "connection error";
+}
+
+uint64_t
+conn_bytes_written(const struct conn *c)
+{
+	return c->written;
+}
+
+bool
+conn_is_tls(const struct conn *c)
+{
+	return c->ssl != NULL;
+}
+
+bool
+conn_session_reused(const struct conn *c)
+{
+	return c->ssl != NULL && SSL_session_reused(c->ssl);
+}
+
+SSL *
+conn_ssl(struct conn *c)
+{
+	return c->ssl;
+}
+
+int
+conn_fd(const struct conn *c)
+{
+	return c->fd;
+}

@@ -1,0 +1,149 @@
+#include <stdint.h>
+#include <string.h>
+
+#include "errors.h"
+
+static const struct {
+	int status;
+	const char *code;
+	const char *reason;
+} errors[FE_COUNT] = {
+	[FE_BAD_REQUEST] = { 400, "BAD_REQUEST", "Bad Request" },
+	[FE_INVALID_SERVICE_AUTH] = { 403, "INVALID_SERVICE_AUTH", "Forbidden" },
+	[FE_UNKNOWN_SERVICE] = { 404, "UNKNOWN_SERVICE", "Not Found" },
+	[FE_METHOD_NOT_ALLOWED] = { 405, "METHOD_NOT_ALLOWED", "Method Not Allowed" },
+	[FE_REQUEST_TIMEOUT] = { 408, "REQUEST_TIMEOUT", "Request Timeout" },
+	[FE_PAYLOAD_TOO_LARGE] = { 413, "PAYLOAD_TOO_LARGE", "Payload Too Large" },
+	[FE_RATE_LIMITED] = { 429, "RATE_LIMITED", "Too Many Requests" },
+	[FE_HEADERS_TOO_LARGE] = { 431, "HEADERS_TOO_LARGE", "Request Header Fields Too Large" },
+	[FE_SERVICE_ERROR] = { 502, "SERVICE_ERROR", "Bad Gateway" },
+	[FE_SERVICE_UNAVAILABLE] = { 503, "SERVICE_UNAVAILABLE", "Service Unavailable" },
+	[FE_SERVICE_TIMEOUT] = { 504, "SERVICE_TIMEOUT", "Gateway Timeout" },
+	[FE_LOOP_DETECTED] = { 508, "LOOP_DETECTED", "Loop Detected" },
+};
+
+int
+ferror_status(enum ferry_error e)
+{
+	return errors[e].status;
+}
+
+const char *
+ferror_code(enum ferry_error e)
+{
+	return errors[e].code;
+}
+
+/* Length of a valid UTF-8 sequence at S, or 0. */
+static size_t
+utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len;
+	uint32_t cp;
+
+	if (s[0] < 0xc2 || s[0] > 0xf4)
+		return 0;
+	len = s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 : 4;
+	if (n < len)
+		return 0;
+	cp = s[0] & (0x7f >> len);
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+void
+json_escape(struct sbuf *out, const char *str, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0, run = 0;
+
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t ul;
+
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+			i++;
+			run++;
+			continue;
+		}
+		if (c >= 0x80 && (ul = utf8_len(s + i, n - i)) > 0) {
+			i += ul;
+			run += ul;
+			continue;
+		}
+		sbuf_add(out, s + i - run, run);
+		run = 0;
+		if (c == '"' || c == '\\') {
+			char e[2] = { '\\', (char)c };
+
+			sbuf_add(out, e, 2);
+		} else if (c >= 0x80) {
+			sbuf_adds(out, "\\ufffd");	/* invalid UTF-8 byte */
+		} else {
+			char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+			sbuf_add(out, e, 6);
+		}
+		i++;
+	}
+	sbuf_add(out, s + i - run, run);
+}
+
+void
+ferror_build(struct sbuf *out, const struct error_args *a)
+{
+	struct sbuf b = { 0 };
+	size_t blen;
+
+	/* the body first, for its length (messages carry names of any length) */
+	sbuf_adds(&b, "{\"success\":false,\"error\":{\"code\":\"");
+	sbuf_adds(&b, errors[a->err].code);
+	sbuf_adds(&b, "\",\"message\":\"");
+	json_escape(&b, a->message, strlen(a->message));
+	sbuf_adds(&b, "\"}}");
+	blen = b.len;
+
+	sbuf_adds(out, "HTTP/1.1 ");
+	sbuf_addu(out, (unsigned)errors[a->err].status);
+	sbuf_add(out, " ", 1);
+	sbuf_adds(out, errors[a->err].reason);
+	sbuf_adds(out, "\r\ncontent-type: application/json\r\ncontent-length: ");
+	sbuf_addu(out, blen);
+	sbuf_adds(out, "\r\nx-ferry-error: ");
+	sbuf_adds(out, errors[a->err].code);
+	sbuf_add(out, "\r\n", 2);
+	if (a->correlation) {
+		sbuf_adds(out, "x-correlation-id: ");
+		sbuf_add(out, a->correlation, a->correlation_len);
+		sbuf_add(out, "\r\n", 2);
+	}
+	if (a->request_id) {
+		sbuf_adds(out, "x-request-id: ");
+		sbuf_add(out, a->request_id, a->request_id_len);
+		sbuf_add(out, "\r\n", 2);
+	}
+	if (a->retry_after) {
+		sbuf_adds(out, "retry-after: ");
+		sbuf_addu(out, a->retry_after);
+		sbuf_add(out, "\r\n", 2);
+	}
+	if (a->keep_alive) {
+		sbuf_adds(out, "keep-alive: timeout=");
+		sbuf_addu(out, a->keep_alive_timeout);
+		sbuf_add(out, "\r\n", 2);
+	} else {
+		sbuf_adds(out, "connection: close\r\n");
+	}
+	sbuf_add(out, "\r\n", 2);
+	if (!a->head_only)
+		sbuf_add(out, b.p, b.len);
+	sbuf_free(&b);
+}

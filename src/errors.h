@@ -1,0 +1,52 @@
+/*
+ * The error responses ferry itself produces (SPEC §7): JSON in the seed's
+ * shape, with content-type, x-ferry-error and x-correlation-id.
+ */
+#ifndef FERRY_ERRORS_H
+#define FERRY_ERRORS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "sbuf.h"
+
+enum ferry_error {
+	FE_BAD_REQUEST,			/* 400 */
+	FE_INVALID_SERVICE_AUTH,	/* 403 */
+	FE_UNKNOWN_SERVICE,		/* 404 */
+	FE_METHOD_NOT_ALLOWED,		/* 405 */
+	FE_REQUEST_TIMEOUT,		/* 408 */
+	FE_PAYLOAD_TOO_LARGE,		/* 413 */
+	FE_RATE_LIMITED,		/* 429 */
+	FE_HEADERS_TOO_LARGE,		/* 431 */
+	FE_SERVICE_ERROR,		/* 502 */
+	FE_SERVICE_UNAVAILABLE,		/* 503 */
+	FE_SERVICE_TIMEOUT,		/* 504 */
+	FE_LOOP_DETECTED,		/* 508 */
+	FE_COUNT
+};
+
+int ferror_status(enum ferry_error e);
+const char *ferror_code(enum ferry_error e);
+
+struct error_args {
+	enum ferry_error err;
+	const char *message;
+	const char *correlation;	/* may be NULL */
+	size_t correlation_len;
+	const char *request_id;		/* may be NULL */
+	size_t request_id_len;
+	unsigned retry_after;		/* seconds; 0 = no header */
+	bool keep_alive;
+	unsigned keep_alive_timeout;
+	bool head_only;			/* answer to HEAD: no body */
+};
+
+/* Writes the whole response (head and body) into OUT. */
+void ferror_build(struct sbuf *out, const struct error_args *a);
+
+/* Appends S as the inside of a JSON string (quotes not included):
+ * escapes quotes, backslashes, control bytes and invalid UTF-8. */
+void json_escape(struct sbuf *out, const char *s, size_t len);
+
+#endif

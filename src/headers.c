@@ -1,0 +1,386 @@
+#include <string.h>
+#include <strings.h>
+
+#include "headers.h"
+
+struct known {
+	const char *name;
+	enum hdr_kind kind;
+};
+
+static const struct known known_headers[] = {
+	{ "host", HDR_HOST },
+	{ "connection", HDR_CONNECTION },
+	{ "keep-alive", HDR_KEEP_ALIVE },
+	{ "proxy-connection", HDR_PROXY_CONNECTION },
+	{ "proxy-authorization", HDR_PROXY_AUTHORIZATION },
+	{ "upgrade", HDR_UPGRADE },
+	{ "te", HDR_TE },
+	{ "transfer-encoding", HDR_TRANSFER_ENCODING },
+	{ "content-length", HDR_CONTENT_LENGTH },
+	{ "expect", HDR_EXPECT },
+	{ "x-service-auth", HDR_SERVICE_AUTH },
+	{ "x-correlation-id", HDR_CORRELATION_ID },
+	{ "x-request-id", HDR_REQUEST_ID },
+	{ "traceparent", HDR_TRACEPARENT },
+	{ "tracestate", HDR_TRACESTATE },
+	{ "via", HDR_VIA },
+	{ "x-ferry-peer", HDR_FERRY_PEER },
+	{ "x-forwarded-for", HDR_FORWARDED_FOR },
+	{ "x-forwarded-proto", HDR_FORWARDED_PROTO },
+	{ "idempotency-key", HDR_IDEMPOTENCY_KEY },
+};
+
+static enum hdr_kind
+classify_name(const char *name, size_t len)
+{
+	/* first letters are few and distinct enough that a table scan of
+	 * same-length names is cheaper than hashing */
+	for (size_t i = 0; i < sizeof(known_headers) / sizeof(known_headers[0]); i++) {
+		const char *k = known_headers[i].name;
+
+		if ((k[0] | 0x20) == (name[0] | 0x20) && strlen(k) == len &&
+		    strncasecmp(k, name, len) == 0)
+			return known_headers[i].kind;
+	}
+	return HDR_OTHER;
+}
+
+static bool
+is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Calls FN for each comma-separated token of a list value. */
+static void
+each_token(const char *v, size_t len, void (*fn)(void *, const char *, size_t), void *arg)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		size_t b, e;
+
+		while (i < len && (is_ows(v[i]) || v[i] == ','))
+			i++;
+		b = i;
+		while (i < len && v[i] != ',')
+			i++;
+		e = i;
+		while (e > b && is_ows(v[e - 1]))
+			e--;
+		if (e > b)
+			fn(arg, v + b, e - b);
+	}
+}
+
+struct mark_ctx {
+	const char *msg;
+	struct http_head *h;
+};
+
+static void
+mark_listed(void *arg, const char *tok, size_t len)
+{
+	struct mark_ctx *m = arg;
+
+	for (uint32_t i = 0; i < m->h->n_headers; i++) {
+		struct http_header *hd = &m->h->h[i];
+
+		if (hd->name.len == len && strncasecmp(m->msg + hd->name.off, tok, len) == 0)
+			hd->hop = true;
+	}
+}
+
+int
+headers_classify(const char *msg, struct http_head *h)
+{
+	struct mark_ctx m = { msg, h };
+	int hosts = 0;
+
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		struct http_header *hd = &h->h[i];
+
+		hd->kind = classify_name(msg + hd->name.off, hd->name.len);
+		hd->hop = false;
+		if (hd->kind == HDR_HOST)
+			hosts++;
+	}
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		if (h->h[i].kind == HDR_CONNECTION)
+			each_token(msg + h->h[i].value.off, h->h[i].value.len, mark_listed, &m);
+	}
+	return hosts > 1 ? -1 : 0;
+}
+
+const struct http_header *
+headers_find(const struct http_head *h, enum hdr_kind kind)
+{
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		if (h->h[i].kind == kind)
+			return &h->h[i];
+	return NULL;
+}
+
+int
+headers_count(const struct http_head *h, enum hdr_kind kind)
+{
+	int n = 0;
+
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		n += h->h[i].kind == kind;
+	return n;
+}
+
+static void
+add_header(struct sbuf *out, const char *name, const char *value, size_t vlen)
+{
+	sbuf_adds(out, name);
+	sbuf_add(out, ": ", 2);
+	sbuf_add(out, value, vlen);
+	sbuf_add(out, "\r\n", 2);
+}
+
+static void
+copy_header(struct sbuf *out, const char *msg, const struct http_header *hd)
+{
+	sbuf_add(out, msg + hd->name.off, hd->name.len);
+	sbuf_add(out, ": ", 2);
+	sbuf_add(out, msg + hd->value.off, hd->value.len);
+	sbuf_add(out, "\r\n", 2);
+}
+
+/* Hop-by-hop in either direction (SPEC §5). */
+static bool
+is_hop(const char *msg, const struct http_header *hd, bool upgrade)
+{
+	if (hd->kind == HDR_UPGRADE)
+		return !upgrade;
+	if (hd->hop)
+		return true;
+	switch (hd->kind) {
+	case HDR_CONNECTION:
+	case HDR_KEEP_ALIVE:
+	case HDR_PROXY_CONNECTION:
+	case HDR_PROXY_AUTHORIZATION:
+		return true;
+	case HDR_TE:
+		return !slice_eq_ci(msg, hd->value, "trailers");
+	default:
+		return false;
+	}
+}
+
+static int
+last_index(const struct http_head *h, enum hdr_kind kind)
+{
+	int last = -1;
+
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		if (h->h[i].kind == kind)
+			last = (int)i;
+	return last;
+}
+
+void
+headers_build_request(struct sbuf *out, const char *msg, const struct http_head *h,
+    const struct upstream_head_args *a)
+{
+	int last_via = last_index(h, HDR_VIA);
+	int last_xff = last_index(h, HDR_FORWARDED_FOR);
+	bool tp_replaced = a->ids->traceparent != NULL;
+	bool corr_kept = false, rid_kept = false;
+
+	sbuf_add(out, msg + h->method.off, h->method.len);
+	sbuf_add(out, " ", 1);
+	sbuf_add(out, a->target, a->target_len);
+	sbuf_add(out, " HTTP/1.1\r\nhost: ", 17);
+	sbuf_adds(out, a->host);
+	sbuf_add(out, "\r\n", 2);
+
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const struct http_header *hd = &h->h[i];
+
+		if (is_hop(msg, hd, a->upgrade))
+			continue;
+		switch (hd->kind) {
+		case HDR_HOST:
+		case HDR_EXPECT:
+		case HDR_SERVICE_AUTH:
+		case HDR_FERRY_PEER:
+		case HDR_FORWARDED_PROTO:
+			continue;
+		case HDR_CORRELATION_ID:
+			/* the first one was the app's valid ID; others go */
+			if (!a->ids->correlation_from_app || corr_kept)
+				continue;
+			corr_kept = true;
+			break;
+		case HDR_REQUEST_ID:
+			if (!a->ids->request_from_app || rid_kept)
+				continue;
+			rid_kept = true;
+			break;
+		case HDR_TRACEPARENT:
+		case HDR_TRACESTATE:
+			if (tp_replaced)
+				continue;
+			break;
+		case HDR_VIA:
+			if ((int)i == last_via) {
+				sbuf_add(out, msg + hd->name.off, hd->name.len);
+				sbuf_add(out, ": ", 2);
+				sbuf_add(out, msg + hd->value.off, hd->value.len);
+				sbuf_add(out, ", ", 2);
+				sbuf_adds(out, a->via);
+				sbuf_add(out, "\r\n", 2);
+				continue;
+			}
+			break;
+		case HDR_FORWARDED_FOR:
+			if ((int)i == last_xff && a->forwarded_for) {
+				sbuf_add(out, msg + hd->name.off, hd->name.len);
+				sbuf_add(out, ": ", 2);
+				sbuf_add(out, msg + hd->value.off, hd->value.len);
+				sbuf_add(out, ", ", 2);
+				sbuf_adds(out, a->forwarded_for);
+				sbuf_add(out, "\r\n", 2);
+				continue;
+			}
+			break;
+		default:
+			break;
+		}
+		copy_header(out, msg, hd);
+	}
+	if (a->upgrade)
+		sbuf_adds(out, "connection: upgrade\r\n");
+	if (a->auth_key)
+		add_header(out, "x-service-auth", a->auth_key, strlen(a->auth_key));
+	if (!a->ids->correlation_from_app)
+		add_header(out, "x-correlation-id", a->ids->correlation, a->ids->correlation_len);
+	if (!a->ids->request_from_app)
+		add_header(out, "x-request-id", a->ids->request, a->ids->request_len);
+	if (tp_replaced)
+		add_header(out, "traceparent", a->ids->traceparent, a->ids->traceparent_len);
+	if (last_via < 0)
+		add_header(out, "via", a->via, strlen(a->via));
+	if (a->peer) {
+		add_header(out, "x-ferry-peer", a->peer, strlen(a->peer));
+		add_header(out, "x-forwarded-proto", "https", 5);
+		if (last_xff < 0 && a->forwarded_for)
+			add_header(out, "x-forwarded-for", a->forwarded_for, strlen(a->forwarded_for));
+	}
+	sbuf_add(out, "\r\n", 2);
+}
+
+void
+headers_build_response(struct sbuf *out, const char *msg, const struct http_head *h,
+    const struct downstream_head_args *a)
+{
+	sbuf_add(out, "HTTP/1.1 ", 9);
+	sbuf_addu(out, (unsigned)h->status);
+	sbuf_add(out, " ", 1);
+	sbuf_add(out, msg + h->reason.off, h->reason.len);
+	sbuf_add(out, "\r\n", 2);
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const struct http_header *hd = &h->h[i];
+
+		if (is_hop(msg, hd, a->upgrade))
+			continue;
+		switch (hd->kind) {
+		case HDR_CORRELATION_ID:
+		case HDR_REQUEST_ID:
+			continue;
+		case HDR_TRANSFER_ENCODING:
+			if (a->dechunk)
+				continue;
+			break;
+		default:
+			break;
+		}
+		copy_header(out, msg, hd);
+	}
+	if (a->ids) {
+		add_header(out, "x-correlation-id", a->ids->correlation, a->ids->correlation_len);
+		add_header(out, "x-request-id", a->ids->request, a->ids->request_len);
+	}
+	if (a->upgrade) {
+		sbuf_adds(out, "connection: upgrade\r\n");
+	} else if (a->keep_alive) {
+		sbuf_adds(out, "keep-alive: timeout=");
+		sbuf_addu(out, a->keep_alive_timeout);
+		sbuf_add(out, "\r\n", 2);
+	} else {
+		sbuf_adds(out, "connection: close\r\n");
+	}
+	sbuf_add(out, "\r\n", 2);
+}
+
+void
+target_split(const char *t, size_t len, const char **path, size_t *path_len,
+    const char **auth, size_t *auth_len)
+{
+	const char *sep = len >= 3 ? memmem(t, len, "://", 3) : NULL;
+	size_t i, b;
+
+	*auth = NULL;
+	*auth_len = 0;
+	if (len == 0 || t[0] == '/' || t[0] == '*' || sep == NULL) {
+		*path = t;
+		*path_len = len;
+		return;
+	}
+	/* scheme must be letters, digits, + - . before "://" */
+	for (const char *p = t; p < sep; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.')) {
+			*path = t;
+			*path_len = len;
+			return;
+		}
+	b = (size_t)(sep - t) + 3;
+	for (i = b; i < len && t[i] != '/' && t[i] != '?' && t[i] != '#'; i++)
+		;
+	*auth = t + b;
+	*auth_len = i - b;
+	/* drop userinfo */
+	for (size_t j = 0; j < *auth_len; j++)
+		if ((*auth)[j] == '@') {
+			*auth += j + 1;
+			*auth_len -= j + 1;
+			j = 0;
+		}
+	if (i == len || t[i] != '/') {
+		/* "http://svc" or "http://svc?x": origin-form needs a "/" */
+		*path = "/";
+		*path_len = 1;
+		if (i < len && t[i] == '?') {
+			/* keep the query: the caller copies path then rest */
+			*path = t + i;
+			*path_len = len - i;
+		}
+		return;
+	}
+	*path = t + i;
+	*path_len = len - i;
+}
+
+void
+host_strip_port(const char *host, size_t len, const char **name, size_t *name_len)
+{
+	if (len > 0 && host[0] == '[') {
+		const char *end = memchr(host, ']', len);
+
+		*name = host + 1;
+		*name_len = end ? (size_t)(end - host) - 1 : len - 1;
+		return;
+	}
+	*name = host;
+	*name_len = len;
+	for (size_t i = 0; i < len; i++)
+		if (host[i] == ':') {
+			*name_len = i;
+			break;
+		}
+}

@@ -1,0 +1,73 @@
+/*
+ * Header rules of SPEC §5: which headers are hop-by-hop, and the rewritten
+ * heads sent upstream and back to the app. Pure: no I/O.
+ */
+#ifndef FERRY_HEADERS_H
+#define FERRY_HEADERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http1.h"
+#include "sbuf.h"
+
+/* Classifies every header by name and marks the ones Connection lists.
+ * MSG is the first byte of the message. Returns -1 when the head is
+ * ambiguous (two Host headers, ...). */
+int headers_classify(const char *msg, struct http_head *h);
+
+/* The first header of KIND, or NULL. */
+const struct http_header *headers_find(const struct http_head *h, enum hdr_kind kind);
+int headers_count(const struct http_head *h, enum hdr_kind kind);
+
+/* IDs decided for one request; the texts are owned by the caller. */
+struct request_ids {
+	const char *correlation;
+	size_t correlation_len;
+	const char *request;
+	size_t request_len;
+	bool correlation_from_app;	/* the app's header is kept in place */
+	bool request_from_app;
+	const char *traceparent;	/* NULL: pass the app's (valid) one */
+	size_t traceparent_len;
+};
+
+struct upstream_head_args {
+	const char *host;		/* Host upstream */
+	const char *target;		/* origin-form target */
+	size_t target_len;
+	const char *auth_key;		/* x-service-auth, or NULL to remove */
+	const struct request_ids *ids;
+	const char *via;		/* "1.1 ferry-XXXXXXXX-out" */
+	bool keep_tracestate;
+	bool upgrade;			/* forward Upgrade + Connection: upgrade */
+	/* inbound only */
+	const char *peer;		/* x-ferry-peer, or NULL */
+	const char *forwarded_for;	/* appended to x-forwarded-for, or NULL */
+};
+
+/* Writes the request head for the upstream into OUT. */
+void headers_build_request(struct sbuf *out, const char *msg, const struct http_head *h,
+    const struct upstream_head_args *a);
+
+struct downstream_head_args {
+	const struct request_ids *ids;
+	bool keep_alive;		/* else "connection: close" */
+	unsigned keep_alive_timeout;	/* seconds, for "keep-alive: timeout=N" */
+	bool dechunk;			/* HTTP/1.0 client: drop transfer-encoding */
+	bool upgrade;			/* a 101 being tunnelled */
+};
+
+/* Writes the response head for the app into OUT. */
+void headers_build_response(struct sbuf *out, const char *msg, const struct http_head *h,
+    const struct downstream_head_args *a);
+
+/* The origin-form of TARGET (absolute-form loses scheme and authority).
+ * AUTH and AUTH_LEN get the authority of an absolute-form target, else NULL. */
+void target_split(const char *target, size_t len, const char **path, size_t *path_len,
+    const char **auth, size_t *auth_len);
+
+/* A host name without port (and without IPv6 brackets). */
+void host_strip_port(const char *host, size_t len, const char **name, size_t *name_len);
+
+#endif

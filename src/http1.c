@@ -1,0 +1,293 @@
+#include <string.h>
+#include <strings.h>
+
+#include "http1.h"
+
+static struct http_parser *
+hp_of(llhttp_t *p)
+{
+	return (struct http_parser *)p;
+}
+
+static uint32_t
+off_of(struct http_parser *hp, const char *at)
+{
+	return hp->base_off + (uint32_t)(at - hp->base);
+}
+
+static int
+too_large(struct http_parser *hp)
+{
+	hp->err = HTTP_ERR_TOO_LARGE;
+	return -1;
+}
+
+/* A callback may be split across execute calls; the bytes stay adjacent
+ * in the caller's buffer, so a continuation just extends the slice. */
+static void
+extend(struct http_parser *hp, struct slice *s, const char *at, size_t len, bool fresh)
+{
+	if (fresh) {
+		s->off = off_of(hp, at);
+		s->len = (uint32_t)len;
+	} else {
+		s->len += (uint32_t)len;
+	}
+}
+
+static int
+on_message_begin(llhttp_t *p)
+{
+	struct http_parser *hp = hp_of(p);
+
+	hp->in_head = true;
+	return 0;
+}
+
+static int
+on_method(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_parser *hp = hp_of(p);
+
+	extend(hp, &hp->head->method, at, len, hp->head->method.len == 0);
+	return 0;
+}
+
+static int
+on_url(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_parser *hp = hp_of(p);
+
+	extend(hp, &hp->head->target, at, len, hp->head->target.len == 0);
+	return 0;
+}
+
+static int
+on_status(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_parser *hp = hp_of(p);
+
+	extend(hp, &hp->head->reason, at, len, hp->head->reason.len == 0);
+	return 0;
+}
+
+static int
+on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_parser *hp = hp_of(p);
+	struct http_head *h = hp->head;
+
+	if (hp->cur != 1) {
+		if (h->n_headers >= HTTP_MAX_HEADERS)
+			return too_large(hp);
+		h->n_headers++;
+		h->h[h->n_headers - 1] = (struct http_header){ 0 };
+		extend(hp, &h->h[h->n_headers - 1].name, at, len, true);
+		hp->cur = 1;
+	} else {
+		extend(hp, &h->h[h->n_headers - 1].name, at, len, false);
+	}
+	return 0;
+}
+
+static int
+on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_parser *hp = hp_of(p);
+	struct http_head *h = hp->head;
+
+	extend(hp, &h->h[h->n_headers - 1].value, at, len, hp->cur != 2);
+	hp->cur = 2;
+	return 0;
+}
+
+static int
+on_header_value_complete(llhttp_t *p)
+{
+	hp_of(p)->cur = 0;
+	return 0;
+}
+
+static int
+on_header_field_complete(llhttp_t *p)
+{
+	struct http_parser *hp = hp_of(p);
+
+	/* an empty value never calls on_header_value: leave it empty */
+	hp->cur = 3;
+	return 0;
+}
+
+static int
+on_headers_complete(llhttp_t *p)
+{
+	struct http_parser *hp = hp_of(p);
+	struct http_head *h = hp->head;
+
+	h->major = p->http_major;
+	h->minor = p->http_minor;
+	h->method_id = p->method;
+	h->status = p->status_code;
+	h->keep_alive = llhttp_should_keep_alive(p);
+	h->chunked = (p->flags & F_CHUNKED) != 0;
+	h->has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+	h->content_length = h->has_length ? p->content_length : 0;
+	h->upgrade = (p->flags & F_UPGRADE) && (p->flags & F_CONNECTION_UPGRADE);
+	h->conn_close = (p->flags & F_CONNECTION_CLOSE) != 0;
+	hp->in_head = false;
+	hp->head_done = true;
+	return HPE_PAUSED;
+}
+
+static int
+on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_parser *hp = hp_of(p);
+
+	if (hp->dechunk && hp->on_data)
+		hp->on_data(hp->arg, at, len);
+	return 0;
+}
+
+static int
+on_message_complete(llhttp_t *p)
+{
+	hp_of(p)->msg_done = true;
+	return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+	.on_message_begin = on_message_begin,
+	.on_method = on_method,
+	.on_url = on_url,
+	.on_status = on_status,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_header_field_complete = on_header_field_complete,
+	.on_header_value_complete = on_header_value_complete,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+};
+
+void
+http_parser_init(struct http_parser *hp, bool response, struct http_head *head)
+{
+	memset(hp, 0, sizeof(*hp));
+	llhttp_init(&hp->p, response ? HTTP_RESPONSE : HTTP_REQUEST, &settings);
+	hp->head = head;
+	memset(head, 0, offsetof(struct http_head, h));
+}
+
+void
+http_parser_reset(struct http_parser *hp)
+{
+	struct http_head *head = hp->head;
+	void (*on_data)(void *, const char *, size_t) = hp->on_data;
+	void *arg = hp->arg;
+	bool response = hp->p.type == HTTP_RESPONSE;
+
+	http_parser_init(hp, response, head);
+	hp->on_data = on_data;
+	hp->arg = arg;
+}
+
+/* llhttp accepts bytes RFC 9110 forbids in a value only in lenient mode,
+ * but obsolete line folding must be refused explicitly: a folded value
+ * contains CR or LF once llhttp has joined it. */
+static bool
+values_clean(const char *msg, const struct http_head *h)
+{
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const char *v = msg + h->h[i].value.off;
+
+		for (uint32_t j = 0; j < h->h[i].value.len; j++)
+			if (v[j] == '\r' || v[j] == '\n' || v[j] == '\0')
+				return false;
+	}
+	return true;
+}
+
+enum http_status
+http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_off,
+    size_t *used)
+{
+	llhttp_errno_t e;
+
+	hp->base = data;
+	hp->base_off = msg_off;
+	hp->head_done = false;
+	e = llhttp_execute(&hp->p, data, len);
+	if (e == HPE_OK) {
+		*used = len;
+		if (hp->in_head && msg_off + len > HTTP_MAX_HEAD) {
+			hp->err = HTTP_ERR_TOO_LARGE;
+			return HTTP_ERROR;
+		}
+		return HTTP_NEED_MORE;
+	}
+	if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+		*used = (size_t)(llhttp_get_error_pos(&hp->p) - data);
+		if (e == HPE_PAUSED)
+			llhttp_resume(&hp->p);
+		else
+			llhttp_resume_after_upgrade(&hp->p);
+		if (hp->head_done) {
+			struct http_head *h = hp->head;
+
+			h->head_len = msg_off + (uint32_t)*used;
+			if (h->head_len > HTTP_MAX_HEAD) {
+				hp->err = HTTP_ERR_TOO_LARGE;
+				return HTTP_ERROR;
+			}
+			/* the message starts at data - msg_off */
+			if (!values_clean(data - msg_off, h)) {
+				hp->err = HTTP_ERR_BAD;
+				hp->err_text = "invalid header value";
+				return HTTP_ERROR;
+			}
+			return HTTP_HEAD_DONE;
+		}
+		if (hp->msg_done)
+			return HTTP_MSG_DONE;
+		return HTTP_NEED_MORE;
+	}
+	*used = 0;
+	if (hp->err == HTTP_ERR_NONE) {
+		hp->err = HTTP_ERR_BAD;
+		hp->err_text = llhttp_get_error_reason(&hp->p);
+	}
+	return HTTP_ERROR;
+}
+
+void
+http_parser_skip_body(struct http_parser *hp)
+{
+	hp->p.flags |= F_SKIPBODY;
+}
+
+bool
+http_parser_body_until_eof(const struct http_parser *hp)
+{
+	return llhttp_message_needs_eof(&hp->p) != 0;
+}
+
+enum http_status
+http_parse_eof(struct http_parser *hp)
+{
+	llhttp_errno_t e = llhttp_finish(&hp->p);
+
+	if (e == HPE_OK || e == HPE_PAUSED)
+		return hp->msg_done ? HTTP_MSG_DONE : HTTP_NEED_MORE;
+	hp->err = HTTP_ERR_BAD;
+	hp->err_text = llhttp_get_error_reason(&hp->p);
+	return HTTP_ERROR;
+}
+
+bool
+slice_eq_ci(const char *msg, struct slice s, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return s.len == n && strncasecmp(msg + s.off, lit, n) == 0;
+}

@@ -1,0 +1,129 @@
+/*
+ * HTTP/1.x message parsing with llhttp, no I/O. The head is recorded as
+ * slices (offsets into the caller's input buffer, relative to the first
+ * byte of the message), so nothing is copied; the body is reported as the
+ * count of raw bytes it spans, so it can be forwarded as it came.
+ */
+#ifndef FERRY_HTTP1_H
+#define FERRY_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <llhttp.h>
+
+#define HTTP_MAX_HEADERS 100
+#define HTTP_MAX_HEAD (64 * 1024)
+
+struct slice {
+	uint32_t off, len;
+};
+
+/* Headers the proxy treats specially, classified once while parsing. */
+enum hdr_kind {
+	HDR_OTHER = 0,
+	HDR_HOST,
+	HDR_CONNECTION,
+	HDR_KEEP_ALIVE,
+	HDR_PROXY_CONNECTION,
+	HDR_PROXY_AUTHORIZATION,
+	HDR_UPGRADE,
+	HDR_TE,
+	HDR_TRANSFER_ENCODING,
+	HDR_CONTENT_LENGTH,
+	HDR_EXPECT,
+	HDR_SERVICE_AUTH,
+	HDR_CORRELATION_ID,
+	HDR_REQUEST_ID,
+	HDR_TRACEPARENT,
+	HDR_TRACESTATE,
+	HDR_VIA,
+	HDR_FERRY_PEER,
+	HDR_FORWARDED_FOR,
+	HDR_FORWARDED_PROTO,
+	HDR_IDEMPOTENCY_KEY,
+};
+
+struct http_header {
+	struct slice name, value;
+	enum hdr_kind kind;
+	bool hop;		/* named in Connection: not forwarded */
+};
+
+struct http_head {
+	struct slice method, target, reason;
+	int status;			/* responses */
+	uint8_t major, minor;
+	uint8_t method_id;		/* llhttp_method_t */
+	uint32_t n_headers;
+	struct http_header h[HTTP_MAX_HEADERS];
+	uint32_t head_len;		/* bytes of the head, CRLFCRLF included */
+	bool keep_alive;		/* after Connection and the version */
+	bool chunked;
+	bool has_length;
+	bool upgrade;			/* Upgrade + Connection: upgrade */
+	bool expect_continue;
+	bool conn_close;		/* Connection: close */
+	uint64_t content_length;
+};
+
+enum http_status {
+	HTTP_NEED_MORE,		/* all input consumed, message not finished */
+	HTTP_HEAD_DONE,		/* head parsed: see http_parser_head() */
+	HTTP_MSG_DONE,		/* message complete (body included) */
+	HTTP_ERROR,		/* malformed: see http_parser_error() */
+};
+
+/* Why a message was refused; maps to a 4xx/5xx. */
+enum http_error {
+	HTTP_ERR_NONE = 0,
+	HTTP_ERR_BAD,		/* 400 / 502 */
+	HTTP_ERR_TOO_LARGE,	/* 431: head over 64 KiB or over 100 headers */
+};
+
+struct http_parser {
+	llhttp_t p;
+	struct http_head *head;
+	const char *base;	/* first byte of the message in this execute */
+	uint32_t base_off;	/* offset of base from the message start */
+	int cur;		/* 0 none, 1 in field, 2 in value */
+	bool in_head;
+	bool msg_done;
+	bool head_done;
+	bool dechunk;		/* report body bytes through on_data */
+	enum http_error err;
+	const char *err_text;
+	void (*on_data)(void *arg, const char *at, size_t len);
+	void *arg;
+};
+
+void http_parser_init(struct http_parser *hp, bool response, struct http_head *head);
+/* Starts a new message (keeps the type). */
+void http_parser_reset(struct http_parser *hp);
+
+/*
+ * Parses DATA (all unconsumed bytes of the message so far is not needed:
+ * only the new ones; MSG_OFF is the offset of DATA from the message start).
+ * *USED gets how many bytes of DATA belong to this message's part just
+ * parsed. Stops after the head (HTTP_HEAD_DONE) and after the message.
+ */
+enum http_status http_parse(struct http_parser *hp, const char *data, size_t len,
+    uint32_t msg_off, size_t *used);
+
+/* The response to a HEAD request, or a 1xx/204/304: no body follows. */
+void http_parser_skip_body(struct http_parser *hp);
+/* The body runs until the connection closes (response without length). */
+bool http_parser_body_until_eof(const struct http_parser *hp);
+/* Tell the parser the peer closed: finishes a close-delimited body. */
+enum http_status http_parse_eof(struct http_parser *hp);
+
+static inline const char *
+slice_ptr(const char *msg, struct slice s)
+{
+	return msg + s.off;
+}
+
+bool slice_eq_ci(const char *msg, struct slice s, const char *lit);
+
+#endif

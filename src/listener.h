@@ -1,0 +1,29 @@
+/*
+ * Listening sockets: bind (with a probe that fails when any process holds
+ * the address), accept with the connection cap, and a pause instead of a
+ * spin when file descriptors run out.
+ */
+#ifndef FERRY_LISTENER_H
+#define FERRY_LISTENER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "worker.h"
+
+/* Binds ADDR without SO_REUSEPORT and closes it again: fails when any
+ * process holds the address. */
+int listener_probe(const struct conf_addr *addr, char *err, size_t errlen);
+/* A listening socket; REUSEPORT lets every worker have its own. */
+int listener_socket(const struct conf_addr *addr, bool reuseport, char *err, size_t errlen);
+
+struct listener *listener_new(struct worker *w, enum listener_kind kind,
+    const struct conf_listener *conf, size_t service, int fd);
+void listener_free(struct listener *l);
+/* Stop accepting (drain); what waits in the accept queue is served first. */
+void listener_close(struct listener *l);
+/* A connection of L ended: accept again if the cap had paused it. */
+void listener_client_gone(struct listener *l);
+
+#endif

@@ -1,0 +1,172 @@
+#include <stdlib.h>
+
+#include <openssl/ssl.h>
+
+#include "clock.h"
+#include "log.h"
+#include "pool.h"
+
+static void
+idle_unlink(struct upconn *u)
+{
+	struct endpoint *ep = u->ep;
+
+	if (u->prev)
+		u->prev->next = u->next;
+	else
+		ep->idle = u->next;
+	if (u->next)
+		u->next->prev = u->prev;
+	u->next = u->prev = NULL;
+	u->idle = false;
+	ep->n_idle--;
+}
+
+void
+pool_discard(struct upconn *u)
+{
+	if (u->idle)
+		idle_unlink(u);
+	else
+		u->ep->n_active--;
+	conn_free(u->c);
+	buf_free(&u->in);
+	free(u);
+}
+
+/* While idle, any readable event means the upstream closed (or sent bytes
+ * nobody asked for): either way the connection cannot be reused. */
+static void
+idle_event(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct upconn *u = arg;
+
+	(void)c;
+	if (ev == CONN_DRAINED)
+		return;
+	log_debug("upstream %s closed an idle connection", u->ep->addr_text);
+	pool_discard(u);
+}
+
+struct upconn *
+pool_checkout(struct endpoint *ep, int64_t now)
+{
+	struct upconn *u;
+
+	while ((u = ep->idle) != NULL) {
+		idle_unlink(u);
+		if (now >= u->expire_ms) {
+			ep->n_active++;		/* pool_discard counts it down */
+			pool_discard(u);
+			continue;
+		}
+		ep->n_active++;
+		u->reused = true;
+		return u;
+	}
+	return NULL;
+}
+
+static void
+save_session(struct upconn *u)
+{
+	SSL *ssl = conn_ssl(u->c);
+	SSL_SESSION *s;
+
+	/* TLS 1.3 tickets arrive after the handshake, with the first read;
+	 * keep the newest resumable session for the next connection */
+	if (ssl == NULL || (s = SSL_get1_session(ssl)) == NULL)
+		return;
+	if (!SSL_SESSION_is_resumable(s)) {
+		SSL_SESSION_free(s);
+		return;
+	}
+	if (u->ep->session)
+		SSL_SESSION_free(u->ep->session);
+	u->ep->session = s;
+}
+
+struct upconn *
+pool_connect(struct worker *w, struct svc_state *s, struct endpoint *ep,
+    conn_cb cb, void *arg, int64_t now)
+{
+	const struct conf_service *svc = s->conf;
+	const struct conf_tls_client *t = &svc->tls;
+	struct upconn *u = calloc(1, sizeof(*u));
+	const char *name;
+
+	if (u == NULL)
+		return NULL;
+	name = t->server_name ? t->server_name : ep->conf->host;
+	u->c = conn_connect(w->base, (struct sockaddr *)&ep->sa, ep->salen,
+	    t->enabled ? t->ctx : NULL,
+	    /* SNI carries names only, never IP literals (RFC 6066) */
+	    (t->server_name || !ep->conf->is_ip) ? name : NULL,
+	    name, t->verify_san, ep->session, cb, arg);
+	if (u->c == NULL) {
+		free(u);
+		return NULL;
+	}
+	u->ep = ep;
+	u->w = w;
+	u->pconf = &svc->pool;
+	u->born_ms = now;
+	http_parser_init(&u->parser, true, &u->head);
+	ep->n_active++;
+	ep->opened++;
+	return u;
+}
+
+void
+pool_checkin(struct upconn *u, int64_t now, int64_t keepalive_ms)
+{
+	const struct conf_pool *pc = u->pconf;
+	struct endpoint *ep = u->ep;
+	int64_t expire = now + pc->idle_timeout;
+
+	save_session(u);
+	if (keepalive_ms > 0 && now + keepalive_ms - 1000 < expire)
+		expire = now + keepalive_ms - 1000;
+	if (expire <= now || ep->n_idle >= pc->max_idle_per_endpoint ||
+	    (pc->max_requests_per_connection &&
+	     u->requests >= pc->max_requests_per_connection) ||
+	    (pc->max_connection_age && now - u->born_ms >= pc->max_connection_age) ||
+	    buf_len(&u->in) > 0) {
+		pool_discard(u);
+		return;
+	}
+	ep->n_active--;
+	u->expire_ms = expire;
+	u->idle = true;
+	u->prev = NULL;
+	u->next = ep->idle;
+	if (ep->idle)
+		ep->idle->prev = u;
+	ep->idle = u;
+	ep->n_idle++;
+	buf_free(&u->in);
+	conn_release_buffers(u->c);
+	conn_set_cb(u->c, idle_event, u);
+}
+
+void
+pool_sweep(struct svc_state *s, int64_t now)
+{
+	for (size_t i = 0; i < s->n_eps; i++) {
+		struct upconn *u = s->eps[i].idle, *next;
+
+		for (; u; u = next) {
+			next = u->next;
+			if (now >= u->expire_ms)
+				pool_discard(u);
+		}
+	}
+}
+
+void
+pool_close_idle(struct svc_state *s)
+{
+	for (size_t i = 0; i < s->n_eps; i++)
+		while (s->eps[i].idle)
+			pool_discard(s->eps[i].idle);
+}

@@ -1,0 +1,19 @@
+/*
+ * The proxy session: a downstream connection, the request it carries and
+ * the upstream attempt serving it, torn down by one function with a
+ * reason.
+ */
+#ifndef FERRY_PROXY_H
+#define FERRY_PROXY_H
+
+#include <sys/socket.h>
+
+#include "worker.h"
+
+/* Takes ownership of FD, accepted on LIS. */
+void proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_t len);
+
+/* Closes every downstream connection of W (shutdown). */
+void proxy_close_all(struct worker *w);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * A growable output string for building message heads. Reused across
+ * requests (cleared, not freed), so steady state allocates nothing.
+ */
+#ifndef FERRY_SBUF_H
+#define FERRY_SBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;		/* an append failed; the content is incomplete */
+};
+
+static inline bool
+sbuf_grow(struct sbuf *s, size_t more)
+{
+	size_t ncap;
+	char *n;
+
+	if (s->cap - s->len >= more)
+		return true;
+	ncap = s->cap ? s->cap : 1024;
+	while (ncap - s->len < more)
+		ncap *= 2;
+	if ((n = realloc(s->p, ncap)) == NULL) {
+		s->oom = true;
+		return false;
+	}
+	s->p = n;
+	s->cap = ncap;
+	return true;
+}
+
+static inline void
+sbuf_add(struct sbuf *s, const void *d, size_t n)
+{
+	if (n == 0 || !sbuf_grow(s, n))
+		return;
+	memcpy(s->p + s->len, d, n);
+	s->len += n;
+}
+
+static inline void
+sbuf_adds(struct sbuf *s, const char *str)
+{
+	sbuf_add(s, str, strlen(str));
+}
+
+static inline void
+sbuf_clear(struct sbuf *s)
+{
+	s->len = 0;
+	s->oom = false;
+}
+
+static inline void
+sbuf_free(struct sbuf *s)
+{
+	free(s->p);
+	s->p = NULL;
+	s->len = s->cap = 0;
+}
+
+/* Appends the decimal form of V. */
+static inline void
+sbuf_addu(struct sbuf *s, unsigned long long v)
+{
+	char tmp[24];
+	size_t i = sizeof(tmp);
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	sbuf_add(s, tmp + i, sizeof(tmp) - i);
+}
+
+#endif
