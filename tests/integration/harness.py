@@ -297,6 +297,11 @@ def find_all(headers, name):
     return [v for n, v in headers if n.lower() == name]
 
 
+def via_tokens(headers):
+    """All Via entries in order, whether on one line or on several."""
+    return [t.strip() for v in find_all(headers, "via") for t in v.split(",")]
+
+
 def has_token(headers, name, token):
     """Whether a comma-separated header (any of its lines) lists token."""
     token = token.lower()
@@ -1087,7 +1092,8 @@ class Ferry:
         self.env = env or {}
         self.args = list(args)
         self.proc = None
-        self._killed = False
+        self._killed = False        # the harness had to SIGKILL it
+        self._terminated = False    # the test sent SIGTERM/SIGINT itself
 
     def listen_ports(self):
         """Each service's own `listen` port, by service name."""
@@ -1150,6 +1156,8 @@ class Ferry:
         return self.proc is not None and self.proc.poll() is None
 
     def signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self._terminated = True
         self.proc.send_signal(sig)
 
     def stop(self, timeout=None):
@@ -1159,7 +1167,8 @@ class Ferry:
             return []
         problems = []
         if self.proc.poll() is not None:
-            problems.append("ferry died during the test: %s" % self.exit_description())
+            if not (self._terminated and self.proc.returncode == 0):
+                problems.append("ferry died during the test: %s" % self.exit_description())
         else:
             timeout = timeout if timeout is not None else self._drain_timeout() + STOP_GRACE
             self.proc.send_signal(signal.SIGTERM)

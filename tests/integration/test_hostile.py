@@ -1,0 +1,256 @@
+"""Limits and hostile input (SPEC §11). After each case ferry must still
+serve another client (crash canary)."""
+
+import random
+import socket
+import struct
+import time
+
+import harness
+from harness import FerryTestCase, IncompleteMessage, build_request, delay, raw, service
+
+GOOD = b"GET /canary HTTP/1.1\r\nHost: svc\r\n\r\n"
+
+
+class HostileTest(FerryTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream()
+        self.f = self.ferry({"svc": service(self.up)}, outbound={"max_request_body": "1KiB"})
+
+    def tearDown(self):
+        try:
+            self.assert_still_serving()
+        finally:
+            super().tearDown()
+
+    def assert_still_serving(self):
+        self.assertTrue(self.f.alive(), "ferry died: %s" % (self.f.proc.poll(),))
+        before = len(self.up.requests)
+        with self.f.client() as c:
+            c.send(GOOD)
+            resp = c.read_response()
+        self.assertEqual(resp.status, 200, resp.body[:200])
+        self.assertEqual(len(self.up.requests), before + 1)
+
+    def rejected(self, data, status, code, closes=True):
+        """Send data; expect ferry's own error and (by default) a close;
+        nothing may reach the upstream."""
+        before = len(self.up.requests)
+        with self.f.client() as c:
+            c.send(data)
+            resp = c.read_response()
+            self.assert_ferry_error(resp, status, code)
+            if closes:
+                self.assertTrue(c.peer_closed(2), "connection left open after %d" % status)
+        self.assertEqual(len(self.up.requests), before, "rejected request reached the upstream")
+        self.assert_still_serving()
+
+    # framing ambiguities
+
+    def test_content_length_and_transfer_encoding(self):
+        self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "BAD_REQUEST")
+
+    def test_transfer_encoding_then_content_length(self):
+        self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n"
+                      b"Content-Length: 5\r\n\r\n0\r\n\r\n", 400, "BAD_REQUEST")
+
+    def test_differing_content_lengths(self):
+        self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n"
+                      b"Content-Length: 6\r\n\r\nhello!", 400, "BAD_REQUEST")
+
+    def test_content_length_list(self):
+        self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\nContent-Length: 5, 6\r\n\r\nhello!",
+                      400, "BAD_REQUEST")
+
+    def test_bad_content_length(self):
+        for value in (b"abc", b"-1", b"0x10", b"1 2"):
+            with self.subTest(value=value):
+                self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\nContent-Length: " + value +
+                              b"\r\n\r\n", 400, "BAD_REQUEST")
+
+    def test_transfer_encoding_not_ending_in_chunked(self):
+        self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip\r\n\r\nxxxx",
+                      400, "BAD_REQUEST")
+
+    # syntax
+
+    def test_obs_fold(self):
+        self.rejected(b"GET / HTTP/1.1\r\nHost: svc\r\nX-Folded: a\r\n  b\r\n\r\n",
+                      400, "BAD_REQUEST")
+
+    def test_invalid_header_characters(self):
+        cases = {
+            "space in name": b"Bad Name: x\r\n",
+            "space before colon": b"X-A : x\r\n",
+            "NUL in value": b"X-A: a\x00b\r\n",
+            "CR in value": b"X-A: a\rb\r\n",
+            "CTL in value": b"X-A: a\x01b\r\n",
+            "no colon": b"JustAName\r\n",
+            "non-token name": b"X(A): x\r\n",
+        }
+        for name, line in cases.items():
+            with self.subTest(case=name):
+                self.rejected(b"GET / HTTP/1.1\r\nHost: svc\r\n" + line + b"\r\n",
+                              400, "BAD_REQUEST")
+
+    def test_invalid_request_line(self):
+        for line in (b"G(T / HTTP/1.1", b"GET /a b HTTP/1.1", b"GET / HTTP/1.1 extra",
+                     b"GET\t/ HTTP/1.1"):
+            with self.subTest(line=line):
+                self.rejected(line + b"\r\nHost: svc\r\n\r\n", 400, "BAD_REQUEST")
+
+    # sizes
+
+    def test_head_over_64kib(self):
+        self.rejected(build_request("GET", "/", [("Host", "svc"), ("X-Big", "a" * (70 * 1024))]),
+                      431, "HEADERS_TOO_LARGE", closes=False)
+
+    def test_many_headers_over_64kib(self):
+        headers = [("Host", "svc")] + [("X-H%d" % i, "v" * 1000) for i in range(70)]
+        self.rejected(build_request("GET", "/", headers), 431, "HEADERS_TOO_LARGE", closes=False)
+
+    def test_long_request_line(self):
+        self.rejected(build_request("GET", "/" + "a" * (70 * 1024), [("Host", "svc")]),
+                      431, "HEADERS_TOO_LARGE", closes=False)
+
+    def test_head_under_64kib_passes(self):
+        with self.f.client() as c:
+            resp = c.request("GET", "/", [("Host", "svc"), ("X-Big", "a" * (60 * 1024))])
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(self.up.last.header("x-big"), "a" * (60 * 1024))
+
+    def test_101_headers(self):
+        headers = [("Host", "svc")] + [("X-H%d" % i, "v") for i in range(100)]
+        self.rejected(build_request("GET", "/", headers), 431, "HEADERS_TOO_LARGE", closes=False)
+
+    def test_100_headers_pass(self):
+        headers = [("Host", "svc")] + [("X-H%d" % i, "v") for i in range(99)]
+        with self.f.client() as c:
+            resp = c.request("GET", "/", headers)
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(self.up.last.header("x-h98"), "v")
+
+    def test_body_over_max_request_body(self):
+        self.rejected(build_request("POST", "/", [("Host", "svc")], b"x" * 1025),
+                      413, "PAYLOAD_TOO_LARGE", closes=False)
+
+    def test_chunked_body_over_max_request_body(self):
+        with self.f.client() as c:
+            c.send(build_request("POST", "/", [("Host", "svc"), ("Transfer-Encoding", "chunked")]))
+            try:
+                for _ in range(4):
+                    c.send(b"200\r\n" + b"y" * 512 + b"\r\n")
+                c.send(b"0\r\n\r\n")
+            except OSError:
+                pass            # ferry may close as soon as it has answered
+            resp = c.read_response()
+        self.assert_ferry_error(resp, 413, "PAYLOAD_TOO_LARGE")
+        self.assertFalse(any(len(r.body) > 1024 for r in self.up.requests))
+
+    def test_body_at_max_request_body_passes(self):
+        with self.f.client() as c:
+            resp = c.request("POST", "/", [("Host", "svc")], b"x" * 1024)
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(len(self.up.last.body), 1024)
+
+    # garbage, aborted clients, pipelining
+
+    def test_tls_client_hello_on_plain_port(self):
+        hello = bytes.fromhex("16030100a5010000a10303") + bytes(range(32)) + b"\x00" * 100
+        self.ends_without_crash(hello)
+
+    def test_random_garbage(self):
+        rng = random.Random(1234)
+        valid = build_request("POST", "/x?y=1", [("Host", "svc"), ("Content-Length", "5")], b"hello")
+        for i in range(25):
+            data = bytearray(valid)
+            for _ in range(rng.randint(1, 8)):
+                op = rng.randrange(3)
+                pos = rng.randrange(len(data))
+                if op == 0:
+                    data[pos] = rng.randrange(256)
+                elif op == 1:
+                    data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 20)))
+                else:
+                    del data[pos:pos + rng.randint(1, 10)]
+            with self.subTest(i=i):
+                self.ends_without_crash(bytes(data))
+        self.assert_still_serving()
+
+    def ends_without_crash(self, data):
+        """Send data, half-close, and wait for ferry to answer and/or close."""
+        with self.f.client() as c:
+            c.send(data)
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertTrue(c.peer_closed(3), "ferry neither answered nor closed")
+        self.assertTrue(self.f.alive())
+
+    def test_client_aborts_mid_body(self):
+        for _ in range(5):
+            with self.f.client() as c:
+                c.send(build_request("POST", "/", [("Host", "svc"), ("Content-Length", "1000")],
+                                     b"z" * 300))
+        time.sleep(0.2)
+        self.assert_still_serving()
+
+    def test_client_resets_while_waiting(self):
+        self.up.behaviour = delay(0.5)
+        for _ in range(3):
+            c = self.f.client()
+            c.send(GOOD)
+            time.sleep(0.1)
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        time.sleep(0.7)
+        self.up.behaviour = harness.echo()
+        self.assert_still_serving()
+
+    def test_pipelined_requests_answered_in_order(self):
+        with self.f.client() as c:
+            c.send(b"".join(build_request("GET", "/p%d" % i, [("Host", "svc")]) for i in range(5)))
+            targets = [c.read_response().json()["target"] for _ in range(5)]
+        self.assertEqual(targets, ["/p%d" % i for i in range(5)])
+
+    # hostile upstream responses: 502, never a crash
+
+    def test_malformed_upstream_responses(self):
+        cases = {
+            "bad content-length": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+            "differing content-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                                         b"Content-Length: 6\r\n\r\nhello!",
+            "bad status": b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+            "no colon": b"HTTP/1.1 200 OK\r\nBad Header\r\nContent-Length: 0\r\n\r\n",
+            "NUL in value": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n",
+            "binary": b"\x00\x01\x02\x03garbage\r\n\r\n",
+            "huge head": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n",
+            "cut head": b"HTTP/1.1 200 OK\r\nContent-Le",
+        }
+        for name, data in cases.items():
+            with self.subTest(case=name):
+                self.up.behaviour = raw(data)
+                with self.f.client() as c:
+                    resp = c.request("GET", "/", [("Host", "svc")])
+                self.assert_ferry_error(resp, 502, "SERVICE_ERROR")
+                self.assertNotIn(b"\x00", resp.raw_head)
+                self.up.behaviour = harness.echo()
+                self.assert_still_serving()
+
+    def test_bad_chunk_after_head(self):
+        self.up.behaviour = raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                b"5\r\nhello\r\nzz\r\n")
+        with self.f.client() as c:
+            c.send(GOOD)
+            try:
+                resp = c.read_response()
+            except IncompleteMessage:
+                resp = None         # head already passed on: the body is cut
+            if resp is not None:
+                self.assert_ferry_error(resp, 502, "SERVICE_ERROR")
+        self.up.behaviour = harness.echo()
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,132 @@
+"""Upstream connection pooling and the stale keep-alive race (SPEC §6)."""
+
+import random
+import threading
+import time
+
+import harness
+from harness import FerryTestCase, fixed, service
+
+
+class PoolTest(FerryTestCase):
+
+    def test_sequential_requests_on_one_client_connection_reuse(self):
+        up = self.upstream()
+        f = self.ferry({"svc": service(up)})
+        with f.client() as c:
+            for i in range(50):
+                resp = c.request("GET", "/%d" % i, [("Host", "svc")])
+                self.assertEqual(resp.status, 200)
+        self.assertEqual(len(up.requests), 50)
+        self.assertLessEqual(up.connections_accepted, 2)
+        self.assertFalse(any(r.has_token("connection", "close") for r in up.requests))
+
+    def test_sequential_client_connections_share_the_pool(self):
+        up = self.upstream()
+        f = self.ferry({"svc": service(up)})
+        for i in range(40):
+            resp = f.get("/%d" % i, host="svc", headers=[("Connection", "close")])
+            self.assertEqual(resp.status, 200)
+        self.assertEqual(len(up.requests), 40)
+        # one pool per worker (workers: 2), so a handful at most
+        self.assertLessEqual(up.connections_accepted, 4)
+
+    def test_concurrent_requests_use_few_connections(self):
+        up = self.upstream()
+        f = self.ferry({"svc": service(up)})
+        errors = []
+
+        def client(n):
+            try:
+                with f.client() as c:
+                    for i in range(25):
+                        body = b"%d-%d" % (n, i)
+                        resp = c.request("POST", "/c", [("Host", "svc")], body)
+                        if resp.status != 200 or resp.json()["body"] != body.decode():
+                            errors.append((resp.status, resp.body[:100]))
+            except Exception as e:      # reported below, in the test's thread
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(up.requests), 200)
+        self.assertLessEqual(up.connections_accepted, 20, "200 requests, 8 at a time")
+
+    def test_max_requests_per_connection(self):
+        up = self.upstream()
+        f = self.ferry({"svc": service(up, pool={"max_requests_per_connection": 3})},
+                       workers=1)
+        with f.client() as c:
+            for _ in range(9):
+                self.assertEqual(c.request("GET", "/", [("Host", "svc")]).status, 200)
+        per_conn = {}
+        for r in up.requests:
+            per_conn[r.conn_id] = per_conn.get(r.conn_id, 0) + 1
+        self.assertEqual(sorted(per_conn.values()), [3, 3, 3])
+
+    def test_upstream_connection_close_is_honoured(self):
+        up = self.upstream(fixed(200, [("Connection", "close")], b"bye"))
+        f = self.ferry({"svc": service(up)})
+        with f.client() as c:
+            for _ in range(5):
+                resp = c.request("GET", "/", [("Host", "svc")])
+                self.assertEqual((resp.status, resp.body), (200, b"bye"))
+        self.assertEqual(up.connections_accepted, 5)
+        self.assertEqual(len(up.connection_ids()), 5)
+
+    # the stale pooled connection race (Envoy's "503 UC")
+
+    def run_spaced(self, f, n, spacing, jitter=0.0):
+        """n requests on one client connection, alternating GET and POST,
+        spaced by spacing (+- jitter) seconds; the responses."""
+        rng = random.Random(7)
+        out = []
+        with f.client() as c:
+            for i in range(n):
+                if i:
+                    time.sleep(spacing + rng.uniform(-jitter, jitter))
+                if i % 2:
+                    out.append(c.request("POST", "/p%d" % i, [("Host", "svc")], b"body-%d" % i))
+                else:
+                    out.append(c.request("GET", "/g%d" % i, [("Host", "svc")]))
+        return out
+
+    def assert_all_ok(self, responses, up):
+        bad = [(r.status, r.header("x-ferry-error"), r.body[:120]) for r in responses
+               if r.status != 200]
+        self.assertEqual(bad, [], "requests failed on stale pooled connections")
+        posts = [r for r in up.requests if r.method == "POST"]
+        self.assertEqual(len(posts), len(responses) // 2, "a POST was sent twice")
+
+    def test_stale_race_advertised_keep_alive(self):
+        """The upstream says Keep-Alive: timeout=1 and closes idle
+        connections after exactly 1 s; requests come just over 1 s apart."""
+        up = self.upstream(idle_close_after=1.0, advertise_keep_alive=1)
+        f = self.ferry({"svc": service(up)}, workers=1)
+        responses = self.run_spaced(f, 8, spacing=1.0, jitter=0.05)
+        self.assert_all_ok(responses, up)
+
+    def test_stale_race_unadvertised_close(self):
+        """The upstream closes idle connections after 1 s without saying so:
+        ferry must notice the close of an idle pooled connection."""
+        up = self.upstream(idle_close_after=1.0)
+        f = self.ferry({"svc": service(up)}, workers=1)
+        responses = self.run_spaced(f, 8, spacing=1.1)
+        self.assert_all_ok(responses, up)
+        self.assertGreaterEqual(up.connections_accepted, 7, "each request after an idle close "
+                                "needs a new connection")
+
+    def test_reuse_within_keep_alive_timeout(self):
+        up = self.upstream(idle_close_after=3.0, advertise_keep_alive=3)
+        f = self.ferry({"svc": service(up)}, workers=1)
+        responses = self.run_spaced(f, 5, spacing=0.3)
+        self.assert_all_ok(responses, up)
+        self.assertEqual(up.connections_accepted, 1)
+
+
+if __name__ == "__main__":
+    harness.main()
