@@ -6,6 +6,13 @@
  * can swap snapshots under running requests.
  *
  * Durations are milliseconds (int64_t), sizes bytes (uint64_t).
+ * Relative file paths in the file (tls cert/key/ca/client_ca, auth key_file
+ * and keys_file, log.access) are resolved against the directory of the
+ * config file, not the working directory; the stored paths are resolved.
+ * Absent listeners: outbound 127.0.0.1:15001, admin 127.0.0.1:15000; an
+ * inbound block without address listens on 0.0.0.0:15443.
+ * ${VAR} values are configuration, not secrets, and may appear in error
+ * messages; keys come only through key_env/key_file/keys_env/keys_file.
  * Every string is owned by the snapshot. Secrets (service and inbound
  * keys) live only here and are wiped on free; nothing may print them.
  */
@@ -75,14 +82,14 @@ struct conf_retries {
 };
 
 struct conf_breaker {
-	uint32_t consecutive_failures;	/* 5 */
+	uint32_t consecutive_failures;	/* 5; 0 = no circuit breaking */
 	int64_t open_for;		/* 10s */
 	uint32_t half_open_requests;	/* 1 */
 	uint32_t max_concurrent;	/* 1024 */
 };
 
 struct conf_outlier {
-	uint32_t consecutive_failures;	/* 5 */
+	uint32_t consecutive_failures;	/* 5; 0 = no ejection */
 	int64_t base_ejection;		/* 30s */
 	uint32_t max_ejection_percent;	/* 50 */
 };
@@ -100,13 +107,13 @@ enum protocol_kind { PROTO_HTTP1 = 0, PROTO_H2 };
 
 struct conf_rate_limit {
 	bool enabled;		/* the key was given */
-	double rps;
-	uint32_t burst;
+	double rps;		/* required, > 0 */
+	uint32_t burst;		/* default: rps rounded up (one second's worth) */
 };
 
 struct conf_health_check {
 	bool enabled;
-	char *path;
+	char *path;		/* required; starts with '/' */
 	int64_t interval;	/* 5s */
 	int64_t timeout;	/* 1s */
 	uint32_t healthy;	/* 2 */
@@ -133,7 +140,8 @@ struct conf_service {
 	size_t n_hosts;
 	int64_t dns_refresh;		/* 30s */
 	bool has_listen;
-	struct conf_addr listen;
+	struct conf_addr listen;	/* listen: ADDR, or {address, allow_remote} */
+	bool listen_allow_remote;	/* listen may be a non-loopback address */
 	struct conf_tls_client tls;
 	/* auth: exactly one of key_env / key_file, or neither */
 	char *auth_key_env;
@@ -213,5 +221,9 @@ int parse_duration(const char *s, int64_t *ms, const char **why);
 int parse_size(const char *s, uint64_t *bytes, const char **why);
 int parse_addr(const char *s, struct conf_addr *out, const char **why);
 void conf_addr_clear(struct conf_addr *a);
+
+/* The default of `workers`: CPUs this process may use (affinity mask,
+ * cgroup v2 cpu.max quota), at least 1, at most 4. */
+uint32_t config_default_workers(void);
 
 #endif

@@ -21,6 +21,20 @@ SSL_CTX *tls_client_ctx_new(const struct conf_tls_client *t, char *err, size_t e
 SSL_CTX *tls_server_ctx_new(const char *cert, const char *key,
     const char *client_ca, char *err, size_t errlen);
 
+/* Which file a build error is about, so the loader can point at its key. */
+enum tls_what {
+	TLS_ERR_OTHER = 0,
+	TLS_ERR_CA,		/* ca, or client_ca of a server context */
+	TLS_ERR_CERT,
+	TLS_ERR_KEY,		/* unreadable key, or one that does not match */
+};
+
+/* The same as the two above, also saying which file failed. */
+SSL_CTX *tls_client_ctx_build(const struct conf_tls_client *t,
+    enum tls_what *what, char *err, size_t errlen);
+SSL_CTX *tls_server_ctx_build(const char *cert, const char *key,
+    const char *client_ca, enum tls_what *what, char *err, size_t errlen);
+
 /* Seconds until the certificate in PATH expires (negative when expired);
  * -1 with err on failure to read. Used for certificate_expiry_seconds. */
 int tls_cert_expiry(const char *path, long long *seconds, char *err, size_t errlen);

@@ -1,0 +1,405 @@
+/*
+ * listeners: outbound, inbound and admin (SPEC §3), and the checks across
+ * every address ferry binds: loopback unless allow_remote, and no two
+ * listeners on one address and port.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_priv.h"
+#include "tls_ctx.h"
+
+static void
+listener_init(struct loader *l, struct conf_listener *li, const char *addr)
+{
+	const char *why;
+
+	memset(li, 0, sizeof(*li));
+	li->max_connections = 10000;
+	li->idle_timeout = 60000;
+	li->header_read_timeout = 10000;
+	if (parse_addr(addr, &li->address, &why) != 0)
+		l->oom = true;	/* the defaults are valid: only ENOMEM gets here */
+}
+
+static void
+fld_laddr(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	struct conf_addr *a = (void *)((char *)obj + f->off);
+	struct conf_addr n;
+
+	(void)key;
+	if (get_addr(l, val, &n, true) == 0) {
+		conf_addr_clear(a);
+		*a = n;
+	}
+}
+
+#define LISTENER_FIELDS(base) \
+	{ "address", fld_laddr, (base) + offsetof(struct conf_listener, address), \
+	  0, 0, NULL }, \
+	{ "allow_remote", fld_bool, (base) + offsetof(struct conf_listener, allow_remote), \
+	  0, 0, NULL }, \
+	{ "max_connections", fld_u32, \
+	  (base) + offsetof(struct conf_listener, max_connections), 1, 1000000, NULL }, \
+	{ "max_request_body", fld_size, \
+	  (base) + offsetof(struct conf_listener, max_request_body), 0, 0, NULL }, \
+	{ "idle_timeout", fld_duration, \
+	  (base) + offsetof(struct conf_listener, idle_timeout), 1, 0, NULL }, \
+	{ "header_read_timeout", fld_duration, \
+	  (base) + offsetof(struct conf_listener, header_read_timeout), 1, 0, NULL }
+
+static const struct field listener_fields[] = {
+	LISTENER_FIELDS(0),
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
+static void
+fld_listener(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	(void)key;
+	walk_map(l, val, (char *)obj + f->off, listener_fields);
+}
+
+static void
+fld_strings(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	char ***v = (void *)((char *)obj + f->off);
+	size_t *n = (void *)((char *)obj + f->min);	/* min holds the count's offset */
+
+	(void)key;
+	free_strings(*v, *n);
+	*v = get_strings(l, val, n, NULL);
+}
+
+static void
+fld_local_app(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	struct conf_addr *a = (void *)((char *)obj + f->off), n;
+
+	(void)key;
+	/* an IP or localhost, like a listener: the app runs on this host */
+	if (get_addr(l, val, &n, true) == 0) {
+		conf_addr_clear(a);
+		*a = n;
+	}
+}
+
+static const struct field inbound_tls_fields[] = {
+	{ "cert", fld_path, offsetof(struct conf_inbound, cert), 0, 0, NULL },
+	{ "key", fld_path, offsetof(struct conf_inbound, key), 0, 0, NULL },
+	{ "client_ca", fld_path, offsetof(struct conf_inbound, client_ca), 0, 0, NULL },
+	{ "allowed_peers", fld_strings, offsetof(struct conf_inbound, allowed_peers),
+	  offsetof(struct conf_inbound, n_allowed_peers), 0, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
+static const struct field inbound_auth_fields[] = {
+	{ "keys_env", fld_strings, offsetof(struct conf_inbound, auth_keys_env),
+	  offsetof(struct conf_inbound, n_auth_keys_env), 0, NULL },
+	{ "keys_file", fld_path, offsetof(struct conf_inbound, auth_keys_file), 0, 0, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
+static const struct field inbound_fields[] = {
+	LISTENER_FIELDS(offsetof(struct conf_inbound, listener)),
+	{ "tls", fld_section, 0, 0, 0, inbound_tls_fields },
+	{ "auth", fld_section, 0, 0, 0, inbound_auth_fields },
+	{ "local_app", fld_local_app, offsetof(struct conf_inbound, local_app), 0, 0, NULL },
+	{ "timeouts", fld_section, offsetof(struct conf_inbound, timeouts), 0, 0,
+	  timeouts_fields },
+	{ "rate_limit", fld_rate_limit, offsetof(struct conf_inbound, rate_limit), 0, 0, NULL },
+	{ "max_concurrent", fld_u32, offsetof(struct conf_inbound, max_concurrent),
+	  1, 1000000, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
+static void
+inbound_tls(struct loader *l, struct conf_inbound *in, const struct ynode *key,
+    const struct ynode *node)
+{
+	static const char *const keys[] = { NULL, "client_ca", "cert", "key" };
+	const struct ynode *tkey, *tls = ymap_get(node, "tls", &tkey), *at;
+	enum tls_what what;
+	size_t mark;
+	char err[512];
+
+	if (tls == NULL) {
+		lerr(l, key, "missing required key \"tls\"");
+		return;
+	}
+	if (tls->kind != YMAP && !ynode_is_null(tls))
+		return;		/* reported as the wrong type */
+	mark = path_push(l, "tls");
+	if (ymap_get(tls, "cert", NULL) == NULL)
+		lerr(l, tkey, "missing required key \"cert\"");
+	if (ymap_get(tls, "key", NULL) == NULL)
+		lerr(l, tkey, "missing required key \"key\"");
+	/* inbound is mutual TLS: a peer without a verified certificate would
+	 * have no identity for allowed_peers and x-ferry-peer */
+	if (ymap_get(tls, "client_ca", NULL) == NULL)
+		lerr(l, tkey, "missing required key \"client_ca\"");
+	if (in->cert != NULL && in->key != NULL && in->client_ca != NULL) {
+		in->ctx = tls_server_ctx_build(in->cert, in->key, in->client_ca, &what,
+		    err, sizeof(err));
+		if (in->ctx == NULL) {
+			at = what == TLS_ERR_OTHER ? NULL : ymap_get(tls, keys[what], NULL);
+			if (at != NULL)
+				path_push(l, keys[what]);
+			lerr(l, at ? at : tkey, "%s", err);
+		}
+	}
+	path_pop(l, mark);
+}
+
+static void
+inbound_auth(struct loader *l, struct conf_inbound *in, const struct ynode *node)
+{
+	const struct ynode *akey, *auth = ymap_get(node, "auth", &akey);
+	const struct ynode *env, *file;
+	size_t mark, before = l->n_errs;
+
+	if (auth == NULL || (auth->kind != YMAP && !ynode_is_null(auth)))
+		return;
+	in->auth_enabled = true;
+	env = ymap_get(auth, "keys_env", NULL);
+	file = ymap_get(auth, "keys_file", NULL);
+	mark = path_push(l, "auth");
+	if (env == NULL && file == NULL)
+		lerr(l, akey, "missing required key \"keys_env\" or \"keys_file\"");
+	if (in->n_auth_keys_env > 0 &&
+	    (in->auth_keys = calloc(in->n_auth_keys_env, sizeof(char *))) == NULL)
+		l->oom = true;
+	for (size_t i = 0; in->auth_keys != NULL && i < in->n_auth_keys_env; i++) {
+		const struct ynode *at = env;
+		char *k;
+		size_t m = path_push(l, "keys_env");
+
+		/* the item node with that name, for the position */
+		for (size_t j = 0; env->kind == YSEQ && j < env->n; j++) {
+			if (env->items[j]->kind == YSCALAR &&
+			    strcmp(env->items[j]->str, in->auth_keys_env[i]) == 0) {
+				at = env->items[j];
+				path_push_idx(l, j);
+				break;
+			}
+		}
+		if ((k = secret_from_env(l, at, in->auth_keys_env[i])) != NULL)
+			in->auth_keys[in->n_auth_keys++] = k;
+		path_pop(l, m);
+	}
+	if (file != NULL && in->auth_keys_file != NULL) {
+		size_t m = path_push(l, "keys_file");
+
+		secrets_from_keys_file(l, file, in->auth_keys_file, &in->auth_keys,
+		    &in->n_auth_keys);
+		path_pop(l, m);
+	}
+	if (in->n_auth_keys == 0 && l->n_errs == before)
+		lerr(l, akey, "no keys: keys_env and keys_file gave none");
+	path_pop(l, mark);
+}
+
+static void
+load_inbound(struct loader *l, const struct ynode *key, const struct ynode *val)
+{
+	struct conf_inbound *in = &l->c->inbound;
+	size_t mark = path_push(l, "inbound");
+
+	in->enabled = true;
+	in->timeouts = l->defaults.timeouts;	/* then its own keys override */
+	walk_map(l, val, in, inbound_fields);
+	if (val->kind == YMAP || ynode_is_null(val)) {
+		inbound_tls(l, in, key, val);
+		inbound_auth(l, in, val);
+		if (ymap_get(val, "local_app", NULL) == NULL)
+			lerr(l, key, "missing required key \"local_app\"");
+		check_timeouts(l, &in->timeouts, val);
+	}
+	path_pop(l, mark);
+}
+
+static void
+skip(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	(void)l;
+	(void)f;
+	(void)key;
+	(void)val;
+	(void)obj;
+}
+
+static const struct field listeners_fields[] = {
+	{ "outbound", fld_listener, offsetof(struct config, outbound), 0, 0, NULL },
+	{ "inbound", skip, 0, 0, 0, NULL },	/* after the walk: see below */
+	{ "admin", fld_listener, offsetof(struct config, admin), 0, 0, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
+/* Defaults first, so an absent listeners: still gives outbound and admin. */
+void
+listeners_init(struct loader *l)
+{
+	struct config *c = l->c;
+
+	listener_init(l, &c->outbound, "127.0.0.1:15001");
+	listener_init(l, &c->admin, "127.0.0.1:15000");
+	listener_init(l, &c->inbound.listener, "0.0.0.0:15443");
+	c->inbound.max_concurrent = 1024;
+}
+
+void
+load_listeners(struct loader *l, const struct ynode *val)
+{
+	const struct ynode *key, *in;
+	size_t mark = path_push(l, "listeners");
+
+	walk_map(l, val, l->c, listeners_fields);
+	if ((in = ymap_get(val, "inbound", &key)) != NULL)
+		load_inbound(l, key, in);
+	path_pop(l, mark);
+}
+
+void
+inbound_free(struct conf_inbound *in)
+{
+	conf_addr_clear(&in->listener.address);
+	free(in->cert);
+	free(in->key);
+	free(in->client_ca);
+	free_strings(in->allowed_peers, in->n_allowed_peers);
+	free_strings(in->auth_keys_env, in->n_auth_keys_env);
+	free(in->auth_keys_file);
+	for (size_t i = 0; i < in->n_auth_keys; i++)
+		secret_free(in->auth_keys[i]);
+	free(in->auth_keys);
+	conf_addr_clear(&in->local_app);
+	SSL_CTX_free(in->ctx);
+}
+
+/* Every address ferry binds, for the checks below. */
+struct bound {
+	char path[600];
+	const struct conf_addr *a;
+	bool local_only;	/* must be loopback unless allow_remote */
+	bool allow_remote;
+};
+
+static bool
+is_any(const struct conf_addr *a)
+{
+	if (a->sa.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->sa)->sin6_addr);
+}
+
+static bool
+same_ip(const struct conf_addr *a, const struct conf_addr *b)
+{
+	if (a->sa.ss_family != b->sa.ss_family)
+		return false;
+	if (a->sa.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)&b->sa)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)&a->sa)->sin6_addr,
+	    &((const struct sockaddr_in6 *)&b->sa)->sin6_addr, 16) == 0;
+}
+
+/* Could binding both fail or steal each other's connections? The wildcard
+ * covers every address of its family ([::] usually both), and localhost
+ * is 127.0.0.1 and ::1. */
+static bool
+overlap(const struct conf_addr *a, const struct conf_addr *b)
+{
+	if (a->port != b->port)
+		return false;
+	if (!a->is_ip || !b->is_ip) {
+		const struct conf_addr *o = a->is_ip ? a : b;
+
+		return !o->is_ip || o->is_loopback || is_any(o);
+	}
+	if (is_any(a) || is_any(b)) {
+		const struct conf_addr *w = is_any(a) ? a : b, *o = w == a ? b : a;
+
+		return w->sa.ss_family == AF_INET6 || o->sa.ss_family == AF_INET;
+	}
+	return same_ip(a, b);
+}
+
+static bool
+later(const struct conf_addr *a, const struct conf_addr *b)
+{
+	return a->pos.line > b->pos.line ||
+	    (a->pos.line == b->pos.line && a->pos.col > b->pos.col);
+}
+
+static void
+check_bound(struct loader *l, struct bound *v, size_t n)
+{
+	char msg[1400];
+
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_addr *a = v[i].a;
+
+		if (v[i].local_only && !v[i].allow_remote && !a->is_loopback) {
+			snprintf(msg, sizeof(msg), "%s: %s is not a loopback address "
+			    "(set allow_remote: true to accept remote connections)",
+			    v[i].path, a->text);
+			lerr_at(l, a->pos.line, a->pos.col, msg);
+		}
+		for (size_t j = 0; j < i; j++) {
+			const struct bound *x = later(a, v[j].a) ? &v[i] : &v[j];
+			const struct bound *y = x == &v[i] ? &v[j] : &v[i];
+
+			if (!overlap(a, v[j].a))
+				continue;
+			snprintf(msg, sizeof(msg), "%s: %s is already used by %s",
+			    x->path, x->a->text, y->path);
+			lerr_at(l, x->a->pos.line, x->a->pos.col, msg);
+		}
+	}
+}
+
+void
+check_listeners(struct loader *l)
+{
+	struct config *c = l->c;
+	struct bound *v;
+	size_t n = 0;
+
+	if ((v = calloc(3 + c->n_services, sizeof(*v))) == NULL) {
+		l->oom = true;
+		return;
+	}
+	v[n++] = (struct bound){ .path = "listeners.outbound.address",
+	    .a = &c->outbound.address, .local_only = true,
+	    .allow_remote = c->outbound.allow_remote };
+	if (c->inbound.enabled)
+		v[n++] = (struct bound){ .path = "listeners.inbound.address",
+		    .a = &c->inbound.listener.address };
+	v[n++] = (struct bound){ .path = "listeners.admin.address",
+	    .a = &c->admin.address, .local_only = true,
+	    .allow_remote = c->admin.allow_remote };
+	for (size_t i = 0; i < c->n_services; i++) {
+		const struct conf_service *s = &c->services[i];
+
+		if (!s->has_listen)
+			continue;
+		snprintf(v[n].path, sizeof(v[n].path), "services.%s.listen", s->name);
+		v[n].a = &s->listen;
+		v[n].local_only = true;
+		/* a listen port is a door into the outbound listener */
+		v[n].allow_remote = s->listen_allow_remote || c->outbound.allow_remote;
+		n++;
+	}
+	check_bound(l, v, n);
+	free(v);
+}
