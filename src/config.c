@@ -450,14 +450,22 @@ config_unref(struct config *c)
 		config_free(c);
 }
 
-/* Routing names: the port removed ("[::1]:80" → "::1", "a:80" → "a") and
- * a final dot of an absolute name ignored. */
+/* Routing names: blanks around a header value, the port ("[::1]:80" →
+ * "::1", "a:80" → "a") and a final dot of an absolute name are ignored. */
 static void
 strip_host(const char **name, size_t *len)
 {
 	const char *s = *name, *end;
 	size_t n = *len;
 
+	while (n > 0 && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	*name = s;
+	*len = n;
 	if (n > 0 && s[0] == '[') {
 		if ((end = memchr(s, ']', n)) != NULL) {
 			*name = s + 1;
