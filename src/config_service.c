@@ -561,6 +561,11 @@ check_routes(struct loader *l, const struct ynode **keys, const struct ynode **v
 				lerr_path(l, keys[i], "services",
 				    "duplicate service %s (names are case-insensitive)",
 				    quote(s->name, q, sizeof(q)));
+			for (size_t k = 0; k < o->n_hosts; k++)
+				if (strcasecmp(s->name, o->hosts[k]) == 0)
+					lerr_path(l, keys[i], "services", "service %s is "
+					    "already a host of service %s",
+					    quote(s->name, q, sizeof(q)), o->name);
 			for (size_t h = 0; h < s->n_hosts; h++) {
 				bool clash = strcasecmp(s->hosts[h], o->name) == 0;
 
@@ -615,8 +620,10 @@ load_services(struct loader *l, const struct ynode *val)
 			lerr(l, k, "bad service name %s (letters, digits, '-', '_' and "
 			    "'.' only)", quote(k->str, q, sizeof(q)));
 		mark = path_push(l, k->str);
-		walk_map(l, val->pairs[i].val, s, service_fields);
-		check_service(l, s, k, val->pairs[i].val);
+		if (want_map(l, val->pairs[i].val)) {
+			walk_map(l, val->pairs[i].val, s, service_fields);
+			check_service(l, s, k, val->pairs[i].val);
+		}
 		path_pop(l, mark);
 	}
 	path_pop(l, top);

@@ -21,6 +21,9 @@ static const struct bad_case bad_cases[] = {
 	{ "yaml: tab indentation",
 	  "log:\n\tlevel: info\n",
 	  F ":2:1: YAML syntax error: found character that cannot start any token\n" },
+	{ "yaml: not UTF-8",
+	  "log: {level: info}\nworkers: \xff\n",
+	  F ":2:10: YAML syntax error: invalid leading UTF-8 octet\n" },
 	{ "yaml: two documents",
 	  "workers: 1\n---\nworkers: 2\n",
 	  F ":2:1: YAML syntax error: more than one document in the file\n" },
@@ -66,6 +69,13 @@ static const struct bad_case bad_cases[] = {
 	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
 	  "  b:\n    endpoints: [\"127.0.0.1:2\"]\n    hosts: [x, A]\n",
 	  F ":6:16: services.b.hosts: \"A\" already routes to service a\n" },
+	{ "service name that is a host of another",
+	  "services:\n  a: {endpoints: [\"127.0.0.1:1\"], hosts: [B]}\n"
+	  "  b: {endpoints: [\"127.0.0.1:2\"]}\n",
+	  F ":3:3: services: service \"b\" is already a host of service a\n" },
+	{ "service not a mapping",
+	  "services:\n  a: [x]\n",
+	  F ":2:6: services.a: expected a mapping, got a list\n" },
 	{ "mapping key not a scalar",
 	  "{[a]: 1}\n",
 	  F ":1:2: a mapping key must be a scalar\n" },
