@@ -77,17 +77,6 @@ fld_nameservers(struct loader *l, const struct field *f, const struct ynode *key
 	}
 }
 
-static void
-skip(struct loader *l, const struct field *f, const struct ynode *key,
-    const struct ynode *val, void *obj)
-{
-	(void)l;
-	(void)f;
-	(void)key;
-	(void)val;
-	(void)obj;
-}
-
 static const struct field log_fields[] = {
 	{ "level", fld_enum, offsetof(struct config, log_level), 0, 0, level_names },
 	{ "access", fld_access, offsetof(struct config, log_access), 0, 0, NULL },
@@ -108,9 +97,9 @@ static const struct field root_fields[] = {
 	{ "drain_timeout", fld_duration, offsetof(struct config, drain_timeout), 0, 0, NULL },
 	{ "watch", fld_bool, offsetof(struct config, watch), 0, 0, NULL },
 	{ "resolver", fld_section, 0, 0, 0, resolver_fields },
-	{ "listeners", skip, 0, 0, 0, NULL },
-	{ "defaults", skip, 0, 0, 0, NULL },
-	{ "services", skip, 0, 0, 0, NULL },
+	{ "listeners", fld_skip, 0, 0, 0, NULL },
+	{ "defaults", fld_skip, 0, 0, 0, NULL },
+	{ "services", fld_skip, 0, 0, 0, NULL },
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 

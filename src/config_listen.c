@@ -159,12 +159,15 @@ inbound_tls(struct loader *l, struct conf_inbound *in, const struct ynode *key,
 	path_pop(l, mark);
 }
 
+/* BEFORE: errors before the inbound block, so "no keys" is only said when
+ * nothing else explains it. */
 static void
-inbound_auth(struct loader *l, struct conf_inbound *in, const struct ynode *node)
+inbound_auth(struct loader *l, struct conf_inbound *in, const struct ynode *node,
+    size_t before)
 {
 	const struct ynode *akey, *auth = ymap_get(node, "auth", &akey);
 	const struct ynode *env, *file;
-	size_t mark, before = l->n_errs;
+	size_t mark;
 
 	if (auth == NULL || (auth->kind != YMAP && !ynode_is_null(auth)))
 		return;
@@ -211,14 +214,14 @@ static void
 load_inbound(struct loader *l, const struct ynode *key, const struct ynode *val)
 {
 	struct conf_inbound *in = &l->c->inbound;
-	size_t mark = path_push(l, "inbound");
+	size_t mark = path_push(l, "inbound"), before = l->n_errs;
 
 	in->enabled = true;
 	in->timeouts = l->defaults.timeouts;	/* then its own keys override */
 	walk_map(l, val, in, inbound_fields);
 	if (val->kind == YMAP || ynode_is_null(val)) {
 		inbound_tls(l, in, key, val);
-		inbound_auth(l, in, val);
+		inbound_auth(l, in, val, before);
 		if (ymap_get(val, "local_app", NULL) == NULL)
 			lerr(l, key, "missing required key \"local_app\"");
 		check_timeouts(l, &in->timeouts, val);
@@ -226,20 +229,9 @@ load_inbound(struct loader *l, const struct ynode *key, const struct ynode *val)
 	path_pop(l, mark);
 }
 
-static void
-skip(struct loader *l, const struct field *f, const struct ynode *key,
-    const struct ynode *val, void *obj)
-{
-	(void)l;
-	(void)f;
-	(void)key;
-	(void)val;
-	(void)obj;
-}
-
 static const struct field listeners_fields[] = {
 	{ "outbound", fld_listener, offsetof(struct config, outbound), 0, 0, NULL },
-	{ "inbound", skip, 0, 0, 0, NULL },	/* after the walk: see below */
+	{ "inbound", fld_skip, 0, 0, 0, NULL },	/* after the walk: see below */
 	{ "admin", fld_listener, offsetof(struct config, admin), 0, 0, NULL },
 	{ NULL, NULL, 0, 0, 0, NULL },
 };

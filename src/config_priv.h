@@ -112,6 +112,8 @@ void fld_section(struct loader *, const struct field *, const struct ynode *,
     const struct ynode *, void *);
 void fld_enum(struct loader *, const struct field *, const struct ynode *,
     const struct ynode *, void *);
+void fld_skip(struct loader *, const struct field *, const struct ynode *,
+    const struct ynode *, void *);
 
 /* Sections shared by defaults, services and the inbound listener. */
 extern const struct field timeouts_fields[];

@@ -462,6 +462,18 @@ fld_path(struct loader *l, const struct field *f, const struct ynode *key,
 	}
 }
 
+/* A known key handled outside the walk (it must be loaded later). */
+void
+fld_skip(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	(void)l;
+	(void)f;
+	(void)key;
+	(void)val;
+	(void)obj;
+}
+
 void
 fld_section(struct loader *l, const struct field *f, const struct ynode *key,
     const struct ynode *val, void *obj)

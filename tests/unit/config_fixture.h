@@ -115,6 +115,7 @@ make_pki(void)
 	}
 	write_file("garbage.pem", "this is not PEM\n");
 	write_file("empty.txt", "");
+	write_file("comments.keys", "# no key yet\n\n   \n");
 	write_file("service.key", FILE_SECRET "\n");
 	write_file("bad.keys", "ok-key\nbad-key-line\x01\n");
 	write_file("inbound.keys", "# rotation: new key first\n\n  first-key  \n"

@@ -308,6 +308,12 @@ static const struct bad_case bad_cases[] = {
 	  "    local_app: 127.0.0.1:8080\n",
 	  F ":4:39: listeners.inbound.auth.keys_env[1]: environment variable "
 	  "FERRY_TEST_UNSET is not set\n" },
+	{ "inbound keys_file without keys",
+	  "listeners:\n  inbound:\n"
+	  "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem}\n"
+	  "    auth: {keys_file: comments.keys}\n"
+	  "    local_app: 127.0.0.1:8080\n",
+	  F ":4:5: listeners.inbound.auth: no keys: keys_env and keys_file gave none\n" },
 	{ "inbound server key does not match",
 	  "listeners:\n  inbound:\n"
 	  "    tls: {cert: cert.pem, key: other.key, client_ca: ca.pem}\n"
