@@ -175,7 +175,20 @@ san_matches(X509 *cert, const char *want)
 	return ok;
 }
 
-/* Drives the handshake; true when the caller should keep waiting. */
+static int flush_out(struct conn *c);
+
+/* Open at last: send what was queued while connecting, then tell the owner. */
+static void
+connected(struct conn *c)
+{
+	if (flush_out(c) < 0) {
+		c->cb(c, CONN_FAILED, c->arg);
+		return;
+	}
+	c->cb(c, CONN_CONNECTED, c->arg);
+}
+
+/* Drives the handshake one step. */
 static void
 handshake_step(struct conn *c)
 {
@@ -196,9 +209,7 @@ handshake_step(struct conn *c)
 			}
 		}
 		c->state = CS_OPEN;
-		if (evbuffer_get_length(c->out) == 0)
-			disarm_write(c);
-		c->cb(c, CONN_CONNECTED, c->arg);
+		connected(c);
 		return;
 	}
 	switch (SSL_get_error(c->ssl, r)) {
@@ -325,14 +336,10 @@ connect_done(struct conn *c)
 		return;
 	}
 	c->state = CS_OPEN;
-	if (evbuffer_get_length(c->out) == 0)
-		disarm_write(c);
-	c->cb(c, CONN_CONNECTED, c->arg);
+	connected(c);
 }
 
 /* ------------------------------------------------------------- I/O ----- */
-
-static int flush_out(struct conn *c);
 
 static void
 conn_on_kick(evutil_socket_t fd, short what, void *arg)

@@ -87,7 +87,12 @@ mark_listed(void *arg, const char *tok, size_t len)
 	for (uint32_t i = 0; i < m->h->n_headers; i++) {
 		struct http_header *hd = &m->h->h[i];
 
-		if (hd->name.len == len && strncasecmp(m->msg + hd->name.off, tok, len) == 0)
+		/* only unknown headers: Connection must not remove framing
+		 * (smuggling), via (loop detection) or what ferry manages */
+		if ((hd->kind == HDR_OTHER || hd->kind == HDR_KEEP_ALIVE ||
+		    hd->kind == HDR_PROXY_CONNECTION ||
+		    hd->kind == HDR_PROXY_AUTHORIZATION) && hd->name.len == len &&
+		    strncasecmp(m->msg + hd->name.off, tok, len) == 0)
 			hd->hop = true;
 	}
 }

@@ -134,7 +134,12 @@ on_headers_complete(llhttp_t *p)
 	h->content_length = h->has_length ? p->content_length : 0;
 	h->upgrade = (p->flags & F_UPGRADE) && (p->flags & F_CONNECTION_UPGRADE);
 	h->conn_close = (p->flags & F_CONNECTION_CLOSE) != 0;
+	if (p->type == HTTP_RESPONSE && (h->status < 100 || h->status > 999)) {
+		hp->err_text = "bad status code";
+		return -1;
+	}
 	hp->in_head = false;
+	hp->in_body = true;
 	hp->head_done = true;
 	return HPE_PAUSED;
 }
@@ -196,14 +201,20 @@ http_parser_reset(struct http_parser *hp)
  * but obsolete line folding must be refused explicitly: a folded value
  * contains CR or LF once llhttp has joined it. */
 static bool
-values_clean(const char *msg, const struct http_head *h)
+values_clean(const char *msg, struct http_head *h)
 {
 	for (uint32_t i = 0; i < h->n_headers; i++) {
-		const char *v = msg + h->h[i].value.off;
+		struct slice *vs = &h->h[i].value;
+		const char *v = msg + vs->off;
 
-		for (uint32_t j = 0; j < h->h[i].value.len; j++)
+		if (h->h[i].name.len == 0)
+			return false;
+		for (uint32_t j = 0; j < vs->len; j++)
 			if (v[j] == '\r' || v[j] == '\n' || v[j] == '\0')
 				return false;
+		/* trailing whitespace is not part of a field value (RFC 9110) */
+		while (vs->len > 0 && (v[vs->len - 1] == ' ' || v[vs->len - 1] == '\t'))
+			vs->len--;
 	}
 	return true;
 }
@@ -220,7 +231,8 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 	e = llhttp_execute(&hp->p, data, len);
 	if (e == HPE_OK) {
 		*used = len;
-		if (hp->in_head && msg_off + len > HTTP_MAX_HEAD) {
+		/* empty lines before a request line count toward the head */
+		if (!hp->in_body && msg_off + len > HTTP_MAX_HEAD) {
 			hp->err = HTTP_ERR_TOO_LARGE;
 			return HTTP_ERROR;
 		}

@@ -89,6 +89,7 @@ struct http_parser {
 	uint32_t base_off;	/* offset of base from the message start */
 	int cur;		/* 0 none, 1 in field, 2 in value */
 	bool in_head;
+	bool in_body;		/* the head is done: body bytes follow */
 	bool msg_done;
 	bool head_done;
 	bool dechunk;		/* report body bytes through on_data */

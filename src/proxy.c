@@ -91,6 +91,7 @@ static void client_close(struct client *cl, const char *reason);
 static void client_arm_timer(struct client *cl);
 static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
 static void attempt_start(struct exchange *x);
+static void ids_fresh(struct exchange *x);
 
 /* ---------------------------------------------------------- helpers ---- */
 
@@ -740,7 +741,7 @@ client_timeout(evutil_socket_t fd, short what, void *arg)
 	switch (cl->state) {
 	case CL_IDLE:
 		if (cl->head_start_ms && now >= cl->head_start_ms + cl->lis->conf->header_read_timeout) {
-			memset(&x->ids, 0, sizeof(x->ids));
+			ids_fresh(x);
 			x->keep_alive = false;
 			x->head_method = false;
 			send_error(cl, FE_REQUEST_TIMEOUT, "request head not complete in time", 0, true);
@@ -980,13 +981,26 @@ refused:
 	exchange_done(cl);
 }
 
+/* IDs for an error answered before a request head could be read. */
+static void
+ids_fresh(struct exchange *x)
+{
+	memset(&x->ids, 0, sizeof(x->ids));
+	ids_uuid4(x->corr);
+	ids_uuid4(x->rid);
+	x->ids.correlation = x->corr;
+	x->ids.correlation_len = UUID_LEN;
+	x->ids.request = x->rid;
+	x->ids.request_len = UUID_LEN;
+}
+
 static void
 request_error(struct client *cl)
 {
 	struct exchange *x = &cl->x;
 	bool too_large = cl->parser.err == HTTP_ERR_TOO_LARGE;
 
-	memset(&x->ids, 0, sizeof(x->ids));
+	ids_fresh(x);
 	x->keep_alive = false;
 	x->head_method = false;
 	x->req_done = false;
@@ -1027,8 +1041,10 @@ client_process(struct client *cl)
 		case CL_BODY: {
 			struct exchange *x = &cl->x;
 
-			if (buf_len(&cl->in) == 0)
+			if (buf_len(&cl->in) == 0) {
+				resume_client(cl);	/* paused by a full buffer */
 				return;
+			}
 			if (x->up && conn_pending(x->up->c) > CONN_HIGH_MARK) {
 				pause_client(cl);
 				return;
@@ -1126,9 +1142,9 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		return;		/* a kick raced with a pause */
 	n = conn_read(cl->c, &cl->in, CLIENT_BUF_MAX);
 	if (n == CONN_AGAIN) {
-		if (buf_len(&cl->in) >= CLIENT_BUF_MAX && cl->state != CL_IDLE)
-			pause_client(cl);
 		client_process(cl);
+		if (!cl->closed && buf_len(&cl->in) >= CLIENT_BUF_MAX && cl->state != CL_IDLE)
+			pause_client(cl);
 		return;
 	}
 	if (n <= 0) {
