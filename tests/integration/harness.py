@@ -37,7 +37,7 @@ import unittest
 from dataclasses import dataclass, field
 
 LOOPBACK = "127.0.0.1"
-IO_TIMEOUT = 5.0          # default for every socket operation
+IO_TIMEOUT = 3.0          # default for every socket operation
 START_TIMEOUT = 10.0      # ferry must answer /healthz within this
 STOP_GRACE = 3.0          # beyond drain_timeout before SIGKILL
 
