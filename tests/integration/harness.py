@@ -819,8 +819,9 @@ class Upstream:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        deadline = time.monotonic() + 3
         for t in list(self._threads):
-            t.join(timeout=2)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def __enter__(self):
         return self.start()
@@ -863,17 +864,15 @@ class Upstream:
             self._threads.append(t)
             t.start()
 
-    def _serve(self, raw_sock, conn_id):
+    def _serve(self, sock, conn_id):
         conn = None
         try:
-            raw_sock.settimeout(IO_TIMEOUT)
-            sock = raw_sock
+            sock.settimeout(IO_TIMEOUT)
             if self.tls:
                 if not self.handshake:
                     self.stopping.wait(60)
                     return
-                sock = self._ctx.wrap_socket(raw_sock, server_side=True,
-                                             do_handshake_on_connect=False)
+                sock = self._wrap(sock)
                 try:
                     sock.do_handshake()
                 except (ssl.SSLError, OSError) as e:
@@ -888,9 +887,18 @@ class Upstream:
             if conn:
                 conn.close()
             else:
-                raw_sock.close()
+                sock.close()
             with self._lock:
-                self._socks.discard(raw_sock)
+                self._socks.discard(sock)
+
+    def _wrap(self, raw_sock):
+        """The TLS socket for raw_sock (which it takes over), tracked in its
+        place so that stop() can still shut it down."""
+        sock = self._ctx.wrap_socket(raw_sock, server_side=True, do_handshake_on_connect=False)
+        with self._lock:
+            self._socks.discard(raw_sock)
+            self._socks.add(sock)
+        return sock
 
     def _serve_requests(self, conn):
         tls_version = conn.sock.version() if self.tls else None

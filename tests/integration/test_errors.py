@@ -1,6 +1,7 @@
 """Errors ferry produces on the outbound path (SPEC §6 status codes, §7)."""
 
 import re
+import ssl
 import threading
 import time
 
@@ -136,6 +137,31 @@ class ErrorsTest(FerryTestCase):
         f = self.one_service(up, tls={"server_name": "not-in-the-cert"})
         self.assert_ferry_error(self.get(f), 502, "SERVICE_ERROR")
         self.assertEqual(up.requests, [])
+
+    def test_502_below_tls_min_version(self):
+        up = self.upstream(tls_max_version=ssl.TLSVersion.TLSv1_2)
+        f = self.one_service(up, tls={"min_version": "1.3"})
+        self.assert_ferry_error(self.get(f), 502, "SERVICE_ERROR")
+        self.assertEqual(up.requests, [])
+
+    def test_tls12_upstream_by_default(self):
+        up = self.upstream(tls_max_version=ssl.TLSVersion.TLSv1_2)
+        f = self.one_service(up)
+        self.assertEqual(self.get(f).status, 200)
+        self.assertEqual(up.last.tls_version, "TLSv1.2")
+        self.assertEqual(up.last.peer_cert["uri_sans"], ["spiffe://test/app"])
+
+    def test_verify_san_replaces_server_name_check(self):
+        up = self.upstream()
+        f = self.ferry({
+            "good": service(up, tls={"server_name": "not-in-the-cert",
+                                     "verify_san": "spiffe://test/backend"}),
+            "bad": service(up, tls={"verify_san": "spiffe://test/someone-else"}),
+        })
+        self.assertEqual(f.get("/", host="good").status, 200)
+        self.assertEqual(len(up.requests), 1)
+        self.assert_ferry_error(f.get("/", host="bad"), 502, "SERVICE_ERROR")
+        self.assertEqual(len(up.requests), 1)
 
     def test_504_names_address_and_duration(self):
         up = self.upstream(delay(5))
