@@ -176,6 +176,7 @@ san_matches(X509 *cert, const char *want)
 }
 
 static int flush_out(struct conn *c);
+static bool flush_notify(struct conn *c);
 
 /* Open at last: send what was queued while connecting, then tell the owner. */
 static void
@@ -373,10 +374,10 @@ conn_on_read(evutil_socket_t fd, short what, void *arg)
 	case CS_OPEN:
 		if (c->write_wants_read) {
 			c->write_wants_read = false;
-			if (flush_out(c) < 0) {
-				c->cb(c, CONN_READABLE, c->arg);
-				return;
-			}
+			/* the owner hears of the flush; reading resumes next turn */
+			if (flush_notify(c))
+				conn_kick_read(c);
+			return;
 		}
 		c->cb(c, CONN_READABLE, c->arg);
 		return;
@@ -390,7 +391,6 @@ static void
 conn_on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	size_t before;
 
 	(void)fd;
 	(void)what;
@@ -413,15 +413,28 @@ conn_on_write(evutil_socket_t fd, short what, void *arg)
 		c->cb(c, CONN_READABLE, c->arg);
 		return;
 	}
-	before = evbuffer_get_length(c->out);
+	flush_notify(c);
+}
+
+/* Flushes and tells the owner when the output drained below the low mark
+ * (or broke, as a READABLE that finds the error). The callback is the last
+ * thing done: it may free the conn. Returns true when it was not called. */
+static bool
+flush_notify(struct conn *c)
+{
+	size_t before = evbuffer_get_length(c->out), after;
+
 	if (flush_out(c) < 0) {
 		c->cb(c, CONN_READABLE, c->arg);
-		return;
+		return false;
 	}
-	if (before >= CONN_HIGH_MARK / 2 && evbuffer_get_length(c->out) < CONN_HIGH_MARK / 2)
+	after = evbuffer_get_length(c->out);
+	if (before > 0 && (after == 0 ||
+	    (before >= CONN_HIGH_MARK / 2 && after < CONN_HIGH_MARK / 2))) {
 		c->cb(c, CONN_DRAINED, c->arg);
-	else if (evbuffer_get_length(c->out) == 0)
-		c->cb(c, CONN_DRAINED, c->arg);
+		return false;
+	}
+	return true;
 }
 
 ssize_t

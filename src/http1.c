@@ -149,6 +149,7 @@ on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct http_parser *hp = hp_of(p);
 
+	hp->body_bytes += len;
 	if (hp->dechunk && hp->on_data)
 		hp->on_data(hp->arg, at, len);
 	return 0;

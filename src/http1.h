@@ -93,6 +93,7 @@ struct http_parser {
 	bool msg_done;
 	bool head_done;
 	bool dechunk;		/* report body bytes through on_data */
+	uint64_t body_bytes;	/* decoded body bytes so far */
 	enum http_error err;
 	const char *err_text;
 	void (*on_data)(void *arg, const char *at, size_t len);

@@ -634,6 +634,9 @@ upstream_event(struct conn *c, enum conn_event ev, void *arg)
 	case CONN_CONNECTED:
 		x->connect_deadline_ms = 0;
 		client_arm_timer(cl);
+		/* what was queued while connecting has gone: take more body */
+		if (cl->state == CL_BODY)
+			resume_client(cl);
 		return;
 	case CONN_FAILED:
 		attempt_failed_conn(x);
@@ -829,6 +832,14 @@ expects_continue(const char *msg, const struct http_head *h)
 	return e && slice_eq_ci(msg, e->value, "100-continue");
 }
 
+static bool
+body_over_limit(const struct client *cl)
+{
+	uint64_t max = cl->lis->conf->max_request_body;
+
+	return max && cl->parser.body_bytes > max;
+}
+
 /* A request head is complete: route it, rewrite it, send it. */
 static void
 request_begin(struct client *cl)
@@ -873,6 +884,11 @@ request_begin(struct client *cl)
 	}
 	if (!x->http10 && headers_find(h, HDR_HOST) == NULL) {
 		send_error(cl, FE_BAD_REQUEST, "HTTP/1.1 request without Host", 0, true);
+		goto refused;
+	}
+	if (headers_find(h, HDR_TRANSFER_ENCODING) && !h->chunked) {
+		/* RFC 9112 6.3: the length cannot be known */
+		send_error(cl, FE_BAD_REQUEST, "Transfer-Encoding does not end in chunked", 0, true);
 		goto refused;
 	}
 	if (cl->lis->conf->max_request_body && h->has_length &&
@@ -942,8 +958,11 @@ request_begin(struct client *cl)
 		enum http_status st = http_parse(&cl->parser, buf_head(&cl->in),
 		    buf_len(&cl->in), 0, &used);
 
-		if (st == HTTP_ERROR) {
-			send_error(cl, FE_BAD_REQUEST, "malformed request body", 0, true);
+		if (st == HTTP_ERROR || body_over_limit(cl)) {
+			if (st == HTTP_ERROR)
+				send_error(cl, FE_BAD_REQUEST, "malformed request body", 0, true);
+			else
+				send_error(cl, FE_PAYLOAD_TOO_LARGE, "request body over the limit", 0, true);
 			exchange_done(cl);
 			return;
 		}
@@ -1060,8 +1079,7 @@ client_process(struct client *cl)
 				}
 				return;
 			}
-			if (cl->lis->conf->max_request_body &&
-			    x->bytes_in + used > cl->lis->conf->max_request_body) {
+			if (body_over_limit(cl)) {
 				if (!x->resp_head) {
 					exchange_release_upstream(x, false);
 					send_error(cl, FE_PAYLOAD_TOO_LARGE,
