@@ -7,95 +7,18 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "conn.h"
-#include "errors.h"
-#include "headers.h"
-#include "ids.h"
 #include "listener.h"
 #include "log.h"
-#include "pool.h"
 #include "proxy.h"
 #include "route.h"
-
-#define CLIENT_BUF_MAX (HTTP_MAX_HEAD + 16384)
-#define UPSTREAM_BUF_MAX (HTTP_MAX_HEAD + 16384)
-#define LINGER_MS 1000
-
-enum client_state {
-	CL_IDLE,	/* waiting for (the rest of) a request head */
-	CL_BODY,	/* forwarding the request body upstream */
-	CL_WAIT,	/* request sent: waiting for or relaying the response */
-	CL_TUNNEL,	/* after 101: bytes both ways until one side closes */
-	CL_CLOSING,	/* final bytes queued: flush, then close */
-	CL_LINGER,	/* flushed and shut down: drain input briefly, then close */
-};
-
-/* One request and its upstream attempt. Kept apart from the connection,
- * so an HTTP/2 stream can own one too. */
-struct exchange {
-	struct client *cl;
-	struct upconn *up;
-	struct svc_state *svc;
-	struct endpoint *ep;
-	int64_t start_ms;
-	int64_t deadline_ms;		/* request timeout, until the head */
-	int64_t try_deadline_ms;	/* this attempt, until the head */
-	int64_t connect_deadline_ms;	/* 0 once connected */
-	int64_t last_io_ms;		/* body/tunnel activity, after the head */
-	uint32_t attempts;
-	bool http10;
-	bool head_method;
-	bool idempotent;
-	bool keep_alive;		/* the client's side allows reuse */
-	bool upgrade;
-	bool req_done;			/* the whole request went upstream */
-	bool resp_head;			/* response head sent to the client */
-	bool replayable;		/* reqhead holds the whole request so far */
-	bool resent;			/* already re-sent once after a stale reuse */
-	bool dechunk;
-	bool close_after;		/* close the client after this response */
-	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
-	uint32_t status;
-	uint64_t bytes_in, bytes_out;
-	char corr[129];
-	char rid[129];
-	char tp[TRACEPARENT_LEN + 1];
-	struct request_ids ids;
-};
-
-struct client {
-	struct worker *w;
-	struct listener *lis;
-	struct conn *c;
-	struct config *conf;		/* snapshot this connection started with */
-	enum client_state state;
-	bool closed;
-	bool read_paused;		/* by back-pressure or a full buffer */
-	struct buf in;
-	uint32_t parsed;		/* head bytes already fed to the parser */
-	int64_t head_start_ms;		/* first byte of the current head, 0 none */
-	int64_t idle_since_ms;
-	int64_t linger_until_ms;
-	struct http_parser parser;
-	struct http_head head;
-	struct sbuf reqhead;		/* request for upstream (head + replayable body) */
-	size_t reqhead_len;		/* bytes of reqhead that are the head */
-	struct event *timer;
-	struct exchange x;
-	struct client *next, *prev;	/* the worker's list */
-	char peer[INET6_ADDRSTRLEN + 8];
-};
+#include "session.h"
 
 static void client_process(struct client *cl);
-static void client_close(struct client *cl, const char *reason);
-static void client_arm_timer(struct client *cl);
-static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
-static void attempt_start(struct exchange *x);
 static void ids_fresh(struct exchange *x);
 
 /* ---------------------------------------------------------- helpers ---- */
 
-static unsigned
+unsigned
 keepalive_secs(const struct client *cl)
 {
 	int64_t t = cl->lis->conf->idle_timeout / 1000;
@@ -103,7 +26,7 @@ keepalive_secs(const struct client *cl)
 	return t > 0 ? (unsigned)t : 1;
 }
 
-static void
+void
 client_write(struct client *cl, const void *p, size_t n)
 {
 	if (cl->closed)
@@ -113,7 +36,7 @@ client_write(struct client *cl, const void *p, size_t n)
 		client_close(cl, "downstream write failed");
 }
 
-static void
+void
 pause_client(struct client *cl)
 {
 	if (!cl->read_paused && !cl->closed) {
@@ -122,7 +45,7 @@ pause_client(struct client *cl)
 	}
 }
 
-static void
+void
 resume_client(struct client *cl)
 {
 	if (cl->read_paused && !cl->closed) {
@@ -168,7 +91,7 @@ ids_decide(struct exchange *x, const char *msg, const struct http_head *h)
 }
 
 /* Sends one of ferry's own error responses (SPEC §7). */
-static void
+void
 send_error(struct client *cl, enum ferry_error e, const char *message,
     unsigned retry_after, bool close)
 {
@@ -198,25 +121,9 @@ send_error(struct client *cl, enum ferry_error e, const char *message,
 		x->close_after = true;
 }
 
-/* --------------------------------------------------- exchange end ---- */
-
-static void
-exchange_release_upstream(struct exchange *x, bool reusable)
-{
-	struct upconn *u = x->up;
-
-	if (u == NULL)
-		return;
-	x->up = NULL;
-	if (reusable)
-		pool_checkin(u, clock_now_ms(), x->up_keepalive_ms);
-	else
-		pool_discard(u);
-}
-
 /* The exchange is over (response sent or error answered): next request,
  * or close. */
-static void
+void
 exchange_done(struct client *cl)
 {
 	struct exchange *x = &cl->x;
@@ -249,409 +156,6 @@ exchange_done(struct client *cl)
 		resume_client(cl);
 }
 
-static bool
-may_resend(const struct exchange *x)
-{
-	if (x->resent || x->up == NULL || !x->up->reused || x->resp_head)
-		return false;
-	if (conn_bytes_written(x->up->c) == 0)
-		return true;
-	return x->idempotent && x->replayable && buf_len(&x->up->in) == 0;
-}
-
-/* An attempt failed before a response head reached the client. */
-static void
-attempt_failed(struct exchange *x, enum ferry_error e, const char *msg)
-{
-	struct client *cl = x->cl;
-
-	if (may_resend(x)) {
-		/* the keep-alive race: the upstream closed a pooled connection
-		 * as we reused it; not a failure, not a retry */
-		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
-		exchange_release_upstream(x, false);
-		x->resent = true;
-		attempt_start(x);
-		return;
-	}
-	exchange_release_upstream(x, false);
-	send_error(cl, e, msg, 0, !x->req_done);
-	exchange_done(cl);
-}
-
-static void
-attempt_failed_conn(struct exchange *x)
-{
-	struct conn *c = x->up->c;
-	bool reused = x->up->reused;
-	char msg[256];
-
-	switch (conn_error(c)) {
-	case CONN_REFUSED:
-	case CONN_CONNECT_FAILED:
-		snprintf(msg, sizeof(msg), "connect %s: %s", x->ep->addr_text,
-		    conn_error_text(c));
-		attempt_failed(x, FE_SERVICE_UNAVAILABLE, msg);
-		return;
-	case CONN_TLS_FAILED:
-		snprintf(msg, sizeof(msg), "TLS handshake with %s failed: %s",
-		    x->ep->addr_text, conn_error_text(c));
-		attempt_failed(x, FE_SERVICE_ERROR, msg);
-		return;
-	default:
-		snprintf(msg, sizeof(msg), reused ?
-		    "upstream %s closed a reused connection" :
-		    "upstream %s closed the connection before a response (%s)",
-		    x->ep->addr_text, conn_error_text(c));
-		attempt_failed(x, FE_SERVICE_ERROR, msg);
-		return;
-	}
-}
-
-/* ------------------------------------------------------- upstream ---- */
-
-static struct endpoint *
-pick_endpoint(struct svc_state *s)
-{
-	for (size_t i = 0; i < s->n_eps; i++) {
-		struct endpoint *ep = &s->eps[s->rr++ % s->n_eps];
-
-		if (ep->resolved)
-			return ep;
-	}
-	return NULL;
-}
-
-static void
-attempt_start(struct exchange *x)
-{
-	struct client *cl = x->cl;
-	const struct conf_service *svc = x->svc->conf;
-	int64_t now = clock_now_ms();
-	char msg[256];
-
-	x->attempts++;
-	if ((x->ep = pick_endpoint(x->svc)) == NULL) {
-		snprintf(msg, sizeof(msg), "no resolved endpoint for %s", svc->name);
-		send_error(cl, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
-		exchange_done(cl);
-		return;
-	}
-	x->try_deadline_ms = svc->timeouts.per_try ? now + svc->timeouts.per_try : x->deadline_ms;
-	if (x->try_deadline_ms > x->deadline_ms)
-		x->try_deadline_ms = x->deadline_ms;
-	if ((x->up = pool_checkout(x->ep, now)) != NULL) {
-		conn_set_cb(x->up->c, upstream_event, x);
-		x->connect_deadline_ms = 0;
-	} else {
-		x->up = pool_connect(cl->w, x->svc, x->ep, upstream_event, x, now);
-		if (x->up == NULL) {
-			snprintf(msg, sizeof(msg), "connect %s: %s", x->ep->addr_text,
-			    strerror(errno));
-			send_error(cl, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
-			exchange_done(cl);
-			return;
-		}
-		x->connect_deadline_ms = now + svc->timeouts.connect;
-	}
-	x->up->requests++;
-	x->up->parsed = 0;
-	http_parser_reset(&x->up->parser);
-	if (conn_write(x->up->c, cl->reqhead.p, cl->reqhead.len) != 0) {
-		attempt_failed_conn(x);
-		return;
-	}
-	client_arm_timer(cl);
-}
-
-static int64_t
-parse_keepalive_timeout(const char *msg, const struct http_head *h)
-{
-	const struct http_header *ka = headers_find(h, HDR_KEEP_ALIVE);
-	const char *v, *p;
-
-	if (ka == NULL)
-		return 0;
-	v = msg + ka->value.off;
-	for (p = v; p + 8 <= v + ka->value.len; p++) {
-		if (strncasecmp(p, "timeout=", 8) == 0) {
-			long long s = 0;
-
-			for (p += 8; p < v + ka->value.len && *p >= '0' && *p <= '9'; p++)
-				s = s * 10 + (*p - '0');
-			return s > 0 && s < 86400 ? s * 1000 : 0;
-		}
-	}
-	return 0;
-}
-
-static void
-dechunk_data(void *arg, const char *at, size_t len)
-{
-	struct exchange *x = arg;
-
-	sbuf_add(&x->cl->w->scratch, at, len);
-}
-
-/* The response is complete: give the upstream connection back. */
-static void
-response_done(struct exchange *x)
-{
-	struct upconn *u = x->up;
-	bool reusable = x->req_done && u->head.keep_alive && !x->upgrade &&
-	    buf_len(&u->in) == 0;
-
-	exchange_release_upstream(x, reusable);
-	exchange_done(x->cl);
-}
-
-static void
-tunnel_start(struct exchange *x)
-{
-	struct client *cl = x->cl;
-
-	cl->state = CL_TUNNEL;
-	x->req_done = true;
-	x->last_io_ms = clock_now_ms();
-	/* bytes the client sent after its upgrade request belong to the tunnel */
-	if (buf_len(&cl->in) > 0) {
-		x->bytes_in += buf_len(&cl->in);
-		conn_write(x->up->c, buf_head(&cl->in), buf_len(&cl->in));
-		buf_consume(&cl->in, buf_len(&cl->in));
-	}
-	resume_client(cl);
-}
-
-/* Handles a parsed response head; returns false when the exchange ended. */
-static bool
-response_head(struct exchange *x)
-{
-	struct client *cl = x->cl;
-	struct upconn *u = x->up;
-	struct http_head *h = &u->head;
-	const char *msg = buf_head(&u->in);
-	struct sbuf *out = &cl->w->scratch;
-	struct downstream_head_args a = { 0 };
-
-	if (headers_classify(msg, h) != 0) {
-		attempt_failed(x, FE_SERVICE_ERROR, "malformed response head");
-		return false;
-	}
-	if (h->status >= 100 && h->status < 200 && !(h->status == 101 && x->upgrade)) {
-		/* interim: ferry answered 100-continue itself; others pass on
-		 * to HTTP/1.1 clients */
-		if (h->status != 100 && h->status != 101 && !x->http10) {
-			sbuf_clear(out);
-			headers_build_response(out, msg, h, &(struct downstream_head_args){
-			    .ids = NULL, .keep_alive = true,
-			    .keep_alive_timeout = keepalive_secs(cl) });
-			/* interim heads carry no keep-alive parameter */
-			client_write(cl, out->p, out->len);
-		}
-		buf_consume(&u->in, h->head_len);
-		http_parser_reset(&u->parser);
-		return !cl->closed;
-	}
-	if (x->head_method || h->status == 204 || h->status == 304)
-		http_parser_skip_body(&u->parser);
-	x->up_keepalive_ms = parse_keepalive_timeout(msg, h);
-	x->status = (uint32_t)h->status;
-	x->upgrade = x->upgrade && h->status == 101;
-	x->dechunk = x->http10 && h->chunked && !x->head_method;
-	if (!x->upgrade && (http_parser_body_until_eof(&u->parser) && !x->head_method &&
-	    h->status != 204 && h->status != 304))
-		x->close_after = true;
-	if (!x->req_done)
-		x->close_after = true;	/* the rest of the request has nowhere to go */
-
-	a.ids = &x->ids;
-	a.keep_alive = x->keep_alive && !x->close_after && !cl->w->draining;
-	a.keep_alive_timeout = keepalive_secs(cl);
-	a.dechunk = x->dechunk;
-	a.upgrade = x->upgrade;
-	if (!a.keep_alive && !a.upgrade)
-		x->close_after = true;
-	sbuf_clear(out);
-	headers_build_response(out, msg, h, &a);
-	if (out->oom) {
-		attempt_failed(x, FE_SERVICE_ERROR, "out of memory");
-		return false;
-	}
-	x->resp_head = true;
-	x->last_io_ms = clock_now_ms();
-	buf_consume(&u->in, h->head_len);
-	u->parser.dechunk = x->dechunk;
-	u->parser.on_data = dechunk_data;
-	u->parser.arg = x;
-	client_arm_timer(cl);
-	return true;
-}
-
-/* Parses and relays what the upstream sent; the response head and the
- * body bytes that came with it leave in one write. */
-static void
-upstream_relay(struct exchange *x)
-{
-	struct client *cl = x->cl;
-	struct upconn *u = x->up;
-	struct sbuf *out = &cl->w->scratch;
-	bool head_now = false;
-
-	while (!x->resp_head) {
-		enum http_status st;
-		size_t used;
-
-		if (buf_len(&u->in) <= u->parsed)
-			return;
-		st = http_parse(&u->parser, buf_head(&u->in) + u->parsed,
-		    buf_len(&u->in) - u->parsed, u->parsed, &used);
-		u->parsed += (uint32_t)used;
-		if (st == HTTP_NEED_MORE)
-			return;
-		if (st != HTTP_HEAD_DONE) {
-			attempt_failed(x, FE_SERVICE_ERROR, "malformed response from upstream");
-			return;
-		}
-		u->parsed = 0;
-		if (!response_head(x))
-			return;
-	}
-	head_now = true;
-	if (x->upgrade) {
-		client_write(cl, out->p, out->len);
-		tunnel_start(x);
-		if (!cl->closed && buf_len(&u->in) > 0) {
-			client_write(cl, buf_head(&u->in), buf_len(&u->in));
-			buf_consume(&u->in, buf_len(&u->in));
-		}
-		return;
-	}
-	/* body: runs once even with no bytes, so a bodiless message ends */
-	do {
-		enum http_status st;
-		size_t used;
-
-		if (!head_now)
-			sbuf_clear(out);
-		st = http_parse(&u->parser, buf_head(&u->in), buf_len(&u->in), 0, &used);
-		if (st == HTTP_ERROR) {
-			/* the head already left: the client sees a cut response */
-			if (head_now)
-				client_write(cl, out->p, out->len);
-			log_info("upstream %s sent a malformed body; cutting the response",
-			    x->ep->addr_text);
-			client_close(cl, "malformed upstream body");
-			return;
-		}
-		if (!x->dechunk)
-			sbuf_add(out, buf_head(&u->in), used);
-		buf_consume(&u->in, used);
-		client_write(cl, out->p, out->len);
-		sbuf_clear(out);
-		head_now = false;
-		if (cl->closed)
-			return;
-		x->last_io_ms = clock_now_ms();
-		if (st == HTTP_MSG_DONE) {
-			response_done(x);
-			return;
-		}
-	} while (buf_len(&u->in) > 0);
-	if (x->up && conn_pending(cl->c) > CONN_HIGH_MARK)
-		conn_pause_read(x->up->c);
-}
-
-static void
-upstream_eof(struct exchange *x, ssize_t n)
-{
-	struct client *cl = x->cl;
-	struct upconn *u = x->up;
-
-	if (cl->state == CL_TUNNEL) {
-		exchange_release_upstream(x, false);
-		x->close_after = true;
-		exchange_done(cl);
-		return;
-	}
-	if (!x->resp_head) {
-		attempt_failed_conn(x);
-		return;
-	}
-	if (n == 0 && http_parse_eof(&u->parser) == HTTP_MSG_DONE) {
-		x->close_after = true;
-		exchange_release_upstream(x, false);
-		exchange_done(cl);
-		return;
-	}
-	log_info("upstream %s closed the connection mid-response: %s",
-	    x->ep->addr_text, conn_error_text(u->c));
-	client_close(cl, "upstream closed mid-response");
-}
-
-static void
-upstream_readable(struct exchange *x)
-{
-	struct client *cl = x->cl;
-	struct upconn *u = x->up;
-	ssize_t n;
-
-	if (cl->state == CL_TUNNEL) {
-		struct buf *b = &u->in;
-
-		n = conn_read(u->c, b, 65536);
-		if (n > 0) {
-			x->last_io_ms = clock_now_ms();
-			client_write(cl, buf_head(b), buf_len(b));
-			buf_consume(b, buf_len(b));
-			if (!cl->closed && conn_pending(cl->c) > CONN_HIGH_MARK)
-				conn_pause_read(u->c);
-		} else if (n != CONN_AGAIN) {
-			upstream_eof(x, n);
-		}
-		return;
-	}
-	n = conn_read(u->c, &u->in, UPSTREAM_BUF_MAX);
-	if (n == CONN_AGAIN) {
-		if (buf_len(&u->in) > u->parsed || (x->resp_head && buf_len(&u->in) > 0))
-			upstream_relay(x);	/* kicked after back-pressure */
-		return;
-	}
-	if (n <= 0) {
-		upstream_eof(x, n);
-		return;
-	}
-	upstream_relay(x);
-}
-
-static void
-upstream_event(struct conn *c, enum conn_event ev, void *arg)
-{
-	struct exchange *x = arg;
-	struct client *cl = x->cl;
-
-	(void)c;
-	switch (ev) {
-	case CONN_CONNECTED:
-		x->connect_deadline_ms = 0;
-		client_arm_timer(cl);
-		/* what was queued while connecting has gone: take more body */
-		if (cl->state == CL_BODY)
-			resume_client(cl);
-		return;
-	case CONN_FAILED:
-		attempt_failed_conn(x);
-		return;
-	case CONN_DRAINED:
-		/* the upstream took the request body: read more of it */
-		if (cl->state == CL_BODY || cl->state == CL_TUNNEL)
-			resume_client(cl);
-		return;
-	case CONN_READABLE:
-		upstream_readable(x);
-		return;
-	}
-}
-
 /* ------------------------------------------------------ downstream ---- */
 
 static void
@@ -667,7 +171,7 @@ client_free_deferred(evutil_socket_t fd, short what, void *arg)
 	free(cl);
 }
 
-static void
+void
 client_close(struct client *cl, const char *reason)
 {
 	if (cl->closed)
@@ -692,7 +196,7 @@ client_close(struct client *cl, const char *reason)
 }
 
 /* Sets the one timer to the earliest deadline of the current state. */
-static void
+void
 client_arm_timer(struct client *cl)
 {
 	struct exchange *x = &cl->x;
@@ -1242,3 +746,4 @@ proxy_close_all(struct worker *w)
 	/* run the deferred frees */
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
 }
+

@@ -1,0 +1,109 @@
+/*
+ * The proxy session, shared by its two halves: the downstream side
+ * (downstream.c: the app's or a peer's connection, request parsing,
+ * timers) and the upstream side (upstream.c: attempts, pools, relaying
+ * the response). One client owns one exchange at a time.
+ */
+#ifndef FERRY_SESSION_H
+#define FERRY_SESSION_H
+
+#include <arpa/inet.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "errors.h"
+#include "headers.h"
+#include "http1.h"
+#include "ids.h"
+#include "pool.h"
+#include "sbuf.h"
+#include "worker.h"
+
+#define CLIENT_BUF_MAX (HTTP_MAX_HEAD + 16384)
+#define UPSTREAM_BUF_MAX (HTTP_MAX_HEAD + 16384)
+#define LINGER_MS 1000
+
+enum client_state {
+	CL_IDLE,	/* waiting for (the rest of) a request head */
+	CL_BODY,	/* forwarding the request body upstream */
+	CL_WAIT,	/* request sent: waiting for or relaying the response */
+	CL_TUNNEL,	/* after 101: bytes both ways until one side closes */
+	CL_CLOSING,	/* final bytes queued: flush, then close */
+	CL_LINGER,	/* flushed and shut down: drain input briefly, then close */
+};
+
+/* One request and its upstream attempt. Kept apart from the connection,
+ * so an HTTP/2 stream can own one too. */
+struct exchange {
+	struct client *cl;
+	struct upconn *up;
+	struct svc_state *svc;
+	struct endpoint *ep;
+	int64_t start_ms;
+	int64_t deadline_ms;		/* request timeout, until the head */
+	int64_t try_deadline_ms;	/* this attempt, until the head */
+	int64_t connect_deadline_ms;	/* 0 once connected */
+	int64_t last_io_ms;		/* body/tunnel activity, after the head */
+	uint32_t attempts;
+	bool http10;
+	bool head_method;
+	bool idempotent;
+	bool keep_alive;		/* the client's side allows reuse */
+	bool upgrade;
+	bool req_done;			/* the whole request went upstream */
+	bool resp_head;			/* response head sent to the client */
+	bool replayable;		/* reqhead holds the whole request so far */
+	bool resent;			/* already re-sent once after a stale reuse */
+	bool dechunk;
+	bool close_after;		/* close the client after this response */
+	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
+	uint32_t status;
+	uint64_t bytes_in, bytes_out;
+	char corr[129];
+	char rid[129];
+	char tp[TRACEPARENT_LEN + 1];
+	struct request_ids ids;
+};
+
+struct client {
+	struct worker *w;
+	struct listener *lis;
+	struct conn *c;
+	struct config *conf;		/* snapshot this connection started with */
+	enum client_state state;
+	bool closed;
+	bool read_paused;		/* by back-pressure or a full buffer */
+	struct buf in;
+	uint32_t parsed;		/* head bytes already fed to the parser */
+	int64_t head_start_ms;		/* first byte of the current head, 0 none */
+	int64_t idle_since_ms;
+	int64_t linger_until_ms;
+	struct http_parser parser;
+	struct http_head head;
+	struct sbuf reqhead;		/* request for upstream (head + replayable body) */
+	size_t reqhead_len;		/* bytes of reqhead that are the head */
+	struct event *timer;
+	struct exchange x;
+	struct client *next, *prev;	/* the worker's list */
+	char peer[INET6_ADDRSTRLEN + 8];
+};
+
+/* downstream.c */
+void client_write(struct client *cl, const void *p, size_t n);
+void client_close(struct client *cl, const char *reason);
+void client_arm_timer(struct client *cl);
+void pause_client(struct client *cl);
+void resume_client(struct client *cl);
+unsigned keepalive_secs(const struct client *cl);
+void send_error(struct client *cl, enum ferry_error e, const char *message,
+    unsigned retry_after, bool close);
+void exchange_done(struct client *cl);
+
+/* upstream.c */
+void attempt_start(struct exchange *x);
+void attempt_failed_conn(struct exchange *x);
+void exchange_release_upstream(struct exchange *x, bool reusable);
+
+#endif
