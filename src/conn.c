@@ -186,6 +186,10 @@ connected(struct conn *c)
 		c->cb(c, CONN_FAILED, c->arg);
 		return;
 	}
+	/* the peer's first bytes may have come with its last handshake
+	 * flight: already decrypted, the socket will not say so */
+	if (c->ssl && SSL_has_pending(c->ssl))
+		event_active(c->ev_kick, 0, 0);
 	c->cb(c, CONN_CONNECTED, c->arg);
 }
 

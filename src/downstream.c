@@ -344,6 +344,73 @@ body_over_limit(const struct client *cl)
 	return max && cl->parser.body_bytes > max;
 }
 
+/* The service for an outbound request (SPEC §4), or NULL once refused. */
+static struct svc_state *
+route_outbound(struct client *cl, const char *msg, const struct http_head *h)
+{
+	struct exchange *x = &cl->x;
+	const char *path, *auth;
+	size_t path_len, auth_len;
+	char errmsg[256];
+	long si;
+
+	si = cl->lis->kind == LK_SERVICE ? (long)cl->lis->service :
+	    route_request(cl->conf, msg, h);
+	if (si < 0) {
+		const struct http_header *host = headers_find(h, HDR_HOST);
+
+		target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
+		if (!auth && host) {
+			auth = msg + host->value.off;
+			auth_len = host->value.len;
+		}
+		snprintf(errmsg, sizeof(errmsg), "no service for host \"%.*s\"",
+		    auth ? (int)(auth_len > 100 ? 100 : auth_len) : 0, auth ? auth : "");
+		send_error(cl, FE_UNKNOWN_SERVICE, errmsg, 0, !x->req_done);
+		return NULL;
+	}
+	if (via_has_token(msg, h, via_token_out())) {
+		send_error(cl, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
+		    !x->req_done);
+		return NULL;
+	}
+	return &cl->w->svcs[si];
+}
+
+/* The local app for an inbound request once the peer proved who it is and
+ * that it holds a key (SPEC §5), or NULL once refused. */
+static struct svc_state *
+admit_inbound(struct client *cl, const char *msg, const struct http_head *h)
+{
+	const struct conf_inbound *in = &cl->conf->inbound;
+	struct exchange *x = &cl->x;
+	const struct http_header *key;
+	char errmsg[PEER_ID_MAX + 64];
+
+	if (via_has_token(msg, h, via_token_in())) {
+		send_error(cl, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
+		    !x->req_done);
+		return NULL;
+	}
+	if (!cl->has_identity || !inbound_peer_allowed(in, cl->peer_id)) {
+		snprintf(errmsg, sizeof(errmsg), cl->has_identity ?
+		    "peer %s is not allowed" : "peer certificate has no URI or DNS name%s",
+		    cl->has_identity ? cl->peer_id : "");
+		send_error(cl, FE_INVALID_SERVICE_AUTH, errmsg, 0, !x->req_done);
+		return NULL;
+	}
+	if (in->auth_enabled) {
+		key = headers_find(h, HDR_SERVICE_AUTH);
+		if (key == NULL || !inbound_key_ok(&cl->w->inbound_keys, msg + key->value.off,
+		    key->value.len)) {
+			send_error(cl, FE_INVALID_SERVICE_AUTH, key == NULL ?
+			    "missing x-service-auth" : "invalid x-service-auth", 0, !x->req_done);
+			return NULL;
+		}
+	}
+	return &cl->w->inbound;
+}
+
 /* A request head is complete: route it, rewrite it, send it. */
 static void
 request_begin(struct client *cl)
@@ -351,10 +418,8 @@ request_begin(struct client *cl)
 	struct exchange *x = &cl->x;
 	struct http_head *h = &cl->head;
 	const char *msg = buf_head(&cl->in);
-	const struct config *conf = cl->conf;
 	const char *path, *auth;
 	size_t path_len, auth_len;
-	long si;
 	bool ambiguous;
 	char errmsg[256];
 
@@ -403,38 +468,25 @@ request_begin(struct client *cl)
 		send_error(cl, FE_PAYLOAD_TOO_LARGE, errmsg, 0, true);
 		goto refused;
 	}
-	si = cl->lis->kind == LK_SERVICE ? (long)cl->lis->service : route_request(conf, msg, h);
-	if (si < 0) {
-		const struct http_header *host = headers_find(h, HDR_HOST);
-
-		target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
-		if (!auth && host) {
-			auth = msg + host->value.off;
-			auth_len = host->value.len;
-		}
-		snprintf(errmsg, sizeof(errmsg), "no service for host \"%.*s\"",
-		    auth ? (int)(auth_len > 100 ? 100 : auth_len) : 0, auth ? auth : "");
-		send_error(cl, FE_UNKNOWN_SERVICE, errmsg, 0, !x->req_done);
+	x->svc = cl->lis->kind == LK_INBOUND ? admit_inbound(cl, msg, h) :
+	    route_outbound(cl, msg, h);
+	if (x->svc == NULL)
 		goto refused;
-	}
-	if (via_has_token(msg, h, via_token_out())) {
-		send_error(cl, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
-		    !x->req_done);
-		goto refused;
-	}
-	x->svc = &cl->w->svcs[si];
 	x->deadline_ms = x->start_ms + x->svc->conf->timeouts.request;
 
 	target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
 	sbuf_clear(&cl->reqhead);
 	{
 		struct sbuf *t = &cl->w->scratch;
+		bool inbound = cl->lis->kind == LK_INBOUND;
 		struct upstream_head_args a = {
 			.host = x->svc->conf->upstream_host,
 			.auth_key = x->svc->conf->auth_key,
 			.ids = &x->ids,
-			.via = via_token_out(),
+			.via = inbound ? via_token_in() : via_token_out(),
 			.upgrade = x->upgrade,
+			.peer = inbound ? cl->peer_id : NULL,
+			.forwarded_for = inbound ? cl->peer : NULL,
 		};
 
 		/* "http://svc?q" has no path: origin-form needs the "/" */
@@ -630,6 +682,18 @@ client_process(struct client *cl)
 }
 
 static void
+log_handshake_failure(struct client *cl)
+{
+	static struct log_limit limit;
+	uint32_t skipped;
+
+	/* a scanner or a misconfigured peer must not flood the log */
+	if (log_ratelimit(&limit, clock_now_ms(), 10000, &skipped))
+		log_warn("inbound TLS handshake failed peer=%s cause=\"%s\" suppressed=%u",
+		    cl->peer, conn_error_text(cl->c), skipped);
+}
+
+static void
 client_event(struct conn *c, enum conn_event ev, void *arg)
 {
 	struct client *cl = arg;
@@ -654,7 +718,12 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		}
 		return;
 	case CONN_CONNECTED:
+		/* inbound TLS handshake done: who is calling? */
+		cl->has_identity = inbound_peer_identity(conn_ssl(cl->c), cl->peer_id,
+		    sizeof(cl->peer_id));
+		return;
 	case CONN_FAILED:
+		log_handshake_failure(cl);
 		client_close(cl, "TLS handshake failed");
 		return;
 	case CONN_READABLE:
@@ -707,7 +776,9 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 	cl->w = w;
 	cl->lis = lis;
 	cl->conf = config_ref(w->conf);
-	cl->c = conn_new_fd(w->base, fd, client_event, cl);
+	cl->c = lis->kind == LK_INBOUND ?
+	    conn_accept_tls(w->base, fd, cl->conf->inbound.ctx, client_event, cl) :
+	    conn_new_fd(w->base, fd, client_event, cl);
 	cl->timer = evtimer_new(w->base, client_timeout, cl);
 	if (cl->c == NULL || cl->timer == NULL) {
 		if (cl->c)

@@ -199,9 +199,12 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 	sbuf_add(out, msg + h->method.off, h->method.len);
 	sbuf_add(out, " ", 1);
 	sbuf_add(out, a->target, a->target_len);
-	sbuf_add(out, " HTTP/1.1\r\nhost: ", 17);
-	sbuf_adds(out, a->host);
-	sbuf_add(out, "\r\n", 2);
+	sbuf_add(out, " HTTP/1.1\r\n", 11);
+	if (a->host) {
+		sbuf_add(out, "host: ", 6);
+		sbuf_adds(out, a->host);
+		sbuf_add(out, "\r\n", 2);
+	}
 
 	for (uint32_t i = 0; i < h->n_headers; i++) {
 		const struct http_header *hd = &h->h[i];
@@ -210,6 +213,9 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 			continue;
 		switch (hd->kind) {
 		case HDR_HOST:
+			if (a->host == NULL)
+				break;		/* inbound: the app sees the peer's Host */
+			continue;
 		case HDR_EXPECT:
 		case HDR_SERVICE_AUTH:
 		case HDR_FERRY_PEER:

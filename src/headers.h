@@ -33,7 +33,7 @@ struct request_ids {
 };
 
 struct upstream_head_args {
-	const char *host;		/* Host upstream */
+	const char *host;		/* Host upstream; NULL keeps the request's */
 	const char *target;		/* origin-form target */
 	size_t target_len;
 	const char *auth_key;		/* x-service-auth, or NULL to remove */

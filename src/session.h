@@ -17,6 +17,7 @@
 #include "headers.h"
 #include "http1.h"
 #include "ids.h"
+#include "inbound.h"
 #include "pool.h"
 #include "sbuf.h"
 #include "worker.h"
@@ -87,7 +88,9 @@ struct client {
 	struct event *timer;
 	struct exchange x;
 	struct client *next, *prev;	/* the worker's list */
-	char peer[INET6_ADDRSTRLEN + 8];
+	char peer[INET6_ADDRSTRLEN + 8];	/* address */
+	bool has_identity;			/* inbound: peer_id is set */
+	char peer_id[PEER_ID_MAX];		/* inbound: verified identity */
 };
 
 /* downstream.c */

@@ -212,6 +212,22 @@ load_client_ca(SSL_CTX *ctx, const char *ca, enum tls_what *what, char *err,
 	return 0;
 }
 
+/* Peers speak HTTP/1.1 here (h2 joins when HTTP/2 lands). A client that
+ * offers only other protocols gets no ALPN answer rather than a failure. */
+static int
+alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char ours[] = "\x08http/1.1";
+
+	(void)ssl;
+	(void)arg;
+	if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof(ours) - 1,
+	    in, inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	return SSL_TLSEXT_ERR_OK;
+}
+
 SSL_CTX *
 tls_server_ctx_build(const char *cert, const char *key, const char *client_ca,
     enum tls_what *what, char *err, size_t errlen)
@@ -228,6 +244,7 @@ tls_server_ctx_build(const char *cert, const char *key, const char *client_ca,
 		goto bad;
 	/* without it, resuming a session that had a client cert fails */
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	return ctx;
 bad:
 	SSL_CTX_free(ctx);

@@ -54,6 +54,32 @@ services_init(struct worker *w)
 	return 0;
 }
 
+/* The local app behind the inbound listener, seen as a service with one
+ * plain-HTTP loopback endpoint. */
+static int
+inbound_init(struct worker *w)
+{
+	const struct conf_inbound *in = &w->conf->inbound;
+	struct conf_service *sc = &w->inbound_conf;
+	struct svc_state *s = &w->inbound;
+
+	memset(sc, 0, sizeof(*sc));
+	sc->name = "local_app";
+	sc->endpoints = (struct conf_addr *)&in->local_app;
+	sc->n_endpoints = 1;
+	sc->timeouts = in->timeouts;
+	sc->retries.buffer = 64 * 1024;
+	sc->breaker.max_concurrent = in->max_concurrent;
+	sc->pool = (struct conf_pool){ .max_idle_per_endpoint = 64, .idle_timeout = 30000,
+	    .max_per_endpoint = 1024 };
+	s->conf = sc;
+	s->n_eps = 1;
+	if ((s->eps = calloc(1, sizeof(*s->eps))) == NULL)
+		return -1;
+	endpoint_init(&s->eps[0], &in->local_app);
+	return inbound_keys_init(&w->inbound_keys, in);
+}
+
 static void
 services_free(struct worker *w)
 {
@@ -68,6 +94,12 @@ services_free(struct worker *w)
 	}
 	free(w->svcs);
 	w->svcs = NULL;
+	if (w->inbound.eps) {
+		pool_close_idle(&w->inbound);
+		free(w->inbound.eps);
+		w->inbound.eps = NULL;
+	}
+	inbound_keys_free(&w->inbound_keys);
 }
 
 static int
@@ -171,6 +203,10 @@ worker_init(struct worker *w, struct server *srv, int id, struct config *conf)
 	event_add(w->ev_sweep, &second);
 	event_add(w->ev_mail, NULL);
 	if (add_listener(w, LK_OUTBOUND, &conf->outbound, &conf->outbound.address, 0) != 0)
+		return -1;
+	if (conf->inbound.enabled && (inbound_init(w) != 0 ||
+	    add_listener(w, LK_INBOUND, &conf->inbound.listener,
+	    &conf->inbound.listener.address, 0) != 0))
 		return -1;
 	for (size_t i = 0; i < conf->n_services; i++)
 		if (conf->services[i].has_listen &&

@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "inbound.h"
 #include "sbuf.h"
 
 struct server;
@@ -69,6 +70,9 @@ struct worker {
 	struct config *conf;		/* snapshot in force (a reference) */
 	struct svc_state *svcs;		/* one per conf->services */
 	size_t n_svcs;
+	struct svc_state inbound;	/* the local app, behind the inbound listener */
+	struct conf_service inbound_conf;	/* what the session needs of it */
+	struct key_macs inbound_keys;
 	struct listener *listeners;
 	struct sbuf scratch;		/* response heads */
 	struct event *ev_sweep;		/* pool expiry */

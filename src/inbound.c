@@ -1,0 +1,122 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "inbound.h"
+
+static unsigned char mac_key[32];
+static bool mac_key_ready;
+
+static bool
+copy_asn1(const ASN1_STRING *s, char *out, size_t outlen)
+{
+	int len = ASN1_STRING_length(s);
+
+	if (len <= 0 || (size_t)len >= outlen)
+		return false;
+	memcpy(out, ASN1_STRING_get0_data(s), (size_t)len);
+	out[len] = '\0';
+	/* an identity with a NUL or control byte could smuggle a header */
+	for (int i = 0; i < len; i++)
+		if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+			return false;
+	return true;
+}
+
+bool
+inbound_peer_identity(SSL *ssl, char *out, size_t outlen)
+{
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	GENERAL_NAMES *names;
+	bool ok = false;
+
+	if (cert == NULL)
+		return false;
+	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	for (int pass = 0; pass < 2 && !ok; pass++) {
+		for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+			const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+
+			if (pass == 0 && gn->type == GEN_URI) {
+				ok = copy_asn1(gn->d.uniformResourceIdentifier, out, outlen);
+				break;
+			}
+			if (pass == 1 && gn->type == GEN_DNS) {
+				ok = copy_asn1(gn->d.dNSName, out, outlen);
+				break;
+			}
+		}
+	}
+	GENERAL_NAMES_free(names);
+	return ok;
+}
+
+bool
+inbound_peer_allowed(const struct conf_inbound *in, const char *identity)
+{
+	if (in->n_allowed_peers == 0)
+		return true;
+	for (size_t i = 0; i < in->n_allowed_peers; i++)
+		if (strcmp(in->allowed_peers[i], identity) == 0)
+			return true;
+	return false;
+}
+
+static void
+key_mac(const char *key, size_t len, unsigned char out[KEY_MAC_LEN])
+{
+	unsigned int outlen = KEY_MAC_LEN;
+
+	HMAC(EVP_sha256(), mac_key, sizeof(mac_key), (const unsigned char *)key, len,
+	    out, &outlen);
+}
+
+int
+inbound_keys_init(struct key_macs *k, const struct conf_inbound *in)
+{
+	memset(k, 0, sizeof(*k));
+	if (!mac_key_ready) {
+		/* once, before workers start (called from worker_init on the
+		 * main thread) */
+		if (RAND_bytes(mac_key, sizeof(mac_key)) != 1)
+			return -1;
+		mac_key_ready = true;
+	}
+	if (in->n_auth_keys == 0)
+		return 0;
+	if ((k->mac = calloc(in->n_auth_keys, KEY_MAC_LEN)) == NULL)
+		return -1;
+	for (size_t i = 0; i < in->n_auth_keys; i++)
+		key_mac(in->auth_keys[i], strlen(in->auth_keys[i]), k->mac[i]);
+	k->n = in->n_auth_keys;
+	return 0;
+}
+
+void
+inbound_keys_free(struct key_macs *k)
+{
+	if (k->mac)
+		OPENSSL_cleanse(k->mac, k->n * KEY_MAC_LEN);
+	free(k->mac);
+	k->mac = NULL;
+	k->n = 0;
+}
+
+bool
+inbound_key_ok(const struct key_macs *k, const char *key, size_t len)
+{
+	unsigned char mac[KEY_MAC_LEN];
+	int match = 0;
+
+	key_mac(key, len, mac);
+	/* every key, every time: the time taken says nothing of which matched */
+	for (size_t i = 0; i < k->n; i++)
+		match |= CRYPTO_memcmp(mac, k->mac[i], KEY_MAC_LEN) == 0;
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return match != 0;
+}

@@ -1,0 +1,181 @@
+"""Inbound: mTLS termination, peer identity, service key (SPEC §1, §3, §5, §7),
+and two sidecars as a mesh: app A -> ferry A -> mTLS -> ferry B -> app B."""
+
+import os
+import socket
+import ssl
+import tempfile
+
+import harness
+from harness import FerryTestCase, Reader, build_request, free_port, pki, read_response
+
+KEY1 = "inbound-key-one-0123456789"
+KEY2 = "inbound-key-two-9876543210"
+FILE_KEY = "inbound-key-from-file-abc"
+
+
+class InboundTest(FerryTestCase):
+
+    def setUp(self):
+        super().setUp()
+        p = pki()
+        self.app = self.upstream(tls=False)
+        self.inbound_port = free_port()
+        keys_dir = tempfile.mkdtemp(prefix="ferry-keys-")
+        self.keys_file = os.path.join(keys_dir, "inbound.keys")
+        with open(self.keys_file, "w") as f:
+            f.write("# rotation: the new key first\n\n%s\n" % FILE_KEY)
+        self.b = self.ferry({}, env={"K1": KEY1, "K2": KEY2}, listeners={
+            "inbound": {
+                "address": "127.0.0.1:%d" % self.inbound_port,
+                "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert,
+                        "allowed_peers": ["spiffe://test/app", "some-other-peer"]},
+                "auth": {"keys_env": ["K1", "K2"], "keys_file": self.keys_file},
+                "local_app": self.app.address,
+            }})
+
+    def tls_connect(self, cert=None, ca=None):
+        p = pki()
+        ctx = ssl.create_default_context(cafile=(ca or p.ca).cert)
+        ctx.check_hostname = False
+        if cert is not None:
+            ctx.load_cert_chain(cert.cert, cert.key)
+        raw = socket.create_connection(("127.0.0.1", self.inbound_port), timeout=3)
+        return ctx.wrap_socket(raw, server_hostname="backend")
+
+    def call(self, headers, cert="client", target="/orders/1"):
+        s = self.tls_connect(getattr(pki(), cert))
+        try:
+            s.sendall(build_request("GET", target, [("Host", "order-service")] + headers))
+            return read_response(Reader(s))
+        finally:
+            s.close()
+
+    def assert_handshake_refused(self, cert):
+        with self.assertRaises((ssl.SSLError, ConnectionError, harness.IncompleteMessage,
+                                socket.timeout)):
+            s = self.tls_connect(cert)
+            # TLS 1.3: the server's verdict on the client cert arrives after
+            # the client's handshake completes, with the first read
+            s.sendall(build_request("GET", "/", [("Host", "x"), ("x-service-auth", KEY1)]))
+            read_response(Reader(s))
+        self.assertEqual(self.app.requests, [], "a refused peer reached the app")
+
+    def test_allowed_peer_with_key_reaches_app(self):
+        resp = self.call([("x-service-auth", KEY1), ("x-correlation-id", "corr-in-1")])
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        req = self.app.last
+        self.assertEqual(req.target, "/orders/1")
+        self.assertEqual(req.header_all("host"), ["order-service"])
+        self.assertEqual(req.header_all("x-ferry-peer"), ["spiffe://test/app"])
+        self.assertEqual(req.header_all("x-forwarded-proto"), ["https"])
+        self.assertEqual(req.header_all("x-forwarded-for"), ["127.0.0.1"])
+        self.assertEqual(req.header_all("x-service-auth"), [], "the key reached the app")
+        self.assertEqual(req.header_all("x-correlation-id"), ["corr-in-1"])
+        self.assertRegex(req.header("via") or "", r"1\.1 ferry-[0-9a-f]{8}-in$")
+        self.assertEqual(resp.header("x-correlation-id"), "corr-in-1")
+
+    def test_second_rotation_key_accepted(self):
+        self.assertEqual(self.call([("x-service-auth", KEY2)]).status, 200)
+
+    def test_keys_file_key_accepted(self):
+        self.assertEqual(self.call([("x-service-auth", FILE_KEY)]).status, 200)
+
+    def test_wrong_key_403(self):
+        resp = self.call([("x-service-auth", KEY1 + "x")])
+        self.assert_ferry_error(resp, 403, "INVALID_SERVICE_AUTH", "invalid")
+        self.assertEqual(self.app.requests, [])
+
+    def test_missing_key_403(self):
+        resp = self.call([])
+        self.assert_ferry_error(resp, 403, "INVALID_SERVICE_AUTH", "missing")
+        self.assertEqual(self.app.requests, [])
+
+    def test_key_prefix_and_empty_rejected(self):
+        for key in (KEY1[:-1], "", KEY1 + KEY2):
+            resp = self.call([("x-service-auth", key)])
+            self.assertEqual(resp.status, 403, key)
+        self.assertEqual(self.app.requests, [])
+
+    def test_disallowed_peer_403(self):
+        resp = self.call([("x-service-auth", KEY1)], cert="client_dns")
+        self.assert_ferry_error(resp, 403, "INVALID_SERVICE_AUTH", "app-dns")
+        self.assertEqual(self.app.requests, [])
+
+    def test_spoofed_peer_header_replaced(self):
+        resp = self.call([("x-service-auth", KEY1), ("X-Ferry-Peer", "spiffe://evil/admin")])
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(self.app.last.header_all("x-ferry-peer"), ["spiffe://test/app"])
+
+    def test_forwarded_for_appended(self):
+        resp = self.call([("x-service-auth", KEY1), ("X-Forwarded-For", "10.1.2.3")])
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(self.app.last.header_all("x-forwarded-for"), ["10.1.2.3, 127.0.0.1"])
+
+    def test_no_client_cert_rejected(self):
+        self.assert_handshake_refused(None)
+
+    def test_unknown_ca_cert_rejected(self):
+        self.assert_handshake_refused(pki().other)
+
+    def test_expired_cert_rejected(self):
+        self.assert_handshake_refused(pki().expired)
+
+    def test_still_serves_after_refusals(self):
+        self.assert_handshake_refused(None)
+        self.call([("x-service-auth", "nope")])
+        self.assertEqual(self.call([("x-service-auth", KEY1)]).status, 200)
+
+    def test_alpn_http11(self):
+        p = pki()
+        ctx = ssl.create_default_context(cafile=p.ca.cert)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(p.client.cert, p.client.key)
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", self.inbound_port), timeout=3)
+        with ctx.wrap_socket(raw, server_hostname="backend") as s:
+            self.assertEqual(s.selected_alpn_protocol(), "http/1.1")
+
+
+class MeshTest(FerryTestCase):
+    """app A -> ferry A outbound -> mTLS -> ferry B inbound -> app B."""
+
+    def test_two_sidecars(self):
+        p = pki()
+        app_b = self.upstream(tls=False)
+        inbound_port = free_port()
+        self.ferry({}, env={"MESH_KEY": KEY1}, listeners={
+            "inbound": {
+                "address": "127.0.0.1:%d" % inbound_port,
+                "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert,
+                        "allowed_peers": ["spiffe://test/app"]},
+                "auth": {"keys_env": ["MESH_KEY"]},
+                "local_app": app_b.address,
+            }})
+        a = self.ferry({"order-service": {
+            "endpoints": ["127.0.0.1:%d" % inbound_port],
+            "tls": harness.tls_client("backend"),
+            "auth": {"key_env": "MESH_KEY"},
+        }}, env={"MESH_KEY": KEY1})
+        for i in range(3):
+            with a.client() as c:
+                resp = c.request("POST", "/orders", [("Host", "order-service"),
+                                                      ("x-correlation-id", "mesh-%d" % i),
+                                                      ("Content-Type", "application/json")],
+                                 b'{"item":42}')
+            self.assertEqual(resp.status, 200, resp.body[:300])
+            self.assertEqual(resp.header("x-correlation-id"), "mesh-%d" % i)
+            req = app_b.last
+            self.assertEqual(req.method, "POST")
+            self.assertEqual(req.body, b'{"item":42}')
+            self.assertEqual(req.header_all("x-correlation-id"), ["mesh-%d" % i])
+            self.assertEqual(req.header_all("x-ferry-peer"), ["spiffe://test/app"])
+            self.assertEqual(req.header_all("x-service-auth"), [])
+            vias = ", ".join(req.header_all("via"))
+            self.assertRegex(vias, r"ferry-[0-9a-f]{8}-out, 1\.1 ferry-[0-9a-f]{8}-in$")
+            # the request id ferry A made travels on unchanged
+            self.assertEqual(req.header_all("x-request-id"), [resp.header("x-request-id")])
+
+
+if __name__ == "__main__":
+    harness.main()
