@@ -11,6 +11,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "route.h"
+#include "server.h"
 #include "session.h"
 
 static void client_process(struct client *cl);
@@ -121,6 +122,24 @@ send_error(struct client *cl, enum ferry_error e, const char *message,
 		x->close_after = true;
 }
 
+/* The request stops counting toward max_concurrent (at its last byte). */
+static void
+exchange_leave(struct exchange *x)
+{
+	if (x->attempt_open) {
+		/* ended before its outcome: a probe slot must not stay taken */
+		x->attempt_open = false;
+		x->ep->in_flight--;
+		if (x->svc->rt && x->verdict == BREAKER_PROBE)
+			breaker_record(x->svc->rt->breaker, &x->svc->conf->breaker,
+			    x->verdict, false, clock_now_ms());
+	}
+	if (x->entered) {
+		breaker_leave(x->entered);
+		x->entered = NULL;
+	}
+}
+
 /* The exchange is over (response sent or error answered): next request,
  * or close. */
 void
@@ -129,6 +148,7 @@ exchange_done(struct client *cl)
 	struct exchange *x = &cl->x;
 
 	exchange_release_upstream(x, false);
+	exchange_leave(x);
 	if (cl->closed)
 		return;
 	if (x->close_after || !x->keep_alive || !x->req_done || cl->w->draining) {
@@ -179,6 +199,7 @@ client_close(struct client *cl, const char *reason)
 	log_debug("closing client %s: %s", cl->peer, reason);
 	cl->closed = true;
 	exchange_release_upstream(&cl->x, false);
+	exchange_leave(&cl->x);
 	conn_free(cl->c);
 	cl->c = NULL;
 	event_free(cl->timer);
@@ -212,7 +233,9 @@ client_arm_timer(struct client *cl)
 		break;
 	case CL_BODY:
 	case CL_WAIT:
-		if (!x->resp_head) {
+		if (x->retry_at_ms) {
+			at = x->retry_at_ms;
+		} else if (!x->resp_head) {
 			at = x->try_deadline_ms;
 			if (x->connect_deadline_ms && x->connect_deadline_ms < at)
 				at = x->connect_deadline_ms;
@@ -241,7 +264,6 @@ client_timeout(evutil_socket_t fd, short what, void *arg)
 	struct client *cl = arg;
 	struct exchange *x = &cl->x;
 	int64_t now = clock_now_ms();
-	char msg[256];
 
 	(void)fd;
 	(void)what;
@@ -263,21 +285,16 @@ client_timeout(evutil_socket_t fd, short what, void *arg)
 	case CL_BODY:
 	case CL_WAIT:
 	case CL_TUNNEL:
-		if (!x->resp_head && cl->state != CL_TUNNEL) {
-			if (x->connect_deadline_ms && now >= x->connect_deadline_ms) {
-				snprintf(msg, sizeof(msg), "connect %s: timed out after %lldms",
-				    x->ep->addr_text, (long long)x->svc->conf->timeouts.connect);
-				exchange_release_upstream(x, false);
-				send_error(cl, FE_SERVICE_TIMEOUT, msg, 0, !x->req_done);
-				exchange_done(cl);
+		if (x->retry_at_ms && cl->state != CL_TUNNEL) {
+			if (now >= x->retry_at_ms) {
+				x->retry_at_ms = 0;
+				attempt_start(x);
 				return;
 			}
-			if (now >= x->try_deadline_ms) {
-				snprintf(msg, sizeof(msg), "no response head from %s within %.3gs",
-				    x->ep->addr_text, (double)(x->try_deadline_ms - x->start_ms) / 1000);
-				exchange_release_upstream(x, false);
-				send_error(cl, FE_SERVICE_TIMEOUT, msg, 0, !x->req_done);
-				exchange_done(cl);
+		} else if (!x->resp_head && cl->state != CL_TUNNEL) {
+			if ((x->connect_deadline_ms && now >= x->connect_deadline_ms) ||
+			    now >= x->try_deadline_ms) {
+				attempt_timed_out(x, now);
 				return;
 			}
 		} else if (now >= x->last_io_ms + x->svc->conf->timeouts.stream_idle) {
@@ -411,6 +428,56 @@ admit_inbound(struct client *cl, const char *msg, const struct http_head *h)
 	return &cl->w->inbound;
 }
 
+static unsigned
+retry_after_secs(int64_t ms)
+{
+	return ms <= 1000 ? 1 : (unsigned)((ms + 999) / 1000);
+}
+
+/* Admission (SPEC §5, §6): rate limit (429), max_concurrent (503), and
+ * outbound the circuit breaker (503). None of these is an upstream
+ * failure; each answers at once with retry-after. */
+static bool
+admit(struct client *cl)
+{
+	struct exchange *x = &cl->x;
+	struct svc_state *s = x->svc;
+	bool inbound = cl->lis->kind == LK_INBOUND;
+	struct runtime *rt = server_runtime(cl->w->srv);
+	const struct conf_rate_limit *rl = inbound ? &cl->conf->inbound.rate_limit :
+	    &s->conf->rate_limit;
+	struct bucket *bucket = inbound ? runtime_inbound_bucket(rt) : s->rt->bucket;
+	struct breaker *br = inbound ? runtime_inbound_breaker(rt) : s->rt->breaker;
+	const struct conf_breaker *bc = &s->conf->breaker;
+	int64_t now = clock_now_ms(), wait = 0;
+	char msg[256];
+
+	x->verdict = BREAKER_PASS;
+	if (rl->enabled && !bucket_take(bucket, rl, clock_now_us(), &wait)) {
+		snprintf(msg, sizeof(msg), "%s is over its rate limit of %g requests/s",
+		    s->conf->name, rl->rps);
+		send_error(cl, FE_RATE_LIMITED, msg, retry_after_secs(wait), !x->req_done);
+		return false;
+	}
+	if (!breaker_enter(br, bc)) {
+		snprintf(msg, sizeof(msg), "%s has %u requests in flight (max_concurrent)",
+		    s->conf->name, bc->max_concurrent);
+		send_error(cl, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
+		return false;
+	}
+	x->entered = br;
+	if (inbound)
+		return true;
+	x->verdict = breaker_allow(br, bc, now, &wait);
+	if (x->verdict == BREAKER_REJECT) {
+		snprintf(msg, sizeof(msg), "circuit open for %s", s->conf->name);
+		send_error(cl, FE_SERVICE_UNAVAILABLE, msg, retry_after_secs(wait), !x->req_done);
+		return false;
+	}
+	retry_budget_request(s->rt->budget, now);
+	return true;
+}
+
 /* A request head is complete: route it, rewrite it, send it. */
 static void
 request_begin(struct client *cl)
@@ -470,7 +537,7 @@ request_begin(struct client *cl)
 	}
 	x->svc = cl->lis->kind == LK_INBOUND ? admit_inbound(cl, msg, h) :
 	    route_outbound(cl, msg, h);
-	if (x->svc == NULL)
+	if (x->svc == NULL || !admit(cl))
 		goto refused;
 	x->deadline_ms = x->start_ms + x->svc->conf->timeouts.request;
 
@@ -550,7 +617,8 @@ request_begin(struct client *cl)
 	return;
 
 refused:
-	x->close_after = true;
+	if (!x->req_done)
+		x->close_after = true;	/* its body has nowhere to go */
 	if (h->head_len <= buf_len(&cl->in))
 		buf_consume(&cl->in, h->head_len);
 	exchange_done(cl);
@@ -620,7 +688,8 @@ client_process(struct client *cl)
 				resume_client(cl);	/* paused by a full buffer */
 				return;
 			}
-			if (x->up && conn_pending(x->up->c) > CONN_HIGH_MARK) {
+			if (x->up == NULL || conn_pending(x->up->c) > CONN_HIGH_MARK) {
+				/* no attempt running (backoff) or it is full */
 				pause_client(cl);
 				return;
 			}

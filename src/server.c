@@ -13,6 +13,7 @@
 #include "ids.h"
 #include "listener.h"
 #include "log.h"
+#include "runtime.h"
 #include "server.h"
 #include "worker.h"
 
@@ -22,6 +23,7 @@ struct server {
 	struct worker *workers;
 	uint32_t n_workers;
 	struct admin *admin;
+	struct runtime *runtime;
 	struct evdns_base *dns;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_usr1, *ev_drain;
 	size_t dns_pending;		/* first lookups still running */
@@ -125,6 +127,12 @@ dns_start(struct server *srv)
 		}
 	}
 	return 0;
+}
+
+struct runtime *
+server_runtime(struct server *srv)
+{
+	return srv->runtime;
 }
 
 /* ---------------------------------------------------------- admin ---- */
@@ -272,6 +280,7 @@ server_free(struct server *srv)
 	for (uint32_t i = 0; i < srv->n_workers; i++)
 		worker_free(&srv->workers[i]);
 	free(srv->workers);
+	runtime_free(srv->runtime);
 	admin_free(srv->admin);
 	if (srv->dns)
 		evdns_base_free(srv->dns, 1);
@@ -310,6 +319,10 @@ server_run(struct config *conf, bool log_level_from_cli)
 	    (srv.admin = admin_start(&srv, srv.base, afd)) == NULL) {
 		fprintf(stderr, "ferry: cannot set up the event loop\n");
 		close(afd);
+		server_free(&srv);
+		return 1;
+	}
+	if ((srv.runtime = runtime_new()) == NULL) {
 		server_free(&srv);
 		return 1;
 	}

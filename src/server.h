@@ -16,6 +16,9 @@ struct server;
  * process exit code (0 after a clean drain, 1 on a startup failure). */
 int server_run(struct config *conf, bool log_level_from_cli);
 
+/* The process-wide runtime state (breakers, buckets, budgets, health). */
+struct runtime *server_runtime(struct server *srv);
+
 struct server_page {
 	int status;
 	const char *reason;

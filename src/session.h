@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "breaker.h"
 #include "buf.h"
 #include "conn.h"
 #include "errors.h"
@@ -48,6 +49,13 @@ struct exchange {
 	int64_t connect_deadline_ms;	/* 0 once connected */
 	int64_t last_io_ms;		/* body/tunnel activity, after the head */
 	uint32_t attempts;
+	uint32_t retries;
+	bool attempt_open;		/* its outcome is not recorded yet */
+	int64_t attempt_start_ms;
+	int64_t retry_at_ms;		/* backoff: the next attempt starts then */
+	long avoid;			/* endpoint of the failed attempt */
+	enum breaker_verdict verdict;	/* admission by the circuit breaker */
+	struct breaker *entered;	/* counted in its max_concurrent */
 	bool http10;
 	bool head_method;
 	bool idempotent;
@@ -107,6 +115,8 @@ void exchange_done(struct client *cl);
 /* upstream.c */
 void attempt_start(struct exchange *x);
 void attempt_failed_conn(struct exchange *x);
+/* The connect or per-try deadline passed. */
+void attempt_timed_out(struct exchange *x, int64_t now);
 void exchange_release_upstream(struct exchange *x, bool reusable);
 
 #endif

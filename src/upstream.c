@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "retry.h"
 #include "session.h"
 
 static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
@@ -27,32 +28,130 @@ exchange_release_upstream(struct exchange *x, bool reusable)
 }
 
 static bool
-may_resend(const struct exchange *x)
+may_resend(const struct exchange *x, enum attempt_result r)
 {
-	if (x->resent || x->up == NULL || !x->up->reused || x->resp_head)
+	if (r != AR_RESET || x->resent || x->up == NULL || !x->up->reused || x->resp_head)
 		return false;
 	if (conn_bytes_written(x->up->c) == 0)
 		return true;
 	return x->idempotent && x->replayable && buf_len(&x->up->in) == 0;
 }
 
-/* An attempt failed before a response head reached the client. */
+static enum attempt_result
+status_result(int status)
+{
+	switch (status) {
+	case 502: return AR_STATUS_502;
+	case 503: return AR_STATUS_503;
+	case 504: return AR_STATUS_504;
+	default: return AR_OK;
+	}
+}
+
+/* The attempt's outcome, once: what the breaker, outlier detection and the
+ * balancer learn from it (SPEC §6 Failures). */
 static void
-attempt_failed(struct exchange *x, enum ferry_error e, const char *msg)
+attempt_record(struct exchange *x, enum attempt_result r)
+{
+	struct svc_state *s = x->svc;
+	struct endpoint *ep = x->ep;
+	int64_t now = clock_now_ms();
+	bool failure = attempt_is_failure(r);
+
+	if (!x->attempt_open)
+		return;
+	x->attempt_open = false;
+	ep->in_flight--;
+	if (r == AR_OK || r == AR_STATUS_502 || r == AR_STATUS_503 || r == AR_STATUS_504)
+		ewma_update(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
+	if (s->rt == NULL)
+		return;		/* the local app: no breaker, no ejection */
+	breaker_record(s->rt->breaker, &s->conf->breaker, x->verdict, failure, now);
+	outlier_record(s->rt->outliers, ep->rt->outlier, &s->conf->outlier, failure, now);
+}
+
+/* After a failed attempt: may another one follow? The policy, the breaker
+ * and the budget (which this takes from) all have a say. */
+static bool
+retry_allowed(struct exchange *x, enum attempt_result r, bool bytes_sent, int64_t *delay)
+{
+	struct svc_state *s = x->svc;
+	const struct conf_service *c = s->conf;
+	int64_t now = clock_now_ms(), ra;
+	struct retry_input in = {
+		.result = r,
+		.retries_done = x->retries,
+		.idempotent = x->idempotent,
+		/* body bytes consumed past the replay buffer are gone: as sent */
+		.request_bytes_sent = bytes_sent || !x->replayable,
+		.replayable = x->replayable,
+		.now_ms = now,
+		.deadline_ms = x->deadline_ms,
+	};
+	struct retry_decision d;
+
+	if (s->rt == NULL || x->resp_head)
+		return false;
+	d = retry_decide(&c->retries, &in, ids_random());
+	if (!d.retry)
+		return false;
+	if (breaker_allow(s->rt->breaker, &c->breaker, now, &ra) == BREAKER_REJECT)
+		return false;
+	if (!retry_budget_take(s->rt->budget, &c->retries, now)) {
+		log_debug("retry budget of %s exhausted", c->name);
+		return false;
+	}
+	*delay = d.delay_ms;
+	return true;
+}
+
+/* The next attempt, on another endpoint when there is one, after DELAY. */
+static void
+retry_schedule(struct exchange *x, int64_t delay)
+{
+	x->retries++;
+	x->avoid = x->ep - x->svc->eps;
+	if (delay <= 0) {
+		attempt_start(x);
+		return;
+	}
+	x->retry_at_ms = clock_now_ms() + delay;
+	client_arm_timer(x->cl);
+}
+
+/* An attempt failed before a response head reached the client: re-send,
+ * retry, or answer with E and MSG. */
+static void
+attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e, const char *msg)
 {
 	struct client *cl = x->cl;
+	bool sent = x->up && conn_bytes_written(x->up->c) > 0;
+	int64_t delay;
+	char full[320];
 
-	if (may_resend(x)) {
+	if (may_resend(x, r)) {
 		/* the keep-alive race: the upstream closed a pooled connection
 		 * as we reused it; not a failure, not a retry */
 		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
 		exchange_release_upstream(x, false);
+		x->ep->in_flight--;
+		x->attempt_open = false;
 		x->resent = true;
+		x->attempts--;
 		attempt_start(x);
 		return;
 	}
+	attempt_record(x, r);
 	exchange_release_upstream(x, false);
-	send_error(cl, e, msg, 0, !x->req_done);
+	if (retry_allowed(x, r, sent, &delay)) {
+		retry_schedule(x, delay);
+		return;
+	}
+	if (x->attempts > 1) {
+		snprintf(full, sizeof(full), "%s (%u attempts)", msg, x->attempts);
+		msg = full;
+	}
+	send_error(cl, e, msg, e == FE_SERVICE_UNAVAILABLE ? 1 : 0, !x->req_done);
 	exchange_done(cl);
 }
 
@@ -68,35 +167,73 @@ attempt_failed_conn(struct exchange *x)
 	case CONN_CONNECT_FAILED:
 		snprintf(msg, sizeof(msg), "connect %s: %s", x->ep->addr_text,
 		    conn_error_text(c));
-		attempt_failed(x, FE_SERVICE_UNAVAILABLE, msg);
+		attempt_failed(x, conn_error(c) == CONN_REFUSED ? AR_REFUSED : AR_CONNECT_FAILURE,
+		    FE_SERVICE_UNAVAILABLE, msg);
 		return;
 	case CONN_TLS_FAILED:
 		snprintf(msg, sizeof(msg), "TLS handshake with %s failed: %s",
 		    x->ep->addr_text, conn_error_text(c));
-		attempt_failed(x, FE_SERVICE_ERROR, msg);
+		attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_ERROR, msg);
 		return;
 	default:
 		snprintf(msg, sizeof(msg), reused ?
 		    "upstream %s closed a reused connection" :
 		    "upstream %s closed the connection before a response (%s)",
 		    x->ep->addr_text, conn_error_text(c));
-		attempt_failed(x, FE_SERVICE_ERROR, msg);
+		attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, msg);
 		return;
 	}
 }
 
+void
+attempt_timed_out(struct exchange *x, int64_t now)
+{
+	char msg[256];
+
+	if (x->connect_deadline_ms && now >= x->connect_deadline_ms) {
+		snprintf(msg, sizeof(msg), "connect %s: timed out after %lldms",
+		    x->ep->addr_text, (long long)x->svc->conf->timeouts.connect);
+		attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_TIMEOUT, msg);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "no response head from %s within %.3gs",
+	    x->ep->addr_text, (double)(x->try_deadline_ms - x->attempt_start_ms) / 1000);
+	attempt_failed(x, AR_PER_TRY_TIMEOUT, FE_SERVICE_TIMEOUT, msg);
+}
+
 /* ------------------------------------------------------- upstream ---- */
 
-static struct endpoint *
-pick_endpoint(struct svc_state *s)
+static bool
+endpoint_available(const struct svc_state *s, struct endpoint *ep, bool any_healthy,
+    int64_t now)
 {
-	for (size_t i = 0; i < s->n_eps; i++) {
-		struct endpoint *ep = &s->eps[s->rr++ % s->n_eps];
+	if (!ep->resolved)
+		return false;
+	if (ep->rt == NULL)
+		return true;
+	if (any_healthy && !atomic_load_explicit(&ep->rt->healthy, memory_order_relaxed))
+		return false;
+	return !outlier_ejected(s->rt->outliers, ep->rt->outlier, now);
+}
 
-		if (ep->resolved)
-			return ep;
+static struct endpoint *
+pick_endpoint(struct exchange *x, int64_t now)
+{
+	struct svc_state *s = x->svc;
+	struct lb_candidate *cands = x->cl->w->cands;
+	bool any_healthy = s->rt == NULL || runtime_any_healthy(s->rt);
+	long i;
+
+	if (s->n_eps == 1)
+		return endpoint_available(s, &s->eps[0], any_healthy, now) ? &s->eps[0] : NULL;
+	for (size_t j = 0; j < s->n_eps; j++) {
+		cands[j].available = endpoint_available(s, &s->eps[j], any_healthy, now);
+		cands[j].in_flight = s->eps[j].in_flight;
+		cands[j].ewma_ms = ewma_current(s->eps[j].ewma_ms, s->eps[j].ewma_last_ms, now);
 	}
-	return NULL;
+	i = balancer_pick(s->conf->load_balancer, cands, s->n_eps, x->retries ? x->avoid : -1,
+	    &s->rr, ids_random());
+	return i < 0 ? NULL : &s->eps[i];
 }
 
 void
@@ -108,12 +245,16 @@ attempt_start(struct exchange *x)
 	char msg[256];
 
 	x->attempts++;
-	if ((x->ep = pick_endpoint(x->svc)) == NULL) {
-		snprintf(msg, sizeof(msg), "no resolved endpoint for %s", svc->name);
+	x->retry_at_ms = 0;
+	if ((x->ep = pick_endpoint(x, now)) == NULL) {
+		snprintf(msg, sizeof(msg), "no available endpoint for %s", svc->name);
 		send_error(cl, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
 		exchange_done(cl);
 		return;
 	}
+	x->attempt_open = true;
+	x->attempt_start_ms = now;
+	x->ep->in_flight++;
 	x->try_deadline_ms = svc->timeouts.per_try ? now + svc->timeouts.per_try : x->deadline_ms;
 	if (x->try_deadline_ms > x->deadline_ms)
 		x->try_deadline_ms = x->deadline_ms;
@@ -125,8 +266,7 @@ attempt_start(struct exchange *x)
 		if (x->up == NULL) {
 			snprintf(msg, sizeof(msg), "connect %s: %s", x->ep->addr_text,
 			    strerror(errno));
-			send_error(cl, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
-			exchange_done(cl);
+			attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_UNAVAILABLE, msg);
 			return;
 		}
 		x->connect_deadline_ms = now + svc->timeouts.connect;
@@ -138,6 +278,8 @@ attempt_start(struct exchange *x)
 		attempt_failed_conn(x);
 		return;
 	}
+	if (cl->state == CL_BODY)
+		resume_client(cl);	/* body reading waited for this attempt */
 	client_arm_timer(cl);
 }
 
@@ -211,7 +353,7 @@ response_head(struct exchange *x)
 	struct downstream_head_args a = { 0 };
 
 	if (headers_classify(msg, h) != 0) {
-		attempt_failed(x, FE_SERVICE_ERROR, "malformed response head");
+		attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, "malformed response head");
 		return false;
 	}
 	if (h->status >= 100 && h->status < 200 && !(h->status == 101 && x->upgrade)) {
@@ -228,6 +370,20 @@ response_head(struct exchange *x)
 		buf_consume(&u->in, h->head_len);
 		http_parser_reset(&u->parser);
 		return !cl->closed;
+	}
+	if (!(h->status == 101 && x->upgrade)) {
+		enum attempt_result r = status_result(h->status);
+		int64_t delay;
+
+		attempt_record(x, r);
+		if (r != AR_OK && retry_allowed(x, r, true, &delay)) {
+			/* this 5xx is not the last word: drop it with its connection */
+			exchange_release_upstream(x, false);
+			retry_schedule(x, delay);
+			return false;
+		}
+	} else {
+		attempt_record(x, AR_OK);
 	}
 	if (x->head_method || h->status == 204 || h->status == 304)
 		http_parser_skip_body(&u->parser);
@@ -251,7 +407,7 @@ response_head(struct exchange *x)
 	sbuf_clear(out);
 	headers_build_response(out, msg, h, &a);
 	if (out->oom) {
-		attempt_failed(x, FE_SERVICE_ERROR, "out of memory");
+		attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, "out of memory");
 		return false;
 	}
 	x->resp_head = true;
@@ -286,7 +442,7 @@ upstream_relay(struct exchange *x)
 		if (st == HTTP_NEED_MORE)
 			return;
 		if (st != HTTP_HEAD_DONE) {
-			attempt_failed(x, FE_SERVICE_ERROR, "malformed response from upstream");
+			attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, "malformed response from upstream");
 			return;
 		}
 		u->parsed = 0;

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "pool.h"
 #include "proxy.h"
+#include "server.h"
 #include "worker.h"
 
 struct mail {
@@ -39,19 +40,27 @@ services_init(struct worker *w)
 	w->svcs = calloc(c->n_services ? c->n_services : 1, sizeof(*w->svcs));
 	if (w->svcs == NULL)
 		return -1;
+	size_t most = 1;
+
 	for (size_t i = 0; i < c->n_services; i++) {
 		struct svc_state *s = &w->svcs[i];
 
 		s->conf = &c->services[i];
 		s->n_eps = s->conf->n_endpoints;
 		s->eps = calloc(s->n_eps ? s->n_eps : 1, sizeof(*s->eps));
-		if (s->eps == NULL)
+		/* runs on the main thread: the registry is not shared yet */
+		if (s->eps == NULL || (s->rt = runtime_service(server_runtime(w->srv), s->conf)) == NULL)
 			return -1;
-		for (size_t j = 0; j < s->n_eps; j++)
+		for (size_t j = 0; j < s->n_eps; j++) {
 			endpoint_init(&s->eps[j], &s->conf->endpoints[j]);
+			s->eps[j].rt = &s->rt->eps[j];
+		}
 		s->rr = (uint32_t)w->id;	/* workers start on different endpoints */
+		if (s->n_eps > most)
+			most = s->n_eps;
 	}
-	return 0;
+	w->cands = calloc(most, sizeof(*w->cands));
+	return w->cands ? 0 : -1;
 }
 
 /* The local app behind the inbound listener, seen as a service with one
@@ -94,6 +103,8 @@ services_free(struct worker *w)
 	}
 	free(w->svcs);
 	w->svcs = NULL;
+	free(w->cands);
+	w->cands = NULL;
 	if (w->inbound.eps) {
 		pool_close_idle(&w->inbound);
 		free(w->inbound.eps);

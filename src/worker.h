@@ -15,7 +15,9 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "balancer.h"
 #include "inbound.h"
+#include "runtime.h"
 #include "sbuf.h"
 
 struct server;
@@ -33,6 +35,10 @@ struct endpoint {
 	uint32_t n_idle, n_active;
 	uint64_t opened;		/* connections opened, ever */
 	SSL_SESSION *session;		/* for resumption, owned */
+	struct ep_runtime *rt;		/* shared by all workers; NULL inbound */
+	uint32_t in_flight;		/* attempts on it now, this worker */
+	double ewma_ms;			/* latency to the response head */
+	int64_t ewma_last_ms;
 };
 
 /* Per-service runtime state in one worker. */
@@ -41,6 +47,7 @@ struct svc_state {
 	struct endpoint *eps;
 	size_t n_eps;
 	uint32_t rr;			/* round robin cursor */
+	struct svc_runtime *rt;		/* shared by all workers; NULL inbound */
 };
 
 enum listener_kind {
@@ -75,6 +82,7 @@ struct worker {
 	struct key_macs inbound_keys;
 	struct listener *listeners;
 	struct sbuf scratch;		/* response heads */
+	struct lb_candidate *cands;	/* balancer input, as many as the most endpoints */
 	struct event *ev_sweep;		/* pool expiry */
 	struct event *ev_mail;
 	int mail_fd;			/* eventfd: wakes the loop for mail */

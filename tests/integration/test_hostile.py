@@ -17,7 +17,13 @@ class HostileTest(FerryTestCase):
     def setUp(self):
         super().setUp()
         self.up = self.upstream()
-        self.f = self.ferry({"svc": service(self.up)}, outbound={"max_request_body": "1KiB"})
+        # many hostile answers in a row must each get their 502: the
+        # breaker would (rightly) open after a few, and retries would
+        # triple every case
+        self.f = self.ferry({"svc": service(self.up, circuit_breaker={"consecutive_failures": 0},
+                                            outlier_detection={"consecutive_failures": 0},
+                                            retries={"max": 0})},
+                            outbound={"max_request_body": "1KiB"})
 
     def tearDown(self):
         try:
