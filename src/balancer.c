@@ -1,0 +1,149 @@
+/*
+ * Endpoint choice. See balancer.h.
+ */
+#include "balancer.h"
+
+/* Uniform A onto [0, N) by the high half of A * N (no modulo bias). */
+static uint32_t
+below(uint32_t a, uint32_t n)
+{
+	return (uint32_t)(((uint64_t)a * n) >> 32);
+}
+
+static bool
+eligible(const struct lb_candidate *c, size_t i, long avoid, bool avoid_ok)
+{
+	return c[i].available && (avoid_ok || (long)i != avoid);
+}
+
+/* Index of the Kth (0-based) eligible candidate. */
+static long
+kth(const struct lb_candidate *c, size_t n, long avoid, bool avoid_ok, size_t k)
+{
+	for (size_t i = 0; i < n; i++)
+		if (eligible(c, i, avoid, avoid_ok) && k-- == 0)
+			return (long)i;
+	return -1;
+}
+
+static long
+pick_rr(const struct lb_candidate *c, size_t n, long avoid, bool avoid_ok,
+    uint32_t *rr)
+{
+	size_t start = *rr % n, i;
+
+	for (size_t k = 0; k < n; k++) {
+		i = (start + k) % n;
+		if (eligible(c, i, avoid, avoid_ok)) {
+			*rr = (uint32_t)((i + 1) % n);
+			return (long)i;
+		}
+	}
+	return -1;
+}
+
+/* The better of A and B by (in_flight + 1) * EWMA. */
+static long
+p2c(const struct lb_candidate *c, long a, long b)
+{
+	double ea = c[a].ewma_ms, eb = c[b].ewma_ms, sa, sb;
+
+	/* an unmeasured one borrows the other's EWMA: in-flight decides */
+	if (ea <= 0)
+		ea = eb;
+	if (eb <= 0)
+		eb = ea;
+	if (ea <= 0)
+		ea = eb = 1;
+	sa = ((double)c[a].in_flight + 1) * ea;
+	sb = ((double)c[b].in_flight + 1) * eb;
+	if (sa != sb)
+		return sa < sb ? a : b;
+	/* equal: let the unmeasured one get its first sample */
+	if (c[b].ewma_ms <= 0 && c[a].ewma_ms > 0)
+		return b;
+	return a;
+}
+
+long
+balancer_pick(enum lb_kind kind, const struct lb_candidate *c, size_t n,
+    long avoid, uint32_t *rr, uint64_t rand)
+{
+	size_t avail = 0, m;
+	bool avoid_ok;
+	uint32_t r1 = (uint32_t)rand, r2 = (uint32_t)(rand >> 32), k1, k2;
+
+	for (size_t i = 0; i < n; i++)
+		if (c[i].available)
+			avail++;
+	if (avail == 0 || n > UINT32_MAX)
+		return -1;
+	/* the avoided one only when it is the only one */
+	avoid_ok = !(avoid >= 0 && (size_t)avoid < n && c[avoid].available &&
+	    avail > 1);
+	m = avoid_ok ? avail : avail - 1;
+
+	switch (kind) {
+	case LB_ROUND_ROBIN:
+		return pick_rr(c, n, avoid, avoid_ok, rr);
+	case LB_RANDOM:
+		return kth(c, n, avoid, avoid_ok, below(r1, (uint32_t)m));
+	case LB_P2C_EWMA:
+	default:
+		if (m == 1)
+			return kth(c, n, avoid, avoid_ok, 0);
+		/* two distinct draws: the second among the other m - 1 */
+		k1 = below(r1, (uint32_t)m);
+		k2 = below(r2, (uint32_t)m - 1);
+		if (k2 >= k1)
+			k2++;
+		return p2c(c, kth(c, n, avoid, avoid_ok, k1),
+		    kth(c, n, avoid, avoid_ok, k2));
+	}
+}
+
+/* exp(-x) for x >= 0 without libm (not linked): exp(-x/1024) by its
+ * Taylor series, squared ten times; relative error below 1e-8. Past
+ * x = 40 (400 s without a sample) the weight is 0. */
+static double
+decay(double x)
+{
+	double y, e;
+
+	if (x <= 0)
+		return 1;
+	if (x > 40)
+		return 0;
+	y = x / 1024;
+	e = 1 - y * (1 - y / 2 * (1 - y / 3 * (1 - y / 4 * (1 - y / 5))));
+	for (int i = 0; i < 10; i++)
+		e *= e;
+	return e;
+}
+
+void
+ewma_update(double *ewma_ms, double sample_ms, int64_t *last_ms, int64_t now_ms)
+{
+	double w;
+
+	if (sample_ms < 0)
+		sample_ms = 0;
+	if (*ewma_ms <= 0 || sample_ms >= *ewma_ms) {
+		/* the first sample, or a peak: taken whole */
+		*ewma_ms = sample_ms;
+		*last_ms = now_ms;
+		return;
+	}
+	w = decay((double)(now_ms - *last_ms) / EWMA_DECAY_MS);
+	*ewma_ms = *ewma_ms * w + sample_ms * (1 - w);
+	if (now_ms > *last_ms)
+		*last_ms = now_ms;
+}
+
+double
+ewma_current(double ewma_ms, int64_t last_ms, int64_t now_ms)
+{
+	if (ewma_ms <= 0)
+		return 0;
+	return ewma_ms * decay((double)(now_ms - last_ms) / EWMA_DECAY_MS);
+}
