@@ -180,6 +180,22 @@ breaker_record(struct breaker *b, const struct conf_breaker *c,
 	}
 }
 
+void
+breaker_cancel(struct breaker *b, enum breaker_verdict v)
+{
+	uint64_t w;
+
+	if (v != BREAKER_PROBE)
+		return;
+	w = atomic_load(&b->word);
+	/* only while still half-open: after a re-open or a close the probe's
+	 * place is gone anyway */
+	while (W_STATE(w) == BREAKER_HALF_OPEN && W_COUNT(w) > 0 &&
+	    !atomic_compare_exchange_weak(&b->word, &w,
+	    w - (UINT64_C(1) << W_COUNT_SHIFT)))
+		;
+}
+
 enum breaker_state
 breaker_state(struct breaker *b, const struct conf_breaker *c, int64_t now_ms)
 {

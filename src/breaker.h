@@ -13,9 +13,9 @@
  *	REJECT -> 503 with retry-after (or stop retrying)
  *	PASS/PROBE -> attempt, then breaker_record(b, c, v, failure, now)
  *	breaker_leave(b) after the last byte
- * Every PROBE must be recorded, success or failure; a probe whose outcome
- * never arrives frees its place after another open_for (a safety net, so
- * a lost record cannot wedge the breaker half-open).
+ * Every PROBE must end in breaker_record() or breaker_cancel(); a probe
+ * that never does frees its place after another open_for (a safety net,
+ * so a lost record cannot wedge the breaker half-open).
  */
 #ifndef FERRY_BREAKER_H
 #define FERRY_BREAKER_H
@@ -63,6 +63,13 @@ enum breaker_verdict breaker_allow(struct breaker *b, const struct conf_breaker 
  */
 void breaker_record(struct breaker *b, const struct conf_breaker *c,
     enum breaker_verdict v, bool failure, int64_t now_ms);
+
+/*
+ * An attempt that got V ended with no outcome (the client went away, the
+ * request was cancelled): nothing is learnt, and a PROBE gives its place
+ * back so another request can probe. Use instead of breaker_record().
+ */
+void breaker_cancel(struct breaker *b, enum breaker_verdict v);
 
 /* The state at NOW: open turns half-open by time alone. */
 enum breaker_state breaker_state(struct breaker *b, const struct conf_breaker *c,

@@ -52,6 +52,12 @@ START_TEST(test_closed_to_open)
 	ck_assert_int_eq(breaker_allow(b, &c, 200, &ra), BREAKER_REJECT);
 	ck_assert_int_eq(ra, 10000);
 	breaker_free(b);
+	/* a threshold of one: the first failure opens it */
+	b = breaker_new();
+	c.consecutive_failures = 1;
+	fail_n(b, &c, 1, 0);
+	ck_assert_int_eq(breaker_state(b, &c, 0), BREAKER_OPEN);
+	breaker_free(b);
 }
 END_TEST
 
@@ -82,6 +88,12 @@ START_TEST(test_open_retry_after)
 	ck_assert_int_eq(ra, 10000);
 	ck_assert_int_eq(breaker_allow(b, &c, 4500, &ra), BREAKER_REJECT);
 	ck_assert_int_eq(ra, 6500);
+	/* outcomes of requests already in flight neither extend nor close it */
+	breaker_record(b, &c, BREAKER_PASS, true, 5000);
+	breaker_record(b, &c, BREAKER_PASS, false, 5000);
+	ck_assert_uint_eq(breaker_opened_total(b), 1);
+	ck_assert_int_eq(breaker_allow(b, &c, 5000, &ra), BREAKER_REJECT);
+	ck_assert_int_eq(ra, 6000);
 	ck_assert_int_eq(breaker_allow(b, &c, 10999, &ra), BREAKER_REJECT);
 	ck_assert_int_eq(ra, 1);
 	ck_assert_int_eq(breaker_state(b, &c, 10999), BREAKER_OPEN);
@@ -161,23 +173,6 @@ START_TEST(test_failed_probe_reopens)
 }
 END_TEST
 
-START_TEST(test_late_outcomes_while_open)
-{
-	struct breaker *b = breaker_new();
-	struct conf_breaker c = conf();
-	int64_t ra;
-
-	fail_n(b, &c, 5, 0);
-	/* more failures of requests already in flight do not extend it */
-	breaker_record(b, &c, BREAKER_PASS, true, 5000);
-	breaker_record(b, &c, BREAKER_PASS, false, 5000);
-	ck_assert_uint_eq(breaker_opened_total(b), 1);
-	ck_assert_int_eq(breaker_allow(b, &c, 5000, &ra), BREAKER_REJECT);
-	ck_assert_int_eq(ra, 5000);
-	breaker_free(b);
-}
-END_TEST
-
 /* A probe whose outcome is never recorded cannot wedge it half-open. */
 START_TEST(test_lost_probe)
 {
@@ -190,6 +185,29 @@ START_TEST(test_lost_probe)
 	ck_assert_int_eq(breaker_allow(b, &c, 19999, &ra), BREAKER_REJECT);
 	ck_assert_int_eq(breaker_allow(b, &c, 20000, &ra), BREAKER_PROBE);
 	ck_assert_int_eq(breaker_allow(b, &c, 20000, &ra), BREAKER_REJECT);
+	breaker_free(b);
+}
+END_TEST
+
+/* A probe that ends with no outcome gives its place back, decides nothing. */
+START_TEST(test_cancel)
+{
+	struct breaker *b = breaker_new();
+	struct conf_breaker c = conf();
+	int64_t ra;
+
+	fail_n(b, &c, 5, 0);
+	ck_assert_int_eq(breaker_allow(b, &c, 10000, &ra), BREAKER_PROBE);
+	ck_assert_int_eq(breaker_allow(b, &c, 10000, &ra), BREAKER_REJECT);
+	breaker_cancel(b, BREAKER_PASS);	/* not a probe: nothing */
+	ck_assert_int_eq(breaker_allow(b, &c, 10000, &ra), BREAKER_REJECT);
+	breaker_cancel(b, BREAKER_PROBE);
+	ck_assert_int_eq(breaker_state(b, &c, 10000), BREAKER_HALF_OPEN);
+	ck_assert_int_eq(breaker_allow(b, &c, 10001, &ra), BREAKER_PROBE);
+	breaker_record(b, &c, BREAKER_PROBE, true, 10002);
+	breaker_cancel(b, BREAKER_PROBE);	/* open again: no effect */
+	ck_assert_int_eq(breaker_allow(b, &c, 10002, &ra), BREAKER_REJECT);
+	ck_assert_int_eq(ra, 10000);
 	breaker_free(b);
 }
 END_TEST
@@ -213,18 +231,6 @@ START_TEST(test_reload)
 	ck_assert_int_eq(breaker_state(b, &c, 0), BREAKER_CLOSED);
 	fail_n(b, &c, 100, 0);
 	ck_assert_uint_eq(breaker_opened_total(b), 1);
-	breaker_free(b);
-}
-END_TEST
-
-START_TEST(test_threshold_one)
-{
-	struct breaker *b = breaker_new();
-	struct conf_breaker c = conf();
-
-	c.consecutive_failures = 1;
-	fail_n(b, &c, 1, 0);
-	ck_assert_int_eq(breaker_state(b, &c, 0), BREAKER_OPEN);
 	breaker_free(b);
 }
 END_TEST
@@ -362,10 +368,9 @@ breaker_suite(void)
 	tcase_add_test(tc, test_open_retry_after);
 	tcase_add_test(tc, test_half_open_probes);
 	tcase_add_test(tc, test_failed_probe_reopens);
-	tcase_add_test(tc, test_late_outcomes_while_open);
 	tcase_add_test(tc, test_lost_probe);
+	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_reload);
-	tcase_add_test(tc, test_threshold_one);
 	tcase_add_test(tc, test_clock_wrap);
 	tcase_add_test(tc, test_max_concurrent);
 	tcase_add_test(tc, test_threads);
