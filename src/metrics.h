@@ -1,0 +1,122 @@
+/*
+ * Metrics (SPEC §8): per-worker counter shards, summed when /metrics is
+ * scraped, rendered as Prometheus text format 0.0.4.
+ *
+ * Hot path: each worker owns one shard and is its only writer, so an
+ * increment is a relaxed load and a relaxed store (no lock, no locked
+ * instruction, no cache line shared with another worker); the scraper
+ * reads the shards with relaxed loads.
+ *
+ * Services are known by a small stable id (0..METRICS_MAX_SERVICES-1)
+ * that the main thread assigns by NAME and never reuses, so counters
+ * survive config reloads, and those of a removed service stay. The main
+ * thread must call metrics_service_id() for every service of a config
+ * BEFORE it publishes that config to the workers (the call allocates the
+ * shard storage for the id). Id -1 means "no service" (service="").
+ */
+#ifndef FERRY_METRICS_H
+#define FERRY_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "errors.h"
+#include "sbuf.h"
+
+#define METRICS_MAX_SERVICES	1024
+
+enum metric_dir { DIR_OUTBOUND = 0, DIR_INBOUND = 1 };
+
+/* upstream_attempts_total{result=}: ok connect_failure timeout reset 5xx */
+enum upstream_result {
+	UR_OK,
+	UR_CONNECT_FAILURE,
+	UR_TIMEOUT,
+	UR_RESET,
+	UR_5XX,
+	UR_COUNT
+};
+
+/* auth_failures_total{reason=}: missing invalid peer_not_allowed no_client_cert */
+enum auth_reason {
+	AUTH_MISSING,
+	AUTH_INVALID,
+	AUTH_PEER_NOT_ALLOWED,
+	AUTH_NO_CLIENT_CERT,
+	AUTH_COUNT
+};
+
+struct metrics;
+struct metrics_shard;
+
+/* Shards 0..n_workers-1 are the workers'; shard n_workers is the main
+ * thread's (health checks and anything else counted there). */
+struct metrics *metrics_new(unsigned n_workers);
+void metrics_free(struct metrics *m);
+
+/* Main thread: the id of service NAME, created if new; -1 if the registry
+ * is full (METRICS_MAX_SERVICES) or out of memory. */
+int metrics_service_id(struct metrics *m, const char *name);
+
+/* NULL when WORKER > n_workers. Every hot-path call accepts a NULL shard
+ * (and does nothing). */
+struct metrics_shard *metrics_shard(struct metrics *m, unsigned worker);
+
+/*
+ * Hot path, on the shard's own thread. SVC is an id from
+ * metrics_service_id() or -1.
+ */
+/* requests_total{direction,service,code} and request_duration_seconds
+ * (HEAD_US: microseconds to the response head; < 0: not observed).
+ * STATUS outside 100..599 (no response at all) is counted as code="0". */
+void metrics_request(struct metrics_shard *s, enum metric_dir d, int svc,
+    int status, int64_t head_us);
+/* errors_total{direction,service,code=<§7 code>} */
+void metrics_error(struct metrics_shard *s, enum metric_dir d, int svc,
+    enum ferry_error e);
+void metrics_attempt(struct metrics_shard *s, int svc, enum upstream_result r);
+void metrics_retry(struct metrics_shard *s, int svc);
+void metrics_budget_exhausted(struct metrics_shard *s, int svc);
+void metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc);
+void metrics_conn_opened(struct metrics_shard *s, int svc);
+void metrics_tls_handshake(struct metrics_shard *s, enum metric_dir d,
+    bool resumed);
+void metrics_auth_failure(struct metrics_shard *s, enum auth_reason r);
+
+/* Main thread. */
+void metrics_config_reload(struct metrics *m, bool ok);
+
+/*
+ * Gauges and process-wide counters owned by other modules, read at scrape
+ * time through callbacks, so this module knows nothing of workers. Each
+ * callback is called once per scrape (a NULL one emits no series; the
+ * family's HELP and TYPE are written all the same) and calls EMIT once
+ * per series, with CTX. Strings are copied before EMIT returns. Each
+ * series must be emitted once (sum over workers before emitting).
+ */
+typedef void (*metrics_emit1)(void *ctx, const char *l1, double v);
+typedef void (*metrics_emit2)(void *ctx, const char *l1, const char *l2,
+    double v);
+
+struct metrics_gauges {
+	void *arg;
+	/* circuit_state{service}: 0 closed, 1 open, 2 half-open */
+	void (*circuit_states)(void *arg, metrics_emit1 emit, void *ctx);
+	/* circuit_opened_total{service} (a counter) */
+	void (*circuit_opened)(void *arg, metrics_emit1 emit, void *ctx);
+	/* upstream_connections{service,state}: state "active" or "idle" */
+	void (*upstream_connections)(void *arg, metrics_emit2 emit, void *ctx);
+	/* endpoint_healthy{service,endpoint}: 1 or 0 */
+	void (*endpoint_healthy)(void *arg, metrics_emit2 emit, void *ctx);
+	/* downstream_connections{listener} */
+	void (*downstream_connections)(void *arg, metrics_emit1 emit, void *ctx);
+	/* certificate_expiry_seconds{name} */
+	void (*certificate_expiry)(void *arg, metrics_emit1 emit, void *ctx);
+};
+
+/* Main thread (or any one thread at a time): appends every family of §8
+ * to OUT. G may be NULL. */
+void metrics_render(struct metrics *m, const struct metrics_gauges *g,
+    struct sbuf *out);
+
+#endif
