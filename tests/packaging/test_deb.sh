@@ -78,7 +78,7 @@ else
 	not_ok "conffiles: $(cat "$tmp/ctrl/conffiles" 2>/dev/null || echo none)"
 fi
 depends=$(dpkg-deb -f "$deb" Depends)
-for d in libssl3 libyaml-0-2 libevent-core-2.1-7 'systemd | systemd-standalone-sysusers'; do
+for d in libssl3 libyaml-0-2 libevent-core-2.1-7 procps 'systemd | systemd-standalone-sysusers'; do
 	case ", $depends" in
 	*", $d"*) ok "Depends: $d" ;;
 	*) not_ok "Depends lacks $d: $depends" ;;
