@@ -1,0 +1,535 @@
+"""DNS service discovery (SPEC §3 resolver, endpoints by name, srv,
+dns_refresh; §6 DNS; §8 /ready) against a local dnsmasq.
+
+dnsmasq (Debian package dnsmasq-base) serves names under .test from a hosts
+file that the tests rewrite and then SIGHUP it. Upstreams listen on
+127.0.0.2 and 127.0.0.3 (loopback, like everything here). Without dnsmasq
+the whole file is skipped."""
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import harness
+from harness import FerryTestCase, echo, free_port, tls_client, wait_until
+
+ADDR_A = "127.0.0.2"
+ADDR_B = "127.0.0.3"
+
+
+def find_dnsmasq():
+    found = shutil.which("dnsmasq")
+    if found:
+        return found
+    for path in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq"):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def loopback_aliases_usable():
+    try:
+        for host in (ADDR_A, ADDR_B):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+DNSMASQ = find_dnsmasq()
+SKIP_REASON = None
+if not DNSMASQ:
+    SKIP_REASON = "dnsmasq not found (install the Debian package dnsmasq-base)"
+elif not loopback_aliases_usable():
+    SKIP_REASON = "cannot bind %s/%s" % (ADDR_A, ADDR_B)
+
+
+# ---------------------------------------------------------------------------
+# DNS on the wire (just enough to check what dnsmasq answers)
+
+
+T_A, T_SRV = 1, 33
+
+
+def dns_query(port, name, qtype=T_A, timeout=1.0):
+    """(rcode, [answers]) from the server on 127.0.0.1:port: A answers as
+    dotted quads, SRV as (priority, weight, port, target)."""
+    qid = int.from_bytes(os.urandom(2), "big")
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    pkt = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(pkt, ("127.0.0.1", port))
+        data = s.recv(4096)
+    _, flags, qd, an, _, _ = struct.unpack("!HHHHHH", data[:12])
+    off = 12
+    for _ in range(qd):
+        off = _skip_name(data, off) + 4
+    answers = []
+    for _ in range(an):
+        off = _skip_name(data, off)
+        rtype, _, _, rdlen = struct.unpack("!HHIH", data[off:off + 10])
+        off += 10
+        rdata = data[off:off + rdlen]
+        if rtype == T_A:
+            answers.append(socket.inet_ntoa(rdata))
+        elif rtype == T_SRV:
+            prio, weight, port_ = struct.unpack("!HHH", rdata[:6])
+            answers.append((prio, weight, port_, _read_name(data, off + 6)))
+        off += rdlen
+    return flags & 0xF, answers
+
+
+def _skip_name(data, off):
+    while True:
+        n = data[off]
+        if n == 0:
+            return off + 1
+        if n & 0xC0 == 0xC0:
+            return off + 2
+        off += 1 + n
+
+
+def _read_name(data, off):
+    labels = []
+    while True:
+        n = data[off]
+        if n == 0:
+            return ".".join(labels)
+        if n & 0xC0 == 0xC0:
+            off = ((n & 0x3F) << 8) | data[off + 1]
+            continue
+        labels.append(data[off + 1:off + 1 + n].decode())
+        off += 1 + n
+
+
+# ---------------------------------------------------------------------------
+# dnsmasq
+
+
+def free_udp_tcp_port():
+    """A port free on 127.0.0.1 for both UDP and TCP (dnsmasq wants both)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free UDP+TCP port")
+
+
+class Dnsmasq:
+    """dnsmasq on 127.0.0.1:<port> serving `hosts` ([(address, name)]) and
+    `srv` ([(service name, target, port, priority, weight)]) with TTL `ttl`;
+    set_hosts() rewrites the hosts file and SIGHUPs it."""
+
+    def __init__(self, hosts, srv=(), ttl=1):
+        self.dir = tempfile.mkdtemp(prefix="ferry-dns-")
+        os.chmod(self.dir, 0o755)       # dnsmasq drops root: the files must stay readable
+        self.port = free_udp_tcp_port()
+        self.hosts_path = os.path.join(self.dir, "hosts")
+        self.conf_path = os.path.join(self.dir, "dnsmasq.conf")
+        self.log_path = os.path.join(self.dir, "dnsmasq.log")
+        self._write_hosts(hosts)
+        lines = ["port=%d" % self.port, "listen-address=127.0.0.1", "bind-interfaces",
+                 "no-resolv", "no-hosts", "local=/test/", "addn-hosts=" + self.hosts_path,
+                 "local-ttl=%d" % ttl, "pid-file=", "log-queries", "log-facility=-"]
+        lines += ["srv-host=%s,%s,%d,%d,%d" % s for s in srv]
+        with open(self.conf_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(self.conf_path, 0o644)
+        self.proc = None
+
+    def _write_hosts(self, hosts):
+        tmp = self.hosts_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("".join("%s %s\n" % h for h in hosts))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.hosts_path)
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([DNSMASQ, "--no-daemon", "--conf-file=" + self.conf_path],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        if not wait_until(self._answers, 5.0, 0.05):
+            self.stop()
+            raise RuntimeError("dnsmasq did not start:\n" + self.log())
+        return self
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("dnsmasq exited:\n" + self.log())
+        try:
+            dns_query(self.port, "probe.test", timeout=0.2)
+            return True
+        except OSError:
+            return False
+
+    def set_hosts(self, hosts, name):
+        """Rewrite the hosts file, SIGHUP, and wait until `name` resolves
+        to exactly the new addresses for it."""
+        self._write_hosts(hosts)
+        self.proc.send_signal(signal.SIGHUP)
+        want = sorted(a for a, n in hosts if n == name)
+        ok = wait_until(lambda: sorted(dns_query(self.port, name)[1]) == want, 3.0, 0.05)
+        if not ok:
+            raise RuntimeError("dnsmasq does not answer %s -> %s after SIGHUP" % (name, want))
+
+    def queries(self, name, qtype="A"):
+        """How many queries for name (of qtype) dnsmasq has logged (names
+        compared case-insensitively: resolvers randomise the case, 0x20)."""
+        needle = ("query[%s] %s " % (qtype, name)).lower()
+        return self.log().lower().count(needle)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(3)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SlowDnsProxy:
+    """UDP on 127.0.0.1:<port>: holds each query `hold` seconds, then
+    forwards it to the real server and relays the answer."""
+
+    def __init__(self, upstream_port, hold):
+        self.upstream_port = upstream_port
+        self.hold = hold
+        self.stopping = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self.first_at = None            # monotonic time of the first query
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stopping.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self.first_at is None:
+                self.first_at = time.monotonic()
+            self.received += 1
+            threading.Thread(target=self._relay, args=(data, peer), daemon=True).start()
+
+    def _relay(self, data, peer):
+        if self.stopping.wait(self.hold):
+            return
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(1.0)
+                s.sendto(data, ("127.0.0.1", self.upstream_port))
+                answer = s.recv(4096)
+            self.sock.sendto(answer, peer)
+        except OSError:
+            pass
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+
+class BrokenDns:
+    """UDP on 127.0.0.1:port counting queries and answering none of them
+    (a dead server: lookups time out), or each with SERVFAIL."""
+
+    def __init__(self, port, servfail):
+        self.servfail = servfail
+        self.received = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.settimeout(0.1)
+        self.stopping = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stopping.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.received += 1
+            if self.servfail and len(data) >= 12:
+                # the query back as a response: QR, RD+RA, RCODE 2, no answers
+                flags = 0x8000 | (struct.unpack("!H", data[2:4])[0] & 0x0100) | 0x0080 | 2
+                self.sock.sendto(data[:2] + struct.pack("!H", flags) + data[4:], peer)
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+
+# ---------------------------------------------------------------------------
+# upstreams on 127.0.0.2 / 127.0.0.3
+
+
+class HostUpstream(harness.Upstream):
+    """harness.Upstream listening on `host` (a loopback alias), on `port`
+    when given (so that two upstreams on two addresses share a port)."""
+
+    def __init__(self, host, behaviour=None, port=0, **kw):
+        super().__init__(behaviour, **kw)
+        self._listener.close()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+        listener.settimeout(0.1)
+        self._listener = listener
+        self.host = host
+        self.port = listener.getsockname()[1]
+        self.address = "%s:%d" % (host, self.port)
+
+
+@unittest.skipIf(SKIP_REASON, SKIP_REASON)
+class DiscoveryTest(FerryTestCase):
+
+    def dns(self, hosts, srv=(), ttl=1):
+        d = Dnsmasq(hosts, srv, ttl)
+        self._closers.append(d.cleanup)
+        return d.start()
+
+    def host_upstream(self, host, port=0, behaviour=None):
+        u = HostUpstream(host, behaviour, port).start()
+        self._upstreams.append(u)
+        return u
+
+    def pair(self):
+        """Upstreams on 127.0.0.2:P and 127.0.0.3:P (the same P)."""
+        for _ in range(20):
+            a = self.host_upstream(ADDR_A)
+            try:
+                b = self.host_upstream(ADDR_B, a.port)
+                return a, b
+            except OSError:
+                continue
+        self.fail("no port free on both %s and %s" % (ADDR_A, ADDR_B))
+
+    def named_ferry(self, dns, port, nameserver_port=None, **svc):
+        service = {"endpoints": ["svc.test:%d" % port], "dns_refresh": "1s",
+                   "tls": tls_client("backend"), **svc}
+        return self.ferry({"svc": service},
+                          resolver={"nameservers": ["127.0.0.1:%d" % (nameserver_port or dns.port)]})
+
+    def send(self, f, n, spacing=0.0, path="/d"):
+        """n GETs; the statuses (and bodies of the failures)."""
+        bad = []
+        for i in range(n):
+            if i and spacing:
+                time.sleep(spacing)
+            resp = f.get("%s%d" % (path, i), host="svc")
+            if resp.status != 200:
+                bad.append((i, resp.status, resp.body[:200]))
+        return bad
+
+    def wait_routable(self, f, timeout=3.0):
+        ok = wait_until(lambda: f.get("/probe", host="svc").status == 200, timeout, 0.1)
+        self.assertTrue(ok, "svc.test never became routable:\n" + f.stderr_tail())
+
+    # tests
+
+    def test_initial_resolution_routes(self):
+        a, b = self.pair()
+        dns = self.dns([(ADDR_A, "svc.test")])
+        f = self.named_ferry(dns, a.port)
+        self.wait_routable(f)
+        self.assertEqual(self.send(f, 10), [])
+        self.assertGreaterEqual(len(a.requests), 10)
+        self.assertEqual(b.requests, [])
+        self.assertEqual(a.last.header_all("host"), ["backend"])
+        self.assertGreaterEqual(dns.queries("svc.test"), 1)
+
+    def test_address_change_moves_traffic(self):
+        a, b = self.pair()
+        dns = self.dns([(ADDR_A, "svc.test")])
+        f = self.named_ferry(dns, a.port)
+        self.wait_routable(f)
+        self.assertEqual(self.send(f, 5), [])
+        self.assertEqual(b.requests, [])
+        dns.set_hosts([(ADDR_B, "svc.test")], "svc.test")
+        changed = time.monotonic()
+        failures = []
+        moved_at = None
+        i = 0
+        while time.monotonic() - changed < 4.0:
+            resp = f.get("/move%d" % i, host="svc")
+            if resp.status != 200:
+                failures.append((i, resp.status, resp.body[:200]))
+            if moved_at is None and b.requests:
+                moved_at = time.monotonic() - changed
+            if moved_at is not None and time.monotonic() - changed > moved_at + 0.5:
+                break
+            i += 1
+            time.sleep(0.05)
+        self.assertEqual(failures, [], "requests failed while the address changed")
+        self.assertIsNotNone(moved_at, "traffic did not move to the new address within 4s "
+                             "(dns_refresh 1s, TTL 1s)")
+        self.assertLess(moved_at, 3.0)
+        # settled: everything goes to the new address
+        before = len(a.requests)
+        self.assertEqual(self.send(f, 10, path="/after"), [])
+        self.assertEqual(len(a.requests), before, "the old address still gets traffic")
+        self.assertEqual(sum(1 for r in b.requests if r.target.startswith("/after")), 10)
+
+    def test_name_with_two_addresses_uses_both(self):
+        a, b = self.pair()
+        dns = self.dns([(ADDR_A, "svc.test"), (ADDR_B, "svc.test")])
+        f = self.named_ferry(dns, a.port, load_balancer="round_robin")
+        self.wait_routable(f)
+        self.assertEqual(self.send(f, 20), [])
+        self.assertGreaterEqual(len(a.requests), 5, "only %d of 20 to %s" % (len(a.requests), ADDR_A))
+        self.assertGreaterEqual(len(b.requests), 5, "only %d of 20 to %s" % (len(b.requests), ADDR_B))
+
+    def test_added_address_gets_traffic(self):
+        a, b = self.pair()
+        dns = self.dns([(ADDR_A, "svc.test")])
+        f = self.named_ferry(dns, a.port, load_balancer="round_robin")
+        self.wait_routable(f)
+        dns.set_hosts([(ADDR_A, "svc.test"), (ADDR_B, "svc.test")], "svc.test")
+        self.assertTrue(wait_until(lambda: self.send(f, 2) == [] and len(b.requests) > 0, 3.0,
+                                   0.1), "the added address got no traffic within 3s")
+        self.assertEqual(self.send(f, 20, path="/both"), [])
+        self.assertGreaterEqual(sum(1 for r in a.requests if r.target.startswith("/both")), 5)
+        self.assertGreaterEqual(sum(1 for r in b.requests if r.target.startswith("/both")), 5)
+
+    def check_keeps_last_good_set(self, servfail):
+        a = self.host_upstream(ADDR_A)
+        dns = self.dns([(ADDR_A, "svc.test")])
+        f = self.named_ferry(dns, a.port)
+        self.wait_routable(f)
+        dns.stop()
+        broken = BrokenDns(dns.port, servfail)
+        self._closers.append(broken.close)
+        # several refresh periods (1s) in which every lookup fails
+        deadline = time.monotonic() + 3.5
+        bad = []
+        i = 0
+        while time.monotonic() < deadline:
+            resp = f.get("/nodns%d" % i, host="svc")
+            if resp.status != 200:
+                bad.append((i, resp.status, resp.body[:200]))
+            i += 1
+            time.sleep(0.1)
+        self.assertEqual(bad, [], "a failed lookup dropped the last good set")
+        self.assertEqual(sum(1 for r in a.requests if r.target.startswith("/nodns")), i)
+        self.assertGreaterEqual(broken.received, 2, "ferry did not try to re-resolve "
+                                "(dns_refresh 1s) while the DNS server was failing")
+
+    def test_dns_timeout_keeps_last_good_set(self):
+        self.check_keeps_last_good_set(servfail=False)
+
+    def test_dns_servfail_keeps_last_good_set(self):
+        self.check_keeps_last_good_set(servfail=True)
+
+    def test_refresh_follows_short_ttl(self):
+        # dns_refresh 30s, but a TTL of 1s: re-resolved about once a second
+        a = self.host_upstream(ADDR_A)
+        dns = self.dns([(ADDR_A, "svc.test")], ttl=1)
+        f = self.named_ferry(dns, a.port, dns_refresh="30s")
+        self.wait_routable(f)
+        n0 = dns.queries("svc.test")
+        time.sleep(3.0)
+        n = dns.queries("svc.test") - n0
+        self.assertGreaterEqual(n, 2, "%d A lookups in 3s with TTL 1s" % n)
+        self.assertLessEqual(n, 4, "%d A lookups in 3s with TTL 1s" % n)
+
+    def test_refresh_not_more_often_than_once_a_second(self):
+        a = self.host_upstream(ADDR_A)
+        dns = self.dns([(ADDR_A, "svc.test")], ttl=0)
+        f = self.named_ferry(dns, a.port)
+        self.wait_routable(f)
+        n0 = dns.queries("svc.test")
+        time.sleep(3.0)
+        n = dns.queries("svc.test") - n0
+        self.assertGreaterEqual(n, 2, "%d A lookups in 3s with dns_refresh 1s" % n)
+        self.assertLessEqual(n, 4, "%d A lookups in 3s: more than once a second" % n)
+
+    def test_srv_record_gives_host_and_port(self):
+        a = self.host_upstream(ADDR_A)
+        dns = self.dns([(ADDR_A, "a.svc.test")],
+                       srv=[("_https._tcp.svc.test", "a.svc.test", a.port, 0, 10)])
+        self.assertEqual(dns_query(dns.port, "_https._tcp.svc.test", T_SRV)[1],
+                         [(0, 10, a.port, "a.svc.test")])
+        f = self.ferry({"svc": {"srv": "_https._tcp.svc.test", "dns_refresh": "1s",
+                                "tls": tls_client("backend")}},
+                       resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+        self.wait_routable(f)
+        self.assertEqual(self.send(f, 5), [])
+        self.assertGreaterEqual(len(a.requests), 5)
+        self.assertEqual(a.last.header_all("host"), ["backend"])
+
+    def test_srv_two_targets_both_used(self):
+        a = self.host_upstream(ADDR_A)
+        b = self.host_upstream(ADDR_B)
+        dns = self.dns([(ADDR_A, "a.svc.test"), (ADDR_B, "b.svc.test")],
+                       srv=[("_https._tcp.svc.test", "a.svc.test", a.port, 0, 10),
+                            ("_https._tcp.svc.test", "b.svc.test", b.port, 0, 10)])
+        f = self.ferry({"svc": {"srv": "_https._tcp.svc.test", "dns_refresh": "1s",
+                                "load_balancer": "round_robin", "tls": tls_client("backend")}},
+                       resolver={"nameservers": ["127.0.0.1:%d" % dns.port]}, workers=1)
+        self.wait_routable(f)
+        self.assertEqual(self.send(f, 20), [])
+        self.assertGreaterEqual(len(a.requests), 5)
+        self.assertGreaterEqual(len(b.requests), 5)
+
+    def test_ready_only_after_first_resolution(self):
+        a = self.host_upstream(ADDR_A)
+        dns = self.dns([(ADDR_A, "svc.test")])
+        proxy = SlowDnsProxy(dns.port, hold=1.5)
+        self._closers.append(proxy.close)
+        f = self.named_ferry(dns, a.port, nameserver_port=proxy.port)
+        self.assertTrue(wait_until(lambda: proxy.received > 0, 1.0), "ferry sent no DNS query")
+        resp = f.admin("/ready")
+        self.assertEqual(resp.status, 503, "/ready answered %d before the first resolution"
+                         % resp.status)
+        ok = wait_until(lambda: f.admin("/ready").status == 200, 4.0, 0.05)
+        ready_after = time.monotonic() - proxy.first_at
+        self.assertTrue(ok, "/ready never answered 200 after the name resolved")
+        self.assertGreater(ready_after, 1.0, "ready before the held DNS answer came back")
+        self.assertEqual(self.send(f, 3), [])
+        self.assertEqual(len(a.requests), 3)
+
+    def test_ready_at_once_without_names(self):
+        a = self.host_upstream(ADDR_A)
+        f = self.ferry({"svc": {"endpoints": [a.address], "tls": tls_client("backend")}})
+        self.assertTrue(wait_until(lambda: f.admin("/ready").status == 200, 0.5),
+                        "/ready not 200 with no name to resolve")
+
+
+if __name__ == "__main__":
+    if SKIP_REASON:
+        import sys
+        print("test_discovery: skipped: " + SKIP_REASON, file=sys.stderr)
+    harness.main()
