@@ -20,6 +20,7 @@ struct admin {
 	struct event *ev;
 	int fd;
 	struct admin_conn *conns;
+	uint32_t n_conns;
 };
 
 struct admin_conn {
@@ -36,6 +37,7 @@ struct admin_conn {
 static void
 admin_conn_free(struct admin_conn *ac)
 {
+	ac->a->n_conns--;
 	if (ac->prev)
 		ac->prev->next = ac->next;
 	else
@@ -180,6 +182,7 @@ admin_accept(evutil_socket_t fd, short what, void *arg)
 		if (a->conns)
 			a->conns->prev = ac;
 		a->conns = ac;
+		a->n_conns++;
 	}
 }
 
@@ -212,4 +215,10 @@ admin_free(struct admin *a)
 	event_free(a->ev);
 	close(a->fd);
 	free(a);
+}
+
+uint32_t
+admin_connections(const struct admin *a)
+{
+	return a->n_conns;
 }

@@ -5,6 +5,8 @@
 #ifndef FERRY_ADMIN_H
 #define FERRY_ADMIN_H
 
+#include <stdint.h>
+
 #include <event2/event.h>
 
 struct server;
@@ -12,5 +14,6 @@ struct admin;
 
 struct admin *admin_start(struct server *srv, struct event_base *base, int fd);
 void admin_free(struct admin *a);
+uint32_t admin_connections(const struct admin *a);
 
 #endif

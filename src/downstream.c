@@ -15,6 +15,12 @@
 #include "session.h"
 
 static void client_process(struct client *cl);
+
+static struct client *
+container_of_exchange(struct exchange *x)
+{
+	return (struct client *)((char *)x - offsetof(struct client, x));
+}
 static void ids_fresh(struct exchange *x);
 
 /* ---------------------------------------------------------- helpers ---- */
@@ -86,8 +92,13 @@ ids_decide(struct exchange *x, const char *msg, const struct http_head *h)
 	if (t == NULL || headers_count(h, HDR_TRACEPARENT) > 1 ||
 	    !ids_traceparent_valid(msg + t->value.off, t->value.len)) {
 		ids_traceparent(x->tp);
+		x->tp_len = TRACEPARENT_LEN;
 		ids->traceparent = x->tp;
 		ids->traceparent_len = TRACEPARENT_LEN;
+	} else {
+		/* passes unchanged; kept for the access log's trace_id */
+		x->tp_len = t->value.len < TRACEPARENT_LEN ? t->value.len : TRACEPARENT_LEN;
+		memcpy(x->tp, msg + t->value.off, x->tp_len);
 	}
 }
 
@@ -114,6 +125,9 @@ send_error(struct client *cl, enum ferry_error e, const char *message,
 	if (cl->closed)
 		return;
 	x->status = (uint32_t)ferror_status(e);
+	x->ferr = (int)e;
+	if (x->head_us == 0)
+		x->head_us = clock_now_us() - x->start_us;
 	log_debug("%s %s", ferror_code(e), message);
 	sbuf_clear(out);
 	ferror_build(out, &a);
@@ -122,17 +136,70 @@ send_error(struct client *cl, enum ferry_error e, const char *message,
 		x->close_after = true;
 }
 
+int
+exchange_metrics_id(const struct exchange *x)
+{
+	if (x->svc == NULL)
+		return -1;
+	return x->svc->rt ? x->svc->rt->metrics_id :
+	    runtime_inbound_metrics_id(server_runtime(x->cl->w->srv));
+}
+
+/* Metrics and the access log line of one request, once, at its end. */
+static void
+exchange_account(struct client *cl, const char *cut)
+{
+	struct exchange *x = &cl->x;
+	enum metric_dir dir = cl->lis->kind == LK_INBOUND ? DIR_INBOUND : DIR_OUTBOUND;
+	int id = exchange_metrics_id(x);
+	const char *log = cl->logline.p;
+	size_t mlen = 0;
+
+	if (x->accounted || x->start_ms == 0)
+		return;
+	x->accounted = true;
+	if (x->status)
+		metrics_request(cl->w->ms, dir, id, (int)x->status, x->head_us);
+	if (x->ferr >= 0)
+		metrics_error(cl->w->ms, dir, id, (enum ferry_error)x->ferr);
+	if (cl->w->alog == NULL)
+		return;
+	while (mlen < cl->logline.len && log[mlen] != ' ')
+		mlen++;
+	accesslog_write(cl->w->alog, &(struct access_entry){
+		.time_ms = x->start_wall_ms,
+		.dir = dir,
+		.service = x->svc ? x->svc->conf->name : "",
+		.method = log,
+		.method_len = mlen,
+		.path = mlen < cl->logline.len ? log + mlen + 1 : "",
+		.path_len = mlen < cl->logline.len ? cl->logline.len - mlen - 1 : 0,
+		.status = (int)x->status,
+		.duration_ms = (double)(clock_now_us() - x->start_us) / 1000.0,
+		.upstream = x->ep ? x->ep->addr_text : NULL,
+		.attempts = x->attempts,
+		.correlation_id = x->ids.correlation,
+		.correlation_len = x->ids.correlation_len,
+		.request_id = x->ids.request,
+		.request_len = x->ids.request_len,
+		.traceparent = x->tp_len ? x->tp : NULL,
+		.traceparent_len = x->tp_len,
+		.bytes_in = x->bytes_in,
+		.bytes_out = x->bytes_out,
+		.error = cut ? cut : x->ferr >= 0 ? ferror_code((enum ferry_error)x->ferr) : NULL,
+		.peer = cl->has_identity ? cl->peer_id : NULL,
+	});
+}
+
 /* The request stops counting toward max_concurrent (at its last byte). */
 static void
 exchange_leave(struct exchange *x)
 {
-	if (x->attempt_open) {
-		/* ended before its outcome: a probe slot must not stay taken */
-		x->attempt_open = false;
-		x->ep->in_flight--;
-		if (x->svc->rt && x->verdict == BREAKER_PROBE)
-			breaker_record(x->svc->rt->breaker, &x->svc->conf->breaker,
-			    x->verdict, false, clock_now_ms());
+	attempt_drop(x);
+	/* ended before its outcome: a probe slot must not stay taken */
+	if (x->svc && x->svc->rt && x->verdict == BREAKER_PROBE) {
+		breaker_cancel(x->svc->rt->breaker, x->verdict);
+		x->verdict = BREAKER_PASS;
 	}
 	if (x->entered) {
 		breaker_leave(x->entered);
@@ -149,6 +216,7 @@ exchange_done(struct client *cl)
 
 	exchange_release_upstream(x, false);
 	exchange_leave(x);
+	exchange_account(cl, NULL);
 	if (cl->closed)
 		return;
 	if (x->close_after || !x->keep_alive || !x->req_done || cl->w->draining) {
@@ -187,7 +255,8 @@ client_free_deferred(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	buf_free(&cl->in);
 	sbuf_free(&cl->reqhead);
-	config_unref(cl->conf);
+	sbuf_free(&cl->logline);
+	gen_unref(cl->w, cl->gen);
 	free(cl);
 }
 
@@ -200,12 +269,18 @@ client_close(struct client *cl, const char *reason)
 	cl->closed = true;
 	exchange_release_upstream(&cl->x, false);
 	exchange_leave(&cl->x);
+	if (cl->state == CL_BODY || cl->state == CL_WAIT || cl->state == CL_TUNNEL)
+		exchange_account(cl, reason);
 	conn_free(cl->c);
 	cl->c = NULL;
 	event_free(cl->timer);
 	cl->timer = NULL;
 	listener_client_gone(cl->lis);
 	cl->w->n_clients--;
+	if (cl->lis->kind == LK_INBOUND)
+		cl->w->conns_inbound--;
+	else
+		cl->w->conns_outbound--;
 	if (cl->prev)
 		cl->prev->next = cl->next;
 	else
@@ -371,8 +446,11 @@ route_outbound(struct client *cl, const char *msg, const struct http_head *h)
 	char errmsg[256];
 	long si;
 
-	si = cl->lis->kind == LK_SERVICE ? (long)cl->lis->service :
-	    route_request(cl->conf, msg, h);
+	if (cl->lis->kind == LK_SERVICE)
+		/* a port a reload removed routes nowhere */
+		si = cl->lis->service < cl->gen->n_svcs ? (long)cl->lis->service : -1;
+	else
+		si = route_request(cl->gen->conf, msg, h);
 	if (si < 0) {
 		const struct http_header *host = headers_find(h, HDR_HOST);
 
@@ -391,7 +469,7 @@ route_outbound(struct client *cl, const char *msg, const struct http_head *h)
 		    !x->req_done);
 		return NULL;
 	}
-	return &cl->w->svcs[si];
+	return &cl->gen->svcs[si];
 }
 
 /* The local app for an inbound request once the peer proved who it is and
@@ -399,17 +477,23 @@ route_outbound(struct client *cl, const char *msg, const struct http_head *h)
 static struct svc_state *
 admit_inbound(struct client *cl, const char *msg, const struct http_head *h)
 {
-	const struct conf_inbound *in = &cl->conf->inbound;
+	const struct conf_inbound *in = &cl->gen->conf->inbound;
 	struct exchange *x = &cl->x;
 	const struct http_header *key;
 	char errmsg[PEER_ID_MAX + 64];
 
+	if (!in->enabled) {
+		send_error(cl, FE_SERVICE_UNAVAILABLE, "the inbound listener was removed by a reload",
+		    1, true);
+		return NULL;
+	}
 	if (via_has_token(msg, h, via_token_in())) {
 		send_error(cl, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
 		    !x->req_done);
 		return NULL;
 	}
 	if (!cl->has_identity || !inbound_peer_allowed(in, cl->peer_id)) {
+		metrics_auth_failure(cl->w->ms, AUTH_PEER_NOT_ALLOWED);
 		snprintf(errmsg, sizeof(errmsg), cl->has_identity ?
 		    "peer %s is not allowed" : "peer certificate has no URI or DNS name%s",
 		    cl->has_identity ? cl->peer_id : "");
@@ -418,14 +502,15 @@ admit_inbound(struct client *cl, const char *msg, const struct http_head *h)
 	}
 	if (in->auth_enabled) {
 		key = headers_find(h, HDR_SERVICE_AUTH);
-		if (key == NULL || !inbound_key_ok(&cl->w->inbound_keys, msg + key->value.off,
+		if (key == NULL || !inbound_key_ok(&cl->gen->inbound_keys, msg + key->value.off,
 		    key->value.len)) {
+			metrics_auth_failure(cl->w->ms, key == NULL ? AUTH_MISSING : AUTH_INVALID);
 			send_error(cl, FE_INVALID_SERVICE_AUTH, key == NULL ?
 			    "missing x-service-auth" : "invalid x-service-auth", 0, !x->req_done);
 			return NULL;
 		}
 	}
-	return &cl->w->inbound;
+	return &cl->gen->inbound;
 }
 
 static unsigned
@@ -444,7 +529,7 @@ admit(struct client *cl)
 	struct svc_state *s = x->svc;
 	bool inbound = cl->lis->kind == LK_INBOUND;
 	struct runtime *rt = server_runtime(cl->w->srv);
-	const struct conf_rate_limit *rl = inbound ? &cl->conf->inbound.rate_limit :
+	const struct conf_rate_limit *rl = inbound ? &cl->gen->conf->inbound.rate_limit :
 	    &s->conf->rate_limit;
 	struct bucket *bucket = inbound ? runtime_inbound_bucket(rt) : s->rt->bucket;
 	struct breaker *br = inbound ? runtime_inbound_breaker(rt) : s->rt->breaker;
@@ -454,6 +539,8 @@ admit(struct client *cl)
 
 	x->verdict = BREAKER_PASS;
 	if (rl->enabled && !bucket_take(bucket, rl, clock_now_us(), &wait)) {
+		metrics_rate_limited(cl->w->ms, inbound ? DIR_INBOUND : DIR_OUTBOUND,
+		    exchange_metrics_id(x));
 		snprintf(msg, sizeof(msg), "%s is over its rate limit of %g requests/s",
 		    s->conf->name, rl->rps);
 		send_error(cl, FE_RATE_LIMITED, msg, retry_after_secs(wait), !x->req_done);
@@ -490,9 +577,23 @@ request_begin(struct client *cl)
 	bool ambiguous;
 	char errmsg[256];
 
+	/* a new request runs on the config in force now */
+	if (cl->gen != cl->w->gen) {
+		gen_unref(cl->w, cl->gen);
+		cl->gen = gen_ref(cl->w->gen);
+	}
 	memset(x, 0, offsetof(struct exchange, corr));
 	x->cl = cl;
+	x->ferr = -1;
 	x->start_ms = clock_now_ms();
+	x->start_us = clock_now_us();
+	if (cl->w->alog) {
+		x->start_wall_ms = clock_wall_ms();
+		sbuf_clear(&cl->logline);
+		sbuf_add(&cl->logline, msg + h->method.off, h->method.len);
+		sbuf_add(&cl->logline, " ", 1);
+		sbuf_add(&cl->logline, msg + h->target.off, h->target.len);
+	}
 	ambiguous = headers_classify(msg, h) != 0;
 	ids_decide(x, msg, h);
 	x->http10 = h->major == 1 && h->minor == 0;
@@ -628,6 +729,14 @@ refused:
 static void
 ids_fresh(struct exchange *x)
 {
+	memset(x, 0, offsetof(struct exchange, corr));
+	x->cl = container_of_exchange(x);
+	x->ferr = -1;
+	x->start_ms = clock_now_ms();
+	x->start_us = clock_now_us();
+	x->start_wall_ms = clock_wall_ms();
+	sbuf_clear(&x->cl->logline);
+	x->tp_len = 0;
 	memset(&x->ids, 0, sizeof(x->ids));
 	ids_uuid4(x->corr);
 	ids_uuid4(x->rid);
@@ -756,6 +865,8 @@ log_handshake_failure(struct client *cl)
 	static struct log_limit limit;
 	uint32_t skipped;
 
+	if (strstr(conn_error_text(cl->c), "did not return a certificate"))
+		metrics_auth_failure(cl->w->ms, AUTH_NO_CLIENT_CERT);
 	/* a scanner or a misconfigured peer must not flood the log */
 	if (log_ratelimit(&limit, clock_now_ms(), 10000, &skipped))
 		log_warn("inbound TLS handshake failed peer=%s cause=\"%s\" suppressed=%u",
@@ -787,6 +898,7 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		}
 		return;
 	case CONN_CONNECTED:
+		metrics_tls_handshake(cl->w->ms, DIR_INBOUND, conn_session_reused(cl->c));
 		/* inbound TLS handshake done: who is calling? */
 		cl->has_identity = inbound_peer_identity(conn_ssl(cl->c), cl->peer_id,
 		    sizeof(cl->peer_id));
@@ -844,9 +956,9 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 	}
 	cl->w = w;
 	cl->lis = lis;
-	cl->conf = config_ref(w->conf);
+	cl->gen = gen_ref(w->gen);
 	cl->c = lis->kind == LK_INBOUND ?
-	    conn_accept_tls(w->base, fd, cl->conf->inbound.ctx, client_event, cl) :
+	    conn_accept_tls(w->base, fd, cl->gen->conf->inbound.ctx, client_event, cl) :
 	    conn_new_fd(w->base, fd, client_event, cl);
 	cl->timer = evtimer_new(w->base, client_timeout, cl);
 	if (cl->c == NULL || cl->timer == NULL) {
@@ -856,7 +968,7 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 			close(fd);
 		if (cl->timer)
 			event_free(cl->timer);
-		config_unref(cl->conf);
+		gen_unref(w, cl->gen);
 		free(cl);
 		return;
 	}
@@ -871,6 +983,10 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 	cl->idle_since_ms = clock_now_ms();
 	lis->n_clients++;
 	w->n_clients++;
+	if (lis->kind == LK_INBOUND)
+		w->conns_inbound++;
+	else
+		w->conns_outbound++;
 	cl->next = w->clients;
 	if (w->clients)
 		w->clients->prev = cl;
@@ -887,3 +1003,16 @@ proxy_close_all(struct worker *w)
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
 }
 
+
+void
+proxy_close_idle(struct worker *w)
+{
+	struct client *cl, *next;
+
+	/* between requests with nothing buffered: no request is lost */
+	for (cl = w->clients; cl; cl = next) {
+		next = cl->next;
+		if (cl->state == CL_IDLE && buf_len(&cl->in) == 0)
+			client_close(cl, "draining");
+	}
+}

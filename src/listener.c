@@ -140,6 +140,18 @@ listener_close(struct listener *l)
 {
 	if (l->fd < 0)
 		return;
+	/* what already waits in the accept queue is served, not reset */
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int cfd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int one = 1;
+
+		if (cfd < 0)
+			break;
+		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		proxy_accept(l, cfd, (struct sockaddr *)&ss, len);
+	}
 	event_del(l->ev);
 	l->paused = true;
 	close(l->fd);

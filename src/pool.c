@@ -6,6 +6,18 @@
 #include "log.h"
 #include "pool.h"
 
+/* Shared gauges for /services: single relaxed adds, no lock. */
+static void
+gauge(struct endpoint *ep, int idle, int active)
+{
+	if (ep->rt == NULL)
+		return;
+	if (idle)
+		atomic_fetch_add_explicit(&ep->rt->idle, idle, memory_order_relaxed);
+	if (active)
+		atomic_fetch_add_explicit(&ep->rt->active, active, memory_order_relaxed);
+}
+
 static void
 idle_unlink(struct upconn *u)
 {
@@ -25,10 +37,13 @@ idle_unlink(struct upconn *u)
 void
 pool_discard(struct upconn *u)
 {
-	if (u->idle)
+	if (u->idle) {
 		idle_unlink(u);
-	else
+		gauge(u->ep, -1, 0);
+	} else {
 		u->ep->n_active--;
+		gauge(u->ep, 0, -1);
+	}
 	conn_free(u->c);
 	buf_free(&u->in);
 	free(u);
@@ -55,12 +70,12 @@ pool_checkout(struct endpoint *ep, int64_t now)
 
 	while ((u = ep->idle) != NULL) {
 		idle_unlink(u);
+		ep->n_active++;
+		gauge(ep, -1, 1);
 		if (now >= u->expire_ms) {
-			ep->n_active++;		/* pool_discard counts it down */
 			pool_discard(u);
 			continue;
 		}
-		ep->n_active++;
 		u->reused = true;
 		return u;
 	}
@@ -97,11 +112,11 @@ pool_connect(struct worker *w, struct svc_state *s, struct endpoint *ep,
 
 	if (u == NULL)
 		return NULL;
-	name = t->server_name ? t->server_name : ep->conf->host;
+	name = t->server_name ? t->server_name : ep->host;
 	u->c = conn_connect(w->base, (struct sockaddr *)&ep->sa, ep->salen,
 	    t->enabled ? t->ctx : NULL,
 	    /* SNI carries names only, never IP literals (RFC 6066) */
-	    (t->server_name || !ep->conf->is_ip) ? name : NULL,
+	    (t->server_name || !ep->host_is_ip) ? name : NULL,
 	    name, t->verify_san, ep->session, cb, arg);
 	if (u->c == NULL) {
 		free(u);
@@ -114,6 +129,7 @@ pool_connect(struct worker *w, struct svc_state *s, struct endpoint *ep,
 	http_parser_init(&u->parser, true, &u->head);
 	ep->n_active++;
 	ep->opened++;
+	gauge(ep, 0, 1);
 	return u;
 }
 
@@ -136,6 +152,7 @@ pool_checkin(struct upconn *u, int64_t now, int64_t keepalive_ms)
 		return;
 	}
 	ep->n_active--;
+	gauge(ep, 1, -1);
 	u->expire_ms = expire;
 	u->idle = true;
 	u->prev = NULL;
@@ -153,7 +170,7 @@ void
 pool_sweep(struct svc_state *s, int64_t now)
 {
 	for (size_t i = 0; i < s->n_eps; i++) {
-		struct upconn *u = s->eps[i].idle, *next;
+		struct upconn *u = s->eps[i]->idle, *next;
 
 		for (; u; u = next) {
 			next = u->next;
@@ -167,6 +184,6 @@ void
 pool_close_idle(struct svc_state *s)
 {
 	for (size_t i = 0; i < s->n_eps; i++)
-		while (s->eps[i].idle)
-			pool_discard(s->eps[i].idle);
+		while (s->eps[i]->idle)
+			pool_discard(s->eps[i]->idle);
 }

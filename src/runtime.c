@@ -1,30 +1,35 @@
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "runtime.h"
 
-struct retired {
-	struct ep_runtime *eps;
-	size_t n_eps;
-	struct outlier_group *outliers;
-	struct retired *next;
+struct retired_group {
+	struct outlier_group *g;
+	struct retired_group *next;
 };
 
 struct runtime {
 	struct svc_runtime **svcs;
 	size_t n;
-	struct retired *retired;	/* endpoint state a reload replaced */
+	struct retired_group *groups;
 	struct bucket *inbound_bucket;
 	struct breaker *inbound_breaker;
+	struct metrics *metrics;
+	int inbound_metrics_id;
 };
 
 struct runtime *
-runtime_new(void)
+runtime_new(struct metrics *m)
 {
 	struct runtime *rt = calloc(1, sizeof(*rt));
 
 	if (rt == NULL)
 		return NULL;
+	rt->metrics = m;
+	/* inbound requests are labelled with the app they reach */
+	rt->inbound_metrics_id = m ? metrics_service_id(m, "local_app") : -1;
 	rt->inbound_bucket = bucket_new();
 	rt->inbound_breaker = breaker_new();
 	if (rt->inbound_bucket == NULL || rt->inbound_breaker == NULL) {
@@ -35,23 +40,13 @@ runtime_new(void)
 }
 
 static void
-eps_free(struct svc_runtime *s)
-{
-	for (size_t i = 0; i < s->n_eps; i++)
-		free(s->eps[i].address);
-	free(s->eps);
-	outlier_group_free(s->outliers);
-	s->eps = NULL;
-	s->outliers = NULL;
-	s->n_eps = 0;
-}
-
-static void
 svc_free(struct svc_runtime *s)
 {
 	if (s == NULL)
 		return;
-	eps_free(s);
+	for (size_t i = 0; i < s->n_eps; i++)
+		free(s->eps[i]);
+	free(s->eps);
 	breaker_free(s->breaker);
 	bucket_free(s->bucket);
 	retry_budget_free(s->budget);
@@ -67,13 +62,11 @@ runtime_free(struct runtime *rt)
 	for (size_t i = 0; i < rt->n; i++)
 		svc_free(rt->svcs[i]);
 	free(rt->svcs);
-	while (rt->retired) {
-		struct retired *r = rt->retired;
-		struct svc_runtime tmp = { .eps = r->eps, .n_eps = r->n_eps,
-		    .outliers = r->outliers };
+	while (rt->groups) {
+		struct retired_group *r = rt->groups;
 
-		rt->retired = r->next;
-		eps_free(&tmp);
+		rt->groups = r->next;
+		outlier_group_free(r->g);
 		free(r);
 	}
 	bucket_free(rt->inbound_bucket);
@@ -81,71 +74,23 @@ runtime_free(struct runtime *rt)
 	free(rt);
 }
 
-static bool
-same_endpoints(const struct svc_runtime *s, const struct conf_service *c)
-{
-	if (s->n_eps != c->n_endpoints)
-		return false;
-	for (size_t i = 0; i < s->n_eps; i++)
-		if (strcmp(s->eps[i].address, c->endpoints[i].text) != 0)
-			return false;
-	return true;
-}
-
-static int
-eps_init(struct svc_runtime *s, const struct conf_service *c)
-{
-	size_t n = c->n_endpoints;
-
-	s->eps = calloc(n ? n : 1, sizeof(*s->eps));
-	s->outliers = outlier_group_new(n);
-	if (s->eps == NULL || s->outliers == NULL)
-		return -1;
-	s->n_eps = n;
-	for (size_t i = 0; i < n; i++) {
-		if ((s->eps[i].address = strdup(c->endpoints[i].text)) == NULL)
-			return -1;
-		s->eps[i].outlier = outlier_get(s->outliers, i);
-		atomic_init(&s->eps[i].healthy, true);
-	}
-	return 0;
-}
-
 struct svc_runtime *
 runtime_service(struct runtime *rt, const struct conf_service *c)
 {
 	struct svc_runtime *s, **grown;
 
-	for (size_t i = 0; i < rt->n; i++) {
-		s = rt->svcs[i];
-		if (strcmp(s->name, c->name) != 0)
-			continue;
-		if (!same_endpoints(s, c)) {
-			/* workers of the old config may still use the old state:
-			 * keep it until exit */
-			struct retired *r = calloc(1, sizeof(*r));
-
-			if (r == NULL)
-				return NULL;
-			*r = (struct retired){ s->eps, s->n_eps, s->outliers, rt->retired };
-			rt->retired = r;
-			s->eps = NULL;
-			s->outliers = NULL;
-			s->n_eps = 0;
-			if (eps_init(s, c) != 0)
-				return NULL;
-		}
-		return s;
-	}
+	for (size_t i = 0; i < rt->n; i++)
+		if (strcmp(rt->svcs[i]->name, c->name) == 0)
+			return rt->svcs[i];
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
-	s->metrics_id = -1;
+	s->metrics_id = rt->metrics ? metrics_service_id(rt->metrics, c->name) : -1;
 	s->name = strdup(c->name);
 	s->breaker = breaker_new();
 	s->bucket = bucket_new();
 	s->budget = retry_budget_new();
 	if (s->name == NULL || s->breaker == NULL || s->bucket == NULL ||
-	    s->budget == NULL || eps_init(s, c) != 0 ||
+	    s->budget == NULL ||
 	    (grown = realloc(rt->svcs, (rt->n + 1) * sizeof(*grown))) == NULL) {
 		svc_free(s);
 		return NULL;
@@ -153,6 +98,40 @@ runtime_service(struct runtime *rt, const struct conf_service *c)
 	rt->svcs = grown;
 	rt->svcs[rt->n++] = s;
 	return s;
+}
+
+struct ep_runtime *
+runtime_endpoint(struct svc_runtime *s, const char *address)
+{
+	struct ep_runtime *e, **grown;
+
+	for (size_t i = 0; i < s->n_eps; i++)
+		if (strcmp(s->eps[i]->address, address) == 0)
+			return s->eps[i];
+	if ((e = calloc(1, sizeof(*e))) == NULL ||
+	    (grown = realloc(s->eps, (s->n_eps + 1) * sizeof(*grown))) == NULL) {
+		free(e);
+		return NULL;
+	}
+	snprintf(e->address, sizeof(e->address), "%s", address);
+	atomic_init(&e->healthy, true);
+	s->eps = grown;
+	s->eps[s->n_eps++] = e;
+	return e;
+}
+
+struct outlier_group *
+runtime_outlier_group(struct runtime *rt, size_t n)
+{
+	struct retired_group *r = calloc(1, sizeof(*r));
+
+	if (r == NULL || (r->g = outlier_group_new(n)) == NULL) {
+		free(r);
+		return NULL;
+	}
+	r->next = rt->groups;
+	rt->groups = r;
+	return r->g;
 }
 
 struct bucket *
@@ -167,11 +146,15 @@ runtime_inbound_breaker(struct runtime *rt)
 	return rt->inbound_breaker;
 }
 
-bool
-runtime_any_healthy(const struct svc_runtime *s)
+int
+runtime_inbound_metrics_id(struct runtime *rt)
 {
-	for (size_t i = 0; i < s->n_eps; i++)
-		if (atomic_load_explicit(&s->eps[i].healthy, memory_order_relaxed))
-			return true;
-	return false;
+	return rt->inbound_metrics_id;
+}
+
+size_t
+runtime_services(struct runtime *rt, struct svc_runtime ***out)
+{
+	*out = rt->svcs;
+	return rt->n;
 }

@@ -20,12 +20,17 @@
 #include "ratelimit.h"
 #include "retry.h"
 
+/* One endpoint address (a DNS name may give several), kept for the life
+ * of the process once seen, so in-flight users never hold a dangling one. */
 struct ep_runtime {
-	char *address;			/* as configured: host:port */
-	struct outlier *outlier;	/* in the service's group */
+	char address[80];		/* "10.0.0.5:5000", "[fd00::1]:5000" */
 	_Atomic uint32_t conns;		/* open upstream connections, all workers */
 	_Atomic bool healthy;		/* by active health checks; starts true */
-	_Atomic uint32_t hc_streak;	/* consecutive results in the other direction */
+	_Atomic uint32_t hc_streak;	/* consecutive results against the state */
+	/* for /services and the gauges; workers add, the admin page reads */
+	_Atomic int32_t idle, active;	/* pooled connections */
+	_Atomic int32_t in_flight;
+	_Atomic uint64_t ewma_us;	/* the last worker's latency EWMA */
 };
 
 struct svc_runtime {
@@ -34,24 +39,31 @@ struct svc_runtime {
 	struct breaker *breaker;
 	struct bucket *bucket;
 	struct retry_budget *budget;
-	struct outlier_group *outliers;
-	struct ep_runtime *eps;
+	struct ep_runtime **eps;	/* every address ever seen, grow-only */
 	size_t n_eps;
 };
 
 struct runtime;
 
-struct runtime *runtime_new(void);
+struct metrics;
+
+/* Service metrics ids come from M (may be NULL in tests). */
+struct runtime *runtime_new(struct metrics *m);
 void runtime_free(struct runtime *rt);
-/* The state of service SVC, created on first sight; NULL when out of memory.
- * Endpoints are matched by address; a changed endpoint list starts fresh
- * outlier state for that service. */
+/* The state of service SVC (by name), created on first sight; NULL when
+ * out of memory. Main thread only. */
 struct svc_runtime *runtime_service(struct runtime *rt, const struct conf_service *svc);
+/* The state of one endpoint address of S, created on first sight. */
+struct ep_runtime *runtime_endpoint(struct svc_runtime *s, const char *address);
+/* An outlier group for a new endpoint set, freed with the runtime (workers
+ * may still use an older one). */
+struct outlier_group *runtime_outlier_group(struct runtime *rt, size_t n_endpoints);
 /* Shared state of the inbound listener (rate limit, max_concurrent). */
 struct bucket *runtime_inbound_bucket(struct runtime *rt);
 struct breaker *runtime_inbound_breaker(struct runtime *rt);
+int runtime_inbound_metrics_id(struct runtime *rt);
+/* Every service ever seen (for the admin pages), in order of first sight. */
+size_t runtime_services(struct runtime *rt, struct svc_runtime ***out);
 
-/* Health: when none of a service's endpoints is healthy, all are used. */
-bool runtime_any_healthy(const struct svc_runtime *s);
 
 #endif

@@ -5,14 +5,21 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/dns.h>
 #include <event2/event.h>
 
+#include "accesslog.h"
 #include "admin.h"
+#include "admin_pages.h"
 #include "clock.h"
+#include "discovery.h"
+#include "health.h"
 #include "ids.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "proxy.h"
+#include "resolver.h"
 #include "runtime.h"
 #include "server.h"
 #include "worker.h"
@@ -24,115 +31,89 @@ struct server {
 	uint32_t n_workers;
 	struct admin *admin;
 	struct runtime *runtime;
-	struct evdns_base *dns;
+	struct metrics *metrics;
+	struct accesslog *alog;
+	struct resolver *resolver;
+	struct health *health;
+	struct discovery *discovery;
+	bool workers_started;
+	bool collecting;		/* a reload gathers the first sets */
+	struct ep_set **collected;
+	size_t n_collected;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_usr1, *ev_drain;
-	size_t dns_pending;		/* first lookups still running */
 	bool ready;
 	bool draining;
+	bool drain_late;		/* drain_delay is over */
+	bool notified_ready;
+	int64_t last_watchdog_ms;
+	struct event *ev_tick;
 	int64_t drain_start_ms;
 	int exit_code;
 };
 
-/* ------------------------------------------------------------ DNS ---- */
-
-struct resolved {
-	size_t service, endpoint;
-	struct sockaddr_storage sa;
-	socklen_t salen;
-};
-
-struct lookup {
-	struct server *srv;
-	size_t service, endpoint;
-	bool first;
-};
+/* ------------------------------------------------------ endpoints ---- */
 
 static void
-apply_resolved(struct worker *w, void *arg)
+apply_set(struct worker *w, void *arg)
 {
-	struct resolved *r = arg;
-	struct endpoint *ep = &w->svcs[r->service].eps[r->endpoint];
-
-	memcpy(&ep->sa, &r->sa, r->salen);
-	ep->salen = r->salen;
-	ep->resolved = true;
-	free(r);
+	worker_set_endpoints(w, arg);
+	free(arg);
 }
 
+/* Discovery found a new address set: every worker gets its own copy. */
 static void
-lookup_done(int result, struct evutil_addrinfo *res, void *arg)
+publish_set(void *arg, const struct ep_set *set)
 {
-	struct lookup *lk = arg;
-	struct server *srv = lk->srv;
-	const struct conf_addr *a = &srv->conf->services[lk->service].endpoints[lk->endpoint];
+	struct server *srv = arg;
+	size_t size = sizeof(*set) + set->n * sizeof(set->items[0]);
 
-	if (result != 0 || res == NULL) {
-		log_warn("resolve %s: %s", a->text, evutil_gai_strerror(result));
-	} else {
-		for (uint32_t i = 0; i < srv->n_workers; i++) {
-			struct resolved *r = calloc(1, sizeof(*r));
+	if (srv->collecting) {
+		struct ep_set *copy = malloc(size), **grown;
 
-			if (r == NULL)
-				continue;
-			r->service = lk->service;
-			r->endpoint = lk->endpoint;
-			memcpy(&r->sa, res->ai_addr, res->ai_addrlen);
-			r->salen = (socklen_t)res->ai_addrlen;
-			worker_post(&srv->workers[i], apply_resolved, r);
+		if (copy == NULL || (grown = realloc(srv->collected,
+		    (srv->n_collected + 1) * sizeof(*grown))) == NULL) {
+			free(copy);
+			log_error("out of memory publishing endpoints");
+			return;
 		}
-		log_debug("resolved %s", a->text);
+		memcpy(copy, set, size);
+		srv->collected = grown;
+		srv->collected[srv->n_collected++] = copy;
+		return;
 	}
-	if (res)
-		evutil_freeaddrinfo(res);
-	if (lk->first && --srv->dns_pending == 0 && !srv->draining)
-		srv->ready = true;
-	free(lk);
-}
+	for (uint32_t i = 0; i < srv->n_workers; i++) {
+		struct ep_set *copy;
 
-static int
-dns_start(struct server *srv)
-{
-	const struct config *c = srv->conf;
-	struct evutil_addrinfo hints = { 0 };
-
-	for (size_t i = 0; i < c->n_services; i++)
-		for (size_t j = 0; j < c->services[i].n_endpoints; j++)
-			srv->dns_pending += !c->services[i].endpoints[j].is_ip;
-	if (srv->dns_pending == 0)
-		return 0;
-	srv->dns = evdns_base_new(srv->base, c->n_nameservers ? 0 :
-	    EVDNS_BASE_INITIALIZE_NAMESERVERS);
-	if (srv->dns == NULL)
-		return -1;
-	for (size_t i = 0; i < c->n_nameservers; i++)
-		if (evdns_base_nameserver_sockaddr_add(srv->dns,
-		    (struct sockaddr *)&c->nameservers[i].sa, c->nameservers[i].salen, 0) != 0)
-			log_warn("resolver: cannot use nameserver %s", c->nameservers[i].text);
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	for (size_t i = 0; i < c->n_services; i++) {
-		for (size_t j = 0; j < c->services[i].n_endpoints; j++) {
-			const struct conf_addr *a = &c->services[i].endpoints[j];
-			struct lookup *lk;
-			char port[8];
-
-			if (a->is_ip || (lk = calloc(1, sizeof(*lk))) == NULL)
-				continue;
-			lk->srv = srv;
-			lk->service = i;
-			lk->endpoint = j;
-			lk->first = true;
-			snprintf(port, sizeof(port), "%u", a->port);
-			evdns_getaddrinfo(srv->dns, a->host, port, &hints, lookup_done, lk);
+		if (!srv->workers_started) {
+			/* before the loops run: no request can see a half state */
+			worker_set_endpoints(&srv->workers[i], set);
+			continue;
 		}
+		if ((copy = malloc(size)) == NULL) {
+			log_error("out of memory publishing endpoints");
+			continue;
+		}
+		memcpy(copy, set, size);
+		worker_post(&srv->workers[i], apply_set, copy);
 	}
-	return 0;
 }
 
 struct runtime *
 server_runtime(struct server *srv)
 {
 	return srv->runtime;
+}
+
+struct metrics *
+server_metrics(struct server *srv)
+{
+	return srv->metrics;
+}
+
+struct accesslog *
+server_accesslog(struct server *srv)
+{
+	return srv->alog && accesslog_enabled(srv->alog) ? srv->alog : NULL;
 }
 
 /* ---------------------------------------------------------- admin ---- */
@@ -148,8 +129,26 @@ server_admin_page(struct server *srv, const char *path, size_t len, struct sbuf 
 		sbuf_adds(body, "ok\n");
 		return 0;
 	}
+	if ((len == 8 && memcmp(path, "/metrics", 8) == 0) ||
+	    (len == 9 && memcmp(path, "/services", 9) == 0)) {
+		struct admin_view v = {
+			.conf = srv->conf, .rt = srv->runtime, .disc = srv->discovery,
+			.metrics = srv->metrics, .workers = srv->workers,
+			.n_workers = srv->n_workers,
+			.admin_conns = admin_connections(srv->admin),
+		};
+
+		if (path[1] == 'm') {
+			page->content_type = "text/plain; version=0.0.4; charset=utf-8";
+			admin_page_metrics(&v, body);
+		} else {
+			page->content_type = "application/json";
+			admin_page_services(&v, body);
+		}
+		return 0;
+	}
 	if (len == 6 && memcmp(path, "/ready", 6) == 0) {
-		if (srv->ready && !srv->draining) {
+		if (srv->ready && discovery_ready(srv->discovery) && !srv->draining) {
 			sbuf_adds(body, "ready\n");
 		} else {
 			page->status = 503;
@@ -161,20 +160,188 @@ server_admin_page(struct server *srv, const char *path, size_t len, struct sbuf 
 	return -1;
 }
 
-/* ---------------------------------------------------------- drain ---- */
+/* --------------------------------------------------------- reload ---- */
 
 static void
-set_draining(struct worker *w, void *arg)
+reload_error(void *arg, const char *line)
+{
+	(void)arg;
+	log_error("reload: %s", line);
+}
+
+static void
+swap_mail_free(struct swap *sw)
+{
+	for (size_t i = 0; i < sw->n_sets; i++)
+		free(sw->sets[i]);
+	free(sw->sets);
+	free(sw->rts);
+	free(sw);
+}
+
+/* The worker takes the config reference; the rest goes here. */
+static void
+swap_mail(struct worker *w, void *arg)
+{
+	worker_swap(w, arg);
+	swap_mail_free(arg);
+}
+
+static void
+warn_restart(const char *what, const char *was, const char *now)
+{
+	if (strcmp(was, now) != 0)
+		log_warn("reload: %s changed from %s to %s; that takes a restart", what, was, now);
+}
+
+/* What a reload cannot change in place is said, not silently ignored. */
+static void
+reload_limits(const struct config *old, const struct config *c)
+{
+	warn_restart("listeners.outbound.address", old->outbound.address.text,
+	    c->outbound.address.text);
+	warn_restart("listeners.admin.address", old->admin.address.text, c->admin.address.text);
+	if (old->inbound.enabled && c->inbound.enabled)
+		warn_restart("listeners.inbound.address", old->inbound.listener.address.text,
+		    c->inbound.listener.address.text);
+	warn_restart("log.access", old->log_access, c->log_access);
+	if (old->workers != c->workers)
+		log_warn("reload: workers changed from %u to %u; that takes a restart",
+		    old->workers, c->workers);
+}
+
+/* A worker's copy of the new snapshot: its shared state and first sets. */
+static struct swap *
+swap_new(struct server *srv, struct config *next, struct svc_runtime **rts)
+{
+	struct swap *sw = calloc(1, sizeof(*sw));
+
+	if (sw == NULL)
+		return NULL;
+	sw->rts = calloc(next->n_services ? next->n_services : 1, sizeof(*sw->rts));
+	sw->sets = calloc(srv->n_collected ? srv->n_collected : 1, sizeof(*sw->sets));
+	if (sw->rts == NULL || sw->sets == NULL)
+		goto fail;
+	memcpy(sw->rts, rts, next->n_services * sizeof(*rts));
+	for (size_t i = 0; i < srv->n_collected; i++) {
+		size_t size = sizeof(struct ep_set) + srv->collected[i]->n * sizeof(struct ep_spec);
+
+		if ((sw->sets[i] = malloc(size)) == NULL)
+			goto fail;
+		memcpy(sw->sets[i], srv->collected[i], size);
+		sw->n_sets++;
+	}
+	sw->conf = config_ref(next);
+	return sw;
+fail:
+	for (size_t i = 0; i < sw->n_sets; i++)
+		free(sw->sets[i]);
+	free(sw->sets);
+	free(sw->rts);
+	free(sw);
+	return NULL;
+}
+
+static void
+collected_free(struct server *srv)
+{
+	for (size_t i = 0; i < srv->n_collected; i++)
+		free(srv->collected[i]);
+	free(srv->collected);
+	srv->collected = NULL;
+	srv->n_collected = 0;
+}
+
+/* SIGHUP (or a watched file changed): the new file and every file it names
+ * are loaded and validated in full first; on any error the running config
+ * stays. Then every worker gets the new snapshot: new requests use it,
+ * requests in flight finish on theirs, no connection is dropped, and what
+ * is kept by name (breakers, health, pools, counters) survives. */
+static void
+server_reload(struct server *srv)
+{
+	struct config *next;
+	struct discovery *disc;
+	struct svc_runtime **rts;
+	struct swap **swaps;
+	uint32_t i;
+
+	notify_reloading();
+	next = config_load(srv->conf->path, reload_error, NULL);
+	if (next == NULL) {
+		metrics_config_reload(srv->metrics, false);
+		log_error("reload failed; the running configuration stays in force");
+		notify_ready();
+		return;
+	}
+	reload_limits(srv->conf, next);
+	rts = calloc(next->n_services ? next->n_services : 1, sizeof(*rts));
+	swaps = calloc(srv->n_workers, sizeof(*swaps));
+	disc = discovery_new(srv->base, srv->runtime, srv->resolver, srv->health,
+	    publish_set, srv);
+	for (size_t k = 0; rts && k < next->n_services; k++)
+		if ((rts[k] = runtime_service(srv->runtime, &next->services[k])) == NULL)
+			goto fail;
+	/* the first sets are collected for the swap, not posted on their own */
+	srv->collecting = true;
+	if (rts == NULL || swaps == NULL || disc == NULL ||
+	    discovery_start(disc, next, srv->discovery) != 0)
+		goto fail;
+	srv->collecting = false;
+	for (i = 0; i < srv->n_workers; i++)
+		if ((swaps[i] = swap_new(srv, next, rts)) == NULL)
+			goto fail;
+	for (i = 0; i < srv->n_workers; i++)
+		worker_post(&srv->workers[i], swap_mail, swaps[i]);
+	discovery_free(srv->discovery, disc);
+	srv->discovery = disc;
+	config_unref(srv->conf);
+	srv->conf = next;
+	collected_free(srv);
+	free(swaps);
+	free(rts);
+	metrics_config_reload(srv->metrics, true);
+	log_info("reloaded %s services=%zu", next->path, next->n_services);
+	notify_ready();
+	return;
+fail:
+	srv->collecting = false;
+	log_error("reload: out of memory; the running configuration stays in force");
+	for (i = 0; swaps && i < srv->n_workers; i++)
+		if (swaps[i])
+			swap_mail_free(swaps[i]);
+	discovery_free(disc, srv->discovery);
+	collected_free(srv);
+	free(swaps);
+	free(rts);
+	config_unref(next);
+	metrics_config_reload(srv->metrics, false);
+	notify_ready();
+}
+
+/* ---------------------------------------------------------- drain ---- */
+
+/* SPEC §10: at once, responses say "connection: close" and /ready 503. */
+static void
+drain_begin(struct worker *w, void *arg)
+{
+	(void)arg;
+	w->draining = true;
+}
+
+/* After drain_delay: peers have been told. The inbound listener serves what
+ * waits in its accept queue and closes; the outbound one keeps accepting
+ * (the app, stopping too, still makes calls). Idle connections go. */
+static void
+drain_late(struct worker *w, void *arg)
 {
 	struct listener *l;
 
-	w->draining = true;
-	if (arg == NULL)
-		return;
-	/* after drain_delay: peers have been told; stop taking new ones */
+	(void)arg;
 	for (l = w->listeners; l; l = l->next)
 		if (l->kind == LK_INBOUND)
 			listener_close(l);
+	proxy_close_idle(w);
 }
 
 static uint32_t
@@ -192,34 +359,48 @@ drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
 	int64_t elapsed = clock_now_ms() - srv->drain_start_ms;
-	uint32_t open = clients_open(srv);
+	uint32_t open;
 
 	(void)fd;
 	(void)what;
-	if (elapsed >= srv->conf->drain_delay) {
-		static bool inbound_closed;
-
-		if (!inbound_closed) {
-			inbound_closed = true;
-			for (uint32_t i = 0; i < srv->n_workers; i++)
-				worker_post(&srv->workers[i], set_draining, srv);
-		}
-		if (open == 0 || elapsed >= srv->conf->drain_timeout) {
-			if (open)
-				log_warn("drain timeout: closing %u connections still open", open);
-			else
-				log_info("drained; exiting");
-			event_base_loopexit(srv->base, NULL);
-			return;
-		}
+	if (elapsed < srv->conf->drain_delay)
+		return;
+	if (!srv->drain_late) {
+		srv->drain_late = true;
+		for (uint32_t i = 0; i < srv->n_workers; i++)
+			worker_post(&srv->workers[i], drain_late, NULL);
+		return;		/* let them close idle connections first */
 	}
+	open = clients_open(srv);
+	if (open == 0 || elapsed >= srv->conf->drain_timeout) {
+		if (open)
+			log_warn("drain timeout: ending %u connections still open", open);
+		else
+			log_info("drained; exiting");
+		event_base_loopexit(srv->base, NULL);
+	}
+}
+
+static void
+drain_start(struct server *srv)
+{
+	const struct timeval tick = { 0, 50 * 1000 };
+
+	log_info("draining delay_ms=%lld timeout_ms=%lld",
+	    (long long)srv->conf->drain_delay, (long long)srv->conf->drain_timeout);
+	notify_stopping();
+	notify_status("draining");
+	srv->draining = true;
+	srv->drain_start_ms = clock_now_ms();
+	for (uint32_t i = 0; i < srv->n_workers; i++)
+		worker_post(&srv->workers[i], drain_begin, NULL);
+	event_add(srv->ev_drain, &tick);
 }
 
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
-	const struct timeval tick = { 0, 100 * 1000 };
 
 	(void)what;
 	switch (sig) {
@@ -230,20 +411,46 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 			event_base_loopexit(srv->base, NULL);
 			return;
 		}
-		log_info("draining delay_ms=%lld timeout_ms=%lld",
-		    (long long)srv->conf->drain_delay, (long long)srv->conf->drain_timeout);
-		srv->draining = true;
-		srv->ready = false;
-		srv->drain_start_ms = clock_now_ms();
-		for (uint32_t i = 0; i < srv->n_workers; i++)
-			worker_post(&srv->workers[i], set_draining, NULL);
-		event_add(srv->ev_drain, &tick);
+		drain_start(srv);
 		return;
 	case SIGHUP:
-		log_warn("reload is not implemented yet; keeping the running config");
+		server_reload(srv);
 		return;
 	case SIGUSR1:
+		if (srv->alog)
+			accesslog_reopen(srv->alog);
 		return;
+	}
+}
+
+/* Every second: READY=1 once /ready would say 200, and the watchdog ping
+ * while every worker's loop is making progress (a stalled worker stops the
+ * pings, so systemd restarts ferry). */
+static void
+housekeeping(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	int64_t now = clock_now_ms(), wd = notify_watchdog_interval_us() / 1000;
+
+	(void)fd;
+	(void)what;
+	if (!srv->notified_ready && discovery_ready(srv->discovery)) {
+		srv->notified_ready = true;
+		notify_ready();
+		notify_status("serving %zu services with %u workers", srv->conf->n_services,
+		    srv->n_workers);
+	}
+	if (wd > 0 && now - srv->last_watchdog_ms >= wd) {
+		bool alive = true;
+
+		/* workers stamp their heartbeat every second */
+		for (uint32_t i = 0; i < srv->n_workers; i++)
+			if (now - atomic_load(&srv->workers[i].heartbeat_ms) > 2 * wd + 1000)
+				alive = false;
+		if (alive) {
+			notify_watchdog();
+			srv->last_watchdog_ms = now;
+		}
 	}
 }
 
@@ -280,15 +487,20 @@ server_free(struct server *srv)
 	for (uint32_t i = 0; i < srv->n_workers; i++)
 		worker_free(&srv->workers[i]);
 	free(srv->workers);
+	if (srv->alog)
+		accesslog_close(srv->alog);	/* workers are stopped: loses no line */
 	runtime_free(srv->runtime);
+	metrics_free(srv->metrics);
 	admin_free(srv->admin);
-	if (srv->dns)
-		evdns_base_free(srv->dns, 1);
+	discovery_free(srv->discovery, NULL);
+	health_free(srv->health);
+	resolver_free(srv->resolver);
 	if (srv->ev_term) event_free(srv->ev_term);
 	if (srv->ev_int) event_free(srv->ev_int);
 	if (srv->ev_hup) event_free(srv->ev_hup);
 	if (srv->ev_usr1) event_free(srv->ev_usr1);
 	if (srv->ev_drain) event_free(srv->ev_drain);
+	if (srv->ev_tick) event_free(srv->ev_tick);
 	if (srv->base)
 		event_base_free(srv->base);
 	config_unref(srv->conf);
@@ -304,6 +516,7 @@ server_run(struct config *conf, bool log_level_from_cli)
 
 	(void)log_level_from_cli;
 	signal(SIGPIPE, SIG_IGN);
+	notify_init();
 	ids_thread_init();
 	worker_via_init();
 	if (probe_addresses(conf) != 0) {
@@ -322,11 +535,17 @@ server_run(struct config *conf, bool log_level_from_cli)
 		server_free(&srv);
 		return 1;
 	}
-	if ((srv.runtime = runtime_new()) == NULL) {
+	srv.n_workers = conf->workers;
+	if ((srv.metrics = metrics_new(srv.n_workers)) == NULL ||
+	    (srv.runtime = runtime_new(srv.metrics)) == NULL) {
 		server_free(&srv);
 		return 1;
 	}
-	srv.n_workers = conf->workers;
+	if ((srv.alog = accesslog_open(conf->log_access, srv.n_workers, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "ferry: log.access: %s\n", err);
+		server_free(&srv);
+		return 1;
+	}
 	if ((srv.workers = calloc(srv.n_workers, sizeof(*srv.workers))) == NULL) {
 		server_free(&srv);
 		return 1;
@@ -344,18 +563,34 @@ server_run(struct config *conf, bool log_level_from_cli)
 	srv.ev_hup = evsignal_new(srv.base, SIGHUP, on_signal, &srv);
 	srv.ev_usr1 = evsignal_new(srv.base, SIGUSR1, on_signal, &srv);
 	srv.ev_drain = event_new(srv.base, -1, EV_PERSIST, drain_tick, &srv);
+	srv.ev_tick = event_new(srv.base, -1, EV_PERSIST, housekeeping, &srv);
 	event_add(srv.ev_term, NULL);
 	event_add(srv.ev_int, NULL);
 	event_add(srv.ev_hup, NULL);
 	event_add(srv.ev_usr1, NULL);
+	srv.resolver = resolver_new(srv.base, conf->nameservers, conf->n_nameservers);
+	srv.health = health_new(srv.base);
+	srv.discovery = discovery_new(srv.base, srv.runtime, srv.resolver, srv.health,
+	    publish_set, &srv);
+	if (srv.resolver == NULL || srv.health == NULL || srv.discovery == NULL ||
+	    discovery_start(srv.discovery, conf, NULL) != 0) {
+		fprintf(stderr, "ferry: cannot start service discovery\n");
+		server_free(&srv);
+		return 1;
+	}
 	for (; started < srv.n_workers; started++)
 		if (worker_start(&srv.workers[started]) != 0)
 			break;
-	if (started < srv.n_workers || dns_start(&srv) != 0) {
+	srv.workers_started = true;
+	if (started < srv.n_workers) {
 		fprintf(stderr, "ferry: startup failed\n");
 		srv.exit_code = 1;
 	} else {
-		srv.ready = srv.dns_pending == 0;
+		const struct timeval second = { 1, 0 };
+
+		srv.ready = true;
+		event_add(srv.ev_tick, &second);
+		housekeeping(-1, 0, &srv);
 		log_info("ferry %s started workers=%u outbound=%s admin=%s", FERRY_VERSION,
 		    srv.n_workers, conf->outbound.address.text, conf->admin.address.text);
 		event_base_dispatch(srv.base);

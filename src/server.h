@@ -18,6 +18,9 @@ int server_run(struct config *conf, bool log_level_from_cli);
 
 /* The process-wide runtime state (breakers, buckets, budgets, health). */
 struct runtime *server_runtime(struct server *srv);
+struct metrics *server_metrics(struct server *srv);
+/* NULL when the access log is off. */
+struct accesslog *server_accesslog(struct server *srv);
 
 struct server_page {
 	int status;

@@ -44,6 +44,12 @@ struct exchange {
 	struct svc_state *svc;
 	struct endpoint *ep;
 	int64_t start_ms;
+	int64_t start_us;
+	int64_t start_wall_ms;		/* realtime, for the access log */
+	int64_t head_us;		/* to the response head (0: none yet) */
+	int ferr;			/* ferry's own error answered, or -1 */
+	const char *cut;		/* why a started response was cut */
+	bool accounted;			/* metrics and access log written */
 	int64_t deadline_ms;		/* request timeout, until the head */
 	int64_t try_deadline_ms;	/* this attempt, until the head */
 	int64_t connect_deadline_ms;	/* 0 once connected */
@@ -53,7 +59,7 @@ struct exchange {
 	bool attempt_open;		/* its outcome is not recorded yet */
 	int64_t attempt_start_ms;
 	int64_t retry_at_ms;		/* backoff: the next attempt starts then */
-	long avoid;			/* endpoint of the failed attempt */
+	const struct endpoint *avoid;	/* endpoint of the failed attempt */
 	enum breaker_verdict verdict;	/* admission by the circuit breaker */
 	struct breaker *entered;	/* counted in its max_concurrent */
 	bool http10;
@@ -72,7 +78,8 @@ struct exchange {
 	uint64_t bytes_in, bytes_out;
 	char corr[129];
 	char rid[129];
-	char tp[TRACEPARENT_LEN + 1];
+	char tp[TRACEPARENT_LEN + 1];	/* sent upstream (the app's or new) */
+	size_t tp_len;
 	struct request_ids ids;
 };
 
@@ -80,7 +87,7 @@ struct client {
 	struct worker *w;
 	struct listener *lis;
 	struct conn *c;
-	struct config *conf;		/* snapshot this connection started with */
+	struct generation *gen;		/* the snapshot of the current request */
 	enum client_state state;
 	bool closed;
 	bool read_paused;		/* by back-pressure or a full buffer */
@@ -92,6 +99,7 @@ struct client {
 	struct http_parser parser;
 	struct http_head head;
 	struct sbuf reqhead;		/* request for upstream (head + replayable body) */
+	struct sbuf logline;		/* method and path, for the access log */
 	size_t reqhead_len;		/* bytes of reqhead that are the head */
 	struct event *timer;
 	struct exchange x;
@@ -112,11 +120,16 @@ void send_error(struct client *cl, enum ferry_error e, const char *message,
     unsigned retry_after, bool close);
 void exchange_done(struct client *cl);
 
+/* metrics.c ids: the service's, the local app's inbound, or none */
+int exchange_metrics_id(const struct exchange *x);
+
 /* upstream.c */
 void attempt_start(struct exchange *x);
 void attempt_failed_conn(struct exchange *x);
 /* The connect or per-try deadline passed. */
 void attempt_timed_out(struct exchange *x, int64_t now);
 void exchange_release_upstream(struct exchange *x, bool reusable);
+/* An attempt ends without an outcome (the client went away). */
+void attempt_drop(struct exchange *x);
 
 #endif

@@ -48,6 +48,17 @@ status_result(int status)
 	}
 }
 
+void
+attempt_drop(struct exchange *x)
+{
+	if (!x->attempt_open)
+		return;
+	x->attempt_open = false;
+	x->ep->in_flight--;
+	if (x->ep->rt)
+		atomic_fetch_sub_explicit(&x->ep->rt->in_flight, 1, memory_order_relaxed);
+}
+
 /* The attempt's outcome, once: what the breaker, outlier detection and the
  * balancer learn from it (SPEC §6 Failures). */
 static void
@@ -58,16 +69,33 @@ attempt_record(struct exchange *x, enum attempt_result r)
 	int64_t now = clock_now_ms();
 	bool failure = attempt_is_failure(r);
 
+	static const enum upstream_result ur[] = {
+		[AR_OK] = UR_OK, [AR_CONNECT_FAILURE] = UR_CONNECT_FAILURE,
+		[AR_REFUSED] = UR_CONNECT_FAILURE, [AR_RESET] = UR_RESET,
+		[AR_PER_TRY_TIMEOUT] = UR_TIMEOUT, [AR_STATUS_502] = UR_5XX,
+		[AR_STATUS_503] = UR_5XX, [AR_STATUS_504] = UR_5XX,
+	};
+
 	if (!x->attempt_open)
 		return;
 	x->attempt_open = false;
 	ep->in_flight--;
-	if (r == AR_OK || r == AR_STATUS_502 || r == AR_STATUS_503 || r == AR_STATUS_504)
+	if (ep->rt)
+		atomic_fetch_sub_explicit(&ep->rt->in_flight, 1, memory_order_relaxed);
+	if (s->rt)
+		metrics_attempt(x->cl->w->ms, s->rt->metrics_id, ur[r]);
+	if (r == AR_OK || r == AR_STATUS_502 || r == AR_STATUS_503 || r == AR_STATUS_504) {
 		ewma_update(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
+		if (ep->rt)
+			atomic_store_explicit(&ep->rt->ewma_us, (uint64_t)(ep->ewma_ms * 1000),
+			    memory_order_relaxed);
+	}
 	if (s->rt == NULL)
 		return;		/* the local app: no breaker, no ejection */
 	breaker_record(s->rt->breaker, &s->conf->breaker, x->verdict, failure, now);
-	outlier_record(s->rt->outliers, ep->rt->outlier, &s->conf->outlier, failure, now);
+	x->verdict = BREAKER_PASS;	/* a probe's outcome is in */
+	if (ep->outlier)
+		outlier_record(s->outliers, ep->outlier, &s->conf->outlier, failure, now);
 }
 
 /* After a failed attempt: may another one follow? The policy, the breaker
@@ -89,18 +117,23 @@ retry_allowed(struct exchange *x, enum attempt_result r, bool bytes_sent, int64_
 		.deadline_ms = x->deadline_ms,
 	};
 	struct retry_decision d;
+	enum breaker_verdict v;
 
 	if (s->rt == NULL || x->resp_head)
 		return false;
 	d = retry_decide(&c->retries, &in, ids_random());
 	if (!d.retry)
 		return false;
-	if (breaker_allow(s->rt->breaker, &c->breaker, now, &ra) == BREAKER_REJECT)
+	v = breaker_allow(s->rt->breaker, &c->breaker, now, &ra);
+	if (v == BREAKER_REJECT)
 		return false;
 	if (!retry_budget_take(s->rt->budget, &c->retries, now)) {
+		breaker_cancel(s->rt->breaker, v);
+		metrics_budget_exhausted(x->cl->w->ms, s->rt->metrics_id);
 		log_debug("retry budget of %s exhausted", c->name);
 		return false;
 	}
+	x->verdict = v;		/* the retry may be a half-open probe */
 	*delay = d.delay_ms;
 	return true;
 }
@@ -110,7 +143,8 @@ static void
 retry_schedule(struct exchange *x, int64_t delay)
 {
 	x->retries++;
-	x->avoid = x->ep - x->svc->eps;
+	x->avoid = x->ep;
+	metrics_retry(x->cl->w->ms, x->svc->rt->metrics_id);
 	if (delay <= 0) {
 		attempt_start(x);
 		return;
@@ -134,8 +168,7 @@ attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e, co
 		 * as we reused it; not a failure, not a retry */
 		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
 		exchange_release_upstream(x, false);
-		x->ep->in_flight--;
-		x->attempt_open = false;
+		attempt_drop(x);
 		x->resent = true;
 		x->attempts--;
 		attempt_start(x);
@@ -207,13 +240,21 @@ static bool
 endpoint_available(const struct svc_state *s, struct endpoint *ep, bool any_healthy,
     int64_t now)
 {
-	if (!ep->resolved)
+	if (ep->rt && any_healthy &&
+	    !atomic_load_explicit(&ep->rt->healthy, memory_order_relaxed))
 		return false;
-	if (ep->rt == NULL)
-		return true;
-	if (any_healthy && !atomic_load_explicit(&ep->rt->healthy, memory_order_relaxed))
-		return false;
-	return !outlier_ejected(s->rt->outliers, ep->rt->outlier, now);
+	return ep->outlier == NULL || !outlier_ejected(s->outliers, ep->outlier, now);
+}
+
+/* Health is a hint, not a wall: when no endpoint is healthy, all are used. */
+static bool
+any_healthy(const struct svc_state *s)
+{
+	for (size_t i = 0; i < s->n_eps; i++)
+		if (s->eps[i]->rt == NULL ||
+		    atomic_load_explicit(&s->eps[i]->rt->healthy, memory_order_relaxed))
+			return true;
+	return false;
 }
 
 static struct endpoint *
@@ -221,19 +262,24 @@ pick_endpoint(struct exchange *x, int64_t now)
 {
 	struct svc_state *s = x->svc;
 	struct lb_candidate *cands = x->cl->w->cands;
-	bool any_healthy = s->rt == NULL || runtime_any_healthy(s->rt);
-	long i;
+	bool healthy = any_healthy(s);
+	long i, avoid = -1;
 
+	if (s->n_eps == 0)
+		return NULL;
 	if (s->n_eps == 1)
-		return endpoint_available(s, &s->eps[0], any_healthy, now) ? &s->eps[0] : NULL;
+		return endpoint_available(s, s->eps[0], healthy, now) ? s->eps[0] : NULL;
 	for (size_t j = 0; j < s->n_eps; j++) {
-		cands[j].available = endpoint_available(s, &s->eps[j], any_healthy, now);
-		cands[j].in_flight = s->eps[j].in_flight;
-		cands[j].ewma_ms = ewma_current(s->eps[j].ewma_ms, s->eps[j].ewma_last_ms, now);
+		struct endpoint *ep = s->eps[j];
+
+		cands[j].available = endpoint_available(s, ep, healthy, now);
+		cands[j].in_flight = ep->in_flight;
+		cands[j].ewma_ms = ewma_current(ep->ewma_ms, ep->ewma_last_ms, now);
+		if (x->retries && ep == x->avoid)
+			avoid = (long)j;
 	}
-	i = balancer_pick(s->conf->load_balancer, cands, s->n_eps, x->retries ? x->avoid : -1,
-	    &s->rr, ids_random());
-	return i < 0 ? NULL : &s->eps[i];
+	i = balancer_pick(s->conf->load_balancer, cands, s->n_eps, avoid, &s->rr, ids_random());
+	return i < 0 ? NULL : s->eps[i];
 }
 
 void
@@ -255,6 +301,8 @@ attempt_start(struct exchange *x)
 	x->attempt_open = true;
 	x->attempt_start_ms = now;
 	x->ep->in_flight++;
+	if (x->ep->rt)
+		atomic_fetch_add_explicit(&x->ep->rt->in_flight, 1, memory_order_relaxed);
 	x->try_deadline_ms = svc->timeouts.per_try ? now + svc->timeouts.per_try : x->deadline_ms;
 	if (x->try_deadline_ms > x->deadline_ms)
 		x->try_deadline_ms = x->deadline_ms;
@@ -270,6 +318,7 @@ attempt_start(struct exchange *x)
 			return;
 		}
 		x->connect_deadline_ms = now + svc->timeouts.connect;
+		metrics_conn_opened(cl->w->ms, exchange_metrics_id(x));
 	}
 	x->up->requests++;
 	x->up->parsed = 0;
@@ -412,6 +461,7 @@ response_head(struct exchange *x)
 	}
 	x->resp_head = true;
 	x->last_io_ms = clock_now_ms();
+	x->head_us = clock_now_us() - x->start_us;
 	buf_consume(&u->in, h->head_len);
 	u->parser.dechunk = x->dechunk;
 	u->parser.on_data = dechunk_data;
@@ -562,10 +612,11 @@ upstream_event(struct conn *c, enum conn_event ev, void *arg)
 	struct exchange *x = arg;
 	struct client *cl = x->cl;
 
-	(void)c;
 	switch (ev) {
 	case CONN_CONNECTED:
 		x->connect_deadline_ms = 0;
+		if (conn_is_tls(c))
+			metrics_tls_handshake(cl->w->ms, DIR_OUTBOUND, conn_session_reused(c));
 		client_arm_timer(cl);
 		/* what was queued while connecting has gone: take more body */
 		if (cl->state == CL_BODY)

@@ -19,60 +19,138 @@ struct mail {
 	struct mail *next;
 };
 
-static void
-endpoint_init(struct endpoint *ep, const struct conf_addr *a)
+static struct endpoint *
+endpoint_new(const struct ep_spec *sp)
 {
-	ep->conf = a;
-	snprintf(ep->addr_text, sizeof(ep->addr_text), "%s", a->text);
-	if (a->is_ip) {
-		memcpy(&ep->sa, &a->sa, a->salen);
-		ep->salen = a->salen;
-		ep->resolved = true;
+	struct endpoint *ep = calloc(1, sizeof(*ep));
+
+	if (ep == NULL)
+		return NULL;
+	memcpy(&ep->sa, &sp->sa, sp->salen);
+	ep->salen = sp->salen;
+	snprintf(ep->addr_text, sizeof(ep->addr_text), "%s", sp->text);
+	memcpy(ep->host, sp->host, sizeof(ep->host));
+	ep->host_is_ip = sp->host_is_ip;
+	ep->rt = sp->rt;
+	ep->outlier = sp->outlier;
+	return ep;
+}
+
+static void
+endpoint_free(struct endpoint *ep)
+{
+	if (ep->session)
+		SSL_SESSION_free(ep->session);
+	free(ep);
+}
+
+/* An endpoint DNS no longer names: no new requests; freed once its last
+ * connection and attempt are gone. */
+static void
+endpoint_retire(struct worker *w, struct endpoint *ep)
+{
+	while (ep->idle)
+		pool_discard(ep->idle);
+	ep->next_retired = w->retired;
+	w->retired = ep;
+}
+
+static void
+retired_sweep(struct worker *w, bool all)
+{
+	struct endpoint **pp = &w->retired, *ep;
+
+	while ((ep = *pp) != NULL) {
+		/* an old generation's requests may still pick it */
+		if (all || (w->old == NULL && ep->n_active == 0 && ep->n_idle == 0 &&
+		    ep->in_flight == 0)) {
+			*pp = ep->next_retired;
+			endpoint_free(ep);
+		} else {
+			pp = &ep->next_retired;
+		}
 	}
 }
 
-static int
-services_init(struct worker *w)
+static long
+find_same(struct endpoint **old, size_t n, const struct ep_spec *sp)
 {
-	const struct config *c = w->conf;
+	for (size_t i = 0; i < n; i++)
+		if (old[i] && old[i]->salen == sp->salen &&
+		    memcmp(&old[i]->sa, &sp->sa, sp->salen) == 0)
+			return (long)i;
+	return -1;
+}
 
-	w->n_svcs = c->n_services;
-	w->svcs = calloc(c->n_services ? c->n_services : 1, sizeof(*w->svcs));
-	if (w->svcs == NULL)
-		return -1;
-	size_t most = 1;
+void
+worker_set_endpoints(struct worker *w, const struct ep_set *set)
+{
+	struct svc_state *s;
+	struct endpoint **eps;
 
-	for (size_t i = 0; i < c->n_services; i++) {
-		struct svc_state *s = &w->svcs[i];
+	if (set->conf != w->gen->conf || set->service >= w->gen->n_svcs)
+		return;		/* meant for another snapshot */
+	s = &w->gen->svcs[set->service];
+	if ((eps = calloc(set->n ? set->n : 1, sizeof(*eps))) == NULL)
+		return;		/* keep the last good set */
+	if (set->n > w->n_cands) {
+		struct lb_candidate *c = realloc(w->cands, set->n * sizeof(*c));
 
-		s->conf = &c->services[i];
-		s->n_eps = s->conf->n_endpoints;
-		s->eps = calloc(s->n_eps ? s->n_eps : 1, sizeof(*s->eps));
-		/* runs on the main thread: the registry is not shared yet */
-		if (s->eps == NULL || (s->rt = runtime_service(server_runtime(w->srv), s->conf)) == NULL)
-			return -1;
-		for (size_t j = 0; j < s->n_eps; j++) {
-			endpoint_init(&s->eps[j], &s->conf->endpoints[j]);
-			s->eps[j].rt = &s->rt->eps[j];
+		if (c == NULL) {
+			free(eps);
+			return;
 		}
-		s->rr = (uint32_t)w->id;	/* workers start on different endpoints */
-		if (s->n_eps > most)
-			most = s->n_eps;
+		w->cands = c;
+		w->n_cands = set->n;
 	}
-	w->cands = calloc(most, sizeof(*w->cands));
-	return w->cands ? 0 : -1;
+	/* new addresses first, so a failure leaves the old set untouched */
+	for (size_t i = 0; i < set->n; i++) {
+		if (find_same(s->eps, s->n_eps, &set->items[i]) >= 0)
+			continue;
+		if ((eps[i] = endpoint_new(&set->items[i])) == NULL) {
+			for (size_t j = 0; j < i; j++)
+				if (eps[j])
+					endpoint_free(eps[j]);
+			free(eps);
+			return;
+		}
+	}
+	/* an address that stays keeps its pool, session and EWMA */
+	for (size_t i = 0; i < set->n; i++) {
+		long k;
+
+		if (eps[i] == NULL && (k = find_same(s->eps, s->n_eps, &set->items[i])) >= 0) {
+			eps[i] = s->eps[k];
+			s->eps[k] = NULL;
+		}
+		/* a duplicate address needs its own object (discovery dedupes) */
+		if (eps[i] == NULL && (eps[i] = endpoint_new(&set->items[i])) == NULL)
+			continue;
+		eps[i]->rt = set->items[i].rt;
+		eps[i]->outlier = set->items[i].outlier;
+	}
+	for (size_t i = 0; i < s->n_eps; i++)
+		if (s->eps[i])
+			endpoint_retire(w, s->eps[i]);
+	free(s->eps);
+	s->eps = eps;
+	s->n_eps = 0;
+	for (size_t i = 0; i < set->n; i++)
+		if (eps[i])
+			eps[s->n_eps++] = eps[i];
+	s->outliers = set->outliers;
 }
 
 /* The local app behind the inbound listener, seen as a service with one
  * plain-HTTP loopback endpoint. */
 static int
-inbound_init(struct worker *w)
+gen_inbound_init(struct generation *g)
 {
-	const struct conf_inbound *in = &w->conf->inbound;
-	struct conf_service *sc = &w->inbound_conf;
-	struct svc_state *s = &w->inbound;
+	const struct conf_inbound *in = &g->conf->inbound;
+	struct conf_service *sc = &g->inbound_conf;
+	struct svc_state *s = &g->inbound;
+	struct ep_spec sp = { .host_is_ip = true };
 
-	memset(sc, 0, sizeof(*sc));
 	sc->name = "local_app";
 	sc->endpoints = (struct conf_addr *)&in->local_app;
 	sc->n_endpoints = 1;
@@ -82,35 +160,108 @@ inbound_init(struct worker *w)
 	sc->pool = (struct conf_pool){ .max_idle_per_endpoint = 64, .idle_timeout = 30000,
 	    .max_per_endpoint = 1024 };
 	s->conf = sc;
-	s->n_eps = 1;
-	if ((s->eps = calloc(1, sizeof(*s->eps))) == NULL)
+	snprintf(sp.host, sizeof(sp.host), "%s", in->local_app.host);
+	memcpy(&sp.sa, &in->local_app.sa, in->local_app.salen);
+	sp.salen = in->local_app.salen;
+	snprintf(sp.text, sizeof(sp.text), "%s", in->local_app.text);
+	if ((s->eps = calloc(1, sizeof(*s->eps))) == NULL ||
+	    (s->eps[0] = endpoint_new(&sp)) == NULL)
 		return -1;
-	endpoint_init(&s->eps[0], &in->local_app);
-	return inbound_keys_init(&w->inbound_keys, in);
+	s->n_eps = 1;
+	return inbound_keys_init(&g->inbound_keys, in);
+}
+
+/* Service endpoints belong to the worker (current arrays and the retired
+ * list), not to a generation: only the local app's is the generation's. */
+static void
+gen_free(struct generation *g)
+{
+	for (size_t i = 0; i < g->n_svcs; i++)
+		free(g->svcs[i].eps);
+	free(g->svcs);
+	if (g->inbound.eps) {
+		pool_close_idle(&g->inbound);
+		endpoint_free(g->inbound.eps[0]);
+		free(g->inbound.eps);
+	}
+	inbound_keys_free(&g->inbound_keys);
+	config_unref(g->conf);
+	free(g);
+}
+
+/* Takes the caller's reference to CONF. RTS: each service's shared state,
+ * as the main thread looked it up. */
+static struct generation *
+gen_new(struct config *conf, struct svc_runtime **rts, int worker_id)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (g == NULL) {
+		config_unref(conf);
+		return NULL;
+	}
+	g->conf = conf;
+	g->refs = 1;
+	g->n_svcs = conf->n_services;
+	if ((g->svcs = calloc(g->n_svcs ? g->n_svcs : 1, sizeof(*g->svcs))) == NULL)
+		goto fail;
+	for (size_t i = 0; i < g->n_svcs; i++) {
+		g->svcs[i].conf = &conf->services[i];
+		g->svcs[i].rt = rts[i];
+		g->svcs[i].rr = (uint32_t)worker_id;	/* workers start apart */
+	}
+	if (conf->inbound.enabled && gen_inbound_init(g) != 0)
+		goto fail;
+	return g;
+fail:
+	gen_free(g);		/* with the caller's reference */
+	return NULL;
+}
+
+struct generation *
+gen_ref(struct generation *g)
+{
+	g->refs++;
+	return g;
+}
+
+void
+gen_unref(struct worker *w, struct generation *g)
+{
+	struct generation **pp;
+
+	if (--g->refs > 0)
+		return;
+	for (pp = &w->old; *pp; pp = &(*pp)->next_old)
+		if (*pp == g) {
+			*pp = g->next_old;
+			break;
+		}
+	gen_free(g);
 }
 
 static void
 services_free(struct worker *w)
 {
-	for (size_t i = 0; i < w->n_svcs; i++) {
-		struct svc_state *s = &w->svcs[i];
+	struct generation *g = w->gen;
 
-		pool_close_idle(s);
-		for (size_t j = 0; j < s->n_eps; j++)
-			if (s->eps[j].session)
-				SSL_SESSION_free(s->eps[j].session);
-		free(s->eps);
+	if (g) {
+		for (size_t i = 0; i < g->n_svcs; i++) {
+			pool_close_idle(&g->svcs[i]);
+			for (size_t j = 0; j < g->svcs[i].n_eps; j++)
+				endpoint_free(g->svcs[i].eps[j]);
+		}
+		w->gen = NULL;
+		gen_unref(w, g);
 	}
-	free(w->svcs);
-	w->svcs = NULL;
+	while (w->old) {
+		g = w->old;
+		w->old = g->next_old;
+		gen_free(g);
+	}
+	retired_sweep(w, true);
 	free(w->cands);
 	w->cands = NULL;
-	if (w->inbound.eps) {
-		pool_close_idle(&w->inbound);
-		free(w->inbound.eps);
-		w->inbound.eps = NULL;
-	}
-	inbound_keys_free(&w->inbound_keys);
 }
 
 static int
@@ -143,8 +294,11 @@ sweep(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	atomic_store(&w->heartbeat_ms, now);
-	for (size_t i = 0; i < w->n_svcs; i++)
-		pool_sweep(&w->svcs[i], now);
+	for (size_t i = 0; i < w->gen->n_svcs; i++)
+		pool_sweep(&w->gen->svcs[i], now);
+	if (w->gen->inbound.eps)
+		pool_sweep(&w->gen->inbound, now);
+	retired_sweep(w, false);
 }
 
 static void
@@ -192,6 +346,130 @@ worker_post(struct worker *w, mail_fn fn, void *arg)
 	(void)!write(w->mail_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
 }
 
+static int
+gen_start(struct worker *w, struct config *conf)
+{
+	struct svc_runtime **rts = calloc(conf->n_services ? conf->n_services : 1, sizeof(*rts));
+
+	if (rts == NULL)
+		return -1;
+	/* main thread, before the loop runs: the registry is not shared yet */
+	for (size_t i = 0; i < conf->n_services; i++)
+		if ((rts[i] = runtime_service(server_runtime(w->srv), &conf->services[i])) == NULL) {
+			free(rts);
+			return -1;
+		}
+	w->gen = gen_new(config_ref(conf), rts, w->id);
+	free(rts);
+	return w->gen ? 0 : -1;
+}
+
+/* Listeners follow the new snapshot: limits from it, service ports added
+ * or closed. Addresses of the main listeners need a restart (the main
+ * thread says so). */
+static void
+swap_listeners(struct worker *w, const struct config *old, const struct config *conf)
+{
+	struct listener **pp = &w->listeners, *l;
+
+	while ((l = *pp) != NULL) {
+		bool keep = true;
+
+		if (l->fd < 0) {
+			pp = &l->next;
+			continue;
+		}
+		switch (l->kind) {
+		case LK_OUTBOUND:
+			l->conf = &conf->outbound;
+			break;
+		case LK_INBOUND:
+			keep = conf->inbound.enabled;
+			l->conf = &conf->inbound.listener;
+			break;
+		case LK_SERVICE: {
+			const char *name = old->services[l->service].name;
+
+			keep = false;
+			for (size_t i = 0; i < conf->n_services; i++)
+				if (strcmp(conf->services[i].name, name) == 0 &&
+				    conf->services[i].has_listen &&
+				    strcmp(conf->services[i].listen.text,
+				    old->services[l->service].listen.text) == 0) {
+					l->service = i;
+					l->conf = &conf->outbound;
+					keep = true;
+				}
+			break;
+		}
+		}
+		if (keep || l->fd < 0) {
+			pp = &l->next;
+			continue;
+		}
+		/* its connections may still be open: the object stays, closed */
+		listener_close(l);
+		l->service = SIZE_MAX;
+		pp = &l->next;
+	}
+	for (size_t i = 0; i < conf->n_services; i++) {
+		bool have = false;
+
+		if (!conf->services[i].has_listen)
+			continue;
+		for (l = w->listeners; l && !have; l = l->next)
+			have = l->kind == LK_SERVICE && l->fd >= 0 && l->service == i;
+		if (!have)
+			add_listener(w, LK_SERVICE, &conf->outbound, &conf->services[i].listen, i);
+	}
+	if (conf->inbound.enabled && !old->inbound.enabled &&
+	    add_listener(w, LK_INBOUND, &conf->inbound.listener,
+	    &conf->inbound.listener.address, 0) != 0)
+		log_error("worker %d: cannot open the inbound listener", w->id);
+}
+
+void
+worker_swap(struct worker *w, struct swap *sw)
+{
+	struct generation *g = gen_new(sw->conf, sw->rts, w->id), *old = w->gen;
+
+	if (g == NULL) {
+		log_error("worker %d: out of memory applying the new config", w->id);
+		return;
+	}
+	/* a service that stays keeps its endpoints (pools, sessions, EWMA):
+	 * the new generation shares them; the old one keeps its array for the
+	 * requests it still runs. Endpoints of services that went retire. */
+	for (size_t j = 0; j < old->n_svcs; j++) {
+		bool kept = false;
+
+		for (size_t i = 0; i < g->n_svcs && !kept; i++) {
+			struct svc_state *ns = &g->svcs[i];
+
+			if (strcmp(old->svcs[j].conf->name, ns->conf->name) != 0)
+				continue;
+			kept = true;
+			ns->eps = malloc((old->svcs[j].n_eps ? old->svcs[j].n_eps : 1) *
+			    sizeof(*ns->eps));
+			if (ns->eps == NULL)
+				continue;	/* starts empty: discovery's set follows */
+			memcpy(ns->eps, old->svcs[j].eps, old->svcs[j].n_eps * sizeof(*ns->eps));
+			ns->n_eps = old->svcs[j].n_eps;
+			ns->outliers = old->svcs[j].outliers;
+		}
+		if (!kept)
+			for (size_t k = 0; k < old->svcs[j].n_eps; k++)
+				endpoint_retire(w, old->svcs[j].eps[k]);
+	}
+	w->gen = g;
+	for (size_t k = 0; k < sw->n_sets; k++)
+		worker_set_endpoints(w, sw->sets[k]);
+	swap_listeners(w, old->conf, g->conf);
+	old->next_old = w->old;
+	w->old = old;
+	gen_unref(w, old);
+}
+
 int
 worker_init(struct worker *w, struct server *srv, int id, struct config *conf)
 {
@@ -201,7 +479,8 @@ worker_init(struct worker *w, struct server *srv, int id, struct config *conf)
 	w->mail_fd = -1;
 	w->id = id;
 	w->srv = srv;
-	w->conf = config_ref(conf);
+	w->ms = metrics_shard(server_metrics(srv), (unsigned)id);
+	w->alog = server_accesslog(srv) ? accesslog_worker(server_accesslog(srv), (unsigned)id) : NULL;
 	pthread_mutex_init(&w->mail_lock, NULL);
 	if ((w->base = event_base_new()) == NULL)
 		return -1;
@@ -209,15 +488,14 @@ worker_init(struct worker *w, struct server *srv, int id, struct config *conf)
 	if ((w->mail_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
 		return -1;
 	w->ev_mail = event_new(w->base, w->mail_fd, EV_READ | EV_PERSIST, mail_deliver, w);
-	if (w->ev_sweep == NULL || w->ev_mail == NULL || services_init(w) != 0)
+	if (w->ev_sweep == NULL || w->ev_mail == NULL || gen_start(w, conf) != 0)
 		return -1;
 	event_add(w->ev_sweep, &second);
 	event_add(w->ev_mail, NULL);
 	if (add_listener(w, LK_OUTBOUND, &conf->outbound, &conf->outbound.address, 0) != 0)
 		return -1;
-	if (conf->inbound.enabled && (inbound_init(w) != 0 ||
-	    add_listener(w, LK_INBOUND, &conf->inbound.listener,
-	    &conf->inbound.listener.address, 0) != 0))
+	if (conf->inbound.enabled && add_listener(w, LK_INBOUND, &conf->inbound.listener,
+	    &conf->inbound.listener.address, 0) != 0)
 		return -1;
 	for (size_t i = 0; i < conf->n_services; i++)
 		if (conf->services[i].has_listen &&
@@ -234,7 +512,14 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	ids_thread_init();
+	if (w->alog)
+		accesslog_attach(w->alog, w->base);
 	event_base_loop(w->base, 0);
+	proxy_close_all(w);	/* their access log lines go out before detaching */
+	if (w->alog) {
+		accesslog_flush(w->alog);
+		accesslog_detach(w->alog);
+	}
 	return NULL;
 }
 
@@ -290,7 +575,6 @@ worker_free(struct worker *w)
 		event_base_free(w->base);
 	sbuf_free(&w->scratch);
 	pthread_mutex_destroy(&w->mail_lock);
-	config_unref(w->conf);
 }
 
 static char via_out[32], via_in[32];

@@ -15,8 +15,10 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "accesslog.h"
 #include "balancer.h"
 #include "inbound.h"
+#include "metrics.h"
 #include "runtime.h"
 #include "sbuf.h"
 
@@ -24,30 +26,54 @@ struct server;
 struct upconn;
 struct client;
 
-/* A service endpoint as this worker sees it. */
+/* A service endpoint (one address) as this worker sees it. Endpoints come
+ * and go with DNS; one that goes is retired and freed once nothing uses
+ * it (no connection, no attempt). */
 struct endpoint {
-	const struct conf_addr *conf;
 	struct sockaddr_storage sa;
 	socklen_t salen;
-	bool resolved;
-	char addr_text[64];		/* "127.0.0.1:5000", for messages */
+	char addr_text[80];		/* "127.0.0.1:5000", for messages */
+	char host[256];			/* for SNI and verification: the name it came from */
+	bool host_is_ip;
 	struct upconn *idle;		/* idle pooled connections, newest first */
 	uint32_t n_idle, n_active;
 	uint64_t opened;		/* connections opened, ever */
 	SSL_SESSION *session;		/* for resumption, owned */
 	struct ep_runtime *rt;		/* shared by all workers; NULL inbound */
+	struct outlier *outlier;	/* in the service's current group; NULL inbound */
 	uint32_t in_flight;		/* attempts on it now, this worker */
 	double ewma_ms;			/* latency to the response head */
 	int64_t ewma_last_ms;
+	struct endpoint *next_retired;
 };
 
 /* Per-service runtime state in one worker. */
 struct svc_state {
 	const struct conf_service *conf;
-	struct endpoint *eps;
+	struct endpoint **eps;
 	size_t n_eps;
 	uint32_t rr;			/* round robin cursor */
 	struct svc_runtime *rt;		/* shared by all workers; NULL inbound */
+	struct outlier_group *outliers;	/* the group of the current endpoint set */
+};
+
+/* A service's endpoint set, as discovery publishes it to every worker. */
+struct ep_spec {
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	char text[80];
+	char host[256];			/* configured host (name or IP literal) */
+	bool host_is_ip;
+	struct ep_runtime *rt;
+	struct outlier *outlier;
+};
+
+struct ep_set {
+	size_t service;			/* index in CONF's services */
+	const struct config *conf;	/* the snapshot that index refers to */
+	struct outlier_group *outliers;
+	size_t n;
+	struct ep_spec items[];
 };
 
 enum listener_kind {
@@ -63,10 +89,32 @@ struct listener {
 	size_t service;			/* LK_SERVICE: index in config */
 	int fd;
 	struct event *ev;
-	_Atomic uint32_t n_clients;
-	struct client *clients;		/* every open downstream connection */
+	uint32_t n_clients;
 	bool paused;
 	struct listener *next;
+};
+
+/* What one config snapshot means to a worker. A request runs on the
+ * generation current when it began; the old one goes when its last
+ * client does (SPEC §10: in-flight requests finish on their config). */
+struct generation {
+	struct config *conf;		/* a reference */
+	struct svc_state *svcs;		/* one per conf->services */
+	size_t n_svcs;
+	struct svc_state inbound;	/* the local app, behind the inbound listener */
+	struct conf_service inbound_conf;	/* what the session needs of it */
+	struct key_macs inbound_keys;
+	uint32_t refs;			/* clients on it, and 1 while current */
+	struct generation *next_old;
+};
+
+/* A new snapshot for the workers: its services' shared state (looked up
+ * on the main thread) and their first endpoint sets. */
+struct swap {
+	struct config *conf;		/* a reference, for the worker */
+	struct svc_runtime **rts;	/* one per conf->services */
+	struct ep_set **sets;
+	size_t n_sets;
 };
 
 struct worker {
@@ -74,21 +122,23 @@ struct worker {
 	struct server *srv;
 	struct event_base *base;
 	pthread_t thread;
-	struct config *conf;		/* snapshot in force (a reference) */
-	struct svc_state *svcs;		/* one per conf->services */
-	size_t n_svcs;
-	struct svc_state inbound;	/* the local app, behind the inbound listener */
-	struct conf_service inbound_conf;	/* what the session needs of it */
-	struct key_macs inbound_keys;
+	struct generation *gen;		/* current */
+	struct generation *old;		/* earlier ones still in use */
 	struct listener *listeners;
 	struct sbuf scratch;		/* response heads */
+	struct metrics_shard *ms;	/* this worker's counters */
+	struct accesslog_buf *alog;	/* NULL when the access log is off */
 	struct lb_candidate *cands;	/* balancer input, as many as the most endpoints */
+	size_t n_cands;
+	struct endpoint *retired;	/* gone from DNS, still in use */
 	struct event *ev_sweep;		/* pool expiry */
 	struct event *ev_mail;
 	int mail_fd;			/* eventfd: wakes the loop for mail */
 	pthread_mutex_t mail_lock;
 	struct mail *mail;
 	_Atomic uint32_t n_clients;
+	_Atomic uint32_t conns_outbound;	/* downstream_connections gauge */
+	_Atomic uint32_t conns_inbound;
 	struct client *clients;		/* every open downstream connection */
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
 	bool draining;
@@ -99,10 +149,17 @@ typedef void (*mail_fn)(struct worker *w, void *arg);
 void worker_post(struct worker *w, mail_fn fn, void *arg);
 
 int worker_init(struct worker *w, struct server *srv, int id, struct config *conf);
+/* Installs a new snapshot (worker thread). Takes SW's config reference. */
+void worker_swap(struct worker *w, struct swap *sw);
+struct generation *gen_ref(struct generation *g);
+void gen_unref(struct worker *w, struct generation *g);
 int worker_start(struct worker *w);
 void worker_stop(struct worker *w);	/* ask the loop to end */
 void worker_join(struct worker *w);
 void worker_free(struct worker *w);
+
+/* Replaces a service's endpoints; worker thread, or before it starts. */
+void worker_set_endpoints(struct worker *w, const struct ep_set *set);
 
 /* Draws the via tokens; once, before workers start. */
 void worker_via_init(void);

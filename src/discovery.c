@@ -1,0 +1,402 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "discovery.h"
+#include "log.h"
+
+#define MIN_REFRESH_MS 1000
+
+struct dname;
+
+struct dsvc {
+	struct discovery *d;
+	size_t index;
+	const struct conf_service *conf;
+	struct svc_runtime *rt;
+	struct dname *names;		/* one per endpoint, or one SRV name */
+	size_t n_names;
+	struct ep_runtime **current;	/* published, for health unwatch */
+	size_t n_current;
+	struct ep_spec *specs;		/* published, for the admin pages */
+	struct outlier_group *outliers;
+};
+
+/* One configured endpoint (or the SRV name) and its last good addresses. */
+struct dname {
+	struct dsvc *s;
+	const struct conf_addr *addr;	/* NULL for SRV */
+	struct resolved_addr *addrs;
+	size_t n;
+	bool answered;			/* looked up once (answer or failure) */
+	struct resolver_query *q;
+	struct event *timer;
+	struct log_limit fail_limit;
+};
+
+struct discovery {
+	struct event_base *base;
+	const struct config *conf;
+	struct runtime *rt;
+	struct resolver *res;
+	struct health *health;
+	discovery_publish_fn publish;
+	void *arg;
+	struct dsvc *svcs;
+	size_t n_svcs;
+	size_t pending;			/* names not answered once yet */
+};
+
+static void lookup_start(struct dname *dn);
+
+/* The name SNI and certificate checks use for an SRV target: the record
+ * name without its _service._proto labels. */
+static const char *
+srv_host(const char *srv)
+{
+	const char *p = srv;
+
+	for (int i = 0; i < 2 && *p == '_'; i++) {
+		const char *dot = strchr(p, '.');
+
+		if (dot == NULL)
+			break;
+		p = dot + 1;
+	}
+	return p;
+}
+
+static bool
+spec_dup(const struct ep_spec *items, size_t n, const struct resolved_addr *a)
+{
+	for (size_t i = 0; i < n; i++)
+		if (items[i].salen == a->salen && memcmp(&items[i].sa, &a->sa, a->salen) == 0)
+			return true;
+	return false;
+}
+
+static bool
+same_as_current(const struct dsvc *s, const struct ep_set *set)
+{
+	if (set->n != s->n_current)
+		return false;
+	for (size_t i = 0; i < set->n; i++)
+		if (set->items[i].rt != s->current[i])
+			return false;
+	return true;
+}
+
+/* Builds the service's address set from every name's last good answer and
+ * publishes it when it changed. */
+static void
+publish(struct dsvc *s)
+{
+	struct discovery *d = s->d;
+	const struct conf_service *c = s->conf;
+	struct ep_set *set;
+	struct ep_runtime **current;
+	size_t total = 0, n = 0;
+
+	for (size_t i = 0; i < s->n_names; i++)
+		total += s->names[i].n;
+	set = calloc(1, sizeof(*set) + (total ? total : 1) * sizeof(set->items[0]));
+	if (set == NULL)
+		return;
+	for (size_t i = 0; i < s->n_names; i++) {
+		struct dname *dn = &s->names[i];
+
+		for (size_t j = 0; j < dn->n; j++) {
+			struct ep_spec *sp = &set->items[n];
+
+			if (spec_dup(set->items, n, &dn->addrs[j]))
+				continue;
+			memcpy(&sp->sa, &dn->addrs[j].sa, dn->addrs[j].salen);
+			sp->salen = dn->addrs[j].salen;
+			snprintf(sp->text, sizeof(sp->text), "%s", dn->addrs[j].text);
+			snprintf(sp->host, sizeof(sp->host), "%s",
+			    dn->addr ? dn->addr->host : srv_host(c->srv));
+			sp->host_is_ip = dn->addr && dn->addr->is_ip;
+			if ((sp->rt = runtime_endpoint(s->rt, sp->text)) == NULL)
+				goto out;
+			n++;
+		}
+	}
+	set->n = n;
+	set->service = s->index;
+	set->conf = d->conf;
+	if (same_as_current(s, set))
+		goto out;
+	if ((set->outliers = runtime_outlier_group(d->rt, n)) == NULL ||
+	    (current = calloc(n ? n : 1, sizeof(*current))) == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		set->items[i].outlier = outlier_get(set->outliers, i);
+		current[i] = set->items[i].rt;
+	}
+	/* health checks follow the set */
+	if (c->health_check.enabled && d->health) {
+		for (size_t i = 0; i < s->n_current; i++) {
+			bool kept = false;
+
+			for (size_t j = 0; j < n && !kept; j++)
+				kept = current[j] == s->current[i];
+			if (!kept)
+				health_unwatch(d->health, s->current[i]);
+		}
+		for (size_t i = 0; i < n; i++)
+			health_watch(d->health, c, set->items[i].rt,
+			    (struct sockaddr *)&set->items[i].sa, set->items[i].salen,
+			    set->items[i].text, set->items[i].host);
+	}
+	free(s->current);
+	s->current = current;
+	s->n_current = n;
+	free(s->specs);
+	if ((s->specs = malloc((n ? n : 1) * sizeof(*s->specs))) != NULL)
+		memcpy(s->specs, set->items, n * sizeof(*s->specs));
+	s->outliers = set->outliers;
+	log_info("endpoints service=%s count=%zu", c->name, n);
+	d->publish(d->arg, set);
+out:
+	free(set);
+}
+
+static void
+refresh_due(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	lookup_start(arg);
+}
+
+static void
+schedule(struct dname *dn, uint32_t ttl)
+{
+	int64_t ms = dn->s->conf->dns_refresh;
+	struct timeval tv;
+
+	if (ttl != RESOLVER_TTL_NONE && (int64_t)ttl * 1000 < ms)
+		ms = (int64_t)ttl * 1000;
+	if (ms < MIN_REFRESH_MS)
+		ms = MIN_REFRESH_MS;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	event_add(dn->timer, &tv);
+}
+
+static void
+lookup_done(void *arg, int err, const char *errtext, const struct resolved_addr *addrs,
+    size_t n, uint32_t ttl)
+{
+	struct dname *dn = arg;
+	struct dsvc *s = dn->s;
+	const char *name = dn->addr ? dn->addr->text : s->conf->srv;
+	uint32_t skipped;
+
+	dn->q = NULL;
+	if (err != 0) {
+		/* a failed lookup keeps the last good set */
+		if (log_ratelimit(&dn->fail_limit, clock_now_ms(), 60000, &skipped))
+			log_warn("resolve failed service=%s name=%s cause=\"%s\" kept=%zu suppressed=%u",
+			    s->conf->name, name, errtext ? errtext : "error", dn->n, skipped);
+		ttl = RESOLVER_TTL_NONE;
+	} else {
+		struct resolved_addr *copy = calloc(n ? n : 1, sizeof(*copy));
+
+		if (copy != NULL) {
+			memcpy(copy, addrs, n * sizeof(*copy));
+			free(dn->addrs);
+			dn->addrs = copy;
+			dn->n = n;
+		}
+	}
+	if (!dn->answered) {
+		dn->answered = true;
+		s->d->pending--;
+	}
+	publish(s);
+	schedule(dn, ttl);
+}
+
+static void
+lookup_start(struct dname *dn)
+{
+	struct resolver *r = dn->s->d->res;
+
+	if (dn->q != NULL)
+		return;
+	dn->q = dn->addr ? resolver_lookup(r, dn->addr->host, dn->addr->port, lookup_done, dn) :
+	    resolver_lookup_srv(r, dn->s->conf->srv, lookup_done, dn);
+}
+
+struct discovery *
+discovery_new(struct event_base *base, struct runtime *rt, struct resolver *res,
+    struct health *health, discovery_publish_fn publish_fn, void *arg)
+{
+	struct discovery *d = calloc(1, sizeof(*d));
+
+	if (d == NULL)
+		return NULL;
+	d->base = base;
+	d->rt = rt;
+	d->res = res;
+	d->health = health;
+	d->publish = publish_fn;
+	d->arg = arg;
+	return d;
+}
+
+static int
+dname_init(struct dsvc *s, struct dname *dn, const struct conf_addr *a)
+{
+	dn->s = s;
+	dn->addr = a;
+	if ((dn->timer = evtimer_new(s->d->base, refresh_due, dn)) == NULL)
+		return -1;
+	if (a && a->is_ip) {
+		/* known at once: no lookup, no refresh */
+		if ((dn->addrs = calloc(1, sizeof(*dn->addrs))) == NULL)
+			return -1;
+		memcpy(&dn->addrs[0].sa, &a->sa, a->salen);
+		dn->addrs[0].salen = a->salen;
+		dn->addrs[0].weight = 1;
+		snprintf(dn->addrs[0].text, sizeof(dn->addrs[0].text), "%s", a->text);
+		dn->n = 1;
+		dn->answered = true;
+	} else {
+		s->d->pending++;
+	}
+	return 0;
+}
+
+/* A reload keeps what the previous discovery knew of the same name, so
+ * no service loses its endpoints while its names are looked up again. */
+static void
+seed(struct dname *dn, const struct discovery *prev)
+{
+	const char *svc = dn->s->conf->name;
+
+	for (size_t i = 0; prev && i < prev->n_svcs; i++) {
+		const struct dsvc *ps = &prev->svcs[i];
+
+		if (strcmp(ps->conf->name, svc) != 0)
+			continue;
+		for (size_t j = 0; j < ps->n_names; j++) {
+			const struct dname *pn = &ps->names[j];
+			bool same = dn->addr ? pn->addr && strcmp(pn->addr->text, dn->addr->text) == 0 :
+			    pn->addr == NULL && ps->conf->srv && dn->s->conf->srv &&
+			    strcmp(ps->conf->srv, dn->s->conf->srv) == 0;
+
+			if (!same || !pn->answered || pn->n == 0)
+				continue;
+			if ((dn->addrs = calloc(pn->n, sizeof(*dn->addrs))) == NULL)
+				return;
+			memcpy(dn->addrs, pn->addrs, pn->n * sizeof(*dn->addrs));
+			dn->n = pn->n;
+			dn->answered = true;
+			dn->s->d->pending--;
+			return;
+		}
+	}
+}
+
+int
+discovery_start(struct discovery *d, const struct config *conf, const struct discovery *prev)
+{
+	d->conf = conf;
+	d->n_svcs = conf->n_services;
+	if ((d->svcs = calloc(d->n_svcs ? d->n_svcs : 1, sizeof(*d->svcs))) == NULL)
+		return -1;
+	for (size_t i = 0; i < d->n_svcs; i++) {
+		struct dsvc *s = &d->svcs[i];
+		const struct conf_service *c = &conf->services[i];
+
+		s->d = d;
+		s->index = i;
+		s->conf = c;
+		if ((s->rt = runtime_service(d->rt, c)) == NULL)
+			return -1;
+		s->n_names = c->srv ? 1 : c->n_endpoints;
+		if ((s->names = calloc(s->n_names ? s->n_names : 1, sizeof(*s->names))) == NULL)
+			return -1;
+		for (size_t j = 0; j < s->n_names; j++) {
+			if (dname_init(s, &s->names[j], c->srv ? NULL : &c->endpoints[j]) != 0)
+				return -1;
+			if (!s->names[j].answered)
+				seed(&s->names[j], prev);
+		}
+		publish(s);
+	}
+	for (size_t i = 0; i < d->n_svcs; i++)
+		for (size_t j = 0; j < d->svcs[i].n_names; j++) {
+			struct dname *dn = &d->svcs[i].names[j];
+
+			if (dn->addr == NULL || !dn->addr->is_ip)
+				lookup_start(dn);
+		}
+	return 0;
+}
+
+bool
+discovery_ready(const struct discovery *d)
+{
+	return d->pending == 0;
+}
+
+static bool
+watched_by(const struct discovery *d, const struct ep_runtime *e)
+{
+	for (size_t i = 0; d && i < d->n_svcs; i++)
+		for (size_t j = 0; j < d->svcs[i].n_current; j++)
+			if (d->svcs[i].current[j] == e && d->svcs[i].conf->health_check.enabled)
+				return true;
+	return false;
+}
+
+void
+discovery_free(struct discovery *d, const struct discovery *successor)
+{
+	if (d == NULL)
+		return;
+	for (size_t i = 0; i < d->n_svcs; i++) {
+		struct dsvc *s = &d->svcs[i];
+
+		for (size_t j = 0; j < s->n_names; j++) {
+			struct dname *dn = &s->names[j];
+
+			if (dn->q)
+				resolver_cancel(dn->q);
+			if (dn->timer)
+				event_free(dn->timer);
+			free(dn->addrs);
+		}
+		/* what the successor watches stays watched, with its state */
+		if (s->conf->health_check.enabled && d->health)
+			for (size_t j = 0; j < s->n_current; j++)
+				if (!watched_by(successor, s->current[j]))
+					health_unwatch(d->health, s->current[j]);
+		free(s->names);
+		free(s->current);
+		free(s->specs);
+	}
+	free(d->svcs);
+	free(d);
+}
+
+size_t
+discovery_current(const struct discovery *d, size_t service, const struct ep_spec **specs,
+    struct outlier_group **outliers)
+{
+	const struct dsvc *s;
+
+	if (service >= d->n_svcs || d->svcs[service].specs == NULL) {
+		*specs = NULL;
+		*outliers = NULL;
+		return 0;
+	}
+	s = &d->svcs[service];
+	*specs = s->specs;
+	*outliers = s->outliers;
+	return s->n_current;
+}
