@@ -386,6 +386,16 @@ static const struct field health_fields[] = {
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
+/* It goes on a request line as it is: no space, CR, LF or other control. */
+static bool
+path_is_clean(const char *p)
+{
+	for (; *p; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
 static void
 fld_health_check(struct loader *l, const struct field *f, const struct ynode *key,
     const struct ynode *val, void *obj)
@@ -400,10 +410,12 @@ fld_health_check(struct loader *l, const struct field *f, const struct ynode *ke
 	walk_map(l, val, h, health_fields);
 	if ((p = ymap_get(val, "path", NULL)) == NULL)
 		lerr(l, key, "missing required key \"path\"");
-	else if (h->path != NULL && h->path[0] != '/') {
+	else if (h->path != NULL && (h->path[0] != '/' || !path_is_clean(h->path))) {
 		size_t mark = path_push(l, "path");
 
-		lerr(l, p, "%s must start with '/'", quote(h->path, q, sizeof(q)));
+		lerr(l, p, h->path[0] != '/' ? "%s must start with '/'" :
+		    "%s: spaces and control characters are not allowed in a request path",
+		    quote(h->path, q, sizeof(q)));
 		path_pop(l, mark);
 	}
 }

@@ -216,6 +216,9 @@ lookup_done(void *arg, int err, const char *errtext, const struct resolved_addr 
 		s->d->pending--;
 	}
 	publish(s);
+	/* nothing known yet: try again soon rather than at dns_refresh */
+	if (err != 0 && dn->n == 0)
+		ttl = MIN_REFRESH_MS / 1000;
 	schedule(dn, ttl);
 }
 

@@ -569,6 +569,10 @@ server_run(struct config *conf, bool log_level_from_cli)
 	event_add(srv.ev_hup, NULL);
 	event_add(srv.ev_usr1, NULL);
 	srv.resolver = resolver_new(srv.base, conf->nameservers, conf->n_nameservers);
+	if (srv.resolver)
+		/* glibc waits 5 s a try; 2 s keeps startup and failover short
+		 * while a loaded DNS server still gets to answer */
+		resolver_set_timeout(srv.resolver, 2000);
 	srv.health = health_new(srv.base);
 	srv.discovery = discovery_new(srv.base, srv.runtime, srv.resolver, srv.health,
 	    publish_set, &srv);
