@@ -1,0 +1,251 @@
+// The status page (GET /, SPEC §8) in a real headless chromium, against the
+// real ferry while traffic flows through it: the page must show the service,
+// its endpoint, the circuit state and a request rate, refresh itself from
+// /services and /metrics, and follow the circuit breaker when the upstream
+// starts failing. Nothing it loads may come from anywhere but ferry's admin
+// listener.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import {
+  LOOPBACK, REQUEST_TIMEOUT_MS, describeExit, httpGet, makePKI, sleep, startFerry, startUpstream,
+  tempDir, tlsBlock,
+} from '../e2e/helpers.mjs';
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SERVICE = 'user-service';
+const PAGE_WAIT_MS = 15000;     // several of the page's 2 s refreshes
+const MAX_PAGE_BYTES = 25 * 1024;
+
+describe('status page in chromium', () => {
+  let pki, up, ferry, browser, profile, page, adminOrigin;
+  const pageErrors = [];
+  const foreignRequests = [];
+
+  before(async () => {
+    pki = makePKI();
+    up = await startUpstream(pki, 'status-upstream');
+    ferry = await startFerry({
+      services: {
+        [SERVICE]: {
+          endpoints: [up.address],
+          tls: tlsBlock(pki),
+          retries: { max: 0 },
+          circuit_breaker: { consecutive_failures: 2, open_for: '30s' },
+        },
+      },
+    });
+    adminOrigin = `http://${LOOPBACK}:${ferry.adminPort}`;
+    // a new, empty profile, removed in after()
+    profile = tempDir('ferry-browser-profile-');
+    browser = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1100, height: 700 },
+      timeout: 30000,
+    });
+    page = browser.pages()[0] ?? await browser.newPage();
+    page.setDefaultTimeout(PAGE_WAIT_MS);
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('request', (r) => {
+      if (!r.url().startsWith(`${adminOrigin}/`)) foreignRequests.push(r.url());
+    });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    if (profile) fs.rmSync(profile, { recursive: true, force: true });
+    let exit;
+    if (ferry) exit = await ferry.stop();
+    await up?.close();
+    try {
+      if (exit) {
+        assert.equal(exit.killed, false, `ferry did not exit within its drain budget\n${describeExit(exit, ferry)}`);
+        assert.equal(exit.code, 0, `ferry exited non-zero\n${describeExit(exit, ferry)}`);
+      }
+    } finally {
+      ferry?.cleanup();
+      pki?.cleanup();
+    }
+  });
+
+  /** One GET through ferry's outbound listener to the service. */
+  function request(agent, urlPath = '/status-page-traffic') {
+    return new Promise((resolve, reject) => {
+      const req = http.get({
+        host: LOOPBACK, port: ferry.outboundPort, path: urlPath, agent,
+        headers: { host: SERVICE }, timeout: REQUEST_TIMEOUT_MS,
+      }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers }));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error(`GET ${urlPath} timed out`)));
+      req.on('error', reject);
+    });
+  }
+
+  /** Requests in a loop until stop() resolves with how many were answered. */
+  function traffic() {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+    let running = true, answered = 0, failure = null;
+    const loop = (async () => {
+      while (running) {
+        try {
+          const r = await request(agent);
+          if (r.status !== 200) throw new Error(`traffic got ${r.status}`);
+          answered++;
+        } catch (e) {
+          failure = e;
+          return;
+        }
+        await sleep(10);
+      }
+    })();
+    return {
+      async stop() {
+        running = false;
+        await loop;
+        agent.destroy();
+        if (failure) throw failure;
+        return answered;
+      },
+    };
+  }
+
+  async function screenshot(name) {
+    const dir = process.env.BROWSER_SCREENSHOT_DIR;
+    if (!dir) return;
+    fs.mkdirSync(dir, { recursive: true });
+    await page.screenshot({ path: path.join(dir, `${name}.png`), fullPage: true });
+  }
+
+  const section = () => page.locator(`section[data-service="${SERVICE}"]`);
+
+  test('GET / is one small self-contained HTML page', async () => {
+    const r = await httpGet(ferry.adminPort, '/');
+    assert.equal(r.status, 200, `GET / answered ${r.status}: ${r.body.slice(0, 200)}`);
+    assert.match(String(r.headers['content-type']), /^text\/html\b/i);
+    assert.ok(Buffer.byteLength(r.body) < MAX_PAGE_BYTES, `page is ${Buffer.byteLength(r.body)} bytes`);
+    assert.match(r.body, /^<!DOCTYPE html>/i);
+    // no external scripts, styles, fonts or images
+    assert.doesNotMatch(r.body, /<(script|link|img|iframe)\b[^>]*\b(src|href)\s*=\s*["']?(https?:)?\/\//i);
+    assert.doesNotMatch(r.body, /@import|url\(\s*["']?(https?:)?\/\//i);
+  });
+
+  test('shows the service, its endpoint, circuit closed and a request rate', async () => {
+    const load = traffic();
+    try {
+      const resp = await page.goto(`${adminOrigin}/`, { waitUntil: 'load' });
+      assert.equal(resp.status(), 200);
+      assert.equal(await page.title(), 'ferry status');
+
+      // the first refresh lists the service; rates need a second scrape
+      await section().waitFor();
+      const refreshedAt = await page.locator('#refreshed').getAttribute('data-time');
+      await page.waitForFunction((svc) => {
+        const el = document.querySelector(`section[data-service="${svc}"] [data-field="rate"]`);
+        return el && parseFloat(el.textContent.replace(/,/g, '')) > 0;
+      }, SERVICE);
+      // it keeps refreshing on its own
+      await page.waitForFunction((t) => document.querySelector('#refreshed')
+        .getAttribute('data-time') !== t, refreshedAt);
+
+      const sec = section();
+      assert.equal(await sec.locator('h2').textContent(), SERVICE);
+      assert.equal(await sec.getAttribute('data-circuit'), 'closed');
+      assert.equal((await sec.locator('.svc-head .badge').textContent()).trim(), 'closed');
+      const row = sec.locator(`tr[data-endpoint="${up.address}"]`);
+      assert.equal(await row.count(), 1, `no row for endpoint ${up.address}`);
+      assert.match(await row.locator('td').first().textContent(), new RegExp(`^${up.address.replace(/\./g, '\\.')}$`));
+      assert.match(await row.textContent(), /up/);
+      const rate = parseFloat((await sec.locator('[data-field="rate"]').textContent()).replace(/,/g, ''));
+      assert.ok(rate > 0, `request rate ${rate}`);
+      // latency quantiles come from the histogram: a number with a unit
+      assert.match(await sec.locator('[data-field="p50"]').textContent(), /^\d+(\.\d+)? m?s$/);
+      assert.match(await sec.locator('[data-field="p99"]').textContent(), /^\d+(\.\d+)? m?s$/);
+      assert.match(await page.locator('#refreshed').textContent(), /last refresh \d\d:\d\d:\d\d/);
+      assert.equal(await page.locator('#error').isHidden(), true,
+        `error banner: ${await page.locator('#error').textContent()}`);
+      await screenshot('status-closed');
+    } finally {
+      const n = await load.stop();
+      assert.ok(n > 0, 'no request went through ferry');
+    }
+    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(foreignRequests, [], 'the page loaded something from elsewhere');
+  });
+
+  test('shows the circuit open once the upstream fails', async () => {
+    const agent = new http.Agent({ keepAlive: false });
+    // retries max 0: each 503 of the upstream is one failure; after 2 in a
+    // row the breaker opens and ferry answers 503 itself
+    let opened = false;
+    for (let i = 0; i < 10 && !opened; i++) {
+      const r = await request(agent, '/fail?status=503');
+      assert.equal(r.status, 503);
+      opened = r.headers['x-ferry-error'] !== undefined;
+    }
+    agent.destroy();
+    assert.ok(opened, 'ferry never answered for an open circuit');
+
+    const services = JSON.parse((await httpGet(ferry.adminPort, '/services')).body);
+    assert.equal(services.services.find((s) => s.name === SERVICE)?.circuit, 'open',
+      `/services: ${JSON.stringify(services)}`);
+
+    await page.waitForFunction((svc) => document.querySelector(`section[data-service="${svc}"]`)
+      ?.getAttribute('data-circuit') === 'open', SERVICE);
+    assert.equal((await section().locator('.svc-head .badge').textContent()).trim(), 'open');
+    assert.match(await page.locator('#summary').textContent(), /1 circuit not closed/);
+    await screenshot('status-open');
+    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(foreignRequests, []);
+  });
+
+  test("the page's Prometheus parsing and quantiles match histogram_quantile", async () => {
+    const got = await page.evaluate(() => {
+      const { parseMetrics, digest, quantile } = window.ferryStatus;
+      const inf = Infinity;
+      const text = [
+        '# HELP ferry_requests_total Requests answered.',
+        '# TYPE ferry_requests_total counter',
+        'ferry_requests_total{direction="outbound",service="a\\"b\\\\c",code="200"} 7',
+        'ferry_requests_total{direction="outbound",service="a\\"b\\\\c",code="503"} 2',
+        'ferry_requests_total{direction="outbound",service="a\\"b\\\\c",code="0"} 1',
+        'ferry_requests_total{direction="inbound",service="",code="404"} 5',
+        'ferry_request_duration_seconds_bucket{direction="inbound",service="",le="0.001"} 1',
+        'ferry_request_duration_seconds_bucket{direction="inbound",service="",le="+Inf"} 5',
+        'ferry_upstream_attempts_total{service="x",result="ok"} 9',
+      ].join('\n');
+      const d = digest(parseMetrics(text));
+      return {
+        keys: Object.keys(d).sort(),
+        svc: d['outbound\na"b\\c'],
+        inb: d['inbound\n'],
+        q: [
+          quantile(0.5, [[0.1, 0], [0.2, 10], [inf, 10]]),
+          quantile(0.99, [[1, 50], [2, 100], [inf, 100]]),
+          quantile(0.5, [[0.5, 10], [inf, 10]]),
+          quantile(0.5, [[1, 0], [inf, 10]]),          // all above the last bound
+          quantile(0.5, [[1, 0], [inf, 0]]),           // nothing observed
+        ],
+      };
+    });
+    assert.deepEqual(got.keys, ['inbound\n', 'outbound\na"b\\c']);
+    assert.equal(got.svc.req, 10);
+    assert.equal(got.svc.err, 3, '5xx and code 0 are errors');
+    assert.equal(got.inb.err, 0, '4xx are not');
+    assert.deepEqual(got.inb.le, { '0.001': 1, '+Inf': 5 });
+    assert.ok(Math.abs(got.q[0] - 0.15) < 1e-9, `q50 ${got.q[0]}`);
+    assert.ok(Math.abs(got.q[1] - 1.98) < 1e-9, `q99 ${got.q[1]}`);
+    assert.ok(Math.abs(got.q[2] - 0.25) < 1e-9, `first bucket ${got.q[2]}`);
+    assert.equal(got.q[3], 1);
+    assert.ok(Number.isNaN(got.q[4]), 'NaN when nothing was observed');
+  });
+});
