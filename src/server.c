@@ -21,6 +21,7 @@
 #include "proxy.h"
 #include "resolver.h"
 #include "runtime.h"
+#include "watch.h"
 #include "server.h"
 #include "worker.h"
 
@@ -36,6 +37,7 @@ struct server {
 	struct resolver *resolver;
 	struct health *health;
 	struct discovery *discovery;
+	struct watch *watch;		/* watch: true */
 	bool workers_started;
 	bool collecting;		/* a reload gathers the first sets */
 	struct ep_set **collected;
@@ -252,6 +254,30 @@ collected_free(struct server *srv)
 	srv->n_collected = 0;
 }
 
+static void server_reload(struct server *srv);
+
+static void
+watch_changed(void *arg)
+{
+	server_reload(arg);
+}
+
+/* watch: true follows the config in force (it may turn it on or off). */
+static void
+watch_update(struct server *srv)
+{
+	if (!srv->conf->watch) {
+		watch_free(srv->watch);
+		srv->watch = NULL;
+		return;
+	}
+	if (srv->watch == NULL &&
+	    (srv->watch = watch_new(srv->base, watch_changed, srv)) == NULL)
+		return;
+	if (watch_set(srv->watch, srv->conf) != 0)
+		log_warn("watch: not every file can be watched");
+}
+
 /* SIGHUP (or a watched file changed): the new file and every file it names
  * are loaded and validated in full first; on any error the running config
  * stays. Then every worker gets the new snapshot: new requests use it,
@@ -302,6 +328,7 @@ server_reload(struct server *srv)
 	free(rts);
 	metrics_config_reload(srv->metrics, true);
 	log_info("reloaded %s services=%zu", next->path, next->n_services);
+	watch_update(srv);
 	notify_ready();
 	return;
 fail:
@@ -493,6 +520,7 @@ server_free(struct server *srv)
 	metrics_free(srv->metrics);
 	admin_free(srv->admin);
 	discovery_free(srv->discovery, NULL);
+	watch_free(srv->watch);
 	health_free(srv->health);
 	resolver_free(srv->resolver);
 	if (srv->ev_term) event_free(srv->ev_term);
@@ -593,6 +621,7 @@ server_run(struct config *conf, bool log_level_from_cli)
 		const struct timeval second = { 1, 0 };
 
 		srv.ready = true;
+		watch_update(&srv);
 		event_add(srv.ev_tick, &second);
 		housekeeping(-1, 0, &srv);
 		log_info("ferry %s started workers=%u outbound=%s admin=%s", FERRY_VERSION,
