@@ -11,6 +11,7 @@
 #include "admin.h"
 #include "admin_pages.h"
 #include "clock.h"
+#include "config_json.h"
 #include "discovery.h"
 #include "health.h"
 #include "ids.h"
@@ -23,6 +24,7 @@
 #include "runtime.h"
 #include "watch.h"
 #include "server.h"
+#include "status_page.h"
 #include "worker.h"
 
 struct server {
@@ -129,6 +131,16 @@ server_admin_page(struct server *srv, const char *path, size_t len, struct sbuf 
 	page->content_type = "text/plain; charset=utf-8";
 	if (len == 8 && memcmp(path, "/healthz", 8) == 0) {
 		sbuf_adds(body, "ok\n");
+		return 0;
+	}
+	if (len == 1 && path[0] == '/') {
+		page->content_type = "text/html; charset=utf-8";
+		sbuf_add(body, status_page_html, status_page_html_len);
+		return 0;
+	}
+	if (len == 7 && memcmp(path, "/config", 7) == 0) {
+		page->content_type = "application/json";
+		config_to_json(srv->conf, body);
 		return 0;
 	}
 	if ((len == 8 && memcmp(path, "/metrics", 8) == 0) ||
