@@ -44,6 +44,8 @@ pool_discard(struct upconn *u)
 		u->ep->n_active--;
 		gauge(u->ep, 0, -1);
 	}
+	if (u->ep->rt)
+		atomic_fetch_sub_explicit(&u->ep->rt->conns, 1, memory_order_relaxed);
 	conn_free(u->c);
 	buf_free(&u->in);
 	free(u);
@@ -130,6 +132,8 @@ pool_connect(struct worker *w, struct svc_state *s, struct endpoint *ep,
 	ep->n_active++;
 	ep->opened++;
 	gauge(ep, 0, 1);
+	if (ep->rt)
+		atomic_fetch_add_explicit(&ep->rt->conns, 1, memory_order_relaxed);
 	return u;
 }
 

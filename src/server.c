@@ -108,6 +108,20 @@ server_runtime(struct server *srv)
 	return srv->runtime;
 }
 
+static void
+release_idle(struct worker *w, void *arg)
+{
+	worker_release_idle(w, arg);
+}
+
+void
+server_release_idle(struct server *srv, struct worker *from, struct ep_runtime *ep)
+{
+	for (uint32_t i = 0; i < srv->n_workers; i++)
+		if (&srv->workers[i] != from)
+			worker_post(&srv->workers[i], release_idle, ep);
+}
+
 struct metrics *
 server_metrics(struct server *srv)
 {

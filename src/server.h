@@ -11,6 +11,8 @@
 #include "sbuf.h"
 
 struct server;
+struct worker;
+struct ep_runtime;
 
 /* Runs until shutdown; takes the caller's reference to CONF. Returns the
  * process exit code (0 after a clean drain, 1 on a startup failure). */
@@ -21,6 +23,10 @@ struct runtime *server_runtime(struct server *srv);
 struct metrics *server_metrics(struct server *srv);
 /* NULL when the access log is off. */
 struct accesslog *server_accesslog(struct server *srv);
+
+/* Asks every worker but FROM to close one idle connection to EP (a
+ * request in FROM waits at pool.max_per_endpoint). Any thread. */
+void server_release_idle(struct server *srv, struct worker *from, struct ep_runtime *ep);
 
 struct server_page {
 	int status;

@@ -59,6 +59,7 @@ struct exchange {
 	bool attempt_open;		/* its outcome is not recorded yet */
 	int64_t attempt_start_ms;
 	int64_t retry_at_ms;		/* backoff: the next attempt starts then */
+	int64_t pool_wait_until_ms;	/* waiting for a pooled connection */
 	const struct endpoint *avoid;	/* endpoint of the failed attempt */
 	enum breaker_verdict verdict;	/* admission by the circuit breaker */
 	struct breaker *entered;	/* counted in its max_concurrent */

@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "log.h"
 #include "retry.h"
+#include "server.h"
 #include "session.h"
 
 static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
@@ -282,6 +283,43 @@ pick_endpoint(struct exchange *x, int64_t now)
 	return i < 0 ? NULL : s->eps[i];
 }
 
+/* pool.max_per_endpoint bounds the whole process (SPEC §6 Pool): with no
+ * idle connection and the bound reached, the request waits up to the
+ * connect timeout, then 503. Not an upstream failure: nothing is counted.
+ * True when the exchange is waiting or was answered. */
+static bool
+pool_full(struct exchange *x, int64_t now)
+{
+	const struct conf_service *svc = x->svc->conf;
+	struct endpoint *ep = x->ep;
+	char msg[256];
+
+	if (ep->idle != NULL || ep->rt == NULL || svc->pool.max_per_endpoint == 0 ||
+	    atomic_load_explicit(&ep->rt->conns, memory_order_relaxed) <
+	    svc->pool.max_per_endpoint) {
+		x->pool_wait_until_ms = 0;
+		return false;
+	}
+	if (x->pool_wait_until_ms == 0) {
+		x->pool_wait_until_ms = now + svc->timeouts.connect;
+		/* the bound may be held by idle connections of other workers:
+		 * ask them to let one go */
+		if (atomic_load_explicit(&ep->rt->idle, memory_order_relaxed) > 0)
+			server_release_idle(x->cl->w->srv, x->cl->w, ep->rt);
+	}
+	if (now >= x->pool_wait_until_ms) {
+		snprintf(msg, sizeof(msg), "connection pool for %s is full (%u connections)",
+		    ep->addr_text, svc->pool.max_per_endpoint);
+		send_error(x->cl, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
+		exchange_done(x->cl);
+		return true;
+	}
+	/* other workers release connections too: look again shortly */
+	x->retry_at_ms = now + 10;
+	client_arm_timer(x->cl);
+	return true;
+}
+
 void
 attempt_start(struct exchange *x)
 {
@@ -290,7 +328,6 @@ attempt_start(struct exchange *x)
 	int64_t now = clock_now_ms();
 	char msg[256];
 
-	x->attempts++;
 	x->retry_at_ms = 0;
 	if ((x->ep = pick_endpoint(x, now)) == NULL) {
 		snprintf(msg, sizeof(msg), "no available endpoint for %s", svc->name);
@@ -298,6 +335,9 @@ attempt_start(struct exchange *x)
 		exchange_done(cl);
 		return;
 	}
+	if (pool_full(x, now))
+		return;
+	x->attempts++;
 	x->attempt_open = true;
 	x->attempt_start_ms = now;
 	x->ep->in_flight++;

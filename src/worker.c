@@ -72,6 +72,17 @@ retired_sweep(struct worker *w, bool all)
 	}
 }
 
+void
+worker_release_idle(struct worker *w, struct ep_runtime *ep)
+{
+	for (size_t i = 0; i < w->gen->n_svcs; i++)
+		for (size_t j = 0; j < w->gen->svcs[i].n_eps; j++)
+			if (w->gen->svcs[i].eps[j]->rt == ep && w->gen->svcs[i].eps[j]->idle) {
+				pool_discard(w->gen->svcs[i].eps[j]->idle);
+				return;
+			}
+}
+
 static long
 find_same(struct endpoint **old, size_t n, const struct ep_spec *sp)
 {

@@ -158,6 +158,8 @@ void worker_stop(struct worker *w);	/* ask the loop to end */
 void worker_join(struct worker *w);
 void worker_free(struct worker *w);
 
+/* Closes one idle pooled connection to EP, if this worker has one. */
+void worker_release_idle(struct worker *w, struct ep_runtime *ep);
 /* Replaces a service's endpoints; worker thread, or before it starts. */
 void worker_set_endpoints(struct worker *w, const struct ep_set *set);
 

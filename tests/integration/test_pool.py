@@ -68,6 +68,42 @@ class PoolTest(FerryTestCase):
             per_conn[r.conn_id] = per_conn.get(r.conn_id, 0) + 1
         self.assertEqual(sorted(per_conn.values()), [3, 3, 3])
 
+    def _two_at_once(self, connect_timeout):
+        up = self.upstream(harness.delay(0.5))
+        f = self.ferry({"svc": service(up, pool={"max_per_endpoint": 1},
+                                       timeouts={"connect": connect_timeout},
+                                       retries={"max": 0})}, workers=2)
+        results = []
+
+        def one():
+            with f.client() as c:
+                t0 = time.monotonic()
+                r = c.request("GET", "/", [("Host", "svc")])
+                results.append((r, time.monotonic() - t0))
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(10)
+        return up, results
+
+    def test_max_per_endpoint_waits_for_a_connection(self):
+        """SPEC 6 Pool: the bound holds for the whole process; a request
+        waits for a connection up to the connect timeout."""
+        up, results = self._two_at_once("2s")
+        self.assertEqual(sorted(r.status for r, _ in results), [200, 200])
+        self.assertEqual(up.connections_accepted, 1, "more connections than max_per_endpoint")
+        self.assertGreater(max(d for _, d in results), 0.9, "the second did not wait")
+
+    def test_max_per_endpoint_503_after_connect_timeout(self):
+        up, results = self._two_at_once("200ms")
+        statuses = sorted(r.status for r, _ in results)
+        self.assertEqual(statuses, [200, 503])
+        refused = [r for r, _ in results if r.status == 503][0]
+        self.assert_ferry_error(refused, 503, "SERVICE_UNAVAILABLE", "pool")
+        self.assertEqual(up.connections_accepted, 1)
+
     def test_upstream_connection_close_is_honoured(self):
         up = self.upstream(fixed(200, [("Connection", "close")], b"bye"))
         f = self.ferry({"svc": service(up)})
