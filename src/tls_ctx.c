@@ -6,9 +6,15 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/core_names.h>
+#include <openssl/rand.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -212,6 +218,96 @@ load_client_ca(SSL_CTX *ctx, const char *ca, enum tls_what *what, char *err,
 	return 0;
 }
 
+/*
+ * Session tickets for peers (inbound): one process-wide key ring, rotated
+ * every hour; a ticket under the previous key still resumes (and is
+ * renewed), so a key lives two hours at most. Handshakes only: a mutex is
+ * fine here.
+ */
+#define TICKET_ROTATE_SECS 3600
+
+struct ticket_key {
+	unsigned char name[16], aes[32], hmac[32];
+	time_t born;
+	bool set;
+};
+
+static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ticket_key ticket_cur, ticket_prev;
+
+static int
+ticket_key_new(struct ticket_key *k)
+{
+	if (RAND_bytes(k->name, sizeof(k->name)) != 1 ||
+	    RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+	    RAND_bytes(k->hmac, sizeof(k->hmac)) != 1)
+		return -1;
+	k->born = time(NULL);
+	k->set = true;
+	return 0;
+}
+
+/* Copies the key to use (ENC) or the one named NAME into OUT. 0: none. */
+static int
+ticket_key_get(bool enc, const unsigned char *name, struct ticket_key *out, bool *current)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&ticket_lock);
+	if (!ticket_cur.set || time(NULL) - ticket_cur.born >= TICKET_ROTATE_SECS) {
+		struct ticket_key next;
+
+		if (ticket_key_new(&next) == 0) {
+			ticket_prev = ticket_cur;
+			ticket_cur = next;
+		}
+	}
+	if (enc && ticket_cur.set) {
+		*out = ticket_cur;
+		*current = true;
+		found = 1;
+	} else if (!enc && ticket_cur.set && memcmp(name, ticket_cur.name, 16) == 0) {
+		*out = ticket_cur;
+		*current = true;
+		found = 1;
+	} else if (!enc && ticket_prev.set && memcmp(name, ticket_prev.name, 16) == 0) {
+		*out = ticket_prev;
+		*current = false;
+		found = 1;
+	}
+	pthread_mutex_unlock(&ticket_lock);
+	return found;
+}
+
+static int
+ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+    EVP_MAC_CTX *hctx, int enc)
+{
+	struct ticket_key k;
+	bool current = false;
+	OSSL_PARAM params[3];
+	int r = 0;
+
+	(void)ssl;
+	if (!ticket_key_get(enc != 0, key_name, &k, &current))
+		return 0;	/* unknown key: a full handshake, a fresh ticket */
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (enc) {
+		memcpy(key_name, k.name, 16);
+		if (RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) == 1 &&
+		    EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1 &&
+		    EVP_MAC_CTX_set_params(hctx, params) == 1)
+			r = 1;
+	} else if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1 &&
+	    EVP_MAC_CTX_set_params(hctx, params) == 1) {
+		r = current ? 1 : 2;	/* 2: resume, and issue a ticket under the new key */
+	}
+	OPENSSL_cleanse(&k, sizeof(k));
+	return r;
+}
+
 /* Peers speak HTTP/1.1 here (h2 joins when HTTP/2 lands). A client that
  * offers only other protocols gets no ALPN answer rather than a failure. */
 static int
@@ -245,6 +341,7 @@ tls_server_ctx_build(const char *cert, const char *key, const char *client_ca,
 	/* without it, resuming a session that had a client cert fails */
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
 	return ctx;
 bad:
 	SSL_CTX_free(ctx);

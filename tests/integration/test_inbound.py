@@ -126,6 +126,27 @@ class InboundTest(FerryTestCase):
         self.call([("x-service-auth", "nope")])
         self.assertEqual(self.call([("x-service-auth", KEY1)]).status, 200)
 
+    def test_session_resumption_counted(self):
+        """Peers resume with session tickets; handshakes are counted by
+        `resumed` in the metrics (issue 5, SPEC 8)."""
+        p = pki()
+        ctx = ssl.create_default_context(cafile=p.ca.cert)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(p.client.cert, p.client.key)
+        session = None
+        reused = []
+        for _ in range(3):
+            raw = socket.create_connection(("127.0.0.1", self.inbound_port), timeout=3)
+            with ctx.wrap_socket(raw, server_hostname="backend", session=session) as s:
+                s.sendall(build_request("GET", "/r", [("Host", "x"), ("x-service-auth", KEY1)]))
+                self.assertEqual(read_response(Reader(s)).status, 200)
+                reused.append(s.session_reused)
+                session = s.session     # TLS 1.3: the ticket came after the handshake
+        self.assertEqual(reused, [False, True, True])
+        metrics = self.b.admin("/metrics").body.decode()
+        self.assertRegex(metrics, r'ferry_tls_handshakes_total\{direction="inbound",'
+                                  r'resumed="true"\} [2-9]')
+
     def test_alpn_http11(self):
         p = pki()
         ctx = ssl.create_default_context(cafile=p.ca.cert)
