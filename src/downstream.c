@@ -373,7 +373,9 @@ client_timeout(evutil_socket_t fd, short what, void *arg)
 				return;
 			}
 		} else if (now >= x->last_io_ms + x->svc->conf->timeouts.stream_idle) {
-			log_info("stream idle for %lldms on %s; closing",
+			static struct log_limit limit;
+
+			log_limited(&limit, LOG_INFO, "cut stream cause=\"idle %lldms\" upstream=%s",
 			    (long long)x->svc->conf->timeouts.stream_idle, x->ep->addr_text);
 			client_close(cl, "stream idle timeout");
 			return;

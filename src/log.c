@@ -2,6 +2,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -61,6 +62,25 @@ log_ratelimit(struct log_limit *l, int64_t now_ms, int64_t interval_ms,
 	}
 	*suppressed = atomic_exchange(&l->suppressed, 0);
 	return true;
+}
+
+void
+log_limited(struct log_limit *l, enum log_level lvl, const char *fmt, ...)
+{
+	struct timespec ts;
+	char line[1800];
+	uint32_t skipped;
+	va_list ap;
+
+	if (!log_enabled(lvl))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (!log_ratelimit(l, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, 10000, &skipped))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_msg(lvl, "%s suppressed=%u", line, skipped);
 }
 
 int

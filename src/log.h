@@ -32,6 +32,11 @@ struct log_limit {
 bool log_ratelimit(struct log_limit *l, int64_t now_ms, int64_t interval_ms,
     uint32_t *suppressed);
 
+/* A line at most every 10 s for one cause (a call site): a dead upstream
+ * must not write a line per request. Adds "suppressed=N". */
+void log_limited(struct log_limit *l, enum log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 int parse_log_level(const char *s, enum log_level *out);
 
 #endif

@@ -185,6 +185,12 @@ attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e, co
 		snprintf(full, sizeof(full), "%s (%u attempts)", msg, x->attempts);
 		msg = full;
 	}
+	{
+		static struct log_limit limit;
+
+		log_limited(&limit, LOG_WARN, "upstream failed service=%s code=%s cause=\"%s\"",
+		    x->svc->conf->name, ferror_code(e), msg);
+	}
 	send_error(cl, e, msg, e == FE_SERVICE_UNAVAILABLE ? 1 : 0, !x->req_done);
 	exchange_done(cl);
 }
@@ -561,8 +567,10 @@ upstream_relay(struct exchange *x)
 			/* the head already left: the client sees a cut response */
 			if (head_now)
 				client_write(cl, out->p, out->len);
-			log_info("upstream %s sent a malformed body; cutting the response",
-			    x->ep->addr_text);
+			static struct log_limit limit;
+
+			log_limited(&limit, LOG_INFO,
+			    "cut response cause=\"malformed body\" upstream=%s", x->ep->addr_text);
 			client_close(cl, "malformed upstream body");
 			return;
 		}
@@ -606,8 +614,12 @@ upstream_eof(struct exchange *x, ssize_t n)
 		exchange_done(cl);
 		return;
 	}
-	log_info("upstream %s closed the connection mid-response: %s",
-	    x->ep->addr_text, conn_error_text(u->c));
+	{
+		static struct log_limit limit;
+
+		log_limited(&limit, LOG_INFO, "cut response cause=\"upstream closed: %s\" upstream=%s",
+		    conn_error_text(u->c), x->ep->addr_text);
+	}
 	client_close(cl, "upstream closed mid-response");
 }
 
