@@ -2,7 +2,9 @@
 
 import base64
 import os
+import hashlib
 import socket
+import threading
 import time
 
 import harness
@@ -78,6 +80,53 @@ class StreamingTest(FerryTestCase):
             resp = c.read_response()
         self.assertEqual(sha256(resp.body), sha256(payload(size, 9)))
         self.assertLess(grown, 24 * 1024, "ferry grew by %d KiB while the client stalled" % grown)
+
+    def test_1gib_download_bounded_rss(self):
+        """Issue 3: a 1 GiB download through ferry (mTLS upstream) does not
+        grow its RSS by more than a few MiB."""
+        block = payload(1 << 20, 21)
+        total = 1 << 30
+
+        def gigabyte(conn, req):
+            conn.head(200, [("Content-Type", "application/octet-stream"),
+                            ("Content-Length", str(total))])
+            for _ in range(total // len(block)):
+                conn.send(block)
+        self.up.behaviour = gigabyte
+        pid = self.f.proc.pid
+        rss_before = rss_kib(pid)
+        peak = [rss_before]
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.1):
+                peak[0] = max(peak[0], rss_kib(pid))
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        got, digest = 0, hashlib.sha256()
+        try:
+            with self.client(timeout=60) as c:
+                c.send(build_request("GET", "/gig", [("Host", "svc")]))
+                head = c.reader.read_until(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:100])
+                got = len(c.reader.buf)
+                digest.update(c.reader.buf)
+                while got < total:
+                    data = c.sock.recv(1 << 20)
+                    if not data:
+                        break
+                    got += len(data)
+                    digest.update(data)
+        finally:
+            done.set()
+            sampler.join()
+        expect = hashlib.sha256()
+        for _ in range(total // len(block)):
+            expect.update(block)
+        self.assertEqual(got, total)
+        self.assertEqual(digest.hexdigest(), expect.hexdigest())
+        grown = peak[0] - rss_before
+        self.assertLess(grown, 8 * 1024, "ferry grew by %d KiB during 1 GiB" % grown)
 
     # chunked and trailers
 
