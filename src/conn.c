@@ -361,6 +361,22 @@ conn_on_kick(evutil_socket_t fd, short what, void *arg)
 	c->cb(c, CONN_READABLE, c->arg);
 }
 
+/* Either readiness moves a connect or a handshake along. */
+static bool
+setting_up(struct conn *c)
+{
+	switch (c->state) {
+	case CS_CONNECTING:
+		connect_done(c);
+		return true;
+	case CS_HANDSHAKE:
+		handshake_step(c);
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void
 conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -368,12 +384,11 @@ conn_on_read(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (setting_up(c))
+		return;
 	switch (c->state) {
 	case CS_CONNECTING:
-		connect_done(c);
-		return;
 	case CS_HANDSHAKE:
-		handshake_step(c);
 		return;
 	case CS_OPEN:
 		if (c->write_wants_read) {
@@ -398,12 +413,11 @@ conn_on_write(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (setting_up(c))
+		return;
 	switch (c->state) {
 	case CS_CONNECTING:
-		connect_done(c);
-		return;
 	case CS_HANDSHAKE:
-		handshake_step(c);
 		return;
 	case CS_BROKEN:
 		disarm_write(c);

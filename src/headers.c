@@ -155,6 +155,19 @@ copy_header(struct sbuf *out, const char *msg, const struct http_header *hd)
 	sbuf_add(out, "\r\n", 2);
 }
 
+/* The header as it came, with ITEM appended to its list value. */
+static void
+append_to_list(struct sbuf *out, const char *msg, const struct http_header *hd,
+    const char *item)
+{
+	sbuf_add(out, msg + hd->name.off, hd->name.len);
+	sbuf_add(out, ": ", 2);
+	sbuf_add(out, msg + hd->value.off, hd->value.len);
+	sbuf_add(out, ", ", 2);
+	sbuf_adds(out, item);
+	sbuf_add(out, "\r\n", 2);
+}
+
 /* Hop-by-hop in either direction (SPEC §5). */
 static bool
 is_hop(const char *msg, const struct http_header *hd, bool upgrade)
@@ -239,23 +252,13 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 			break;
 		case HDR_VIA:
 			if ((int)i == last_via) {
-				sbuf_add(out, msg + hd->name.off, hd->name.len);
-				sbuf_add(out, ": ", 2);
-				sbuf_add(out, msg + hd->value.off, hd->value.len);
-				sbuf_add(out, ", ", 2);
-				sbuf_adds(out, a->via);
-				sbuf_add(out, "\r\n", 2);
+				append_to_list(out, msg, hd, a->via);
 				continue;
 			}
 			break;
 		case HDR_FORWARDED_FOR:
 			if ((int)i == last_xff && a->forwarded_for) {
-				sbuf_add(out, msg + hd->name.off, hd->name.len);
-				sbuf_add(out, ": ", 2);
-				sbuf_add(out, msg + hd->value.off, hd->value.len);
-				sbuf_add(out, ", ", 2);
-				sbuf_adds(out, a->forwarded_for);
-				sbuf_add(out, "\r\n", 2);
+				append_to_list(out, msg, hd, a->forwarded_for);
 				continue;
 			}
 			break;
