@@ -290,9 +290,11 @@ export function tlsBlock(pki, serverName = 'backend') {
 
 /**
  * Start ferry with `services` on fresh loopback ports; `env` is added to the
- * environment. Resolves once /healthz answers 200 and every listener accepts.
+ * environment. `listeners` (optional) adds listeners beside the outbound and
+ * admin ones, e.g. `{inbound: {address, tls, auth, local_app}}`. Resolves
+ * once /healthz answers 200 and every listener accepts.
  */
-export async function startFerry({ services, env = {}, defaults }) {
+export async function startFerry({ services, env = {}, defaults, listeners = {} }) {
   const bin = ferryBin();
   try {
     fs.accessSync(bin, fs.constants.X_OK);
@@ -310,6 +312,7 @@ export async function startFerry({ services, env = {}, defaults }) {
     listeners: {
       outbound: { address: `${LOOPBACK}:${outboundPort}` },
       admin: { address: `${LOOPBACK}:${adminPort}` },
+      ...listeners,
     },
     ...(defaults ? { defaults } : {}),
     services,
@@ -365,6 +368,10 @@ export async function startFerry({ services, env = {}, defaults }) {
   for (const [name, svc] of Object.entries(services)) {
     if (svc.listen) ferry.listenPorts[name] = Number(String(svc.listen).split(':').pop());
   }
+  if (listeners.inbound?.address) {
+    ferry.inboundPort = Number(String(listeners.inbound.address).split(':').pop());
+    ferry.inboundAddress = `${LOOPBACK}:${ferry.inboundPort}`;
+  }
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   const waitFor = async (what, predicate) => {
@@ -383,7 +390,8 @@ export async function startFerry({ services, env = {}, defaults }) {
   await waitFor('/healthz did not answer 200', async () => {
     try { return (await httpGet(adminPort, '/healthz', 500)).status === 200; } catch { return false; }
   });
-  for (const port of [outboundPort, ...Object.values(ferry.listenPorts)]) {
+  const inboundPorts = ferry.inboundPort ? [ferry.inboundPort] : [];
+  for (const port of [outboundPort, ...Object.values(ferry.listenPorts), ...inboundPorts]) {
     await waitFor(`port ${port} not accepting`, () => connectable(port));
   }
   return ferry;
