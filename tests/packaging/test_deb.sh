@@ -35,7 +35,8 @@ has() { grep -qxE "$1" "$tmp/files"; }
 for f in /usr/sbin/ferry '(/usr)?/lib/systemd/system/ferry\.service' \
     /usr/lib/sysusers\.d/ferry\.conf /usr/share/man/man8/ferry\.8\.gz \
     /usr/share/man/man5/ferry\.yaml\.5\.gz /etc/ferry/ferry\.yaml \
-    /usr/share/doc/ferry/copyright /usr/share/doc/ferry/changelog\.Debian\.gz; do
+    /etc/logrotate\.d/ferry /usr/share/doc/ferry/copyright \
+    /usr/share/doc/ferry/changelog\.Debian\.gz; do
 	if has "$f"; then ok "contains $f"; else not_ok "lacks $f"; fi
 done
 # no demo keys, build trees or tests leak in
@@ -72,10 +73,11 @@ else
 fi
 
 # ------------------------------------------------------------ control ----
-if [ "$(cat "$tmp/ctrl/conffiles" 2>/dev/null)" = /etc/ferry/ferry.yaml ]; then
-	ok "conffiles: /etc/ferry/ferry.yaml"
+conffiles=$(sort "$tmp/ctrl/conffiles" 2>/dev/null | tr '\n' ' ' || true)
+if [ "$conffiles" = "/etc/ferry/ferry.yaml /etc/logrotate.d/ferry " ]; then
+	ok "conffiles: $conffiles"
 else
-	not_ok "conffiles: $(cat "$tmp/ctrl/conffiles" 2>/dev/null || echo none)"
+	not_ok "conffiles: ${conffiles:-none}, want /etc/ferry/ferry.yaml /etc/logrotate.d/ferry"
 fi
 depends=$(dpkg-deb -f "$deb" Depends)
 for d in libssl3 libyaml-0-2 libevent-core-2.1-7 procps 'systemd | systemd-standalone-sysusers'; do
