@@ -136,10 +136,10 @@ EOF
 
 ports=$(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(3)]
+ss = [socket.socket() for _ in range(4)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
-read -r p_out p_admin p_up <<<"$ports"
+read -r p_out p_admin p_up p_dns <<<"$ports"
 mkdir -p "$tmp/run"
 cat >"$tmp/run/ferry.yaml" <<EOF
 drain_delay: 0s
@@ -152,9 +152,13 @@ listeners:
     address: 127.0.0.1:$p_out
   admin:
     address: 127.0.0.1:$p_admin
+resolver:                     # nobody answers: the lookup fails, as sockets
+  nameservers: ["127.0.0.1:$p_dns"]   # and timers the filter must allow
 services:
   up:
     endpoints: ["127.0.0.1:$p_up"]
+  named:
+    endpoints: ["named.invalid:80"]
 EOF
 python3 -c '
 import http.server, sys
@@ -196,7 +200,13 @@ for p in ("/healthz", "/metrics", "/services", "/config", "/"):
     get(admin, p)
 assert get(out, "/x", host="up") == 200, "request through ferry failed"
 EOF
-fpid=$(pgrep -P "$spid" -x ferry || true)
+# ferry is strace's child (no pgrep: procps may be absent)
+fpid=
+for st in /proc/[0-9]*/status; do
+	if grep -qx "PPid:	$spid" "$st" 2>/dev/null && grep -qx "Name:	ferry" "$st" 2>/dev/null; then
+		fpid=$(basename "$(dirname "$st")")
+	fi
+done
 if [ -n "$fpid" ]; then
 	kill -HUP "$fpid"; sleep 0.5
 	kill -USR1 "$fpid"; sleep 0.3
