@@ -537,18 +537,20 @@ probe_addresses(const struct config *c)
 static void
 server_free(struct server *srv)
 {
-	for (uint32_t i = 0; i < srv->n_workers; i++)
+	/* users before what they use: workers and discovery (health checks
+	 * included) hold pointers into the runtime */
+	for (uint32_t i = 0; srv->workers && i < srv->n_workers; i++)
 		worker_free(&srv->workers[i]);
 	free(srv->workers);
 	if (srv->alog)
 		accesslog_close(srv->alog);	/* workers are stopped: loses no line */
-	runtime_free(srv->runtime);
-	metrics_free(srv->metrics);
-	admin_free(srv->admin);
 	discovery_free(srv->discovery, NULL);
-	watch_free(srv->watch);
 	health_free(srv->health);
 	resolver_free(srv->resolver);
+	watch_free(srv->watch);
+	admin_free(srv->admin);
+	runtime_free(srv->runtime);
+	metrics_free(srv->metrics);
 	if (srv->ev_term) event_free(srv->ev_term);
 	if (srv->ev_int) event_free(srv->ev_int);
 	if (srv->ev_hup) event_free(srv->ev_hup);
