@@ -92,7 +92,7 @@ notify_init(void)
 {
 	struct timeval tv = { SEND_TIMEOUT_MS / 1000, (SEND_TIMEOUT_MS % 1000) * 1000 };
 	const char *sock;
-	int fd, saved;
+	int fd;
 
 	notify_close();
 	if ((sock = getenv("NOTIFY_SOCKET")) == NULL)
@@ -102,7 +102,8 @@ notify_init(void)
 	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
 		return -1;
 	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1) {
-		saved = errno;
+		int saved = errno;
+
 		close(fd);
 		errno = saved;
 		return -1;

@@ -361,6 +361,7 @@ START_TEST(test_bad_address)
 	ck_assert_int_eq(notify_init(), -1);
 	ck_assert_int_eq(errno, ENAMETOOLONG);
 	longpath[0] = '@';
+	setenv("NOTIFY_SOCKET", longpath, 1);
 	ck_assert_int_eq(notify_init(), -1);
 	ck_assert_int_eq(errno, ENAMETOOLONG);
 	ck_assert(!notify_enabled());
