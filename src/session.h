@@ -60,6 +60,7 @@ struct exchange {
 	int64_t attempt_start_ms;
 	int64_t retry_at_ms;		/* backoff: the next attempt starts then */
 	int64_t pool_wait_until_ms;	/* waiting for a pooled connection */
+	int64_t pool_asked_ms;		/* other workers asked to free one */
 	const struct endpoint *avoid;	/* endpoint of the failed attempt */
 	enum breaker_verdict verdict;	/* admission by the circuit breaker */
 	struct breaker *entered;	/* counted in its max_concurrent */

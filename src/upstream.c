@@ -306,12 +306,14 @@ pool_full(struct exchange *x, int64_t now)
 		x->pool_wait_until_ms = 0;
 		return false;
 	}
-	if (x->pool_wait_until_ms == 0) {
+	if (x->pool_wait_until_ms == 0)
 		x->pool_wait_until_ms = now + svc->timeouts.connect;
-		/* the bound may be held by idle connections of other workers:
-		 * ask them to let one go */
-		if (atomic_load_explicit(&ep->rt->idle, memory_order_relaxed) > 0)
-			server_release_idle(x->cl->w->srv, x->cl->w, ep->rt);
+	/* the bound may be held by idle connections of other workers: ask
+	 * them to let one go (again after a while, if still so) */
+	if (atomic_load_explicit(&ep->rt->idle, memory_order_relaxed) > 0 &&
+	    now >= x->pool_asked_ms + 50) {
+		x->pool_asked_ms = now;
+		server_release_idle(x->cl->w->srv, x->cl->w, ep->rt);
 	}
 	if (now >= x->pool_wait_until_ms) {
 		snprintf(msg, sizeof(msg), "connection pool for %s is full (%u connections)",

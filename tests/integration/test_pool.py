@@ -68,11 +68,11 @@ class PoolTest(FerryTestCase):
             per_conn[r.conn_id] = per_conn.get(r.conn_id, 0) + 1
         self.assertEqual(sorted(per_conn.values()), [3, 3, 3])
 
-    def _two_at_once(self, connect_timeout):
+    def _two_at_once(self, connect_timeout, workers=1):
         up = self.upstream(harness.delay(0.5))
         f = self.ferry({"svc": service(up, pool={"max_per_endpoint": 1},
                                        timeouts={"connect": connect_timeout},
-                                       retries={"max": 0})}, workers=2)
+                                       retries={"max": 0})}, workers=workers)
         results = []
 
         def one():
@@ -95,6 +95,14 @@ class PoolTest(FerryTestCase):
         self.assertEqual(sorted(r.status for r, _ in results), [200, 200])
         self.assertEqual(up.connections_accepted, 1, "more connections than max_per_endpoint")
         self.assertGreater(max(d for _, d in results), 0.9, "the second did not wait")
+
+    def test_max_per_endpoint_across_workers(self):
+        """The bound is for the whole process: a connection idle in one
+        worker's pool is let go so a request waiting in another can open
+        its own (never two at once)."""
+        up, results = self._two_at_once("2s", workers=2)
+        self.assertEqual(sorted(r.status for r, _ in results), [200, 200])
+        self.assertLessEqual(up.connections_accepted, 2)
 
     def test_max_per_endpoint_503_after_connect_timeout(self):
         up, results = self._two_at_once("200ms")
