@@ -280,6 +280,10 @@ parse_addr(const char *s, struct conf_addr *out, const char **why)
 		return *why = "not an IP address or host name", -1;
 	} else {
 		out->is_loopback = is_localhost(host);
+		/* listeners and local_app bind or connect by address: the
+		 * one name every host has is known without a lookup */
+		if (out->is_loopback)
+			fill_ip(out, "127.0.0.1", false);
 	}
 	out->text = strdup(s);
 	out->host = strdup(host);

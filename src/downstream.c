@@ -139,10 +139,10 @@ send_error(struct client *cl, enum ferry_error e, const char *message,
 int
 exchange_metrics_id(const struct exchange *x)
 {
-	if (x->svc == NULL)
-		return -1;
-	return x->svc->rt ? x->svc->rt->metrics_id :
-	    runtime_inbound_metrics_id(server_runtime(x->cl->w->srv));
+	/* inbound requests are the local app's, refused ones included */
+	if (x->cl->lis->kind == LK_INBOUND)
+		return runtime_inbound_metrics_id(server_runtime(x->cl->w->srv));
+	return x->svc && x->svc->rt ? x->svc->rt->metrics_id : -1;
 }
 
 /* Metrics and the access log line of one request, once, at its end. */
@@ -158,8 +158,8 @@ exchange_account(struct client *cl, const char *cut)
 	if (x->accounted || x->start_ms == 0)
 		return;
 	x->accounted = true;
-	if (x->status)
-		metrics_request(cl->w->ms, dir, id, (int)x->status, x->head_us);
+	if (x->status || cut)
+		metrics_request(cl->w->ms, dir, id, (int)x->status, x->head_us ? x->head_us : -1);
 	if (x->ferr >= 0)
 		metrics_error(cl->w->ms, dir, id, (enum ferry_error)x->ferr);
 	if (cl->w->alog == NULL)
@@ -169,7 +169,7 @@ exchange_account(struct client *cl, const char *cut)
 	accesslog_write(cl->w->alog, &(struct access_entry){
 		.time_ms = x->start_wall_ms,
 		.dir = dir,
-		.service = x->svc ? x->svc->conf->name : "",
+		.service = x->svc ? x->svc->conf->name : dir == DIR_INBOUND ? "local_app" : "",
 		.method = log,
 		.method_len = mlen,
 		.path = mlen < cl->logline.len ? log + mlen + 1 : "",
@@ -592,9 +592,16 @@ request_begin(struct client *cl)
 	if (cl->w->alog) {
 		x->start_wall_ms = clock_wall_ms();
 		sbuf_clear(&cl->logline);
+		const char *lp, *la;
+		size_t lplen, lalen;
+
+		/* the path, also of an absolute-form target (HTTP_PROXY clients) */
+		target_split(msg + h->target.off, h->target.len, &lp, &lplen, &la, &lalen);
 		sbuf_add(&cl->logline, msg + h->method.off, h->method.len);
 		sbuf_add(&cl->logline, " ", 1);
-		sbuf_add(&cl->logline, msg + h->target.off, h->target.len);
+		if (lplen == 0 || lp[0] == '?')
+			sbuf_add(&cl->logline, "/", 1);
+		sbuf_add(&cl->logline, lp, lplen);
 	}
 	ambiguous = headers_classify(msg, h) != 0;
 	ids_decide(x, msg, h);

@@ -319,7 +319,9 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 		add_header(out, "x-correlation-id", a->ids->correlation, a->ids->correlation_len);
 		add_header(out, "x-request-id", a->ids->request, a->ids->request_len);
 	}
-	if (a->upgrade) {
+	if (a->interim) {
+		/* nothing: the final response says how the connection goes */
+	} else if (a->upgrade) {
 		sbuf_adds(out, "connection: upgrade\r\n");
 	} else if (a->keep_alive) {
 		sbuf_adds(out, "keep-alive: timeout=");

@@ -56,6 +56,7 @@ struct downstream_head_args {
 	unsigned keep_alive_timeout;	/* seconds, for "keep-alive: timeout=N" */
 	bool dechunk;			/* HTTP/1.0 client: drop transfer-encoding */
 	bool upgrade;			/* a 101 being tunnelled */
+	bool interim;			/* a 1xx: no connection headers of ours */
 };
 
 /* Writes the response head for the app into OUT. */

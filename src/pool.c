@@ -100,7 +100,10 @@ save_session(struct upconn *u)
 	}
 	if (u->ep->session)
 		SSL_SESSION_free(u->ep->session);
-	u->ep->session = s;
+	/* a copy: OpenSSL marks the live one not resumable when its
+	 * connection is freed without a TLS shutdown (as pools do) */
+	u->ep->session = SSL_SESSION_dup(s);
+	SSL_SESSION_free(s);
 }
 
 struct upconn *
@@ -126,7 +129,6 @@ pool_connect(struct worker *w, struct svc_state *s, struct endpoint *ep,
 	}
 	u->ep = ep;
 	u->w = w;
-	u->pconf = &svc->pool;
 	u->born_ms = now;
 	http_parser_init(&u->parser, true, &u->head);
 	ep->n_active++;
@@ -138,9 +140,9 @@ pool_connect(struct worker *w, struct svc_state *s, struct endpoint *ep,
 }
 
 void
-pool_checkin(struct upconn *u, int64_t now, int64_t keepalive_ms)
+pool_checkin(struct upconn *u, const struct conf_pool *pc, int64_t now,
+    int64_t keepalive_ms)
 {
-	const struct conf_pool *pc = u->pconf;
 	struct endpoint *ep = u->ep;
 	int64_t expire = now + pc->idle_timeout;
 

@@ -19,7 +19,6 @@
 struct upconn {
 	struct conn *c;
 	struct endpoint *ep;
-	const struct conf_pool *pconf;
 	struct worker *w;
 	struct upconn *next, *prev;	/* idle list */
 	bool idle;
@@ -38,9 +37,12 @@ struct upconn *pool_checkout(struct endpoint *ep, int64_t now);
 /* A new connection (connect and TLS start now; CB reports the outcome). */
 struct upconn *pool_connect(struct worker *w, struct svc_state *s, struct endpoint *ep,
     conn_cb cb, void *arg, int64_t now);
-/* Back to the idle list. KEEPALIVE_MS is the upstream's advertised
- * Keep-Alive timeout (0 = none). Closes it instead when it must retire. */
-void pool_checkin(struct upconn *u, int64_t now, int64_t keepalive_ms);
+/* Back to the idle list under PC (the pool settings in force: a pooled
+ * connection outlives the config it was opened under). KEEPALIVE_MS is
+ * the upstream's advertised Keep-Alive timeout (0 = none). Closes it
+ * instead when it must retire. */
+void pool_checkin(struct upconn *u, const struct conf_pool *pc, int64_t now,
+    int64_t keepalive_ms);
 /* Close and free (active or idle). */
 void pool_discard(struct upconn *u);
 /* Drop idle connections past their time. */

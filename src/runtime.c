@@ -28,8 +28,7 @@ runtime_new(struct metrics *m)
 	if (rt == NULL)
 		return NULL;
 	rt->metrics = m;
-	/* inbound requests are labelled with the app they reach */
-	rt->inbound_metrics_id = m ? metrics_service_id(m, "local_app") : -1;
+	rt->inbound_metrics_id = -1;
 	rt->inbound_bucket = bucket_new();
 	rt->inbound_breaker = breaker_new();
 	if (rt->inbound_bucket == NULL || rt->inbound_breaker == NULL) {
@@ -144,6 +143,15 @@ struct breaker *
 runtime_inbound_breaker(struct runtime *rt)
 {
 	return rt->inbound_breaker;
+}
+
+void
+runtime_inbound_on(struct runtime *rt)
+{
+	/* inbound requests are labelled with the app they reach; the series
+	 * exist once an inbound listener does */
+	if (rt->inbound_metrics_id < 0 && rt->metrics)
+		rt->inbound_metrics_id = metrics_service_id(rt->metrics, "local_app");
 }
 
 int

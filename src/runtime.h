@@ -62,6 +62,8 @@ struct outlier_group *runtime_outlier_group(struct runtime *rt, size_t n_endpoin
 struct bucket *runtime_inbound_bucket(struct runtime *rt);
 struct breaker *runtime_inbound_breaker(struct runtime *rt);
 int runtime_inbound_metrics_id(struct runtime *rt);
+/* An inbound listener exists (main thread, before workers see it). */
+void runtime_inbound_on(struct runtime *rt);
 /* Every service ever seen (for the admin pages), in order of first sight. */
 size_t runtime_services(struct runtime *rt, struct svc_runtime ***out);
 

@@ -41,6 +41,8 @@ struct server {
 	struct discovery *discovery;
 	struct watch *watch;		/* watch: true */
 	bool workers_started;
+	bool level_from_cli;		/* -l wins over log.level, reloads too */
+	bool ready_once;		/* /ready said 200: a reload does not undo it */
 	bool collecting;		/* a reload gathers the first sets */
 	struct ep_set **collected;
 	size_t n_collected;
@@ -176,7 +178,11 @@ server_admin_page(struct server *srv, const char *path, size_t len, struct sbuf 
 		return 0;
 	}
 	if (len == 6 && memcmp(path, "/ready", 6) == 0) {
-		if (srv->ready && discovery_ready(srv->discovery) && !srv->draining) {
+		if (srv->ready && !srv->draining &&
+		    (srv->ready_once || discovery_ready(srv->discovery))) {
+			/* names of a reloaded config being looked up do not
+			 * make a serving sidecar unready */
+			srv->ready_once = true;
 			sbuf_adds(body, "ready\n");
 		} else {
 			page->status = 503;
@@ -233,6 +239,9 @@ reload_limits(const struct config *old, const struct config *c)
 		warn_restart("listeners.inbound.address", old->inbound.listener.address.text,
 		    c->inbound.listener.address.text);
 	warn_restart("log.access", old->log_access, c->log_access);
+	if (old->n_nameservers != c->n_nameservers ||
+	    (c->n_nameservers && strcmp(old->nameservers[0].text, c->nameservers[0].text) != 0))
+		log_warn("reload: resolver.nameservers changed; that takes a restart");
 	if (old->workers != c->workers)
 		log_warn("reload: workers changed from %u to %u; that takes a restart",
 		    old->workers, c->workers);
@@ -327,6 +336,8 @@ server_reload(struct server *srv)
 		return;
 	}
 	reload_limits(srv->conf, next);
+	if (next->inbound.enabled)
+		runtime_inbound_on(srv->runtime);
 	rts = calloc(next->n_services ? next->n_services : 1, sizeof(*rts));
 	swaps = calloc(srv->n_workers, sizeof(*swaps));
 	disc = discovery_new(srv->base, srv->runtime, srv->resolver, srv->health,
@@ -353,6 +364,8 @@ server_reload(struct server *srv)
 	free(swaps);
 	free(rts);
 	metrics_config_reload(srv->metrics, true);
+	if (!srv->level_from_cli)
+		log_set_level(next->log_level);
 	log_info("reloaded %s services=%zu", next->path, next->n_services);
 	watch_update(srv);
 	notify_ready();
@@ -570,7 +583,6 @@ server_run(struct config *conf, bool log_level_from_cli)
 	int afd;
 	uint32_t started = 0;
 
-	(void)log_level_from_cli;
 	signal(SIGPIPE, SIG_IGN);
 	notify_init();
 	ids_thread_init();
@@ -592,11 +604,14 @@ server_run(struct config *conf, bool log_level_from_cli)
 		return 1;
 	}
 	srv.n_workers = conf->workers;
+	srv.level_from_cli = log_level_from_cli;
 	if ((srv.metrics = metrics_new(srv.n_workers)) == NULL ||
 	    (srv.runtime = runtime_new(srv.metrics)) == NULL) {
 		server_free(&srv);
 		return 1;
 	}
+	if (conf->inbound.enabled)
+		runtime_inbound_on(srv.runtime);
 	if ((srv.alog = accesslog_open(conf->log_access, srv.n_workers, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "ferry: log.access: %s\n", err);
 		server_free(&srv);

@@ -23,7 +23,7 @@ exchange_release_upstream(struct exchange *x, bool reusable)
 		return;
 	x->up = NULL;
 	if (reusable)
-		pool_checkin(u, clock_now_ms(), x->up_keepalive_ms);
+		pool_checkin(u, &x->svc->conf->pool, clock_now_ms(), x->up_keepalive_ms);
 	else
 		pool_discard(u);
 }
@@ -459,9 +459,7 @@ response_head(struct exchange *x)
 		if (h->status != 100 && h->status != 101 && !x->http10) {
 			sbuf_clear(out);
 			headers_build_response(out, msg, h, &(struct downstream_head_args){
-			    .ids = NULL, .keep_alive = true,
-			    .keep_alive_timeout = keepalive_secs(cl) });
-			/* interim heads carry no keep-alive parameter */
+			    .interim = true });
 			client_write(cl, out->p, out->len);
 		}
 		buf_consume(&u->in, h->head_len);
@@ -488,6 +486,8 @@ response_head(struct exchange *x)
 	x->status = (uint32_t)h->status;
 	x->upgrade = x->upgrade && h->status == 101;
 	x->dechunk = x->http10 && h->chunked && !x->head_method;
+	if (x->dechunk)
+		x->close_after = true;	/* the close is its only end marker */
 	if (!x->upgrade && (http_parser_body_until_eof(&u->parser) && !x->head_method &&
 	    h->status != 204 && h->status != 304))
 		x->close_after = true;

@@ -1,0 +1,999 @@
+"""Process lifecycle (SPEC §3 drain_delay/drain_timeout/watch, §8 /ready and
+config_reloads_total, §10): SIGHUP reload under load, broken reloads,
+certificate and key rotation, what survives a reload (pools, breaker,
+health), graceful drain on SIGTERM/SIGINT, systemd notify messages and
+watch: true (rename, in-place writes and Kubernetes ..data symlink swaps).
+
+Every wait is bounded; only loopback addresses and temp dirs are used."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+
+import harness
+from harness import (FerryTestCase, IncompleteMessage, RawClient, Reader, build_request,
+                     delay, deep_merge, echo, fixed, free_port, payload, pki, read_response,
+                     service, sha256, slow_body, to_yaml, wait_until)
+
+RELOAD_WAIT = 5.0       # a SIGHUP reload is counted within this
+WATCH_WAIT = 2.0        # a watched change is in force within this (SPEC: debounced ~250 ms)
+OLD_KEY = "lifecycle-old-key-0123456789"
+NEW_KEY = "lifecycle-new-key-9876543210"
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+_METRIC_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metrics(f):
+    """{(name, frozenset(labels)): value} from /metrics."""
+    resp = f.admin("/metrics")
+    assert resp.status == 200, resp.status
+    out = {}
+    for line in resp.body.decode("utf-8", "replace").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _METRIC_RE.match(line)
+        if m:
+            labels = frozenset(_LABEL_RE.findall(m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def metric(f, name, **labels):
+    return metrics(f).get((name, frozenset(labels.items())), 0.0)
+
+
+def reload_counts(f):
+    m = metrics(f)
+    return (m.get(("ferry_config_reloads_total", frozenset({("result", "success")})), 0.0),
+            m.get(("ferry_config_reloads_total", frozenset({("result", "failure")})), 0.0))
+
+
+def write_atomic(path, text):
+    """Write a temp file beside path and rename it over (editor / ConfigMap style)."""
+    tmp = os.path.join(os.path.dirname(path), ".%s.tmp-%s" % (os.path.basename(path),
+                                                              uuid.uuid4().hex[:8]))
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def yaml_text(cfg):
+    return to_yaml(cfg) + "\n"
+
+
+def by_path(routes, default=None):
+    """An upstream behaviour choosing by target prefix."""
+    default = default or echo()
+
+    def behave(conn, req):
+        for prefix, b in routes:
+            if req.target.startswith(prefix):
+                return b(conn, req)
+        return default(conn, req)
+    return behave
+
+
+def describe_diff(got, want):
+    """Where two byte strings part, for a failure message."""
+    n = min(len(got), len(want))
+    i = next((k for k in range(n) if got[k] != want[k]), n)
+    j = next((k for k in range(n - 1, -1, -1) if got[k] != want[k]), i)
+    where = ""
+    if i < n:
+        # is the differing stretch a copy of another stretch of want?
+        at = want.find(got[i:i + 64])
+        where = "; got[%d:] matches want[%d:]" % (i, at) if at >= 0 else "; not a copy of want"
+    return "bodies differ from byte %d to %d of %d/%d%s" % (i, j, len(got), len(want), where)
+
+
+def cert_der(path):
+    with open(path) as fh:
+        return ssl.PEM_cert_to_DER_cert(fh.read())
+
+
+_server_b = []
+
+
+def server_b():
+    """A second server certificate (CN=backend-b, same SANs), made once."""
+    if not _server_b:
+        p = pki()
+        _server_b.append(p._make_leaf("lifecycle-server-b", "backend-b", p.SERVER_SANS, p.ca))
+    return _server_b[0]
+
+
+class TLSClient:
+    """A keep-alive mTLS connection to ferry's inbound listener."""
+
+    def __init__(self, port, cert=None, timeout=harness.IO_TIMEOUT):
+        p = pki()
+        ctx = ssl.create_default_context(cafile=p.ca.cert)
+        ctx.check_hostname = False
+        cert = cert or p.client
+        ctx.load_cert_chain(cert.cert, cert.key)
+        raw = socket.create_connection((harness.LOOPBACK, port), timeout=timeout)
+        self.sock = ctx.wrap_socket(raw, server_hostname="backend")
+        self.reader = Reader(self.sock)
+
+    def peer_der(self):
+        return self.sock.getpeercert(binary_form=True)
+
+    def request(self, target="/", headers=()):
+        self.sock.sendall(build_request("GET", target, [("Host", "app"), *headers]))
+        return read_response(self.reader)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class LifecycleCase(FerryTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self._tmpdirs = []
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            for d in self._tmpdirs:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def tmpdir(self):
+        d = tempfile.mkdtemp(prefix="ferry-lc-")
+        self._tmpdirs.append(d)
+        return d
+
+    def tls_client(self, port, **kw):
+        c = TLSClient(port, **kw)
+        self._closers.append(c.close)
+        return c
+
+    def raw_client(self, port, timeout=harness.IO_TIMEOUT):
+        c = RawClient(port, timeout)
+        self._closers.append(c.close)
+        return c
+
+    def reload(self, f, cfg=None, text=None, expect="success", timeout=RELOAD_WAIT):
+        """Optionally rewrite the config (atomically), SIGHUP, wait until the
+        reload is counted; assert it counted as `expect`."""
+        if cfg is not None:
+            text = yaml_text(cfg)
+            f.config = cfg
+        if text is not None:
+            write_atomic(f.config_path, text)
+        before = reload_counts(f)
+        f.signal(signal.SIGHUP)
+        after = wait_until(lambda: (lambda c: c if c != before else None)(reload_counts(f)),
+                           timeout, 0.02)
+        self.assertIsNotNone(after, "SIGHUP: config_reloads_total did not move within %.0fs\n%s"
+                             % (timeout, f.stderr_tail()))
+        want = (before[0] + 1, before[1]) if expect == "success" else (before[0], before[1] + 1)
+        self.assertEqual(after, want, "reload counted as (success, failure) %r, expected %s\n%s"
+                         % (after, expect, f.stderr_tail()))
+        # the workers take the new snapshot by message: give them a moment
+        time.sleep(0.05)
+        return after
+
+    def inbound_block(self, port, cert_path, key_path, app, keys_file=None):
+        p = pki()
+        block = {"address": "127.0.0.1:%d" % port,
+                 "tls": {"cert": cert_path, "key": key_path, "client_ca": p.ca.cert},
+                 "local_app": app.address}
+        if keys_file:
+            block["auth"] = {"keys_file": keys_file}
+        return block
+
+
+# ---------------------------------------------------------------------------
+# 1, 2: SIGHUP reload
+
+
+class ReloadTest(LifecycleCase):
+
+    def test_reload_add_change_remove_under_load(self):
+        """Three reloads while 4 keep-alive clients hammer svc-a: no request
+        of theirs fails, no connection drops; svc-b (and its own listen port)
+        comes and goes; svc-a's new timeout is in force."""
+        up_a = self.upstream(by_path([("/slow", delay(1.0))]))
+        up_b = self.upstream()
+        port_b = free_port()
+        cfg0 = harness.ferry_config({"svc-a": service(up_a, timeouts={"request": "5s"},
+                                                      retries={"max": 2})})
+        f = self.ferry(config=cfg0)
+        self.assertEqual(f.get("/slow", host="svc-a", timeout=5).status, 200)
+
+        stop = threading.Event()
+        failures, counts = [], []
+
+        def load(n):
+            c = RawClient(f.outbound_port, timeout=5)
+            done = 0
+            try:
+                while not stop.is_set():
+                    target = "/load/%d/%d" % (n, done)
+                    try:
+                        resp = c.request("GET", target, [("Host", "svc-a")])
+                    except (OSError, IncompleteMessage, ValueError) as e:
+                        failures.append("client %d request %d: %r" % (n, done, e))
+                        c.close()
+                        c = RawClient(f.outbound_port, timeout=5)
+                        continue
+                    if resp.status != 200:
+                        failures.append("client %d request %d: %d %r"
+                                        % (n, done, resp.status, resp.body[:200]))
+                    elif resp.json()["target"] != target:
+                        failures.append("client %d: wrong answer %r" % (n, resp.body[:200]))
+                    if resp.has_token("connection", "close"):
+                        failures.append("client %d request %d: connection: close" % (n, done))
+                        c.close()
+                        c = RawClient(f.outbound_port, timeout=5)
+                    done += 1
+            finally:
+                c.close()
+                counts.append(done)
+
+        threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.3)
+            # 1: add svc-b, with its own listen port
+            cfg1 = deep_merge(cfg0, {"services": {"svc-b": service(
+                up_b, listen="127.0.0.1:%d" % port_b)}})
+            self.reload(f, cfg1)
+            resp = f.get("/b/host", host="svc-b")
+            self.assertEqual(resp.status, 200, resp.body[:300])
+            self.assertEqual(up_b.last.target, "/b/host")
+            self.assertTrue(wait_until(lambda: f._connectable(port_b), 2),
+                            "svc-b's listen port not opened by the reload")
+            resp = harness.request(port_b, "GET", "/b/listen")
+            self.assertEqual(resp.status, 200, resp.body[:300])
+            self.assertEqual(up_b.last.target, "/b/listen")
+            kb = self.raw_client(port_b)       # a keep-alive connection on svc-b's port
+            self.assertEqual(kb.request("GET", "/b/keep", [("Host", "x")]).status, 200)
+            time.sleep(0.2)
+
+            # 2: change svc-a's timeouts and retries
+            cfg2 = deep_merge(cfg1, {"services": {"svc-a": {"timeouts": {"request": "400ms"},
+                                                            "retries": {"max": 0}}}})
+            self.reload(f, cfg2)
+            resp = f.get("/slow", host="svc-a", timeout=5)
+            self.assert_ferry_error(resp, 504, "SERVICE_TIMEOUT")
+            time.sleep(0.2)
+
+            # 3: remove svc-b (and its port)
+            cfg3 = json.loads(json.dumps(cfg2))
+            del cfg3["services"]["svc-b"]
+            self.reload(f, cfg3)
+            self.assert_ferry_error(f.get("/b/gone", host="svc-b"), 404, "UNKNOWN_SERVICE")
+            self.assertTrue(wait_until(lambda: not f._connectable(port_b), 2),
+                            "svc-b's listen port still accepts after the reload removed it")
+            # the keep-alive connection on the removed port is not dropped;
+            # its next request routes nowhere
+            time.sleep(0.3)
+            resp = kb.request("GET", "/b/after-remove", [("Host", "svc-a")])
+            self.assert_ferry_error(resp, 404, "UNKNOWN_SERVICE")
+            self.assertNotEqual(up_b.last.target, "/b/after-remove")
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        self.assertEqual(failures[:10], [], "%d requests of the load failed" % len(failures))
+        self.assertEqual(len(counts), 4)
+        self.assertTrue(all(c >= 10 for c in counts), "load too thin: %r" % counts)
+        self.assertEqual(reload_counts(f), (3, 0))
+        self.assertTrue(f.alive())
+        self.assert_upstream_clean(up_a)
+        self.assert_upstream_clean(up_b)
+
+    def test_broken_reloads_keep_serving(self):
+        """A YAML syntax error, an unknown key and a missing certificate file:
+        each is logged as ERROR reload: FILE:LINE:COL, counted as a failure,
+        and nothing of it takes effect; then a good reload counts success."""
+        up = self.upstream()
+        up_new = self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)})
+        f = self.ferry(config=cfg)
+        keep = self.raw_client(f.outbound_port)
+        self.assertEqual(keep.request("GET", "/k0", [("Host", "svc")]).status, 200)
+        path = re.escape(f.config_path)
+        err_re = re.compile(r"^ERROR reload: %s:(\d+):(\d+): (.*)$" % path, re.M)
+        with_new = deep_merge(cfg, {"services": {"svc-new": service(up_new)}})
+
+        def still_serving(step):
+            resp = keep.request("GET", "/k-%s" % step, [("Host", "svc")])
+            self.assertEqual(resp.status, 200, "%s: %r" % (step, resp.body[:200]))
+            self.assertFalse(resp.has_token("connection", "close"))
+            self.assertEqual(f.get("/n-%s" % step, host="svc").status, 200)
+            self.assert_ferry_error(f.get("/", host="svc-new"), 404, "UNKNOWN_SERVICE")
+
+        def new_errors(seen):
+            found = err_re.findall(f.stderr_text())
+            return found[seen:]
+
+        # 1: YAML syntax error (an unclosed flow sequence)
+        text = yaml_text(with_new) + "oops: [1, 2\n"
+        self.reload(f, text=text, expect="failure")
+        errs = new_errors(0)
+        self.assertTrue(errs, "no ERROR reload: FILE:LINE:COL line:\n" + f.stderr_tail())
+        line = int(errs[0][0])
+        self.assertTrue(1 <= line <= text.count("\n") + 1, errs)
+        still_serving("syntax")
+        seen = len(err_re.findall(f.stderr_text()))
+
+        # 2: an unknown key
+        bad = deep_merge(with_new, {"services": {"svc": {"timeoutz": {"request": "2s"}}}})
+        text = yaml_text(bad)
+        lines = text.splitlines()
+        want_line = next(i for i, l in enumerate(lines) if l.strip().startswith("timeoutz:")) + 1
+        key_col = len(lines[want_line - 1]) - len(lines[want_line - 1].lstrip()) + 1
+        self.reload(f, text=text, expect="failure")
+        errs = new_errors(seen)
+        self.assertTrue(errs, "no ERROR reload line for the unknown key:\n" + f.stderr_tail())
+        self.assertTrue(any(int(l) == want_line and key_col <= int(c) <= key_col + 10
+                            and "timeoutz" in m for l, c, m in errs),
+                        "expected %s:%d:%d (timeoutz), got %r" % (f.config_path, want_line,
+                                                                 key_col, errs))
+        still_serving("unknown-key")
+        seen = len(err_re.findall(f.stderr_text()))
+
+        # 3: a certificate file that does not exist
+        missing = os.path.join(self.tmpdir(), "no-such-dir", "cert.pem")
+        bad = deep_merge(with_new, {"services": {"svc": {"tls": {"cert": missing}}}})
+        text = yaml_text(bad)
+        lines = text.splitlines()
+        want_line = next(i for i, l in enumerate(lines) if missing in l) + 1
+        self.reload(f, text=text, expect="failure")
+        errs = new_errors(seen)
+        self.assertTrue(any(int(l) == want_line and missing in m for l, c, m in errs),
+                        "expected %s:%d: naming %s, got %r\n%s"
+                        % (f.config_path, want_line, missing, errs, f.stderr_tail()))
+        still_serving("missing-cert")
+        self.assertEqual(reload_counts(f), (0, 3))
+
+        # then a good one
+        self.reload(f, with_new)
+        resp = f.get("/now", host="svc-new")
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(up_new.last.target, "/now")
+        self.assertEqual(keep.request("GET", "/k-end", [("Host", "svc")]).status, 200)
+        self.assertEqual(reload_counts(f), (1, 3))
+
+
+# ---------------------------------------------------------------------------
+# 3: certificate and key rotation on the inbound listener
+
+
+class RotationTest(LifecycleCase):
+
+    def setUp(self):
+        super().setUp()
+        p = pki()
+        self.app = self.upstream(tls=False)
+        self.dir = self.tmpdir()
+        self.cert = os.path.join(self.dir, "tls.crt")
+        self.key = os.path.join(self.dir, "tls.key")
+        shutil.copyfile(p.server.cert, self.cert)
+        shutil.copyfile(p.server.key, self.key)
+        self.keys_file = os.path.join(self.dir, "inbound.keys")
+        with open(self.keys_file, "w") as fh:
+            fh.write(OLD_KEY + "\n")
+        self.port = free_port()
+
+    def start(self, **top):
+        return self.ferry({}, listeners={"inbound": self.inbound_block(
+            self.port, self.cert, self.key, self.app, self.keys_file)}, **top)
+
+    def swap_cert(self, pair):
+        with open(pair.cert) as fh:
+            cert = fh.read()
+        with open(pair.key) as fh:
+            key = fh.read()
+        write_atomic(self.cert, cert)
+        write_atomic(self.key, key)
+
+    def test_certificate_rotation_on_sighup(self):
+        p = pki()
+        b = server_b()
+        f = self.start()
+        old = self.tls_client(self.port)
+        self.assertEqual(old.peer_der(), cert_der(p.server.cert))
+        self.assertEqual(old.request("/before", [("x-service-auth", OLD_KEY)]).status, 200)
+
+        self.swap_cert(b)
+        self.reload(f)
+        new = self.tls_client(self.port)
+        self.assertEqual(new.peer_der(), cert_der(b.cert),
+                         "the handshake after the reload does not present the new cert")
+        self.assertEqual(new.request("/new", [("x-service-auth", OLD_KEY)]).status, 200)
+        # the connection from before keeps working
+        resp = old.request("/old-after", [("x-service-auth", OLD_KEY)])
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(self.app.last.target, "/old-after")
+        # and another new one still sees B
+        self.assertEqual(self.tls_client(self.port).peer_der(), cert_der(b.cert))
+
+    def test_keys_file_rotation_on_sighup(self):
+        f = self.start()
+        old = self.tls_client(self.port)
+        self.assertEqual(old.request("/1", [("x-service-auth", OLD_KEY)]).status, 200)
+        self.assert_ferry_error(self.tls_client(self.port).request(
+            "/2", [("x-service-auth", NEW_KEY)]), 403, "INVALID_SERVICE_AUTH")
+
+        write_atomic(self.keys_file, NEW_KEY + "\n")
+        self.reload(f)
+        self.assertEqual(self.tls_client(self.port).request(
+            "/3", [("x-service-auth", NEW_KEY)]).status, 200)
+        self.assert_ferry_error(self.tls_client(self.port).request(
+            "/4", [("x-service-auth", OLD_KEY)]), 403, "INVALID_SERVICE_AUTH")
+        # a connection opened before the reload gets the new rules too
+        self.assertEqual(old.request("/5", [("x-service-auth", NEW_KEY)]).status, 200)
+        self.assert_ferry_error(old.request("/6", [("x-service-auth", OLD_KEY)]),
+                                403, "INVALID_SERVICE_AUTH")
+        self.assertEqual([r.target for r in self.app.requests], ["/1", "/3", "/5"])
+
+
+# ---------------------------------------------------------------------------
+# 4: what survives a reload
+
+
+class SurvivesReloadTest(LifecycleCase):
+
+    def test_pool_of_unchanged_endpoint_survives(self):
+        up = self.upstream()
+        other = self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)}, workers=1)
+        f = self.ferry(config=cfg)
+        for i in range(3):
+            self.assertEqual(f.get("/before/%d" % i, host="svc").status, 200)
+        self.assertEqual(up.connections_accepted, 1)
+        self.reload(f, deep_merge(cfg, {"services": {"other": service(other)},
+                                        "log": {"level": "debug"}}))
+        for i in range(3):
+            self.assertEqual(f.get("/after/%d" % i, host="svc").status, 200)
+        self.assertEqual(f.get("/", host="other").status, 200)
+        self.assertEqual(up.connections_accepted, 1,
+                         "the upstream saw a new connection after an unrelated reload")
+        self.assertEqual({r.conn_id for r in up.requests}, {1})
+        self.assertEqual([r.seq for r in up.requests], list(range(6)))
+        self.assertEqual(metric(f, "ferry_upstream_connections_opened_total", service="svc"), 1)
+
+    def test_pool_not_reused_when_service_tls_changes(self):
+        """The counterpart: a service whose client certificate changed gets
+        new connections (the old identity is not kept alive by the pool)."""
+        up = self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)}, workers=1)
+        f = self.ferry(config=cfg)
+        self.assertEqual(f.get("/a", host="svc").status, 200)
+        self.assertEqual(up.last.peer_cert["subject_cn"], "app")
+        self.reload(f, deep_merge(cfg, {"services": {"svc": {
+            "tls": harness.tls_client("backend", cert=pki().client_dns)}}}))
+        self.assertEqual(f.get("/b", host="svc").status, 200)
+        self.assertEqual(up.last.target, "/b")
+        self.assertEqual(up.last.peer_cert["subject_cn"], "app-dns",
+                         "after the reload the request went out with the old client cert")
+        self.assertEqual(up.connections_accepted, 2)
+
+    def test_breaker_and_health_survive(self):
+        dead = free_port()          # nothing listens: connect refused
+        sick = self.upstream(by_path([("/health", fixed(503, body=b"sick"))]))
+        other = self.upstream()
+        cfg = harness.ferry_config({
+            "broken": service(dead, retries={"max": 0},
+                              circuit_breaker={"consecutive_failures": 2, "open_for": "60s"}),
+            "sick": service(sick, health_check={"path": "/health", "interval": "300ms",
+                                                "timeout": "1s", "healthy": 3,
+                                                "unhealthy": 1}),
+        })
+        f = self.ferry(config=cfg)
+        for _ in range(2):
+            self.assertEqual(f.get("/", host="broken").status, 503)
+
+        def state():
+            svcs = {s["name"]: s for s in json.loads(f.admin("/services").body)["services"]}
+            return svcs["broken"]["circuit"], svcs["sick"]["endpoints"][0]["healthy"]
+
+        self.assertTrue(wait_until(lambda: state() == ("open", False), 5),
+                        "circuit not open / endpoint not unhealthy: %r" % (state(),))
+        self.reload(f, deep_merge(cfg, {"services": {"other": service(other)}}))
+        for _ in range(20):
+            self.assertEqual(state(), ("open", False), "lost across the reload")
+            time.sleep(0.02)
+        resp = f.get("/", host="broken")
+        self.assert_ferry_error(resp, 503, "SERVICE_UNAVAILABLE", "circuit")
+        self.assertEqual(metric(f, "ferry_circuit_state", service="broken"), 1)
+        self.assertEqual(metric(f, "ferry_circuit_opened_total", service="broken"), 1)
+
+
+# ---------------------------------------------------------------------------
+# 5: graceful drain
+
+
+class DrainTest(LifecycleCase):
+
+    def exit_watcher(self, f):
+        """A thread recording when the process exits: returns a dict."""
+        out = {}
+
+        def watch():
+            try:
+                f.proc.wait(30)
+            except Exception:       # reported by the test (no "t" key)
+                return
+            out["t"] = time.monotonic()
+            out["rc"] = f.proc.returncode
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        out["thread"] = t
+        return out
+
+    def test_drain_with_requests_and_streams_in_flight(self):
+        parts = [payload(16 * 1024, seed=i) for i in range(10)]
+        whole = b"".join(parts)
+        up = self.upstream(by_path([("/slow", delay(2.5)),
+                                    ("/download", slow_body(parts, 0.3))]))
+        app = self.upstream(tls=False)
+        p = pki()
+        in_port = free_port()
+        f = self.ferry({"svc": service(up)}, drain_delay="1s", drain_timeout="8s",
+                       listeners={"inbound": self.inbound_block(in_port, p.server.cert,
+                                                                p.server.key, app)})
+        # idle keep-alive connections made before the signal
+        k1, k2 = self.raw_client(f.outbound_port), self.raw_client(f.outbound_port)
+        for k in (k1, k2):
+            self.assertEqual(k.request("GET", "/warm", [("Host", "svc")]).status, 200)
+
+        results = {}
+
+        def fetch(name, target):
+            try:
+                with RawClient(f.outbound_port, timeout=10) as c:
+                    resp = c.request("GET", target, [("Host", "svc")])
+                results[name] = (resp, time.monotonic())
+            except Exception as e:      # checked below
+                results[name] = (e, time.monotonic())
+
+        threads = [threading.Thread(target=fetch, args=(n, "/" + n), daemon=True)
+                   for n in ("slow", "download")]
+        for t in threads:
+            t.start()
+        self.assertTrue(wait_until(lambda: {"/slow", "/download"} <= {
+            r.target for r in up.requests}, 3), "the slow requests did not reach the upstream")
+        exited = self.exit_watcher(f)
+        t0 = time.monotonic()
+        f.signal(signal.SIGTERM)
+
+        # at once: /ready 503, /healthz 200
+        self.assertTrue(wait_until(lambda: f.admin("/ready").status == 503, 0.3),
+                        "/ready not 503 right after SIGTERM")
+        self.assertEqual(f.admin("/healthz").status, 200)
+        # during drain_delay: new connections on both listeners are served,
+        # with connection: close
+        with f.client() as c:
+            resp = c.request("GET", "/during-delay", [("Host", "svc")])
+            self.assertEqual(resp.status, 200)
+            self.assertTrue(resp.has_token("connection", "close"), resp.headers)
+            self.assertTrue(c.peer_closed(2), "connection left open after connection: close")
+        resp = k1.request("GET", "/k1-during-delay", [("Host", "svc")])
+        self.assertEqual(resp.status, 200)
+        self.assertTrue(resp.has_token("connection", "close"), resp.headers)
+        inb = self.tls_client(in_port)
+        resp = inb.request("/inbound-during-delay")
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertTrue(resp.has_token("connection", "close"), resp.headers)
+        inb.close()
+        self.assertLess(time.monotonic() - t0, 1.0, "the checks above took too long")
+
+        # after drain_delay: idle keep-alive connections are closed, the
+        # inbound listener refuses, the outbound one still serves
+        self.assertTrue(k2.peer_closed(t0 + 1.8 - time.monotonic()),
+                        "idle keep-alive connection still open after drain_delay")
+
+        def inbound_refused():
+            try:
+                socket.create_connection(("127.0.0.1", in_port), timeout=0.5).close()
+                return False
+            except OSError:
+                return True
+        self.assertTrue(wait_until(inbound_refused, max(0.1, t0 + 2.0 - time.monotonic())),
+                        "inbound listener still accepts after drain_delay")
+        self.assertLess(time.monotonic() - t0, 2.2)
+        self.assertNotIn("t", exited, "ferry exited with requests in flight")
+        with f.client() as c:
+            resp = c.request("GET", "/after-delay", [("Host", "svc")])
+            self.assertEqual(resp.status, 200)
+            self.assertTrue(resp.has_token("connection", "close"), resp.headers)
+
+        # the requests in flight complete fully
+        for t in threads:
+            t.join(10)
+        slow, t_slow = results["slow"]
+        download, t_download = results["download"]
+        self.assertIsInstance(slow, harness.Response, repr(slow))
+        self.assertEqual(slow.status, 200)
+        self.assertEqual(slow.json()["target"], "/slow")
+        self.assertTrue(slow.has_token("connection", "close"), slow.headers)
+        self.assertIsInstance(download, harness.Response, repr(download))
+        self.assertEqual(download.status, 200)
+        self.assertEqual(len(download.body), len(whole))
+        self.assertEqual(sha256(download.body), sha256(whole), describe_diff(download.body, whole)
+                         + "\nhead: %r" % download.raw_head)
+
+        # and ferry exits 0 soon after the last one, well before drain_timeout
+        exited["thread"].join(10)
+        self.assertIn("t", exited, "ferry did not exit")
+        self.assertEqual(exited["rc"], 0, f.stderr_tail())
+        last = max(t_slow, t_download)
+        self.assertGreaterEqual(exited["t"], last - 0.1, "exited before the last response ended")
+        self.assertLess(exited["t"] - last, 1.0, "did not exit promptly once drained")
+        self.assertLess(exited["t"] - t0, 6.0)
+        self.assertEqual(up.errors, [])
+
+    def test_stream_longer_than_drain_timeout_is_cut(self):
+        parts = [payload(8 * 1024, seed=100 + i) for i in range(24)]     # 6 s
+        up = self.upstream(by_path([("/long", slow_body(parts, 0.25))]))
+        f = self.ferry({"svc": service(up)}, drain_delay="0s", drain_timeout="2s")
+        c = self.raw_client(f.outbound_port, timeout=10)
+        c.send(build_request("GET", "/long", [("Host", "svc")]))
+        head = c.reader.read_until(b"\r\n\r\n")
+        self.assertTrue(head and head.startswith(b"HTTP/1.1 200"), head)
+        exited = self.exit_watcher(f)
+        t0 = time.monotonic()
+        f.signal(signal.SIGTERM)
+        got = bytearray(c.reader.take(len(c.reader.buf)))
+        total = sum(len(p) for p in parts)
+        while True:
+            try:
+                data = c.sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not data:
+                break
+            got += data
+        t_cut = time.monotonic()
+        self.assertLess(len(got), total, "the stream was not cut")
+        exited["thread"].join(10)
+        self.assertIn("t", exited, "ferry did not exit")
+        self.assertEqual(exited["rc"], 0, f.stderr_tail())
+        self.assertGreater(exited["t"] - t0, 1.7, "exited before drain_timeout")
+        self.assertLess(exited["t"] - t0, 3.0, "did not exit at drain_timeout")
+        self.assertLess(t_cut - t0, 3.0)
+
+    def test_sigint_idle_exits_after_drain_delay(self):
+        up = self.upstream()
+        f = self.ferry({"svc": service(up)}, drain_delay="600ms", drain_timeout="10s")
+        self.assertEqual(f.get("/", host="svc").status, 200)
+        exited = self.exit_watcher(f)
+        t0 = time.monotonic()
+        f.signal(signal.SIGINT)
+        self.assertTrue(wait_until(lambda: f.admin("/ready").status == 503, 0.3))
+        resp = f.get("/during", host="svc")
+        self.assertEqual(resp.status, 200)
+        self.assertTrue(resp.has_token("connection", "close"), resp.headers)
+        exited["thread"].join(5)
+        self.assertIn("t", exited, "ferry did not exit")
+        self.assertEqual(exited["rc"], 0)
+        self.assertGreater(exited["t"] - t0, 0.5, "exited before drain_delay")
+        self.assertLess(exited["t"] - t0, 1.6, "an idle ferry should exit right after drain_delay")
+
+
+# ---------------------------------------------------------------------------
+# 6: systemd notify
+
+
+class NotifyListener:
+    """An AF_UNIX datagram socket collecting (monotonic time, message)."""
+
+    def __init__(self, address, on_message=None):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self.messages = []
+        self.on_message = on_message
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            msg = data.decode("utf-8", "replace")
+            extra = self.on_message(msg) if self.on_message else None
+            self.messages.append((time.monotonic(), msg, extra))
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+    def texts(self, since=0.0):
+        return [m for t, m, _ in self.messages if t >= since]
+
+    def wait_for(self, predicate, timeout, since=0.0):
+        """The first message after `since` for which predicate holds."""
+        def find():
+            for t, m, extra in list(self.messages):
+                if t >= since and predicate(m):
+                    return (t, m, extra)
+            return None
+        return wait_until(find, timeout)
+
+
+def assignments(msg):
+    return dict(line.split("=", 1) for line in msg.split("\n") if "=" in line)
+
+
+class NotifyTest(LifecycleCase):
+
+    def test_ready_watchdog_reloading_stopping(self):
+        up = self.upstream()
+        sock_path = os.path.join(self.tmpdir(), "notify.sock")
+        cfg = harness.ferry_config({"svc": service(up)}, drain_delay="200ms")
+        admin_port = harness.port_of(cfg["listeners"]["admin"]["address"])
+        outbound_port = harness.port_of(cfg["listeners"]["outbound"]["address"])
+
+        def on_message(msg):
+            # what the world looks like the moment READY=1 arrives
+            if "READY=1" in msg.split("\n"):
+                try:
+                    ready = harness.request(admin_port, "GET", "/ready", timeout=1).status
+                except (OSError, IncompleteMessage) as e:
+                    ready = repr(e)
+                return {"ready": ready, "outbound": harness.Ferry._connectable(outbound_port)}
+            return None
+
+        n = NotifyListener(sock_path, on_message)
+        self._closers.append(n.close)
+        t_start = time.monotonic()
+        f = self.ferry(config=cfg, env={"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "2000000",
+                                        "WATCHDOG_PID": None})
+        first_ready = n.wait_for(lambda m: "READY=1" in m.split("\n"), 5, t_start)
+        self.assertIsNotNone(first_ready, "no READY=1: %r" % n.texts())
+        t_ready, _, seen = first_ready
+        self.assertEqual(seen, {"ready": 200, "outbound": True},
+                         "READY=1 sent before /ready would answer 200")
+        self.assertIsNotNone(n.wait_for(lambda m: m.startswith("STATUS=") and len(m) > 7, 2),
+                             "no STATUS= line: %r" % n.texts())
+        before_ready = [m for t, m, _ in n.messages if t < t_ready]
+        self.assertFalse(any("STOPPING=1" in m or "RELOADING=1" in m for m in before_ready))
+
+        # watchdog: WATCHDOG_USEC=2s, so a ping at least every 2 s
+        first_wd = n.wait_for(lambda m: m == "WATCHDOG=1", 2.5, t_ready)
+        self.assertIsNotNone(first_wd, "no WATCHDOG=1 within 2.5 s of READY: %r" % n.texts())
+        time.sleep(3.0)
+        pings = [t for t, m, _ in n.messages if m == "WATCHDOG=1"]
+        self.assertGreaterEqual(len(pings), 2, n.texts())
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        self.assertTrue(all(g < 2.0 for g in gaps), "watchdog gaps %r" % gaps)
+
+        # reload: RELOADING=1 with MONOTONIC_USEC in the same datagram, then READY=1
+        t_hup = time.monotonic()
+        self.reload(f)
+        reloading = n.wait_for(lambda m: "RELOADING=1" in m.split("\n"), 2, t_hup)
+        self.assertIsNotNone(reloading, "no RELOADING=1 on SIGHUP: %r" % n.texts(t_hup))
+        fields = assignments(reloading[1])
+        self.assertRegex(fields.get("MONOTONIC_USEC", ""), r"^\d+$", reloading[1])
+        usec = int(fields["MONOTONIC_USEC"])
+        self.assertLess(abs(usec / 1e6 - t_hup), 2.0, "MONOTONIC_USEC is not CLOCK_MONOTONIC")
+        again = n.wait_for(lambda m: "READY=1" in m.split("\n"), 2, reloading[0])
+        self.assertIsNotNone(again, "no READY=1 after RELOADING=1: %r" % n.texts(t_hup))
+
+        # a failed reload also ends with READY=1 (systemd would wait otherwise)
+        t_bad = time.monotonic()
+        self.reload(f, text="services: [\n", expect="failure")
+        reloading = n.wait_for(lambda m: "RELOADING=1" in m.split("\n"), 2, t_bad)
+        self.assertIsNotNone(reloading, "no RELOADING=1 on a failed reload")
+        self.assertIsNotNone(n.wait_for(lambda m: "READY=1" in m.split("\n"), 2, reloading[0]),
+                             "no READY=1 after a failed reload: %r" % n.texts(t_bad))
+
+        # drain: STOPPING=1, and no READY=1 after it
+        t_term = time.monotonic()
+        f.signal(signal.SIGTERM)
+        stopping = n.wait_for(lambda m: "STOPPING=1" in m.split("\n"), 2, t_term)
+        self.assertIsNotNone(stopping, "no STOPPING=1 on SIGTERM: %r" % n.texts(t_term))
+        f.proc.wait(5)
+        self.assertEqual(f.proc.returncode, 0)
+        time.sleep(0.1)
+        after = n.texts(stopping[0])
+        self.assertFalse(any("READY=1" in m.split("\n") for m in after), after)
+
+    def test_abstract_socket_and_foreign_watchdog_pid(self):
+        """NOTIFY_SOCKET=@name (abstract namespace); WATCHDOG_PID naming
+        another process means the watchdog is not ours: no pings."""
+        up = self.upstream()
+        name = "ferry-lifecycle-%s" % uuid.uuid4().hex
+        n = NotifyListener("\0" + name)
+        self._closers.append(n.close)
+        t_start = time.monotonic()
+        self.ferry({"svc": service(up)}, env={"NOTIFY_SOCKET": "@" + name,
+                                              "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+        ready = n.wait_for(lambda m: "READY=1" in m.split("\n"), 5, t_start)
+        self.assertIsNotNone(ready, "no READY=1 on the abstract socket: %r" % n.texts())
+        time.sleep(1.5)
+        self.assertNotIn("WATCHDOG=1", n.texts(), "pinged a watchdog meant for pid 1")
+
+
+# ---------------------------------------------------------------------------
+# 7: watch: true
+
+
+class WatchTest(LifecycleCase):
+
+    def wait_status(self, f, host, status, timeout=WATCH_WAIT):
+        last = []
+
+        def check():
+            resp = f.get("/", host=host)
+            last[:] = [resp.status]
+            return resp.status == status
+        ok = wait_until(check, timeout, 0.05)
+        self.assertTrue(ok, "%s: %r, expected %d within %.1fs\n%s"
+                        % (host, last, status, timeout, f.stderr_tail()))
+
+    def settle_and_count(self, f, want):
+        """After the debounce, exactly `want` (success, failure) reloads."""
+        time.sleep(0.7)
+        self.assertEqual(reload_counts(f), want)
+
+    def test_rename_over_config_reloads(self):
+        up, up2 = self.upstream(), self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)}, watch=True)
+        f = self.ferry(config=cfg)
+        self.assert_ferry_error(f.get("/", host="svc-2"), 404, "UNKNOWN_SERVICE")
+        cfg2 = deep_merge(cfg, {"services": {"svc-2": service(up2)}})
+        write_atomic(f.config_path, yaml_text(cfg2))
+        f.config = cfg2
+        self.wait_status(f, "svc-2", 200)
+        self.settle_and_count(f, (1, 0))
+        # an in-place rewrite (open, truncate, write, close) is seen too
+        with open(f.config_path, "w") as fh:
+            fh.write(yaml_text(cfg))
+        f.config = cfg
+        self.wait_status(f, "svc-2", 404)
+        self.settle_and_count(f, (2, 0))
+        self.assertEqual(f.get("/", host="svc").status, 200)
+
+    def test_broken_write_keeps_serving(self):
+        up, up2 = self.upstream(), self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)}, watch=True)
+        f = self.ferry(config=cfg)
+        write_atomic(f.config_path, yaml_text(cfg) + "services_typo: {}\n")
+        self.assertTrue(wait_until(lambda: reload_counts(f) == (0, 1), WATCH_WAIT),
+                        "a broken write was not counted as a failed reload: %r\n%s"
+                        % (reload_counts(f), f.stderr_tail()))
+        self.assertRegex(f.stderr_text(), r"(?m)^ERROR reload: %s:\d+:\d+: "
+                         % re.escape(f.config_path))
+        self.assertEqual(f.get("/", host="svc").status, 200)
+        cfg2 = deep_merge(cfg, {"services": {"svc-2": service(up2)}})
+        write_atomic(f.config_path, yaml_text(cfg2))
+        f.config = cfg2
+        self.wait_status(f, "svc-2", 200)
+        self.settle_and_count(f, (1, 1))
+
+    def test_no_watch_no_reload(self):
+        up, up2 = self.upstream(), self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)})
+        f = self.ferry(config=cfg)
+        write_atomic(f.config_path, yaml_text(deep_merge(
+            cfg, {"services": {"svc-2": service(up2)}})))
+        time.sleep(1.0)
+        self.assertEqual(reload_counts(f), (0, 0))
+        self.assertEqual(f.get("/", host="svc-2").status, 404)
+
+    def test_kubernetes_configmap_symlink_swap(self):
+        """ferry.yaml -> ..data/ferry.yaml, ..data -> ..2026_x: the kubelet
+        makes a new ..2026_y, points a temp symlink at it, renames it over
+        ..data and deletes ..2026_x."""
+        up, up2 = self.upstream(), self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)}, watch=True)
+        f = harness.Ferry(cfg)
+        self._ferries.append(f)
+        root = os.path.join(f.dir, "config")
+        os.mkdir(root)
+        f.config_path = os.path.join(root, "ferry.yaml")
+
+        def publish(name, text, first=False):
+            d = os.path.join(root, name)
+            os.mkdir(d)
+            with open(os.path.join(d, "ferry.yaml"), "w") as fh:
+                fh.write(text)
+            if first:
+                os.symlink(name, os.path.join(root, "..data"))
+                os.symlink("..data/ferry.yaml", f.config_path)
+                return
+            old = os.readlink(os.path.join(root, "..data"))
+            os.symlink(name, os.path.join(root, "..data_tmp"))
+            os.rename(os.path.join(root, "..data_tmp"), os.path.join(root, "..data"))
+            shutil.rmtree(os.path.join(root, old))
+
+        publish("..2026_11_26_10_00_00.000000001", yaml_text(cfg), first=True)
+        f.start()
+        self.assert_ferry_error(f.get("/", host="svc-2"), 404, "UNKNOWN_SERVICE")
+
+        cfg2 = deep_merge(cfg, {"services": {"svc-2": service(up2)}})
+        publish("..2026_11_26_10_01_00.000000002", yaml_text(cfg2))
+        f.config = cfg2
+        self.wait_status(f, "svc-2", 200)
+        self.settle_and_count(f, (1, 0))
+        # a second swap (the first data dir is gone by now) is seen as well
+        publish("..2026_11_26_10_02_00.000000003", yaml_text(cfg))
+        f.config = cfg
+        self.wait_status(f, "svc-2", 404)
+        self.settle_and_count(f, (2, 0))
+        self.assertEqual(f.get("/", host="svc").status, 200)
+
+    def test_watched_certificate_and_keys_file(self):
+        """A Secret-style rename of the inbound cert and key, then an in-place
+        rewrite of keys_file: each in force without a signal."""
+        p = pki()
+        b = server_b()
+        app = self.upstream(tls=False)
+        d = self.tmpdir()
+        cert, key, keys = (os.path.join(d, n) for n in ("tls.crt", "tls.key", "inbound.keys"))
+        shutil.copyfile(p.server.cert, cert)
+        shutil.copyfile(p.server.key, key)
+        with open(keys, "w") as fh:
+            fh.write(OLD_KEY + "\n")
+        port = free_port()
+        f = self.ferry({}, watch=True, listeners={
+            "inbound": self.inbound_block(port, cert, key, app, keys)})
+        self.assertEqual(self.tls_client(port).peer_der(), cert_der(p.server.cert))
+        with open(b.cert) as fh:
+            new_cert = fh.read()
+        with open(b.key) as fh:
+            new_key = fh.read()
+        write_atomic(cert, new_cert)
+        write_atomic(key, new_key)
+
+        def presents_b():
+            c = TLSClient(port)
+            try:
+                return c.peer_der() == cert_der(b.cert)
+            finally:
+                c.close()
+        self.assertTrue(wait_until(presents_b, WATCH_WAIT, 0.05),
+                        "new handshakes still present the old cert\n" + f.stderr_tail())
+        self.settle_and_count(f, (1, 0))
+
+        with open(keys, "w") as fh:
+            fh.write(NEW_KEY + "\n")
+
+        def new_key_ok():
+            c = TLSClient(port)
+            try:
+                return c.request("/k", [("x-service-auth", NEW_KEY)]).status == 200
+            finally:
+                c.close()
+        self.assertTrue(wait_until(new_key_ok, WATCH_WAIT, 0.05),
+                        "the rewritten keys_file was not picked up\n" + f.stderr_tail())
+        self.assertEqual(self.tls_client(port).request(
+            "/old", [("x-service-auth", OLD_KEY)]).status, 403)
+        self.settle_and_count(f, (2, 0))
+
+
+if __name__ == "__main__":
+    harness.main()
