@@ -62,6 +62,20 @@ resume_client(struct client *cl)
 	}
 }
 
+/* The app's ID when valid (true), else a new UUIDv4, copied into OUT. */
+static bool
+take_id(char *out, const char *msg, const struct http_header *hd, size_t *len)
+{
+	if (hd && ids_valid(msg + hd->value.off, hd->value.len)) {
+		memcpy(out, msg + hd->value.off, hd->value.len);
+		*len = hd->value.len;
+		return true;
+	}
+	ids_uuid4(out);
+	*len = UUID_LEN;
+	return false;
+}
+
 static void
 ids_decide(struct exchange *x, const char *msg, const struct http_head *h)
 {
@@ -71,22 +85,8 @@ ids_decide(struct exchange *x, const char *msg, const struct http_head *h)
 	struct request_ids *ids = &x->ids;
 
 	memset(ids, 0, sizeof(*ids));
-	if (c && ids_valid(msg + c->value.off, c->value.len)) {
-		memcpy(x->corr, msg + c->value.off, c->value.len);
-		ids->correlation_len = c->value.len;
-		ids->correlation_from_app = true;
-	} else {
-		ids_uuid4(x->corr);
-		ids->correlation_len = UUID_LEN;
-	}
-	if (r && ids_valid(msg + r->value.off, r->value.len)) {
-		memcpy(x->rid, msg + r->value.off, r->value.len);
-		ids->request_len = r->value.len;
-		ids->request_from_app = true;
-	} else {
-		ids_uuid4(x->rid);
-		ids->request_len = UUID_LEN;
-	}
+	ids->correlation_from_app = take_id(x->corr, msg, c, &ids->correlation_len);
+	ids->request_from_app = take_id(x->rid, msg, r, &ids->request_len);
 	ids->correlation = x->corr;
 	ids->request = x->rid;
 	if (t == NULL || headers_count(h, HDR_TRACEPARENT) > 1 ||

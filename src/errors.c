@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "headers.h"
 
 static const struct {
 	int status;
@@ -135,13 +136,7 @@ ferror_build(struct sbuf *out, const struct error_args *a)
 		sbuf_addu(out, a->retry_after);
 		sbuf_add(out, "\r\n", 2);
 	}
-	if (a->keep_alive) {
-		sbuf_adds(out, "keep-alive: timeout=");
-		sbuf_addu(out, a->keep_alive_timeout);
-		sbuf_add(out, "\r\n", 2);
-	} else {
-		sbuf_adds(out, "connection: close\r\n");
-	}
+	headers_add_connection(out, a->keep_alive, a->keep_alive_timeout);
 	sbuf_add(out, "\r\n", 2);
 	if (!a->head_only)
 		sbuf_add(out, b.p, b.len);

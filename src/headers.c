@@ -319,18 +319,24 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 		add_header(out, "x-correlation-id", a->ids->correlation, a->ids->correlation_len);
 		add_header(out, "x-request-id", a->ids->request, a->ids->request_len);
 	}
-	if (a->interim) {
-		/* nothing: the final response says how the connection goes */
-	} else if (a->upgrade) {
+	/* an interim head says nothing: the final one says how it goes */
+	if (a->upgrade)
 		sbuf_adds(out, "connection: upgrade\r\n");
-	} else if (a->keep_alive) {
+	else if (!a->interim)
+		headers_add_connection(out, a->keep_alive, a->keep_alive_timeout);
+	sbuf_add(out, "\r\n", 2);
+}
+
+void
+headers_add_connection(struct sbuf *out, bool keep_alive, unsigned timeout)
+{
+	if (keep_alive) {
 		sbuf_adds(out, "keep-alive: timeout=");
-		sbuf_addu(out, a->keep_alive_timeout);
+		sbuf_addu(out, timeout);
 		sbuf_add(out, "\r\n", 2);
 	} else {
 		sbuf_adds(out, "connection: close\r\n");
 	}
-	sbuf_add(out, "\r\n", 2);
 }
 
 void

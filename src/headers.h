@@ -63,6 +63,10 @@ struct downstream_head_args {
 void headers_build_response(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct downstream_head_args *a);
 
+/* "keep-alive: timeout=N" for a kept connection, else "connection: close"
+ * (SPEC §5: responses to the app carry the idle timeout). */
+void headers_add_connection(struct sbuf *out, bool keep_alive, unsigned timeout);
+
 /* The origin-form of TARGET (absolute-form loses scheme and authority).
  * AUTH and AUTH_LEN get the authority of an absolute-form target, else NULL. */
 void target_split(const char *target, size_t len, const char **path, size_t *path_len,
