@@ -65,6 +65,81 @@ p2c(const struct lb_candidate *c, long a, long b)
 	return a;
 }
 
+/* Unequal weights among the eligible ones (SRV records); equal ones,
+ * zero included, mean every one counts alike. */
+static bool
+weighted(const struct lb_candidate *c, size_t n, long avoid, bool avoid_ok)
+{
+	long first = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!eligible(c, i, avoid, avoid_ok))
+			continue;
+		if (first < 0)
+			first = (long)i;
+		else if (c[i].weight != c[first].weight)
+			return true;
+	}
+	return false;
+}
+
+/* The eligible candidate where POINT falls on the line of their weights
+ * laid end to end, skipping SKIP. */
+static long
+at_weight(const struct lb_candidate *c, size_t n, long avoid, bool avoid_ok, long skip,
+    uint64_t point)
+{
+	long last = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!eligible(c, i, avoid, avoid_ok) || (long)i == skip || c[i].weight == 0)
+			continue;
+		last = (long)i;
+		if (point < c[i].weight)
+			return (long)i;
+		point -= c[i].weight;
+	}
+	return last;
+}
+
+static uint64_t
+total_weight(const struct lb_candidate *c, size_t n, long avoid, bool avoid_ok, long skip)
+{
+	uint64_t t = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (eligible(c, i, avoid, avoid_ok) && (long)i != skip)
+			t += c[i].weight;
+	return t;
+}
+
+/* Weighted variants: round robin walks the weight line (weights 3 and 1
+ * give A A A B), random and p2c draw by weight. */
+static long
+pick_weighted(enum lb_kind kind, const struct lb_candidate *c, size_t n, long avoid,
+    bool avoid_ok, uint32_t *rr, uint32_t r1, uint32_t r2)
+{
+	uint64_t total = total_weight(c, n, avoid, avoid_ok, -1), t2;
+	long a, b;
+
+	if (total == 0)
+		return -1;	/* unreachable: weighted() needs a non-zero one */
+	switch (kind) {
+	case LB_ROUND_ROBIN:
+		return at_weight(c, n, avoid, avoid_ok, -1, (*rr)++ % total);
+	case LB_RANDOM:
+		return at_weight(c, n, avoid, avoid_ok, -1, (uint64_t)r1 * total >> 32);
+	case LB_P2C_EWMA:
+	default:
+		a = at_weight(c, n, avoid, avoid_ok, -1, (uint64_t)r1 * total >> 32);
+		t2 = total_weight(c, n, avoid, avoid_ok, a);
+		if (t2 == 0)
+			return a;
+		b = at_weight(c, n, avoid, avoid_ok, a, (uint64_t)r2 * t2 >> 32);
+		return b < 0 ? a : p2c(c, a, b);
+	}
+}
+
 long
 balancer_pick(enum lb_kind kind, const struct lb_candidate *c, size_t n,
     long avoid, uint32_t *rr, uint64_t rand)
@@ -83,6 +158,8 @@ balancer_pick(enum lb_kind kind, const struct lb_candidate *c, size_t n,
 	    avail > 1);
 	m = avoid_ok ? avail : avail - 1;
 
+	if (weighted(c, n, avoid, avoid_ok))
+		return pick_weighted(kind, c, n, avoid, avoid_ok, rr, r1, r2);
 	switch (kind) {
 	case LB_ROUND_ROBIN:
 		return pick_rr(c, n, avoid, avoid_ok, rr);

@@ -23,6 +23,8 @@ struct lb_candidate {
 	bool available;		/* not ejected, healthy (or none is) */
 	uint32_t in_flight;	/* requests on it now */
 	double ewma_ms;		/* latency EWMA; 0 = not measured yet */
+	uint32_t weight;	/* SRV weight (others 1): its share of picks; when
+				   every eligible one is 0, all count alike */
 };
 
 /*

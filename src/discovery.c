@@ -117,6 +117,7 @@ publish(struct dsvc *s)
 			snprintf(sp->host, sizeof(sp->host), "%s",
 			    dn->addr ? dn->addr->host : srv_host(c->srv));
 			sp->host_is_ip = dn->addr && dn->addr->is_ip;
+			sp->weight = dn->addrs[j].weight;
 			if ((sp->rt = runtime_endpoint(s->rt, sp->text)) == NULL)
 				goto out;
 			n++;

@@ -282,6 +282,7 @@ pick_endpoint(struct exchange *x, int64_t now)
 		cands[j].available = endpoint_available(s, ep, healthy, now);
 		cands[j].in_flight = ep->in_flight;
 		cands[j].ewma_ms = ewma_current(ep->ewma_ms, ep->ewma_last_ms, now);
+		cands[j].weight = ep->weight;
 		if (x->retries && ep == x->avoid)
 			avoid = (long)j;
 	}

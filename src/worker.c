@@ -31,6 +31,7 @@ endpoint_new(const struct ep_spec *sp)
 	snprintf(ep->addr_text, sizeof(ep->addr_text), "%s", sp->text);
 	memcpy(ep->host, sp->host, sizeof(ep->host));
 	ep->host_is_ip = sp->host_is_ip;
+	ep->weight = sp->weight;
 	ep->rt = sp->rt;
 	ep->outlier = sp->outlier;
 	return ep;
@@ -139,6 +140,7 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 			continue;
 		eps[i]->rt = set->items[i].rt;
 		eps[i]->outlier = set->items[i].outlier;
+		eps[i]->weight = set->items[i].weight;
 	}
 	for (size_t i = 0; i < s->n_eps; i++)
 		if (s->eps[i])
@@ -160,7 +162,7 @@ gen_inbound_init(struct generation *g)
 	const struct conf_inbound *in = &g->conf->inbound;
 	struct conf_service *sc = &g->inbound_conf;
 	struct svc_state *s = &g->inbound;
-	struct ep_spec sp = { .host_is_ip = true };
+	struct ep_spec sp = { .host_is_ip = true, .weight = 1 };
 
 	sc->name = "local_app";
 	sc->endpoints = (struct conf_addr *)&in->local_app;

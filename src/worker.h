@@ -35,6 +35,7 @@ struct endpoint {
 	char addr_text[80];		/* "127.0.0.1:5000", for messages */
 	char host[256];			/* for SNI and verification: the name it came from */
 	bool host_is_ip;
+	uint32_t weight;		/* SRV weight, else 1 */
 	struct upconn *idle;		/* idle pooled connections, newest first */
 	uint32_t n_idle, n_active;
 	uint64_t opened;		/* connections opened, ever */
@@ -64,6 +65,7 @@ struct ep_spec {
 	char text[80];
 	char host[256];			/* configured host (name or IP literal) */
 	bool host_is_ip;
+	uint32_t weight;		/* SRV weight, else 1 */
 	struct ep_runtime *rt;
 	struct outlier *outlier;
 };

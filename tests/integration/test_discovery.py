@@ -504,6 +504,23 @@ class DiscoveryTest(FerryTestCase):
         self.assertGreaterEqual(len(a.requests), 5)
         self.assertGreaterEqual(len(b.requests), 5)
 
+    def test_srv_weights_share_the_traffic(self):
+        """SRV weights decide the shares (issue 4: host, port and weight)."""
+        a = self.host_upstream(ADDR_A)
+        b = self.host_upstream(ADDR_B)
+        dns = self.dns([(ADDR_A, "a.svc.test"), (ADDR_B, "b.svc.test")],
+                       srv=[("_https._tcp.svc.test", "a.svc.test", a.port, 0, 30),
+                            ("_https._tcp.svc.test", "b.svc.test", b.port, 0, 10)])
+        f = self.ferry({"svc": {"srv": "_https._tcp.svc.test", "dns_refresh": "1s",
+                                "load_balancer": "round_robin", "tls": tls_client("backend")}},
+                       resolver={"nameservers": ["127.0.0.1:%d" % dns.port]}, workers=1)
+        self.wait_routable(f)
+        before_a, before_b = len(a.requests), len(b.requests)
+        self.assertEqual(self.send(f, 40), [])
+        got_a, got_b = len(a.requests) - before_a, len(b.requests) - before_b
+        self.assertEqual(got_a + got_b, 40)
+        self.assertTrue(27 <= got_a <= 33, "weights 30:10 gave %d:%d" % (got_a, got_b))
+
     def test_ready_only_after_first_resolution(self):
         a = self.host_upstream(ADDR_A)
         dns = self.dns([(ADDR_A, "svc.test")])

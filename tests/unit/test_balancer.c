@@ -28,7 +28,7 @@ next_rand(void)
 
 START_TEST(test_none_available)
 {
-	struct lb_candidate c[3] = { { false, 0, 1 }, { false, 0, 1 }, { false, 0, 1 } };
+	struct lb_candidate c[3] = { { false, 0, 1, 1 }, { false, 0, 1, 1 }, { false, 0, 1, 1 } };
 	uint32_t rr = 0;
 
 	for (size_t k = 0; k < N(kinds); k++) {
@@ -42,8 +42,8 @@ END_TEST
 
 START_TEST(test_single)
 {
-	struct lb_candidate c[1] = { { true, 7, 3.5 } };
-	struct lb_candidate d[3] = { { false, 0, 0 }, { true, 0, 0 }, { false, 0, 0 } };
+	struct lb_candidate c[1] = { { true, 7, 3.5, 1 } };
+	struct lb_candidate d[3] = { { false, 0, 0, 1 }, { true, 0, 0, 1 }, { false, 0, 0, 1 } };
 	uint32_t rr = 5;
 
 	for (size_t k = 0; k < N(kinds); k++)
@@ -62,8 +62,8 @@ END_TEST
 START_TEST(test_round_robin)
 {
 	struct lb_candidate c[5] = {
-		{ true, 0, 0 }, { false, 0, 0 }, { true, 0, 0 }, { true, 0, 0 },
-		{ false, 0, 0 },
+		{ true, 0, 0, 1 }, { false, 0, 0, 1 }, { true, 0, 0, 1 }, { true, 0, 0, 1 },
+		{ false, 0, 0, 1 },
 	};
 	static const long want[] = { 0, 2, 3, 0, 2, 3, 0 };
 	uint32_t rr = 0;
@@ -85,10 +85,33 @@ START_TEST(test_round_robin)
 }
 END_TEST
 
+/* SRV weights: shares follow the weights; zero weights count alike */
+START_TEST(test_weights)
+{
+	struct lb_candidate c[3] = { { true, 0, 0, 3 }, { true, 0, 0, 1 }, { false, 0, 0, 6 } };
+	struct lb_candidate z[2] = { { true, 0, 0, 0 }, { true, 0, 0, 0 } };
+	int seen[3] = { 0 }, zs[2] = { 0 };
+	uint32_t rr = 0;
+	static const long want[] = { 0, 0, 0, 1, 0, 0, 0, 1 };
+
+	for (size_t i = 0; i < N(want); i++)
+		ck_assert_int_eq(balancer_pick(LB_ROUND_ROBIN, c, 3, -1, &rr, 0), want[i]);
+	for (int i = 0; i < 40000; i++)
+		seen[balancer_pick(LB_RANDOM, c, 3, -1, &rr, next_rand())]++;
+	ck_assert_int_eq(seen[2], 0);
+	ck_assert(seen[0] > 28000 && seen[0] < 32000);	/* 3/4 */
+	/* a retry avoids the heavy one when another exists */
+	ck_assert_int_eq(balancer_pick(LB_P2C_EWMA, c, 3, 0, &rr, next_rand()), 1);
+	for (int i = 0; i < 10000; i++)
+		zs[balancer_pick(LB_RANDOM, z, 2, -1, &rr, next_rand())]++;
+	ck_assert(zs[0] > 4000 && zs[1] > 4000);
+}
+END_TEST
+
 START_TEST(test_random)
 {
 	struct lb_candidate c[4] = {
-		{ true, 0, 0 }, { false, 0, 0 }, { true, 0, 0 }, { true, 0, 0 },
+		{ true, 0, 0, 1 }, { false, 0, 0, 1 }, { true, 0, 0, 1 }, { true, 0, 0, 1 },
 	};
 	int seen[4] = { 0 };
 	uint32_t rr = 0;
@@ -113,7 +136,7 @@ END_TEST
 START_TEST(test_p2c_lighter)
 {
 	/* score (in_flight + 1) * ewma: 10, 8, 30 */
-	struct lb_candidate c[3] = { { true, 1, 5 }, { true, 0, 8 }, { true, 2, 10 } };
+	struct lb_candidate c[3] = { { true, 1, 5, 1 }, { true, 0, 8, 1 }, { true, 2, 10, 1 } };
 	int seen[3] = { 0 };
 	uint32_t rr = 0;
 
@@ -136,7 +159,7 @@ END_TEST
 
 START_TEST(test_p2c_avoid)
 {
-	struct lb_candidate c[3] = { { true, 0, 1 }, { true, 50, 50 }, { false, 0, 1 } };
+	struct lb_candidate c[3] = { { true, 0, 1, 1 }, { true, 50, 50, 1 }, { false, 0, 1, 1 } };
 	uint32_t rr = 0;
 
 	for (int i = 0; i < 1000; i++) {
@@ -154,7 +177,7 @@ END_TEST
 /* A new endpoint (no EWMA yet) gets traffic but is not flooded. */
 START_TEST(test_p2c_unmeasured)
 {
-	struct lb_candidate c[2] = { { true, 0, 10 }, { true, 0, 0 } };
+	struct lb_candidate c[2] = { { true, 0, 10, 1 }, { true, 0, 0, 1 } };
 	uint32_t rr = 0;
 
 	ck_assert_int_eq(balancer_pick(LB_P2C_EWMA, c, 2, -1, &rr, 0), 1);
@@ -213,7 +236,7 @@ START_TEST(test_ewma_current)
 	/* a decayed slow endpoint wins again against a busy fast one */
 	{
 		struct lb_candidate c[2] = {
-			{ true, 3, 2 }, { true, 0, ewma_current(100, 0, 40000) },
+			{ true, 3, 2, 1 }, { true, 0, ewma_current(100, 0, 40000), 1 },
 		};
 		uint32_t rr = 0;
 
@@ -228,6 +251,7 @@ balancer_suite(void)
 	Suite *s = suite_create("balancer");
 	TCase *tc = tcase_create("core");
 
+	tcase_add_test(tc, test_weights);
 	tcase_add_test(tc, test_none_available);
 	tcase_add_test(tc, test_single);
 	tcase_add_test(tc, test_round_robin);
