@@ -149,7 +149,7 @@ pool_checkin(struct upconn *u, const struct conf_pool *pc, int64_t now,
 	save_session(u);
 	if (keepalive_ms > 0 && now + keepalive_ms - 1000 < expire)
 		expire = now + keepalive_ms - 1000;
-	if (expire <= now || ep->n_idle >= pc->max_idle_per_endpoint ||
+	if (ep->retired || expire <= now || ep->n_idle >= pc->max_idle_per_endpoint ||
 	    (pc->max_requests_per_connection &&
 	     u->requests >= pc->max_requests_per_connection) ||
 	    (pc->max_connection_age && now - u->born_ms >= pc->max_connection_age) ||

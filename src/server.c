@@ -239,9 +239,12 @@ reload_limits(const struct config *old, const struct config *c)
 		warn_restart("listeners.inbound.address", old->inbound.listener.address.text,
 		    c->inbound.listener.address.text);
 	warn_restart("log.access", old->log_access, c->log_access);
-	if (old->n_nameservers != c->n_nameservers ||
-	    (c->n_nameservers && strcmp(old->nameservers[0].text, c->nameservers[0].text) != 0))
-		log_warn("reload: resolver.nameservers changed; that takes a restart");
+	for (size_t i = 0; i < old->n_nameservers || i < c->n_nameservers; i++)
+		if (i >= old->n_nameservers || i >= c->n_nameservers ||
+		    strcmp(old->nameservers[i].text, c->nameservers[i].text) != 0) {
+			log_warn("reload: resolver.nameservers changed; that takes a restart");
+			break;
+		}
 	if (old->workers != c->workers)
 		log_warn("reload: workers changed from %u to %u; that takes a restart",
 		    old->workers, c->workers);

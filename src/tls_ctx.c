@@ -302,7 +302,10 @@ ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CT
 			r = 1;
 	} else if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1 &&
 	    EVP_MAC_CTX_set_params(hctx, params) == 1) {
-		r = current ? 1 : 2;	/* 2: resume, and issue a ticket under the new key */
+		/* 2: resume and issue a fresh ticket; TLS 1.3 tickets are
+		 * single-use, so a peer without one pays a full handshake */
+		r = 2;
+		(void)current;
 	}
 	OPENSSL_cleanse(&k, sizeof(k));
 	return r;

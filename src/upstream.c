@@ -547,9 +547,11 @@ upstream_relay(struct exchange *x)
 		u->parsed = 0;
 		if (!response_head(x))
 			return;
+		/* only now does scratch hold this response's head; on later
+		 * calls it holds whatever the worker built last */
+		head_now = x->resp_head;
 	}
-	head_now = true;
-	if (x->upgrade) {
+	if (head_now && x->upgrade) {
 		client_write(cl, out->p, out->len);
 		tunnel_start(x);
 		if (!cl->closed && buf_len(&u->in) > 0) {

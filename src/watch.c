@@ -142,8 +142,11 @@ readable(evutil_socket_t fd, short what, void *arg)
 		for (char *p = buf; p < buf + n;) {
 			const struct inotify_event *e = (const struct inotify_event *)p;
 
-			if (e->len == 0 || interesting(w, e->name) ||
-			    (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF)))
+			/* IN_IGNORED: a watch we removed ourselves (re-arming
+			 * after a reload), not a change */
+			if (!(e->mask & IN_IGNORED) && (e->len == 0 ||
+			    interesting(w, e->name) ||
+			    (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF))))
 				hit = true;
 			p += sizeof(*e) + e->len;
 		}

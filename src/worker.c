@@ -52,6 +52,7 @@ endpoint_retire(struct worker *w, struct endpoint *ep)
 {
 	while (ep->idle)
 		pool_discard(ep->idle);
+	ep->retired = true;	/* connections in use close when done */
 	ep->next_retired = w->retired;
 	w->retired = ep;
 }
@@ -66,6 +67,8 @@ retired_sweep(struct worker *w, bool all)
 		if (all || (w->old == NULL && ep->n_active == 0 && ep->n_idle == 0 &&
 		    ep->in_flight == 0)) {
 			*pp = ep->next_retired;
+			while (ep->idle)
+				pool_discard(ep->idle);
 			endpoint_free(ep);
 		} else {
 			pp = &ep->next_retired;
@@ -389,6 +392,8 @@ swap_listeners(struct worker *w, const struct config *old, const struct config *
 		bool keep = true;
 
 		if (l->fd < 0) {
+			/* closed, but its connections read limits from it */
+			l->conf = &conf->outbound;
 			pp = &l->next;
 			continue;
 		}
@@ -420,9 +425,11 @@ swap_listeners(struct worker *w, const struct config *old, const struct config *
 			pp = &l->next;
 			continue;
 		}
-		/* its connections may still be open: the object stays, closed */
+		/* its connections may still be open: the object stays, closed,
+		 * with limits from a config that lives as long as they do */
 		listener_close(l);
 		l->service = SIZE_MAX;
+		l->conf = &conf->outbound;
 		pp = &l->next;
 	}
 	for (size_t i = 0; i < conf->n_services; i++) {
@@ -439,6 +446,22 @@ swap_listeners(struct worker *w, const struct config *old, const struct config *
 	    add_listener(w, LK_INBOUND, &conf->inbound.listener,
 	    &conf->inbound.listener.address, 0) != 0)
 		log_error("worker %d: cannot open the inbound listener", w->id);
+}
+
+static bool
+same_str(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Pooled connections were authenticated under these settings. Files
+ * rewritten in place (cert renewal) keep the connections, as peers do. */
+static bool
+same_tls(const struct conf_tls_client *a, const struct conf_tls_client *b)
+{
+	return a->enabled == b->enabled && a->min_version == b->min_version &&
+	    same_str(a->ca, b->ca) && same_str(a->cert, b->cert) && same_str(a->key, b->key) &&
+	    same_str(a->server_name, b->server_name) && same_str(a->verify_san, b->verify_san);
 }
 
 void
@@ -459,8 +482,9 @@ worker_swap(struct worker *w, struct swap *sw)
 		for (size_t i = 0; i < g->n_svcs && !kept; i++) {
 			struct svc_state *ns = &g->svcs[i];
 
-			if (strcmp(old->svcs[j].conf->name, ns->conf->name) != 0)
-				continue;
+			if (strcmp(old->svcs[j].conf->name, ns->conf->name) != 0 ||
+			    !same_tls(&old->svcs[j].conf->tls, &ns->conf->tls))
+				continue;	/* new TLS settings: new connections */
 			kept = true;
 			ns->eps = malloc((old->svcs[j].n_eps ? old->svcs[j].n_eps : 1) *
 			    sizeof(*ns->eps));
