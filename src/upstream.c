@@ -83,8 +83,7 @@ attempt_record(struct exchange *x, enum attempt_result r)
 	ep->in_flight--;
 	if (ep->rt)
 		atomic_fetch_sub_explicit(&ep->rt->in_flight, 1, memory_order_relaxed);
-	if (s->rt)
-		metrics_attempt(x->cl->w->ms, s->rt->metrics_id, ur[r]);
+	metrics_attempt(x->cl->w->ms, exchange_metrics_id(x), ur[r]);
 	if (r == AR_OK || r == AR_STATUS_502 || r == AR_STATUS_503 || r == AR_STATUS_504) {
 		ewma_update(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
 		if (ep->rt)

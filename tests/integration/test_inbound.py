@@ -147,6 +147,15 @@ class InboundTest(FerryTestCase):
         self.assertRegex(metrics, r'ferry_tls_handshakes_total\{direction="inbound",'
                                   r'resumed="true"\} [2-9]')
 
+    def test_local_app_attempts_counted(self):
+        for _ in range(3):
+            self.assertEqual(self.call([("x-service-auth", KEY1)]).status, 200)
+        metrics = self.b.admin("/metrics").body.decode()
+        self.assertRegex(metrics, r'ferry_upstream_attempts_total\{service="local_app",'
+                                  r'result="ok"\} 3\b')
+        self.assertRegex(metrics, r'ferry_requests_total\{direction="inbound",'
+                                  r'service="local_app",code="200"\} 3\b')
+
     def test_alpn_http11(self):
         p = pki()
         ctx = ssl.create_default_context(cafile=p.ca.cert)
