@@ -21,6 +21,7 @@ struct admin {
 	int fd;
 	struct admin_conn *conns;
 	uint32_t n_conns;
+	bool paused;			/* at listeners.admin.max_connections */
 };
 
 struct admin_conn {
@@ -31,6 +32,7 @@ struct admin_conn {
 	struct http_parser parser;
 	struct http_head head;
 	bool closing;
+	struct event *timer;		/* idle_timeout, then header_read_timeout */
 	struct admin_conn *next, *prev;
 };
 
@@ -38,6 +40,12 @@ static void
 admin_conn_free(struct admin_conn *ac)
 {
 	ac->a->n_conns--;
+	if (ac->timer)
+		event_free(ac->timer);
+	if (ac->a->paused) {
+		event_add(ac->a->ev, NULL);
+		ac->a->paused = false;
+	}
 	if (ac->prev)
 		ac->prev->next = ac->next;
 	else
@@ -111,6 +119,37 @@ serve(struct admin_conn *ac)
 		ac->closing = true;
 }
 
+/* The listener's own limits (SPEC §3): an idle connection goes after
+ * idle_timeout, a head must complete within header_read_timeout. */
+static void
+arm(struct admin_conn *ac, bool in_head)
+{
+	const struct conf_listener *l = server_admin_conf(ac->a->srv);
+	int64_t ms = in_head ? l->header_read_timeout : l->idle_timeout;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	event_add(ac->timer, &tv);
+}
+
+static void
+admin_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin_conn *ac = arg;
+	static const char b[] = "{\"success\":false,\"error\":{\"code\":\"REQUEST_TIMEOUT\","
+	    "\"message\":\"request head not complete in time\"}}";
+
+	(void)fd;
+	(void)what;
+	if (buf_len(&ac->in) == 0 || ac->closing) {
+		admin_conn_free(ac);
+		return;
+	}
+	respond(ac, 408, "Request Timeout", "application/json", b, sizeof(b) - 1, false, false);
+	ac->closing = true;
+	if (conn_pending(ac->c) == 0)
+		admin_conn_free(ac);
+}
+
 static void
 admin_conn_event(struct conn *c, enum conn_event ev, void *arg)
 {
@@ -157,8 +196,11 @@ admin_conn_event(struct conn *c, enum conn_event ev, void *arg)
 		ac->parsed = 0;
 		http_parser_reset(&ac->parser);
 	}
-	if (ac->closing && conn_pending(ac->c) == 0)
+	if (ac->closing && conn_pending(ac->c) == 0) {
 		admin_conn_free(ac);
+		return;
+	}
+	arm(ac, buf_len(&ac->in) > 0);
 }
 
 static void
@@ -177,12 +219,23 @@ admin_accept(evutil_socket_t fd, short what, void *arg)
 			continue;
 		}
 		ac->a = a;
+		if ((ac->timer = evtimer_new(a->base, admin_timeout, ac)) == NULL) {
+			conn_free(ac->c);
+			free(ac);
+			continue;
+		}
 		http_parser_init(&ac->parser, false, &ac->head);
 		ac->next = a->conns;
 		if (a->conns)
 			a->conns->prev = ac;
 		a->conns = ac;
 		a->n_conns++;
+		arm(ac, false);
+		if (a->n_conns >= server_admin_conf(a->srv)->max_connections) {
+			event_del(a->ev);
+			a->paused = true;
+			return;
+		}
 	}
 }
 

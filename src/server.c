@@ -124,6 +124,12 @@ server_release_idle(struct server *srv, struct worker *from, struct ep_runtime *
 			worker_post(&srv->workers[i], release_idle, ep);
 }
 
+const struct conf_listener *
+server_admin_conf(struct server *srv)
+{
+	return &srv->conf->admin;
+}
+
 struct metrics *
 server_metrics(struct server *srv)
 {

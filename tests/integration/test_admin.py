@@ -3,6 +3,7 @@
 import json
 import secrets
 import signal
+import socket
 import time
 
 import harness
@@ -25,6 +26,38 @@ class AdminTest(FerryTestCase):
         resp = f.admin("/healthz")
         self.assertEqual(resp.status, 200)
         self.assertEqual(resp.body.strip(), b"ok")
+
+    def admin_socket(self, f):
+        s = socket.create_connection(("127.0.0.1", f.admin_port), timeout=3)
+        self.addCleanup(s.close)
+        return s
+
+    def test_admin_listener_limits(self):
+        """listeners.admin takes the per-listener keys (SPEC 3): an idle
+        connection is closed after idle_timeout, a head not finished in
+        header_read_timeout gets 408, and max_connections caps them."""
+        f = self.start(admin={"idle_timeout": "1s", "header_read_timeout": "1s",
+                              "max_connections": 2})
+        idle = self.admin_socket(f)
+        idle.settimeout(3)
+        t0 = time.monotonic()
+        self.assertEqual(idle.recv(100), b"", "idle admin connection not closed")
+        self.assertLess(time.monotonic() - t0, 2.5)
+        slow = self.admin_socket(f)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        slow.settimeout(3)
+        self.assertTrue(slow.recv(200).startswith(b"HTTP/1.1 408"))
+        # two held connections: the third waits in the backlog, unanswered
+        a, b = self.admin_socket(f), self.admin_socket(f)
+        time.sleep(0.2)
+        c = self.admin_socket(f)
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.settimeout(0.5)
+        with self.assertRaises(socket.timeout):
+            c.recv(100)
+        a.close()
+        c.settimeout(3)
+        self.assertTrue(c.recv(200).startswith(b"HTTP/1.1 200"))
 
     def test_ready_once_up(self):
         f = self.start()
