@@ -644,18 +644,6 @@ conn_write(struct conn *c, const void *data, size_t len)
 	return 0;
 }
 
-int
-conn_write_buffer(struct conn *c, struct evbuffer *src)
-{
-	if (c->state == CS_BROKEN)
-		return -1;
-	if (evbuffer_add_buffer(c->out, src) != 0)
-		return -1;
-	if (c->state != CS_OPEN || c->write_wants_read)
-		return 0;
-	return flush_out(c);
-}
-
 size_t
 conn_pending(const struct conn *c)
 {
@@ -741,8 +729,3 @@ conn_ssl(struct conn *c)
 	return c->ssl;
 }
 
-int
-conn_fd(const struct conn *c)
-{
-	return c->fd;
-}

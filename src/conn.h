@@ -66,8 +66,6 @@ bool conn_has_pending(struct conn *c);
 
 /* Queue and try to send. -1 when the connection is broken. */
 int conn_write(struct conn *c, const void *data, size_t len);
-/* Moves SRC's chains to the output without copying, then tries to send. */
-int conn_write_buffer(struct conn *c, struct evbuffer *src);
 size_t conn_pending(const struct conn *c);
 
 /* Back-pressure: stop or resume read interest (only under pressure). */
@@ -88,6 +86,5 @@ uint64_t conn_bytes_written(const struct conn *c);
 bool conn_is_tls(const struct conn *c);
 bool conn_session_reused(const struct conn *c);
 SSL *conn_ssl(struct conn *c);
-int conn_fd(const struct conn *c);
 
 #endif

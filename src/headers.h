@@ -39,7 +39,6 @@ struct upstream_head_args {
 	const char *auth_key;		/* x-service-auth, or NULL to remove */
 	const struct request_ids *ids;
 	const char *via;		/* "1.1 ferry-XXXXXXXX-out" */
-	bool keep_tracestate;
 	bool upgrade;			/* forward Upgrade + Connection: upgrade */
 	/* inbound only */
 	const char *peer;		/* x-ferry-peer, or NULL */

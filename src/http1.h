@@ -63,7 +63,6 @@ struct http_head {
 	bool chunked;
 	bool has_length;
 	bool upgrade;			/* Upgrade + Connection: upgrade */
-	bool expect_continue;
 	bool conn_close;		/* Connection: close */
 	uint64_t content_length;
 };

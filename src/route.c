@@ -1,36 +1,12 @@
-#include <strings.h>
-
 #include "headers.h"
 #include "route.h"
-
-static bool
-name_eq(const char *a, size_t alen, const char *b)
-{
-	return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
-}
 
 long
 route_by_host(const struct config *conf, const char *host, size_t len)
 {
-	const char *name;
-	size_t nlen;
+	const struct conf_service *s = config_service_by_name(conf, host, len);
 
-	host_strip_port(host, len, &name, &nlen);
-	/* a fully qualified name may end with a dot */
-	if (nlen > 1 && name[nlen - 1] == '.')
-		nlen--;
-	if (nlen == 0)
-		return -1;
-	for (size_t i = 0; i < conf->n_services; i++) {
-		const struct conf_service *s = &conf->services[i];
-
-		if (name_eq(name, nlen, s->name))
-			return (long)i;
-		for (size_t j = 0; j < s->n_hosts; j++)
-			if (name_eq(name, nlen, s->hosts[j]))
-				return (long)i;
-	}
-	return -1;
+	return s ? (long)(s - conf->services) : -1;
 }
 
 long
