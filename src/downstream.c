@@ -15,6 +15,7 @@
 #include "session.h"
 
 static void client_process(struct client *cl);
+static void client_process_loop(struct client *cl);
 
 static struct client *
 container_of_exchange(struct exchange *x)
@@ -33,14 +34,17 @@ keepalive_secs(const struct client *cl)
 	return t > 0 ? (unsigned)t : 1;
 }
 
-void
+bool
 client_write(struct client *cl, const void *p, size_t n)
 {
 	if (cl->closed)
-		return;
+		return false;
 	cl->x.bytes_out += n;
-	if (conn_write(cl->c, p, n) != 0)
+	if (conn_write(cl->c, p, n) != 0) {
 		client_close(cl, "downstream write failed");
+		return false;
+	}
+	return true;
 }
 
 void
@@ -236,9 +240,11 @@ exchange_done(struct client *cl)
 	cl->idle_since_ms = clock_now_ms();
 	http_parser_reset(&cl->parser);
 	client_arm_timer(cl);
-	if (buf_len(&cl->in) > 0)
-		client_process(cl);	/* a pipelined request is waiting */
-	else
+	/* a pipelined request is waiting: parse it here, unless the loop of
+	 * client_process is below us and will (no recursion per request) */
+	if (buf_len(&cl->in) > 0 && !cl->in_process)
+		client_process(cl);
+	else if (buf_len(&cl->in) == 0)
 		buf_shrink_if_empty(&cl->in);
 	if (!cl->closed)
 		resume_client(cl);
@@ -254,6 +260,7 @@ client_free_deferred(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	buf_free(&cl->in);
+	http_parser_free(&cl->parser);
 	sbuf_free(&cl->reqhead);
 	sbuf_free(&cl->logline);
 	gen_unref(cl->w, cl->gen);
@@ -392,6 +399,72 @@ client_timeout(evutil_socket_t fd, short what, void *arg)
 	client_arm_timer(cl);
 }
 
+static void
+body_out(void *arg, const char *p, size_t n)
+{
+	struct client *cl = arg;
+
+	sbuf_add(cl->body_dst, p, n);
+}
+
+/* Parses the body bytes at the head of cl->in and appends what goes
+ * upstream to DST: the bytes as they came, or a chunked body framed anew
+ * (http1.h, rechunk). *USED gets the input bytes taken. */
+static enum http_status
+body_parse(struct client *cl, struct sbuf *dst, size_t *used)
+{
+	enum http_status st;
+
+	cl->body_dst = dst;
+	st = http_parse(&cl->parser, buf_head(&cl->in), buf_len(&cl->in), 0, used);
+	if (st != HTTP_ERROR && !cl->parser.rechunk)
+		sbuf_add(dst, buf_head(&cl->in), *used);
+	cl->x.bytes_in += *used;
+	return st;
+}
+
+static bool
+body_over_limit(const struct client *cl)
+{
+	uint64_t max = cl->lis->conf->max_request_body;
+
+	return max && cl->parser.body_bytes > max;
+}
+
+/* A body that cannot go on is answered (before a response head) or cut:
+ * malformed 400, trailers over the head limits 431, over
+ * max_request_body 413, no memory 503. True when it ended the exchange. */
+static bool
+body_refused(struct client *cl, enum http_status st, const struct sbuf *dst)
+{
+	enum ferry_error e;
+	const char *why;
+
+	if (st == HTTP_ERROR && cl->parser.err == HTTP_ERR_TOO_LARGE) {
+		e = FE_HEADERS_TOO_LARGE;
+		why = "request head and trailers over 64 KiB or over 100 fields";
+	} else if (st == HTTP_ERROR) {
+		e = FE_BAD_REQUEST;
+		why = cl->parser.err_text ? cl->parser.err_text : "malformed request body";
+	} else if (body_over_limit(cl)) {
+		e = FE_PAYLOAD_TOO_LARGE;
+		why = "request body over the limit";
+	} else if (dst->oom) {
+		e = FE_SERVICE_UNAVAILABLE;
+		why = "out of memory";
+	} else {
+		return false;
+	}
+	if (cl->x.resp_head) {
+		client_close(cl, why);
+		return true;
+	}
+	exchange_release_upstream(&cl->x, false);
+	send_error(cl, e, why, e == FE_SERVICE_UNAVAILABLE ? 1 : 0, true);
+	exchange_done(cl);
+	return true;
+}
+
 /* Forwards request body bytes upstream, keeping a replay copy while the
  * request is small enough to be re-sent. */
 static void
@@ -399,7 +472,6 @@ forward_body(struct client *cl, const char *p, size_t n)
 {
 	struct exchange *x = &cl->x;
 
-	x->bytes_in += n;
 	if (x->replayable) {
 		if (cl->reqhead.len + n <= x->svc->conf->retries.buffer + cl->reqhead_len)
 			sbuf_add(&cl->reqhead, p, n);
@@ -428,14 +500,6 @@ expects_continue(const char *msg, const struct http_head *h)
 	const struct http_header *e = headers_find(h, HDR_EXPECT);
 
 	return e && slice_eq_ci(msg, e->value, "100-continue");
-}
-
-static bool
-body_over_limit(const struct client *cl)
-{
-	uint64_t max = cl->lis->conf->max_request_body;
-
-	return max && cl->parser.body_bytes > max;
 }
 
 /* The service for an outbound request (SPEC §4), or NULL once refused. */
@@ -632,7 +696,7 @@ request_begin(struct client *cl)
 		send_error(cl, FE_BAD_REQUEST, "HTTP/1.1 request without Host", 0, true);
 		goto refused;
 	}
-	if (headers_find(h, HDR_TRANSFER_ENCODING) && !h->chunked) {
+	if (!headers_framing_ok(h)) {
 		/* RFC 9112 6.3: the length cannot be known */
 		send_error(cl, FE_BAD_REQUEST, "Transfer-Encoding does not end in chunked", 0, true);
 		goto refused;
@@ -681,47 +745,27 @@ request_begin(struct client *cl)
 	}
 	cl->reqhead_len = cl->reqhead.len;
 	x->replayable = true;
-	if (!x->http10 && expects_continue(msg, h) && !x->req_done)
-		client_write(cl, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	if (!x->http10 && expects_continue(msg, h) && !x->req_done &&
+	    !client_write(cl, "HTTP/1.1 100 Continue\r\n\r\n", 25))
+		return;
 	buf_consume(&cl->in, h->head_len);
 	cl->parsed = 0;
 	if (!x->req_done) {
 		/* body bytes that came with the head leave with it, in one write */
 		size_t used = 0;
-		enum http_status st = http_parse(&cl->parser, buf_head(&cl->in),
-		    buf_len(&cl->in), 0, &used);
+		enum http_status st;
 
-		if (st == HTTP_ERROR || body_over_limit(cl)) {
-			if (st == HTTP_ERROR)
-				send_error(cl, FE_BAD_REQUEST, "malformed request body", 0, true);
-			else
-				send_error(cl, FE_PAYLOAD_TOO_LARGE, "request body over the limit", 0, true);
-			exchange_done(cl);
+		cl->parser.rechunk = h->chunked;
+		st = body_parse(cl, &cl->reqhead, &used);
+		if (body_refused(cl, st, &cl->reqhead))
 			return;
-		}
-		if (used > 0 && used <= x->svc->conf->retries.buffer)
-			sbuf_add(&cl->reqhead, buf_head(&cl->in), used);
-		else if (used > 0)
+		/* at most a buffer's worth: sent once, kept for a replay if small */
+		if (cl->reqhead.len - cl->reqhead_len > x->svc->conf->retries.buffer)
 			x->replayable = false;
-		x->bytes_in += used;
+		buf_consume(&cl->in, used);
 		if (st == HTTP_MSG_DONE)
 			x->req_done = true;
-		if (x->replayable || used == 0) {
-			buf_consume(&cl->in, used);
-			used = 0;
-		}
 		cl->state = x->req_done ? CL_WAIT : CL_BODY;
-		attempt_start(x);
-		if (cl->closed || used == 0)
-			return;
-		/* too big to keep: send it as it is */
-		if (x->up && conn_write(x->up->c, buf_head(&cl->in), used) != 0) {
-			buf_consume(&cl->in, used);
-			attempt_failed_conn(x);
-			return;
-		}
-		buf_consume(&cl->in, used);
-		return;
 	}
 	attempt_start(x);
 	return;
@@ -776,6 +820,16 @@ request_error(struct client *cl)
 static void
 client_process(struct client *cl)
 {
+	cl->in_process = true;
+	client_process_loop(cl);
+	cl->in_process = false;
+}
+
+/* Every request it starts or ends runs from this loop: an exchange that
+ * ends at once (an error, a refusal) does not nest another call here. */
+static void
+client_process_loop(struct client *cl)
+{
 	while (!cl->closed) {
 		enum http_status st;
 		size_t used;
@@ -811,30 +865,14 @@ client_process(struct client *cl)
 				pause_client(cl);
 				return;
 			}
-			st = http_parse(&cl->parser, buf_head(&cl->in), buf_len(&cl->in), 0, &used);
-			if (st == HTTP_ERROR) {
-				if (!x->resp_head) {
-					exchange_release_upstream(x, false);
-					send_error(cl, FE_BAD_REQUEST, "malformed request body", 0, true);
-					exchange_done(cl);
-				} else {
-					client_close(cl, "malformed request body");
-				}
-				return;
-			}
-			if (body_over_limit(cl)) {
-				if (!x->resp_head) {
-					exchange_release_upstream(x, false);
-					send_error(cl, FE_PAYLOAD_TOO_LARGE,
-					    "request body over the limit", 0, true);
-					exchange_done(cl);
-				} else {
-					client_close(cl, "request body over the limit");
-				}
-				return;
-			}
-			forward_body(cl, buf_head(&cl->in), used);
+			sbuf_clear(&cl->w->scratch);
+			st = body_parse(cl, &cl->w->scratch, &used);
+			if (body_refused(cl, st, &cl->w->scratch))
+				break;
 			buf_consume(&cl->in, used);
+			forward_body(cl, cl->w->scratch.p, cl->w->scratch.len);
+			if (cl->state != CL_BODY)
+				break;	/* the write failed and the exchange ended */
 			if (st == HTTP_MSG_DONE) {
 				x->req_done = true;
 				cl->state = CL_WAIT;
@@ -988,6 +1026,9 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr,
 		    cl->peer, sizeof(cl->peer));
 	http_parser_init(&cl->parser, false, &cl->head);
+	cl->parser.on_data = body_out;
+	cl->parser.arg = cl;
+	cl->parser.keep_trailer = headers_trailer_allowed;
 	cl->state = CL_IDLE;
 	cl->idle_since_ms = clock_now_ms();
 	lis->n_clients++;

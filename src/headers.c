@@ -31,19 +31,47 @@ static const struct known known_headers[] = {
 	{ "idempotency-key", HDR_IDEMPOTENCY_KEY },
 };
 
+/* NAME is K with any '-' written as '_' (and at least one so written). */
+static bool
+underscored(const char *k, const char *name, size_t len)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (k[i] == '-' && name[i] == '_')
+			any = true;
+		else if ((k[i] | 0x20) != (name[i] | 0x20) || name[i] == '_')
+			return false;
+	}
+	return any;
+}
+
 static enum hdr_kind
 classify_name(const char *name, size_t len)
 {
+	bool under = false;
+
 	/* first letters are few and distinct enough that a table scan of
 	 * same-length names is cheaper than hashing */
 	for (size_t i = 0; i < sizeof(known_headers) / sizeof(known_headers[0]); i++) {
 		const char *k = known_headers[i].name;
 
-		if ((k[0] | 0x20) == (name[0] | 0x20) && strlen(k) == len &&
-		    strncasecmp(k, name, len) == 0)
+		if ((k[0] | 0x20) != (name[0] | 0x20) || strlen(k) != len)
+			continue;
+		if (strncasecmp(k, name, len) == 0)
 			return known_headers[i].kind;
+		if (known_headers[i].kind >= HDR_SERVICE_AUTH && underscored(k, name, len))
+			under = true;
 	}
-	return HDR_OTHER;
+	return under ? HDR_FERRY_LOOKALIKE : HDR_OTHER;
+}
+
+bool
+headers_trailer_allowed(const char *name, size_t len)
+{
+	/* every name ferry knows is framing, hop-by-hop, routing or its own:
+	 * none may arrive after the head was checked */
+	return classify_name(name, len) == HDR_OTHER;
 }
 
 static bool
@@ -135,6 +163,12 @@ headers_count(const struct http_head *h, enum hdr_kind kind)
 	for (uint32_t i = 0; i < h->n_headers; i++)
 		n += h->h[i].kind == kind;
 	return n;
+}
+
+bool
+headers_framing_ok(const struct http_head *h)
+{
+	return h->chunked || headers_find(h, HDR_TRANSFER_ENCODING) == NULL;
 }
 
 static void
@@ -233,6 +267,7 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 		case HDR_SERVICE_AUTH:
 		case HDR_FERRY_PEER:
 		case HDR_FORWARDED_PROTO:
+		case HDR_FERRY_LOOKALIKE:
 			continue;
 		case HDR_CORRELATION_ID:
 			/* the first one was the app's valid ID; others go */

@@ -19,6 +19,14 @@ int headers_classify(const char *msg, struct http_head *h);
 /* The first header of KIND, or NULL. */
 const struct http_header *headers_find(const struct http_head *h, enum hdr_kind kind);
 int headers_count(const struct http_head *h, enum hdr_kind kind);
+/* False when a Transfer-Encoding header is present but the parser did not
+ * take the message as chunked ("chunked<TAB>", "gzip", "chunked, gzip"):
+ * ferry would frame the body one way and the next hop, reading the
+ * re-emitted header, another (RFC 9112 6.3). */
+bool headers_framing_ok(const struct http_head *h);
+/* A request trailer may pass: not one of the names ferry knows (framing,
+ * hop-by-hop, routing, its own, their '_' look-alikes). */
+bool headers_trailer_allowed(const char *name, size_t len);
 
 /* IDs decided for one request; the texts are owned by the caller. */
 struct request_ids {

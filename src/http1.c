@@ -1,3 +1,4 @@
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -71,12 +72,81 @@ on_status(llhttp_t *p, const char *at, size_t len)
 	return 0;
 }
 
+static void
+emit(struct http_parser *hp, const char *p, size_t n)
+{
+	if (hp->on_data)
+		hp->on_data(hp->arg, p, n);
+}
+
+/* Trailers share the head's limits (bytes and fields); with rechunk the
+ * field is collected to be judged whole. */
+static int
+trailer_part(struct http_parser *hp, const char *at, size_t len, bool name)
+{
+	hp->trailer_bytes += (uint32_t)len;
+	if (hp->head->head_len + hp->trailer_bytes > HTTP_MAX_HEAD)
+		return too_large(hp);
+	if (name && hp->cur != 1) {
+		if (hp->head->n_headers + ++hp->n_trailers > HTTP_MAX_HEADERS)
+			return too_large(hp);
+		sbuf_clear(&hp->trailer);
+	}
+	if (!name && (hp->cur == 1 || hp->cur == 3))
+		sbuf_add(&hp->trailer, ": ", 2);
+	/* a value comes in one piece per input, continued only at the start
+	 * of the next input; another piece is obsolete line folding */
+	if (!name && hp->cur == 2 && !(hp->value_at_end && at == hp->base)) {
+		hp->err_text = "obsolete line folding in a trailer";
+		return -1;
+	}
+	if (!name)
+		hp->value_at_end = at + len == hp->base + hp->base_len;
+	hp->cur = name ? 1 : 2;
+	if (hp->rechunk)
+		sbuf_add(&hp->trailer, at, len);
+	return 0;
+}
+
+static int
+trailer_done(struct http_parser *hp)
+{
+	struct sbuf *t = &hp->trailer;
+	const char *colon;
+	size_t nlen;
+
+	if (!hp->rechunk)
+		return 0;
+	if (hp->cur == 1 || hp->cur == 3)
+		sbuf_add(t, ": ", 2);		/* an empty value */
+	if (t->oom) {
+		hp->err_text = "out of memory";
+		return -1;
+	}
+	colon = memchr(t->p, ':', t->len);
+	nlen = (size_t)(colon - t->p);
+	for (size_t j = nlen + 2; j < t->len; j++)
+		if (t->p[j] == '\r' || t->p[j] == '\n' || t->p[j] == '\0') {
+			hp->err_text = "invalid trailer value";
+			return -1;
+		}
+	while (t->len > nlen + 2 && (t->p[t->len - 1] == ' ' || t->p[t->len - 1] == '\t'))
+		t->len--;
+	if (hp->keep_trailer == NULL || hp->keep_trailer(t->p, nlen)) {
+		sbuf_add(t, "\r\n", 2);
+		emit(hp, t->p, t->len);
+	}
+	return 0;
+}
+
 static int
 on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct http_parser *hp = hp_of(p);
 	struct http_head *h = hp->head;
 
+	if (hp->in_body)
+		return trailer_part(hp, at, len, true);
 	if (hp->cur != 1) {
 		if (h->n_headers >= HTTP_MAX_HEADERS)
 			return too_large(hp);
@@ -96,6 +166,8 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 	struct http_parser *hp = hp_of(p);
 	struct http_head *h = hp->head;
 
+	if (hp->in_body)
+		return trailer_part(hp, at, len, false);
 	extend(hp, &h->h[h->n_headers - 1].value, at, len, hp->cur != 2);
 	hp->cur = 2;
 	return 0;
@@ -104,8 +176,11 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 static int
 on_header_value_complete(llhttp_t *p)
 {
-	hp_of(p)->cur = 0;
-	return 0;
+	struct http_parser *hp = hp_of(p);
+	int r = hp->in_body ? trailer_done(hp) : 0;
+
+	hp->cur = 0;
+	return r;
 }
 
 static int
@@ -150,15 +225,55 @@ on_body(llhttp_t *p, const char *at, size_t len)
 	struct http_parser *hp = hp_of(p);
 
 	hp->body_bytes += len;
-	if (hp->dechunk && hp->on_data)
-		hp->on_data(hp->arg, at, len);
+	if (hp->dechunk || hp->rechunk)
+		emit(hp, at, len);
+	return 0;
+}
+
+static int
+on_chunk_header(llhttp_t *p)
+{
+	struct http_parser *hp = hp_of(p);
+	char line[24];
+	int n;
+
+	if (p->content_length == 0)
+		hp->in_trailers = true;
+	if (hp->rechunk) {
+		n = snprintf(line, sizeof(line), "%llx\r\n", (unsigned long long)p->content_length);
+		emit(hp, line, (size_t)n);
+	}
+	return 0;
+}
+
+static int
+on_chunk_complete(llhttp_t *p)
+{
+	struct http_parser *hp = hp_of(p);
+
+	if (hp->rechunk && !hp->in_trailers)
+		emit(hp, "\r\n", 2);
+	return 0;
+}
+
+/* Extensions are dropped by rechunk, but a peer must not send unbounded
+ * bytes for free: they count as body. */
+static int
+on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+	(void)at;
+	hp_of(p)->body_bytes += len;
 	return 0;
 }
 
 static int
 on_message_complete(llhttp_t *p)
 {
-	hp_of(p)->msg_done = true;
+	struct http_parser *hp = hp_of(p);
+
+	if (hp->rechunk && hp->in_trailers)
+		emit(hp, "\r\n", 2);
+	hp->msg_done = true;
 	return HPE_PAUSED;
 }
 
@@ -173,6 +288,10 @@ static const llhttp_settings_t settings = {
 	.on_header_value_complete = on_header_value_complete,
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
+	.on_chunk_header = on_chunk_header,
+	.on_chunk_complete = on_chunk_complete,
+	.on_chunk_extension_name = on_chunk_extension,
+	.on_chunk_extension_value = on_chunk_extension,
 	.on_message_complete = on_message_complete,
 };
 
@@ -188,14 +307,21 @@ http_parser_init(struct http_parser *hp, bool response, struct http_head *head)
 void
 http_parser_reset(struct http_parser *hp)
 {
-	struct http_head *head = hp->head;
-	void (*on_data)(void *, const char *, size_t) = hp->on_data;
-	void *arg = hp->arg;
-	bool response = hp->p.type == HTTP_RESPONSE;
+	struct http_parser keep = *hp;
 
-	http_parser_init(hp, response, head);
-	hp->on_data = on_data;
-	hp->arg = arg;
+	http_parser_init(hp, keep.p.type == HTTP_RESPONSE, keep.head);
+	hp->on_data = keep.on_data;
+	hp->arg = keep.arg;
+	hp->rechunk = keep.rechunk;
+	hp->keep_trailer = keep.keep_trailer;
+	hp->trailer = keep.trailer;	/* its memory, emptied */
+	sbuf_clear(&hp->trailer);
+}
+
+void
+http_parser_free(struct http_parser *hp)
+{
+	sbuf_free(&hp->trailer);
 }
 
 /* llhttp accepts bytes RFC 9110 forbids in a value only in lenient mode,
@@ -227,6 +353,7 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 	llhttp_errno_t e;
 
 	hp->base = data;
+	hp->base_len = len;
 	hp->base_off = msg_off;
 	hp->head_done = false;
 	e = llhttp_execute(&hp->p, data, len);

@@ -13,6 +13,8 @@
 
 #include <llhttp.h>
 
+#include "sbuf.h"
+
 #define HTTP_MAX_HEADERS 100
 #define HTTP_MAX_HEAD (64 * 1024)
 
@@ -43,6 +45,9 @@ enum hdr_kind {
 	HDR_FORWARDED_FOR,
 	HDR_FORWARDED_PROTO,
 	HDR_IDEMPOTENCY_KEY,
+	/* a header ferry owns spelled with '_' for '-' (x_ferry_peer):
+	 * CGI, WSGI and Rack read it as the real one */
+	HDR_FERRY_LOOKALIKE,
 };
 
 struct http_header {
@@ -85,6 +90,8 @@ struct http_parser {
 	llhttp_t p;
 	struct http_head *head;
 	const char *base;	/* first byte of the message in this execute */
+	size_t base_len;	/* bytes given to this execute */
+	bool value_at_end;	/* the last trailer value piece ended its input */
 	uint32_t base_off;	/* offset of base from the message start */
 	int cur;		/* 0 none, 1 in field, 2 in value */
 	bool in_head;
@@ -92,7 +99,16 @@ struct http_parser {
 	bool msg_done;
 	bool head_done;
 	bool dechunk;		/* report body bytes through on_data */
-	uint64_t body_bytes;	/* decoded body bytes so far */
+	/* Report the body through on_data as chunked framing written here:
+	 * sizes without extensions, and only the trailers keep_trailer
+	 * allows, so what leaves never says more than was parsed. */
+	bool rechunk;
+	bool in_trailers;	/* after the last chunk */
+	uint32_t trailer_bytes;	/* count toward the head limits */
+	uint32_t n_trailers;
+	struct sbuf trailer;	/* the trailer field being read (rechunk) */
+	bool (*keep_trailer)(const char *name, size_t nlen);
+	uint64_t body_bytes;	/* decoded body bytes, chunk extensions too */
 	enum http_error err;
 	const char *err_text;
 	void (*on_data)(void *arg, const char *at, size_t len);
@@ -100,8 +116,9 @@ struct http_parser {
 };
 
 void http_parser_init(struct http_parser *hp, bool response, struct http_head *head);
-/* Starts a new message (keeps the type). */
+/* Starts a new message (keeps the type, callbacks and modes). */
 void http_parser_reset(struct http_parser *hp);
+void http_parser_free(struct http_parser *hp);
 
 /*
  * Parses DATA (all unconsumed bytes of the message so far is not needed:

@@ -73,6 +73,7 @@ struct exchange {
 	bool resp_head;			/* response head sent to the client */
 	bool replayable;		/* reqhead holds the whole request so far */
 	bool resent;			/* already re-sent once after a stale reuse */
+	uint8_t interims;		/* 1xx responses seen (bounded) */
 	bool dechunk;
 	bool close_after;		/* close the client after this response */
 	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
@@ -103,6 +104,8 @@ struct client {
 	struct sbuf reqhead;		/* request for upstream (head + replayable body) */
 	struct sbuf logline;		/* method and path, for the access log */
 	size_t reqhead_len;		/* bytes of reqhead that are the head */
+	struct sbuf *body_dst;		/* where the parser puts a chunked body */
+	bool in_process;		/* client_process is on the stack */
 	struct event *timer;
 	struct exchange x;
 	struct client *next, *prev;	/* the worker's list */
@@ -112,7 +115,10 @@ struct client {
 };
 
 /* downstream.c */
-void client_write(struct client *cl, const void *p, size_t n);
+/* False when the write failed: the client is closed and its exchange is
+ * over (x->up released). The one rule of every write-then-continue path:
+ * on false, return at once and touch nothing of the exchange. */
+bool client_write(struct client *cl, const void *p, size_t n);
 void client_close(struct client *cl, const char *reason);
 void client_arm_timer(struct client *cl);
 void pause_client(struct client *cl);

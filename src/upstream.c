@@ -12,6 +12,10 @@
 
 static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
 
+/* 1xx responses to one request before its final one: Early Hints come
+ * once or twice; an upstream streaming them is broken or hostile. */
+#define MAX_INTERIM_RESPONSES 16
+
 /* --------------------------------------------------- exchange end ---- */
 
 void
@@ -375,6 +379,7 @@ attempt_start(struct exchange *x)
 		attempt_failed_conn(x);
 		return;
 	}
+
 	if (cl->state == CL_BODY)
 		resume_client(cl);	/* body reading waited for this attempt */
 	client_arm_timer(cl);
@@ -391,11 +396,13 @@ parse_keepalive_timeout(const char *msg, const struct http_head *h)
 	v = msg + ka->value.off;
 	for (p = v; p + 8 <= v + ka->value.len; p++) {
 		if (strncasecmp(p, "timeout=", 8) == 0) {
-			long long s = 0;
+			int64_t s = 0;
 
+			/* saturating: any number of digits from a hostile upstream */
 			for (p += 8; p < v + ka->value.len && *p >= '0' && *p <= '9'; p++)
-				s = s * 10 + (*p - '0');
-			return s > 0 && s < 86400 ? s * 1000 : 0;
+				if ((s = s * 10 + (*p - '0')) >= 86400)
+					return 0;
+			return s * 1000;
 		}
 	}
 	return 0;
@@ -421,7 +428,8 @@ response_done(struct exchange *x)
 	exchange_done(x->cl);
 }
 
-static void
+/* False when the tunnel could not start (the client is closed). */
+static bool
 tunnel_start(struct exchange *x)
 {
 	struct client *cl = x->cl;
@@ -432,10 +440,14 @@ tunnel_start(struct exchange *x)
 	/* bytes the client sent after its upgrade request belong to the tunnel */
 	if (buf_len(&cl->in) > 0) {
 		x->bytes_in += buf_len(&cl->in);
-		conn_write(x->up->c, buf_head(&cl->in), buf_len(&cl->in));
+		if (conn_write(x->up->c, buf_head(&cl->in), buf_len(&cl->in)) != 0) {
+			client_close(cl, "tunnel upstream write failed");
+			return false;
+		}
 		buf_consume(&cl->in, buf_len(&cl->in));
 	}
 	resume_client(cl);
+	return true;
 }
 
 /* Handles a parsed response head; returns false when the exchange ended. */
@@ -453,18 +465,31 @@ response_head(struct exchange *x)
 		attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, "malformed response head");
 		return false;
 	}
+	if (!headers_framing_ok(h)) {
+		/* re-emitted, the header would frame the body differently for
+		 * the client than it was read here */
+		attempt_failed(x, AR_RESET, FE_SERVICE_ERROR,
+		    "response Transfer-Encoding is not chunked");
+		return false;
+	}
 	if (h->status >= 100 && h->status < 200 && !(h->status == 101 && x->upgrade)) {
+		if (++x->interims > MAX_INTERIM_RESPONSES) {
+			attempt_failed(x, AR_RESET, FE_SERVICE_ERROR,
+			    "too many interim (1xx) responses");
+			return false;
+		}
 		/* interim: ferry answered 100-continue itself; others pass on
 		 * to HTTP/1.1 clients */
 		if (h->status != 100 && h->status != 101 && !x->http10) {
 			sbuf_clear(out);
 			headers_build_response(out, msg, h, &(struct downstream_head_args){
 			    .interim = true });
-			client_write(cl, out->p, out->len);
+			if (!client_write(cl, out->p, out->len))
+				return false;	/* u went with the client */
 		}
 		buf_consume(&u->in, h->head_len);
 		http_parser_reset(&u->parser);
-		return !cl->closed;
+		return true;
 	}
 	if (!(h->status == 101 && x->upgrade)) {
 		enum attempt_result r = status_result(h->status);
@@ -549,13 +574,21 @@ upstream_relay(struct exchange *x)
 		/* only now does scratch hold this response's head; on later
 		 * calls it holds whatever the worker built last */
 		head_now = x->resp_head;
+		if (!x->resp_head && conn_pending(cl->c) > CONN_HIGH_MARK) {
+			/* interim heads pile up at a client that does not read:
+			 * CONN_DRAINED of the client resumes this */
+			conn_pause_read(u->c);
+			return;
+		}
 	}
 	if (head_now && x->upgrade) {
-		client_write(cl, out->p, out->len);
-		tunnel_start(x);
-		if (!cl->closed && buf_len(&u->in) > 0) {
-			client_write(cl, buf_head(&u->in), buf_len(&u->in));
-			buf_consume(&u->in, buf_len(&u->in));
+		if (!client_write(cl, out->p, out->len) || !tunnel_start(x))
+			return;
+		if (buf_len(&u->in) > 0) {
+			size_t n = buf_len(&u->in);
+
+			if (client_write(cl, buf_head(&u->in), n))
+				buf_consume(&u->in, n);
 		}
 		return;
 	}
@@ -640,9 +673,10 @@ upstream_readable(struct exchange *x)
 		n = conn_read(u->c, b, 65536);
 		if (n > 0) {
 			x->last_io_ms = clock_now_ms();
-			client_write(cl, buf_head(b), buf_len(b));
+			if (!client_write(cl, buf_head(b), buf_len(b)))
+				return;		/* u went with the client */
 			buf_consume(b, buf_len(b));
-			if (!cl->closed && conn_pending(cl->c) > CONN_HIGH_MARK)
+			if (conn_pending(cl->c) > CONN_HIGH_MARK)
 				conn_pause_read(u->c);
 		} else if (n != CONN_AGAIN) {
 			upstream_eof(x, n);
