@@ -16,6 +16,7 @@
 
 static void client_process(struct client *cl);
 static void client_process_loop(struct client *cl);
+static void exchange_account(struct client *cl, const char *cut);
 
 static struct client *
 container_of_exchange(struct exchange *x)
@@ -45,6 +46,20 @@ client_write(struct client *cl, const void *p, size_t n)
 		return false;
 	}
 	return true;
+}
+
+/* The last write of a response: the request is counted (metrics, access
+ * log) before its last byte can reach the client, so a scrape that
+ * follows the response always includes it (ferry(8), METRICS). */
+bool
+client_write_last(struct client *cl, const void *p, size_t n)
+{
+	if (cl->closed)
+		return false;
+	cl->x.bytes_out += n;
+	exchange_account(cl, NULL);
+	cl->x.bytes_out -= n;
+	return client_write(cl, p, n);
 }
 
 void
@@ -135,9 +150,9 @@ send_error(struct client *cl, enum ferry_error e, const char *message,
 	log_debug("%s %s", ferror_code(e), message);
 	sbuf_clear(out);
 	ferror_build(out, &a);
-	client_write(cl, out->p, out->len);
 	if (!a.keep_alive)
 		x->close_after = true;
+	client_write_last(cl, out->p, out->len);
 }
 
 int

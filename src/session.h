@@ -119,6 +119,8 @@ struct client {
  * over (x->up released). The one rule of every write-then-continue path:
  * on false, return at once and touch nothing of the exchange. */
 bool client_write(struct client *cl, const void *p, size_t n);
+/* The same for the last bytes of a response, counted before they leave. */
+bool client_write_last(struct client *cl, const void *p, size_t n);
 void client_close(struct client *cl, const char *reason);
 void client_arm_timer(struct client *cl);
 void pause_client(struct client *cl);

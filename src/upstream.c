@@ -416,16 +416,16 @@ dechunk_data(void *arg, const char *at, size_t len)
 	sbuf_add(&x->cl->w->scratch, at, len);
 }
 
-/* The response is complete: give the upstream connection back. */
+/* The response is complete: give the upstream connection back (before
+ * the last byte goes to the client, so the pool gauges are settled too). */
 static void
-response_done(struct exchange *x)
+response_release(struct exchange *x)
 {
 	struct upconn *u = x->up;
 	bool reusable = x->req_done && u->head.keep_alive && !x->upgrade &&
 	    buf_len(&u->in) == 0;
 
 	exchange_release_upstream(x, reusable);
-	exchange_done(x->cl);
 }
 
 /* False when the tunnel could not start (the client is closed). */
@@ -614,16 +614,17 @@ upstream_relay(struct exchange *x)
 		if (!x->dechunk)
 			sbuf_add(out, buf_head(&u->in), used);
 		buf_consume(&u->in, used);
-		client_write(cl, out->p, out->len);
-		sbuf_clear(out);
-		head_now = false;
-		if (cl->closed)
-			return;
-		x->last_io_ms = clock_now_ms();
 		if (st == HTTP_MSG_DONE) {
-			response_done(x);
+			response_release(x);
+			if (client_write_last(cl, out->p, out->len))
+				exchange_done(cl);
 			return;
 		}
+		if (!client_write(cl, out->p, out->len))
+			return;
+		sbuf_clear(out);
+		head_now = false;
+		x->last_io_ms = clock_now_ms();
 	} while (buf_len(&u->in) > 0);
 	if (x->up && conn_pending(cl->c) > CONN_HIGH_MARK)
 		conn_pause_read(x->up->c);

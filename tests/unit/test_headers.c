@@ -787,6 +787,108 @@ static const struct split_case split_cases[] = {
 	{ "ht tp://svc/x", NULL, NULL },
 };
 
+/* Every head ferry sends, parsed again, has the framing ferry used: over a
+ * grid of framing headers (with the whitespace, case and list forms a
+ * hostile upstream tries), each response the parser and
+ * headers_framing_ok accept is rebuilt, for HTTP/1.1 and for HTTP/1.0
+ * clients (dechunked), and parsed again. */
+START_TEST(test_response_framing_reparsed)
+{
+	static const char *const te[] = {
+		NULL, "chunked", "Chunked", "chunked\t", "chunked ", " chunked",
+		"gzip, chunked", "chunked, gzip", "gzip", "identity", "chunked,chunked",
+		"\tchunked\t", "chunked;q=1", "x",
+	};
+	static const char *const cl[] = { NULL, "5", "0", " 5", "5 ", "5\t", "05", "5, 5" };
+	unsigned checked = 0;
+
+	for (size_t i = 0; i < sizeof(te) / sizeof(te[0]); i++) {
+		for (size_t j = 0; j < sizeof(cl) / sizeof(cl[0]); j++) {
+			for (int dechunk = 0; dechunk < 2; dechunk++) {
+				char msg[512], *again;
+				struct http_parser hp2;
+				struct http_head h2;
+				enum http_status st;
+				size_t used;
+				bool chunked, has_length;
+				uint64_t length;
+
+				snprintf(msg, sizeof(msg), "HTTP/1.1 200 OK\r\n%s%s%s%s%s%s\r\n",
+				    te[i] ? "Transfer-Encoding: " : "", te[i] ? te[i] : "",
+				    te[i] ? "\r\n" : "", cl[j] ? "Content-Length: " : "",
+				    cl[j] ? cl[j] : "", cl[j] ? "\r\n" : "");
+				http_parser_init(&hp, true, &head);
+				st = http_parse(&hp, msg, strlen(msg), 0, &used);
+				if (st != HTTP_HEAD_DONE)
+					continue;
+				headers_classify(msg, &head);
+				if (!headers_framing_ok(&head))
+					continue;
+				chunked = head.chunked && !dechunk;
+				has_length = head.has_length;
+				length = head.content_length;
+				sbuf_clear(&out);
+				headers_build_response(&out, msg, &head, &(struct downstream_head_args){
+				    .dechunk = dechunk && head.chunked, .keep_alive = true,
+				    .keep_alive_timeout = 5 });
+				again = strndup(out.p, out.len);
+				http_parser_init(&hp2, true, &h2);
+				st = http_parse(&hp2, again, strlen(again), 0, &used);
+				ck_assert_msg(st == HTTP_HEAD_DONE, "re-parse failed: %s", again);
+				ck_assert_msg(h2.chunked == chunked, "chunked %d then %d: %s",
+				    chunked, h2.chunked, again);
+				if (!chunked) {
+					ck_assert_msg(h2.has_length == has_length, "length: %s", again);
+					ck_assert(h2.content_length == length);
+				}
+				ck_assert_msg(headers_find(&h2, HDR_TRANSFER_ENCODING) == NULL ||
+				    h2.chunked, "TE not chunked re-emitted: %s", again);
+				free(again);
+				checked++;
+			}
+		}
+	}
+	ck_assert_uint_gt(checked, 10);
+}
+END_TEST
+
+START_TEST(test_framing_ok)
+{
+	parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n", true);
+	ck_assert(!head.chunked);
+	ck_assert(!headers_framing_ok(&head));
+	parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", true);
+	ck_assert(headers_framing_ok(&head));
+	parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true);
+	ck_assert(headers_framing_ok(&head));
+}
+END_TEST
+
+START_TEST(test_lookalikes_dropped)
+{
+	const char *msg = "GET / HTTP/1.1\r\nHost: a\r\nX_Ferry_Peer: evil\r\n"
+	    "x_service_auth: k\r\nx_forwarded_for: 1.2.3.4\r\nx_correlation_id: c\r\n"
+	    "my_header: kept\r\nx-ferry_peer: mixed\r\n\r\n";
+	const char *req;
+
+	parse(msg, false);
+	req = build_req(msg, &(struct upstream_head_args){ .host = "svc", .target = "/",
+	    .target_len = 1, .ids = &new_ids, .via = VIA });
+	ck_assert_ptr_null(strcasestr(req, "x_ferry_peer"));
+	ck_assert_ptr_null(strcasestr(req, "x_service_auth"));
+	ck_assert_ptr_null(strcasestr(req, "x_forwarded_for"));
+	ck_assert_ptr_null(strcasestr(req, "x_correlation_id"));
+	ck_assert_ptr_null(strcasestr(req, "x-ferry_peer"));
+	ck_assert_ptr_nonnull(strstr(req, "my_header: kept\r\n"));
+	ck_assert(headers_trailer_allowed("x-sum", 5));
+	ck_assert(headers_trailer_allowed("my_header", 9));
+	ck_assert(!headers_trailer_allowed("X-Service-Auth", 14));
+	ck_assert(!headers_trailer_allowed("x_ferry_peer", 12));
+	ck_assert(!headers_trailer_allowed("content-length", 14));
+	ck_assert(!headers_trailer_allowed("host", 4));
+}
+END_TEST
+
 START_TEST(test_target_split)
 {
 	const struct split_case *c = &split_cases[_i];
@@ -874,6 +976,9 @@ headers_suite(void)
 	suite_add_tcase(s, tc);
 
 	tcase_add_test(tq, test_request_hop_by_hop);
+	tcase_add_test(tq, test_lookalikes_dropped);
+	tcase_add_test(tq, test_response_framing_reparsed);
+	tcase_add_test(tq, test_framing_ok);
 	tcase_add_test(tq, test_request_te_trailers);
 	tcase_add_test(tq, test_request_upgrade);
 	tcase_add_test(tq, test_request_service_auth);

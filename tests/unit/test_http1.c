@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <check.h>
 
@@ -1061,6 +1062,81 @@ START_TEST(test_response_bad_status)
 }
 END_TEST
 
+static void
+collect(void *arg, const char *at, size_t len)
+{
+	sbuf_add(arg, at, len);
+}
+
+static bool
+keep_not_secret(const char *name, size_t len)
+{
+	return !(len == 6 && strncasecmp(name, "secret", 6) == 0);
+}
+
+/* Feeds BODY after a chunked request head in pieces of STEP bytes (0: at
+ * once) with rechunk on; the re-framed body, or NULL on a parse error. */
+static char *
+rechunk(const char *body, size_t step, struct sbuf *o)
+{
+	const char *h = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+	size_t off = 0, n = strlen(body), used;
+	enum http_status st = HTTP_NEED_MORE;
+
+	req_init();
+	hp.rechunk = true;
+	hp.on_data = collect;
+	hp.arg = o;
+	hp.keep_trailer = keep_not_secret;
+	sbuf_clear(o);
+	parse_head(h, strlen(h));
+	while (off < n && st != HTTP_MSG_DONE) {
+		size_t k = step && n - off > step ? step : n - off;
+
+		st = http_parse(&hp, body + off, k, 0, &used);
+		if (st == HTTP_ERROR)
+			return NULL;
+		off += used;
+	}
+	ck_assert_int_eq(st, HTTP_MSG_DONE);
+	sbuf_add(o, "", 1);
+	return o->p;
+}
+
+START_TEST(test_rechunk_every_split)
+{
+	const char *in = "5;ext=1\r\nhello\r\n00006\r\n world\r\n0;x=y\r\n"
+	    "x-sum: 12  34 \r\nSecret: s\r\nx-e:\r\n\r\n";
+	const char *want = "5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 12  34\r\nx-e: \r\n\r\n";
+	struct sbuf o = { 0 };
+
+	for (size_t step = 0; step < 12; step++) {
+		const char *got = rechunk(in, step, &o);
+
+		ck_assert_msg(got && strcmp(got, want) == 0, "step %zu: %s", step, got);
+	}
+	/* obsolete line folding in a trailer, whichever way it is split */
+	for (size_t step = 0; step < 12; step++)
+		ck_assert_ptr_null(rechunk("1\r\nx\r\n0\r\nx-a: one\r\n two\r\n\r\n", step, &o));
+	/* trailers share the head's 100 fields */
+	{
+		struct sbuf t = { 0 };
+
+		sbuf_adds(&t, "1\r\nx\r\n0\r\n");
+		for (int i = 0; i < 100; i++)
+			sbuf_adds(&t, "x-t: v\r\n");
+		sbuf_adds(&t, "\r\n");
+		sbuf_add(&t, "", 1);
+		ck_assert_ptr_null(rechunk(t.p, 0, &o));
+		ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
+		sbuf_free(&t);
+	}
+	http_parser_free(&hp);
+	sbuf_free(&o);
+}
+END_TEST
+
+
 START_TEST(test_slice_eq_ci)
 {
 	static const char msg[] = "xxConnectionyy";
@@ -1165,6 +1241,7 @@ http1_suite(void)
 	TCase *tu = tcase_create("buf");
 
 	tcase_add_test(tc, test_request_one_piece);
+	tcase_add_test(tc, test_rechunk_every_split);
 	tcase_add_test(tc, test_request_bytewise);
 	tcase_add_test(tc, test_value_ows_trimmed);
 	tcase_add_test(tc, test_request_every_split);
