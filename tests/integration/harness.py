@@ -79,6 +79,15 @@ def wait_until(predicate, timeout, interval=0.02):
         time.sleep(interval)
 
 
+def rss_kib(pid):
+    """Resident memory of a process, KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def deep_merge(base, override):
     """A new dict: override's keys replace base's, nested dicts merged."""
     out = dict(base)

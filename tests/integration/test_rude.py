@@ -40,6 +40,26 @@ def plain(port):
 FILLER = build_request("GET", "/filler", [("Host", "svc")]) * 3000
 
 
+def inbound_ferry(test, app_address):
+    """A ferry with an inbound listener in front of APP_ADDRESS (key KEY),
+    and a function that opens an mTLS connection to it as an allowed peer."""
+    p = pki()
+    port = free_port()
+    f = test.ferry({}, env={"K": KEY}, listeners={"inbound": {
+        "address": "127.0.0.1:%d" % port,
+        "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+        "auth": {"keys_env": ["K"]},
+        "local_app": app_address}})
+    ctx = ssl.create_default_context(cafile=p.ca.cert)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(p.client.cert, p.client.key)
+
+    def connect():
+        return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3),
+                               server_hostname="backend")
+    return f, connect
+
+
 class ClientResetTest(FerryTestCase):
     """The client resets right where ferry writes to it; nothing after that
     write may touch the exchange (it was a use-after-free)."""
@@ -51,6 +71,7 @@ class ClientResetTest(FerryTestCase):
 
     def assert_still_serves(self):
         self.assertTrue(self.f.alive(), "ferry died")
+        self.up.behaviour = echo()
         resp = self.f.get("/after", host="svc")
         self.assertEqual(resp.status, 200)
 
@@ -65,19 +86,19 @@ class ClientResetTest(FerryTestCase):
         time.sleep(0.3)
         self.assert_still_serves()
 
-    def test_reset_while_interim_response_relayed(self):
+    def reset_before_answer(self, answer, request):
+        """The client sends REQUEST (and a tail that fills ferry's buffer),
+        resets once the upstream has it; then the upstream ANSWERs."""
         gate = threading.Event()
 
         def behave(conn, req):
             gate.wait(3)
-            conn.send(response_bytes(103, [("Link", "</a.css>; rel=preload")], length=False))
-            conn.send(response_bytes(103, [("Link", "</b.css>; rel=preload")], length=False))
-            conn.respond(200, [], b"late")
+            answer(conn)
         self.up.behaviour = behave
         for _ in range(3):
             gate.clear()
             s = plain(self.f.outbound_port)
-            s.sendall(build_request("GET", "/hints", [("Host", "svc")]) + FILLER)
+            s.sendall(request + FILLER)
             self.up.wait_requests(len(self.up.requests) + 1)
             time.sleep(0.1)
             rst_close(s)
@@ -85,35 +106,24 @@ class ClientResetTest(FerryTestCase):
             gate.set()
             time.sleep(0.3)
             self.assertTrue(self.f.alive(), "ferry died")
-        self.up.behaviour = echo()
         self.assert_still_serves()
 
-    def test_reset_before_101_relayed(self):
-        gate = threading.Event()
+    def test_reset_while_interim_response_relayed(self):
+        def answer(conn):
+            conn.send(response_bytes(103, [("Link", "</a.css>; rel=preload")], length=False))
+            conn.send(response_bytes(103, [("Link", "</b.css>; rel=preload")], length=False))
+            conn.respond(200, [], b"late")
+        self.reset_before_answer(answer, build_request("GET", "/hints", [("Host", "svc")]))
 
-        def behave(conn, req):
-            gate.wait(3)
+    def test_reset_before_101_relayed(self):
+        def answer(conn):
             conn.send(response_bytes(101, [("Upgrade", "websocket"), ("Connection", "Upgrade")],
                                      length=False))
             conn.keep_open = False
             conn.sleep(0.5)
-        self.up.behaviour = behave
-        for _ in range(3):
-            gate.clear()
-            s = plain(self.f.outbound_port)
-            s.sendall(build_request("GET", "/ws", [
-                ("Host", "svc"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-                ("Sec-WebSocket-Version", "13")]) + FILLER)
-            self.up.wait_requests(len(self.up.requests) + 1)
-            time.sleep(0.1)
-            rst_close(s)
-            time.sleep(0.05)
-            gate.set()
-            time.sleep(0.3)
-            self.assertTrue(self.f.alive(), "ferry died")
-        self.up.behaviour = echo()
-        self.assert_still_serves()
+        self.reset_before_answer(answer, build_request("GET", "/ws", [
+            ("Host", "svc"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
 
     def test_reset_inside_tunnel(self):
         # the upstream stops reading, so ferry stops reading the client
@@ -149,8 +159,6 @@ class ClientResetTest(FerryTestCase):
         time.sleep(0.1)
         gate.set()
         time.sleep(0.6)
-        self.assertTrue(self.f.alive(), "ferry died")
-        self.up.behaviour = echo()
         self.assert_still_serves()
 
     def test_thousands_of_pipelined_refusals(self):
@@ -172,21 +180,7 @@ class InboundResetTest(FerryTestCase):
     valid key on the inbound listener."""
 
     def test_peer_reset_after_expect_continue(self):
-        p = pki()
-        app = self.upstream(tls=False)
-        port = free_port()
-        f = self.ferry({}, env={"K": KEY}, listeners={"inbound": {
-            "address": "127.0.0.1:%d" % port,
-            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
-            "auth": {"keys_env": ["K"]},
-            "local_app": app.address}})
-        ctx = ssl.create_default_context(cafile=p.ca.cert)
-        ctx.check_hostname = False
-        ctx.load_cert_chain(p.client.cert, p.client.key)
-
-        def connect():
-            return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3),
-                                   server_hostname="backend")
+        f, connect = inbound_ferry(self, self.upstream(tls=False).address)
         for _ in range(20):
             s = connect()
             s.sendall(build_request("POST", "/up", [
@@ -245,20 +239,9 @@ class TrailerTest(FerryTestCase):
     as body; the head and its trailers share the head limits."""
 
     def test_peer_trailers_and_lookalikes_never_reach_the_app(self):
-        p = pki()
         app = RawApp()
         self._closers.append(app.close)
-        port = free_port()
-        self.ferry({}, env={"K": KEY}, listeners={"inbound": {
-            "address": "127.0.0.1:%d" % port,
-            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
-            "auth": {"keys_env": ["K"]},
-            "local_app": app.address}})
-        ctx = ssl.create_default_context(cafile=p.ca.cert)
-        ctx.check_hostname = False
-        ctx.load_cert_chain(p.client.cert, p.client.key)
-        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3),
-                            server_hostname="backend")
+        s = inbound_ferry(self, app.address)[1]()
         body = (b"5;ext=aaaa\r\nhello\r\n"
                 b"000006\r\n world\r\n0;last=1\r\n"
                 b"x-service-auth: stolen-key\r\n"
@@ -394,7 +377,7 @@ class HostileUpstreamTest(FerryTestCase):
                 pass
             conn.keep_open = False
         self.up.behaviour = behave
-        rss0 = rss_kib(self.f.proc.pid)
+        rss0 = harness.rss_kib(self.f.proc.pid)
         socks = []
         for _ in range(4):
             s = socket.socket()
@@ -404,7 +387,7 @@ class HostileUpstreamTest(FerryTestCase):
             s.sendall(build_request("GET", "/slow", [("Host", "svc")]))
             socks.append(s)
         time.sleep(2.5)
-        grown = rss_kib(self.f.proc.pid) - rss0
+        grown = harness.rss_kib(self.f.proc.pid) - rss0
         for s in socks:
             s.close()
         self.assertLess(grown, 24 << 10, "RSS grew by %d KiB" % grown)
@@ -415,14 +398,5 @@ class HostileUpstreamTest(FerryTestCase):
             self.assertEqual(self.f.get("/ka", host="svc").status, 200)
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 if __name__ == "__main__":
-    import unittest
-    unittest.main()
+    harness.main()

@@ -71,12 +71,12 @@ class StreamingTest(FerryTestCase):
         buffer the whole 64 MiB response."""
         size = 64 << 20
         self.up.behaviour = large_body(size, seed=9)
-        rss_before = rss_kib(self.f.proc.pid)
+        rss_before = harness.rss_kib(self.f.proc.pid)
         with self.client(timeout=30) as c:
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
             c.send(build_request("GET", "/big", [("Host", "svc")]))
             time.sleep(2.0)             # the upstream pushes as fast as it can meanwhile
-            grown = rss_kib(self.f.proc.pid) - rss_before
+            grown = harness.rss_kib(self.f.proc.pid) - rss_before
             resp = c.read_response()
         self.assertEqual(sha256(resp.body), sha256(payload(size, 9)))
         self.assertLess(grown, 24 * 1024, "ferry grew by %d KiB while the client stalled" % grown)
@@ -94,13 +94,13 @@ class StreamingTest(FerryTestCase):
                 conn.send(block)
         self.up.behaviour = gigabyte
         pid = self.f.proc.pid
-        rss_before = rss_kib(pid)
+        rss_before = harness.rss_kib(pid)
         peak = [rss_before]
         done = threading.Event()
 
         def sample():
             while not done.wait(0.1):
-                peak[0] = max(peak[0], rss_kib(pid))
+                peak[0] = max(peak[0], harness.rss_kib(pid))
         sampler = threading.Thread(target=sample)
         sampler.start()
         got, digest = 0, hashlib.sha256()
@@ -254,14 +254,6 @@ class StreamingTest(FerryTestCase):
                 time.sleep(0.6)
                 c.send(ws_frame(0x1, b"tick %d" % i, mask=True))
                 self.assertEqual(ws_read_frame(c.reader)[2], b"tick %d" % i)
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 if __name__ == "__main__":
