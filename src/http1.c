@@ -92,8 +92,6 @@ trailer_part(struct http_parser *hp, const char *at, size_t len, bool name)
 			return too_large(hp);
 		sbuf_clear(&hp->trailer);
 	}
-	if (!name && (hp->cur == 1 || hp->cur == 3))
-		sbuf_add(&hp->trailer, ": ", 2);
 	/* a value comes in one piece per input, continued only at the start
 	 * of the next input; another piece is obsolete line folding */
 	if (!name && hp->cur == 2 && !(hp->value_at_end && at == hp->base)) {
@@ -102,9 +100,12 @@ trailer_part(struct http_parser *hp, const char *at, size_t len, bool name)
 	}
 	if (!name)
 		hp->value_at_end = at + len == hp->base + hp->base_len;
-	hp->cur = name ? 1 : 2;
-	if (hp->rechunk)
+	if (hp->rechunk) {
+		if (!name && (hp->cur == 1 || hp->cur == 3))
+			sbuf_add(&hp->trailer, ": ", 2);
 		sbuf_add(&hp->trailer, at, len);
+	}
+	hp->cur = name ? 1 : 2;
 	return 0;
 }
 

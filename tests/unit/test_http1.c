@@ -1083,6 +1083,7 @@ rechunk(const char *body, size_t step, struct sbuf *o)
 	size_t off = 0, n = strlen(body), used;
 	enum http_status st = HTTP_NEED_MORE;
 
+	http_parser_free(&hp);	/* init forgets the trailer buffer */
 	req_init();
 	hp.rechunk = true;
 	hp.on_data = collect;
