@@ -647,6 +647,9 @@ channel_open(struct resolver *r)
 {
 	struct ares_options o;
 	char lookups[] = "b";		/* DNS only: never /etc/hosts */
+	/* resolver_new() read the nameserver lines; nothing else of
+	 * resolv.conf applies, and an unreadable one must not stop c-ares */
+	char resolvconf[] = "/dev/null";
 	int rc;
 
 	memset(&o, 0, sizeof(o));
@@ -662,9 +665,11 @@ channel_open(struct resolver *r)
 	o.ednspsz = EDNS_PAYLOAD;
 	o.sock_state_cb = sock_state;
 	o.sock_state_cb_data = r;
+	o.resolvconf_path = resolvconf;
 	rc = ares_init_options(&r->ch, &o, ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS |
 	    ARES_OPT_TRIES | ARES_OPT_NDOTS | ARES_OPT_DOMAINS | ARES_OPT_LOOKUPS |
-	    ARES_OPT_EDNSPSZ | ARES_OPT_NOROTATE | ARES_OPT_SOCK_STATE_CB);
+	    ARES_OPT_EDNSPSZ | ARES_OPT_NOROTATE | ARES_OPT_SOCK_STATE_CB |
+	    ARES_OPT_RESOLVCONF);
 	if (rc != ARES_SUCCESS) {
 		log_error("resolver: c-ares: %s", ares_strerror(rc));
 		r->ch = NULL;
