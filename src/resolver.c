@@ -272,9 +272,8 @@ collect(struct addrset *s, int type, const unsigned char *abuf, int alen, uint16
 
 /*
  * Labels of 1..63 bytes, 253 in all (255 on the wire), printable ASCII
- * but '\', which c-ares would read as an escape: what the old wire codec
- * accepted, and what keeps a hostile SRV target from asking for a name
- * other than the one it spells.
+ * but '\', which c-ares reads as an escape: so a hostile SRV target cannot
+ * make ferry ask for a name other than the one it spells.
  */
 static bool
 valid_name(const char *s)
