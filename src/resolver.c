@@ -1,82 +1,80 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
-#include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include <openssl/rand.h>
+#include <ares.h>
+#include <arpa/nameser.h>
 
-#include "ids.h"
 #include "log.h"
 #include "resolver_priv.h"
 
 #define ROUNDS		2	/* passes over the nameserver list */
 #define MAX_TARGETS	64	/* SRV targets used */
-#define TCP_MAXMSG	(2 + 65535)
+#define EDNS_PAYLOAD	1232	/* advertised with EDNS(0) */
 
-/* One question (NAME, TYPE) on its way through the nameservers. */
+/* One ares_query() in flight. c-ares owns it until its callback: a query
+ * that is cancelled or freed only lets go of it (q = NULL). */
 struct tx {
-	struct resolver_query *q;
+	LIST_ENTRY(tx) link;
+	struct resolver *r;
+	struct resolver_query *q;	/* NULL: orphaned, freed by its callback */
 	struct target *t;		/* NULL: the SRV question itself */
-	struct dns_name qname;
-	uint16_t qtype, id;
-	unsigned attempt;		/* nameserver attempt % n_ns */
-	bool edns, tcp, reading;
-	int fd;
-	struct event *ev, *timer;
-	uint8_t *tbuf;			/* TCP: the query out, then the answer in */
-	size_t tlen, toff;
-	int err;
-	const char *errtext;
-	struct addrset set;		/* A/AAAA: the addresses found */
+	int type;			/* ns_t_a, ns_t_aaaa, ns_t_srv */
+	int round;
 };
 
 /* A name whose A and AAAA records are wanted, with the port to use. */
 struct target {
-	struct resolver_query *q;
-	struct dns_name name;
+	char *name;
 	uint16_t port, weight;
-	int pending;			/* questions still running */
-	struct tx tx[2];		/* A, AAAA */
+	struct addrset set[2];		/* A, AAAA */
+	int err[2];
+	const char *errtext[2];
 };
 
 struct resolver_query {
 	TAILQ_ENTRY(resolver_query) link;
 	struct resolver *r;
 	bool srv;			/* resolver_lookup_srv() */
+	char *name;			/* the SRV name */
 	resolver_cb cb;
 	void *arg;
 	struct event *done;		/* fires the callback from the loop */
-	struct tx stx;			/* SRV question */
+	LIST_HEAD(, tx) txs;		/* in flight */
+	size_t pending;			/* txs in flight */
 	struct target *targets;
 	size_t ntargets;
-	size_t pending;			/* targets still running */
-	uint32_t ttl;			/* SRV and CNAME records */
 	int err;
 	const char *errtext;
-	char errbuf[DNS_TEXTMAX + 64];
+	char errbuf[300];
+};
+
+/* A socket of c-ares and its event. */
+struct sockev {
+	LIST_ENTRY(sockev) link;
+	ares_socket_t fd;
+	struct event *ev;
 };
 
 struct resolver {
 	struct event_base *base;
-	struct sockaddr_storage ns[RESOLVER_MAX_NS];
-	socklen_t nslen[RESOLVER_MAX_NS];
+	ares_channel ch;		/* NULL when it could not be rebuilt */
+	struct ares_addr_port_node ns[RESOLVER_MAX_NS];
 	size_t n_ns;
-	int64_t timeout_ms;
+	int timeout_ms;
+	size_t inflight;		/* txs c-ares holds, orphans included */
+	struct event *timer;		/* ares_timeout() */
+	LIST_HEAD(, sockev) socks;
 	TAILQ_HEAD(, resolver_query) queries;
-	uint8_t rbuf[65536];		/* UDP receive buffer */
 };
 
-static void tx_send(struct tx *tx);
-static void tx_fail(struct tx *tx, int err, const char *errtext);
-static void target_init(struct resolver_query *q, struct target *t,
-    const struct dns_name *name, uint16_t port, uint16_t weight);
-static void target_start(struct target *t);
-static void target_tx_done(struct target *t);
-static void query_target_done(struct resolver_query *q);
+static void tx_start(struct resolver_query *q, struct target *t, int type, int round);
 
 static uint32_t
 min32(uint32_t a, uint32_t b)
@@ -84,400 +82,386 @@ min32(uint32_t a, uint32_t b)
 	return a < b ? a : b;
 }
 
-/* ------------------------------------------------------ answers ---- */
-
-/* The SRV answer: targets of the lowest priority, addresses from the
- * additional section where it has them; the rest are looked up. */
-static int
-srv_answer(struct resolver_query *q, const struct dns_msg *m)
+/* A TTL with the top bit set reads as 0 (RFC 2181). */
+static uint32_t
+ttl_of(int ttl)
 {
-	struct dns_name owner, target;
-	struct dns_iter it;
-	struct dns_rr rr;
-	uint16_t prio, weight, port, best = UINT16_MAX;
-	size_t n = 0;
-
-	dns_chase(m, &q->stx.qname, &owner, &q->ttl);
-	dns_iter_init(&it, m, DNS_S_AN);
-	while (dns_iter_next(&it, &rr))
-		if (rr.type == DNS_T_SRV && rr.class == DNS_C_IN &&
-		    dns_name_eq(&rr.name, &owner) &&
-		    dns_rr_srv(m, &rr, &prio, &weight, &port, &target) == 0) {
-			q->ttl = min32(q->ttl, rr.ttl);
-			if (prio < best)
-				best = prio;
-			n++;
-		}
-	if (n == 0) {
-		q->ttl = min32(q->ttl, dns_negative_ttl(m));
-		return 0;
-	}
-	if (n > MAX_TARGETS)
-		n = MAX_TARGETS;
-	if ((q->targets = calloc(n, sizeof(*q->targets))) == NULL)
-		return -1;
-	dns_iter_init(&it, m, DNS_S_AN);
-	while (q->ntargets < n && dns_iter_next(&it, &rr)) {
-		struct target *t = &q->targets[q->ntargets];
-
-		if (rr.type != DNS_T_SRV || rr.class != DNS_C_IN ||
-		    !dns_name_eq(&rr.name, &owner) ||
-		    dns_rr_srv(m, &rr, &prio, &weight, &port, &target) == -1 ||
-		    prio != best || target.len == 1)	/* "." = no service */
-			continue;
-		target_init(q, t, &target, port, weight);
-		q->ntargets++;
-		for (int i = 0; i < 2; i++)
-			if (addrset_collect(&t->tx[i].set, m, &target,
-			    i ? DNS_T_AAAA : DNS_T_A, port, weight) == -1)
-				return -1;
-	}
-	/* the SRV question still holds its count: no target can finish the
-	 * query before the loop is over */
-	for (size_t i = 0; i < q->ntargets; i++) {
-		struct target *t = &q->targets[i];
-
-		if (t->tx[0].set.n + t->tx[1].set.n > 0)
-			continue;
-		q->pending++;
-		target_start(t);
-	}
-	return 0;
+	return ttl < 0 ? 0 : (uint32_t)ttl;
 }
 
-/* ------------------------------------------------------ questions ---- */
+/* ------------------------------------------------- c-ares on libevent ---- */
 
 static void
-tx_close(struct tx *tx)
+rearm(struct resolver *r)
 {
-	if (tx->ev != NULL)
-		event_free(tx->ev);
-	if (tx->timer != NULL)
-		event_free(tx->timer);
-	if (tx->fd != -1)
-		close(tx->fd);
-	free(tx->tbuf);
-	tx->ev = tx->timer = NULL;
-	tx->tbuf = NULL;
-	tx->fd = -1;
+	struct timeval tv, *tvp;
+
+	if (r->ch == NULL || (tvp = ares_timeout(r->ch, NULL, &tv)) == NULL) {
+		evtimer_del(r->timer);
+		return;
+	}
+	/* ares_timeout() rounds down to the millisecond: one more, so the
+	 * timer does not fire just before the deadline and spin */
+	tvp->tv_usec += 1000;
+	if (tvp->tv_usec >= 1000000) {
+		tvp->tv_sec++;
+		tvp->tv_usec -= 1000000;
+	}
+	evtimer_add(r->timer, tvp);
 }
 
 static void
-tx_done(struct tx *tx, int err, const char *errtext)
+on_sock(evutil_socket_t fd, short what, void *arg)
 {
-	struct resolver_query *q = tx->q;
+	struct resolver *r = arg;
 
-	tx_close(tx);
-	tx->err = err;
-	tx->errtext = errtext;
-	if (tx->t != NULL) {
-		target_tx_done(tx->t);
-		return;
-	}
-	q->err = err;
-	q->errtext = errtext;
-	query_target_done(q);
+	ares_process_fd(r->ch, (what & EV_READ) ? fd : ARES_SOCKET_BAD,
+	    (what & EV_WRITE) ? fd : ARES_SOCKET_BAD);
+	rearm(r);
 }
 
 static void
-tx_answer(struct tx *tx, const uint8_t *pkt, size_t len, bool *ignored)
+on_timer(evutil_socket_t fd, short what, void *arg)
 {
-	struct resolver_query *q = tx->q;
-	struct target *t = tx->t;
-	struct dns_msg m;
-	int rc;
+	struct resolver *r = arg;
 
-	*ignored = false;
-	rc = dns_parse(&m, pkt, len, tx->id, &tx->qname, tx->qtype);
-	if (rc == DNS_EMISMATCH && !tx->tcp) {
-		*ignored = true;	/* stray or spoofed: keep waiting */
-		return;
-	}
-	if (rc != DNS_OK || (m.tc && tx->tcp)) {
-		tx_fail(tx, RESOLVER_EMALFORMED, "malformed answer");
-		return;
-	}
-	if (m.tc) {			/* the same server again, over TCP */
-		tx->tcp = true;
-		tx_send(tx);
-		return;
-	}
-	switch (m.rcode) {
-	case DNS_R_NOERROR:
-		if (t == NULL) {
-			if (srv_answer(q, &m) == -1)
-				tx_done(tx, RESOLVER_ESYSTEM, "out of memory");
-			else
-				tx_done(tx, 0, NULL);
-			return;
-		}
-		if (addrset_collect(&tx->set, &m, &tx->qname, tx->qtype, t->port,
-		    t->weight) == -1) {
-			tx_done(tx, RESOLVER_ESYSTEM, "out of memory");
-			return;
-		}
-		if (tx->set.n == 0)
-			tx->set.ttl = dns_negative_ttl(&m);
-		tx_done(tx, 0, NULL);
-		return;
-	case DNS_R_NXDOMAIN:
-		tx_done(tx, RESOLVER_ENXDOMAIN, "NXDOMAIN");
-		return;
-	case DNS_R_FORMERR:
-		if (tx->edns) {		/* an old server: ask it again, plainly */
-			tx->edns = false;
-			tx_send(tx);
-			return;
-		}
-		tx_fail(tx, RESOLVER_ESERVFAIL, "FORMERR");
-		return;
-	case DNS_R_SERVFAIL:
-		tx_fail(tx, RESOLVER_ESERVFAIL, "SERVFAIL");
-		return;
-	case DNS_R_REFUSED:
-		tx_fail(tx, RESOLVER_ESERVFAIL, "REFUSED");
-		return;
-	default:
-		tx_fail(tx, RESOLVER_ESERVFAIL, "server error");
-		return;
-	}
-}
-
-static void
-udp_read(evutil_socket_t fd, short what, void *arg)
-{
-	struct tx *tx = arg;
-	uint8_t *buf = tx->q->r->rbuf;
-	bool ignored;
-	ssize_t n;
-
-	(void)what;
-	for (;;) {
-		n = recv(fd, buf, sizeof(tx->q->r->rbuf), 0);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-				return;
-			/* ECONNREFUSED: ICMP port unreachable from the server */
-			tx_fail(tx, RESOLVER_ETIMEOUT, errno == ECONNREFUSED ?
-			    "connection refused" : "receive failed");
-			return;
-		}
-		tx_answer(tx, buf, (size_t)n, &ignored);
-		if (!ignored)
-			return;
-	}
-}
-
-static void
-tcp_io(evutil_socket_t fd, short what, void *arg)
-{
-	struct tx *tx = arg;
-	bool ignored;
-	ssize_t n;
-
-	(void)what;
-	if (!tx->reading) {
-		n = send(fd, tx->tbuf + tx->toff, tx->tlen - tx->toff, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				tx_fail(tx, RESOLVER_ETIMEOUT, "TCP connection failed");
-			return;
-		}
-		if ((tx->toff += (size_t)n) < tx->tlen)
-			return;
-		free(tx->tbuf);
-		event_free(tx->ev);
-		tx->ev = NULL;
-		if ((tx->tbuf = malloc(TCP_MAXMSG)) == NULL ||
-		    (tx->ev = event_new(tx->q->r->base, fd, EV_READ | EV_PERSIST, tcp_io,
-		    tx)) == NULL || event_add(tx->ev, NULL) == -1) {
-			tx_fail(tx, RESOLVER_ESYSTEM, "out of memory");
-			return;
-		}
-		tx->reading = true;
-		tx->toff = 0;
-		tx->tlen = 2;
-		return;
-	}
-	n = recv(fd, tx->tbuf + tx->toff, tx->tlen - tx->toff, 0);
-	if (n <= 0) {
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-			return;
-		tx_fail(tx, RESOLVER_EMALFORMED, "TCP connection closed");
-		return;
-	}
-	tx->toff += (size_t)n;
-	if (tx->toff == 2 && tx->tlen == 2) {
-		tx->tlen = 2 + ((size_t)tx->tbuf[0] << 8 | tx->tbuf[1]);
-		if (tx->tlen == 2)
-			tx_fail(tx, RESOLVER_EMALFORMED, "malformed answer");
-		return;
-	}
-	if (tx->toff == tx->tlen)
-		tx_answer(tx, tx->tbuf + 2, tx->tlen - 2, &ignored);
-}
-
-static void
-tx_timeout(evutil_socket_t fd, short what, void *arg)
-{
 	(void)fd;
 	(void)what;
-	tx_fail(arg, RESOLVER_ETIMEOUT, "timeout");
+	ares_process_fd(r->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+	rearm(r);
 }
 
-static uint16_t
-random_id(void)
+/* c-ares opens, watches and closes its sockets (it calls this before
+ * close()); each one is an event on the base. */
+static void
+sock_state(void *data, ares_socket_t fd, int readable, int writable)
 {
-	uint16_t id;
+	struct resolver *r = data;
+	struct sockev *s;
+	short what = (short)((readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
 
-	if (RAND_bytes((unsigned char *)&id, sizeof(id)) != 1)
-		id = (uint16_t)ids_random();
-	return id;
-}
-
-/* Sends the question to nameserver attempt % n_ns, over UDP or TCP. */
-static int
-tx_try(struct tx *tx)
-{
-	struct resolver *r = tx->q->r;
-	size_t ns = tx->attempt % r->n_ns, len;
-	struct timeval tv = { r->timeout_ms / 1000, r->timeout_ms % 1000 * 1000 };
-	uint8_t pkt[DNS_HDRLEN + DNS_MAXNAME + 4 + 11];
-
-	tx_close(tx);
-	tx->id = random_id();
-	tx->reading = false;
-	if ((len = dns_build_query(pkt, sizeof(pkt), tx->id, &tx->qname, tx->qtype,
-	    tx->edns)) == 0)
-		return -1;
-	tx->fd = socket(r->ns[ns].ss_family, (tx->tcp ? SOCK_STREAM : SOCK_DGRAM) |
-	    SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (tx->fd == -1)
-		return -1;
-	if (connect(tx->fd, (struct sockaddr *)&r->ns[ns], r->nslen[ns]) == -1 &&
-	    (!tx->tcp || errno != EINPROGRESS))
-		return -1;
-	if (tx->tcp) {
-		if ((tx->tbuf = malloc(len + 2)) == NULL)
-			return -1;
-		tx->tbuf[0] = (uint8_t)(len >> 8);
-		tx->tbuf[1] = (uint8_t)len;
-		memcpy(tx->tbuf + 2, pkt, len);
-		tx->tlen = len + 2;
-		tx->toff = 0;
-		tx->ev = event_new(r->base, tx->fd, EV_WRITE | EV_PERSIST, tcp_io, tx);
-	} else {
-		if (send(tx->fd, pkt, len, 0) != (ssize_t)len)
-			return -1;
-		tx->ev = event_new(r->base, tx->fd, EV_READ | EV_PERSIST, udp_read, tx);
+	LIST_FOREACH(s, &r->socks, link)
+		if (s->fd == fd)
+			break;
+	if (s != NULL) {
+		event_free(s->ev);
+		s->ev = NULL;
 	}
-	tx->timer = evtimer_new(r->base, tx_timeout, tx);
-	if (tx->ev == NULL || tx->timer == NULL || event_add(tx->ev, NULL) == -1 ||
-	    evtimer_add(tx->timer, &tv) == -1)
+	if (what == 0) {
+		if (s != NULL) {
+			LIST_REMOVE(s, link);
+			free(s);
+		}
+		return;
+	}
+	if (s == NULL) {
+		if ((s = calloc(1, sizeof(*s))) == NULL)
+			goto fail;
+		s->fd = fd;
+		LIST_INSERT_HEAD(&r->socks, s, link);
+	}
+	if ((s->ev = event_new(r->base, fd, what | EV_PERSIST, on_sock, r)) != NULL &&
+	    event_add(s->ev, NULL) == 0)
+		return;
+fail:
+	/* the socket goes unwatched: its questions end at their timeout */
+	log_error("resolver: cannot watch a DNS socket");
+}
+
+/* ------------------------------------------------------------ answers ---- */
+
+static bool
+retryable(int status)
+{
+	switch (status) {
+	case ARES_ETIMEOUT:
+	case ARES_ECONNREFUSED:		/* every server refused or failed */
+	case ARES_ESERVFAIL:
+	case ARES_EREFUSED:
+	case ARES_ENOTIMP:
+	case ARES_EFORMERR:
+	case ARES_EBADRESP:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int
+map_status(int status, const char **errtext)
+{
+	switch (status) {
+	case ARES_ETIMEOUT:
+		*errtext = "timeout";
+		return RESOLVER_ETIMEOUT;
+	case ARES_ENOTFOUND:
+		*errtext = "NXDOMAIN";
+		return RESOLVER_ENXDOMAIN;
+	case ARES_ECONNREFUSED:
+		/* c-ares 1.18 ends a question so when every server answered
+		 * SERVFAIL, REFUSED or NOTIMP, or refused the connection */
+		*errtext = "no usable answer (SERVFAIL, REFUSED or unreachable)";
+		return RESOLVER_ESERVFAIL;
+	case ARES_ESERVFAIL:
+		*errtext = "SERVFAIL";
+		return RESOLVER_ESERVFAIL;
+	case ARES_EREFUSED:
+		*errtext = "REFUSED";
+		return RESOLVER_ESERVFAIL;
+	case ARES_ENOTIMP:
+		*errtext = "NOTIMP";
+		return RESOLVER_ESERVFAIL;
+	case ARES_EFORMERR:
+		*errtext = "FORMERR";
+		return RESOLVER_ESERVFAIL;
+	case ARES_EBADRESP:
+		*errtext = "malformed answer";
+		return RESOLVER_EMALFORMED;
+	case ARES_EBADNAME:
+		*errtext = "invalid name";
+		return RESOLVER_ENAME;
+	case ARES_ENOMEM:
+		*errtext = "out of memory";
+		return RESOLVER_ESYSTEM;
+	default:
+		*errtext = ares_strerror(status);
+		return RESOLVER_ESYSTEM;
+	}
+}
+
+/* The A or AAAA records of the answer (after CNAMEs, whose TTLs c-ares
+ * folds in) into S. */
+static int
+collect(struct addrset *s, int type, const unsigned char *abuf, int alen, uint16_t port,
+    uint16_t weight)
+{
+	struct ares_addrttl a4[RESOLVER_MAX_ADDRS];
+	struct ares_addr6ttl a6[RESOLVER_MAX_ADDRS];
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	int n = RESOLVER_MAX_ADDRS, rc;
+
+	if (type == ns_t_a)
+		rc = ares_parse_a_reply(abuf, alen, NULL, a4, &n);
+	else
+		rc = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n);
+	if (rc == ARES_ENODATA)
+		return ARES_SUCCESS;
+	if (rc != ARES_SUCCESS)
+		return rc == ARES_ENOMEM ? rc : ARES_EBADRESP;
+	for (int i = 0; i < n; i++) {
+		memset(&ss, 0, sizeof(ss));
+		if (type == ns_t_a) {
+			s4->sin_family = AF_INET;
+			s4->sin_port = htons(port);
+			s4->sin_addr = a4[i].ipaddr;
+			s->ttl = min32(s->ttl, ttl_of(a4[i].ttl));
+		} else {
+			s6->sin6_family = AF_INET6;
+			s6->sin6_port = htons(port);
+			memcpy(&s6->sin6_addr, &a6[i].ip6addr, sizeof(s6->sin6_addr));
+			s->ttl = min32(s->ttl, ttl_of(a6[i].ttl));
+		}
+		if (addrset_add(s, &ss, type == ns_t_a ? sizeof(*s4) : sizeof(*s6),
+		    weight) == -1)
+			return ARES_ENOMEM;
+	}
+	return ARES_SUCCESS;
+}
+
+/*
+ * Labels of 1..63 bytes, 253 in all (255 on the wire), printable ASCII
+ * but '\', which c-ares reads as an escape: so a hostile SRV target cannot
+ * make ferry ask for a name other than the one it spells.
+ */
+static bool
+valid_name(const char *s)
+{
+	size_t len = strlen(s), label = 0;
+
+	if (len > 0 && s[len - 1] == '.')
+		len--;
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (ch < 0x21 || ch > 0x7e || ch == '\\' || ++label > 63) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static void
+target_init(struct target *t, uint16_t port, uint16_t weight)
+{
+	t->port = port;
+	t->weight = weight;
+	for (int i = 0; i < 2; i++)
+		t->set[i].ttl = RESOLVER_TTL_NONE;
+}
+
+/* Targets of the lowest priority present, then their A/AAAA lookups. */
+static int
+srv_answer(struct resolver_query *q, const struct ares_srv_reply *reply)
+{
+	const struct ares_srv_reply *p;
+	unsigned best = UINT16_MAX + 1u;
+	size_t n = 0;
+
+	for (p = reply; p != NULL; p = p->next)
+		if (p->priority < best)
+			best = p->priority;
+	for (p = reply; p != NULL && n < MAX_TARGETS; p = p->next)
+		if (p->priority == best)
+			n++;
+	if (n == 0)
+		return 0;
+	if ((q->targets = calloc(n, sizeof(*q->targets))) == NULL)
 		return -1;
+	for (p = reply; p != NULL && q->ntargets < n; p = p->next) {
+		struct target *t = &q->targets[q->ntargets];
+
+		/* "" is the root, ".": no service there */
+		if (p->priority != best || strcmp(p->host, "") == 0 ||
+		    strcmp(p->host, ".") == 0)
+			continue;
+		if (!valid_name(p->host)) {
+			log_debug("resolver: %s: SRV target skipped (not a usable name)", q->name);
+			continue;
+		}
+		if ((t->name = strdup(p->host)) == NULL)
+			return -1;
+		target_init(t, p->port, p->weight);
+		q->ntargets++;
+	}
+	/* the SRV question is still pending: no target can finish the query
+	 * before the loop is over */
+	for (size_t i = 0; i < q->ntargets; i++) {
+		tx_start(q, &q->targets[i], ns_t_a, 0);
+		tx_start(q, &q->targets[i], ns_t_aaaa, 0);
+	}
 	return 0;
 }
 
-/* Asks the current nameserver; when that fails at once, the next ones. */
-static void
-tx_send(struct tx *tx)
+static const char *
+type_name(int type)
 {
-	struct resolver *r = tx->q->r;
+	return type == ns_t_a ? "A" : type == ns_t_aaaa ? "AAAA" : "SRV";
+}
 
-	while (tx->attempt < ROUNDS * r->n_ns) {
-		if (tx_try(tx) == 0)
+static void
+on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct tx *tx = arg;
+	struct resolver_query *q = tx->q;
+	struct target *t = tx->t;
+	struct ares_srv_reply *reply = NULL;
+	const char *errtext = NULL;
+	int err = 0;
+
+	(void)timeouts;
+	tx->r->inflight--;
+	if (q == NULL) {			/* cancelled, or the resolver is going */
+		free(tx);
+		return;
+	}
+	if (status == ARES_SUCCESS && t != NULL) {
+		status = collect(&t->set[tx->type == ns_t_aaaa], tx->type, abuf, alen,
+		    t->port, t->weight);
+	} else if (status == ARES_SUCCESS) {
+		status = ares_parse_srv_reply(abuf, alen, &reply);
+		if (status == ARES_SUCCESS && srv_answer(q, reply) == -1)
+			status = ARES_ENOMEM;
+		else if (status != ARES_SUCCESS && status != ARES_ENODATA &&
+		    status != ARES_ENOMEM)
+			status = ARES_EBADRESP;
+		ares_free_data(reply);
+	}
+	if (status == ARES_ENODATA)		/* the name exists, no such records */
+		status = ARES_SUCCESS;
+	if (status != ARES_SUCCESS) {
+		err = map_status(status, &errtext);
+		log_debug("resolver: %s %s: %s (round %d)", t ? t->name : q->name,
+		    type_name(tx->type), errtext, tx->round + 1);
+		if (retryable(status) && tx->round + 1 < ROUNDS) {
+			/* from the first server again, with the same timeout */
+			LIST_REMOVE(tx, link);
+			q->pending--;
+			tx_start(q, t, tx->type, tx->round + 1);
+			free(tx);
 			return;
-		tx->err = RESOLVER_ESYSTEM;
-		tx->errtext = "cannot send the query";
-		tx->attempt++;
+		}
 	}
-	tx_done(tx, tx->err, tx->errtext);
-}
-
-static void
-tx_fail(struct tx *tx, int err, const char *errtext)
-{
-	char name[DNS_TEXTMAX];
-
-	if (log_enabled(LOG_DEBUG)) {
-		dns_name_to_text(&tx->qname, name, sizeof(name));
-		log_debug("resolver: %s type %u: %s (attempt %u)", name, tx->qtype,
-		    errtext, tx->attempt + 1);
+	if (t != NULL) {
+		t->err[tx->type == ns_t_aaaa] = err;
+		t->errtext[tx->type == ns_t_aaaa] = errtext;
+	} else {
+		q->err = err;
+		q->errtext = errtext;
 	}
-	tx_close(tx);
-	tx->err = err;
-	tx->errtext = errtext;
-	tx->attempt++;
-	tx_send(tx);
-}
-
-static void
-tx_start(struct tx *tx, struct resolver_query *q, struct target *t,
-    const struct dns_name *name, uint16_t qtype)
-{
-	tx->q = q;
-	tx->t = t;
-	tx->qname = *name;
-	tx->qtype = qtype;
-	tx->edns = true;
-	tx->fd = -1;
-	tx->err = RESOLVER_ETIMEOUT;
-	tx->errtext = "timeout";
-	tx_send(tx);
-}
-
-/* -------------------------------------------------------- queries ---- */
-
-static void
-target_init(struct resolver_query *q, struct target *t, const struct dns_name *name,
-    uint16_t port, uint16_t weight)
-{
-	t->q = q;
-	if (name != NULL)
-		t->name = *name;
-	t->port = port;
-	t->weight = weight;
-	for (int i = 0; i < 2; i++) {
-		t->tx[i].q = q;
-		t->tx[i].t = t;
-		t->tx[i].fd = -1;
-		t->tx[i].set.ttl = RESOLVER_TTL_NONE;
-	}
-}
-
-static void
-target_start(struct target *t)
-{
-	t->pending = 3;			/* A, AAAA and a guard */
-	for (int i = 0; i < 2; i++)
-		tx_start(&t->tx[i], t->q, t, &t->name, i ? DNS_T_AAAA : DNS_T_A);
-	target_tx_done(t);
-}
-
-static void
-target_tx_done(struct target *t)
-{
-	if (--t->pending == 0)
-		query_target_done(t->q);
-}
-
-static void
-query_target_done(struct resolver_query *q)
-{
+	LIST_REMOVE(tx, link);
+	free(tx);
 	if (--q->pending == 0)
 		event_active(q->done, EV_TIMEOUT, 1);
 }
 
 static void
+tx_start(struct resolver_query *q, struct target *t, int type, int round)
+{
+	struct resolver *r = q->r;
+	struct tx *tx;
+	const char *errtext = r->ch ? "out of memory" : "no DNS channel";
+
+	if (r->ch == NULL || (tx = calloc(1, sizeof(*tx))) == NULL) {
+		/* as if c-ares had failed it: keeps the counts right */
+		if (t != NULL) {
+			t->err[type == ns_t_aaaa] = RESOLVER_ESYSTEM;
+			t->errtext[type == ns_t_aaaa] = errtext;
+		} else {
+			q->err = RESOLVER_ESYSTEM;
+			q->errtext = errtext;
+		}
+		if (q->pending == 0)
+			event_active(q->done, EV_TIMEOUT, 1);
+		return;
+	}
+	tx->r = r;
+	tx->q = q;
+	tx->t = t;
+	tx->type = type;
+	tx->round = round;
+	LIST_INSERT_HEAD(&q->txs, tx, link);
+	q->pending++;
+	r->inflight++;
+	/* may call on_answer() at once (a bad name, no memory) */
+	ares_query(r->ch, t ? t->name : q->name, ns_c_in, type, on_answer, tx);
+}
+
+/* ------------------------------------------------------------ queries ---- */
+
+static void
 query_free(struct resolver_query *q)
 {
-	tx_close(&q->stx);
-	for (size_t i = 0; i < q->ntargets; i++)
-		for (int j = 0; j < 2; j++) {
-			tx_close(&q->targets[i].tx[j]);
-			free(q->targets[i].tx[j].set.a);
-		}
+	struct tx *tx;
+
+	while ((tx = LIST_FIRST(&q->txs)) != NULL) {
+		LIST_REMOVE(tx, link);
+		tx->q = NULL;
+	}
+	for (size_t i = 0; i < q->ntargets; i++) {
+		free(q->targets[i].name);
+		for (int j = 0; j < 2; j++)
+			free(q->targets[i].set[j].a);
+	}
 	free(q->targets);
+	free(q->name);
 	if (q->done != NULL)
 		event_free(q->done);
 	free(q);
@@ -486,20 +470,18 @@ query_free(struct resolver_query *q)
 /* The usable addresses of a target into OUT: both families when both
  * questions were answered, else the one that gave addresses. */
 static int
-target_result(const struct target *t, struct addrset *out, uint32_t *ttl,
-    const struct tx **failed)
+target_result(const struct target *t, struct addrset *out, uint32_t *ttl, int *failed)
 {
-	const struct tx *a = &t->tx[0], *b = &t->tx[1];
 	bool use[2];
 
-	use[0] = a->err == 0 && (b->err == 0 || a->set.n > 0);
-	use[1] = b->err == 0 && (a->err == 0 || b->set.n > 0);
+	use[0] = t->err[0] == 0 && (t->err[1] == 0 || t->set[0].n > 0);
+	use[1] = t->err[1] == 0 && (t->err[0] == 0 || t->set[1].n > 0);
 	if (!use[0] && !use[1]) {
-		*failed = a->err != 0 ? a : b;
+		*failed = t->err[0] != 0 ? 0 : 1;
 		return -1;
 	}
 	for (int i = 0; i < 2; i++) {
-		const struct addrset *s = &t->tx[i].set;
+		const struct addrset *s = &t->set[i];
 
 		if (!use[i])
 			continue;
@@ -516,10 +498,8 @@ deliver(evutil_socket_t fd, short what, void *arg)
 {
 	struct resolver_query *q = arg;
 	struct addrset out = { 0 };
-	const struct tx *failed;
-	char name[DNS_TEXTMAX];
-	uint32_t ttl = q->ttl;
-	int err = q->err, rc;
+	uint32_t ttl = RESOLVER_TTL_NONE;
+	int err = q->err, rc, failed;
 	const char *errtext = q->errtext;
 
 	(void)fd;
@@ -531,13 +511,12 @@ deliver(evutil_socket_t fd, short what, void *arg)
 		if ((rc = target_result(t, &out, &ttl, &failed)) == -2) {
 			err = RESOLVER_ESYSTEM;
 			errtext = "out of memory";
-		} else if (rc == -1 && !(q->srv && failed->err == RESOLVER_ENXDOMAIN)) {
-			err = failed->err;
-			errtext = failed->errtext;
+		} else if (rc == -1 && !(q->srv && t->err[failed] == RESOLVER_ENXDOMAIN)) {
+			err = t->err[failed];
+			errtext = t->errtext[failed];
 			if (q->srv) {
-				dns_name_to_text(&t->name, name, sizeof(name));
 				snprintf(q->errbuf, sizeof(q->errbuf), "SRV target %s: %s",
-				    name, errtext);
+				    t->name, errtext);
 				errtext = q->errbuf;
 			}
 		}
@@ -561,8 +540,7 @@ query_new(struct resolver *r, bool srv, resolver_cb cb, void *arg)
 	q->srv = srv;
 	q->cb = cb;
 	q->arg = arg;
-	q->ttl = RESOLVER_TTL_NONE;
-	q->stx.fd = -1;
+	LIST_INIT(&q->txs);
 	if ((q->done = event_new(r->base, -1, 0, deliver, q)) == NULL) {
 		free(q);
 		return NULL;
@@ -598,19 +576,27 @@ resolver_lookup(struct resolver *r, const char *name, uint16_t port, resolver_cb
 	}
 	t = &q->targets[0];
 	q->ntargets = 1;
-	target_init(q, t, NULL, port, 1);
+	target_init(t, port, 1);
 	if (resolver_parse_ip(name, port, &ss, &len) == 0 ||
 	    (resolver_is_localhost(name) && resolver_parse_ip("127.0.0.1", port, &ss, &len) == 0)) {
-		if (addrset_add(&t->tx[0].set, &ss, len, 1) == -1) {
+		if (addrset_add(&t->set[0], &ss, len, 1) == -1) {
 			resolver_cancel(q);
 			return NULL;
 		}
 		return query_now(q, 0, NULL);
 	}
-	if (dns_name_from_text(&t->name, name) == -1)
+	if (!valid_name(name))
 		return query_now(q, RESOLVER_ENAME, "invalid name");
-	q->pending = 1;
-	target_start(t);
+	if ((t->name = strdup(name)) == NULL) {
+		resolver_cancel(q);
+		return NULL;
+	}
+	q->pending = 1;		/* a guard: no early answer ends the query */
+	tx_start(q, t, ns_t_a, 0);
+	tx_start(q, t, ns_t_aaaa, 0);
+	if (--q->pending == 0)
+		event_active(q->done, EV_TIMEOUT, 1);
+	rearm(r);
 	return q;
 }
 
@@ -618,14 +604,17 @@ struct resolver_query *
 resolver_lookup_srv(struct resolver *r, const char *name, resolver_cb cb, void *arg)
 {
 	struct resolver_query *q;
-	struct dns_name qname;
 
 	if ((q = query_new(r, true, cb, arg)) == NULL)
 		return NULL;
-	if (dns_name_from_text(&qname, name) == -1)
+	if ((q->name = strdup(name)) == NULL) {
+		resolver_cancel(q);
+		return NULL;
+	}
+	if (!valid_name(name))
 		return query_now(q, RESOLVER_ENAME, "invalid name");
-	q->pending = 1;
-	tx_start(&q->stx, q, NULL, &qname, DNS_T_SRV);
+	tx_start(q, NULL, ns_t_srv, 0);
+	rearm(r);
 	return q;
 }
 
@@ -638,11 +627,97 @@ resolver_cancel(struct resolver_query *q)
 	query_free(q);
 }
 
-/* ------------------------------------------------------- resolver ---- */
+/* ----------------------------------------------------------- resolver ---- */
+
+int
+resolver_global_init(void)
+{
+	return ares_library_init(ARES_LIB_INIT_ALL) == ARES_SUCCESS ? 0 : -1;
+}
+
+void
+resolver_global_cleanup(void)
+{
+	ares_library_cleanup();
+}
+
+static int
+channel_open(struct resolver *r)
+{
+	struct ares_options o;
+	char lookups[] = "b";		/* DNS only: never /etc/hosts */
+	/* resolver_new() read the nameserver lines; nothing else of
+	 * resolv.conf applies, and an unreadable one must not stop c-ares */
+	char resolvconf[] = "/dev/null";
+	int rc;
+
+	memset(&o, 0, sizeof(o));
+	/* NOSEARCH and no domains: names as written, whatever resolv.conf,
+	 * LOCALDOMAIN or RES_OPTIONS say; EDNS(0) as the old client did */
+	o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES | ARES_FLAG_EDNS;
+	o.timeout = r->timeout_ms;
+	/* one round per ares_query(); the second is ours (see on_answer) */
+	o.tries = 1;
+	o.ndots = 1;
+	o.ndomains = 0;
+	o.lookups = lookups;
+	o.ednspsz = EDNS_PAYLOAD;
+	o.sock_state_cb = sock_state;
+	o.sock_state_cb_data = r;
+	o.resolvconf_path = resolvconf;
+	rc = ares_init_options(&r->ch, &o, ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS |
+	    ARES_OPT_TRIES | ARES_OPT_NDOTS | ARES_OPT_DOMAINS | ARES_OPT_LOOKUPS |
+	    ARES_OPT_EDNSPSZ | ARES_OPT_NOROTATE | ARES_OPT_SOCK_STATE_CB |
+	    ARES_OPT_RESOLVCONF);
+	if (rc != ARES_SUCCESS) {
+		log_error("resolver: c-ares: %s", ares_strerror(rc));
+		r->ch = NULL;
+		return -1;
+	}
+	if ((rc = ares_set_servers_ports(r->ch, r->ns)) != ARES_SUCCESS) {
+		log_error("resolver: c-ares nameservers: %s", ares_strerror(rc));
+		ares_destroy(r->ch);
+		r->ch = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* SS into the nameserver list; false when c-ares cannot use it. */
+static bool
+ns_add(struct resolver *r, const struct sockaddr_storage *ss)
+{
+	struct ares_addr_port_node *n = &r->ns[r->n_ns];
+
+	memset(n, 0, sizeof(*n));
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		n->family = AF_INET;
+		n->addr.addr4 = s4->sin_addr;
+		n->udp_port = n->tcp_port = ntohs(s4->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		if (s6->sin6_scope_id != 0)	/* c-ares 1.18 has no scope */
+			return false;
+		n->family = AF_INET6;
+		memcpy(&n->addr.addr6, &s6->sin6_addr, sizeof(s6->sin6_addr));
+		n->udp_port = n->tcp_port = ntohs(s6->sin6_port);
+	} else {
+		return false;
+	}
+	if (r->n_ns > 0)
+		r->ns[r->n_ns - 1].next = n;
+	r->n_ns++;
+	return true;
+}
 
 struct resolver *
 resolver_new(struct event_base *base, const struct conf_addr *nameservers, size_t n)
 {
+	struct sockaddr_storage ss[RESOLVER_MAX_NS];
+	socklen_t lens[RESOLVER_MAX_NS];
 	struct resolver *r;
 	int k;
 
@@ -651,14 +726,14 @@ resolver_new(struct event_base *base, const struct conf_addr *nameservers, size_
 	r->base = base;
 	r->timeout_ms = 1000;
 	TAILQ_INIT(&r->queries);
+	LIST_INIT(&r->socks);
 	for (size_t i = 0; i < n; i++) {
-		if (!nameservers[i].is_ip || r->n_ns == RESOLVER_MAX_NS) {
-			log_warn("resolver: nameserver %s skipped (%s)", nameservers[i].text,
-			    nameservers[i].is_ip ? "too many" : "not an IP address");
-			continue;
-		}
-		memcpy(&r->ns[r->n_ns], &nameservers[i].sa, nameservers[i].salen);
-		r->nslen[r->n_ns++] = nameservers[i].salen;
+		const char *why = !nameservers[i].is_ip ? "not an IP address" :
+		    r->n_ns == RESOLVER_MAX_NS ? "too many" :
+		    !ns_add(r, &nameservers[i].sa) ? "an IPv6 scope is not supported" : NULL;
+
+		if (why != NULL)
+			log_warn("resolver: nameserver %s skipped (%s)", nameservers[i].text, why);
 	}
 	if (n > 0 && r->n_ns == 0) {
 		log_error("resolver: no usable nameserver");
@@ -666,12 +741,19 @@ resolver_new(struct event_base *base, const struct conf_addr *nameservers, size_
 		return NULL;
 	}
 	if (n == 0) {
-		k = resolver_read_resolv_conf("/etc/resolv.conf", r->ns, r->nslen,
-		    RESOLVER_MAX_NS);
-		if (k > 0)
-			r->n_ns = (size_t)k;
-		else if (resolver_parse_ip("127.0.0.1", 53, &r->ns[0], &r->nslen[0]) == 0)
-			r->n_ns = 1;
+		k = resolver_read_resolv_conf("/etc/resolv.conf", ss, lens, RESOLVER_MAX_NS);
+		for (int i = 0; i < k; i++)
+			if (!ns_add(r, &ss[i]))
+				log_warn("resolver: /etc/resolv.conf nameserver %d skipped (an "
+				    "IPv6 scope is not supported)", i + 1);
+		if (r->n_ns == 0 && resolver_parse_ip("127.0.0.1", 53, &ss[0], &lens[0]) == 0)
+			ns_add(r, &ss[0]);
+	}
+	if ((r->timer = evtimer_new(base, on_timer, r)) == NULL || channel_open(r) == -1) {
+		if (r->timer != NULL)
+			event_free(r->timer);
+		free(r);
+		return NULL;
 	}
 	return r;
 }
@@ -679,15 +761,40 @@ resolver_new(struct event_base *base, const struct conf_addr *nameservers, size_
 void
 resolver_set_timeout(struct resolver *r, int64_t ms)
 {
-	r->timeout_ms = ms < 1 ? 1 : ms;
+	int timeout = ms < 1 ? 1 : ms > 60000 ? 60000 : (int)ms;
+
+	if (timeout == r->timeout_ms && r->ch != NULL)
+		return;
+	if (r->inflight > 0) {
+		log_warn("resolver: timeout not changed: questions in flight");
+		return;
+	}
+	r->timeout_ms = timeout;
+	/* c-ares 1.18 sets its timeout only when a channel is made */
+	if (r->ch != NULL)
+		ares_destroy(r->ch);
+	r->ch = NULL;
+	channel_open(r);
 }
 
 void
 resolver_free(struct resolver *r)
 {
+	struct sockev *s;
+
 	if (r == NULL)
 		return;
 	while (!TAILQ_EMPTY(&r->queries))
 		resolver_cancel(TAILQ_FIRST(&r->queries));
+	/* ends the orphans (ARES_EDESTRUCTION) and closes the sockets */
+	if (r->ch != NULL)
+		ares_destroy(r->ch);
+	while ((s = LIST_FIRST(&r->socks)) != NULL) {
+		LIST_REMOVE(s, link);
+		if (s->ev != NULL)
+			event_free(s->ev);
+		free(s);
+	}
+	event_free(r->timer);
 	free(r);
 }

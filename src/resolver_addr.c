@@ -89,12 +89,6 @@ resolver_is_localhost(const char *name)
 	    (l > 10 && strncasecmp(name + l - 10, ".localhost", 10) == 0);
 }
 
-static uint32_t
-min32(uint32_t a, uint32_t b)
-{
-	return a < b ? a : b;
-}
-
 int
 addrset_add(struct addrset *s, const struct sockaddr_storage *ss, socklen_t len,
     uint16_t weight)
@@ -120,56 +114,6 @@ addrset_add(struct addrset *s, const struct sockaddr_storage *ss, socklen_t len,
 	ra->salen = len;
 	ra->weight = weight;
 	resolver_format_addr((const struct sockaddr *)ss, ra->text, sizeof(ra->text));
-	return 0;
-}
-
-static int
-addrset_add_rr(struct addrset *s, const struct dns_msg *m, const struct dns_rr *rr,
-    uint16_t port, uint16_t weight)
-{
-	struct sockaddr_storage ss;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-	memset(&ss, 0, sizeof(ss));
-	if (rr->type == DNS_T_A) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(port);
-		memcpy(&s4->sin_addr, m->pkt + rr->rdoff, 4);
-		return addrset_add(s, &ss, sizeof(*s4), weight);
-	}
-	s6->sin6_family = AF_INET6;
-	s6->sin6_port = htons(port);
-	memcpy(&s6->sin6_addr, m->pkt + rr->rdoff, 16);
-	return addrset_add(s, &ss, sizeof(*s6), weight);
-}
-
-/* The QTYPE (A or AAAA) records of NAME, after CNAMEs, into S. */
-int
-addrset_collect(struct addrset *s, const struct dns_msg *m, const struct dns_name *name,
-    uint16_t qtype, uint16_t port, uint16_t weight)
-{
-	static const enum dns_section secs[2] = { DNS_S_AN, DNS_S_AR };
-	struct dns_name owner;
-	struct dns_iter it;
-	struct dns_rr rr;
-	uint32_t ttl = RESOLVER_TTL_NONE;
-	size_t before = s->n;
-
-	dns_chase(m, name, &owner, &ttl);
-	for (int k = 0; k < 2; k++) {
-		dns_iter_init(&it, m, secs[k]);
-		while (dns_iter_next(&it, &rr)) {
-			if (rr.type != qtype || rr.class != DNS_C_IN ||
-			    !dns_name_eq(&rr.name, &owner))
-				continue;
-			if (addrset_add_rr(s, m, &rr, port, weight) == -1)
-				return -1;
-			ttl = min32(ttl, rr.ttl);
-		}
-	}
-	if (s->n > before)
-		s->ttl = min32(s->ttl, ttl);
 	return 0;
 }
 

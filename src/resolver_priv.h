@@ -7,7 +7,6 @@
 
 #include <stdbool.h>
 
-#include "dns_wire.h"
 #include "resolver.h"
 
 /* Addresses without duplicates, at most RESOLVER_MAX_ADDRS. */
@@ -20,10 +19,6 @@ struct addrset {
 /* -1 only when out of memory; a duplicate or one too many is dropped. */
 int addrset_add(struct addrset *s, const struct sockaddr_storage *ss, socklen_t len,
     uint16_t weight);
-/* The QTYPE (A or AAAA) records of NAME in M, after CNAMEs, with PORT and
- * WEIGHT; s->ttl is lowered to theirs and the CNAMEs' when any is found. */
-int addrset_collect(struct addrset *s, const struct dns_msg *m,
-    const struct dns_name *name, uint16_t qtype, uint16_t port, uint16_t weight);
 
 /* An IP literal (IPv6 with or without brackets, with an optional %scope)
  * with PORT; -1 when HOST is not one. */

@@ -569,6 +569,7 @@ server_free(struct server *srv)
 	discovery_free(srv->discovery, NULL);
 	health_free(srv->health);
 	resolver_free(srv->resolver);
+	resolver_global_cleanup();	/* a no-op when it was not initialised */
 	watch_free(srv->watch);
 	admin_free(srv->admin);
 	runtime_free(srv->runtime);
@@ -648,7 +649,8 @@ server_run(struct config *conf, bool log_level_from_cli)
 	event_add(srv.ev_int, NULL);
 	event_add(srv.ev_hup, NULL);
 	event_add(srv.ev_usr1, NULL);
-	srv.resolver = resolver_new(srv.base, conf->nameservers, conf->n_nameservers);
+	if (resolver_global_init() == 0)
+		srv.resolver = resolver_new(srv.base, conf->nameservers, conf->n_nameservers);
 	if (srv.resolver)
 		/* glibc waits 5 s a try; 2 s keeps startup and failover short
 		 * while a loaded DNS server still gets to answer */
