@@ -45,6 +45,7 @@ struct endpoint {
 	uint32_t in_flight;		/* attempts on it now, this worker */
 	double ewma_ms;			/* latency to the response head */
 	int64_t ewma_last_ms;
+	struct lb_backoff backoff;	/* after failed connects, this worker */
 	bool retired;			/* gone from the set: pools nothing */
 	struct endpoint *next_retired;
 };
