@@ -174,6 +174,9 @@ attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e, co
 		/* the keep-alive race: the upstream closed a pooled connection
 		 * as we reused it; not a failure, not a retry */
 		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
+		/* counted apart, so the upstream's count of requests is ferry's
+		 * attempts plus these */
+		metrics_resend(x->cl->w->ms, exchange_metrics_id(x));
 		exchange_release_upstream(x, false);
 		attempt_drop(x);
 		x->resent = true;
