@@ -1,5 +1,5 @@
 """Load balancing around endpoints that fail fast (SPEC §6 Load balancing,
-ferry(8) LOAD BALANCING): a refusing endpoint answers a connect at once,
+ferry.yaml(5) load_balancer): a refusing endpoint answers a connect at once,
 has nothing in flight and no latency sample, and must not therefore become
 the favourite of p2c_ewma, nor keep taking its turn in round_robin and
 random, while outlier detection is off or capped.
