@@ -391,6 +391,8 @@ accesslog_write(struct accesslog_buf *b, const struct access_entry *e)
 	add_cstr(o, e->upstream);
 	sbuf_adds(o, ",\"attempts\":");
 	sbuf_addu(o, e->attempts);
+	sbuf_adds(o, ",\"resends\":");
+	sbuf_addu(o, e->resends);
 	sbuf_adds(o, ",\"correlation_id\":");
 	add_jstr(o, e->correlation_id, e->correlation_len);
 	sbuf_adds(o, ",\"request_id\":");

@@ -37,6 +37,7 @@ struct access_entry {
 	double duration_ms;
 	const char *upstream;		/* address of the last attempt */
 	uint32_t attempts;
+	uint32_t resends;		/* re-sends after a stale pooled connection */
 	const char *correlation_id;
 	size_t correlation_len;
 	const char *request_id;

@@ -197,6 +197,7 @@ exchange_account(struct client *cl, const char *cut)
 		.duration_ms = (double)(clock_now_us() - x->start_us) / 1000.0,
 		.upstream = x->ep ? x->ep->addr_text : NULL,
 		.attempts = x->attempts,
+		.resends = x->resent,
 		.correlation_id = x->ids.correlation,
 		.correlation_len = x->ids.correlation_len,
 		.request_id = x->ids.request,

@@ -190,6 +190,15 @@ metrics_budget_exhausted(struct metrics_shard *s, int svc)
 }
 
 void
+metrics_resend(struct metrics_shard *s, int svc)
+{
+	struct svc_ctr *c;
+
+	if ((c = svc_of(s, svc)) != NULL)
+		ctr_add(&c->v[C_RESEND], 1);
+}
+
+void
 metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc)
 {
 	struct svc_ctr *c;

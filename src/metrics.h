@@ -77,6 +77,9 @@ void metrics_error(struct metrics_shard *s, enum metric_dir d, int svc,
 void metrics_attempt(struct metrics_shard *s, int svc, enum upstream_result r);
 void metrics_retry(struct metrics_shard *s, int svc);
 void metrics_budget_exhausted(struct metrics_shard *s, int svc);
+/* upstream_resends_total{service}: a request sent again on a new
+ * connection after a pooled one the upstream had closed (not an attempt) */
+void metrics_resend(struct metrics_shard *s, int svc);
 void metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc);
 void metrics_conn_opened(struct metrics_shard *s, int svc);
 void metrics_tls_handshake(struct metrics_shard *s, enum metric_dir d,

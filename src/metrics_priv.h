@@ -32,6 +32,7 @@ enum {
 	C_RETRY = C_ATT + UR_COUNT,
 	C_BUDGET,
 	C_OPENED,
+	C_RESEND,
 	C_NCTR
 };
 

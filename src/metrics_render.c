@@ -396,6 +396,10 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	    NULL, NULL);
 	svc_family(out, &sn, "retry_budget_exhausted_total",
 	    "Retries the retry budget refused.", C_BUDGET, 1, NULL, NULL);
+	svc_family(out, &sn, "upstream_resends_total",
+	    "Requests sent again on a new connection after a pooled connection "
+	    "the upstream had closed (not attempts, not retries).", C_RESEND, 1,
+	    NULL, NULL);
 	gauge1(out, g, g ? g->circuit_states : NULL, "circuit_state", "gauge",
 	    "Circuit breaker state: 0 closed, 1 open, 2 half-open.", "service");
 	gauge1(out, g, g ? g->circuit_opened : NULL, "circuit_opened_total",

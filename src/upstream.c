@@ -88,12 +88,19 @@ attempt_record(struct exchange *x, enum attempt_result r)
 	if (ep->rt)
 		atomic_fetch_sub_explicit(&ep->rt->in_flight, 1, memory_order_relaxed);
 	metrics_attempt(x->cl->w->ms, exchange_metrics_id(x), ur[r]);
-	if (r == AR_OK || r == AR_STATUS_502 || r == AR_STATUS_503 || r == AR_STATUS_504) {
+	/* a failure costs a penalty, or a dead endpoint, quick to fail and
+	 * never busy, would look the best (balancer.h) */
+	if (failure)
+		ewma_failure(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
+	else
 		ewma_update(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
-		if (ep->rt)
-			atomic_store_explicit(&ep->rt->ewma_us, (uint64_t)(ep->ewma_ms * 1000),
-			    memory_order_relaxed);
-	}
+	if (ep->rt)
+		atomic_store_explicit(&ep->rt->ewma_us, (uint64_t)(ep->ewma_ms * 1000),
+		    memory_order_relaxed);
+	if (r == AR_CONNECT_FAILURE || r == AR_REFUSED)
+		backoff_failed(&ep->backoff, now);
+	else if (r != AR_RESET && r != AR_PER_TRY_TIMEOUT)
+		backoff_reset(&ep->backoff);	/* it answered */
 	if (s->rt == NULL)
 		return;		/* the local app: no breaker, no ejection */
 	breaker_record(s->rt->breaker, &s->conf->breaker, x->verdict, failure, now);
@@ -171,6 +178,9 @@ attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e, co
 		/* the keep-alive race: the upstream closed a pooled connection
 		 * as we reused it; not a failure, not a retry */
 		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
+		/* counted apart, so the upstream's count of requests is ferry's
+		 * attempts plus these */
+		metrics_resend(x->cl->w->ms, exchange_metrics_id(x));
 		exchange_release_upstream(x, false);
 		attempt_drop(x);
 		x->resent = true;
@@ -286,6 +296,7 @@ pick_endpoint(struct exchange *x, int64_t now)
 		cands[j].in_flight = ep->in_flight;
 		cands[j].ewma_ms = ewma_current(ep->ewma_ms, ep->ewma_last_ms, now);
 		cands[j].weight = ep->weight;
+		cands[j].backoff = backoff_active(&ep->backoff, now);
 		if (x->retries && ep == x->avoid)
 			avoid = (long)j;
 	}

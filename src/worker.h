@@ -43,8 +43,10 @@ struct endpoint {
 	struct ep_runtime *rt;		/* shared by all workers; NULL inbound */
 	struct outlier *outlier;	/* in the service's current group; NULL inbound */
 	uint32_t in_flight;		/* attempts on it now, this worker */
-	double ewma_ms;			/* latency to the response head */
+	double ewma_ms;			/* latency to the response head; failures
+					   as penalties (ewma_failure) */
 	int64_t ewma_last_ms;
+	struct lb_backoff backoff;	/* after failed connects, this worker */
 	bool retired;			/* gone from the set: pools nothing */
 	struct endpoint *next_retired;
 };

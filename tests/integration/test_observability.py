@@ -22,10 +22,10 @@ import harness
 from harness import (FerryTestCase, RawClient, Reader, build_request, echo, fixed, free_port,
                      pki, read_response, service, tls_client, wait_until)
 
-# SPEC §9, in that order
+# SPEC §9, in that order, and resends (ferry(8) ACCESS LOG)
 LOG_FIELDS = ["time", "direction", "service", "method", "path", "status", "duration_ms",
-              "upstream", "attempts", "correlation_id", "request_id", "trace_id", "bytes_in",
-              "bytes_out", "error", "peer"]
+              "upstream", "attempts", "resends", "correlation_id", "request_id", "trace_id",
+              "bytes_in", "bytes_out", "error", "peer"]
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 FLUSH_BOUND = 1.5           # lines reach their target within a second (+ slack)
 FAST_RETRIES = {"backoff": {"base": "1ms", "max": "2ms"}}
@@ -255,6 +255,7 @@ class MetricsTest(ObsCase):
         for family, kind in [("requests_total", "counter"), ("request_duration_seconds", "histogram"),
                              ("upstream_attempts_total", "counter"), ("retries_total", "counter"),
                              ("retry_budget_exhausted_total", "counter"),
+                             ("upstream_resends_total", "counter"),
                              ("circuit_state", "gauge"), ("circuit_opened_total", "counter"),
                              ("errors_total", "counter"), ("rate_limited_total", "counter"),
                              ("upstream_connections", "gauge"),

@@ -171,6 +171,45 @@ class PoolTest(FerryTestCase):
         self.assert_all_ok(responses, up)
         self.assertEqual(up.connections_accepted, 1)
 
+    def test_resends_counted(self):
+        """A re-send after a stale pooled connection is neither an attempt
+        nor a retry, but is counted (ferry_upstream_resends_total, the
+        access log's resends): the upstream's request count is ferry's
+        attempts plus its re-sends."""
+        def first_only(conn, req):
+            # a later request on a kept connection finds it closed, to
+            # ferry exactly the keep-alive race, made deterministic
+            if req.seq > 0:
+                conn.keep_open = False
+            else:
+                harness.echo()(conn, req)
+        up = self.upstream(first_only)
+        f = self.ferry({"svc": service(up, retries={"max": 0})}, workers=1)
+        statuses = []
+        for i in range(3):
+            if i:
+                time.sleep(0.2)
+            statuses.append(f.get("/r%d" % i, host="svc").status)
+        self.assertEqual(statuses, [200, 200, 200])
+        # the 2nd and 3rd met a closed pooled connection and went again
+        self.assertEqual([r.target for r in up.requests], ["/r0", "/r1", "/r1", "/r2", "/r2"])
+        harness.wait_until(lambda: len(self.svc_lines(f)) >= 3, 3)
+        lines = self.svc_lines(f)
+        self.assertEqual([(e["path"], e["attempts"], e["resends"]) for e in lines],
+                         [("/r0", 1, 0), ("/r1", 1, 1), ("/r2", 1, 1)])
+        m = f.admin("/metrics").body.decode()
+        self.assertIn('ferry_upstream_resends_total{service="svc"} 2\n', m)
+        self.assertIn('ferry_upstream_attempts_total{service="svc",result="ok"} 3\n', m)
+        self.assertIn('ferry_upstream_attempts_total{service="svc",result="reset"} 0\n', m)
+        self.assertIn('ferry_retries_total{service="svc"} 0\n', m)
+        attempts = sum(e["attempts"] for e in lines)
+        resends = sum(e["resends"] for e in lines)
+        self.assertEqual(len(up.requests), attempts + resends)
+
+    @staticmethod
+    def svc_lines(f):
+        return [e for e in f.access_log() if e["service"] == "svc"]
+
 
 if __name__ == "__main__":
     harness.main()

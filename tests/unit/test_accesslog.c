@@ -74,7 +74,7 @@ sample(void)
 		.dir = DIR_OUTBOUND, .service = "user-service",
 		.method = S("GET"), .path = S("/users/1?token=secret"),
 		.status = 200, .duration_ms = 12.345,
-		.upstream = "127.0.0.1:5000", .attempts = 2,
+		.upstream = "127.0.0.1:5000", .attempts = 2, .resends = 1,
 		.correlation_id = S("corr-1"), .request_id = S("req-1"),
 		.traceparent = S(TP), .bytes_in = 10, .bytes_out = 20,
 	};
@@ -100,6 +100,7 @@ START_TEST(test_exact_line)
 	e2.duration_ms = 2000.0004;
 	e2.upstream = NULL;
 	e2.attempts = 0;
+	e2.resends = 0;
 	e2.correlation_id = NULL;
 	e2.request_id = NULL;
 	e2.traceparent = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
@@ -113,13 +114,13 @@ START_TEST(test_exact_line)
 	    "{\"time\":\"2026-11-26T10:39:02.123Z\",\"direction\":\"outbound\","
 	    "\"service\":\"user-service\",\"method\":\"GET\",\"path\":\"/users/1\","
 	    "\"status\":200,\"duration_ms\":12.345,\"upstream\":\"127.0.0.1:5000\","
-	    "\"attempts\":2,\"correlation_id\":\"corr-1\",\"request_id\":\"req-1\","
+	    "\"attempts\":2,\"resends\":1,\"correlation_id\":\"corr-1\",\"request_id\":\"req-1\","
 	    "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"bytes_in\":10,"
 	    "\"bytes_out\":20,\"error\":null,\"peer\":null}\n"
 	    "{\"time\":\"2027-01-02T03:04:05.006Z\",\"direction\":\"inbound\","
 	    "\"service\":\"\",\"method\":\"\",\"path\":null,"
 	    "\"status\":504,\"duration_ms\":2000.000,\"upstream\":null,"
-	    "\"attempts\":0,\"correlation_id\":null,\"request_id\":null,"
+	    "\"attempts\":0,\"resends\":0,\"correlation_id\":null,\"request_id\":null,"
 	    "\"trace_id\":null,\"bytes_in\":10,"
 	    "\"bytes_out\":20,\"error\":\"SERVICE_TIMEOUT\","
 	    "\"peer\":\"spiffe://cluster/ns/default/sa/orders\"}\n");

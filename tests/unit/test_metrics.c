@@ -109,6 +109,9 @@ START_TEST(test_counters)
 	metrics_retry(w0, users);
 	metrics_retry(w1, users);
 	metrics_budget_exhausted(w1, users);
+	metrics_resend(w0, users);
+	metrics_resend(w1, users);
+	metrics_resend(w1, users);
 	metrics_rate_limited(w0, DIR_INBOUND, orders);
 	metrics_conn_opened(w0, users);
 	metrics_conn_opened(main_shard, users);		/* health check */
@@ -154,6 +157,7 @@ START_TEST(test_counters)
 	ck_line(t, "ferry_upstream_attempts_total{service=\"orders\",result=\"reset\"} 0");
 	ck_line(t, "ferry_retries_total{service=\"users\"} 2");
 	ck_line(t, "ferry_retry_budget_exhausted_total{service=\"users\"} 1");
+	ck_line(t, "ferry_upstream_resends_total{service=\"users\"} 3");
 	ck_line(t, "ferry_rate_limited_total{direction=\"inbound\",service=\"orders\"} 1");
 	ck_line(t, "ferry_rate_limited_total{direction=\"outbound\",service=\"orders\"} 0");
 	ck_line(t, "ferry_upstream_connections_opened_total{service=\"users\"} 2");
@@ -183,6 +187,7 @@ START_TEST(test_families)
 		{ "upstream_attempts_total", "counter" },
 		{ "retries_total", "counter" },
 		{ "retry_budget_exhausted_total", "counter" },
+		{ "upstream_resends_total", "counter" },
 		{ "circuit_state", "gauge" },
 		{ "circuit_opened_total", "counter" },
 		{ "errors_total", "counter" },
