@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "headers.h"
 #include "http1.h"
+#include "listener.h"
 #include "sbuf.h"
 #include "server.h"
 
@@ -17,11 +18,8 @@
 struct admin {
 	struct server *srv;
 	struct event_base *base;
-	struct event *ev;
-	int fd;
+	struct listener *lis;		/* accepting, cap, pause on EMFILE */
 	struct admin_conn *conns;
-	uint32_t n_conns;
-	bool paused;			/* at listeners.admin.max_connections */
 };
 
 struct admin_conn {
@@ -32,6 +30,7 @@ struct admin_conn {
 	struct http_parser parser;
 	struct http_head head;
 	bool closing;
+	bool in_head;			/* a head has begun: its deadline runs */
 	struct event *timer;		/* idle_timeout, then header_read_timeout */
 	struct admin_conn *next, *prev;
 };
@@ -39,13 +38,9 @@ struct admin_conn {
 static void
 admin_conn_free(struct admin_conn *ac)
 {
-	ac->a->n_conns--;
 	if (ac->timer)
 		event_free(ac->timer);
-	if (ac->a->paused) {
-		event_add(ac->a->ev, NULL);
-		ac->a->paused = false;
-	}
+	listener_client_gone(ac->a->lis);
 	if (ac->prev)
 		ac->prev->next = ac->next;
 	else
@@ -78,6 +73,24 @@ respond(struct admin_conn *ac, int status, const char *reason, const char *ctype
 	sbuf_free(&out);
 }
 
+/*
+ * Against DNS rebinding (a browser page whose name now points here): the
+ * Host, and the authority of an absolute-form target, must be one the
+ * endpoint answers for (config_admin_host_ok). A request without Host
+ * (HTTP/1.0) came from no browser, so it passes.
+ */
+static bool
+host_ok(struct admin_conn *ac, const char *msg, const char *auth, size_t alen)
+{
+	const struct config *c = server_config(ac->a->srv);
+	const struct http_header *host = headers_find(&ac->head, HDR_HOST);
+
+	if (alen > 0 && !config_admin_host_ok(c, auth, alen))
+		return false;
+	return host == NULL ||
+	    config_admin_host_ok(c, msg + host->value.off, host->value.len);
+}
+
 static void
 serve(struct admin_conn *ac)
 {
@@ -90,12 +103,32 @@ serve(struct admin_conn *ac)
 	struct sbuf body = { 0 };
 	struct server_page page;
 
+	if (!ka)
+		ac->closing = true;
 	target_split(msg + h->target.off, h->target.len, &path, &plen, &auth, &alen);
 	for (size_t i = 0; i < plen; i++)
 		if (path[i] == '?') {
 			plen = i;
 			break;
 		}
+	if (headers_count(h, HDR_HOST) > 1) {
+		static const char b[] = "{\"success\":false,\"error\":{\"code\":\"BAD_REQUEST\","
+		    "\"message\":\"more than one Host header\"}}";
+
+		respond(ac, 400, "Bad Request", "application/json", b, sizeof(b) - 1,
+		    head_only, false);
+		ac->closing = true;
+		return;
+	}
+	if (!host_ok(ac, msg, auth, alen)) {
+		static const char b[] = "{\"success\":false,\"error\":{\"code\":"
+		    "\"MISDIRECTED_REQUEST\",\"message\":\"the admin endpoint does not answer "
+		    "for this Host; see listeners.admin.hosts\"}}";
+
+		respond(ac, 421, "Misdirected Request", "application/json", b, sizeof(b) - 1,
+		    head_only, ka);
+		return;
+	}
 	if (h->method_id != HTTP_GET && h->method_id != HTTP_HEAD) {
 		static const char b[] = "{\"success\":false,\"error\":{\"code\":\"METHOD_NOT_ALLOWED\","
 		    "\"message\":\"the admin endpoint answers GET only\"}}";
@@ -115,12 +148,11 @@ serve(struct admin_conn *ac)
 		    head_only, ka);
 	}
 	sbuf_free(&body);
-	if (!ka)
-		ac->closing = true;
 }
 
 /* The listener's own limits (SPEC §3): an idle connection goes after
- * idle_timeout, a head must complete within header_read_timeout. */
+ * idle_timeout; a head must complete within header_read_timeout of its
+ * first byte, however slowly the rest trickles in. */
 static void
 arm(struct admin_conn *ac, bool in_head)
 {
@@ -148,6 +180,8 @@ admin_timeout(evutil_socket_t fd, short what, void *arg)
 	ac->closing = true;
 	if (conn_pending(ac->c) == 0)
 		admin_conn_free(ac);
+	else
+		arm(ac, false);		/* bounds the write */
 }
 
 static void
@@ -194,49 +228,52 @@ admin_conn_event(struct conn *c, enum conn_event ev, void *arg)
 		serve(ac);
 		buf_consume(&ac->in, ac->head.head_len);
 		ac->parsed = 0;
+		ac->in_head = false;
 		http_parser_reset(&ac->parser);
 	}
 	if (ac->closing && conn_pending(ac->c) == 0) {
 		admin_conn_free(ac);
 		return;
 	}
-	arm(ac, buf_len(&ac->in) > 0);
+	if (ac->closing) {
+		arm(ac, false);		/* bounds the last write */
+		return;
+	}
+	/* re-armed only when a head begins, not for each byte of it */
+	if (buf_len(&ac->in) == 0) {
+		arm(ac, false);
+	} else if (!ac->in_head) {
+		ac->in_head = true;
+		arm(ac, true);
+	}
 }
 
 static void
-admin_accept(evutil_socket_t fd, short what, void *arg)
+admin_accept(struct listener *lis, int cfd, const struct sockaddr *peer, socklen_t len)
 {
-	struct admin *a = arg;
-	int cfd;
+	struct admin *a = lis->arg;
+	struct admin_conn *ac = calloc(1, sizeof(*ac));
 
-	(void)what;
-	while ((cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-		struct admin_conn *ac = calloc(1, sizeof(*ac));
-
-		if (ac == NULL || (ac->c = conn_new_fd(a->base, cfd, admin_conn_event, ac)) == NULL) {
-			free(ac);
-			close(cfd);
-			continue;
-		}
-		ac->a = a;
-		if ((ac->timer = evtimer_new(a->base, admin_timeout, ac)) == NULL) {
-			conn_free(ac->c);
-			free(ac);
-			continue;
-		}
-		http_parser_init(&ac->parser, false, &ac->head);
-		ac->next = a->conns;
-		if (a->conns)
-			a->conns->prev = ac;
-		a->conns = ac;
-		a->n_conns++;
-		arm(ac, false);
-		if (a->n_conns >= server_admin_conf(a->srv)->max_connections) {
-			event_del(a->ev);
-			a->paused = true;
-			return;
-		}
+	(void)peer;
+	(void)len;
+	if (ac == NULL || (ac->c = conn_new_fd(a->base, cfd, admin_conn_event, ac)) == NULL) {
+		free(ac);
+		close(cfd);
+		return;
 	}
+	ac->a = a;
+	if ((ac->timer = evtimer_new(a->base, admin_timeout, ac)) == NULL) {
+		conn_free(ac->c);
+		free(ac);
+		return;
+	}
+	http_parser_init(&ac->parser, false, &ac->head);
+	ac->next = a->conns;
+	if (a->conns)
+		a->conns->prev = ac;
+	a->conns = ac;
+	lis->n_clients++;
+	arm(ac, false);
 }
 
 struct admin *
@@ -248,14 +285,18 @@ admin_start(struct server *srv, struct event_base *base, int fd)
 		return NULL;
 	a->srv = srv;
 	a->base = base;
-	a->fd = fd;
-	a->ev = event_new(base, fd, EV_READ | EV_PERSIST, admin_accept, a);
-	if (a->ev == NULL) {
+	a->lis = listener_start(base, server_admin_conf(srv), fd, admin_accept, a);
+	if (a->lis == NULL) {
 		free(a);
 		return NULL;
 	}
-	event_add(a->ev, NULL);
 	return a;
+}
+
+void
+admin_reconf(struct admin *a, const struct conf_listener *conf)
+{
+	a->lis->conf = conf;
 }
 
 void
@@ -265,13 +306,12 @@ admin_free(struct admin *a)
 		return;
 	while (a->conns)
 		admin_conn_free(a->conns);
-	event_free(a->ev);
-	close(a->fd);
+	listener_free(a->lis);
 	free(a);
 }
 
 uint32_t
 admin_connections(const struct admin *a)
 {
-	return a->n_conns;
+	return a->lis->n_clients;
 }

@@ -1,10 +1,12 @@
 /*
  * config_load(): file → YAML tree (config_yaml.c) → checks on the whole
  * tree (${VAR}, duplicate keys) → the walk into struct config (config_walk.c,
- * config_service.c, config_listen.c) → checks across sections. Errors are
+ * config_service.c, config_listen.c) → when the tree had the right shape,
+ * certificates, keys and checks across keys and sections. Errors are
  * collected all the way through and reported in file order at the end, so
- * one run shows every problem in the file.
+ * one run shows every problem it could find.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -251,6 +253,7 @@ check_keys(struct loader *l, const struct ynode *map)
 
 		if (k->kind != YSCALAR) {
 			lerr_path(l, k, path, "a mapping key must be a scalar");
+			l->n_shape++;
 			continue;
 		}
 		for (size_t j = 0; j < i; j++) {
@@ -261,6 +264,7 @@ check_keys(struct loader *l, const struct ynode *map)
 			lerr_path(l, k, path, "duplicate %s %s",
 			    strcmp(path, "services") == 0 ? "service" : "key",
 			    quote(k->str, q, sizeof(q)));
+			l->n_shape++;
 			break;
 		}
 	}
@@ -282,18 +286,38 @@ check_tree(struct loader *l, struct ydoc *doc)
 static void
 load_root(struct loader *l, const struct ynode *root)
 {
+	const struct ynode *defaults, *listeners, *services;
+
 	if (root->kind != YMAP && !ynode_is_null(root)) {
 		lerr(l, root, "expected a mapping at the top level, got %s",
 		    ynode_kind_name(root));
 		return;
 	}
 	walk_map(l, root, l->c, root_fields);
-	if (ymap_get(root, "defaults", NULL) != NULL)
-		load_defaults(l, ymap_get(root, "defaults", NULL));
-	if (ymap_get(root, "listeners", NULL) != NULL)
-		load_listeners(l, ymap_get(root, "listeners", NULL));
-	if (ymap_get(root, "services", NULL) != NULL)
-		load_services(l, ymap_get(root, "services", NULL));
+	defaults = ymap_get(root, "defaults", NULL);
+	listeners = ymap_get(root, "listeners", NULL);
+	services = ymap_get(root, "services", NULL);
+	if (defaults != NULL)
+		load_defaults(l, defaults);
+	if (listeners != NULL)
+		load_listeners(l, listeners);
+	if (services != NULL)
+		load_services(l, services);
+	/*
+	 * The checks look nodes up again by name and trust that the struct
+	 * holds what those nodes said: with a key twice, or a list where a
+	 * mapping belongs, the two part ways (a NULL where a value was
+	 * reported). A file of the wrong shape is not what its author meant
+	 * either, so its keys and certificates are not read at all.
+	 */
+	if (l->n_shape > 0 || l->oom)
+		return;
+	if (defaults != NULL)
+		check_defaults(l, defaults);
+	if (listeners != NULL)
+		check_inbound(l, listeners);
+	if (services != NULL)
+		check_services(l, services);
 	check_listeners(l);
 }
 
@@ -349,6 +373,7 @@ config_free(struct config *c)
 	free(c->nameservers);
 	conf_addr_clear(&c->outbound.address);
 	conf_addr_clear(&c->admin.address);
+	free_strings(c->admin_hosts, c->n_admin_hosts);
 	inbound_free(&c->inbound);
 	for (size_t i = 0; i < c->n_services; i++)
 		service_free(&c->services[i]);
@@ -496,4 +521,82 @@ config_service_by_name(const struct config *c, const char *name, size_t len)
 				return s;
 	}
 	return NULL;
+}
+
+/* The port of a Host: digits, possibly none ("host:" is valid). */
+static bool
+port_digits(const char *p, size_t n)
+{
+	if (n > 5)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+	return true;
+}
+
+/*
+ * DNS rebinding: a page of evil.example whose name is then pointed at
+ * 127.0.0.1 may read the admin pages as its own origin, but the browser
+ * still sends Host: evil.example. Rebinding needs a name to re-point, so an
+ * IP literal Host is never one: any is accepted (Kubernetes probes send
+ * the pod IP), as is localhost, which resolves on this host. Other names
+ * must be listed in listeners.admin.hosts.
+ */
+bool
+config_admin_host_ok(const struct config *c, const char *host, size_t len)
+{
+	char name[256], ip6[INET6_ADDRSTRLEN + 1];
+	const char *port = NULL, *end;
+	unsigned char sa[sizeof(struct in6_addr)];
+	size_t n, plen = 0;
+
+	while (len > 0 && (*host == ' ' || *host == '\t')) {
+		host++;
+		len--;
+	}
+	while (len > 0 && (host[len - 1] == ' ' || host[len - 1] == '\t'))
+		len--;
+	if (len > 0 && host[0] == '[') {
+		if ((end = memchr(host, ']', len)) == NULL ||
+		    (n = (size_t)(end - host - 1)) >= sizeof(ip6))
+			return false;
+		memcpy(ip6, host + 1, n);
+		ip6[n] = '\0';
+		if (end + 1 != host + len && (end[1] != ':' ||
+		    !port_digits(end + 2, (size_t)(host + len - end - 2))))
+			return false;
+		return inet_pton(AF_INET6, ip6, sa) == 1;
+	}
+	if ((end = memchr(host, ':', len)) != NULL) {
+		port = end + 1;
+		plen = len - (size_t)(port - host);
+		len = (size_t)(end - host);
+		if (!port_digits(port, plen))
+			return false;
+	}
+	if (len == 0 || len >= sizeof(name))
+		return false;
+	memcpy(name, host, len);
+	name[len] = '\0';
+	if (inet_pton(AF_INET, name, sa) == 1)
+		return true;
+	if (name[len - 1] == '.')
+		name[--len] = '\0';
+	if (strcasecmp(name, "localhost") == 0)
+		return true;
+	for (size_t i = 0; i < c->n_admin_hosts; i++) {
+		const char *h = c->admin_hosts[i], *hp = strchr(h, ':');
+		size_t hn = hp ? (size_t)(hp - h) : strlen(h);
+
+		if (hn > 0 && h[hn - 1] == '.')
+			hn--;
+		if (hn != len || strncasecmp(h, name, len) != 0)
+			continue;
+		/* an entry with a port takes only that port */
+		if (hp == NULL || (port != NULL && plen == strlen(hp + 1) &&
+		    memcmp(port, hp + 1, plen) == 0))
+			return true;
+	}
+	return false;
 }

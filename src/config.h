@@ -195,6 +195,8 @@ struct config {
 	struct conf_listener outbound;
 	struct conf_inbound inbound;
 	struct conf_listener admin;
+	char **admin_hosts;		/* listeners.admin.hosts: "name" or "name:port" */
+	size_t n_admin_hosts;
 	struct conf_service *services;
 	size_t n_services;
 };
@@ -215,6 +217,11 @@ void config_unref(struct config *c);
 /* Look-ups used by routing; name compare is case-insensitive, without port. */
 const struct conf_service *config_service_by_name(const struct config *c,
     const char *name, size_t len);
+
+/* May the admin endpoint answer a request for HOST (a Host header value or
+ * the authority of an absolute-form target)? Any IP literal, localhost,
+ * or a name of listeners.admin.hosts; with or without a port. */
+bool config_admin_host_ok(const struct config *c, const char *host, size_t len);
 
 /* Value parsers (also used by tests). 0 on success, -1 with *why set. */
 int parse_duration(const char *s, int64_t *ms, const char **why);

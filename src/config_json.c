@@ -462,8 +462,11 @@ config_to_json(const struct config *c, struct sbuf *o)
 	key(o, "inbound", false);
 	inbound(o, &c->inbound);
 	key(o, "admin", false);
-	listener(o, &c->admin);
-	sbuf_add(o, "}", 1);
+	sbuf_add(o, "{", 1);
+	listener_fields(o, &c->admin);
+	key(o, "hosts", false);
+	str_list(o, c->admin_hosts, c->n_admin_hosts);
+	sbuf_add(o, "}}", 2);
 
 	key(o, "services", false);
 	sbuf_add(o, "[", 1);

@@ -78,6 +78,74 @@ fld_strings(struct loader *l, const struct field *f, const struct ynode *key,
 	*v = get_strings(l, val, n, NULL);
 }
 
+/*
+ * An absent key admits any identity. An empty list reads as "nobody" to
+ * one person and "anybody" to another (and was taken as anybody), and a
+ * bare "allowed_peers:" is null: both are refused, so a list emptied by
+ * mistake cannot open the listener to every certificate the CA signed.
+ */
+static void
+fld_allowed_peers(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	struct conf_inbound *in = obj;
+
+	(void)f;
+	(void)key;
+	free_strings(in->allowed_peers, in->n_allowed_peers);
+	in->allowed_peers = NULL;
+	in->n_allowed_peers = 0;
+	if (ynode_is_null(val) || (val->kind == YSEQ && val->n == 0)) {
+		lerr(l, val, "must list at least one identity (without the key, any "
+		    "identity is allowed)");
+		return;
+	}
+	in->allowed_peers = get_strings(l, val, &in->n_allowed_peers, NULL);
+}
+
+/* "name" or "name:port"; IP literals are always accepted, so need no entry. */
+static bool
+check_admin_host(struct loader *l, const struct ynode *at, const char *s)
+{
+	const char *colon = strchr(s, ':');
+	size_t n = colon ? (size_t)(colon - s) : strlen(s);
+	bool ok = valid_dns_name(s, n);
+	char q[128];
+
+	if (ok && colon != NULL) {
+		const char *p = colon + 1;
+		long port = 0;
+
+		ok = *p != '\0' && strlen(p) <= 5;
+		for (; ok && *p; p++) {
+			ok = *p >= '0' && *p <= '9';
+			port = port * 10 + (*p - '0');
+		}
+		ok = ok && port >= 1 && port <= 65535;
+	}
+	if (!ok)
+		lerr(l, at, "bad host name %s (a name, or name:port)", quote(s, q, sizeof(q)));
+	return ok;
+}
+
+static void
+fld_admin_hosts(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	struct config *c = obj;
+
+	(void)f;
+	(void)key;
+	free_strings(c->admin_hosts, c->n_admin_hosts);
+	c->admin_hosts = get_strings(l, val, &c->n_admin_hosts, check_admin_host);
+}
+
+static const struct field admin_fields[] = {
+	LISTENER_FIELDS(offsetof(struct config, admin)),
+	{ "hosts", fld_admin_hosts, 0, 0, 0, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
 static void
 fld_local_app(struct loader *l, const struct field *f, const struct ynode *key,
     const struct ynode *val, void *obj)
@@ -96,8 +164,7 @@ static const struct field inbound_tls_fields[] = {
 	{ "cert", fld_path, offsetof(struct conf_inbound, cert), 0, 0, NULL },
 	{ "key", fld_path, offsetof(struct conf_inbound, key), 0, 0, NULL },
 	{ "client_ca", fld_path, offsetof(struct conf_inbound, client_ca), 0, 0, NULL },
-	{ "allowed_peers", fld_strings, offsetof(struct conf_inbound, allowed_peers),
-	  offsetof(struct conf_inbound, n_allowed_peers), 0, NULL },
+	{ "allowed_peers", fld_allowed_peers, 0, 0, 0, NULL },
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
@@ -159,11 +226,11 @@ inbound_tls(struct loader *l, struct conf_inbound *in, const struct ynode *key,
 	path_pop(l, mark);
 }
 
-/* BEFORE: errors before the inbound block, so "no keys" is only said when
- * nothing else explains it. */
+/* "No keys" is only said when no other error in the block explains it:
+ * none since BEFORE, and none from the walk (EXPLAINED). */
 static void
 inbound_auth(struct loader *l, struct conf_inbound *in, const struct ynode *node,
-    size_t before)
+    size_t before, bool explained)
 {
 	const struct ynode *akey, *auth = ymap_get(node, "auth", &akey);
 	const struct ynode *env, *file;
@@ -205,13 +272,14 @@ inbound_auth(struct loader *l, struct conf_inbound *in, const struct ynode *node
 		    &in->n_auth_keys);
 		path_pop(l, m);
 	}
-	if (in->n_auth_keys == 0 && l->n_errs == before)
+	if (in->n_auth_keys == 0 && l->n_errs == before && !explained)
 		lerr(l, akey, "no keys: keys_env and keys_file gave none");
 	path_pop(l, mark);
 }
 
+/* The walk of listeners.inbound; check_inbound does the rest. */
 static void
-load_inbound(struct loader *l, const struct ynode *key, const struct ynode *val)
+load_inbound(struct loader *l, const struct ynode *val)
 {
 	struct conf_inbound *in = &l->c->inbound;
 	size_t mark = path_push(l, "inbound"), before = l->n_errs;
@@ -219,20 +287,34 @@ load_inbound(struct loader *l, const struct ynode *key, const struct ynode *val)
 	in->enabled = true;
 	in->timeouts = l->defaults.timeouts;	/* then its own keys override */
 	walk_map(l, val, in, inbound_fields);
-	if (val->kind == YMAP || ynode_is_null(val)) {
-		inbound_tls(l, in, key, val);
-		inbound_auth(l, in, val, before);
-		if (ymap_get(val, "local_app", NULL) == NULL)
-			lerr(l, key, "missing required key \"local_app\"");
-		check_timeouts(l, &in->timeouts, val);
-	}
+	l->inbound_errs = l->n_errs - before;
 	path_pop(l, mark);
+}
+
+void
+check_inbound(struct loader *l, const struct ynode *listeners)
+{
+	struct conf_inbound *in = &l->c->inbound;
+	const struct ynode *key, *val = ymap_get(listeners, "inbound", &key);
+	size_t top, mark, before = l->n_errs;
+
+	if (val == NULL || (val->kind != YMAP && !ynode_is_null(val)))
+		return;		/* absent, or a failed ${VAR}: reported */
+	top = path_push(l, "listeners");
+	mark = path_push(l, "inbound");
+	inbound_tls(l, in, key, val);
+	inbound_auth(l, in, val, before, l->inbound_errs > 0);
+	if (ymap_get(val, "local_app", NULL) == NULL)
+		lerr(l, key, "missing required key \"local_app\"");
+	check_timeouts(l, &in->timeouts, val);
+	path_pop(l, mark);
+	path_pop(l, top);
 }
 
 static const struct field listeners_fields[] = {
 	{ "outbound", fld_listener, offsetof(struct config, outbound), 0, 0, NULL },
 	{ "inbound", fld_skip, 0, 0, 0, NULL },	/* after the walk: see below */
-	{ "admin", fld_listener, offsetof(struct config, admin), 0, 0, NULL },
+	{ "admin", fld_section, 0, 0, 0, admin_fields },
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
@@ -251,12 +333,12 @@ listeners_init(struct loader *l)
 void
 load_listeners(struct loader *l, const struct ynode *val)
 {
-	const struct ynode *key, *in;
+	const struct ynode *in;
 	size_t mark = path_push(l, "listeners");
 
 	walk_map(l, val, l->c, listeners_fields);
-	if ((in = ymap_get(val, "inbound", &key)) != NULL)
-		load_inbound(l, key, in);
+	if ((in = ymap_get(val, "inbound", NULL)) != NULL)
+		load_inbound(l, in);
 	path_pop(l, mark);
 }
 

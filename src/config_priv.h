@@ -33,6 +33,11 @@ struct loader {
 	struct conf_err *errs;
 	size_t n_errs, cap_errs;
 	bool oom;
+	/* errors in the file's structure: a duplicate or non-scalar key, an
+	 * unknown key, a node of the wrong kind. After one, nothing is loaded
+	 * from files or checked across keys (see load_root). */
+	size_t n_shape;
+	size_t inbound_errs;		/* found by the walk in listeners.inbound */
 	char path[1024];		/* key path of the node being walked */
 	size_t pathlen;
 	struct conf_service defaults;	/* policies every service starts from */
@@ -121,10 +126,19 @@ extern const struct field rate_limit_fields[];
 void fld_rate_limit(struct loader *, const struct field *, const struct ynode *,
     const struct ynode *, void *);
 
+/*
+ * Loading runs in two phases. load_*: the walk, which only parses values
+ * into the struct; check_*: what reads certificates and keys and checks
+ * keys against each other, going back to the tree by name, run only on a
+ * tree of the right shape (no n_shape error).
+ */
+
 /* config_service.c */
 void defaults_init(struct conf_service *d);
 void load_defaults(struct loader *l, const struct ynode *val);
+void check_defaults(struct loader *l, const struct ynode *val);
 void load_services(struct loader *l, const struct ynode *val);
+void check_services(struct loader *l, const struct ynode *val);
 void check_timeouts(struct loader *l, const struct conf_timeouts *t,
     const struct ynode *node);
 void service_free(struct conf_service *s);
@@ -139,6 +153,7 @@ void secret_free(char *s);
 /* config_listen.c */
 void listeners_init(struct loader *l);
 void load_listeners(struct loader *l, const struct ynode *val);
+void check_inbound(struct loader *l, const struct ynode *listeners);
 void check_listeners(struct loader *l);
 void inbound_free(struct conf_inbound *in);
 

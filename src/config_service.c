@@ -217,6 +217,14 @@ load_defaults(struct loader *l, const struct ynode *val)
 	size_t mark = path_push(l, "defaults");
 
 	walk_map(l, val, &l->defaults, defaults_fields);
+	path_pop(l, mark);
+}
+
+void
+check_defaults(struct loader *l, const struct ynode *val)
+{
+	size_t mark = path_push(l, "defaults");
+
 	check_policies(l, &l->defaults, val);
 	path_pop(l, mark);
 }
@@ -555,14 +563,16 @@ host_node(const struct ynode *svc, const char *h, const struct ynode *dflt)
 
 /* Names route case-insensitively, so two that differ only in case, or a
  * host that another service already answers to, would be ambiguous.
- * Exact duplicates were reported as duplicate keys already. */
+ * Exact duplicates were reported as duplicate keys already. SVCS is the
+ * services: mapping, one pair per loaded service. */
 static void
-check_routes(struct loader *l, const struct ynode **keys, const struct ynode **vals)
+check_routes(struct loader *l, const struct ynode *svcs)
 {
 	char q[128], path[1100];
 
 	for (size_t i = 0; i < l->c->n_services; i++) {
 		const struct conf_service *s = &l->c->services[i];
+		const struct ynode *key = svcs->pairs[i].key;
 
 		for (size_t j = 0; j < i; j++) {
 			const struct conf_service *o = &l->c->services[j];
@@ -570,12 +580,12 @@ check_routes(struct loader *l, const struct ynode **keys, const struct ynode **v
 			if (strcmp(s->name, o->name) == 0)
 				continue;
 			if (strcasecmp(s->name, o->name) == 0)
-				lerr_path(l, keys[i], "services",
+				lerr_path(l, key, "services",
 				    "duplicate service %s (names are case-insensitive)",
 				    quote(s->name, q, sizeof(q)));
 			for (size_t k = 0; k < o->n_hosts; k++)
 				if (strcasecmp(s->name, o->hosts[k]) == 0)
-					lerr_path(l, keys[i], "services", "service %s is "
+					lerr_path(l, key, "services", "service %s is "
 					    "already a host of service %s",
 					    quote(s->name, q, sizeof(q)), o->name);
 			for (size_t h = 0; h < s->n_hosts; h++) {
@@ -586,27 +596,24 @@ check_routes(struct loader *l, const struct ynode **keys, const struct ynode **v
 				if (!clash)
 					continue;
 				snprintf(path, sizeof(path), "services.%s.hosts", s->name);
-				lerr_path(l, host_node(vals[i], s->hosts[h], keys[i]), path,
-				    "%s already routes to service %s",
+				lerr_path(l, host_node(svcs->pairs[i].val, s->hosts[h], key),
+				    path, "%s already routes to service %s",
 				    quote(s->hosts[h], q, sizeof(q)), o->name);
 			}
 		}
 	}
 }
 
+/* The walk: every service starts from the parsed defaults. */
 void
 load_services(struct loader *l, const struct ynode *val)
 {
 	struct config *c = l->c;
-	const struct ynode **keys = NULL, **vals = NULL;
 	size_t top = path_push(l, "services");
 
 	if (!want_map(l, val) || val->kind != YMAP || val->n == 0)
 		goto out;
-	c->services = calloc(val->n, sizeof(*c->services));
-	keys = calloc(val->n, sizeof(*keys));
-	vals = calloc(val->n, sizeof(*vals));
-	if (c->services == NULL || keys == NULL || vals == NULL) {
+	if ((c->services = calloc(val->n, sizeof(*c->services))) == NULL) {
 		l->oom = true;
 		goto out;
 	}
@@ -623,8 +630,6 @@ load_services(struct loader *l, const struct ynode *val)
 			l->oom = true;
 			break;
 		}
-		keys[c->n_services] = k;
-		vals[c->n_services] = val->pairs[i].val;
 		c->n_services++;
 		s->pos.line = k->line;
 		s->pos.col = k->col;
@@ -632,18 +637,36 @@ load_services(struct loader *l, const struct ynode *val)
 			lerr(l, k, "bad service name %s (letters, digits, '-', '_' and "
 			    "'.' only)", quote(k->str, q, sizeof(q)));
 		mark = path_push(l, k->str);
-		if (want_map(l, val->pairs[i].val)) {
+		if (want_map(l, val->pairs[i].val))
 			walk_map(l, val->pairs[i].val, s, service_fields);
-			check_service(l, s, k, val->pairs[i].val);
-		}
+		path_pop(l, mark);
+	}
+out:
+	path_pop(l, top);
+}
+
+/* Only after a walk without shape errors: then service I is pair I. */
+void
+check_services(struct loader *l, const struct ynode *val)
+{
+	struct config *c = l->c;
+	size_t top;
+
+	if (val->kind != YMAP || val->n != c->n_services)
+		return;
+	top = path_push(l, "services");
+	for (size_t i = 0; i < c->n_services; i++) {
+		const struct ynode *v = val->pairs[i].val;
+		size_t mark;
+
+		if (v->kind != YMAP && !ynode_is_null(v))
+			continue;	/* a failed ${VAR}: reported */
+		mark = path_push(l, c->services[i].name);
+		check_service(l, &c->services[i], val->pairs[i].key, v);
 		path_pop(l, mark);
 	}
 	path_pop(l, top);
-	check_routes(l, keys, vals);
-out:
-	path_pop(l, top);
-	free(keys);
-	free(vals);
+	check_routes(l, val);
 }
 
 void

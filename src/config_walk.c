@@ -110,28 +110,45 @@ path_pop(struct loader *l, size_t mark)
 	l->path[mark] = '\0';
 }
 
+/*
+ * The output never passes LEN: a control byte takes four bytes escaped, so
+ * a value of them fills the buffer long before 80 input bytes, and the
+ * room for "...", the closing quote and the NUL is kept at every step.
+ */
 const char *
 quote(const char *s, char *buf, size_t len)
 {
-	size_t o = 0, i;
+	size_t o = 0, lead = 1, i;
 
-	/* room for a closing quote, "..." and NUL */
 	if (len < 8)
 		return "\"\"";
 	buf[o++] = '"';
-	for (i = 0; s[i] != '\0' && o + 6 < len && i < 80; i++) {
+	for (i = 0; s[i] != '\0' && i < 80; i++) {
 		unsigned char ch = (unsigned char)s[i];
+		char esc[8];
+		size_t n;
 
+		if ((ch & 0xc0) != 0x80)
+			lead = o;
 		if (ch == '"' || ch == '\\') {
-			buf[o++] = '\\';
-			buf[o++] = (char)ch;
+			esc[0] = '\\';
+			esc[1] = (char)ch;
+			n = 2;
 		} else if (ch < 0x20 || ch == 0x7f) {
-			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", ch);
+			n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", ch);
 		} else {
-			buf[o++] = (char)ch;
+			esc[0] = (char)ch;
+			n = 1;
 		}
+		if (o + n + sizeof("...\"") > len)
+			break;
+		memcpy(buf + o, esc, n);
+		o += n;
 	}
 	if (s[i] != '\0') {
+		/* cut before a character, not inside its UTF-8 bytes */
+		if (((unsigned char)s[i] & 0xc0) == 0x80)
+			o = lead;
 		memcpy(buf + o, "...", 3);
 		o += 3;
 	}
@@ -145,8 +162,10 @@ want_map(struct loader *l, const struct ynode *val)
 {
 	if (val->kind == YMAP || ynode_is_null(val))
 		return true;
-	if (!val->bad)
+	if (!val->bad) {
 		lerr(l, val, "expected a mapping, got %s", ynode_kind_name(val));
+		l->n_shape++;
+	}
 	return false;
 }
 
@@ -155,8 +174,10 @@ want_seq(struct loader *l, const struct ynode *val)
 {
 	if (val->kind == YSEQ || ynode_is_null(val))
 		return true;
-	if (!val->bad)
+	if (!val->bad) {
 		lerr(l, val, "expected a list, got %s", ynode_kind_name(val));
+		l->n_shape++;
+	}
 	return false;
 }
 
@@ -179,6 +200,7 @@ walk_map(struct loader *l, const struct ynode *val, void *obj,
 				break;
 		if (f->key == NULL) {
 			lerr(l, k, "unknown key %s", quote(k->str, q, sizeof(q)));
+			l->n_shape++;
 			continue;
 		}
 		mark = path_push(l, f->key);
@@ -194,6 +216,7 @@ get_scalar(struct loader *l, const struct ynode *val, const char *what)
 		return NULL;
 	if (val->kind != YSCALAR) {
 		lerr(l, val, "expected %s, got %s", what, ynode_kind_name(val));
+		l->n_shape++;
 		return NULL;
 	}
 	if (ynode_is_null(val)) {

@@ -72,7 +72,9 @@ listener_resume(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	/* also called when a connection ends: that frees a descriptor too */
 	if (l->paused && l->fd >= 0 && l->n_clients < l->conf->max_connections) {
+		evtimer_del(l->ev_resume);
 		event_add(l->ev, NULL);
 		l->paused = false;
 	}
@@ -95,6 +97,9 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 		}
 		cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
+			/* the connection stays queued and the socket readable:
+			 * accepting again at once would spin until a descriptor
+			 * is freed, so wait a moment */
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
 				struct timeval tv = { 0, EMFILE_PAUSE_MS * 1000 };
@@ -104,34 +109,52 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 					log_warn("accept %s: %s; pausing accepts suppressed=%u",
 					    l->conf->address.text, strerror(errno), skipped);
 				listener_pause(l);
-				event_base_once(l->w->base, -1, EV_TIMEOUT, listener_resume, l, &tv);
+				evtimer_add(l->ev_resume, &tv);
 			}
 			return;
 		}
 		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		proxy_accept(l, cfd, (struct sockaddr *)&ss, len);
+		l->accept(l, cfd, (struct sockaddr *)&ss, len);
 	}
+}
+
+struct listener *
+listener_start(struct event_base *base, const struct conf_listener *conf, int fd,
+    listener_accept_fn fn, void *arg)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+
+	if (l == NULL)
+		return NULL;
+	l->conf = conf;
+	l->fd = fd;
+	l->accept = fn;
+	l->arg = arg;
+	l->ev = event_new(base, fd, EV_READ | EV_PERSIST, listener_accept, l);
+	l->ev_resume = evtimer_new(base, listener_resume, l);
+	if (l->ev == NULL || l->ev_resume == NULL) {
+		if (l->ev)
+			event_free(l->ev);
+		if (l->ev_resume)
+			event_free(l->ev_resume);
+		free(l);
+		return NULL;
+	}
+	event_add(l->ev, NULL);
+	return l;
 }
 
 struct listener *
 listener_new(struct worker *w, enum listener_kind kind, const struct conf_listener *conf,
     size_t service, int fd)
 {
-	struct listener *l = calloc(1, sizeof(*l));
+	struct listener *l = listener_start(w->base, conf, fd, proxy_accept, NULL);
 
 	if (l == NULL)
 		return NULL;
 	l->w = w;
 	l->kind = kind;
-	l->conf = conf;
 	l->service = service;
-	l->fd = fd;
-	l->ev = event_new(w->base, fd, EV_READ | EV_PERSIST, listener_accept, l);
-	if (l->ev == NULL) {
-		free(l);
-		return NULL;
-	}
-	event_add(l->ev, NULL);
 	return l;
 }
 
@@ -150,19 +173,27 @@ listener_close(struct listener *l)
 		if (cfd < 0)
 			break;
 		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		proxy_accept(l, cfd, (struct sockaddr *)&ss, len);
+		l->accept(l, cfd, (struct sockaddr *)&ss, len);
 	}
 	event_del(l->ev);
+	evtimer_del(l->ev_resume);
 	l->paused = true;
 	close(l->fd);
 	l->fd = -1;
 }
 
+/* At exit: a connection taken now would only be dropped (or leak, its
+ * owner's connections already freed), so the queue is left to the kernel. */
 void
 listener_free(struct listener *l)
 {
-	listener_close(l);
+	if (l->fd >= 0) {
+		event_del(l->ev);
+		close(l->fd);
+		l->fd = -1;
+	}
 	event_free(l->ev);
+	event_free(l->ev_resume);
 	free(l);
 }
 

@@ -124,6 +124,12 @@ server_release_idle(struct server *srv, struct worker *from, struct ep_runtime *
 			worker_post(&srv->workers[i], release_idle, ep);
 }
 
+const struct config *
+server_config(struct server *srv)
+{
+	return srv->conf;
+}
+
 const struct conf_listener *
 server_admin_conf(struct server *srv)
 {
@@ -369,6 +375,7 @@ server_reload(struct server *srv)
 	srv->discovery = disc;
 	config_unref(srv->conf);
 	srv->conf = next;
+	admin_reconf(srv->admin, &next->admin);
 	collected_free(srv);
 	free(swaps);
 	free(rts);

@@ -21,7 +21,8 @@ int server_run(struct config *conf, bool log_level_from_cli);
 /* The process-wide runtime state (breakers, buckets, budgets, health). */
 struct runtime *server_runtime(struct server *srv);
 struct metrics *server_metrics(struct server *srv);
-/* The admin listener's settings in force. */
+/* The configuration in force, and its admin listener (main thread). */
+const struct config *server_config(struct server *srv);
 const struct conf_listener *server_admin_conf(struct server *srv);
 /* NULL when the access log is off. */
 struct accesslog *server_accesslog(struct server *srv);

@@ -87,6 +87,8 @@ enum listener_kind {
 	LK_INBOUND,			/* TLS from peers to the local app */
 };
 
+/* A listening socket (listener.c). W, kind and service are the proxy's;
+ * the admin listener has W NULL and its own ACCEPT. */
 struct listener {
 	struct worker *w;
 	enum listener_kind kind;
@@ -94,6 +96,12 @@ struct listener {
 	size_t service;			/* LK_SERVICE: index in config */
 	int fd;
 	struct event *ev;
+	struct event *ev_resume;	/* ends a pause for want of descriptors */
+	/* takes each accepted connection; counts it in n_clients and calls
+	 * listener_client_gone() when it ends */
+	void (*accept)(struct listener *l, int fd, const struct sockaddr *peer,
+	    socklen_t len);
+	void *arg;			/* for ACCEPT */
 	uint32_t n_clients;
 	bool paused;
 	struct listener *next;

@@ -232,6 +232,65 @@ class CliTest(unittest.TestCase):
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertIn(7, [e[0] for e in self.error_lines(proc, path)])
 
+    def test_check_duplicate_key_reported_not_crashing(self):
+        """A key twice is reported and nothing more is loaded: a duplicate
+        inbound auth used to crash `ferry -t` (NULL node)."""
+        p = pki()
+        keys = self.write("k1\n", "inbound.keys")
+        path = self.write("listeners:\n"
+                          "  outbound:\n"
+                          "    address: 127.0.0.1:%d\n"
+                          "  inbound:\n"
+                          "    address: 127.0.0.1:%d\n"
+                          "    tls: {cert: %s, key: %s, client_ca: %s}\n"
+                          "    auth: {keys_file: %s}\n"
+                          "    auth: {keys_env: [FERRY_TEST_SECRET]}\n"     # 8
+                          "    local_app: 127.0.0.1:8080\n"
+                          "services:\n"
+                          "  a:\n"
+                          "    endpoints: [\"127.0.0.1:5000\"]\n"
+                          "    timeouts: {request: 1s}\n"
+                          "    timeouts: {per_try: 5s}\n"                     # 14
+                          % (harness.free_port(), harness.free_port(), p.server.cert,
+                             p.server.key, p.ca.cert, keys))
+        proc = run_ferry("-t", "-c", path, env={"FERRY_TEST_SECRET": "k"})
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertEqual(proc.stdout, "")
+        self.assertEqual(proc.stderr,
+                         "%s:8:5: listeners.inbound: duplicate key \"auth\"\n"
+                         "%s:14:5: services.a: duplicate key \"timeouts\"\n" % (path, path))
+
+    def test_check_empty_allowed_peers_is_an_error(self):
+        """Only an absent allowed_peers admits any identity."""
+        p = pki()
+        base = ("listeners:\n"
+                "  outbound:\n"
+                "    address: 127.0.0.1:%d\n"
+                "  inbound:\n"
+                "    address: 127.0.0.1:%d\n"
+                "    tls:\n"
+                "      cert: %s\n"
+                "      key: %s\n"
+                "      client_ca: %s\n"
+                "%s"
+                "    local_app: 127.0.0.1:8080\n"
+                % (harness.free_port(), harness.free_port(), p.server.cert, p.server.key,
+                   p.ca.cert, "%s"))
+        for value, col in (("[]", 22), ("~", 22), ("", 21), ("null", 22)):
+            with self.subTest(value=value):
+                path = self.write(base % ("      allowed_peers: %s\n" % value).replace(": \n", ":\n"))
+                proc = run_ferry("-t", "-c", path)
+                self.assertEqual(proc.returncode, 1, proc.stderr)
+                self.assertEqual([e[:2] for e in self.error_lines(proc, path)], [(10, col)],
+                                 proc.stderr)
+                self.assertIn("allowed_peers", proc.stderr)
+        path = self.write(base % "")
+        proc = run_ferry("-t", "-c", path)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        path = self.write(base % "      allowed_peers: [spiffe://t/a]\n")
+        proc = run_ferry("-t", "-c", path)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+
     def test_check_listeners_must_be_loopback(self):
         base = ("listeners:\n"
                 "  outbound:\n"

@@ -458,6 +458,41 @@ class ReloadTest(LifecycleCase):
         self.assertEqual(reload_counts(f), (1, 3))
 
 
+    def test_reload_with_duplicate_key_keeps_serving(self):
+        """A key twice (here listeners.inbound.auth, which used to kill the
+        process on SIGHUP) fails the reload with FILE:LINE:COL and the old
+        config keeps serving, inbound off as before."""
+        p = pki()
+        up = self.upstream()
+        app = self.upstream(tls=False)
+        cfg = harness.ferry_config({"svc": service(up)})
+        f = self.ferry(config=cfg)
+        keep = self.raw_client(f.outbound_port)
+        self.assertEqual(keep.request("GET", "/k0", [("Host", "svc")]).status, 200)
+        keys = os.path.join(self.tmpdir(), "inbound.keys")
+        with open(keys, "w") as fh:
+            fh.write(OLD_KEY + "\n")
+        inbound = ("  inbound:\n"
+                   "    address: 127.0.0.1:%d\n"
+                   "    tls: {cert: %s, key: %s, client_ca: %s}\n"
+                   "    auth: {keys_file: %s}\n"
+                   "    auth: {keys_env: [FERRY_TEST_NO_SUCH_KEY]}\n"
+                   "    local_app: %s\n"
+                   % (free_port(), p.server.cert, p.server.key, p.ca.cert, keys, app.address))
+        text = yaml_text(cfg).replace("listeners:\n", "listeners:\n" + inbound, 1)
+        want_line = text.splitlines().index("    auth: {keys_env: [FERRY_TEST_NO_SUCH_KEY]}") + 1
+        self.reload(f, text=text, expect="failure")
+        self.assertIsNone(f.proc.poll(), "ferry died on the reload:\n" + f.stderr_tail())
+        self.assertRegex(f.stderr_text(), r"(?m)^ERROR reload: %s:%d:5: listeners\.inbound: "
+                         r"duplicate key \"auth\"$" % (re.escape(f.config_path), want_line))
+        resp = keep.request("GET", "/k1", [("Host", "svc")])
+        self.assertEqual(resp.status, 200)
+        self.assertFalse(resp.has_token("connection", "close"))
+        self.assertEqual(f.get("/n1", host="svc").status, 200)
+        self.assertIsNone(f.admin("/config").json()["listeners"]["inbound"])
+        self.assertEqual(reload_counts(f), (0, 1))
+
+
 # ---------------------------------------------------------------------------
 # 3: certificate and key rotation on the inbound listener
 

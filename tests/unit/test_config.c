@@ -326,6 +326,41 @@ static const struct bad_case bad_cases[] = {
 	  "    health_check: {path: health}\n",
 	  F ":4:5: services.a.rate_limit: missing required key \"rps\"\n"
 	  F ":5:26: services.a.health_check.path: \"health\" must start with '/'\n" },
+	{ "allowed_peers empty or null (only an absent key means any identity)",
+	  "listeners:\n  inbound:\n"
+	  "    tls:\n      cert: cert.pem\n      key: key.pem\n      client_ca: ca.pem\n"
+	  "      allowed_peers: []\n"
+	  "    local_app: 127.0.0.1:8080\n",
+	  F ":7:22: listeners.inbound.tls.allowed_peers: must list at least one identity "
+	  "(without the key, any identity is allowed)\n" },
+	{ "allowed_peers null",
+	  "listeners:\n  inbound:\n"
+	  "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem, allowed_peers: ~}\n"
+	  "    local_app: 127.0.0.1:8080\n",
+	  F ":3:75: listeners.inbound.tls.allowed_peers: must list at least one identity "
+	  "(without the key, any identity is allowed)\n" },
+	{ "allowed_peers without a value",
+	  "listeners:\n  inbound:\n"
+	  "    tls:\n      cert: cert.pem\n      key: key.pem\n      client_ca: ca.pem\n"
+	  "      allowed_peers:\n"
+	  "    local_app: 127.0.0.1:8080\n",
+	  F ":7:21: listeners.inbound.tls.allowed_peers: must list at least one identity "
+	  "(without the key, any identity is allowed)\n" },
+	{ "allowed_peers with an empty name",
+	  "listeners:\n  inbound:\n"
+	  "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem, allowed_peers: [\"\"]}\n"
+	  "    local_app: 127.0.0.1:8080\n",
+	  F ":3:76: listeners.inbound.tls.allowed_peers[0]: must not be empty\n" },
+	{ "admin hosts",
+	  "listeners:\n  admin:\n    hosts: [\"a b\", \"x:0\", \"y:\", \"[::1]\", \"\", ok.example]\n",
+	  F ":3:13: listeners.admin.hosts[0]: bad host name \"a b\" (a name, or name:port)\n"
+	  F ":3:20: listeners.admin.hosts[1]: bad host name \"x:0\" (a name, or name:port)\n"
+	  F ":3:27: listeners.admin.hosts[2]: bad host name \"y:\" (a name, or name:port)\n"
+	  F ":3:33: listeners.admin.hosts[3]: bad host name \"[::1]\" (a name, or name:port)\n"
+	  F ":3:42: listeners.admin.hosts[4]: must not be empty\n" },
+	{ "admin hosts not a list",
+	  "listeners:\n  admin:\n    hosts: ok.example\n",
+	  F ":3:12: listeners.admin.hosts: expected a list, got a scalar\n" },
 	{ "several errors in one file, all reported in order",
 	  "workers: 0\n"
 	  "listners: {}\n"
@@ -374,7 +409,6 @@ END_TEST
 START_TEST(test_secret_never_printed)
 {
 	struct config *c = load(
-	    "bogus: 1\n"
 	    "listeners:\n"
 	    "  inbound:\n"
 	    "    tls: {cert: cert.pem, key: other.key, client_ca: ca.pem}\n"
@@ -406,6 +440,76 @@ START_TEST(test_secret_never_printed)
 }
 END_TEST
 
+/*
+ * Values of control bytes are shown escaped, four bytes each: the quoted
+ * form is cut to fit the message buffer (it used to run past it), whether
+ * the value was written in the file or came from ${VAR}.
+ */
+START_TEST(test_long_control_values)
+{
+	/* the value goes between the two halves */
+	static const char *const at[][2] = {
+		{ "workers: ", "" }, { "drain_delay: ", "" }, { "watch: ", "" },
+		{ "log: {level: ", "}" },
+		{ "resolver: {nameservers: [", "]}" },
+		{ "listeners: {admin: {address: ", "}}" },
+		{ "listeners: {admin: {hosts: [", "]}}" },
+		{ "defaults: {load_balancer: ", "}" },
+		{ "defaults: {retries: {buffer: ", "}}" },
+		{ "defaults: {retries: {on: [", "]}}" },
+		{ "services: {a: {endpoints: [", "]}}" },
+		{ "services: {a: {endpoints: [\"127.0.0.1:1\"], tls: {ca: ca.pem, min_version: ", "}}}" },
+	};
+	char ctl[201], yaml[2048], want[512];
+	struct config *c;
+
+	memset(ctl, 1, 200);
+	ctl[200] = '\0';
+	setenv("FERRY_TEST_CTRL", ctl, 1);
+	for (int via_env = 0; via_env < 2; via_env++) {
+		for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+			size_t o = 0;
+
+			o += (size_t)snprintf(yaml + o, sizeof(yaml) - o, "%s\"", at[k][0]);
+			if (via_env)
+				o += (size_t)snprintf(yaml + o, sizeof(yaml) - o,
+				    "${FERRY_TEST_CTRL}");
+			else
+				for (int i = 0; i < 60; i++)
+					o += (size_t)snprintf(yaml + o, sizeof(yaml) - o, "\\x01");
+			snprintf(yaml + o, sizeof(yaml) - o, "\"%s\n", at[k][1]);
+			c = load(yaml);
+			ck_assert_msg(c == NULL, "%s", yaml);
+			ck_assert_msg(nerrs == 1, "%s\n%s", yaml, errs);
+			/* escaped bytes, then the cut */
+			ck_assert_msg(strstr(errs, "\\x01...\"") != NULL, "%s\n%s", yaml, errs);
+			ck_assert_msg(strlen(errs) < 300, "%s", errs);
+		}
+	}
+	/* exactly: thirty escapes fit, and the cut says so */
+	c = load("workers: ${FERRY_TEST_CTRL}\n");
+	ck_assert_ptr_null(c);
+	strcpy(want, F ":1:10: workers: expected an integer, got \"");
+	for (int i = 0; i < 30; i++)
+		strcat(want, "\\x01");
+	strcat(want, "...\"\n");
+	ck_assert_str_eq(errs, want);
+	/* a cut never splits a UTF-8 character: the room ends inside the
+	 * second 3-byte euro sign */
+	memset(ctl, 1, 29);
+	strcpy(ctl + 29, "a\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac");
+	setenv("FERRY_TEST_CTRL", ctl, 1);
+	c = load("workers: ${FERRY_TEST_CTRL}\n");
+	ck_assert_ptr_null(c);
+	strcpy(want, F ":1:10: workers: expected an integer, got \"");
+	for (int i = 0; i < 29; i++)
+		strcat(want, "\\x01");
+	strcat(want, "a\xe2\x82\xac...\"\n");
+	ck_assert_str_eq(errs, want);
+	unsetenv("FERRY_TEST_CTRL");
+}
+END_TEST
+
 static Suite *
 config_suite(void)
 {
@@ -416,6 +520,7 @@ config_suite(void)
 	    (int)(sizeof(bad_cases) / sizeof(bad_cases[0])));
 	tcase_add_test(tc, test_unreadable_file);
 	tcase_add_test(tc, test_secret_never_printed);
+	tcase_add_test(tc, test_long_control_values);
 	suite_add_tcase(s, tc);
 	return s;
 }

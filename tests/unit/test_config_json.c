@@ -236,7 +236,9 @@ START_TEST(test_defaults)
 	    "\"max_connections\":10000,\"max_request_body\":0,\"idle_timeout\":\"1m\","
 	    "\"header_read_timeout\":\"10s\"}");
 	expect("/listeners/inbound", "null");
-	expect("/listeners/admin/address", "\"127.0.0.1:15000\"");
+	expect("/listeners/admin", "{\"address\":\"127.0.0.1:15000\",\"allow_remote\":false,"
+	    "\"max_connections\":10000,\"max_request_body\":0,\"idle_timeout\":\"1m\","
+	    "\"header_read_timeout\":\"10s\",\"hosts\":[]}");
 	/* every field of a service, defaults filled in, name first */
 	expect("/services/0", "{\"name\":\"b-svc\",\"endpoints\":[\"127.0.0.1:80\"],"
 	    "\"srv\":null,\"hosts\":[],\"dns_refresh\":\"30s\",\"listen\":null,"
@@ -295,7 +297,7 @@ static const char full[] =
     "    timeouts: {request: 30s}\n"
     "    rate_limit: {rps: 1000, burst: 200}\n"
     "    max_concurrent: 64\n"
-    "  admin: {address: \"127.0.0.1:15100\"}\n"
+    "  admin: {address: \"127.0.0.1:15100\", hosts: [ferry.internal, \"a.example:8443\"]}\n"
     "services:\n"
     "  env-svc:\n"
     "    endpoints: [\"127.0.0.1:5000\"]\n"
@@ -343,6 +345,7 @@ START_TEST(test_whole_schema)
 	    "\"max_connections\":10000,\"max_request_body\":1048576,\"idle_timeout\":\"90s\","
 	    "\"header_read_timeout\":\"10s\"}");
 	expect("/listeners/admin/address", "\"127.0.0.1:15100\"");
+	expect("/listeners/admin/hosts", "[\"ferry.internal\",\"a.example:8443\"]");
 	expect("/listeners/inbound/address", "\"127.0.0.1:15443\"");
 	expect("/listeners/inbound/max_connections", "10000");
 	expect("/listeners/inbound/tls", "{\"cert\":\"%s/cert.pem\",\"key\":\"%s/key.pem\","

@@ -1,7 +1,9 @@
 /*
  * Unit tests for loading good configuration files: built-in defaults,
  * inheritance from defaults key by key, the whole schema, ${VAR}
- * expansion, aliases, service look-up and the snapshot's reference count.
+ * expansion, aliases, service look-up, the admin Host check and the
+ * snapshot's reference count; and that a file of the wrong shape stops
+ * before anything is loaded from it.
  */
 #include "config_fixture.h"
 
@@ -197,6 +199,7 @@ START_TEST(test_full_schema)
 	    "  admin:\n"
 	    "    address: 0.0.0.0:15000\n"
 	    "    allow_remote: true\n"
+	    "    hosts: [ferry.internal, \"admin.example.:8443\"]\n"
 	    "defaults:\n"
 	    "  timeouts: {connect: 1s, request: 15s, per_try: 0s, stream_idle: 5m}\n"
 	    "  retries:\n"
@@ -258,6 +261,8 @@ START_TEST(test_full_schema)
 	ck_assert_int_eq(c->outbound.idle_timeout, 120000);
 	ck_assert_int_eq(c->outbound.header_read_timeout, 500);
 	ck_assert(c->admin.allow_remote);
+	ck_assert_uint_eq(c->n_admin_hosts, 2);
+	ck_assert_str_eq(c->admin_hosts[1], "admin.example.:8443");
 
 	ck_assert(in->enabled && in->listener.allow_remote);
 	ck_assert_ptr_nonnull(in->ctx);
@@ -405,6 +410,110 @@ START_TEST(test_service_by_name)
 }
 END_TEST
 
+START_TEST(test_admin_host)
+{
+	struct config *c = load_ok("listeners:\n  admin:\n"
+	    "    hosts: [ferry.internal, \"admin.example:8443\"]\n");
+	static const char *const ok[] = {
+		"127.0.0.1:15000", "127.0.0.1", "10.1.2.3:15000", "0.0.0.0",
+		"[::1]:15000", "[::1]", "[fe80::1]:80", "localhost", "LocalHost:15000",
+		"localhost.", "localhost:", "ferry.internal", "FERRY.internal.:1",
+		"admin.example:8443", " ferry.internal ",
+	};
+	static const char *const refused[] = {
+		"evil.example", "evil.example:15000", "127.0.0.1.evil.example",
+		"localhost.evil.example", "admin.example", "admin.example:443",
+		"ferry.internal:x", "ferry.internal:123456", "127.0.0.1:80:80",
+		"[::1", "[::1]x", "[not-ip]:80", "[::1]:8x", "::1", "2130706433",
+		"", " ", ":80", "ferry.internal.x",
+	};
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		ck_assert_msg(config_admin_host_ok(c, ok[i], strlen(ok[i])), "%s", ok[i]);
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		ck_assert_msg(!config_admin_host_ok(c, refused[i], strlen(refused[i])),
+		    "%s", refused[i]);
+	/* LEN bounds the value */
+	ck_assert(config_admin_host_ok(c, "localhost.evil", 9));
+	config_unref(c);
+
+	c = load_ok("# no admin.hosts\n");
+	ck_assert_uint_eq(c->n_admin_hosts, 0);
+	ck_assert(!config_admin_host_ok(c, "ferry.internal", 14));
+	ck_assert(config_admin_host_ok(c, "127.0.0.1:15000", 15));
+	config_unref(c);
+}
+END_TEST
+
+/*
+ * A file of the wrong shape (a key twice, a list for a mapping, an unknown
+ * key) is reported, and nothing is loaded from it: no key read, no
+ * certificate loaded, no check across keys that would look the nodes up
+ * again. A duplicate inbound auth used to crash here (NULL node).
+ */
+static const struct {
+	const char *yaml, *want;
+} shape_cases[] = {
+	{ "listeners:\n  inbound:\n"
+	  "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem}\n"
+	  "    auth: {keys_file: inbound.keys}\n"
+	  "    auth: {keys_env: [FERRY_TEST_KEY]}\n"
+	  "    local_app: 127.0.0.1:8080\n",
+	  F ":5:5: listeners.inbound: duplicate key \"auth\"\n" },
+	{ "listeners:\n  inbound:\n"
+	  "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem}\n"
+	  "    auth: {keys_env: [FERRY_TEST_KEY], keys_env: [FERRY_TEST_UNSET, X]}\n"
+	  "    local_app: 127.0.0.1:8080\n",
+	  F ":4:40: listeners.inbound.auth: duplicate key \"keys_env\"\n" },
+	{ "listeners:\n  inbound:\n"
+	  "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem}\n"
+	  "    tls: {cert: missing.pem}\n"
+	  "    local_app: 127.0.0.1:8080\n"
+	  "    local_app: 127.0.0.1:8081\n",
+	  F ":4:5: listeners.inbound: duplicate key \"tls\"\n"
+	  F ":6:5: listeners.inbound: duplicate key \"local_app\"\n" },
+	{ "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    auth: {key_file: service.key}\n"
+	  "    auth: {key_env: FERRY_TEST_KEY}\n"
+	  "    tls: {ca: ca.pem}\n"
+	  "    tls: {cert: cert.pem}\n"
+	  "    timeouts: {request: 1s}\n"
+	  "    timeouts: {per_try: 2s}\n"
+	  "    retries: {backoff: {base: 1s}}\n"
+	  "    retries: ~\n"
+	  "  a:\n    endpoints: [\"127.0.0.1:2\"]\n    auth: {key_env: FERRY_TEST_UNSET}\n",
+	  F ":5:5: services.a: duplicate key \"auth\"\n"
+	  F ":7:5: services.a: duplicate key \"tls\"\n"
+	  F ":9:5: services.a: duplicate key \"timeouts\"\n"
+	  F ":11:5: services.a: duplicate key \"retries\"\n"
+	  F ":12:3: services: duplicate service \"a\"\n" },
+	{ "defaults:\n  timeouts: {per_try: 5s}\n  timeouts: {request: 1s}\n"
+	  "services:\n  a: {endpoints: [\"127.0.0.1:1\"], tls: {ca: missing.pem}}\n",
+	  F ":3:3: defaults: duplicate key \"timeouts\"\n" },
+	{ "listeners:\n  inbound:\n"
+	  "    tls: {cert: cert.pem, key: other.key, client_ca: ca.pem}\n"
+	  "    auth: [FERRY_TEST_KEY]\n"
+	  "    local_app: 127.0.0.1:8080\n",
+	  F ":4:11: listeners.inbound.auth: expected a mapping, got a list\n" },
+	{ "bogus: 1\n"
+	  "services:\n  a:\n    endpoints: [\"10.0.0.1:443\"]\n"
+	  "    tls: {ca: ca.pem, cert: missing.pem, key: key.pem}\n"
+	  "    auth: {key_env: FERRY_TEST_UNSET}\n",
+	  F ":1:1: unknown key \"bogus\"\n" },
+	{ "{[a]: 1, listeners: {inbound: {auth: {keys_env: [FERRY_TEST_UNSET]}}}}\n",
+	  F ":1:2: a mapping key must be a scalar\n" },
+};
+
+START_TEST(test_shape_errors_stop_loading)
+{
+	struct config *c = load(shape_cases[_i].yaml);
+
+	ck_assert_ptr_null(c);
+	ck_assert_msg(strcmp(errs, shape_cases[_i].want) == 0, "want:\n%sgot:\n%s",
+	    shape_cases[_i].want, errs);
+}
+END_TEST
+
 START_TEST(test_refcount)
 {
 	struct config *c = load_ok("services:\n  a: {endpoints: [\"127.0.0.1:1\"]}\n");
@@ -435,6 +544,9 @@ config_load_suite(void)
 	tcase_add_test(tc, test_service_by_name);
 	tcase_add_test(tc, test_refcount);
 	tcase_add_test(tc, test_relative_config_path);
+	tcase_add_test(tc, test_admin_host);
+	tcase_add_loop_test(tc, test_shape_errors_stop_loading, 0,
+	    (int)(sizeof(shape_cases) / sizeof(shape_cases[0])));
 	suite_add_tcase(s, tc);
 	return s;
 }
