@@ -43,7 +43,7 @@ class TestsslTest(FerryTestCase):
                "--openssl", shutil.which("openssl") or "/usr/bin/openssl",
                "--connect-timeout", "5", "--openssl-timeout", "5",
                "--jsonfile", report, "127.0.0.1:%d" % port]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=540)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=840)
         self.assertTrue(os.path.exists(report), "testssl wrote no report (exit %d):\n%s%s"
                         % (proc.returncode, proc.stdout[-3000:], proc.stderr[-2000:]))
         with open(report) as fh:
