@@ -101,27 +101,31 @@ load_ca(SSL_CTX *ctx, const char *label, const char *ca, enum tls_what *what,
 
 /* Read with read(2) into a buffer wiped afterwards: stdio would leave
  * the key's PEM text in a freed FILE buffer. */
+#define KEY_FILE_MAX (1 << 20)	/* a key, maybe with its chain beside it */
+
 static EVP_PKEY *
 read_key(const char *path)
 {
-	size_t cap = 16384, n = 0;
 	EVP_PKEY *pkey = NULL;
 	unsigned char *buf;
+	size_t cap, n = 0;
+	struct stat st;
 	ssize_t r;
 	BIO *bio;
 	int fd;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return NULL;
-	if ((buf = malloc(cap)) == NULL) {
+	if (fstat(fd, &st) != 0 || st.st_size >= KEY_FILE_MAX ||
+	    (buf = malloc(cap = (size_t)st.st_size + 1)) == NULL) {
 		close(fd);
 		return NULL;
 	}
-	/* a PEM key is a few KiB; a bigger file is not one */
 	while (n < cap && ((r = read(fd, buf + n, cap - n)) > 0 || (r < 0 && errno == EINTR)))
 		if (r > 0)
 			n += (size_t)r;
 	close(fd);
+	/* n == cap: the file grew while being read; take no half key */
 	if (n < cap && (bio = BIO_new_mem_buf(buf, (int)n)) != NULL) {
 		pkey = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
 		BIO_free(bio);
@@ -556,6 +560,9 @@ bind_trust(SSL_CTX *ctx, const char *client_ca, char *const *peers, size_t n_pee
 	/* before the CA is loaded: a file replaced in between changes the
 	 * digest at the next reload, so the error is a needless rotation,
 	 * never a kept ticket */
+	if (client_ca != NULL &&
+	    check_file("client CA", client_ca, TLS_ERR_CA, what, err, errlen) != 0)
+		return -1;
 	if (trust_digest(client_ca, peers, n_peers, trust, what, err, errlen) != 0)
 		return -1;
 	pthread_once(&ring_index_once, ring_index_init);
