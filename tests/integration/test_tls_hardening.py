@@ -4,6 +4,7 @@ verified under, the handshake deadline, the TLS 1.2 cipher policy, peer
 identity from the SANs, what remote peers learn of the local app, and a
 non-dumpable process."""
 
+import json
 import os
 import random
 import re
@@ -12,7 +13,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -242,7 +242,6 @@ class HandshakeTimeoutTest(InboundCase):
 
     def test_config_json_and_default(self):
         self.start()
-        import json
         cfg = json.loads(self.f.admin("/config").body)
         self.assertEqual(cfg["listeners"]["inbound"]["handshake_timeout"], "5s")
 
@@ -312,13 +311,11 @@ class IdentityTest(InboundCase):
             self.assertEqual(self.app.last.header_all("x-ferry-peer"), [want], name)
 
     def test_cn_is_never_the_identity(self):
-        p = pki()
         self.start(tls={"allowed_peers": ["cn-only"]})
         cert = make_cert("id-cn-only", "cn-only", "IP:127.0.0.1")
         status, _, _, resp = self.call(client_ctx(cert))
         self.assertEqual(status, 403)
         self.assertEqual(self.app.requests, [])
-        del p
 
 
 # ---------------------------------------------------------------------------

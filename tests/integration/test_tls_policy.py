@@ -49,6 +49,9 @@ class TestsslTest(FerryTestCase):
         with open(report) as fh:
             findings = json.load(fh)
         ids = {f.get("id"): f for f in findings}
+        for f in findings:
+            if f.get("severity") not in ("OK", "INFO"):
+                print("testssl: %s %s: %s" % (f.get("id"), f.get("severity"), f.get("finding")))
         bad = ["%s %s: %s" % (f.get("id"), f.get("severity"), f.get("finding"))
                for f in findings
                if f.get("id") not in NOT_FINDINGS and (
