@@ -51,6 +51,7 @@ struct conf_listener {
 	uint64_t max_request_body;	/* 0 = unlimited */
 	int64_t idle_timeout;		/* 60s */
 	int64_t header_read_timeout;	/* 10s */
+	int64_t handshake_timeout;	/* inbound only: 5s; 0 elsewhere */
 };
 
 struct conf_timeouts {

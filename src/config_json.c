@@ -377,6 +377,8 @@ inbound(struct sbuf *o, const struct conf_inbound *in)
 	}
 	sbuf_add(o, "{", 1);
 	listener_fields(o, &in->listener);
+	key(o, "handshake_timeout", false);
+	duration(o, in->listener.handshake_timeout);
 	key(o, "tls", false);
 	sbuf_add(o, "{", 1);
 	key(o, "cert", true);

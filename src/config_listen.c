@@ -177,6 +177,10 @@ static const struct field inbound_auth_fields[] = {
 
 static const struct field inbound_fields[] = {
 	LISTENER_FIELDS(offsetof(struct conf_inbound, listener)),
+	/* the only TLS listener: the others have no handshake to time */
+	{ "handshake_timeout", fld_duration,
+	  offsetof(struct conf_inbound, listener) +
+	  offsetof(struct conf_listener, handshake_timeout), 1, 0, NULL },
 	{ "tls", fld_section, 0, 0, 0, inbound_tls_fields },
 	{ "auth", fld_section, 0, 0, 0, inbound_auth_fields },
 	{ "local_app", fld_local_app, offsetof(struct conf_inbound, local_app), 0, 0, NULL },
@@ -214,8 +218,8 @@ inbound_tls(struct loader *l, struct conf_inbound *in, const struct ynode *key,
 	if (ymap_get(tls, "client_ca", NULL) == NULL)
 		lerr(l, tkey, "missing required key \"client_ca\"");
 	if (in->cert != NULL && in->key != NULL && in->client_ca != NULL) {
-		in->ctx = tls_server_ctx_build(in->cert, in->key, in->client_ca, &what,
-		    err, sizeof(err));
+		in->ctx = tls_server_ctx_build(in->cert, in->key, in->client_ca,
+		    in->allowed_peers, in->n_allowed_peers, &what, err, sizeof(err));
 		if (in->ctx == NULL) {
 			at = what == TLS_ERR_OTHER ? NULL : ymap_get(tls, keys[what], NULL);
 			if (at != NULL)
@@ -327,6 +331,7 @@ listeners_init(struct loader *l)
 	listener_init(l, &c->outbound, "127.0.0.1:15001");
 	listener_init(l, &c->admin, "127.0.0.1:15000");
 	listener_init(l, &c->inbound.listener, "0.0.0.0:15443");
+	c->inbound.listener.handshake_timeout = 5000;
 	c->inbound.max_concurrent = 1024;
 }
 

@@ -723,6 +723,12 @@ conn_session_reused(const struct conn *c)
 	return c->ssl != NULL && SSL_session_reused(c->ssl);
 }
 
+bool
+conn_handshaking(const struct conn *c)
+{
+	return c->state == CS_CONNECTING || c->state == CS_HANDSHAKE;
+}
+
 SSL *
 conn_ssl(struct conn *c)
 {

@@ -85,6 +85,8 @@ const char *conn_error_text(const struct conn *c);
 uint64_t conn_bytes_written(const struct conn *c);
 bool conn_is_tls(const struct conn *c);
 bool conn_session_reused(const struct conn *c);
+/* Still connecting or in the TLS handshake. */
+bool conn_handshaking(const struct conn *c);
 SSL *conn_ssl(struct conn *c);
 
 #endif

@@ -314,6 +314,22 @@ client_close(struct client *cl, const char *reason)
 	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
 }
 
+/* An inbound peer gets handshake_timeout from its accept to finish the TLS
+ * handshake (idle_since_ms is the accept time until then): one that sends
+ * nothing or half a hello must not hold a connection until idle_timeout.
+ * Lowers *AT to that deadline while the handshake runs. */
+static bool
+handshake_overdue(const struct client *cl, int64_t *at, int64_t now)
+{
+	int64_t t = cl->lis->conf->handshake_timeout;
+
+	if (cl->lis->kind != LK_INBOUND || t <= 0 || !conn_handshaking(cl->c))
+		return false;
+	if (at != NULL && cl->idle_since_ms + t < *at)
+		*at = cl->idle_since_ms + t;
+	return now >= cl->idle_since_ms + t;
+}
+
 /* Sets the one timer to the earliest deadline of the current state. */
 void
 client_arm_timer(struct client *cl)
@@ -328,6 +344,7 @@ client_arm_timer(struct client *cl)
 	case CL_IDLE:
 		at = cl->head_start_ms ? cl->head_start_ms + cl->lis->conf->header_read_timeout
 		    : cl->idle_since_ms + cl->lis->conf->idle_timeout;
+		(void)handshake_overdue(cl, &at, now);
 		break;
 	case CL_BODY:
 	case CL_WAIT:
@@ -367,6 +384,15 @@ client_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	switch (cl->state) {
 	case CL_IDLE:
+		if (handshake_overdue(cl, NULL, now)) {
+			static struct log_limit limit;
+
+			log_limited(&limit, LOG_WARN, "inbound TLS handshake failed peer=%s "
+			    "cause=\"not done within %lldms\"", cl->peer,
+			    (long long)cl->lis->conf->handshake_timeout);
+			client_close(cl, "TLS handshake timeout");
+			return;
+		}
 		if (cl->head_start_ms && now >= cl->head_start_ms + cl->lis->conf->header_read_timeout) {
 			ids_fresh(x);
 			x->keep_alive = false;
@@ -577,7 +603,7 @@ admit_inbound(struct client *cl, const char *msg, const struct http_head *h)
 	if (!cl->has_identity || !inbound_peer_allowed(in, cl->peer_id)) {
 		metrics_auth_failure(cl->w->ms, AUTH_PEER_NOT_ALLOWED);
 		snprintf(errmsg, sizeof(errmsg), cl->has_identity ?
-		    "peer %s is not allowed" : "peer certificate has no URI or DNS name%s",
+		    "peer %s is not allowed" : "peer certificate has no usable URI or DNS name%s",
 		    cl->has_identity ? cl->peer_id : "");
 		send_error(cl, FE_INVALID_SERVICE_AUTH, errmsg, 0, !x->req_done);
 		return NULL;

@@ -32,26 +32,25 @@ bool
 inbound_peer_identity(SSL *ssl, char *out, size_t outlen)
 {
 	X509 *cert = SSL_get0_peer_certificate(ssl);
+	const ASN1_STRING *uri = NULL, *dns = NULL;
 	GENERAL_NAMES *names;
-	bool ok = false;
+	bool ok;
 
 	if (cert == NULL)
 		return false;
 	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-	for (int pass = 0; pass < 2 && !ok; pass++) {
-		for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
-			const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+	for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && uri == NULL; i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
 
-			if (pass == 0 && gn->type == GEN_URI) {
-				ok = copy_asn1(gn->d.uniformResourceIdentifier, out, outlen);
-				break;
-			}
-			if (pass == 1 && gn->type == GEN_DNS) {
-				ok = copy_asn1(gn->d.dNSName, out, outlen);
-				break;
-			}
-		}
+		if (gn->type == GEN_URI)
+			uri = gn->d.uniformResourceIdentifier;
+		else if (gn->type == GEN_DNS && dns == NULL)
+			dns = gn->d.dNSName;
 	}
+	/* the first URI SAN is the identity even when unusable (empty, too
+	 * long, a control byte): falling back to a DNS SAN would make the
+	 * peer someone its certificate does not say it is first */
+	ok = uri ? copy_asn1(uri, out, outlen) : dns ? copy_asn1(dns, out, outlen) : false;
 	GENERAL_NAMES_free(names);
 	return ok;
 }

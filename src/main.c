@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -24,6 +25,22 @@ usage(FILE *f)
 	    "  -l, --log-level L   error|warn|info|debug (overrides log.level)\n"
 	    "  -V, --version       print the version and exit\n"
 	    "  -h, --help          this help\n");
+}
+
+/*
+ * ferry's memory holds private keys, ticket keys and service keys: no core
+ * file, and no ptrace or /proc/PID/mem access by other processes of the
+ * same user. FERRY_DUMPABLE=1 keeps the default, for debugging a crash.
+ */
+static void
+no_core_dumps(void)
+{
+	const char *v = getenv("FERRY_DUMPABLE");
+
+	if (v != NULL && strcmp(v, "1") == 0)
+		return;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		fprintf(stderr, "ferry: prctl PR_SET_DUMPABLE: %s\n", strerror(errno));
 }
 
 static void
@@ -51,6 +68,7 @@ main(int argc, char **argv)
 	struct config *conf;
 	int ch;
 
+	no_core_dumps();	/* before any key is read */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":c:tl:Vh", longopts, NULL)) != -1) {
 		switch (ch) {

@@ -5,15 +5,21 @@
  * an operator needs to read.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <openssl/rand.h>
 
 #include <openssl/err.h>
@@ -93,16 +99,39 @@ load_ca(SSL_CTX *ctx, const char *label, const char *ca, enum tls_what *what,
 	return 0;
 }
 
+/* Read with read(2) into a buffer wiped afterwards: stdio would leave
+ * the key's PEM text in a freed FILE buffer. */
+#define KEY_FILE_MAX (1 << 20)	/* a key, maybe with its chain beside it */
+
 static EVP_PKEY *
 read_key(const char *path)
 {
-	EVP_PKEY *pkey;
+	EVP_PKEY *pkey = NULL;
+	unsigned char *buf;
+	size_t cap, n = 0;
+	struct stat st;
+	ssize_t r;
 	BIO *bio;
+	int fd;
 
-	if ((bio = BIO_new_file(path, "r")) == NULL)
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return NULL;
-	pkey = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
-	BIO_free(bio);
+	if (fstat(fd, &st) != 0 || st.st_size >= KEY_FILE_MAX ||
+	    (buf = malloc(cap = (size_t)st.st_size + 1)) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	while (n < cap && ((r = read(fd, buf + n, cap - n)) > 0 || (r < 0 && errno == EINTR)))
+		if (r > 0)
+			n += (size_t)r;
+	close(fd);
+	/* n == cap: the file grew while being read; take no half key */
+	if (n < cap && (bio = BIO_new_mem_buf(buf, (int)n)) != NULL) {
+		pkey = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+		BIO_free(bio);
+	}
+	OPENSSL_cleanse(buf, cap);
+	free(buf);
 	return pkey;
 }
 
@@ -137,6 +166,11 @@ load_pair(SSL_CTX *ctx, const char *cert, const char *key, enum tls_what *what,
 	return 0;
 }
 
+#define TLS12_CIPHERS \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 /* What every ferry context shares: big reads, writes that may move. */
 static SSL_CTX *
 ctx_new(const SSL_METHOD *method, int min_version, enum tls_what *what,
@@ -152,6 +186,14 @@ ctx_new(const SSL_METHOD *method, int min_version, enum tls_what *what,
 	if (SSL_CTX_set_min_proto_version(ctx, min_version) != 1) {
 		fail(what, TLS_ERR_OTHER, err, errlen, "TLS minimum version: %s",
 		    ssl_reason());
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	/* TLS 1.2: forward secrecy and AEAD only; CBC suites are what
+	 * LUCKY13-style padding oracles feed on, and a mesh has no old
+	 * clients to keep them for. TLS 1.3 keeps OpenSSL's (all AEAD). */
+	if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
+		fail(what, TLS_ERR_OTHER, err, errlen, "TLS 1.2 ciphers: %s", ssl_reason());
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -219,10 +261,16 @@ load_client_ca(SSL_CTX *ctx, const char *ca, enum tls_what *what, char *err,
 }
 
 /*
- * Session tickets for peers (inbound): one process-wide key ring, rotated
- * every hour; a ticket under the previous key still resumes (and is
- * renewed), so a key lives two hours at most. Handshakes only: a mutex is
- * fine here.
+ * Session tickets for peers (inbound). Resuming skips the peer's chain
+ * verification, so a ticket must stay within the trust it was verified
+ * under: each server context is bound to a digest of its client_ca file
+ * and allowed_peers (the session-id context, and the key ring that seals
+ * its tickets). Contexts of one trust share a ring, so a reload that
+ * changes nothing else keeps resumption; one that changes the trust gets
+ * fresh keys, and older tickets fall back to a full, verified handshake.
+ * A ring's key is rotated every hour; a ticket under the previous key
+ * still resumes, so a key lives two hours at most. Handshakes only: one
+ * mutex is fine here.
  */
 #define TICKET_ROTATE_SECS 3600
 
@@ -232,8 +280,86 @@ struct ticket_key {
 	bool set;
 };
 
+struct ticket_ring {
+	unsigned char trust[SHA256_DIGEST_LENGTH];
+	int refs;
+	struct ticket_key cur, prev;
+	struct ticket_ring *next;
+};
+
 static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ticket_key ticket_cur, ticket_prev;
+static struct ticket_ring *rings;	/* every ring a context still uses */
+static pthread_once_t ring_index_once = PTHREAD_ONCE_INIT;
+static int ring_index = -1;
+
+static time_t
+wall_now(void)
+{
+	return time(NULL);
+}
+
+time_t (*tls_now)(void) = wall_now;
+
+static void
+ring_put(struct ticket_ring *r)
+{
+	struct ticket_ring **pp;
+
+	if (r == NULL)
+		return;
+	pthread_mutex_lock(&ticket_lock);
+	if (--r->refs > 0) {
+		pthread_mutex_unlock(&ticket_lock);
+		return;
+	}
+	for (pp = &rings; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	pthread_mutex_unlock(&ticket_lock);
+	OPENSSL_cleanse(r, sizeof(*r));
+	free(r);
+}
+
+/* The ring of TRUST (shared with live contexts of the same trust), or a
+ * new one. */
+static struct ticket_ring *
+ring_get(const unsigned char trust[SHA256_DIGEST_LENGTH])
+{
+	struct ticket_ring *r;
+
+	pthread_mutex_lock(&ticket_lock);
+	for (r = rings; r != NULL; r = r->next)
+		if (memcmp(r->trust, trust, sizeof(r->trust)) == 0)
+			break;
+	if (r == NULL && (r = calloc(1, sizeof(*r))) != NULL) {
+		memcpy(r->trust, trust, sizeof(r->trust));
+		r->next = rings;
+		rings = r;
+	}
+	if (r != NULL)
+		r->refs++;
+	pthread_mutex_unlock(&ticket_lock);
+	return r;
+}
+
+static void
+ring_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	ring_put(ptr);
+}
+
+static void
+ring_index_init(void)
+{
+	ring_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ring_free_cb);
+}
 
 static int
 ticket_key_new(struct ticket_key *k)
@@ -249,30 +375,29 @@ ticket_key_new(struct ticket_key *k)
 
 /* Copies the key to use (ENC) or the one named NAME into OUT. 0: none. */
 static int
-ticket_key_get(bool enc, const unsigned char *name, struct ticket_key *out, bool *current)
+ticket_key_get(struct ticket_ring *r, bool enc, const unsigned char *name,
+    struct ticket_key *out)
 {
 	int found = 0;
 
 	pthread_mutex_lock(&ticket_lock);
-	if (!ticket_cur.set || time(NULL) - ticket_cur.born >= TICKET_ROTATE_SECS) {
+	if (!r->cur.set || time(NULL) - r->cur.born >= TICKET_ROTATE_SECS) {
 		struct ticket_key next;
 
 		if (ticket_key_new(&next) == 0) {
-			ticket_prev = ticket_cur;
-			ticket_cur = next;
+			r->prev = r->cur;
+			r->cur = next;
 		}
+		OPENSSL_cleanse(&next, sizeof(next));
 	}
-	if (enc && ticket_cur.set) {
-		*out = ticket_cur;
-		*current = true;
+	if (enc && r->cur.set) {
+		*out = r->cur;
 		found = 1;
-	} else if (!enc && ticket_cur.set && memcmp(name, ticket_cur.name, 16) == 0) {
-		*out = ticket_cur;
-		*current = true;
+	} else if (!enc && r->cur.set && memcmp(name, r->cur.name, 16) == 0) {
+		*out = r->cur;
 		found = 1;
-	} else if (!enc && ticket_prev.set && memcmp(name, ticket_prev.name, 16) == 0) {
-		*out = ticket_prev;
-		*current = false;
+	} else if (!enc && r->prev.set && memcmp(name, r->prev.name, 16) == 0) {
+		*out = r->prev;
 		found = 1;
 	}
 	pthread_mutex_unlock(&ticket_lock);
@@ -283,13 +408,12 @@ static int
 ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
     EVP_MAC_CTX *hctx, int enc)
 {
+	struct ticket_ring *r = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ring_index);
 	struct ticket_key k;
-	bool current = false;
 	OSSL_PARAM params[3];
-	int r = 0;
+	int ret = 0;
 
-	(void)ssl;
-	if (!ticket_key_get(enc != 0, key_name, &k, &current))
+	if (r == NULL || !ticket_key_get(r, enc != 0, key_name, &k))
 		return 0;	/* unknown key: a full handshake, a fresh ticket */
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac));
 	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
@@ -299,16 +423,164 @@ ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CT
 		if (RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) == 1 &&
 		    EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1 &&
 		    EVP_MAC_CTX_set_params(hctx, params) == 1)
-			r = 1;
+			ret = 1;
 	} else if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1 &&
 	    EVP_MAC_CTX_set_params(hctx, params) == 1) {
 		/* 2: resume and issue a fresh ticket; TLS 1.3 tickets are
 		 * single-use, so a peer without one pays a full handshake */
-		r = 2;
-		(void)current;
+		ret = 2;
 	}
 	OPENSSL_cleanse(&k, sizeof(k));
-	return r;
+	return ret;
+}
+
+/*
+ * The age of a session counts from the full handshake that verified the
+ * peer, carried in each ticket: OpenSSL restarts a TLS 1.3 session's clock
+ * with every ticket it issues on resumption, so its own timeout alone
+ * would let a peer that keeps resuming go on forever.
+ */
+#define BORN_LEN 8
+
+static int
+ticket_gen_cb(SSL *ssl, void *arg)
+{
+	SSL_SESSION *ss = SSL_get_session(ssl);
+	unsigned char born[BORN_LEN];
+	void *data;
+	size_t len;
+	uint64_t t;
+
+	(void)arg;
+	if (ss == NULL)
+		return 0;
+	SSL_SESSION_get0_ticket_appdata(ss, &data, &len);
+	if (len == BORN_LEN)
+		return 1;	/* resumed: keeps the first handshake's time */
+	t = (uint64_t)tls_now();
+	for (int i = BORN_LEN - 1; i >= 0; i--, t >>= 8)
+		born[i] = (unsigned char)t;
+	return SSL_SESSION_set1_ticket_appdata(ss, born, sizeof(born));
+}
+
+const char *
+tls_session_refusal(const SSL_SESSION *ss, time_t now)
+{
+	void *data;
+	size_t len;
+	uint64_t born = 0;
+	X509 *peer;
+
+	SSL_SESSION_get0_ticket_appdata((SSL_SESSION *)ss, &data, &len);
+	if (len != BORN_LEN)
+		return "session without a start time";
+	for (size_t i = 0; i < BORN_LEN; i++)
+		born = born << 8 | ((const unsigned char *)data)[i];
+	if ((int64_t)born > (int64_t)now || (int64_t)now - (int64_t)born >= TLS_SESSION_MAX_AGE)
+		return "session too old";
+	/* a full handshake would refuse it: so must a resumption */
+	if ((peer = SSL_SESSION_get0_peer((SSL_SESSION *)ss)) == NULL)
+		return "session without a peer certificate";
+	if (X509_cmp_time(X509_get0_notAfter(peer), &now) <= 0)
+		return "peer certificate expired";
+	return NULL;
+}
+
+static SSL_TICKET_RETURN
+ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname, size_t keyname_len,
+    SSL_TICKET_STATUS status, void *arg)
+{
+	(void)ssl;
+	(void)keyname;
+	(void)keyname_len;
+	(void)arg;
+	switch (status) {
+	case SSL_TICKET_SUCCESS:
+	case SSL_TICKET_SUCCESS_RENEW:
+		/* refused: a full handshake verifies the peer again */
+		if (tls_session_refusal(ss, tls_now()) != NULL)
+			return SSL_TICKET_RETURN_IGNORE_RENEW;
+		return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE :
+		    SSL_TICKET_RETURN_USE_RENEW;
+	case SSL_TICKET_EMPTY:
+	case SSL_TICKET_NO_DECRYPT:
+	case SSL_TICKET_NONE:
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	default:
+		return SSL_TICKET_RETURN_ABORT;
+	}
+}
+
+/* SHA-256 over the client_ca file's bytes and allowed_peers: what a
+ * verified session was verified against. */
+static int
+trust_digest(const char *client_ca, char *const *peers, size_t n_peers,
+    unsigned char out[SHA256_DIGEST_LENGTH], enum tls_what *what, char *err, size_t errlen)
+{
+	unsigned char buf[4096];
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned int outlen = 0;
+	size_t n;
+	FILE *f = NULL;
+	int ok;
+
+	ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(md, "ferry trust v1", 15) == 1;
+	if (ok && client_ca != NULL) {
+		if ((f = fopen(client_ca, "r")) == NULL) {
+			EVP_MD_CTX_free(md);
+			return fail(what, TLS_ERR_CA, err, errlen, "cannot load client CA %s: %s",
+			    client_ca, strerror(errno));
+		}
+		while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+			ok = EVP_DigestUpdate(md, buf, n) == 1;
+		ok = ok && !ferror(f);
+		fclose(f);
+	}
+	for (size_t i = 0; ok && i < n_peers; i++)
+		/* NUL-separated: ["ab"] and ["a","b"] differ */
+		ok = EVP_DigestUpdate(md, "\0", 1) == 1 &&
+		    EVP_DigestUpdate(md, peers[i], strlen(peers[i])) == 1;
+	ok = ok && EVP_DigestFinal_ex(md, out, &outlen) == 1 && outlen == SHA256_DIGEST_LENGTH;
+	EVP_MD_CTX_free(md);
+	if (!ok)
+		return fail(what, TLS_ERR_CA, err, errlen, "cannot read client CA %s",
+		    client_ca ? client_ca : "(none)");
+	return 0;
+}
+
+/* Binds CTX's sessions and tickets to its trust (see above). */
+static int
+bind_trust(SSL_CTX *ctx, const char *client_ca, char *const *peers, size_t n_peers,
+    enum tls_what *what, char *err, size_t errlen)
+{
+	unsigned char trust[SHA256_DIGEST_LENGTH];
+	struct ticket_ring *r;
+
+	/* before the CA is loaded: a file replaced in between changes the
+	 * digest at the next reload, so the error is a needless rotation,
+	 * never a kept ticket */
+	if (client_ca != NULL &&
+	    check_file("client CA", client_ca, TLS_ERR_CA, what, err, errlen) != 0)
+		return -1;
+	if (trust_digest(client_ca, peers, n_peers, trust, what, err, errlen) != 0)
+		return -1;
+	pthread_once(&ring_index_once, ring_index_init);
+	if (ring_index < 0 || (r = ring_get(trust)) == NULL)
+		return fail(what, TLS_ERR_OTHER, err, errlen, "session tickets: out of memory");
+	if (SSL_CTX_set_ex_data(ctx, ring_index, r) != 1) {
+		ring_put(r);
+		return fail(what, TLS_ERR_OTHER, err, errlen, "session tickets: out of memory");
+	}
+	/* the session-id context is what OpenSSL compares on resumption */
+	SSL_CTX_set_session_id_context(ctx, trust, sizeof(trust));
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+	SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, NULL);
+	/* tickets only: a server-side cache would resume TLS 1.2 session IDs
+	 * without the checks of ticket_dec_cb */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_timeout(ctx, TLS_SESSION_MAX_AGE);
+	return 0;
 }
 
 /* Peers speak HTTP/1.1 here (h2 joins when HTTP/2 lands). A client that
@@ -329,22 +601,23 @@ alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 
 SSL_CTX *
 tls_server_ctx_build(const char *cert, const char *key, const char *client_ca,
-    enum tls_what *what, char *err, size_t errlen)
+    char *const *allowed_peers, size_t n_allowed_peers, enum tls_what *what,
+    char *err, size_t errlen)
 {
-	static const unsigned char sid_ctx[] = "ferry";
 	SSL_CTX *ctx;
 
 	*what = TLS_ERR_OTHER;
 	if ((ctx = ctx_new(TLS_server_method(), TLS1_2_VERSION, what, err, errlen)) == NULL)
 		return NULL;
+	/* the mesh chooses; a peer's order would let it pick the weaker */
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (load_pair(ctx, cert, key, what, err, errlen) != 0)
+		goto bad;
+	if (bind_trust(ctx, client_ca, allowed_peers, n_allowed_peers, what, err, errlen) != 0)
 		goto bad;
 	if (client_ca != NULL && load_client_ca(ctx, client_ca, what, err, errlen) != 0)
 		goto bad;
-	/* without it, resuming a session that had a client cert fails */
-	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
-	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
 	return ctx;
 bad:
 	SSL_CTX_free(ctx);
@@ -358,7 +631,7 @@ tls_server_ctx_new(const char *cert, const char *key, const char *client_ca,
 {
 	enum tls_what what;
 
-	return tls_server_ctx_build(cert, key, client_ca, &what, err, errlen);
+	return tls_server_ctx_build(cert, key, client_ca, NULL, 0, &what, err, errlen);
 }
 
 int

@@ -7,6 +7,7 @@
 #define FERRY_TLS_CTX_H
 
 #include <stddef.h>
+#include <time.h>
 #include <openssl/ssl.h>
 
 #include "config.h"
@@ -17,7 +18,8 @@
 SSL_CTX *tls_client_ctx_new(const struct conf_tls_client *t, char *err, size_t errlen);
 
 /* Server context for the inbound listener: cert/key (checked to match) and,
- * when client_ca is given, required and verified client certificates. */
+ * when client_ca is given, required and verified client certificates;
+ * TLS 1.2 and 1.3, ECDHE and AEAD suites only (also for clients). */
 SSL_CTX *tls_server_ctx_new(const char *cert, const char *key,
     const char *client_ca, char *err, size_t errlen);
 
@@ -33,7 +35,27 @@ enum tls_what {
 SSL_CTX *tls_client_ctx_build(const struct conf_tls_client *t,
     enum tls_what *what, char *err, size_t errlen);
 SSL_CTX *tls_server_ctx_build(const char *cert, const char *key,
-    const char *client_ca, enum tls_what *what, char *err, size_t errlen);
+    const char *client_ca, char *const *allowed_peers, size_t n_allowed_peers,
+    enum tls_what *what, char *err, size_t errlen);
+
+/*
+ * Inbound session resumption. A server context's sessions are bound to its
+ * trust (a digest of the client_ca file's bytes and allowed_peers): a
+ * session or ticket made under other trust is not resumed (OpenSSL
+ * compares the session-id context) and cannot even be decrypted (its
+ * ticket keys are those of its trust). Only tickets resume (no server-side
+ * session cache), and a ticket resumes only while tls_session_refusal()
+ * says nothing against it; otherwise the peer gets a full handshake, with
+ * chain verification.
+ */
+#define TLS_SESSION_MAX_AGE 3600	/* seconds since the verifying handshake */
+
+/* Why SS must not be resumed at NOW (too old, peer certificate expired,
+ * no start time or no peer certificate), or NULL. */
+const char *tls_session_refusal(const SSL_SESSION *ss, time_t now);
+
+/* The clock of the checks above; tests move it. */
+extern time_t (*tls_now)(void);
 
 /* Seconds until the certificate in PATH expires (negative when expired);
  * -1 with err on failure to read. Used for certificate_expiry_seconds. */

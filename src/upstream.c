@@ -164,6 +164,25 @@ retry_schedule(struct exchange *x, int64_t delay)
 	client_arm_timer(x->cl);
 }
 
+/* What a remote peer is told of a failure of the local app: its address,
+ * port and errno text stay in the WARN line, for the operator. */
+static const char *
+peer_message(const struct exchange *x, enum attempt_result r, enum ferry_error e,
+    const char *msg)
+{
+	if (x->cl->lis->kind != LK_INBOUND)
+		return msg;
+	if (r == AR_REFUSED)
+		return "local app unavailable: connection refused";
+	if (r == AR_CONNECT_FAILURE)
+		return e == FE_SERVICE_TIMEOUT ? "local app unavailable: connect timed out" :
+		    e == FE_SERVICE_UNAVAILABLE ? "local app unavailable: connect failed" :
+		    "local app unavailable";
+	if (r == AR_PER_TRY_TIMEOUT)
+		return "no response head from the local app in time";
+	return "local app failed before a complete response";
+}
+
 /* An attempt failed before a response head reached the client: re-send,
  * retry, or answer with E and MSG. */
 static void
@@ -204,7 +223,8 @@ attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e, co
 		log_limited(&limit, LOG_WARN, "upstream failed service=%s code=%s cause=\"%s\"",
 		    x->svc->conf->name, ferror_code(e), msg);
 	}
-	send_error(cl, e, msg, e == FE_SERVICE_UNAVAILABLE ? 1 : 0, !x->req_done);
+	send_error(cl, e, peer_message(x, r, e, msg), e == FE_SERVICE_UNAVAILABLE ? 1 : 0,
+	    !x->req_done);
 	exchange_done(cl);
 }
 
@@ -332,7 +352,8 @@ pool_full(struct exchange *x, int64_t now)
 	}
 	if (now >= x->pool_wait_until_ms) {
 		snprintf(msg, sizeof(msg), "connection pool for %s is full (%u connections)",
-		    ep->addr_text, svc->pool.max_per_endpoint);
+		    x->cl->lis->kind == LK_INBOUND ? "the local app" : ep->addr_text,
+		    svc->pool.max_per_endpoint);
 		send_error(x->cl, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
 		exchange_done(x->cl);
 		return true;

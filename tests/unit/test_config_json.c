@@ -348,6 +348,7 @@ START_TEST(test_whole_schema)
 	expect("/listeners/admin/hosts", "[\"ferry.internal\",\"a.example:8443\"]");
 	expect("/listeners/inbound/address", "\"127.0.0.1:15443\"");
 	expect("/listeners/inbound/max_connections", "10000");
+	expect("/listeners/inbound/handshake_timeout", "\"5s\"");
 	expect("/listeners/inbound/tls", "{\"cert\":\"%s/cert.pem\",\"key\":\"%s/key.pem\","
 	    "\"client_ca\":\"%s/ca.pem\",\"allowed_peers\":[\"spiffe://t/a\",\"b\"]}",
 	    dir, dir, dir);

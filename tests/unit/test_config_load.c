@@ -196,6 +196,7 @@ START_TEST(test_full_schema)
 	    "    timeouts: { request: 30s }\n"
 	    "    rate_limit: { rps: 1000, burst: 200 }\n"
 	    "    max_concurrent: 64\n"
+	    "    handshake_timeout: 1500ms\n"
 	    "  admin:\n"
 	    "    address: 0.0.0.0:15000\n"
 	    "    allow_remote: true\n"
@@ -260,6 +261,8 @@ START_TEST(test_full_schema)
 	ck_assert_uint_eq(c->outbound.max_request_body, 1 << 20);
 	ck_assert_int_eq(c->outbound.idle_timeout, 120000);
 	ck_assert_int_eq(c->outbound.header_read_timeout, 500);
+	ck_assert_int_eq(in->listener.handshake_timeout, 1500);
+	ck_assert_int_eq(c->outbound.handshake_timeout, 0);
 	ck_assert(c->admin.allow_remote);
 	ck_assert_uint_eq(c->n_admin_hosts, 2);
 	ck_assert_str_eq(c->admin_hosts[1], "admin.example.:8443");
