@@ -67,7 +67,8 @@ class ClientResetTest(FerryTestCase):
     def setUp(self):
         super().setUp()
         self.up = self.upstream()
-        self.f = self.ferry({"svc": service(self.up)})
+        # one attempt per request: the upstream's count paces the tests
+        self.f = self.ferry({"svc": service(self.up, retries={"max": 0})})
 
     def assert_still_serves(self):
         self.assertTrue(self.f.alive(), "ferry died")
@@ -124,6 +125,16 @@ class ClientResetTest(FerryTestCase):
         self.reset_before_answer(answer, build_request("GET", "/ws", [
             ("Host", "svc"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
             ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
+
+    def test_reset_before_response_relayed(self):
+        self.reset_before_answer(lambda conn: conn.respond(200, [], b"z" * (1 << 20)),
+                                 build_request("GET", "/big", [("Host", "svc")]))
+
+    def test_reset_before_error_answered(self):
+        # every attempt is reset by the upstream: ferry's own 502 is the
+        # write that fails
+        self.reset_before_answer(lambda conn: conn.reset(),
+                                 build_request("GET", "/err", [("Host", "svc")]))
 
     def test_reset_inside_tunnel(self):
         # the upstream stops reading, so ferry stops reading the client
