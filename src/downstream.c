@@ -11,7 +11,6 @@
 #include "log.h"
 #include "proxy.h"
 #include "route.h"
-#include "server.h"
 #include "session.h"
 
 static void client_process(struct client *cl);
@@ -160,7 +159,7 @@ exchange_metrics_id(const struct exchange *x)
 {
 	/* inbound requests are the local app's, refused ones included */
 	if (x->cl->lis->kind == LK_INBOUND)
-		return runtime_inbound_metrics_id(server_runtime(x->cl->w->srv));
+		return runtime_inbound_metrics_id(x->cl->w->rt);
 	return x->svc && x->svc->rt ? x->svc->rt->metrics_id : -1;
 }
 
@@ -636,7 +635,7 @@ admit(struct client *cl)
 	struct exchange *x = &cl->x;
 	struct svc_state *s = x->svc;
 	bool inbound = cl->lis->kind == LK_INBOUND;
-	struct runtime *rt = server_runtime(cl->w->srv);
+	struct runtime *rt = cl->w->rt;
 	const struct conf_rate_limit *rl = inbound ? &cl->gen->conf->inbound.rate_limit :
 	    &s->conf->rate_limit;
 	struct bucket *bucket = inbound ? runtime_inbound_bucket(rt) : s->rt->bucket;

@@ -104,25 +104,6 @@ publish_set(void *arg, const struct ep_set *set)
 	}
 }
 
-struct runtime *
-server_runtime(struct server *srv)
-{
-	return srv->runtime;
-}
-
-static void
-release_idle(struct worker *w, void *arg)
-{
-	worker_release_idle(w, arg);
-}
-
-void
-server_release_idle(struct server *srv, struct worker *from, struct ep_runtime *ep)
-{
-	for (uint32_t i = 0; i < srv->n_workers; i++)
-		if (&srv->workers[i] != from)
-			worker_post(&srv->workers[i], release_idle, ep);
-}
 
 const struct config *
 server_config(struct server *srv)
@@ -136,13 +117,8 @@ server_admin_conf(struct server *srv)
 	return &srv->conf->admin;
 }
 
-struct metrics *
-server_metrics(struct server *srv)
-{
-	return srv->metrics;
-}
-
-struct accesslog *
+/* NULL when the access log is off. */
+static struct accesslog *
 server_accesslog(struct server *srv)
 {
 	return srv->alog && accesslog_enabled(srv->alog) ? srv->alog : NULL;
@@ -639,7 +615,12 @@ server_run(struct config *conf, bool log_level_from_cli)
 		return 1;
 	}
 	for (uint32_t i = 0; i < srv.n_workers; i++) {
-		if (worker_init(&srv.workers[i], &srv, (int)i, conf) != 0) {
+		struct worker_deps deps = {
+			.rt = srv.runtime, .metrics = srv.metrics, .alog = server_accesslog(&srv),
+			.workers = srv.workers, .n_workers = srv.n_workers,
+		};
+
+		if (worker_init(&srv.workers[i], &deps, (int)i, conf) != 0) {
 			fprintf(stderr, "ferry: worker %u failed to start\n", i);
 			srv.n_workers = i + 1;
 			server_free(&srv);

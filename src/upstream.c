@@ -7,7 +7,6 @@
 #include "clock.h"
 #include "log.h"
 #include "retry.h"
-#include "server.h"
 #include "session.h"
 
 static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
@@ -348,7 +347,7 @@ pool_full(struct exchange *x, int64_t now)
 	if (atomic_load_explicit(&ep->rt->idle, memory_order_relaxed) > 0 &&
 	    now >= x->pool_asked_ms + 50) {
 		x->pool_asked_ms = now;
-		server_release_idle(x->cl->w->srv, x->cl->w, ep->rt);
+		worker_release_idle_elsewhere(x->cl->w, ep->rt);
 	}
 	if (now >= x->pool_wait_until_ms) {
 		snprintf(msg, sizeof(msg), "connection pool for %s is full (%u connections)",

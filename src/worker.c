@@ -10,7 +10,6 @@
 #include "log.h"
 #include "pool.h"
 #include "proxy.h"
-#include "server.h"
 #include "worker.h"
 
 struct mail {
@@ -85,6 +84,20 @@ worker_release_idle(struct worker *w, struct ep_runtime *ep)
 				pool_discard(w->gen->svcs[i].eps[j]->idle);
 				return;
 			}
+}
+
+static void
+release_idle_mail(struct worker *w, void *arg)
+{
+	worker_release_idle(w, arg);
+}
+
+void
+worker_release_idle_elsewhere(struct worker *from, struct ep_runtime *ep)
+{
+	for (uint32_t i = 0; i < from->n_siblings; i++)
+		if (&from->siblings[i] != from)
+			worker_post(&from->siblings[i], release_idle_mail, ep);
 }
 
 static long
@@ -371,7 +384,7 @@ gen_start(struct worker *w, struct config *conf)
 		return -1;
 	/* main thread, before the loop runs: the registry is not shared yet */
 	for (size_t i = 0; i < conf->n_services; i++)
-		if ((rts[i] = runtime_service(server_runtime(w->srv), &conf->services[i])) == NULL) {
+		if ((rts[i] = runtime_service(w->rt, &conf->services[i])) == NULL) {
 			free(rts);
 			return -1;
 		}
@@ -508,16 +521,18 @@ worker_swap(struct worker *w, struct swap *sw)
 }
 
 int
-worker_init(struct worker *w, struct server *srv, int id, struct config *conf)
+worker_init(struct worker *w, const struct worker_deps *deps, int id, struct config *conf)
 {
 	const struct timeval second = { 1, 0 };
 
 	memset(w, 0, sizeof(*w));
 	w->mail_fd = -1;
 	w->id = id;
-	w->srv = srv;
-	w->ms = metrics_shard(server_metrics(srv), (unsigned)id);
-	w->alog = server_accesslog(srv) ? accesslog_worker(server_accesslog(srv), (unsigned)id) : NULL;
+	w->rt = deps->rt;
+	w->siblings = deps->workers;
+	w->n_siblings = deps->n_workers;
+	w->ms = metrics_shard(deps->metrics, (unsigned)id);
+	w->alog = deps->alog ? accesslog_worker(deps->alog, (unsigned)id) : NULL;
 	pthread_mutex_init(&w->mail_lock, NULL);
 	if ((w->base = event_base_new()) == NULL)
 		return -1;

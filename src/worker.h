@@ -130,9 +130,21 @@ struct swap {
 	size_t n_sets;
 };
 
+/* What a worker gets from its owner at worker_init: the process-wide
+ * state it shares and its sibling workers. It calls nothing above it. */
+struct worker_deps {
+	struct runtime *rt;
+	struct metrics *metrics;
+	struct accesslog *alog;		/* NULL: the access log is off */
+	struct worker *workers;		/* all of them, this one included */
+	uint32_t n_workers;
+};
+
 struct worker {
 	int id;
-	struct server *srv;
+	struct runtime *rt;		/* shared: breakers, buckets, health */
+	struct worker *siblings;	/* every worker, this one included */
+	uint32_t n_siblings;
 	struct event_base *base;
 	pthread_t thread;
 	struct generation *gen;		/* current */
@@ -161,7 +173,8 @@ struct worker {
 typedef void (*mail_fn)(struct worker *w, void *arg);
 void worker_post(struct worker *w, mail_fn fn, void *arg);
 
-int worker_init(struct worker *w, struct server *srv, int id, struct config *conf);
+int worker_init(struct worker *w, const struct worker_deps *deps, int id,
+    struct config *conf);
 /* Installs a new snapshot (worker thread). Takes SW's config reference. */
 void worker_swap(struct worker *w, struct swap *sw);
 struct generation *gen_ref(struct generation *g);
@@ -173,6 +186,9 @@ void worker_free(struct worker *w);
 
 /* Closes one idle pooled connection to EP, if this worker has one. */
 void worker_release_idle(struct worker *w, struct ep_runtime *ep);
+/* Asks every other worker to do so (a request of FROM waits at
+ * pool.max_per_endpoint). */
+void worker_release_idle_elsewhere(struct worker *from, struct ep_runtime *ep);
 /* Replaces a service's endpoints; worker thread, or before it starts. */
 void worker_set_endpoints(struct worker *w, const struct ep_set *set);
 
