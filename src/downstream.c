@@ -722,6 +722,7 @@ request_begin(struct client *cl)
 		x->idempotent = headers_find(h, HDR_IDEMPOTENCY_KEY) != NULL;
 	}
 	x->upgrade = h->upgrade;
+	cl->parser.rechunk = h->chunked;	/* its body is framed anew */
 	cl->state = CL_WAIT;
 	x->req_done = !(h->chunked || (h->has_length && h->content_length > 0));
 
@@ -796,7 +797,6 @@ request_begin(struct client *cl)
 		size_t used = 0;
 		enum http_status st;
 
-		cl->parser.rechunk = h->chunked;
 		st = body_parse(cl, &cl->reqhead, &used);
 		if (body_refused(cl, st, &cl->reqhead))
 			return;
