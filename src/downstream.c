@@ -145,7 +145,7 @@ send_error(struct client *cl, enum ferry_error e, const char *message,
 	x->status = (uint32_t)ferror_status(e);
 	x->ferr = (int)e;
 	if (x->head_us == 0)
-		x->head_us = clock_now_us() - x->start_us;
+		exchange_head_sent(x);
 	log_debug("%s %s", ferror_code(e), message);
 	sbuf_clear(out);
 	ferror_build(out, &a);

@@ -13,6 +13,7 @@
 
 #include "breaker.h"
 #include "buf.h"
+#include "clock.h"
 #include "conn.h"
 #include "errors.h"
 #include "headers.h"
@@ -129,6 +130,16 @@ unsigned keepalive_secs(const struct client *cl);
 void send_error(struct client *cl, enum ferry_error e, const char *message,
     unsigned retry_after, bool close);
 void exchange_done(struct client *cl);
+
+/* The response head leaves now: head_us, at least 1 (0 means none, and
+ * one of ferry's own errors can be built within a microsecond). */
+static inline void
+exchange_head_sent(struct exchange *x)
+{
+	int64_t us = clock_now_us() - x->start_us;
+
+	x->head_us = us > 0 ? us : 1;
+}
 
 /* metrics.c ids: the service's, the local app's inbound, or none */
 int exchange_metrics_id(const struct exchange *x);

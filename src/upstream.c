@@ -565,7 +565,7 @@ response_head(struct exchange *x)
 	}
 	x->resp_head = true;
 	x->last_io_ms = clock_now_ms();
-	x->head_us = clock_now_us() - x->start_us;
+	exchange_head_sent(x);
 	buf_consume(&u->in, h->head_len);
 	u->parser.dechunk = x->dechunk;
 	u->parser.on_data = dechunk_data;
