@@ -410,7 +410,6 @@ attempt_start(struct exchange *x)
 		attempt_failed_conn(x);
 		return;
 	}
-
 	if (cl->state == CL_BODY)
 		resume_client(cl);	/* body reading waited for this attempt */
 	client_arm_timer(cl);
