@@ -93,6 +93,8 @@ struct http_parser {
 	bool head_done;
 	bool dechunk;		/* report body bytes through on_data */
 	uint64_t body_bytes;	/* decoded body bytes so far */
+	uint64_t raw_body;	/* raw body bytes so far */
+	uint32_t tail;		/* the last four raw body bytes */
 	enum http_error err;
 	const char *err_text;
 	void (*on_data)(void *arg, const char *at, size_t len);

@@ -13,7 +13,7 @@ ref_id(const unsigned char *s, size_t len)
 	if (len < 1 || len > 128)
 		return false;
 	for (size_t i = 0; i < len; i++)
-		if (!isalnum(s[i]) && !strchr("._:-", s[i]))
+		if (!isalnum(s[i]) && (s[i] == '\0' || !strchr("._:-", s[i])))
 			return false;
 	return true;
 }
