@@ -134,6 +134,12 @@ on_headers_complete(llhttp_t *p)
 	h->content_length = h->has_length ? p->content_length : 0;
 	h->upgrade = (p->flags & F_UPGRADE) && (p->flags & F_CONNECTION_UPGRADE);
 	h->conn_close = (p->flags & F_CONNECTION_CLOSE) != 0;
+	/* llhttp also takes a request line without a version (read as 0.9,
+	 * headers and all) and "HTTP/2.0"; ferry speaks HTTP/1.x only */
+	if (h->major != 1) {
+		hp->err_text = "unsupported HTTP version";
+		return -1;
+	}
 	if (p->type == HTTP_RESPONSE && (h->status < 100 || h->status > 999)) {
 		hp->err_text = "bad status code";
 		return -1;
@@ -311,10 +317,11 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 		return HTTP_NEED_MORE;
 	}
 	*used = 0;
-	if (hp->err == HTTP_ERR_NONE) {
+	if (hp->err == HTTP_ERR_NONE)
 		hp->err = HTTP_ERR_BAD;
+	/* a callback's own reason says more than "user callback error" */
+	if (hp->err_text == NULL)
 		hp->err_text = llhttp_get_error_reason(&hp->p);
-	}
 	return HTTP_ERROR;
 }
 

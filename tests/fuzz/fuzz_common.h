@@ -254,11 +254,13 @@ check_framing(const char *msg, const struct http_head *h)
 
 			if (!slice_eq_ci(msg, hd->name, "content-length"))
 				continue;
-			PROP(hd->value.len > 0 && hd->value.len <= 20);
+			/* any number of leading zeros, no overflow */
+			PROP(hd->value.len > 0);
 			for (uint32_t j = 0; j < hd->value.len; j++) {
 				char c = msg[hd->value.off + j];
 
 				PROP(c >= '0' && c <= '9');
+				PROP(v <= (UINT64_MAX - (uint64_t)(c - '0')) / 10);
 				v = v * 10 + (uint64_t)(c - '0');
 			}
 			PROP(v == h->content_length);

@@ -267,6 +267,33 @@ START_TEST(test_request_versions)
 }
 END_TEST
 
+/* llhttp reads "GET /" with no version as HTTP/0.9, headers and all, and
+ * takes "HTTP/2.0"; ferry would forward them as HTTP/1.1 (found by
+ * tests/fuzz/fuzz_request_head): refused, requests and responses. */
+START_TEST(test_reject_other_versions)
+{
+	static const char *req[] = {
+		"GET /\r\nHost: a\r\n\r\n",
+		"CONNECT \r\nsvc:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+	};
+	static const char *resp[] = {
+		"HTTP/0.9 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+	};
+
+	for (size_t i = 0; i < sizeof(req) / sizeof(req[0]); i++) {
+		req_init();
+		ck_assert_int_eq(parse_error(req[i], strlen(req[i])), HTTP_ERR_BAD);
+		ck_assert_str_eq(hp.err_text, "unsupported HTTP version");
+	}
+	for (size_t i = 0; i < sizeof(resp) / sizeof(resp[0]); i++) {
+		resp_init();
+		ck_assert_int_eq(parse_error(resp[i], strlen(resp[i])), HTTP_ERR_BAD);
+	}
+}
+END_TEST
+
 START_TEST(test_request_absolute_form)
 {
 	static const char msg[] =
@@ -1241,6 +1268,7 @@ http1_suite(void)
 	tcase_add_test(tc, test_request_every_split);
 	tcase_add_test(tc, test_request_no_body);
 	tcase_add_test(tc, test_request_versions);
+	tcase_add_test(tc, test_reject_other_versions);
 	tcase_add_test(tc, test_request_absolute_form);
 	tcase_add_test(tc, test_request_upgrade);
 	tcase_add_test(tc, test_request_upgrade_body_untouched);
