@@ -200,28 +200,36 @@ check_head(const char *msg, const struct http_head *h, size_t fed, bool response
 	}
 }
 
-/* Transfer-Encoding per RFC 9112 §6.3, from the header text alone: the
- * last coding of the last Transfer-Encoding header is "chunked". */
+/* Transfer-Encoding per RFC 9112 §6.3 and RFC 9110 §5.3, §5.6.1, from the
+ * header text alone: the field lines joined with commas, empty elements
+ * ignored, the last coding is "chunked". */
 static inline bool
 ref_chunked(const char *msg, const struct http_head *h)
 {
-	const struct http_header *last = NULL;
-	const char *v, *b, *e;
+	bool chunked = false;
 
-	for (uint32_t i = 0; i < h->n_headers; i++)
-		if (slice_eq_ci(msg, h->h[i].name, "transfer-encoding"))
-			last = &h->h[i];
-	if (last == NULL)
-		return false;
-	v = msg + last->value.off;
-	e = v + last->value.len;
-	while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
-		e--;
-	for (b = e; b > v && b[-1] != ','; b--)
-		;
-	while (b < e && (*b == ' ' || *b == '\t'))
-		b++;
-	return e - b == 7 && strncasecmp(b, "chunked", 7) == 0;
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const char *v = msg + h->h[i].value.off, *e = v + h->h[i].value.len;
+
+		if (!slice_eq_ci(msg, h->h[i].name, "transfer-encoding"))
+			continue;
+		while (v < e) {
+			const char *b = v, *t;
+
+			while (v < e && *v != ',')
+				v++;
+			t = v;
+			while (b < t && (*b == ' ' || *b == '\t'))
+				b++;
+			while (t > b && (t[-1] == ' ' || t[-1] == '\t'))
+				t--;
+			if (t > b)
+				chunked = t - b == 7 && strncasecmp(b, "chunked", 7) == 0;
+			if (v < e)
+				v++;
+		}
+	}
+	return chunked;
 }
 
 static inline int

@@ -62,7 +62,7 @@ check_lines(const char *p, size_t len)
 
 /* Parses the head ferry built; the bytes are the whole message head. */
 static const struct http_head *
-reparse(const struct sbuf *out, bool response)
+reparse(const struct sbuf *out, bool response, const struct http_head *orig)
 {
 	static struct http_parser hp;
 	static struct http_head h;
@@ -73,6 +73,13 @@ reparse(const struct sbuf *out, bool response)
 	check_lines(out->p, out->len);
 	http_parser_init(&hp, response, &h);
 	st = http_parse(&hp, out->p, out->len, 0, &used);
+	/* an open finding, not yet decided (regressions/head_rewrite/
+	 * over-limit-after-rewrite): a head at the limits (100 headers,
+	 * 64 KiB) grows past them with the headers ferry adds, and the next
+	 * ferry on the path refuses it (431 or 502) */
+	if (st == HTTP_ERROR && hp.err == HTTP_ERR_TOO_LARGE && fuzz_skip_known() &&
+	    (orig->n_headers > HTTP_MAX_HEADERS - 10 || orig->head_len > HTTP_MAX_HEAD - 2048))
+		return NULL;
 	if (st != HTTP_HEAD_DONE)
 		fprintf(stderr, "re-parse: %s\n", hp.err_text ? hp.err_text : "incomplete");
 	PROP(st == HTTP_HEAD_DONE);
@@ -121,7 +128,10 @@ rewrite_request(const char *msg, struct http_head *h, uint8_t flags, struct sbuf
 	a.target = target.p;
 	a.target_len = target.len;
 	headers_build_request(out, msg, h, &a);
-	r = reparse(out, false);
+	if ((r = reparse(out, false, h)) == NULL) {
+		sbuf_free(&target);
+		return;
+	}
 	same_framing(h, r);
 	PROP(r->method_id == h->method_id);
 	PROP(r->major == 1 && r->minor == 1);
@@ -162,7 +172,8 @@ rewrite_response(const char *msg, struct http_head *h, uint8_t flags, struct sbu
 		a.upgrade = upgrade && h->status == 101;
 	}
 	headers_build_response(out, msg, h, &a);
-	r = reparse(out, true);
+	if ((r = reparse(out, true, h)) == NULL)
+		return;
 	PROP(r->status == h->status);
 	if (a.dechunk)
 		PROP(!r->chunked && !r->has_length);	/* decoded, ends at the close */
