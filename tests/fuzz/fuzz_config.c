@@ -120,15 +120,18 @@ holds(const char *hay, size_t len, const char *needle)
 	return memmem(hay, len, needle, strlen(needle)) != NULL;
 }
 
-/* A key in OUT is a leak, unless the fuzzer wrote it into the YAML. */
+/* A key in OUT is a leak, unless the fuzzer wrote it into the YAML, or
+ * wrote ${FERRY_FUZZ_KEY...}: a ${VAR} value is configuration, not a
+ * secret, and may be shown (config.h). */
 static void
 no_secret(const char *out, size_t len, const uint8_t *yaml, size_t ylen)
 {
-	static const char *const keys[] = { ENV_KEY, FILE_KEY };
+	const char *y = (const char *)yaml;
 
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (!holds((const char *)yaml, ylen, keys[i]))
-			PROP(!holds(out, len, keys[i]));
+	if (!holds(y, ylen, ENV_KEY) && !holds(y, ylen, "${FERRY_FUZZ_KEY"))
+		PROP(!holds(out, len, ENV_KEY));
+	if (!holds(y, ylen, FILE_KEY))
+		PROP(!holds(out, len, FILE_KEY));
 }
 
 static const uint8_t *cur_yaml;
