@@ -210,6 +210,12 @@ on_headers_complete(llhttp_t *p)
 	h->content_length = h->has_length ? p->content_length : 0;
 	h->upgrade = (p->flags & F_UPGRADE) && (p->flags & F_CONNECTION_UPGRADE);
 	h->conn_close = (p->flags & F_CONNECTION_CLOSE) != 0;
+	/* llhttp also takes a request line without a version (read as 0.9,
+	 * headers and all) and "HTTP/2.0"; ferry speaks HTTP/1.x only */
+	if (h->major != 1) {
+		hp->err_text = "unsupported HTTP version";
+		return -1;
+	}
 	if (p->type == HTTP_RESPONSE && (h->status < 100 || h->status > 999)) {
 		hp->err_text = "bad status code";
 		return -1;
@@ -347,10 +353,39 @@ values_clean(const char *msg, struct http_head *h)
 	return true;
 }
 
+/* llhttp takes any byte but CR and LF in a reason phrase, and ferry
+ * forwards it: only HTAB, SP, VCHAR and obs-text are allowed (RFC 9112 4),
+ * so no NUL or other control character reaches the app. */
+static bool
+reason_clean(const char *msg, const struct http_head *h)
+{
+	const unsigned char *r = (const unsigned char *)msg + h->reason.off;
+
+	for (uint32_t i = 0; i < h->reason.len; i++)
+		if ((r[i] < 0x20 && r[i] != '\t') || r[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/* The last raw body bytes: llhttp ends a chunked message at a bare LF
+ * after the last chunk or trailer ("0\r\n\n"), but the raw bytes are
+ * forwarded, and a strict peer would still be waiting for CRLF: it would
+ * read the next request on the connection as a trailer. */
+static void
+tail_push(struct http_parser *hp, const char *p, size_t n)
+{
+	for (size_t i = n > 4 ? n - 4 : 0; i < n; i++)
+		hp->tail = hp->tail << 8 | (unsigned char)p[i];
+	hp->raw_body += n;
+}
+
+#define TAIL_CRLFCRLF 0x0d0a0d0au
+
 enum http_status
 http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_off,
     size_t *used)
 {
+	bool body = hp->in_body;
 	llhttp_errno_t e;
 
 	hp->base = data;
@@ -360,6 +395,8 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 	e = llhttp_execute(&hp->p, data, len);
 	if (e == HPE_OK) {
 		*used = len;
+		if (body)
+			tail_push(hp, data, len);
 		/* empty lines before a request line count toward the head */
 		if (!hp->in_body && msg_off + len > HTTP_MAX_HEAD) {
 			hp->err = HTTP_ERR_TOO_LARGE;
@@ -382,6 +419,11 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 				return HTTP_ERROR;
 			}
 			/* the message starts at data - msg_off */
+			if (!reason_clean(data - msg_off, h)) {
+				hp->err = HTTP_ERR_BAD;
+				hp->err_text = "invalid status reason";
+				return HTTP_ERROR;
+			}
 			if (!values_clean(data - msg_off, h)) {
 				hp->err = HTTP_ERR_BAD;
 				hp->err_text = "invalid header value";
@@ -389,15 +431,25 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 			}
 			return HTTP_HEAD_DONE;
 		}
+		if (body)
+			tail_push(hp, data, *used);
+		if (hp->msg_done && body && hp->head->chunked && hp->raw_body > 0 &&
+		    hp->tail != TAIL_CRLFCRLF) {
+			hp->err = HTTP_ERR_BAD;
+			hp->err_text = "chunked body not ended by CRLF";
+			*used = 0;
+			return HTTP_ERROR;
+		}
 		if (hp->msg_done)
 			return HTTP_MSG_DONE;
 		return HTTP_NEED_MORE;
 	}
 	*used = 0;
-	if (hp->err == HTTP_ERR_NONE) {
+	if (hp->err == HTTP_ERR_NONE)
 		hp->err = HTTP_ERR_BAD;
+	/* a callback's own reason says more than "user callback error" */
+	if (hp->err_text == NULL)
 		hp->err_text = llhttp_get_error_reason(&hp->p);
-	}
 	return HTTP_ERROR;
 }
 

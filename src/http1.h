@@ -109,6 +109,8 @@ struct http_parser {
 	struct sbuf trailer;	/* the trailer field being read (rechunk) */
 	bool (*keep_trailer)(const char *name, size_t nlen);
 	uint64_t body_bytes;	/* decoded body bytes, chunk extensions too */
+	uint64_t raw_body;	/* raw body bytes so far */
+	uint32_t tail;		/* the last four raw body bytes */
 	enum http_error err;
 	const char *err_text;
 	void (*on_data)(void *arg, const char *at, size_t len);

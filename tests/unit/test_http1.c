@@ -268,6 +268,33 @@ START_TEST(test_request_versions)
 }
 END_TEST
 
+/* llhttp reads "GET /" with no version as HTTP/0.9, headers and all, and
+ * takes "HTTP/2.0"; ferry would forward them as HTTP/1.1 (found by
+ * tests/fuzz/fuzz_request_head): refused, requests and responses. */
+START_TEST(test_reject_other_versions)
+{
+	static const char *req[] = {
+		"GET /\r\nHost: a\r\n\r\n",
+		"CONNECT \r\nsvc:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+	};
+	static const char *resp[] = {
+		"HTTP/0.9 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+	};
+
+	for (size_t i = 0; i < sizeof(req) / sizeof(req[0]); i++) {
+		req_init();
+		ck_assert_int_eq(parse_error(req[i], strlen(req[i])), HTTP_ERR_BAD);
+		ck_assert_str_eq(hp.err_text, "unsupported HTTP version");
+	}
+	for (size_t i = 0; i < sizeof(resp) / sizeof(resp[0]); i++) {
+		resp_init();
+		ck_assert_int_eq(parse_error(resp[i], strlen(resp[i])), HTTP_ERR_BAD);
+	}
+}
+END_TEST
+
 START_TEST(test_request_absolute_form)
 {
 	static const char msg[] =
@@ -852,6 +879,52 @@ START_TEST(test_chunked_missing_crlf)
 }
 END_TEST
 
+/* llhttp ends a chunked message at a bare LF after the last chunk or a
+ * trailer; the raw bytes go on to a peer that may wait for CRLF (found by
+ * tests/fuzz/fuzz_chunked): refused, in one piece and byte by byte. */
+START_TEST(test_chunked_end_bare_lf)
+{
+	static const char head_text[] =
+	    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+	static const char *bad[] = { "0\r\n\n", "0;a\r\n\n", "3\r\nabc\r\n0\r\nx: y\r\n\n" };
+	static const char good[] = "3\r\nabc\r\n0\r\nx: y\r\n\r\n";
+
+	for (size_t i = 0; i < 2 * (sizeof(bad) / sizeof(bad[0])); i++) {
+		const char *b = bad[i / 2];
+		size_t used, off = 0, len = strlen(b);
+		enum http_status st = HTTP_NEED_MORE;
+
+		req_init();
+		parse_head(head_text, sizeof(head_text) - 1);
+		if (i % 2 == 0) {
+			st = http_parse(&hp, b, len, 0, &used);
+		} else {
+			for (; off < len && st == HTTP_NEED_MORE; off++)
+				st = http_parse(&hp, b + off, 1, 0, &used);
+		}
+		ck_assert_msg(st == HTTP_ERROR, "accepted \"%s\" (%s)", b,
+		    i % 2 ? "bytewise" : "one piece");
+		ck_assert_int_eq(hp.err, HTTP_ERR_BAD);
+	}
+	for (int bytewise = 0; bytewise < 2; bytewise++) {
+		size_t used, off = 0, len = sizeof(good) - 1;
+		enum http_status st = HTTP_NEED_MORE;
+
+		req_init();
+		parse_head(head_text, sizeof(head_text) - 1);
+		if (!bytewise) {
+			st = http_parse(&hp, good, len, 0, &used);
+			ck_assert_uint_eq(used, len);
+		} else {
+			for (; off < len && st == HTTP_NEED_MORE; off++)
+				st = http_parse(&hp, good + off, 1, 0, &used);
+			ck_assert_uint_eq(off, len);
+		}
+		ck_assert_int_eq(st, HTTP_MSG_DONE);
+	}
+}
+END_TEST
+
 START_TEST(test_response_head)
 {
 	static const char msg[] =
@@ -1138,6 +1211,32 @@ START_TEST(test_rechunk_every_split)
 END_TEST
 
 
+
+/* llhttp takes control characters in a reason phrase; ferry would forward
+ * them to the app (found by tests/fuzz/fuzz_head_rewrite): a 502. */
+START_TEST(test_response_bad_reason)
+{
+	static const char bad[][32] = {
+		"HTTP/1.1 200 O\0K\r\n\r\n",
+		"HTTP/1.1 200 O\001K\r\n\r\n",
+		"HTTP/1.1 200 O\033K\r\n\r\n",
+		"HTTP/1.1 200 O\177K\r\n\r\n",
+	};
+	static const char good[] = "HTTP/1.1 200 O\tK \xe9\r\nContent-Length: 0\r\n\r\n";
+	size_t used;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		resp_init();
+		ck_assert_int_eq(http_parse(&hp, bad[i], 20, 0, &used), HTTP_ERROR);
+		ck_assert_int_eq(hp.err, HTTP_ERR_BAD);
+		ck_assert_str_eq(hp.err_text, "invalid status reason");
+	}
+	resp_init();
+	ck_assert_int_eq(http_parse(&hp, good, sizeof(good) - 1, 0, &used), HTTP_HEAD_DONE);
+	ck_assert_uint_eq(head.reason.len, 5);
+}
+END_TEST
+
 START_TEST(test_slice_eq_ci)
 {
 	static const char msg[] = "xxConnectionyy";
@@ -1248,6 +1347,7 @@ http1_suite(void)
 	tcase_add_test(tc, test_request_every_split);
 	tcase_add_test(tc, test_request_no_body);
 	tcase_add_test(tc, test_request_versions);
+	tcase_add_test(tc, test_reject_other_versions);
 	tcase_add_test(tc, test_request_absolute_form);
 	tcase_add_test(tc, test_request_upgrade);
 	tcase_add_test(tc, test_request_upgrade_body_untouched);
@@ -1277,6 +1377,7 @@ http1_suite(void)
 	tcase_add_test(tb, test_no_dechunk_no_callback);
 	tcase_add_test(tb, test_chunked_bad);
 	tcase_add_test(tb, test_chunked_missing_crlf);
+	tcase_add_test(tb, test_chunked_end_bare_lf);
 	suite_add_tcase(s, tb);
 
 	tcase_add_test(tr, test_response_head);
@@ -1288,6 +1389,7 @@ http1_suite(void)
 	tcase_add_test(tr, test_response_chunked_dechunk);
 	tcase_add_test(tr, test_response_bad);
 	tcase_add_test(tr, test_response_bad_status);
+	tcase_add_test(tr, test_response_bad_reason);
 	suite_add_tcase(s, tr);
 
 	tcase_add_test(tu, test_buf_basics);

@@ -1,0 +1,207 @@
+/*
+ * libFuzzer harness: the heads ferry writes (headers_build_request towards
+ * a service, headers_build_response towards the app), with the arguments
+ * downstream.c and upstream.c would pass. Re-parse property: every head
+ * ferry builds, parsed again by http_parse, parses whole, has the framing
+ * ferry used for the body it forwards (chunked, Content-Length and its
+ * value, or neither) and no CR, LF or NUL inside a line (SPEC §5, §11).
+ *
+ * Input: byte 0 flags: bit 0 response instead of request; request: bit 1
+ * inbound, bit 2 service key, bit 3 no Host of our own; response: bit 1
+ * HTTP/1.0 client (dechunk), bit 2 keep-alive, bit 3 request was HEAD;
+ * bit 4 upgrade asked for. The rest is the head (and anything after it).
+ */
+#include "fuzz_common.h"
+#include "ids.h"
+
+static const char uuid_a[] = "2f1d6c1e-7a57-4d43-9a3b-7f8e9d0c1b2a";
+static const char uuid_b[] = "9c4b2e60-1f3d-4e8a-b5c7-0d1e2f3a4b5c";
+static const char new_tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/* ids_decide(): the app's first ID when valid, else a fresh one. */
+static void
+decide_ids(const char *msg, const struct http_head *h, struct request_ids *ids)
+{
+	const struct http_header *c = headers_find(h, HDR_CORRELATION_ID);
+	const struct http_header *r = headers_find(h, HDR_REQUEST_ID);
+	const struct http_header *t = headers_find(h, HDR_TRACEPARENT);
+
+	memset(ids, 0, sizeof(*ids));
+	ids->correlation_from_app = c && ids_valid(msg + c->value.off, c->value.len);
+	ids->correlation = ids->correlation_from_app ? msg + c->value.off : uuid_a;
+	ids->correlation_len = ids->correlation_from_app ? c->value.len : UUID_LEN;
+	ids->request_from_app = r && ids_valid(msg + r->value.off, r->value.len);
+	ids->request = ids->request_from_app ? msg + r->value.off : uuid_b;
+	ids->request_len = ids->request_from_app ? r->value.len : UUID_LEN;
+	if (t == NULL || headers_count(h, HDR_TRACEPARENT) > 1 ||
+	    !ids_traceparent_valid(msg + t->value.off, t->value.len)) {
+		ids->traceparent = new_tp;
+		ids->traceparent_len = TRACEPARENT_LEN;
+	}
+}
+
+/* No CR, LF or NUL inside a line; lines end in CRLF; one empty line last. */
+static void
+check_lines(const char *p, size_t len)
+{
+	size_t i = 0, start = 0;
+
+	PROP(len >= 4 && memcmp(p + len - 4, "\r\n\r\n", 4) == 0);
+	for (i = 0; i < len; i++) {
+		if (p[i] == '\r') {
+			PROP(i + 1 < len && p[i + 1] == '\n');
+			/* the empty line only at the end */
+			PROP(i > start || i + 2 == len);
+			start = i + 2;
+			i++;
+		} else {
+			PROP(p[i] != '\n' && p[i] != '\0');
+		}
+	}
+}
+
+/* Parses the head ferry built; the bytes are the whole message head. */
+static const struct http_head *
+reparse(const struct sbuf *out, bool response, const struct http_head *orig)
+{
+	static struct http_parser hp;
+	static struct http_head h;
+	size_t used = 0;
+	enum http_status st;
+
+	PROP(!out->oom);
+	check_lines(out->p, out->len);
+	http_parser_init(&hp, response, &h);
+	st = http_parse(&hp, out->p, out->len, 0, &used);
+	/* an open finding, not yet decided (regressions/head_rewrite/
+	 * over-limit-after-rewrite): a head at the limits (100 headers,
+	 * 64 KiB) grows past them with the headers ferry adds, and the next
+	 * ferry on the path refuses it (431 or 502) */
+	if (st == HTTP_ERROR && hp.err == HTTP_ERR_TOO_LARGE && fuzz_skip_known() &&
+	    (orig->n_headers > HTTP_MAX_HEADERS - 10 || orig->head_len > HTTP_MAX_HEAD - 2048))
+		return NULL;
+	if (st != HTTP_HEAD_DONE)
+		fprintf(stderr, "re-parse: %s\n", hp.err_text ? hp.err_text : "incomplete");
+	PROP(st == HTTP_HEAD_DONE);
+	PROP(used == out->len && h.head_len == out->len);
+	check_head(out->p, &h, out->len, response);
+	PROP(headers_classify(out->p, &h) == 0);
+	check_framing(out->p, &h);
+	return &h;
+}
+
+static void
+same_framing(const struct http_head *a, const struct http_head *b)
+{
+	PROP(a->chunked == b->chunked);
+	PROP(a->has_length == b->has_length);
+	PROP(a->content_length == b->content_length);
+}
+
+static void
+rewrite_request(const char *msg, struct http_head *h, uint8_t flags, struct sbuf *out)
+{
+	const char *t = msg + h->target.off, *path, *auth;
+	size_t path_len, auth_len;
+	bool inbound = flags & 2;
+	struct request_ids ids;
+	struct sbuf target = { 0 };
+	const struct http_head *r;
+	struct upstream_head_args a = {
+		.host = inbound || (flags & 8) ? NULL : "svc.example:8443",
+		.auth_key = flags & 4 ? "k3y-for-svc" : NULL,
+		.ids = &ids,
+		.via = inbound ? "1.1 ferry-0a1b2c3d-in" : "1.1 ferry-0a1b2c3d-out",
+		.upgrade = h->upgrade,
+		.peer = inbound ? "spiffe://cluster.local/ns/a/sa/b" : NULL,
+		.forwarded_for = inbound ? "10.1.2.3" : NULL,
+	};
+
+	if (request_refusal(h, headers_classify(msg, h) != 0) != NULL)
+		return;
+	decide_ids(msg, h, &ids);
+	/* request_begin(): origin-form, "/" first when the path is missing */
+	target_split(t, h->target.len, &path, &path_len, &auth, &auth_len);
+	if (path_len == 0 || path[0] == '?')
+		sbuf_add(&target, "/", 1);
+	sbuf_add(&target, path, path_len);
+	a.target = target.p;
+	a.target_len = target.len;
+	headers_build_request(out, msg, h, &a);
+	if ((r = reparse(out, false, h)) == NULL) {
+		sbuf_free(&target);
+		return;
+	}
+	same_framing(h, r);
+	PROP(r->method_id == h->method_id);
+	PROP(r->major == 1 && r->minor == 1);
+	PROP(r->upgrade == h->upgrade);
+	sbuf_free(&target);
+}
+
+/* What upstream.c response_head() passes for a final or interim head. */
+static void
+rewrite_response(const char *msg, struct http_head *h, uint8_t flags, struct sbuf *out)
+{
+	bool http10 = flags & 2, head_method = flags & 8, upgrade = flags & 16;
+	struct request_ids ids = {
+		.correlation = uuid_a, .correlation_len = UUID_LEN,
+		.request = uuid_b, .request_len = UUID_LEN,
+	};
+	struct downstream_head_args a = { 0 };
+	const struct http_head *r;
+
+	if (headers_classify(msg, h) != 0)
+		return;		/* 502 */
+	/* the known trailing-whitespace Transfer-Encoding bug, see the report */
+	if (fuzz_skip_known())
+		for (uint32_t i = 0; i < h->n_headers; i++)
+			if (h->h[i].kind == HDR_TRANSFER_ENCODING &&
+			    (msg[h->h[i].value.off + h->h[i].value.len] == ' ' ||
+			     msg[h->h[i].value.off + h->h[i].value.len] == '\t'))
+				return;
+	if (h->status < 200 && !(h->status == 101 && upgrade)) {
+		if (h->status == 100 || h->status == 101 || http10)
+			return;		/* dropped */
+		a.interim = true;
+	} else {
+		a.ids = &ids;
+		a.keep_alive = flags & 4;
+		a.keep_alive_timeout = 60;
+		a.dechunk = http10 && h->chunked && !head_method;
+		a.upgrade = upgrade && h->status == 101;
+	}
+	headers_build_response(out, msg, h, &a);
+	if ((r = reparse(out, true, h)) == NULL)
+		return;
+	PROP(r->status == h->status);
+	if (a.dechunk)
+		PROP(!r->chunked && !r->has_length);	/* decoded, ends at the close */
+	else
+		same_framing(h, r);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct http_parser hp;
+	static struct http_head head;
+	static struct sbuf out;
+	bool response;
+	size_t used = 0;
+
+	if (size < 1)
+		return 0;
+	response = data[0] & 1;
+	http_parser_init(&hp, response, &head);
+	if (http_parse(&hp, (const char *)data + 1, size - 1, 0, &used) != HTTP_HEAD_DONE)
+		return 0;
+	sbuf_clear(&out);
+	if (response)
+		rewrite_response((const char *)data + 1, &head, data[0], &out);
+	else
+		rewrite_request((const char *)data + 1, &head, data[0], &out);
+	return 0;
+}
