@@ -201,7 +201,12 @@ class PKI:
         return CertPair(cert, key)
 
     def _make_expired(self, name, cn, sans, ca):
-        # `openssl x509` of OpenSSL 3.0 cannot backdate; `openssl ca` can.
+        return self.make_dated(name, cn, sans, ca, "20200101000000Z", "20210101000000Z")
+
+    def make_dated(self, name, cn, sans, ca, start, end):
+        """A leaf of CA valid from START to END (ASN.1 times, such as
+        20200101000000Z): `openssl x509` of OpenSSL 3.0 takes only days
+        from now; `openssl ca` takes exact dates, past ones too."""
         key, csr, ext = self._csr(name, cn, sans)
         cert = self.path(name + ".pem")
         db = self.path(name + "-db")
@@ -216,8 +221,8 @@ class PKI:
                     "policy = p\nunique_subject = no\ncopy_extensions = none\n"
                     "[p]\ncommonName = supplied\n" % (db, db, db))
         self._openssl("ca", "-batch", "-config", cnf, "-cert", ca.cert, "-keyfile", ca.key,
-                      "-in", csr, "-out", cert, "-startdate", "20200101000000Z",
-                      "-enddate", "20210101000000Z", "-extfile", ext, "-notext")
+                      "-in", csr, "-out", cert, "-startdate", start, "-enddate", end,
+                      "-extfile", ext, "-notext")
         return CertPair(cert, key)
 
 

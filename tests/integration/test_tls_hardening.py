@@ -6,7 +6,6 @@ non-dumpable process."""
 
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -30,27 +29,9 @@ def make_cert(name, cn, sans, not_after=None):
     p = pki()
     if not_after is None:
         return p._make_leaf(name, cn, sans, p.ca)
-    key, csr, ext = p._csr(name, cn, sans)
-    cert = p.path(name + ".pem")
-    db = p.path(name + "-db")
-    os.mkdir(db)
-    open(os.path.join(db, "index.txt"), "w").close()
-    with open(os.path.join(db, "serial"), "w") as f:
-        f.write("%016X\n" % random.getrandbits(63))
-    cnf = os.path.join(db, "ca.cnf")
-    with open(cnf, "w") as f:
-        f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = %s/index.txt\n"
-                "new_certs_dir = %s\nserial = %s/serial\ndefault_md = sha256\n"
-                "policy = p\nunique_subject = no\ncopy_extensions = none\n"
-                "[p]\ncommonName = supplied\n" % (db, db, db))
     fmt = "%Y%m%d%H%M%SZ"
-    p._openssl("ca", "-batch", "-config", cnf, "-cert", p.ca.cert, "-keyfile", p.ca.key,
-               "-in", csr, "-out", cert,
-               "-startdate", time.strftime(fmt, time.gmtime(time.time() - 60)),
-               "-enddate", time.strftime(fmt, time.gmtime(not_after)),
-               "-extfile", ext, "-notext")
-    return harness.CertPair(cert, key)
-
+    return p.make_dated(name, cn, sans, p.ca, time.strftime(fmt, time.gmtime(time.time() - 60)),
+                        time.strftime(fmt, time.gmtime(not_after)))
 
 def reloads(f, result="success"):
     m = re.search(r'^ferry_config_reloads_total\{result="%s"\} (\S+)' % result,
