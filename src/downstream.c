@@ -448,9 +448,9 @@ body_out(void *arg, const char *p, size_t n)
 	sbuf_add(cl->body_dst, p, n);
 }
 
-/* Parses the body bytes at the head of cl->in and appends what goes
- * upstream to DST: the bytes as they came, or a chunked body framed anew
- * (http1.h, rechunk). *USED gets the input bytes taken. */
+/* Parses the body bytes at the head of cl->in. A chunked body is framed
+ * anew into DST (http1.h, rechunk); any other goes as it came, the first
+ * *USED bytes of cl->in, and is not copied here. */
 static enum http_status
 body_parse(struct client *cl, struct sbuf *dst, size_t *used)
 {
@@ -458,8 +458,6 @@ body_parse(struct client *cl, struct sbuf *dst, size_t *used)
 
 	cl->body_dst = dst;
 	st = http_parse(&cl->parser, buf_head(&cl->in), buf_len(&cl->in), 0, used);
-	if (st != HTTP_ERROR && !cl->parser.rechunk)
-		sbuf_add(dst, buf_head(&cl->in), *used);
 	cl->x.bytes_in += *used;
 	return st;
 }
@@ -798,6 +796,8 @@ request_begin(struct client *cl)
 		enum http_status st;
 
 		st = body_parse(cl, &cl->reqhead, &used);
+		if (st != HTTP_ERROR && !cl->parser.rechunk)
+			sbuf_add(&cl->reqhead, buf_head(&cl->in), used);
 		if (body_refused(cl, st, &cl->reqhead))
 			return;
 		/* at most a buffer's worth: sent once, kept for a replay if small */
@@ -910,8 +910,11 @@ client_process_loop(struct client *cl)
 			st = body_parse(cl, &cl->w->scratch, &used);
 			if (body_refused(cl, st, &cl->w->scratch))
 				break;
+			if (cl->parser.rechunk)
+				forward_body(cl, cl->w->scratch.p, cl->w->scratch.len);
+			else
+				forward_body(cl, buf_head(&cl->in), used);
 			buf_consume(&cl->in, used);
-			forward_body(cl, cl->w->scratch.p, cl->w->scratch.len);
 			if (cl->state != CL_BODY)
 				break;	/* the write failed and the exchange ended */
 			if (st == HTTP_MSG_DONE) {
