@@ -43,15 +43,26 @@ function unrefSleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-/** A loopback TCP port that was free a moment ago (bind 0, close). */
+const portsGiven = new Set();
+
+/**
+ * A loopback TCP port that was free a moment ago (bind 0, close), never the
+ * same one twice in this process: the kernel may hand a just-closed port out
+ * again, and one config needs distinct ports.
+ */
 export async function freePort() {
-  const srv = net.createServer();
-  srv.listen(0, LOOPBACK);
-  await once(srv, 'listening');
-  const { port } = srv.address();
-  srv.close();
-  await once(srv, 'close');
-  return port;
+  for (;;) {
+    const srv = net.createServer();
+    srv.listen(0, LOOPBACK);
+    await once(srv, 'listening');
+    const { port } = srv.address();
+    srv.close();
+    await once(srv, 'close');
+    if (!portsGiven.has(port)) {
+      portsGiven.add(port);
+      return port;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
