@@ -481,7 +481,16 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* Every second: READY=1 once /ready would say 200, and the watchdog ping
+/* Every second, or twice per watchdog interval if that is shorter. */
+static int64_t
+housekeeping_tick_ms(void)
+{
+	int64_t wd = notify_watchdog_interval_us() / 1000;
+
+	return wd > 0 && wd / 2 < 1000 ? (wd / 2 > 0 ? wd / 2 : 1) : 1000;
+}
+
+/* Each tick: READY=1 once /ready would say 200, and the watchdog ping
  * while every worker's loop is making progress (a stalled worker stops the
  * pings, so systemd restarts ferry). */
 static void
@@ -498,7 +507,9 @@ housekeeping(evutil_socket_t fd, short what, void *arg)
 		notify_status("serving %zu services with %u workers", srv->conf->n_services,
 		    srv->n_workers);
 	}
-	if (wd > 0 && now - srv->last_watchdog_ms >= wd) {
+	/* ticks come up to half a tick early or late: ping at the tick
+	 * nearest the interval, never a whole tick after it */
+	if (wd > 0 && now - srv->last_watchdog_ms + housekeeping_tick_ms() / 2 >= wd) {
 		bool alive = true;
 
 		/* workers stamp their heartbeat every second */
@@ -660,11 +671,12 @@ server_run(struct config *conf, bool log_level_from_cli)
 		fprintf(stderr, "ferry: startup failed\n");
 		srv.exit_code = 1;
 	} else {
-		const struct timeval second = { 1, 0 };
+		int64_t tick_ms = housekeeping_tick_ms();
+		const struct timeval tick = { tick_ms / 1000, tick_ms % 1000 * 1000 };
 
 		srv.ready = true;
 		watch_update(&srv);
-		event_add(srv.ev_tick, &second);
+		event_add(srv.ev_tick, &tick);
 		housekeeping(-1, 0, &srv);
 		log_info("ferry %s started workers=%u outbound=%s admin=%s", FERRY_VERSION,
 		    srv.n_workers, conf->outbound.address.text, conf->admin.address.text);

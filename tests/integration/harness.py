@@ -69,6 +69,22 @@ def free_port():
             return port
 
 
+def bound_socket(reuseaddr=False):
+    """A TCP socket bound to a loopback port that free_port() never handed
+    out: a port given to a config that ferry has not bound yet must not be
+    taken by a test listener in between."""
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if reuseaddr:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((LOOPBACK, 0))
+        port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return s
+        s.close()
+
+
 def wait_until(predicate, timeout, interval=0.02):
     """Poll predicate() until it is true; return its last value."""
     deadline = time.monotonic() + timeout
@@ -803,9 +819,7 @@ class Upstream:
         self._socks = set()
         self._threads = []
         self._ctx = self._tls_context(cert, require_client_cert, tls_max_version) if tls else None
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((LOOPBACK, 0))
+        self._listener = bound_socket(reuseaddr=True)
         self._listener.listen(128)
         self._listener.settimeout(0.1)
         self.port = self._listener.getsockname()[1]
@@ -978,8 +992,7 @@ class Blackhole:
     exercise a connect timeout without leaving loopback."""
 
     def __init__(self):
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind((LOOPBACK, 0))
+        self._listener = bound_socket()
         self._listener.listen(0)
         self.port = self._listener.getsockname()[1]
         self.address = "%s:%d" % (LOOPBACK, self.port)

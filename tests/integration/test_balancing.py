@@ -72,6 +72,19 @@ class RefusingEndpointTest(FerryTestCase):
         return bad
 
     @staticmethod
+    def diagnosis(f, bad):
+        """What a failure message needs to say why: the errors by kind,
+        ferry's attempt and ejection counts, its own log."""
+        kinds = {}
+        for b in bad:
+            k = b if isinstance(b, str) else "%s %s %s" % (b[1], b[2], b[3][:100])
+            kinds[k] = kinds.get(k, 0) + 1
+        metrics = [l for l in f.admin("/metrics").body.decode().splitlines()
+                   if 'service="svc"' in l and ("attempts" in l or "eject" in l)]
+        return "errors: %r\nmetrics:\n%s\nstderr:\n%s" % (
+            kinds, "\n".join(metrics), f.stderr_tail(60))
+
+    @staticmethod
     def log_lines(f):
         return [e for e in f.access_log() if e["service"] == "svc"]
 
@@ -82,7 +95,8 @@ class RefusingEndpointTest(FerryTestCase):
             [dead, up], load_balancer=lb,
             outlier_detection={"consecutive_failures": 0})})
         bad = self.load(f)
-        self.assertEqual(bad, [], "%s: requests failed beside a healthy endpoint" % lb)
+        self.assertEqual(bad, [], "%s: requests failed beside a healthy endpoint\n%s"
+                         % (lb, self.diagnosis(f, bad)))
         self.assertEqual(len(up.requests), REQUESTS)
         # a worker may count a request a moment after its client has the
         # response, and log lines reach stdout within a second
@@ -123,7 +137,8 @@ class RefusingEndpointTest(FerryTestCase):
             outlier_detection={"consecutive_failures": 2, "base_ejection": "30s",
                                "max_ejection_percent": 50})})
         bad = self.load(f)
-        self.assertEqual(bad, [], "requests failed beside a healthy endpoint")
+        self.assertEqual(bad, [], "requests failed beside a healthy endpoint\n%s"
+                         % self.diagnosis(f, bad))
         self.assertEqual(len(up.requests), REQUESTS)
         refused = counter(f, "ferry_upstream_attempts_total", service="svc",
                           result="connect_failure")
