@@ -80,7 +80,8 @@ class RefusingEndpointTest(FerryTestCase):
             k = b if isinstance(b, str) else "%s %s %s" % (b[1], b[2], b[3][:100])
             kinds[k] = kinds.get(k, 0) + 1
         metrics = [l for l in f.admin("/metrics").body.decode().splitlines()
-                   if 'service="svc"' in l and ("attempts" in l or "eject" in l)]
+                   if 'service="svc"' in l and
+                   ("attempts" in l or "eject" in l or "circuit" in l)]
         return "errors: %r\nmetrics:\n%s\nstderr:\n%s" % (
             kinds, "\n".join(metrics), f.stderr_tail(60))
 
@@ -129,11 +130,21 @@ class RefusingEndpointTest(FerryTestCase):
 
     def test_p2c_ewma_two_refusing_ejection_capped(self):
         """Two of three refuse; ejection is on but max_ejection_percent 50
-        lets only one of them out at a time."""
+        lets only one of them out at a time.
+
+        The circuit breaker is off. It counts the failed attempts of the
+        whole service (SPEC §6, default 5 in a row, open for 10 s), and a
+        refusal comes back at once while the first TLS request to `up`
+        takes tens of ms: at the start each worker usually meets both
+        refusing endpoints before anything succeeds, four failures in a
+        row; a fifth (picks made in one loop turn, before a refusal is
+        seen, landing on the same refusing endpoint) opens it, and every
+        later request gets "circuit open"."""
         dead = [free_port(), free_port()]
         up = self.upstream()
         f = self.ferry({"svc": endpoints_service(
             [dead[0], up, dead[1]], load_balancer="p2c_ewma",
+            circuit_breaker={"consecutive_failures": 0},
             outlier_detection={"consecutive_failures": 2, "base_ejection": "30s",
                                "max_ejection_percent": 50})})
         bad = self.load(f)
