@@ -23,6 +23,27 @@ static const struct {
 	[FE_LOOP_DETECTED] = { 508, "LOOP_DETECTED", "Loop Detected" },
 };
 
+const char *
+end_cause_name(enum end_cause c)
+{
+	static const char *const names[END_COUNT] = {
+		[END_DONE] = NULL,
+		[END_CLIENT_CLOSED] = "client_closed",
+		[END_CLIENT_READ_ERROR] = "client_read_error",
+		[END_CLIENT_WRITE_FAILED] = "client_write_failed",
+		[END_UPSTREAM_CLOSED] = "upstream_closed",
+		[END_MALFORMED_UPSTREAM_BODY] = "malformed_upstream_body",
+		[END_MALFORMED_REQUEST_BODY] = "malformed_request_body",
+		[END_REQUEST_BODY_TOO_LARGE] = "request_body_too_large",
+		[END_REQUEST_TRAILERS_TOO_LARGE] = "request_trailers_too_large",
+		[END_OUT_OF_MEMORY] = "out_of_memory",
+		[END_STREAM_IDLE] = "stream_idle_timeout",
+		[END_SHUTDOWN] = "shutdown",
+	};
+
+	return (unsigned)c < END_COUNT ? names[c] : NULL;
+}
+
 int
 ferror_status(enum ferry_error e)
 {

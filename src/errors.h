@@ -26,6 +26,28 @@ enum ferry_error {
 	FE_COUNT
 };
 
+/* How an exchange ended (proxy_end): complete, or why it was cut after
+ * its response head left or with nobody left to answer. The access log's
+ * `error` and ferry_requests_cut_total{cause} use the same names. */
+enum end_cause {
+	END_DONE,			/* complete, or one of ferry's errors answered */
+	END_CLIENT_CLOSED,
+	END_CLIENT_READ_ERROR,
+	END_CLIENT_WRITE_FAILED,
+	END_UPSTREAM_CLOSED,		/* mid-response */
+	END_MALFORMED_UPSTREAM_BODY,
+	END_MALFORMED_REQUEST_BODY,
+	END_REQUEST_BODY_TOO_LARGE,
+	END_REQUEST_TRAILERS_TOO_LARGE,
+	END_OUT_OF_MEMORY,
+	END_STREAM_IDLE,
+	END_SHUTDOWN,
+	END_COUNT
+};
+
+/* "client_closed", ...; NULL for END_DONE */
+const char *end_cause_name(enum end_cause c);
+
 int ferror_status(enum ferry_error e);
 const char *ferror_code(enum ferry_error e);
 

@@ -245,6 +245,8 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 
 	sbuf_add(out, msg + h->method.off, h->method.len);
 	sbuf_add(out, " ", 1);
+	if (a->target_slash)
+		sbuf_add(out, "/", 1);
 	sbuf_add(out, a->target, a->target_len);
 	sbuf_add(out, " HTTP/1.1\r\n", 11);
 	if (a->host) {

@@ -44,6 +44,7 @@ struct upstream_head_args {
 	const char *host;		/* Host upstream; NULL keeps the request's */
 	const char *target;		/* origin-form target */
 	size_t target_len;
+	bool target_slash;		/* put "/" before it (no path: "?q") */
 	const char *auth_key;		/* x-service-auth, or NULL to remove */
 	const struct request_ids *ids;
 	const char *via;		/* "1.1 ferry-XXXXXXXX-out" */

@@ -162,6 +162,16 @@ metrics_error(struct metrics_shard *s, enum metric_dir d, int svc,
 }
 
 void
+metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause cause)
+{
+	struct svc_ctr *c;
+
+	if ((c = svc_of(s, svc)) == NULL || cause == END_DONE || (unsigned)cause >= END_COUNT)
+		return;
+	ctr_add(&c->v[C_CUT + (d == DIR_INBOUND) * END_COUNT + cause], 1);
+}
+
+void
 metrics_attempt(struct metrics_shard *s, int svc, enum upstream_result r)
 {
 	struct svc_ctr *c;

@@ -80,6 +80,8 @@ void metrics_budget_exhausted(struct metrics_shard *s, int svc);
 /* upstream_resends_total{service}: a request sent again on a new
  * connection after a pooled one the upstream had closed (not an attempt) */
 void metrics_resend(struct metrics_shard *s, int svc);
+/* A request cut for CAUSE (not END_DONE). */
+void metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause cause);
 void metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc);
 void metrics_conn_opened(struct metrics_shard *s, int svc);
 void metrics_tls_handshake(struct metrics_shard *s, enum metric_dir d,

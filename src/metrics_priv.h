@@ -33,7 +33,8 @@ enum {
 	C_BUDGET,
 	C_OPENED,
 	C_RESEND,
-	C_NCTR
+	C_CUT,					/* [dir][enum end_cause] */
+	C_NCTR = C_CUT + 2 * END_COUNT
 };
 
 struct svc_ctr {

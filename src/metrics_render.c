@@ -341,6 +341,27 @@ render_errors(struct sbuf *o, struct snap *sn)
 }
 
 static void
+render_cuts(struct sbuf *o, struct snap *sn)
+{
+	family(o, "requests_cut_total", "counter",
+	    "Requests cut before their end, by cause (the access log's error).");
+	for (unsigned i = 0; i < sn->n; i++) {
+		for (int d = 0; d < 2; d++) {
+			for (int c = END_DONE + 1; c < END_COUNT; c++) {
+				uint64_t v = sn->v[i][C_CUT + d * END_COUNT + c];
+
+				if (v == 0)
+					continue;
+				series(o, "requests_cut_total", "direction",
+				    dir_names[d], "service", sn->name[i],
+				    "cause", end_cause_name((enum end_cause)c));
+				value_u(o, v);
+			}
+		}
+	}
+}
+
+static void
 render_global(struct sbuf *o, struct metrics *m, struct snap *sn)
 {
 	static const char *const resumed[2] = { "false", "true" };
@@ -405,6 +426,7 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	gauge1(out, g, g ? g->circuit_opened : NULL, "circuit_opened_total",
 	    "counter", "Times the circuit breaker opened.", "service");
 	render_errors(out, &sn);
+	render_cuts(out, &sn);
 	svc_family(out, &sn, "rate_limited_total",
 	    "Requests refused by the rate limit.", C_RL, 2, "direction",
 	    dir_names);

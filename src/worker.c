@@ -626,6 +626,7 @@ worker_free(struct worker *w)
 	if (w->base)
 		event_base_free(w->base);
 	sbuf_free(&w->scratch);
+	sbuf_free(&w->scratch_up);
 	pthread_mutex_destroy(&w->mail_lock);
 }
 

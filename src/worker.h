@@ -150,7 +150,8 @@ struct worker {
 	struct generation *gen;		/* current */
 	struct generation *old;		/* earlier ones still in use */
 	struct listener *listeners;
-	struct sbuf scratch;		/* response heads */
+	struct sbuf scratch;		/* downstream codec: heads, rechunked bodies */
+	struct sbuf scratch_up;		/* upstream codec: unframed bodies */
 	struct metrics_shard *ms;	/* this worker's counters */
 	struct accesslog_buf *alog;	/* NULL when the access log is off */
 	struct lb_candidate *cands;	/* balancer input, as many as the most endpoints */
@@ -168,6 +169,16 @@ struct worker {
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
 	bool draining;
 };
+
+/* Arms timer EV to fire at AT_MS (clock_now_ms() time; past means now). */
+static inline void
+timer_at(struct event *ev, int64_t at_ms, int64_t now_ms)
+{
+	int64_t d = at_ms > now_ms ? at_ms - now_ms : 0;
+	struct timeval tv = { (time_t)(d / 1000), (suseconds_t)(d % 1000 * 1000) };
+
+	event_add(ev, &tv);
+}
 
 /* Messages from the main thread, run on the worker's loop. */
 typedef void (*mail_fn)(struct worker *w, void *arg);

@@ -257,7 +257,8 @@ class MetricsTest(ObsCase):
                              ("retry_budget_exhausted_total", "counter"),
                              ("upstream_resends_total", "counter"),
                              ("circuit_state", "gauge"), ("circuit_opened_total", "counter"),
-                             ("errors_total", "counter"), ("rate_limited_total", "counter"),
+                             ("errors_total", "counter"), ("requests_cut_total", "counter"),
+                             ("rate_limited_total", "counter"),
                              ("upstream_connections", "gauge"),
                              ("upstream_connections_opened_total", "counter"),
                              ("tls_handshakes_total", "counter"), ("endpoint_healthy", "gauge"),
@@ -611,6 +612,59 @@ class AccessLogTest(ObsCase):
         self.assertEqual((e["service"], e["status"], e["attempts"], e["error"], e["upstream"]),
                          ("D", 503, 2, "SERVICE_UNAVAILABLE", "127.0.0.1:%d" % dead))
         self.assertEqual(e["correlation_id"], r4.header("x-correlation-id"))
+
+    def test_cut_exchanges_name_their_cause(self):
+        """A request that ends without its whole response: the access
+        log's error and ferry_requests_cut_total{cause} say the same why
+        (ferry(8) ACCESS LOG), and nothing counts it as an error code."""
+        gate = threading.Event()
+
+        def behave(conn, req):
+            if req.target == "/mid":            # head and part of the body, then gone
+                conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+                time.sleep(0.1)
+                conn.keep_open = False
+            elif req.target == "/badchunk":     # a chunk size that is not hex
+                conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"5\r\nhello\r\nzz\r\n")
+                time.sleep(0.1)
+                conn.keep_open = False
+            else:                               # /slow: the client leaves first
+                gate.wait(5)
+                conn.keep_open = False
+        up = self.upstream(behave)
+        f = self.ferry({"A": service(up, retries={"max": 0})})
+        port = f.outbound_port
+        for path in ("/mid", "/badchunk"):
+            with RawClient(port) as c:
+                c.send(build_request("GET", path, [("Host", "A")]))
+                head = c.sock.recv(65536)
+                self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:80])
+                c.sock.settimeout(5)
+                try:
+                    while c.sock.recv(65536):
+                        pass
+                except OSError:
+                    pass
+        # half a body, then FIN: a half-close after a whole request would
+        # still be answered, one in the middle of the body cannot be
+        c = RawClient(port)
+        c.send(b"POST /slow HTTP/1.1\r\nHost: A\r\nContent-Length: 100\r\n\r\n0123456789")
+        time.sleep(0.3)
+        c.close()
+        wait_until(lambda: len(log_lines(f.stdout_text())) >= 3, 5)
+        gate.set()
+        lines = {e["path"]: e for e in log_lines(f.stdout_text())}
+        self.assertEqual({p: (lines[p]["status"], lines[p]["error"]) for p in lines},
+                         {"/mid": (200, "upstream_closed"),
+                          "/badchunk": (200, "malformed_upstream_body"),
+                          "/slow": (0, "client_closed")})
+        m = scrape(f)
+        for cause in ("upstream_closed", "malformed_upstream_body", "client_closed"):
+            self.assert_metric(m, 1, "ferry_requests_cut_total", direction="outbound",
+                               service="A", cause=cause)
+        self.assertEqual(m.total("ferry_requests_cut_total"), 3)
+        self.assertEqual(m.total("ferry_errors_total"), 0)
 
     def test_line_within_flush_interval(self):
         up = self.upstream()

@@ -1,0 +1,343 @@
+/*
+ * Upstream attempts. See attempt.h.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "attempt.h"
+#include "clock.h"
+#include "log.h"
+#include "pool.h"
+#include "retry.h"
+
+void
+attempt_release(struct exchange *x, bool reusable)
+{
+	struct upconn *u = x->up;
+
+	if (u == NULL)
+		return;
+	x->up = NULL;
+	if (reusable)
+		pool_checkin(u, &x->svc->conf->pool, clock_now_ms(), x->up_keepalive_ms);
+	else
+		pool_discard(u);
+}
+
+static void
+attempt_close(struct exchange *x)
+{
+	x->attempt_open = false;
+	x->ep->in_flight--;
+	if (x->ep->rt)
+		atomic_fetch_sub_explicit(&x->ep->rt->in_flight, 1, memory_order_relaxed);
+}
+
+void
+attempt_drop(struct exchange *x)
+{
+	if (x->attempt_open)
+		attempt_close(x);
+}
+
+/* The attempt's outcome, once: what the breaker, outlier detection and the
+ * balancer learn from it (SPEC §6 Failures). */
+void
+attempt_record(struct exchange *x, enum attempt_result r)
+{
+	struct svc_state *s = x->svc;
+	struct endpoint *ep = x->ep;
+	int64_t now = clock_now_ms();
+	bool failure = attempt_is_failure(r);
+
+	static const enum upstream_result ur[] = {
+		[AR_OK] = UR_OK, [AR_CONNECT_FAILURE] = UR_CONNECT_FAILURE,
+		[AR_REFUSED] = UR_CONNECT_FAILURE, [AR_RESET] = UR_RESET,
+		[AR_PER_TRY_TIMEOUT] = UR_TIMEOUT, [AR_STATUS_502] = UR_5XX,
+		[AR_STATUS_503] = UR_5XX, [AR_STATUS_504] = UR_5XX,
+	};
+
+	if (!x->attempt_open)
+		return;
+	attempt_close(x);
+	metrics_attempt(x->w->ms, exchange_metrics_id(x), ur[r]);
+	/* a failure costs a penalty, or a dead endpoint, quick to fail and
+	 * never busy, would look the best (balancer.h) */
+	if (failure)
+		ewma_failure(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
+	else
+		ewma_update(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
+	if (ep->rt)
+		atomic_store_explicit(&ep->rt->ewma_us, (uint64_t)(ep->ewma_ms * 1000),
+		    memory_order_relaxed);
+	if (r == AR_CONNECT_FAILURE || r == AR_REFUSED)
+		backoff_failed(&ep->backoff, now);
+	else if (r != AR_RESET && r != AR_PER_TRY_TIMEOUT)
+		backoff_reset(&ep->backoff);	/* it answered */
+	if (s->rt == NULL)
+		return;		/* the local app: no breaker, no ejection */
+	breaker_record(s->rt->breaker, &s->conf->breaker, x->verdict, failure, now);
+	x->verdict = BREAKER_PASS;	/* a probe's outcome is in */
+	if (ep->outlier)
+		outlier_record(s->outliers, ep->outlier, &s->conf->outlier, failure, now);
+}
+
+/* After a failed attempt: may another one follow? The policy, the breaker
+ * and the budget (which this takes from) all have a say. */
+bool
+attempt_retry_allowed(struct exchange *x, enum attempt_result r, bool bytes_sent,
+    int64_t *delay)
+{
+	struct svc_state *s = x->svc;
+	const struct conf_service *c = s->conf;
+	int64_t now = clock_now_ms(), ra;
+	struct retry_input in = {
+		.result = r,
+		.retries_done = x->retries,
+		.idempotent = x->idempotent,
+		/* body bytes consumed past the replay buffer are gone: as sent */
+		.request_bytes_sent = bytes_sent || !x->replayable,
+		.replayable = x->replayable,
+		.now_ms = now,
+		.deadline_ms = x->deadline_ms,
+	};
+	struct retry_decision d;
+	enum breaker_verdict v;
+
+	if (s->rt == NULL || x->resp_head)
+		return false;
+	d = retry_decide(&c->retries, &in, ids_random());
+	if (!d.retry)
+		return false;
+	v = breaker_allow(s->rt->breaker, &c->breaker, now, &ra);
+	if (v == BREAKER_REJECT)
+		return false;
+	if (!retry_budget_take(s->rt->budget, &c->retries, now)) {
+		breaker_cancel(s->rt->breaker, v);
+		metrics_budget_exhausted(x->w->ms, s->rt->metrics_id);
+		log_debug("retry budget of %s exhausted", c->name);
+		return false;
+	}
+	x->verdict = v;		/* the retry may be a half-open probe */
+	*delay = d.delay_ms;
+	return true;
+}
+
+void
+attempt_retry_schedule(struct exchange *x, int64_t delay)
+{
+	x->retries++;
+	x->avoid = x->ep;
+	metrics_retry(x->w->ms, x->svc->rt->metrics_id);
+	if (delay <= 0) {
+		attempt_start(x);
+		return;
+	}
+	x->retry_at_ms = clock_now_ms() + delay;
+	proxy_arm_timer(x);
+}
+
+/* What a remote peer is told of a failure of the local app: its address,
+ * port and errno text stay in the WARN line, for the operator. */
+static const char *
+peer_message(const struct exchange *x, enum attempt_result r, enum ferry_error e,
+    const char *msg)
+{
+	if (!x->inbound)
+		return msg;
+	if (r == AR_REFUSED)
+		return "local app unavailable: connection refused";
+	if (r == AR_CONNECT_FAILURE)
+		return e == FE_SERVICE_TIMEOUT ? "local app unavailable: connect timed out" :
+		    e == FE_SERVICE_UNAVAILABLE ? "local app unavailable: connect failed" :
+		    "local app unavailable";
+	if (r == AR_PER_TRY_TIMEOUT)
+		return "no response head from the local app in time";
+	return "local app failed before a complete response";
+}
+
+/* Before a response head reached the client: re-send, retry, or answer
+ * with E and MSG. */
+void
+proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e,
+    const char *msg)
+{
+	bool sent = x->up && x->upops->request_sent(x);
+	int64_t delay;
+	char full[320];
+
+	if (x->resp_head) {
+		/* the head went out: nothing to retry or answer */
+		proxy_response_cut(x, END_UPSTREAM_CLOSED, msg);
+		return;
+	}
+	if (r == AR_RESET && !x->resent && x->up && x->upops->unprocessed(x)) {
+		/* the keep-alive race: the upstream closed a pooled connection
+		 * as we reused it; not a failure, not a retry */
+		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
+		/* counted apart, so the upstream's count of requests is ferry's
+		 * attempts plus these */
+		metrics_resend(x->w->ms, exchange_metrics_id(x));
+		attempt_release(x, false);
+		attempt_drop(x);
+		x->resent = true;
+		x->attempts--;
+		attempt_start(x);
+		return;
+	}
+	attempt_record(x, r);
+	attempt_release(x, false);
+	if (attempt_retry_allowed(x, r, sent, &delay)) {
+		attempt_retry_schedule(x, delay);
+		return;
+	}
+	if (x->attempts > 1) {
+		snprintf(full, sizeof(full), "%s (%u attempts)", msg, x->attempts);
+		msg = full;
+	}
+	{
+		static struct log_limit limit;
+
+		log_limited(&limit, LOG_WARN, "upstream failed service=%s code=%s cause=\"%s\"",
+		    x->svc->conf->name, ferror_code(e), msg);
+	}
+	proxy_refuse(x, e, peer_message(x, r, e, msg), e == FE_SERVICE_UNAVAILABLE ? 1 : 0,
+	    !x->req_done);
+}
+
+void
+attempt_timed_out(struct exchange *x, int64_t now)
+{
+	char msg[256];
+
+	if (x->connect_deadline_ms && now >= x->connect_deadline_ms) {
+		snprintf(msg, sizeof(msg), "connect %s: timed out after %lldms",
+		    x->ep->addr_text, (long long)x->svc->conf->timeouts.connect);
+		proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_TIMEOUT, msg);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "no response head from %s within %.3gs",
+	    x->ep->addr_text, (double)(x->try_deadline_ms - x->attempt_start_ms) / 1000);
+	proxy_attempt_failed(x, AR_PER_TRY_TIMEOUT, FE_SERVICE_TIMEOUT, msg);
+}
+
+/* ------------------------------------------------- endpoint choice ---- */
+
+static bool
+endpoint_available(const struct svc_state *s, struct endpoint *ep, bool any_healthy,
+    int64_t now)
+{
+	if (ep->rt && any_healthy &&
+	    !atomic_load_explicit(&ep->rt->healthy, memory_order_relaxed))
+		return false;
+	return ep->outlier == NULL || !outlier_ejected(s->outliers, ep->outlier, now);
+}
+
+/* Health is a hint, not a wall: when no endpoint is healthy, all are used. */
+static bool
+any_healthy(const struct svc_state *s)
+{
+	for (size_t i = 0; i < s->n_eps; i++)
+		if (s->eps[i]->rt == NULL ||
+		    atomic_load_explicit(&s->eps[i]->rt->healthy, memory_order_relaxed))
+			return true;
+	return false;
+}
+
+static struct endpoint *
+pick_endpoint(struct exchange *x, int64_t now)
+{
+	struct svc_state *s = x->svc;
+	struct lb_candidate *cands = x->w->cands;
+	bool healthy = any_healthy(s);
+	long i, avoid = -1;
+
+	if (s->n_eps == 0)
+		return NULL;
+	if (s->n_eps == 1)
+		return endpoint_available(s, s->eps[0], healthy, now) ? s->eps[0] : NULL;
+	for (size_t j = 0; j < s->n_eps; j++) {
+		struct endpoint *ep = s->eps[j];
+
+		cands[j].available = endpoint_available(s, ep, healthy, now);
+		cands[j].in_flight = ep->in_flight;
+		cands[j].ewma_ms = ewma_current(ep->ewma_ms, ep->ewma_last_ms, now);
+		cands[j].weight = ep->weight;
+		cands[j].backoff = backoff_active(&ep->backoff, now);
+		if (x->retries && ep == x->avoid)
+			avoid = (long)j;
+	}
+	i = balancer_pick(s->conf->load_balancer, cands, s->n_eps, avoid, &s->rr, ids_random());
+	return i < 0 ? NULL : s->eps[i];
+}
+
+/* pool.max_per_endpoint bounds the whole process (SPEC §6 Pool): with no
+ * idle connection and the bound reached, the request waits up to the
+ * connect timeout, then 503. Not an upstream failure: nothing is counted.
+ * True when the exchange is waiting or was answered. */
+static bool
+pool_full(struct exchange *x, int64_t now)
+{
+	const struct conf_service *svc = x->svc->conf;
+	struct endpoint *ep = x->ep;
+	char msg[256];
+
+	if (ep->idle != NULL || ep->rt == NULL || svc->pool.max_per_endpoint == 0 ||
+	    atomic_load_explicit(&ep->rt->conns, memory_order_relaxed) <
+	    svc->pool.max_per_endpoint) {
+		x->pool_wait_until_ms = 0;
+		return false;
+	}
+	if (x->pool_wait_until_ms == 0)
+		x->pool_wait_until_ms = now + svc->timeouts.connect;
+	/* the bound may be held by idle connections of other workers: ask
+	 * them to let one go (again after a while, if still so) */
+	if (atomic_load_explicit(&ep->rt->idle, memory_order_relaxed) > 0 &&
+	    now >= x->pool_asked_ms + 50) {
+		x->pool_asked_ms = now;
+		worker_release_idle_elsewhere(x->w, ep->rt);
+	}
+	if (now >= x->pool_wait_until_ms) {
+		snprintf(msg, sizeof(msg), "connection pool for %s is full (%u connections)",
+		    x->inbound ? "the local app" : ep->addr_text, svc->pool.max_per_endpoint);
+		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
+		return true;
+	}
+	/* other workers release connections too: look again shortly */
+	x->retry_at_ms = now + 10;
+	proxy_arm_timer(x);
+	return true;
+}
+
+void
+attempt_start(struct exchange *x)
+{
+	const struct conf_service *svc = x->svc->conf;
+	int64_t now = clock_now_ms();
+	char msg[256];
+
+	x->retry_at_ms = 0;
+	if ((x->ep = pick_endpoint(x, now)) == NULL) {
+		snprintf(msg, sizeof(msg), "no available endpoint for %s", svc->name);
+		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
+		return;
+	}
+	if (pool_full(x, now))
+		return;
+	x->attempts++;
+	x->attempt_open = true;
+	x->attempt_start_ms = now;
+	x->ep->in_flight++;
+	if (x->ep->rt)
+		atomic_fetch_add_explicit(&x->ep->rt->in_flight, 1, memory_order_relaxed);
+	x->try_deadline_ms = svc->timeouts.per_try ? now + svc->timeouts.per_try : x->deadline_ms;
+	if (x->try_deadline_ms > x->deadline_ms)
+		x->try_deadline_ms = x->deadline_ms;
+	x->connect_deadline_ms = now + svc->timeouts.connect;
+	x->upops = &h1_up_ops;
+	if (!x->upops->start(x))
+		return;
+	if (!x->req_done)
+		x->down->resume_body(x);	/* body reading waited for an attempt */
+	proxy_arm_timer(x);
+}

@@ -1,0 +1,32 @@
+/*
+ * Upstream attempts of one exchange (attempt.c): the endpoint choice, the
+ * pool bound, the outcome that the breaker, outlier detection and the
+ * balancer learn, and whether another attempt follows. Private to proxy.c
+ * and attempt.c; codecs report through exchange.h.
+ */
+#ifndef FERRY_ATTEMPT_H
+#define FERRY_ATTEMPT_H
+
+#include "exchange.h"
+
+/* Picks an endpoint and starts an attempt on it, or answers 503. */
+void attempt_start(struct exchange *x);
+/* The attempt's outcome, once. */
+void attempt_record(struct exchange *x, enum attempt_result r);
+/* An attempt ends without an outcome (the client went away). */
+void attempt_drop(struct exchange *x);
+/* After a failed attempt (R, with request bytes SENT): may another one
+ * follow, after *DELAY ms? Takes from the retry budget when so. */
+bool attempt_retry_allowed(struct exchange *x, enum attempt_result r, bool sent,
+    int64_t *delay);
+/* The next attempt, on another endpoint when there is one, after DELAY. */
+void attempt_retry_schedule(struct exchange *x, int64_t delay);
+/* The connect or per-try deadline passed. */
+void attempt_timed_out(struct exchange *x, int64_t now);
+/* The attempt's connection goes back to the pool or away. */
+void attempt_release(struct exchange *x, bool reusable);
+
+/* proxy.c */
+void proxy_arm_timer(struct exchange *x);
+
+#endif

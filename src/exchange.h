@@ -1,0 +1,221 @@
+/*
+ * One request and its life. proxy.c owns it: from the head a downstream
+ * codec parsed, through admission, deadlines and upstream attempts, to
+ * the one teardown, proxy_end(), with the cause that the access log and
+ * the metrics both use.
+ *
+ * The codecs sit on either side: downstream, the app's or a peer's
+ * connection (h1_down.c); upstream, a pooled connection to an endpoint
+ * (h1_up.c). Each reports to proxy.c through the proxy_* calls below and
+ * is driven by it through its ops table; neither touches the other's
+ * state. A codec reads the exchange's request facts; it writes only the
+ * fields marked as its own.
+ */
+#ifndef FERRY_EXCHANGE_H
+#define FERRY_EXCHANGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "breaker.h"
+#include "clock.h"
+#include "errors.h"
+#include "headers.h"
+#include "http1.h"
+#include "ids.h"
+#include "inbound.h"
+#include "retry.h"
+#include "sbuf.h"
+#include "worker.h"
+
+struct exchange;
+struct upconn;
+
+/* What proxy.c asks of the downstream codec. Every send returns false
+ * when the client is gone: the codec has then ended the exchange
+ * (proxy_end), and the caller returns at once, touching nothing of it. */
+struct down_ops {
+	/* "100 Continue" before the body */
+	bool (*send_continue)(struct exchange *x);
+	/* a 1xx other than 100 and 101 */
+	bool (*send_interim)(struct exchange *x, const char *msg, const struct http_head *h);
+	/* The response head; it leaves with the first body bytes. */
+	bool (*send_head)(struct exchange *x, const char *msg, const struct http_head *h);
+	/* Body bytes in the framing the head announced. */
+	bool (*send_data)(struct exchange *x, const void *p, size_t n);
+	/* The last bytes: the exchange is accounted before they leave, so
+	 * a scrape after the response includes it. */
+	bool (*send_last)(struct exchange *x, const void *p, size_t n);
+	/* One of ferry's own errors (SPEC §7), as the last bytes. */
+	void (*send_error)(struct exchange *x, enum ferry_error e, const char *msg,
+	    unsigned retry_after, bool close);
+	/* The client's output is over the high mark: stop reading upstream. */
+	bool (*congested)(const struct exchange *x);
+	/* The upstream takes request body again. */
+	void (*resume_body)(struct exchange *x);
+	/* After a 101: bytes both ways. False when the client is gone. */
+	bool (*tunnel_start)(struct exchange *x);
+	/* proxy_end is done with X: next request, or close for CAUSE. */
+	void (*finish)(struct exchange *x, enum end_cause cause);
+};
+
+/* What proxy.c asks of the upstream codec, for the attempt's connection. */
+struct up_ops {
+	/* Binds the attempt to X->up and sends X->req. False: the attempt
+	 * failed and was handled. */
+	bool (*start)(struct exchange *x);
+	/* More request body (or tunnel bytes). False: handled as above. */
+	bool (*send)(struct exchange *x, const void *p, size_t n);
+	/* Its output is over the high mark: stop reading the client. */
+	bool (*congested)(const struct exchange *x);
+	/* The client took what was sent: read more of the response. */
+	void (*resume)(struct exchange *x);
+	/* Any byte of this attempt's request was written. */
+	bool (*request_sent)(const struct exchange *x);
+	/* The upstream surely did not process the request (it closed a
+	 * reused connection before answering): it may be sent again. */
+	bool (*unprocessed)(const struct exchange *x);
+};
+
+struct exchange {
+	/* set by the downstream codec once, at its start */
+	const struct down_ops *down;
+	struct worker *w;
+	struct event *timer;		/* the exchange's deadlines, proxy.c's */
+	bool inbound;			/* from a peer, to the local app */
+	const struct conf_listener *lis;
+	size_t lis_service;		/* a service's own port: its index, else -1 */
+	const char *peer;		/* address text */
+	const char *peer_id;		/* inbound: verified identity, or NULL */
+	struct generation *gen;		/* the codec holds it for the request */
+
+	/* per request, from here on: proxy_request clears them */
+	const struct up_ops *upops;
+	struct upconn *up;
+	struct svc_state *svc;
+	struct endpoint *ep;
+	bool live;			/* between proxy_request and proxy_end */
+	bool sent;			/* the first attempt began */
+	bool accounted;			/* metrics and access log written */
+	int64_t start_ms;
+	int64_t start_us;
+	int64_t start_wall_ms;		/* realtime, for the access log */
+	int64_t head_us;		/* to the response head (0: none yet) */
+	int ferr;			/* ferry's own error answered, or -1 */
+	int64_t deadline_ms;		/* request timeout, until the head */
+	int64_t try_deadline_ms;	/* this attempt, until the head */
+	int64_t connect_deadline_ms;	/* 0 once connected */
+	int64_t last_io_ms;		/* body/tunnel activity, after the head */
+	uint32_t attempts;
+	uint32_t retries;
+	bool attempt_open;		/* its outcome is not recorded yet */
+	int64_t attempt_start_ms;
+	int64_t retry_at_ms;		/* backoff: the next attempt starts then */
+	int64_t pool_wait_until_ms;	/* waiting for a pooled connection */
+	int64_t pool_asked_ms;		/* other workers asked to free one */
+	const struct endpoint *avoid;	/* endpoint of the failed attempt */
+	enum breaker_verdict verdict;	/* admission by the circuit breaker */
+	struct breaker *entered;	/* counted in its max_concurrent */
+	bool http10;
+	bool head_method;
+	bool idempotent;
+	bool keep_alive;		/* the client's side allows reuse */
+	bool upgrade;
+	bool tunnel;			/* after 101 */
+	bool req_done;			/* the whole request went upstream */
+	bool resp_head;			/* response head sent to the client */
+	bool replayable;		/* req holds the whole request so far */
+	bool resent;			/* already re-sent once after a stale reuse */
+	uint8_t interims;		/* 1xx responses seen (bounded) */
+	bool dechunk;			/* the client gets the body unframed */
+	bool close_after;		/* close the client after this response */
+	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
+	uint32_t status;
+	uint64_t bytes_in;		/* the downstream codec's */
+	uint64_t bytes_out;		/* the downstream codec's */
+	char corr[129];
+	char rid[129];
+	char tp[TRACEPARENT_LEN + 1];	/* sent upstream (the app's or new) */
+	size_t tp_len;
+	struct request_ids ids;
+	/* kept from request to request (their memory) */
+	struct sbuf req;		/* for upstream: head and replayable body */
+	size_t req_head_len;		/* bytes of req that are the head */
+	struct sbuf logline;		/* method and path, for the access log */
+};
+
+/* ---- proxy.c: for the downstream codec ---- */
+
+/* Once per downstream connection (HTTP/1) or stream, and its end. */
+int proxy_exchange_init(struct exchange *x, struct worker *w, const struct down_ops *down);
+void proxy_exchange_free(struct exchange *x);
+
+/* A request head in MSG: route, admit and rewrite it. False when it was
+ * refused (answered, and the exchange ended). Then the codec hands over
+ * the body that came with the head (proxy_request_body) and starts the
+ * first attempt (proxy_request_send). */
+bool proxy_request(struct exchange *x, const char *msg, const struct http_head *h,
+    bool ambiguous);
+/* Body bytes: before the first attempt they join the request's first
+ * write; after it, they go upstream (a replay copy kept while small). */
+void proxy_request_body(struct exchange *x, const void *p, size_t n);
+void proxy_request_send(struct exchange *x);
+/* An attempt can take body now (one runs and is not full). */
+bool proxy_request_writable(const struct exchange *x);
+/* The client's output drained: the upstream may be read again. */
+void proxy_client_drained(struct exchange *x);
+/* Tunnel bytes from the client. False when the exchange ended. */
+bool proxy_tunnel_up(struct exchange *x, const void *p, size_t n);
+
+/* An error answered without a request head (400, 408, 431): fresh IDs. */
+void proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg);
+/* One of ferry's errors for the request in X, then the end. */
+void proxy_refuse(struct exchange *x, enum ferry_error e, const char *msg,
+    unsigned retry_after, bool close);
+
+/* The one teardown: the attempt's connection goes back or away, the
+ * breaker is left, the request accounted with CAUSE; then the codec's
+ * finish. Safe to call once per request; later calls do nothing. */
+void proxy_end(struct exchange *x, enum end_cause cause);
+/* Metrics and the access log line, once (send_last calls it early). */
+void proxy_account(struct exchange *x, enum end_cause cause);
+
+/* ---- proxy.c: for the upstream codec ---- */
+
+/* The attempt failed before a response head reached the client. */
+void proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e,
+    const char *msg);
+/* The connection is up (and its TLS handshake done). */
+void proxy_attempt_connected(struct exchange *x);
+/* The upstream took the request: more body may come. */
+void proxy_upstream_drained(struct exchange *x);
+/* A response head; UNTIL_CLOSE: its body ends with the connection. False
+ * when the exchange ended or moved on (a retry). */
+bool proxy_response_head(struct exchange *x, const char *msg, const struct http_head *h,
+    bool until_close);
+/* Response body bytes (or tunnel bytes). False when the exchange ended. */
+bool proxy_response_data(struct exchange *x, const void *p, size_t n);
+/* The response is complete; REUSABLE: its connection may serve again. */
+void proxy_response_end(struct exchange *x, const void *p, size_t n, bool reusable);
+/* The upstream closed a response or tunnel before its end. */
+void proxy_response_cut(struct exchange *x, enum end_cause cause, const char *why);
+
+/* metrics.c ids: the service's, the local app's inbound, or none */
+int exchange_metrics_id(const struct exchange *x);
+
+/* The response head leaves now: head_us, at least 1 (0 means none, and
+ * one of ferry's own errors can be built within a microsecond). */
+static inline void
+exchange_head_sent(struct exchange *x)
+{
+	int64_t us = clock_now_us() - x->start_us;
+
+	x->head_us = us > 0 ? us : 1;
+}
+
+/* h1_up.c */
+extern const struct up_ops h1_up_ops;
+
+#endif

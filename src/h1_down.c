@@ -1,0 +1,845 @@
+/*
+ * The HTTP/1.x downstream codec: the app's connection (outbound, a
+ * service's own port) or a peer's TLS connection (inbound). It parses
+ * requests, one exchange at a time, pipelined ones in turn, and writes
+ * what proxy.c sends back through its ops (exchange.h). It knows the
+ * client, never the upstream connection.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "clock.h"
+#include "conn.h"
+#include "exchange.h"
+#include "listener.h"
+#include "log.h"
+#include "proxy.h"
+
+#define CLIENT_BUF_MAX (HTTP_MAX_HEAD + 16384)
+#define LINGER_MS 1000
+
+enum client_state {
+	CL_IDLE,	/* waiting for (the rest of) a request head */
+	CL_BODY,	/* forwarding the request body upstream */
+	CL_WAIT,	/* request sent: waiting for or relaying the response */
+	CL_TUNNEL,	/* after 101: bytes both ways until one side closes */
+	CL_CLOSING,	/* final bytes queued: flush, then close */
+	CL_LINGER,	/* flushed and shut down: drain input briefly, then close */
+};
+
+struct client {
+	struct worker *w;
+	struct listener *lis;
+	struct conn *c;
+	struct generation *gen;		/* the snapshot of the current request */
+	enum client_state state;
+	bool closed;
+	bool read_paused;		/* by back-pressure or a full buffer */
+	bool in_process;		/* client_process is on the stack */
+	bool head_pending;		/* w->scratch holds our response head */
+	struct buf in;
+	uint32_t parsed;		/* head bytes already fed to the parser */
+	int64_t head_start_ms;		/* first byte of the current head, 0 none */
+	int64_t idle_since_ms;
+	int64_t linger_until_ms;
+	struct http_parser parser;
+	struct http_head head;
+	struct sbuf *body_dst;		/* where the parser puts a chunked body */
+	struct event *timer;		/* idle, head and linger; the exchange has its own */
+	struct exchange x;
+	struct client *next, *prev;	/* the worker's list */
+	char peer[INET6_ADDRSTRLEN + 8];	/* address */
+	bool has_identity;			/* inbound: peer_id is set */
+	char peer_id[PEER_ID_MAX];		/* inbound: verified identity */
+};
+
+static void client_process(struct client *cl);
+static void client_process_loop(struct client *cl);
+static void client_arm_timer(struct client *cl);
+
+static struct client *
+client_of(const struct exchange *x)
+{
+	return (struct client *)((char *)x - offsetof(struct client, x));
+}
+
+/* ---------------------------------------------------- connection ---- */
+
+static unsigned
+keepalive_secs(const struct client *cl)
+{
+	int64_t t = cl->lis->conf->idle_timeout / 1000;
+
+	return t > 0 ? (unsigned)t : 1;
+}
+
+static void
+pause_client(struct client *cl)
+{
+	if (!cl->read_paused && !cl->closed) {
+		conn_pause_read(cl->c);
+		cl->read_paused = true;
+	}
+}
+
+static void
+resume_client(struct client *cl)
+{
+	if (cl->read_paused && !cl->closed) {
+		conn_resume_read(cl->c);
+		cl->read_paused = false;
+		conn_kick_read(cl->c);
+	}
+}
+
+static void
+client_free_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *cl = arg;
+
+	(void)fd;
+	(void)what;
+	buf_free(&cl->in);
+	http_parser_free(&cl->parser);
+	proxy_exchange_free(&cl->x);
+	gen_unref(cl->w, cl->gen);
+	free(cl);
+}
+
+/* The connection goes; no exchange is live on it any more. */
+static void
+client_teardown(struct client *cl, const char *reason)
+{
+	if (cl->closed)
+		return;
+	log_debug("closing client %s: %s", cl->peer, reason);
+	cl->closed = true;
+	event_del(cl->x.timer);
+	conn_free(cl->c);
+	cl->c = NULL;
+	event_free(cl->timer);
+	cl->timer = NULL;
+	listener_client_gone(cl->lis);
+	cl->w->n_clients--;
+	if (cl->lis->kind == LK_INBOUND)
+		cl->w->conns_inbound--;
+	else
+		cl->w->conns_outbound--;
+	if (cl->prev)
+		cl->prev->next = cl->next;
+	else
+		cl->w->clients = cl->next;
+	if (cl->next)
+		cl->next->prev = cl->prev;
+	/* callers up the stack may still look at cl: free it next turn */
+	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
+}
+
+/* Closes the connection; a live exchange ends first, cut for CAUSE (its
+ * finish comes back here through h1_finish). */
+static void
+client_close(struct client *cl, enum end_cause cause, const char *reason)
+{
+	if (cl->closed)
+		return;
+	if (cl->x.live) {
+		proxy_end(&cl->x, cause);
+		return;
+	}
+	client_teardown(cl, reason);
+}
+
+/* False when the write failed: the client is closed and its exchange is
+ * over. On false, return at once and touch nothing of the exchange. */
+static bool
+client_write(struct client *cl, const void *p, size_t n)
+{
+	if (cl->closed)
+		return false;
+	cl->x.bytes_out += n;
+	if (conn_write(cl->c, p, n) != 0) {
+		client_close(cl, END_CLIENT_WRITE_FAILED, "downstream write failed");
+		return false;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------ ops ---- */
+
+static bool
+h1_send_continue(struct exchange *x)
+{
+	return client_write(client_of(x), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+static bool
+h1_send_interim(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	struct client *cl = client_of(x);
+	struct sbuf *out = &cl->w->scratch;
+
+	if (x->http10)
+		return true;	/* HTTP/1.0 has no interim responses */
+	sbuf_clear(out);
+	headers_build_response(out, msg, h, &(struct downstream_head_args){ .interim = true });
+	return client_write(cl, out->p, out->len);
+}
+
+static bool
+h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	struct client *cl = client_of(x);
+	struct sbuf *out = &cl->w->scratch;
+	struct downstream_head_args a = {
+		.ids = &x->ids,
+		.keep_alive = x->keep_alive && !x->close_after && !cl->w->draining,
+		.keep_alive_timeout = keepalive_secs(cl),
+		.dechunk = x->dechunk,
+		.upgrade = x->upgrade,
+	};
+
+	if (cl->closed)
+		return false;
+	if (!a.keep_alive && !a.upgrade)
+		x->close_after = true;
+	sbuf_clear(out);
+	headers_build_response(out, msg, h, &a);
+	if (out->oom) {
+		client_close(cl, END_OUT_OF_MEMORY, "out of memory");
+		return false;
+	}
+	/* held back: it leaves with the first body bytes, in one write */
+	cl->head_pending = true;
+	return true;
+}
+
+/* The bytes to write: P itself, or the pending head with P after it. */
+static void
+with_head(struct client *cl, const void **p, size_t *n)
+{
+	struct sbuf *out = &cl->w->scratch;
+
+	if (!cl->head_pending)
+		return;
+	cl->head_pending = false;
+	if (*n)
+		sbuf_add(out, *p, *n);
+	*p = out->p;
+	*n = out->len;
+}
+
+static bool
+h1_send_data(struct exchange *x, const void *p, size_t n)
+{
+	struct client *cl = client_of(x);
+
+	with_head(cl, &p, &n);
+	return n == 0 ? !cl->closed : client_write(cl, p, n);
+}
+
+static bool
+h1_send_last(struct exchange *x, const void *p, size_t n)
+{
+	struct client *cl = client_of(x);
+
+	if (cl->closed)
+		return false;
+	with_head(cl, &p, &n);
+	/* counted with its last bytes, before they can reach the client */
+	x->bytes_out += n;
+	proxy_account(x, END_DONE);
+	x->bytes_out -= n;
+	return n == 0 || client_write(cl, p, n);
+}
+
+static void
+h1_send_error(struct exchange *x, enum ferry_error e, const char *msg,
+    unsigned retry_after, bool close)
+{
+	struct client *cl = client_of(x);
+	struct sbuf *out = &cl->w->scratch;
+
+	(void)close;	/* proxy_refuse put it in close_after */
+	if (cl->closed)
+		return;
+	cl->head_pending = false;
+	sbuf_clear(out);
+	ferror_build(out, &(struct error_args){
+		.err = e,
+		.message = msg,
+		.correlation = x->ids.correlation,
+		.correlation_len = x->ids.correlation_len,
+		.request_id = x->ids.request,
+		.request_id_len = x->ids.request_len,
+		.retry_after = retry_after,
+		.keep_alive = !x->close_after,
+		.keep_alive_timeout = keepalive_secs(cl),
+		.head_only = x->head_method,
+	});
+	h1_send_last(x, out->p, out->len);
+}
+
+static bool
+h1_congested(const struct exchange *x)
+{
+	const struct client *cl = client_of(x);
+
+	return cl->closed || conn_pending(cl->c) > CONN_HIGH_MARK;
+}
+
+static void
+h1_resume_body(struct exchange *x)
+{
+	struct client *cl = client_of(x);
+
+	if (cl->state == CL_BODY || cl->state == CL_TUNNEL)
+		resume_client(cl);
+}
+
+static bool
+h1_tunnel_start(struct exchange *x)
+{
+	struct client *cl = client_of(x);
+	size_t n;
+
+	if (!h1_send_data(x, NULL, 0))
+		return false;
+	cl->state = CL_TUNNEL;
+	/* bytes the client sent after its upgrade request belong to the tunnel */
+	if ((n = buf_len(&cl->in)) > 0) {
+		x->bytes_in += n;
+		if (!proxy_tunnel_up(x, buf_head(&cl->in), n))
+			return false;
+		buf_consume(&cl->in, n);
+	}
+	resume_client(cl);
+	return true;
+}
+
+/* The last bytes are out: shut our side, drain theirs briefly (so a
+ * reset does not destroy what they have not read yet), then close. */
+static void
+client_linger(struct client *cl)
+{
+	conn_shutdown(cl->c);
+	cl->state = CL_LINGER;
+	cl->linger_until_ms = clock_now_ms() + LINGER_MS;
+	resume_client(cl);
+}
+
+/* The exchange is over: the next request, or close. */
+static void
+h1_finish(struct exchange *x, enum end_cause cause)
+{
+	struct client *cl = client_of(x);
+
+	cl->head_pending = false;
+	if (cause != END_DONE) {
+		client_teardown(cl, end_cause_name(cause));
+		return;
+	}
+	if (cl->closed)
+		return;
+	if (x->close_after || !x->keep_alive || !x->req_done || cl->w->draining) {
+		cl->state = CL_CLOSING;
+		if (conn_pending(cl->c) == 0)
+			client_linger(cl);
+		client_arm_timer(cl);
+		return;
+	}
+	cl->state = CL_IDLE;
+	cl->parsed = 0;
+	cl->head_start_ms = 0;
+	cl->idle_since_ms = clock_now_ms();
+	http_parser_reset(&cl->parser);
+	client_arm_timer(cl);
+	/* a pipelined request is waiting: parse it here, unless the loop of
+	 * client_process is below us and will (no recursion per request) */
+	if (buf_len(&cl->in) > 0 && !cl->in_process)
+		client_process(cl);
+	else if (buf_len(&cl->in) == 0)
+		buf_shrink_if_empty(&cl->in);
+	if (!cl->closed)
+		resume_client(cl);
+}
+
+static const struct down_ops h1_down_ops = {
+	.send_continue = h1_send_continue,
+	.send_interim = h1_send_interim,
+	.send_head = h1_send_head,
+	.send_data = h1_send_data,
+	.send_last = h1_send_last,
+	.send_error = h1_send_error,
+	.congested = h1_congested,
+	.resume_body = h1_resume_body,
+	.tunnel_start = h1_tunnel_start,
+	.finish = h1_finish,
+};
+
+/* --------------------------------------------------------- timers ---- */
+
+/* An inbound peer gets handshake_timeout from its accept to finish the TLS
+ * handshake (idle_since_ms is the accept time until then): one that sends
+ * nothing or half a hello must not hold a connection until idle_timeout.
+ * Lowers *AT to that deadline while the handshake runs. */
+static bool
+handshake_overdue(const struct client *cl, int64_t *at, int64_t now)
+{
+	int64_t t = cl->lis->conf->handshake_timeout;
+
+	if (cl->lis->kind != LK_INBOUND || t <= 0 || !conn_handshaking(cl->c))
+		return false;
+	if (at != NULL && cl->idle_since_ms + t < *at)
+		*at = cl->idle_since_ms + t;
+	return now >= cl->idle_since_ms + t;
+}
+
+/* Sets the connection's timer to the earliest deadline of its state; an
+ * exchange keeps its own deadlines meanwhile. */
+static void
+client_arm_timer(struct client *cl)
+{
+	int64_t now = clock_now_ms(), at;
+
+	if (cl->closed)
+		return;
+	switch (cl->state) {
+	case CL_IDLE:
+		at = cl->head_start_ms ? cl->head_start_ms + cl->lis->conf->header_read_timeout
+		    : cl->idle_since_ms + cl->lis->conf->idle_timeout;
+		(void)handshake_overdue(cl, &at, now);
+		break;
+	case CL_CLOSING:
+	case CL_LINGER:
+		at = cl->linger_until_ms ? cl->linger_until_ms : now + 5000;
+		break;
+	default:
+		event_del(cl->timer);
+		return;
+	}
+	timer_at(cl->timer, at, now);
+}
+
+static void
+client_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *cl = arg;
+	int64_t now = clock_now_ms();
+
+	(void)fd;
+	(void)what;
+	switch (cl->state) {
+	case CL_IDLE:
+		if (handshake_overdue(cl, NULL, now)) {
+			static struct log_limit limit;
+
+			log_limited(&limit, LOG_WARN, "inbound TLS handshake failed peer=%s "
+			    "cause=\"not done within %lldms\"", cl->peer,
+			    (long long)cl->lis->conf->handshake_timeout);
+			client_teardown(cl, "TLS handshake timeout");
+			return;
+		}
+		if (cl->head_start_ms && now >= cl->head_start_ms + cl->lis->conf->header_read_timeout) {
+			cl->state = CL_WAIT;
+			proxy_error_early(&cl->x, FE_REQUEST_TIMEOUT, "request head not complete in time");
+			return;
+		}
+		if (!cl->head_start_ms && now >= cl->idle_since_ms + cl->lis->conf->idle_timeout) {
+			client_teardown(cl, "idle timeout");
+			return;
+		}
+		break;
+	case CL_CLOSING:
+	case CL_LINGER:
+		if (now >= cl->linger_until_ms || cl->linger_until_ms == 0) {
+			client_teardown(cl, "closing");
+			return;
+		}
+		break;
+	default:
+		return;		/* the exchange's timer rules */
+	}
+	client_arm_timer(cl);
+}
+
+/* --------------------------------------------------------- request ---- */
+
+static void
+body_out(void *arg, const char *p, size_t n)
+{
+	struct client *cl = arg;
+
+	sbuf_add(cl->body_dst, p, n);
+}
+
+/* Parses the body bytes at the head of cl->in. A chunked body is framed
+ * anew into DST (http1.h, rechunk); any other goes as it came, the first
+ * *USED bytes of cl->in, and is not copied here. */
+static enum http_status
+body_parse(struct client *cl, struct sbuf *dst, size_t *used)
+{
+	enum http_status st;
+
+	sbuf_clear(dst);
+	cl->body_dst = dst;
+	st = http_parse(&cl->parser, buf_head(&cl->in), buf_len(&cl->in), 0, used);
+	cl->x.bytes_in += *used;
+	return st;
+}
+
+/* A body that cannot go on is answered (before a response head) or cut:
+ * malformed 400, trailers over the head limits 431, over
+ * max_request_body 413, no memory 503. True when it ended the exchange. */
+static bool
+body_refused(struct client *cl, enum http_status st, const struct sbuf *dst)
+{
+	uint64_t max = cl->lis->conf->max_request_body;
+	enum ferry_error e;
+	enum end_cause cause;
+	const char *why;
+
+	if (st == HTTP_ERROR && cl->parser.err == HTTP_ERR_TOO_LARGE) {
+		e = FE_HEADERS_TOO_LARGE;
+		cause = END_REQUEST_TRAILERS_TOO_LARGE;
+		why = "request head and trailers over 64 KiB or over 100 fields";
+	} else if (st == HTTP_ERROR) {
+		e = FE_BAD_REQUEST;
+		cause = END_MALFORMED_REQUEST_BODY;
+		why = cl->parser.err_text ? cl->parser.err_text : "malformed request body";
+	} else if (max && cl->parser.body_bytes > max) {
+		e = FE_PAYLOAD_TOO_LARGE;
+		cause = END_REQUEST_BODY_TOO_LARGE;
+		why = "request body over the limit";
+	} else if (dst->oom) {
+		e = FE_SERVICE_UNAVAILABLE;
+		cause = END_OUT_OF_MEMORY;
+		why = "out of memory";
+	} else {
+		return false;
+	}
+	if (cl->x.resp_head)
+		client_close(cl, cause, why);
+	else
+		proxy_refuse(&cl->x, e, why, e == FE_SERVICE_UNAVAILABLE ? 1 : 0, true);
+	return true;
+}
+
+/* The body bytes just parsed go to the exchange; true when it ended. */
+static bool
+body_hand_over(struct client *cl, enum http_status st, size_t used)
+{
+	struct sbuf *s = &cl->w->scratch;
+
+	if (body_refused(cl, st, s))
+		return true;
+	if (cl->parser.rechunk)
+		proxy_request_body(&cl->x, s->p, s->len);
+	else
+		proxy_request_body(&cl->x, buf_head(&cl->in), used);
+	buf_consume(&cl->in, used);
+	return false;
+}
+
+/* A request head is complete: hand it to the proxy, with the body bytes
+ * that came along, and let the first attempt start. */
+static void
+request_begin(struct client *cl)
+{
+	struct exchange *x = &cl->x;
+	struct http_head *h = &cl->head;
+	const char *msg = buf_head(&cl->in);
+	bool ambiguous;
+
+	/* a new request runs on the config in force now */
+	if (cl->gen != cl->w->gen) {
+		gen_unref(cl->w, cl->gen);
+		cl->gen = gen_ref(cl->w->gen);
+	}
+	x->gen = cl->gen;
+	x->lis = cl->lis->conf;
+	ambiguous = headers_classify(msg, h) != 0;
+	cl->parser.rechunk = h->chunked;	/* its body is framed anew */
+	cl->state = CL_WAIT;
+	client_arm_timer(cl);
+	/* MSG stays readable: nothing reads into cl->in until we return,
+	 * and nothing here touches MSG once the exchange has ended */
+	buf_consume(&cl->in, h->head_len);
+	cl->parsed = 0;
+	if (!proxy_request(x, msg, h, ambiguous))
+		return;
+	if (!x->req_done) {
+		size_t used = 0;
+		enum http_status st = body_parse(cl, &cl->w->scratch, &used);
+
+		if (body_hand_over(cl, st, used))
+			return;
+		if (st == HTTP_MSG_DONE)
+			x->req_done = true;
+		cl->state = x->req_done ? CL_WAIT : CL_BODY;
+	}
+	proxy_request_send(x);
+}
+
+static void
+request_error(struct client *cl)
+{
+	bool too_large = cl->parser.err == HTTP_ERR_TOO_LARGE;
+
+	cl->state = CL_WAIT;
+	buf_consume(&cl->in, buf_len(&cl->in));
+	proxy_error_early(&cl->x, too_large ? FE_HEADERS_TOO_LARGE : FE_BAD_REQUEST,
+	    too_large ? "request head over 64 KiB or over 100 headers" :
+	    (cl->parser.err_text ? cl->parser.err_text : "malformed request"));
+}
+
+static void
+client_process(struct client *cl)
+{
+	cl->in_process = true;
+	client_process_loop(cl);
+	cl->in_process = false;
+}
+
+/* Every request it starts or ends runs from this loop: an exchange that
+ * ends at once (an error, a refusal) does not nest another call here. */
+static void
+client_process_loop(struct client *cl)
+{
+	struct exchange *x = &cl->x;
+
+	while (!cl->closed) {
+		enum http_status st;
+		size_t used, n;
+
+		switch (cl->state) {
+		case CL_IDLE:
+			if (buf_len(&cl->in) <= cl->parsed)
+				return;
+			if (cl->head_start_ms == 0) {
+				cl->head_start_ms = clock_now_ms();
+				client_arm_timer(cl);
+			}
+			st = http_parse(&cl->parser, buf_head(&cl->in) + cl->parsed,
+			    buf_len(&cl->in) - cl->parsed, cl->parsed, &used);
+			cl->parsed += (uint32_t)used;
+			if (st == HTTP_NEED_MORE)
+				return;
+			if (st != HTTP_HEAD_DONE) {
+				request_error(cl);
+				return;
+			}
+			request_begin(cl);
+			break;
+		case CL_BODY:
+			if (buf_len(&cl->in) == 0) {
+				resume_client(cl);	/* paused by a full buffer */
+				return;
+			}
+			if (!proxy_request_writable(x)) {
+				/* no attempt running (backoff) or it is full */
+				pause_client(cl);
+				return;
+			}
+			st = body_parse(cl, &cl->w->scratch, &used);
+			if (body_hand_over(cl, st, used) || cl->state != CL_BODY)
+				break;	/* ended, or the write failed and it ended */
+			if (st == HTTP_MSG_DONE) {
+				x->req_done = true;
+				cl->state = CL_WAIT;
+			}
+			break;
+		case CL_TUNNEL:
+			if ((n = buf_len(&cl->in)) == 0)
+				return;
+			x->bytes_in += n;
+			if (!proxy_tunnel_up(x, buf_head(&cl->in), n))
+				return;
+			buf_consume(&cl->in, n);
+			if (!proxy_request_writable(x))
+				pause_client(cl);
+			return;
+		case CL_WAIT:
+			/* a pipelined request waits until this response is done;
+			 * stop reading once the buffer is full */
+			if (buf_len(&cl->in) >= CLIENT_BUF_MAX)
+				pause_client(cl);
+			return;
+		case CL_CLOSING:
+		case CL_LINGER:
+			buf_consume(&cl->in, buf_len(&cl->in));
+			return;
+		}
+	}
+}
+
+/* ------------------------------------------------------- events ---- */
+
+static void
+log_handshake_failure(struct client *cl)
+{
+	static struct log_limit limit;
+	uint32_t skipped;
+
+	if (strstr(conn_error_text(cl->c), "did not return a certificate"))
+		metrics_auth_failure(cl->w->ms, AUTH_NO_CLIENT_CERT);
+	/* a scanner or a misconfigured peer must not flood the log */
+	if (log_ratelimit(&limit, clock_now_ms(), 10000, &skipped))
+		log_warn("inbound TLS handshake failed peer=%s cause=\"%s\" suppressed=%u",
+		    cl->peer, conn_error_text(cl->c), skipped);
+}
+
+static void
+client_event(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct client *cl = arg;
+	ssize_t n;
+
+	(void)c;
+	switch (ev) {
+	case CONN_DRAINED:
+		if (cl->state == CL_CLOSING && conn_pending(cl->c) == 0) {
+			client_linger(cl);
+			client_arm_timer(cl);
+			return;
+		}
+		/* the client took the response: read more of it upstream */
+		if (cl->state == CL_WAIT || cl->state == CL_TUNNEL)
+			proxy_client_drained(&cl->x);
+		return;
+	case CONN_CONNECTED:
+		metrics_tls_handshake(cl->w->ms, DIR_INBOUND, conn_session_reused(cl->c));
+		/* inbound TLS handshake done: who is calling? */
+		cl->has_identity = inbound_peer_identity(conn_ssl(cl->c), cl->peer_id,
+		    sizeof(cl->peer_id));
+		cl->x.peer_id = cl->has_identity ? cl->peer_id : NULL;
+		return;
+	case CONN_FAILED:
+		log_handshake_failure(cl);
+		client_teardown(cl, "TLS handshake failed");
+		return;
+	case CONN_READABLE:
+		break;
+	}
+	if (cl->read_paused)
+		return;		/* a kick raced with a pause */
+	n = conn_read(cl->c, &cl->in, CLIENT_BUF_MAX);
+	if (n == CONN_AGAIN) {
+		client_process(cl);
+		if (!cl->closed && buf_len(&cl->in) >= CLIENT_BUF_MAX && cl->state != CL_IDLE)
+			pause_client(cl);
+		return;
+	}
+	if (n <= 0) {
+		if (cl->state == CL_LINGER || cl->state == CL_CLOSING) {
+			if (cl->state == CL_LINGER || conn_pending(cl->c) == 0)
+				client_teardown(cl, "closed");
+			else
+				pause_client(cl);
+			return;
+		}
+		if (cl->state == CL_WAIT && cl->x.req_done && n == 0) {
+			/* half-close after a complete request: still answer */
+			pause_client(cl);
+			cl->x.close_after = true;
+			return;
+		}
+		if (n == 0)
+			client_close(cl, END_CLIENT_CLOSED, "client closed");
+		else
+			client_close(cl, END_CLIENT_READ_ERROR, "client read error");
+		return;
+	}
+	if (cl->state == CL_LINGER) {
+		buf_consume(&cl->in, buf_len(&cl->in));
+		return;
+	}
+	client_process(cl);
+}
+
+/* --------------------------------------------------------- public ---- */
+
+void
+proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_t len)
+{
+	struct worker *w = lis->w;
+	struct client *cl = calloc(1, sizeof(*cl));
+
+	(void)len;
+	if (cl == NULL) {
+		close(fd);
+		return;
+	}
+	cl->w = w;
+	cl->lis = lis;
+	cl->gen = gen_ref(w->gen);
+	cl->c = lis->kind == LK_INBOUND ?
+	    conn_accept_tls(w->base, fd, cl->gen->conf->inbound.ctx, client_event, cl) :
+	    conn_new_fd(w->base, fd, client_event, cl);
+	cl->timer = evtimer_new(w->base, client_timeout, cl);
+	if (cl->c == NULL || cl->timer == NULL ||
+	    proxy_exchange_init(&cl->x, w, &h1_down_ops) != 0) {
+		if (cl->c)
+			conn_free(cl->c);
+		else
+			close(fd);
+		if (cl->timer)
+			event_free(cl->timer);
+		proxy_exchange_free(&cl->x);
+		gen_unref(w, cl->gen);
+		free(cl);
+		return;
+	}
+	if (peer->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr,
+		    cl->peer, sizeof(cl->peer));
+	else if (peer->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr,
+		    cl->peer, sizeof(cl->peer));
+	cl->x.inbound = lis->kind == LK_INBOUND;
+	cl->x.lis = lis->conf;
+	cl->x.lis_service = lis->kind == LK_SERVICE ? lis->service : SIZE_MAX;
+	cl->x.peer = cl->peer;
+	http_parser_init(&cl->parser, false, &cl->head);
+	cl->parser.on_data = body_out;
+	cl->parser.arg = cl;
+	cl->parser.keep_trailer = headers_trailer_allowed;
+	cl->state = CL_IDLE;
+	cl->idle_since_ms = clock_now_ms();
+	lis->n_clients++;
+	w->n_clients++;
+	if (lis->kind == LK_INBOUND)
+		w->conns_inbound++;
+	else
+		w->conns_outbound++;
+	cl->next = w->clients;
+	if (w->clients)
+		w->clients->prev = cl;
+	w->clients = cl;
+	client_arm_timer(cl);
+}
+
+void
+proxy_close_all(struct worker *w)
+{
+	while (w->clients)
+		client_close(w->clients, END_SHUTDOWN, "shutdown");
+	/* run the deferred frees */
+	event_base_loop(w->base, EVLOOP_NONBLOCK);
+}
+
+void
+proxy_close_idle(struct worker *w)
+{
+	struct client *cl, *next;
+
+	/* between requests with nothing buffered: no request is lost */
+	for (cl = w->clients; cl; cl = next) {
+		next = cl->next;
+		if (cl->state == CL_IDLE && buf_len(&cl->in) == 0)
+			client_teardown(cl, "draining");
+	}
+}

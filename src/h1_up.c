@@ -1,0 +1,364 @@
+/*
+ * The HTTP/1.1 upstream codec: an attempt's request on a pooled
+ * connection, and the response parsed and handed to proxy.c piece by
+ * piece (exchange.h). It knows the connection, never the client.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "clock.h"
+#include "exchange.h"
+#include "log.h"
+#include "pool.h"
+
+static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
+
+#define UPSTREAM_BUF_MAX (HTTP_MAX_HEAD + 16384)
+
+/* The connection failed or closed before a response head. */
+static void
+failed_conn(struct exchange *x)
+{
+	struct conn *c = x->up->c;
+	char msg[256];
+
+	switch (conn_error(c)) {
+	case CONN_REFUSED:
+	case CONN_CONNECT_FAILED:
+		snprintf(msg, sizeof(msg), "connect %s: %s", x->ep->addr_text,
+		    conn_error_text(c));
+		proxy_attempt_failed(x, conn_error(c) == CONN_REFUSED ? AR_REFUSED :
+		    AR_CONNECT_FAILURE, FE_SERVICE_UNAVAILABLE, msg);
+		return;
+	case CONN_TLS_FAILED:
+		snprintf(msg, sizeof(msg), "TLS handshake with %s failed: %s",
+		    x->ep->addr_text, conn_error_text(c));
+		proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_ERROR, msg);
+		return;
+	default:
+		snprintf(msg, sizeof(msg), x->up->reused ?
+		    "upstream %s closed a reused connection" :
+		    "upstream %s closed the connection before a response (%s)",
+		    x->ep->addr_text, conn_error_text(c));
+		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, msg);
+		return;
+	}
+}
+
+static bool
+h1_start(struct exchange *x)
+{
+	int64_t now = clock_now_ms();
+	char msg[256];
+
+	if ((x->up = pool_checkout(x->ep, now)) != NULL) {
+		conn_set_cb(x->up->c, upstream_event, x);
+		proxy_attempt_connected(x);
+		if (!x->live || x->up == NULL)
+			return false;
+	} else {
+		x->up = pool_connect(x->w, x->svc, x->ep, upstream_event, x, now);
+		if (x->up == NULL) {
+			snprintf(msg, sizeof(msg), "connect %s: %s", x->ep->addr_text,
+			    strerror(errno));
+			proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_UNAVAILABLE, msg);
+			return false;
+		}
+		metrics_conn_opened(x->w->ms, exchange_metrics_id(x));
+	}
+	x->up->requests++;
+	x->up->parsed = 0;
+	http_parser_reset(&x->up->parser);
+	if (conn_write(x->up->c, x->req.p, x->req.len) != 0) {
+		failed_conn(x);
+		return false;
+	}
+	return true;
+}
+
+static bool
+h1_send(struct exchange *x, const void *p, size_t n)
+{
+	if (conn_write(x->up->c, p, n) != 0) {
+		failed_conn(x);
+		return false;
+	}
+	return true;
+}
+
+static bool
+h1_congested(const struct exchange *x)
+{
+	return conn_pending(x->up->c) > CONN_HIGH_MARK;
+}
+
+static void
+h1_resume(struct exchange *x)
+{
+	struct upconn *u = x->up;
+
+	conn_resume_read(u->c);
+	if (buf_len(&u->in) > 0 || conn_has_pending(u->c))
+		conn_kick_read(u->c);
+}
+
+static bool
+h1_request_sent(const struct exchange *x)
+{
+	return conn_bytes_written(x->up->c) > 0;
+}
+
+/* The keep-alive race: a reused connection closed before any of the
+ * response came, and nothing was written, or only an idempotent request
+ * that is whole in the replay copy. */
+static bool
+h1_unprocessed(const struct exchange *x)
+{
+	const struct upconn *u = x->up;
+
+	if (!u->reused)
+		return false;
+	if (conn_bytes_written(u->c) == 0)
+		return true;
+	return x->idempotent && x->replayable && buf_len(&u->in) == 0;
+}
+
+const struct up_ops h1_up_ops = {
+	.start = h1_start,
+	.send = h1_send,
+	.congested = h1_congested,
+	.resume = h1_resume,
+	.request_sent = h1_request_sent,
+	.unprocessed = h1_unprocessed,
+};
+
+/* ------------------------------------------------------- response ---- */
+
+static int64_t
+parse_keepalive_timeout(const char *msg, const struct http_head *h)
+{
+	const struct http_header *ka = headers_find(h, HDR_KEEP_ALIVE);
+	const char *v, *p;
+
+	if (ka == NULL)
+		return 0;
+	v = msg + ka->value.off;
+	for (p = v; p + 8 <= v + ka->value.len; p++) {
+		if (strncasecmp(p, "timeout=", 8) == 0) {
+			int64_t s = 0;
+
+			/* saturating: any number of digits from a hostile upstream */
+			for (p += 8; p < v + ka->value.len && *p >= '0' && *p <= '9'; p++)
+				if ((s = s * 10 + (*p - '0')) >= 86400)
+					return 0;
+			return s * 1000;
+		}
+	}
+	return 0;
+}
+
+static void
+dechunk_data(void *arg, const char *at, size_t len)
+{
+	struct exchange *x = arg;
+
+	sbuf_add(&x->w->scratch_up, at, len);
+}
+
+/* A parsed response head; false when the exchange ended or moved on. */
+static bool
+response_head(struct exchange *x)
+{
+	struct upconn *u = x->up;
+	struct http_head *h = &u->head;
+	const char *msg = buf_head(&u->in);
+	bool final, until_close;
+
+	if (headers_classify(msg, h) != 0) {
+		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, "malformed response head");
+		return false;
+	}
+	if (!headers_framing_ok(h)) {
+		/* re-emitted, the header would frame the body differently for
+		 * the client than it was read here */
+		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR,
+		    "response Transfer-Encoding is not chunked");
+		return false;
+	}
+	final = h->status >= 200 || (h->status == 101 && x->upgrade);
+	if (final) {
+		if (x->head_method || h->status == 204 || h->status == 304)
+			http_parser_skip_body(&u->parser);
+		x->up_keepalive_ms = parse_keepalive_timeout(msg, h);
+	}
+	until_close = final && http_parser_body_until_eof(&u->parser) && !x->head_method &&
+	    h->status != 204 && h->status != 304;
+	if (!proxy_response_head(x, msg, h, until_close))
+		return false;
+	buf_consume(&u->in, h->head_len);
+	if (!final) {
+		http_parser_reset(&u->parser);
+		return true;
+	}
+	u->parser.dechunk = x->dechunk;
+	u->parser.on_data = dechunk_data;
+	u->parser.arg = x;
+	return true;
+}
+
+/* Parses and relays what the upstream sent. */
+static void
+upstream_relay(struct exchange *x)
+{
+	struct upconn *u = x->up;
+	struct sbuf *out = &x->w->scratch_up;
+
+	while (!x->resp_head) {
+		enum http_status st;
+		size_t used;
+
+		if (buf_len(&u->in) <= u->parsed)
+			return;
+		st = http_parse(&u->parser, buf_head(&u->in) + u->parsed,
+		    buf_len(&u->in) - u->parsed, u->parsed, &used);
+		u->parsed += (uint32_t)used;
+		if (st == HTTP_NEED_MORE)
+			return;
+		if (st != HTTP_HEAD_DONE) {
+			proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR,
+			    "malformed response from upstream");
+			return;
+		}
+		u->parsed = 0;
+		if (!response_head(x))
+			return;
+		if (!x->resp_head && x->down->congested(x)) {
+			/* interim heads pile up at a client that does not read:
+			 * the client's drain resumes this */
+			conn_pause_read(u->c);
+			return;
+		}
+	}
+	if (x->tunnel) {
+		size_t n = buf_len(&u->in);
+
+		if (n > 0 && !proxy_response_data(x, buf_head(&u->in), n))
+			return;
+		buf_consume(&u->in, n);
+		if (x->down->congested(x))
+			conn_pause_read(u->c);
+		return;
+	}
+	/* body: runs once even with no bytes, so a bodiless message ends */
+	do {
+		enum http_status st;
+		size_t used;
+		const char *p;
+		size_t n;
+
+		sbuf_clear(out);
+		st = http_parse(&u->parser, buf_head(&u->in), buf_len(&u->in), 0, &used);
+		if (st == HTTP_ERROR) {
+			proxy_response_cut(x, END_MALFORMED_UPSTREAM_BODY, "malformed body");
+			return;
+		}
+		if (out->oom) {
+			proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
+			return;
+		}
+		p = x->dechunk ? out->p : buf_head(&u->in);
+		n = x->dechunk ? out->len : used;
+		if (st == HTTP_MSG_DONE) {
+			bool reusable = u->head.keep_alive && buf_len(&u->in) == used;
+
+			/* the connection goes back before the last bytes leave,
+			 * and a pooled one frees its buffer: copy them out */
+			if (!x->dechunk) {
+				sbuf_add(out, p, n);
+				p = out->p;
+			}
+			if (out->oom) {
+				proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
+				return;
+			}
+			buf_consume(&u->in, used);
+			proxy_response_end(x, p, n, reusable);
+			return;
+		}
+		if (!proxy_response_data(x, p, n))
+			return;
+		buf_consume(&u->in, used);
+	} while (buf_len(&u->in) > 0);
+	if (x->up && x->down->congested(x))
+		conn_pause_read(x->up->c);
+}
+
+static void
+upstream_eof(struct exchange *x, ssize_t n)
+{
+	struct upconn *u = x->up;
+
+	if (x->tunnel) {
+		proxy_response_end(x, NULL, 0, false);
+		return;
+	}
+	if (!x->resp_head) {
+		failed_conn(x);
+		return;
+	}
+	if (n == 0 && http_parse_eof(&u->parser) == HTTP_MSG_DONE) {
+		x->close_after = true;
+		proxy_response_end(x, NULL, 0, false);
+		return;
+	}
+	{
+		char why[160];
+
+		snprintf(why, sizeof(why), "upstream closed: %s", conn_error_text(u->c));
+		proxy_response_cut(x, END_UPSTREAM_CLOSED, why);
+	}
+}
+
+static void
+upstream_readable(struct exchange *x)
+{
+	struct upconn *u = x->up;
+	ssize_t n;
+
+	n = conn_read(u->c, &u->in, x->tunnel ? 65536 : UPSTREAM_BUF_MAX);
+	if (n == CONN_AGAIN) {
+		if (buf_len(&u->in) > u->parsed || (x->resp_head && buf_len(&u->in) > 0))
+			upstream_relay(x);	/* kicked after back-pressure */
+		return;
+	}
+	if (n <= 0) {
+		upstream_eof(x, n);
+		return;
+	}
+	upstream_relay(x);
+}
+
+static void
+upstream_event(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct exchange *x = arg;
+
+	switch (ev) {
+	case CONN_CONNECTED:
+		if (conn_is_tls(c))
+			metrics_tls_handshake(x->w->ms, DIR_OUTBOUND, conn_session_reused(c));
+		proxy_attempt_connected(x);
+		return;
+	case CONN_FAILED:
+		failed_conn(x);
+		return;
+	case CONN_DRAINED:
+		proxy_upstream_drained(x);
+		return;
+	case CONN_READABLE:
+		upstream_readable(x);
+		return;
+	}
+}

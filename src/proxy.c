@@ -1,0 +1,700 @@
+/*
+ * The life of an exchange: admission, rewriting, deadlines, relaying
+ * between the codecs, accounting, and the one teardown. See exchange.h;
+ * the attempts themselves are attempt.c's.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "attempt.h"
+#include "log.h"
+#include "route.h"
+
+#define RESET_FROM	offsetof(struct exchange, upops)
+#define RESET_TO	offsetof(struct exchange, corr)
+
+static void exchange_timeout(evutil_socket_t fd, short what, void *arg);
+
+int
+proxy_exchange_init(struct exchange *x, struct worker *w, const struct down_ops *down)
+{
+	x->down = down;
+	x->w = w;
+	x->ferr = -1;
+	x->lis_service = SIZE_MAX;
+	x->timer = evtimer_new(w->base, exchange_timeout, x);
+	return x->timer ? 0 : -1;
+}
+
+void
+proxy_exchange_free(struct exchange *x)
+{
+	if (x->timer)
+		event_free(x->timer);
+	x->timer = NULL;
+	sbuf_free(&x->req);
+	sbuf_free(&x->logline);
+}
+
+/* ------------------------------------------------------------ ids ---- */
+
+/* The app's ID when valid (true), else a new UUIDv4, copied into OUT. */
+static bool
+take_id(char *out, const char *msg, const struct http_header *hd, size_t *len)
+{
+	if (hd && ids_valid(msg + hd->value.off, hd->value.len)) {
+		memcpy(out, msg + hd->value.off, hd->value.len);
+		*len = hd->value.len;
+		return true;
+	}
+	ids_uuid4(out);
+	*len = UUID_LEN;
+	return false;
+}
+
+static void
+ids_decide(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	const struct http_header *c = headers_find(h, HDR_CORRELATION_ID);
+	const struct http_header *r = headers_find(h, HDR_REQUEST_ID);
+	const struct http_header *t = headers_find(h, HDR_TRACEPARENT);
+	struct request_ids *ids = &x->ids;
+
+	memset(ids, 0, sizeof(*ids));
+	ids->correlation_from_app = take_id(x->corr, msg, c, &ids->correlation_len);
+	ids->request_from_app = take_id(x->rid, msg, r, &ids->request_len);
+	ids->correlation = x->corr;
+	ids->request = x->rid;
+	if (t == NULL || headers_count(h, HDR_TRACEPARENT) > 1 ||
+	    !ids_traceparent_valid(msg + t->value.off, t->value.len)) {
+		ids_traceparent(x->tp);
+		x->tp_len = TRACEPARENT_LEN;
+		ids->traceparent = x->tp;
+		ids->traceparent_len = TRACEPARENT_LEN;
+	} else {
+		/* passes unchanged; kept for the access log's trace_id */
+		x->tp_len = t->value.len < TRACEPARENT_LEN ? t->value.len : TRACEPARENT_LEN;
+		memcpy(x->tp, msg + t->value.off, x->tp_len);
+	}
+}
+
+/* A new request begins in X. */
+static void
+exchange_begin(struct exchange *x)
+{
+	memset((char *)x + RESET_FROM, 0, RESET_TO - RESET_FROM);
+	x->ferr = -1;
+	x->live = true;
+	x->start_ms = clock_now_ms();
+	x->start_us = clock_now_us();
+	x->start_wall_ms = clock_wall_ms();
+	sbuf_clear(&x->logline);
+}
+
+void
+proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg)
+{
+	exchange_begin(x);
+	x->tp_len = 0;
+	memset(&x->ids, 0, sizeof(x->ids));
+	ids_uuid4(x->corr);
+	ids_uuid4(x->rid);
+	x->ids.correlation = x->corr;
+	x->ids.correlation_len = UUID_LEN;
+	x->ids.request = x->rid;
+	x->ids.request_len = UUID_LEN;
+	proxy_refuse(x, e, msg, 0, true);
+}
+
+/* ----------------------------------------------------- accounting ---- */
+
+int
+exchange_metrics_id(const struct exchange *x)
+{
+	/* inbound requests are the local app's, refused ones included */
+	if (x->inbound)
+		return runtime_inbound_metrics_id(x->w->rt);
+	return x->svc && x->svc->rt ? x->svc->rt->metrics_id : -1;
+}
+
+void
+proxy_account(struct exchange *x, enum end_cause cause)
+{
+	enum metric_dir dir = x->inbound ? DIR_INBOUND : DIR_OUTBOUND;
+	int id = exchange_metrics_id(x);
+	const char *log = x->logline.p;
+	size_t mlen = 0;
+
+	if (x->accounted || x->start_ms == 0)
+		return;
+	x->accounted = true;
+	if (x->status || cause != END_DONE)
+		metrics_request(x->w->ms, dir, id, (int)x->status, x->head_us ? x->head_us : -1);
+	if (x->ferr >= 0)
+		metrics_error(x->w->ms, dir, id, (enum ferry_error)x->ferr);
+	metrics_cut(x->w->ms, dir, id, cause);
+	if (x->w->alog == NULL)
+		return;
+	while (mlen < x->logline.len && log[mlen] != ' ')
+		mlen++;
+	accesslog_write(x->w->alog, &(struct access_entry){
+		.time_ms = x->start_wall_ms,
+		.dir = dir,
+		.service = x->svc ? x->svc->conf->name : x->inbound ? "local_app" : "",
+		.method = log,
+		.method_len = mlen,
+		.path = mlen < x->logline.len ? log + mlen + 1 : "",
+		.path_len = mlen < x->logline.len ? x->logline.len - mlen - 1 : 0,
+		.status = (int)x->status,
+		.duration_ms = (double)(clock_now_us() - x->start_us) / 1000.0,
+		.upstream = x->ep ? x->ep->addr_text : NULL,
+		.attempts = x->attempts,
+		.resends = x->resent,
+		.correlation_id = x->ids.correlation,
+		.correlation_len = x->ids.correlation_len,
+		.request_id = x->ids.request,
+		.request_len = x->ids.request_len,
+		.traceparent = x->tp_len ? x->tp : NULL,
+		.traceparent_len = x->tp_len,
+		.bytes_in = x->bytes_in,
+		.bytes_out = x->bytes_out,
+		.error = cause != END_DONE ? end_cause_name(cause) :
+		    x->ferr >= 0 ? ferror_code((enum ferry_error)x->ferr) : NULL,
+		.peer = x->peer_id,
+	});
+}
+
+/* The request stops counting toward max_concurrent (at its last byte). */
+static void
+exchange_leave(struct exchange *x)
+{
+	attempt_drop(x);
+	/* ended before its outcome: a probe slot must not stay taken */
+	if (x->svc && x->svc->rt && x->verdict == BREAKER_PROBE) {
+		breaker_cancel(x->svc->rt->breaker, x->verdict);
+		x->verdict = BREAKER_PASS;
+	}
+	if (x->entered) {
+		breaker_leave(x->entered);
+		x->entered = NULL;
+	}
+}
+
+void
+proxy_end(struct exchange *x, enum end_cause cause)
+{
+	if (!x->live)
+		return;
+	x->live = false;
+	event_del(x->timer);
+	attempt_release(x, false);
+	exchange_leave(x);
+	proxy_account(x, cause);
+	x->down->finish(x, cause);
+}
+
+void
+proxy_refuse(struct exchange *x, enum ferry_error e, const char *msg,
+    unsigned retry_after, bool close)
+{
+	if (!x->live)
+		return;
+	attempt_release(x, false);
+	x->status = (uint32_t)ferror_status(e);
+	x->ferr = (int)e;
+	if (x->head_us == 0)
+		exchange_head_sent(x);
+	if (close || !x->keep_alive)
+		x->close_after = true;
+	log_debug("%s %s", ferror_code(e), msg);
+	x->down->send_error(x, e, msg, retry_after, close);
+	proxy_end(x, END_DONE);
+}
+
+/* ------------------------------------------------------ admission ---- */
+
+static bool
+via_has_token(const char *msg, const struct http_head *h, const char *token)
+{
+	size_t tl = strlen(token);
+
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		if (h->h[i].kind == HDR_VIA &&
+		    memmem(msg + h->h[i].value.off, h->h[i].value.len, token, tl))
+			return true;
+	return false;
+}
+
+static bool
+expects_continue(const char *msg, const struct http_head *h)
+{
+	const struct http_header *e = headers_find(h, HDR_EXPECT);
+
+	return e && slice_eq_ci(msg, e->value, "100-continue");
+}
+
+/* The service for an outbound request (SPEC §4), or NULL once refused. */
+static struct svc_state *
+route_outbound(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	const char *path, *auth;
+	size_t path_len, auth_len;
+	char errmsg[256];
+	long si;
+
+	if (x->lis_service != SIZE_MAX)
+		/* a port a reload removed routes nowhere */
+		si = x->lis_service < x->gen->n_svcs ? (long)x->lis_service : -1;
+	else
+		si = route_request(x->gen->conf, msg, h);
+	if (si < 0) {
+		const struct http_header *host = headers_find(h, HDR_HOST);
+
+		target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
+		if (!auth && host) {
+			auth = msg + host->value.off;
+			auth_len = host->value.len;
+		}
+		snprintf(errmsg, sizeof(errmsg), "no service for host \"%.*s\"",
+		    auth ? (int)(auth_len > 100 ? 100 : auth_len) : 0, auth ? auth : "");
+		proxy_refuse(x, FE_UNKNOWN_SERVICE, errmsg, 0, !x->req_done);
+		return NULL;
+	}
+	if (via_has_token(msg, h, via_token_out())) {
+		proxy_refuse(x, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
+		    !x->req_done);
+		return NULL;
+	}
+	return &x->gen->svcs[si];
+}
+
+/* The local app for an inbound request once the peer proved who it is and
+ * that it holds a key (SPEC §5), or NULL once refused. */
+static struct svc_state *
+admit_inbound(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	const struct conf_inbound *in = &x->gen->conf->inbound;
+	const struct http_header *key;
+	char errmsg[PEER_ID_MAX + 64];
+
+	if (!in->enabled) {
+		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "the inbound listener was removed by a reload",
+		    1, true);
+		return NULL;
+	}
+	if (via_has_token(msg, h, via_token_in())) {
+		proxy_refuse(x, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
+		    !x->req_done);
+		return NULL;
+	}
+	if (x->peer_id == NULL || !inbound_peer_allowed(in, x->peer_id)) {
+		metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
+		snprintf(errmsg, sizeof(errmsg), x->peer_id ?
+		    "peer %s is not allowed" : "peer certificate has no usable URI or DNS name%s",
+		    x->peer_id ? x->peer_id : "");
+		proxy_refuse(x, FE_INVALID_SERVICE_AUTH, errmsg, 0, !x->req_done);
+		return NULL;
+	}
+	if (in->auth_enabled) {
+		key = headers_find(h, HDR_SERVICE_AUTH);
+		if (key == NULL || !inbound_key_ok(&x->gen->inbound_keys, msg + key->value.off,
+		    key->value.len)) {
+			metrics_auth_failure(x->w->ms, key == NULL ? AUTH_MISSING : AUTH_INVALID);
+			proxy_refuse(x, FE_INVALID_SERVICE_AUTH, key == NULL ?
+			    "missing x-service-auth" : "invalid x-service-auth", 0, !x->req_done);
+			return NULL;
+		}
+	}
+	return &x->gen->inbound;
+}
+
+static unsigned
+retry_after_secs(int64_t ms)
+{
+	return ms <= 1000 ? 1 : (unsigned)((ms + 999) / 1000);
+}
+
+/* Admission (SPEC §5, §6): rate limit (429), max_concurrent (503), and
+ * outbound the circuit breaker (503). None of these is an upstream
+ * failure; each answers at once with retry-after. */
+static bool
+admit(struct exchange *x)
+{
+	struct svc_state *s = x->svc;
+	struct runtime *rt = x->w->rt;
+	const struct conf_rate_limit *rl = x->inbound ? &x->gen->conf->inbound.rate_limit :
+	    &s->conf->rate_limit;
+	struct bucket *bucket = x->inbound ? runtime_inbound_bucket(rt) : s->rt->bucket;
+	struct breaker *br = x->inbound ? runtime_inbound_breaker(rt) : s->rt->breaker;
+	const struct conf_breaker *bc = &s->conf->breaker;
+	int64_t now = clock_now_ms(), wait = 0;
+	char msg[256];
+
+	x->verdict = BREAKER_PASS;
+	if (rl->enabled && !bucket_take(bucket, rl, clock_now_us(), &wait)) {
+		metrics_rate_limited(x->w->ms, x->inbound ? DIR_INBOUND : DIR_OUTBOUND,
+		    exchange_metrics_id(x));
+		snprintf(msg, sizeof(msg), "%s is over its rate limit of %g requests/s",
+		    s->conf->name, rl->rps);
+		proxy_refuse(x, FE_RATE_LIMITED, msg, retry_after_secs(wait), !x->req_done);
+		return false;
+	}
+	if (!breaker_enter(br, bc)) {
+		snprintf(msg, sizeof(msg), "%s has %u requests in flight (max_concurrent)",
+		    s->conf->name, bc->max_concurrent);
+		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
+		return false;
+	}
+	x->entered = br;
+	if (x->inbound)
+		return true;
+	x->verdict = breaker_allow(br, bc, now, &wait);
+	if (x->verdict == BREAKER_REJECT) {
+		snprintf(msg, sizeof(msg), "circuit open for %s", s->conf->name);
+		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, retry_after_secs(wait), !x->req_done);
+		return false;
+	}
+	retry_budget_request(s->rt->budget, now);
+	return true;
+}
+
+/* -------------------------------------------------------- request ---- */
+
+static void
+logline_set(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	const char *lp, *la;
+	size_t lplen, lalen;
+
+	/* the path, also of an absolute-form target (HTTP_PROXY clients) */
+	target_split(msg + h->target.off, h->target.len, &lp, &lplen, &la, &lalen);
+	sbuf_add(&x->logline, msg + h->method.off, h->method.len);
+	sbuf_add(&x->logline, " ", 1);
+	if (lplen == 0 || lp[0] == '?')
+		sbuf_add(&x->logline, "/", 1);
+	sbuf_add(&x->logline, lp, lplen);
+}
+
+/* Refusals of the head itself, before routing; true when refused. */
+static bool
+head_refused(struct exchange *x, const struct http_head *h, bool ambiguous)
+{
+	char errmsg[256];
+
+	if (ambiguous) {
+		proxy_refuse(x, FE_BAD_REQUEST, "more than one Host header", 0, true);
+		return true;
+	}
+	if (h->method_id == HTTP_CONNECT) {
+		proxy_refuse(x, FE_METHOD_NOT_ALLOWED, "CONNECT is not supported", 0, !x->req_done);
+		return true;
+	}
+	if (!x->http10 && headers_find(h, HDR_HOST) == NULL) {
+		proxy_refuse(x, FE_BAD_REQUEST, "HTTP/1.1 request without Host", 0, true);
+		return true;
+	}
+	if (!headers_framing_ok(h)) {
+		/* RFC 9112 6.3: the length cannot be known */
+		proxy_refuse(x, FE_BAD_REQUEST, "Transfer-Encoding does not end in chunked", 0, true);
+		return true;
+	}
+	if (x->lis->max_request_body && h->has_length &&
+	    h->content_length > x->lis->max_request_body) {
+		snprintf(errmsg, sizeof(errmsg), "request body of %llu bytes is over the limit of %llu",
+		    (unsigned long long)h->content_length,
+		    (unsigned long long)x->lis->max_request_body);
+		proxy_refuse(x, FE_PAYLOAD_TOO_LARGE, errmsg, 0, true);
+		return true;
+	}
+	return false;
+}
+
+bool
+proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bool ambiguous)
+{
+	const char *path, *auth;
+	size_t path_len, auth_len;
+	bool inbound = x->inbound;
+
+	exchange_begin(x);
+	if (x->w->alog)
+		logline_set(x, msg, h);
+	ids_decide(x, msg, h);
+	x->http10 = h->major == 1 && h->minor == 0;
+	x->keep_alive = h->keep_alive && !x->w->draining;
+	x->head_method = h->method_id == HTTP_HEAD;
+	switch (h->method_id) {
+	case HTTP_GET: case HTTP_HEAD: case HTTP_OPTIONS: case HTTP_PUT:
+	case HTTP_DELETE: case HTTP_TRACE:
+		x->idempotent = true;
+		break;
+	default:
+		x->idempotent = headers_find(h, HDR_IDEMPOTENCY_KEY) != NULL;
+	}
+	x->upgrade = h->upgrade;
+	x->req_done = !(h->chunked || (h->has_length && h->content_length > 0));
+	/* a refused request's body has nowhere to go */
+	x->close_after = !x->req_done;
+
+	if (head_refused(x, h, ambiguous))
+		return false;
+	x->svc = inbound ? admit_inbound(x, msg, h) : route_outbound(x, msg, h);
+	if (x->svc == NULL || !admit(x))
+		return false;
+	x->close_after = false;
+	x->deadline_ms = x->start_ms + x->svc->conf->timeouts.request;
+
+	target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
+	sbuf_clear(&x->req);
+	headers_build_request(&x->req, msg, h, &(struct upstream_head_args){
+		.host = x->svc->conf->upstream_host,
+		.target = path,
+		.target_len = path_len,
+		/* "http://svc?q" has no path: origin-form needs the "/" */
+		.target_slash = path_len == 0 || path[0] == '?',
+		.auth_key = x->svc->conf->auth_key,
+		.ids = &x->ids,
+		.via = inbound ? via_token_in() : via_token_out(),
+		.upgrade = x->upgrade,
+		.peer = inbound ? x->peer_id : NULL,
+		.forwarded_for = inbound ? x->peer : NULL,
+	});
+	if (x->req.oom) {
+		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "out of memory", 1, true);
+		return false;
+	}
+	x->req_head_len = x->req.len;
+	x->replayable = true;
+	if (!x->http10 && expects_continue(msg, h) && !x->req_done &&
+	    !x->down->send_continue(x))
+		return false;
+	return true;
+}
+
+void
+proxy_request_body(struct exchange *x, const void *p, size_t n)
+{
+	size_t buffer = x->svc->conf->retries.buffer;
+
+	if (!x->sent) {
+		/* it leaves with the head, in one write; kept for a replay
+		 * while small */
+		sbuf_add(&x->req, p, n);
+		if (x->req.len - x->req_head_len > buffer)
+			x->replayable = false;
+		return;
+	}
+	if (x->replayable) {
+		if (x->req.len + n <= buffer + x->req_head_len)
+			sbuf_add(&x->req, p, n);
+		else
+			x->replayable = false;
+	}
+	if (x->up)
+		x->upops->send(x, p, n);
+}
+
+void
+proxy_request_send(struct exchange *x)
+{
+	x->sent = true;
+	attempt_start(x);
+}
+
+bool
+proxy_request_writable(const struct exchange *x)
+{
+	return x->up != NULL && !x->upops->congested(x);
+}
+
+bool
+proxy_tunnel_up(struct exchange *x, const void *p, size_t n)
+{
+	x->last_io_ms = clock_now_ms();
+	return x->up == NULL || x->upops->send(x, p, n);
+}
+
+void
+proxy_client_drained(struct exchange *x)
+{
+	if (x->live && x->up)
+		x->upops->resume(x);
+}
+
+/* ------------------------------------------------------- response ---- */
+
+void
+proxy_attempt_connected(struct exchange *x)
+{
+	x->connect_deadline_ms = 0;
+	proxy_arm_timer(x);
+	/* what was queued while connecting has gone: take more body */
+	if (!x->req_done)
+		x->down->resume_body(x);
+}
+
+void
+proxy_upstream_drained(struct exchange *x)
+{
+	/* the upstream took the request body: read more of it */
+	if (x->live && (!x->req_done || x->tunnel))
+		x->down->resume_body(x);
+}
+
+static enum attempt_result
+status_result(int status)
+{
+	switch (status) {
+	case 502: return AR_STATUS_502;
+	case 503: return AR_STATUS_503;
+	case 504: return AR_STATUS_504;
+	default: return AR_OK;
+	}
+}
+
+/* 1xx responses to one request before its final one: Early Hints come
+ * once or twice; an upstream streaming them is broken or hostile. */
+#define MAX_INTERIM_RESPONSES 16
+
+bool
+proxy_response_head(struct exchange *x, const char *msg, const struct http_head *h,
+    bool until_close)
+{
+	bool switching = h->status == 101 && x->upgrade;
+
+	if (h->status >= 100 && h->status < 200 && !switching) {
+		if (++x->interims > MAX_INTERIM_RESPONSES) {
+			proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR,
+			    "too many interim (1xx) responses");
+			return false;
+		}
+		/* ferry answered 100-continue itself; a 101 nobody asked for
+		 * goes nowhere */
+		if (h->status == 100 || h->status == 101)
+			return true;
+		return x->down->send_interim(x, msg, h);
+	}
+	if (!switching) {
+		enum attempt_result r = status_result(h->status);
+		int64_t delay;
+
+		attempt_record(x, r);
+		if (r != AR_OK && attempt_retry_allowed(x, r, true, &delay)) {
+			/* this 5xx is not the last word: drop it with its connection */
+			attempt_release(x, false);
+			attempt_retry_schedule(x, delay);
+			return false;
+		}
+	} else {
+		attempt_record(x, AR_OK);
+	}
+	x->status = (uint32_t)h->status;
+	x->upgrade = switching;
+	x->dechunk = x->http10 && h->chunked && !x->head_method;
+	if (x->dechunk)
+		x->close_after = true;	/* the close is its only end marker */
+	if (!switching && until_close)
+		x->close_after = true;
+	if (!x->req_done)
+		x->close_after = true;	/* the rest of the request has nowhere to go */
+	if (!x->down->send_head(x, msg, h))
+		return false;
+	x->resp_head = true;
+	x->last_io_ms = clock_now_ms();
+	exchange_head_sent(x);
+	if (switching) {
+		x->tunnel = true;
+		x->req_done = true;
+		if (!x->down->tunnel_start(x))
+			return false;
+	}
+	proxy_arm_timer(x);
+	return true;
+}
+
+bool
+proxy_response_data(struct exchange *x, const void *p, size_t n)
+{
+	if (!x->down->send_data(x, p, n))
+		return false;
+	x->last_io_ms = clock_now_ms();
+	return true;
+}
+
+void
+proxy_response_end(struct exchange *x, const void *p, size_t n, bool reusable)
+{
+	if (x->tunnel)
+		x->close_after = true;
+	/* back before the last byte goes, so the pool gauges are settled */
+	attempt_release(x, reusable && x->req_done && !x->upgrade);
+	if (x->down->send_last(x, p, n))
+		proxy_end(x, END_DONE);
+}
+
+void
+proxy_response_cut(struct exchange *x, enum end_cause cause, const char *why)
+{
+	static struct log_limit limit;
+
+	log_limited(&limit, LOG_INFO, "cut %s cause=\"%s\" upstream=%s",
+	    x->tunnel ? "tunnel" : "response", why, x->ep ? x->ep->addr_text : "-");
+	/* a head still held back leaves: the client sees a cut response */
+	if (x->resp_head && !x->down->send_data(x, NULL, 0))
+		return;
+	proxy_end(x, cause);
+}
+
+/* --------------------------------------------------------- timers ---- */
+
+void
+proxy_arm_timer(struct exchange *x)
+{
+	int64_t now = clock_now_ms(), at;
+
+	if (!x->live)
+		return;
+	if (x->retry_at_ms && !x->tunnel) {
+		at = x->retry_at_ms;
+	} else if (!x->resp_head) {
+		at = x->try_deadline_ms;
+		if (x->connect_deadline_ms && x->connect_deadline_ms < at)
+			at = x->connect_deadline_ms;
+	} else {
+		at = x->last_io_ms + x->svc->conf->timeouts.stream_idle;
+	}
+	timer_at(x->timer, at, now);
+}
+
+static void
+exchange_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct exchange *x = arg;
+	int64_t now = clock_now_ms();
+
+	(void)fd;
+	(void)what;
+	if (!x->live)
+		return;
+	if (x->retry_at_ms && !x->tunnel) {
+		if (now >= x->retry_at_ms) {
+			x->retry_at_ms = 0;
+			attempt_start(x);
+			return;
+		}
+	} else if (!x->resp_head) {
+		if ((x->connect_deadline_ms && now >= x->connect_deadline_ms) ||
+		    now >= x->try_deadline_ms) {
+			attempt_timed_out(x, now);
+			return;
+		}
+	} else if (now >= x->last_io_ms + x->svc->conf->timeouts.stream_idle) {
+		static struct log_limit limit;
+
+		log_limited(&limit, LOG_INFO, "cut stream cause=\"idle %lldms\" upstream=%s",
+		    (long long)x->svc->conf->timeouts.stream_idle, x->ep->addr_text);
+		proxy_end(x, END_STREAM_IDLE);
+		return;
+	}
+	proxy_arm_timer(x);
+}
