@@ -66,6 +66,19 @@ buf_prepare(struct buf *b, size_t min, size_t max)
 	return b->cap - b->end;
 }
 
+/* Appends N bytes at P; false when that would pass MAX or memory is short. */
+static inline bool
+buf_append(struct buf *b, const void *p, size_t n, size_t max)
+{
+	if (n == 0)
+		return true;
+	if (buf_len(b) + n > max || buf_prepare(b, n, max) < n)
+		return false;
+	memcpy(b->data + b->end, p, n);
+	b->end += n;
+	return true;
+}
+
 static inline void
 buf_free(struct buf *b)
 {

@@ -89,6 +89,7 @@ struct exchange {
 	size_t lis_service;		/* a service's own port: its index, else -1 */
 	const char *peer;		/* address text */
 	const char *peer_id;		/* inbound: verified identity, or NULL */
+	bool unframed;			/* the codec frames bodies itself */
 	struct generation *gen;		/* the codec holds it for the request */
 
 	/* per request, from here on: proxy_request clears them */

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "exchange.h"
+#include "h2_down.h"
 #include "listener.h"
 #include "log.h"
 #include "proxy.h"
@@ -41,6 +42,7 @@ struct client {
 	bool read_paused;		/* by back-pressure or a full buffer */
 	bool in_process;		/* client_process is on the stack */
 	bool head_pending;		/* w->scratch holds our response head */
+	bool spoke;			/* a request began: too late for h2c */
 	struct buf in;
 	uint32_t parsed;		/* head bytes already fed to the parser */
 	int64_t head_start_ms;		/* first byte of the current head, 0 none */
@@ -137,6 +139,47 @@ client_teardown(struct client *cl, const char *reason)
 		cl->next->prev = cl->prev;
 	/* callers up the stack may still look at cl: free it next turn */
 	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
+}
+
+/* The connection turned out to speak HTTP/2: h2_down.c takes it, with
+ * what was read, its counts and its place under max_connections. */
+static void
+client_hand_over(struct client *cl)
+{
+	struct conn *c = cl->c;
+
+	cl->closed = true;
+	cl->c = NULL;
+	event_free(cl->timer);
+	cl->timer = NULL;
+	if (cl->prev)
+		cl->prev->next = cl->next;
+	else
+		cl->w->clients = cl->next;
+	if (cl->next)
+		cl->next->prev = cl->prev;
+	h2_down_adopt(cl->lis, c, cl->peer, cl->has_identity ? cl->peer_id : NULL, &cl->in);
+	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
+}
+
+/* h2c with prior knowledge (SPEC §12): the first bytes of a connection
+ * to the outbound listener or a service's port are the HTTP/2 preface.
+ * True when the connection went to HTTP/2, or when the bytes so far are
+ * only the start of the preface (wait for more). */
+static bool
+h2c_preface(struct client *cl)
+{
+	size_t n = buf_len(&cl->in);
+
+	if (cl->spoke || cl->state != CL_IDLE || cl->lis->kind == LK_INBOUND)
+		return false;
+	if (memcmp(buf_head(&cl->in), H2_PREFACE, n < H2_PREFACE_LEN ? n : H2_PREFACE_LEN) != 0) {
+		cl->spoke = true;	/* HTTP/1.x: never asked again */
+		return false;
+	}
+	if (n >= H2_PREFACE_LEN)
+		client_hand_over(cl);
+	return true;
 }
 
 /* Closes the connection; a live exchange ends first, cut for CAUSE (its
@@ -561,6 +604,7 @@ request_begin(struct client *cl)
 	}
 	x->gen = cl->gen;
 	x->lis = cl->lis->conf;
+	cl->spoke = true;
 	ambiguous = headers_classify(msg, h) != 0;
 	cl->parser.rechunk = h->chunked;	/* its body is framed anew */
 	cl->state = CL_WAIT;
@@ -589,6 +633,7 @@ request_error(struct client *cl)
 {
 	bool too_large = cl->parser.err == HTTP_ERR_TOO_LARGE;
 
+	cl->spoke = true;
 	cl->state = CL_WAIT;
 	buf_consume(&cl->in, buf_len(&cl->in));
 	proxy_error_early(&cl->x, too_large ? FE_HEADERS_TOO_LARGE : FE_BAD_REQUEST,
@@ -716,6 +761,14 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		cl->has_identity = inbound_peer_identity(conn_ssl(cl->c), cl->peer_id,
 		    sizeof(cl->peer_id));
 		cl->x.peer_id = cl->has_identity ? cl->peer_id : NULL;
+		{
+			const unsigned char *alpn;
+			unsigned alen;
+
+			SSL_get0_alpn_selected(conn_ssl(cl->c), &alpn, &alen);
+			if (alen == 2 && memcmp(alpn, "h2", 2) == 0)
+				client_hand_over(cl);
+		}
 		return;
 	case CONN_FAILED:
 		log_handshake_failure(cl);
@@ -757,6 +810,8 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		buf_consume(&cl->in, buf_len(&cl->in));
 		return;
 	}
+	if (h2c_preface(cl))
+		return;
 	client_process(cl);
 }
 
@@ -827,6 +882,7 @@ proxy_close_all(struct worker *w)
 {
 	while (w->clients)
 		client_close(w->clients, END_SHUTDOWN, "shutdown");
+	h2_down_close_all(w);
 	/* run the deferred frees */
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
 }
@@ -842,4 +898,5 @@ proxy_close_idle(struct worker *w)
 		if (cl->state == CL_IDLE && buf_len(&cl->in) == 0)
 			client_teardown(cl, "draining");
 	}
+	h2_down_close_idle(w);
 }

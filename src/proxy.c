@@ -590,8 +590,8 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 	}
 	x->status = (uint32_t)h->status;
 	x->upgrade = switching;
-	x->dechunk = x->http10 && h->chunked && !x->head_method;
-	if (x->dechunk)
+	x->dechunk = (x->http10 || x->unframed) && h->chunked && !x->head_method;
+	if (x->dechunk && x->http10)
 		x->close_after = true;	/* the close is its only end marker */
 	if (!switching && until_close)
 		x->close_after = true;

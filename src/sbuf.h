@@ -67,6 +67,20 @@ sbuf_free(struct sbuf *s)
 }
 
 /* Appends the decimal form of V. */
+/* V in lower-case hex (a chunk size). */
+static inline void
+sbuf_addx(struct sbuf *s, unsigned long long v)
+{
+	char tmp[16];
+	int i = (int)sizeof(tmp);
+
+	do {
+		tmp[--i] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v);
+	sbuf_add(s, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
 static inline void
 sbuf_addu(struct sbuf *s, unsigned long long v)
 {

@@ -583,13 +583,13 @@ bind_trust(SSL_CTX *ctx, const char *client_ca, char *const *peers, size_t n_pee
 	return 0;
 }
 
-/* Peers speak HTTP/1.1 here (h2 joins when HTTP/2 lands). A client that
+/* Peers speak HTTP/2 or HTTP/1.1 here, h2 first (SPEC §12). A client that
  * offers only other protocols gets no ALPN answer rather than a failure. */
 static int
 alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     const unsigned char *in, unsigned int inlen, void *arg)
 {
-	static const unsigned char ours[] = "\x08http/1.1";
+	static const unsigned char ours[] = "\x02h2\x08http/1.1";
 
 	(void)ssl;
 	(void)arg;

@@ -25,6 +25,7 @@
 struct server;
 struct upconn;
 struct client;
+struct h2conn;
 
 /* A service endpoint (one address) as this worker sees it. Endpoints come
  * and go with DNS; one that goes is retired and freed once nothing uses
@@ -165,7 +166,8 @@ struct worker {
 	_Atomic uint32_t n_clients;
 	_Atomic uint32_t conns_outbound;	/* downstream_connections gauge */
 	_Atomic uint32_t conns_inbound;
-	struct client *clients;		/* every open downstream connection */
+	struct client *clients;		/* every open HTTP/1 downstream connection */
+	struct h2conn *h2conns;		/* every HTTP/2 one */
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
 	bool draining;
 };

@@ -156,15 +156,18 @@ class InboundTest(FerryTestCase):
         self.assertRegex(metrics, r'ferry_requests_total\{direction="inbound",'
                                   r'service="local_app",code="200"\} 3\b')
 
-    def test_alpn_http11(self):
+    def test_alpn_h2_first_then_http11(self):
+        """SPEC §12: the inbound listener offers h2 and http/1.1, h2 first."""
         p = pki()
-        ctx = ssl.create_default_context(cafile=p.ca.cert)
-        ctx.check_hostname = False
-        ctx.load_cert_chain(p.client.cert, p.client.key)
-        ctx.set_alpn_protocols(["h2", "http/1.1"])
-        raw = socket.create_connection(("127.0.0.1", self.inbound_port), timeout=3)
-        with ctx.wrap_socket(raw, server_hostname="backend") as s:
-            self.assertEqual(s.selected_alpn_protocol(), "http/1.1")
+        for offered, chosen in ((["h2", "http/1.1"], "h2"), (["http/1.1", "h2"], "h2"),
+                                (["http/1.1"], "http/1.1")):
+            ctx = ssl.create_default_context(cafile=p.ca.cert)
+            ctx.check_hostname = False
+            ctx.load_cert_chain(p.client.cert, p.client.key)
+            ctx.set_alpn_protocols(offered)
+            raw = socket.create_connection(("127.0.0.1", self.inbound_port), timeout=3)
+            with ctx.wrap_socket(raw, server_hostname="backend") as s:
+                self.assertEqual(s.selected_alpn_protocol(), chosen, offered)
 
 
 class MeshTest(FerryTestCase):

@@ -1,0 +1,1066 @@
+/*
+ * The HTTP/2 downstream codec. nghttp2 does the framing, HPACK and flow
+ * control; this file turns each stream into an exchange (exchange.h) and
+ * carries its bytes, with memory bounded per stream by the windows ferry
+ * grants: request body is granted back only once the upstream took it,
+ * and the response is read from the upstream only while the stream's
+ * queue is short. A peer that floods control frames, resets streams as
+ * fast as it opens them, or never opens its window gets GOAWAY
+ * ENHANCE_YOUR_CALM; other connections never notice.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "clock.h"
+#include "exchange.h"
+#include "h2_down.h"
+#include "listener.h"
+#include "log.h"
+
+#define H2_MAX_STREAMS		128
+#define H2_STREAM_WINDOW	(256 * 1024)
+#define H2_CONN_WINDOW		(1024 * 1024)
+#define H2_OUT_HIGH		(256 * 1024)	/* queued response bytes: pause the upstream */
+#define H2_OUT_MAX		(4 * 1024 * 1024)	/* never more, whatever comes */
+#define H2_IN_MAX		(H2_STREAM_WINDOW + 16384)
+#define H2_MAX_CONTINUATIONS	32	/* per header block */
+#define H2_CONTROL_PER_SEC	200	/* PING and SETTINGS frames */
+#define H2_RESET_ALLOWANCE	200	/* resets beyond twice the completed streams */
+#define H2_GOAWAY_DELAY_MS	500	/* between the notice and the real GOAWAY */
+#define H2_READ_MAX		(64 * 1024)
+
+struct h2conn;
+
+struct h2stream {
+	struct exchange x;
+	struct h2conn *hc;
+	int32_t id;
+	struct h2stream *next, *prev;	/* the connection's streams */
+	struct generation *gen;
+	struct sbuf raw;		/* the request head: method, path, fields */
+	struct http_head head;
+	struct slice method, path, authority;
+	uint32_t head_bytes;
+	bool too_large;
+	bool chunked;			/* the upstream gets it chunked */
+	bool in_end;			/* END_STREAM from the client */
+	struct buf in;			/* body not yet taken upstream */
+	struct buf out;			/* response body for the peer's window */
+	bool out_eof;
+	bool has_body;			/* a data provider was submitted */
+	bool closed;			/* nghttp2 is done with it */
+	bool freed;
+};
+
+struct h2conn {
+	struct worker *w;
+	struct listener *lis;
+	struct conn *c;
+	nghttp2_session *ng;
+	struct buf in;
+	struct sbuf hbuf;		/* heads being converted */
+	struct sbuf frame;		/* a chunk framed for an HTTP/1 upstream */
+	struct h2stream *streams;	/* until nghttp2 and the exchange are done */
+	int depth;			/* inside nghttp2: no send, no close */
+	bool closed;
+	bool calm;			/* told ENHANCE_YOUR_CALM */
+	bool draining;
+	bool goaway_final;
+	bool doomed;			/* close at the next timer */
+	struct event *timer;
+	int64_t idle_since_ms;
+	int64_t goaway_at_ms;
+	uint32_t continuations;
+	uint32_t control;
+	int64_t control_since_ms;
+	uint32_t resets;
+	uint32_t completed;
+	struct h2conn *next, *prev;	/* the worker's */
+	char peer[INET6_ADDRSTRLEN + 8];
+	char peer_id[PEER_ID_MAX];
+	bool has_identity;
+};
+
+static void h2_flush(struct h2conn *hc);
+static void h2_arm(struct h2conn *hc);
+static void stream_pump(struct h2stream *st);
+
+static struct h2stream *
+stream_of(const struct exchange *x)
+{
+	return (struct h2stream *)((char *)x - offsetof(struct h2stream, x));
+}
+
+/* -------------------------------------------------------- streams ---- */
+
+static void
+stream_free_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct h2stream *st = arg;
+
+	(void)fd;
+	(void)what;
+	sbuf_free(&st->raw);
+	buf_free(&st->in);
+	buf_free(&st->out);
+	proxy_exchange_free(&st->x);
+	gen_unref(st->x.w, st->gen);
+	free(st);
+}
+
+/* Frees ST once nghttp2 and the exchange are both done with it. */
+static void
+stream_maybe_free(struct h2stream *st)
+{
+	struct h2conn *hc = st->hc;
+
+	if (st->freed || !st->closed || st->x.live)
+		return;
+	st->freed = true;
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		hc->streams = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
+	if (hc->streams == NULL)
+		hc->idle_since_ms = clock_now_ms();
+	if (!hc->closed) {
+		nghttp2_session_set_stream_user_data(hc->ng, st->id, NULL);
+		h2_arm(hc);
+	}
+	/* callers up the stack may still look at it */
+	event_base_once(st->x.w->base, -1, EV_TIMEOUT, stream_free_deferred, st, NULL);
+}
+
+/* ----------------------------------------------------------- heads ---- */
+
+static uint8_t
+method_id(const char *m, size_t n)
+{
+	static const struct { const char *name; uint8_t id; } methods[] = {
+		{ "GET", HTTP_GET }, { "HEAD", HTTP_HEAD }, { "POST", HTTP_POST },
+		{ "PUT", HTTP_PUT }, { "DELETE", HTTP_DELETE }, { "OPTIONS", HTTP_OPTIONS },
+		{ "TRACE", HTTP_TRACE }, { "CONNECT", HTTP_CONNECT }, { "PATCH", HTTP_PATCH },
+	};
+
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (strlen(methods[i].name) == n && memcmp(methods[i].name, m, n) == 0)
+			return methods[i].id;
+	return UINT8_MAX;	/* another method: neither idempotent nor special */
+}
+
+static struct slice
+raw_add(struct sbuf *raw, const void *p, size_t n)
+{
+	struct slice s = { (uint32_t)raw->len, (uint32_t)n };
+
+	sbuf_add(raw, p, n);
+	return s;
+}
+
+static void
+head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	struct http_head *h = &st->head;
+
+	if (h->n_headers >= HTTP_MAX_HEADERS) {
+		st->too_large = true;
+		return;
+	}
+	h->h[h->n_headers].name = raw_add(&st->raw, name, nlen);
+	h->h[h->n_headers].value = raw_add(&st->raw, value, vlen);
+	h->n_headers++;
+}
+
+/* The HTTP/1 head text ferry built (headers_build_response, ferror_build)
+ * as HTTP/2 fields: ":status" from the status line, names in lower case,
+ * and without what only HTTP/1 connections carry. */
+static size_t
+head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
+{
+	char *p = text, *end = text + len, *eol;
+	size_t n = 0;
+
+	if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL || eol - p < 12)
+		return 0;
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)p + 9, 7, 3,
+	    NGHTTP2_NV_FLAG_NONE };
+	for (p = eol + 2; p < end && n < max; p = eol + 2) {
+		char *colon, *v;
+
+		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL || eol == p)
+			break;
+		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
+			continue;
+		for (char *q = p; q < colon; q++)
+			if (*q >= 'A' && *q <= 'Z')
+				*q = (char)(*q + 32);
+		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+			;
+#define IS(lit) ((size_t)(colon - p) == sizeof(lit) - 1 && memcmp(p, lit, sizeof(lit) - 1) == 0)
+		if (IS("connection") || IS("keep-alive") || IS("proxy-connection") ||
+		    IS("transfer-encoding") || IS("upgrade"))
+			continue;
+#undef IS
+		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, (size_t)(colon - p),
+		    (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE };
+	}
+	return n;
+}
+
+/* ---------------------------------------------------------- bodies ---- */
+
+static ssize_t
+read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+    uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+	struct h2stream *st = src->ptr;
+	size_t n = buf_len(&st->out), before = n;
+
+	(void)ng;
+	(void)id;
+	(void)arg;
+	if (n > length)
+		n = length;
+	memcpy(buf, buf_head(&st->out), n);
+	buf_consume(&st->out, n);
+	if (buf_len(&st->out) == 0) {
+		buf_shrink_if_empty(&st->out);
+		if (st->out_eof)
+			*flags |= NGHTTP2_DATA_FLAG_EOF;
+		else if (n == 0)
+			return NGHTTP2_ERR_DEFERRED;
+	}
+	/* the queue fell under the mark: read more of the response */
+	if (before > H2_OUT_HIGH && before - n <= H2_OUT_HIGH && st->x.live)
+		proxy_client_drained(&st->x);
+	return (ssize_t)n;
+}
+
+static bool
+stream_queue(struct h2stream *st, const void *p, size_t n)
+{
+	if (!buf_append(&st->out, p, n, H2_OUT_MAX)) {
+		proxy_end(&st->x, END_OUT_OF_MEMORY);
+		return false;
+	}
+	st->x.bytes_out += n;
+	if (st->has_body)
+		nghttp2_session_resume_data(st->hc->ng, st->id);
+	return true;
+}
+
+static bool
+submit(struct h2stream *st, char *text, size_t len, bool body)
+{
+	nghttp2_nv nv[HTTP_MAX_HEADERS + 8];
+	nghttp2_data_provider dp = { .source.ptr = st, .read_callback = read_body };
+	size_t n = head_to_nv(text, len, nv, sizeof(nv) / sizeof(nv[0]));
+
+	st->has_body = body;
+	if (n == 0 || nghttp2_submit_response(st->hc->ng, st->id, nv, n, body ? &dp : NULL) != 0) {
+		proxy_end(&st->x, END_OUT_OF_MEMORY);
+		return false;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------- ops ---- */
+
+static bool
+h2_send_continue(struct exchange *x)
+{
+	struct h2stream *st = stream_of(x);
+	const nghttp2_nv nv = { (uint8_t *)":status", (uint8_t *)"100", 7, 3,
+	    NGHTTP2_NV_FLAG_NONE };
+
+	nghttp2_submit_headers(st->hc->ng, NGHTTP2_FLAG_NONE, st->id, NULL, &nv, 1, NULL);
+	h2_flush(st->hc);
+	return true;
+}
+
+static bool
+h2_send_interim(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	struct h2stream *st = stream_of(x);
+	struct sbuf *t = &st->hc->hbuf;
+	nghttp2_nv nv[HTTP_MAX_HEADERS + 8];
+	size_t n;
+
+	sbuf_clear(t);
+	headers_build_response(t, msg, h, &(struct downstream_head_args){ .interim = true });
+	if (!t->oom && (n = head_to_nv(t->p, t->len, nv, sizeof(nv) / sizeof(nv[0]))) > 0)
+		nghttp2_submit_headers(st->hc->ng, NGHTTP2_FLAG_NONE, st->id, NULL, nv, n, NULL);
+	h2_flush(st->hc);
+	return true;
+}
+
+static bool
+h2_send_head(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	struct h2stream *st = stream_of(x);
+	struct sbuf *t = &st->hc->hbuf;
+	bool body = !(x->head_method || h->status == 204 || h->status == 304);
+
+	sbuf_clear(t);
+	headers_build_response(t, msg, h, &(struct downstream_head_args){
+	    .ids = &x->ids, .keep_alive = true, .keep_alive_timeout = 1,
+	    .dechunk = x->dechunk });
+	if (t->oom) {
+		proxy_end(x, END_OUT_OF_MEMORY);
+		return false;
+	}
+	if (!submit(st, t->p, t->len, body))
+		return false;
+	h2_flush(st->hc);
+	return true;
+}
+
+static bool
+h2_send_data(struct exchange *x, const void *p, size_t n)
+{
+	struct h2stream *st = stream_of(x);
+
+	if (n && !stream_queue(st, p, n))
+		return false;
+	h2_flush(st->hc);
+	return true;
+}
+
+static bool
+h2_send_last(struct exchange *x, const void *p, size_t n)
+{
+	struct h2stream *st = stream_of(x);
+
+	/* counted with its last bytes, before they can reach the client */
+	x->bytes_out += n;
+	proxy_account(x, END_DONE);
+	x->bytes_out -= n;
+	if (!stream_queue(st, p, n))
+		return false;
+	st->out_eof = true;
+	if (st->has_body)
+		nghttp2_session_resume_data(st->hc->ng, st->id);
+	h2_flush(st->hc);
+	return true;
+}
+
+static void
+h2_send_error(struct exchange *x, enum ferry_error e, const char *msg,
+    unsigned retry_after, bool close)
+{
+	struct h2stream *st = stream_of(x);
+	struct sbuf *t = &st->hc->hbuf;
+	char *body;
+	size_t head_len;
+
+	(void)close;	/* a stream ends alone */
+	sbuf_clear(t);
+	ferror_build(t, &(struct error_args){
+		.err = e,
+		.message = msg,
+		.correlation = x->ids.correlation,
+		.correlation_len = x->ids.correlation_len,
+		.request_id = x->ids.request,
+		.request_id_len = x->ids.request_len,
+		.retry_after = retry_after,
+		.keep_alive = true,
+		.keep_alive_timeout = 1,
+		.head_only = x->head_method,
+	});
+	if (t->oom || (body = memmem(t->p, t->len, "\r\n\r\n", 4)) == NULL) {
+		proxy_end(x, END_OUT_OF_MEMORY);
+		return;
+	}
+	head_len = (size_t)(body - t->p) + 2;
+	body += 4;
+	if (!submit(st, t->p, head_len, !x->head_method))
+		return;
+	h2_send_last(x, body, (size_t)(t->p + t->len - body));
+}
+
+static bool
+h2_congested(const struct exchange *x)
+{
+	const struct h2stream *st = stream_of(x);
+
+	return st->hc->closed || buf_len(&st->out) > H2_OUT_HIGH ||
+	    conn_pending(st->hc->c) > CONN_HIGH_MARK;
+}
+
+static void
+h2_resume_body(struct exchange *x)
+{
+	struct h2stream *st = stream_of(x);
+
+	stream_pump(st);
+	h2_flush(st->hc);
+}
+
+static bool
+h2_tunnel_start(struct exchange *x)
+{
+	/* HTTP/2 requests never ask for an upgrade (h->upgrade stays false) */
+	proxy_end(x, END_CLIENT_CLOSED);
+	return false;
+}
+
+/* Tells the peer to calm down: GOAWAY ENHANCE_YOUR_CALM, then close. */
+static void
+h2_calm(struct h2conn *hc, const char *why)
+{
+	static struct log_limit limit;
+
+	if (hc->calm || hc->closed)
+		return;
+	hc->calm = true;
+	log_limited(&limit, LOG_WARN, "HTTP/2 peer %s: %s; GOAWAY ENHANCE_YOUR_CALM",
+	    hc->peer, why);
+	nghttp2_session_terminate_session(hc->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
+static void
+h2_finish(struct exchange *x, enum end_cause cause)
+{
+	struct h2stream *st = stream_of(x);
+	struct h2conn *hc = st->hc;
+
+	if (cause == END_DONE)
+		hc->completed++;
+	if (!hc->closed && !st->closed && cause != END_DONE) {
+		/* a peer that never opened its window held the stream */
+		if (cause == END_STREAM_IDLE && buf_len(&st->out) > 0 &&
+		    (nghttp2_session_get_stream_remote_window_size(hc->ng, st->id) <= 0 ||
+		    nghttp2_session_get_remote_window_size(hc->ng) <= 0))
+			h2_calm(hc, "flow-control window never opened");
+		nghttp2_submit_rst_stream(hc->ng, NGHTTP2_FLAG_NONE, st->id,
+		    cause == END_STREAM_IDLE || cause == END_SHUTDOWN ? NGHTTP2_CANCEL :
+		    NGHTTP2_INTERNAL_ERROR);
+	}
+	stream_maybe_free(st);
+	h2_flush(hc);
+}
+
+static const struct down_ops h2_down_ops = {
+	.send_continue = h2_send_continue,
+	.send_interim = h2_send_interim,
+	.send_head = h2_send_head,
+	.send_data = h2_send_data,
+	.send_last = h2_send_last,
+	.send_error = h2_send_error,
+	.congested = h2_congested,
+	.resume_body = h2_resume_body,
+	.tunnel_start = h2_tunnel_start,
+	.finish = h2_finish,
+};
+
+/* --------------------------------------------------------- request ---- */
+
+/* Request body to the exchange while the attempt takes it; what it took
+ * is granted back to the peer (WINDOW_UPDATE), nothing else. */
+static void
+stream_pump(struct h2stream *st)
+{
+	struct exchange *x = &st->x;
+	struct h2conn *hc = st->hc;
+
+	while (x->live && !x->req_done && !hc->closed) {
+		size_t n = buf_len(&st->in);
+
+		if (n == 0 && !st->in_end)
+			return;
+		if (!proxy_request_writable(x))
+			return;
+		if (n > 0) {
+			x->bytes_in += n;
+			if (st->chunked) {
+				struct sbuf *f = &hc->frame;
+
+				sbuf_clear(f);
+				sbuf_addx(f, n);
+				sbuf_add(f, "\r\n", 2);
+				sbuf_add(f, buf_head(&st->in), n);
+				sbuf_add(f, "\r\n", 2);
+				if (f->oom) {
+					proxy_end(x, END_OUT_OF_MEMORY);
+					return;
+				}
+				proxy_request_body(x, f->p, f->len);
+			} else {
+				proxy_request_body(x, buf_head(&st->in), n);
+			}
+			buf_consume(&st->in, n);
+			if (!st->closed)
+				nghttp2_session_consume(hc->ng, st->id, n);
+			continue;
+		}
+		buf_shrink_if_empty(&st->in);
+		if (st->chunked)
+			proxy_request_body(x, "0\r\n\r\n", 5);
+		if (x->live)
+			x->req_done = true;
+		return;
+	}
+}
+
+/* The request head is complete: as an HTTP/1.1 head, to the proxy. */
+static void
+stream_request(struct h2stream *st, bool end_stream)
+{
+	struct exchange *x = &st->x;
+	struct http_head *h = &st->head;
+	const struct http_header *cl;
+	bool ambiguous;
+
+	if (st->too_large) {
+		proxy_error_early(x, FE_HEADERS_TOO_LARGE,
+		    "request head over 64 KiB or over 100 headers");
+		return;
+	}
+	h->method = st->method;
+	h->target = st->path;
+	h->major = 1;
+	h->minor = 1;
+	h->keep_alive = true;
+	h->method_id = method_id(st->raw.p + st->method.off, st->method.len);
+	st->in_end = end_stream;
+	ambiguous = headers_classify(st->raw.p, h) != 0;
+	if ((cl = headers_find(h, HDR_CONTENT_LENGTH)) != NULL) {
+		/* nghttp2 checked it is a number that the DATA will match */
+		h->has_length = true;
+		h->content_length = strtoull(st->raw.p + cl->value.off, NULL, 10);
+	} else if (!end_stream) {
+		/* a body of unknown length: chunked for an HTTP/1.1 upstream */
+		head_add(st, "transfer-encoding", 17, "chunked", 7);
+		h->h[h->n_headers - 1].kind = HDR_TRANSFER_ENCODING;
+		h->chunked = true;
+		st->chunked = true;
+	}
+	if (st->raw.oom) {
+		proxy_error_early(x, FE_SERVICE_UNAVAILABLE, "out of memory");
+		return;
+	}
+	if (!proxy_request(x, st->raw.p, h, ambiguous))
+		return;
+	proxy_request_send(x);
+	stream_pump(st);
+}
+
+/* ------------------------------------------------ nghttp2 callbacks ---- */
+
+static ssize_t
+on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *arg)
+{
+	struct h2conn *hc = arg;
+
+	(void)ng;
+	(void)flags;
+	if (hc->closed)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (conn_pending(hc->c) > CONN_HIGH_MARK)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	if (conn_write(hc->c, data, len) != 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return (ssize_t)len;
+}
+
+static int
+on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
+{
+	struct h2conn *hc = arg;
+
+	(void)ng;
+	if (hd->type == NGHTTP2_HEADERS)
+		hc->continuations = 0;
+	else if (hd->type == NGHTTP2_CONTINUATION &&
+	    ++hc->continuations > H2_MAX_CONTINUATIONS)
+		h2_calm(hc, "CONTINUATION flood");
+	return 0;
+}
+
+static int
+on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
+{
+	struct h2conn *hc = arg;
+	struct h2stream *st;
+	struct exchange *x;
+
+	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	x = &st->x;
+	if (proxy_exchange_init(x, hc->w, &h2_down_ops) != 0) {
+		proxy_exchange_free(x);
+		free(st);
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
+	st->hc = hc;
+	st->id = frame->hd.stream_id;
+	st->gen = gen_ref(hc->w->gen);
+	x->gen = st->gen;
+	x->inbound = hc->lis->kind == LK_INBOUND;
+	x->lis = hc->lis->conf;
+	x->lis_service = hc->lis->kind == LK_SERVICE ? hc->lis->service : SIZE_MAX;
+	x->peer = hc->peer;
+	x->peer_id = hc->has_identity ? hc->peer_id : NULL;
+	x->unframed = true;
+	st->next = hc->streams;
+	if (hc->streams)
+		hc->streams->prev = st;
+	hc->streams = st;
+	event_del(hc->timer);	/* not idle */
+	nghttp2_session_set_stream_user_data(ng, st->id, st);
+	return 0;
+}
+
+static int
+on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+    size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+{
+	struct h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+
+	(void)flags;
+	(void)arg;
+	if (st == NULL || frame->headers.cat != NGHTTP2_HCAT_REQUEST || st->too_large)
+		return 0;	/* trailers: not forwarded to an HTTP/1.1 upstream */
+	st->head_bytes += (uint32_t)(nlen + vlen + 4);
+	if (st->head_bytes > HTTP_MAX_HEAD) {
+		st->too_large = true;
+		return 0;
+	}
+	if (nlen > 0 && name[0] == ':') {
+		struct slice s = raw_add(&st->raw, value, vlen);
+
+		if (nlen == 7 && memcmp(name, ":method", 7) == 0)
+			st->method = s;
+		else if (nlen == 5 && memcmp(name, ":path", 5) == 0)
+			st->path = s;
+		else if (nlen == 10 && memcmp(name, ":authority", 10) == 0) {
+			st->authority = s;
+			/* routes like Host (§4): the head carries it as one */
+			head_add(st, "host", 4, (const char *)value, vlen);
+		}
+		return 0;
+	}
+	if (nlen == 4 && memcmp(name, "host", 4) == 0 && st->authority.len)
+		return 0;	/* :authority says it */
+	head_add(st, (const char *)name, nlen, (const char *)value, vlen);
+	return 0;
+}
+
+static int
+on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+    void *arg)
+{
+	struct h2stream *st = nghttp2_session_get_stream_user_data(ng, id);
+
+	(void)flags;
+	(void)arg;
+	if (st == NULL || !st->x.live || st->x.req_done) {
+		/* nobody takes it: grant it back at once */
+		if (nghttp2_session_consume(ng, id, len) != 0)
+			nghttp2_session_consume_connection(ng, len);
+		return 0;
+	}
+	if (!buf_append(&st->in, data, len, H2_IN_MAX))
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over its window */
+	stream_pump(st);
+	return 0;
+}
+
+static void
+count_control(struct h2conn *hc)
+{
+	int64_t now = clock_now_ms();
+
+	if (now - hc->control_since_ms >= 1000) {
+		hc->control_since_ms = now;
+		hc->control = 0;
+	}
+	if (++hc->control > H2_CONTROL_PER_SEC)
+		h2_calm(hc, "PING or SETTINGS flood");
+}
+
+static int
+on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
+{
+	struct h2conn *hc = arg;
+	struct h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+
+	switch (frame->hd.type) {
+	case NGHTTP2_HEADERS:
+		if (st == NULL)
+			break;
+		if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+			stream_request(st, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
+		} else if (st->x.live && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+			st->in_end = true;	/* trailers end the body */
+			stream_pump(st);
+		}
+		break;
+	case NGHTTP2_DATA:
+		if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+			st->in_end = true;
+			stream_pump(st);
+		}
+		break;
+	case NGHTTP2_RST_STREAM:
+		/* rapid reset: streams cancelled far faster than completed */
+		if (++hc->resets > H2_RESET_ALLOWANCE + 2 * hc->completed)
+			h2_calm(hc, "streams reset faster than they complete");
+		break;
+	case NGHTTP2_PING:
+	case NGHTTP2_SETTINGS:
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+			count_control(hc);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
+{
+	struct h2stream *st = nghttp2_session_get_stream_user_data(ng, id);
+
+	(void)error_code;
+	(void)arg;
+	if (st == NULL)
+		return 0;
+	st->closed = true;
+	/* the peer reset it while it ran */
+	proxy_end(&st->x, END_CLIENT_CLOSED);
+	stream_maybe_free(st);
+	return 0;
+}
+
+/* ----------------------------------------------------- connection ---- */
+
+static void
+h2_free_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct h2conn *hc = arg;
+
+	(void)fd;
+	(void)what;
+	buf_free(&hc->in);
+	sbuf_free(&hc->hbuf);
+	sbuf_free(&hc->frame);
+	free(hc);
+}
+
+/* Never from inside nghttp2: h2_doom() schedules it from there. */
+static void
+h2_close(struct h2conn *hc, enum end_cause cause, const char *reason)
+{
+	struct worker *w = hc->w;
+
+	if (hc->closed)
+		return;
+	log_debug("closing HTTP/2 client %s: %s", hc->peer, reason);
+	hc->closed = true;
+	while (hc->streams) {
+		struct h2stream *st = hc->streams;
+
+		st->closed = true;
+		proxy_end(&st->x, cause);
+		stream_maybe_free(st);
+	}
+	nghttp2_session_del(hc->ng);
+	hc->ng = NULL;
+	conn_free(hc->c);
+	hc->c = NULL;
+	event_free(hc->timer);
+	hc->timer = NULL;
+	listener_client_gone(hc->lis);
+	w->n_clients--;
+	if (hc->lis->kind == LK_INBOUND)
+		w->conns_inbound--;
+	else
+		w->conns_outbound--;
+	if (hc->prev)
+		hc->prev->next = hc->next;
+	else
+		w->h2conns = hc->next;
+	if (hc->next)
+		hc->next->prev = hc->prev;
+	event_base_once(w->base, -1, EV_TIMEOUT, h2_free_deferred, hc, NULL);
+}
+
+/* Close at the next turn of the loop (from places that cannot now). */
+static void
+h2_doom(struct h2conn *hc)
+{
+	if (hc->doomed || hc->closed)
+		return;
+	hc->doomed = true;
+	event_active(hc->timer, EV_TIMEOUT, 0);
+}
+
+/* Sends what nghttp2 has queued, as far as the socket takes it. */
+static void
+h2_flush(struct h2conn *hc)
+{
+	int rv;
+
+	if (hc->closed || hc->depth > 0)
+		return;
+	hc->depth++;
+	rv = nghttp2_session_send(hc->ng);
+	hc->depth--;
+	if (rv != 0 || hc->closed) {
+		h2_doom(hc);
+		return;
+	}
+	/* GOAWAY sent and nothing left to do: close once it is out */
+	if (!nghttp2_session_want_read(hc->ng) && !nghttp2_session_want_write(hc->ng) &&
+	    conn_pending(hc->c) == 0)
+		h2_doom(hc);
+}
+
+/* The connection's one timer: idle close, the drain's second GOAWAY, or a
+ * close decided where it could not be done. */
+static void
+h2_arm(struct h2conn *hc)
+{
+	int64_t now = clock_now_ms();
+
+	if (hc->closed || hc->doomed)
+		return;
+	if (hc->draining && !hc->goaway_final)
+		timer_at(hc->timer, hc->goaway_at_ms, now);
+	else if (hc->streams == NULL)
+		timer_at(hc->timer, hc->idle_since_ms + hc->lis->conf->idle_timeout, now);
+	else
+		event_del(hc->timer);
+}
+
+static void
+h2_goaway_final(struct h2conn *hc)
+{
+	hc->goaway_final = true;
+	nghttp2_submit_goaway(hc->ng, NGHTTP2_FLAG_NONE,
+	    nghttp2_session_get_last_proc_stream_id(hc->ng), NGHTTP2_NO_ERROR, NULL, 0);
+}
+
+static void
+h2_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct h2conn *hc = arg;
+	int64_t now = clock_now_ms();
+
+	(void)fd;
+	(void)what;
+	if (hc->doomed) {
+		h2_close(hc, END_CLIENT_CLOSED, hc->calm ? "calm" : "session over");
+		return;
+	}
+	if (hc->draining && !hc->goaway_final) {
+		if (now < hc->goaway_at_ms) {
+			h2_arm(hc);
+			return;
+		}
+		h2_goaway_final(hc);
+	} else if (hc->streams == NULL &&
+	    now >= hc->idle_since_ms + hc->lis->conf->idle_timeout) {
+		/* idle: GOAWAY, and it goes once the peer has it */
+		if (!hc->goaway_final)
+			h2_goaway_final(hc);
+		h2_flush(hc);
+		h2_doom(hc);
+		return;
+	}
+	h2_flush(hc);
+	if (hc->goaway_final && hc->streams == NULL)
+		h2_doom(hc);
+	h2_arm(hc);
+}
+
+/* Feeds what was read to nghttp2. */
+static void
+h2_process(struct h2conn *hc)
+{
+	ssize_t rv;
+
+	if (buf_len(&hc->in) == 0)
+		return;
+	hc->depth++;
+	rv = nghttp2_session_mem_recv(hc->ng, (const uint8_t *)buf_head(&hc->in),
+	    buf_len(&hc->in));
+	hc->depth--;
+	if (hc->closed)
+		return;
+	if (rv < 0) {
+		static struct log_limit limit;
+
+		log_limited(&limit, LOG_INFO, "HTTP/2 client %s: %s", hc->peer,
+		    nghttp2_strerror((int)rv));
+		buf_consume(&hc->in, buf_len(&hc->in));
+		if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rv == NGHTTP2_ERR_FLOODED) {
+			h2_doom(hc);
+			return;
+		}
+		nghttp2_session_terminate_session(hc->ng, NGHTTP2_PROTOCOL_ERROR);
+	} else {
+		buf_consume(&hc->in, (size_t)rv);
+	}
+	buf_shrink_if_empty(&hc->in);
+	h2_flush(hc);
+	h2_arm(hc);
+}
+
+static void
+h2_event(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct h2conn *hc = arg;
+	ssize_t n;
+
+	switch (ev) {
+	case CONN_DRAINED:
+		h2_flush(hc);
+		/* the socket took the queue: streams may read upstream again */
+		for (struct h2stream *st = hc->streams; st && !hc->closed; st = st->next)
+			if (st->x.live && st->x.resp_head)
+				proxy_client_drained(&st->x);
+		return;
+	case CONN_CONNECTED:
+		return;
+	case CONN_FAILED:
+		h2_close(hc, END_CLIENT_READ_ERROR, "connection failed");
+		return;
+	case CONN_READABLE:
+		break;
+	}
+	n = conn_read(c, &hc->in, H2_READ_MAX);
+	if (n == CONN_AGAIN) {
+		h2_process(hc);
+		return;
+	}
+	if (n <= 0) {
+		h2_close(hc, n == 0 ? END_CLIENT_CLOSED : END_CLIENT_READ_ERROR,
+		    n == 0 ? "client closed" : "client read error");
+		return;
+	}
+	h2_process(hc);
+}
+
+static nghttp2_session_callbacks *
+callbacks(void)
+{
+	static _Thread_local nghttp2_session_callbacks *cb;
+
+	if (cb == NULL && nghttp2_session_callbacks_new(&cb) == 0) {
+		nghttp2_session_callbacks_set_send_callback(cb, on_send);
+		nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
+		nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+		nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+		nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
+		nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+		nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	}
+	return cb;
+}
+
+static int
+session_new(struct h2conn *hc)
+{
+	nghttp2_option *opt;
+	const nghttp2_settings_entry iv[] = {
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, HTTP_MAX_HEAD },
+		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+	};
+	int rv;
+
+	if (callbacks() == NULL || nghttp2_option_new(&opt) != 0)
+		return -1;
+	/* windows open as the upstream takes the body (stream_pump) */
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	nghttp2_option_set_max_outbound_ack(opt, 1000);
+	rv = nghttp2_session_server_new2(&hc->ng, callbacks(), hc, opt);
+	nghttp2_option_del(opt);
+	if (rv != 0)
+		return -1;
+	if (nghttp2_submit_settings(hc->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+	    nghttp2_session_set_local_window_size(hc->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0) {
+		nghttp2_session_del(hc->ng);
+		hc->ng = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+bool
+h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char *peer_id,
+    struct buf *in)
+{
+	struct worker *w = lis->w;
+	struct h2conn *hc = calloc(1, sizeof(*hc));
+
+	if (hc == NULL || (hc->timer = evtimer_new(w->base, h2_timeout, hc)) == NULL ||
+	    session_new(hc) != 0) {
+		if (hc && hc->timer)
+			event_free(hc->timer);
+		free(hc);
+		conn_free(c);
+		listener_client_gone(lis);
+		w->n_clients--;
+		if (lis->kind == LK_INBOUND)
+			w->conns_inbound--;
+		else
+			w->conns_outbound--;
+		return false;
+	}
+	hc->w = w;
+	hc->lis = lis;
+	hc->c = c;
+	hc->in = *in;
+	memset(in, 0, sizeof(*in));
+	hc->idle_since_ms = clock_now_ms();
+	snprintf(hc->peer, sizeof(hc->peer), "%s", peer);
+	if (peer_id) {
+		hc->has_identity = true;
+		snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", peer_id);
+	}
+	hc->next = w->h2conns;
+	if (w->h2conns)
+		w->h2conns->prev = hc;
+	w->h2conns = hc;
+	conn_set_cb(c, h2_event, hc);
+	if (w->draining)
+		h2_down_close_idle(w);
+	h2_process(hc);
+	h2_flush(hc);
+	h2_arm(hc);
+	return true;
+}
+
+void
+h2_down_close_idle(struct worker *w)
+{
+	for (struct h2conn *hc = w->h2conns; hc; hc = hc->next) {
+		if (hc->draining || hc->closed)
+			continue;
+		/* first a GOAWAY that refuses nothing yet, then the real one */
+		hc->draining = true;
+		hc->goaway_at_ms = clock_now_ms() + H2_GOAWAY_DELAY_MS;
+		nghttp2_submit_shutdown_notice(hc->ng);
+		h2_flush(hc);
+		h2_arm(hc);
+	}
+}
+
+void
+h2_down_close_all(struct worker *w)
+{
+	while (w->h2conns)
+		h2_close(w->h2conns, END_SHUTDOWN, "shutdown");
+}
