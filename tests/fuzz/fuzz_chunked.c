@@ -139,7 +139,7 @@ parse_body(bool response, const char *body, size_t len, struct pieces *pc, char 
 	hp.on_data = sink_data;
 	hp.arg = &sink;
 	out.r = feed_body(&hp, body, len, pc);
-	PROP(sink.n == out.r.decoded);
+	check_counted(sink.n, &out.r, body, len);
 	out.dec_len = sink.n;
 	return out;
 }

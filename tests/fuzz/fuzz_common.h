@@ -30,10 +30,10 @@
 	} while (0)
 
 /*
- * Inputs that reach bugs already being fixed by someone else are skipped,
- * so the campaign keeps looking for new ones; FERRY_FUZZ_KNOWN_BUGS=1 in
- * the environment turns the skips off (to reproduce, or once fixed: then
- * delete the skip).
+ * Inputs that reach known, still open bugs are skipped (tests/fuzz/README.md
+ * lists them), so the campaign keeps looking for new ones;
+ * FERRY_FUZZ_KNOWN_BUGS=1 in the environment turns the skips off (to
+ * reproduce, or once fixed: then delete the skip).
  */
 static inline bool
 fuzz_skip_known(void)
@@ -102,11 +102,14 @@ feed_head(struct http_parser *hp, const char *data, size_t len, struct pieces *p
 	return HTTP_NEED_MORE;
 }
 
-/* What the body parse did: raw bytes it took, decoded bytes it reported. */
+/* What the body parse did: raw bytes it took, and the body bytes it
+ * counted (hp->body_bytes, what max_request_body is checked against): the
+ * decoded data plus the bytes of chunk extension names and values, which
+ * rechunk drops but a peer must not send for free. */
 struct body_result {
 	enum http_status st;
 	size_t raw;
-	uint64_t decoded;
+	uint64_t counted;
 };
 
 struct sink {
@@ -151,8 +154,21 @@ feed_body(struct http_parser *hp, const char *data, size_t len, struct pieces *p
 			break;
 		PROP(r.raw == avail);
 	}
-	r.decoded = hp->body_bytes - before;
+	r.counted = hp->body_bytes - before;
 	return r;
+}
+
+/* DATA decoded bytes came out of BODY (LEN bytes fed): the count is the
+ * data alone unless the body holds a ';' (chunk extensions), and never
+ * more than the raw bytes taken. */
+static inline void
+check_counted(uint64_t data, const struct body_result *r, const char *body, size_t len)
+{
+	PROP(data <= r->counted);
+	if (memchr(body, ';', len) == NULL)
+		PROP(data == r->counted);
+	if (r->st != HTTP_ERROR)
+		PROP(r->counted <= r->raw);
 }
 
 static inline bool

@@ -113,18 +113,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		in += head.head_len;
 		len -= head.head_len;
 		if (head.chunked || (head.has_length && head.content_length > 0)) {
-			/* request_begin counts decoded bytes for max_request_body */
+			/* request_begin checks max_request_body against the
+			 * counted bytes: decoded data and chunk extensions */
 			hp.dechunk = true;
 			sink.n = 0;
 			b = feed_body(&hp, in, len, &pc);
 			PROP(b.raw <= len);
-			PROP(sink.n == b.decoded);
+			check_counted(sink.n, &b, in, len);
 			if (b.st != HTTP_MSG_DONE)
 				return 0;
 			if (head.has_length)
-				PROP(b.decoded == head.content_length && b.raw == b.decoded);
+				PROP(b.counted == head.content_length && b.raw == b.counted &&
+				    sink.n == b.counted);
 			else
-				PROP(b.raw > b.decoded);
+				PROP(b.raw > b.counted);
 			in += b.raw;
 			len -= b.raw;
 		}

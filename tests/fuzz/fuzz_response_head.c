@@ -86,21 +86,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		PROP(b.raw <= len);
 		if (hp.dechunk)
-			PROP(sink.n == b.decoded);
+			check_counted(sink.n, &b, in, len);
 		if (bodiless && b.st != HTTP_ERROR)
-			PROP(b.st == HTTP_MSG_DONE && b.raw == 0 && b.decoded == 0);
+			PROP(b.st == HTTP_MSG_DONE && b.raw == 0 && b.counted == 0);
 		if (b.st == HTTP_NEED_MORE && eof_body) {
 			/* the upstream closed: the body ends here */
 			PROP(http_parse_eof(&hp) == HTTP_MSG_DONE);
-			PROP(b.raw == len && b.decoded == len);
+			PROP(b.raw == len && b.counted == len);
 			return 0;
 		}
 		if (b.st != HTTP_MSG_DONE)
 			return 0;
 		if (head.has_length && !bodiless)
-			PROP(b.decoded == head.content_length && b.raw == b.decoded);
+			PROP(b.counted == head.content_length && b.raw == b.counted);
 		if (head.chunked && !bodiless)
-			PROP(b.raw > b.decoded);
+			PROP(b.raw > b.counted);
 		in += b.raw;
 		len -= b.raw;
 		http_parser_reset(&hp);
