@@ -345,8 +345,12 @@ expand_one(struct sbuf *b, const char *s, size_t n, char *err, size_t errlen)
 		nlen++;
 	if (nlen == 0 || isdigit((unsigned char)s[0]) || nlen >= sizeof(name) ||
 	    (nlen < n && (n - nlen < 2 || s[nlen] != ':' || s[nlen + 1] != '-'))) {
-		snprintf(err, errlen, "bad variable reference \"${%.*s}\" "
-		    "(use ${NAME} or ${NAME:-default})", (int)(n > 64 ? 64 : n), s);
+		char ref[72], q[128];
+
+		/* the reference may hold any byte: shown escaped, on one line */
+		snprintf(ref, sizeof(ref), "${%.*s}", (int)(n > 64 ? 64 : n), s);
+		snprintf(err, errlen, "bad variable reference %s (use ${NAME} or ${NAME:-default})",
+		    quote(ref, q, sizeof(q)));
 		return -1;
 	}
 	memcpy(name, s, nlen);

@@ -78,12 +78,10 @@ size_t
 path_push(struct loader *l, const char *seg)
 {
 	size_t mark = l->pathlen;
-	int n;
 
-	n = snprintf(l->path + mark, sizeof(l->path) - mark, "%s%s",
-	    mark ? "." : "", seg);
-	if (n > 0)
-		l->pathlen += (size_t)n;
+	if (mark)
+		ypath_append(l->path, sizeof(l->path), &l->pathlen, ".");
+	ypath_append(l->path, sizeof(l->path), &l->pathlen, seg);
 	if (l->pathlen >= sizeof(l->path))
 		l->pathlen = sizeof(l->path) - 1;
 	return mark;

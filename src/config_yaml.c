@@ -394,6 +394,24 @@ ynode_kind_name(const struct ynode *n)
 	return ynode_is_null(n) ? "null" : "a scalar";
 }
 
+void
+ypath_append(char *buf, size_t len, size_t *out, const char *key)
+{
+	for (const unsigned char *k = (const unsigned char *)key; *k; k++) {
+		char esc[5];
+		size_t n = 1;
+
+		esc[0] = (char)*k;
+		if (*k < 0x20 || *k == 0x7f)
+			n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *k);
+		for (size_t i = 0; i < n; i++, (*out)++)
+			if (*out + 1 < len)
+				buf[*out] = esc[i];
+	}
+	if (len > 0)
+		buf[*out < len ? *out : len - 1] = '\0';
+}
+
 size_t
 ynode_path(const struct ynode *n, char *buf, size_t len)
 {
@@ -411,12 +429,14 @@ ynode_path(const struct ynode *n, char *buf, size_t len)
 		const struct ynode *c = chain[depth];
 		int w;
 
-		if (c->pkey != NULL)
-			w = snprintf(buf + (out < len ? out : len),
-			    out < len ? len - out : 0, "%s%s", out ? "." : "", c->pkey->str);
-		else
-			w = snprintf(buf + (out < len ? out : len),
-			    out < len ? len - out : 0, "[%zu]", c->pidx);
+		if (c->pkey != NULL) {
+			if (out)
+				ypath_append(buf, len, &out, ".");
+			ypath_append(buf, len, &out, c->pkey->str);
+			continue;
+		}
+		w = snprintf(buf + (out < len ? out : len),
+		    out < len ? len - out : 0, "[%zu]", c->pidx);
 		out += (size_t)w;
 	}
 	return out;

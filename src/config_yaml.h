@@ -59,6 +59,10 @@ const char *ynode_kind_name(const struct ynode *n);
 
 /* Dotted key path where N was written ("services.a.endpoints[1]"); "" for
  * the root. Returns the length it needed. */
+/* Appends KEY to the path in BUF (LEN bytes; *OUT bytes used, or wanted
+ * when it did not fit), any control byte as \xNN: a path in an error
+ * message stays on one line whatever the file's keys hold. */
+void ypath_append(char *buf, size_t len, size_t *out, const char *key);
 size_t ynode_path(const struct ynode *n, char *buf, size_t len);
 
 #endif

@@ -14,7 +14,6 @@
 
 #include "config.h"
 #include "config_json.h"
-#include "config_yaml.h"
 #include "fuzz_common.h"
 
 #define ENV_KEY "fuzzEnvKey-7Qx9-never-printed"
@@ -165,81 +164,6 @@ check_json(const struct sbuf *j, const uint8_t *yaml, size_t ylen)
 	no_secret(j->p, j->len, yaml, ylen);
 }
 
-/* ---- inputs reaching open findings (see fuzz_skip_known) ---- */
-
-/* regressions/config/known-var-ref-control.yaml: expand_one() in
- * config_value.c copies a bad "${...}" reference into its error raw, so a
- * control byte in it (a newline) splits the error line. Skipped: a scalar
- * with "${" and a control byte before the next '}'. */
-static bool
-var_ref_control(const struct ynode *n)
-{
-	const char *p;
-
-	if (n->kind != YSCALAR)
-		return false;
-	for (p = n->str; (p = strstr(p, "${")) != NULL; p += 2)
-		for (const char *q = p + 2; *q != '\0' && *q != '}'; q++)
-			if ((unsigned char)*q < 0x20 || (unsigned char)*q == 0x7f)
-				return true;
-	return false;
-}
-
-static bool
-has_control(const char *s)
-{
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f)
-			return true;
-	return false;
-}
-
-/* regressions/config/known-service-name-control.yaml: ynode_path() in
- * config_yaml.c writes keys raw into the path of an error, so a service
- * named "a\nb" (refused with its name escaped) splits the "services.a\nb:
- * missing required key" that follows. Skipped: a key under the top-level
- * services holding a control byte. */
-static bool
-service_name_control(const struct ynode *root)
-{
-	if (root->kind != YMAP)
-		return false;
-	for (size_t i = 0; i < root->n; i++) {
-		const struct ynode *k = root->pairs[i].key, *v = root->pairs[i].val;
-
-		if (k->kind != YSCALAR || strcmp(k->str, "services") != 0 || v->kind != YMAP)
-			continue;
-		for (size_t j = 0; j < v->n; j++)
-			if (v->pairs[j].key->kind == YSCALAR && has_control(v->pairs[j].key->str))
-				return true;
-	}
-	return false;
-}
-
-static void
-ignore_yaml_error(void *arg, int line, int col, const char *msg)
-{
-	(void)arg;
-	(void)line;
-	(void)col;
-	(void)msg;
-}
-
-static bool
-known_bug(const uint8_t *data, size_t size)
-{
-	struct ydoc *d = ydoc_parse((const char *)data, size, ignore_yaml_error, NULL);
-	bool known = false;
-
-	if (d == NULL)
-		return false;
-	for (size_t i = 0; i < d->n_all && !known; i++)
-		known = var_ref_control(d->all[i]);
-	known = known || service_name_control(d->root);
-	ydoc_free(d);
-	return known;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
@@ -250,8 +174,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* past the loader's own 16 MiB cap nothing new happens, only slowly */
 	if (size > 64 * 1024)
-		return 0;
-	if (fuzz_skip_known() && known_bug(data, size))
 		return 0;
 	write_file("ferry.yaml", data, size);
 	cur_yaml = data;

@@ -296,6 +296,13 @@ static const struct bad_case bad_cases[] = {
 	  F ":2:3: services: bad service name \"a b\" (letters, digits, '-', '_' and "
 	  "'.' only)\n"
 	  F ":2:22: services.a b.endpoints: must not be empty\n" },
+	{ "control bytes in a key and a variable reference stay escaped",
+	  "log: {level: \"${A\\nB}\"}\nservices:\n  \"a\\nb\": {}\n",
+	  F ":1:14: log.level: bad variable reference \"${A\\x0aB}\" (use ${NAME} or "
+	  "${NAME:-default})\n"
+	  F ":3:3: services: bad service name \"a\\x0ab\" (letters, digits, '-', '_' and "
+	  "'.' only)\n"
+	  F ":3:3: services.a\\x0ab: missing required key \"endpoints\" (or \"srv\")\n" },
 	{ "inbound without tls and local_app",
 	  "listeners:\n  inbound:\n    address: 0.0.0.0:15443\n",
 	  F ":2:3: listeners.inbound: missing required key \"tls\"\n"
