@@ -56,6 +56,59 @@ ferror_code(enum ferry_error e)
 	return errors[e].code;
 }
 
+int
+ferror_grpc_status(enum ferry_error e, bool peer_denied)
+{
+	switch (e) {
+	case FE_SERVICE_UNAVAILABLE:	return 14;	/* UNAVAILABLE */
+	case FE_SERVICE_TIMEOUT:
+	case FE_REQUEST_TIMEOUT:	return 4;	/* DEADLINE_EXCEEDED */
+	case FE_INVALID_SERVICE_AUTH:	return peer_denied ? 7 : 16;
+	case FE_RATE_LIMITED:
+	case FE_PAYLOAD_TOO_LARGE:
+	case FE_HEADERS_TOO_LARGE:	return 8;	/* RESOURCE_EXHAUSTED */
+	case FE_UNKNOWN_SERVICE:
+	case FE_METHOD_NOT_ALLOWED:	return 12;	/* UNIMPLEMENTED */
+	default:			return 13;	/* INTERNAL */
+	}
+}
+
+void
+ferror_build_grpc(struct sbuf *out, const struct error_args *a, int grpc_status)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	sbuf_adds(out, "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
+	    "content-length: 0\r\ngrpc-status: ");
+	sbuf_addu(out, (unsigned)grpc_status);
+	/* percent-encoded, as the gRPC protocol says of grpc-message */
+	sbuf_adds(out, "\r\ngrpc-message: ");
+	for (const unsigned char *m = (const unsigned char *)a->message; *m; m++) {
+		if (*m >= 0x20 && *m <= 0x7e && *m != '%') {
+			sbuf_add(out, m, 1);
+		} else {
+			char e[3] = { '%', hex[*m >> 4], hex[*m & 15] };
+
+			sbuf_add(out, e, 3);
+		}
+	}
+	sbuf_adds(out, "\r\nx-ferry-error: ");
+	sbuf_adds(out, errors[a->err].code);
+	sbuf_add(out, "\r\n", 2);
+	if (a->correlation) {
+		sbuf_adds(out, "x-correlation-id: ");
+		sbuf_add(out, a->correlation, a->correlation_len);
+		sbuf_add(out, "\r\n", 2);
+	}
+	if (a->request_id) {
+		sbuf_adds(out, "x-request-id: ");
+		sbuf_add(out, a->request_id, a->request_id_len);
+		sbuf_add(out, "\r\n", 2);
+	}
+	headers_add_connection(out, a->keep_alive, a->keep_alive_timeout);
+	sbuf_add(out, "\r\n", 2);
+}
+
 /* Length of a valid UTF-8 sequence at S, or 0. */
 static size_t
 utf8_len(const unsigned char *s, size_t n)

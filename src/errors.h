@@ -67,6 +67,13 @@ struct error_args {
 /* Writes the whole response (head and body) into OUT. */
 void ferror_build(struct sbuf *out, const struct error_args *a);
 
+/* The gRPC status for E (SPEC §7); PEER_DENIED: an inbound peer whose
+ * identity is not allowed (PERMISSION_DENIED, not UNAUTHENTICATED). */
+int ferror_grpc_status(enum ferry_error e, bool peer_denied);
+/* The gRPC form of an error (SPEC §7): 200, trailers-only (grpc-status,
+ * grpc-message, x-ferry-error and the IDs in the head), no body. */
+void ferror_build_grpc(struct sbuf *out, const struct error_args *a, int grpc_status);
+
 /* Appends S as the inside of a JSON string (quotes not included):
  * escapes quotes, backslashes, control bytes and invalid UTF-8. */
 void json_escape(struct sbuf *out, const char *s, size_t len);

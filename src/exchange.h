@@ -125,6 +125,8 @@ struct exchange {
 	bool keep_alive;		/* the client's side allows reuse */
 	bool upgrade;
 	bool tunnel;			/* after 101 */
+	bool grpc;			/* content-type application/grpc: errors in its form */
+	bool peer_denied;		/* refused: the peer's identity is not allowed */
 	bool req_done;			/* the whole request went upstream */
 	bool resp_head;			/* response head sent to the client */
 	bool replayable;		/* req holds the whole request so far */
@@ -202,6 +204,11 @@ bool proxy_response_data(struct exchange *x, const void *p, size_t n);
 void proxy_response_end(struct exchange *x, const void *p, size_t n, bool reusable);
 /* The upstream closed a response or tunnel before its end. */
 void proxy_response_cut(struct exchange *x, enum end_cause cause, const char *why);
+
+/* For the downstream codecs: ferry's error E as an HTTP/1.1 response in
+ * OUT, in the JSON form or, for a gRPC request, the gRPC one (SPEC §7). */
+void proxy_error_response(const struct exchange *x, struct sbuf *out, enum ferry_error e,
+    const char *msg, unsigned retry_after, bool keep_alive, unsigned keep_alive_timeout);
 
 /* metrics.c ids: the service's, the local app's inbound, or none */
 int exchange_metrics_id(const struct exchange *x);

@@ -311,18 +311,7 @@ h1_send_error(struct exchange *x, enum ferry_error e, const char *msg,
 		return;
 	cl->head_pending = false;
 	sbuf_clear(out);
-	ferror_build(out, &(struct error_args){
-		.err = e,
-		.message = msg,
-		.correlation = x->ids.correlation,
-		.correlation_len = x->ids.correlation_len,
-		.request_id = x->ids.request,
-		.request_id_len = x->ids.request_len,
-		.retry_after = retry_after,
-		.keep_alive = !x->close_after,
-		.keep_alive_timeout = keepalive_secs(cl),
-		.head_only = x->head_method,
-	});
+	proxy_error_response(x, out, e, msg, retry_after, !x->close_after, keepalive_secs(cl));
 	h1_send_last(x, out->p, out->len);
 }
 

@@ -226,8 +226,10 @@ read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 	(void)arg;
 	if (n > length)
 		n = length;
-	memcpy(buf, buf_head(&st->out), n);
-	buf_consume(&st->out, n);
+	if (n > 0) {
+		memcpy(buf, buf_head(&st->out), n);
+		buf_consume(&st->out, n);
+	}
 	if (buf_len(&st->out) == 0) {
 		buf_shrink_if_empty(&st->out);
 		if (st->out_eof)
@@ -360,25 +362,15 @@ h2_send_error(struct exchange *x, enum ferry_error e, const char *msg,
 
 	(void)close;	/* a stream ends alone */
 	sbuf_clear(t);
-	ferror_build(t, &(struct error_args){
-		.err = e,
-		.message = msg,
-		.correlation = x->ids.correlation,
-		.correlation_len = x->ids.correlation_len,
-		.request_id = x->ids.request,
-		.request_id_len = x->ids.request_len,
-		.retry_after = retry_after,
-		.keep_alive = true,
-		.keep_alive_timeout = 1,
-		.head_only = x->head_method,
-	});
+	proxy_error_response(x, t, e, msg, retry_after, true, 1);
 	if (t->oom || (body = memmem(t->p, t->len, "\r\n\r\n", 4)) == NULL) {
 		proxy_end(x, END_OUT_OF_MEMORY);
 		return;
 	}
 	head_len = (size_t)(body - t->p) + 2;
 	body += 4;
-	if (!submit(st, t->p, head_len, !x->head_method))
+	/* the gRPC form is trailers-only: its head ends the stream */
+	if (!submit(st, t->p, head_len, !x->head_method && !x->grpc))
 		return;
 	h2_send_last(x, body, (size_t)(t->p + t->len - body));
 }
@@ -951,20 +943,21 @@ h2_event(struct conn *c, enum conn_event ev, void *arg)
 	h2_process(hc);
 }
 
+/* nghttp2 copies them into each session */
 static nghttp2_session_callbacks *
-callbacks(void)
+callbacks_new(void)
 {
-	static _Thread_local nghttp2_session_callbacks *cb;
+	nghttp2_session_callbacks *cb;
 
-	if (cb == NULL && nghttp2_session_callbacks_new(&cb) == 0) {
-		nghttp2_session_callbacks_set_send_callback(cb, on_send);
-		nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
-		nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-		nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-		nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
-		nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-		nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-	}
+	if (nghttp2_session_callbacks_new(&cb) != 0)
+		return NULL;
+	nghttp2_session_callbacks_set_send_callback(cb, on_send);
+	nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	return cb;
 }
 
@@ -978,15 +971,21 @@ session_new(struct h2conn *hc)
 		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, HTTP_MAX_HEAD },
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
 	};
+	nghttp2_session_callbacks *cb;
 	int rv;
 
-	if (callbacks() == NULL || nghttp2_option_new(&opt) != 0)
+	if ((cb = callbacks_new()) == NULL)
 		return -1;
+	if (nghttp2_option_new(&opt) != 0) {
+		nghttp2_session_callbacks_del(cb);
+		return -1;
+	}
 	/* windows open as the upstream takes the body (stream_pump) */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_max_outbound_ack(opt, 1000);
-	rv = nghttp2_session_server_new2(&hc->ng, callbacks(), hc, opt);
+	rv = nghttp2_session_server_new2(&hc->ng, cb, hc, opt);
 	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cb);
 	if (rv != 0)
 		return -1;
 	if (nghttp2_submit_settings(hc->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||

@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "attempt.h"
 #include "log.h"
@@ -194,6 +195,29 @@ proxy_end(struct exchange *x, enum end_cause cause)
 }
 
 void
+proxy_error_response(const struct exchange *x, struct sbuf *out, enum ferry_error e,
+    const char *msg, unsigned retry_after, bool keep_alive, unsigned keep_alive_timeout)
+{
+	const struct error_args a = {
+		.err = e,
+		.message = msg,
+		.correlation = x->ids.correlation,
+		.correlation_len = x->ids.correlation_len,
+		.request_id = x->ids.request,
+		.request_id_len = x->ids.request_len,
+		.retry_after = retry_after,
+		.keep_alive = keep_alive,
+		.keep_alive_timeout = keep_alive_timeout,
+		.head_only = x->head_method,
+	};
+
+	if (x->grpc)
+		ferror_build_grpc(out, &a, ferror_grpc_status(e, x->peer_denied));
+	else
+		ferror_build(out, &a);
+}
+
+void
 proxy_refuse(struct exchange *x, enum ferry_error e, const char *msg,
     unsigned retry_after, bool close)
 {
@@ -289,6 +313,7 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h)
 	}
 	if (x->peer_id == NULL || !inbound_peer_allowed(in, x->peer_id)) {
 		metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
+		x->peer_denied = true;
 		snprintf(errmsg, sizeof(errmsg), x->peer_id ?
 		    "peer %s is not allowed" : "peer certificate has no usable URI or DNS name%s",
 		    x->peer_id ? x->peer_id : "");
@@ -375,6 +400,20 @@ logline_set(struct exchange *x, const char *msg, const struct http_head *h)
 	sbuf_add(&x->logline, lp, lplen);
 }
 
+/* content-type application/grpc, +proto or any other suffix */
+static bool
+is_grpc(const char *msg, const struct http_head *h)
+{
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const struct http_header *hd = &h->h[i];
+
+		if (hd->name.len == 12 && strncasecmp(msg + hd->name.off, "content-type", 12) == 0)
+			return hd->value.len >= 16 &&
+			    strncasecmp(msg + hd->value.off, "application/grpc", 16) == 0;
+	}
+	return false;
+}
+
 /* Refusals of the head itself, before routing; true when refused. */
 static bool
 head_refused(struct exchange *x, const struct http_head *h, bool ambiguous)
@@ -432,6 +471,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 		x->idempotent = headers_find(h, HDR_IDEMPOTENCY_KEY) != NULL;
 	}
 	x->upgrade = h->upgrade;
+	x->grpc = is_grpc(msg, h);
 	x->req_done = !(h->chunked || (h->has_length && h->content_length > 0));
 	/* a refused request's body has nowhere to go */
 	x->close_after = !x->req_done;
@@ -441,6 +481,13 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	x->svc = inbound ? admit_inbound(x, msg, h) : route_outbound(x, msg, h);
 	if (x->svc == NULL || !admit(x))
 		return false;
+	if (x->grpc) {
+		/* SPEC §12: gRPC needs HTTP/2 to the endpoint; ferry speaks only
+		 * HTTP/1.1 upstream so far */
+		proxy_refuse(x, FE_SERVICE_ERROR, "gRPC needs HTTP/2 to the service, and ferry "
+		    "speaks HTTP/1.1 upstream (upstream HTTP/2 is not built yet)", 0, !x->req_done);
+		return false;
+	}
 	x->close_after = false;
 	x->deadline_ms = x->start_ms + x->svc->conf->timeouts.request;
 

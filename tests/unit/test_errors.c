@@ -99,6 +99,42 @@ START_TEST(test_build_close)
 }
 END_TEST
 
+/* SPEC §7: the gRPC form, trailers-only, its message percent-encoded */
+START_TEST(test_build_grpc)
+{
+	struct error_args a = {
+		.err = FE_SERVICE_UNAVAILABLE,
+		.message = "50% of \"svc\"\n\xc3\xa9",
+		.correlation = "c-1", .correlation_len = 3,
+		.request_id = "r-1", .request_id_len = 3,
+		.keep_alive = true, .keep_alive_timeout = 60,
+	};
+
+	sbuf_clear(&out);
+	ferror_build_grpc(&out, &a, ferror_grpc_status(a.err, false));
+	sbuf_add(&out, "", 1);
+	ck_assert_str_eq(out.p,
+	    "HTTP/1.1 200 OK\r\n"
+	    "content-type: application/grpc\r\n"
+	    "content-length: 0\r\n"
+	    "grpc-status: 14\r\n"
+	    "grpc-message: 50%25 of \"svc\"%0A%C3%A9\r\n"
+	    "x-ferry-error: SERVICE_UNAVAILABLE\r\n"
+	    "x-correlation-id: c-1\r\n"
+	    "x-request-id: r-1\r\n"
+	    "keep-alive: timeout=60\r\n"
+	    "\r\n");
+	ck_assert_int_eq(ferror_grpc_status(FE_SERVICE_TIMEOUT, false), 4);
+	ck_assert_int_eq(ferror_grpc_status(FE_REQUEST_TIMEOUT, false), 4);
+	ck_assert_int_eq(ferror_grpc_status(FE_INVALID_SERVICE_AUTH, false), 16);
+	ck_assert_int_eq(ferror_grpc_status(FE_INVALID_SERVICE_AUTH, true), 7);
+	ck_assert_int_eq(ferror_grpc_status(FE_RATE_LIMITED, false), 8);
+	ck_assert_int_eq(ferror_grpc_status(FE_SERVICE_ERROR, false), 13);
+	ck_assert_int_eq(ferror_grpc_status(FE_BAD_REQUEST, false), 13);
+	ck_assert_int_eq(ferror_grpc_status(FE_UNKNOWN_SERVICE, false), 12);
+}
+END_TEST
+
 START_TEST(test_build_keepalive_retry)
 {
 	static const char body[] =
@@ -527,6 +563,7 @@ errors_suite(void)
 
 	tcase_add_test(tb, test_table);
 	tcase_add_test(tb, test_build_close);
+	tcase_add_test(tb, test_build_grpc);
 	tcase_add_test(tb, test_build_keepalive_retry);
 	tcase_add_test(tb, test_build_head_only);
 	tcase_add_loop_test(tb, test_build_parses, 0, FE_COUNT);
