@@ -104,7 +104,7 @@ struct conf_pool {
 };
 
 enum lb_kind { LB_P2C_EWMA = 0, LB_ROUND_ROBIN, LB_RANDOM };
-enum protocol_kind { PROTO_HTTP1 = 0, PROTO_H2 };
+enum protocol_kind { PROTO_HTTP1 = 0, PROTO_H2, PROTO_AUTO };
 
 struct conf_rate_limit {
 	bool enabled;		/* the key was given */
@@ -163,6 +163,7 @@ struct conf_service {
 
 struct conf_inbound {
 	bool enabled;
+	int local_app_protocol;		/* 0: http1, the only one so far (SPEC §12: h2c) */
 	struct conf_listener listener;
 	char *cert, *key, *client_ca;
 	char **allowed_peers;		/* NULL/0 = any identity */

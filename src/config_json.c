@@ -15,7 +15,7 @@
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 static const char *const lb_names[] = { "p2c_ewma", "round_robin", "random" };
-static const char *const proto_names[] = { "http1", "h2" };
+static const char *const proto_names[] = { "http1", "h2", "auto" };
 static const char *const retry_on_names[] = {
 	"connect-failure", "refused", "reset", "per-try-timeout", "502", "503", "504",
 };
@@ -362,7 +362,7 @@ service(struct sbuf *o, const struct conf_service *s)
 	} else
 		sbuf_adds(o, "null");
 	key(o, "protocol", false);
-	str(o, (unsigned)s->protocol < 2 ? proto_names[s->protocol] : NULL);
+	str(o, (unsigned)s->protocol < 3 ? proto_names[s->protocol] : NULL);
 	sbuf_add(o, "}", 1);
 }
 

@@ -15,7 +15,7 @@
 #define RETRY_ON_ALL 0x7fu
 
 static const char *const lb_names[] = { "p2c_ewma", "round_robin", "random", NULL };
-static const char *const proto_names[] = { "http1", "h2", NULL };
+static const char *const proto_names[] = { "http1", "h2", "auto", NULL };
 
 void
 defaults_init(struct conf_service *d)
@@ -539,6 +539,9 @@ check_service(struct loader *l, struct conf_service *s, const struct ynode *key,
 	else if (srvkey == NULL && !has_ep)
 		lerr(l, key, "missing required key \"endpoints\" (or \"srv\")");
 	check_tls(l, s, node);
+	/* SPEC §3: auto is the default with tls */
+	if (ymap_get(node, "protocol", NULL) == NULL && s->tls.enabled)
+		s->protocol = PROTO_AUTO;
 	check_auth(l, s, node);
 	check_policies(l, s, node);
 	if (s->tls.server_name != NULL)

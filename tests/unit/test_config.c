@@ -180,7 +180,7 @@ static const struct bad_case bad_cases[] = {
 	  "p2c_ewma, round_robin or random)\n"
 	  F ":4:25: defaults.retries.on[1]: unknown retry condition \"5xx\" (expected "
 	  "connect-failure, refused, reset, per-try-timeout, 502, 503 or 504)\n"
-	  F ":6:45: services.a.protocol: unknown value \"h3\" (expected http1 or h2)\n" },
+	  F ":6:45: services.a.protocol: unknown value \"h3\" (expected http1, h2 or auto)\n" },
 	{ "min_version",
 	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
 	  "    tls: {ca: ca.pem, min_version: \"1.1\"}\n",

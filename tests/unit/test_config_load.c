@@ -23,6 +23,8 @@ START_TEST(test_relative_config_path)
 	/* the config's directory, relative as its path was */
 	snprintf(want, sizeof(want), "%s/ca.pem", dir + 1);
 	ck_assert_str_eq(c->services[0].tls.ca, want);
+	/* SPEC §3: protocol auto is the default with tls */
+	ck_assert_int_eq(c->services[0].protocol, PROTO_AUTO);
 	config_unref(c);
 	ck_assert_int_eq(chdir(cwd), 0);
 }
