@@ -45,6 +45,29 @@ class ErrorsTest(FerryTestCase):
         resp = f.get("/", host="other", headers=[("x-correlation-id", CORR)])
         self.assert_ferry_error(resp, 404, "UNKNOWN_SERVICE", correlation_id=CORR)
 
+    def test_grpc_requests_get_the_grpc_form(self):
+        """SPEC §7: a request with content-type application/grpc gets ferry's
+        errors trailers-only, as grpc-status; and until ferry speaks HTTP/2
+        upstream, a gRPC call to a service is one of them (502 INTERNAL),
+        without reaching it."""
+        up = self.upstream()
+        f = self.one_service(up)
+        cases = [("svc", "application/grpc", 13, "SERVICE_ERROR"),
+                 ("other", "application/grpc+proto", 12, "UNKNOWN_SERVICE")]
+        for host, ctype, status, code in cases:
+            with f.client() as c:
+                resp = c.request("POST", "/pkg.Greeter/SayHello",
+                                 [("Host", host), ("content-type", ctype),
+                                  ("x-correlation-id", CORR)], b"\x00\x00\x00\x00\x00")
+            self.assertEqual(resp.status, 200, host)
+            self.assertEqual(resp.body, b"", host)
+            self.assertEqual(resp.header("content-type"), "application/grpc")
+            self.assertEqual(resp.header("grpc-status"), str(status), host)
+            self.assertEqual(resp.header("x-ferry-error"), code, host)
+            self.assertEqual(resp.header("x-correlation-id"), CORR)
+            self.assertTrue(resp.header("grpc-message"), host)
+        self.assertEqual(up.requests, [])
+
     def test_404_generates_correlation_id(self):
         f = self.one_service(self.upstream())
         resp = f.get("/", host="other")
