@@ -26,7 +26,8 @@
 #define H2_OUT_HIGH		(256 * 1024)	/* queued response bytes: pause the upstream */
 #define H2_OUT_MAX		(4 * 1024 * 1024)	/* never more, whatever comes */
 #define H2_IN_MAX		(H2_STREAM_WINDOW + 16384)
-#define H2_MAX_CONTINUATIONS	32	/* per header block */
+#define H2_MAX_CONTINUATIONS	6	/* per header block: 64 KiB in 16 KiB frames
+					   needs 4, and nghttp2 itself stops at 8 */
 #define H2_CONTROL_PER_SEC	200	/* PING and SETTINGS frames */
 #define H2_RESET_ALLOWANCE	200	/* resets beyond twice the completed streams */
 #define H2_GOAWAY_DELAY_MS	500	/* between the notice and the real GOAWAY */
@@ -51,6 +52,8 @@ struct h2stream {
 	struct buf out;			/* response body for the peer's window */
 	bool out_eof;
 	bool has_body;			/* a data provider was submitted */
+	bool answered;			/* the whole response is with nghttp2 */
+	struct sbuf cookies;		/* cookie crumbs, joined for HTTP/1.1 */
 	bool closed;			/* nghttp2 is done with it */
 	bool freed;
 };
@@ -104,6 +107,7 @@ stream_free_deferred(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	sbuf_free(&st->raw);
+	sbuf_free(&st->cookies);
 	buf_free(&st->in);
 	buf_free(&st->out);
 	proxy_exchange_free(&st->x);
@@ -264,6 +268,7 @@ submit(struct h2stream *st, char *text, size_t len, bool body)
 	size_t n = head_to_nv(text, len, nv, sizeof(nv) / sizeof(nv[0]));
 
 	st->has_body = body;
+	st->answered = !body;
 	if (n == 0 || nghttp2_submit_response(st->hc->ng, st->id, nv, n, body ? &dp : NULL) != 0) {
 		proxy_end(&st->x, END_OUT_OF_MEMORY);
 		return false;
@@ -345,6 +350,7 @@ h2_send_last(struct exchange *x, const void *p, size_t n)
 	if (!stream_queue(st, p, n))
 		return false;
 	st->out_eof = true;
+	st->answered = true;
 	if (st->has_body)
 		nghttp2_session_resume_data(st->hc->ng, st->id);
 	h2_flush(st->hc);
@@ -520,6 +526,8 @@ stream_request(struct h2stream *st, bool end_stream)
 	h->keep_alive = true;
 	h->method_id = method_id(st->raw.p + st->method.off, st->method.len);
 	st->in_end = end_stream;
+	if (st->cookies.len)
+		head_add(st, "cookie", 6, st->cookies.p, st->cookies.len);
 	ambiguous = headers_classify(st->raw.p, h) != 0;
 	if ((cl = headers_find(h, HDR_CONTENT_LENGTH)) != NULL) {
 		/* nghttp2 checked it is a number that the DATA will match */
@@ -641,6 +649,13 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	}
 	if (nlen == 4 && memcmp(name, "host", 4) == 0 && st->authority.len)
 		return 0;	/* :authority says it */
+	if (nlen == 6 && memcmp(name, "cookie", 6) == 0) {
+		/* RFC 9113 8.2.3: crumbs are one "; "-joined field for HTTP/1.1 */
+		if (st->cookies.len)
+			sbuf_add(&st->cookies, "; ", 2);
+		sbuf_add(&st->cookies, value, vlen);
+		return 0;
+	}
 	head_add(st, (const char *)name, nlen, (const char *)value, vlen);
 	return 0;
 }
@@ -727,8 +742,10 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 	if (st == NULL)
 		return 0;
 	st->closed = true;
-	/* the peer reset it while it ran */
-	proxy_end(&st->x, END_CLIENT_CLOSED);
+	/* the peer reset it while it ran; a stream whose whole response went
+	 * out (a head ending it) closes first and ends its exchange as usual */
+	if (!st->answered)
+		proxy_end(&st->x, END_CLIENT_CLOSED);
 	stream_maybe_free(st);
 	return 0;
 }

@@ -1,0 +1,1204 @@
+"""HTTP/2 downstream (SPEC §12, with §4 routing, §5 headers, §7 errors, §9
+access log, §11 limits): h2c with prior knowledge on the outbound listener
+and on a service's own `listen` port, ALPN h2 on the inbound listener,
+each stream proxied to an HTTP/1.1 upstream.
+
+The client is our own, frame by frame (H2 below: hyperframe for frames,
+hpack for header blocks), so that a test sees every frame ferry sends,
+including what arrives after a GOAWAY, and can send what no polite client
+would. H2SelfTest checks H2 against an independent server (python-h2), so a
+failure elsewhere is ferry's, not the client's."""
+
+import json
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+try:
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+    import hpack
+    import hyperframe.frame as hf
+    from hyperframe.exceptions import HyperframeError
+except ImportError:
+    # Debian's python3-h2 (pure Python) when this python has no h2 of its own
+    sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        import h2.config
+        import h2.connection
+        import h2.events
+        import h2.settings
+        import hpack
+        import hyperframe.frame as hf
+        from hyperframe.exceptions import HyperframeError
+    except ImportError as e:
+        print("SKIP: %s (install python3-h2)" % e)
+        sys.exit(77)            # meson: skipped
+
+import harness
+from harness import (IO_TIMEOUT, VIA_OUT_RE, UUID4_RE, FerryTestCase, RawClient, Response,
+                     chunked, echo, free_port, large_body, payload, pki, rss_kib, service,
+                     sha256, wait_until)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+KEY = "h2-service-key-0123456789"
+
+# error codes (RFC 9113 §7)
+NO_ERROR, PROTOCOL_ERROR, STREAM_CLOSED, CANCEL, ENHANCE_YOUR_CALM = 0x0, 0x1, 0x5, 0x8, 0xb
+# settings (RFC 9113 §6.5.2)
+S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE = 0x3, 0x4, 0x5
+
+CONNECTION_SPECIFIC = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                       "upgrade"}
+RSS_SLACK_KIB = 20 * 1024
+TRACEPARENT_RE = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+# ---------------------------------------------------------------------------
+# the client
+
+
+class Stream:
+    """What arrived on one stream."""
+
+    def __init__(self, sid):
+        self.sid = sid
+        self.headers = None         # [(name, value)] of the final response, pseudo ones too
+        self.informational = []     # 1xx header lists
+        self.trailers = None
+        self.body = bytearray()
+        self.ended = False          # END_STREAM received
+        self.reset = None           # RST_STREAM error code received
+
+    @property
+    def done(self):
+        return self.ended or self.reset is not None
+
+    @property
+    def status(self):
+        for n, v in self.headers or ():
+            if n == ":status":
+                return int(v)
+        return None
+
+    def response(self):
+        """A harness Response (pseudo-headers left out), for the harness's
+        assertions (assert_ferry_error and friends)."""
+        return Response(headers=[(n, v) for n, v in self.headers or () if not n.startswith(":")],
+                        body=bytes(self.body), trailers=list(self.trailers or ()),
+                        version="HTTP/2", status=self.status or 0)
+
+
+class H2:
+    """A client HTTP/2 connection over a socket (plain: prior knowledge, or
+    a TLS socket that negotiated h2).
+
+    Every frame received is parsed and logged in `frames` as (type name,
+    flags, stream id, payload length). SETTINGS and PING are acknowledged,
+    and received DATA is given back with WINDOW_UPDATEs at once, unless
+    auto=False. A closed connection sets `closed`; every GOAWAY is kept in
+    `goaways` as (error code, last stream id). Every wait has a deadline."""
+
+    def __init__(self, port=None, *, sock=None, settings=None, timeout=IO_TIMEOUT, auto=True,
+                 preface=True, rcvbuf=None):
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(timeout)
+            sock.connect((harness.LOOPBACK, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.timeout = timeout
+        self.auto = auto
+        self.buf = bytearray()
+        self.frames = []
+        self.goaways = []
+        self.closed = False
+        self.server_settings = None     # the first SETTINGS frame ferry sent, as a dict
+        self.streams = {}
+        self.next_sid = 1
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self.decoder.max_header_list_size = 1 << 24
+        self.peer_max_frame = 16384
+        self.peer_initial_window = 65535
+        self.send_window = 65535        # connection-level, toward ferry
+        self.stream_windows = {}
+        self._block = None              # (stream id, header block so far) until END_HEADERS
+        if preface:
+            self.send(PREFACE + hf.SettingsFrame(0, settings=settings or {}).serialize())
+
+    # sending
+
+    def send(self, data):
+        """sendall; False when the connection is gone (a hostile test's
+        normal end)."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError, socket.timeout, ssl.SSLError, OSError):
+            return False
+
+    def send_frames(self, *frames):
+        return self.send(b"".join(f.serialize() for f in frames))
+
+    def new_sid(self):
+        sid = self.next_sid
+        self.next_sid += 2
+        return sid
+
+    def header_block(self, headers):
+        return self.encoder.encode([(n.encode() if isinstance(n, str) else n,
+                                     v.encode("latin-1") if isinstance(v, str) else v)
+                                    for n, v in headers])
+
+    def send_headers(self, sid, headers, end_stream=False):
+        """HEADERS (+ CONTINUATIONs past the peer's frame size)."""
+        block = self.header_block(headers)
+        self.streams.setdefault(sid, Stream(sid))
+        self.stream_windows.setdefault(sid, self.peer_initial_window)
+        n = self.peer_max_frame
+        parts = [block[i:i + n] for i in range(0, len(block), n)] or [b""]
+        frames = []
+        for i, part in enumerate(parts):
+            flags = set()
+            if i == len(parts) - 1:
+                flags.add("END_HEADERS")
+            if i == 0:
+                if end_stream:
+                    flags.add("END_STREAM")
+                frames.append(hf.HeadersFrame(sid, data=part, flags=flags))
+            else:
+                frames.append(hf.ContinuationFrame(sid, data=part, flags=flags))
+        return self.send_frames(*frames)
+
+    def send_body(self, sid, data, end_stream=True, deadline=None):
+        """DATA within the flow-control windows, waiting for WINDOW_UPDATEs
+        (until deadline); False if they did not come or the link went."""
+        deadline = deadline or time.monotonic() + 10
+        view = memoryview(data)
+        while True:
+            room = min(self.send_window, self.stream_windows.get(sid, 0), self.peer_max_frame)
+            if room <= 0 and len(view):
+                if not self.pump(deadline) or self.streams[sid].reset is not None:
+                    return False
+                continue
+            part = bytes(view[:room])
+            view = view[len(part):]
+            last = not len(view)
+            self.send_window -= len(part)
+            self.stream_windows[sid] -= len(part)
+            flags = {"END_STREAM"} if last and end_stream else set()
+            if not self.send_frames(hf.DataFrame(sid, data=part, flags=flags)):
+                return False
+            if last:
+                return True
+
+    def request(self, path="/", authority="svc", method="GET", headers=(), body=None,
+                content_length=True, end_stream=True):
+        """Open a stream: HEADERS, then the body if any; its stream id."""
+        sid = self.new_sid()
+        hdrs = [(":method", method), (":scheme", "http"), (":authority", authority),
+                (":path", path), *headers]
+        if body is not None and content_length:
+            hdrs.append(("content-length", str(len(body))))
+        no_body = body is None or not len(body)
+        self.send_headers(sid, hdrs, end_stream=end_stream and no_body)
+        if not no_body:
+            self.send_body(sid, body, end_stream)
+        return sid
+
+    def reset_stream(self, sid, code=CANCEL):
+        return self.send_frames(hf.RstStreamFrame(sid, error_code=code))
+
+    # receiving
+
+    def pump(self, deadline):
+        """Read once (until deadline) and handle every complete frame;
+        False when nothing more can come (closed or deadline passed)."""
+        if self.closed:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            self.sock.settimeout(left)
+            data = self.sock.recv(1 << 18)
+        except socket.timeout:
+            return False
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.buf += data
+        while len(self.buf) >= 9:
+            length = int.from_bytes(self.buf[:3], "big")
+            if len(self.buf) < 9 + length:
+                break
+            head, body = bytes(self.buf[:9]), bytes(self.buf[9:9 + length])
+            del self.buf[:9 + length]
+            try:
+                frame, _ = hf.Frame.parse_frame_header(memoryview(head))
+                frame.parse_body(memoryview(body))
+            except HyperframeError as e:
+                self.frames.append(("INVALID", frozenset(), None, length, repr(e)))
+                continue
+            self.on_frame(frame, length)
+        return True
+
+    def on_frame(self, frame, length):
+        kind = type(frame).__name__.replace("Frame", "").upper()
+        self.frames.append((kind, frozenset(frame.flags), frame.stream_id, length))
+        sid = frame.stream_id
+        if isinstance(frame, hf.SettingsFrame):
+            if "ACK" in frame.flags:
+                return
+            if self.server_settings is None:
+                self.server_settings = dict(frame.settings)
+            if S_MAX_FRAME_SIZE in frame.settings:
+                self.peer_max_frame = frame.settings[S_MAX_FRAME_SIZE]
+            if S_INITIAL_WINDOW_SIZE in frame.settings:
+                delta = frame.settings[S_INITIAL_WINDOW_SIZE] - self.peer_initial_window
+                self.peer_initial_window = frame.settings[S_INITIAL_WINDOW_SIZE]
+                for k in self.stream_windows:
+                    self.stream_windows[k] += delta
+            if self.auto:
+                self.send_frames(hf.SettingsFrame(0, flags={"ACK"}))
+        elif isinstance(frame, hf.PingFrame):
+            if "ACK" not in frame.flags and self.auto:
+                self.send_frames(hf.PingFrame(0, opaque_data=frame.opaque_data, flags={"ACK"}))
+        elif isinstance(frame, hf.GoAwayFrame):
+            self.goaways.append((frame.error_code, frame.last_stream_id))
+        elif isinstance(frame, hf.WindowUpdateFrame):
+            if sid == 0:
+                self.send_window += frame.window_increment
+            else:
+                self.stream_windows[sid] = (self.stream_windows.get(sid, self.peer_initial_window)
+                                            + frame.window_increment)
+        elif isinstance(frame, hf.RstStreamFrame):
+            self.streams.setdefault(sid, Stream(sid)).reset = frame.error_code
+        elif isinstance(frame, hf.DataFrame):
+            st = self.streams.setdefault(sid, Stream(sid))
+            st.body += frame.data
+            if "END_STREAM" in frame.flags:
+                st.ended = True
+            n = frame.flow_controlled_length
+            if self.auto and n:
+                ups = [hf.WindowUpdateFrame(0, window_increment=n)]
+                if not st.ended:
+                    ups.append(hf.WindowUpdateFrame(sid, window_increment=n))
+                self.send_frames(*ups)
+        elif isinstance(frame, (hf.HeadersFrame, hf.ContinuationFrame)):
+            if isinstance(frame, hf.HeadersFrame):
+                self._block = (sid, bytearray(frame.data), "END_STREAM" in frame.flags)
+            else:
+                self._block[1].extend(frame.data)
+            if "END_HEADERS" in frame.flags:
+                bsid, block, end = self._block
+                self._block = None
+                self.on_headers(bsid, block, end)
+
+    def on_headers(self, sid, block, end):
+        fields = [(n.decode("latin-1"), v.decode("latin-1"))
+                  for n, v in self.decoder.decode(bytes(block), raw=True)]
+        st = self.streams.setdefault(sid, Stream(sid))
+        if st.headers is None:
+            status = dict(fields).get(":status", "")
+            if status.startswith("1"):
+                st.informational.append(fields)
+            else:
+                st.headers = fields
+        else:
+            st.trailers = fields
+        if end:
+            st.ended = True
+
+    def wait(self, predicate, timeout=IO_TIMEOUT):
+        """Pump until predicate() is true, the connection closes or timeout;
+        predicate()'s last value."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if not self.pump(deadline):
+                return predicate()
+        return predicate()
+
+    def response(self, sid, timeout=IO_TIMEOUT):
+        """The stream once it ended (AssertionError, saying why, if it did not)."""
+        st = self.streams.setdefault(sid, Stream(sid))
+        self.wait(lambda: st.done, timeout)
+        if not st.ended:
+            raise AssertionError(
+                "stream %d did not complete within %.1fs: reset=%r headers=%r body=%d bytes, "
+                "closed=%r goaways=%r, unparsed bytes %r"
+                % (sid, timeout, st.reset, st.headers, len(st.body), self.closed, self.goaways,
+                   bytes(self.buf[:80])))
+        return st
+
+    def get(self, path="/", authority="svc", headers=(), timeout=IO_TIMEOUT, **kw):
+        return self.response(self.request(path, authority, headers=headers, **kw), timeout)
+
+    def wait_goaway_or_close(self, timeout):
+        """Read (and drop) frames until a GOAWAY or the close, within timeout."""
+        return self.wait(lambda: self.goaways or self.closed, timeout)
+
+    def wait_closed(self, timeout):
+        return self.wait(lambda: self.closed, timeout)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def hname(headers, name):
+    return [v for n, v in headers if n == name]
+
+
+class RssWatch:
+    """The peak VmRSS of a process, sampled every 20 ms in a thread."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.start_kib = rss_kib(pid)
+        self.peak_kib = self.start_kib
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            try:
+                self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+            except OSError:
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(2)
+
+    def growth_kib(self):
+        return self.peak_kib - self.start_kib
+
+
+def metric(f, name, **labels):
+    """The value of the series NAME with exactly LABELS (None if absent)."""
+    text = f.admin("/metrics").body.decode()
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if got == labels:
+            return float(m.group(3))
+    return None
+
+
+def by_path(routes, default=None):
+    """An upstream behaviour chosen by the request target's path prefix."""
+    default = default or echo()
+
+    def behave(conn, req):
+        for prefix, b in routes.items():
+            if req.target.startswith(prefix):
+                return b(conn, req)
+        return default(conn, req)
+    return behave
+
+
+def slow(seconds, gate=None):
+    """Answer (echo) after SECONDS, or as soon as GATE is set."""
+    def behave(conn, req):
+        if gate is not None:
+            gate.wait(seconds)
+        elif not conn.sleep(seconds):
+            return
+        echo()(conn, req)
+    return behave
+
+
+def h2_service(upstream, **extra):
+    """service(), pinned to HTTP/1.1 upstream (upstream h2 is not under test here)."""
+    return service(upstream, protocol="http1", **extra)
+
+
+# ---------------------------------------------------------------------------
+# a small independent HTTP/2 server (python-h2), to test the client itself
+
+
+class ToyH2Server:
+    """python-h2 server: GET /big/N answers N bytes of payload(); anything
+    else gets a JSON echo of its headers, body length and sha256."""
+
+    def __init__(self):
+        self.listener = harness.bound_socket(reuseaddr=True)
+        self.listener.listen(16)
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.authorities = set()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(3)
+        self.listener.close()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                s, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, s):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                     header_encoding="utf-8"))
+        conn.local_settings = h2.settings.Settings(
+            client=False, initial_values={S_MAX_CONCURRENT_STREAMS: 128})
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        s.settimeout(0.1)
+        reqs, pending = {}, {}      # stream id -> (headers, body) / bytes left to send
+        try:
+            while not self.stopping.is_set():
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    data = None
+                if data == b"":
+                    return
+                for ev in conn.receive_data(data) if data else ():
+                    if isinstance(ev, h2.events.RequestReceived):
+                        reqs[ev.stream_id] = (ev.headers, bytearray())
+                        self.authorities.add(dict(ev.headers).get(":authority"))
+                    elif isinstance(ev, h2.events.DataReceived):
+                        reqs[ev.stream_id][1].extend(ev.data)
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        hdrs, body = reqs.pop(ev.stream_id)
+                        path = dict(hdrs)[":path"]
+                        if path.startswith("/big/"):
+                            out = payload(int(path[5:]))
+                            ctype = "application/octet-stream"
+                        else:
+                            out = json.dumps({"headers": hdrs, "body_len": len(body),
+                                              "body_sha256": sha256(bytes(body))}).encode()
+                            ctype = "application/json"
+                        conn.send_headers(ev.stream_id, [(":status", "200"),
+                                                         ("content-type", ctype)])
+                        pending[ev.stream_id] = memoryview(out)
+                for sid in list(pending):
+                    left = pending[sid]
+                    while True:
+                        room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size,
+                                   len(left))
+                        if room <= 0 and len(left):
+                            break
+                        conn.send_data(sid, bytes(left[:room]), end_stream=room == len(left))
+                        left = left[room:]
+                        if not len(left):
+                            del pending[sid]
+                            break
+                    if sid in pending:
+                        pending[sid] = left
+                s.sendall(conn.data_to_send())
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+
+class H2SelfTest(FerryTestCase):
+    """The client above against python-h2 (no ferry): flow control both
+    ways, many streams, header blocks. If these fail, the suite's findings
+    about ferry mean nothing."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = ToyH2Server()
+        self._closers.append(self.srv.stop)
+
+    def test_client_against_python_h2(self):
+        with H2(self.srv.port) as c:
+            st = c.get("/x?y=1", headers=[("x-a", "1")])
+            self.assertEqual(st.status, 200)
+            self.assertEqual(c.server_settings.get(S_MAX_CONCURRENT_STREAMS), 128)
+            got = json.loads(st.body)
+            self.assertIn([":authority", "svc"], got["headers"])
+            self.assertIn(["x-a", "1"], got["headers"])
+            big = payload(1 << 20, seed=3)
+            st = c.get("/up", method="POST", body=big, timeout=10)
+            self.assertEqual(json.loads(st.body)["body_sha256"], sha256(big))
+            st = c.get("/big/%d" % (1 << 20), timeout=10)
+            self.assertEqual(sha256(bytes(st.body)), sha256(payload(1 << 20)))
+            sids = [c.request("/s%d" % i) for i in range(100)]
+            for sid in sids:
+                self.assertEqual(c.response(sid, timeout=10).status, 200)
+            st = c.get("/h", headers=[("x-big", "v" * 40000)], timeout=5)   # CONTINUATIONs
+            self.assertEqual(st.status, 200)
+            self.assertIn(["x-big", "v" * 40000], json.loads(st.body)["headers"])
+
+    def test_h2load_output_parsed(self):
+        counts = run_h2load(self, self.srv.port, n=200, c=2, m=8)
+        self.assertEqual((counts["succeeded"], counts["errored"], counts["failed"]), (200, 0, 0))
+        self.assertEqual(self.srv.authorities, {"svc"})
+
+
+def run_h2load(test, port, n, c, m, authority="svc", timeout=120):
+    exe = shutil.which("h2load")
+    if not exe:
+        test.skipTest("h2load not installed (Debian package nghttp2-client)")
+    proc = subprocess.run([exe, "-n", str(n), "-c", str(c), "-m", str(m),
+                           "-H", ":authority: %s" % authority,
+                           "http://127.0.0.1:%d/load" % port],
+                          capture_output=True, text=True, timeout=timeout)
+    m_ = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                   r"(\d+) failed, (\d+) errored, (\d+) timeout", proc.stdout)
+    test.assertIsNotNone(m_, "h2load output not understood:\n%s\n%s" % (proc.stdout, proc.stderr))
+    keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+    counts = dict(zip(keys, map(int, m_.groups())))
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", proc.stdout)
+    counts["2xx"] = int(codes.group(1)) if codes else None
+    counts["output"] = proc.stdout
+    return counts
+
+
+# ---------------------------------------------------------------------------
+# against ferry
+
+
+class H2Case(FerryTestCase):
+    """One TLS upstream (echo unless a path says otherwise) behind service
+    `svc` with a key, and `dead` pointing at a closed port."""
+
+    routes = {}
+    svc_extra = {}
+    ferry_extra = {}
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream(by_path(dict(self.routes)))
+        self.listen_port = free_port()
+        dead = {"endpoints": ["127.0.0.1:%d" % free_port()], "protocol": "http1",
+                "retries": {"max": 1, "backoff": {"base": "1ms", "max": "2ms"}}}
+        self.f = self.ferry({
+            "svc": h2_service(self.up, auth={"key_env": "H2_KEY"}, **self.svc_extra),
+            "other": h2_service(self.up, listen="127.0.0.1:%d" % self.listen_port),
+            "dead": dead,
+        }, env={"H2_KEY": KEY}, **self.ferry_extra)
+
+    def h2(self, **kw):
+        c = H2(self.f.outbound_port, **kw)
+        self._closers.append(c.close)
+        return c
+
+    def assert_unharmed(self):
+        """ferry is alive, and new connections of both kinds are served."""
+        self.assertTrue(self.f.alive(), "ferry died: %s" % self.f.exit_description())
+        self.up.behaviour = echo()
+        resp = self.f.get("/after-h1", host="svc")
+        self.assertEqual(resp.status, 200, "a fresh HTTP/1.1 request failed")
+        with H2(self.f.outbound_port) as c:
+            st = c.get("/after-h2")
+            self.assertEqual(st.status, 200, "a fresh h2c request failed: %r" % st.headers)
+
+    def upstream_request(self, path):
+        """The upstream's record of the request for PATH (waits for it)."""
+        req = wait_until(lambda: next((r for r in self.up.requests if r.target == path), None),
+                         IO_TIMEOUT)
+        self.assertIsNotNone(req, "the upstream never saw %s" % path)
+        return req
+
+    def log_entry(self, path, timeout=3.0):
+        """The access log line of the request to PATH (lines reach stdout
+        within a second)."""
+        def find():
+            for e in self.f.access_log():
+                if e.get("path") == path:
+                    return e
+            return None
+        entry = wait_until(find, timeout, interval=0.05)
+        self.assertIsNotNone(entry, "no access log line for %s in:\n%s"
+                             % (path, self.f.stdout_text()[-2000:]))
+        return entry
+
+
+class PoliteTest(H2Case):
+    """§12 with §4/§5: what an ordinary h2c client sends and gets."""
+
+    routes = {
+        "/chunked": chunked([b"alpha-", b"beta-", b"", b"gamma" * 1000],
+                            headers=[("Content-Type", "text/plain")]),
+        "/big": large_body(1 << 20, seed=7),
+        "/trailers": chunked([b"body-with-", b"trailers"], trailers=[("X-Checksum", "abc123")]),
+        "/nocontent": harness.no_body(204),
+    }
+
+    def test_get_routes_by_authority_and_adds_headers(self):
+        with self.h2() as c:
+            st = c.get("/api/users?id=7", headers=[("accept", "application/json"),
+                                                    ("x-service-auth", "app-must-not-choose")])
+        self.assertEqual(st.status, 200, st.headers)
+        req = self.upstream_request("/api/users?id=7")
+        self.assertEqual((req.method, req.version), ("GET", "HTTP/1.1"))
+        self.assertEqual(req.header_all("host"), ["backend"])
+        self.assertEqual(req.header_all("accept"), ["application/json"])
+        self.assertEqual(req.header_all("x-service-auth"), [KEY])
+        self.assertRegex(req.header("x-correlation-id") or "", UUID4_RE)
+        self.assertRegex(req.header("x-request-id") or "", UUID4_RE)
+        self.assertRegex(req.header("traceparent") or "", harness.TRACEPARENT_NEW_RE)
+        self.assertEqual(len(req.header_all("via")), 1, req.headers)
+        self.assertRegex(req.header("via"), VIA_OUT_RE)
+        names = req.names()
+        self.assertFalse([n for n in names if n.startswith(":")], "pseudo-headers upstream: %r" % names)
+        self.assertNotIn("te", names)
+        # the response: upstream's headers and ferry's ids, nothing connection-specific
+        rnames = [n for n, _ in st.headers]
+        self.assertEqual(rnames[0], ":status", "pseudo-header not first")
+        self.assertEqual([n for n in rnames if n.startswith(":")], [":status"])
+        self.assertEqual(rnames, [n.lower() for n in rnames], "upper-case names on HTTP/2")
+        self.assertFalse(CONNECTION_SPECIFIC & set(rnames), rnames)
+        self.assertEqual(hname(st.headers, "content-type"), ["application/json"])
+        self.assertEqual(hname(st.headers, "x-correlation-id"), req.header_all("x-correlation-id"))
+        self.assertEqual(hname(st.headers, "x-request-id"), req.header_all("x-request-id"))
+        echoed = json.loads(st.body)
+        self.assertEqual(echoed["target"], "/api/users?id=7")
+
+    def test_same_headers_upstream_as_for_http1(self):
+        common = [("accept", "*/*"), ("x-correlation-id", "corr-h2-1"), ("x-custom", "Mixed Case")]
+        self.f.get("/cmp/h1", host="svc", headers=[*common, ("Accept-Encoding", "identity")])
+        with self.h2() as c:
+            st = c.get("/cmp/h2", headers=[*common, ("accept-encoding", "identity")])
+        self.assertEqual(st.status, 200)
+        h1, h2_ = self.upstream_request("/cmp/h1"), self.upstream_request("/cmp/h2")
+        self.assertEqual(sorted(h2_.names()), sorted(h1.names()),
+                         "an h2 client's request reached the upstream with other header "
+                         "fields than an HTTP/1.1 client's")
+        for name in ("host", "x-service-auth", "x-correlation-id", "x-custom", "accept"):
+            self.assertEqual(h2_.header_all(name), h1.header_all(name), name)
+        self.assertEqual(h2_.header_all("x-correlation-id"), ["corr-h2-1"])
+        self.assertEqual(hname(st.headers, "x-correlation-id"), ["corr-h2-1"])
+
+    def test_cookie_crumbs_joined_for_http1(self):
+        # RFC 9113 §8.2.3: split cookie fields are one "; "-joined field on HTTP/1.1
+        with self.h2() as c:
+            st = c.get("/cookie", headers=[("cookie", "a=1"), ("cookie", "b=2")])
+        self.assertEqual(st.status, 200)
+        self.assertEqual(self.upstream_request("/cookie").header_all("cookie"), ["a=1; b=2"])
+
+    def test_te_trailers_kept(self):
+        # §12: te: trailers is the one connection-specific field HTTP/2 allows
+        with self.h2() as c:
+            st = c.get("/te", headers=[("te", "trailers")])
+        self.assertEqual(st.status, 200)
+        self.assertEqual(self.upstream_request("/te").header_all("te"), ["trailers"])
+
+    def test_head_and_204_have_no_body(self):
+        with self.h2() as c:
+            head = c.get("/", method="HEAD")
+            nc = c.get("/nocontent")
+            after = c.get("/after-head")
+        self.assertEqual((head.status, bytes(head.body)), (200, b""))
+        self.assertEqual((nc.status, bytes(nc.body)), (204, b""))
+        self.assertEqual(after.status, 200)
+        self.assertEqual(self.upstream_request("/").method, "HEAD")
+        for path, method, status in (("/", "HEAD", 200), ("/nocontent", "GET", 204)):
+            e = self.log_entry(path)
+            self.assertEqual((e["method"], e["status"], e["error"]), (method, status, None), e)
+
+    def test_post_with_content_length(self):
+        body = b'{"name":"x","n":1}'
+        with self.h2() as c:
+            st = c.get("/post/cl", method="POST", body=body,
+                       headers=[("content-type", "application/json")])
+        self.assertEqual(st.status, 200)
+        req = self.upstream_request("/post/cl")
+        self.assertEqual((req.method, req.body), ("POST", body))
+        self.assertEqual(req.header_all("content-length"), [str(len(body))])
+        self.assertEqual(req.header_all("transfer-encoding"), [])
+
+    def test_post_without_content_length(self):
+        body = b"no length given " * 100
+        with self.h2() as c:
+            st = c.get("/post/nocl", method="POST", body=body, content_length=False)
+        self.assertEqual(st.status, 200)
+        req = self.upstream_request("/post/nocl")
+        self.assertEqual(req.body, body)
+        self.assertIn(req.framing, ("chunked", "length"), req.headers)
+
+    def test_post_in_several_data_frames_and_empty_end(self):
+        with self.h2() as c:
+            sid = c.request("/post/parts", method="POST", end_stream=False)
+            for part in (b"one,", b"two,", b"three"):
+                c.send_body(sid, part, end_stream=False)
+            c.send_frames(hf.DataFrame(sid, data=b"", flags={"END_STREAM"}))
+            st = c.response(sid)
+        self.assertEqual(st.status, 200)
+        self.assertEqual(self.upstream_request("/post/parts").body, b"one,two,three")
+
+    def test_1mib_request_body(self):
+        body = payload(1 << 20, seed=11)
+        with self.h2() as c:
+            st = c.get("/upload", method="POST", body=body, timeout=15)
+        self.assertEqual(st.status, 200)
+        echoed = json.loads(st.body)
+        self.assertEqual((echoed["body_len"], echoed["body_sha256"]), (len(body), sha256(body)))
+
+    def test_1mib_response_body(self):
+        with self.h2() as c:
+            st = c.get("/big", timeout=15)
+        self.assertEqual(st.status, 200)
+        self.assertEqual(len(st.body), 1 << 20)
+        self.assertEqual(sha256(bytes(st.body)), sha256(payload(1 << 20, seed=7)))
+        self.assertIn(hname(st.headers, "content-length"), ([], [str(1 << 20)]))
+
+    def test_chunked_upstream_response_arrives_unframed(self):
+        with self.h2() as c:
+            st = c.get("/chunked")
+        self.assertEqual(st.status, 200)
+        self.assertEqual(bytes(st.body), b"alpha-beta-" + b"gamma" * 1000)
+        self.assertNotIn("transfer-encoding", [n for n, _ in st.headers])
+        self.assertEqual(hname(st.headers, "content-type"), ["text/plain"])
+
+    def test_hop_by_hop_response_headers_dropped(self):
+        def hop(conn, req):
+            conn.send(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\n"
+                      b"Keep-Alive: timeout=30\r\nX-Hop: secret\r\nProxy-Connection: x\r\n"
+                      b"X-Custom: Value-1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        self.up.behaviour = hop
+        with self.h2() as c:
+            st = c.get("/hop")
+        self.assertEqual(st.status, 200)
+        names = [n for n, _ in st.headers]
+        self.assertFalse((CONNECTION_SPECIFIC | {"x-hop"}) & set(names), names)
+        self.assertEqual(hname(st.headers, "x-custom"), ["Value-1"])
+        self.assertEqual(hname(st.headers, "set-cookie"), ["a=1", "b=2"])
+        self.assertEqual(bytes(st.body), b"hello")
+
+    def test_listen_port_routes_to_its_service(self):
+        with H2(self.listen_port) as c:
+            st = c.get("/via-listen", authority="whatever.example")
+        self.assertEqual(st.status, 200, st.headers)
+        req = self.upstream_request("/via-listen")
+        self.assertEqual(req.header_all("x-service-auth"), [], "svc's key went to `other`")
+
+    def test_max_concurrent_streams_advertised(self):
+        with self.h2() as c:
+            self.assertTrue(c.wait(lambda: c.server_settings is not None), "no SETTINGS from ferry")
+            self.assertEqual(c.frames[0][0], "SETTINGS", "ferry's first frame: %r" % (c.frames[:1],))
+            self.assertEqual(c.server_settings.get(S_MAX_CONCURRENT_STREAMS), 128,
+                             c.server_settings)
+
+
+class ManyStreamsTest(H2Case):
+
+    def test_100_concurrent_streams_on_one_connection(self):
+        with self.h2() as c:
+            sids = [c.request("/many/%d" % i) for i in range(100)]
+            for sid in sids:
+                st = c.response(sid, timeout=20)
+                self.assertEqual(st.status, 200, (sid, st.headers))
+                self.assertEqual(json.loads(st.body)["target"], "/many/%d" % ((sid - 1) // 2))
+        self.assertEqual(len(self.up.requests), 100)
+
+    def test_h2load_2000_requests(self):
+        counts = run_h2load(self, self.f.outbound_port, n=2000, c=4, m=32)
+        self.assertEqual((counts["succeeded"], counts["failed"], counts["errored"],
+                          counts["timeout"], counts["2xx"]), (2000, 0, 0, 0, 2000),
+                         counts["output"])
+        self.assertEqual(len([r for r in self.up.requests if r.target == "/load"]), 2000)
+
+
+class ErrorsAndAccountingTest(H2Case):
+    """§7 errors and §9/§8 accounting, per stream."""
+
+    def test_unknown_authority_404(self):
+        with self.h2() as c:
+            st = c.get("/x", authority="nosuch-service", headers=[("x-correlation-id", "c-404")])
+        self.assert_ferry_error(st.response(), 404, "UNKNOWN_SERVICE", correlation_id="c-404")
+        self.assertEqual(self.up.requests, [])
+
+    def test_dead_endpoint_503(self):
+        with self.h2() as c:
+            st = c.get("/x", authority="dead", timeout=10)
+        self.assert_ferry_error(st.response(), 503, "SERVICE_UNAVAILABLE")
+
+    def test_each_stream_logged_and_counted(self):
+        with self.h2() as c:
+            a = c.request("/acct/ok?q=1")
+            b = c.request("/acct/nope", authority="nosuch-service")
+            d = c.request("/acct/dead", authority="dead", method="DELETE")
+            p = c.request("/acct/post", method="POST", body=b"12345")
+            got = {sid: c.response(sid, timeout=10).status for sid in (a, b, d, p)}
+        self.assertEqual(got, {a: 200, b: 404, d: 503, p: 200})
+        want = {"/acct/ok": ("svc", "GET", 200), "/acct/nope": ("", "GET", 404),
+                "/acct/dead": ("dead", "DELETE", 503), "/acct/post": ("svc", "POST", 200)}
+        for path, (svc, method, status) in want.items():
+            e = self.log_entry(path)
+            self.assertEqual((e["direction"], e["service"], e["method"], e["status"]),
+                             ("outbound", svc, method, status), e)
+        self.assertEqual(self.log_entry("/acct/dead")["error"], "SERVICE_UNAVAILABLE")
+        self.assertIsNone(self.log_entry("/acct/ok")["error"])
+        self.assertEqual(metric(self.f, "ferry_requests_total", direction="outbound",
+                                service="svc", code="200"), 2)
+        self.assertEqual(metric(self.f, "ferry_requests_total", direction="outbound",
+                                service="", code="404"), 1)
+        self.assertEqual(metric(self.f, "ferry_requests_total", direction="outbound",
+                                service="dead", code="503"), 1)
+
+
+class MixedTest(H2Case):
+
+    routes = {"/slow": slow(0.3)}
+
+    def test_http1_and_h2c_on_one_port_at_once(self):
+        errors = []
+
+        def h1_loop():
+            try:
+                with RawClient(self.f.outbound_port) as r:
+                    for i in range(30):
+                        resp = r.request("GET", "/mix/h1/%d" % i, [("Host", "svc")])
+                        if resp.status != 200:
+                            errors.append("h1 %d: %d" % (i, resp.status))
+            except Exception as e:          # reported below, in the test's thread
+                errors.append("h1: %r" % e)
+
+        t = threading.Thread(target=h1_loop)
+        with self.h2() as c:
+            slow_sid = c.request("/slow/h2")
+            t.start()
+            sids = [c.request("/mix/h2/%d" % i) for i in range(30)]
+            statuses = [c.response(s, timeout=10).status for s in sids + [slow_sid]]
+            t.join(15)
+        self.assertEqual(errors, [])
+        self.assertEqual(statuses, [200] * 31)
+        self.assertEqual(len([r for r in self.up.requests if r.target.startswith("/mix/")]), 60)
+
+
+class HostileTest(H2Case):
+    """§11/§12 limits. After each: ferry alive, new connections served."""
+
+    routes = {"/slow": slow(1.0), "/huge": large_body(32 << 20, seed=5)}
+    svc_extra = {"timeouts": {"stream_idle": "1s"}}
+
+    def tearDown(self):
+        try:
+            self.assert_unharmed()
+        finally:
+            super().tearDown()
+
+    def assert_calm_goaway_or_closed(self, c, timeout=5.0, what=""):
+        """ferry says GOAWAY ENHANCE_YOUR_CALM, or just closes (no other
+        GOAWAY code); the connection is closed soon after either way."""
+        c.wait_goaway_or_close(timeout)
+        self.assertTrue(c.goaways or c.closed, "%s: neither GOAWAY nor close within %.0fs; "
+                        "last frames %r" % (what, timeout, c.frames[-5:]))
+        codes = {code for code, _ in c.goaways}
+        self.assertTrue(codes <= {ENHANCE_YOUR_CALM},
+                        "%s: GOAWAY codes %r, expected ENHANCE_YOUR_CALM (0xb)" % (what, codes))
+        self.assertTrue(c.wait_closed(5), "%s: connection left open after GOAWAY" % what)
+
+    # a. preface
+
+    def assert_closed_without_success(self, data, what):
+        with socket.create_connection(("127.0.0.1", self.f.outbound_port), timeout=3) as s:
+            s.sendall(data)
+            c = H2(sock=s, preface=False)
+            self.assertTrue(c.wait_closed(5), "%s: connection still open" % what)
+        self.assertFalse(re.match(rb"^HTTP/1\.[01] 2", bytes(c.buf)), "%s: answered 2xx" % what)
+        codes = {code for code, _ in c.goaways}
+        self.assertNotIn(NO_ERROR, codes, "%s: GOAWAY NO_ERROR for a bad preface" % what)
+
+    def test_bad_preface(self):
+        self.assert_closed_without_success(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", "bad magic")
+
+    def test_garbage_after_preface(self):
+        # a PING before any SETTINGS, then a SETTINGS of a length no
+        # multiple of 6, then random bytes (RFC 9113 §3.4, §6.5)
+        ping = hf.PingFrame(0, opaque_data=b"12345678").serialize()
+        self.assert_closed_without_success(PREFACE + ping, "PING before SETTINGS")
+        self.assert_closed_without_success(PREFACE + b"\x00\x00\x05\x04\x00\x00\x00\x00\x00abcde",
+                                           "SETTINGS of 5 bytes")
+        self.assert_closed_without_success(PREFACE + hf.SettingsFrame(0).serialize()
+                                           + payload(4096, seed=9), "random frames")
+
+    def test_truncated_preface_then_close(self):
+        for n in (3, 16, 23):
+            with socket.create_connection(("127.0.0.1", self.f.outbound_port), timeout=3) as s:
+                s.sendall(PREFACE[:n])
+        time.sleep(0.2)
+
+    # b. rapid reset
+
+    def test_rapid_reset(self):
+        with self.h2() as c:
+            c.get("/warmup")
+            block = []
+            for _ in range(1000):
+                sid = c.new_sid()
+                hdrs = c.header_block([(":method", "GET"), (":scheme", "http"),
+                                       (":authority", "svc"), (":path", "/rr")])
+                block.append(hf.HeadersFrame(sid, data=hdrs, flags={"END_HEADERS", "END_STREAM"})
+                             .serialize())
+                block.append(hf.RstStreamFrame(sid, error_code=CANCEL).serialize())
+            c.send(b"".join(block))
+            c.wait_goaway_or_close(5)
+            codes = [code for code, _ in c.goaways]
+            self.assertIn(ENHANCE_YOUR_CALM, codes,
+                          "no GOAWAY ENHANCE_YOUR_CALM after 1000 streams reset at once "
+                          "(GOAWAYs %r, closed=%r)" % (c.goaways, c.closed))
+            self.assertTrue(c.wait_closed(5), "connection left open after GOAWAY")
+
+    # c. CONTINUATION flood
+
+    def test_continuation_flood(self):
+        c = self.h2()
+        c.wait(lambda: c.server_settings is not None)
+        with RssWatch(self.f.proc.pid) as rss:
+            first = c.header_block([(":method", "GET"), (":scheme", "http"),
+                                    (":authority", "svc"), (":path", "/cont")])
+            c.send_frames(hf.HeadersFrame(1, data=first, flags={"END_STREAM"}))
+            frames = []
+            for i in range(20000):
+                # literal without indexing, new name: ~16 bytes a frame, a new field each
+                field = hpack.Encoder().encode([(b"x-f%05d" % i, b"vvvvvv")], huffman=False)
+                frames.append(hf.ContinuationFrame(1, data=field).serialize())
+            data = b"".join(frames)
+            for i in range(0, len(data), 16384):
+                if not c.send(data[i:i + 16384]):
+                    break
+            self.assert_calm_goaway_or_closed(c, what="CONTINUATION flood")
+        self.assertLess(rss.growth_kib(), RSS_SLACK_KIB, "RSS grew %d KiB" % rss.growth_kib())
+        self.assertFalse([r for r in self.up.requests if r.target == "/cont"],
+                         "the flooded header block went upstream")
+
+    # d. PING and SETTINGS floods, sender not reading
+
+    def flood(self, frame_bytes, what):
+        c = self.h2(rcvbuf=4096, timeout=5)
+        c.wait(lambda: c.server_settings is not None)
+        with RssWatch(self.f.proc.pid) as rss:
+            data = frame_bytes * 10000
+            for i in range(0, len(data), 32768):
+                if not c.send(data[i:i + 32768]):
+                    break
+            self.assert_calm_goaway_or_closed(c, timeout=10, what=what)
+        self.assertLess(rss.growth_kib(), RSS_SLACK_KIB, "RSS grew %d KiB" % rss.growth_kib())
+
+    def test_ping_flood(self):
+        self.flood(hf.PingFrame(0, opaque_data=b"floodfld").serialize(), "PING flood")
+
+    def test_settings_flood(self):
+        self.flood(hf.SettingsFrame(0, settings={S_INITIAL_WINDOW_SIZE: 65535}).serialize(),
+                   "SETTINGS flood")
+
+    # e. oversized header blocks
+
+    def assert_431_or_reset_then_serves(self, extra_headers, what):
+        with self.h2() as c:
+            sid = c.request("/toolarge", headers=extra_headers)
+            st = c.streams[sid]
+            c.wait(lambda: st.done, 5)
+            self.assertFalse(c.goaways, "%s: the whole connection went (GOAWAY %r)" % (what, c.goaways))
+            if st.reset is None:
+                self.assertTrue(st.ended, "%s: neither a response nor RST_STREAM" % what)
+                self.assert_ferry_error(st.response(), 431, "HEADERS_TOO_LARGE")
+            st2 = c.get("/next-stream")
+            self.assertEqual(st2.status, 200, "%s: the connection stopped serving" % what)
+        self.assertFalse([r for r in self.up.requests if r.target == "/toolarge"],
+                         "%s: went upstream" % what)
+
+    def test_200_header_fields(self):
+        self.assert_431_or_reset_then_serves([("x-h%03d" % i, "v") for i in range(200)],
+                                             "200 header fields")
+
+    def test_70kib_header_value(self):
+        value = "".join(chr(0x61 + (i * 7) % 26) for i in range(70 * 1024))
+        self.assert_431_or_reset_then_serves([("x-big", value)], "a 70 KiB header value")
+
+    # f. a window that never opens
+
+    def test_window_never_opened(self):
+        c = self.h2(settings={S_INITIAL_WINDOW_SIZE: 0})
+        with RssWatch(self.f.proc.pid) as rss:
+            sid = c.request("/huge")
+            st = c.streams[sid]
+            start = time.monotonic()
+            c.wait(lambda: st.done or c.goaways or c.closed, 8)
+            took = time.monotonic() - start
+        self.assertTrue(st.reset is not None or ENHANCE_YOUR_CALM in [g[0] for g in c.goaways],
+                        "stream neither reset nor GOAWAY ENHANCE_YOUR_CALM within 8s "
+                        "(stream_idle 1s): reset=%r goaways=%r closed=%r headers=%r"
+                        % (st.reset, c.goaways, c.closed, st.headers))
+        self.assertEqual(len(st.body), 0, "DATA sent into a zero window")
+        self.assertLess(took, 6)
+        self.assertLess(rss.growth_kib(), RSS_SLACK_KIB, "RSS grew %d KiB" % rss.growth_kib())
+
+    # g. stream ids
+
+    def test_even_stream_id(self):
+        with self.h2() as c:
+            c.send_headers(2, [(":method", "GET"), (":scheme", "http"), (":authority", "svc"),
+                               (":path", "/even")], end_stream=True)
+            c.wait_goaway_or_close(5)
+            self.assertEqual([g[0] for g in c.goaways][:1], [PROTOCOL_ERROR],
+                             "GOAWAYs %r, closed=%r" % (c.goaways, c.closed))
+            self.assertTrue(c.wait_closed(5), "connection left open after GOAWAY")
+        self.assertFalse([r for r in self.up.requests if r.target == "/even"])
+
+    def test_stream_id_reuse(self):
+        with self.h2() as c:
+            self.assertEqual(c.get("/first").status, 200)
+            self.assertEqual(c.get("/second").status, 200)
+            c.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "svc"),
+                               (":path", "/reused")], end_stream=True)
+            c.wait_goaway_or_close(5)
+            # PROTOCOL_ERROR (§5.1.1), or STREAM_CLOSED for a frame on a closed stream (§5.1)
+            self.assertTrue(c.goaways and c.goaways[0][0] in (PROTOCOL_ERROR, STREAM_CLOSED),
+                            "GOAWAYs %r, closed=%r" % (c.goaways, c.closed))
+            self.assertTrue(c.wait_closed(5), "connection left open after GOAWAY")
+        self.assertFalse([r for r in self.up.requests if r.target == "/reused"])
+
+    # h. the client gives up on a stream
+
+    def test_client_resets_stream_while_upstream_answers(self):
+        with self.h2() as c:
+            cut = c.request("/slow/cut")
+            self.upstream_request("/slow/cut")
+            other = c.request("/slow/other")
+            self.upstream_request("/slow/other")
+            c.reset_stream(cut, CANCEL)
+            quick = c.get("/quick")
+            self.assertEqual(quick.status, 200)
+            st = c.response(other, timeout=5)
+            self.assertEqual(st.status, 200)
+            time.sleep(1.2)     # the upstream answers the cut one meanwhile
+            self.assertIsNone(c.streams[cut].headers, "answered a reset stream")
+            self.assertFalse(c.goaways)
+            self.assertEqual(c.get("/after-cut").status, 200)
+        entry = self.log_entry("/slow/cut")
+        self.assertEqual(entry["error"], "client_closed", entry)
+        self.assertEqual(entry["direction"], "outbound")
+
+
+class DrainTest(H2Case):
+
+    routes = {"/slow": slow(1.0)}
+    ferry_extra = {"drain_timeout": "5s"}
+
+    def test_sigterm_goaway_and_in_flight_stream_completes(self):
+        with self.h2() as c:
+            sid = c.request("/slow/drain")
+            self.upstream_request("/slow/drain")
+            self.f.signal(signal.SIGTERM)
+            c.wait(lambda: c.goaways, 3)
+            self.assertTrue(c.goaways, "no GOAWAY after SIGTERM (closed=%r)" % c.closed)
+            st = c.response(sid, timeout=5)
+            self.assertEqual(st.status, 200, st.headers)
+            self.assertEqual(json.loads(st.body)["target"], "/slow/drain")
+            self.assertEqual({code for code, _ in c.goaways}, {NO_ERROR}, c.goaways)
+            # 2^31-1 first, then the real last stream id: never below the stream in flight
+            self.assertTrue(all(last >= sid for _, last in c.goaways), c.goaways)
+            self.assertNotIn("connection", [n for n, _ in st.headers])
+            self.assertTrue(c.wait_closed(5), "ferry kept the drained connection open")
+        try:
+            rc = self.f.proc.wait(8)
+        except subprocess.TimeoutExpired:
+            self.fail("ferry did not exit after the drain")
+        self.assertEqual(rc, 0, self.f.stderr_tail())
+
+
+class InboundAlpnTest(FerryTestCase):
+    """§12: the inbound TLS listener offers ALPN h2 and http/1.1."""
+
+    def setUp(self):
+        super().setUp()
+        p = pki()
+        self.app = self.upstream(tls=False)
+        self.port = free_port()
+        self.f = self.ferry({}, env={"IN_KEY": KEY}, listeners={"inbound": {
+            "address": "127.0.0.1:%d" % self.port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["IN_KEY"]},
+            "local_app": self.app.address}})
+
+    def connect(self, alpn):
+        p = pki()
+        ctx = ssl.create_default_context(cafile=p.ca.cert)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(p.client.cert, p.client.key)
+        ctx.set_alpn_protocols(alpn)
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.port), timeout=3),
+                            server_hostname="backend")
+        self._closers.append(s.close)
+        return s
+
+    def test_h2_selected_and_key_checked(self):
+        s = self.connect(["h2", "http/1.1"])
+        self.assertEqual(s.selected_alpn_protocol(), "h2")
+        c = H2(sock=s)
+        st = c.get("/orders/1", authority="order-service",
+                   headers=[("x-service-auth", KEY), ("x-correlation-id", "in-h2-1")])
+        self.assertEqual(st.status, 200, st.headers)
+        req = self.app.last
+        self.assertEqual((req.target, req.version), ("/orders/1", "HTTP/1.1"))
+        self.assertEqual(req.header_all("x-service-auth"), [], "the key reached the app")
+        self.assertEqual(req.header_all("x-ferry-peer"), ["spiffe://test/app"])
+        self.assertEqual(req.header_all("x-forwarded-proto"), ["https"])
+        self.assertEqual(req.header_all("x-correlation-id"), ["in-h2-1"])
+        self.assertRegex(req.header("via") or "", r"1\.1 ferry-[0-9a-f]{8}-in$")
+        self.assertFalse([n for n in req.names() if n.startswith(":")], req.names())
+        self.assertEqual(hname(st.headers, "x-correlation-id"), ["in-h2-1"])
+        # same connection, no key
+        st = c.get("/orders/2", authority="order-service")
+        self.assert_ferry_error(st.response(), 403, "INVALID_SERVICE_AUTH")
+        self.assertFalse([r for r in self.app.requests if r.target == "/orders/2"])
+        # and a wrong one
+        st = c.get("/orders/3", authority="order-service", headers=[("x-service-auth", KEY + "x")])
+        self.assert_ferry_error(st.response(), 403, "INVALID_SERVICE_AUTH")
+        self.assertEqual(len(self.app.requests), 1)
+        entry = wait_until(lambda: next((e for e in self.f.access_log()
+                                         if e.get("path") == "/orders/1"), None), 3)
+        self.assertIsNotNone(entry, self.f.stdout_text())
+        self.assertEqual((entry["direction"], entry["status"], entry["peer"]),
+                         ("inbound", 200, "spiffe://test/app"))
+
+    def test_http11_only_client_still_served(self):
+        s = self.connect(["http/1.1"])
+        self.assertEqual(s.selected_alpn_protocol(), "http/1.1")
+        s.sendall(harness.build_request("GET", "/h1", [("Host", "order-service"),
+                                                      ("x-service-auth", KEY)]))
+        resp = harness.read_response(harness.Reader(s))
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(self.app.last.target, "/h1")
+
+
+if __name__ == "__main__":
+    harness.main()
