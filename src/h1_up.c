@@ -55,9 +55,7 @@ h1_start(struct exchange *x)
 
 	if ((x->up = pool_checkout(x->ep, now)) != NULL) {
 		conn_set_cb(x->up->c, upstream_event, x);
-		proxy_attempt_connected(x);
-		if (!x->live || x->up == NULL)
-			return false;
+		x->connect_deadline_ms = 0;	/* attempt_start arms the timer */
 	} else {
 		x->up = pool_connect(x->w, x->svc, x->ep, upstream_event, x, now);
 		if (x->up == NULL) {

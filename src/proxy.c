@@ -88,7 +88,8 @@ exchange_begin(struct exchange *x)
 	x->live = true;
 	x->start_ms = clock_now_ms();
 	x->start_us = clock_now_us();
-	x->start_wall_ms = clock_wall_ms();
+	if (x->w->alog)
+		x->start_wall_ms = clock_wall_ms();
 	sbuf_clear(&x->logline);
 }
 
