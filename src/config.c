@@ -375,6 +375,7 @@ config_free(struct config *c)
 	conf_addr_clear(&c->admin.address);
 	free_strings(c->admin_hosts, c->n_admin_hosts);
 	inbound_free(&c->inbound);
+	headers_conf_free(&c->default_headers);
 	for (size_t i = 0; i < c->n_services; i++)
 		service_free(&c->services[i]);
 	free(c->services);

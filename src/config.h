@@ -131,6 +131,28 @@ struct conf_tls_client {
 	SSL_CTX *ctx;			/* owned; shared by all workers */
 };
 
+/* Header rules (SPEC §15) for one direction: applied after ferry's own
+ * header handling, in the order remove, set, add. */
+struct conf_hrule {
+	char *name;
+	char *value;
+	bool secret;			/* from ${VAR}: /config does not show it */
+};
+
+struct conf_hrules {
+	char **remove;
+	size_t n_remove;
+	struct conf_hrule *set;
+	size_t n_set;
+	struct conf_hrule *add;
+	size_t n_add;
+};
+
+struct conf_headers {
+	struct conf_hrules request;	/* to the service (or the local app) */
+	struct conf_hrules response;	/* to the app (or the peer) */
+};
+
 struct conf_service {
 	char *name;
 	struct conf_pos pos;
@@ -159,10 +181,12 @@ struct conf_service {
 	enum protocol_kind protocol;
 	const char *upstream_host;	/* Host upstream: server_name, else hosts[0],
 					   else name (points into this struct) */
+	struct conf_headers headers;	/* its own rules, after defaults' */
 };
 
 struct conf_inbound {
 	bool enabled;
+	struct conf_headers headers;	/* after defaults' */
 	int local_app_protocol;		/* 0: http1, the only one so far (SPEC §12: h2c) */
 	struct conf_listener listener;
 	char *cert, *key, *client_ca;
@@ -201,6 +225,7 @@ struct config {
 	size_t n_admin_hosts;
 	struct conf_service *services;
 	size_t n_services;
+	struct conf_headers default_headers;	/* defaults.headers: before every other */
 };
 
 /*

@@ -220,6 +220,48 @@ retries(struct sbuf *o, const struct conf_retries *r)
 }
 
 static void
+hrule_map(struct sbuf *o, const struct conf_hrule *r, size_t n)
+{
+	sbuf_add(o, "{", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			sbuf_add(o, ",", 1);
+		sbuf_add(o, "\"", 1);
+		json_escape(o, r[i].name, strlen(r[i].name));
+		sbuf_add(o, "\":", 2);
+		/* a value from the environment may be a secret */
+		str(o, r[i].secret ? "<redacted>" : r[i].value);
+	}
+	sbuf_add(o, "}", 1);
+}
+
+static void
+hrules(struct sbuf *o, const struct conf_hrules *r)
+{
+	sbuf_add(o, "{", 1);
+	key(o, "set", true);
+	hrule_map(o, r->set, r->n_set);
+	key(o, "add", false);
+	hrule_map(o, r->add, r->n_add);
+	key(o, "remove", false);
+	str_list(o, r->remove, r->n_remove);
+	sbuf_add(o, "}", 1);
+}
+
+/* "headers": {"request": {...}, "response": {...}} (SPEC §15) */
+static void
+headers_rules(struct sbuf *o, const struct conf_headers *h, bool first)
+{
+	key(o, "headers", first);
+	sbuf_add(o, "{", 1);
+	key(o, "request", true);
+	hrules(o, &h->request);
+	key(o, "response", false);
+	hrules(o, &h->response);
+	sbuf_add(o, "}", 1);
+}
+
+static void
 policies(struct sbuf *o, const struct conf_service *s)
 {
 	const struct conf_breaker *b = &s->breaker;
@@ -267,6 +309,7 @@ policies(struct sbuf *o, const struct conf_service *s)
 
 	key(o, "load_balancer", false);
 	str(o, (unsigned)s->load_balancer < 3 ? lb_names[s->load_balancer] : NULL);
+	headers_rules(o, &s->headers, false);
 }
 
 static void
@@ -425,6 +468,7 @@ inbound(struct sbuf *o, const struct conf_inbound *in)
 	rate_limit(o, &in->rate_limit);
 	key(o, "max_concurrent", false);
 	num(o, in->max_concurrent);
+	headers_rules(o, &in->headers, false);
 	sbuf_add(o, "}", 1);
 }
 
@@ -449,6 +493,12 @@ config_to_json(const struct config *c, struct sbuf *o)
 	duration(o, c->drain_timeout);
 	key(o, "watch", false);
 	boolean(o, c->watch);
+
+	/* what every service and the inbound listener apply first */
+	key(o, "defaults", false);
+	sbuf_add(o, "{", 1);
+	headers_rules(o, &c->default_headers, true);
+	sbuf_add(o, "}", 1);
 
 	/* [] = the nameservers of /etc/resolv.conf */
 	key(o, "resolver", false);

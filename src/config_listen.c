@@ -194,6 +194,7 @@ static const struct field inbound_fields[] = {
 	{ "rate_limit", fld_rate_limit, offsetof(struct conf_inbound, rate_limit), 0, 0, NULL },
 	{ "max_concurrent", fld_u32, offsetof(struct conf_inbound, max_concurrent),
 	  1, 1000000, NULL },
+	{ "headers", fld_section, offsetof(struct conf_inbound, headers), 0, 0, headers_fields },
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
@@ -366,6 +367,7 @@ inbound_free(struct conf_inbound *in)
 		secret_free(in->auth_keys[i]);
 	free(in->auth_keys);
 	conf_addr_clear(&in->local_app);
+	headers_conf_free(&in->headers);
 	SSL_CTX_free(in->ctx);
 }
 

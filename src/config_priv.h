@@ -120,6 +120,13 @@ void fld_enum(struct loader *, const struct field *, const struct ynode *,
 void fld_skip(struct loader *, const struct field *, const struct ynode *,
     const struct ynode *, void *);
 
+/* Header rules (config_headers.c): the headers: section of a service or
+ * the inbound listener; defaults.headers into the config's own. */
+extern const struct field headers_fields[];
+void fld_default_headers(struct loader *, const struct field *, const struct ynode *,
+    const struct ynode *, void *);
+void headers_conf_free(struct conf_headers *h);
+
 /* Sections shared by defaults, services and the inbound listener. */
 extern const struct field timeouts_fields[];
 extern const struct field rate_limit_fields[];

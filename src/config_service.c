@@ -140,6 +140,7 @@ static const struct field pool_fields[] = {
 
 static const struct field defaults_fields[] = {
 	POLICY_FIELDS,
+	{ "headers", fld_default_headers, 0, 0, 0, NULL },
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
@@ -441,6 +442,7 @@ static const struct field service_fields[] = {
 	{ "health_check", fld_health_check, offsetof(struct conf_service, health_check),
 	  0, 0, NULL },
 	{ "protocol", fld_enum, offsetof(struct conf_service, protocol), 0, 0, proto_names },
+	{ "headers", fld_section, offsetof(struct conf_service, headers), 0, 0, headers_fields },
 	POLICY_FIELDS,
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
@@ -692,4 +694,5 @@ service_free(struct conf_service *s)
 	free(s->auth_key_file);
 	secret_free(s->auth_key);
 	free(s->health_check.path);
+	headers_conf_free(&s->headers);
 }

@@ -210,6 +210,10 @@ void proxy_response_cut(struct exchange *x, enum end_cause cause, const char *wh
 void proxy_error_response(const struct exchange *x, struct sbuf *out, enum ferry_error e,
     const char *msg, unsigned retry_after, bool keep_alive, unsigned keep_alive_timeout);
 
+/* The header rules (SPEC §15) for the response to X: defaults', then the
+ * service's or the inbound listener's; NULL where there are none. */
+void proxy_response_rules(const struct exchange *x, const struct conf_hrules *rules[2]);
+
 /* metrics.c ids: the service's, the local app's inbound, or none */
 int exchange_metrics_id(const struct exchange *x);
 

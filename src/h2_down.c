@@ -312,11 +312,14 @@ h2_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 	struct h2stream *st = stream_of(x);
 	struct sbuf *t = &st->hc->hbuf;
 	bool body = !(x->head_method || h->status == 204 || h->status == 304);
+	struct downstream_head_args a = {
+		.ids = &x->ids, .keep_alive = true, .keep_alive_timeout = 1,
+		.dechunk = x->dechunk,
+	};
 
+	proxy_response_rules(x, a.rules);
 	sbuf_clear(t);
-	headers_build_response(t, msg, h, &(struct downstream_head_args){
-	    .ids = &x->ids, .keep_alive = true, .keep_alive_timeout = 1,
-	    .dechunk = x->dechunk });
+	headers_build_response(t, msg, h, &a);
 	if (t->oom) {
 		proxy_end(x, END_OUT_OF_MEMORY);
 		return false;

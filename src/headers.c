@@ -1,6 +1,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "headers.h"
 
 struct known {
@@ -234,6 +235,46 @@ last_index(const struct http_head *h, enum hdr_kind kind)
 	return last;
 }
 
+/* A rule of RS[FROM..1] removes or replaces the header NAME. */
+static bool
+rules_drop(const struct conf_hrules *const *rs, int from, const char *name, size_t len)
+{
+	for (int i = from; i < 2; i++) {
+		const struct conf_hrules *r = rs[i];
+
+		if (r == NULL)
+			continue;
+		for (size_t j = 0; j < r->n_remove; j++)
+			if (strlen(r->remove[j]) == len && strncasecmp(r->remove[j], name, len) == 0)
+				return true;
+		for (size_t j = 0; j < r->n_set; j++)
+			if (strlen(r->set[j].name) == len && strncasecmp(r->set[j].name, name, len) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* The lines rules set and add, in order: defaults' (unless the service's
+ * remove or set them again), then the service's. */
+static void
+rules_emit(struct sbuf *out, const struct conf_hrules *const *rs)
+{
+	for (int i = 0; i < 2; i++) {
+		const struct conf_hrules *r = rs[i];
+
+		if (r == NULL)
+			continue;
+		for (size_t j = 0; j < r->n_set; j++)
+			if (!rules_drop(rs, i + 1, r->set[j].name, strlen(r->set[j].name)))
+				add_header(out, r->set[j].name, r->set[j].value,
+				    strlen(r->set[j].value));
+		for (size_t j = 0; j < r->n_add; j++)
+			if (!rules_drop(rs, i + 1, r->add[j].name, strlen(r->add[j].name)))
+				add_header(out, r->add[j].name, r->add[j].value,
+				    strlen(r->add[j].value));
+	}
+}
+
 void
 headers_build_request(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct upstream_head_args *a)
@@ -259,6 +300,9 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 		const struct http_header *hd = &h->h[i];
 
 		if (is_hop(msg, hd, a->upgrade))
+			continue;
+		if ((a->rules[0] || a->rules[1]) &&
+		    rules_drop(a->rules, 0, msg + hd->name.off, hd->name.len))
 			continue;
 		switch (hd->kind) {
 		case HDR_HOST:
@@ -322,6 +366,7 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 		if (last_xff < 0 && a->forwarded_for)
 			add_header(out, "x-forwarded-for", a->forwarded_for, strlen(a->forwarded_for));
 	}
+	rules_emit(out, a->rules);
 	sbuf_add(out, "\r\n", 2);
 }
 
@@ -338,6 +383,9 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 		const struct http_header *hd = &h->h[i];
 
 		if (is_hop(msg, hd, a->upgrade))
+			continue;
+		if (!a->interim && (a->rules[0] || a->rules[1]) &&
+		    rules_drop(a->rules, 0, msg + hd->name.off, hd->name.len))
 			continue;
 		switch (hd->kind) {
 		case HDR_CORRELATION_ID:
@@ -356,6 +404,8 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 		add_header(out, "x-correlation-id", a->ids->correlation, a->ids->correlation_len);
 		add_header(out, "x-request-id", a->ids->request, a->ids->request_len);
 	}
+	if (!a->interim)
+		rules_emit(out, a->rules);
 	/* an interim head says nothing: the final one says how it goes */
 	if (a->upgrade)
 		sbuf_adds(out, "connection: upgrade\r\n");

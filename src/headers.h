@@ -11,6 +11,8 @@
 #include "http1.h"
 #include "sbuf.h"
 
+struct conf_hrules;
+
 /* Classifies every header by name and marks the ones Connection lists.
  * MSG is the first byte of the message. Returns -1 when the head is
  * ambiguous (two Host headers, ...). */
@@ -52,6 +54,8 @@ struct upstream_head_args {
 	/* inbound only */
 	const char *peer;		/* x-ferry-peer, or NULL */
 	const char *forwarded_for;	/* appended to x-forwarded-for, or NULL */
+	/* header rules (SPEC §15): defaults', then the service's; NULL none */
+	const struct conf_hrules *rules[2];
 };
 
 /* Writes the request head for the upstream into OUT. */
@@ -65,6 +69,7 @@ struct downstream_head_args {
 	bool dechunk;			/* HTTP/1.0 client: drop transfer-encoding */
 	bool upgrade;			/* a 101 being tunnelled */
 	bool interim;			/* a 1xx: no connection headers of ours */
+	const struct conf_hrules *rules[2];	/* as in upstream_head_args */
 };
 
 /* Writes the response head for the app into OUT. */

@@ -401,6 +401,19 @@ logline_set(struct exchange *x, const char *msg, const struct http_head *h)
 	sbuf_add(&x->logline, lp, lplen);
 }
 
+static const struct conf_hrules *
+rules_or_null(const struct conf_hrules *r)
+{
+	return r->n_remove || r->n_set || r->n_add ? r : NULL;
+}
+
+void
+proxy_response_rules(const struct exchange *x, const struct conf_hrules *rules[2])
+{
+	rules[0] = rules_or_null(&x->gen->conf->default_headers.response);
+	rules[1] = x->svc ? rules_or_null(&x->svc->conf->headers.response) : NULL;
+}
+
 /* content-type application/grpc, +proto or any other suffix */
 static bool
 is_grpc(const char *msg, const struct http_head *h)
@@ -506,6 +519,8 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 		.upgrade = x->upgrade,
 		.peer = inbound ? x->peer_id : NULL,
 		.forwarded_for = inbound ? x->peer : NULL,
+		.rules = { rules_or_null(&x->gen->conf->default_headers.request),
+		    rules_or_null(&x->svc->conf->headers.request) },
 	});
 	if (x->req.oom) {
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "out of memory", 1, true);

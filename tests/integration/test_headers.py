@@ -272,5 +272,57 @@ class HeadersTest(FerryTestCase):
             self.assertTrue(c.peer_closed(2))
 
 
+class HeaderRulesTest(FerryTestCase):
+    """SPEC §15: remove, set and add on requests and responses, defaults'
+    rules first, then the service's (or the inbound listener's)."""
+
+    def test_request_and_response_rules_in_order(self):
+        def behave(conn, req):
+            conn.respond(200, headers=[("Server", "nginx/1"), ("X-Powered-By", "php"),
+                                       ("X-Frame-Options", "SAMEORIGIN"),
+                                       ("X-Frame-Options", "ALLOW"), ("X-Keep", "k")],
+                         body=b"ok")
+        up = self.upstream(behave)
+        svc = service(up)
+        svc["headers"] = {
+            "request": {"set": {"X-Tenant": "${FERRY_TEST_TENANT}", "x-env": "staging"},
+                        "add": {"X-Extra": "two"}, "remove": ["X-Debug"]},
+            "response": {"set": {"x-frame-options": "DENY"}, "remove": ["x-powered-by"]},
+        }
+        f = self.ferry({"svc": svc}, env={"FERRY_TEST_TENANT": "t-42"}, defaults={
+            "headers": {"request": {"add": {"x-env": "prod", "x-extra": "one"},
+                                    "remove": ["x-internal"]},
+                        "response": {"remove": ["server"], "add": {"x-served-by": "ferry"}}},
+        })
+        resp = f.get("/r", host="svc", headers=[
+            ("X-Debug", "1"), ("X-Internal", "secret"), ("X-Tenant", "app-said"),
+            ("X-Env", "app"), ("X-Other", "kept")])
+        self.assertEqual(resp.status, 200)
+        seen = up.last
+        self.assertEqual(seen.header_all("x-debug"), [])
+        self.assertEqual(seen.header_all("x-internal"), [])
+        # set replaces every line of its name, the app's and defaults' too
+        self.assertEqual(seen.header_all("x-tenant"), ["t-42"])
+        self.assertEqual(seen.header_all("x-env"), ["staging"])
+        # add appends: defaults' first, then the service's
+        self.assertEqual(seen.header_all("x-extra"), ["one", "two"])
+        self.assertEqual(seen.header_all("x-other"), ["kept"])
+        # ferry's own handling is untouched
+        self.assertRegex(seen.header("x-request-id"), UUID4_RE)
+        self.assertEqual(resp.header_all("server"), [])
+        self.assertEqual(resp.header_all("x-powered-by"), [])
+        self.assertEqual(resp.header_all("x-frame-options"), ["DENY"])
+        self.assertEqual(resp.header_all("x-served-by"), ["ferry"])
+        self.assertEqual(resp.header_all("x-keep"), ["k"])
+        self.assertRegex(resp.header("x-correlation-id"), UUID4_RE)
+
+    def test_no_rules_no_change(self):
+        up = self.upstream()
+        f = self.ferry({"svc": service(up)})
+        resp = f.get("/n", host="svc", headers=[("X-Debug", "1")])
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(up.last.header_all("x-debug"), ["1"])
+
+
 if __name__ == "__main__":
     harness.main()

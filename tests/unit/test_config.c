@@ -303,6 +303,22 @@ static const struct bad_case bad_cases[] = {
 	  F ":3:3: services: bad service name \"a\\x0ab\" (letters, digits, '-', '_' and "
 	  "'.' only)\n"
 	  F ":3:3: services.a\\x0ab: missing required key \"endpoints\" (or \"srv\")\n" },
+	{ "header rules: bad names, managed headers, CR/LF in a value (SPEC §15)",
+	  "defaults:\n  headers:\n    response: {add: {\"bad name\": x}}\n"
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    headers: {request: {set: {X-Request-Id: x, x-ok: \"a\\nb\"}, "
+	  "remove: [via, X-Ferry-Peer]}, reply: {}}\n",
+	  F ":3:22: defaults.headers.response.add.bad name: bad header name \"bad name\" "
+	  "(a token: letters, digits and !#$%&'*+-.^_`|~)\n"
+	  F ":7:31: services.a.headers.request.set.X-Request-Id: \"x-request-id\" is managed "
+	  "by ferry (SPEC §5); a header rule cannot change it\n"
+	  F ":7:54: services.a.headers.request.set.x-ok: header value \"a\\x0ab\" holds CR, "
+	  "LF or NUL\n"
+	  F ":7:72: services.a.headers.request.remove[0]: \"via\" is managed by ferry "
+	  "(SPEC §5); a header rule cannot change it\n"
+	  F ":7:77: services.a.headers.request.remove[1]: \"x-ferry-peer\" is managed by "
+	  "ferry (SPEC §5); a header rule cannot change it\n"
+	  F ":7:93: services.a.headers: unknown key \"reply\"\n" },
 	{ "inbound without tls and local_app",
 	  "listeners:\n  inbound:\n    address: 0.0.0.0:15443\n",
 	  F ":2:3: listeners.inbound: missing required key \"tls\"\n"

@@ -221,6 +221,25 @@ expect(const char *path, const char *fmt, ...)
 
 /* -------------------------------------------------------- tests ---- */
 
+/* SPEC §15: rules in defaults, a service and the inbound listener; a
+ * value from the environment is not shown */
+START_TEST(test_header_rules)
+{
+	setenv("FERRY_TEST_TENANT", "tenant-secret-42", 1);
+	render("defaults:\n  headers:\n    request: {add: {x-env: prod}}\n"
+	    "services:\n  a:\n    endpoints: [\"127.0.0.1:80\"]\n"
+	    "    headers:\n      request: {set: {X-Tenant: \"${FERRY_TEST_TENANT}\"}, "
+	    "remove: [X-Debug]}\n      response: {remove: [server]}\n");
+	expect("/defaults/headers/request", "{\"set\":{},\"add\":{\"x-env\":\"prod\"},"
+	    "\"remove\":[]}");
+	expect("/services/0/headers", "{\"request\":{\"set\":{\"x-tenant\":\"<redacted>\"},"
+	    "\"add\":{},\"remove\":[\"x-debug\"]},\"response\":{\"set\":{},\"add\":{},"
+	    "\"remove\":[\"server\"]}}");
+	ck_assert_ptr_null(strstr(json, "tenant-secret-42"));
+	unsetenv("FERRY_TEST_TENANT");
+}
+END_TEST
+
 START_TEST(test_defaults)
 {
 	render("services:\n"
@@ -256,7 +275,10 @@ START_TEST(test_defaults)
 	    "\"pool\":{\"max_idle_per_endpoint\":64,\"idle_timeout\":\"30s\","
 	    "\"max_per_endpoint\":1024,\"max_requests_per_connection\":0,"
 	    "\"max_connection_age\":\"0s\"},"
-	    "\"load_balancer\":\"p2c_ewma\",\"rate_limit\":null,\"health_check\":null,"
+	    "\"load_balancer\":\"p2c_ewma\","
+	    "\"headers\":{\"request\":{\"set\":{},\"add\":{},\"remove\":[]},"
+	    "\"response\":{\"set\":{},\"add\":{},\"remove\":[]}},"
+	    "\"rate_limit\":null,\"health_check\":null,"
 	    "\"protocol\":\"http1\"}");
 	/* the file's order, not sorted */
 	expect("/services/1/name", "\"a-svc\"");
@@ -417,6 +439,7 @@ config_json_suite(void)
 
 	tcase_add_test(tc, test_checker);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_header_rules);
 	tcase_add_test(tc, test_empty);
 	tcase_add_test(tc, test_secrets_redacted);
 	tcase_add_test(tc, test_whole_schema);

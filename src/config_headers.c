@@ -1,0 +1,195 @@
+/*
+ * Header rules (SPEC §15): `headers: {request: {...}, response: {...}}`
+ * with `remove` (names), `set` and `add` (name: value), in defaults, a
+ * service and the inbound listener. Names and values are checked here, at
+ * load time, so the request path only copies them.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "config_priv.h"
+
+/* What ferry itself manages (SPEC §5): a rule may not touch these. */
+static bool
+managed(const char *name)
+{
+	static const char *const names[] = {
+		"x-service-auth", "x-correlation-id", "x-request-id", "traceparent",
+		"tracestate", "via", "host", "connection", "keep-alive",
+		"proxy-connection", "proxy-authorization", "te", "trailer",
+		"transfer-encoding", "upgrade", "content-length", "x-forwarded-for",
+		"x-forwarded-proto",
+	};
+
+	if (strncmp(name, "x-ferry-", 8) == 0)
+		return true;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(name, names[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The lower-case copy of a header name a rule may change, or NULL after
+ * reporting at AT. */
+static char *
+rule_name(struct loader *l, const struct ynode *at, const char *s, size_t len)
+{
+	char q[128], *d;
+
+	if (len == 0 || strlen(s) != len) {
+		lerr(l, at, "bad header name %s", quote(s, q, sizeof(q)));
+		return NULL;
+	}
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("!#$%&'*+-.^_`|~", s[i]) == NULL) {
+			lerr(l, at, "bad header name %s (a token: letters, digits and "
+			    "!#$%%&'*+-.^_`|~)", quote(s, q, sizeof(q)));
+			return NULL;
+		}
+	if ((d = strdup(s)) == NULL) {
+		l->oom = true;
+		return NULL;
+	}
+	for (char *p = d; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	if (managed(d)) {
+		lerr(l, at, "%s is managed by ferry (SPEC §5); a header rule cannot change it",
+		    quote(d, q, sizeof(q)));
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+static void
+fld_remove(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	struct conf_hrules *r = obj;
+
+	(void)f;
+	(void)key;
+	if (!want_seq(l, val) || val->kind != YSEQ)
+		return;
+	free_strings(r->remove, r->n_remove);
+	r->n_remove = 0;
+	if ((r->remove = calloc(val->n ? val->n : 1, sizeof(*r->remove))) == NULL) {
+		l->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < val->n; i++) {
+		const struct ynode *v = val->items[i];
+		const char *s;
+		size_t mark = path_push_idx(l, i);
+
+		if ((s = get_scalar(l, v, "a header name")) != NULL &&
+		    (r->remove[r->n_remove] = rule_name(l, v, s, v->len)) != NULL)
+			r->n_remove++;
+		path_pop(l, mark);
+	}
+}
+
+/* set: and add: a mapping of name to value. */
+static void
+fld_pairs(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	struct conf_hrule **rules = (struct conf_hrule **)(void *)((char *)obj + f->off);
+	size_t *n = (size_t *)(void *)((char *)obj + f->min);
+	char q[128];
+
+	(void)key;
+	if (!want_map(l, val) || val->kind != YMAP)
+		return;
+	for (size_t i = 0; i < *n; i++) {
+		free((*rules)[i].name);
+		free((*rules)[i].value);
+	}
+	free(*rules);
+	*n = 0;
+	if ((*rules = calloc(val->n ? val->n : 1, sizeof(**rules))) == NULL) {
+		l->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < val->n; i++) {
+		const struct ynode *k = val->pairs[i].key, *v = val->pairs[i].val;
+		struct conf_hrule *r = &(*rules)[*n];
+		size_t mark = path_push(l, k->str);
+		const char *s;
+
+		if ((r->name = rule_name(l, k, k->str, k->len)) == NULL) {
+			path_pop(l, mark);
+			continue;
+		}
+		/* an empty value is a header like any other */
+		s = v->kind == YSCALAR && ynode_is_null(v) ? "" : get_scalar(l, v, "a header value");
+		if (s != NULL && (strlen(s) != (v->kind == YSCALAR ? v->len : 0) ||
+		    strpbrk(s, "\r\n") != NULL)) {
+			lerr(l, v, "header value %s holds CR, LF or NUL", quote(s, q, sizeof(q)));
+			s = NULL;
+		}
+		if (s == NULL || (r->value = strdup(s)) == NULL) {
+			if (s != NULL)
+				l->oom = true;
+			free(r->name);
+			r->name = NULL;
+			path_pop(l, mark);
+			continue;
+		}
+		r->secret = v->expanded;
+		(*n)++;
+		path_pop(l, mark);
+	}
+}
+
+static const struct field hrules_fields[] = {
+	{ "remove", fld_remove, 0, 0, 0, NULL },
+	{ "set", fld_pairs, offsetof(struct conf_hrules, set),
+	  offsetof(struct conf_hrules, n_set), 0, NULL },
+	{ "add", fld_pairs, offsetof(struct conf_hrules, add),
+	  offsetof(struct conf_hrules, n_add), 0, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
+const struct field headers_fields[] = {
+	{ "request", fld_section, offsetof(struct conf_headers, request), 0, 0, hrules_fields },
+	{ "response", fld_section, offsetof(struct conf_headers, response), 0, 0, hrules_fields },
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
+void
+fld_default_headers(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	(void)f;
+	(void)key;
+	(void)obj;
+	if (want_map(l, val))
+		walk_map(l, val, &l->c->default_headers, headers_fields);
+}
+
+static void
+hrules_free(struct conf_hrules *r)
+{
+	free_strings(r->remove, r->n_remove);
+	for (size_t i = 0; i < r->n_set; i++) {
+		free(r->set[i].name);
+		free(r->set[i].value);
+	}
+	free(r->set);
+	for (size_t i = 0; i < r->n_add; i++) {
+		free(r->add[i].name);
+		free(r->add[i].value);
+	}
+	free(r->add);
+	memset(r, 0, sizeof(*r));
+}
+
+void
+headers_conf_free(struct conf_headers *h)
+{
+	hrules_free(&h->request);
+	hrules_free(&h->response);
+}
