@@ -69,6 +69,14 @@ admin_page_services(const struct admin_view *v, struct sbuf *out)
 			    atomic_load(&e->in_flight) : 0));
 			sbuf_adds(out, ",\"ewma_ms\":");
 			add_double(out, (double)atomic_load(&e->ewma_us) / 1000.0);
+			sbuf_adds(out, atomic_load(&e->h2) ? ",\"protocol\":\"h2\"" :
+			    ",\"protocol\":\"http1\"");
+			sbuf_adds(out, ",\"streams\":");
+			{
+				int32_t st = atomic_load_explicit(&e->streams, memory_order_relaxed);
+
+				sbuf_addu(out, (unsigned)(st > 0 ? st : 0));
+			}
 			sbuf_adds(out, ",\"pool\":{\"idle\":");
 			sbuf_addu(out, (unsigned)(idle > 0 ? idle : 0));
 			sbuf_adds(out, ",\"active\":");

@@ -13,15 +13,8 @@
 void
 attempt_release(struct exchange *x, bool reusable)
 {
-	struct upconn *u = x->up;
-
-	if (u == NULL)
-		return;
-	x->up = NULL;
-	if (reusable)
-		pool_checkin(u, &x->svc->conf->pool, clock_now_ms(), x->up_keepalive_ms);
-	else
-		pool_discard(u);
+	if (exchange_attached(x))
+		x->upops->release(x, reusable);
 }
 
 static void
@@ -162,7 +155,7 @@ void
 proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error e,
     const char *msg)
 {
-	bool sent = x->up && x->upops->request_sent(x);
+	bool sent = exchange_attached(x) && x->upops->request_sent(x);
 	int64_t delay;
 	char full[320];
 
@@ -171,7 +164,7 @@ proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error
 		proxy_response_cut(x, END_UPSTREAM_CLOSED, msg);
 		return;
 	}
-	if (r == AR_RESET && !x->resent && x->up && x->upops->unprocessed(x)) {
+	if (r == AR_RESET && !x->resent && exchange_attached(x) && x->upops->unprocessed(x)) {
 		/* the keep-alive race: the upstream closed a pooled connection
 		 * as we reused it; not a failure, not a retry */
 		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
@@ -334,7 +327,8 @@ attempt_start(struct exchange *x)
 	if (x->try_deadline_ms > x->deadline_ms)
 		x->try_deadline_ms = x->deadline_ms;
 	x->connect_deadline_ms = now + svc->timeouts.connect;
-	x->upops = &h1_up_ops;
+	x->upops = svc->protocol == PROTO_H2 ||
+	    (svc->protocol == PROTO_AUTO && x->ep->speaks_h2) ? &h2_up_ops : &h1_up_ops;
 	if (!x->upops->start(x))
 		return;
 	if (!x->req_done)

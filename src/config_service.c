@@ -544,6 +544,18 @@ check_service(struct loader *l, struct conf_service *s, const struct ynode *key,
 	/* SPEC §3: auto is the default with tls */
 	if (ymap_get(node, "protocol", NULL) == NULL && s->tls.enabled)
 		s->protocol = PROTO_AUTO;
+	if (s->tls.ctx != NULL) {
+		/* SPEC §12: what ALPN offers; h2 alone needs the server to pick it */
+		static const unsigned char h1[] = "\x08http/1.1", h2[] = "\x02h2",
+		    both[] = "\x02h2\x08http/1.1";
+		const unsigned char *p = s->protocol == PROTO_H2 ? h2 :
+		    s->protocol == PROTO_AUTO ? both : h1;
+		size_t n = s->protocol == PROTO_H2 ? sizeof(h2) - 1 :
+		    s->protocol == PROTO_AUTO ? sizeof(both) - 1 : sizeof(h1) - 1;
+
+		if (SSL_CTX_set_alpn_protos(s->tls.ctx, p, (unsigned)n) != 0)
+			l->oom = true;
+	}
 	check_auth(l, s, node);
 	check_policies(l, s, node);
 	if (s->tls.server_name != NULL)

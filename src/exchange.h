@@ -32,6 +32,7 @@
 
 struct exchange;
 struct upconn;
+struct h2up_stream;
 
 /* What proxy.c asks of the downstream codec. Every send returns false
  * when the client is gone: the codec has then ended the exchange
@@ -55,6 +56,9 @@ struct down_ops {
 	bool (*congested)(const struct exchange *x);
 	/* The upstream takes request body again. */
 	void (*resume_body)(struct exchange *x);
+	/* Response trailers (an HTTP/2 upstream's), before send_last;
+	 * a codec that frames bodies itself sends them at the end. */
+	void (*send_trailers)(struct exchange *x, const char *msg, const struct http_head *h);
 	/* After a 101: bytes both ways. False when the client is gone. */
 	bool (*tunnel_start)(struct exchange *x);
 	/* proxy_end is done with X: next request, or close for CAUSE. */
@@ -72,6 +76,9 @@ struct up_ops {
 	bool (*congested)(const struct exchange *x);
 	/* The client took what was sent: read more of the response. */
 	void (*resume)(struct exchange *x);
+	/* The attempt lets go of its connection (HTTP/2: its stream is reset
+	 * unless complete); REUSABLE: an HTTP/1.1 one may serve again. */
+	void (*release)(struct exchange *x, bool reusable);
 	/* Any byte of this attempt's request was written. */
 	bool (*request_sent)(const struct exchange *x);
 	/* The upstream surely did not process the request (it closed a
@@ -94,7 +101,8 @@ struct exchange {
 
 	/* per request, from here on: proxy_request clears them */
 	const struct up_ops *upops;
-	struct upconn *up;
+	struct upconn *up;		/* HTTP/1.1: the attempt's connection */
+	struct h2up_stream *up2;	/* HTTP/2: the attempt's stream */
 	struct svc_state *svc;
 	struct endpoint *ep;
 	bool live;			/* between proxy_request and proxy_end */
@@ -200,6 +208,9 @@ bool proxy_response_head(struct exchange *x, const char *msg, const struct http_
     bool until_close);
 /* Response body bytes (or tunnel bytes). False when the exchange ended. */
 bool proxy_response_data(struct exchange *x, const void *p, size_t n);
+/* Trailers of the response, for a downstream codec that frames bodies
+ * itself (x->unframed); others get them in the body's framing. */
+void proxy_response_trailers(struct exchange *x, const char *msg, const struct http_head *h);
 /* The response is complete; REUSABLE: its connection may serve again. */
 void proxy_response_end(struct exchange *x, const void *p, size_t n, bool reusable);
 /* The upstream closed a response or tunnel before its end. */
@@ -227,7 +238,20 @@ exchange_head_sent(struct exchange *x)
 	x->head_us = us > 0 ? us : 1;
 }
 
-/* h1_up.c */
+/* An attempt holds a connection (or an HTTP/2 stream). */
+static inline bool
+exchange_attached(const struct exchange *x)
+{
+	return x->up != NULL || x->up2 != NULL;
+}
+
+/* h1_up.c, h2_up.c */
 extern const struct up_ops h1_up_ops;
+extern const struct up_ops h2_up_ops;
+/* Closes every HTTP/2 upstream connection of W (shutdown). */
+void h2_up_close_all(struct worker *w);
+/* An HTTP/1.1 attempt's new connection chose h2 by ALPN: carry on as a
+ * stream on it. False when the attempt failed (and was handled). */
+bool h2_up_adopt(struct exchange *x);
 
 #endif

@@ -333,6 +333,15 @@ h1_resume_body(struct exchange *x)
 		resume_client(cl);
 }
 
+static void
+h1_send_trailers(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	/* HTTP/1.1 gets trailers in its chunked body, from the upstream codec */
+	(void)x;
+	(void)msg;
+	(void)h;
+}
+
 static bool
 h1_tunnel_start(struct exchange *x)
 {
@@ -409,6 +418,7 @@ static const struct down_ops h1_down_ops = {
 	.send_error = h1_send_error,
 	.congested = h1_congested,
 	.resume_body = h1_resume_body,
+	.send_trailers = h1_send_trailers,
 	.tunnel_start = h1_tunnel_start,
 	.finish = h1_finish,
 };
@@ -873,6 +883,7 @@ proxy_close_all(struct worker *w)
 	while (w->clients)
 		client_close(w->clients, END_SHUTDOWN, "shutdown");
 	h2_down_close_all(w);
+	h2_up_close_all(w);
 	/* run the deferred frees */
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
 }

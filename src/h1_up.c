@@ -47,6 +47,26 @@ failed_conn(struct exchange *x)
 	}
 }
 
+/* SPEC §12: gRPC to an endpoint that speaks only HTTP/1.1 is a 502. */
+static void
+grpc_refused(struct exchange *x)
+{
+	char msg[256];
+
+	/* the endpoint is not at fault: no outcome is recorded */
+	snprintf(msg, sizeof(msg), "gRPC needs HTTP/2, and %s speaks HTTP/1.1",
+	    x->ep->addr_text);
+	proxy_refuse(x, FE_SERVICE_ERROR, msg, 0, !x->req_done);
+}
+
+/* protocol auto over TLS: the request waits for ALPN to say which */
+static bool
+alpn_pending(const struct exchange *x)
+{
+	return x->svc->conf->protocol == PROTO_AUTO && x->svc->conf->tls.enabled &&
+	    x->connect_deadline_ms != 0;
+}
+
 static bool
 h1_start(struct exchange *x)
 {
@@ -54,6 +74,10 @@ h1_start(struct exchange *x)
 	char msg[256];
 
 	if ((x->up = pool_checkout(x->ep, now)) != NULL) {
+		if (x->grpc) {
+			grpc_refused(x);	/* a pooled HTTP/1.1 connection */
+			return false;
+		}
 		conn_set_cb(x->up->c, upstream_event, x);
 		x->connect_deadline_ms = 0;	/* attempt_start arms the timer */
 	} else {
@@ -69,11 +93,43 @@ h1_start(struct exchange *x)
 	x->up->requests++;
 	x->up->parsed = 0;
 	http_parser_reset(&x->up->parser);
+	if (alpn_pending(x))
+		return true;	/* written once connected (h1_connected) */
+	if (x->grpc) {
+		grpc_refused(x);
+		return false;
+	}
 	if (conn_write(x->up->c, x->req.p, x->req.len) != 0) {
 		failed_conn(x);
 		return false;
 	}
 	return true;
+}
+
+/* Connected (and the TLS handshake done): an auto service learns here
+ * which protocol the endpoint chose. */
+static void
+h1_connected(struct exchange *x)
+{
+	const unsigned char *alpn = NULL;
+	unsigned alen = 0;
+	bool held = alpn_pending(x);
+
+	if (conn_is_tls(x->up->c)) {
+		metrics_tls_handshake(x->w->ms, DIR_OUTBOUND, conn_session_reused(x->up->c));
+		SSL_get0_alpn_selected(conn_ssl(x->up->c), &alpn, &alen);
+	}
+	if (alen == 2 && memcmp(alpn, "h2", 2) == 0) {
+		h2_up_adopt(x);
+		return;
+	}
+	if (held && x->grpc) {
+		grpc_refused(x);
+		return;
+	}
+	proxy_attempt_connected(x);
+	if (held && x->up && conn_write(x->up->c, x->req.p, x->req.len) != 0)
+		failed_conn(x);
 }
 
 static bool
@@ -89,7 +145,8 @@ h1_send(struct exchange *x, const void *p, size_t n)
 static bool
 h1_congested(const struct exchange *x)
 {
-	return conn_pending(x->up->c) > CONN_HIGH_MARK;
+	/* the head is not out before ALPN spoke: no body before it */
+	return conn_pending(x->up->c) > CONN_HIGH_MARK || alpn_pending(x);
 }
 
 static void
@@ -100,6 +157,18 @@ h1_resume(struct exchange *x)
 	conn_resume_read(u->c);
 	if (buf_len(&u->in) > 0 || conn_has_pending(u->c))
 		conn_kick_read(u->c);
+}
+
+static void
+h1_release(struct exchange *x, bool reusable)
+{
+	struct upconn *u = x->up;
+
+	x->up = NULL;
+	if (reusable)
+		pool_checkin(u, &x->svc->conf->pool, clock_now_ms(), x->up_keepalive_ms);
+	else
+		pool_discard(u);
 }
 
 static bool
@@ -128,6 +197,7 @@ const struct up_ops h1_up_ops = {
 	.send = h1_send,
 	.congested = h1_congested,
 	.resume = h1_resume,
+	.release = h1_release,
 	.request_sent = h1_request_sent,
 	.unprocessed = h1_unprocessed,
 };
@@ -343,11 +413,10 @@ upstream_event(struct conn *c, enum conn_event ev, void *arg)
 {
 	struct exchange *x = arg;
 
+	(void)c;
 	switch (ev) {
 	case CONN_CONNECTED:
-		if (conn_is_tls(c))
-			metrics_tls_handshake(x->w->ms, DIR_OUTBOUND, conn_session_reused(c));
-		proxy_attempt_connected(x);
+		h1_connected(x);
 		return;
 	case CONN_FAILED:
 		failed_conn(x);

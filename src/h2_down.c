@@ -53,6 +53,7 @@ struct h2stream {
 	bool out_eof;
 	bool has_body;			/* a data provider was submitted */
 	bool answered;			/* the whole response is with nghttp2 */
+	struct sbuf trailers;		/* "name: value\r\n" lines, sent after the body */
 	struct sbuf cookies;		/* cookie crumbs, joined for HTTP/1.1 */
 	bool closed;			/* nghttp2 is done with it */
 	bool freed;
@@ -108,6 +109,7 @@ stream_free_deferred(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	sbuf_free(&st->raw);
 	sbuf_free(&st->cookies);
+	sbuf_free(&st->trailers);
 	buf_free(&st->in);
 	buf_free(&st->out);
 	proxy_exchange_free(&st->x);
@@ -184,16 +186,11 @@ head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, 
  * as HTTP/2 fields: ":status" from the status line, names in lower case,
  * and without what only HTTP/1 connections carry. */
 static size_t
-head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
+lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
 {
-	char *p = text, *end = text + len, *eol;
-	size_t n = 0;
+	char *eol;
 
-	if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL || eol - p < 12)
-		return 0;
-	nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)p + 9, 7, 3,
-	    NGHTTP2_NV_FLAG_NONE };
-	for (p = eol + 2; p < end && n < max; p = eol + 2) {
+	for (; p < end && n < max; p = eol + 2) {
 		char *colon, *v;
 
 		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL || eol == p)
@@ -216,6 +213,18 @@ head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
 	return n;
 }
 
+static size_t
+head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
+{
+	char *eol = memmem(text, len, "\r\n", 2);
+
+	if (eol == NULL || eol - text < 12)
+		return 0;
+	nv[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)text + 9, 7, 3,
+	    NGHTTP2_NV_FLAG_NONE };
+	return lines_to_nv(eol + 2, text + len, nv, 1, max);
+}
+
 /* ---------------------------------------------------------- bodies ---- */
 
 static ssize_t
@@ -225,8 +234,6 @@ read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 	struct h2stream *st = src->ptr;
 	size_t n = buf_len(&st->out), before = n;
 
-	(void)ng;
-	(void)id;
 	(void)arg;
 	if (n > length)
 		n = length;
@@ -236,10 +243,20 @@ read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 	}
 	if (buf_len(&st->out) == 0) {
 		buf_shrink_if_empty(&st->out);
-		if (st->out_eof)
+		if (st->out_eof) {
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
-		else if (n == 0)
+			if (st->trailers.len > 0) {
+				nghttp2_nv nv[HTTP_MAX_HEADERS];
+				size_t k = lines_to_nv(st->trailers.p, st->trailers.p + st->trailers.len,
+				    nv, 0, HTTP_MAX_HEADERS);
+
+				/* the trailers end the stream instead */
+				if (k > 0 && nghttp2_submit_trailer(ng, id, nv, k) == 0)
+					*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+			}
+		} else if (n == 0) {
 			return NGHTTP2_ERR_DEFERRED;
+		}
 	}
 	/* the queue fell under the mark: read more of the response */
 	if (before > H2_OUT_HIGH && before - n <= H2_OUT_HIGH && st->x.live)
@@ -402,6 +419,20 @@ h2_resume_body(struct exchange *x)
 	h2_flush(st->hc);
 }
 
+static void
+h2_send_trailers(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	struct h2stream *st = stream_of(x);
+
+	sbuf_clear(&st->trailers);
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		sbuf_add(&st->trailers, msg + h->h[i].name.off, h->h[i].name.len);
+		sbuf_add(&st->trailers, ": ", 2);
+		sbuf_add(&st->trailers, msg + h->h[i].value.off, h->h[i].value.len);
+		sbuf_add(&st->trailers, "\r\n", 2);
+	}
+}
+
 static bool
 h2_tunnel_start(struct exchange *x)
 {
@@ -455,6 +486,7 @@ static const struct down_ops h2_down_ops = {
 	.send_error = h2_send_error,
 	.congested = h2_congested,
 	.resume_body = h2_resume_body,
+	.send_trailers = h2_send_trailers,
 	.tunnel_start = h2_tunnel_start,
 	.finish = h2_finish,
 };
@@ -534,8 +566,7 @@ stream_request(struct h2stream *st, bool end_stream)
 	ambiguous = headers_classify(st->raw.p, h) != 0;
 	if ((cl = headers_find(h, HDR_CONTENT_LENGTH)) != NULL) {
 		/* nghttp2 checked it is a number that the DATA will match */
-		h->has_length = true;
-		h->content_length = strtoull(st->raw.p + cl->value.off, NULL, 10);
+		h->has_length = headers_number(st->raw.p, cl, &h->content_length);
 	} else if (!end_stream) {
 		/* a body of unknown length: chunked for an HTTP/1.1 upstream */
 		head_add(st, "transfer-encoding", 17, "chunked", 7);

@@ -235,6 +235,23 @@ last_index(const struct http_head *h, enum hdr_kind kind)
 	return last;
 }
 
+bool
+headers_number(const char *msg, const struct http_header *hd, uint64_t *out)
+{
+	const char *v = msg + hd->value.off;
+	uint64_t n = 0;
+
+	if (hd->value.len == 0)
+		return false;
+	for (uint32_t i = 0; i < hd->value.len; i++) {
+		if (v[i] < '0' || v[i] > '9' || n > (UINT64_MAX - 9) / 10)
+			return false;
+		n = n * 10 + (uint64_t)(v[i] - '0');
+	}
+	*out = n;
+	return true;
+}
+
 /* A rule of RS[FROM..1] removes or replaces the header NAME. */
 static bool
 rules_drop(const struct conf_hrules *const *rs, int from, const char *name, size_t len)

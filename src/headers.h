@@ -58,6 +58,10 @@ struct upstream_head_args {
 	const struct conf_hrules *rules[2];
 };
 
+/* The decimal value of header HD (a slice: not NUL-terminated); false
+ * when it is not all digits or does not fit. */
+bool headers_number(const char *msg, const struct http_header *hd, uint64_t *out);
+
 /* Writes the request head for the upstream into OUT. */
 void headers_build_request(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct upstream_head_args *a);

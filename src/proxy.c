@@ -414,6 +414,21 @@ proxy_response_rules(const struct exchange *x, const struct conf_hrules *rules[2
 	rules[1] = x->svc ? rules_or_null(&x->svc->conf->headers.response) : NULL;
 }
 
+static bool
+upgrade_to_h2c(const char *msg, const struct http_head *h)
+{
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const struct http_header *hd = &h->h[i];
+
+		if (hd->kind != HDR_UPGRADE)
+			continue;
+		for (uint32_t j = 0; j + 3 <= hd->value.len; j++)
+			if (strncasecmp(msg + hd->value.off + j, "h2c", 3) == 0)
+				return true;
+	}
+	return false;
+}
+
 /* content-type application/grpc, +proto or any other suffix */
 static bool
 is_grpc(const char *msg, const struct http_head *h)
@@ -484,7 +499,10 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	default:
 		x->idempotent = headers_find(h, HDR_IDEMPOTENCY_KEY) != NULL;
 	}
-	x->upgrade = h->upgrade;
+	/* "Upgrade: h2c" would turn the connection into HTTP/2 past every
+	 * check of ferry's (h2c smuggling): never forwarded, the request goes
+	 * on as a plain one */
+	x->upgrade = h->upgrade && !upgrade_to_h2c(msg, h);
 	x->grpc = is_grpc(msg, h);
 	x->req_done = !(h->chunked || (h->has_length && h->content_length > 0));
 	/* a refused request's body has nowhere to go */
@@ -495,11 +513,10 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	x->svc = inbound ? admit_inbound(x, msg, h) : route_outbound(x, msg, h);
 	if (x->svc == NULL || !admit(x))
 		return false;
-	if (x->grpc) {
-		/* SPEC §12: gRPC needs HTTP/2 to the endpoint; ferry speaks only
-		 * HTTP/1.1 upstream so far */
-		proxy_refuse(x, FE_SERVICE_ERROR, "gRPC needs HTTP/2 to the service, and ferry "
-		    "speaks HTTP/1.1 upstream (upstream HTTP/2 is not built yet)", 0, !x->req_done);
+	if (x->grpc && x->svc->conf->protocol == PROTO_HTTP1) {
+		/* SPEC §12: gRPC needs HTTP/2 to the endpoint */
+		proxy_refuse(x, FE_SERVICE_ERROR, "gRPC needs HTTP/2, and the service's "
+		    "protocol is http1", 0, !x->req_done);
 		return false;
 	}
 	x->close_after = false;
@@ -553,7 +570,7 @@ proxy_request_body(struct exchange *x, const void *p, size_t n)
 		else
 			x->replayable = false;
 	}
-	if (x->up)
+	if (exchange_attached(x))
 		x->upops->send(x, p, n);
 }
 
@@ -567,20 +584,20 @@ proxy_request_send(struct exchange *x)
 bool
 proxy_request_writable(const struct exchange *x)
 {
-	return x->up != NULL && !x->upops->congested(x);
+	return exchange_attached(x) && !x->upops->congested(x);
 }
 
 bool
 proxy_tunnel_up(struct exchange *x, const void *p, size_t n)
 {
 	x->last_io_ms = clock_now_ms();
-	return x->up == NULL || x->upops->send(x, p, n);
+	return !exchange_attached(x) || x->upops->send(x, p, n);
 }
 
 void
 proxy_client_drained(struct exchange *x)
 {
-	if (x->live && x->up)
+	if (x->live && exchange_attached(x))
 		x->upops->resume(x);
 }
 
@@ -673,6 +690,13 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 	}
 	proxy_arm_timer(x);
 	return true;
+}
+
+void
+proxy_response_trailers(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	if (x->live && x->resp_head)
+		x->down->send_trailers(x, msg, h);
 }
 
 bool

@@ -31,6 +31,8 @@ struct ep_runtime {
 	_Atomic int32_t idle, active;	/* pooled connections */
 	_Atomic int32_t in_flight;
 	_Atomic uint64_t ewma_us;	/* the last worker's latency EWMA */
+	_Atomic bool h2;		/* spoken to over HTTP/2 */
+	_Atomic int32_t streams;	/* open HTTP/2 streams to it */
 };
 
 struct svc_runtime {

@@ -26,6 +26,7 @@ struct server;
 struct upconn;
 struct client;
 struct h2conn;
+struct h2up;
 
 /* A service endpoint (one address) as this worker sees it. Endpoints come
  * and go with DNS; one that goes is retired and freed once nothing uses
@@ -49,6 +50,7 @@ struct endpoint {
 	int64_t ewma_last_ms;
 	struct lb_backoff backoff;	/* after failed connects, this worker */
 	bool retired;			/* gone from the set: pools nothing */
+	bool speaks_h2;			/* chose h2 by ALPN (protocol auto) */
 	struct endpoint *next_retired;
 };
 
@@ -168,6 +170,7 @@ struct worker {
 	_Atomic uint32_t conns_inbound;
 	struct client *clients;		/* every open HTTP/1 downstream connection */
 	struct h2conn *h2conns;		/* every HTTP/2 one */
+	struct h2up *h2ups;		/* HTTP/2 connections to endpoints */
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
 	bool draining;
 };

@@ -3,6 +3,7 @@ and two sidecars as a mesh: app A -> ferry A -> mTLS -> ferry B -> app B."""
 
 import os
 import socket
+import json
 import ssl
 import tempfile
 
@@ -208,6 +209,96 @@ class MeshTest(FerryTestCase):
             self.assertRegex(vias, r"ferry-[0-9a-f]{8}-out, 1\.1 ferry-[0-9a-f]{8}-in$")
             # the request id ferry A made travels on unchanged
             self.assertEqual(req.header_all("x-request-id"), [resp.header("x-request-id")])
+
+
+class MeshH2Test(FerryTestCase):
+    """SPEC §12: two ferries speak HTTP/2 to each other by default
+    (protocol auto, ALPN h2 first), and HTTP/1.1 apps on both sides do not
+    notice: bodies of any framing, both ways, and many requests on few
+    connections."""
+
+    def mesh(self, protocol=None, app_b=None):
+        p = pki()
+        app_b = app_b or self.upstream(tls=False)
+        inbound_port = free_port()
+        b = self.ferry({}, env={"MESH_KEY": KEY1}, listeners={
+            "inbound": {
+                "address": "127.0.0.1:%d" % inbound_port,
+                "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+                "auth": {"keys_env": ["MESH_KEY"]},
+                "local_app": app_b.address,
+            }})
+        svc = {"endpoints": ["127.0.0.1:%d" % inbound_port],
+               "tls": harness.tls_client("backend"), "auth": {"key_env": "MESH_KEY"}}
+        if protocol:
+            svc["protocol"] = protocol
+        a = self.ferry({"order-service": svc}, env={"MESH_KEY": KEY1})
+        return a, b, app_b
+
+    def endpoint_state(self, f):
+        body = json.loads(f.admin("/services").body)
+        return body["services"][0]["endpoints"][0]
+
+    def test_auto_speaks_h2_between_ferries(self):
+        a, b, app_b = self.mesh()
+        big = harness.payload(300 * 1024, seed=7)
+        with a.client() as c:
+            for i in range(20):
+                resp = c.request("POST", "/o/%d" % i, [("Host", "order-service"),
+                                                        ("Content-Type", "application/octet-stream")],
+                                 big if i % 5 == 0 else b"small")
+                self.assertEqual(resp.status, 200, resp.body[:300])
+                seen = app_b.last
+                self.assertEqual(seen.body, big if i % 5 == 0 else b"small")
+                self.assertEqual(seen.header_all("x-ferry-peer"), ["spiffe://test/app"])
+            # chunked from the app, of unknown length across HTTP/2
+            c.send(b"POST /chunked HTTP/1.1\r\nHost: order-service\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            resp = c.read_response()
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(app_b.last.body, b"hello world")
+        ep = self.endpoint_state(a)
+        self.assertEqual(ep["protocol"], "h2", ep)
+        # HTTP/2 multiplexes: far fewer connections than requests
+        self.assertLessEqual(app_b.connections_accepted, 21)
+        m = a.admin("/metrics").body.decode()
+        opened = sum(float(l.rsplit(" ", 1)[1]) for l in m.splitlines()
+                     if l.startswith("ferry_upstream_connections_opened_total{"))
+        self.assertLessEqual(opened, 2, "HTTP/2 upstream connections opened: %s" % opened)
+
+    def test_chunked_response_through_h2(self):
+        def behave(conn, req):
+            conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n")
+        a, b, app_b = self.mesh(app_b=self.upstream(behave, tls=False))
+        with a.client() as c:
+            resp = c.request("GET", "/c", [("Host", "order-service")])
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.body, b"abcdefg")
+            # the app's connection stays usable after a body framed anew
+            resp = c.request("GET", "/c2", [("Host", "order-service")])
+            self.assertEqual(resp.body, b"abcdefg")
+
+    def test_http1_forced(self):
+        a, b, app_b = self.mesh(protocol="http1")
+        with a.client() as c:
+            resp = c.request("GET", "/h1", [("Host", "order-service")])
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(self.endpoint_state(a)["protocol"], "http1")
+
+    def test_grpc_through_two_ferries_gets_the_grpc_form(self):
+        """gRPC crosses the HTTP/2 hop; the local app behind ferry B speaks
+        HTTP/1.1 (local_app_protocol http1), so B answers in the gRPC form
+        and A passes it on unchanged (trailers-only)."""
+        a, b, app_b = self.mesh()
+        with a.client() as c:
+            resp = c.request("POST", "/pkg.Svc/Call", [("Host", "order-service"),
+                                                      ("content-type", "application/grpc")],
+                             b"\x00\x00\x00\x00\x00")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.header("grpc-status"), "13")
+        self.assertEqual(resp.header("x-ferry-error"), "SERVICE_ERROR")
+        self.assertEqual(app_b.requests, [])
 
 
 if __name__ == "__main__":

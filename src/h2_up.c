@@ -1,0 +1,902 @@
+/*
+ * The HTTP/2 upstream codec (nghttp2, client side): many attempts share
+ * one connection to an endpoint, each a stream. A worker opens another
+ * connection to the endpoint only when its sessions are at the peer's
+ * SETTINGS_MAX_CONCURRENT_STREAMS. The request proxy.c built as HTTP/1.1
+ * text (exchange.h: x->req) goes out as HEADERS and DATA; the response
+ * comes back as an HTTP/1.1-shaped head, and its body chunk-framed for an
+ * HTTP/1.1 client unless the downstream codec frames bodies itself.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "clock.h"
+#include "exchange.h"
+#include "log.h"
+#include "pool.h"
+
+#define H2UP_WINDOW	(1024 * 1024)	/* per stream and connection, ours */
+#define H2UP_OUT_MAX	(4 * 1024 * 1024)
+#define H2UP_OUT_HIGH	(256 * 1024)
+
+/* One HTTP/2 connection to an endpoint. */
+struct h2up {
+	struct upconn *u;		/* the transport, counted in the pool */
+	nghttp2_session *ng;
+	struct endpoint *ep;
+	struct worker *w;
+	struct h2up *next, *prev;	/* the worker's */
+	struct h2up_stream *list;	/* its streams, attached or not */
+	uint32_t streams;		/* open ones */
+	bool connected;
+	bool closed;
+	bool doomed;
+	int depth;			/* inside nghttp2 */
+	struct event *timer;		/* idle close, or a close from a callback */
+	int64_t idle_timeout_ms;
+};
+
+/* One attempt's stream. */
+struct h2up_stream {
+	struct h2up *s;
+	struct h2up_stream *next, *prev;	/* the session's */
+	struct exchange *x;		/* NULL once the attempt let go */
+	int32_t id;			/* 0 until submitted */
+	size_t unconsumed;		/* response bytes not yet granted back */
+	bool complete;			/* the whole response arrived */
+	bool refused;			/* REFUSED_STREAM: never processed */
+	struct buf out;			/* request body for the peer's window */
+	bool out_eof;
+	struct dechunk {		/* x->req's chunk framing, undone */
+		uint64_t left;		/* data bytes left in this chunk */
+		int state;		/* 0 size, 1 ext, 2 data, 3 data CRLF, 4 trailers, 5 done */
+	} dc;
+	bool chunked_req;
+	struct sbuf raw;		/* response head (and trailers) as HTTP/1 text */
+	struct http_head head;
+	bool head_done;
+	bool chunk_resp;		/* frame the body as chunks for HTTP/1.1 */
+	bool closed;
+	bool sent_any;
+	bool got_any;			/* any response frame arrived */
+};
+
+static void session_flush(struct h2up *s);
+static void session_arm(struct h2up *s);
+
+static void
+stream_free(struct h2up_stream *st)
+{
+	struct h2up *s = st->s;
+
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		s->list = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
+	sbuf_free(&st->raw);
+	buf_free(&st->out);
+	free(st);
+}
+
+/* --------------------------------------------------- request side ---- */
+
+/* Copies the data bytes of (part of) a chunked body into ST->out. */
+static void
+dechunk_into(struct h2up_stream *st, const char *p, size_t n)
+{
+	struct dechunk *d = &st->dc;
+
+	while (n > 0 && d->state != 5) {
+		switch (d->state) {
+		case 0:
+			if (*p == '\r') {
+				d->state = 1;
+			} else if (*p == ';') {
+				d->state = 1;
+			} else {
+				int v = *p >= '0' && *p <= '9' ? *p - '0' :
+				    (*p | 0x20) >= 'a' && (*p | 0x20) <= 'f' ? (*p | 0x20) - 'a' + 10 : -1;
+
+				if (v >= 0)
+					d->left = d->left * 16 + (uint64_t)v;
+			}
+			break;
+		case 1:		/* to the LF ending the size line */
+			if (*p == '\n')
+				d->state = d->left ? 2 : 4;
+			break;
+		case 2: {
+			size_t k = n < d->left ? n : (size_t)d->left;
+
+			buf_append(&st->out, p, k, H2UP_OUT_MAX);
+			d->left -= k;
+			p += k;
+			n -= k;
+			if (d->left == 0)
+				d->state = 3;
+			continue;
+		}
+		case 3:		/* CRLF after the data */
+			if (*p == '\n')
+				d->state = 0;
+			break;
+		case 4:		/* trailers (dropped) to the empty line */
+			if (*p == '\n' && d->left == 0) {
+				d->state = 5;
+				st->out_eof = true;
+			} else if (*p == '\n') {
+				d->left = 0;
+			} else if (*p != '\r') {
+				d->left = 1;	/* a trailer line has bytes */
+			}
+			break;
+		}
+		p++;
+		n--;
+	}
+}
+
+static void
+body_add(struct h2up_stream *st, const char *p, size_t n)
+{
+	if (st->chunked_req)
+		dechunk_into(st, p, n);
+	else
+		buf_append(&st->out, p, n, H2UP_OUT_MAX);
+}
+
+static ssize_t
+read_req_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+    uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+	struct h2up_stream *st = src->ptr;
+	size_t n = buf_len(&st->out);
+
+	(void)ng;
+	(void)id;
+	(void)arg;
+	if (n > length)
+		n = length;
+	if (n > 0) {
+		memcpy(buf, buf_head(&st->out), n);
+		buf_consume(&st->out, n);
+		st->sent_any = true;
+	}
+	if (buf_len(&st->out) == 0) {
+		buf_shrink_if_empty(&st->out);
+		if (st->out_eof)
+			*flags |= NGHTTP2_DATA_FLAG_EOF;
+		else if (n == 0)
+			return NGHTTP2_ERR_DEFERRED;
+		/* the client may send more now */
+		if (st->x && st->x->live && !st->x->req_done)
+			st->x->down->resume_body(st->x);
+	}
+	return (ssize_t)n;
+}
+
+/* x->req's HTTP/1.1 head as HTTP/2 fields, in NV; the body after it goes
+ * to ST->out. Returns the field count, 0 when the head is not ours. */
+static size_t
+request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_t max,
+    bool tls)
+{
+	char *p = x->req.p, *end = x->req.p + x->req_head_len, *eol, *sp1, *sp2;
+	size_t n = 0, host = 0;
+
+	if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL ||
+	    (sp1 = memchr(p, ' ', (size_t)(eol - p))) == NULL ||
+	    (sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1))) == NULL)
+		return 0;
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":method", (uint8_t *)p, 7, (size_t)(sp1 - p), 0 };
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":scheme", (uint8_t *)(tls ? "https" : "http"), 7,
+	    tls ? 5 : 4, 0 };
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":path", (uint8_t *)sp1 + 1, 5,
+	    (size_t)(sp2 - sp1 - 1), 0 };
+	host = n++;
+	nv[host] = (nghttp2_nv){ (uint8_t *)":authority", (uint8_t *)"", 10, 0, 0 };
+	for (p = eol + 2; p < end && n < max; p = eol + 2) {
+		char *colon, *v;
+		size_t nl;
+
+		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL || eol == p)
+			break;
+		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
+			continue;
+		nl = (size_t)(colon - p);
+		for (char *q = p; q < colon; q++)
+			if (*q >= 'A' && *q <= 'Z')
+				*q = (char)(*q + 32);
+		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+			;
+		if (nl == 4 && memcmp(p, "host", 4) == 0) {
+			nv[host].value = (uint8_t *)v;
+			nv[host].valuelen = (size_t)(eol - v);
+			continue;
+		}
+		if (nl == 17 && memcmp(p, "transfer-encoding", 17) == 0) {
+			st->chunked_req = true;	/* ferry framed it: undone here */
+			continue;
+		}
+		if ((nl == 10 && memcmp(p, "connection", 10) == 0) ||
+		    (nl == 10 && memcmp(p, "keep-alive", 10) == 0) ||
+		    (nl == 16 && memcmp(p, "proxy-connection", 16) == 0) ||
+		    (nl == 7 && memcmp(p, "upgrade", 7) == 0) ||
+		    (nl == 2 && memcmp(p, "te", 2) == 0 &&
+		    !((size_t)(eol - v) == 8 && strncasecmp(v, "trailers", 8) == 0)))
+			continue;
+		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, nl, (size_t)(eol - v), 0 };
+	}
+	return n;
+}
+
+/* ------------------------------------------------- response side ---- */
+
+static struct slice
+raw_add(struct sbuf *raw, const void *p, size_t n)
+{
+	struct slice s = { (uint32_t)raw->len, (uint32_t)n };
+
+	sbuf_add(raw, p, n);
+	return s;
+}
+
+/* The response head, as proxy.c takes it. */
+static void
+response_head(struct h2up_stream *st)
+{
+	struct exchange *x = st->x;
+	struct http_head *h = &st->head;
+	const struct http_header *cl;
+	bool body;
+
+	h->major = 1;
+	h->minor = 1;
+	h->keep_alive = true;
+	h->reason = (struct slice){ 0, 0 };
+	headers_classify(st->raw.p, h);
+	cl = headers_find(h, HDR_CONTENT_LENGTH);
+	body = !(x->head_method || h->status == 204 || h->status == 304 ||
+	    (h->status >= 100 && h->status < 200));
+	if (cl && headers_number(st->raw.p, cl, &h->content_length)) {
+		h->has_length = true;
+	} else if (body && !x->unframed && h->n_headers < HTTP_MAX_HEADERS) {
+		/* no length: chunked for an HTTP/1.1 client, trailers at its end */
+		h->h[h->n_headers].name = raw_add(&st->raw, "transfer-encoding", 17);
+		h->h[h->n_headers].value = raw_add(&st->raw, "chunked", 7);
+		h->h[h->n_headers].kind = HDR_TRANSFER_ENCODING;
+		h->n_headers++;
+		h->chunked = true;
+		st->chunk_resp = true;
+	}
+	if (st->raw.oom) {
+		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, "out of memory");
+		return;
+	}
+	if (h->status >= 100 && h->status < 200) {
+		/* an interim head: the next one is the answer */
+		if (proxy_response_head(x, st->raw.p, h, false)) {
+			sbuf_clear(&st->raw);
+			memset(h, 0, sizeof(*h));
+		}
+		return;
+	}
+	st->head_done = true;
+	proxy_response_head(x, st->raw.p, h, false);
+}
+
+static int
+on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+    size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+{
+	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	struct http_head *h;
+
+	(void)flags;
+	(void)arg;
+	if (st == NULL || st->x == NULL)
+		return 0;
+	st->got_any = true;
+	h = &st->head;
+	if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
+		h->status = vlen == 3 ? (value[0] - '0') * 100 + (value[1] - '0') * 10 +
+		    (value[2] - '0') : 0;
+		return 0;
+	}
+	if (nlen > 0 && name[0] == ':')
+		return 0;
+	if (h->n_headers >= HTTP_MAX_HEADERS || st->raw.len + nlen + vlen > HTTP_MAX_HEAD)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over ferry's limits */
+	h->h[h->n_headers].name = raw_add(&st->raw, name, nlen);
+	h->h[h->n_headers].value = raw_add(&st->raw, value, vlen);
+	h->n_headers++;
+	return 0;
+}
+
+/* The response ends: the last chunk (with trailers) for an HTTP/1.1
+ * client, or trailers handed to an HTTP/2 one. */
+static void
+response_end(struct h2up_stream *st)
+{
+	struct exchange *x = st->x;
+	struct sbuf *t = &x->w->scratch_up;
+
+	st->complete = true;
+	sbuf_clear(t);
+	if (st->chunk_resp) {
+		sbuf_add(t, "0\r\n", 3);
+		if (st->head_done && st->raw.len > 0 && !x->unframed) {
+			/* trailers collected after the head: name: value lines */
+			for (uint32_t i = 0; i < st->head.n_headers; i++) {
+				const struct http_header *hd = &st->head.h[i];
+
+				sbuf_add(t, st->raw.p + hd->name.off, hd->name.len);
+				sbuf_add(t, ": ", 2);
+				sbuf_add(t, st->raw.p + hd->value.off, hd->value.len);
+				sbuf_add(t, "\r\n", 2);
+			}
+		}
+		sbuf_add(t, "\r\n", 2);
+	}
+	proxy_response_end(x, t->p, t->len, true);
+}
+
+static int
+on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
+{
+	struct h2up *s = arg;
+	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+
+	switch (frame->hd.type) {
+	case NGHTTP2_HEADERS:
+		if (st == NULL || st->x == NULL)
+			break;
+		if (!st->head_done) {
+			response_head(st);
+			if (st->x && st->head_done && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+				response_end(st);
+		} else if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+			if (st->x->unframed && st->head.n_headers > 0)
+				proxy_response_trailers(st->x, st->raw.p, &st->head);
+			if (st->x)
+				response_end(st);
+		}
+		break;
+	case NGHTTP2_DATA:
+		if (st && st->x && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+			response_end(st);
+		break;
+	case NGHTTP2_SETTINGS:
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+			s->connected = true;
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* Before the trailers: the head's fields make room for theirs. */
+static int
+on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
+{
+	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+
+	(void)arg;
+	if (st && st->head_done) {
+		sbuf_clear(&st->raw);
+		st->head.n_headers = 0;
+	}
+	return 0;
+}
+
+static int
+on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+    void *arg)
+{
+	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+	struct exchange *x;
+
+	(void)flags;
+	(void)arg;
+	if (st == NULL || (x = st->x) == NULL || !st->head_done || len == 0) {
+		if (nghttp2_session_consume(ng, id, len) != 0)
+			nghttp2_session_consume_connection(ng, len);
+		return 0;
+	}
+	/* granted back once the client takes it (h2_resume) */
+	if (x->down->congested(x))
+		st->unconsumed += len;
+	else
+		nghttp2_session_consume(ng, id, len);
+	st->got_any = true;
+	if (st->chunk_resp) {
+		struct sbuf *t = &x->w->scratch_up;
+
+		sbuf_clear(t);
+		sbuf_addx(t, len);
+		sbuf_add(t, "\r\n", 2);
+		sbuf_add(t, data, len);
+		sbuf_add(t, "\r\n", 2);
+		proxy_response_data(x, t->p, t->len);
+	} else {
+		proxy_response_data(x, data, len);
+	}
+	return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
+{
+	struct h2up *s = arg;
+	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+	struct exchange *x;
+	char msg[160];
+
+	if (st == NULL)
+		return 0;
+	st->closed = true;
+	st->refused = error_code == NGHTTP2_REFUSED_STREAM;
+	s->streams--;
+	if (s->ep->rt)
+		atomic_fetch_sub_explicit(&s->ep->rt->streams, 1, memory_order_relaxed);
+	if ((x = st->x) != NULL) {
+		/* closed before its end: a reset, or the session went */
+		snprintf(msg, sizeof(msg), "upstream %s reset the stream (%s)",
+		    x->ep->addr_text, nghttp2_http2_strerror(error_code));
+		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, msg);
+	}
+	if (st->x == NULL) {
+		nghttp2_session_set_stream_user_data(ng, id, NULL);
+		stream_free(st);
+	}
+	session_arm(s);
+	return 0;
+}
+
+static ssize_t
+on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *arg)
+{
+	struct h2up *s = arg;
+
+	(void)ng;
+	(void)flags;
+	if (s->closed)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (conn_pending(s->u->c) > CONN_HIGH_MARK)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	if (conn_write(s->u->c, data, len) != 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return (ssize_t)len;
+}
+
+/* ------------------------------------------------------ sessions ---- */
+
+static void
+session_free_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	free(arg);
+}
+
+/* Every stream still on it fails with R and E (an attempt may retry
+ * elsewhere). */
+static void
+session_fail(struct h2up *s, enum attempt_result r, enum ferry_error e, const char *why)
+{
+	struct worker *w = s->w;
+
+	if (s->closed)
+		return;
+	log_debug("closing HTTP/2 upstream %s: %s", s->ep->addr_text, why);
+	s->closed = true;
+	/* nghttp2_session_del tells no stream: their attempts fail here (and
+	 * may retry elsewhere: this session takes no more) */
+	while (s->list) {
+		struct h2up_stream *st = s->list;
+		struct exchange *x = st->x;
+		char msg[200];
+
+		if (!st->closed) {
+			st->closed = true;
+			s->streams--;
+			if (s->ep->rt)
+				atomic_fetch_sub_explicit(&s->ep->rt->streams, 1, memory_order_relaxed);
+		}
+		if (x != NULL) {
+			snprintf(msg, sizeof(msg), r == AR_RESET ?
+			    "HTTP/2 connection to %s closed (%s)" : "connect %s: %s",
+			    x->ep->addr_text, why);
+			proxy_attempt_failed(x, r, e, msg);	/* lets go of st */
+		}
+		if (s->list == st)
+			stream_free(st);
+	}
+	nghttp2_session_del(s->ng);
+	s->ng = NULL;
+	pool_discard(s->u);
+	event_free(s->timer);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->h2ups = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	event_base_once(w->base, -1, EV_TIMEOUT, session_free_deferred, s, NULL);
+}
+
+static void
+session_close(struct h2up *s, const char *why)
+{
+	session_fail(s, AR_RESET, FE_SERVICE_ERROR, why);
+}
+
+static void
+session_doom(struct h2up *s)
+{
+	if (s->doomed || s->closed)
+		return;
+	s->doomed = true;
+	event_active(s->timer, EV_TIMEOUT, 0);
+}
+
+static void
+session_flush(struct h2up *s)
+{
+	int rv;
+
+	if (s->closed || s->depth > 0)
+		return;
+	s->depth++;
+	rv = nghttp2_session_send(s->ng);
+	s->depth--;
+	if (rv != 0 || (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng)))
+		session_doom(s);
+}
+
+static void
+session_arm(struct h2up *s)
+{
+	if (s->closed || s->doomed)
+		return;
+	if (s->streams == 0)
+		timer_at(s->timer, clock_now_ms() + s->idle_timeout_ms, clock_now_ms());
+	else
+		event_del(s->timer);
+}
+
+static void
+session_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct h2up *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->doomed || s->streams == 0)
+		session_close(s, s->doomed ? "session over" : "idle");
+}
+
+static void
+session_read(struct h2up *s)
+{
+	struct upconn *u = s->u;
+	ssize_t n, rv;
+
+	for (;;) {
+		n = conn_read(u->c, &u->in, 65536);
+		if (n == 0 || (n < 0 && n != CONN_AGAIN)) {
+			session_close(s, n == 0 ? "upstream closed" : "read error");
+			return;
+		}
+		if (buf_len(&u->in) == 0)
+			break;
+		s->depth++;
+		rv = nghttp2_session_mem_recv(s->ng, (const uint8_t *)buf_head(&u->in),
+		    buf_len(&u->in));
+		s->depth--;
+		if (s->closed)
+			return;
+		buf_consume(&u->in, buf_len(&u->in));
+		if (rv < 0) {
+			session_close(s, nghttp2_strerror((int)rv));
+			return;
+		}
+		if (n == CONN_AGAIN)
+			break;
+	}
+	session_flush(s);
+}
+
+static void
+session_event(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct h2up *s = arg;
+	const unsigned char *alpn = NULL;
+	unsigned alen = 0;
+
+	switch (ev) {
+	case CONN_CONNECTED:
+		if (conn_is_tls(c)) {
+			metrics_tls_handshake(s->w->ms, DIR_OUTBOUND, conn_session_reused(c));
+			SSL_get0_alpn_selected(conn_ssl(c), &alpn, &alen);
+			if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
+				session_fail(s, AR_CONNECT_FAILURE, FE_SERVICE_ERROR,
+				    "the server did not select h2 by ALPN");
+				return;
+			}
+		}
+		s->connected = true;
+		for (struct h2up_stream *st = s->list; st; st = st->next)
+			if (st->x)
+				proxy_attempt_connected(st->x);
+		session_flush(s);
+		return;
+	case CONN_FAILED:
+		session_fail(s, conn_error(c) == CONN_REFUSED ? AR_REFUSED : AR_CONNECT_FAILURE,
+		    conn_error(c) == CONN_TLS_FAILED ? FE_SERVICE_ERROR : FE_SERVICE_UNAVAILABLE,
+		    conn_error_text(c));
+		return;
+	case CONN_DRAINED:
+		session_flush(s);
+		return;
+	case CONN_READABLE:
+		session_read(s);
+		return;
+	}
+}
+
+static struct h2up *
+session_new(struct exchange *x, struct upconn *u)
+{
+	struct h2up *s = calloc(1, sizeof(*s));
+	nghttp2_session_callbacks *cb = NULL;
+	nghttp2_option *opt = NULL;
+	const nghttp2_settings_entry iv[] = {
+		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2UP_WINDOW },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, HTTP_MAX_HEAD },
+	};
+
+	if (s == NULL || (s->timer = evtimer_new(x->w->base, session_timeout, s)) == NULL ||
+	    nghttp2_session_callbacks_new(&cb) != 0 || nghttp2_option_new(&opt) != 0)
+		goto bad;
+	nghttp2_session_callbacks_set_send_callback(cb, on_send);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
+	if (nghttp2_session_client_new2(&s->ng, cb, s, opt) != 0)
+		goto bad;
+	nghttp2_session_callbacks_del(cb);
+	nghttp2_option_del(opt);
+	cb = NULL;
+	opt = NULL;
+	if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+	    nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, H2UP_WINDOW) != 0)
+		goto bad;
+	s->u = u;
+	s->ep = x->ep;
+	s->w = x->w;
+	if (s->ep->rt)
+		atomic_store(&s->ep->rt->h2, true);
+	s->idle_timeout_ms = x->svc->conf->pool.idle_timeout;
+	s->next = s->w->h2ups;
+	if (s->w->h2ups)
+		s->w->h2ups->prev = s;
+	s->w->h2ups = s;
+	conn_set_cb(u->c, session_event, s);
+	return s;
+bad:
+	if (cb)
+		nghttp2_session_callbacks_del(cb);
+	if (opt)
+		nghttp2_option_del(opt);
+	if (s && s->ng)
+		nghttp2_session_del(s->ng);
+	if (s && s->timer)
+		event_free(s->timer);
+	free(s);
+	return NULL;
+}
+
+/* A session to X's endpoint with room for one more stream. */
+static struct h2up *
+session_with_room(struct exchange *x)
+{
+	for (struct h2up *s = x->w->h2ups; s; s = s->next)
+		if (s->ep == x->ep && !s->closed && !s->doomed &&
+		    nghttp2_session_check_request_allowed(s->ng) &&
+		    s->streams < nghttp2_session_get_remote_settings(s->ng,
+		    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
+			return s;
+	return NULL;
+}
+
+/* ------------------------------------------------------------ ops ---- */
+
+static bool
+stream_submit(struct exchange *x, struct h2up *s)
+{
+	struct h2up_stream *st = calloc(1, sizeof(*st));
+	nghttp2_nv nv[HTTP_MAX_HEADERS + 8];
+	nghttp2_data_provider dp = { .read_callback = read_req_body };
+	size_t n;
+	int32_t id;
+
+	if (st == NULL) {
+		proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_UNAVAILABLE, "out of memory");
+		return false;
+	}
+	st->s = s;
+	st->x = x;
+	x->up2 = st;
+	st->next = s->list;
+	if (s->list)
+		s->list->prev = st;
+	s->list = st;
+	n = request_fields(st, x, nv, sizeof(nv) / sizeof(nv[0]), x->svc->conf->tls.enabled);
+	body_add(st, x->req.p + x->req_head_len, x->req.len - x->req_head_len);
+	if (x->req_done && !st->chunked_req)
+		st->out_eof = true;
+	dp.source.ptr = st;
+	id = n == 0 ? -1 : nghttp2_submit_request(s->ng, NULL, nv, n,
+	    x->req_done && buf_len(&st->out) == 0 && !st->chunked_req ? NULL : &dp, st);
+	if (id < 0) {
+		proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_ERROR,
+		    "HTTP/2 request could not be submitted");
+		return false;
+	}
+	st->id = id;
+	s->streams++;
+	if (s->ep->rt)
+		atomic_fetch_add_explicit(&s->ep->rt->streams, 1, memory_order_relaxed);
+	event_del(s->timer);
+	session_flush(s);
+	return x->live && x->up2 == st;
+}
+
+static bool
+h2_start(struct exchange *x)
+{
+	struct h2up *s = session_with_room(x);
+	struct upconn *u;
+	char msg[256];
+
+	if (s == NULL) {
+		u = pool_connect(x->w, x->svc, x->ep, NULL, NULL, clock_now_ms());
+		if (u == NULL) {
+			snprintf(msg, sizeof(msg), "connect %s: %s", x->ep->addr_text, strerror(errno));
+			proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_UNAVAILABLE, msg);
+			return false;
+		}
+		metrics_conn_opened(x->w->ms, exchange_metrics_id(x));
+		if ((s = session_new(x, u)) == NULL) {
+			pool_discard(u);
+			proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_UNAVAILABLE,
+			    "out of memory");
+			return false;
+		}
+		s->connected = !conn_handshaking(u->c);
+	} else {
+		x->connect_deadline_ms = 0;
+	}
+	return stream_submit(x, s);
+}
+
+bool
+h2_up_adopt(struct exchange *x)
+{
+	struct upconn *u = x->up;
+	struct h2up *s;
+
+	x->up = NULL;
+	x->upops = &h2_up_ops;
+	x->ep->speaks_h2 = true;	/* its next attempts start as streams */
+	if ((s = session_new(x, u)) == NULL) {
+		pool_discard(u);
+		proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_UNAVAILABLE, "out of memory");
+		return false;
+	}
+	s->connected = true;
+	proxy_attempt_connected(x);
+	if (!x->live)
+		return false;
+	return stream_submit(x, s);
+}
+
+static bool
+h2_send(struct exchange *x, const void *p, size_t n)
+{
+	struct h2up_stream *st = x->up2;
+
+	body_add(st, p, n);
+	if (x->req_done && !st->chunked_req)
+		st->out_eof = true;
+	nghttp2_session_resume_data(st->s->ng, st->id);
+	session_flush(st->s);
+	return true;
+}
+
+static bool
+h2_congested(const struct exchange *x)
+{
+	const struct h2up_stream *st = x->up2;
+
+	return buf_len(&st->out) > H2UP_OUT_HIGH || conn_pending(st->s->u->c) > CONN_HIGH_MARK;
+}
+
+/* The client took what was sent: grant the response back to the peer. */
+static void
+h2_resume(struct exchange *x)
+{
+	struct h2up_stream *st = x->up2;
+
+	if (st->unconsumed == 0 || st->closed)
+		return;
+	nghttp2_session_consume(st->s->ng, st->id, st->unconsumed);
+	st->unconsumed = 0;
+	session_flush(st->s);
+}
+
+static void
+h2_release(struct exchange *x, bool reusable)
+{
+	struct h2up_stream *st = x->up2;
+	struct h2up *s = st->s;
+
+	(void)reusable;
+	x->up2 = NULL;
+	st->x = NULL;
+	if (!st->closed && !s->closed) {
+		if (st->id > 0 && !st->complete)
+			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+		if (st->unconsumed)
+			nghttp2_session_consume_connection(s->ng, st->unconsumed);
+		session_flush(s);
+		return;		/* freed when nghttp2 closes it */
+	}
+	stream_free(st);
+}
+
+static bool
+h2_request_sent(const struct exchange *x)
+{
+	return x->up2->sent_any || x->up2->got_any;
+}
+
+/* A GOAWAY's unprocessed streams and REFUSED_STREAM may go again. */
+static bool
+h2_unprocessed(const struct exchange *x)
+{
+	const struct h2up_stream *st = x->up2;
+
+	return st->refused && !st->got_any;
+}
+
+const struct up_ops h2_up_ops = {
+	.start = h2_start,
+	.send = h2_send,
+	.congested = h2_congested,
+	.resume = h2_resume,
+	.release = h2_release,
+	.request_sent = h2_request_sent,
+	.unprocessed = h2_unprocessed,
+};
+
+void
+h2_up_close_all(struct worker *w)
+{
+	while (w->h2ups)
+		session_close(w->h2ups, "shutdown");
+}
