@@ -56,6 +56,25 @@ ferror_code(enum ferry_error e)
 	return errors[e].code;
 }
 
+/* x-ferry-error and the request's IDs, on every error of ferry's */
+static void
+id_headers(struct sbuf *out, const struct error_args *a)
+{
+	sbuf_adds(out, "x-ferry-error: ");
+	sbuf_adds(out, errors[a->err].code);
+	sbuf_add(out, "\r\n", 2);
+	if (a->correlation) {
+		sbuf_adds(out, "x-correlation-id: ");
+		sbuf_add(out, a->correlation, a->correlation_len);
+		sbuf_add(out, "\r\n", 2);
+	}
+	if (a->request_id) {
+		sbuf_adds(out, "x-request-id: ");
+		sbuf_add(out, a->request_id, a->request_id_len);
+		sbuf_add(out, "\r\n", 2);
+	}
+}
+
 int
 ferror_grpc_status(enum ferry_error e, bool peer_denied)
 {
@@ -92,19 +111,8 @@ ferror_build_grpc(struct sbuf *out, const struct error_args *a, int grpc_status)
 			sbuf_add(out, e, 3);
 		}
 	}
-	sbuf_adds(out, "\r\nx-ferry-error: ");
-	sbuf_adds(out, errors[a->err].code);
 	sbuf_add(out, "\r\n", 2);
-	if (a->correlation) {
-		sbuf_adds(out, "x-correlation-id: ");
-		sbuf_add(out, a->correlation, a->correlation_len);
-		sbuf_add(out, "\r\n", 2);
-	}
-	if (a->request_id) {
-		sbuf_adds(out, "x-request-id: ");
-		sbuf_add(out, a->request_id, a->request_id_len);
-		sbuf_add(out, "\r\n", 2);
-	}
+	id_headers(out, a);
 	headers_add_connection(out, a->keep_alive, a->keep_alive_timeout);
 	sbuf_add(out, "\r\n", 2);
 }
@@ -192,19 +200,8 @@ ferror_build(struct sbuf *out, const struct error_args *a)
 	sbuf_adds(out, errors[a->err].reason);
 	sbuf_adds(out, "\r\ncontent-type: application/json\r\ncontent-length: ");
 	sbuf_addu(out, blen);
-	sbuf_adds(out, "\r\nx-ferry-error: ");
-	sbuf_adds(out, errors[a->err].code);
 	sbuf_add(out, "\r\n", 2);
-	if (a->correlation) {
-		sbuf_adds(out, "x-correlation-id: ");
-		sbuf_add(out, a->correlation, a->correlation_len);
-		sbuf_add(out, "\r\n", 2);
-	}
-	if (a->request_id) {
-		sbuf_adds(out, "x-request-id: ");
-		sbuf_add(out, a->request_id, a->request_id_len);
-		sbuf_add(out, "\r\n", 2);
-	}
+	id_headers(out, a);
 	if (a->retry_after) {
 		sbuf_adds(out, "retry-after: ");
 		sbuf_addu(out, a->retry_after);

@@ -99,6 +99,17 @@ resume_client(struct client *cl)
 }
 
 static void
+client_unlink(struct client *cl)
+{
+	if (cl->prev)
+		cl->prev->next = cl->next;
+	else
+		cl->w->clients = cl->next;
+	if (cl->next)
+		cl->next->prev = cl->prev;
+}
+
+static void
 client_free_deferred(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *cl = arg;
@@ -131,12 +142,7 @@ client_teardown(struct client *cl, const char *reason)
 		cl->w->conns_inbound--;
 	else
 		cl->w->conns_outbound--;
-	if (cl->prev)
-		cl->prev->next = cl->next;
-	else
-		cl->w->clients = cl->next;
-	if (cl->next)
-		cl->next->prev = cl->prev;
+	client_unlink(cl);
 	/* callers up the stack may still look at cl: free it next turn */
 	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
 }
@@ -152,12 +158,7 @@ client_hand_over(struct client *cl)
 	cl->c = NULL;
 	event_free(cl->timer);
 	cl->timer = NULL;
-	if (cl->prev)
-		cl->prev->next = cl->next;
-	else
-		cl->w->clients = cl->next;
-	if (cl->next)
-		cl->next->prev = cl->prev;
+	client_unlink(cl);
 	h2_down_adopt(cl->lis, c, cl->peer, cl->has_identity ? cl->peer_id : NULL, &cl->in);
 	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
 }
