@@ -447,14 +447,14 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 	s->streams--;
 	if (s->ep->rt)
 		atomic_fetch_sub_explicit(&s->ep->rt->streams, 1, memory_order_relaxed);
+	nghttp2_session_set_stream_user_data(ng, id, NULL);
 	if ((x = st->x) != NULL) {
-		/* closed before its end: a reset, or the session went */
+		/* closed before its end: a reset, or the session went; the
+		 * attempt lets go of the stream, which frees it (closed) */
 		snprintf(msg, sizeof(msg), "upstream %s reset the stream (%s)",
 		    x->ep->addr_text, nghttp2_http2_strerror(error_code));
 		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, msg);
-	}
-	if (st->x == NULL) {
-		nghttp2_session_set_stream_user_data(ng, id, NULL);
+	} else {
 		stream_free(st);
 	}
 	session_arm(s);

@@ -1,0 +1,202 @@
+"""HTTP/2 to a service (SPEC §12 Upstream) against a hostile or broken
+HTTP/2 server: a real h2c server (python3-h2) on loopback that resets
+streams, sends GOAWAY, garbage or header blocks over ferry's limits, or
+closes mid-body. ferry answers each request as SPEC §7 says, re-sends
+what the server never processed, keeps serving, and never crashes."""
+
+import socket
+import subprocess
+import sys
+import threading
+
+try:
+    import h2.config
+    import h2.connection
+    import h2.events
+except ImportError:
+    sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        import h2.config
+        import h2.connection
+        import h2.events
+    except ImportError as e:
+        print("SKIP: %s (install python3-h2)" % e)
+        sys.exit(77)
+
+import harness
+from harness import FerryTestCase, LOOPBACK
+
+
+class H2Upstream:
+    """A threaded h2c server; how it answers depends on the :path."""
+
+    def __init__(self):
+        self.paths = []
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.sock = harness.bound_socket(reuseaddr=True)
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.address = "%s:%d" % (LOOPBACK, self.port)
+        self.stopping = threading.Event()
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+    def accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                s, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                first = self.connections == 1
+            threading.Thread(target=self.serve, args=(s, first), daemon=True).start()
+
+    def serve(self, s, first):
+        cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8",
+                                        validate_outbound_headers=False)
+        conn = h2.connection.H2Connection(config=cfg)
+        conn.initiate_connection()
+        s.settimeout(5)
+        try:
+            s.sendall(conn.data_to_send())
+            paths = {}
+            while not self.stopping.is_set():
+                data = s.recv(65536)
+                if not data:
+                    return
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        path = dict(ev.headers)[":path"]
+                        paths[ev.stream_id] = path
+                        with self.lock:
+                            self.paths.append(path)
+                        if path == "/goaway" and first:
+                            # nothing processed: the request may go again
+                            conn.close_connection(error_code=0, last_stream_id=0)
+                            s.sendall(conn.data_to_send())
+                            return
+                        if path == "/garbage":
+                            s.sendall(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00junkjunk" * 4)
+                            return
+                        if path == "/rst":
+                            conn.reset_stream(ev.stream_id, error_code=2)
+                    elif isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        if not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id)):
+                            return
+                s.sendall(conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            s.close()
+
+    def answer(self, s, conn, sid, path):
+        """False: the connection is to end now."""
+        if path in ("/rst", None):
+            return True
+        if path == "/bigheaders":
+            conn.send_headers(sid, [(":status", "200")] +
+                              [("x-h%03d" % i, "v" * 40) for i in range(150)], end_stream=True)
+        elif path == "/cut":
+            conn.send_headers(sid, [(":status", "200"), ("content-length", "1000")])
+            conn.send_data(sid, b"x" * 100)
+            s.sendall(conn.data_to_send())
+            return False
+        else:
+            conn.send_headers(sid, [(":status", "200"), ("content-type", "text/plain")])
+            conn.send_data(sid, b"fine:" + path.encode())
+            conn.send_headers(sid, [("x-trailer", "t1")], end_stream=True)
+        return True
+
+
+class HostileH2UpstreamTest(FerryTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.up = H2Upstream()
+        self._closers.append(self.up.close)
+        self.f = self.ferry({"svc": {"endpoints": [self.up.address], "protocol": "h2",
+                                     "retries": {"max": 1},
+                                     "circuit_breaker": {"consecutive_failures": 0},
+                                     "outlier_detection": {"consecutive_failures": 0}}})
+
+    def get(self, path):
+        return self.f.get(path, host="svc", timeout=10)
+
+    def assert_still_serves(self):
+        self.assertTrue(self.f.alive(), "ferry died")
+        r = self.get("/ok")
+        self.assertEqual((r.status, r.body), (200, b"fine:/ok"))
+
+    def test_polite_h2c_with_trailers_as_last_chunk(self):
+        with self.f.client() as c:
+            for i in range(5):
+                r = c.request("GET", "/ok%d" % i, [("Host", "svc")])
+                self.assertEqual((r.status, r.body), (200, ("fine:/ok%d" % i).encode()))
+                # no length from the server: chunked for HTTP/1.1
+                self.assertEqual(r.header("transfer-encoding"), "chunked")
+        self.assertEqual(self.up.connections, 1, "five requests, one HTTP/2 connection")
+
+    def test_h2_client_gets_the_trailers(self):
+        """HTTP/2 on both sides: the service's trailers reach the app as
+        trailers (nghttp shows the frames)."""
+        out = subprocess.run(["nghttp", "-v", "-H", ":authority: svc",
+                              "http://127.0.0.1:%d/t" % self.f.outbound_port],
+                             capture_output=True, text=True, timeout=20).stdout
+        self.assertIn("fine:/t", out)
+        tail = out[out.index("fine:/t"):]
+        # after the DATA: a HEADERS frame holding the trailer, ending the stream
+        self.assertRegex(tail, r"recv \(stream_id=\d+\) x-trailer: t1\n[^\n]*recv HEADERS "
+                         r"frame[^\n]*\n\s*; END_STREAM", out[-2000:])
+
+    def test_stream_reset_is_502(self):
+        r = self.get("/rst")
+        self.assert_ferry_error(r, 502, "SERVICE_ERROR", r"reset the stream")
+        self.assert_still_serves()
+
+    def test_goaway_before_processing_is_sent_again(self):
+        r = self.get("/goaway")
+        self.assertEqual((r.status, r.body), (200, b"fine:/goaway"))
+        self.assertEqual(self.up.paths.count("/goaway"), 2)
+        m = self.f.admin("/metrics").body.decode()
+        self.assertIn('ferry_upstream_resends_total{service="svc"} 1', m)
+
+    def test_garbage_is_502(self):
+        r = self.get("/garbage")
+        self.assert_ferry_error(r, 502, "SERVICE_ERROR")
+        self.assert_still_serves()
+
+    def test_header_block_over_the_limits_is_502(self):
+        r = self.get("/bigheaders")
+        self.assert_ferry_error(r, 502, "SERVICE_ERROR")
+        self.assert_still_serves()
+
+    def test_close_mid_body_cuts_the_response(self):
+        with self.f.client() as c:
+            c.send(b"GET /cut HTTP/1.1\r\nHost: svc\r\n\r\n")
+            data = b""
+            c.sock.settimeout(5)
+            try:
+                while True:
+                    chunk = c.sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
+        self.assertLess(len(data.split(b"\r\n\r\n", 1)[1]), 1000, "a cut response, not a whole one")
+        self.assert_still_serves()
+
+
+if __name__ == "__main__":
+    harness.main()
