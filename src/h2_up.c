@@ -20,7 +20,9 @@
 #include "log.h"
 #include "pool.h"
 
-#define H2UP_WINDOW	(1024 * 1024)	/* per stream and connection, ours */
+#define H2UP_WINDOW	(1024 * 1024)	/* per stream, ours */
+#define H2UP_CONN_WINDOW (16 * 1024 * 1024)	/* a few slow clients do not
+					   stall the other streams */
 #define H2UP_OUT_MAX	(4 * 1024 * 1024)
 #define H2UP_OUT_HIGH	(256 * 1024)
 
@@ -683,7 +685,8 @@ session_new(struct exchange *x, struct upconn *u)
 	cb = NULL;
 	opt = NULL;
 	if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
-	    nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, H2UP_WINDOW) != 0)
+	    nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
+	    H2UP_CONN_WINDOW) != 0)
 		goto bad;
 	s->u = u;
 	s->ep = x->ep;
@@ -859,7 +862,8 @@ h2_release(struct exchange *x, bool reusable)
 	x->up2 = NULL;
 	st->x = NULL;
 	if (!st->closed && !s->closed) {
-		if (st->id > 0 && !st->complete)
+		/* unless both sides are done, the stream would stay open */
+		if (st->id > 0 && !(st->complete && st->out_eof && buf_len(&st->out) == 0))
 			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
 		if (st->unconsumed)
 			nghttp2_session_consume_connection(s->ng, st->unconsumed);
