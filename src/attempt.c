@@ -327,6 +327,15 @@ attempt_start(struct exchange *x)
 	if (x->try_deadline_ms > x->deadline_ms)
 		x->try_deadline_ms = x->deadline_ms;
 	x->connect_deadline_ms = now + svc->timeouts.connect;
+	if (x->grpc_timeout_at) {
+		/* the time left, as this attempt's grpc-timeout (SPEC §12) */
+		int64_t left = x->deadline_ms - now;
+		char digits[GRPC_TIMEOUT_DIGITS + 1];
+
+		snprintf(digits, sizeof(digits), "%0*lld", GRPC_TIMEOUT_DIGITS,
+		    (long long)(left < 1 ? 1 : left > 99999999 ? 99999999 : left));
+		memcpy(x->req.p + x->grpc_timeout_at, digits, GRPC_TIMEOUT_DIGITS);
+	}
 	x->upops = svc->protocol == PROTO_H2 ||
 	    (svc->protocol == PROTO_AUTO && x->ep->speaks_h2) ? &h2_up_ops : &h1_up_ops;
 	if (!x->upops->start(x))

@@ -134,6 +134,7 @@ struct exchange {
 	bool upgrade;
 	bool tunnel;			/* after 101 */
 	bool grpc;			/* content-type application/grpc: errors in its form */
+	size_t grpc_timeout_at;		/* its digits in req, 0: no grpc-timeout */
 	bool peer_denied;		/* refused: the peer's identity is not allowed */
 	bool req_done;			/* the whole request went upstream */
 	bool resp_head;			/* response head sent to the client */

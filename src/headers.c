@@ -321,6 +321,9 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 		if ((a->rules[0] || a->rules[1]) &&
 		    rules_drop(a->rules, 0, msg + hd->name.off, hd->name.len))
 			continue;
+		if (a->grpc_timeout_at && hd->name.len == 12 &&
+		    strncasecmp(msg + hd->name.off, "grpc-timeout", 12) == 0)
+			continue;
 		switch (hd->kind) {
 		case HDR_HOST:
 			if (a->host == NULL)
@@ -384,6 +387,11 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 			add_header(out, "x-forwarded-for", a->forwarded_for, strlen(a->forwarded_for));
 	}
 	rules_emit(out, a->rules);
+	if (a->grpc_timeout_at) {
+		sbuf_adds(out, "grpc-timeout: ");
+		*a->grpc_timeout_at = out->len;
+		sbuf_adds(out, "00000000m\r\n");
+	}
 	sbuf_add(out, "\r\n", 2);
 }
 

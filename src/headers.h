@@ -56,7 +56,13 @@ struct upstream_head_args {
 	const char *forwarded_for;	/* appended to x-forwarded-for, or NULL */
 	/* header rules (SPEC §15): defaults', then the service's; NULL none */
 	const struct conf_hrules *rules[2];
+	/* gRPC with a deadline: the app's grpc-timeout is replaced by a
+	 * fixed-width one whose digits start at *grpc_timeout_at in OUT, for
+	 * each attempt to fill with the time left (SPEC §12) */
+	size_t *grpc_timeout_at;
 };
+
+#define GRPC_TIMEOUT_DIGITS 8
 
 /* The decimal value of header HD (a slice: not NUL-terminated); false
  * when it is not all digits or does not fit. */

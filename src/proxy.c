@@ -429,6 +429,39 @@ upgrade_to_h2c(const char *msg, const struct http_head *h)
 	return false;
 }
 
+/* grpc-timeout (gRPC over HTTP/2: up to 8 digits and a unit) in ms, or
+ * -1 when absent or malformed. */
+static int64_t
+grpc_timeout_ms(const char *msg, const struct http_head *h)
+{
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const struct http_header *hd = &h->h[i];
+		const char *v = msg + hd->value.off;
+		uint32_t n = hd->value.len;
+		int64_t t = 0;
+
+		if (hd->name.len != 12 || strncasecmp(msg + hd->name.off, "grpc-timeout", 12) != 0)
+			continue;
+		if (n < 2 || n > 9)
+			return -1;
+		for (uint32_t j = 0; j + 1 < n; j++) {
+			if (v[j] < '0' || v[j] > '9')
+				return -1;
+			t = t * 10 + (v[j] - '0');
+		}
+		switch (v[n - 1]) {
+		case 'H': return t * 3600000;
+		case 'M': return t * 60000;
+		case 'S': return t * 1000;
+		case 'm': return t;
+		case 'u': return (t + 999) / 1000;
+		case 'n': return (t + 999999) / 1000000;
+		default: return -1;
+		}
+	}
+	return -1;
+}
+
 /* content-type application/grpc, +proto or any other suffix */
 static bool
 is_grpc(const char *msg, const struct http_head *h)
@@ -483,6 +516,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	const char *path, *auth;
 	size_t path_len, auth_len;
 	bool inbound = x->inbound;
+	int64_t gt;
 
 	exchange_begin(x);
 	if (x->w->alog)
@@ -521,6 +555,8 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	}
 	x->close_after = false;
 	x->deadline_ms = x->start_ms + x->svc->conf->timeouts.request;
+	if (x->grpc && (gt = grpc_timeout_ms(msg, h)) >= 0 && x->start_ms + gt < x->deadline_ms)
+		x->deadline_ms = x->start_ms + gt;	/* SPEC §12: the smaller */
 
 	target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
 	sbuf_clear(&x->req);
@@ -538,6 +574,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 		.forwarded_for = inbound ? x->peer : NULL,
 		.rules = { rules_or_null(&x->gen->conf->default_headers.request),
 		    rules_or_null(&x->svc->conf->headers.request) },
+		.grpc_timeout_at = x->grpc ? &x->grpc_timeout_at : NULL,
 	});
 	if (x->req.oom) {
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "out of memory", 1, true);

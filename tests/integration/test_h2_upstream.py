@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 try:
     import h2.config
@@ -32,6 +33,7 @@ class H2Upstream:
 
     def __init__(self):
         self.paths = []
+        self.headers = {}           # :path -> the request's fields
         self.connections = 0
         self.lock = threading.Lock()
         self.sock = harness.bound_socket(reuseaddr=True)
@@ -78,6 +80,7 @@ class H2Upstream:
                         paths[ev.stream_id] = path
                         with self.lock:
                             self.paths.append(path)
+                            self.headers[path] = dict(ev.headers)
                         if path == "/goaway" and first:
                             # nothing processed: the request may go again
                             conn.close_connection(error_code=0, last_stream_id=0)
@@ -103,6 +106,8 @@ class H2Upstream:
         """False: the connection is to end now."""
         if path in ("/rst", None):
             return True
+        if path.startswith("/slow"):
+            time.sleep(1.0)     # past the caller's deadline
         if path == "/bigheaders":
             conn.send_headers(sid, [(":status", "200")] +
                               [("x-h%03d" % i, "v" * 40) for i in range(150)], end_stream=True)
@@ -157,6 +162,28 @@ class HostileH2UpstreamTest(FerryTestCase):
         # after the DATA: a HEADERS frame holding the trailer, ending the stream
         self.assertRegex(tail, r"recv \(stream_id=\d+\) x-trailer: t1\n[^\n]*recv HEADERS "
                          r"frame[^\n]*\n\s*; END_STREAM", out[-2000:])
+
+    def test_grpc_timeout_is_the_deadline(self):
+        """SPEC §12: grpc-timeout bounds the call; the service gets the time
+        left; at the deadline the app gets DEADLINE_EXCEEDED (gRPC form)."""
+        t0 = time.monotonic()
+        with self.f.client() as c:
+            r = c.request("POST", "/slowcall", [("Host", "svc"), ("content-type", "application/grpc"),
+                                               ("grpc-timeout", "300m")], b"\x00\x00\x00\x00\x00")
+        took = time.monotonic() - t0
+        self.assertEqual((r.status, r.header("grpc-status"), r.header("x-ferry-error")),
+                         (200, "4", "SERVICE_TIMEOUT"))
+        self.assertLess(took, 0.9, "the call outlived its grpc-timeout")
+        sent = self.up.headers["/slowcall"]["grpc-timeout"]
+        self.assertRegex(sent, r"^\d{8}m$")
+        self.assertTrue(0 < int(sent[:-1]) <= 300, sent)
+        # a gRPC call with no grpc-timeout gets the service's request timeout
+        with self.f.client() as c:
+            r = c.request("POST", "/okgrpc", [("Host", "svc"), ("content-type", "application/grpc")],
+                          b"\x00\x00\x00\x00\x00")
+        self.assertEqual(r.status, 200)
+        self.assertTrue(0 < int(self.up.headers["/okgrpc"]["grpc-timeout"][:-1]) <= 15000)
+        self.assert_still_serves()
 
     def test_stream_reset_is_502(self):
         r = self.get("/rst")
