@@ -413,6 +413,11 @@ accesslog_write(struct accesslog_buf *b, const struct access_entry *e)
 	add_cstr(o, e->error);
 	sbuf_adds(o, ",\"peer\":");
 	add_cstr(o, e->peer);
+	sbuf_adds(o, ",\"grpc_status\":");
+	if (e->grpc && e->grpc_status >= 0)
+		sbuf_addu(o, (unsigned)e->grpc_status);
+	else
+		sbuf_adds(o, "null");
 	sbuf_add(o, "}\n", 2);
 	if (o->oom) {
 		/* never a partial line: drop this one */

@@ -47,6 +47,8 @@ struct access_entry {
 	uint64_t bytes_in, bytes_out;
 	const char *error;		/* §7 code, why a stream was cut, or NULL */
 	const char *peer;		/* inbound peer identity or NULL */
+	bool grpc;			/* a gRPC call: grpc_status is shown */
+	int grpc_status;		/* its status; -1 none seen (null) */
 };
 
 struct accesslog;

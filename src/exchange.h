@@ -135,6 +135,7 @@ struct exchange {
 	bool tunnel;			/* after 101 */
 	bool grpc;			/* content-type application/grpc: errors in its form */
 	size_t grpc_timeout_at;		/* its digits in req, 0: no grpc-timeout */
+	int grpc_status;		/* seen in the response or answered; -1 none */
 	bool peer_denied;		/* refused: the peer's identity is not allowed */
 	bool req_done;			/* the whole request went upstream */
 	bool resp_head;			/* response head sent to the client */

@@ -365,7 +365,7 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 			if (st->x && st->head_done && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
 				response_end(st);
 		} else if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-			if (st->x->unframed && st->head.n_headers > 0)
+			if (st->head.n_headers > 0)
 				proxy_response_trailers(st->x, st->raw.p, &st->head);
 			if (st->x)
 				response_end(st);

@@ -162,6 +162,16 @@ metrics_error(struct metrics_shard *s, enum metric_dir d, int svc,
 }
 
 void
+metrics_grpc(struct metrics_shard *s, enum metric_dir d, int svc, int status)
+{
+	struct svc_ctr *c;
+
+	if ((c = svc_of(s, svc)) == NULL || status < 0 || status >= GRPC_STATUSES)
+		return;
+	ctr_add(&c->v[C_GRPC + (d == DIR_INBOUND) * GRPC_STATUSES + status], 1);
+}
+
+void
 metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause cause)
 {
 	struct svc_ctr *c;

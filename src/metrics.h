@@ -80,6 +80,9 @@ void metrics_budget_exhausted(struct metrics_shard *s, int svc);
 /* upstream_resends_total{service}: a request sent again on a new
  * connection after a pooled one the upstream had closed (not an attempt) */
 void metrics_resend(struct metrics_shard *s, int svc);
+#define GRPC_STATUSES 17
+/* A gRPC call's status (0..16), seen or answered. */
+void metrics_grpc(struct metrics_shard *s, enum metric_dir d, int svc, int status);
 /* A request cut for CAUSE (not END_DONE). */
 void metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause cause);
 void metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc);

@@ -34,7 +34,8 @@ enum {
 	C_OPENED,
 	C_RESEND,
 	C_CUT,					/* [dir][enum end_cause] */
-	C_NCTR = C_CUT + 2 * END_COUNT
+	C_GRPC = C_CUT + 2 * END_COUNT,		/* [dir][grpc status 0..16] */
+	C_NCTR = C_GRPC + 2 * GRPC_STATUSES
 };
 
 struct svc_ctr {

@@ -362,6 +362,28 @@ render_cuts(struct sbuf *o, struct snap *sn)
 }
 
 static void
+render_grpc(struct sbuf *o, struct snap *sn)
+{
+	family(o, "grpc_responses_total", "counter",
+	    "gRPC calls by grpc-status (the service's, or ferry's own errors).");
+	for (unsigned i = 0; i < sn->n; i++) {
+		for (int d = 0; d < 2; d++) {
+			for (int g = 0; g < GRPC_STATUSES; g++) {
+				uint64_t v = sn->v[i][C_GRPC + d * GRPC_STATUSES + g];
+				char code[4];
+
+				if (v == 0)
+					continue;
+				snprintf(code, sizeof(code), "%d", g);
+				series(o, "grpc_responses_total", "direction",
+				    dir_names[d], "service", sn->name[i], "grpc_status", code);
+				value_u(o, v);
+			}
+		}
+	}
+}
+
+static void
 render_global(struct sbuf *o, struct metrics *m, struct snap *sn)
 {
 	static const char *const resumed[2] = { "false", "true" };
@@ -427,6 +449,7 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	    "counter", "Times the circuit breaker opened.", "service");
 	render_errors(out, &sn);
 	render_cuts(out, &sn);
+	render_grpc(out, &sn);
 	svc_family(out, &sn, "rate_limited_total",
 	    "Requests refused by the rate limit.", C_RL, 2, "direction",
 	    dir_names);

@@ -85,6 +85,7 @@ exchange_begin(struct exchange *x)
 {
 	memset((char *)x + RESET_FROM, 0, RESET_TO - RESET_FROM);
 	x->ferr = -1;
+	x->grpc_status = -1;
 	x->live = true;
 	x->start_ms = clock_now_ms();
 	x->start_us = clock_now_us();
@@ -135,6 +136,8 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	if (x->ferr >= 0)
 		metrics_error(x->w->ms, dir, id, (enum ferry_error)x->ferr);
 	metrics_cut(x->w->ms, dir, id, cause);
+	if (x->grpc)
+		metrics_grpc(x->w->ms, dir, id, x->grpc_status);
 	if (x->w->alog == NULL)
 		return;
 	while (mlen < x->logline.len && log[mlen] != ' ')
@@ -163,6 +166,8 @@ proxy_account(struct exchange *x, enum end_cause cause)
 		.error = cause != END_DONE ? end_cause_name(cause) :
 		    x->ferr >= 0 ? ferror_code((enum ferry_error)x->ferr) : NULL,
 		.peer = x->peer_id,
+		.grpc = x->grpc,
+		.grpc_status = x->grpc_status,
 	});
 }
 
@@ -227,6 +232,8 @@ proxy_refuse(struct exchange *x, enum ferry_error e, const char *msg,
 	attempt_release(x, false);
 	x->status = (uint32_t)ferror_status(e);
 	x->ferr = (int)e;
+	if (x->grpc)
+		x->grpc_status = ferror_grpc_status(e, x->peer_denied);
 	if (x->head_us == 0)
 		exchange_head_sent(x);
 	if (close || !x->keep_alive)
@@ -658,6 +665,19 @@ proxy_upstream_drained(struct exchange *x)
 		x->down->resume_body(x);
 }
 
+/* grpc-status in a response head or its trailers */
+static void
+grpc_status_seen(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	uint64_t v;
+
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		if (h->h[i].name.len == 11 &&
+		    strncasecmp(msg + h->h[i].name.off, "grpc-status", 11) == 0 &&
+		    headers_number(msg, &h->h[i], &v) && v < GRPC_STATUSES)
+			x->grpc_status = (int)v;
+}
+
 static enum attempt_result
 status_result(int status)
 {
@@ -706,6 +726,8 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		attempt_record(x, AR_OK);
 	}
 	x->status = (uint32_t)h->status;
+	if (x->grpc)
+		grpc_status_seen(x, msg, h);	/* trailers-only */
 	x->upgrade = switching;
 	x->dechunk = (x->http10 || x->unframed) && h->chunked && !x->head_method;
 	if (x->dechunk && x->http10)
@@ -732,7 +754,9 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 void
 proxy_response_trailers(struct exchange *x, const char *msg, const struct http_head *h)
 {
-	if (x->live && x->resp_head)
+	if (x->grpc)
+		grpc_status_seen(x, msg, h);
+	if (x->live && x->resp_head && x->unframed)
 		x->down->send_trailers(x, msg, h);
 }
 

@@ -4,6 +4,7 @@ streams, sends GOAWAY, garbage or header blocks over ferry's limits, or
 closes mid-body. ferry answers each request as SPEC §7 says, re-sends
 what the server never processed, keeps serving, and never crashes."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -119,7 +120,8 @@ class H2Upstream:
         else:
             conn.send_headers(sid, [(":status", "200"), ("content-type", "text/plain")])
             conn.send_data(sid, b"fine:" + path.encode())
-            conn.send_headers(sid, [("x-trailer", "t1")], end_stream=True)
+            conn.send_headers(sid, [("grpc-status", "0")] if path.endswith("grpc") else
+                              [("x-trailer", "t1")], end_stream=True)
         return True
 
 
@@ -183,7 +185,17 @@ class HostileH2UpstreamTest(FerryTestCase):
                           b"\x00\x00\x00\x00\x00")
         self.assertEqual(r.status, 200)
         self.assertTrue(0 < int(self.up.headers["/okgrpc"]["grpc-timeout"][:-1]) <= 15000)
+        # counted by grpc-status, and in the access log (SPEC §12)
+        m = self.f.admin("/metrics").body.decode()
+        for status in ("0", "4"):
+            self.assertIn('ferry_grpc_responses_total{direction="outbound",service="svc",'
+                          'grpc_status="%s"} 1' % status, m)
         self.assert_still_serves()
+        lines = harness.wait_until(lambda: [json.loads(l) for l in self.f.stdout_text().splitlines()
+                                            if l.strip()] if len(self.f.stdout_text().splitlines()) >= 3
+                                   else None, 3)
+        self.assertEqual({e["path"]: e["grpc_status"] for e in lines},
+                         {"/slowcall": 4, "/okgrpc": 0, "/ok": None})
 
     def test_stream_reset_is_502(self):
         r = self.get("/rst")

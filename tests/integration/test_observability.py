@@ -22,10 +22,10 @@ import harness
 from harness import (FerryTestCase, RawClient, Reader, build_request, echo, fixed, free_port,
                      pki, read_response, service, tls_client, wait_until)
 
-# SPEC §9, in that order, and resends (ferry(8) ACCESS LOG)
+# SPEC §9, in that order, and resends (ferry(8) ACCESS LOG); grpc_status (§12)
 LOG_FIELDS = ["time", "direction", "service", "method", "path", "status", "duration_ms",
               "upstream", "attempts", "resends", "correlation_id", "request_id", "trace_id",
-              "bytes_in", "bytes_out", "error", "peer"]
+              "bytes_in", "bytes_out", "error", "peer", "grpc_status"]
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 FLUSH_BOUND = 1.5           # lines reach their target within a second (+ slack)
 FAST_RETRIES = {"backoff": {"base": "1ms", "max": "2ms"}}

@@ -116,14 +116,14 @@ START_TEST(test_exact_line)
 	    "\"status\":200,\"duration_ms\":12.345,\"upstream\":\"127.0.0.1:5000\","
 	    "\"attempts\":2,\"resends\":1,\"correlation_id\":\"corr-1\",\"request_id\":\"req-1\","
 	    "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"bytes_in\":10,"
-	    "\"bytes_out\":20,\"error\":null,\"peer\":null}\n"
+	    "\"bytes_out\":20,\"error\":null,\"peer\":null,\"grpc_status\":null}\n"
 	    "{\"time\":\"2027-01-02T03:04:05.006Z\",\"direction\":\"inbound\","
 	    "\"service\":\"\",\"method\":\"\",\"path\":null,"
 	    "\"status\":504,\"duration_ms\":2000.000,\"upstream\":null,"
 	    "\"attempts\":0,\"resends\":0,\"correlation_id\":null,\"request_id\":null,"
 	    "\"trace_id\":null,\"bytes_in\":10,"
 	    "\"bytes_out\":20,\"error\":\"SERVICE_TIMEOUT\","
-	    "\"peer\":\"spiffe://cluster/ns/default/sa/orders\"}\n");
+	    "\"peer\":\"spiffe://cluster/ns/default/sa/orders\",\"grpc_status\":null}\n");
 	ck_assert_uint_eq(each_line(tpath("access.log"), NULL, NULL), 2);
 	free(text);
 }
