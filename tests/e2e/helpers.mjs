@@ -45,20 +45,39 @@ function unrefSleep(ms) {
 
 const portsGiven = new Set();
 
+/** The low end of the kernel's ephemeral port range (local ports of
+ *  outgoing connections and of bind(0)). */
+function ephemeralLow() {
+  try {
+    return Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+const PORT_HIGH = ephemeralLow();
+const PORT_LOW = Math.max(1024, PORT_HIGH - 20000);
+
+/** Is PORT free on loopback now (a bind that succeeds)? */
+function portFree(port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, LOOPBACK, () => srv.close(() => resolve(true)));
+  });
+}
+
 /**
- * A loopback TCP port that was free a moment ago (bind 0, close), never the
- * same one twice in this process: the kernel may hand a just-closed port out
- * again, and one config needs distinct ports.
+ * A loopback TCP port that is free now, for ferry to bind soon: never the
+ * same one twice in this process, and below the ephemeral range, so no
+ * connection anywhere on the machine takes it first (test files run in
+ * parallel processes).
  */
 export async function freePort() {
   for (;;) {
-    const srv = net.createServer();
-    srv.listen(0, LOOPBACK);
-    await once(srv, 'listening');
-    const { port } = srv.address();
-    srv.close();
-    await once(srv, 'close');
-    if (!portsGiven.has(port)) {
+    const port = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW));
+    if (portsGiven.has(port)) continue;
+    if (await portFree(port)) {
       portsGiven.add(port);
       return port;
     }

@@ -56,17 +56,35 @@ def ferry_bin():
 _ports_given = set()
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORT_RANGE = (max(1024, _ephemeral_low() - 20000), _ephemeral_low())
+_port_rng = random.Random()
+
+
 def free_port():
-    """A loopback TCP port that was free a moment ago (bind 0, close),
-    never the same one twice in this process (the kernel may hand a just
-    closed port out again, and a config needs distinct ones)."""
+    """A loopback TCP port that is free now, for ferry to bind soon: never
+    the same one twice in this process, and below the kernel's ephemeral
+    range, so that no connection anywhere on the machine (whose local port
+    comes from that range) takes it before ferry binds it. Other processes
+    picking at random in the same range rarely meet; the bind checks."""
     while True:
+        port = _port_rng.randrange(*_PORT_RANGE)
+        if port in _ports_given:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((LOOPBACK, 0))
-            port = s.getsockname()[1]
-        if port not in _ports_given:
-            _ports_given.add(port)
-            return port
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
 
 
 def bound_socket(reuseaddr=False):
