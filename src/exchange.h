@@ -143,6 +143,7 @@ struct exchange {
 	bool resent;			/* already re-sent once after a stale reuse */
 	uint8_t interims;		/* 1xx responses seen (bounded) */
 	bool dechunk;			/* the client gets the body unframed */
+	bool head_ends;			/* the response head is all of it (trailers-only) */
 	bool close_after;		/* close the client after this response */
 	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
 	uint32_t status;

@@ -127,9 +127,12 @@ h1_connected(struct exchange *x)
 		grpc_refused(x);
 		return;
 	}
-	proxy_attempt_connected(x);
-	if (held && x->up && conn_write(x->up->c, x->req.p, x->req.len) != 0)
+	/* the head first: a downstream codec may hand over body at once */
+	if (held && conn_write(x->up->c, x->req.p, x->req.len) != 0) {
 		failed_conn(x);
+		return;
+	}
+	proxy_attempt_connected(x);
 }
 
 static bool

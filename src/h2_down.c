@@ -53,6 +53,8 @@ struct h2stream {
 	bool out_eof;
 	bool has_body;			/* a data provider was submitted */
 	bool answered;			/* the whole response is with nghttp2 */
+	bool pumping;			/* stream_pump is on the stack */
+	bool pump_again;		/* it was asked for meanwhile */
 	struct sbuf trailers;		/* "name: value\r\n" lines, sent after the body */
 	struct sbuf cookies;		/* cookie crumbs, joined for HTTP/1.1 */
 	bool closed;			/* nghttp2 is done with it */
@@ -91,6 +93,7 @@ struct h2conn {
 static void h2_flush(struct h2conn *hc);
 static void h2_arm(struct h2conn *hc);
 static void stream_pump(struct h2stream *st);
+static void stream_pump_once(struct h2stream *st);
 
 static struct h2stream *
 stream_of(const struct exchange *x)
@@ -328,7 +331,7 @@ h2_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 {
 	struct h2stream *st = stream_of(x);
 	struct sbuf *t = &st->hc->hbuf;
-	bool body = !(x->head_method || h->status == 204 || h->status == 304);
+	bool body = !(x->head_method || h->status == 204 || h->status == 304 || x->head_ends);
 	struct downstream_head_args a = {
 		.ids = &x->ids, .keep_alive = true, .keep_alive_timeout = 1,
 		.dechunk = x->dechunk,
@@ -497,6 +500,24 @@ static const struct down_ops h2_down_ops = {
  * is granted back to the peer (WINDOW_UPDATE), nothing else. */
 static void
 stream_pump(struct h2stream *st)
+{
+	/* handing body over can come back here (an HTTP/2 upstream asks for
+	 * more from inside its send): the running call loops instead, or the
+	 * same bytes would go twice */
+	if (st->pumping) {
+		st->pump_again = true;
+		return;
+	}
+	st->pumping = true;
+	do {
+		st->pump_again = false;
+		stream_pump_once(st);
+	} while (st->pump_again);
+	st->pumping = false;
+}
+
+static void
+stream_pump_once(struct h2stream *st)
 {
 	struct exchange *x = &st->x;
 	struct h2conn *hc = st->hc;

@@ -361,6 +361,8 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 		if (st == NULL || st->x == NULL)
 			break;
 		if (!st->head_done) {
+			/* trailers-only (gRPC errors): the head must end the stream */
+			st->x->head_ends = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 			response_head(st);
 			if (st->x && st->head_done && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
 				response_end(st);
@@ -815,7 +817,12 @@ h2_up_adopt(struct exchange *x)
 	proxy_attempt_connected(x);
 	if (!x->live)
 		return false;
-	return stream_submit(x, s);
+	if (!stream_submit(x, s))
+		return false;
+	/* body the client sent while ALPN was pending waits for this */
+	if (!x->req_done)
+		x->down->resume_body(x);
+	return true;
 }
 
 static bool
