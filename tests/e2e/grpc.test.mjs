@@ -1,0 +1,504 @@
+// @grpc/grpc-js, the way service teams write a gRPC client: an insecure
+// channel to ferry's outbound port (h2c, prior knowledge), the service picked
+// by :authority ('grpc.default_authority'). Behind ferry, grpc-js servers
+// (echo.proto): one over h2c (`protocol: h2`, no tls), one over mTLS with
+// ALPN h2 (`protocol: auto`). Every call carries a deadline, so every wait is
+// bounded; so is every test (node --test --test-timeout).
+//
+// Not tested here (not implemented yet, SPEC §12): grpc-timeout as a
+// deadline inside ferry, ferry_grpc_responses_total, grpc_status in the
+// access log, inbound local_app_protocol h2c.
+
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+import {
+  LOOPBACK, describeExit, freePort, makePKI, startFerry, tlsBlock,
+} from './helpers.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const CALL_TIMEOUT_MS = 10000;             // deadline of every call
+const BIG = 8 * 1024 * 1024;               // the large message, each way
+const MAX_MESSAGE = 16 * 1024 * 1024;      // grpc max message sizes, both sides
+const STREAM_MESSAGES = 50;
+const PING_PONG_ROUNDS = 50;
+const CONCURRENT_CALLS = 200;
+const MAX_UPSTREAM_CONNECTIONS = 4;
+
+// KNOWN FERRY BUG (found by this suite): a request with a body that arrives
+// over HTTP/2 (h2c, as every grpc-js call does) and leaves to an HTTP/2
+// upstream makes its worker spin at 100% CPU forever: stream_pump
+// (src/h2_down.c) hands the body to h2_send, whose session_flush runs
+// nghttp2's data source, which calls resume_body -> stream_pump again; the
+// inner call sends and consumes the same bytes, the outer one consumes them a
+// second time, buf_len() wraps to 2^64-5 and sbuf_grow loops forever. Every
+// later connection on that worker hangs and SIGTERM no longer stops ferry.
+// It blocks every gRPC call to a service with protocol h2/auto (even one whose
+// only endpoint refuses connections: the buffered body takes the same path),
+// so those tests are skipped until it is fixed; FERRY_E2E_GRPC_UPSTREAM=1
+// runs them anyway.
+const UPSTREAM_BLOCKED = process.env.FERRY_E2E_GRPC_UPSTREAM === '1' ? false
+  : 'blocked by a ferry bug: an h2c request body to an HTTP/2 upstream spins the worker '
+  + '(stream_pump re-entered via h2_send -> resume_body; see the comment at the top). '
+  + 'FERRY_E2E_GRPC_UPSTREAM=1 runs it';
+
+const packageDefinition = protoLoader.loadSync(path.join(HERE, 'echo.proto'), {
+  keepCase: true, longs: String, enums: String, defaults: true, oneofs: true,
+});
+const { Echo } = grpc.loadPackageDefinition(packageDefinition).ferry.e2e;
+
+// ---------------------------------------------------------------------------
+// The upstream: a grpc-js Echo server recording what it saw of every call.
+
+function echoService(state) {
+  const record = (method, call, extra = {}) => {
+    const rec = {
+      method,
+      peer: call.getPeer(),
+      authority: call.getHost(),
+      metadata: call.metadata,
+      auth: call.getAuthContext?.() ?? null,
+      ...extra,
+    };
+    state.calls.push(rec);
+    return rec;
+  };
+  // x-e2e-echo: name this value in initial metadata and trailers
+  const replyMetadata = (call) => {
+    const tag = call.metadata.get('x-e2e-echo')[0];
+    if (tag === undefined) return { initial: null, trailer: undefined };
+    const initial = new grpc.Metadata();
+    initial.set('x-e2e-initial', `initial:${tag}`);
+    initial.set('x-e2e-initial-bin', Buffer.from([0, 1, 2, 255, 254]));
+    const trailer = new grpc.Metadata();
+    trailer.set('x-e2e-trailer', `trailer:${tag}`);
+    trailer.set('x-e2e-trailer-bin', Buffer.from([255, 0, 128]));
+    return { initial, trailer };
+  };
+
+  return {
+    Unary(call, callback) {
+      const req = call.request;
+      record('Unary', call, { message: req.message, payloadLength: req.payload.length });
+      if (req.fail) {
+        const md = new grpc.Metadata();
+        md.set('x-e2e-error-reason', 'no-such-widget');
+        md.set('grpc-status-details-bin', Buffer.from('rich details \u0000\u00ff', 'latin1'));
+        callback({ code: grpc.status[req.fail], details: `widget ${req.message} not found: ünïcode, 100% "quoted"`, metadata: md });
+        return;
+      }
+      const { initial, trailer } = replyMetadata(call);
+      if (initial) call.sendMetadata(initial);
+      callback(null, { message: req.message, payload: req.payload, authority: call.getHost() }, trailer);
+    },
+    ServerStream(call) {
+      const req = call.request;
+      record('ServerStream', call, { message: req.message });
+      const { initial, trailer } = replyMetadata(call);
+      if (initial) call.sendMetadata(initial);
+      for (let i = 0; i < req.count; i++) call.write({ message: `${req.message}-${i}`, index: i });
+      call.end(trailer);
+    },
+    ClientStream(call, callback) {
+      const rec = record('ClientStream', call);
+      const got = [];
+      call.on('data', (m) => got.push(m.message));
+      call.on('error', () => {});
+      call.on('end', () => {
+        rec.received = got;
+        const { initial, trailer } = replyMetadata(call);
+        if (initial) call.sendMetadata(initial);
+        callback(null, { message: got.join(','), index: got.length }, trailer);
+      });
+    },
+    Bidi(call) {
+      record('Bidi', call);
+      const { initial, trailer } = replyMetadata(call);
+      if (initial) call.sendMetadata(initial);
+      let n = 0;
+      call.on('data', (m) => call.write({ message: `pong:${m.message}`, index: n++ }));
+      call.on('error', () => {});
+      call.on('end', () => call.end(trailer));
+    },
+  };
+}
+
+async function startEchoServer(credentials) {
+  const state = { calls: [] };
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': MAX_MESSAGE,
+    'grpc.max_send_message_length': MAX_MESSAGE,
+  });
+  server.addService(Echo.service, echoService(state));
+  const port = await new Promise((resolve, reject) => {
+    server.bindAsync(`${LOOPBACK}:0`, credentials, (err, p) => (err ? reject(err) : resolve(p)));
+  });
+  state.port = port;
+  state.address = `${LOOPBACK}:${port}`;
+  state.callsTagged = (tag) => state.calls.filter((c) => c.metadata.get('x-e2e-tag')[0] === tag);
+  state.close = () => server.forceShutdown();
+  return state;
+}
+
+// ---------------------------------------------------------------------------
+// The app side: grpc-js clients on ferry's outbound port.
+
+function clientFor(ferry, authority, options = {}) {
+  return new Echo(`${LOOPBACK}:${ferry.outboundPort}`, grpc.credentials.createInsecure(), {
+    'grpc.default_authority': authority,
+    'grpc.max_receive_message_length': MAX_MESSAGE,
+    'grpc.max_send_message_length': MAX_MESSAGE,
+    ...options,
+  });
+}
+
+const deadline = (ms = CALL_TIMEOUT_MS) => ({ deadline: Date.now() + ms });
+
+function tagged(tag, extra = {}) {
+  const md = new grpc.Metadata();
+  md.set('x-e2e-tag', tag);
+  for (const [k, v] of Object.entries(extra)) md.set(k, v);
+  return md;
+}
+
+/** Resolves (never rejects) once the call's status arrives: {err, reply, initial, status}. */
+function unary(client, req, metadata = new grpc.Metadata(), ms = CALL_TIMEOUT_MS) {
+  return new Promise((resolve) => {
+    const out = { err: null, reply: null, initial: null, status: null };
+    const call = client.Unary(req, metadata, deadline(ms), (err, reply) => {
+      out.err = err;
+      out.reply = reply ?? null;
+    });
+    call.on('metadata', (md) => { out.initial = md; });
+    call.on('status', (st) => { out.status = st; resolve(out); });
+  });
+}
+
+function statusName(code) {
+  return Object.entries(grpc.status).find(([, v]) => v === code)?.[0] ?? String(code);
+}
+
+function assertOk(res, what) {
+  assert.equal(res.err, null,
+    `${what}: ${res.err && `${statusName(res.err.code)} ${res.err.details}`}`);
+  assert.equal(res.status.code, grpc.status.OK);
+}
+
+/** A streaming call's messages and status, each read bounded by the call's deadline. */
+function collect(call) {
+  return new Promise((resolve) => {
+    const out = { messages: [], initial: null, status: null, err: null };
+    call.on('metadata', (md) => { out.initial = md; });
+    call.on('data', (m) => out.messages.push(m));
+    call.on('error', (e) => { out.err = e; });
+    call.on('status', (st) => { out.status = st; resolve(out); });
+  });
+}
+
+/** Bidi ping-pong: each ping waits for its pong. Resolves {pongs, status, initial}. */
+async function pingPong(client, rounds, metadata = new grpc.Metadata()) {
+  const call = client.Bidi(metadata, deadline());
+  let initial = null;
+  call.on('metadata', (md) => { initial = md; });
+  const statusP = new Promise((resolve) => call.on('status', resolve));
+  call.on('error', () => {});   // the status says it
+  const it = call[Symbol.asyncIterator]();
+  const pongs = [];
+  try {
+    for (let i = 0; i < rounds; i++) {
+      call.write({ message: `ping-${i}` });
+      const { value, done } = await it.next();
+      assert.equal(done, false, `the stream ended after ${i} pongs`);
+      pongs.push(value);
+    }
+    call.end();
+    const last = await it.next();
+    assert.equal(last.done, true, 'a pong nobody pinged for');
+  } catch (e) {
+    call.cancel();
+    const st = await statusP;
+    throw new Error(`ping-pong failed after ${pongs.length} rounds: ${e.message} (status ${statusName(st.code)} ${st.details})`);
+  }
+  return { pongs, status: await statusP, initial };
+}
+
+function metric(text, name, labels) {
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && line.split(' ')[0] !== name) continue;
+    const m = line.match(/^([a-z_]+)(?:\{(.*)\})?\s+(\S+)$/);
+    if (!m || m[1] !== name) continue;
+    const have = (m[2] ?? '').split(',');
+    if (want.every((w) => have.includes(w))) return Number(m[3]);
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------
+
+describe('gRPC through ferry (@grpc/grpc-js)', () => {
+  let pki;
+  let h2c;        // grpc-js server, plaintext (service echo, protocol h2)
+  let tls;        // grpc-js server, mTLS (service echo-tls, protocol auto)
+  let ferry;
+  const clients = [];
+  let echo;       // client with :authority echo
+
+  const client = (authority, options) => {
+    const c = clientFor(ferry, authority, options);
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    pki = makePKI();
+    h2c = await startEchoServer(grpc.ServerCredentials.createInsecure());
+    tls = await startEchoServer(grpc.ServerCredentials.createSsl(
+      fs.readFileSync(pki.ca.cert),
+      [{ cert_chain: fs.readFileSync(pki.server.cert), private_key: fs.readFileSync(pki.server.key) }],
+      true,
+    ));
+    const deadPort = await freePort();
+    ferry = await startFerry({
+      services: {
+        echo: { endpoints: [h2c.address], protocol: 'h2' },
+        'echo-tls': { endpoints: [tls.address], tls: tlsBlock(pki), protocol: 'auto' },
+        'dead-grpc': { endpoints: [`${LOOPBACK}:${deadPort}`], protocol: 'h2' },
+      },
+    });
+    echo = client('echo');
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    let exit;
+    if (ferry) exit = await ferry.stop();
+    h2c?.close();
+    tls?.close();
+    try {
+      if (exit) {
+        assert.equal(exit.killed, false, `ferry did not exit within its drain budget\n${describeExit(exit, ferry)}`);
+        assert.equal(exit.signal, null, `ferry died by a signal\n${describeExit(exit, ferry)}`);
+        assert.equal(exit.code, 0, `ferry exited non-zero after SIGTERM\n${describeExit(exit, ferry)}`);
+      }
+    } finally {
+      ferry?.cleanup();
+      pki?.cleanup();
+    }
+  });
+
+  describe('h2c upstream (service echo, protocol h2)', { skip: UPSTREAM_BLOCKED }, () => {
+    test('unary: the reply comes back; the server saw :authority echo', async () => {
+      const tag = randomUUID();
+      const res = await unary(echo, { message: 'hello' }, tagged(tag));
+      assertOk(res, 'Unary');
+      assert.equal(res.reply.message, 'hello');
+      const seen = h2c.callsTagged(tag);
+      assert.equal(seen.length, 1, `server saw ${seen.length} calls tagged ${tag}`);
+      assert.equal(seen[0].method, 'Unary');
+      assert.equal(seen[0].authority, 'echo');
+      assert.equal(res.reply.authority, 'echo');
+    });
+
+    test(`server streaming: ${STREAM_MESSAGES} messages in order, then OK`, async () => {
+      const tag = randomUUID();
+      const r = await collect(echo.ServerStream({ message: 'item', count: STREAM_MESSAGES }, tagged(tag), deadline()));
+      assert.equal(r.err, null, `ServerStream: ${r.err && `${statusName(r.err.code)} ${r.err.details}`}`);
+      assert.equal(r.status.code, grpc.status.OK);
+      assert.deepEqual(r.messages.map((m) => m.index), Array.from({ length: STREAM_MESSAGES }, (_, i) => i));
+      assert.deepEqual(r.messages.map((m) => m.message), Array.from({ length: STREAM_MESSAGES }, (_, i) => `item-${i}`));
+      assert.equal(h2c.callsTagged(tag).length, 1);
+    });
+
+    test('client streaming: the server gets every message in order, the client its one reply', async () => {
+      const tag = randomUUID();
+      const sent = Array.from({ length: STREAM_MESSAGES }, (_, i) => `part-${i}`);
+      const reply = await new Promise((resolve) => {
+        const call = echo.ClientStream(tagged(tag), deadline(), (err, r) => resolve({ err, r }));
+        for (const m of sent) call.write({ message: m });
+        call.end();
+      });
+      assert.equal(reply.err, null, `ClientStream: ${reply.err && `${statusName(reply.err.code)} ${reply.err.details}`}`);
+      assert.equal(reply.r.index, sent.length);
+      assert.equal(reply.r.message, sent.join(','));
+      const seen = h2c.callsTagged(tag);
+      assert.equal(seen.length, 1);
+      assert.deepEqual(seen[0].received, sent);
+    });
+
+    test(`bidi: ping-pong, ${PING_PONG_ROUNDS} rounds, each pong before the next ping`, async () => {
+      const tag = randomUUID();
+      const { pongs, status } = await pingPong(echo, PING_PONG_ROUNDS, tagged(tag));
+      assert.equal(status.code, grpc.status.OK, `status ${statusName(status.code)} ${status.details}`);
+      assert.deepEqual(pongs.map((p) => p.message), Array.from({ length: PING_PONG_ROUNDS }, (_, i) => `pong:ping-${i}`));
+      assert.deepEqual(pongs.map((p) => p.index), Array.from({ length: PING_PONG_ROUNDS }, (_, i) => i));
+      assert.equal(h2c.callsTagged(tag).length, 1);
+    });
+
+    test('custom metadata both ways: request metadata reaches the server; initial and trailing metadata reach the client', async () => {
+      const tag = randomUUID();
+      const bin = Buffer.from([0, 10, 13, 200, 255]);
+      const md = tagged(tag, { 'x-e2e-echo': tag, 'x-e2e-custom': 'a value, with; punctuation', 'x-e2e-req-bin': bin });
+      md.add('x-e2e-multi', 'one');
+      md.add('x-e2e-multi', 'two');
+
+      // unary
+      const res = await unary(echo, { message: 'meta' }, md);
+      assertOk(res, 'Unary with metadata');
+      const seen = h2c.callsTagged(tag);
+      assert.equal(seen.length, 1);
+      const got = seen[0].metadata;
+      assert.equal(got.get('x-e2e-custom')[0], 'a value, with; punctuation');
+      assert.deepEqual(got.get('x-e2e-req-bin')[0], bin);
+      assert.deepEqual(got.get('x-e2e-multi').join(',').split(/,\s*/), ['one', 'two']);
+      assert.ok(res.initial, 'no initial metadata reached the client');
+      assert.equal(res.initial.get('x-e2e-initial')[0], `initial:${tag}`);
+      assert.deepEqual(res.initial.get('x-e2e-initial-bin')[0], Buffer.from([0, 1, 2, 255, 254]));
+      assert.equal(res.status.metadata.get('x-e2e-trailer')[0], `trailer:${tag}`);
+      assert.deepEqual(res.status.metadata.get('x-e2e-trailer-bin')[0], Buffer.from([255, 0, 128]));
+      assert.equal(res.status.metadata.get('x-e2e-initial').length, 0, 'initial metadata repeated in the trailers');
+
+      // server streaming and bidi carry them the same way
+      const tag2 = randomUUID();
+      const r = await collect(echo.ServerStream({ message: 'm', count: 3 },
+        tagged(tag2, { 'x-e2e-echo': tag2 }), deadline()));
+      assert.equal(r.status.code, grpc.status.OK, `ServerStream: ${r.status.details}`);
+      assert.equal(r.initial?.get('x-e2e-initial')[0], `initial:${tag2}`);
+      assert.equal(r.status.metadata.get('x-e2e-trailer')[0], `trailer:${tag2}`);
+
+      const tag3 = randomUUID();
+      const b = await pingPong(echo, 3, tagged(tag3, { 'x-e2e-echo': tag3 }));
+      assert.equal(b.status.code, grpc.status.OK);
+      assert.equal(b.initial?.get('x-e2e-initial')[0], `initial:${tag3}`);
+      assert.equal(b.status.metadata.get('x-e2e-trailer')[0], `trailer:${tag3}`);
+    });
+
+    test("the server's own error status reaches the client unchanged, with its details and trailers", async () => {
+      const tag = randomUUID();
+      const res = await unary(echo, { message: 'w-42', fail: 'NOT_FOUND' }, tagged(tag));
+      assert.ok(res.err, 'the call succeeded');
+      assert.equal(res.err.code, grpc.status.NOT_FOUND, `got ${statusName(res.err.code)} ${res.err.details}`);
+      assert.equal(res.err.details, 'widget w-42 not found: ünïcode, 100% "quoted"');
+      assert.equal(res.err.metadata.get('x-e2e-error-reason')[0], 'no-such-widget');
+      assert.deepEqual(res.err.metadata.get('grpc-status-details-bin')[0],
+        Buffer.from('rich details \u0000\u00ff', 'latin1'));
+      assert.equal(res.err.metadata.get('x-ferry-error').length, 0, "the service's error is not ferry's");
+      assert.equal(h2c.callsTagged(tag).length, 1, 'the call reached the server exactly once');
+
+      const res2 = await unary(echo, { message: 'x', fail: 'FAILED_PRECONDITION' }, tagged(randomUUID()));
+      assert.equal(res2.err?.code, grpc.status.FAILED_PRECONDITION);
+      assert.equal(res2.err.details, 'widget x not found: ünïcode, 100% "quoted"');
+    });
+
+    test('an 8 MiB message each way', async () => {
+      const tag = randomUUID();
+      const payload = Buffer.alloc(BIG);
+      for (let i = 0; i < BIG; i += 4) payload.writeUInt32LE((i * 2654435761) >>> 0, i);
+      const res = await unary(echo, { message: 'big', payload }, tagged(tag), 30000);
+      assertOk(res, '8 MiB Unary');
+      const seen = h2c.callsTagged(tag);
+      assert.equal(seen.length, 1);
+      assert.equal(seen[0].payloadLength, BIG);
+      assert.equal(res.reply.payload.length, BIG);
+      assert.ok(res.reply.payload.equals(payload), 'the 8 MiB reply differs from what was sent');
+    });
+
+    test(`${CONCURRENT_CALLS} concurrent unary calls on one channel all succeed over at most ${MAX_UPSTREAM_CONNECTIONS} upstream connections`, async () => {
+      const tag = randomUUID();
+      const results = await Promise.all(Array.from({ length: CONCURRENT_CALLS },
+        (_, i) => unary(echo, { message: `c-${i}` }, tagged(tag), 20000)));
+      const failed = results.map((r, i) => [i, r]).filter(([, r]) => r.err);
+      assert.equal(failed.length, 0, `${failed.length} calls failed, e.g. #${failed[0]?.[0]}: ` +
+        `${failed[0] && `${statusName(failed[0][1].err.code)} ${failed[0][1].err.details}`}`);
+      results.forEach((r, i) => assert.equal(r.reply.message, `c-${i}`, `call ${i} got another call's reply`));
+
+      const seen = h2c.callsTagged(tag);
+      assert.equal(seen.length, CONCURRENT_CALLS, 'the server saw each call once');
+      const peers = new Set(seen.map((c) => c.peer));
+      assert.ok(peers.size >= 1 && peers.size <= MAX_UPSTREAM_CONNECTIONS,
+        `the server saw the calls over ${peers.size} connections: ${[...peers].join(' ')}`);
+
+      const metrics = await ferry.admin('/metrics');
+      assert.equal(metrics.status, 200);
+      const opened = metric(metrics.body, 'ferry_upstream_connections_opened_total', { service: 'echo' });
+      assert.ok(opened !== undefined, 'no ferry_upstream_connections_opened_total{service="echo"} in /metrics');
+      assert.ok(opened >= 1 && opened <= MAX_UPSTREAM_CONNECTIONS,
+        `ferry opened ${opened} connections to echo for the whole suite`);
+    });
+  });
+
+  describe("ferry's own errors in the gRPC form", () => {
+    function assertFerryGrpcError(res, code, ferryError) {
+      assert.ok(res.err, 'the call succeeded');
+      assert.equal(res.err.code, code,
+        `got ${statusName(res.err.code)} ${JSON.stringify(res.err.details)}, want ${statusName(code)}`);
+      assert.ok(res.err.details.length > 0, 'no grpc-message');
+      // trailers-only: grpc-js has the response headers in the status metadata
+      const where = res.err.metadata.get('x-ferry-error').length ? res.err.metadata
+        : res.initial?.get('x-ferry-error').length ? res.initial : null;
+      assert.ok(where, `no x-ferry-error in the initial or trailing metadata: ${JSON.stringify(res.err.metadata.getMap())}`);
+      assert.equal(where.get('x-ferry-error')[0], ferryError);
+      assert.equal(res.initial, null, 'not trailers-only: initial metadata came separately');
+    }
+
+    test('unknown service (:authority no-such-service): UNIMPLEMENTED with x-ferry-error UNKNOWN_SERVICE', async () => {
+      const unknown = client('no-such-service');
+      const res = await unary(unknown, { message: 'hi' }, tagged(randomUUID()));
+      assertFerryGrpcError(res, grpc.status.UNIMPLEMENTED, 'UNKNOWN_SERVICE');
+      // streaming calls too
+      const r = await collect(unknown.ServerStream({ message: 'x', count: 2 }, tagged(randomUUID()), deadline()));
+      assert.equal(r.status.code, grpc.status.UNIMPLEMENTED, `ServerStream got ${statusName(r.status.code)}`);
+      assert.equal(r.status.metadata.get('x-ferry-error')[0], 'UNKNOWN_SERVICE');
+      assert.equal(r.messages.length, 0);
+    });
+
+    test('a service whose endpoint is a dead port: UNAVAILABLE with x-ferry-error SERVICE_UNAVAILABLE', { skip: UPSTREAM_BLOCKED }, async () => {
+      const dead = client('dead-grpc');
+      const res = await unary(dead, { message: 'hi' }, tagged(randomUUID()));
+      assertFerryGrpcError(res, grpc.status.UNAVAILABLE, 'SERVICE_UNAVAILABLE');
+      assert.ok(/dead-grpc|connect|refused/i.test(res.err.details), `grpc-message names nothing: ${res.err.details}`);
+      const b = await collect(dead.Bidi(tagged(randomUUID()), deadline()));
+      assert.equal(b.status.code, grpc.status.UNAVAILABLE, `Bidi got ${statusName(b.status.code)} ${b.status.details}`);
+      assert.equal(b.status.metadata.get('x-ferry-error')[0], 'SERVICE_UNAVAILABLE');
+    });
+  });
+
+  describe('mTLS upstream (service echo-tls, protocol auto: ALPN h2)', { skip: UPSTREAM_BLOCKED }, () => {
+    let echoTls;
+    before(() => { echoTls = client('echo-tls'); });
+
+    test('unary over mTLS: the server saw ferry\'s client certificate', async () => {
+      const tag = randomUUID();
+      const res = await unary(echoTls, { message: 'secure hello' }, tagged(tag, { 'x-e2e-echo': tag }));
+      assertOk(res, 'Unary over TLS');
+      assert.equal(res.reply.message, 'secure hello');
+      assert.equal(res.initial?.get('x-e2e-initial')[0], `initial:${tag}`);
+      assert.equal(res.status.metadata.get('x-e2e-trailer')[0], `trailer:${tag}`);
+      const seen = tls.callsTagged(tag);
+      assert.equal(seen.length, 1);
+      assert.equal(seen[0].auth?.transportSecurityType, 'ssl');
+      assert.equal(seen[0].auth?.sslPeerCertificate?.subject?.CN, 'app', 'the server did not see ferry\'s client cert');
+      assert.equal(seen[0].authority, 'backend', ':authority upstream is the service\'s server_name');
+    });
+
+    test(`bidi over mTLS: ping-pong, ${PING_PONG_ROUNDS} rounds`, async () => {
+      const tag = randomUUID();
+      const { pongs, status } = await pingPong(echoTls, PING_PONG_ROUNDS, tagged(tag));
+      assert.equal(status.code, grpc.status.OK, `status ${statusName(status.code)} ${status.details}`);
+      assert.deepEqual(pongs.map((p) => p.message), Array.from({ length: PING_PONG_ROUNDS }, (_, i) => `pong:ping-${i}`));
+      assert.equal(tls.callsTagged(tag).length, 1);
+    });
+
+    test("the server's error over mTLS passes unchanged", async () => {
+      const res = await unary(echoTls, { message: 'w-7', fail: 'NOT_FOUND' }, tagged(randomUUID()));
+      assert.equal(res.err?.code, grpc.status.NOT_FOUND, `got ${res.err && statusName(res.err.code)}`);
+      assert.equal(res.err.details, 'widget w-7 not found: ünïcode, 100% "quoted"');
+      assert.equal(res.err.metadata.get('x-e2e-error-reason')[0], 'no-such-widget');
+    });
+  });
+});
