@@ -30,22 +30,6 @@ const PING_PONG_ROUNDS = 50;
 const CONCURRENT_CALLS = 200;
 const MAX_UPSTREAM_CONNECTIONS = 4;
 
-// KNOWN FERRY BUG (found by this suite): a request with a body that arrives
-// over HTTP/2 (h2c, as every grpc-js call does) and leaves to an HTTP/2
-// upstream makes its worker spin at 100% CPU forever: stream_pump
-// (src/h2_down.c) hands the body to h2_send, whose session_flush runs
-// nghttp2's data source, which calls resume_body -> stream_pump again; the
-// inner call sends and consumes the same bytes, the outer one consumes them a
-// second time, buf_len() wraps to 2^64-5 and sbuf_grow loops forever. Every
-// later connection on that worker hangs and SIGTERM no longer stops ferry.
-// It blocks every gRPC call to a service with protocol h2/auto (even one whose
-// only endpoint refuses connections: the buffered body takes the same path),
-// so those tests are skipped until it is fixed; FERRY_E2E_GRPC_UPSTREAM=1
-// runs them anyway.
-const UPSTREAM_BLOCKED = process.env.FERRY_E2E_GRPC_UPSTREAM === '1' ? false
-  : 'blocked by a ferry bug: an h2c request body to an HTTP/2 upstream spins the worker '
-  + '(stream_pump re-entered via h2_send -> resume_body; see the comment at the top). '
-  + 'FERRY_E2E_GRPC_UPSTREAM=1 runs it';
 
 const packageDefinition = protoLoader.loadSync(path.join(HERE, 'echo.proto'), {
   keepCase: true, longs: String, enums: String, defaults: true, oneofs: true,
@@ -292,7 +276,7 @@ describe('gRPC through ferry (@grpc/grpc-js)', () => {
     }
   });
 
-  describe('h2c upstream (service echo, protocol h2)', { skip: UPSTREAM_BLOCKED }, () => {
+  describe('h2c upstream (service echo, protocol h2)', () => {
     test('unary: the reply comes back; the server saw :authority echo', async () => {
       const tag = randomUUID();
       const res = await unary(echo, { message: 'hello' }, tagged(tag));
@@ -457,7 +441,7 @@ describe('gRPC through ferry (@grpc/grpc-js)', () => {
       assert.equal(r.messages.length, 0);
     });
 
-    test('a service whose endpoint is a dead port: UNAVAILABLE with x-ferry-error SERVICE_UNAVAILABLE', { skip: UPSTREAM_BLOCKED }, async () => {
+    test('a service whose endpoint is a dead port: UNAVAILABLE with x-ferry-error SERVICE_UNAVAILABLE', async () => {
       const dead = client('dead-grpc');
       const res = await unary(dead, { message: 'hi' }, tagged(randomUUID()));
       assertFerryGrpcError(res, grpc.status.UNAVAILABLE, 'SERVICE_UNAVAILABLE');
@@ -468,7 +452,7 @@ describe('gRPC through ferry (@grpc/grpc-js)', () => {
     });
   });
 
-  describe('mTLS upstream (service echo-tls, protocol auto: ALPN h2)', { skip: UPSTREAM_BLOCKED }, () => {
+  describe('mTLS upstream (service echo-tls, protocol auto: ALPN h2)', () => {
     let echoTls;
     before(() => { echoTls = client('echo-tls'); });
 
