@@ -1,7 +1,7 @@
 /*
  * libFuzzer harness: the heads ferry writes (headers_build_request towards
  * a service, headers_build_response towards the app), with the arguments
- * downstream.c and upstream.c would pass. Re-parse property: every head
+ * the HTTP/1 codecs (h1_down.c, h1_up.c) would pass. Re-parse property: every head
  * ferry builds, parsed again by http_parse, parses whole, has the framing
  * ferry used for the body it forwards (chunked, Content-Length and its
  * value, or neither) and no CR, LF or NUL inside a line (SPEC §5, §11).
@@ -139,7 +139,7 @@ rewrite_request(const char *msg, struct http_head *h, uint8_t flags, struct sbuf
 	sbuf_free(&target);
 }
 
-/* What upstream.c response_head() passes for a final or interim head. */
+/* What h1_up.c and proxy.c pass for a final or interim head. */
 static void
 rewrite_response(const char *msg, struct http_head *h, uint8_t flags, struct sbuf *out)
 {
