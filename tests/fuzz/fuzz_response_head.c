@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness: upstream response heads as upstream.c reads them.
+ * libFuzzer harness: upstream response heads as h1_up.c reads them.
  * src/http1.c in response mode (bytes arriving in pieces), headers_classify,
  * interim 1xx heads skipped, bodiless responses (HEAD, 204, 304), then the
  * body: by length, chunked (dechunked for an HTTP/1.0 client) or up to
