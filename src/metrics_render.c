@@ -319,68 +319,50 @@ render_requests(struct sbuf *o, struct snap *sn)
 	}
 }
 
+/* A counter family by direction, service and one more label, whose
+ * values LABEL names (NULL: no series for that index). */
 static void
-render_errors(struct sbuf *o, struct snap *sn)
+render_by_label(struct sbuf *o, struct snap *sn, const char *name, const char *help,
+    int base, int n, const char *label, const char *(*value)(int, char *))
 {
-	family(o, "errors_total", "counter",
-	    "Error responses ferry produced, by SPEC 7 code.");
+	char tmp[12];
+
+	family(o, name, "counter", help);
 	for (unsigned i = 0; i < sn->n; i++) {
 		for (int d = 0; d < 2; d++) {
-			for (int e = 0; e < FE_COUNT; e++) {
-				uint64_t v = sn->v[i][C_ERR + d * FE_COUNT + e];
+			for (int k = 0; k < n; k++) {
+				uint64_t v = sn->v[i][base + d * n + k];
+				const char *lv;
 
-				if (v == 0)
+				if (v == 0 || (lv = value(k, tmp)) == NULL)
 					continue;
-				series(o, "errors_total", "direction",
-				    dir_names[d], "service", sn->name[i],
-				    "code", ferror_code((enum ferry_error)e));
+				series(o, name, "direction", dir_names[d], "service",
+				    sn->name[i], label, lv);
 				value_u(o, v);
 			}
 		}
 	}
 }
 
-static void
-render_cuts(struct sbuf *o, struct snap *sn)
+static const char *
+error_label(int e, char *tmp)
 {
-	family(o, "requests_cut_total", "counter",
-	    "Requests cut before their end, by cause (the access log's error).");
-	for (unsigned i = 0; i < sn->n; i++) {
-		for (int d = 0; d < 2; d++) {
-			for (int c = END_DONE + 1; c < END_COUNT; c++) {
-				uint64_t v = sn->v[i][C_CUT + d * END_COUNT + c];
-
-				if (v == 0)
-					continue;
-				series(o, "requests_cut_total", "direction",
-				    dir_names[d], "service", sn->name[i],
-				    "cause", end_cause_name((enum end_cause)c));
-				value_u(o, v);
-			}
-		}
-	}
+	(void)tmp;
+	return ferror_code((enum ferry_error)e);
 }
 
-static void
-render_grpc(struct sbuf *o, struct snap *sn)
+static const char *
+cause_label(int c, char *tmp)
 {
-	family(o, "grpc_responses_total", "counter",
-	    "gRPC calls by grpc-status (the service's, or ferry's own errors).");
-	for (unsigned i = 0; i < sn->n; i++) {
-		for (int d = 0; d < 2; d++) {
-			for (int g = 0; g < GRPC_STATUSES; g++) {
-				uint64_t v = sn->v[i][C_GRPC + d * GRPC_STATUSES + g];
-				char code[4];
+	(void)tmp;
+	return end_cause_name((enum end_cause)c);	/* NULL for END_DONE */
+}
 
-				if (v == 0)
-					continue;
-				snprintf(code, sizeof(code), "%d", g);
-				series(o, "grpc_responses_total", "direction",
-				    dir_names[d], "service", sn->name[i], "grpc_status", code);
-				value_u(o, v);
-			}
-		}
-	}
+static const char *
+grpc_label(int g, char *tmp)
+{
+	snprintf(tmp, 12, "%d", g);
+	return tmp;
 }
 
 static void
@@ -447,9 +429,14 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	    "Circuit breaker state: 0 closed, 1 open, 2 half-open.", "service");
 	gauge1(out, g, g ? g->circuit_opened : NULL, "circuit_opened_total",
 	    "counter", "Times the circuit breaker opened.", "service");
-	render_errors(out, &sn);
-	render_cuts(out, &sn);
-	render_grpc(out, &sn);
+	render_by_label(out, &sn, "errors_total", "Error responses ferry produced, by SPEC 7 code.",
+	    C_ERR, FE_COUNT, "code", error_label);
+	render_by_label(out, &sn, "requests_cut_total",
+	    "Requests cut before their end, by cause (the access log's error).",
+	    C_CUT, END_COUNT, "cause", cause_label);
+	render_by_label(out, &sn, "grpc_responses_total",
+	    "gRPC calls by grpc-status (the service's, or ferry's own errors).",
+	    C_GRPC, GRPC_STATUSES, "grpc_status", grpc_label);
 	svc_family(out, &sn, "rate_limited_total",
 	    "Requests refused by the rate limit.", C_RL, 2, "direction",
 	    dir_names);

@@ -30,6 +30,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +55,20 @@ def ferry_bin():
 
 
 _ports_given = set()
+
+
+def need_python_h2():
+    """Makes python3-h2 importable: this python's own, else Debian's (pure
+    Python, for the system python3); exits 77 (meson: skipped) without."""
+    try:
+        import h2  # noqa: F401
+    except ImportError:
+        sys.path.append("/usr/lib/python3/dist-packages")
+        try:
+            import h2  # noqa: F401,F811
+        except ImportError as e:
+            print("SKIP: %s (install python3-h2)" % e)
+            sys.exit(77)
 
 
 def _ephemeral_low():

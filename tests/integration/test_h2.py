@@ -21,30 +21,17 @@ import sys
 import threading
 import time
 
-try:
-    import h2.config
-    import h2.connection
-    import h2.events
-    import h2.settings
-    import hpack
-    import hyperframe.frame as hf
-    from hyperframe.exceptions import HyperframeError
-except ImportError:
-    # Debian's python3-h2 (pure Python) when this python has no h2 of its own
-    sys.path.append("/usr/lib/python3/dist-packages")
-    try:
-        import h2.config
-        import h2.connection
-        import h2.events
-        import h2.settings
-        import hpack
-        import hyperframe.frame as hf
-        from hyperframe.exceptions import HyperframeError
-    except ImportError as e:
-        print("SKIP: %s (install python3-h2)" % e)
-        sys.exit(77)            # meson: skipped
-
 import harness
+
+harness.need_python_h2()
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+import h2.settings  # noqa: E402
+import hpack  # noqa: E402
+import hyperframe.frame as hf  # noqa: E402
+from hyperframe.exceptions import HyperframeError  # noqa: E402
+
 from harness import (IO_TIMEOUT, VIA_OUT_RE, UUID4_RE, FerryTestCase, RawClient, Response,
                      chunked, echo, free_port, large_body, payload, pki, rss_kib, service,
                      sha256, wait_until)

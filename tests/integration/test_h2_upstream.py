@@ -11,21 +11,14 @@ import sys
 import threading
 import time
 
-try:
-    import h2.config
-    import h2.connection
-    import h2.events
-except ImportError:
-    sys.path.append("/usr/lib/python3/dist-packages")
-    try:
-        import h2.config
-        import h2.connection
-        import h2.events
-    except ImportError as e:
-        print("SKIP: %s (install python3-h2)" % e)
-        sys.exit(77)
-
 import harness
+
+harness.need_python_h2()
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+import h2.exceptions  # noqa: E402
+
 from harness import FerryTestCase, LOOPBACK
 
 
