@@ -201,16 +201,20 @@ proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error
 void
 attempt_timed_out(struct exchange *x, int64_t now)
 {
-	char msg[256];
+	char msg[256], budget[32];
 
 	if (x->connect_deadline_ms && now >= x->connect_deadline_ms) {
-		snprintf(msg, sizeof(msg), "connect %s: timed out after %lldms",
-		    x->ep->addr_text, (long long)x->svc->conf->timeouts.connect);
+		snprintf(msg, sizeof(msg), "connect %s: timed out after %s", x->ep->addr_text,
+		    format_duration(x->svc->conf->timeouts.connect, budget, sizeof(budget)));
 		proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_TIMEOUT, msg);
 		return;
 	}
-	snprintf(msg, sizeof(msg), "no response head from %s within %.3gs",
-	    x->ep->addr_text, (double)(x->try_deadline_ms - x->attempt_start_ms) / 1000);
+	/* name the budget that ran out, as configured (SPEC §9: "within 2s"),
+	 * not the time measured from the attempt's start */
+	format_duration(x->try_deadline_ms < x->deadline_ms ? x->svc->conf->timeouts.per_try :
+	    x->deadline_ms - x->start_ms, budget, sizeof(budget));
+	snprintf(msg, sizeof(msg), "no response head from %s within %s",
+	    x->ep->addr_text, budget);
 	proxy_attempt_failed(x, AR_PER_TRY_TIMEOUT, FE_SERVICE_TIMEOUT, msg);
 }
 

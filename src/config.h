@@ -252,6 +252,8 @@ bool config_admin_host_ok(const struct config *c, const char *host, size_t len);
 
 /* Value parsers (also used by tests). 0 on success, -1 with *why set. */
 int parse_duration(const char *s, int64_t *ms, const char **why);
+/* MS in the largest unit that divides it, as a config file would say it. */
+const char *format_duration(int64_t ms, char *buf, size_t len);
 int parse_size(const char *s, uint64_t *bytes, const char **why);
 int parse_addr(const char *s, struct conf_addr *out, const char **why);
 void conf_addr_clear(struct conf_addr *a);

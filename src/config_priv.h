@@ -17,7 +17,6 @@
 
 /* config_value.c */
 bool valid_dns_name(const char *s, size_t len);
-const char *format_duration(int64_t ms, char *buf, size_t len);
 int expand_vars(const char *in, char **out, char *err, size_t errlen);
 
 struct conf_err {
