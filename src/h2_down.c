@@ -44,7 +44,6 @@ struct h2stream {
 	struct h2stream *next, *prev;	/* the connection's streams */
 	struct generation *gen;
 	struct sbuf raw;		/* the request head: method, path, fields */
-	struct http_head head;
 	struct slice method, path, authority;
 	uint32_t head_bytes;
 	bool too_large;
@@ -61,7 +60,10 @@ struct h2stream {
 	struct sbuf cookies;		/* cookie crumbs, joined for HTTP/1.1 */
 	bool closed;			/* nghttp2 is done with it */
 	bool freed;
+	struct http_head head;		/* last: h2_stream_alloc() */
 };
+_Static_assert(offsetof(struct h2stream, head) + sizeof(struct http_head) ==
+    sizeof(struct h2stream), "the head table is last");
 
 struct h2conn {
 	struct worker *w;
@@ -183,7 +185,8 @@ head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, 
 		st->too_large = true;
 		return;
 	}
-	h->h[h->n_headers].name = raw_add(&st->raw, name, nlen);
+	/* the whole entry: the table is not zeroed (h2_stream_alloc) */
+	h->h[h->n_headers] = (struct http_header){ .name = raw_add(&st->raw, name, nlen) };
 	h->h[h->n_headers].value = raw_add(&st->raw, value, vlen);
 	h->n_headers++;
 }
@@ -194,27 +197,16 @@ head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, 
 static size_t
 lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
 {
-	char *eol;
+	struct h2_field f;
 
-	for (; p < end && n < max; p = eol + 2) {
-		char *colon, *v;
-
-		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL || eol == p)
-			break;
-		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
-			continue;
-		for (char *q = p; q < colon; q++)
-			if (*q >= 'A' && *q <= 'Z')
-				*q = (char)(*q + 32);
-		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
-			;
-#define IS(lit) ((size_t)(colon - p) == sizeof(lit) - 1 && memcmp(p, lit, sizeof(lit) - 1) == 0)
+	while (n < max && h2_next_field(&p, end, &f)) {
+#define IS(lit) (f.nlen == sizeof(lit) - 1 && memcmp(f.name, lit, sizeof(lit) - 1) == 0)
 		if (IS("connection") || IS("keep-alive") || IS("proxy-connection") ||
 		    IS("transfer-encoding") || IS("upgrade"))
 			continue;
 #undef IS
-		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, (size_t)(colon - p),
-		    (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE };
+		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
+		    NGHTTP2_NV_FLAG_NONE };
 	}
 	return n;
 }
@@ -222,7 +214,7 @@ lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
 static size_t
 head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
 {
-	char *eol = memmem(text, len, "\r\n", 2);
+	char *eol = h2_line_end(text, text + len);
 
 	if (eol == NULL || eol - text < 12)
 		return 0;
@@ -633,7 +625,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	if ((st = calloc(1, sizeof(*st))) == NULL)
+	if ((st = h2_stream_alloc(sizeof(*st), offsetof(struct h2stream, head.h))) == NULL)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	x = &st->x;
 	if (proxy_exchange_init(x, hc->w, &h2_down_ops) != 0) {

@@ -1,3 +1,4 @@
+#include <stdlib.h>
 #include <string.h>
 
 #include "conn.h"
@@ -35,4 +36,48 @@ h2_send_frames(nghttp2_session *ng, struct conn *c)
 		used += (size_t)n;
 	}
 	return used > 0 ? conn_write(c, pack, used) : 0;
+}
+
+/* memchr finds the CR fast; heads ferry built have no bare CR, but a
+ * stray one is stepped over as memmem would */
+char *
+h2_line_end(char *p, const char *end)
+{
+	while (p < end && (p = memchr(p, '\r', (size_t)(end - p))) != NULL) {
+		if (p + 1 < end && p[1] == '\n')
+			return p;
+		p++;
+	}
+	return NULL;
+}
+
+bool
+h2_next_field(char **p, char *end, struct h2_field *f)
+{
+	char *eol, *colon, *v;
+
+	for (;; *p = eol + 2) {
+		if ((eol = h2_line_end(*p, end)) == NULL || eol == *p)
+			return false;
+		if ((colon = memchr(*p, ':', (size_t)(eol - *p))) != NULL)
+			break;
+	}
+	for (char *q = *p; q < colon; q++)
+		if (*q >= 'A' && *q <= 'Z')
+			*q = (char)(*q + 32);
+	for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+		;
+	*f = (struct h2_field){ *p, v, (size_t)(colon - *p), (size_t)(eol - v) };
+	*p = eol + 2;
+	return true;
+}
+
+void *
+h2_stream_alloc(size_t size, size_t zero_end)
+{
+	void *p = malloc(size);
+
+	if (p != NULL)
+		memset(p, 0, zero_end);
+	return p;
 }
