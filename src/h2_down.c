@@ -206,7 +206,7 @@ lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
 			continue;
 #undef IS
 		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
-		    NGHTTP2_NV_FLAG_NONE };
+		    h2_nv_flags(f.name, f.nlen) };
 	}
 	return n;
 }

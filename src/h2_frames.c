@@ -81,3 +81,16 @@ h2_stream_alloc(size_t size, size_t zero_end)
 		memset(p, 0, zero_end);
 	return p;
 }
+
+uint8_t
+h2_nv_flags(const char *name, size_t nlen)
+{
+#define IS(lit) (nlen == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
+	if (nlen < 11 || nlen > 16 || (name[0] != 'x' && name[0] != 't'))
+		return NGHTTP2_NV_FLAG_NONE;
+	if (IS("x-request-id") || IS("x-correlation-id") || IS("traceparent") ||
+	    IS("x-service-auth"))
+		return NGHTTP2_NV_FLAG_NO_INDEX;
+#undef IS
+	return NGHTTP2_NV_FLAG_NONE;
+}

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -37,5 +38,11 @@ struct h2_field {
  * place, and moves *P past it; lines without a colon are skipped. false
  * at the blank line that ends the head, or at END. */
 bool h2_next_field(char **p, char *end, struct h2_field *f);
+
+/* HPACK flags for a field: values unique to one message (ids, trace
+ * context) would only churn the peer's dynamic table, and the service
+ * key is never indexed at all (RFC 7541 §7.1.3: secrets stay out of the
+ * compression context). */
+uint8_t h2_nv_flags(const char *name, size_t nlen);
 
 #endif

@@ -226,7 +226,8 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
 		    (IS("te") && !(f.vlen == 8 && strncasecmp(f.value, "trailers", 8) == 0)))
 			continue;
 #undef IS
-		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen, 0 };
+		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
+		    h2_nv_flags(f.name, f.nlen) };
 	}
 	return n;
 }
