@@ -4,6 +4,7 @@ streams, sends GOAWAY, garbage or header blocks over ferry's limits, or
 closes mid-body. ferry answers each request as SPEC §7 says, re-sends
 what the server never processed, keeps serving, and never crashes."""
 
+import copy
 import json
 import re
 import socket
@@ -32,6 +33,7 @@ class H2Upstream:
 
     def __init__(self, alpn=None):
         self.health = "ok"
+        self.gate = threading.Event()   # /hold... is answered once it is set
         self.ctx = None
         if alpn is not None:
             p = harness.pki()
@@ -52,6 +54,7 @@ class H2Upstream:
 
     def close(self):
         self.stopping.set()
+        self.gate.set()
         self.sock.close()
 
     def accept_loop(self):
@@ -79,12 +82,26 @@ class H2Upstream:
                                         validate_outbound_headers=False)
         conn = h2.connection.H2Connection(config=cfg)
         conn.initiate_connection()
-        s.settimeout(5)
+        s.settimeout(0.05)
+        held = []           # /hold streams, answered once the gate opens
+        idle_since = time.monotonic()
         try:
             s.sendall(conn.data_to_send())
             paths = {}
             while not self.stopping.is_set():
-                data = s.recv(65536)
+                if held and self.gate.is_set():
+                    for sid in held:
+                        if not self.answer(s, conn, sid, paths.get(sid)):
+                            return
+                    held = []
+                    s.sendall(conn.data_to_send())
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    if not held and time.monotonic() - idle_since > 5:
+                        return      # idle for 5 s: close
+                    continue
+                idle_since = time.monotonic()
                 if not data:
                     return
                 for ev in conn.receive_data(data):
@@ -107,7 +124,9 @@ class H2Upstream:
                     elif isinstance(ev, h2.events.DataReceived):
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                     elif isinstance(ev, h2.events.StreamEnded):
-                        if not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id)):
+                        if (paths.get(ev.stream_id) or "").startswith("/hold"):
+                            held.append(ev.stream_id)
+                        elif not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id)):
                             return
                 s.sendall(conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
@@ -250,6 +269,45 @@ class HostileH2UpstreamTest(FerryTestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
         self.assertLess(len(data.split(b"\r\n\r\n", 1)[1]), 1000, "a cut response, not a whole one")
         self.assert_still_serves()
+
+
+class ReloadKeepsH2UpstreamTest(FerryTestCase):
+    """§10, §12: SIGHUP keeps the HTTP/2 connection to an unchanged
+    endpoint and the streams in flight on it; the next stream rides the
+    same connection with the new config."""
+
+    def test_streams_in_flight_survive_sighup(self):
+        up = H2Upstream()
+        self._closers.append(up.close)
+        f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
+                                "retries": {"max": 0}}}, workers=1)
+        self.assertEqual(f.get("/warm", host="svc").status, 200)
+        results = {}
+
+        def call(path):
+            results[path] = f.get(path, host="svc", timeout=15)
+        threads = [threading.Thread(target=call, args=("/hold%d" % i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        self.assertTrue(harness.wait_until(
+            lambda: {"/hold0", "/hold1"} <= set(up.paths), 5), "the streams never arrived %r %s" % (up.paths, f.stderr_tail()))
+        cfg = copy.deepcopy(f.config)
+        cfg["services"]["svc"]["headers"] = {"request": {"set": {"x-config": "new"}}}
+        f.reload(cfg)
+        self.assertEqual(results, {}, "a stream ended before the reload was in force")
+        svc = json.loads(f.admin("/services").body)["services"][0]
+        self.assertEqual((svc["endpoints"][0]["protocol"], svc["endpoints"][0]["streams"]),
+                         ("h2", 2))
+        up.gate.set()
+        for t in threads:
+            t.join(15)
+        for p in ("/hold0", "/hold1"):
+            self.assertEqual((results[p].status, results[p].body), (200, b"fine:" + p.encode()))
+            self.assertNotIn("x-config", up.headers[p])
+        r = f.get("/after", host="svc")
+        self.assertEqual((r.status, r.body), (200, b"fine:/after"))
+        self.assertEqual(up.headers["/after"].get("x-config"), "new")
+        self.assertEqual(up.connections, 1, "the reload dropped the HTTP/2 connection")
 
 
 # ---------------------------------------------------------------------------
