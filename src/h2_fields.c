@@ -10,6 +10,8 @@ h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
 {
 	char *eol;
 
+	if (p == NULL)
+		return n;	/* an empty sbuf has no memory yet */
 	for (; p < end && n < max; p = eol + 2) {
 		char *colon, *v;
 
