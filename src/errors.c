@@ -39,6 +39,7 @@ end_cause_name(enum end_cause c)
 		[END_OUT_OF_MEMORY] = "out_of_memory",
 		[END_STREAM_IDLE] = "stream_idle_timeout",
 		[END_SHUTDOWN] = "shutdown",
+		[END_DEADLINE] = "deadline_exceeded",
 	};
 
 	return (unsigned)c < END_COUNT ? names[c] : NULL;

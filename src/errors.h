@@ -42,6 +42,7 @@ enum end_cause {
 	END_OUT_OF_MEMORY,
 	END_STREAM_IDLE,
 	END_SHUTDOWN,
+	END_DEADLINE,			/* grpc-timeout, after the head */
 	END_COUNT
 };
 

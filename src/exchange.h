@@ -114,6 +114,7 @@ struct exchange {
 	int64_t head_us;		/* to the response head (0: none yet) */
 	int ferr;			/* ferry's own error answered, or -1 */
 	int64_t deadline_ms;		/* request timeout, until the head */
+	int64_t grpc_deadline_ms;	/* grpc-timeout: the whole call; 0 none */
 	int64_t try_deadline_ms;	/* this attempt, until the head */
 	int64_t connect_deadline_ms;	/* 0 once connected */
 	int64_t last_io_ms;		/* body/tunnel activity, after the head */
@@ -143,6 +144,7 @@ struct exchange {
 	bool resent;			/* already re-sent once after a stale reuse */
 	uint8_t interims;		/* 1xx responses seen (bounded) */
 	bool dechunk;			/* the client gets the body unframed */
+	bool resp_chunked;		/* the client gets the body chunked */
 	bool head_ends;			/* the response head is all of it (trailers-only) */
 	bool close_after;		/* close the client after this response */
 	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
@@ -158,6 +160,8 @@ struct exchange {
 	struct sbuf req;		/* for upstream: head and replayable body */
 	size_t req_head_len;		/* bytes of req that are the head */
 	struct sbuf logline;		/* method and path, for the access log */
+	struct sbuf trailers;		/* an upstream codec's response trailers,
+					   "name: value\r\n" lines */
 };
 
 /* ---- proxy.c: for the downstream codec ---- */

@@ -238,6 +238,17 @@ dechunk_data(void *arg, const char *at, size_t len)
 	sbuf_add(&x->w->scratch_up, at, len);
 }
 
+/* A trailer field the parser kept, for a client that takes trailers apart
+ * from the body (HTTP/2): they go with the end of the response. */
+static void
+trailer_in(void *arg, const char *field, size_t len)
+{
+	struct exchange *x = arg;
+
+	sbuf_add(&x->trailers, field, len);
+	sbuf_add(&x->trailers, "\r\n", 2);
+}
+
 /* A parsed response head; false when the exchange ended or moved on. */
 static bool
 response_head(struct exchange *x)
@@ -274,8 +285,14 @@ response_head(struct exchange *x)
 		return true;
 	}
 	u->parser.dechunk = x->dechunk;
+	/* a chunked body for an HTTP/1.1 client is framed anew, so that its
+	 * trailers are judged as a request's are (http1.h, rechunk) */
+	u->parser.rechunk = x->resp_chunked;
+	u->parser.keep_trailer = headers_trailer_allowed;
+	u->parser.on_trailer = x->unframed ? trailer_in : NULL;
 	u->parser.on_data = dechunk_data;
 	u->parser.arg = x;
+	sbuf_clear(&x->trailers);
 	return true;
 }
 
@@ -285,6 +302,7 @@ upstream_relay(struct exchange *x)
 {
 	struct upconn *u = x->up;
 	struct sbuf *out = &x->w->scratch_up;
+	bool framed;
 
 	while (!x->resp_head) {
 		enum http_status st;
@@ -322,6 +340,8 @@ upstream_relay(struct exchange *x)
 			conn_pause_read(u->c);
 		return;
 	}
+	/* the body leaves as it came, or as the parser wrote it into OUT */
+	framed = x->dechunk || u->parser.rechunk;
 	/* body: runs once even with no bytes, so a bodiless message ends */
 	do {
 		enum http_status st;
@@ -339,22 +359,28 @@ upstream_relay(struct exchange *x)
 			proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
 			return;
 		}
-		p = x->dechunk ? out->p : buf_head(&u->in);
-		n = x->dechunk ? out->len : used;
+		p = framed ? out->p : buf_head(&u->in);
+		n = framed ? out->len : used;
 		if (st == HTTP_MSG_DONE) {
 			bool reusable = u->head.keep_alive && buf_len(&u->in) == used;
 
 			/* the connection goes back before the last bytes leave,
 			 * and a pooled one frees its buffer: copy them out */
-			if (!x->dechunk) {
+			if (!framed) {
 				sbuf_add(out, p, n);
 				p = out->p;
 			}
-			if (out->oom) {
+			if (out->oom || x->trailers.oom) {
 				proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
 				return;
 			}
 			buf_consume(&u->in, used);
+			if (x->trailers.len > 0) {
+				struct http_head t;
+
+				headers_from_lines(x->trailers.p, x->trailers.len, &t);
+				proxy_response_trailers(x, x->trailers.p, &t);
+			}
 			proxy_response_end(x, p, n, reusable);
 			return;
 		}

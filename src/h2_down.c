@@ -57,6 +57,9 @@ struct h2stream {
 	bool pumping;			/* stream_pump is on the stack */
 	bool pump_again;		/* it was asked for meanwhile */
 	struct sbuf trailers;		/* "name: value\r\n" lines, sent after the body */
+	struct sbuf req_trailers;	/* the client's, the same way, for the last chunk */
+	uint32_t trailer_fields;	/* with the head's, within the head limits */
+	bool trailers_too_large;
 	struct sbuf cookies;		/* cookie crumbs, joined for HTTP/1.1 */
 	bool closed;			/* nghttp2 is done with it */
 	bool freed;
@@ -118,6 +121,7 @@ stream_free_deferred(evutil_socket_t fd, short what, void *arg)
 	sbuf_free(&st->raw);
 	sbuf_free(&st->cookies);
 	sbuf_free(&st->trailers);
+	sbuf_free(&st->req_trailers);
 	buf_free(&st->in);
 	buf_free(&st->out);
 	proxy_exchange_free(&st->x);
@@ -192,25 +196,7 @@ head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, 
 }
 
 /* The HTTP/1 head text ferry built (headers_build_response, ferror_build)
- * as HTTP/2 fields: ":status" from the status line, names in lower case,
- * and without what only HTTP/1 connections carry. */
-static size_t
-lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
-{
-	struct h2_field f;
-
-	while (n < max && h2_next_field(&p, end, &f)) {
-#define IS(lit) (f.nlen == sizeof(lit) - 1 && memcmp(f.name, lit, sizeof(lit) - 1) == 0)
-		if (IS("connection") || IS("keep-alive") || IS("proxy-connection") ||
-		    IS("transfer-encoding") || IS("upgrade"))
-			continue;
-#undef IS
-		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
-		    h2_nv_flags(f.name, f.nlen) };
-	}
-	return n;
-}
-
+ * as HTTP/2 fields, ":status" from the status line. */
 static size_t
 head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
 {
@@ -220,7 +206,7 @@ head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
 		return 0;
 	nv[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)text + 9, 7, 3,
 	    NGHTTP2_NV_FLAG_NONE };
-	return lines_to_nv(eol + 2, text + len, nv, 1, max);
+	return h2_lines_to_nv(eol + 2, text + len, nv, 1, max);
 }
 
 /* ---------------------------------------------------------- bodies ---- */
@@ -245,7 +231,7 @@ read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
 			if (st->trailers.len > 0) {
 				nghttp2_nv nv[HTTP_MAX_HEADERS];
-				size_t k = lines_to_nv(st->trailers.p, st->trailers.p + st->trailers.len,
+				size_t k = h2_lines_to_nv(st->trailers.p, st->trailers.p + st->trailers.len,
 				    nv, 0, HTTP_MAX_HEADERS);
 
 				/* the trailers end the stream instead */
@@ -424,6 +410,9 @@ h2_send_trailers(struct exchange *x, const char *msg, const struct http_head *h)
 
 	sbuf_clear(&st->trailers);
 	for (uint32_t i = 0; i < h->n_headers; i++) {
+		/* what names framing, a hop or ferry's own has no place here */
+		if (!headers_trailer_allowed(msg + h->h[i].name.off, h->h[i].name.len))
+			continue;
 		sbuf_add(&st->trailers, msg + h->h[i].name.off, h->h[i].name.len);
 		sbuf_add(&st->trailers, ": ", 2);
 		sbuf_add(&st->trailers, msg + h->h[i].value.off, h->h[i].value.len);
@@ -548,8 +537,20 @@ stream_pump_once(struct h2stream *st)
 			continue;
 		}
 		buf_shrink_if_empty(&st->in);
-		if (st->chunked)
-			proxy_request_body(x, "0\r\n\r\n", 5);
+		if (st->chunked) {
+			/* the last chunk, with the client's trailers */
+			struct sbuf *f = &hc->frame;
+
+			sbuf_clear(f);
+			sbuf_add(f, "0\r\n", 3);
+			sbuf_add(f, st->req_trailers.p, st->req_trailers.len);
+			sbuf_add(f, "\r\n", 2);
+			if (f->oom || st->req_trailers.oom) {
+				proxy_end(x, END_OUT_OF_MEMORY);
+				return;
+			}
+			proxy_request_body(x, f->p, f->len);
+		}
 		if (x->live)
 			x->req_done = true;
 		return;
@@ -652,6 +653,28 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	return 0;
 }
 
+/* A field of the request's trailers: kept for the last chunk when the body
+ * goes chunked (with a content-length, HTTP/1.1 has no place for them).
+ * They share the head's limits, as HTTP/1.1 trailers do (http1.c). */
+static void
+request_trailer(struct h2stream *st, const uint8_t *name, size_t nlen, const uint8_t *value,
+    size_t vlen)
+{
+	st->head_bytes += (uint32_t)(nlen + vlen + 4);
+	if (st->head_bytes > HTTP_MAX_HEAD ||
+	    st->head.n_headers + ++st->trailer_fields > HTTP_MAX_HEADERS) {
+		st->trailers_too_large = true;
+		return;
+	}
+	if (!st->chunked || st->trailers_too_large || (nlen > 0 && name[0] == ':') ||
+	    !headers_trailer_allowed((const char *)name, nlen))
+		return;
+	sbuf_add(&st->req_trailers, name, nlen);
+	sbuf_add(&st->req_trailers, ": ", 2);
+	sbuf_add(&st->req_trailers, value, vlen);
+	sbuf_add(&st->req_trailers, "\r\n", 2);
+}
+
 static int
 on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
@@ -660,8 +683,14 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 
 	(void)flags;
 	(void)arg;
-	if (st == NULL || frame->headers.cat != NGHTTP2_HCAT_REQUEST || st->too_large)
-		return 0;	/* trailers: not forwarded to an HTTP/1.1 upstream */
+	if (st == NULL || st->too_large)
+		return 0;
+	if (frame->headers.cat == NGHTTP2_HCAT_HEADERS) {
+		request_trailer(st, name, nlen, value, vlen);
+		return 0;
+	}
+	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
 	st->head_bytes += (uint32_t)(nlen + vlen + 4);
 	if (st->head_bytes > HTTP_MAX_HEAD) {
 		st->too_large = true;
@@ -714,6 +743,19 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 	return 0;
 }
 
+/* Trailers over the head limits: 431 while no response head went out,
+ * else the stream is reset (h2_finish); nothing of them goes upstream. */
+static void
+request_trailers_refused(struct h2stream *st)
+{
+	static const char why[] = "request head and trailers over 64 KiB or over 100 fields";
+
+	if (st->x.resp_head)
+		proxy_end(&st->x, END_REQUEST_TRAILERS_TOO_LARGE);
+	else
+		proxy_refuse(&st->x, FE_HEADERS_TOO_LARGE, why, 0, true);
+}
+
 static void
 count_control(struct h2conn *hc)
 {
@@ -739,6 +781,8 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 			break;
 		if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
 			stream_request(st, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
+		} else if (st->x.live && st->trailers_too_large) {
+			request_trailers_refused(st);
 		} else if (st->x.live && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
 			st->in_end = true;	/* trailers end the body */
 			stream_pump(st);

@@ -94,3 +94,22 @@ h2_nv_flags(const char *name, size_t nlen)
 #undef IS
 	return NGHTTP2_NV_FLAG_NONE;
 }
+
+size_t
+h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
+{
+	struct h2_field f;
+
+	if (p == NULL)
+		return n;	/* an empty sbuf has no memory yet */
+	while (n < max && h2_next_field(&p, end, &f)) {
+#define IS(lit) (f.nlen == sizeof(lit) - 1 && memcmp(f.name, lit, sizeof(lit) - 1) == 0)
+		if (IS("connection") || IS("keep-alive") || IS("proxy-connection") ||
+		    IS("transfer-encoding") || IS("upgrade"))
+			continue;
+#undef IS
+		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
+		    h2_nv_flags(f.name, f.nlen) };
+	}
+	return n;
+}

@@ -1,6 +1,8 @@
 /*
- * What both HTTP/2 codecs (h2_down.c, h2_up.c) do alike with a session's
- * output.
+ * What both HTTP/2 codecs (h2_down.c, h2_up.c) do alike: a session's
+ * output, and fields from text. Inside ferry a head or a set of trailers
+ * is HTTP/1-shaped text, "name: value\r\n" lines, whichever protocol it
+ * came in.
  */
 #ifndef FERRY_H2_FRAMES_H
 #define FERRY_H2_FRAMES_H
@@ -38,6 +40,13 @@ struct h2_field {
  * place, and moves *P past it; lines without a colon are skipped. false
  * at the blank line that ends the head, or at END. */
 bool h2_next_field(char **p, char *end, struct h2_field *f);
+
+/* The lines from P to END as fields NV[N..MAX): names lowered in place
+ * (HTTP/2 wants them so), values pointing into the lines, and without
+ * what only HTTP/1 connections carry (connection, keep-alive,
+ * proxy-connection, transfer-encoding, upgrade). Stops at an empty line.
+ * Returns the new count. */
+size_t h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max);
 
 /* HPACK flags for a field: values unique to one message (ids, trace
  * context) would only churn the peer's dynamic table, and the service

@@ -60,7 +60,9 @@ struct h2up_stream {
 	struct dechunk {		/* x->req's chunk framing, undone */
 		uint64_t left;		/* data bytes left in this chunk */
 		int state;		/* 0 size, 1 ext, 2 data, 3 data CRLF, 4 trailers, 5 done */
+		size_t line;		/* where the trailer line being read began */
 	} dc;
+	struct sbuf trailers;		/* the request's, "name: value\r\n" lines */
 	bool chunked_req;
 	struct sbuf raw;		/* response head (and trailers) as HTTP/1 text */
 	bool head_done;
@@ -88,6 +90,7 @@ stream_free(struct h2up_stream *st)
 	if (st->next)
 		st->next->prev = st->prev;
 	sbuf_free(&st->raw);
+	sbuf_free(&st->trailers);
 	buf_free(&st->out);
 	free(st);
 }
@@ -134,14 +137,16 @@ dechunk_into(struct h2up_stream *st, const char *p, size_t n)
 			if (*p == '\n')
 				d->state = 0;
 			break;
-		case 4:		/* trailers (dropped) to the empty line */
-			if (*p == '\n' && d->left == 0) {
+		case 4:		/* trailer lines to the empty one; the downstream
+				 * codec wrote them, within the head limits */
+			if (*p == '\n' && st->trailers.len == d->line) {
 				d->state = 5;
 				st->out_eof = true;
 			} else if (*p == '\n') {
-				d->left = 0;
-			} else if (*p != '\r') {
-				d->left = 1;	/* a trailer line has bytes */
+				sbuf_add(&st->trailers, "\r\n", 2);
+				d->line = st->trailers.len;
+			} else if (*p != '\r' && st->trailers.len < HTTP_MAX_HEAD) {
+				sbuf_add(&st->trailers, p, 1);
 			}
 			break;
 		}
@@ -166,8 +171,6 @@ read_req_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 	struct h2up_stream *st = src->ptr;
 	size_t n = buf_len(&st->out);
 
-	(void)ng;
-	(void)id;
 	(void)arg;
 	if (n > length)
 		n = length;
@@ -178,9 +181,18 @@ read_req_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 	}
 	if (buf_len(&st->out) == 0) {
 		buf_shrink_if_empty(&st->out);
-		if (st->out_eof)
+		if (st->out_eof) {
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
-		else if (n == 0)
+			if (st->trailers.len > 0 && !st->trailers.oom) {
+				nghttp2_nv nv[HTTP_MAX_HEADERS];
+				size_t k = h2_lines_to_nv(st->trailers.p, st->trailers.p +
+				    st->trailers.len, nv, 0, HTTP_MAX_HEADERS);
+
+				/* the trailers end the stream instead */
+				if (k > 0 && nghttp2_submit_trailer(ng, id, nv, k) == 0)
+					*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+			}
+		} else if (n == 0)
 			return NGHTTP2_ERR_DEFERRED;
 		/* the client may send more now */
 		if (st->x && st->x->live && !st->x->req_done)
@@ -334,6 +346,8 @@ response_end(struct h2up_stream *st)
 			for (uint32_t i = 0; i < st->head.n_headers; i++) {
 				const struct http_header *hd = &st->head.h[i];
 
+				if (!headers_trailer_allowed(st->raw.p + hd->name.off, hd->name.len))
+					continue;
 				sbuf_add(t, st->raw.p + hd->name.off, hd->name.len);
 				sbuf_add(t, ": ", 2);
 				sbuf_add(t, st->raw.p + hd->value.off, hd->value.len);

@@ -75,6 +75,26 @@ headers_trailer_allowed(const char *name, size_t len)
 	return classify_name(name, len) == HDR_OTHER;
 }
 
+void
+headers_from_lines(const char *lines, size_t len, struct http_head *h)
+{
+	const char *p = lines, *end = lines + len, *eol, *colon, *v;
+
+	h->n_headers = 0;
+	for (; p < end && h->n_headers < HTTP_MAX_HEADERS; p = eol + 2) {
+		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL)
+			return;
+		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
+			continue;
+		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+			;
+		h->h[h->n_headers++] = (struct http_header){
+			.name = { (uint32_t)(p - lines), (uint32_t)(colon - p) },
+			.value = { (uint32_t)(v - lines), (uint32_t)(eol - v) },
+		};
+	}
+}
+
 static bool
 is_ows(char c)
 {

@@ -29,6 +29,9 @@ bool headers_framing_ok(const struct http_head *h);
 /* A request trailer may pass: not one of the names ferry knows (framing,
  * hop-by-hop, routing, its own, their '_' look-alikes). */
 bool headers_trailer_allowed(const char *name, size_t len);
+/* "name: value\r\n" lines, as ferry writes trailer fields, as the fields
+ * of H (slices into LINES); any past HTTP_MAX_HEADERS are left out. */
+void headers_from_lines(const char *lines, size_t len, struct http_head *h);
 
 /* IDs decided for one request; the texts are owned by the caller. */
 struct request_ids {

@@ -100,7 +100,7 @@ trailer_part(struct http_parser *hp, const char *at, size_t len, bool name)
 	}
 	if (!name)
 		hp->value_at_end = at + len == hp->base + hp->base_len;
-	if (hp->rechunk) {
+	if (hp->rechunk || hp->on_trailer) {
 		if (!name && (hp->cur == 1 || hp->cur == 3))
 			sbuf_add(&hp->trailer, ": ", 2);
 		sbuf_add(&hp->trailer, at, len);
@@ -116,7 +116,7 @@ trailer_done(struct http_parser *hp)
 	const char *colon;
 	size_t nlen;
 
-	if (!hp->rechunk)
+	if (!hp->rechunk && !hp->on_trailer)
 		return 0;
 	if (hp->cur == 1 || hp->cur == 3)
 		sbuf_add(t, ": ", 2);		/* an empty value */
@@ -133,10 +133,14 @@ trailer_done(struct http_parser *hp)
 		}
 	while (t->len > nlen + 2 && (t->p[t->len - 1] == ' ' || t->p[t->len - 1] == '\t'))
 		t->len--;
-	if (hp->keep_trailer == NULL || hp->keep_trailer(t->p, nlen)) {
-		sbuf_add(t, "\r\n", 2);
-		emit(hp, t->p, t->len);
+	if (hp->keep_trailer != NULL && !hp->keep_trailer(t->p, nlen))
+		return 0;
+	if (!hp->rechunk) {
+		hp->on_trailer(hp->arg, t->p, t->len);
+		return 0;
 	}
+	sbuf_add(t, "\r\n", 2);
+	emit(hp, t->p, t->len);
 	return 0;
 }
 
@@ -321,6 +325,7 @@ http_parser_reset(struct http_parser *hp)
 	hp->arg = keep.arg;
 	hp->rechunk = keep.rechunk;
 	hp->keep_trailer = keep.keep_trailer;
+	hp->on_trailer = keep.on_trailer;
 	hp->trailer = keep.trailer;	/* its memory, emptied */
 	sbuf_clear(&hp->trailer);
 }

@@ -110,6 +110,9 @@ struct http_parser {
 	uint32_t n_trailers;
 	struct sbuf trailer;	/* the trailer field being read (rechunk) */
 	bool (*keep_trailer)(const char *name, size_t nlen);
+	/* Without rechunk: each kept trailer field, "name: value" (no CRLF),
+	 * for a codec that carries trailers apart from the body (HTTP/2). */
+	void (*on_trailer)(void *arg, const char *field, size_t len);
 	uint64_t body_bytes;	/* decoded body bytes, chunk extensions too */
 	uint64_t raw_body;	/* raw body bytes so far */
 	uint32_t tail;		/* the last four raw body bytes */

@@ -48,6 +48,7 @@ pool_discard(struct upconn *u)
 		atomic_fetch_sub_explicit(&u->ep->rt->conns, 1, memory_order_relaxed);
 	conn_free(u->c);
 	buf_free(&u->in);
+	http_parser_free(&u->parser);	/* a re-framed response's trailer field */
 	free(u);
 }
 
@@ -168,6 +169,7 @@ pool_checkin(struct upconn *u, const struct conf_pool *pc, int64_t now,
 	ep->idle = u;
 	ep->n_idle++;
 	buf_free(&u->in);
+	http_parser_free(&u->parser);	/* idle connections hold no buffers */
 	conn_release_buffers(u->c);
 	conn_set_cb(u->c, idle_event, u);
 }

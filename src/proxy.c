@@ -35,6 +35,7 @@ proxy_exchange_free(struct exchange *x)
 	x->timer = NULL;
 	sbuf_free(&x->req);
 	sbuf_free(&x->logline);
+	sbuf_free(&x->trailers);
 }
 
 /* ------------------------------------------------------------ ids ---- */
@@ -562,8 +563,13 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	}
 	x->close_after = false;
 	x->deadline_ms = x->start_ms + x->svc->conf->timeouts.request;
-	if (x->grpc && (gt = grpc_timeout_ms(msg, h)) >= 0 && x->start_ms + gt < x->deadline_ms)
-		x->deadline_ms = x->start_ms + gt;	/* SPEC §12: the smaller */
+	if (x->grpc && (gt = grpc_timeout_ms(msg, h)) >= 0) {
+		/* SPEC §12: the smaller; and unlike the request timeout it
+		 * bounds the whole call, past the response head */
+		x->grpc_deadline_ms = x->start_ms + gt;
+		if (x->grpc_deadline_ms < x->deadline_ms)
+			x->deadline_ms = x->grpc_deadline_ms;
+	}
 
 	target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
 	sbuf_clear(&x->req);
@@ -678,6 +684,23 @@ grpc_status_seen(struct exchange *x, const char *msg, const struct http_head *h)
 			x->grpc_status = (int)v;
 }
 
+/* A gRPC answer that is only a head saying UNAVAILABLE: gRPC's 503 (the
+ * status ferry's own 503 becomes, SPEC §7), and so counted and retried
+ * as one (SPEC §12). */
+static bool
+grpc_unavailable_only(const struct exchange *x, const char *msg, const struct http_head *h)
+{
+	uint64_t v;
+
+	if (!x->grpc || !x->head_ends || h->status != 200)
+		return false;
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		if (h->h[i].name.len == 11 &&
+		    strncasecmp(msg + h->h[i].name.off, "grpc-status", 11) == 0)
+			return headers_number(msg, &h->h[i], &v) && v == 14;
+	return false;
+}
+
 static enum attempt_result
 status_result(int status)
 {
@@ -712,7 +735,8 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		return x->down->send_interim(x, msg, h);
 	}
 	if (!switching) {
-		enum attempt_result r = status_result(h->status);
+		enum attempt_result r = grpc_unavailable_only(x, msg, h) ? AR_STATUS_503 :
+		    status_result(h->status);
 		int64_t delay;
 
 		attempt_record(x, r);
@@ -730,6 +754,7 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		grpc_status_seen(x, msg, h);	/* trailers-only */
 	x->upgrade = switching;
 	x->dechunk = (x->http10 || x->unframed) && h->chunked && !x->head_method;
+	x->resp_chunked = h->chunked && !x->dechunk && !x->head_method;
 	if (x->dechunk && x->http10)
 		x->close_after = true;	/* the close is its only end marker */
 	if (!switching && until_close)
@@ -810,8 +835,44 @@ proxy_arm_timer(struct exchange *x)
 			at = x->connect_deadline_ms;
 	} else {
 		at = x->last_io_ms + x->svc->conf->timeouts.stream_idle;
+		if (x->grpc_deadline_ms && !x->tunnel && x->grpc_deadline_ms < at)
+			at = x->grpc_deadline_ms;
 	}
 	timer_at(x->timer, at, now);
+}
+
+/* SPEC §12: the grpc-timeout ran out after the head went to the app. The
+ * upstream's stream is cancelled (an HTTP/1.1 connection, with an answer
+ * half read, is closed), and the call ends as gRPC says it does, with
+ * DEADLINE_EXCEEDED in trailers; counted as ferry's 504. */
+static void
+grpc_deadline_passed(struct exchange *x)
+{
+	static const char lines[] = "grpc-status: 4\r\n"
+	    "grpc-message: deadline exceeded (grpc-timeout) after the response head\r\n";
+	static const char last[] = "0\r\ngrpc-status: 4\r\n"
+	    "grpc-message: deadline exceeded (grpc-timeout) after the response head\r\n\r\n";
+	static struct log_limit limit;
+	struct http_head t;
+
+	log_limited(&limit, LOG_INFO, "cut gRPC call cause=\"grpc-timeout\" upstream=%s",
+	    x->ep ? x->ep->addr_text : "-");
+	attempt_release(x, false);
+	x->grpc_status = 4;
+	x->ferr = FE_SERVICE_TIMEOUT;
+	if (x->unframed) {
+		headers_from_lines(lines, sizeof(lines) - 1, &t);
+		x->down->send_trailers(x, lines, &t);
+		if (x->down->send_last(x, NULL, 0))
+			proxy_end(x, END_DONE);
+	} else if (x->resp_chunked) {
+		if (x->down->send_last(x, last, sizeof(last) - 1))
+			proxy_end(x, END_DONE);
+	} else {
+		/* the body's length was promised: only a cut tells the end */
+		x->close_after = true;
+		proxy_end(x, END_DEADLINE);
+	}
 }
 
 static void
@@ -836,6 +897,9 @@ exchange_timeout(evutil_socket_t fd, short what, void *arg)
 			attempt_timed_out(x, now);
 			return;
 		}
+	} else if (x->grpc_deadline_ms && !x->tunnel && now >= x->grpc_deadline_ms) {
+		grpc_deadline_passed(x);
+		return;
 	} else if (now >= x->last_io_ms + x->svc->conf->timeouts.stream_idle) {
 		static struct log_limit limit;
 

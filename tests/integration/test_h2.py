@@ -889,6 +889,73 @@ class PoliteTest(H2Case):
                              c.server_settings)
 
 
+class TrailersTest(H2Case):
+    """§12: trailers translated between HTTP/2 clients and an HTTP/1.1
+    service, both ways; what is framing, hop-by-hop or ferry's own never
+    travels in them, and they share the head's limits (§11)."""
+
+    routes = {
+        "/trailers": chunked([b"body-", b"bytes"],
+                             trailers=[("X-Sum", "42"), ("x-request-id", "evil"),
+                                       ("X-Service-Auth", "leak"), ("x-more", "yes")],
+                             headers=[("Content-Type", "text/plain")]),
+        "/hugetrailers": chunked([b"x"], trailers=[("x-t%03d" % i, "v") for i in range(120)]),
+    }
+
+    def test_service_trailers_reach_h2_client_as_trailing_headers(self):
+        with self.h2() as c:
+            st = c.get("/trailers")
+            self.assertEqual((st.status, bytes(st.body)), (200, b"body-bytes"))
+            self.assertEqual(st.trailers, [("x-sum", "42"), ("x-more", "yes")])
+            # the trailers are a HEADERS frame after the DATA, ending the stream
+            kinds = [(k, "END_STREAM" in fl) for k, fl, sid, _ in c.frames if sid == 1]
+            self.assertEqual(kinds[-1], ("HEADERS", True), kinds)
+            self.assertIn(("DATA", False), kinds)
+
+    def test_service_trailers_reach_http1_client_filtered(self):
+        with self.f.client() as c:
+            r = c.request("GET", "/trailers", [("Host", "svc")])
+        self.assertEqual((r.status, r.framing, r.body), (200, "chunked", b"body-bytes"))
+        self.assertEqual(r.trailers, [("X-Sum", "42"), ("x-more", "yes")])
+
+    def test_h2_request_trailers_reach_http1_service_as_chunked_trailers(self):
+        with self.h2() as c:
+            sid = c.request("/post/trailers", method="POST", end_stream=False)
+            c.send_body(sid, b"first,", end_stream=False)
+            c.send_body(sid, b"second", end_stream=False)
+            c.send_headers(sid, [("x-checksum", "abc123"), ("x-service-auth", "not-yours"),
+                                 ("x-tail", "")], end_stream=True)
+            st = c.response(sid)
+        self.assertEqual(st.status, 200)
+        req = self.upstream_request("/post/trailers")
+        self.assertEqual((req.framing, req.body), ("chunked", b"first,second"))
+        self.assertEqual(req.trailers, [("x-checksum", "abc123"), ("x-tail", "")])
+
+    def test_h2_request_trailers_with_content_length_are_not_framed(self):
+        """A body with a content-length has no place for trailers in
+        HTTP/1.1: the body goes as it is, the trailers are left out."""
+        with self.h2() as c:
+            sid = c.request("/post/cltrailers", method="POST",
+                            headers=[("content-length", "5")], end_stream=False)
+            c.send_body(sid, b"hello", end_stream=False)
+            c.send_headers(sid, [("x-checksum", "abc123")], end_stream=True)
+            st = c.response(sid)
+        self.assertEqual(st.status, 200)
+        req = self.upstream_request("/post/cltrailers")
+        self.assertEqual((req.framing, req.body, req.trailers), ("length", b"hello", []))
+
+    def test_service_trailers_over_the_limits_reset_that_stream_only(self):
+        with self.h2() as c:
+            sid = c.request("/hugetrailers")
+            ok = c.request("/fine")
+            c.wait(lambda: c.streams[sid].done and c.streams[ok].done)
+            self.assertIsNotNone(c.streams[sid].reset, "trailers over 100 fields were relayed")
+            self.assertIsNone(c.streams[sid].trailers)
+            self.assertEqual(c.streams[ok].status, 200)
+            self.assertEqual(c.get("/after").status, 200)
+        self.assert_unharmed()
+
+
 class ManyStreamsTest(H2Case):
     """Up to 128 streams at once mean up to 128 new TLS connections to the
     (Python) upstream at once: on two busy cores its handshakes can take

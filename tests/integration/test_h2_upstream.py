@@ -15,6 +15,7 @@ import threading
 import time
 
 import harness
+import test_h2
 
 harness.need_python_h2()
 import h2.config  # noqa: E402
@@ -42,6 +43,10 @@ class H2Upstream:
             self.ctx.set_alpn_protocols(alpn)
         self.paths = []
         self.headers = {}           # :path -> the request's fields
+        self.trailers = {}          # :path -> the request's trailer fields
+        self.bodies = {}            # :path -> the request's body
+        self.resets = {}            # :path -> the error code of ferry's RST_STREAM
+        self.calls = {}             # :path -> requests seen
         self.connections = 0
         self.lock = threading.Lock()
         self.sock = harness.bound_socket(reuseaddr=True)
@@ -111,6 +116,7 @@ class H2Upstream:
                         with self.lock:
                             self.paths.append(path)
                             self.headers[path] = dict(ev.headers)
+                            self.calls[path] = self.calls.get(path, 0) + 1
                         if path == "/goaway" and first:
                             # nothing processed: the request may go again
                             conn.close_connection(error_code=0, last_stream_id=0)
@@ -123,6 +129,15 @@ class H2Upstream:
                             conn.reset_stream(ev.stream_id, error_code=2)
                     elif isinstance(ev, h2.events.DataReceived):
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        with self.lock:
+                            key = paths.get(ev.stream_id)
+                            self.bodies[key] = self.bodies.get(key, b"") + ev.data
+                    elif isinstance(ev, h2.events.TrailersReceived):
+                        with self.lock:
+                            self.trailers[paths.get(ev.stream_id)] = list(ev.headers)
+                    elif isinstance(ev, h2.events.StreamReset):
+                        with self.lock:
+                            self.resets[paths.get(ev.stream_id)] = ev.error_code
                     elif isinstance(ev, h2.events.StreamEnded):
                         if (paths.get(ev.stream_id) or "").startswith("/hold"):
                             held.append(ev.stream_id)
@@ -143,6 +158,23 @@ class H2Upstream:
             return True
         if path.startswith("/slow"):
             time.sleep(1.0)     # past the caller's deadline
+        if path.startswith("/stall"):
+            # a server-streaming call: the head and one message, then
+            # nothing until the caller gives up
+            conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+            conn.send_data(sid, b"\x00\x00\x00\x00\x02hi")
+            return True
+        if path.startswith("/unavailable"):
+            # the first call of each path: trailers-only UNAVAILABLE
+            if self.calls[path] == 1:
+                conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
+                                        ("grpc-status", "14"), ("grpc-message", "overloaded")],
+                                  end_stream=True)
+                return True
+            conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+            conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+            conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+            return True
         if path == "/bigheaders":
             conn.send_headers(sid, [(":status", "200")] +
                               [("x-h%03d" % i, "v" * 40) for i in range(150)], end_stream=True)
@@ -230,6 +262,125 @@ class HostileH2UpstreamTest(FerryTestCase):
                                    else None, 3)
         self.assertEqual({e["path"]: e["grpc_status"] for e in lines},
                          {"/slowcall": 4, "/okgrpc": 0, "/ok": None})
+
+    def test_http1_client_request_trailers_reach_the_service(self):
+        """SPEC §12: a chunked HTTP/1.1 request's trailers leave as HTTP/2
+        trailers; names that are framing, hop-by-hop or ferry's own never do."""
+        body = harness.chunked_body([b"hello ", b"world"],
+                                    [("X-Checksum", "abc123"), ("x-service-auth", "stolen"),
+                                     ("Content-Length", "5"), ("x-Other", "two")])
+        with self.f.client() as c:
+            r = c.request("POST", "/trail1", [("Host", "svc"), ("Transfer-Encoding", "chunked")],
+                          body)
+        self.assertEqual((r.status, r.body), (200, b"fine:/trail1"))
+        self.assertEqual(self.up.bodies.get("/trail1"), b"hello world")
+        self.assertEqual(self.up.trailers.get("/trail1"),
+                         [("x-checksum", "abc123"), ("x-other", "two")])
+
+    def test_h2_client_request_trailers_reach_the_service(self):
+        """HTTP/2 on both sides: the client's trailing HEADERS frame is
+        passed on as one, after the body."""
+        with test_h2.H2(self.f.outbound_port) as c:
+            sid = c.request("/trail2", method="POST", headers=[("content-type", "text/plain")],
+                            end_stream=False)
+            c.send_body(sid, b"part one,", end_stream=False)
+            c.send_body(sid, b"part two", end_stream=False)
+            c.send_headers(sid, [("x-checksum", "abc123"), ("x-request-id", "not-a-trailer")],
+                           end_stream=True)
+            st = c.response(sid)
+        self.assertEqual((st.status, bytes(st.body)), (200, b"fine:/trail2"))
+        self.assertEqual(st.trailers, [("x-trailer", "t1")])
+        self.assertEqual(self.up.bodies.get("/trail2"), b"part one,part two")
+        self.assertEqual(self.up.trailers.get("/trail2"), [("x-checksum", "abc123")])
+        self.assert_still_serves()
+
+    def test_h2_client_request_trailers_over_the_limits(self):
+        """Trailers share the head's limits (SPEC §11/§12): 101 fields are
+        refused on that stream alone; the connection serves on."""
+        with test_h2.H2(self.f.outbound_port) as c:
+            sid = c.request("/trailbig", method="POST", end_stream=False)
+            c.send_body(sid, b"x", end_stream=False)
+            c.send_headers(sid, [("x-t%03d" % i, "v") for i in range(101)], end_stream=True)
+            c.wait(lambda: c.streams[sid].done, 5)
+            st = c.streams[sid]
+            self.assertTrue(st.reset is not None or st.status == 431, (st.reset, st.headers))
+            self.assertNotIn("/trailbig", self.up.trailers)
+            st2 = c.get("/after", authority="svc")
+            self.assertEqual((st2.status, bytes(st2.body)), (200, b"fine:/after"))
+        self.assert_still_serves()
+
+    def grpc_h2(self, c, path, timeout="300m", extra=()):
+        return c.request(path, method="POST", headers=[
+            ("content-type", "application/grpc"), ("te", "trailers"),
+            *((("grpc-timeout", timeout),) if timeout else ()), *extra],
+            body=b"\x00\x00\x00\x00\x00", content_length=False)
+
+    def test_grpc_deadline_after_the_head(self):
+        """SPEC §12: grpc-timeout bounds the whole call, not only the wait
+        for the head: at the deadline the service's stream is cancelled
+        (RST_STREAM CANCEL) and the app's call ends with DEADLINE_EXCEEDED in
+        trailers, after the message it already got."""
+        t0 = time.monotonic()
+        with test_h2.H2(self.f.outbound_port) as c:
+            st = c.response(self.grpc_h2(c, "/stall-h2"), timeout=5)
+        took = time.monotonic() - t0
+        self.assertEqual(st.status, 200)
+        self.assertEqual(bytes(st.body), b"\x00\x00\x00\x00\x02hi")
+        self.assertEqual(dict(st.trailers or ()).get("grpc-status"), "4", st.trailers)
+        self.assertIn("deadline", dict(st.trailers).get("grpc-message", ""))
+        self.assertGreater(took, 0.25)
+        self.assertLess(took, 1.0, "the call outlived its grpc-timeout")
+        self.assertEqual(harness.wait_until(lambda: self.up.resets.get("/stall-h2"), 3),
+                         test_h2.CANCEL, "the service's stream was not cancelled")
+        m = self.f.admin("/metrics").body.decode()
+        self.assertIn('ferry_grpc_responses_total{direction="outbound",service="svc",'
+                      'grpc_status="4"} 1', m)
+        entry = harness.wait_until(lambda: next((e for e in self.f.access_log()
+                                                 if e.get("path") == "/stall-h2"), None), 3)
+        self.assertEqual((entry["status"], entry["grpc_status"], entry["error"]),
+                         (200, 4, "SERVICE_TIMEOUT"), entry)
+        self.assert_still_serves()
+
+    def test_grpc_deadline_after_the_head_http1_client(self):
+        """The same for a client on HTTP/1.1: the chunked body ends with
+        the trailers."""
+        t0 = time.monotonic()
+        with self.f.client() as c:
+            r = c.request("POST", "/stall-h1", [("Host", "svc"), ("content-type", "application/grpc"),
+                                               ("grpc-timeout", "300m")], b"\x00\x00\x00\x00\x00")
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual((r.status, r.framing, r.body), (200, "chunked", b"\x00\x00\x00\x00\x02hi"))
+        self.assertEqual(dict(r.trailers).get("grpc-status"), "4", r.trailers)
+        self.assertEqual(harness.wait_until(lambda: self.up.resets.get("/stall-h1"), 3),
+                         test_h2.CANCEL)
+        self.assert_still_serves()
+
+    def test_grpc_without_timeout_is_not_cut_after_the_head(self):
+        """No grpc-timeout: after the head only stream_idle applies (§6)."""
+        with test_h2.H2(self.f.outbound_port) as c:
+            sid = self.grpc_h2(c, "/stall-none", timeout=None)
+            c.wait(lambda: len(c.streams[sid].body) > 0, 5)
+            time.sleep(0.6)
+            c.wait(lambda: c.streams[sid].done, 0.1)
+            self.assertFalse(c.streams[sid].done, "a call without a deadline was ended")
+        self.assertNotIn("/stall-none", self.up.resets)
+
+    def test_grpc_trailers_only_unavailable_retried_with_idempotency_key(self):
+        """SPEC §12: with idempotency-key metadata a trailers-only
+        UNAVAILABLE is retried; without it the app gets it as it was."""
+        with test_h2.H2(self.f.outbound_port) as c:
+            st = c.response(self.grpc_h2(c, "/unavailable-key", timeout="5S",
+                                         extra=[("idempotency-key", "k-1")]))
+            self.assertEqual((st.status, dict(st.headers).get("grpc-status"),
+                              dict(st.trailers or ()).get("grpc-status")), (200, None, "0"))
+            self.assertEqual(self.up.calls["/unavailable-key"], 2)
+            st = c.response(self.grpc_h2(c, "/unavailable-nokey", timeout="5S"))
+            self.assertEqual((st.status, dict(st.headers).get("grpc-status"),
+                              dict(st.headers).get("grpc-message")), (200, "14", "overloaded"))
+            self.assertNotIn("x-ferry-error", dict(st.headers))
+            self.assertEqual(self.up.calls["/unavailable-nokey"], 1)
+        m = self.f.admin("/metrics").body.decode()
+        self.assertIn('ferry_retries_total{service="svc"} 1', m)
 
     def test_stream_reset_is_502(self):
         r = self.get("/rst")
