@@ -911,3 +911,15 @@ h2_up_close_all(struct worker *w)
 	while (w->h2ups)
 		session_close(w->h2ups, "shutdown");
 }
+
+void
+h2_up_close_endpoint(struct worker *w, const struct endpoint *ep)
+{
+	struct h2up *s = w->h2ups, *next;
+
+	for (; s; s = next) {
+		next = s->next;	/* session_close unlinks S (freed later) */
+		if (s->ep == ep)
+			session_close(s, "its endpoint is gone");
+	}
+}
