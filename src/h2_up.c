@@ -6,6 +6,7 @@
  * text (exchange.h: x->req) goes out as HEADERS and DATA; the response
  * comes back as an HTTP/1.1-shaped head, and its body chunk-framed for an
  * HTTP/1.1 client unless the downstream codec frames bodies itself.
+ * The trailers of a chunked request go out as a trailing HEADERS frame.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 
 #include "clock.h"
 #include "exchange.h"
+#include "headers.h"
 #include "log.h"
 #include "pool.h"
 
@@ -59,6 +61,9 @@ struct h2up_stream {
 		int state;		/* 0 size, 1 ext, 2 data, 3 data CRLF, 4 trailers, 5 done */
 	} dc;
 	bool chunked_req;
+	bool sized_req;			/* a content-length says where it ends */
+	uint64_t req_left;		/* body bytes still to come, when sized */
+	struct sbuf trl;		/* the request's trailer lines, LF-ended */
 	struct sbuf raw;		/* response head (and trailers) as HTTP/1 text */
 	struct http_head head;
 	bool head_done;
@@ -83,6 +88,7 @@ stream_free(struct h2up_stream *st)
 	if (st->next)
 		st->next->prev = st->prev;
 	sbuf_free(&st->raw);
+	sbuf_free(&st->trl);
 	buf_free(&st->out);
 	free(st);
 }
@@ -129,14 +135,18 @@ dechunk_into(struct h2up_stream *st, const char *p, size_t n)
 			if (*p == '\n')
 				d->state = 0;
 			break;
-		case 4:		/* trailers (dropped) to the empty line */
+		case 4:		/* trailer lines, kept, to the empty line */
 			if (*p == '\n' && d->left == 0) {
 				d->state = 5;
 				st->out_eof = true;
 			} else if (*p == '\n') {
 				d->left = 0;
+				sbuf_add(&st->trl, "\n", 1);
 			} else if (*p != '\r') {
 				d->left = 1;	/* a trailer line has bytes */
+				/* the downstream parser held them to its limits */
+				if (st->trl.len < HTTP_MAX_HEAD)
+					sbuf_add(&st->trl, p, 1);
 			}
 			break;
 		}
@@ -145,13 +155,56 @@ dechunk_into(struct h2up_stream *st, const char *p, size_t n)
 	}
 }
 
+/* The end of the body is END_STREAM: known from the chunk framing or
+ * the length, as the downstream codec may say req_done only after its
+ * last send. */
 static void
 body_add(struct h2up_stream *st, const char *p, size_t n)
 {
-	if (st->chunked_req)
+	if (st->chunked_req) {
 		dechunk_into(st, p, n);
-	else
-		buf_append(&st->out, p, n, H2UP_OUT_MAX);
+		return;
+	}
+	if (st->sized_req) {
+		if (n > st->req_left)
+			n = (size_t)st->req_left;
+		st->req_left -= n;
+		if (st->req_left == 0)
+			st->out_eof = true;
+	}
+	buf_append(&st->out, p, n, H2UP_OUT_MAX);
+}
+
+/* The request's trailers as a HEADERS frame ending the stream: only
+ * from inside read_req_body, which then leaves END_STREAM off the DATA.
+ * False when there are none to send. */
+static bool
+submit_trailers(nghttp2_session *ng, int32_t id, struct h2up_stream *st)
+{
+	nghttp2_nv nv[HTTP_MAX_HEADERS];
+	char *p = st->trl.p, *end = st->trl.p + st->trl.len, *eol, *colon, *v, *ve;
+	size_t n = 0;
+
+	if (st->trl.oom)
+		return false;
+	for (; p < end && n < HTTP_MAX_HEADERS; p = eol + 1) {
+		if ((eol = memchr(p, '\n', (size_t)(end - p))) == NULL)
+			eol = end;
+		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL || colon == p ||
+		    !headers_trailer_allowed(p, (size_t)(colon - p)))
+			continue;
+		/* HTTP/2 field names are lower case (RFC 9113 §8.2.1) */
+		for (char *q = p; q < colon; q++)
+			if (*q >= 'A' && *q <= 'Z')
+				*q = (char)(*q + 32);
+		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+			;
+		for (ve = eol; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
+			;
+		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, (size_t)(colon - p),
+		    (size_t)(ve - v), 0 };
+	}
+	return n > 0 && nghttp2_submit_trailer(ng, id, nv, n) == 0;
 }
 
 static ssize_t
@@ -173,9 +226,11 @@ read_req_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 	}
 	if (buf_len(&st->out) == 0) {
 		buf_shrink_if_empty(&st->out);
-		if (st->out_eof)
+		if (st->out_eof) {
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
-		else if (n == 0)
+			if (st->trl.len > 0 && submit_trailers(ng, id, st))
+				*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		} else if (n == 0)
 			return NGHTTP2_ERR_DEFERRED;
 		/* the client may send more now */
 		if (st->x && st->x->live && !st->x->req_done)
@@ -222,6 +277,12 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
 			nv[host].value = (uint8_t *)v;
 			nv[host].valuelen = (size_t)(eol - v);
 			continue;
+		}
+		if (nl == 14 && memcmp(p, "content-length", 14) == 0) {
+			/* digits only: the downstream parser checked it */
+			st->sized_req = true;
+			for (char *d = v; d < eol && *d >= '0' && *d <= '9'; d++)
+				st->req_left = st->req_left * 10 + (uint64_t)(*d - '0');
 		}
 		if (nl == 17 && memcmp(p, "transfer-encoding", 17) == 0) {
 			st->chunked_req = true;	/* ferry framed it: undone here */
