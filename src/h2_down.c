@@ -8,6 +8,7 @@
  * fast as it opens them, or never opens its window gets GOAWAY
  * ENHANCE_YOUR_CALM; other connections never notice.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "clock.h"
 #include "exchange.h"
 #include "h2_down.h"
+#include "h2_frames.h"
 #include "listener.h"
 #include "log.h"
 
@@ -71,6 +73,7 @@ struct h2conn {
 	struct sbuf frame;		/* a chunk framed for an HTTP/1 upstream */
 	struct h2stream *streams;	/* until nghttp2 and the exchange are done */
 	int depth;			/* inside nghttp2: no send, no close */
+	struct deferred flush;		/* h2_flush(): at the end of the turn */
 	bool closed;
 	bool calm;			/* told ENHANCE_YOUR_CALM */
 	bool draining;
@@ -607,22 +610,6 @@ stream_request(struct h2stream *st, bool end_stream)
 
 /* ------------------------------------------------ nghttp2 callbacks ---- */
 
-static ssize_t
-on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *arg)
-{
-	struct h2conn *hc = arg;
-
-	(void)ng;
-	(void)flags;
-	if (hc->closed)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	if (conn_pending(hc->c) > CONN_HIGH_MARK)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	if (conn_write(hc->c, data, len) != 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	return (ssize_t)len;
-}
-
 static int
 on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
 {
@@ -830,6 +817,7 @@ h2_close(struct h2conn *hc, enum end_cause cause, const char *reason)
 		return;
 	log_debug("closing HTTP/2 client %s: %s", hc->peer, reason);
 	hc->closed = true;
+	worker_defer_cancel(w, &hc->flush);
 	while (hc->streams) {
 		struct h2stream *st = hc->streams;
 
@@ -870,14 +858,15 @@ h2_doom(struct h2conn *hc)
 
 /* Sends what nghttp2 has queued, as far as the socket takes it. */
 static void
-h2_flush(struct h2conn *hc)
+h2_flush_now(struct h2conn *hc)
 {
 	int rv;
 
 	if (hc->closed || hc->depth > 0)
 		return;
+	worker_defer_cancel(hc->w, &hc->flush);
 	hc->depth++;
-	rv = nghttp2_session_send(hc->ng);
+	rv = h2_send_frames(hc->ng, hc->c);
 	hc->depth--;
 	if (rv != 0 || hc->closed) {
 		h2_doom(hc);
@@ -887,6 +876,21 @@ h2_flush(struct h2conn *hc)
 	if (!nghttp2_session_want_read(hc->ng) && !nghttp2_session_want_write(hc->ng) &&
 	    conn_pending(hc->c) == 0)
 		h2_doom(hc);
+}
+
+static void
+h2_flush_deferred(struct deferred *d)
+{
+	h2_flush_now((struct h2conn *)((char *)d - offsetof(struct h2conn, flush)));
+}
+
+/* Sends at the end of this turn of the loop, with whatever else the
+ * connection's streams queue meanwhile. */
+static void
+h2_flush(struct h2conn *hc)
+{
+	if (!hc->closed)
+		worker_defer(hc->w, &hc->flush);
 }
 
 /* The connection's one timer: idle close, the drain's second GOAWAY, or a
@@ -937,11 +941,11 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 		/* idle: GOAWAY, and it goes once the peer has it */
 		if (!hc->goaway_final)
 			h2_goaway_final(hc);
-		h2_flush(hc);
+		h2_flush_now(hc);	/* before the doom's close */
 		h2_doom(hc);
 		return;
 	}
-	h2_flush(hc);
+	h2_flush_now(hc);
 	if (hc->goaway_final && hc->streams == NULL)
 		h2_doom(hc);
 	h2_arm(hc);
@@ -1023,7 +1027,6 @@ callbacks_new(void)
 
 	if (nghttp2_session_callbacks_new(&cb) != 0)
 		return NULL;
-	nghttp2_session_callbacks_set_send_callback(cb, on_send);
 	nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
@@ -1091,6 +1094,7 @@ h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char
 		return false;
 	}
 	hc->w = w;
+	hc->flush.run = h2_flush_deferred;
 	hc->lis = lis;
 	hc->c = c;
 	hc->in = *in;

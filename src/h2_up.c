@@ -9,6 +9,7 @@
  * The trailers of a chunked request go out as a trailing HEADERS frame.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #include "clock.h"
 #include "exchange.h"
+#include "h2_frames.h"
 #include "headers.h"
 #include "log.h"
 #include "pool.h"
@@ -41,6 +43,7 @@ struct h2up {
 	bool closed;
 	bool doomed;
 	int depth;			/* inside nghttp2 */
+	struct deferred flush;		/* session_flush(): at the end of the turn */
 	struct event *timer;		/* idle close, or a close from a callback */
 	int64_t idle_timeout_ms;
 };
@@ -526,22 +529,6 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 	return 0;
 }
 
-static ssize_t
-on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *arg)
-{
-	struct h2up *s = arg;
-
-	(void)ng;
-	(void)flags;
-	if (s->closed)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	if (conn_pending(s->u->c) > CONN_HIGH_MARK)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	if (conn_write(s->u->c, data, len) != 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	return (ssize_t)len;
-}
-
 /* ------------------------------------------------------ sessions ---- */
 
 static void
@@ -563,6 +550,7 @@ session_fail(struct h2up *s, enum attempt_result r, enum ferry_error e, const ch
 		return;
 	log_debug("closing HTTP/2 upstream %s: %s", s->ep->addr_text, why);
 	s->closed = true;
+	worker_defer_cancel(w, &s->flush);
 	/* nghttp2_session_del tells no stream: their attempts fail here (and
 	 * may retry elsewhere: this session takes no more) */
 	while (s->list) {
@@ -614,17 +602,33 @@ session_doom(struct h2up *s)
 }
 
 static void
-session_flush(struct h2up *s)
+session_flush_now(struct h2up *s)
 {
 	int rv;
 
 	if (s->closed || s->depth > 0)
 		return;
+	worker_defer_cancel(s->w, &s->flush);
 	s->depth++;
-	rv = nghttp2_session_send(s->ng);
+	rv = h2_send_frames(s->ng, s->u->c);
 	s->depth--;
 	if (rv != 0 || (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng)))
 		session_doom(s);
+}
+
+static void
+session_flush_deferred(struct deferred *d)
+{
+	session_flush_now((struct h2up *)((char *)d - offsetof(struct h2up, flush)));
+}
+
+/* Sends at the end of this turn of the loop, with the frames of every
+ * other stream submitted meanwhile. */
+static void
+session_flush(struct h2up *s)
+{
+	if (!s->closed)
+		worker_defer(s->w, &s->flush);
 }
 
 static void
@@ -733,7 +737,6 @@ session_new(struct exchange *x, struct upconn *u)
 	if (s == NULL || (s->timer = evtimer_new(x->w->base, session_timeout, s)) == NULL ||
 	    nghttp2_session_callbacks_new(&cb) != 0 || nghttp2_option_new(&opt) != 0)
 		goto bad;
-	nghttp2_session_callbacks_set_send_callback(cb, on_send);
 	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
@@ -754,6 +757,7 @@ session_new(struct exchange *x, struct upconn *u)
 	s->u = u;
 	s->ep = x->ep;
 	s->w = x->w;
+	s->flush.run = session_flush_deferred;
 	if (s->ep->rt)
 		atomic_store(&s->ep->rt->h2, true);
 	s->idle_timeout_ms = x->svc->conf->pool.idle_timeout;

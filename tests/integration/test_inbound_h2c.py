@@ -61,6 +61,7 @@ class H2cApp:
         self.seen = []
         self.connections = 0
         self.closed = 0                 # connections that ended
+        self.conns = []
         self.lock = threading.Lock()
         if port is None:
             self.sock = harness.bound_socket(reuseaddr=True)
@@ -75,8 +76,16 @@ class H2cApp:
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
     def close(self):
+        """Stop listening and end every connection (a dead app)."""
         self.stopping.set()
         self.sock.close()
+        with self.lock:
+            conns = list(self.conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def by_path(self, path):
         with self.lock:
@@ -93,6 +102,7 @@ class H2cApp:
             with self.lock:
                 self.connections += 1
                 conn_id = self.connections
+                self.conns.append(s)
             threading.Thread(target=self.serve, args=(s, conn_id), daemon=True).start()
 
     def serve(self, s, conn_id):
@@ -403,6 +413,7 @@ class InboundH2cTest(FerryTestCase):
         self.start()
         self.assertEqual(self.h1("GET", "/first").status, 200)
         self.app.close()
+        self.assertTrue(wait_until(lambda: self.app.closed == self.app.connections, 3))
         port = int(self.app.address.rsplit(":", 1)[1])
         resp = self.h1("GET", "/gone")
         self.assertIn(resp.status, (502, 503), resp.body[:200])
