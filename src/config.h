@@ -105,6 +105,7 @@ struct conf_pool {
 
 enum lb_kind { LB_P2C_EWMA = 0, LB_ROUND_ROBIN, LB_RANDOM };
 enum protocol_kind { PROTO_HTTP1 = 0, PROTO_H2, PROTO_AUTO };
+enum local_app_protocol { LOCAL_HTTP1 = 0, LOCAL_H2C };
 
 struct conf_rate_limit {
 	bool enabled;		/* the key was given */
@@ -187,7 +188,7 @@ struct conf_service {
 struct conf_inbound {
 	bool enabled;
 	struct conf_headers headers;	/* after defaults' */
-	int local_app_protocol;		/* 0: http1, the only one so far (SPEC §12: h2c) */
+	enum local_app_protocol local_app_protocol;	/* SPEC §12: http1 (default), h2c */
 	struct conf_listener listener;
 	char *cert, *key, *client_ca;
 	char **allowed_peers;		/* NULL/0 = any identity */

@@ -464,6 +464,8 @@ inbound(struct sbuf *o, const struct conf_inbound *in)
 
 	key(o, "local_app", false);
 	str(o, in->local_app.text);
+	key(o, "local_app_protocol", false);
+	str(o, in->local_app_protocol == LOCAL_H2C ? "h2c" : "http1");
 	timeouts(o, &in->timeouts);
 	rate_limit(o, &in->rate_limit);
 	key(o, "max_concurrent", false);

@@ -175,7 +175,8 @@ static const struct field inbound_auth_fields[] = {
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
-static const char *const local_app_protocols[] = { "http1", NULL };
+/* in enum local_app_protocol order */
+static const char *const local_app_protocols[] = { "http1", "h2c", NULL };
 
 static const struct field inbound_fields[] = {
 	LISTENER_FIELDS(offsetof(struct conf_inbound, listener)),
@@ -186,7 +187,6 @@ static const struct field inbound_fields[] = {
 	{ "tls", fld_section, 0, 0, 0, inbound_tls_fields },
 	{ "auth", fld_section, 0, 0, 0, inbound_auth_fields },
 	{ "local_app", fld_local_app, offsetof(struct conf_inbound, local_app), 0, 0, NULL },
-	/* h2c (SPEC §12) joins with upstream HTTP/2 */
 	{ "local_app_protocol", fld_enum, offsetof(struct conf_inbound, local_app_protocol),
 	  0, 0, local_app_protocols },
 	{ "timeouts", fld_section, offsetof(struct conf_inbound, timeouts), 0, 0,

@@ -6,6 +6,7 @@
  * text (exchange.h: x->req) goes out as HEADERS and DATA; the response
  * comes back as an HTTP/1.1-shaped head, and its body chunk-framed for an
  * HTTP/1.1 client unless the downstream codec frames bodies itself.
+ * The trailers of a chunked request go out as a trailing HEADERS frame.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include "clock.h"
 #include "exchange.h"
 #include "h2_frames.h"
+#include "headers.h"
 #include "log.h"
 #include "pool.h"
 
@@ -64,6 +66,8 @@ struct h2up_stream {
 	} dc;
 	struct sbuf trailers;		/* the request's, "name: value\r\n" lines */
 	bool chunked_req;
+	bool sized_req;			/* a content-length says where it ends */
+	uint64_t req_left;		/* body bytes still to come, when sized */
 	struct sbuf raw;		/* response head (and trailers) as HTTP/1 text */
 	bool head_done;
 	bool chunk_resp;		/* frame the body as chunks for HTTP/1.1 */
@@ -155,13 +159,24 @@ dechunk_into(struct h2up_stream *st, const char *p, size_t n)
 	}
 }
 
+/* The end of the body is END_STREAM: known from the chunk framing or
+ * the length, as the downstream codec may say req_done only after its
+ * last send. */
 static void
 body_add(struct h2up_stream *st, const char *p, size_t n)
 {
-	if (st->chunked_req)
+	if (st->chunked_req) {
 		dechunk_into(st, p, n);
-	else
-		buf_append(&st->out, p, n, H2UP_OUT_MAX);
+		return;
+	}
+	if (st->sized_req) {
+		if (n > st->req_left)
+			n = (size_t)st->req_left;
+		st->req_left -= n;
+		if (st->req_left == 0)
+			st->out_eof = true;
+	}
+	buf_append(&st->out, p, n, H2UP_OUT_MAX);
 }
 
 static ssize_t
@@ -228,6 +243,12 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
 			nv[host].value = (uint8_t *)f.value;
 			nv[host].valuelen = f.vlen;
 			continue;
+		}
+		if (IS("content-length")) {
+			/* digits only: the downstream parser checked it */
+			st->sized_req = true;
+			for (size_t i = 0; i < f.vlen && f.value[i] >= '0' && f.value[i] <= '9'; i++)
+				st->req_left = st->req_left * 10 + (uint64_t)(f.value[i] - '0');
 		}
 		if (IS("transfer-encoding")) {
 			st->chunked_req = true;	/* ferry framed it: undone here */
@@ -921,4 +942,16 @@ h2_up_close_all(struct worker *w)
 {
 	while (w->h2ups)
 		session_close(w->h2ups, "shutdown");
+}
+
+void
+h2_up_close_endpoint(struct worker *w, const struct endpoint *ep)
+{
+	struct h2up *s = w->h2ups, *next;
+
+	for (; s; s = next) {
+		next = s->next;	/* session_close unlinks S (freed later) */
+		if (s->ep == ep)
+			session_close(s, "its endpoint is gone");
+	}
 }

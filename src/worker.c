@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "exchange.h"
 #include "ids.h"
 #include "listener.h"
 #include "log.h"
@@ -171,7 +172,8 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 }
 
 /* The local app behind the inbound listener, seen as a service with one
- * plain-HTTP loopback endpoint. */
+ * plain loopback endpoint: HTTP/1.1, or h2c prior knowledge, which makes
+ * its attempts streams of h2_up.c like any `protocol: h2` service's. */
 static int
 gen_inbound_init(struct generation *g)
 {
@@ -183,6 +185,7 @@ gen_inbound_init(struct generation *g)
 	sc->name = "local_app";
 	sc->endpoints = (struct conf_addr *)&in->local_app;
 	sc->n_endpoints = 1;
+	sc->protocol = in->local_app_protocol == LOCAL_H2C ? PROTO_H2 : PROTO_HTTP1;
 	sc->timeouts = in->timeouts;
 	sc->retries.buffer = 64 * 1024;
 	sc->breaker.max_concurrent = in->max_concurrent;
@@ -202,15 +205,20 @@ gen_inbound_init(struct generation *g)
 }
 
 /* Service endpoints belong to the worker (current arrays and the retired
- * list), not to a generation: only the local app's is the generation's. */
+ * list), not to a generation: only the local app's is the generation's.
+ * W is NULL before the generation was ever current. */
 static void
-gen_free(struct generation *g)
+gen_free(struct worker *w, struct generation *g)
 {
 	for (size_t i = 0; i < g->n_svcs; i++)
 		free(g->svcs[i].eps);
 	free(g->svcs);
 	if (g->inbound.eps) {
 		pool_close_idle(&g->inbound);
+		/* no client holds the generation, so its h2c sessions to the
+		 * local app carry no request: they go with their endpoint */
+		if (w != NULL)
+			h2_up_close_endpoint(w, g->inbound.eps[0]);
 		endpoint_free(g->inbound.eps[0]);
 		free(g->inbound.eps);
 	}
@@ -244,7 +252,7 @@ gen_new(struct config *conf, struct svc_runtime **rts, int worker_id)
 		goto fail;
 	return g;
 fail:
-	gen_free(g);		/* with the caller's reference */
+	gen_free(NULL, g);	/* with the caller's reference */
 	return NULL;
 }
 
@@ -267,7 +275,7 @@ gen_unref(struct worker *w, struct generation *g)
 			*pp = g->next_old;
 			break;
 		}
-	gen_free(g);
+	gen_free(w, g);
 }
 
 static void
@@ -287,7 +295,7 @@ services_free(struct worker *w)
 	while (w->old) {
 		g = w->old;
 		w->old = g->next_old;
-		gen_free(g);
+		gen_free(w, g);
 	}
 	retired_sweep(w, true);
 	free(w->cands);

@@ -294,6 +294,19 @@ describe('mesh: app A → ferry A (outbound) → mTLS → ferry B (inbound) → 
     assert.equal(corrs.size, 6, 'generated correlation ids repeat');
   });
 
+  test('ferry A reaches ferry B over HTTP/2 by default (protocol auto, ALPN h2; SPEC §12)', async () => {
+    const res = await client.get('/api/orders/h2', { headers: { 'x-e2e-tag': randomUUID() } });
+    assert.equal(res.status, 200);
+    const services = JSON.parse((await ferryA.admin('/services')).body).services;
+    const svc = services.find((s) => s.name === 'order-service');
+    assert.ok(svc, `no order-service in ferry A's /services: ${JSON.stringify(services)}`);
+    assert.equal(svc.endpoints.length, 1);
+    assert.equal(svc.endpoints[0].address, ferryB.inboundAddress);
+    assert.equal(svc.endpoints[0].protocol, 'h2', `ferry A speaks ${svc.endpoints[0].protocol} to ferry B`);
+    // app B still gets HTTP/1.1 (local_app_protocol http1, the default)
+    assert.equal(JSON.parse((await ferryB.admin('/config')).body).listeners.inbound.local_app_protocol, 'http1');
+  });
+
   test('headers app A tries to spoof are replaced: x-ferry-peer by the verified identity, x-service-auth by the key', async () => {
     const tag = randomUUID();
     const res = await client.get('/api/orders/spoof', {

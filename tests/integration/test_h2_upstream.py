@@ -382,6 +382,18 @@ class HostileH2UpstreamTest(FerryTestCase):
         m = self.f.admin("/metrics").body.decode()
         self.assertIn('ferry_retries_total{service="svc"} 1', m)
 
+    def test_body_after_the_head_still_ends_the_stream(self):
+        """A sized body that arrives after the attempt started: its last
+        byte ends the stream (END_STREAM), which the server waits for."""
+        with self.f.client() as c:
+            c.send(b"POST /late HTTP/1.1\r\nHost: svc\r\nContent-Length: 10\r\n\r\n")
+            time.sleep(0.3)
+            c.send(b"01234")
+            time.sleep(0.1)
+            c.send(b"56789")
+            r = c.read_response("POST")
+        self.assertEqual((r.status, r.body), (200, b"fine:/late"))
+
     def test_stream_reset_is_502(self):
         r = self.get("/rst")
         self.assert_ferry_error(r, 502, "SERVICE_ERROR", r"reset the stream")

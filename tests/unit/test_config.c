@@ -377,6 +377,13 @@ static const struct bad_case bad_cases[] = {
 	  "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem, allowed_peers: [\"\"]}\n"
 	  "    local_app: 127.0.0.1:8080\n",
 	  F ":3:76: listeners.inbound.tls.allowed_peers[0]: must not be empty\n" },
+	{ "local_app_protocol unknown",
+	  "listeners:\n  inbound:\n"
+	  "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem}\n"
+	  "    local_app: 127.0.0.1:8080\n"
+	  "    local_app_protocol: h2\n",
+	  F ":5:25: listeners.inbound.local_app_protocol: unknown value \"h2\" (expected "
+	  "http1 or h2c)\n" },
 	{ "admin hosts",
 	  "listeners:\n  admin:\n    hosts: [\"a b\", \"x:0\", \"y:\", \"[::1]\", \"\", ok.example]\n",
 	  F ":3:13: listeners.admin.hosts[0]: bad host name \"a b\" (a name, or name:port)\n"

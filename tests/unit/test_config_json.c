@@ -316,6 +316,7 @@ static const char full[] =
     "      keys_env: [FERRY_TEST_KEY, FERRY_TEST_KEY_B]\n"
     "      keys_file: inbound.keys\n"
     "    local_app: 127.0.0.1:8080\n"
+    "    local_app_protocol: h2c\n"
     "    timeouts: {request: 30s}\n"
     "    rate_limit: {rps: 1000, burst: 200}\n"
     "    max_concurrent: 64\n"
@@ -375,6 +376,7 @@ START_TEST(test_whole_schema)
 	    "\"client_ca\":\"%s/ca.pem\",\"allowed_peers\":[\"spiffe://t/a\",\"b\"]}",
 	    dir, dir, dir);
 	expect("/listeners/inbound/local_app", "\"127.0.0.1:8080\"");
+	expect("/listeners/inbound/local_app_protocol", "\"h2c\"");
 	/* defaults.timeouts, then the inbound's own */
 	expect("/listeners/inbound/timeouts", "{\"connect\":\"3s\",\"request\":\"30s\","
 	    "\"per_try\":\"1500ms\",\"stream_idle\":\"5m\"}");
@@ -401,6 +403,16 @@ START_TEST(test_whole_schema)
 	    "\"timeout\":\"1s\",\"healthy\":2,\"unhealthy\":3}");
 	expect("/services/1/load_balancer", "\"round_robin\"");
 	expect("/services/1/tls/min_version", "\"1.3\"");
+}
+END_TEST
+
+START_TEST(test_local_app_protocol_default)
+{
+	/* SPEC §12: http1 unless the inbound listener says h2c */
+	render("listeners:\n  inbound:\n"
+	    "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem}\n"
+	    "    local_app: 127.0.0.1:8080\n");
+	expect("/listeners/inbound/local_app_protocol", "\"http1\"");
 }
 END_TEST
 
@@ -444,6 +456,7 @@ config_json_suite(void)
 	tcase_add_test(tc, test_secrets_redacted);
 	tcase_add_test(tc, test_whole_schema);
 	tcase_add_test(tc, test_escaping);
+	tcase_add_test(tc, test_local_app_protocol_default);
 	suite_add_tcase(s, tc);
 	return s;
 }

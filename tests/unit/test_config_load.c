@@ -162,6 +162,7 @@ START_TEST(test_inheritance)
 	ck_assert_uint_eq(c->inbound.max_concurrent, 1024);
 	ck_assert_ptr_nonnull(c->inbound.ctx);
 	ck_assert(!c->inbound.auth_enabled);
+	ck_assert_int_eq(c->inbound.local_app_protocol, LOCAL_HTTP1);
 	config_unref(c);
 }
 END_TEST
@@ -195,6 +196,7 @@ START_TEST(test_full_schema)
 	    "      keys_env: [FERRY_TEST_KEY]\n"
 	    "      keys_file: inbound.keys\n"
 	    "    local_app: localhost:8080\n"
+	    "    local_app_protocol: h2c\n"
 	    "    timeouts: { request: 30s }\n"
 	    "    rate_limit: { rps: 1000, burst: 200 }\n"
 	    "    max_concurrent: 64\n"
@@ -281,6 +283,7 @@ START_TEST(test_full_schema)
 	ck_assert_str_eq(in->auth_keys[2], "second key");
 	ck_assert_str_eq(in->local_app.host, "localhost");
 	ck_assert(in->local_app.is_loopback && !in->local_app.is_ip);
+	ck_assert_int_eq(in->local_app_protocol, LOCAL_H2C);
 	ck_assert_int_eq(in->timeouts.request, 30000);
 	ck_assert(in->rate_limit.enabled);
 	ck_assert_double_eq(in->rate_limit.rps, 1000);
