@@ -115,7 +115,6 @@ history_series_read(const struct history_series *s, int64_t now_ms,
 	for (int i = 0; i < HISTORY_POINTS; i++) {
 		int64_t k = cur - (HISTORY_POINTS - 1) + i;
 		struct history_point *p = &out[i];
-
 		const struct slot *sl = &s->ring[slot_of(k)];
 
 		memset(p, 0, sizeof(*p));
