@@ -8,6 +8,7 @@
  * fast as it opens them, or never opens its window gets GOAWAY
  * ENHANCE_YOUR_CALM; other connections never notice.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "clock.h"
 #include "exchange.h"
 #include "h2_down.h"
+#include "h2_frames.h"
 #include "listener.h"
 #include "log.h"
 
@@ -42,7 +44,6 @@ struct h2stream {
 	struct h2stream *next, *prev;	/* the connection's streams */
 	struct generation *gen;
 	struct sbuf raw;		/* the request head: method, path, fields */
-	struct http_head head;
 	struct slice method, path, authority;
 	uint32_t head_bytes;
 	bool too_large;
@@ -59,7 +60,10 @@ struct h2stream {
 	struct sbuf cookies;		/* cookie crumbs, joined for HTTP/1.1 */
 	bool closed;			/* nghttp2 is done with it */
 	bool freed;
+	struct http_head head;		/* last: h2_stream_alloc() */
 };
+_Static_assert(offsetof(struct h2stream, head) + sizeof(struct http_head) ==
+    sizeof(struct h2stream), "the head table is last");
 
 struct h2conn {
 	struct worker *w;
@@ -71,6 +75,7 @@ struct h2conn {
 	struct sbuf frame;		/* a chunk framed for an HTTP/1 upstream */
 	struct h2stream *streams;	/* until nghttp2 and the exchange are done */
 	int depth;			/* inside nghttp2: no send, no close */
+	struct deferred flush;		/* h2_flush(): at the end of the turn */
 	bool closed;
 	bool calm;			/* told ENHANCE_YOUR_CALM */
 	bool draining;
@@ -180,7 +185,8 @@ head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, 
 		st->too_large = true;
 		return;
 	}
-	h->h[h->n_headers].name = raw_add(&st->raw, name, nlen);
+	/* the whole entry: the table is not zeroed (h2_stream_alloc) */
+	h->h[h->n_headers] = (struct http_header){ .name = raw_add(&st->raw, name, nlen) };
 	h->h[h->n_headers].value = raw_add(&st->raw, value, vlen);
 	h->n_headers++;
 }
@@ -191,27 +197,16 @@ head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, 
 static size_t
 lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
 {
-	char *eol;
+	struct h2_field f;
 
-	for (; p < end && n < max; p = eol + 2) {
-		char *colon, *v;
-
-		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL || eol == p)
-			break;
-		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
-			continue;
-		for (char *q = p; q < colon; q++)
-			if (*q >= 'A' && *q <= 'Z')
-				*q = (char)(*q + 32);
-		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
-			;
-#define IS(lit) ((size_t)(colon - p) == sizeof(lit) - 1 && memcmp(p, lit, sizeof(lit) - 1) == 0)
+	while (n < max && h2_next_field(&p, end, &f)) {
+#define IS(lit) (f.nlen == sizeof(lit) - 1 && memcmp(f.name, lit, sizeof(lit) - 1) == 0)
 		if (IS("connection") || IS("keep-alive") || IS("proxy-connection") ||
 		    IS("transfer-encoding") || IS("upgrade"))
 			continue;
 #undef IS
-		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, (size_t)(colon - p),
-		    (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE };
+		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
+		    h2_nv_flags(f.name, f.nlen) };
 	}
 	return n;
 }
@@ -219,7 +214,7 @@ lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
 static size_t
 head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
 {
-	char *eol = memmem(text, len, "\r\n", 2);
+	char *eol = h2_line_end(text, text + len);
 
 	if (eol == NULL || eol - text < 12)
 		return 0;
@@ -607,22 +602,6 @@ stream_request(struct h2stream *st, bool end_stream)
 
 /* ------------------------------------------------ nghttp2 callbacks ---- */
 
-static ssize_t
-on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *arg)
-{
-	struct h2conn *hc = arg;
-
-	(void)ng;
-	(void)flags;
-	if (hc->closed)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	if (conn_pending(hc->c) > CONN_HIGH_MARK)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	if (conn_write(hc->c, data, len) != 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	return (ssize_t)len;
-}
-
 static int
 on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
 {
@@ -646,7 +625,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	if ((st = calloc(1, sizeof(*st))) == NULL)
+	if ((st = h2_stream_alloc(sizeof(*st), offsetof(struct h2stream, head.h))) == NULL)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	x = &st->x;
 	if (proxy_exchange_init(x, hc->w, &h2_down_ops) != 0) {
@@ -830,6 +809,7 @@ h2_close(struct h2conn *hc, enum end_cause cause, const char *reason)
 		return;
 	log_debug("closing HTTP/2 client %s: %s", hc->peer, reason);
 	hc->closed = true;
+	worker_defer_cancel(w, &hc->flush);
 	while (hc->streams) {
 		struct h2stream *st = hc->streams;
 
@@ -870,14 +850,15 @@ h2_doom(struct h2conn *hc)
 
 /* Sends what nghttp2 has queued, as far as the socket takes it. */
 static void
-h2_flush(struct h2conn *hc)
+h2_flush_now(struct h2conn *hc)
 {
 	int rv;
 
 	if (hc->closed || hc->depth > 0)
 		return;
+	worker_defer_cancel(hc->w, &hc->flush);
 	hc->depth++;
-	rv = nghttp2_session_send(hc->ng);
+	rv = h2_send_frames(hc->ng, hc->c);
 	hc->depth--;
 	if (rv != 0 || hc->closed) {
 		h2_doom(hc);
@@ -887,6 +868,21 @@ h2_flush(struct h2conn *hc)
 	if (!nghttp2_session_want_read(hc->ng) && !nghttp2_session_want_write(hc->ng) &&
 	    conn_pending(hc->c) == 0)
 		h2_doom(hc);
+}
+
+static void
+h2_flush_deferred(struct deferred *d)
+{
+	h2_flush_now((struct h2conn *)((char *)d - offsetof(struct h2conn, flush)));
+}
+
+/* Sends at the end of this turn of the loop, with whatever else the
+ * connection's streams queue meanwhile. */
+static void
+h2_flush(struct h2conn *hc)
+{
+	if (!hc->closed)
+		worker_defer(hc->w, &hc->flush);
 }
 
 /* The connection's one timer: idle close, the drain's second GOAWAY, or a
@@ -937,11 +933,11 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 		/* idle: GOAWAY, and it goes once the peer has it */
 		if (!hc->goaway_final)
 			h2_goaway_final(hc);
-		h2_flush(hc);
+		h2_flush_now(hc);	/* before the doom's close */
 		h2_doom(hc);
 		return;
 	}
-	h2_flush(hc);
+	h2_flush_now(hc);
 	if (hc->goaway_final && hc->streams == NULL)
 		h2_doom(hc);
 	h2_arm(hc);
@@ -1023,7 +1019,6 @@ callbacks_new(void)
 
 	if (nghttp2_session_callbacks_new(&cb) != 0)
 		return NULL;
-	nghttp2_session_callbacks_set_send_callback(cb, on_send);
 	nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
@@ -1091,6 +1086,7 @@ h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char
 		return false;
 	}
 	hc->w = w;
+	hc->flush.run = h2_flush_deferred;
 	hc->lis = lis;
 	hc->c = c;
 	hc->in = *in;

@@ -8,6 +8,7 @@
  * HTTP/1.1 client unless the downstream codec frames bodies itself.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #include "clock.h"
 #include "exchange.h"
+#include "h2_frames.h"
 #include "log.h"
 #include "pool.h"
 
@@ -39,6 +41,7 @@ struct h2up {
 	bool closed;
 	bool doomed;
 	int depth;			/* inside nghttp2 */
+	struct deferred flush;		/* session_flush(): at the end of the turn */
 	struct event *timer;		/* idle close, or a close from a callback */
 	int64_t idle_timeout_ms;
 };
@@ -60,13 +63,15 @@ struct h2up_stream {
 	} dc;
 	bool chunked_req;
 	struct sbuf raw;		/* response head (and trailers) as HTTP/1 text */
-	struct http_head head;
 	bool head_done;
 	bool chunk_resp;		/* frame the body as chunks for HTTP/1.1 */
 	bool closed;
 	bool sent_any;
 	bool got_any;			/* any response frame arrived */
+	struct http_head head;		/* last: h2_stream_alloc() */
 };
+_Static_assert(offsetof(struct h2up_stream, head) + sizeof(struct http_head) ==
+    sizeof(struct h2up_stream), "the head table is last");
 
 static void session_flush(struct h2up *s);
 static void session_arm(struct h2up *s);
@@ -191,9 +196,10 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
     bool tls)
 {
 	char *p = x->req.p, *end = x->req.p + x->req_head_len, *eol, *sp1, *sp2;
+	struct h2_field f;
 	size_t n = 0, host = 0;
 
-	if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL ||
+	if ((eol = h2_line_end(p, end)) == NULL ||
 	    (sp1 = memchr(p, ' ', (size_t)(eol - p))) == NULL ||
 	    (sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1))) == NULL)
 		return 0;
@@ -204,37 +210,24 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
 	    (size_t)(sp2 - sp1 - 1), 0 };
 	host = n++;
 	nv[host] = (nghttp2_nv){ (uint8_t *)":authority", (uint8_t *)"", 10, 0, 0 };
-	for (p = eol + 2; p < end && n < max; p = eol + 2) {
-		char *colon, *v;
-		size_t nl;
-
-		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL || eol == p)
-			break;
-		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
-			continue;
-		nl = (size_t)(colon - p);
-		for (char *q = p; q < colon; q++)
-			if (*q >= 'A' && *q <= 'Z')
-				*q = (char)(*q + 32);
-		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
-			;
-		if (nl == 4 && memcmp(p, "host", 4) == 0) {
-			nv[host].value = (uint8_t *)v;
-			nv[host].valuelen = (size_t)(eol - v);
+	for (p = eol + 2; n < max && h2_next_field(&p, end, &f);) {
+#define IS(lit) (f.nlen == sizeof(lit) - 1 && memcmp(f.name, lit, sizeof(lit) - 1) == 0)
+		if (IS("host")) {
+			nv[host].value = (uint8_t *)f.value;
+			nv[host].valuelen = f.vlen;
 			continue;
 		}
-		if (nl == 17 && memcmp(p, "transfer-encoding", 17) == 0) {
+		if (IS("transfer-encoding")) {
 			st->chunked_req = true;	/* ferry framed it: undone here */
 			continue;
 		}
-		if ((nl == 10 && memcmp(p, "connection", 10) == 0) ||
-		    (nl == 10 && memcmp(p, "keep-alive", 10) == 0) ||
-		    (nl == 16 && memcmp(p, "proxy-connection", 16) == 0) ||
-		    (nl == 7 && memcmp(p, "upgrade", 7) == 0) ||
-		    (nl == 2 && memcmp(p, "te", 2) == 0 &&
-		    !((size_t)(eol - v) == 8 && strncasecmp(v, "trailers", 8) == 0)))
+		if (IS("connection") || IS("keep-alive") || IS("proxy-connection") ||
+		    IS("upgrade") ||
+		    (IS("te") && !(f.vlen == 8 && strncasecmp(f.value, "trailers", 8) == 0)))
 			continue;
-		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, nl, (size_t)(eol - v), 0 };
+#undef IS
+		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
+		    h2_nv_flags(f.name, f.nlen) };
 	}
 	return n;
 }
@@ -271,9 +264,10 @@ response_head(struct h2up_stream *st)
 		h->has_length = true;
 	} else if (body && !x->unframed && h->n_headers < HTTP_MAX_HEADERS) {
 		/* no length: chunked for an HTTP/1.1 client, trailers at its end */
-		h->h[h->n_headers].name = raw_add(&st->raw, "transfer-encoding", 17);
+		h->h[h->n_headers] = (struct http_header){
+			.name = raw_add(&st->raw, "transfer-encoding", 17),
+			.kind = HDR_TRANSFER_ENCODING };
 		h->h[h->n_headers].value = raw_add(&st->raw, "chunked", 7);
-		h->h[h->n_headers].kind = HDR_TRANSFER_ENCODING;
 		h->n_headers++;
 		h->chunked = true;
 		st->chunk_resp = true;
@@ -316,7 +310,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		return 0;
 	if (h->n_headers >= HTTP_MAX_HEADERS || st->raw.len + nlen + vlen > HTTP_MAX_HEAD)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over ferry's limits */
-	h->h[h->n_headers].name = raw_add(&st->raw, name, nlen);
+	/* the whole entry: the table is not zeroed (h2_stream_alloc) */
+	h->h[h->n_headers] = (struct http_header){ .name = raw_add(&st->raw, name, nlen) };
 	h->h[h->n_headers].value = raw_add(&st->raw, value, vlen);
 	h->n_headers++;
 	return 0;
@@ -465,22 +460,6 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 	return 0;
 }
 
-static ssize_t
-on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *arg)
-{
-	struct h2up *s = arg;
-
-	(void)ng;
-	(void)flags;
-	if (s->closed)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	if (conn_pending(s->u->c) > CONN_HIGH_MARK)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	if (conn_write(s->u->c, data, len) != 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	return (ssize_t)len;
-}
-
 /* ------------------------------------------------------ sessions ---- */
 
 static void
@@ -502,6 +481,7 @@ session_fail(struct h2up *s, enum attempt_result r, enum ferry_error e, const ch
 		return;
 	log_debug("closing HTTP/2 upstream %s: %s", s->ep->addr_text, why);
 	s->closed = true;
+	worker_defer_cancel(w, &s->flush);
 	/* nghttp2_session_del tells no stream: their attempts fail here (and
 	 * may retry elsewhere: this session takes no more) */
 	while (s->list) {
@@ -553,17 +533,33 @@ session_doom(struct h2up *s)
 }
 
 static void
-session_flush(struct h2up *s)
+session_flush_now(struct h2up *s)
 {
 	int rv;
 
 	if (s->closed || s->depth > 0)
 		return;
+	worker_defer_cancel(s->w, &s->flush);
 	s->depth++;
-	rv = nghttp2_session_send(s->ng);
+	rv = h2_send_frames(s->ng, s->u->c);
 	s->depth--;
 	if (rv != 0 || (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng)))
 		session_doom(s);
+}
+
+static void
+session_flush_deferred(struct deferred *d)
+{
+	session_flush_now((struct h2up *)((char *)d - offsetof(struct h2up, flush)));
+}
+
+/* Sends at the end of this turn of the loop, with the frames of every
+ * other stream submitted meanwhile. */
+static void
+session_flush(struct h2up *s)
+{
+	if (!s->closed)
+		worker_defer(s->w, &s->flush);
 }
 
 static void
@@ -672,7 +668,6 @@ session_new(struct exchange *x, struct upconn *u)
 	if (s == NULL || (s->timer = evtimer_new(x->w->base, session_timeout, s)) == NULL ||
 	    nghttp2_session_callbacks_new(&cb) != 0 || nghttp2_option_new(&opt) != 0)
 		goto bad;
-	nghttp2_session_callbacks_set_send_callback(cb, on_send);
 	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
@@ -693,6 +688,7 @@ session_new(struct exchange *x, struct upconn *u)
 	s->u = u;
 	s->ep = x->ep;
 	s->w = x->w;
+	s->flush.run = session_flush_deferred;
 	if (s->ep->rt)
 		atomic_store(&s->ep->rt->h2, true);
 	s->idle_timeout_ms = x->svc->conf->pool.idle_timeout;
@@ -733,7 +729,8 @@ session_with_room(struct exchange *x)
 static bool
 stream_submit(struct exchange *x, struct h2up *s)
 {
-	struct h2up_stream *st = calloc(1, sizeof(*st));
+	struct h2up_stream *st = h2_stream_alloc(sizeof(*st),
+	    offsetof(struct h2up_stream, head.h));
 	nghttp2_nv nv[HTTP_MAX_HEADERS + 8];
 	nghttp2_data_provider dp = { .read_callback = read_req_body };
 	size_t n;

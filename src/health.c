@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "health.h"
+#include "health_h2.h"
 #include "http1.h"
 #include "ids.h"
 #include "log.h"
@@ -32,7 +33,8 @@ struct hc {
 	int64_t started;	/* when the last check started (ms) */
 	int64_t next;		/* when the next one is due, while idle */
 	struct conn *c;		/* the check in flight */
-	struct buf in;
+	struct hc_h2 *h2;	/* its HTTP/2 session, when it speaks that */
+	struct buf in, out;
 	uint32_t parsed;
 	struct http_parser parser;
 	struct http_head head;
@@ -82,7 +84,10 @@ check_end(struct hc *hc)
 {
 	conn_free(hc->c);
 	hc->c = NULL;
+	hc_h2_free(hc->h2);
+	hc->h2 = NULL;
 	buf_free(&hc->in);
+	buf_free(&hc->out);
 	hc->parsed = 0;
 }
 
@@ -149,6 +154,16 @@ finish(struct hc *hc, bool ok, const char *cause)
 	schedule(hc, hc->started + hc->svc->health_check.interval - clock_now_ms());
 }
 
+/* The status of the final response head decides. */
+static void
+judge(struct hc *hc, int status)
+{
+	char why[64];
+
+	snprintf(why, sizeof(why), "status %d", status);
+	finish(hc, status >= 200 && status <= 299, why);
+}
+
 #define REQ_FMT "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ferry-health-check\r\n" \
 	"%s%s%sConnection: close\r\n\r\n"
 #define REQ_ARGS(svc, key) (svc)->health_check.path, (svc)->upstream_host, \
@@ -177,7 +192,6 @@ send_request(struct hc *hc)
 static void
 read_head(struct hc *hc)
 {
-	const char *cause = NULL;
 	char why[64];
 	ssize_t n;
 
@@ -195,18 +209,16 @@ read_head(struct hc *hc)
 			if (st != HTTP_HEAD_DONE) {
 				snprintf(why, sizeof(why), "malformed response: %s",
 				    hc->parser.err_text ? hc->parser.err_text : "bad head");
-				cause = why;
+				finish(hc, false, why);
 			} else if (status >= 100 && status < 200 && status != 101) {
 				/* interim: the final head follows */
 				buf_consume(&hc->in, hc->head.head_len);
 				hc->parsed = 0;
 				http_parser_reset(&hc->parser);
 				continue;
-			} else if (status < 200 || status > 299) {
-				snprintf(why, sizeof(why), "status %d", status);
-				cause = why;
+			} else {
+				judge(hc, status);
 			}
-			finish(hc, cause == NULL, cause);
 			return;
 		}
 	}
@@ -215,17 +227,105 @@ read_head(struct hc *hc)
 		    "connection closed before the response head");
 }
 
+/* ---------------------------------------------------------- HTTP/2 ---- */
+
+/* Acts on what the session said; true while the check goes on. */
+static bool
+h2_result(struct hc *hc, enum hc_h2_result r)
+{
+	if (r == HC_H2_DONE)
+		judge(hc, hc_h2_status(hc->h2));
+	else if (r == HC_H2_FAILED)
+		finish(hc, false, hc_h2_error(hc->h2));
+	return r == HC_H2_MORE;
+}
+
+/* Sends what the session has queued; true while the check goes on. */
+static bool
+h2_flush(struct hc *hc)
+{
+	if (!h2_result(hc, hc_h2_output(hc->h2, &hc->out)))
+		return false;
+	if (buf_len(&hc->out) > 0 &&
+	    conn_write(hc->c, buf_head(&hc->out), buf_len(&hc->out)) != 0) {
+		finish(hc, false, conn_error_text(hc->c));
+		return false;
+	}
+	buf_consume(&hc->out, buf_len(&hc->out));
+	return true;
+}
+
+static void
+h2_read(struct hc *hc)
+{
+	ssize_t n;
+
+	while ((n = conn_read(hc->c, &hc->in, HC_READ_MAX)) > 0) {
+		enum hc_h2_result r = hc_h2_input(hc->h2, buf_head(&hc->in),
+		    buf_len(&hc->in));
+
+		buf_consume(&hc->in, buf_len(&hc->in));
+		if (!h2_result(hc, r) || !h2_flush(hc))
+			return;
+	}
+	if (n == 0)
+		h2_result(hc, hc_h2_eof(hc->h2));
+	else if (n != CONN_AGAIN)
+		finish(hc, false, conn_error_text(hc->c));
+}
+
+/*
+ * SPEC §12, as the pool: h2 is h2c without TLS and needs ALPN h2 with it;
+ * auto speaks what ALPN picked (HTTP/1.1 without TLS). False when the
+ * check already ended.
+ */
+static bool
+pick_protocol(struct hc *hc)
+{
+	enum protocol_kind p = hc->svc->protocol;
+	const unsigned char *alpn = NULL;
+	unsigned alen = 0;
+	bool tls = conn_is_tls(hc->c), h2 = p == PROTO_H2;
+
+	if (tls && p != PROTO_HTTP1) {
+		SSL_get0_alpn_selected(conn_ssl(hc->c), &alpn, &alen);
+		h2 = alen == 2 && memcmp(alpn, "h2", 2) == 0;
+		if (!h2 && p == PROTO_H2) {
+			finish(hc, false, "the server did not select h2 by ALPN");
+			return false;
+		}
+	}
+	if (!h2)
+		return true;
+	hc->h2 = hc_h2_new(hc->svc->health_check.path, hc->svc->upstream_host, tls,
+	    hc->svc->auth_key);
+	if (hc->h2 == NULL) {
+		finish(hc, false, "out of memory");
+		return false;
+	}
+	return true;
+}
+
 static void
 on_conn(struct conn *c, enum conn_event ev, void *arg)
 {
 	struct hc *hc = arg;
 
-	if (ev == CONN_CONNECTED)
-		send_request(hc);
-	else if (ev == CONN_FAILED)
+	if (ev == CONN_CONNECTED) {
+		if (!pick_protocol(hc))
+			return;
+		if (hc->h2)
+			h2_flush(hc);
+		else
+			send_request(hc);
+	} else if (ev == CONN_FAILED) {
 		finish(hc, false, conn_error_text(c));
-	else if (ev == CONN_READABLE)
-		read_head(hc);
+	} else if (ev == CONN_READABLE) {
+		if (hc->h2)
+			h2_read(hc);
+		else
+			read_head(hc);
+	}
 }
 
 static void

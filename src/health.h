@@ -5,7 +5,11 @@
  *	GET <path> HTTP/1.1, Host <upstream_host>, x-service-auth when auth
  *	is set, Connection: close
  * and a 2xx status line within `timeout` (connect, TLS and head) is a
- * success; anything else is a failure. The result moves the process-wide
+ * success; anything else is a failure. A service that speaks HTTP/2
+ * (SPEC §12: protocol h2, h2c without TLS; auto when ALPN picks h2) gets
+ * the same GET as one HTTP/2 stream (health_h2.c) with the same rules.
+ * Each check has its own connection, never a pooled one: a pooled
+ * session's state would hide an endpoint that no longer takes new ones. The result moves the process-wide
  * ep->healthy flag the workers read: `unhealthy` failures in a row mark a
  * healthy endpoint down, `healthy` successes in a row bring it back;
  * ep->hc_streak counts the results against the current state.

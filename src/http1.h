@@ -62,7 +62,6 @@ struct http_head {
 	uint8_t major, minor;
 	uint8_t method_id;		/* llhttp_method_t */
 	uint32_t n_headers;
-	struct http_header h[HTTP_MAX_HEADERS];
 	uint32_t head_len;		/* bytes of the head, CRLFCRLF included */
 	bool keep_alive;		/* after Connection and the version */
 	bool chunked;
@@ -70,6 +69,9 @@ struct http_head {
 	bool upgrade;			/* Upgrade + Connection: upgrade */
 	bool conn_close;		/* Connection: close */
 	uint64_t content_length;
+	/* last, so a holder can leave the unused part unzeroed: only the
+	 * first n_headers are ever read */
+	struct http_header h[HTTP_MAX_HEADERS];
 };
 
 enum http_status {

@@ -521,6 +521,59 @@ worker_swap(struct worker *w, struct swap *sw)
 	gen_unref(w, old);
 }
 
+/* ------------------------------------------------------ deferred ---- */
+
+/* Activated, not timed: it runs after the callbacks already due this turn
+ * (libevent appends it to the active queue), before the next poll. */
+static void
+deferred_run(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct deferred *d;
+
+	(void)fd;
+	(void)what;
+	/* what a run defers anew (a flush that fails a stream, say) runs too */
+	while ((d = w->defer_head) != NULL) {
+		worker_defer_cancel(w, d);
+		d->run(d);
+	}
+}
+
+void
+worker_defer(struct worker *w, struct deferred *d)
+{
+	if (d->queued)
+		return;
+	d->queued = true;
+	d->next = NULL;
+	d->prev = w->defer_tail;
+	if (w->defer_tail)
+		w->defer_tail->next = d;
+	else {
+		w->defer_head = d;
+		event_active(w->ev_defer, EV_TIMEOUT, 0);
+	}
+	w->defer_tail = d;
+}
+
+void
+worker_defer_cancel(struct worker *w, struct deferred *d)
+{
+	if (!d->queued)
+		return;
+	d->queued = false;
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		w->defer_head = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	else
+		w->defer_tail = d->prev;
+	d->next = d->prev = NULL;
+}
+
 int
 worker_init(struct worker *w, const struct worker_deps *deps, int id, struct config *conf)
 {
@@ -541,7 +594,9 @@ worker_init(struct worker *w, const struct worker_deps *deps, int id, struct con
 	if ((w->mail_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
 		return -1;
 	w->ev_mail = event_new(w->base, w->mail_fd, EV_READ | EV_PERSIST, mail_deliver, w);
-	if (w->ev_sweep == NULL || w->ev_mail == NULL || gen_start(w, conf) != 0)
+	w->ev_defer = event_new(w->base, -1, 0, deferred_run, w);
+	if (w->ev_sweep == NULL || w->ev_mail == NULL || w->ev_defer == NULL ||
+	    gen_start(w, conf) != 0)
 		return -1;
 	event_add(w->ev_sweep, &second);
 	event_add(w->ev_mail, NULL);
@@ -622,6 +677,8 @@ worker_free(struct worker *w)
 		event_free(w->ev_sweep);
 	if (w->ev_mail)
 		event_free(w->ev_mail);
+	if (w->ev_defer)
+		event_free(w->ev_defer);
 	if (w->mail_fd >= 0)
 		close(w->mail_fd);
 	if (w->base)

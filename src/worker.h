@@ -143,6 +143,16 @@ struct worker_deps {
 	uint32_t n_workers;
 };
 
+/* Work put off to the end of the loop's turn, run once however often it
+ * is asked for: an HTTP/2 session flushes there, so the frames of every
+ * stream that became ready this turn leave in one write. The owner of D
+ * cancels it before freeing D. */
+struct deferred {
+	struct deferred *next, *prev;
+	void (*run)(struct deferred *d);
+	bool queued;
+};
+
 struct worker {
 	int id;
 	struct runtime *rt;		/* shared: breakers, buckets, health */
@@ -162,6 +172,8 @@ struct worker {
 	struct endpoint *retired;	/* gone from DNS, still in use */
 	struct event *ev_sweep;		/* pool expiry */
 	struct event *ev_mail;
+	struct event *ev_defer;		/* runs the deferred list */
+	struct deferred *defer_head, *defer_tail;
 	int mail_fd;			/* eventfd: wakes the loop for mail */
 	pthread_mutex_t mail_lock;
 	struct mail *mail;
@@ -199,6 +211,9 @@ int worker_start(struct worker *w);
 void worker_stop(struct worker *w);	/* ask the loop to end */
 void worker_join(struct worker *w);
 void worker_free(struct worker *w);
+
+void worker_defer(struct worker *w, struct deferred *d);
+void worker_defer_cancel(struct worker *w, struct deferred *d);
 
 /* Closes one idle pooled connection to EP, if this worker has one. */
 void worker_release_idle(struct worker *w, struct ep_runtime *ep);

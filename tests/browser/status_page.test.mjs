@@ -2,14 +2,16 @@
 // real ferry while traffic flows through it: the page must show the service,
 // its endpoint, the circuit state and a request rate, refresh itself from
 // /services and /metrics, and follow the circuit breaker when the upstream
-// starts failing. Nothing it loads may come from anywhere but ferry's admin
-// listener. Its charts (SPEC §16, from /history) must rise when traffic
-// starts and show errors once the upstream fails, and be drawn (a
-// screenshot of them is not blank).
+// starts failing, and show per endpoint the protocol ferry speaks to it
+// and its open HTTP/2 streams (an h2c upstream holds a few). Nothing it
+// loads may come from anywhere but ferry's admin listener. Its charts (SPEC
+// §16, from /history) must rise when traffic starts and show errors once
+// the upstream fails, and be drawn (a screenshot of them is not blank).
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
@@ -21,19 +23,37 @@ import {
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SERVICE = 'user-service';
+const H2_SERVICE = 'h2-service';
 const PAGE_WAIT_MS = 15000;     // several of the page's 2 s refreshes
 const MAX_PAGE_BYTES = 25 * 1024;
 
 describe('status page in chromium', () => {
-  let pki, up, ferry, browser, profile, page, adminOrigin;
+  let pki, up, ferry, browser, profile, page, adminOrigin, h2up, h2address;
+  const held = [];              // h2c upstream streams not answered yet
+  const h2sessions = new Set();
   const pageErrors = [];
   const foreignRequests = [];
 
   before(async () => {
     pki = makePKI();
     up = await startUpstream(pki, 'status-upstream');
+    // h2c: /hold/... waits for the test; anything else is answered at once
+    h2up = http2.createServer();
+    h2up.on('session', (s) => { h2sessions.add(s); s.on('close', () => h2sessions.delete(s)); });
+    h2up.on('stream', (stream, headers) => {
+      stream.on('error', () => {});
+      if (headers[':path'].startsWith('/hold')) {
+        held.push(stream);
+        return;
+      }
+      stream.respond({ ':status': 200 });
+      stream.end('h2 ok');
+    });
+    await new Promise((resolve) => h2up.listen(0, LOOPBACK, resolve));
+    h2address = `${LOOPBACK}:${h2up.address().port}`;
     ferry = await startFerry({
       services: {
+        [H2_SERVICE]: { endpoints: [h2address], protocol: 'h2', retries: { max: 0 } },
         [SERVICE]: {
           endpoints: [up.address],
           tls: tlsBlock(pki),
@@ -67,6 +87,9 @@ describe('status page in chromium', () => {
     let exit;
     if (ferry) exit = await ferry.stop();
     await up?.close();
+    for (const st of held) st.destroy();
+    for (const sess of h2sessions) sess.destroy();
+    await new Promise((resolve) => (h2up ? h2up.close(resolve) : resolve()));
     try {
       if (exit) {
         assert.equal(exit.killed, false, `ferry did not exit within its drain budget\n${describeExit(exit, ferry)}`);
@@ -79,11 +102,11 @@ describe('status page in chromium', () => {
   });
 
   /** One GET through ferry's outbound listener to the service. */
-  function request(agent, urlPath = '/status-page-traffic') {
+  function request(agent, urlPath = '/status-page-traffic', service = SERVICE) {
     return new Promise((resolve, reject) => {
       const req = http.get({
         host: LOOPBACK, port: ferry.outboundPort, path: urlPath, agent,
-        headers: { host: SERVICE }, timeout: REQUEST_TIMEOUT_MS,
+        headers: { host: service }, timeout: REQUEST_TIMEOUT_MS,
       }, (res) => {
         res.resume();
         res.on('end', () => resolve({ status: res.statusCode, headers: res.headers }));
@@ -229,6 +252,52 @@ describe('status page in chromium', () => {
     }
     assert.deepEqual(pageErrors, []);
     assert.deepEqual(foreignRequests, [], 'the page loaded something from elsewhere');
+  });
+
+  test('shows per endpoint the protocol and the open HTTP/2 streams', async () => {
+    const N = 3;
+    const agent = new http.Agent({ keepAlive: false });
+    const row = (svc, address) => page.locator(
+      `section[data-service="${svc}"] tr[data-endpoint="${address}"]`);
+    const cells = async (svc, address) => ({
+      protocol: (await row(svc, address).locator('[data-field="protocol"]').textContent()).trim(),
+      streams: (await row(svc, address).locator('[data-field="streams"]').textContent()).trim(),
+    });
+    const pending = [];
+    try {
+      if (!page.url().startsWith(adminOrigin)) await page.goto(`${adminOrigin}/`, { waitUntil: 'load' });
+      for (let i = 0; i < N; i++) pending.push(request(agent, `/hold/${i}`, H2_SERVICE));
+      for (let i = 0; i < 100 && held.length < N; i++) await sleep(50);
+      assert.equal(held.length, N, 'the h2c upstream did not get the held requests');
+      await page.waitForFunction(([svc, address, n]) => {
+        const tr = document.querySelector(`section[data-service="${svc}"] tr[data-endpoint="${address}"]`);
+        return tr && tr.querySelector('[data-field="streams"]').textContent === String(n);
+      }, [H2_SERVICE, h2address, N]);
+      assert.deepEqual(await cells(H2_SERVICE, h2address), { protocol: 'h2', streams: String(N) });
+      // what /services says, the page shows
+      const svcs = JSON.parse((await httpGet(ferry.adminPort, '/services')).body).services;
+      const ep = svcs.find((s) => s.name === H2_SERVICE).endpoints[0];
+      assert.deepEqual([ep.protocol, ep.streams], ['h2', N]);
+      // the HTTP/1.1 service's endpoint (TLS, the upstream picks no h2)
+      assert.deepEqual(await cells(SERVICE, up.address), { protocol: 'http1', streams: '0' });
+      await screenshot('status-h2-streams');
+    } finally {
+      for (const st of held.splice(0)) {
+        if (!st.destroyed) {
+          st.respond({ ':status': 200 });
+          st.end('released');
+        }
+      }
+    }
+    for (const r of await Promise.all(pending)) assert.equal(r.status, 200);
+    agent.destroy();
+    // the streams end; the connection (and its protocol) stays
+    await page.waitForFunction(([svc, address]) => document.querySelector(
+      `section[data-service="${svc}"] tr[data-endpoint="${address}"] [data-field="streams"]`)
+      ?.textContent === '0', [H2_SERVICE, h2address]);
+    assert.equal((await cells(H2_SERVICE, h2address)).protocol, 'h2');
+    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(foreignRequests, []);
   });
 
   test('shows the circuit open once the upstream fails', async () => {

@@ -1298,6 +1298,26 @@ class Ferry:
     def stderr_tail(self, lines=30):
         return "\n".join(self.stderr_text().splitlines()[-lines:])
 
+    def reload(self, config, timeout=5.0):
+        """Rewrite the config (a dict, atomically), SIGHUP, and wait until
+        config_reloads_total{result="success"} moves; AssertionError when
+        it does not (a failed reload, or none within timeout)."""
+        def successes():
+            m = re.search(r'^ferry_config_reloads_total\{result="success"\} (\S+)$',
+                          self.admin("/metrics").body.decode(), re.M)
+            return float(m.group(1)) if m else 0.0
+        before = successes()
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(to_yaml(config) + "\n")
+        os.replace(tmp, self.config_path)
+        self.config = config
+        self.signal(signal.SIGHUP)
+        if not wait_until(lambda: successes() > before, timeout):
+            raise AssertionError("SIGHUP: no successful reload within %.0fs\n%s"
+                                 % (timeout, self.stderr_tail()))
+        time.sleep(0.05)    # the workers take the new snapshot by message
+
     def sanitizer_reports(self):
         text = self.stderr_text()
         marks = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:")

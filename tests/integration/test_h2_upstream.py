@@ -4,8 +4,11 @@ streams, sends GOAWAY, garbage or header blocks over ferry's limits, or
 closes mid-body. ferry answers each request as SPEC §7 says, re-sends
 what the server never processed, keeps serving, and never crashes."""
 
+import copy
 import json
+import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,9 +26,20 @@ from harness import FerryTestCase, LOOPBACK
 
 
 class H2Upstream:
-    """A threaded h2c server; how it answers depends on the :path."""
+    """A threaded h2c server; how it answers depends on the :path. With
+    alpn (a list of protocols), TLS with the test server certificate, the
+    server picking from alpn. /health answers as `health` says: "ok"
+    (200), "503", or "rst" (the stream is reset)."""
 
-    def __init__(self):
+    def __init__(self, alpn=None):
+        self.health = "ok"
+        self.gate = threading.Event()   # /hold... is answered once it is set
+        self.ctx = None
+        if alpn is not None:
+            p = harness.pki()
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(p.server.cert, p.server.key)
+            self.ctx.set_alpn_protocols(alpn)
         self.paths = []
         self.headers = {}           # :path -> the request's fields
         self.connections = 0
@@ -40,6 +54,7 @@ class H2Upstream:
 
     def close(self):
         self.stopping.set()
+        self.gate.set()
         self.sock.close()
 
     def accept_loop(self):
@@ -56,16 +71,37 @@ class H2Upstream:
             threading.Thread(target=self.serve, args=(s, first), daemon=True).start()
 
     def serve(self, s, first):
+        if self.ctx is not None:
+            try:
+                s.settimeout(5)
+                s = self.ctx.wrap_socket(s, server_side=True)
+            except (OSError, ssl.SSLError):
+                s.close()
+                return
         cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8",
                                         validate_outbound_headers=False)
         conn = h2.connection.H2Connection(config=cfg)
         conn.initiate_connection()
-        s.settimeout(5)
+        s.settimeout(0.05)
+        held = []           # /hold streams, answered once the gate opens
+        idle_since = time.monotonic()
         try:
             s.sendall(conn.data_to_send())
             paths = {}
             while not self.stopping.is_set():
-                data = s.recv(65536)
+                if held and self.gate.is_set():
+                    for sid in held:
+                        if not self.answer(s, conn, sid, paths.get(sid)):
+                            return
+                    held = []
+                    s.sendall(conn.data_to_send())
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    if not held and time.monotonic() - idle_since > 5:
+                        return      # idle for 5 s: close
+                    continue
+                idle_since = time.monotonic()
                 if not data:
                     return
                 for ev in conn.receive_data(data):
@@ -83,12 +119,14 @@ class H2Upstream:
                         if path == "/garbage":
                             s.sendall(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00junkjunk" * 4)
                             return
-                        if path == "/rst":
+                        if path == "/rst" or (path == "/health" and self.health == "rst"):
                             conn.reset_stream(ev.stream_id, error_code=2)
                     elif isinstance(ev, h2.events.DataReceived):
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                     elif isinstance(ev, h2.events.StreamEnded):
-                        if not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id)):
+                        if (paths.get(ev.stream_id) or "").startswith("/hold"):
+                            held.append(ev.stream_id)
+                        elif not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id)):
                             return
                 s.sendall(conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
@@ -98,7 +136,10 @@ class H2Upstream:
 
     def answer(self, s, conn, sid, path):
         """False: the connection is to end now."""
-        if path in ("/rst", None):
+        if path in ("/rst", None) or (path == "/health" and self.health == "rst"):
+            return True
+        if path == "/health" and self.health == "503":
+            conn.send_headers(sid, [(":status", "503")], end_stream=True)
             return True
         if path.startswith("/slow"):
             time.sleep(1.0)     # past the caller's deadline
@@ -228,6 +269,177 @@ class HostileH2UpstreamTest(FerryTestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
         self.assertLess(len(data.split(b"\r\n\r\n", 1)[1]), 1000, "a cut response, not a whole one")
         self.assert_still_serves()
+
+
+class ReloadKeepsH2UpstreamTest(FerryTestCase):
+    """§10, §12: SIGHUP keeps the HTTP/2 connection to an unchanged
+    endpoint and the streams in flight on it; the next stream rides the
+    same connection with the new config."""
+
+    def test_streams_in_flight_survive_sighup(self):
+        up = H2Upstream()
+        self._closers.append(up.close)
+        f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
+                                "retries": {"max": 0}}}, workers=1)
+        self.assertEqual(f.get("/warm", host="svc").status, 200)
+        results = {}
+
+        def call(path):
+            results[path] = f.get(path, host="svc", timeout=15)
+        threads = [threading.Thread(target=call, args=("/hold%d" % i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        self.assertTrue(harness.wait_until(
+            lambda: {"/hold0", "/hold1"} <= set(up.paths), 5), "the streams never arrived %r %s" % (up.paths, f.stderr_tail()))
+        cfg = copy.deepcopy(f.config)
+        cfg["services"]["svc"]["headers"] = {"request": {"set": {"x-config": "new"}}}
+        f.reload(cfg)
+        self.assertEqual(results, {}, "a stream ended before the reload was in force")
+        svc = json.loads(f.admin("/services").body)["services"][0]
+        self.assertEqual((svc["endpoints"][0]["protocol"], svc["endpoints"][0]["streams"]),
+                         ("h2", 2))
+        up.gate.set()
+        for t in threads:
+            t.join(15)
+        for p in ("/hold0", "/hold1"):
+            self.assertEqual((results[p].status, results[p].body), (200, b"fine:" + p.encode()))
+            self.assertNotIn("x-config", up.headers[p])
+        r = f.get("/after", host="svc")
+        self.assertEqual((r.status, r.body), (200, b"fine:/after"))
+        self.assertEqual(up.headers["/after"].get("x-config"), "new")
+        self.assertEqual(up.connections, 1, "the reload dropped the HTTP/2 connection")
+
+
+# ---------------------------------------------------------------------------
+# active health checks over HTTP/2 (SPEC §6, §12)
+
+
+HC = {"path": "/health", "interval": "200ms", "timeout": "1s", "healthy": 1, "unhealthy": 2}
+HC_KEY = "h2-health-check-key-0123456789"
+
+
+class HealthCheckOverH2Test(FerryTestCase):
+    """A service that speaks HTTP/2 is checked over HTTP/2: h2c with
+    protocol h2, ALPN h2 with tls; auto speaks what ALPN picked. The
+    servers here speak nothing but HTTP/2, so a passing check spoke it."""
+
+    def start(self, endpoints, **extra):
+        svc = {"endpoints": [e.address for e in endpoints], "load_balancer": "round_robin",
+               "health_check": HC, "retries": {"max": 0},
+               "circuit_breaker": {"consecutive_failures": 0},
+               "outlier_detection": {"consecutive_failures": 0}}
+        self.f = self.ferry({"svc": harness.deep_merge(svc, extra)}, workers=1,
+                            env={"HC_KEY": HC_KEY})
+        return self.f
+
+    def endpoint(self, address):
+        svc = json.loads(self.f.admin("/services").body)["services"][0]
+        return next(e for e in svc["endpoints"] if e["address"] == address)
+
+    def healthy_metric(self, address):
+        m = re.search(r'^ferry_endpoint_healthy\{service="svc",endpoint="%s"\} (\S+)$'
+                      % re.escape(address), self.f.admin("/metrics").body.decode(), re.M)
+        return m and float(m.group(1))
+
+    def wait_health(self, address, healthy, timeout=4.0):
+        ok = harness.wait_until(lambda: self.endpoint(address)["healthy"] == healthy, timeout)
+        self.assertTrue(ok, "%s not %s within %.0fs:\n%s" % (
+            address, "healthy" if healthy else "unhealthy", timeout, self.f.stderr_tail()))
+        self.assertEqual(self.healthy_metric(address), 1.0 if healthy else 0.0)
+
+    def checks(self, up):
+        with up.lock:
+            return up.paths.count("/health")
+
+    def traffic(self, n=10):
+        for i in range(n):
+            r = self.f.get("/t%d" % i, host="svc", timeout=10)
+            self.assertEqual(r.status, 200, r.body[:200])
+
+    def sent_to(self, up):
+        with up.lock:
+            return [p for p in up.paths if p.startswith("/t")]
+
+    def test_h2c_check_503_marks_unhealthy_and_traffic_avoids_it(self):
+        good, bad = H2Upstream(), H2Upstream()
+        for u in (good, bad):
+            self._closers.append(u.close)
+        bad.health = "503"
+        self.start([good, bad], protocol="h2", auth={"key_env": "HC_KEY"})
+        self.wait_health(bad.address, False)
+        self.assertTrue(harness.wait_until(lambda: self.checks(good) >= 2, 3), "no checks")
+        self.wait_health(good.address, True)
+        # the check on the wire: one HTTP/2 GET with the service's Host and key
+        seen = good.headers["/health"]
+        self.assertEqual((seen[":method"], seen[":scheme"], seen[":authority"]),
+                         ("GET", "http", "svc"))
+        self.assertEqual((seen["user-agent"], seen["x-service-auth"]),
+                         ("ferry-health-check", HC_KEY))
+        # each check on a connection of its own, never on the pool's
+        self.assertGreaterEqual(good.connections, self.checks(good))
+        self.traffic()
+        self.assertEqual((len(self.sent_to(good)), self.sent_to(bad)), (10, []))
+        self.assertIn("cause=\"status 503\"", self.f.stderr_text())
+        # it comes back once it answers 2xx again
+        bad.health = "ok"
+        self.wait_health(bad.address, True)
+        self.traffic()
+        self.assertEqual(len(self.sent_to(bad)), 5, "round robin over two healthy endpoints")
+
+    def test_h2c_stream_reset_marks_unhealthy(self):
+        good, bad = H2Upstream(), H2Upstream()
+        for u in (good, bad):
+            self._closers.append(u.close)
+        bad.health = "rst"
+        self.start([good, bad], protocol="h2")
+        self.wait_health(bad.address, False)
+        self.wait_health(good.address, True)
+        self.assertRegex(self.f.stderr_text(), r"endpoint unhealthy service=svc endpoint=%s "
+                         r'cause="the server reset the stream \(INTERNAL_ERROR\)"'
+                         % re.escape(bad.address))
+        self.traffic()
+        self.assertEqual(self.sent_to(bad), [])
+
+    def test_http1_only_endpoint_fails_the_h2_check(self):
+        h1 = self.upstream(tls=False)
+        good = H2Upstream()
+        self._closers.append(good.close)
+        self.start([h1, good], protocol="h2")
+        self.wait_health(h1.address, False)
+        self.wait_health(good.address, True)
+        self.assertTrue(self.f.alive(), self.f.exit_description())
+        self.assertRegex(self.f.stderr_text(), r"endpoint unhealthy service=svc endpoint=%s "
+                         r'cause="[^"]+"' % re.escape(h1.address))
+        self.traffic()
+        self.assertEqual(len(self.sent_to(good)), 10)
+
+    def test_tls_alpn_h2_and_a_server_that_does_not_pick_it(self):
+        h2tls = H2Upstream(alpn=["h2"])
+        h1tls = H2Upstream(alpn=["http/1.1"])   # never says h2
+        for u in (h2tls, h1tls):
+            self._closers.append(u.close)
+        self.start([h2tls, h1tls], protocol="h2", tls=harness.tls_client())
+        self.wait_health(h1tls.address, False)
+        self.assertTrue(harness.wait_until(lambda: self.checks(h2tls) >= 2, 3), "no checks")
+        self.wait_health(h2tls.address, True)
+        seen = h2tls.headers["/health"]
+        self.assertEqual((seen[":scheme"], seen[":authority"]), ("https", "backend"))
+        self.assertIn('cause="the server did not select h2 by ALPN"', self.f.stderr_text())
+        self.assertEqual(self.checks(h1tls), 0)
+
+    def test_auto_speaks_what_alpn_picked(self):
+        h2tls = H2Upstream(alpn=["h2", "http/1.1"])
+        self._closers.append(h2tls.close)
+        h1tls = self.upstream()     # TLS, HTTP/1.1, no ALPN
+        self.start([h2tls, h1tls], protocol="auto", tls=harness.tls_client())
+        self.assertTrue(harness.wait_until(
+            lambda: self.checks(h2tls) >= 2 and
+            len([r for r in h1tls.requests if r.target == "/health"]) >= 2, 4),
+            "checks: %d over h2, %r over HTTP/1.1\n%s" % (
+                self.checks(h2tls), [r.target for r in h1tls.requests], self.f.stderr_tail()))
+        self.wait_health(h2tls.address, True)
+        self.wait_health(h1tls.address, True)
+        self.assertNotIn("endpoint unhealthy", self.f.stderr_text())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+/*
+ * What both HTTP/2 codecs (h2_down.c, h2_up.c) do alike with a session's
+ * output.
+ */
+#ifndef FERRY_H2_FRAMES_H
+#define FERRY_H2_FRAMES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nghttp2/nghttp2.h>
+
+struct conn;
+
+/* Moves the frames NG has ready to C, packed into as few writes as they
+ * fit (a TLS record holds 16 KiB): the frames of every stream that became
+ * ready this turn share a record and a syscall. Stops while C holds more
+ * than CONN_HIGH_MARK; the rest waits in NG for CONN_DRAINED. 0, or -1
+ * when NG failed or C broke. */
+int h2_send_frames(nghttp2_session *ng, struct conn *c);
+
+/* A stream of SIZE bytes zeroed up to ZERO_END: a stream's head table is
+ * last and 2.4 KiB, and only its first n_headers entries are ever read, so
+ * zeroing it was the costliest line of a request. */
+void *h2_stream_alloc(size_t size, size_t zero_end);
+
+/* The end of the line at P: its "\r\n", or NULL before END. */
+char *h2_line_end(char *p, const char *end);
+
+/* A "name: value" line of HTTP/1 head text, as HTTP/2 wants it. */
+struct h2_field {
+	char *name, *value;
+	size_t nlen, vlen;
+};
+
+/* Reads the field line at *P (before END) into F, its name lower-cased in
+ * place, and moves *P past it; lines without a colon are skipped. false
+ * at the blank line that ends the head, or at END. */
+bool h2_next_field(char **p, char *end, struct h2_field *f);
+
+/* HPACK flags for a field: values unique to one message (ids, trace
+ * context) would only churn the peer's dynamic table, and the service
+ * key is never indexed at all (RFC 7541 §7.1.3: secrets stay out of the
+ * compression context). */
+uint8_t h2_nv_flags(const char *name, size_t nlen);
+
+#endif
