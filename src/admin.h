@@ -1,7 +1,8 @@
 /*
  * The admin listener (SPEC §8), served on the main thread's loop:
- * /, /healthz, /ready, /metrics, /services, /config; GET and HEAD only,
- * and only for a Host it answers for (config_admin_host_ok: 421 else).
+ * /, /healthz, /ready, /metrics, /services, /history, /config; GET and
+ * HEAD only, and only for a Host it answers for (config_admin_host_ok:
+ * 421 else).
  */
 #ifndef FERRY_ADMIN_H
 #define FERRY_ADMIN_H

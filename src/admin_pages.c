@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "admin_pages.h"
@@ -86,6 +87,76 @@ admin_page_services(const struct admin_view *v, struct sbuf *out)
 		sbuf_adds(out, "]}");
 	}
 	sbuf_adds(out, "]}\n");
+}
+
+/* ------------------------------------------------------ history ---- */
+
+static void
+add_series(struct sbuf *out, const char *key, const struct history_point *p,
+    int field)
+{
+	sbuf_adds(out, ",\"");
+	sbuf_adds(out, key);
+	sbuf_adds(out, "\":[");
+	for (int i = 0; i < HISTORY_POINTS; i++) {
+		if (i)
+			sbuf_add(out, ",", 1);
+		switch (field) {
+		case 0: sbuf_addu(out, p[i].requests); break;
+		case 1: sbuf_addu(out, p[i].errors); break;
+		case 2: add_double(out, p[i].p50_ms); break;
+		default: add_double(out, p[i].p99_ms); break;
+		}
+	}
+	sbuf_add(out, "]", 1);
+}
+
+/* Every series shares one time axis: start_ms once, then per service its
+ * counts and quantiles, index for index. */
+void
+admin_page_history(struct history *h, int64_t now_ms, struct sbuf *out)
+{
+	static const char *const dirs[] = { "outbound", "inbound" };
+	struct history_point *p = calloc(HISTORY_POINTS, sizeof(*p));
+	struct history_entry *e;
+	size_t n = history_entries(h, &e);
+
+	if (p == NULL) {
+		out->oom = true;
+		return;
+	}
+	sbuf_adds(out, "{\"step_s\":");
+	sbuf_addu(out, HISTORY_STEP_MS / 1000);
+	sbuf_adds(out, ",\"points\":");
+	sbuf_addu(out, HISTORY_POINTS);
+	/* wall clock: after 1970 */
+	sbuf_adds(out, ",\"now_ms\":");
+	sbuf_addu(out, (unsigned long long)now_ms);
+	sbuf_adds(out, ",\"start_ms\":[");
+	for (int i = 0; i < HISTORY_POINTS; i++) {
+		if (i)
+			sbuf_add(out, ",", 1);
+		sbuf_addu(out, (unsigned long long)((now_ms / HISTORY_STEP_MS -
+		    (HISTORY_POINTS - 1) + i) * HISTORY_STEP_MS));
+	}
+	sbuf_adds(out, "],\"services\":[");
+	for (size_t i = 0; i < n; i++) {
+		history_series_read(e[i].series, now_ms, p);
+		if (i)
+			sbuf_add(out, ",", 1);
+		sbuf_adds(out, "{\"name\":");
+		add_json_string(out, e[i].name);
+		sbuf_adds(out, ",\"direction\":\"");
+		sbuf_adds(out, dirs[e[i].dir == DIR_INBOUND]);
+		sbuf_add(out, "\"", 1);
+		add_series(out, "requests", p, 0);
+		add_series(out, "errors", p, 1);
+		add_series(out, "p50_ms", p, 2);
+		add_series(out, "p99_ms", p, 3);
+		sbuf_add(out, "}", 1);
+	}
+	sbuf_adds(out, "]}\n");
+	free(p);
 }
 
 /* ------------------------------------------------------- gauges ---- */

@@ -1,5 +1,6 @@
 /*
- * What the admin endpoint shows (SPEC §8): /services and /metrics, read on
+ * What the admin endpoint shows (SPEC §8): /services, /metrics and
+ * /history, read on
  * the main thread from the process-wide runtime state and counters.
  */
 #ifndef FERRY_ADMIN_PAGES_H
@@ -9,6 +10,7 @@
 
 #include "config.h"
 #include "discovery.h"
+#include "history.h"
 #include "metrics.h"
 #include "runtime.h"
 #include "sbuf.h"
@@ -26,5 +28,7 @@ struct admin_view {
 
 void admin_page_services(const struct admin_view *v, struct sbuf *out);
 void admin_page_metrics(const struct admin_view *v, struct sbuf *out);
+/* /history: the charts' buckets ending at NOW_MS (wall clock). */
+void admin_page_history(struct history *h, int64_t now_ms, struct sbuf *out);
 
 #endif

@@ -10,8 +10,9 @@
 
 #include "metrics_priv.h"
 
-/* request_duration_seconds buckets, in microseconds and as printed */
-static const int64_t bucket_us[N_BUCKETS - 1] = {
+/* request_duration_seconds buckets, in microseconds (metrics_render.c
+ * prints them as le) */
+const int64_t metrics_duration_bounds_us[N_BUCKETS - 1] = {
 	500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
 	1000000, 2500000, 5000000, 10000000, 30000000, 60000000
 };
@@ -144,7 +145,7 @@ metrics_request(struct metrics_shard *s, enum metric_dir d, int svc,
 	    (status >= 100 && status <= 599 ? status - 99 : 0)], 1);
 	if (head_us < 0)
 		return;
-	for (b = 0; b < N_BUCKETS - 1 && head_us > bucket_us[b]; b++)
+	for (b = 0; b < N_BUCKETS - 1 && head_us > metrics_duration_bounds_us[b]; b++)
 		;
 	ctr_add(&c->v[C_BUCKET + i * N_BUCKETS + b], 1);
 	ctr_add(&c->v[C_SUM + i], (uint64_t)head_us);
@@ -225,6 +226,15 @@ metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc)
 
 	if ((c = svc_of(s, svc)) != NULL)
 		ctr_add(&c->v[C_RL + (d == DIR_INBOUND)], 1);
+}
+
+void
+metrics_failed(struct metrics_shard *s, enum metric_dir d, int svc)
+{
+	struct svc_ctr *c;
+
+	if ((c = svc_of(s, svc)) != NULL)
+		ctr_add(&c->v[C_FAIL + (d == DIR_INBOUND)], 1);
 }
 
 void

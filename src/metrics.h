@@ -86,6 +86,10 @@ void metrics_grpc(struct metrics_shard *s, enum metric_dir d, int svc, int statu
 /* A request cut for CAUSE (not END_DONE). */
 void metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause cause);
 void metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc);
+/* A request that failed as the status page's charts count it (SPEC §16):
+ * answered with one of ferry's own errors (§7, either form) or with the
+ * upstream's own 5xx. Not a Prometheus family of its own. */
+void metrics_failed(struct metrics_shard *s, enum metric_dir d, int svc);
 void metrics_conn_opened(struct metrics_shard *s, int svc);
 void metrics_tls_handshake(struct metrics_shard *s, enum metric_dir d,
     bool resumed);
@@ -121,6 +125,23 @@ struct metrics_gauges {
 	/* certificate_expiry_seconds{name} */
 	void (*certificate_expiry)(void *arg, metrics_emit1 emit, void *ctx);
 };
+
+/* request_duration_seconds: METRICS_DURATION_BUCKETS buckets, the last
+ * one +Inf; the upper bounds of the others, in microseconds. */
+#define METRICS_DURATION_BUCKETS 17
+extern const int64_t metrics_duration_bounds_us[METRICS_DURATION_BUCKETS - 1];
+
+/* One service's counters in one direction, summed over the shards. */
+struct metrics_totals {
+	uint64_t requests;	/* requests_total, every code */
+	uint64_t failed;	/* metrics_failed() */
+	uint64_t duration[METRICS_DURATION_BUCKETS];	/* not cumulative */
+};
+
+/* Main thread (or any one thread at a time): service SVC's totals
+ * (zero for an id with no counters). */
+void metrics_totals(struct metrics *m, int svc, enum metric_dir d,
+    struct metrics_totals *t);
 
 /* Main thread (or any one thread at a time): appends every family of §8
  * to OUT. G may be NULL. */

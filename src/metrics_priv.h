@@ -15,7 +15,7 @@
 #define SVC_PER_PAGE	64
 #define N_PAGES		(METRICS_MAX_SERVICES / SVC_PER_PAGE)
 #define N_CODES		501	/* [0]: no/invalid status; [1..500]: 100..599 */
-#define N_BUCKETS	17	/* the last one is +Inf */
+#define N_BUCKETS	METRICS_DURATION_BUCKETS
 #define CACHE_LINE	64
 
 typedef _Atomic uint64_t ctr;
@@ -35,7 +35,8 @@ enum {
 	C_RESEND,
 	C_CUT,					/* [dir][enum end_cause] */
 	C_GRPC = C_CUT + 2 * END_COUNT,		/* [dir][grpc status 0..16] */
-	C_NCTR = C_GRPC + 2 * GRPC_STATUSES
+	C_FAIL = C_GRPC + 2 * GRPC_STATUSES,	/* [dir] metrics_failed() */
+	C_NCTR = C_FAIL + 2
 };
 
 struct svc_ctr {

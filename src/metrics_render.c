@@ -398,6 +398,27 @@ render_global(struct sbuf *o, struct metrics *m, struct snap *sn)
 }
 
 void
+metrics_totals(struct metrics *m, int svc, enum metric_dir d,
+    struct metrics_totals *t)
+{
+	unsigned i = d == DIR_INBOUND;
+
+	memset(t, 0, sizeof(*t));
+	/* a page, once published, stays until metrics_free(): no lock */
+	for (unsigned w = 0; svc >= 0 && w < m->n_shards; w++) {
+		struct svc_ctr *c = svc_of(m->shards[w], svc);
+
+		if (c == NULL)
+			continue;
+		for (int k = 0; k < N_CODES; k++)
+			t->requests += ctr_get(&c->v[C_REQ + i * N_CODES + k]);
+		for (int k = 0; k < N_BUCKETS; k++)
+			t->duration[k] += ctr_get(&c->v[C_BUCKET + i * N_BUCKETS + k]);
+		t->failed += ctr_get(&c->v[C_FAIL + i]);
+	}
+}
+
+void
 metrics_render(struct metrics *m, const struct metrics_gauges *g,
     struct sbuf *out)
 {

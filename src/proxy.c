@@ -136,6 +136,8 @@ proxy_account(struct exchange *x, enum end_cause cause)
 		metrics_request(x->w->ms, dir, id, (int)x->status, x->head_us ? x->head_us : -1);
 	if (x->ferr >= 0)
 		metrics_error(x->w->ms, dir, id, (enum ferry_error)x->ferr);
+	if (x->ferr >= 0 || (x->status >= 500 && x->status <= 599))
+		metrics_failed(x->w->ms, dir, id);
 	metrics_cut(x->w->ms, dir, id, cause);
 	if (x->grpc)
 		metrics_grpc(x->w->ms, dir, id, x->grpc_status);

@@ -14,6 +14,7 @@
 #include "config_json.h"
 #include "discovery.h"
 #include "health.h"
+#include "history.h"
 #include "ids.h"
 #include "listener.h"
 #include "log.h"
@@ -35,6 +36,7 @@ struct server {
 	struct admin *admin;
 	struct runtime *runtime;
 	struct metrics *metrics;
+	struct history *history;	/* the status page's charts */
 	struct accesslog *alog;
 	struct resolver *resolver;
 	struct health *health;
@@ -124,6 +126,53 @@ server_accesslog(struct server *srv)
 	return srv->alog && accesslog_enabled(srv->alog) ? srv->alog : NULL;
 }
 
+/* --------------------------------------------------------- charts ---- */
+
+/* Each charted service's buckets take what its counters grew by. */
+static void
+history_sample(struct server *srv)
+{
+	struct history_entry *e;
+	size_t n = history_entries(srv->history, &e);
+	int64_t now = clock_wall_ms();
+	struct metrics_totals t;
+
+	for (size_t i = 0; i < n; i++) {
+		metrics_totals(srv->metrics, e[i].metrics_id, e[i].dir, &t);
+		history_series_record(e[i].series, now, &t);
+	}
+}
+
+/* The charted services become those of C (and the local app when the
+ * inbound listener is on): kept ones keep their buckets. Before C reaches
+ * the workers, so that the new ones' baselines come before their first
+ * request. */
+static void
+history_follow(struct server *srv, const struct config *c)
+{
+	struct history_key *keys = calloc(c->n_services + 1, sizeof(*keys));
+	size_t n = 0;
+
+	if (keys == NULL) {
+		log_warn("status page charts: out of memory; they keep the services they had");
+		return;
+	}
+	for (size_t i = 0; i < c->n_services; i++) {
+		struct svc_runtime *rt = runtime_service(srv->runtime, &c->services[i]);
+
+		if (rt != NULL)
+			keys[n++] = (struct history_key){ c->services[i].name, DIR_OUTBOUND,
+			    rt->metrics_id };
+	}
+	if (c->inbound.enabled)
+		keys[n++] = (struct history_key){ "local_app", DIR_INBOUND,
+		    runtime_inbound_metrics_id(srv->runtime) };
+	if (history_set(srv->history, keys, n) != 0)
+		log_warn("status page charts: out of memory; they keep the services they had");
+	free(keys);
+	history_sample(srv);
+}
+
 /* ---------------------------------------------------------- admin ---- */
 
 int
@@ -163,6 +212,12 @@ server_admin_page(struct server *srv, const char *path, size_t len, struct sbuf 
 			page->content_type = "application/json";
 			admin_page_services(&v, body);
 		}
+		return 0;
+	}
+	if (len == 8 && memcmp(path, "/history", 8) == 0) {
+		page->content_type = "application/json";
+		history_sample(srv);
+		admin_page_history(srv->history, clock_wall_ms(), body);
 		return 0;
 	}
 	if (len == 6 && memcmp(path, "/ready", 6) == 0) {
@@ -345,6 +400,7 @@ server_reload(struct server *srv)
 	for (i = 0; i < srv->n_workers; i++)
 		if ((swaps[i] = swap_new(srv, next, rts)) == NULL)
 			goto fail;
+	history_follow(srv, next);
 	for (i = 0; i < srv->n_workers; i++)
 		worker_post(&srv->workers[i], swap_mail, swaps[i]);
 	discovery_free(srv->discovery, disc);
@@ -501,6 +557,7 @@ housekeeping(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	history_sample(srv);
 	if (!srv->notified_ready && discovery_ready(srv->discovery)) {
 		srv->notified_ready = true;
 		notify_ready();
@@ -567,6 +624,7 @@ server_free(struct server *srv)
 	watch_free(srv->watch);
 	admin_free(srv->admin);
 	runtime_free(srv->runtime);
+	history_free(srv->history);
 	metrics_free(srv->metrics);
 	if (srv->ev_term) event_free(srv->ev_term);
 	if (srv->ev_int) event_free(srv->ev_int);
@@ -610,12 +668,14 @@ server_run(struct config *conf, bool log_level_from_cli)
 	srv.n_workers = conf->workers;
 	srv.level_from_cli = log_level_from_cli;
 	if ((srv.metrics = metrics_new(srv.n_workers)) == NULL ||
-	    (srv.runtime = runtime_new(srv.metrics)) == NULL) {
+	    (srv.runtime = runtime_new(srv.metrics)) == NULL ||
+	    (srv.history = history_new()) == NULL) {
 		server_free(&srv);
 		return 1;
 	}
 	if (conf->inbound.enabled)
 		runtime_inbound_on(srv.runtime);
+	history_follow(&srv, conf);
 	if ((srv.alog = accesslog_open(conf->log_access, srv.n_workers, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "ferry: log.access: %s\n", err);
 		server_free(&srv);

@@ -4,13 +4,16 @@
 // /services and /metrics, and follow the circuit breaker when the upstream
 // starts failing, and show per endpoint the protocol ferry speaks to it
 // and its open HTTP/2 streams (an h2c upstream holds a few). Nothing it
-// loads may come from anywhere but ferry's admin listener.
+// loads may come from anywhere but ferry's admin listener. Its charts (SPEC
+// §16, from /history) must rise when traffic starts and show errors once
+// the upstream fails, and be drawn (a screenshot of them is not blank).
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 import {
@@ -151,6 +154,42 @@ describe('status page in chromium', () => {
 
   const section = () => page.locator(`section[data-service="${SERVICE}"]`);
 
+  /** A chart's drawn series, read from the DOM: values and y of each point. */
+  function chartSeries(name, series) {
+    return page.evaluate(([svc, chartName, key]) => {
+      const line = document.querySelector(`section[data-service="${svc}"] ` +
+        `[data-chart="${chartName}"] polyline[data-series="${key}"]`);
+      if (!line) return null;
+      return {
+        values: line.getAttribute('data-values').split(',').map(Number),
+        y: line.getAttribute('points').split(' ').map((p) => Number(p.split(',')[1])),
+      };
+    }, [SERVICE, name, series]);
+  }
+
+  /** Waits until the chart's newest buckets hold a value above 0. */
+  async function waitForRise(name, series) {
+    await page.waitForFunction(([svc, chartName, key]) => {
+      const line = document.querySelector(`section[data-service="${svc}"] ` +
+        `[data-chart="${chartName}"] polyline[data-series="${key}"]`);
+      return line && line.getAttribute('data-values').split(',').slice(-4).some((v) => Number(v) > 0);
+    }, [SERVICE, name, series]);
+    return chartSeries(name, series);
+  }
+
+  /** The chart drew a rise: 180 points, zeros before, some above 0 in the
+   * newest buckets, drawn higher (smaller y) than the zeros. */
+  function assertRise(c, what) {
+    assert.ok(c, `no ${what} chart`);
+    assert.equal(c.values.length, 180, `${what}: ${c.values.length} points`);
+    assert.equal(c.y.length, 180);
+    const last = c.values.length - 1 - [...c.values].reverse().findIndex((v) => v > 0);
+    assert.ok(c.values[last] > 0, `${what}: no point above 0: ${c.values.slice(-6)}`);
+    assert.ok(last >= 176, `${what}: the rise is not in the newest buckets (${last})`);
+    assert.equal(c.values[0], 0, `${what}: the chart began above 0`);
+    assert.ok(c.y[last] < c.y[0], `${what}: drawn at y ${c.y[last]}, the zeros at ${c.y[0]}`);
+  }
+
   test('GET / is one small self-contained HTML page', async () => {
     const r = await httpGet(ferry.adminPort, '/');
     assert.equal(r.status, 200, `GET / answered ${r.status}: ${r.body.slice(0, 200)}`);
@@ -196,6 +235,16 @@ describe('status page in chromium', () => {
       assert.match(await page.locator('#refreshed').textContent(), /last refresh \d\d:\d\d:\d\d/);
       assert.equal(await page.locator('#error').isHidden(), true,
         `error banner: ${await page.locator('#error').textContent()}`);
+
+      // the charts: the request rate rose from 0 when the traffic began;
+      // no errors; the latency drawn
+      assertRise(await waitForRise('rate', 'rate'), 'request rate');
+      assert.ok((await chartSeries('errors', 'errors')).values.every((v) => v === 0),
+        'errors charted while every request succeeded');
+      assertRise(await waitForRise('latency', 'p50'), 'p50');
+      const p99 = await chartSeries('latency', 'p99');
+      const p50 = await chartSeries('latency', 'p50');
+      p50.values.forEach((v, i) => assert.ok(v <= p99.values[i], `p50 ${v} > p99 ${p99.values[i]}`));
       await screenshot('status-closed');
     } finally {
       const n = await load.stop();
@@ -272,9 +321,37 @@ describe('status page in chromium', () => {
       ?.getAttribute('data-circuit') === 'open', SERVICE);
     assert.equal((await section().locator('.svc-head .badge').textContent()).trim(), 'open');
     assert.match(await page.locator('#summary').textContent(), /1 circuit not closed/);
+    // the error chart rises: the upstream's 503s, then ferry's own
+    assertRise(await waitForRise('errors', 'errors'), 'error rate');
+    // errors only where there were requests, as a share of them
+    const errors = await chartSeries('errors', 'errors'), rate = await chartSeries('rate', 'rate');
+    errors.values.forEach((v, i) => assert.ok(v <= 100 && (v === 0 || rate.values[i] > 0),
+      `bucket ${i}: ${v}% errors at ${rate.values[i]} req/s`));
     await screenshot('status-open');
     assert.deepEqual(pageErrors, []);
     assert.deepEqual(foreignRequests, []);
+  });
+
+  test('the charts are drawn: screenshots are not blank', async () => {
+    const rate = section().locator('[data-chart="rate"] svg');
+    const png = decodePNG(await rate.screenshot());
+    assert.ok(png.width >= 100 && png.height >= 30, `chart is ${png.width}x${png.height}`);
+    // the background is the most common colour; the rise reaches the top
+    // of the chart (its scale is its maximum), the rest is a line at 0
+    const bg = mostCommon(png);
+    const top = countPixels(png, (x, y, c) => y < png.height / 3 && far(c, bg));
+    const bottom = countPixels(png, (x, y, c) => y >= png.height * 2 / 3 && far(c, bg));
+    assert.ok(top > 0, 'nothing drawn in the top third of the request rate chart');
+    assert.ok(bottom > png.width / 2, `the line at 0 is missing (${bottom} pixels)`);
+
+    const full = decodePNG(await page.screenshot({ fullPage: true }));
+    const colours = new Set();
+    countPixels(full, (x, y, c) => colours.add(c.join()));
+    assert.ok(colours.size > 50, `the page has ${colours.size} colours`);
+    const fbg = mostCommon(full);
+    const drawn = countPixels(full, (x, y, c) => far(c, fbg));
+    assert.ok(drawn > full.width * full.height / 50, `${drawn} non-background pixels`);
+    await screenshot('status-charts');
   });
 
   test("the page's Prometheus parsing and quantiles match histogram_quantile", async () => {
@@ -318,3 +395,70 @@ describe('status page in chromium', () => {
     assert.ok(Number.isNaN(got.q[4]), 'NaN when nothing was observed');
   });
 });
+
+// ------------------------------------------------------------- PNG ---
+// page.screenshot() gives 8-bit RGB(A) PNGs: enough of a decoder for them.
+
+function decodePNG(buf) {
+  assert.equal(buf.subarray(0, 8).toString('hex'), '89504e470d0a1a0a', 'not a PNG');
+  let off = 8, width = 0, height = 0, type = 0;
+  const idat = [];
+  while (off < buf.length) {
+    const len = buf.readUInt32BE(off), kind = buf.toString('latin1', off + 4, off + 8);
+    const data = buf.subarray(off + 8, off + 8 + len);
+    if (kind === 'IHDR') {
+      width = data.readUInt32BE(0);
+      height = data.readUInt32BE(4);
+      assert.equal(data[8], 8, 'bit depth');
+      type = data[9];
+      assert.ok(type === 2 || type === 6, `colour type ${type}`);
+      assert.equal(data[12], 0, 'interlaced');
+    } else if (kind === 'IDAT') {
+      idat.push(data);
+    }
+    off += 12 + len;
+  }
+  const bpp = type === 6 ? 4 : 3, stride = width * bpp;
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const px = Buffer.alloc(stride * height);
+  for (let y = 0; y < height; y++) {
+    const f = raw[y * (stride + 1)], src = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let i = 0; i < stride; i++) {
+      const a = i >= bpp ? px[y * stride + i - bpp] : 0;
+      const b = y > 0 ? px[(y - 1) * stride + i] : 0;
+      const c = i >= bpp && y > 0 ? px[(y - 1) * stride + i - bpp] : 0;
+      let v = src[i];
+      if (f === 1) v += a;
+      else if (f === 2) v += b;
+      else if (f === 3) v += (a + b) >> 1;
+      else if (f === 4) {
+        const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      px[y * stride + i] = v & 0xff;
+    }
+  }
+  return { width, height, bpp, px };
+}
+
+/** Calls fn(x, y, [r, g, b]) for each pixel; counts those it is true for. */
+function countPixels(png, fn) {
+  let n = 0;
+  for (let y = 0; y < png.height; y++) {
+    for (let x = 0; x < png.width; x++) {
+      const o = (y * png.width + x) * png.bpp;
+      if (fn(x, y, [png.px[o], png.px[o + 1], png.px[o + 2]])) n++;
+    }
+  }
+  return n;
+}
+
+function mostCommon(png) {
+  const seen = new Map();
+  countPixels(png, (x, y, c) => seen.set(c.join(), (seen.get(c.join()) || 0) + 1));
+  return [...seen].sort((p, q) => q[1] - p[1])[0][0].split(',').map(Number);
+}
+
+function far(c, bg) {
+  return Math.abs(c[0] - bg[0]) + Math.abs(c[1] - bg[1]) + Math.abs(c[2] - bg[2]) > 24;
+}

@@ -1,10 +1,12 @@
 """Admin endpoint basics (SPEC §8, §10 /ready while draining), its
-listener's limits (§3, §11: slow heads, descriptors running out) and the
-Host check against DNS rebinding (listeners.admin.hosts)."""
+listener's limits (§3, §11: slow heads, descriptors running out), the
+Host check against DNS rebinding (listeners.admin.hosts) and /history,
+the status page's charts as JSON (§16)."""
 
 import http.client
 import json
 import os
+import re
 import resource
 import secrets
 import signal
@@ -249,6 +251,125 @@ class AdminTest(FerryTestCase):
         svc = [s for s in services if s["name"] == "svc"][0]
         self.assertEqual(svc["circuit"], "closed")
         self.assertEqual([e["address"] for e in svc["endpoints"]], [self.up.address])
+
+
+    # /history (SPEC §16)
+
+    def history(self, f):
+        resp = f.admin("/history")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.header("content-type"), "application/json")
+        doc = resp.json()
+        self.assertEqual((doc["step_s"], doc["points"]), (5, 180))
+        starts = doc["start_ms"]
+        self.assertEqual(len(starts), 180)
+        self.assertEqual([b - a for a, b in zip(starts, starts[1:])], [5000] * 179)
+        self.assertEqual(starts[-1] % 5000, 0)
+        self.assertTrue(starts[-1] <= doc["now_ms"] < starts[-1] + 5000, doc["now_ms"])
+        self.assertLess(abs(doc["now_ms"] - time.time() * 1000), 60000, "now_ms is not wall clock")
+        for s in doc["services"]:
+            for key in ("requests", "errors", "p50_ms", "p99_ms"):
+                self.assertEqual(len(s[key]), 180, (s["name"], key))
+                self.assertTrue(all(isinstance(v, (int, float)) and v >= 0 for v in s[key]),
+                                (s["name"], key, s[key]))
+        return doc
+
+    def series(self, doc, name):
+        found = [s for s in doc["services"] if s["name"] == name]
+        self.assertEqual(len(found), 1, "/history: %r" % [s["name"] for s in doc["services"]])
+        self.assertEqual(found[0]["direction"], "outbound")
+        return found[0]
+
+    def test_history_counts_requests_errors_and_latency_per_service(self):
+        bad = self.upstream(harness.fixed(503))
+        slow = self.upstream(harness.delay(0.03))
+        f = self.ferry({"svc": service(self.up), "bad": service(bad, retries={"max": 0}),
+                        "slow": service(slow)})
+        doc = self.history(f)
+        self.assertEqual(sorted(s["name"] for s in doc["services"]), ["bad", "slow", "svc"])
+        for name in ("svc", "bad", "slow"):
+            s = self.series(doc, name)
+            self.assertEqual(sum(s["requests"]) + sum(s["errors"]), 0, s)
+
+        for _ in range(20):
+            self.assertEqual(f.get("/", host="svc").status, 200)
+        doc = self.history(f)
+        svc, other = self.series(doc, "svc"), self.series(doc, "bad")
+        self.assertEqual(sum(svc["requests"]), 20, svc["requests"][-3:])
+        # the traffic of the last seconds is in the newest buckets; the
+        # 15 minutes before ferry started are there as zeros
+        self.assertEqual(sum(svc["requests"][-3:]), 20)
+        self.assertEqual(svc["requests"][:-3], [0] * 177)
+        self.assertEqual(sum(svc["errors"]), 0)
+        self.assertEqual(sum(other["requests"]), 0, "svc's traffic counted for bad")
+        busy = [i for i, n in enumerate(svc["requests"]) if n]
+        for i in range(180):
+            if i not in busy:
+                self.assertEqual((svc["p50_ms"][i], svc["p99_ms"][i]), (0, 0))
+        for i in busy:
+            # (p99 of 20 is the slowest: the first, with its TLS handshake)
+            self.assertTrue(0 < svc["p50_ms"][i] <= svc["p99_ms"][i], (svc["p50_ms"][i], svc["p99_ms"][i]))
+            self.assertLess(svc["p50_ms"][i], 25)
+
+        # upstream 5xx, and then ferry's own 503 once the circuit opens:
+        # errors, all of them, of bad only
+        for _ in range(8):
+            self.assertEqual(f.get("/", host="bad").status, 503)
+        for _ in range(4):
+            self.assertEqual(f.get("/", host="slow").status, 200)
+        doc = self.history(f)
+        other, svc = self.series(doc, "bad"), self.series(doc, "svc")
+        self.assertEqual((sum(other["requests"]), sum(other["errors"])), (8, 8))
+        self.assertEqual(sum(other["errors"][-3:]), 8)
+        self.assertEqual((sum(svc["requests"]), sum(svc["errors"])), (20, 0))
+        slow_s = self.series(doc, "slow")
+        self.assertEqual((sum(slow_s["requests"]), sum(slow_s["errors"])), (4, 0))
+        for i, n in enumerate(slow_s["requests"]):
+            if n:
+                # 30 ms to the head: the 25-50 ms bucket of the histogram
+                self.assertTrue(25 <= slow_s["p50_ms"][i] <= slow_s["p99_ms"][i] <= 250,
+                                (slow_s["p50_ms"][i], slow_s["p99_ms"][i]))
+
+    def test_history_keeps_services_across_reload(self):
+        gone = self.upstream()
+        f = self.start()
+        f.config["services"]["gone"] = service(gone)
+        self.reload(f)
+        for _ in range(6):
+            self.assertEqual(f.get("/", host="svc").status, 200)
+        self.assertEqual(f.get("/", host="gone").status, 200)
+        self.assertEqual(sum(self.series(self.history(f), "gone")["requests"]), 1)
+
+        del f.config["services"]["gone"]
+        f.config["services"]["fresh"] = service(gone)
+        self.reload(f)
+        doc = self.history(f)
+        self.assertEqual(sorted(s["name"] for s in doc["services"]), ["fresh", "svc"])
+        self.assertEqual(sum(self.series(doc, "svc")["requests"]), 6)
+        self.assertEqual(sum(self.series(doc, "fresh")["requests"]), 0)
+        self.assertEqual(f.get("/", host="fresh").status, 200)
+        self.assertEqual(sum(self.series(self.history(f), "fresh")["requests"]), 1)
+
+        # a service back under its old name starts a new history
+        f.config["services"]["gone"] = service(gone)
+        self.reload(f)
+        self.assertEqual(sum(self.series(self.history(f), "gone")["requests"]), 0)
+
+    def reload(self, f):
+        """Rewrite f's config, SIGHUP, and wait until the reload counted."""
+        def reloads():
+            m = re.search(r'(?m)^ferry_config_reloads_total\{result="success"\} (\d+)',
+                          f.admin("/metrics").body.decode())
+            return int(m.group(1)) if m else 0
+
+        before = reloads()
+        path = f.config_path + ".new"
+        with open(path, "w") as out:
+            out.write(harness.to_yaml(f.config) + "\n")
+        os.replace(path, f.config_path)
+        f.signal(signal.SIGHUP)
+        self.assertTrue(harness.wait_until(lambda: reloads() > before, 5),
+                        "reload not counted\n" + f.stderr_tail())
 
 
 if __name__ == "__main__":
