@@ -154,6 +154,23 @@ struct conf_headers {
 	struct conf_hrules response;	/* to the app (or the peer) */
 };
 
+/* compression (SPEC §14): plain values only, so a service's copy of
+ * defaults' needs no deep copy. */
+#define COMPRESS_MAX_TYPES	16
+#define COMPRESS_TYPE_LEN	64	/* longest type + 1 */
+
+struct conf_compression {
+	uint8_t encodings[2];		/* enum cz_coding, preference order */
+	uint8_t n_encodings;		/* 0: off (the default) */
+	uint8_t n_types;
+	uint64_t min_size;		/* 1KiB */
+	uint32_t level_zstd;		/* 3 */
+	uint32_t level_gzip;		/* 1 */
+	char accept[16];		/* "zstd, gzip": sent upstream */
+	char types[COMPRESS_MAX_TYPES][COMPRESS_TYPE_LEN];	/* lower case;
+					   a subtype "*" covers every subtype */
+};
+
 struct conf_service {
 	char *name;
 	struct conf_pos pos;
@@ -183,11 +200,13 @@ struct conf_service {
 	const char *upstream_host;	/* Host upstream: server_name, else hosts[0],
 					   else name (points into this struct) */
 	struct conf_headers headers;	/* its own rules, after defaults' */
+	struct conf_compression compression;	/* defaults', key by key */
 };
 
 struct conf_inbound {
 	bool enabled;
 	struct conf_headers headers;	/* after defaults' */
+	struct conf_compression compression;	/* defaults', key by key */
 	enum local_app_protocol local_app_protocol;	/* SPEC §12: http1 (default), h2c */
 	struct conf_listener listener;
 	char *cert, *key, *client_ca;

@@ -261,6 +261,39 @@ headers_rules(struct sbuf *o, const struct conf_headers *h, bool first)
 	sbuf_add(o, "}", 1);
 }
 
+/* "compression": {...} (SPEC §14); "encodings": [] when off */
+static void
+compression(struct sbuf *o, const struct conf_compression *c)
+{
+	key(o, "compression", false);
+	sbuf_add(o, "{", 1);
+	key(o, "encodings", true);
+	sbuf_add(o, "[", 1);
+	for (unsigned i = 0; i < c->n_encodings; i++) {
+		if (i > 0)
+			sbuf_add(o, ",", 1);
+		str(o, c->encodings[i] == 1 ? "zstd" : "gzip");
+	}
+	sbuf_add(o, "]", 1);
+	key(o, "min_size", false);
+	num(o, c->min_size);
+	key(o, "types", false);
+	sbuf_add(o, "[", 1);
+	for (unsigned i = 0; i < c->n_types; i++) {
+		if (i > 0)
+			sbuf_add(o, ",", 1);
+		str(o, c->types[i]);
+	}
+	sbuf_add(o, "]", 1);
+	key(o, "level", false);
+	sbuf_add(o, "{", 1);
+	key(o, "zstd", true);
+	num(o, c->level_zstd);
+	key(o, "gzip", false);
+	num(o, c->level_gzip);
+	sbuf_add(o, "}}", 2);
+}
+
 static void
 policies(struct sbuf *o, const struct conf_service *s)
 {
@@ -310,6 +343,7 @@ policies(struct sbuf *o, const struct conf_service *s)
 	key(o, "load_balancer", false);
 	str(o, (unsigned)s->load_balancer < 3 ? lb_names[s->load_balancer] : NULL);
 	headers_rules(o, &s->headers, false);
+	compression(o, &s->compression);
 }
 
 static void
@@ -471,6 +505,7 @@ inbound(struct sbuf *o, const struct conf_inbound *in)
 	key(o, "max_concurrent", false);
 	num(o, in->max_concurrent);
 	headers_rules(o, &in->headers, false);
+	compression(o, &in->compression);
 	sbuf_add(o, "}", 1);
 }
 

@@ -195,6 +195,8 @@ static const struct field inbound_fields[] = {
 	{ "max_concurrent", fld_u32, offsetof(struct conf_inbound, max_concurrent),
 	  1, 1000000, NULL },
 	{ "headers", fld_section, offsetof(struct conf_inbound, headers), 0, 0, headers_fields },
+	{ "compression", fld_section, offsetof(struct conf_inbound, compression), 0, 0,
+	  compression_fields },
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
@@ -296,6 +298,7 @@ load_inbound(struct loader *l, const struct ynode *val)
 
 	in->enabled = true;
 	in->timeouts = l->defaults.timeouts;	/* then its own keys override */
+	in->compression = l->defaults.compression;
 	walk_map(l, val, in, inbound_fields);
 	l->inbound_errs = l->n_errs - before;
 	path_pop(l, mark);

@@ -126,6 +126,10 @@ void fld_default_headers(struct loader *, const struct field *, const struct yno
     const struct ynode *, void *);
 void headers_conf_free(struct conf_headers *h);
 
+/* compression: (config_compress.c), and its defaults */
+extern const struct field compression_fields[];
+void compression_init(struct conf_compression *c);
+
 /* Sections shared by defaults, services and the inbound listener. */
 extern const struct field timeouts_fields[];
 extern const struct field rate_limit_fields[];

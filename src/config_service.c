@@ -34,6 +34,7 @@ defaults_init(struct conf_service *d)
 	d->health_check.timeout = 1000;
 	d->health_check.healthy = 2;
 	d->health_check.unhealthy = 3;
+	compression_init(&d->compression);
 }
 
 static void
@@ -136,7 +137,9 @@ static const struct field pool_fields[] = {
 	  outlier_fields }, \
 	{ "pool", fld_section, offsetof(struct conf_service, pool), 0, 0, pool_fields }, \
 	{ "load_balancer", fld_enum, offsetof(struct conf_service, load_balancer), 0, 0, \
-	  lb_names }
+	  lb_names }, \
+	{ "compression", fld_section, offsetof(struct conf_service, compression), 0, 0, \
+	  compression_fields }
 
 static const struct field defaults_fields[] = {
 	POLICY_FIELDS,

@@ -40,6 +40,7 @@ end_cause_name(enum end_cause c)
 		[END_STREAM_IDLE] = "stream_idle_timeout",
 		[END_SHUTDOWN] = "shutdown",
 		[END_DEADLINE] = "deadline_exceeded",
+		[END_DECOMPRESSION_BOMB] = "decompression_bomb",
 	};
 
 	return (unsigned)c < END_COUNT ? names[c] : NULL;

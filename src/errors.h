@@ -43,6 +43,7 @@ enum end_cause {
 	END_STREAM_IDLE,
 	END_SHUTDOWN,
 	END_DEADLINE,			/* grpc-timeout, after the head */
+	END_DECOMPRESSION_BOMB,		/* a decoded body over 1000x or 1 GiB */
 	END_COUNT
 };
 

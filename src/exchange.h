@@ -31,6 +31,7 @@
 #include "worker.h"
 
 struct exchange;
+struct zflow;
 struct upconn;
 struct h2up_stream;
 
@@ -147,6 +148,9 @@ struct exchange {
 	bool resp_chunked;		/* the client gets the body chunked */
 	bool head_ends;			/* the response head is all of it (trailers-only) */
 	bool close_after;		/* close the client after this response */
+	bool zoffered;			/* outbound: ferry sent accept-encoding */
+	uint8_t zcoding;		/* inbound: the peer accepts it (cz_coding) */
+	struct zflow *zf;		/* the body is coded anew (proxy_coding.c) */
 	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
 	uint32_t status;
 	uint64_t bytes_in;		/* the downstream codec's */
@@ -231,6 +235,9 @@ void proxy_error_response(const struct exchange *x, struct sbuf *out, enum ferry
 /* The header rules (SPEC §15) for the response to X: defaults', then the
  * service's or the inbound listener's; NULL where there are none. */
 void proxy_response_rules(const struct exchange *x, const struct conf_hrules *rules[2]);
+
+/* SPEC §14: how the response head changes for a coded body, or NULL. */
+const struct head_coding *proxy_response_coding(const struct exchange *x);
 
 /* metrics.c ids: the service's, the local app's inbound, or none */
 int exchange_metrics_id(const struct exchange *x);

@@ -251,6 +251,7 @@ h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 	if (!a.keep_alive && !a.upgrade)
 		x->close_after = true;
 	proxy_response_rules(x, a.rules);
+	a.coding = proxy_response_coding(x);
 	sbuf_clear(out);
 	headers_build_response(out, msg, h, &a);
 	if (out->oom) {

@@ -289,7 +289,8 @@ response_head(struct exchange *x)
 	 * trailers are judged as a request's are (http1.h, rechunk) */
 	u->parser.rechunk = x->resp_chunked;
 	u->parser.keep_trailer = headers_trailer_allowed;
-	u->parser.on_trailer = x->unframed ? trailer_in : NULL;
+	/* a body ferry codes anew is framed by proxy.c: trailers go apart */
+	u->parser.on_trailer = x->unframed || x->zf ? trailer_in : NULL;
 	u->parser.on_data = dechunk_data;
 	u->parser.arg = x;
 	sbuf_clear(&x->trailers);

@@ -319,6 +319,7 @@ h2_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 	};
 
 	proxy_response_rules(x, a.rules);
+	a.coding = proxy_response_coding(x);
 	sbuf_clear(t);
 	headers_build_response(t, msg, h, &a);
 	if (t->oom) {

@@ -360,7 +360,9 @@ response_end(struct h2up_stream *st)
 
 	st->complete = true;
 	sbuf_clear(t);
-	if (st->chunk_resp) {
+	/* a client that gets the body unframed (HTTP/1.0, or a body coded
+	 * anew: proxy.c frames it) has no last chunk */
+	if (st->chunk_resp && !x->dechunk) {
 		sbuf_add(t, "0\r\n", 3);
 		if (st->head_done && st->raw.len > 0 && !x->unframed) {
 			/* trailers collected after the head: name: value lines */
@@ -451,7 +453,7 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 	else
 		nghttp2_session_consume(ng, id, len);
 	st->got_any = true;
-	if (st->chunk_resp) {
+	if (st->chunk_resp && !x->dechunk) {
 		struct sbuf *t = &x->w->scratch_up;
 
 		sbuf_clear(t);

@@ -407,6 +407,9 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 			add_header(out, "x-forwarded-for", a->forwarded_for, strlen(a->forwarded_for));
 	}
 	rules_emit(out, a->rules);
+	if (a->accept_encoding)
+		add_header(out, "accept-encoding", a->accept_encoding,
+		    strlen(a->accept_encoding));
 	if (a->grpc_timeout_at) {
 		sbuf_adds(out, "grpc-timeout: ");
 		*a->grpc_timeout_at = out->len;
@@ -415,10 +418,50 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 	sbuf_add(out, "\r\n", 2);
 }
 
+static bool
+name_is(const char *msg, const struct http_header *hd, const char *lit, size_t n)
+{
+	return hd->name.len == n && strncasecmp(msg + hd->name.off, lit, n) == 0;
+}
+
+/* A header of a recoded body (SPEC §14): true when it was written (or
+ * dropped) here; *VARY notes a vary that already names accept-encoding. */
+static bool
+coding_header(struct sbuf *out, const char *msg, const struct http_header *hd,
+    const struct head_coding *c, bool *vary)
+{
+	const char *v = msg + hd->value.off;
+
+	if (hd->kind == HDR_CONTENT_LENGTH || hd->kind == HDR_TRANSFER_ENCODING)
+		return true;
+	if (hd->kind != HDR_OTHER)
+		return false;
+	if (name_is(msg, hd, "content-encoding", 16))
+		return c->decoded;
+	if (c->encoded && name_is(msg, hd, "vary", 4)) {
+		for (uint32_t i = 0; i < hd->value.len; i++)
+			if (v[i] == '*' || (hd->value.len - i >= 15 &&
+			    strncasecmp(v + i, "accept-encoding", 15) == 0))
+				*vary = true;
+		return false;
+	}
+	if (c->encoded && name_is(msg, hd, "etag", 4) && hd->value.len > 0 && v[0] == '"') {
+		/* another representation: equal in meaning, not in bytes */
+		sbuf_add(out, msg + hd->name.off, hd->name.len);
+		sbuf_add(out, ": W/", 4);
+		sbuf_add(out, v, hd->value.len);
+		sbuf_add(out, "\r\n", 2);
+		return true;
+	}
+	return false;
+}
+
 void
 headers_build_response(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct downstream_head_args *a)
 {
+	bool vary = false;
+
 	sbuf_add(out, "HTTP/1.1 ", 9);
 	sbuf_addu(out, (unsigned)h->status);
 	sbuf_add(out, " ", 1);
@@ -431,6 +474,8 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 			continue;
 		if (!a->interim && (a->rules[0] || a->rules[1]) &&
 		    rules_drop(a->rules, 0, msg + hd->name.off, hd->name.len))
+			continue;
+		if (a->coding && coding_header(out, msg, hd, a->coding, &vary))
 			continue;
 		switch (hd->kind) {
 		case HDR_CORRELATION_ID:
@@ -449,6 +494,13 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 		add_header(out, "x-correlation-id", a->ids->correlation, a->ids->correlation_len);
 		add_header(out, "x-request-id", a->ids->request, a->ids->request_len);
 	}
+	if (a->coding && a->coding->encoded) {
+		add_header(out, "content-encoding", a->coding->encoded, strlen(a->coding->encoded));
+		if (!vary)
+			sbuf_adds(out, "vary: accept-encoding\r\n");
+	}
+	if (a->coding && a->coding->chunked)
+		sbuf_adds(out, "transfer-encoding: chunked\r\n");
 	if (!a->interim)
 		rules_emit(out, a->rules);
 	/* an interim head says nothing: the final one says how it goes */

@@ -63,6 +63,8 @@ struct upstream_head_args {
 	 * fixed-width one whose digits start at *grpc_timeout_at in OUT, for
 	 * each attempt to fill with the time left (SPEC §12) */
 	size_t *grpc_timeout_at;
+	/* compression (SPEC §14): accept-encoding to add, or NULL */
+	const char *accept_encoding;
 };
 
 #define GRPC_TIMEOUT_DIGITS 8
@@ -75,6 +77,17 @@ bool headers_number(const char *msg, const struct http_header *hd, uint64_t *out
 void headers_build_request(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct upstream_head_args *a);
 
+/* A response body ferry codes anew (SPEC §14): its length changes, so
+ * content-length goes, and so does any transfer-encoding of the
+ * upstream's (the framing is ferry's). */
+struct head_coding {
+	const char *encoded;		/* ferry compresses: this content-encoding
+					   is added, with vary, and a strong etag
+					   made weak */
+	bool decoded;			/* ferry decodes: content-encoding goes */
+	bool chunked;			/* add transfer-encoding: chunked */
+};
+
 struct downstream_head_args {
 	const struct request_ids *ids;
 	bool keep_alive;		/* else "connection: close" */
@@ -83,6 +96,7 @@ struct downstream_head_args {
 	bool upgrade;			/* a 101 being tunnelled */
 	bool interim;			/* a 1xx: no connection headers of ours */
 	const struct conf_hrules *rules[2];	/* as in upstream_head_args */
+	const struct head_coding *coding;	/* NULL: the body passes as it is */
 };
 
 /* Writes the response head for the app into OUT. */

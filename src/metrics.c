@@ -173,6 +173,18 @@ metrics_grpc(struct metrics_shard *s, enum metric_dir d, int svc, int status)
 }
 
 void
+metrics_compression(struct metrics_shard *s, enum metric_dir d, int svc,
+    uint64_t in, uint64_t out)
+{
+	struct svc_ctr *c;
+
+	if ((c = svc_of(s, svc)) == NULL)
+		return;
+	ctr_add(&c->v[C_CZ + (d == DIR_INBOUND) * 2], in);
+	ctr_add(&c->v[C_CZ + (d == DIR_INBOUND) * 2 + 1], out);
+}
+
+void
 metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause cause)
 {
 	struct svc_ctr *c;

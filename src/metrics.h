@@ -85,6 +85,10 @@ void metrics_resend(struct metrics_shard *s, int svc);
 void metrics_grpc(struct metrics_shard *s, enum metric_dir d, int svc, int status);
 /* A request cut for CAUSE (not END_DONE). */
 void metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause cause);
+/* compression_bytes_total{direction,service,stage}: bytes into (IN) and
+ * out of (OUT) one of ferry's encoders or decoders (SPEC §14). */
+void metrics_compression(struct metrics_shard *s, enum metric_dir d, int svc,
+    uint64_t in, uint64_t out);
 void metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc);
 /* A request that failed as the status page's charts count it (SPEC §16):
  * answered with one of ferry's own errors (§7, either form) or with the

@@ -365,6 +365,13 @@ grpc_label(int g, char *tmp)
 	return tmp;
 }
 
+static const char *
+stage_label(int k, char *tmp)
+{
+	(void)tmp;
+	return k ? "out" : "in";
+}
+
 static void
 render_global(struct sbuf *o, struct metrics *m, struct snap *sn)
 {
@@ -458,6 +465,9 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	render_by_label(out, &sn, "grpc_responses_total",
 	    "gRPC calls by grpc-status (the service's, or ferry's own errors).",
 	    C_GRPC, GRPC_STATUSES, "grpc_status", grpc_label);
+	render_by_label(out, &sn, "compression_bytes_total",
+	    "Bytes into (stage in) and out of (stage out) ferry's compressors and "
+	    "decompressors.", C_CZ, 2, "stage", stage_label);
 	svc_family(out, &sn, "rate_limited_total",
 	    "Requests refused by the rate limit.", C_RL, 2, "direction",
 	    dir_names);

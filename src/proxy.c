@@ -9,6 +9,7 @@
 
 #include "attempt.h"
 #include "log.h"
+#include "proxy_coding.h"
 #include "route.h"
 
 #define RESET_FROM	offsetof(struct exchange, upops)
@@ -33,6 +34,7 @@ proxy_exchange_free(struct exchange *x)
 	if (x->timer)
 		event_free(x->timer);
 	x->timer = NULL;
+	coding_free(x);
 	sbuf_free(&x->req);
 	sbuf_free(&x->logline);
 	sbuf_free(&x->trailers);
@@ -84,6 +86,7 @@ ids_decide(struct exchange *x, const char *msg, const struct http_head *h)
 static void
 exchange_begin(struct exchange *x)
 {
+	coding_free(x);
 	memset((char *)x + RESET_FROM, 0, RESET_TO - RESET_FROM);
 	x->ferr = -1;
 	x->grpc_status = -1;
@@ -200,6 +203,7 @@ proxy_end(struct exchange *x, enum end_cause cause)
 	attempt_release(x, false);
 	exchange_leave(x);
 	proxy_account(x, cause);
+	coding_free(x);
 	x->down->finish(x, cause);
 }
 
@@ -590,6 +594,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 		.rules = { rules_or_null(&x->gen->conf->default_headers.request),
 		    rules_or_null(&x->svc->conf->headers.request) },
 		.grpc_timeout_at = x->grpc ? &x->grpc_timeout_at : NULL,
+		.accept_encoding = coding_request(x, msg, h),
 	});
 	if (x->req.oom) {
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "out of memory", 1, true);
@@ -649,6 +654,8 @@ proxy_tunnel_up(struct exchange *x, const void *p, size_t n)
 void
 proxy_client_drained(struct exchange *x)
 {
+	if (x->live && coding_drained(x))
+		return;
 	if (x->live && exchange_attached(x))
 		x->upops->resume(x);
 }
@@ -763,6 +770,8 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		x->close_after = true;
 	if (!x->req_done)
 		x->close_after = true;	/* the rest of the request has nowhere to go */
+	if (!switching)
+		coding_response(x, msg, h);
 	if (!x->down->send_head(x, msg, h))
 		return false;
 	x->resp_head = true;
@@ -783,6 +792,8 @@ proxy_response_trailers(struct exchange *x, const char *msg, const struct http_h
 {
 	if (x->grpc)
 		grpc_status_seen(x, msg, h);
+	if (x->live && x->zf && !x->unframed)
+		coding_trailers(x, msg, h);
 	if (x->live && x->resp_head && x->unframed)
 		x->down->send_trailers(x, msg, h);
 }
@@ -790,6 +801,8 @@ proxy_response_trailers(struct exchange *x, const char *msg, const struct http_h
 bool
 proxy_response_data(struct exchange *x, const void *p, size_t n)
 {
+	if (x->zf)
+		return coding_data(x, p, n, false);
 	if (!x->down->send_data(x, p, n))
 		return false;
 	x->last_io_ms = clock_now_ms();
@@ -803,6 +816,10 @@ proxy_response_end(struct exchange *x, const void *p, size_t n, bool reusable)
 		x->close_after = true;
 	/* back before the last byte goes, so the pool gauges are settled */
 	attempt_release(x, reusable && x->req_done && !x->upgrade);
+	if (x->zf) {
+		coding_data(x, p, n, true);
+		return;
+	}
 	if (x->down->send_last(x, p, n))
 		proxy_end(x, END_DONE);
 }

@@ -190,6 +190,7 @@ gen_inbound_init(struct generation *g)
 	sc->retries.buffer = 64 * 1024;
 	sc->breaker.max_concurrent = in->max_concurrent;
 	sc->headers = in->headers;	/* the config's: it outlives the generation */
+	sc->compression = in->compression;
 	sc->pool = (struct conf_pool){ .max_idle_per_endpoint = 64, .idle_timeout = 30000,
 	    .max_per_endpoint = 1024 };
 	s->conf = sc;

@@ -1,0 +1,352 @@
+/*
+ * The coded response body of an exchange (see proxy_coding.h).
+ *
+ * Input the client cannot take yet (its output is over the high mark)
+ * waits in zf->in, so a decoder that inflates never piles up more than
+ * one step of output beyond the mark; the upstream is paused meanwhile
+ * (the codecs see the client congested) and resumed once the coder is
+ * through with what waits.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "attempt.h"
+#include "compress.h"
+#include "log.h"
+#include "proxy_coding.h"
+
+#define ZF_STEP		(64 * 1024)	/* output of one coder step */
+#define ZF_HDR		12		/* room for a chunk-size line before it */
+
+struct zflow {
+	struct exchange *x;
+	struct cz *cz;
+	struct head_coding head;	/* what the response head says */
+	bool chunked;			/* ferry frames the body in chunks */
+	bool end;			/* the upstream's body is complete */
+	bool waiting;			/* input or the end waits for the client */
+	struct sbuf in;			/* input not coded yet, from in_off */
+	size_t in_off;
+	struct sbuf out;		/* one step, framed */
+	struct sbuf trailers;		/* "name: value\r\n" for the last chunk */
+	struct deferred d;
+};
+
+/* The first header named NAME (lower case), or NULL. */
+static const struct http_header *
+find_named(const char *msg, const struct http_head *h, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		if (h->h[i].kind == HDR_OTHER && h->h[i].name.len == n &&
+		    strncasecmp(msg + h->h[i].name.off, name, n) == 0)
+			return &h->h[i];
+	return NULL;
+}
+
+const char *
+coding_request(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	const struct conf_compression *c = &x->svc->conf->compression;
+	enum cz_coding best = CZ_IDENTITY;
+	unsigned rank = 99;
+
+	if (c->n_encodings == 0 || x->grpc || x->upgrade || x->head_method ||
+	    find_named(msg, h, "range") != NULL)
+		return NULL;
+	if (!x->inbound) {
+		/* the app's own accept-encoding: it decodes what it asked for */
+		if (find_named(msg, h, "accept-encoding") != NULL)
+			return NULL;
+		x->zoffered = true;
+		return c->accept;
+	}
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const struct http_header *hd = &h->h[i];
+		enum cz_coding k;
+
+		if (hd->kind != HDR_OTHER || hd->name.len != 15 ||
+		    strncasecmp(msg + hd->name.off, "accept-encoding", 15) != 0)
+			continue;
+		k = cz_pick(c, msg + hd->value.off, hd->value.len);
+		for (unsigned j = 0; k != CZ_IDENTITY && j < rank; j++)
+			if (c->encodings[j] == k) {
+				best = k;
+				rank = j;
+			}
+	}
+	x->zcoding = (uint8_t)best;
+	return NULL;
+}
+
+/* Would the inbound response be compressed (SPEC §14)? */
+static bool
+encode_wanted(const struct exchange *x, const char *msg, const struct http_head *h)
+{
+	const struct conf_compression *c = &x->svc->conf->compression;
+	const struct http_header *ct = find_named(msg, h, "content-type");
+	const struct http_header *cc = find_named(msg, h, "cache-control");
+
+	if (x->zcoding == CZ_IDENTITY || find_named(msg, h, "content-encoding") ||
+	    find_named(msg, h, "content-range"))
+		return false;
+	if (h->has_length && h->content_length < (c->min_size ? c->min_size : 1))
+		return false;
+	if (ct == NULL || !cz_type_listed(c, msg + ct->value.off, ct->value.len))
+		return false;
+	for (; cc != NULL; cc = NULL)
+		for (uint32_t i = 0; i + 12 <= cc->value.len; i++)
+			if (strncasecmp(msg + cc->value.off + i, "no-transform", 12) == 0)
+				return false;
+	return true;
+}
+
+static void zf_deferred(struct deferred *d);
+
+void
+coding_response(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	const struct conf_compression *c = &x->svc->conf->compression;
+	const struct http_header *ce;
+	enum cz_coding k;
+	struct zflow *zf;
+	bool other, encode = x->inbound;
+
+	if (c->n_encodings == 0 || x->head_method || x->grpc || x->head_ends ||
+	    h->status < 200 || h->status == 204 || h->status == 304 || h->status == 206)
+		return;
+	if (encode) {
+		if (!encode_wanted(x, msg, h))
+			return;
+		k = (enum cz_coding)x->zcoding;
+	} else {
+		/* only what ferry offered is ferry's to decode; two codings
+		 * stacked pass as they are */
+		ce = find_named(msg, h, "content-encoding");
+		if (!x->zoffered || ce == NULL)
+			return;
+		for (uint32_t i = (uint32_t)(ce - h->h) + 1; i < h->n_headers; i++)
+			if (h->h[i].name.len == 16 &&
+			    strncasecmp(msg + h->h[i].name.off, "content-encoding", 16) == 0)
+				return;
+		if ((k = cz_parse_coding(msg + ce->value.off, ce->value.len, &other)) ==
+		    CZ_IDENTITY)
+			return;
+	}
+	if ((zf = calloc(1, sizeof(*zf))) == NULL ||
+	    (zf->cz = cz_new(k, encode, (int)(k == CZ_ZSTD ? c->level_zstd : c->level_gzip))) ==
+	    NULL) {
+		static struct log_limit limit;
+
+		/* the body passes as it is: an app that gets it encoded
+		 * still has content-encoding to tell */
+		free(zf);
+		log_limited(&limit, LOG_WARN, "compression: out of memory for a %s coder",
+		    cz_name(k));
+		return;
+	}
+	zf->x = x;
+	zf->d.run = zf_deferred;
+	zf->head.encoded = encode ? cz_name(k) : NULL;
+	zf->head.decoded = !encode;
+	x->zf = zf;
+	/* the upstream codec hands over the body without framing ... */
+	x->dechunk = true;
+	x->resp_chunked = false;
+	/* ... and the client gets ferry's: HTTP/2 frames it, HTTP/1.1 chunks,
+	 * HTTP/1.0 reads to the close */
+	if (x->unframed)
+		return;
+	if (x->http10)
+		x->close_after = true;
+	else
+		zf->head.chunked = zf->chunked = true;
+}
+
+const struct head_coding *
+proxy_response_coding(const struct exchange *x)
+{
+	return x->zf ? &x->zf->head : NULL;
+}
+
+void
+coding_trailers(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	struct zflow *zf = x->zf;
+
+	sbuf_clear(&zf->trailers);
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		if (!headers_trailer_allowed(msg + h->h[i].name.off, h->h[i].name.len))
+			continue;
+		sbuf_add(&zf->trailers, msg + h->h[i].name.off, h->h[i].name.len);
+		sbuf_add(&zf->trailers, ": ", 2);
+		sbuf_add(&zf->trailers, msg + h->h[i].value.off, h->h[i].value.len);
+		sbuf_add(&zf->trailers, "\r\n", 2);
+	}
+}
+
+/* MADE bytes of output at zf->out.p + ZF_HDR leave, framed. */
+static bool
+zf_send(struct exchange *x, size_t made)
+{
+	struct zflow *zf = x->zf;
+	char *d = zf->out.p + ZF_HDR, line[ZF_HDR];
+	size_t len = made;
+	int k;
+
+	if (zf->chunked) {
+		k = snprintf(line, sizeof(line), "%zx\r\n", made);
+		d -= k;
+		memcpy(d, line, (size_t)k);
+		memcpy(d + k + made, "\r\n", 2);
+		len = (size_t)k + made + 2;
+	}
+	return x->down->send_data(x, d, len);
+}
+
+/* The body is through the coder: the last chunk, and the end. */
+static bool
+zf_finish(struct exchange *x)
+{
+	struct zflow *zf = x->zf;
+	struct sbuf *o = &zf->out;
+
+	zf->waiting = false;
+	sbuf_clear(o);
+	if (zf->chunked) {
+		sbuf_add(o, "0\r\n", 3);
+		sbuf_add(o, zf->trailers.p, zf->trailers.len);
+		sbuf_add(o, "\r\n", 2);
+		if (o->oom || zf->trailers.oom) {
+			proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
+			return false;
+		}
+	}
+	if (x->down->send_last(x, o->p, o->len))
+		proxy_end(x, END_DONE);
+	return false;
+}
+
+/* Codes P..N (N may be 0 when only a flush or the end is left) and sends
+ * the output. False when the exchange ended: touch nothing of it then. */
+static bool
+zf_code(struct exchange *x, const char *p, size_t n, bool from_in)
+{
+	struct zflow *zf = x->zf;
+	enum cz_flush f = zf->end ? CZ_END : CZ_FLUSH;
+	enum metric_dir dir = x->inbound ? DIR_INBOUND : DIR_OUTBOUND;
+	int id = exchange_metrics_id(x);
+
+	for (;;) {
+		enum cz_status st;
+		size_t used, made;
+
+		if (x->down->congested(x)) {
+			/* the rest waits for the client's drain */
+			if (from_in) {
+				zf->in_off = (size_t)(p - zf->in.p);
+			} else {
+				sbuf_clear(&zf->in);
+				sbuf_add(&zf->in, p, n);
+				zf->in_off = 0;
+			}
+			if (zf->in.oom) {
+				proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
+				return false;
+			}
+			zf->waiting = true;
+			return true;
+		}
+		sbuf_clear(&zf->out);
+		if (!sbuf_grow(&zf->out, ZF_HDR + ZF_STEP + 2)) {
+			proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
+			return false;
+		}
+		st = cz_run(zf->cz, p, n, &used, zf->out.p + ZF_HDR, ZF_STEP, &made, f);
+		p += used;
+		n -= used;
+		metrics_compression(x->w->ms, dir, id, used, made);
+		if (st == CZ_BOMB) {
+			proxy_response_cut(x, END_DECOMPRESSION_BOMB,
+			    "decompression bomb (over 1000x or 1 GiB)");
+			return false;
+		}
+		if (st == CZ_ERROR) {
+			proxy_response_cut(x, zf->head.decoded ? END_MALFORMED_UPSTREAM_BODY :
+			    END_OUT_OF_MEMORY, zf->head.decoded ?
+			    "corrupt or truncated coded body" : "compressor failed");
+			return false;
+		}
+		if (made > 0 && !zf_send(x, made))
+			return false;
+		if (st == CZ_DONE)
+			break;
+	}
+	sbuf_clear(&zf->in);
+	zf->in_off = 0;
+	zf->waiting = false;
+	return zf->end ? zf_finish(x) : true;
+}
+
+bool
+coding_data(struct exchange *x, const void *p, size_t n, bool end)
+{
+	struct zflow *zf = x->zf;
+
+	x->last_io_ms = clock_now_ms();
+	if (end)
+		zf->end = true;
+	if (zf->waiting) {
+		/* behind what waits already */
+		sbuf_add(&zf->in, p, n);
+		if (zf->in.oom) {
+			proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
+			return false;
+		}
+		return zf_code(x, zf->in.p + zf->in_off, zf->in.len - zf->in_off, true);
+	}
+	return zf_code(x, p, n, false);
+}
+
+/* The client drained: out of its callback (an HTTP/2 data source may be
+ * calling), the waiting input goes on, then the upstream is read again. */
+static void
+zf_deferred(struct deferred *d)
+{
+	struct zflow *zf = (struct zflow *)(void *)((char *)d - offsetof(struct zflow, d));
+	struct exchange *x = zf->x;
+
+	if (!x->live || !zf->waiting)
+		return;
+	if (!zf_code(x, zf->in.p + zf->in_off, zf->in.len - zf->in_off, true))
+		return;
+	if (!zf->waiting && exchange_attached(x))
+		x->upops->resume(x);
+}
+
+bool
+coding_drained(struct exchange *x)
+{
+	if (x->zf == NULL || !x->zf->waiting)
+		return false;
+	worker_defer(x->w, &x->zf->d);
+	return true;
+}
+
+void
+coding_free(struct exchange *x)
+{
+	struct zflow *zf = x->zf;
+
+	if (zf == NULL)
+		return;
+	x->zf = NULL;
+	worker_defer_cancel(x->w, &zf->d);
+	cz_free(zf->cz);
+	sbuf_free(&zf->in);
+	sbuf_free(&zf->out);
+	sbuf_free(&zf->trailers);
+	free(zf);
+}
