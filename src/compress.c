@@ -125,7 +125,11 @@ zstd_dec(struct cz *z, ZSTD_inBuffer *ib, ZSTD_outBuffer *ob, enum cz_flush f)
 
 	if (ZSTD_isError(rc))
 		return CZ_ERROR;
-	z->ended = rc == 0;
+	/* 0: a frame is complete; a call with nothing new says nothing */
+	if (rc == 0)
+		z->ended = true;
+	else if (ib->pos > 0)
+		z->ended = false;
 	/* a full output may hide more: only a call with room tells */
 	if (ob->pos == ob->size)
 		return CZ_MORE;

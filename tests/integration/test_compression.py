@@ -1,0 +1,309 @@
+"""Compression between sidecars (SPEC §14): app A -> ferry A (outbound,
+offers and decodes) -> mTLS -> ferry B (inbound, compresses) -> app B.
+What crosses each hop is checked: the bytes app A gets, the headers app B
+got, and ferry_compression_bytes_total on both ferries (the body bytes
+between the ferries are A's decoder input)."""
+
+import gzip
+import json
+import re
+import subprocess
+import threading
+import time
+
+import harness
+from harness import FerryTestCase, IncompleteMessage, free_port, pki, read_response
+
+KEY = "compression-mesh-key-0123456789"
+ON = {"encodings": ["zstd", "gzip"], "min_size": "1KiB"}
+
+
+def zstd(data, *args):
+    return subprocess.run(["zstd", "-q", "-c", *args], input=data, stdout=subprocess.PIPE,
+                          check=True).stdout
+
+
+def unzstd(data):
+    return subprocess.run(["zstd", "-d", "-q", "-c"], input=data, stdout=subprocess.PIPE,
+                          check=True).stdout
+
+
+def big_json(n):
+    rows, size, i = [], 0, 0
+    while size < n:
+        row = {"id": i, "name": "item-%d" % i, "price": (i * 7919) % 10007 / 100,
+               "tags": ["t%d" % (i % 13), "k%d" % (i % 7)], "ok": i % 3 == 0}
+        rows.append(row)
+        size += len(json.dumps(row)) + 2
+        i += 1
+    return json.dumps(rows).encode()
+
+
+def metric(f, direction, service, stage):
+    m = f.admin("/metrics").body.decode()
+    r = re.search(r'ferry_compression_bytes_total\{direction="%s",service="%s",stage="%s"\} '
+                  r'(\d+)' % (direction, service, stage), m)
+    return int(r.group(1)) if r else 0
+
+
+class CompressionMesh(FerryTestCase):
+
+    def mesh(self, behaviour, protocol=None, a_comp=ON, b_comp=ON):
+        p = pki()
+        app_b = self.upstream(behaviour, tls=False)
+        port = free_port()
+        inbound = {"address": "127.0.0.1:%d" % port,
+                   "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+                   "auth": {"keys_env": ["MESH_KEY"]}, "local_app": app_b.address}
+        if b_comp is not None:
+            inbound["compression"] = b_comp
+        b = self.ferry({}, env={"MESH_KEY": KEY}, listeners={"inbound": inbound})
+        svc = {"endpoints": ["127.0.0.1:%d" % port], "tls": harness.tls_client("backend"),
+               "auth": {"key_env": "MESH_KEY"}}
+        if protocol:
+            svc["protocol"] = protocol
+        # A takes it from defaults: every service inherits it
+        a = self.ferry({"order-service": svc}, env={"MESH_KEY": KEY},
+                       defaults={"compression": a_comp} if a_comp else None)
+        return a, b, app_b
+
+    def get(self, a, path, headers=(), method="GET"):
+        with a.client() as c:
+            return c.request(method, path, [("Host", "order-service"), *headers])
+
+    # -- the big picture --
+
+    def test_large_json_arrives_identical_and_small_on_the_wire(self):
+        big = big_json(1 << 20)
+        for protocol in ("auto", "http1"):
+            with self.subTest(protocol=protocol):
+                a, b, app_b = self.mesh(harness.fixed(200, [("Content-Type", "application/json"),
+                                                            ("ETag", '"v1"')], big),
+                                        protocol=protocol)
+                resp = self.get(a, "/items")
+                self.assertEqual(resp.status, 200, resp.body[:200])
+                self.assertEqual(len(resp.body), len(big))
+                self.assertTrue(resp.body == big, "body changed on the way")
+                self.assertIsNone(resp.header("content-encoding"), "the app must not notice")
+                self.assertIsNone(resp.header("content-length"))
+                self.assertEqual(resp.header("transfer-encoding"), "chunked")
+                self.assertEqual(resp.header("etag"), 'W/"v1"')
+                self.assertEqual(app_b.last.header_all("accept-encoding"), ["zstd, gzip"])
+                # B compressed all of it; A decoded what crossed the wire
+                b_in, b_out = (metric(b, "inbound", "local_app", s) for s in ("in", "out"))
+                a_in, a_out = (metric(a, "outbound", "order-service", s) for s in ("in", "out"))
+                self.assertEqual(b_in, len(big))
+                self.assertEqual(a_out, len(big))
+                self.assertEqual(a_in, b_out)
+                self.assertLess(b_out, len(big) // 4, "zstd should shrink JSON far more")
+                # and again on the same connections, with gzip only
+                resp = self.get(a, "/again")
+                self.assertEqual(resp.body, big)
+
+    def test_gzip_when_the_peer_prefers_it(self):
+        big = big_json(64 * 1024)
+        a, b, app_b = self.mesh(harness.fixed(200, [("Content-Type", "application/json")], big),
+                                a_comp={"encodings": ["gzip"]})
+        resp = self.get(a, "/g")
+        self.assertEqual((resp.status, resp.body), (200, big))
+        self.assertEqual(app_b.last.header_all("accept-encoding"), ["gzip"])
+        self.assertLess(metric(a, "outbound", "order-service", "in"), len(big) // 3)
+
+    def test_http10_app_gets_a_close_delimited_body(self):
+        big = big_json(100 * 1024)
+        a, b, app_b = self.mesh(harness.fixed(200, [("Content-Type", "application/json")], big))
+        with a.client() as c:
+            resp = c.request("GET", "/old", [("Host", "order-service")], version="HTTP/1.0")
+        self.assertEqual((resp.status, resp.framing), (200, "close"))
+        self.assertEqual(resp.body, big)
+
+    def test_streaming_response_arrives_incrementally(self):
+        first = b'{"event":"first","pad":"' + b"x" * 4000 + b'"}\n'
+        last = b'{"event":"last"}\n'
+        seen_first = threading.Event()
+        result = {}
+
+        def behave(conn, req):
+            conn.head(200, [("Content-Type", "application/json"),
+                            ("Transfer-Encoding", "chunked")])
+            conn.send(b"%x\r\n%s\r\n" % (len(first), first))
+            # the last part waits until app A has the first one
+            result["first_arrived"] = seen_first.wait(10)
+            conn.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(last), last))
+
+        for protocol in ("auto", "http1"):
+            with self.subTest(protocol=protocol):
+                seen_first.clear()
+                result.clear()
+                a, b, _ = self.mesh(behave, protocol=protocol)
+                with a.client() as c:
+                    c.send(harness.build_request("GET", "/stream", [("Host", "order-service")]))
+                    head = c.reader.read_until(b"\r\n\r\n")
+                    self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+                    got = b""
+                    while len(got) < len(first):
+                        size = int(c.reader.read_line().split(b";")[0], 16)
+                        self.assertNotEqual(size, 0, "ended before the last part")
+                        got += c.reader.read_exact(size)
+                        c.reader.read_exact(2)
+                    self.assertEqual(got, first)
+                    seen_first.set()
+                    body, _ = harness.read_chunked(c.reader)
+                    self.assertEqual(got + body, first + last)
+                self.assertTrue(result.get("first_arrived"),
+                                "the first part was held until the response ended")
+                self.assertGreater(metric(b, "inbound", "local_app", "out"), 0)
+
+    # -- an app that asks for an encoding itself --
+
+    def test_app_accept_encoding_passes_and_nothing_is_decoded(self):
+        big = big_json(200 * 1024)
+        a, b, app_b = self.mesh(harness.fixed(200, [("Content-Type", "application/json")], big))
+        resp = self.get(a, "/mine", [("Accept-Encoding", "gzip")])
+        self.assertEqual(app_b.last.header_all("accept-encoding"), ["gzip"])
+        self.assertEqual(resp.header("content-encoding"), "gzip")
+        self.assertEqual(resp.header("vary"), "accept-encoding")
+        self.assertEqual(gzip.decompress(resp.body), big)
+        self.assertEqual(metric(a, "outbound", "order-service", "in"), 0, "A decoded")
+        self.assertEqual(metric(b, "inbound", "local_app", "in"), len(big))
+
+    def test_encoding_of_the_app_b_passes_untouched(self):
+        big = big_json(100 * 1024)
+        coded = zstd(big, "-19")
+        a, b, _ = self.mesh(harness.fixed(200, [("Content-Type", "application/json"),
+                                                ("Content-Encoding", "zstd")], coded))
+        resp = self.get(a, "/coded", [("Accept-Encoding", "zstd")])
+        self.assertEqual(resp.header("content-encoding"), "zstd")
+        self.assertEqual(resp.header("content-length"), str(len(coded)))
+        self.assertTrue(resp.body == coded, "the app's own encoding was changed")
+        self.assertEqual(metric(b, "inbound", "local_app", "in"), 0)
+        # without its own accept-encoding app A gets it decoded by ferry A
+        resp = self.get(a, "/coded")
+        self.assertIsNone(resp.header("content-encoding"))
+        self.assertTrue(resp.body == big)
+
+    # -- what is never compressed --
+
+    def test_never_compressed(self):
+        big = big_json(50 * 1024)
+        js = ("Content-Type", "application/json")
+
+        def behave(conn, req):
+            path = req.target
+            if path == "/head":
+                conn.head(200, [js, ("Content-Length", str(len(big)))])
+            elif path == "/204":
+                conn.head(204, [js])
+            elif path == "/304":
+                conn.head(304, [js, ("ETag", '"e"')])
+            elif path == "/range":
+                conn.respond(206, [js, ("Content-Range", "bytes 0-99/%d" % len(big))], big[:100])
+            elif path == "/range-ignored":
+                conn.respond(200, [js], big)
+            elif path == "/no-transform":
+                conn.respond(200, [js, ("Cache-Control", "public, no-transform")], big)
+            elif path == "/small":
+                conn.respond(200, [js], b'{"small":true}')
+            elif path == "/binary":
+                conn.respond(200, [("Content-Type", "image/png")], big)
+            else:
+                conn.respond(200, [js, ("ETag", '"strong"')], big)
+
+        a, b, _ = self.mesh(behave)
+        ae = ("Accept-Encoding", "zstd, gzip")
+        with a.client() as c:
+            # the control: the same setup compresses this one
+            resp = c.request("GET", "/yes", [("Host", "order-service"), ae])
+            self.assertEqual(resp.header("content-encoding"), "zstd")
+            self.assertEqual(resp.header("etag"), 'W/"strong"')
+            self.assertEqual(unzstd(resp.body), big)
+            resp = c.request("HEAD", "/head", [("Host", "order-service"), ae])
+            self.assertEqual((resp.status, resp.header("content-encoding"),
+                              resp.header("content-length")), (200, None, str(len(big))))
+            for path, status in (("/204", 204), ("/304", 304)):
+                resp = c.request("GET", path, [("Host", "order-service"), ae])
+                self.assertEqual((resp.status, resp.header("content-encoding")), (status, None))
+            resp = c.request("GET", "/range", [("Host", "order-service"), ae,
+                                               ("Range", "bytes=0-99")])
+            self.assertEqual((resp.status, resp.header("content-encoding"), resp.body),
+                             (206, None, big[:100]))
+            for path, hdrs in (("/range-ignored", [("Range", "bytes=0-99")]),
+                               ("/no-transform", []), ("/small", []), ("/binary", [])):
+                resp = c.request("GET", path, [("Host", "order-service"), ae, *hdrs])
+                self.assertEqual((resp.status, resp.header("content-encoding")), (200, None),
+                                 path)
+                self.assertEqual(resp.header("vary"), None, path)
+                self.assertIsNotNone(resp.header("content-length"), path)
+        self.assertEqual(metric(b, "inbound", "local_app", "in"), len(big), "only /yes")
+
+    def test_no_accept_encoding_no_compression(self):
+        big = big_json(50 * 1024)
+        a, b, app_b = self.mesh(harness.fixed(200, [("Content-Type", "application/json")], big),
+                                a_comp=None)
+        resp = self.get(a, "/plain")
+        self.assertEqual(app_b.last.header_all("accept-encoding"), [])
+        self.assertEqual((resp.body, resp.header("content-encoding")), (big, None))
+        self.assertEqual(resp.header("content-length"), str(len(big)))
+        self.assertEqual(metric(b, "inbound", "local_app", "in"), 0)
+
+    # -- bombs --
+
+    def test_bombs_are_cut_and_others_unaffected(self):
+        zeros = bytes(100 << 20)
+        zbomb = zstd(zeros, "-19")
+        gbomb = gzip.compress(bytes(160 << 20), 9)
+        small = big_json(8 * 1024)
+
+        def behave(conn, req):
+            if req.target == "/zbomb":
+                conn.respond(200, [("Content-Type", "application/json"),
+                                   ("Content-Encoding", "zstd")], zbomb)
+            elif req.target == "/gbomb":
+                conn.respond(200, [("Content-Type", "application/json"),
+                                   ("Content-Encoding", "gzip")], gbomb)
+            else:
+                conn.respond(200, [("Content-Type", "application/json")], small)
+
+        a, b, _ = self.mesh(behave)
+        stop = threading.Event()
+        failures, done = [], [0]
+
+        def others():
+            while not stop.is_set():
+                try:
+                    r = self.get(a, "/ok")
+                    if r.status != 200 or r.body != small:
+                        failures.append((r.status, r.body[:100]))
+                    done[0] += 1
+                except Exception as e:       # noqa: BLE001 (reported below)
+                    failures.append(repr(e))
+
+        t = threading.Thread(target=others)
+        t.start()
+        try:
+            for path in ("/zbomb", "/gbomb"):
+                with a.client() as c:
+                    c.send(harness.build_request("GET", path, [("Host", "order-service")]))
+                    with self.assertRaises(IncompleteMessage, msg=path):
+                        read_response(c.reader)
+        finally:
+            time.sleep(0.2)
+            stop.set()
+            t.join()
+        self.assertEqual(failures, [])
+        self.assertGreater(done[0], 0)
+        def cut(path):
+            return [e.get("error") for e in a.access_log() if e.get("path") == path]
+
+        for path in ("/zbomb", "/gbomb"):
+            # the access log reaches stdout within a second
+            harness.wait_until(lambda: cut(path), 3)
+            lines = cut(path)
+            self.assertEqual(lines, ["decompression_bomb"], path)
+        # cut early: far less than the 1000x or 1 GiB was ever let out
+        self.assertLess(metric(a, "outbound", "order-service", "out"), 400 << 20)
+        self.assertTrue(a.alive())
+
+
+if __name__ == "__main__":
+    harness.main()
