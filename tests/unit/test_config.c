@@ -319,6 +319,22 @@ static const struct bad_case bad_cases[] = {
 	  F ":7:77: services.a.headers.request.remove[1]: \"x-ferry-peer\" is managed by "
 	  "ferry (SPEC §5); a header rule cannot change it\n"
 	  F ":7:93: services.a.headers: unknown key \"reply\"\n" },
+	{ "compression: unknown and repeated encodings, bad types and levels (SPEC §14)",
+	  "defaults:\n  compression: {encodings: [zstd, brotli, zstd], min_size: 2GiB}\n"
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    compression: {types: [json, \"text/*\", \"a b/c\"], level: {zstd: 22, gzip: 0}, "
+	  "mode: x}\n",
+	  F ":2:35: defaults.compression.encodings[1]: unknown encoding \"brotli\" (expected "
+	  "zstd or gzip)\n"
+	  F ":2:43: defaults.compression.encodings[2]: zstd is listed twice\n"
+	  F ":2:60: defaults.compression.min_size: 2GiB is out of range (0..1073741824 bytes)\n"
+	  F ":6:27: services.a.compression.types[0]: bad media type \"json\" (type/subtype or "
+	  "type/*, at most 63 characters)\n"
+	  F ":6:43: services.a.compression.types[2]: bad media type \"a b/c\" (type/subtype or "
+	  "type/*, at most 63 characters)\n"
+	  F ":6:67: services.a.compression.level.zstd: 22 is out of range (1..19)\n"
+	  F ":6:77: services.a.compression.level.gzip: 0 is out of range (1..9)\n"
+	  F ":6:81: services.a.compression: unknown key \"mode\"\n" },
 	{ "inbound without tls and local_app",
 	  "listeners:\n  inbound:\n    address: 0.0.0.0:15443\n",
 	  F ":2:3: listeners.inbound: missing required key \"tls\"\n"

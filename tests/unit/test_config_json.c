@@ -240,6 +240,27 @@ START_TEST(test_header_rules)
 }
 END_TEST
 
+/* SPEC §14: defaults' compression, key by key under a service's own; the
+ * inbound listener inherits it too */
+START_TEST(test_compression)
+{
+	render("defaults:\n  compression: {encodings: [zstd, gzip], min_size: 2KiB}\n"
+	    "listeners:\n  inbound:\n    address: 127.0.0.1:15443\n"
+	    "    tls: {cert: cert.pem, key: key.pem, client_ca: ca.pem}\n"
+	    "    local_app: 127.0.0.1:8080\n"
+	    "    compression: {types: [TEXT/*]}\n"
+	    "services:\n  a:\n    endpoints: [\"127.0.0.1:80\"]\n"
+	    "    compression: {encodings: [gzip], level: {gzip: 6}}\n"
+	    "  b:\n    endpoints: [\"127.0.0.1:81\"]\n");
+	expect("/services/0/compression", "{\"encodings\":[\"gzip\"],\"min_size\":2048,"
+	    "\"types\":[\"application/json\",\"text/*\",\"application/graphql-response+json\"],"
+	    "\"level\":{\"zstd\":3,\"gzip\":6}}");
+	expect("/services/1/compression/encodings", "[\"zstd\",\"gzip\"]");
+	expect("/listeners/inbound/compression", "{\"encodings\":[\"zstd\",\"gzip\"],"
+	    "\"min_size\":2048,\"types\":[\"text/*\"],\"level\":{\"zstd\":3,\"gzip\":1}}");
+}
+END_TEST
+
 START_TEST(test_defaults)
 {
 	render("services:\n"
@@ -278,6 +299,9 @@ START_TEST(test_defaults)
 	    "\"load_balancer\":\"p2c_ewma\","
 	    "\"headers\":{\"request\":{\"set\":{},\"add\":{},\"remove\":[]},"
 	    "\"response\":{\"set\":{},\"add\":{},\"remove\":[]}},"
+	    "\"compression\":{\"encodings\":[],\"min_size\":1024,"
+	    "\"types\":[\"application/json\",\"text/*\",\"application/graphql-response+json\"],"
+	    "\"level\":{\"zstd\":3,\"gzip\":1}},"
 	    "\"rate_limit\":null,\"health_check\":null,"
 	    "\"protocol\":\"http1\"}");
 	/* the file's order, not sorted */
@@ -451,6 +475,7 @@ config_json_suite(void)
 
 	tcase_add_test(tc, test_checker);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_compression);
 	tcase_add_test(tc, test_header_rules);
 	tcase_add_test(tc, test_empty);
 	tcase_add_test(tc, test_secrets_redacted);
