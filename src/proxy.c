@@ -774,6 +774,10 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		coding_response(x, msg, h);
 	if (!x->down->send_head(x, msg, h))
 		return false;
+	/* an HTTP/1 head waits in the worker's scratch for the first body
+	 * bytes, and a coder may take more than this turn to make any */
+	if (x->zf && !x->down->send_data(x, NULL, 0))
+		return false;
 	x->resp_head = true;
 	x->last_io_ms = clock_now_ms();
 	exchange_head_sent(x);

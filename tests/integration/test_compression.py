@@ -11,8 +11,15 @@ import subprocess
 import threading
 import time
 
+import socket
+import ssl
+
 import harness
 from harness import FerryTestCase, IncompleteMessage, free_port, pki, read_response
+
+harness.need_python_h2()
+from test_h2 import H2, hname  # noqa: E402  (the frame-level HTTP/2 client)
+from test_inbound_h2c import H2cApp  # noqa: E402  (an h2c app: /grpc/... answers gRPC)
 
 KEY = "compression-mesh-key-0123456789"
 ON = {"encodings": ["zstd", "gzip"], "min_size": "1KiB"}
@@ -153,6 +160,30 @@ class CompressionMesh(FerryTestCase):
                 self.assertTrue(result.get("first_arrived"),
                                 "the first part was held until the response ended")
                 self.assertGreater(metric(b, "inbound", "local_app", "out"), 0)
+
+    def test_h2_app_and_trailers(self):
+        """An HTTP/2 app (h2c to ferry A) gets the decoded body framed by
+        HTTP/2; trailers reach HTTP/1.1 apps in the last chunk, and HTTP/2
+        ones as trailers."""
+        part = big_json(20 * 1024)
+        behave = harness.chunked([part, part, part], trailers=[("x-sum", "s123")],
+                                 headers=[("Content-Type", "application/json")])
+        for protocol in ("auto", "http1"):
+            with self.subTest(protocol=protocol):
+                a, b, _ = self.mesh(behave, protocol=protocol)
+                c = H2(a.outbound_port)
+                st = c.response(c.request("/t", authority="order-service"))
+                self.assertEqual(st.status, 200)
+                self.assertTrue(bytes(st.body) == part * 3)
+                self.assertEqual(hname(st.headers, "content-encoding"), [])
+                self.assertEqual(hname(st.headers, "content-length"), [])
+                self.assertIn(("x-sum", "s123"), st.trailers or [])
+                c.sock.close()
+                resp = self.get(a, "/t")
+                self.assertEqual((resp.status, resp.framing), (200, "chunked"))
+                self.assertTrue(resp.body == part * 3)
+                self.assertIn(("x-sum", "s123"), resp.trailers)
+                self.assertGreater(metric(a, "outbound", "order-service", "in"), 0)
 
     # -- an app that asks for an encoding itself --
 
@@ -303,6 +334,47 @@ class CompressionMesh(FerryTestCase):
         # cut early: far less than the 1000x or 1 GiB was ever let out
         self.assertLess(metric(a, "outbound", "order-service", "out"), 400 << 20)
         self.assertTrue(a.alive())
+
+
+class GrpcNotCompressed(FerryTestCase):
+    """gRPC has its own message compression (SPEC §14): never ferry's, even
+    when its type is listed and the peer accepts an encoding."""
+
+    def test_grpc_untouched_other_responses_compressed(self):
+        app = H2cApp()
+        self._closers.append(app.close)
+        p = pki()
+        port = free_port()
+        self.ferry({}, env={"IN_KEY": KEY}, workers=1, listeners={"inbound": {
+            "address": "127.0.0.1:%d" % port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["IN_KEY"]}, "local_app": app.address,
+            "local_app_protocol": "h2c",
+            "compression": {"encodings": ["zstd"], "min_size": 0,
+                            "types": ["application/grpc", "text/*"]}}})
+        ctx = ssl.create_default_context(cafile=p.ca.cert)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(p.client.cert, p.client.key)
+        ctx.set_alpn_protocols(["h2"])
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                            server_hostname="backend")
+        self._closers.append(s.close)
+        c = H2(sock=s)
+        common = [("x-service-auth", KEY), ("accept-encoding", "zstd")]
+        msg = b"\x00\x00\x00\x00\x05hello"
+        st = c.response(c.request("/grpc/ok", authority="order-service", method="POST",
+                                  headers=[*common, ("content-type", "application/grpc"),
+                                           ("te", "trailers")], body=msg))
+        self.assertEqual(st.status, 200)
+        self.assertEqual(hname(st.headers, "content-encoding"), [])
+        self.assertEqual(bytes(st.body), msg)
+        self.assertEqual(st.trailers, [("grpc-status", "0"), ("x-app-trailer", "t-grpc")])
+        # the control: a text/plain answer on the same connection is compressed
+        st = c.response(c.request("/plain", authority="order-service", method="POST",
+                                  headers=common, body=b"abc"))
+        self.assertEqual(hname(st.headers, "content-encoding"), ["zstd"])
+        self.assertEqual(unzstd(bytes(st.body)), b"got:/plain:abc")
+        self.assertEqual(st.trailers, [("x-app-trailer", "t1")])
 
 
 if __name__ == "__main__":
