@@ -91,6 +91,13 @@ cz_free(struct cz *z)
 	free(z);
 }
 
+void
+cz_expect(struct cz *z, uint64_t size)
+{
+	if (z->zc != NULL && z->in == 0)
+		(void)ZSTD_CCtx_setPledgedSrcSize(z->zc, size);
+}
+
 uint64_t
 cz_in(const struct cz *z)
 {

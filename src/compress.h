@@ -43,6 +43,11 @@ struct cz;
 /* A coder; LEVEL is for encoders. NULL when out of memory. */
 struct cz *cz_new(enum cz_coding coding, bool encode, int level);
 void cz_free(struct cz *z);
+/* An encoder's whole input will be SIZE bytes (a content-length): zstd
+ * then sizes its tables to it, not to the window (a small body costs far
+ * less to set up), and writes the size in the frame. More or less input
+ * than that is an error. */
+void cz_expect(struct cz *z, uint64_t size);
 
 /* Codes IN (N bytes) into OUT (CAP bytes): *USED gets the input bytes
  * taken, *MADE the output bytes written. */

@@ -71,7 +71,7 @@ coding_request(struct exchange *x, const char *msg, const struct http_head *h)
 		    strncasecmp(msg + hd->name.off, "accept-encoding", 15) != 0)
 			continue;
 		k = cz_pick(c, msg + hd->value.off, hd->value.len);
-		for (unsigned j = 0; k != CZ_IDENTITY && j < rank; j++)
+		for (unsigned j = 0; k != CZ_IDENTITY && j < rank && j < c->n_encodings; j++)
 			if (c->encodings[j] == k) {
 				best = k;
 				rank = j;
@@ -147,6 +147,8 @@ coding_response(struct exchange *x, const char *msg, const struct http_head *h)
 		    cz_name(k));
 		return;
 	}
+	if (encode && h->has_length)
+		cz_expect(zf->cz, h->content_length);
 	zf->x = x;
 	zf->d.run = zf_deferred;
 	zf->head.encoded = encode ? cz_name(k) : NULL;
@@ -274,8 +276,9 @@ zf_code(struct exchange *x, const char *p, size_t n, bool from_in)
 			return false;
 		}
 		if (st == CZ_ERROR) {
-			proxy_response_cut(x, zf->head.decoded ? END_MALFORMED_UPSTREAM_BODY :
-			    END_OUT_OF_MEMORY, zf->head.decoded ?
+			/* an encoder fails on a body longer or shorter than its
+			 * content-length said */
+			proxy_response_cut(x, END_MALFORMED_UPSTREAM_BODY, zf->head.decoded ?
 			    "corrupt or truncated coded body" : "compressor failed");
 			return false;
 		}

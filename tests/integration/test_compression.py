@@ -197,6 +197,13 @@ class CompressionMesh(FerryTestCase):
         self.assertEqual(gzip.decompress(resp.body), big)
         self.assertEqual(metric(a, "outbound", "order-service", "in"), 0, "A decoded")
         self.assertEqual(metric(b, "inbound", "local_app", "in"), len(big))
+        # a list over several lines counts whole; ferry's preference wins
+        resp = self.get(a, "/lines", [("Accept-Encoding", "br"), ("Accept-Encoding", "gzip"),
+                                      ("Accept-Encoding", "zstd;q=0.1")])
+        self.assertEqual(resp.header("content-encoding"), "zstd")
+        self.assertEqual(unzstd(resp.body), big)
+        resp = self.get(a, "/refused", [("Accept-Encoding", "zstd;q=0, br")])
+        self.assertEqual((resp.header("content-encoding"), resp.body), (None, big))
 
     def test_encoding_of_the_app_b_passes_untouched(self):
         big = big_json(100 * 1024)
