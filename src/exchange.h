@@ -91,6 +91,7 @@ struct exchange {
 	const struct down_ops *down;
 	struct worker *w;
 	struct event *timer;		/* the exchange's deadlines, proxy.c's */
+	int64_t timer_at_ms;		/* when it fires; 0: not armed */
 	bool inbound;			/* from a peer, to the local app */
 	const struct conf_listener *lis;
 	size_t lis_service;		/* a service's own port: its index, else -1 */

@@ -197,6 +197,7 @@ proxy_end(struct exchange *x, enum end_cause cause)
 		return;
 	x->live = false;
 	event_del(x->timer);
+	x->timer_at_ms = 0;
 	attempt_release(x, false);
 	exchange_leave(x);
 	proxy_account(x, cause);
@@ -840,6 +841,12 @@ proxy_arm_timer(struct exchange *x)
 		if (x->grpc_deadline_ms && !x->tunnel && x->grpc_deadline_ms < at)
 			at = x->grpc_deadline_ms;
 	}
+	/* armed to fire no later: let it, exchange_timeout() checks what is
+	 * due and re-arms (most exchanges end before any deadline, and
+	 * moving a timer is a heap operation per call) */
+	if (x->timer_at_ms != 0 && x->timer_at_ms <= at)
+		return;
+	x->timer_at_ms = at;
 	timer_at(x->timer, at, now);
 }
 
@@ -885,6 +892,7 @@ exchange_timeout(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	x->timer_at_ms = 0;
 	if (!x->live)
 		return;
 	if (x->retry_at_ms && !x->tunnel) {
