@@ -144,7 +144,7 @@ class Callgrind:
         self.wrapper = os.path.join(directory, "ferry-callgrind")
         with open(self.wrapper, "w") as f:
             f.write("#!/bin/sh\nexec valgrind --tool=callgrind --vgdb=yes --vgdb-prefix=%s "
-                    "--callgrind-out-file=%s --dump-line=no --dump-instr=no %s \"$@\"\n"
+                    "--callgrind-out-file=%s --compress-strings=no --compress-pos=no %s \"$@\"\n"
                     % (self.prefix, self.out, real_bin))
         os.chmod(self.wrapper, 0o755)
         self.pid = None
@@ -191,9 +191,10 @@ def h2load(port, scenario, n, body_file):
                              % (scenario, n, proto, r.stdout, r.stderr))
 
 
-def measure(scenarios):
-    """{scenario: Ir per request} from one ferry under callgrind."""
-    work = tempfile.mkdtemp(prefix="ferry-perf-")
+def measure(scenarios, keep=None):
+    """{scenario: Ir per request} from one ferry under callgrind; with keep,
+    the dumps stay in that directory."""
+    work = tempfile.mkdtemp(prefix="ferry-perf-", dir=keep)
     real_bin = harness.ferry_bin()
     cg = Callgrind(work, real_bin)
     body_file = os.path.join(work, "body")
@@ -251,7 +252,10 @@ def measure(scenarios):
         if problems:
             problems.append("ferry stderr:\n" + ferry.stderr_tail())
         ferry.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            print("  callgrind dumps (two per scenario, in its order): %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     if problems:
         raise AssertionError("\n".join(problems))
     return results
@@ -362,6 +366,8 @@ def main():
     ap.add_argument("--runs", type=int, help="measure this many times (default 1, with --update 3)")
     ap.add_argument("--only", default=",".join(SCENARIOS),
                     help="scenarios, comma-separated (default all: %(default)s)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep the callgrind dumps under DIR (for callgrind_annotate)")
     args = ap.parse_args()
     runs_wanted = args.runs or (3 if args.update else 1)
     scenarios = args.only.split(",")
@@ -382,7 +388,7 @@ def main():
     for i in range(runs_wanted):
         print("run %d/%d: ferry under callgrind, N1=%d N2=%d" % (i + 1, runs_wanted, N1, N2), flush=True)
         t0 = time.monotonic()
-        runs.append(measure(scenarios))
+        runs.append(measure(scenarios, args.keep))
         print("  (%.0f s)" % (time.monotonic() - t0), flush=True)
     measured = {s: statistics.median(r[s] for r in runs) for s in scenarios}
     if runs_wanted > 1:
