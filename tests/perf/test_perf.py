@@ -309,14 +309,18 @@ def write_budget(measured, facts):
     budget = load_budget()
     scenarios = dict(budget.get("scenarios", {}))
     scenarios.update({s: round(v) for s, v in measured.items()})
-    r = subprocess.run(["git", "-C", HERE, "log", "-1", "--format=%h %cs"],
+    # the code measured: the last commit that changed ferry's sources
+    code = ["--", "src", "meson.build", "meson_options.txt"]
+    r = subprocess.run(["git", "-C", harness.REPO, "log", "-1", "--format=%h %cs", *code],
                        capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", harness.REPO, "status", "--porcelain", *code],
+                           capture_output=True, text=True).stdout.strip()
     out = {
         "about": "Ir (instructions executed, all threads of ferry) per proxied request, "
                  "counted by callgrind; tests/perf/README.md. A scenario more than "
                  "tolerance over its budget fails. Rewrite: tests/perf/test_perf.py --update",
         "tolerance": TOLERANCE,
-        "measured_on": r.stdout.strip() or "unknown commit",
+        "measured_on": (r.stdout.strip() or "unknown commit") + (" + uncommitted changes" if dirty else ""),
         "measured_with": facts,
         "scenarios": scenarios,
     }
