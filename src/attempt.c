@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "attempt.h"
-#include "deadline.h"
 #include "clock.h"
+#include "deadline.h"
 #include "log.h"
 #include "pool.h"
 #include "retry.h"

@@ -124,6 +124,23 @@ class OutboundTest(DeadlineCase):
         self.assertEqual(resp.status, 200)
         self.assertTrue(0 < deadline_of(up.last) <= 700, up.last.header_all(HDR))
 
+    def test_h2c_app_caps_and_zero_is_504(self):
+        """The same over HTTP/2 from the app (one stream each)."""
+        harness.need_python_h2()
+        import test_h2
+        up = self.upstream(delay(5), tls=False)
+        f = self.ferry({"svc": service(up, timeouts={"request": "10s"}, retries={"max": 0})})
+        with test_h2.H2(f.outbound_port) as c:
+            t0 = time.monotonic()
+            st = c.get("/h2cap", headers=[(HDR, "400")], timeout=5)
+            took = time.monotonic() - t0
+            self.assert_ferry_error(st.response(), 504, "SERVICE_TIMEOUT")
+            self.assertLess(took, 1.5)
+            self.assertTrue(0 < deadline_of(up.last) <= 400)
+            st = c.get("/h2zero", headers=[(HDR, "0")])
+            self.assert_ferry_error(st.response(), 504, "SERVICE_TIMEOUT")
+        self.assertEqual([r.target for r in up.requests], ["/h2cap"])
+
     def test_zero_left_is_504_at_once(self):
         up = self.upstream(tls=False)
         f = self.ferry({"svc": service(up, timeouts={"request": "5s"})})
