@@ -2,6 +2,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "deadline.h"
 #include "headers.h"
 
 struct known {
@@ -33,6 +34,7 @@ static const struct known known_headers[] = {
 	KNOWN("x-forwarded-for", HDR_FORWARDED_FOR),
 	KNOWN("x-forwarded-proto", HDR_FORWARDED_PROTO),
 	KNOWN("idempotency-key", HDR_IDEMPOTENCY_KEY),
+	KNOWN("x-ferry-deadline-ms", HDR_FERRY_DEADLINE),
 };
 
 /* NAME is K with any '-' written as '_' (and at least one so written). */
@@ -355,6 +357,7 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 		case HDR_EXPECT:
 		case HDR_SERVICE_AUTH:
 		case HDR_FERRY_PEER:
+		case HDR_FERRY_DEADLINE:
 		case HDR_FORWARDED_PROTO:
 		case HDR_FERRY_LOOKALIKE:
 			continue;
@@ -410,6 +413,15 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 			add_header(out, "x-forwarded-for", a->forwarded_for, strlen(a->forwarded_for));
 	}
 	rules_emit(out, a->rules);
+	if (a->deadline_at) {
+		char v[DEADLINE_DIGITS];
+
+		deadline_write(v, 0);
+		sbuf_adds(out, "x-ferry-deadline-ms: ");
+		*a->deadline_at = out->len;
+		sbuf_add(out, v, sizeof(v));
+		sbuf_add(out, "\r\n", 2);
+	}
 	if (a->grpc_timeout_at) {
 		sbuf_adds(out, "grpc-timeout: ");
 		*a->grpc_timeout_at = out->len;
