@@ -261,6 +261,26 @@ headers_rules(struct sbuf *o, const struct conf_headers *h, bool first)
 	sbuf_add(o, "}", 1);
 }
 
+/* "hedging": null when off */
+static void
+hedging(struct sbuf *o, const struct conf_hedging *h)
+{
+	key(o, "hedging", false);
+	if (!h->enabled) {
+		sbuf_adds(o, "null");
+		return;
+	}
+	sbuf_add(o, "{", 1);
+	key(o, "after", true);
+	if (h->after_p95)
+		str(o, "p95");
+	else
+		duration(o, h->after);
+	key(o, "max", false);
+	num(o, h->max);
+	sbuf_add(o, "}", 1);
+}
+
 static void
 policies(struct sbuf *o, const struct conf_service *s)
 {
@@ -270,6 +290,7 @@ policies(struct sbuf *o, const struct conf_service *s)
 
 	timeouts(o, &s->timeouts);
 	retries(o, &s->retries);
+	hedging(o, &s->hedging);
 
 	key(o, "circuit_breaker", false);
 	sbuf_add(o, "{", 1);

@@ -84,6 +84,10 @@ struct up_ops {
 	/* The upstream surely did not process the request (it closed a
 	 * reused connection before answering): it may be sent again. */
 	bool (*unprocessed)(const struct exchange *x);
+	/* Hedging (hedge.h): the attempt of FROM, with its connection or
+	 * stream, is TO's from now on; HEAD: its final response head came,
+	 * and TO takes it now. */
+	void (*handover)(struct exchange *from, struct exchange *to, bool head);
 };
 
 struct exchange {
@@ -153,6 +157,14 @@ struct exchange {
 	bool close_after;		/* close the client after this response */
 	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
 	uint32_t status;
+	/* hedging (hedge.c) */
+	struct exchange *hedge_of;	/* a hedge: the exchange it races for */
+	struct exchange *hedges;	/* hedges racing this exchange's attempt */
+	struct exchange *hedge_next;	/* in hedge_of's list */
+	int64_t hedge_at_ms;		/* the next hedge starts then; 0: none */
+	uint32_t hedges_sent;
+	bool hedge_attempt;		/* the attempt in this slot began as a hedge */
+	bool won_by_hedge;		/* the response came from a hedge (fate ok_by_hedge) */
 	uint64_t bytes_in;		/* the downstream codec's */
 	uint64_t bytes_out;		/* the downstream codec's */
 	char corr[129];

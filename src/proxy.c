@@ -9,6 +9,7 @@
 
 #include "attempt.h"
 #include "deadline.h"
+#include "hedge.h"
 #include "log.h"
 #include "route.h"
 
@@ -199,6 +200,7 @@ proxy_end(struct exchange *x, enum end_cause cause)
 	x->live = false;
 	event_del(x->timer);
 	x->timer_at_ms = 0;
+	hedge_cancel_all(x);
 	attempt_release(x, false);
 	exchange_leave(x);
 	proxy_account(x, cause);
@@ -234,6 +236,11 @@ proxy_refuse(struct exchange *x, enum ferry_error e, const char *msg,
 {
 	if (!x->live)
 		return;
+	if (x->hedge_of) {
+		/* a hedge refused at its start: the race goes on without it */
+		hedge_failed(x, AR_OK, false);
+		return;
+	}
 	attempt_release(x, false);
 	x->status = (uint32_t)ferror_status(e);
 	x->ferr = (int)e;
@@ -767,8 +774,8 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 			return false;
 		}
 		/* ferry answered 100-continue itself; a 101 nobody asked for
-		 * goes nowhere */
-		if (h->status == 100 || h->status == 101)
+		 * goes nowhere; a hedge's are dropped (only a winner speaks) */
+		if (h->status == 100 || h->status == 101 || x->hedge_of)
 			return true;
 		return x->down->send_interim(x, msg, h);
 	}
@@ -777,7 +784,17 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		    status_result(h->status);
 		int64_t delay;
 
+		if (x->hedge_of) {
+			/* a hedge: the first head that is not a failure wins */
+			if (attempt_is_failure(r))
+				hedge_failed(x, r, true);
+			else
+				hedge_won(x);
+			return false;
+		}
 		attempt_record(x, r);
+		if (r != AR_OK && x->hedges && hedge_takeover(x))
+			return false;	/* a hedge races on: this 5xx is dropped */
 		if (r != AR_OK && attempt_retry_allowed(x, r, true, &delay)) {
 			/* this 5xx is not the last word: drop it with its connection */
 			attempt_release(x, false);
@@ -787,6 +804,7 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 	} else {
 		attempt_record(x, AR_OK);
 	}
+	hedge_cancel_all(x);	/* this head is the answer */
 	x->status = (uint32_t)h->status;
 	if (x->grpc)
 		grpc_status_seen(x, msg, h);	/* trailers-only */
@@ -871,6 +889,8 @@ proxy_arm_timer(struct exchange *x)
 		at = x->try_deadline_ms;
 		if (x->connect_deadline_ms && x->connect_deadline_ms < at)
 			at = x->connect_deadline_ms;
+		if (x->hedge_at_ms && x->hedge_at_ms < at)
+			at = x->hedge_at_ms;
 	} else {
 		at = x->last_io_ms + x->svc->conf->timeouts.stream_idle;
 		if (x->grpc_deadline_ms && !x->tunnel && x->grpc_deadline_ms < at)
@@ -942,6 +962,8 @@ exchange_timeout(evutil_socket_t fd, short what, void *arg)
 			attempt_timed_out(x, now);
 			return;
 		}
+		if (x->hedge_at_ms && now >= x->hedge_at_ms)
+			hedge_start(x, now);
 	} else if (x->grpc_deadline_ms && !x->tunnel && now >= x->grpc_deadline_ms) {
 		grpc_deadline_passed(x);
 		return;
