@@ -6,6 +6,8 @@
 
 #include "attempt.h"
 #include "clock.h"
+#include "deadline.h"
+#include "hedge.h"
 #include "log.h"
 #include "pool.h"
 #include "retry.h"
@@ -17,9 +19,15 @@ attempt_release(struct exchange *x, bool reusable)
 		x->upops->release(x, reusable);
 }
 
+/* WON: its response head is the answer (a hedge's counts as won). */
 static void
-attempt_close(struct exchange *x)
+attempt_close(struct exchange *x, bool won)
 {
+	if (x->hedge_attempt) {
+		metrics_hedge(x->w->ms, exchange_metrics_id(x), won ? HEDGE_WON : HEDGE_LOST);
+		x->won_by_hedge = won;
+		x->hedge_attempt = false;
+	}
 	x->attempt_open = false;
 	x->ep->in_flight--;
 	if (x->ep->rt)
@@ -30,7 +38,7 @@ void
 attempt_drop(struct exchange *x)
 {
 	if (x->attempt_open)
-		attempt_close(x);
+		attempt_close(x, false);
 }
 
 /* The attempt's outcome, once: what the breaker, outlier detection and the
@@ -52,8 +60,10 @@ attempt_record(struct exchange *x, enum attempt_result r)
 
 	if (!x->attempt_open)
 		return;
-	attempt_close(x);
+	attempt_close(x, !failure);
 	metrics_attempt(x->w->ms, exchange_metrics_id(x), ur[r]);
+	if (r == AR_OK)		/* for hedging: {after: p95} */
+		latency_add(&s->lat, (now - x->attempt_start_ms) * 1000, now);
 	/* a failure costs a penalty, or a dead endpoint, quick to fail and
 	 * never busy, would look the best (balancer.h) */
 	if (failure)
@@ -159,6 +169,10 @@ proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error
 	int64_t delay;
 	char full[320];
 
+	if (x->hedge_of) {
+		hedge_failed(x, r, true);
+		return;
+	}
 	if (x->resp_head) {
 		/* the head went out: nothing to retry or answer */
 		proxy_response_cut(x, END_UPSTREAM_CLOSED, msg);
@@ -180,6 +194,8 @@ proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error
 	}
 	attempt_record(x, r);
 	attempt_release(x, false);
+	if (x->hedges && hedge_takeover(x))
+		return;		/* a hedge races on: no retry needed */
 	if (attempt_retry_allowed(x, r, sent, &delay)) {
 		attempt_retry_schedule(x, delay);
 		return;
@@ -202,6 +218,7 @@ void
 attempt_timed_out(struct exchange *x, int64_t now)
 {
 	char msg[256], budget[32];
+	bool per_try = x->try_deadline_ms < x->deadline_ms;
 
 	if (x->connect_deadline_ms && now >= x->connect_deadline_ms) {
 		snprintf(msg, sizeof(msg), "connect %s: timed out after %s", x->ep->addr_text,
@@ -211,10 +228,13 @@ attempt_timed_out(struct exchange *x, int64_t now)
 	}
 	/* name the budget that ran out, as configured (SPEC §9: "within 2s"),
 	 * not the time measured from the attempt's start */
-	format_duration(x->try_deadline_ms < x->deadline_ms ? x->svc->conf->timeouts.per_try :
+	format_duration(per_try ? x->svc->conf->timeouts.per_try :
 	    x->deadline_ms - x->start_ms, budget, sizeof(budget));
-	snprintf(msg, sizeof(msg), "no response head from %s within %s",
-	    x->ep->addr_text, budget);
+	/* a budget shorter than the config says came from the caller: say
+	 * so, or the message contradicts the config */
+	snprintf(msg, sizeof(msg), "no response head from %s within %s%s",
+	    x->ep->addr_text, budget,
+	    !per_try && x->deadline_capped ? " (the request's own deadline)" : "");
 	proxy_attempt_failed(x, AR_PER_TRY_TIMEOUT, FE_SERVICE_TIMEOUT, msg);
 }
 
@@ -241,22 +261,36 @@ any_healthy(const struct svc_state *s)
 	return false;
 }
 
-static struct endpoint *
-pick_endpoint(struct exchange *x, int64_t now)
+/* An attempt of X, or of one of its hedges, is on EP. */
+static bool
+racing_on(const struct exchange *x, const struct endpoint *ep)
+{
+	if (x->attempt_open && x->ep == ep)
+		return true;
+	for (const struct exchange *h = x->hedges; h; h = h->hedge_next)
+		if (h->ep == ep)
+			return true;
+	return false;
+}
+
+struct endpoint *
+attempt_pick(struct exchange *x, int64_t now, bool hedge)
 {
 	struct svc_state *s = x->svc;
 	struct lb_candidate *cands = x->w->cands;
 	bool healthy = any_healthy(s);
+	uint32_t rr = s->rr;
 	long i, avoid = -1;
 
 	if (s->n_eps == 0)
 		return NULL;
-	if (s->n_eps == 1)
+	if (s->n_eps == 1 && !hedge)
 		return endpoint_available(s, s->eps[0], healthy, now) ? s->eps[0] : NULL;
 	for (size_t j = 0; j < s->n_eps; j++) {
 		struct endpoint *ep = s->eps[j];
 
-		cands[j].available = endpoint_available(s, ep, healthy, now);
+		cands[j].available = endpoint_available(s, ep, healthy, now) &&
+		    !(hedge && racing_on(x, ep));
 		cands[j].in_flight = ep->in_flight;
 		cands[j].ewma_ms = ewma_current(ep->ewma_ms, ep->ewma_last_ms, now);
 		cands[j].weight = ep->weight;
@@ -264,8 +298,23 @@ pick_endpoint(struct exchange *x, int64_t now)
 		if (x->retries && ep == x->avoid)
 			avoid = (long)j;
 	}
-	i = balancer_pick(s->conf->load_balancer, cands, s->n_eps, avoid, &s->rr, ids_random());
+	/* a hedge leaves round robin's cursor alone: else, with every request
+	 * hedged, the first attempts would all go to the same endpoint */
+	i = balancer_pick(s->conf->load_balancer, cands, s->n_eps, avoid, hedge ? &rr : &s->rr,
+	    ids_random());
+	if (i >= 0 && hedge && !cands[i].available)
+		return NULL;	/* only what races already was left */
 	return i < 0 ? NULL : s->eps[i];
+}
+
+bool
+attempt_pool_room(const struct exchange *x, const struct endpoint *ep)
+{
+	const struct conf_service *svc = x->svc->conf;
+
+	return ep->idle != NULL || ep->rt == NULL || svc->pool.max_per_endpoint == 0 ||
+	    atomic_load_explicit(&ep->rt->conns, memory_order_relaxed) <
+	    svc->pool.max_per_endpoint;
 }
 
 /* pool.max_per_endpoint bounds the whole process (SPEC §6 Pool): with no
@@ -279,9 +328,7 @@ pool_full(struct exchange *x, int64_t now)
 	struct endpoint *ep = x->ep;
 	char msg[256];
 
-	if (ep->idle != NULL || ep->rt == NULL || svc->pool.max_per_endpoint == 0 ||
-	    atomic_load_explicit(&ep->rt->conns, memory_order_relaxed) <
-	    svc->pool.max_per_endpoint) {
+	if (attempt_pool_room(x, ep)) {
 		x->pool_wait_until_ms = 0;
 		return false;
 	}
@@ -314,13 +361,23 @@ attempt_start(struct exchange *x)
 	char msg[256];
 
 	x->retry_at_ms = 0;
-	if ((x->ep = pick_endpoint(x, now)) == NULL) {
+	if ((x->ep = attempt_pick(x, now, false)) == NULL) {
 		snprintf(msg, sizeof(msg), "no available endpoint for %s", svc->name);
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
 		return;
 	}
 	if (pool_full(x, now))
 		return;
+	attempt_begin(x, x->ep, now);
+}
+
+void
+attempt_begin(struct exchange *x, struct endpoint *ep, int64_t now)
+{
+	const struct conf_service *svc = x->svc->conf;
+
+	x->ep = ep;
+	x->retry_at_ms = 0;
 	x->attempts++;
 	x->attempt_open = true;
 	x->attempt_start_ms = now;
@@ -340,8 +397,13 @@ attempt_start(struct exchange *x)
 		    (long long)(left < 1 ? 1 : left > 99999999 ? 99999999 : left));
 		memcpy(x->req.p + x->grpc_timeout_at, digits, GRPC_TIMEOUT_DIGITS);
 	}
+	if (x->deadline_at)
+		/* and as x-ferry-deadline-ms, for any protocol (SPEC §16) */
+		deadline_write(x->req.p + x->deadline_at, x->deadline_ms - now);
 	x->upops = svc->protocol == PROTO_H2 ||
 	    (svc->protocol == PROTO_AUTO && x->ep->speaks_h2) ? &h2_up_ops : &h1_up_ops;
+	if (x->hedge_of == NULL)
+		hedge_plan(x, now);
 	if (!x->upops->start(x))
 		return;
 	if (!x->req_done)

@@ -11,6 +11,13 @@
 
 /* Picks an endpoint and starts an attempt on it, or answers 503. */
 void attempt_start(struct exchange *x);
+/* The balancer's choice for X, or NULL; HEDGE: not an endpoint X or one
+ * of its hedges is on. */
+struct endpoint *attempt_pick(struct exchange *x, int64_t now, bool hedge);
+/* EP has an idle connection, or room for one more (pool.max_per_endpoint). */
+bool attempt_pool_room(const struct exchange *x, const struct endpoint *ep);
+/* Starts an attempt of X on EP. */
+void attempt_begin(struct exchange *x, struct endpoint *ep, int64_t now);
 /* The attempt's outcome, once. */
 void attempt_record(struct exchange *x, enum attempt_result r);
 /* An attempt ends without an outcome (the client went away). */

@@ -82,6 +82,14 @@ struct conf_retries {
 	uint64_t buffer;		/* 64KiB */
 };
 
+/* hedging (SPEC §16): off unless the key is given with max > 0 */
+struct conf_hedging {
+	bool enabled;			/* the key was given and max > 0 */
+	bool after_p95;			/* after: p95 (the service's own, >= 5ms) */
+	int64_t after;			/* ms, unless after_p95 */
+	uint32_t max;			/* hedges per request: 1 */
+};
+
 struct conf_breaker {
 	uint32_t consecutive_failures;	/* 5; 0 = no circuit breaking */
 	int64_t open_for;		/* 10s */
@@ -190,6 +198,7 @@ struct conf_service {
 	char *auth_key;			/* SECRET: the loaded key, NULL without auth */
 	struct conf_timeouts timeouts;
 	struct conf_retries retries;
+	struct conf_hedging hedging;
 	struct conf_breaker breaker;
 	struct conf_outlier outlier;
 	struct conf_pool pool;

@@ -294,6 +294,26 @@ compression(struct sbuf *o, const struct conf_compression *c)
 	sbuf_add(o, "}}", 2);
 }
 
+/* "hedging": null when off */
+static void
+hedging(struct sbuf *o, const struct conf_hedging *h)
+{
+	key(o, "hedging", false);
+	if (!h->enabled) {
+		sbuf_adds(o, "null");
+		return;
+	}
+	sbuf_add(o, "{", 1);
+	key(o, "after", true);
+	if (h->after_p95)
+		str(o, "p95");
+	else
+		duration(o, h->after);
+	key(o, "max", false);
+	num(o, h->max);
+	sbuf_add(o, "}", 1);
+}
+
 static void
 policies(struct sbuf *o, const struct conf_service *s)
 {
@@ -303,6 +323,7 @@ policies(struct sbuf *o, const struct conf_service *s)
 
 	timeouts(o, &s->timeouts);
 	retries(o, &s->retries);
+	hedging(o, &s->hedging);
 
 	key(o, "circuit_breaker", false);
 	sbuf_add(o, "{", 1);

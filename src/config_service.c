@@ -91,6 +91,60 @@ static const struct field retries_fields[] = {
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
+/* after: a duration, or p95 */
+static void
+fld_hedge_after(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	struct conf_hedging *h = obj;
+	const char *s = val->kind == YSCALAR && !val->bad ? val->str : NULL, *why;
+	char q[128];
+	int64_t ms;
+
+	(void)f;
+	(void)key;
+	if (s != NULL && strcmp(s, "p95") == 0) {
+		h->after_p95 = true;
+		h->after = 0;
+		return;
+	}
+	if ((s = get_scalar(l, val, "a duration or p95")) == NULL)
+		return;
+	if (parse_duration(s, &ms, &why) != 0) {
+		lerr(l, val, "bad duration %s (%s; or p95)", quote(s, q, sizeof(q)), why);
+		return;
+	}
+	if (ms < 1 || ms > DURATION_MAX_MS) {
+		lerr(l, val, "%s is out of range (1ms..100000h, or p95)", s);
+		return;
+	}
+	h->after_p95 = false;
+	h->after = ms;
+}
+
+static const struct field hedging_fields[] = {
+	{ "after", fld_hedge_after, offsetof(struct conf_hedging, after), 1, 0, NULL },
+	{ "max", fld_u32, offsetof(struct conf_hedging, max), 0, 3, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL },
+};
+
+/* hedging: {after, max}; after is required unless max is 0 (off, which
+ * is how a service turns off what defaults turned on). */
+static void
+fld_hedging(struct loader *l, const struct field *f, const struct ynode *key,
+    const struct ynode *val, void *obj)
+{
+	struct conf_hedging *h = (void *)((char *)obj + f->off);
+
+	*h = (struct conf_hedging){ .max = 1 };
+	if (!want_map(l, val))
+		return;
+	walk_map(l, val, h, hedging_fields);
+	if (h->max > 0 && ymap_get(val, "after", NULL) == NULL)
+		lerr(l, key, "missing required key \"after\" (a duration or p95)");
+	h->enabled = h->max > 0;
+}
+
 static const struct field breaker_fields[] = {
 	{ "consecutive_failures", fld_u32,	/* 0 disables the breaker */
 	  offsetof(struct conf_breaker, consecutive_failures), 0, 1000000, NULL },
@@ -131,6 +185,7 @@ static const struct field pool_fields[] = {
 	  timeouts_fields }, \
 	{ "retries", fld_section, offsetof(struct conf_service, retries), 0, 0, \
 	  retries_fields }, \
+	{ "hedging", fld_hedging, offsetof(struct conf_service, hedging), 0, 0, NULL }, \
 	{ "circuit_breaker", fld_section, offsetof(struct conf_service, breaker), 0, 0, \
 	  breaker_fields }, \
 	{ "outlier_detection", fld_section, offsetof(struct conf_service, outlier), 0, 0, \

@@ -85,6 +85,10 @@ struct up_ops {
 	/* The upstream surely did not process the request (it closed a
 	 * reused connection before answering): it may be sent again. */
 	bool (*unprocessed)(const struct exchange *x);
+	/* Hedging (hedge.h): the attempt of FROM, with its connection or
+	 * stream, is TO's from now on; HEAD: its final response head came,
+	 * and TO takes it now. */
+	void (*handover)(struct exchange *from, struct exchange *to, bool head);
 };
 
 struct exchange {
@@ -92,6 +96,7 @@ struct exchange {
 	const struct down_ops *down;
 	struct worker *w;
 	struct event *timer;		/* the exchange's deadlines, proxy.c's */
+	int64_t timer_at_ms;		/* when it fires; 0: not armed */
 	bool inbound;			/* from a peer, to the local app */
 	const struct conf_listener *lis;
 	size_t lis_service;		/* a service's own port: its index, else -1 */
@@ -137,6 +142,9 @@ struct exchange {
 	bool tunnel;			/* after 101 */
 	bool grpc;			/* content-type application/grpc: errors in its form */
 	size_t grpc_timeout_at;		/* its digits in req, 0: no grpc-timeout */
+	size_t deadline_at;		/* x-ferry-deadline-ms's digits in req */
+	bool deadline_capped;		/* the request's own deadline (grpc-timeout,
+					 * x-ferry-deadline-ms) beat the service's */
 	int grpc_status;		/* seen in the response or answered; -1 none */
 	bool peer_denied;		/* refused: the peer's identity is not allowed */
 	bool req_done;			/* the whole request went upstream */
@@ -153,6 +161,14 @@ struct exchange {
 	struct zflow *zf;		/* the body is coded anew (proxy_coding.c) */
 	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
 	uint32_t status;
+	/* hedging (hedge.c) */
+	struct exchange *hedge_of;	/* a hedge: the exchange it races for */
+	struct exchange *hedges;	/* hedges racing this exchange's attempt */
+	struct exchange *hedge_next;	/* in hedge_of's list */
+	int64_t hedge_at_ms;		/* the next hedge starts then; 0: none */
+	uint32_t hedges_sent;
+	bool hedge_attempt;		/* the attempt in this slot began as a hedge */
+	bool won_by_hedge;		/* the response came from a hedge (fate ok_by_hedge) */
 	uint64_t bytes_in;		/* the downstream codec's */
 	uint64_t bytes_out;		/* the downstream codec's */
 	char corr[129];

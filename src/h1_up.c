@@ -14,6 +14,7 @@
 #include "pool.h"
 
 static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
+static void upstream_relay(struct exchange *x);
 
 #define UPSTREAM_BUF_MAX (HTTP_MAX_HEAD + 16384)
 
@@ -195,6 +196,23 @@ h1_unprocessed(const struct exchange *x)
 	return x->idempotent && x->replayable && buf_len(&u->in) == 0;
 }
 
+static void
+h1_handover(struct exchange *from, struct exchange *to, bool head)
+{
+	struct upconn *u = from->up;
+
+	from->up = NULL;
+	to->up = u;
+	conn_set_cb(u->c, upstream_event, to);
+	if (!head)
+		return;
+	/* the head was parsed for FROM, and is still in the buffer: parsed
+	 * again, for TO, it sets the body's framing up as for any exchange */
+	u->parsed = 0;
+	http_parser_reset(&u->parser);
+	upstream_relay(to);
+}
+
 const struct up_ops h1_up_ops = {
 	.start = h1_start,
 	.send = h1_send,
@@ -203,6 +221,7 @@ const struct up_ops h1_up_ops = {
 	.release = h1_release,
 	.request_sent = h1_request_sent,
 	.unprocessed = h1_unprocessed,
+	.handover = h1_handover,
 };
 
 /* ------------------------------------------------------- response ---- */

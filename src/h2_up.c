@@ -929,6 +929,18 @@ h2_unprocessed(const struct exchange *x)
 	return st->refused && !st->got_any;
 }
 
+static void
+h2_handover(struct exchange *from, struct exchange *to, bool head)
+{
+	struct h2up_stream *st = from->up2;
+
+	from->up2 = NULL;
+	to->up2 = st;
+	st->x = to;
+	if (head)
+		proxy_response_head(to, st->raw.p, &st->head, false);
+}
+
 const struct up_ops h2_up_ops = {
 	.start = h2_start,
 	.send = h2_send,
@@ -937,6 +949,7 @@ const struct up_ops h2_up_ops = {
 	.release = h2_release,
 	.request_sent = h2_request_sent,
 	.unprocessed = h2_unprocessed,
+	.handover = h2_handover,
 };
 
 void

@@ -65,6 +65,10 @@ struct upstream_head_args {
 	size_t *grpc_timeout_at;
 	/* compression (SPEC §14): accept-encoding to add, or NULL */
 	const char *accept_encoding;
+	/* x-ferry-deadline-ms: the request's is replaced by one of
+	 * DEADLINE_DIGITS (deadline.h) starting at *deadline_at in OUT, for
+	 * each attempt to fill with the time left (SPEC §16); NULL: none */
+	size_t *deadline_at;
 };
 
 #define GRPC_TIMEOUT_DIGITS 8

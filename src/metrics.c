@@ -232,6 +232,15 @@ metrics_resend(struct metrics_shard *s, int svc)
 }
 
 void
+metrics_hedge(struct metrics_shard *s, int svc, enum hedge_result r)
+{
+	struct svc_ctr *c;
+
+	if ((c = svc_of(s, svc)) != NULL && (unsigned)r < HEDGE_COUNT)
+		ctr_add(&c->v[C_HEDGE + r], 1);
+}
+
+void
 metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc)
 {
 	struct svc_ctr *c;

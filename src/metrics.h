@@ -37,6 +37,14 @@ enum upstream_result {
 	UR_COUNT
 };
 
+/* hedges_total{result=}: won lost budget (SPEC §16) */
+enum hedge_result {
+	HEDGE_WON,		/* its response head came first */
+	HEDGE_LOST,		/* cancelled, or it failed */
+	HEDGE_BUDGET,		/* not sent: the retry budget was spent */
+	HEDGE_COUNT
+};
+
 /* auth_failures_total{reason=}: missing invalid peer_not_allowed no_client_cert */
 enum auth_reason {
 	AUTH_MISSING,
@@ -80,6 +88,7 @@ void metrics_budget_exhausted(struct metrics_shard *s, int svc);
 /* upstream_resends_total{service}: a request sent again on a new
  * connection after a pooled one the upstream had closed (not an attempt) */
 void metrics_resend(struct metrics_shard *s, int svc);
+void metrics_hedge(struct metrics_shard *s, int svc, enum hedge_result r);
 #define GRPC_STATUSES 17
 /* A gRPC call's status (0..16), seen or answered. */
 void metrics_grpc(struct metrics_shard *s, enum metric_dir d, int svc, int status);

@@ -36,7 +36,8 @@ enum {
 	C_CUT,					/* [dir][enum end_cause] */
 	C_GRPC = C_CUT + 2 * END_COUNT,		/* [dir][grpc status 0..16] */
 	C_FAIL = C_GRPC + 2 * GRPC_STATUSES,	/* [dir] metrics_failed() */
-	C_CZ = C_FAIL + 2,			/* [dir][in, out] compression bytes */
+	C_HEDGE = C_FAIL + 2,			/* [enum hedge_result] */
+	C_CZ = C_HEDGE + HEDGE_COUNT,		/* [dir][in, out] compression bytes */
 	C_NCTR = C_CZ + 4
 };
 

@@ -22,6 +22,7 @@ static const char *const dir_names[2] = { "outbound", "inbound" };
 static const char *const result_names[UR_COUNT] = {
 	"ok", "connect_failure", "timeout", "reset", "5xx"
 };
+static const char *const hedge_names[HEDGE_COUNT] = { "won", "lost", "budget" };
 static const char *const auth_names[AUTH_COUNT] = {
 	"missing", "invalid", "peer_not_allowed", "no_client_cert"
 };
@@ -453,6 +454,10 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	    "Requests sent again on a new connection after a pooled connection "
 	    "the upstream had closed (not attempts, not retries).", C_RESEND, 1,
 	    NULL, NULL);
+	svc_family(out, &sn, "hedges_total",
+	    "Hedged attempts, by result: won (its response head came first), lost "
+	    "(cancelled or failed), budget (not sent: the retry budget was spent).",
+	    C_HEDGE, HEDGE_COUNT, "result", hedge_names);
 	gauge1(out, g, g ? g->circuit_states : NULL, "circuit_state", "gauge",
 	    "Circuit breaker state: 0 closed, 1 open, 2 half-open.", "service");
 	gauge1(out, g, g ? g->circuit_opened : NULL, "circuit_opened_total",

@@ -516,6 +516,7 @@ worker_swap(struct worker *w, struct swap *sw)
 			memcpy(ns->eps, old->svcs[j].eps, old->svcs[j].n_eps * sizeof(*ns->eps));
 			ns->n_eps = old->svcs[j].n_eps;
 			ns->outliers = old->svcs[j].outliers;
+			ns->lat = old->svcs[j].lat;
 		}
 		if (!kept)
 			for (size_t k = 0; k < old->svcs[j].n_eps; k++)

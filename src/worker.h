@@ -18,6 +18,7 @@
 #include "accesslog.h"
 #include "balancer.h"
 #include "inbound.h"
+#include "latency.h"
 #include "metrics.h"
 #include "runtime.h"
 #include "sbuf.h"
@@ -62,6 +63,7 @@ struct svc_state {
 	uint32_t rr;			/* round robin cursor */
 	struct svc_runtime *rt;		/* shared by all workers; NULL inbound */
 	struct outlier_group *outliers;	/* the group of the current endpoint set */
+	struct latency lat;		/* to the response head, for hedging */
 };
 
 /* A service's endpoint set, as discovery publishes it to every worker. */

@@ -368,6 +368,21 @@ static const struct bad_case bad_cases[] = {
 	  "    health_check: {path: health}\n",
 	  F ":4:5: services.a.rate_limit: missing required key \"rps\"\n"
 	  F ":5:26: services.a.health_check.path: \"health\" must start with '/'\n" },
+	{ "hedging",
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    hedging: {max: 2}\n"
+	  "  b:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    hedging: {after: p99, max: 4}\n"
+	  "  c:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    hedging: {after: 0ms, befor: 1s}\n"
+	  "  d:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    hedging: 50ms\n",
+	  F ":4:5: services.a.hedging: missing required key \"after\" (a duration or p95)\n"
+	  F ":7:22: services.b.hedging.after: bad duration \"p99\" (not a number; or p95)\n"
+	  F ":7:32: services.b.hedging.max: 4 is out of range (0..3)\n"
+	  F ":10:22: services.c.hedging.after: 0ms is out of range (1ms..100000h, or p95)\n"
+	  F ":10:27: services.c.hedging: unknown key \"befor\"\n"
+	  F ":13:14: services.d.hedging: expected a mapping, got a scalar\n" },
 	{ "allowed_peers empty or null (only an absent key means any identity)",
 	  "listeners:\n  inbound:\n"
 	  "    tls:\n      cert: cert.pem\n      key: key.pem\n      client_ca: ca.pem\n"

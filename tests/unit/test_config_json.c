@@ -289,6 +289,7 @@ START_TEST(test_defaults)
 	    "\"per-try-timeout\",\"502\",\"503\",\"504\"],"
 	    "\"backoff\":{\"base\":\"25ms\",\"max\":\"250ms\"},"
 	    "\"budget\":{\"ratio\":0.2,\"min_per_second\":10},\"buffer\":65536},"
+	    "\"hedging\":null,"
 	    "\"circuit_breaker\":{\"consecutive_failures\":5,\"open_for\":\"10s\","
 	    "\"half_open_requests\":1,\"max_concurrent\":1024},"
 	    "\"outlier_detection\":{\"consecutive_failures\":5,\"base_ejection\":\"30s\","
@@ -357,6 +358,7 @@ static const char full[] =
     "    auth: {key_file: service.key}\n"
     "    listen: 127.0.0.1:9001\n"
     "    retries: {max: 3, on: [reset, \"503\"], budget: {ratio: 0.25}, buffer: 1KiB}\n"
+    "    hedging: {after: 40ms, max: 2}\n"
     "    circuit_breaker: {consecutive_failures: 2, open_for: 30s}\n"
     "    rate_limit: {rps: 2.5, burst: 5}\n"
     "    health_check: {path: /health, interval: 1500ms}\n"
@@ -422,6 +424,7 @@ START_TEST(test_whole_schema)
 	    "\"budget\":{\"ratio\":0.25,\"min_per_second\":10},\"buffer\":1024}");
 	expect("/services/1/circuit_breaker", "{\"consecutive_failures\":2,\"open_for\":\"30s\","
 	    "\"half_open_requests\":1,\"max_concurrent\":1024}");
+	expect("/services/1/hedging", "{\"after\":\"40ms\",\"max\":2}");
 	expect("/services/1/rate_limit", "{\"rps\":2.5,\"burst\":5}");
 	expect("/services/1/health_check", "{\"path\":\"/health\",\"interval\":\"1500ms\","
 	    "\"timeout\":\"1s\",\"healthy\":2,\"unhealthy\":3}");

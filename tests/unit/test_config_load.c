@@ -99,6 +99,34 @@ START_TEST(test_defaults)
 }
 END_TEST
 
+/* SPEC §16: off by default; from defaults key by key; max 0 turns off */
+START_TEST(test_hedging)
+{
+	struct config *c = load_ok(
+	    "defaults:\n"
+	    "  hedging: {after: 50ms}\n"
+	    "services:\n"
+	    "  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	    "  b:\n    endpoints: [\"127.0.0.1:1\"]\n    hedging: {after: p95, max: 2}\n"
+	    "  c:\n    endpoints: [\"127.0.0.1:1\"]\n    hedging: {max: 0}\n");
+	const struct conf_service *a = svc(c, "a"), *b = svc(c, "b"), *d = svc(c, "c");
+	struct config *off;
+
+	ck_assert(a->hedging.enabled);
+	ck_assert(!a->hedging.after_p95);
+	ck_assert_int_eq(a->hedging.after, 50);
+	ck_assert_uint_eq(a->hedging.max, 1);
+	ck_assert(b->hedging.enabled);
+	ck_assert(b->hedging.after_p95);
+	ck_assert_uint_eq(b->hedging.max, 2);
+	ck_assert(!d->hedging.enabled);
+	config_unref(c);
+	off = load_ok("services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n");
+	ck_assert(!svc(off, "a")->hedging.enabled);
+	config_unref(off);
+}
+END_TEST
+
 START_TEST(test_empty_file)
 {
 	struct config *c = load_ok("# nothing but a comment\n");
@@ -544,6 +572,7 @@ config_load_suite(void)
 
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_empty_file);
+	tcase_add_test(tc, test_hedging);
 	tcase_add_test(tc, test_inheritance);
 	tcase_add_test(tc, test_full_schema);
 	tcase_add_test(tc, test_variables);

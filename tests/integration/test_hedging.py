@@ -1,0 +1,255 @@
+"""Hedged requests (SPEC §16 Hedging): when no response head came `after`
+the attempt began, ferry sends the same idempotent request to another
+endpoint; the first head wins, the other attempt is cancelled (its
+connection closed, its HTTP/2 stream reset with CANCEL) and costs its
+endpoint nothing. Hedges take from the retry budget and never outlive the
+request deadline.
+
+Real upstreams on loopback (plain HTTP/1.1, and python3-h2 for HTTP/2);
+the assertions are on what the upstreams saw, on the clients' timings and
+on ferry's own counts (ferry_hedges_total, /services, the access log)."""
+
+import json
+import re
+import select
+import socket
+import threading
+import time
+
+import harness
+from harness import FerryTestCase, echo, wait_until
+
+SLOW = 0.5
+
+
+def counter(f, name, **labels):
+    """The value of one series of /metrics (0 when absent)."""
+    text = f.admin("/metrics").body.decode()
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+)\{(.*)\} (\S+)$", line)
+        if m and m.group(1) == name and \
+                ",".join(sorted(m.group(2).split(","))) == want:
+            return float(m.group(3))
+    return 0.0
+
+
+def hedges(f, result):
+    return counter(f, "ferry_hedges_total", service="svc", result=result)
+
+
+def slow_unless_cancelled(seconds, cancelled, lock=None):
+    """Answer after `seconds`, unless ferry closes the connection first:
+    then note the request's path in `cancelled` and answer nothing."""
+    lock = lock or threading.Lock()
+
+    def behave(conn, req):
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            r, _, _ = select.select([conn.sock], [], [], left)
+            if not r:
+                break
+            try:
+                data = conn.sock.recv(1, socket.MSG_PEEK)
+            except OSError:
+                data = b""
+            if data == b"":
+                with lock:
+                    cancelled.append(req.target)
+                conn.keep_open = False
+                return
+            time.sleep(0.005)   # bytes of a next request: not ours to read
+        echo()(conn, req)
+    return behave
+
+
+def svc(upstreams, hedging, **extra):
+    s = {"endpoints": [u.address for u in upstreams], "load_balancer": "round_robin"}
+    if hedging is not None:
+        s["hedging"] = hedging
+    return harness.deep_merge(s, extra)
+
+
+# a single failure counted against an endpoint would eject it or open the
+# breaker: the loser of a race must never be counted
+TOUCHY = {
+    "outlier_detection": {"consecutive_failures": 1, "max_ejection_percent": 100},
+    "circuit_breaker": {"consecutive_failures": 2},
+}
+
+
+class HedgingTest(FerryTestCase):
+
+    def timed_gets(self, f, n, path="/r%d", method="GET", headers=()):
+        times, statuses = [], []
+        with f.client() as c:
+            for i in range(n):
+                t0 = time.monotonic()
+                r = c.request(method, path % i, [("Host", "svc"), *headers])
+                times.append(time.monotonic() - t0)
+                statuses.append(r.status)
+        return times, statuses
+
+    def test_slow_endpoint_is_hedged_and_cancelled(self):
+        cancelled = []
+        slow = self.upstream(slow_unless_cancelled(SLOW, cancelled), tls=False)
+        fast = self.upstream(echo(), tls=False)
+        f = self.ferry({"svc": svc([slow, fast], {"after": "50ms"}, **TOUCHY)})
+        times, statuses = self.timed_gets(f, 20)
+        self.assertEqual(statuses, [200] * 20)
+        self.assertLess(max(times), 0.3, "a GET waited for the slow endpoint: %r" % times)
+        # round robin sent about half of them to the slow one first
+        self.assertGreaterEqual(len(slow.requests), 5)
+        won = hedges(f, "won")
+        # (a loaded upstream thread may read a request after ferry hedged it)
+        wait_until(lambda: len(slow.requests) >= won, 3)
+        self.assertEqual(won, len(slow.requests), "every hedge of a slow attempt won: %s\n%s"
+                         % ([r.target for r in slow.requests], f.stdout_text()[-3000:]))
+        # the slow attempts were cancelled: their connections closed
+        wait_until(lambda: len(cancelled) == len(slow.requests), 3)
+        self.assertEqual(sorted(cancelled), sorted(r.target for r in slow.requests))
+        self.assertEqual(hedges(f, "budget"), 0)
+        # the fast one got every request, the hedged ones too
+        self.assertEqual(len(fast.requests), 20)
+        # no penalty for the loser: not ejected, breaker closed, no failed attempt
+        services = json.loads(f.admin("/services").body)
+        text = json.dumps(services)
+        self.assertNotIn('"ejected": true', text, text)
+        self.assertNotIn('"circuit": "open"', text, text)
+        for result in ("timeout", "reset", "connect_failure", "5xx"):
+            self.assertEqual(counter(f, "ferry_upstream_attempts_total", service="svc",
+                                     result=result), 0, result)
+        # the access log names the winner and counts both attempts
+        wait_until(lambda: len([e for e in f.access_log() if e.get("service") == "svc"]) >= 20, 3)
+        log = [e for e in f.access_log() if e.get("service") == "svc"]
+        self.assertEqual(len(log), 20)
+        hedged = [e for e in log if e.get("attempts") == 2]
+        self.assertEqual(len(hedged), won)
+        self.assertTrue(all(e["upstream"] == fast.address for e in hedged), hedged[:2])
+        self.assert_upstream_clean(slow)
+        self.assert_upstream_clean(fast)
+
+    def test_unhedged_baseline_waits(self):
+        """The same set-up without hedging: the slow endpoint is waited for
+        (what makes the test above able to fail)."""
+        slow = self.upstream(echo(), tls=False)
+        slow.behaviour = harness.delay(SLOW)
+        fast = self.upstream(echo(), tls=False)
+        f = self.ferry({"svc": svc([slow, fast], None)})
+        times, _ = self.timed_gets(f, 6)
+        self.assertGreaterEqual(max(times), SLOW - 0.05)
+        self.assertEqual(hedges(f, "won") + hedges(f, "lost"), 0)
+
+    def test_post_is_not_hedged_unless_idempotency_key(self):
+        cancelled = []
+        slow = self.upstream(slow_unless_cancelled(SLOW, cancelled), tls=False)
+        fast = self.upstream(echo(), tls=False)
+        f = self.ferry({"svc": svc([slow, fast], {"after": "50ms"})})
+        times, statuses = self.timed_gets(f, 6, path="/post%d", method="POST")
+        self.assertEqual(statuses, [200] * 6)
+        # each POST went to one endpoint only, and the client waited for the slow one
+        self.assertEqual(len(slow.requests) + len(fast.requests), 6)
+        self.assertGreaterEqual(len(slow.requests), 1)
+        self.assertGreaterEqual(max(times), SLOW - 0.05)
+        self.assertEqual(cancelled, [])
+        self.assertEqual(hedges(f, "won") + hedges(f, "lost") + hedges(f, "budget"), 0)
+        # with Idempotency-Key, a POST may be sent twice
+        times, statuses = self.timed_gets(f, 6, path="/key%d", method="POST",
+                                          headers=[("Idempotency-Key", "k1")])
+        self.assertEqual(statuses, [200] * 6)
+        self.assertLess(max(times), 0.3, times)
+        self.assertGreaterEqual(hedges(f, "won"), 1)
+
+    def test_budget_stops_a_hedge_storm(self):
+        """Every endpoint slow: each request would be hedged; the retry
+        budget (ratio 0.2, no floor) lets about one in five go, and the
+        first attempt still answers first (the hedge loses)."""
+        a = self.upstream(harness.delay(0.2), tls=False)
+        b = self.upstream(harness.delay(0.2), tls=False)
+        n = 20
+        f = self.ferry({"svc": svc([a, b], {"after": "10ms"},
+                                   retries={"budget": {"ratio": 0.2, "min_per_second": 0}})})
+        _, statuses = self.timed_gets(f, n)
+        self.assertEqual(statuses, [200] * n)
+        sent = hedges(f, "won") + hedges(f, "lost")
+        self.assertLessEqual(sent, 0.2 * n + 1)
+        self.assertGreaterEqual(sent, 1)
+        self.assertEqual(hedges(f, "budget"), n - sent)
+        self.assertEqual(hedges(f, "won"), 0, "the first attempt answers first")
+        cfg = json.loads(f.admin("/config").body)
+        self.assertEqual([s["hedging"] for s in cfg["services"]], [{"after": "10ms", "max": 1}])
+        wait_until(lambda: len(a.requests) + len(b.requests) == n + sent, 2)
+        self.assertEqual(len(a.requests) + len(b.requests), n + sent)
+
+    def test_never_past_the_deadline(self):
+        a = self.upstream(harness.delay(SLOW), tls=False)
+        b = self.upstream(harness.delay(SLOW), tls=False)
+        # after is past the deadline: never a hedge
+        f = self.ferry({"svc": svc([a, b], {"after": "300ms"}, timeouts={"request": "150ms"},
+                                   retries={"max": 0})})
+        t0 = time.monotonic()
+        r = f.get("/late", host="svc")
+        self.assertLess(time.monotonic() - t0, 0.4)
+        self.assert_ferry_error(r, 504, "SERVICE_TIMEOUT")
+        time.sleep(0.3)
+        self.assertEqual(len(a.requests) + len(b.requests), 1)
+        self.assertEqual(hedges(f, "won") + hedges(f, "lost") + hedges(f, "budget"), 0)
+
+    def test_hedge_ends_with_the_deadline(self):
+        ca, cb = [], []
+        a = self.upstream(slow_unless_cancelled(SLOW, ca), tls=False)
+        b = self.upstream(slow_unless_cancelled(SLOW, cb), tls=False)
+        f = self.ferry({"svc": svc([a, b], {"after": "40ms"}, timeouts={"request": "150ms"},
+                                   retries={"max": 0})})
+        t0 = time.monotonic()
+        r = f.get("/both", host="svc")
+        self.assertLess(time.monotonic() - t0, 0.4)
+        self.assert_ferry_error(r, 504, "SERVICE_TIMEOUT")
+        # the hedge went, and both attempts were closed at the deadline
+        self.assertEqual(len(a.requests) + len(b.requests), 2)
+        wait_until(lambda: len(ca) + len(cb) == 2, 2)
+        self.assertEqual(len(ca) + len(cb), 2)
+        self.assertEqual(hedges(f, "lost"), 1)
+
+    def test_after_p95(self):
+        """after: p95 follows the service's own answers: fast ones make it
+        the 5 ms floor, so a slow endpoint is hedged at once."""
+        cancelled = []
+        a = self.upstream(echo(), tls=False)
+        b = self.upstream(echo(), tls=False)
+        f = self.ferry({"svc": svc([a, b], {"after": "p95"})}, workers=1)
+        self.timed_gets(f, 40, path="/warm%d")
+        before = hedges(f, "won")
+        b.behaviour = slow_unless_cancelled(SLOW, cancelled)
+        times, statuses = self.timed_gets(f, 20)
+        self.assertEqual(statuses, [200] * 20)
+        self.assertLess(max(times), 0.3, times)
+        self.assertGreaterEqual(hedges(f, "won") - before, 5)
+        cfg = json.loads(f.admin("/config").body)
+        self.assertEqual([s["hedging"] for s in cfg["services"]], [{"after": "p95", "max": 1}])
+
+    def test_http2_loser_stream_is_cancelled(self):
+        import test_h2_upstream
+        slow = test_h2_upstream.H2Upstream()
+        fast = test_h2_upstream.H2Upstream()
+        fast.gate.set()     # /hold... answered at once
+        self._closers += [slow.close, fast.close]
+        f = self.ferry({"svc": svc([slow, fast], {"after": "50ms"}, protocol="h2", **TOUCHY)})
+        times, statuses = self.timed_gets(f, 10, path="/hold%d")
+        self.assertEqual(statuses, [200] * 10)
+        self.assertLess(max(times), 0.3, times)
+        held = [p for p in slow.paths if p.startswith("/hold")]
+        self.assertGreaterEqual(len(held), 3)
+        wait_until(lambda: len(slow.resets) >= len(held), 2)
+        self.assertEqual({p: slow.resets.get(p) for p in held},
+                         {p: 8 for p in held}, "the loser's stream: RST_STREAM CANCEL")
+        self.assertEqual(hedges(f, "won"), len(held))
+        text = f.admin("/services").body.decode()
+        self.assertNotIn('"ejected":true', text.replace(" ", ""))
+
+
+if __name__ == "__main__":
+    harness.main()
