@@ -22,6 +22,7 @@
 #include "breaker.h"
 #include "clock.h"
 #include "errors.h"
+#include "fate.h"
 #include "headers.h"
 #include "http1.h"
 #include "ids.h"
@@ -149,6 +150,10 @@ struct exchange {
 	bool close_after;		/* close the client after this response */
 	int64_t up_keepalive_ms;	/* upstream's Keep-Alive: timeout */
 	uint32_t status;
+	/* for the fate (SPEC §16, fate.h) */
+	bool budget_refused;		/* the retry budget refused the next retry */
+	bool won_by_hedge;		/* hedging: the answer is a hedge's */
+	enum fate refused;		/* the refusal answered; FATE_OK: none */
 	uint64_t bytes_in;		/* the downstream codec's */
 	uint64_t bytes_out;		/* the downstream codec's */
 	char corr[129];
@@ -156,6 +161,7 @@ struct exchange {
 	char tp[TRACEPARENT_LEN + 1];	/* sent upstream (the app's or new) */
 	size_t tp_len;
 	struct request_ids ids;
+	struct attempt_notes notes;	/* exchange_begin clears its count */
 	/* kept from request to request (their memory) */
 	struct sbuf req;		/* for upstream: head and replayable body */
 	size_t req_head_len;		/* bytes of req that are the head */

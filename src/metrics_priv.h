@@ -36,7 +36,8 @@ enum {
 	C_CUT,					/* [dir][enum end_cause] */
 	C_GRPC = C_CUT + 2 * END_COUNT,		/* [dir][grpc status 0..16] */
 	C_FAIL = C_GRPC + 2 * GRPC_STATUSES,	/* [dir] metrics_failed() */
-	C_NCTR = C_FAIL + 2
+	C_FATE = C_FAIL + 2,			/* [dir][enum fate] */
+	C_NCTR = C_FATE + 2 * FATE_COUNT
 };
 
 struct svc_ctr {
