@@ -424,7 +424,7 @@ accesslog_write(struct accesslog_buf *b, const struct access_entry *e)
 	add_cstr(o, e->fate);
 	sbuf_adds(o, ",\"attempts_detail\":");
 	if (e->attempts_detail)
-		fate_notes_json(o, e->attempts_detail);
+		fate_notes_json(o, e->attempts_detail, NULL);
 	else
 		sbuf_adds(o, "[]");
 	sbuf_add(o, "}\n", 2);

@@ -196,7 +196,7 @@ ferror_build(struct sbuf *out, const struct error_args *a)
 	sbuf_add(&b, "\"", 1);
 	if (a->attempts) {
 		sbuf_adds(&b, ",\"attempts\":");
-		fate_notes_json(&b, a->attempts);
+		fate_notes_json(&b, a->attempts, a->attempts_endpoint);
 	}
 	sbuf_adds(&b, "}}");
 	blen = b.len;

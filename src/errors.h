@@ -68,6 +68,7 @@ struct error_args {
 	/* the request's attempts, as error.attempts (SPEC §16); NULL: none
 	 * listed. The JSON form only: grpc-message stays a sentence. */
 	const struct attempt_notes *attempts;
+	const char *attempts_endpoint;	/* stands in for their addresses, or NULL */
 };
 
 /* Writes the whole response (head and body) into OUT. */

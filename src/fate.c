@@ -78,14 +78,20 @@ note_endpoint(struct sbuf *out, const struct attempt_note *n)
 }
 
 void
-fate_notes_json(struct sbuf *out, const struct attempt_notes *ns)
+fate_notes_json(struct sbuf *out, const struct attempt_notes *ns, const char *endpoint_as)
 {
 	sbuf_add(out, "[", 1);
 	for (unsigned i = 0; i < ns->count && i < FATE_MAX_NOTES; i++) {
 		const struct attempt_note *n = &ns->n[i];
 
 		sbuf_adds(out, i ? ",{\"endpoint\":" : "{\"endpoint\":");
-		note_endpoint(out, n);
+		if (endpoint_as) {
+			sbuf_add(out, "\"", 1);
+			sbuf_adds(out, endpoint_as);
+			sbuf_add(out, "\"", 1);
+		} else {
+			note_endpoint(out, n);
+		}
 		sbuf_adds(out, ",\"result\":\"");
 		sbuf_adds(out, fate_result_name(n->result));
 		sbuf_adds(out, "\",\"ms\":");

@@ -68,8 +68,11 @@ struct attempt_notes {
 void fate_note_add(struct attempt_notes *ns, const struct attempt_note *note);
 /* "connect_failure", "refused", "reset", "timeout", "502", ..., "cancelled" */
 const char *fate_result_name(uint8_t result);
-/* [{"endpoint":"127.0.0.1:5000","result":"refused","ms":3},...] */
-void fate_notes_json(struct sbuf *out, const struct attempt_notes *ns);
+/* [{"endpoint":"127.0.0.1:5000","result":"refused","ms":3},...];
+ * ENDPOINT_AS, when not NULL, stands in for every address (what a remote
+ * peer is told of the local app). */
+void fate_notes_json(struct sbuf *out, const struct attempt_notes *ns,
+    const char *endpoint_as);
 
 /* What an exchange recorded, as fate_derive() reads it. */
 struct fate_input {

@@ -234,6 +234,8 @@ proxy_error_response(const struct exchange *x, struct sbuf *out, enum ferry_erro
 		.keep_alive_timeout = keep_alive_timeout,
 		.head_only = x->head_method,
 		.attempts = &x->notes,
+		/* a remote peer is not told the local app's address (attempt.c) */
+		.attempts_endpoint = x->inbound ? "local_app" : NULL,
 	};
 
 	if (x->grpc)

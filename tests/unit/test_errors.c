@@ -191,6 +191,13 @@ START_TEST(test_build_attempts)
 
 	ck_assert_ptr_nonnull(strstr(got, "\r\n\r\n"));
 	ck_assert_str_eq(strstr(got, "\r\n\r\n") + 4, body);
+	/* to a remote peer: the local app's address stays out */
+	a.attempts_endpoint = "local_app";
+	got = build(&a);
+	ck_assert_ptr_null(strstr(got, "127.0.0.1:5001\","));
+	ck_assert_ptr_nonnull(strstr(got, "\"attempts\":[{\"endpoint\":\"local_app\","
+	    "\"result\":\"refused\",\"ms\":1},{\"endpoint\":\"local_app\""));
+	a.attempts_endpoint = NULL;
 	/* no attempt made: an empty list */
 	a.attempts = &none;
 	got = build(&a);

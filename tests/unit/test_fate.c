@@ -217,7 +217,7 @@ notes_text(const struct attempt_notes *ns)
 {
 	struct sbuf o = { 0 };
 
-	fate_notes_json(&o, ns);
+	fate_notes_json(&o, ns, NULL);
 	sbuf_add(&o, "", 1);
 	ck_assert(!o.oom);
 	return o.p;
