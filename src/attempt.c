@@ -7,6 +7,7 @@
 
 #include "attempt.h"
 #include "clock.h"
+#include "deadline.h"
 #include "log.h"
 #include "pool.h"
 #include "retry.h"
@@ -240,6 +241,7 @@ void
 attempt_timed_out(struct exchange *x, int64_t now)
 {
 	char msg[256], budget[32];
+	bool per_try = x->try_deadline_ms < x->deadline_ms;
 
 	if (x->connect_deadline_ms && now >= x->connect_deadline_ms) {
 		snprintf(msg, sizeof(msg), "connect %s: timed out after %s", x->ep->addr_text,
@@ -249,10 +251,13 @@ attempt_timed_out(struct exchange *x, int64_t now)
 	}
 	/* name the budget that ran out, as configured (SPEC §9: "within 2s"),
 	 * not the time measured from the attempt's start */
-	format_duration(x->try_deadline_ms < x->deadline_ms ? x->svc->conf->timeouts.per_try :
+	format_duration(per_try ? x->svc->conf->timeouts.per_try :
 	    x->deadline_ms - x->start_ms, budget, sizeof(budget));
-	snprintf(msg, sizeof(msg), "no response head from %s within %s",
-	    x->ep->addr_text, budget);
+	/* a budget shorter than the config says came from the caller: say
+	 * so, or the message contradicts the config */
+	snprintf(msg, sizeof(msg), "no response head from %s within %s%s",
+	    x->ep->addr_text, budget,
+	    !per_try && x->deadline_capped ? " (the request's own deadline)" : "");
 	proxy_attempt_failed(x, AR_PER_TRY_TIMEOUT, FE_SERVICE_TIMEOUT, msg);
 }
 
@@ -380,6 +385,9 @@ attempt_start(struct exchange *x)
 		    (long long)(left < 1 ? 1 : left > 99999999 ? 99999999 : left));
 		memcpy(x->req.p + x->grpc_timeout_at, digits, GRPC_TIMEOUT_DIGITS);
 	}
+	if (x->deadline_at)
+		/* and as x-ferry-deadline-ms, for any protocol (SPEC §16) */
+		deadline_write(x->req.p + x->deadline_at, x->deadline_ms - now);
 	x->upops = svc->protocol == PROTO_H2 ||
 	    (svc->protocol == PROTO_AUTO && x->ep->speaks_h2) ? &h2_up_ops : &h1_up_ops;
 	if (!x->upops->start(x))

@@ -92,6 +92,7 @@ struct exchange {
 	const struct down_ops *down;
 	struct worker *w;
 	struct event *timer;		/* the exchange's deadlines, proxy.c's */
+	int64_t timer_at_ms;		/* when it fires; 0: not armed */
 	bool inbound;			/* from a peer, to the local app */
 	const struct conf_listener *lis;
 	size_t lis_service;		/* a service's own port: its index, else -1 */
@@ -137,6 +138,9 @@ struct exchange {
 	bool tunnel;			/* after 101 */
 	bool grpc;			/* content-type application/grpc: errors in its form */
 	size_t grpc_timeout_at;		/* its digits in req, 0: no grpc-timeout */
+	size_t deadline_at;		/* x-ferry-deadline-ms's digits in req */
+	bool deadline_capped;		/* the request's own deadline (grpc-timeout,
+					 * x-ferry-deadline-ms) beat the service's */
 	int grpc_status;		/* seen in the response or answered; -1 none */
 	bool peer_denied;		/* refused: the peer's identity is not allowed */
 	bool req_done;			/* the whole request went upstream */

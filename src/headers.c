@@ -2,34 +2,39 @@
 #include <strings.h>
 
 #include "config.h"
+#include "deadline.h"
 #include "headers.h"
 
 struct known {
 	const char *name;
+	size_t len;
 	enum hdr_kind kind;
 };
 
+#define KNOWN(name, kind) { name, sizeof(name) - 1, kind }
+
 static const struct known known_headers[] = {
-	{ "host", HDR_HOST },
-	{ "connection", HDR_CONNECTION },
-	{ "keep-alive", HDR_KEEP_ALIVE },
-	{ "proxy-connection", HDR_PROXY_CONNECTION },
-	{ "proxy-authorization", HDR_PROXY_AUTHORIZATION },
-	{ "upgrade", HDR_UPGRADE },
-	{ "te", HDR_TE },
-	{ "transfer-encoding", HDR_TRANSFER_ENCODING },
-	{ "content-length", HDR_CONTENT_LENGTH },
-	{ "expect", HDR_EXPECT },
-	{ "x-service-auth", HDR_SERVICE_AUTH },
-	{ "x-correlation-id", HDR_CORRELATION_ID },
-	{ "x-request-id", HDR_REQUEST_ID },
-	{ "traceparent", HDR_TRACEPARENT },
-	{ "tracestate", HDR_TRACESTATE },
-	{ "via", HDR_VIA },
-	{ "x-ferry-peer", HDR_FERRY_PEER },
-	{ "x-forwarded-for", HDR_FORWARDED_FOR },
-	{ "x-forwarded-proto", HDR_FORWARDED_PROTO },
-	{ "idempotency-key", HDR_IDEMPOTENCY_KEY },
+	KNOWN("host", HDR_HOST),
+	KNOWN("connection", HDR_CONNECTION),
+	KNOWN("keep-alive", HDR_KEEP_ALIVE),
+	KNOWN("proxy-connection", HDR_PROXY_CONNECTION),
+	KNOWN("proxy-authorization", HDR_PROXY_AUTHORIZATION),
+	KNOWN("upgrade", HDR_UPGRADE),
+	KNOWN("te", HDR_TE),
+	KNOWN("transfer-encoding", HDR_TRANSFER_ENCODING),
+	KNOWN("content-length", HDR_CONTENT_LENGTH),
+	KNOWN("expect", HDR_EXPECT),
+	KNOWN("x-service-auth", HDR_SERVICE_AUTH),
+	KNOWN("x-correlation-id", HDR_CORRELATION_ID),
+	KNOWN("x-request-id", HDR_REQUEST_ID),
+	KNOWN("traceparent", HDR_TRACEPARENT),
+	KNOWN("tracestate", HDR_TRACESTATE),
+	KNOWN("via", HDR_VIA),
+	KNOWN("x-ferry-peer", HDR_FERRY_PEER),
+	KNOWN("x-forwarded-for", HDR_FORWARDED_FOR),
+	KNOWN("x-forwarded-proto", HDR_FORWARDED_PROTO),
+	KNOWN("idempotency-key", HDR_IDEMPOTENCY_KEY),
+	KNOWN("x-ferry-deadline-ms", HDR_FERRY_DEADLINE),
 };
 
 /* NAME is K with any '-' written as '_' (and at least one so written). */
@@ -57,7 +62,7 @@ classify_name(const char *name, size_t len)
 	for (size_t i = 0; i < sizeof(known_headers) / sizeof(known_headers[0]); i++) {
 		const char *k = known_headers[i].name;
 
-		if ((k[0] | 0x20) != (name[0] | 0x20) || strlen(k) != len)
+		if (known_headers[i].len != len || (k[0] | 0x20) != (name[0] | 0x20))
 			continue;
 		if (strncasecmp(k, name, len) == 0)
 			return known_headers[i].kind;
@@ -352,6 +357,7 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 		case HDR_EXPECT:
 		case HDR_SERVICE_AUTH:
 		case HDR_FERRY_PEER:
+		case HDR_FERRY_DEADLINE:
 		case HDR_FORWARDED_PROTO:
 		case HDR_FERRY_LOOKALIKE:
 			continue;
@@ -407,6 +413,15 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 			add_header(out, "x-forwarded-for", a->forwarded_for, strlen(a->forwarded_for));
 	}
 	rules_emit(out, a->rules);
+	if (a->deadline_at) {
+		char v[DEADLINE_DIGITS];
+
+		deadline_write(v, 0);
+		sbuf_adds(out, "x-ferry-deadline-ms: ");
+		*a->deadline_at = out->len;
+		sbuf_add(out, v, sizeof(v));
+		sbuf_add(out, "\r\n", 2);
+	}
 	if (a->grpc_timeout_at) {
 		sbuf_adds(out, "grpc-timeout: ");
 		*a->grpc_timeout_at = out->len;

@@ -63,6 +63,10 @@ struct upstream_head_args {
 	 * fixed-width one whose digits start at *grpc_timeout_at in OUT, for
 	 * each attempt to fill with the time left (SPEC §12) */
 	size_t *grpc_timeout_at;
+	/* x-ferry-deadline-ms: the request's is replaced by one of
+	 * DEADLINE_DIGITS (deadline.h) starting at *deadline_at in OUT, for
+	 * each attempt to fill with the time left (SPEC §16); NULL: none */
+	size_t *deadline_at;
 };
 
 #define GRPC_TIMEOUT_DIGITS 8

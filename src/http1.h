@@ -45,6 +45,7 @@ enum hdr_kind {
 	HDR_FORWARDED_FOR,
 	HDR_FORWARDED_PROTO,
 	HDR_IDEMPOTENCY_KEY,
+	HDR_FERRY_DEADLINE,		/* x-ferry-deadline-ms (SPEC §16) */
 	/* a header ferry owns spelled with '_' for '-' (x_ferry_peer):
 	 * CGI, WSGI and Rack read it as the real one */
 	HDR_FERRY_LOOKALIKE,

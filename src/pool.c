@@ -92,9 +92,13 @@ save_session(struct upconn *u)
 	SSL_SESSION *s;
 
 	/* TLS 1.3 tickets arrive after the handshake, with the first read;
-	 * keep the newest resumable session for the next connection */
-	if (ssl == NULL || (s = SSL_get1_session(ssl)) == NULL)
+	 * keep the newest resumable session for the next connection. A new
+	 * ticket is a new SSL_SESSION: the same one was copied already (a
+	 * copy per request cost more than the rest of the TLS work) */
+	if (ssl == NULL || SSL_get0_session(ssl) == u->session_saved ||
+	    (s = SSL_get1_session(ssl)) == NULL)
 		return;
+	u->session_saved = s;
 	if (!SSL_SESSION_is_resumable(s)) {
 		SSL_SESSION_free(s);
 		return;

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "attempt.h"
+#include "deadline.h"
 #include "log.h"
 #include "route.h"
 
@@ -212,6 +213,7 @@ proxy_end(struct exchange *x, enum end_cause cause)
 		return;
 	x->live = false;
 	event_del(x->timer);
+	x->timer_at_ms = 0;
 	attempt_release(x, false);
 	exchange_leave(x);
 	proxy_account(x, cause);
@@ -494,6 +496,46 @@ grpc_timeout_ms(const char *msg, const struct http_head *h)
 	return -1;
 }
 
+/* The request deadline: the service's request timeout, cut short by the
+ * request's own grpc-timeout (SPEC §12) and x-ferry-deadline-ms (§16), the
+ * smallest winning, so a caller can shorten it and never extend it. False
+ * when no time was left and the request got its 504. */
+static bool
+deadline_decide(struct exchange *x, const char *msg, const struct http_head *h)
+{
+	int64_t gt = x->grpc ? grpc_timeout_ms(msg, h) : -1, dl, cap;
+	bool malformed;
+	char why[128];
+
+	x->deadline_ms = x->start_ms + x->svc->conf->timeouts.request;
+	dl = deadline_from_head(msg, h, &malformed);
+	if (malformed) {
+		static struct log_limit limit;
+
+		/* the service's own timeout still holds: a broken caller
+		 * loses nothing by it, and gets no say either */
+		log_limited(&limit, LOG_WARN, "ignored malformed x-ferry-deadline-ms "
+		    "(not a whole number of milliseconds) service=%s", x->svc->conf->name);
+	}
+	cap = gt < 0 ? dl : dl < 0 || gt < dl ? gt : dl;
+	if (gt >= 0)
+		/* unlike the request timeout it bounds the whole call, past
+		 * the response head; both headers sent on then agree */
+		x->grpc_deadline_ms = x->start_ms + cap;
+	if (cap < 0)
+		return true;
+	if (x->start_ms + cap < x->deadline_ms) {
+		x->deadline_ms = x->start_ms + cap;
+		x->deadline_capped = true;
+	}
+	if (cap > 0)
+		return true;
+	snprintf(why, sizeof(why), "no time left of the request deadline (%s 0 on arrival)",
+	    dl == 0 ? "x-ferry-deadline-ms" : "grpc-timeout");
+	proxy_refuse(x, FE_SERVICE_TIMEOUT, why, 0, !x->req_done);
+	return false;
+}
+
 /* content-type application/grpc, +proto or any other suffix */
 static bool
 is_grpc(const char *msg, const struct http_head *h)
@@ -548,7 +590,6 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	const char *path, *auth;
 	size_t path_len, auth_len;
 	bool inbound = x->inbound;
-	int64_t gt;
 
 	exchange_begin(x);
 	if (x->w->alog)
@@ -586,14 +627,8 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 		return false;
 	}
 	x->close_after = false;
-	x->deadline_ms = x->start_ms + x->svc->conf->timeouts.request;
-	if (x->grpc && (gt = grpc_timeout_ms(msg, h)) >= 0) {
-		/* SPEC §12: the smaller; and unlike the request timeout it
-		 * bounds the whole call, past the response head */
-		x->grpc_deadline_ms = x->start_ms + gt;
-		if (x->grpc_deadline_ms < x->deadline_ms)
-			x->deadline_ms = x->grpc_deadline_ms;
-	}
+	if (!deadline_decide(x, msg, h))
+		return false;
 
 	target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
 	sbuf_clear(&x->req);
@@ -612,6 +647,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 		.rules = { rules_or_null(&x->gen->conf->default_headers.request),
 		    rules_or_null(&x->svc->conf->headers.request) },
 		.grpc_timeout_at = x->grpc ? &x->grpc_timeout_at : NULL,
+		.deadline_at = &x->deadline_at,
 	});
 	if (x->req.oom) {
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "out of memory", 1, true);
@@ -862,6 +898,12 @@ proxy_arm_timer(struct exchange *x)
 		if (x->grpc_deadline_ms && !x->tunnel && x->grpc_deadline_ms < at)
 			at = x->grpc_deadline_ms;
 	}
+	/* armed to fire no later: let it, exchange_timeout() checks what is
+	 * due and re-arms (most exchanges end before any deadline, and
+	 * moving a timer is a heap operation per call) */
+	if (x->timer_at_ms != 0 && x->timer_at_ms <= at)
+		return;
+	x->timer_at_ms = at;
 	timer_at(x->timer, at, now);
 }
 
@@ -907,6 +949,7 @@ exchange_timeout(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	x->timer_at_ms = 0;
 	if (!x->live)
 		return;
 	if (x->retry_at_ms && !x->tunnel) {

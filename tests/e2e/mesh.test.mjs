@@ -109,11 +109,13 @@ function directToInbound(pki, port, head) {
 }
 
 /** Poll a ferry's access log until `pred` matches a line (or give up). */
-async function waitLogLine(ferry, pred) {
+// the lines of FERRY's access log matching PRED, once there are at least
+// MIN of them (each worker flushes its own lines: they arrive apart)
+async function waitLogLine(ferry, pred, min = 1) {
   const deadline = Date.now() + LOG_WAIT_MS;
   for (;;) {
     const hits = ferry.accessLog().filter(pred);
-    if (hits.length || Date.now() > deadline) return hits;
+    if (hits.length >= min || Date.now() > deadline) return hits;
     await sleep(50);
   }
 }
@@ -360,7 +362,7 @@ describe('mesh: app A → ferry A (outbound) → mTLS → ferry B (inbound) → 
     assert.equal(appB.requests.length, before);
 
     // both access logs agree: ferry B refused it once (no retry by ferry A), ferry A relayed a 403
-    const inB = await waitLogLine(ferryB, (l) => l.direction === 'inbound' && l.correlation_id === corr);
+    const inB = await waitLogLine(ferryB, (l) => l.direction === 'inbound' && l.correlation_id === corr, 2);
     assert.equal(inB.length, 2, `ferry B logged ${JSON.stringify(inB)}`);   // via ferry A, then direct
     for (const l of inB) {
       assert.equal(l.status, 403);

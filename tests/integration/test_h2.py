@@ -968,7 +968,7 @@ class ManyStreamsTest(H2Case):
             sids = [c.request("/many/%d" % i) for i in range(100)]
             for sid in sids:
                 st = c.response(sid, timeout=20)
-                self.assertEqual(st.status, 200, (sid, st.headers))
+                self.assertEqual(st.status, 200, (sid, st.headers, st.body))
                 self.assertEqual(json.loads(st.body)["target"], "/many/%d" % ((sid - 1) // 2))
         self.assertEqual(len(self.up.requests), 100)
 
