@@ -163,6 +163,15 @@ class FateTest(FerryTestCase):
         self.assertGreaterEqual(attempts[0]["ms"], 250, attempts)
         self.assertLess(attempts[0]["ms"], 1500, attempts)
 
+    def test_timeout_deadline_spent_on_arrival(self):
+        # x-ferry-deadline-ms: 0 (SPEC §16): ferry's 504 before any attempt
+        up = self.upstream(echo())
+        f = self.ferry({"svc": plain_service([up])})
+        resp = self.get(f, "/spent", headers=[("x-ferry-deadline-ms", "0")])
+        line = self.assert_fate(f, "/spent", "timeout", results=[])
+        self.assert_error_attempts(resp, 504, "SERVICE_TIMEOUT", line, [])
+        self.assertEqual(up.requests, [])
+
     def test_connect_failed(self):
         dead = free_port()
         f = self.ferry({"svc": plain_service([dead], retries={"max": 1, "backoff": QUICK})})
