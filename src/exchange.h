@@ -156,7 +156,8 @@ struct exchange {
 	uint32_t status;
 	/* for the fate (SPEC §16, fate.h) */
 	bool budget_refused;		/* the retry budget refused the next retry */
-	bool won_by_hedge;		/* hedging: the answer is a hedge's */
+	bool won_by_hedge;		/* hedging sets it: the winning head came
+					   from a hedged attempt (ok_by_hedge) */
 	enum fate refused;		/* the refusal answered; FATE_OK: none */
 	uint64_t bytes_in;		/* the downstream codec's */
 	uint64_t bytes_out;		/* the downstream codec's */
