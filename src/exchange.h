@@ -22,6 +22,7 @@
 #include "breaker.h"
 #include "clock.h"
 #include "errors.h"
+#include "fate.h"
 #include "headers.h"
 #include "http1.h"
 #include "ids.h"
@@ -165,6 +166,9 @@ struct exchange {
 	uint32_t hedges_sent;
 	bool hedge_attempt;		/* the attempt in this slot began as a hedge */
 	bool won_by_hedge;		/* the response came from a hedge (fate ok_by_hedge) */
+	/* for the fate (SPEC §16, fate.h) */
+	bool budget_refused;		/* the retry budget refused the next retry */
+	enum fate refused;		/* the refusal answered; FATE_OK: none */
 	uint64_t bytes_in;		/* the downstream codec's */
 	uint64_t bytes_out;		/* the downstream codec's */
 	char corr[129];
@@ -172,6 +176,7 @@ struct exchange {
 	char tp[TRACEPARENT_LEN + 1];	/* sent upstream (the app's or new) */
 	size_t tp_len;
 	struct request_ids ids;
+	struct attempt_notes notes;	/* exchange_begin clears its count */
 	/* kept from request to request (their memory) */
 	struct sbuf req;		/* for upstream: head and replayable body */
 	size_t req_head_len;		/* bytes of req that are the head */

@@ -183,6 +183,16 @@ metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause 
 }
 
 void
+metrics_fate(struct metrics_shard *s, enum metric_dir d, int svc, enum fate f)
+{
+	struct svc_ctr *c;
+
+	if ((c = svc_of(s, svc)) == NULL || (unsigned)f >= FATE_COUNT)
+		return;
+	ctr_add(&c->v[C_FATE + (d == DIR_INBOUND) * FATE_COUNT + f], 1);
+}
+
+void
 metrics_attempt(struct metrics_shard *s, int svc, enum upstream_result r)
 {
 	struct svc_ctr *c;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "errors.h"
+#include "fate.h"
 #include "sbuf.h"
 
 #define METRICS_MAX_SERVICES	1024
@@ -95,6 +96,8 @@ void metrics_grpc(struct metrics_shard *s, enum metric_dir d, int svc, int statu
 /* A request cut for CAUSE (not END_DONE). */
 void metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause cause);
 void metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc);
+/* request_fate_total{direction,service,fate}: once per request (SPEC §16) */
+void metrics_fate(struct metrics_shard *s, enum metric_dir d, int svc, enum fate f);
 /* A request that failed as the status page's charts count it (SPEC §16):
  * answered with one of ferry's own errors (§7, either form) or with the
  * upstream's own 5xx. Not a Prometheus family of its own. */

@@ -37,7 +37,8 @@ enum {
 	C_GRPC = C_CUT + 2 * END_COUNT,		/* [dir][grpc status 0..16] */
 	C_FAIL = C_GRPC + 2 * GRPC_STATUSES,	/* [dir] metrics_failed() */
 	C_HEDGE = C_FAIL + 2,			/* [enum hedge_result] */
-	C_NCTR = C_HEDGE + HEDGE_COUNT
+	C_FATE = C_HEDGE + HEDGE_COUNT,		/* [dir][enum fate] */
+	C_NCTR = C_FATE + 2 * FATE_COUNT
 };
 
 struct svc_ctr {

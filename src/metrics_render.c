@@ -360,6 +360,13 @@ cause_label(int c, char *tmp)
 }
 
 static const char *
+fate_label(int f, char *tmp)
+{
+	(void)tmp;
+	return fate_name((enum fate)f);
+}
+
+static const char *
 grpc_label(int g, char *tmp)
 {
 	snprintf(tmp, 12, "%d", g);
@@ -460,6 +467,9 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	render_by_label(out, &sn, "requests_cut_total",
 	    "Requests cut before their end, by cause (the access log's error).",
 	    C_CUT, END_COUNT, "cause", cause_label);
+	render_by_label(out, &sn, "request_fate_total",
+	    "Requests by the one outcome each ended with (SPEC 16; the access log's fate).",
+	    C_FATE, FATE_COUNT, "fate", fate_label);
 	render_by_label(out, &sn, "grpc_responses_total",
 	    "gRPC calls by grpc-status (the service's, or ferry's own errors).",
 	    C_GRPC, GRPC_STATUSES, "grpc_status", grpc_label);

@@ -90,6 +90,7 @@ exchange_begin(struct exchange *x)
 	x->ferr = -1;
 	x->grpc_status = -1;
 	x->live = true;
+	x->notes.count = 0;
 	x->start_ms = clock_now_ms();
 	x->start_us = clock_now_us();
 	if (x->w->alog)
@@ -130,10 +131,22 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	int id = exchange_metrics_id(x);
 	const char *log = x->logline.p;
 	size_t mlen = 0;
+	enum fate fate;
 
 	if (x->accounted || x->start_ms == 0)
 		return;
 	x->accounted = true;
+	fate = fate_derive(&(struct fate_input){
+		.cause = cause,
+		.ferr = x->ferr,
+		.status = x->status,
+		.retries = x->retries,
+		.won_by_hedge = x->won_by_hedge,
+		.budget_refused = x->budget_refused,
+		.refused = x->refused,
+		.last = x->notes.count ? x->notes.n[x->notes.count - 1].result : -1,
+	});
+	metrics_fate(x->w->ms, dir, id, fate);
 	if (x->status || cause != END_DONE)
 		metrics_request(x->w->ms, dir, id, (int)x->status, x->head_us ? x->head_us : -1);
 	if (x->ferr >= 0)
@@ -173,6 +186,8 @@ proxy_account(struct exchange *x, enum end_cause cause)
 		.peer = x->peer_id,
 		.grpc = x->grpc,
 		.grpc_status = x->grpc_status,
+		.fate = fate_name(fate),
+		.attempts_detail = &x->notes,
 	});
 }
 
@@ -180,7 +195,7 @@ proxy_account(struct exchange *x, enum end_cause cause)
 static void
 exchange_leave(struct exchange *x)
 {
-	attempt_drop(x);
+	attempt_cancel(x);
 	/* ended before its outcome: a probe slot must not stay taken */
 	if (x->svc && x->svc->rt && x->verdict == BREAKER_PROBE) {
 		breaker_cancel(x->svc->rt->breaker, x->verdict);
@@ -222,6 +237,9 @@ proxy_error_response(const struct exchange *x, struct sbuf *out, enum ferry_erro
 		.keep_alive = keep_alive,
 		.keep_alive_timeout = keep_alive_timeout,
 		.head_only = x->head_method,
+		.attempts = &x->notes,
+		/* a remote peer is not told the local app's address (attempt.c) */
+		.attempts_endpoint = x->inbound ? "local_app" : NULL,
 	};
 
 	if (x->grpc)
@@ -322,6 +340,7 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h)
 	char errmsg[PEER_ID_MAX + 64];
 
 	if (!in->enabled) {
+		x->refused = FATE_NO_ENDPOINT;
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "the inbound listener was removed by a reload",
 		    1, true);
 		return NULL;
@@ -381,12 +400,14 @@ admit(struct exchange *x)
 		    exchange_metrics_id(x));
 		snprintf(msg, sizeof(msg), "%s is over its rate limit of %g requests/s",
 		    s->conf->name, rl->rps);
+		x->refused = FATE_RATE_LIMITED;
 		proxy_refuse(x, FE_RATE_LIMITED, msg, retry_after_secs(wait), !x->req_done);
 		return false;
 	}
 	if (!breaker_enter(br, bc)) {
 		snprintf(msg, sizeof(msg), "%s has %u requests in flight (max_concurrent)",
 		    s->conf->name, bc->max_concurrent);
+		x->refused = FATE_OVER_CONCURRENCY;
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
 		return false;
 	}
@@ -396,6 +417,7 @@ admit(struct exchange *x)
 	x->verdict = breaker_allow(br, bc, now, &wait);
 	if (x->verdict == BREAKER_REJECT) {
 		snprintf(msg, sizeof(msg), "circuit open for %s", s->conf->name);
+		x->refused = FATE_BREAKER_OPEN;
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, retry_after_secs(wait), !x->req_done);
 		return false;
 	}
