@@ -9,6 +9,7 @@
 #include "log.h"
 #include "pool.h"
 #include "retry.h"
+#include "tracing.h"
 
 void
 attempt_release(struct exchange *x, bool reusable)
@@ -53,6 +54,7 @@ attempt_record(struct exchange *x, enum attempt_result r)
 	if (!x->attempt_open)
 		return;
 	attempt_close(x);
+	x->last_result = (uint8_t)r;
 	metrics_attempt(x->w->ms, exchange_metrics_id(x), ur[r]);
 	/* a failure costs a penalty, or a dead endpoint, quick to fail and
 	 * never busy, would look the best (balancer.h) */
@@ -122,6 +124,8 @@ attempt_retry_schedule(struct exchange *x, int64_t delay)
 	x->retries++;
 	x->avoid = x->ep;
 	metrics_retry(x->w->ms, x->svc->rt->metrics_id);
+	if (x->traced)
+		tracing_retry(x, delay);
 	if (delay <= 0) {
 		attempt_start(x);
 		return;
