@@ -162,7 +162,9 @@ parse_response(struct exporter *e)
 				continue;
 			}
 			e->head_done = true;
-			if (st == HTTP_MSG_DONE) {
+			/* nothing follows such a head: done without more input */
+			if (st == HTTP_MSG_DONE || e->status == 204 || e->status == 304 ||
+			    (e->head.has_length && e->head.content_length == 0)) {
 				response_done(e);
 				return false;
 			}

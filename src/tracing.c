@@ -152,6 +152,12 @@ split_addr(const char *text, char *host, size_t cap, int64_t *port)
 	return tracing_clean(host, cap, text, n);
 }
 
+static struct otlp_attr
+str_attr(const char *key, const char *s, size_t len)
+{
+	return (struct otlp_attr){ .key = key, .str = s, .len = len };
+}
+
 /* retries.on's names: what went wrong with the attempt before the retry */
 static const char *const result_names[] = {
 	[AR_OK] = "ok", [AR_CONNECT_FAILURE] = "connect-failure",
@@ -181,21 +187,15 @@ tracing_retry(struct exchange *x, int64_t backoff_ms)
 	a[n++] = (struct otlp_attr){ .key = "ferry.retry.backoff_ms", .is_int = true,
 	    .i = backoff_ms > 0 ? backoff_ms : 0 };
 	if (x->ep) {
-		a[n].len = split_addr(x->ep->addr_text, host, sizeof(host), &port);
-		a[n].str = host;
-		a[n++].key = "network.peer.address";
+		size_t hl = split_addr(x->ep->addr_text, host, sizeof(host), &port);
+
+		a[n++] = str_attr("network.peer.address", host, hl);
 		if (port)
 			a[n++] = (struct otlp_attr){ .key = "network.peer.port", .is_int = true,
 			    .i = port };
 	}
 	otlp_event(&x->span_events, wall_ns(), "retry", a, n);
 	x->trace_events++;
-}
-
-static struct otlp_attr
-str_attr(const char *key, const char *s, size_t len)
-{
-	return (struct otlp_attr){ .key = key, .str = s, .len = len };
 }
 
 void
@@ -239,10 +239,10 @@ tracing_end(struct exchange *x, enum end_cause cause)
 	else if (x->svc)
 		a[n++] = str_attr("server.address", service, strlen(service));
 	if (x->inbound ? x->peer != NULL : x->ep != NULL) {
-		a[n].len = split_addr(x->inbound ? x->peer : x->ep->addr_text, peer,
+		size_t pl2 = split_addr(x->inbound ? x->peer : x->ep->addr_text, peer,
 		    sizeof(peer), &port);
-		a[n].str = peer;
-		a[n++].key = "network.peer.address";
+
+		a[n++] = str_attr("network.peer.address", peer, pl2);
 		if (port)
 			a[n++] = (struct otlp_attr){ .key = "network.peer.port", .is_int = true,
 			    .i = port };
