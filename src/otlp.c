@@ -22,15 +22,18 @@ pb_varint_len(uint64_t v)
 void
 pb_varint(struct sbuf *o, uint64_t v)
 {
-	uint8_t b[10];
-	size_t n = 0;
+	uint8_t *b;
 
+	/* straight into the buffer: a span is mostly tags and lengths */
+	if (!sbuf_grow(o, 10))
+		return;
+	b = (uint8_t *)o->p + o->len;
 	while (v >= 0x80) {
-		b[n++] = (uint8_t)(v | 0x80);
+		*b++ = (uint8_t)(v | 0x80);
 		v >>= 7;
 	}
-	b[n++] = (uint8_t)v;
-	sbuf_add(o, b, n);
+	*b++ = (uint8_t)v;
+	o->len = (size_t)((char *)b - o->p);
 }
 
 void
@@ -158,9 +161,12 @@ void
 otlp_span(struct sbuf *o, const struct otlp_span *s)
 {
 	size_t st = status_size(s);
+	size_t size = span_size(s);
 
+	if (!sbuf_grow(o, size + 16))
+		return;
 	pb_tag(o, 2, PB_LEN);			/* ScopeSpans.spans */
-	pb_varint(o, span_size(s));
+	pb_varint(o, size);
 	pb_bytes(o, 1, s->trace_id, 16);
 	pb_bytes(o, 2, s->span_id, 8);
 	if (s->parent_id)
