@@ -12,6 +12,7 @@
 #include "log.h"
 #include "pool.h"
 #include "retry.h"
+#include "tracing.h"
 
 void
 attempt_release(struct exchange *x, bool reusable)
@@ -98,6 +99,7 @@ attempt_record(struct exchange *x, enum attempt_result r)
 		return;
 	attempt_close(x, !failure);
 	attempt_note(x, (uint8_t)r, now);
+	x->last_result = (uint8_t)r;
 	metrics_attempt(x->w->ms, exchange_metrics_id(x), ur[r]);
 	if (r == AR_OK)		/* for hedging: {after: p95} */
 		latency_add(&s->lat, (now - x->attempt_start_ms) * 1000, now);
@@ -170,6 +172,8 @@ attempt_retry_schedule(struct exchange *x, int64_t delay)
 	x->retries++;
 	x->avoid = x->ep;
 	metrics_retry(x->w->ms, x->svc->rt->metrics_id);
+	if (x->traced)
+		tracing_retry(x, delay);
 	if (delay <= 0) {
 		attempt_start(x);
 		return;

@@ -169,6 +169,16 @@ struct exchange {
 	/* for the fate (SPEC §16, fate.h) */
 	bool budget_refused;		/* the retry budget refused the next retry */
 	enum fate refused;		/* the refusal answered; FATE_OK: none */
+	/* SPEC §13 (tracing.c): this request's span, when it is recorded */
+	bool traced;			/* sampled, with tracing on: a span at the end */
+	bool trace_parent;		/* parent_id came in a traceparent */
+	uint8_t trace_flags;		/* W3C trace flags sent upstream */
+	uint8_t last_result;		/* enum attempt_result of the last attempt */
+	uint16_t trace_events;		/* retry events kept in span_events */
+	uint16_t trace_events_dropped;
+	uint8_t trace_id[16];
+	uint8_t span_id[8];
+	uint8_t parent_id[8];
 	uint64_t bytes_in;		/* the downstream codec's */
 	uint64_t bytes_out;		/* the downstream codec's */
 	char corr[129];
@@ -183,6 +193,7 @@ struct exchange {
 	struct sbuf logline;		/* method and path, for the access log */
 	struct sbuf trailers;		/* an upstream codec's response trailers,
 					   "name: value\r\n" lines */
+	struct sbuf span_events;	/* the span's retry events, encoded */
 };
 
 /* ---- proxy.c: for the downstream codec ---- */

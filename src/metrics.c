@@ -280,6 +280,20 @@ metrics_auth_failure(struct metrics_shard *s, enum auth_reason r)
 }
 
 void
+metrics_spans_exported(struct metrics_shard *s, uint64_t n)
+{
+	if (s != NULL)
+		ctr_add(&s->g[G_SPANS], n);
+}
+
+void
+metrics_spans_dropped(struct metrics_shard *s, enum span_drop r, uint64_t n)
+{
+	if (s != NULL && (unsigned)r < SPAN_DROP_COUNT)
+		ctr_add(&s->g[G_SPANS_DROPPED + r], n);
+}
+
+void
 metrics_config_reload(struct metrics *m, bool ok)
 {
 	atomic_fetch_add_explicit(&m->reloads[ok], 1, memory_order_relaxed);

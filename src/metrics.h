@@ -55,6 +55,14 @@ enum auth_reason {
 	AUTH_COUNT
 };
 
+/* spans_dropped_total{reason=}: queue_full export_failed shutdown */
+enum span_drop {
+	SPAN_DROP_QUEUE_FULL,		/* the export queue was full */
+	SPAN_DROP_EXPORT_FAILED,	/* the collector was down, slow or said no */
+	SPAN_DROP_SHUTDOWN,		/* still queued when the worker stopped */
+	SPAN_DROP_COUNT
+};
+
 struct metrics;
 struct metrics_shard;
 
@@ -106,6 +114,9 @@ void metrics_conn_opened(struct metrics_shard *s, int svc);
 void metrics_tls_handshake(struct metrics_shard *s, enum metric_dir d,
     bool resumed);
 void metrics_auth_failure(struct metrics_shard *s, enum auth_reason r);
+/* SPEC §13: spans the collector accepted (a 2xx), and spans dropped */
+void metrics_spans_exported(struct metrics_shard *s, uint64_t n);
+void metrics_spans_dropped(struct metrics_shard *s, enum span_drop r, uint64_t n);
 
 /* Main thread. */
 void metrics_config_reload(struct metrics *m, bool ok);

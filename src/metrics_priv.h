@@ -49,7 +49,9 @@ struct svc_ctr {
 enum {
 	G_TLS = 0,				/* [dir][resumed] */
 	G_AUTH = G_TLS + 4,			/* [enum auth_reason] */
-	G_NCTR = G_AUTH + AUTH_COUNT
+	G_SPANS = G_AUTH + AUTH_COUNT,		/* spans_exported_total */
+	G_SPANS_DROPPED,			/* [enum span_drop] */
+	G_NCTR = G_SPANS_DROPPED + SPAN_DROP_COUNT
 };
 
 struct metrics_shard {

@@ -23,6 +23,9 @@ static const char *const result_names[UR_COUNT] = {
 	"ok", "connect_failure", "timeout", "reset", "5xx"
 };
 static const char *const hedge_names[HEDGE_COUNT] = { "won", "lost", "budget" };
+static const char *const span_drop_names[SPAN_DROP_COUNT] = {
+	"queue_full", "export_failed", "shutdown",
+};
 static const char *const auth_names[AUTH_COUNT] = {
 	"missing", "invalid", "peer_not_allowed", "no_client_cert"
 };
@@ -394,6 +397,17 @@ render_global(struct sbuf *o, struct metrics *m, struct snap *sn)
 		series(o, "auth_failures_total", "reason", auth_names[r],
 		    NULL, NULL, NULL, NULL);
 		value_u(o, sn->g[G_AUTH + r]);
+	}
+	family(o, "spans_exported_total", "counter",
+	    "Trace spans the OTLP collector accepted.");
+	sbuf_adds(o, "ferry_spans_exported_total ");
+	value_u(o, sn->g[G_SPANS]);
+	family(o, "spans_dropped_total", "counter",
+	    "Trace spans dropped, by reason.");
+	for (int r = 0; r < SPAN_DROP_COUNT; r++) {
+		series(o, "spans_dropped_total", "reason", span_drop_names[r],
+		    NULL, NULL, NULL, NULL);
+		value_u(o, sn->g[G_SPANS_DROPPED + r]);
 	}
 	family(o, "config_reloads_total", "counter",
 	    "Configuration reloads, by result.");

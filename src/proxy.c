@@ -12,6 +12,7 @@
 #include "hedge.h"
 #include "log.h"
 #include "route.h"
+#include "tracing.h"
 
 #define RESET_FROM	offsetof(struct exchange, upops)
 #define RESET_TO	offsetof(struct exchange, corr)
@@ -38,6 +39,7 @@ proxy_exchange_free(struct exchange *x)
 	sbuf_free(&x->req);
 	sbuf_free(&x->logline);
 	sbuf_free(&x->trailers);
+	sbuf_free(&x->span_events);
 }
 
 /* ------------------------------------------------------------ ids ---- */
@@ -70,7 +72,12 @@ ids_decide(struct exchange *x, const char *msg, const struct http_head *h)
 	ids->correlation = x->corr;
 	ids->request = x->rid;
 	if (t == NULL || headers_count(h, HDR_TRACEPARENT) > 1 ||
-	    !ids_traceparent_valid(msg + t->value.off, t->value.len)) {
+	    !ids_traceparent_valid(msg + t->value.off, t->value.len))
+		t = NULL;
+	if (x->gen->conf->tracing.enabled) {
+		/* SPEC §13: this hop's span becomes the parent upstream */
+		tracing_begin(x, t ? msg + t->value.off : NULL, t ? t->value.len : 0);
+	} else if (t == NULL) {
 		ids_traceparent(x->tp);
 		x->tp_len = TRACEPARENT_LEN;
 		ids->traceparent = x->tp;
@@ -96,6 +103,7 @@ exchange_begin(struct exchange *x)
 	if (x->w->alog)
 		x->start_wall_ms = clock_wall_ms();
 	sbuf_clear(&x->logline);
+	sbuf_clear(&x->span_events);
 }
 
 void
@@ -156,6 +164,8 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	metrics_cut(x->w->ms, dir, id, cause);
 	if (x->grpc)
 		metrics_grpc(x->w->ms, dir, id, x->grpc_status);
+	if (x->traced)
+		tracing_end(x, cause);
 	if (x->w->alog == NULL)
 		return;
 	while (mlen < x->logline.len && log[mlen] != ' ')
@@ -599,7 +609,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	bool inbound = x->inbound;
 
 	exchange_begin(x);
-	if (x->w->alog)
+	if (x->w->alog || x->gen->conf->tracing.enabled)
 		logline_set(x, msg, h);
 	ids_decide(x, msg, h);
 	x->http10 = h->major == 1 && h->minor == 0;

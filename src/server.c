@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "config_json.h"
 #include "discovery.h"
+#include "exporter.h"
 #include "health.h"
 #include "history.h"
 #include "ids.h"
@@ -52,6 +53,7 @@ struct server {
 	bool ready;
 	bool draining;
 	bool drain_late;		/* drain_delay is over */
+	bool spans_flushing;		/* exporters told to send what they hold */
 	bool notified_ready;
 	int64_t last_watchdog_ms;
 	struct event *ev_tick;
@@ -469,6 +471,31 @@ clients_open(struct server *srv)
 }
 
 static void
+flush_spans(struct worker *w, void *arg)
+{
+	(void)arg;
+	exporter_flush(w->exporter);
+}
+
+/* SPEC §13: the spans of the requests just drained reach the collector
+ * before exit (within drain_timeout); true once every exporter is idle. */
+static bool
+spans_flushed(struct server *srv)
+{
+	bool idle = true;
+
+	if (!srv->spans_flushing) {
+		srv->spans_flushing = true;
+		for (uint32_t i = 0; i < srv->n_workers; i++)
+			worker_post(&srv->workers[i], flush_spans, NULL);
+		return false;
+	}
+	for (uint32_t i = 0; i < srv->n_workers; i++)
+		idle = idle && exporter_idle(srv->workers[i].exporter);
+	return idle;
+}
+
+static void
 drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
@@ -486,6 +513,9 @@ drain_tick(evutil_socket_t fd, short what, void *arg)
 		return;		/* let them close idle connections first */
 	}
 	open = clients_open(srv);
+	if (open == 0 && elapsed < srv->conf->drain_timeout && srv->conf->tracing.enabled &&
+	    !spans_flushed(srv))
+		return;
 	if (open == 0 || elapsed >= srv->conf->drain_timeout) {
 		if (open)
 			log_warn("drain timeout: ending %u connections still open", open);

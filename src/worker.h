@@ -28,6 +28,7 @@ struct upconn;
 struct client;
 struct h2conn;
 struct h2up;
+struct exporter;
 
 /* A service endpoint (one address) as this worker sees it. Endpoints come
  * and go with DNS; one that goes is retired and freed once nothing uses
@@ -169,6 +170,7 @@ struct worker {
 	struct sbuf scratch_up;		/* upstream codec: unframed bodies */
 	struct metrics_shard *ms;	/* this worker's counters */
 	struct accesslog_buf *alog;	/* NULL when the access log is off */
+	struct exporter *exporter;	/* spans to the OTLP collector (SPEC §13) */
 	struct lb_candidate *cands;	/* balancer input, as many as the most endpoints */
 	size_t n_cands;
 	struct endpoint *retired;	/* gone from DNS, still in use */
