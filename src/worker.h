@@ -25,6 +25,7 @@
 struct server;
 struct upconn;
 struct client;
+struct h1_req;
 struct h2conn;
 struct h2up;
 
@@ -169,6 +170,8 @@ struct worker {
 	_Atomic uint32_t conns_outbound;	/* downstream_connections gauge */
 	_Atomic uint32_t conns_inbound;
 	struct client *clients;		/* every open HTTP/1 downstream connection */
+	struct h1_req *h1_spares;	/* their request state, kept for reuse (h1_down.c) */
+	uint32_t n_h1_spares;
 	struct h2conn *h2conns;		/* every HTTP/2 one */
 	struct h2up *h2ups;		/* HTTP/2 connections to endpoints */
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
