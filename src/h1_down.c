@@ -41,6 +41,9 @@ struct h1_req {
 	struct client *cl;		/* whose it is now */
 	struct sbuf *body_dst;		/* where the parser puts a chunked body */
 	struct h1_req *next_spare;	/* the worker's spares */
+	/* the connection's head, linger and handshake deadlines; an idle
+	 * one's is its listener's idle list. The exchange has its own. */
+	struct event *timer;
 	struct http_parser parser;
 	struct http_head head;
 	struct exchange x;
@@ -55,8 +58,9 @@ struct client {
 	struct conn *c;
 	struct generation *gen;		/* the snapshot of the current request */
 	struct h1_req *rq;		/* while a request is on it, else NULL */
-	struct event *timer;		/* idle, head and linger; the exchange has its own */
 	struct client *next, *prev;	/* the worker's list */
+	/* without RQ (idle): on the listener's idle list, oldest first */
+	struct client *idle_next, *idle_prev;
 	char *peer_id;			/* inbound: verified identity (owned), or NULL */
 	struct buf in;
 	int64_t head_start_ms;		/* first byte of the current head, 0 none */
@@ -69,6 +73,7 @@ struct client {
 	bool in_process;		/* client_process is on the stack */
 	bool head_pending;		/* w->scratch holds our response head */
 	bool spoke;			/* a request began: too late for h2c */
+	bool on_idle_list;
 	char peer[INET6_ADDRSTRLEN];	/* address */
 };
 
@@ -123,11 +128,88 @@ client_unlink(struct client *cl)
 }
 
 static void body_out(void *arg, const char *p, size_t n);
+static void req_timeout(evutil_socket_t fd, short what, void *arg);
+static void client_timeout(struct client *cl);
+static void client_teardown(struct client *cl, const char *reason);
 static const struct down_ops h1_down_ops;
+
+/* ------------------------------------------------------ idle list ---- */
+
+/* Idle connections wait on their listener's list in the order they went
+ * idle, which is the order of their deadlines (one idle_timeout for the
+ * list): one timer per listener, at the oldest's deadline, instead of
+ * one per connection. */
+static void
+idle_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	int64_t now = clock_now_ms();
+	struct client *cl;
+
+	(void)fd;
+	(void)what;
+	while ((cl = l->idle_first) != NULL && now >= cl->idle_since_ms + l->conf->idle_timeout)
+		client_teardown(cl, "idle timeout");
+	if (cl != NULL)
+		timer_at(l->ev_idle, cl->idle_since_ms + l->conf->idle_timeout, now);
+}
+
+/* False only when out of memory for the listener's timer. */
+static bool
+idle_link(struct client *cl)
+{
+	struct listener *l = cl->lis;
+
+	if (cl->on_idle_list)
+		return true;
+	if (l->ev_idle == NULL && (l->ev_idle = evtimer_new(cl->w->base, idle_sweep, l)) == NULL)
+		return false;
+	cl->idle_next = NULL;
+	cl->idle_prev = l->idle_last;
+	if (l->idle_last)
+		l->idle_last->idle_next = cl;
+	else
+		l->idle_first = cl;
+	l->idle_last = cl;
+	cl->on_idle_list = true;
+	/* a pending sweep is due no later than this one's deadline */
+	if (!event_pending(l->ev_idle, EV_TIMEOUT, NULL))
+		timer_at(l->ev_idle, cl->idle_since_ms + l->conf->idle_timeout, clock_now_ms());
+	return true;
+}
+
+static void
+idle_unlink(struct client *cl)
+{
+	struct listener *l = cl->lis;
+
+	if (!cl->on_idle_list)
+		return;
+	if (cl->idle_prev)
+		cl->idle_prev->idle_next = cl->idle_next;
+	else
+		l->idle_first = cl->idle_next;
+	if (cl->idle_next)
+		cl->idle_next->idle_prev = cl->idle_prev;
+	else
+		l->idle_last = cl->idle_prev;
+	cl->on_idle_list = false;
+}
+
+void
+proxy_listener_reconf(struct listener *l)
+{
+	/* idle_timeout may have changed: the oldest's deadline moved */
+	if (l->ev_idle != NULL && l->idle_first != NULL)
+		timer_at(l->ev_idle, l->idle_first->idle_since_ms + l->conf->idle_timeout,
+		    clock_now_ms());
+}
 
 static void
 req_free(struct h1_req *rq)
 {
+	if (rq->timer)
+		event_free(rq->timer);
 	http_parser_free(&rq->parser);
 	proxy_exchange_free(&rq->x);
 	free(rq);
@@ -148,7 +230,8 @@ req_take(struct client *cl)
 	} else {
 		if ((rq = calloc(1, sizeof(*rq))) == NULL)
 			return false;
-		if (proxy_exchange_init(&rq->x, w, &h1_down_ops) != 0) {
+		if ((rq->timer = evtimer_new(w->base, req_timeout, rq)) == NULL ||
+		    proxy_exchange_init(&rq->x, w, &h1_down_ops) != 0) {
 			req_free(rq);
 			return false;
 		}
@@ -166,6 +249,7 @@ req_take(struct client *cl)
 	x->peer = cl->peer;
 	x->peer_id = cl->peer_id;
 	cl->rq = rq;
+	idle_unlink(cl);
 	return true;
 }
 
@@ -179,6 +263,7 @@ req_give_back(struct client *cl)
 	struct h1_req *rq = cl->rq;
 
 	cl->rq = NULL;
+	event_del(rq->timer);
 	if (w->n_h1_spares >= H1_SPARES_MAX) {
 		req_free(rq);
 		return;
@@ -229,12 +314,13 @@ client_teardown(struct client *cl, const char *reason)
 		return;
 	log_debug("closing client %s: %s", cl->peer, reason);
 	cl->closed = true;
-	if (cl->rq)
+	if (cl->rq) {
 		event_del(cl->rq->x.timer);
+		event_del(cl->rq->timer);
+	}
+	idle_unlink(cl);
 	conn_free(cl->c);
 	cl->c = NULL;
-	event_free(cl->timer);
-	cl->timer = NULL;
 	listener_client_gone(cl->lis);
 	cl->w->n_clients--;
 	if (cl->lis->kind == LK_INBOUND)
@@ -255,8 +341,9 @@ client_hand_over(struct client *cl)
 
 	cl->closed = true;
 	cl->c = NULL;
-	event_free(cl->timer);
-	cl->timer = NULL;
+	if (cl->rq)
+		event_del(cl->rq->timer);
+	idle_unlink(cl);
 	client_unlink(cl);
 	h2_down_adopt(cl->lis, c, cl->peer, cl->peer_id, &cl->in);
 	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
@@ -502,7 +589,7 @@ h1_finish(struct exchange *x, enum end_cause cause)
 		/* idle: the timer's callback, on this loop turn but off this
 		 * stack (callers may still look at X), lets go of the request
 		 * state and the buffers, then arms the idle timeout */
-		event_active(cl->timer, EV_TIMEOUT, 1);
+		event_active(cl->rq->timer, EV_TIMEOUT, 1);
 	} else {
 		client_arm_timer(cl);
 		/* a pipelined request is waiting: parse it here, unless the loop
@@ -552,11 +639,12 @@ handshake_overdue(const struct client *cl, int64_t *at, int64_t now)
 static void
 client_idle(struct client *cl)
 {
+	if (conn_handshaking(cl->c))
+		return;		/* its deadline needs the request state's timer */
 	if (cl->rq != NULL && !cl->rq->x.live)
 		req_give_back(cl);
 	buf_shrink_if_empty(&cl->in);
-	if (!conn_handshaking(cl->c))
-		conn_release_buffers(cl->c);
+	conn_release_buffers(cl->c);
 }
 
 /* Sets the connection's timer to the earliest deadline of its state; an
@@ -568,6 +656,12 @@ client_arm_timer(struct client *cl)
 
 	if (cl->closed)
 		return;
+	if (cl->rq == NULL) {
+		/* idle, holding no request state */
+		if (!idle_link(cl))
+			client_teardown(cl, "out of memory");
+		return;
+	}
 	switch (cl->state) {
 	case CL_IDLE:
 		at = cl->head_start_ms ? cl->head_start_ms + cl->lis->conf->header_read_timeout
@@ -579,20 +673,27 @@ client_arm_timer(struct client *cl)
 		at = cl->linger_until_ms ? cl->linger_until_ms : now + 5000;
 		break;
 	default:
-		event_del(cl->timer);
+		event_del(cl->rq->timer);
 		return;
 	}
-	timer_at(cl->timer, at, now);
+	timer_at(cl->rq->timer, at, now);
 }
 
 static void
-client_timeout(evutil_socket_t fd, short what, void *arg)
+req_timeout(evutil_socket_t fd, short what, void *arg)
 {
-	struct client *cl = arg;
-	int64_t now = clock_now_ms();
+	struct h1_req *rq = arg;
 
 	(void)fd;
 	(void)what;
+	client_timeout(rq->cl);
+}
+
+static void
+client_timeout(struct client *cl)
+{
+	int64_t now = clock_now_ms();
+
 	switch (cl->state) {
 	case CL_IDLE:
 		if (cl->head_start_ms == 0 && buf_len(&cl->in) == 0)
@@ -882,6 +983,8 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		return;
 	case CONN_CONNECTED:
 		metrics_tls_handshake(cl->w->ms, DIR_INBOUND, conn_session_reused(cl->c));
+		/* idle from now on: the idle list is in this order */
+		cl->idle_since_ms = clock_now_ms();
 		/* inbound TLS handshake done: who is calling? */
 		{
 			char id[PEER_ID_MAX];
@@ -898,8 +1001,16 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 			unsigned alen;
 
 			SSL_get0_alpn_selected(conn_ssl(cl->c), &alpn, &alen);
-			if (alen == 2 && memcmp(alpn, "h2", 2) == 0)
+			if (alen == 2 && memcmp(alpn, "h2", 2) == 0) {
 				client_hand_over(cl);
+				return;
+			}
+		}
+		if (cl->rq != NULL)
+			cl->rq->x.peer_id = cl->peer_id;
+		if (cl->state == CL_IDLE && cl->head_start_ms == 0 && buf_len(&cl->in) == 0) {
+			client_idle(cl);
+			client_arm_timer(cl);
 		}
 		return;
 	case CONN_FAILED:
@@ -966,14 +1077,12 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 	cl->c = lis->kind == LK_INBOUND ?
 	    conn_accept_tls(w->base, fd, cl->gen->conf->inbound.ctx, client_event, cl) :
 	    conn_new_fd(w->base, fd, client_event, cl);
-	cl->timer = evtimer_new(w->base, client_timeout, cl);
-	if (cl->c == NULL || cl->timer == NULL) {
+	/* a handshake's deadline needs the request state's timer */
+	if (cl->c == NULL || (lis->kind == LK_INBOUND && !req_take(cl))) {
 		if (cl->c)
 			conn_free(cl->c);
 		else
 			close(fd);
-		if (cl->timer)
-			event_free(cl->timer);
 		gen_unref(w, cl->gen);
 		free(cl);
 		return;

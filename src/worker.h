@@ -108,6 +108,10 @@ struct listener {
 	void *arg;			/* for ACCEPT */
 	uint32_t n_clients;
 	bool paused;
+	/* its idle HTTP/1 connections, oldest first, and the timer at the
+	 * oldest's idle_timeout (h1_down.c; the timer made when first needed) */
+	struct client *idle_first, *idle_last;
+	struct event *ev_idle;
 	struct listener *next;
 };
 
