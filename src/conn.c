@@ -23,14 +23,14 @@ enum conn_state {
 
 struct conn {
 	int fd;
-	SSL *ssl;
 	enum conn_state state;
+	enum conn_fail fail;
 	bool write_armed;	/* ev_write is added */
 	bool read_paused;
 	bool read_wants_write;	/* SSL_read said WANT_WRITE */
 	bool write_wants_read;	/* SSL_write said WANT_READ */
 	bool server;		/* TLS server side */
-	enum conn_fail fail;
+	SSL *ssl;
 	/* Only ev_read lives as long as the connection: the others are made
 	 * when first needed, so an idle keep-alive connection that never
 	 * waited to write holds none of them (conn_release_buffers drops an
@@ -44,7 +44,7 @@ struct conn {
 	uint64_t written;
 	/* ev_read's memory, in the same allocation (its size is libevent's
 	 * to say: event_get_struct_event_size) */
-	_Alignas(max_align_t) unsigned char ev_read_mem[];
+	void *ev_read_mem[];
 };
 
 #define FAIL_TEXT_MAX 160

@@ -44,6 +44,9 @@ struct h1_req {
 	/* the connection's head, linger and handshake deadlines; an idle
 	 * one's is its listener's idle list. The exchange has its own. */
 	struct event *timer;
+	int64_t head_start_ms;		/* first byte of the current head, 0 none */
+	int64_t linger_until_ms;	/* closing: the end of the linger, 0 none yet */
+	uint32_t parsed;		/* head bytes already fed to the parser */
 	struct http_parser parser;
 	struct http_head head;
 	struct exchange x;
@@ -63,10 +66,7 @@ struct client {
 	struct client *idle_next, *idle_prev;
 	char *peer_id;			/* inbound: verified identity (owned), or NULL */
 	struct buf in;
-	int64_t head_start_ms;		/* first byte of the current head, 0 none */
 	int64_t idle_since_ms;
-	int64_t linger_until_ms;
-	uint32_t parsed;		/* head bytes already fed to the parser */
 	enum client_state state;
 	bool closed;
 	bool read_paused;		/* by back-pressure or a full buffer */
@@ -248,6 +248,9 @@ req_take(struct client *cl)
 	x->lis_service = cl->lis->kind == LK_SERVICE ? cl->lis->service : SIZE_MAX;
 	x->peer = cl->peer;
 	x->peer_id = cl->peer_id;
+	rq->head_start_ms = 0;
+	rq->linger_until_ms = 0;
+	rq->parsed = 0;
 	cl->rq = rq;
 	idle_unlink(cl);
 	return true;
@@ -556,7 +559,7 @@ client_linger(struct client *cl)
 {
 	conn_shutdown(cl->c);
 	cl->state = CL_LINGER;
-	cl->linger_until_ms = clock_now_ms() + LINGER_MS;
+	cl->rq->linger_until_ms = clock_now_ms() + LINGER_MS;
 	resume_client(cl);
 }
 
@@ -581,8 +584,8 @@ h1_finish(struct exchange *x, enum end_cause cause)
 		return;
 	}
 	cl->state = CL_IDLE;
-	cl->parsed = 0;
-	cl->head_start_ms = 0;
+	cl->rq->parsed = 0;
+	cl->rq->head_start_ms = 0;
 	cl->idle_since_ms = clock_now_ms();
 	http_parser_reset(&cl->rq->parser);
 	if (buf_len(&cl->in) == 0) {
@@ -664,13 +667,13 @@ client_arm_timer(struct client *cl)
 	}
 	switch (cl->state) {
 	case CL_IDLE:
-		at = cl->head_start_ms ? cl->head_start_ms + cl->lis->conf->header_read_timeout
+		at = cl->rq->head_start_ms ? cl->rq->head_start_ms + cl->lis->conf->header_read_timeout
 		    : cl->idle_since_ms + cl->lis->conf->idle_timeout;
 		(void)handshake_overdue(cl, &at, now);
 		break;
 	case CL_CLOSING:
 	case CL_LINGER:
-		at = cl->linger_until_ms ? cl->linger_until_ms : now + 5000;
+		at = cl->rq->linger_until_ms ? cl->rq->linger_until_ms : now + 5000;
 		break;
 	default:
 		event_del(cl->rq->timer);
@@ -696,8 +699,11 @@ client_timeout(struct client *cl)
 
 	switch (cl->state) {
 	case CL_IDLE:
-		if (cl->head_start_ms == 0 && buf_len(&cl->in) == 0)
+		if (cl->rq->head_start_ms == 0 && buf_len(&cl->in) == 0) {
 			client_idle(cl);
+			if (cl->rq == NULL)
+				break;	/* idle: the listener's list times it out */
+		}
 		if (handshake_overdue(cl, NULL, now)) {
 			static struct log_limit limit;
 
@@ -707,19 +713,19 @@ client_timeout(struct client *cl)
 			client_teardown(cl, "TLS handshake timeout");
 			return;
 		}
-		if (cl->head_start_ms && now >= cl->head_start_ms + cl->lis->conf->header_read_timeout) {
+		if (cl->rq->head_start_ms && now >= cl->rq->head_start_ms + cl->lis->conf->header_read_timeout) {
 			cl->state = CL_WAIT;
 			proxy_error_early(&cl->rq->x, FE_REQUEST_TIMEOUT, "request head not complete in time");
 			return;
 		}
-		if (!cl->head_start_ms && now >= cl->idle_since_ms + cl->lis->conf->idle_timeout) {
+		if (!cl->rq->head_start_ms && now >= cl->idle_since_ms + cl->lis->conf->idle_timeout) {
 			client_teardown(cl, "idle timeout");
 			return;
 		}
 		break;
 	case CL_CLOSING:
 	case CL_LINGER:
-		if (now >= cl->linger_until_ms || cl->linger_until_ms == 0) {
+		if (now >= cl->rq->linger_until_ms || cl->rq->linger_until_ms == 0) {
 			client_teardown(cl, "closing");
 			return;
 		}
@@ -834,7 +840,7 @@ request_begin(struct client *cl)
 	/* MSG stays readable: nothing reads into cl->in until we return,
 	 * and nothing here touches MSG once the exchange has ended */
 	buf_consume(&cl->in, h->head_len);
-	cl->parsed = 0;
+	cl->rq->parsed = 0;
 	if (!proxy_request(x, msg, h, ambiguous))
 		return;
 	if (!x->req_done) {
@@ -884,19 +890,20 @@ client_process_loop(struct client *cl)
 
 		switch (cl->state) {
 		case CL_IDLE:
-			if (buf_len(&cl->in) <= cl->parsed)
+			if (buf_len(&cl->in) == 0 ||
+			    (cl->rq != NULL && buf_len(&cl->in) <= cl->rq->parsed))
 				return;
 			if (cl->rq == NULL && !req_take(cl)) {
 				client_teardown(cl, "out of memory");
 				return;
 			}
-			if (cl->head_start_ms == 0) {
-				cl->head_start_ms = clock_now_ms();
+			if (cl->rq->head_start_ms == 0) {
+				cl->rq->head_start_ms = clock_now_ms();
 				client_arm_timer(cl);
 			}
-			st = http_parse(&cl->rq->parser, buf_head(&cl->in) + cl->parsed,
-			    buf_len(&cl->in) - cl->parsed, cl->parsed, &used);
-			cl->parsed += (uint32_t)used;
+			st = http_parse(&cl->rq->parser, buf_head(&cl->in) + cl->rq->parsed,
+			    buf_len(&cl->in) - cl->rq->parsed, cl->rq->parsed, &used);
+			cl->rq->parsed += (uint32_t)used;
 			if (st == HTTP_NEED_MORE)
 				return;
 			if (st != HTTP_HEAD_DONE) {
@@ -1008,7 +1015,8 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		}
 		if (cl->rq != NULL)
 			cl->rq->x.peer_id = cl->peer_id;
-		if (cl->state == CL_IDLE && cl->head_start_ms == 0 && buf_len(&cl->in) == 0) {
+		if (cl->state == CL_IDLE && (cl->rq == NULL || cl->rq->head_start_ms == 0) &&
+		    buf_len(&cl->in) == 0) {
 			client_idle(cl);
 			client_arm_timer(cl);
 		}
