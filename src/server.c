@@ -1,4 +1,7 @@
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +55,7 @@ struct server {
 	bool drain_late;		/* drain_delay is over */
 	bool notified_ready;
 	int64_t last_watchdog_ms;
+	uint32_t clients_peak;		/* most client connections since the last trim */
 	struct event *ev_tick;
 	int64_t drain_start_ms;
 	int exit_code;
@@ -481,6 +485,29 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* glibc keeps the heap that closed connections freed: RSS would stay at
+ * its peak for good. Once the connections open fell this far below their
+ * peak, the free pages go back to the system (malloc_trim walks every
+ * arena: a few milliseconds for tens of MiB, at most once a tick). */
+#define TRIM_AFTER_CLOSED 256
+
+static void
+trim_after_close(struct server *srv)
+{
+	uint32_t n = clients_open(srv);
+
+	if (n >= srv->clients_peak) {
+		srv->clients_peak = n;
+		return;
+	}
+	if (srv->clients_peak - n < TRIM_AFTER_CLOSED)
+		return;
+	srv->clients_peak = n;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
 /* Every second, or twice per watchdog interval if that is shorter. */
 static int64_t
 housekeeping_tick_ms(void)
@@ -501,6 +528,7 @@ housekeeping(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	trim_after_close(srv);
 	if (!srv->notified_ready && discovery_ready(srv->discovery)) {
 		srv->notified_ready = true;
 		notify_ready();
