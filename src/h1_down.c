@@ -34,9 +34,10 @@ enum client_state {
 
 /* What a connection holds only while a request is on it, from the
  * request's first byte to its end: the parser, the head it fills, the
- * exchange (with its buffers). An idle keep-alive connection holds none
- * of it (SPEC §4 idle connections: only what identifies them); the
- * worker keeps a few spare ones, so the request path allocates nothing. */
+ * exchange (with its buffers), about 3.5 KiB before the buffers. An idle
+ * keep-alive connection holds none of it, only what identifies it (there
+ * may be thousands); the worker keeps a few spare ones, so the request
+ * path allocates nothing. */
 struct h1_req {
 	struct client *cl;		/* whose it is now */
 	struct sbuf *body_dst;		/* where the parser puts a chunked body */
