@@ -56,6 +56,7 @@ struct server {
 	bool notified_ready;
 	int64_t last_watchdog_ms;
 	uint32_t clients_peak;		/* most client connections since the last trim */
+	size_t free_after_trim;		/* the heap's free bytes then (or since) */
 	struct event *ev_tick;
 	int64_t drain_start_ms;
 	int exit_code;
@@ -485,26 +486,34 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* glibc keeps the heap that closed connections freed: RSS would stay at
- * its peak for good. Once the connections open fell this far below their
- * peak, the free pages go back to the system (malloc_trim walks every
- * arena: a few milliseconds for tens of MiB, at most once a tick). */
+/* glibc keeps freed heap pages: RSS would stay at its high-water mark
+ * for good (a burst of connections, of TLS handshakes). Each tick, when
+ * the open connections fell TRIM_AFTER_CLOSED below their peak, or the
+ * heap's free bytes grew TRIM_AFTER_FREE since the last trim, the free
+ * pages go back to the system (malloc_trim walks every arena: well under
+ * a millisecond for a few MiB, at most once a tick). */
 #define TRIM_AFTER_CLOSED 256
+#define TRIM_AFTER_FREE (1024 * 1024)
 
 static void
-trim_after_close(struct server *srv)
+trim_heap(struct server *srv)
 {
-	uint32_t n = clients_open(srv);
-
-	if (n >= srv->clients_peak) {
-		srv->clients_peak = n;
-		return;
-	}
-	if (srv->clients_peak - n < TRIM_AFTER_CLOSED)
-		return;
-	srv->clients_peak = n;
 #ifdef __GLIBC__
+	uint32_t n = clients_open(srv);
+	struct mallinfo2 mi = mallinfo2();
+	bool closed = n + TRIM_AFTER_CLOSED <= srv->clients_peak;
+
+	if (n > srv->clients_peak)
+		srv->clients_peak = n;
+	if (mi.fordblks < srv->free_after_trim)
+		srv->free_after_trim = mi.fordblks;
+	if (!closed && mi.fordblks < srv->free_after_trim + TRIM_AFTER_FREE)
+		return;
 	malloc_trim(0);
+	srv->clients_peak = n;
+	srv->free_after_trim = mi.fordblks;
+#else
+	(void)srv;
 #endif
 }
 
@@ -528,7 +537,7 @@ housekeeping(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	trim_after_close(srv);
+	trim_heap(srv);
 	if (!srv->notified_ready && discovery_ready(srv->discovery)) {
 		srv->notified_ready = true;
 		notify_ready();
