@@ -31,6 +31,9 @@
 #include "sbuf.h"
 #include "worker.h"
 
+/* lis_service of a port a reload removed: routes nowhere (404) */
+#define LIS_SERVICE_GONE (SIZE_MAX - 1)
+
 struct exchange;
 struct upconn;
 struct h2up_stream;
@@ -99,7 +102,8 @@ struct exchange {
 	int64_t timer_at_ms;		/* when it fires; 0: not armed */
 	bool inbound;			/* from a peer, to the local app */
 	const struct conf_listener *lis;
-	size_t lis_service;		/* a service's own port: its index, else -1 */
+	size_t lis_service;		/* a service's own port: its index, else -1;
+					   LIS_SERVICE_GONE: a reload removed it */
 	const char *peer;		/* address text */
 	const char *peer_id;		/* inbound: verified identity, or NULL */
 	bool unframed;			/* the codec frames bodies itself */

@@ -1,4 +1,7 @@
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +59,8 @@ struct server {
 	bool spans_flushing;		/* exporters told to send what they hold */
 	bool notified_ready;
 	int64_t last_watchdog_ms;
+	uint32_t clients_peak;		/* most client connections since the last trim */
+	size_t free_after_trim;		/* the heap's free bytes then (or since) */
 	struct event *ev_tick;
 	int64_t drain_start_ms;
 	int exit_code;
@@ -567,6 +572,37 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* glibc keeps freed heap pages: RSS would stay at its high-water mark
+ * for good (a burst of connections, of TLS handshakes). Each tick, when
+ * the open connections fell TRIM_AFTER_CLOSED below their peak, or the
+ * heap's free bytes grew TRIM_AFTER_FREE since the last trim, the free
+ * pages go back to the system (malloc_trim walks every arena: well under
+ * a millisecond for a few MiB, at most once a tick). */
+#define TRIM_AFTER_CLOSED 256
+#define TRIM_AFTER_FREE (1024 * 1024)
+
+static void
+trim_heap(struct server *srv)
+{
+#ifdef __GLIBC__
+	uint32_t n = clients_open(srv);
+	struct mallinfo2 mi = mallinfo2();
+	bool closed = n + TRIM_AFTER_CLOSED <= srv->clients_peak;
+
+	if (n > srv->clients_peak)
+		srv->clients_peak = n;
+	if (mi.fordblks < srv->free_after_trim)
+		srv->free_after_trim = mi.fordblks;
+	if (!closed && mi.fordblks < srv->free_after_trim + TRIM_AFTER_FREE)
+		return;
+	malloc_trim(0);
+	srv->clients_peak = n;
+	srv->free_after_trim = mi.fordblks;
+#else
+	(void)srv;
+#endif
+}
+
 /* Every second, or twice per watchdog interval if that is shorter. */
 static int64_t
 housekeeping_tick_ms(void)
@@ -588,6 +624,7 @@ housekeeping(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	history_sample(srv);
+	trim_heap(srv);
 	if (!srv->notified_ready && discovery_ready(srv->discovery)) {
 		srv->notified_ready = true;
 		notify_ready();
