@@ -16,6 +16,7 @@
 #include "accesslog.h"
 #include "clock.h"
 #include "errors.h"
+#include "fate.h"
 #include "ids.h"
 #include "log.h"
 #include "sbuf.h"
@@ -418,6 +419,14 @@ accesslog_write(struct accesslog_buf *b, const struct access_entry *e)
 		sbuf_addu(o, (unsigned)e->grpc_status);
 	else
 		sbuf_adds(o, "null");
+	/* SPEC §16's fields come after those of §9 and §12 */
+	sbuf_adds(o, ",\"fate\":");
+	add_cstr(o, e->fate);
+	sbuf_adds(o, ",\"attempts_detail\":");
+	if (e->attempts_detail)
+		fate_notes_json(o, e->attempts_detail, NULL);
+	else
+		sbuf_adds(o, "[]");
 	sbuf_add(o, "}\n", 2);
 	if (o->oom) {
 		/* never a partial line: drop this one */

@@ -49,6 +49,8 @@ struct access_entry {
 	const char *peer;		/* inbound peer identity or NULL */
 	bool grpc;			/* a gRPC call: grpc_status is shown */
 	int grpc_status;		/* its status; -1 none seen (null) */
+	const char *fate;		/* SPEC §16; NULL writes null */
+	const struct attempt_notes *attempts_detail;	/* NULL: [] */
 };
 
 struct accesslog;

@@ -1,6 +1,7 @@
 /*
  * Upstream attempts. See attempt.h.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@
 #include "log.h"
 #include "pool.h"
 #include "retry.h"
+#include "tracing.h"
 
 void
 attempt_release(struct exchange *x, bool reusable)
@@ -41,6 +43,41 @@ attempt_drop(struct exchange *x)
 		attempt_close(x, false);
 }
 
+/* The attempt in the list of X's attempts (SPEC §16): its endpoint,
+ * RESULT and time. */
+static void
+attempt_note(struct exchange *x, uint8_t result, int64_t now)
+{
+	struct attempt_note n = { .result = result };
+	const struct sockaddr_storage *sa = &x->ep->sa;
+	int64_t ms = now - x->attempt_start_ms;
+
+	n.ms = ms < 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+	if (sa->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		n.family = AF_INET;
+		memcpy(n.addr, &in->sin_addr, 4);
+		n.port = ntohs(in->sin_port);
+	} else if (sa->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+		n.family = AF_INET6;
+		memcpy(n.addr, &in6->sin6_addr, 16);
+		n.port = ntohs(in6->sin6_port);
+	}
+	fate_note_add(&x->notes, &n);
+}
+
+void
+attempt_cancel(struct exchange *x)
+{
+	if (!x->attempt_open)
+		return;
+	attempt_note(x, NOTE_CANCELLED, clock_now_ms());
+	attempt_close(x, false);
+}
+
 /* The attempt's outcome, once: what the breaker, outlier detection and the
  * balancer learn from it (SPEC §6 Failures). */
 void
@@ -61,6 +98,8 @@ attempt_record(struct exchange *x, enum attempt_result r)
 	if (!x->attempt_open)
 		return;
 	attempt_close(x, !failure);
+	attempt_note(x, (uint8_t)r, now);
+	x->last_result = (uint8_t)r;
 	metrics_attempt(x->w->ms, exchange_metrics_id(x), ur[r]);
 	if (r == AR_OK)		/* for hedging: {after: p95} */
 		latency_add(&s->lat, (now - x->attempt_start_ms) * 1000, now);
@@ -117,6 +156,7 @@ attempt_retry_allowed(struct exchange *x, enum attempt_result r, bool bytes_sent
 		return false;
 	if (!retry_budget_take(s->rt->budget, &c->retries, now)) {
 		breaker_cancel(s->rt->breaker, v);
+		x->budget_refused = true;
 		metrics_budget_exhausted(x->w->ms, s->rt->metrics_id);
 		log_debug("retry budget of %s exhausted", c->name);
 		return false;
@@ -132,6 +172,8 @@ attempt_retry_schedule(struct exchange *x, int64_t delay)
 	x->retries++;
 	x->avoid = x->ep;
 	metrics_retry(x->w->ms, x->svc->rt->metrics_id);
+	if (x->traced)
+		tracing_retry(x, delay);
 	if (delay <= 0) {
 		attempt_start(x);
 		return;
@@ -344,6 +386,7 @@ pool_full(struct exchange *x, int64_t now)
 	if (now >= x->pool_wait_until_ms) {
 		snprintf(msg, sizeof(msg), "connection pool for %s is full (%u connections)",
 		    x->inbound ? "the local app" : ep->addr_text, svc->pool.max_per_endpoint);
+		x->refused = FATE_OVER_CONCURRENCY;
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
 		return true;
 	}
@@ -363,6 +406,7 @@ attempt_start(struct exchange *x)
 	x->retry_at_ms = 0;
 	if ((x->ep = attempt_pick(x, now, false)) == NULL) {
 		snprintf(msg, sizeof(msg), "no available endpoint for %s", svc->name);
+		x->refused = FATE_NO_ENDPOINT;
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
 		return;
 	}

@@ -20,8 +20,11 @@ bool attempt_pool_room(const struct exchange *x, const struct endpoint *ep);
 void attempt_begin(struct exchange *x, struct endpoint *ep, int64_t now);
 /* The attempt's outcome, once. */
 void attempt_record(struct exchange *x, enum attempt_result r);
-/* An attempt ends without an outcome (the client went away). */
+/* An attempt ends without an outcome and is not listed (a re-send). */
 void attempt_drop(struct exchange *x);
+/* An attempt ends without an outcome (the client went away, shutdown):
+ * listed as "cancelled". */
+void attempt_cancel(struct exchange *x);
 /* After a failed attempt (R, with request bytes SENT): may another one
  * follow, after *DELAY ms? Takes from the retry budget when so. */
 bool attempt_retry_allowed(struct exchange *x, enum attempt_result r, bool sent,

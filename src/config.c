@@ -102,6 +102,7 @@ static const struct field root_fields[] = {
 	{ "listeners", fld_skip, 0, 0, 0, NULL },
 	{ "defaults", fld_skip, 0, 0, 0, NULL },
 	{ "services", fld_skip, 0, 0, 0, NULL },
+	{ "tracing", fld_tracing, 0, 0, 0, NULL },
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
@@ -286,7 +287,7 @@ check_tree(struct loader *l, struct ydoc *doc)
 static void
 load_root(struct loader *l, const struct ynode *root)
 {
-	const struct ynode *defaults, *listeners, *services;
+	const struct ynode *defaults, *listeners, *services, *tracing;
 
 	if (root->kind != YMAP && !ynode_is_null(root)) {
 		lerr(l, root, "expected a mapping at the top level, got %s",
@@ -297,6 +298,7 @@ load_root(struct loader *l, const struct ynode *root)
 	defaults = ymap_get(root, "defaults", NULL);
 	listeners = ymap_get(root, "listeners", NULL);
 	services = ymap_get(root, "services", NULL);
+	tracing = ymap_get(root, "tracing", NULL);
 	if (defaults != NULL)
 		load_defaults(l, defaults);
 	if (listeners != NULL)
@@ -318,6 +320,8 @@ load_root(struct loader *l, const struct ynode *root)
 		check_inbound(l, listeners);
 	if (services != NULL)
 		check_services(l, services);
+	if (tracing != NULL)
+		check_tracing(l, tracing);
 	check_listeners(l);
 }
 
@@ -376,6 +380,7 @@ config_free(struct config *c)
 	free_strings(c->admin_hosts, c->n_admin_hosts);
 	inbound_free(&c->inbound);
 	headers_conf_free(&c->default_headers);
+	tracing_conf_free(&c->tracing);
 	for (size_t i = 0; i < c->n_services; i++)
 		service_free(&c->services[i]);
 	free(c->services);

@@ -234,6 +234,25 @@ struct conf_inbound {
 	SSL_CTX *ctx;			/* server context, owned */
 };
 
+/* tracing: (SPEC §13); absent = propagation only (§5) */
+struct conf_tracing {
+	bool enabled;
+	char *otlp;			/* the collector's URL, as written */
+	bool https;
+	char *host;			/* without brackets: SNI and verification */
+	uint16_t port;			/* default 80 / 443 */
+	char *authority;		/* host[:port] as written: the Host header */
+	char *path;			/* "/v1/traces" when the URL has none */
+	struct sockaddr_storage sa;	/* the collector, resolved at load time */
+	socklen_t salen;		/* 0: its name did not resolve (warned) */
+	struct conf_tls_client tls;	/* https only; ca required */
+	char *service_name;		/* resource service.name; "ferry" */
+	double sample_ratio;		/* 1.0; for traces that start here */
+	uint32_t max_queue;		/* 8192 spans, the whole process */
+	uint32_t batch_max_spans;	/* 512 */
+	int64_t batch_interval;		/* 1s */
+};
+
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 struct config {
@@ -255,6 +274,7 @@ struct config {
 	struct conf_service *services;
 	size_t n_services;
 	struct conf_headers default_headers;	/* defaults.headers: before every other */
+	struct conf_tracing tracing;
 };
 
 /*

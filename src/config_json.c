@@ -530,6 +530,35 @@ inbound(struct sbuf *o, const struct conf_inbound *in)
 	sbuf_add(o, "}", 1);
 }
 
+/* SPEC §13; null when off. The URL is shown as written: it holds no
+ * credentials (the loader refuses user info). */
+static void
+tracing(struct sbuf *o, const struct conf_tracing *t)
+{
+	key(o, "tracing", false);
+	if (!t->enabled) {
+		sbuf_adds(o, "null");
+		return;
+	}
+	sbuf_add(o, "{", 1);
+	key(o, "otlp", true);
+	str(o, t->otlp);
+	service_tls(o, &t->tls);
+	key(o, "service_name", false);
+	str(o, t->service_name);
+	key(o, "sample_ratio", false);
+	real(o, t->sample_ratio);
+	key(o, "max_queue", false);
+	num(o, t->max_queue);
+	key(o, "batch", false);
+	sbuf_add(o, "{", 1);
+	key(o, "max_spans", true);
+	num(o, t->batch_max_spans);
+	key(o, "interval", false);
+	duration(o, t->batch_interval);
+	sbuf_add(o, "}}", 2);
+}
+
 void
 config_to_json(const struct config *c, struct sbuf *o)
 {
@@ -564,6 +593,7 @@ config_to_json(const struct config *c, struct sbuf *o)
 	key(o, "nameservers", true);
 	addr_list(o, c->nameservers, c->n_nameservers);
 	sbuf_add(o, "}", 1);
+	tracing(o, &c->tracing);
 
 	key(o, "listeners", false);
 	sbuf_add(o, "{", 1);

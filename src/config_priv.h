@@ -160,6 +160,17 @@ int secrets_from_keys_file(struct loader *l, const struct ynode *at,
     const char *file, char ***keys, size_t *n);
 void secret_free(char *s);
 
+/* config_service.c: a client tls: section (ca, cert, key, server_name,
+ * verify_san, min_version) into the struct conf_tls_client at OFF */
+void fld_tls(struct loader *, const struct field *, const struct ynode *,
+    const struct ynode *, void *);
+
+/* config_tracing.c: tracing: (SPEC §13) */
+void fld_tracing(struct loader *, const struct field *, const struct ynode *,
+    const struct ynode *, void *);
+void check_tracing(struct loader *l, const struct ynode *node);
+void tracing_conf_free(struct conf_tracing *t);
+
 /* config_listen.c */
 void listeners_init(struct loader *l);
 void load_listeners(struct loader *l, const struct ynode *val);

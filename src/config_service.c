@@ -427,7 +427,7 @@ static const struct field tls_fields[] = {
 	{ NULL, NULL, 0, 0, 0, NULL },
 };
 
-static void
+void
 fld_tls(struct loader *l, const struct field *f, const struct ynode *key,
     const struct ynode *val, void *obj)
 {

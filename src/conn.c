@@ -23,22 +23,31 @@ enum conn_state {
 
 struct conn {
 	int fd;
-	SSL *ssl;
 	enum conn_state state;
+	enum conn_fail fail;
 	bool write_armed;	/* ev_write is added */
 	bool read_paused;
 	bool read_wants_write;	/* SSL_read said WANT_WRITE */
 	bool write_wants_read;	/* SSL_write said WANT_READ */
 	bool server;		/* TLS server side */
+	SSL *ssl;
+	/* Only ev_read lives as long as the connection: the others are made
+	 * when first needed, so an idle keep-alive connection that never
+	 * waited to write holds none of them (conn_release_buffers drops an
+	 * empty output buffer again). */
 	struct event *ev_read, *ev_write, *ev_kick;
-	struct evbuffer *out;
+	struct evbuffer *out;	/* what the socket did not take, or NULL */
 	conn_cb cb;
 	void *arg;
-	enum conn_fail fail;
-	char fail_text[160];
+	char *fail_text;	/* why it failed (owned), or NULL */
 	char *verify_san;	/* required URI or DNS SAN, or NULL */
 	uint64_t written;
+	/* ev_read's memory, in the same allocation (its size is libevent's
+	 * to say: event_get_struct_event_size) */
+	void *ev_read_mem[];
 };
+
+#define FAIL_TEXT_MAX 160
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
 static void conn_on_write(evutil_socket_t fd, short what, void *arg);
@@ -57,27 +66,28 @@ set_fail(struct conn *c, enum conn_fail f, const char *fmt, ...)
 	if (c->fail != CONN_OK)
 		return;
 	c->fail = f;
+	/* without memory for it, conn_error_text says less */
+	if ((c->fail_text = malloc(FAIL_TEXT_MAX)) == NULL)
+		return;
 	va_start(ap, fmt);
-	vsnprintf(c->fail_text, sizeof(c->fail_text), fmt, ap);
+	vsnprintf(c->fail_text, FAIL_TEXT_MAX, fmt, ap);
 	va_end(ap);
 }
 
 static struct conn *
 conn_alloc(struct event_base *base, int fd, conn_cb cb, void *arg)
 {
-	struct conn *c = calloc(1, sizeof(*c));
+	struct conn *c = calloc(1, sizeof(*c) + event_get_struct_event_size());
 
 	if (c == NULL)
 		return NULL;
 	c->fd = fd;
 	c->cb = cb;
 	c->arg = arg;
-	c->out = evbuffer_new();
-	c->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
-	c->ev_write = event_new(base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
-	c->ev_kick = event_new(base, -1, 0, conn_on_kick, c);
-	if (c->out == NULL || c->ev_read == NULL || c->ev_write == NULL ||
-	    c->ev_kick == NULL) {
+	c->ev_read = (struct event *)c->ev_read_mem;
+	if (event_assign(c->ev_read, base, fd, EV_READ | EV_PERSIST, conn_on_read, c) != 0) {
+		c->ev_read = NULL;
+		c->fd = -1;	/* the caller's still */
 		conn_free(c);
 		return NULL;
 	}
@@ -109,7 +119,7 @@ conn_free(struct conn *c)
 	if (c == NULL)
 		return;
 	if (c->ev_read)
-		event_free(c->ev_read);
+		event_del(c->ev_read);	/* its memory is c's */
 	if (c->ev_write)
 		event_free(c->ev_write);
 	if (c->ev_kick)
@@ -120,17 +130,47 @@ conn_free(struct conn *c)
 		SSL_free(c->ssl);
 	if (c->fd >= 0)
 		close(c->fd);
+	free(c->fail_text);
 	free(c->verify_san);
 	free(c);
 }
 
-static void
+/* Write interest; -1 (the connection broken) when there is no memory
+ * for its event. */
+static int
 arm_write(struct conn *c)
 {
-	if (!c->write_armed) {
-		event_add(c->ev_write, NULL);
-		c->write_armed = true;
+	if (c->write_armed)
+		return 0;
+	if (c->ev_write == NULL &&
+	    (c->ev_write = event_new(event_get_base(c->ev_read), c->fd,
+	    EV_WRITE | EV_PERSIST, conn_on_write, c)) == NULL) {
+		set_fail(c, CONN_RESET, "out of memory");
+		return -1;
 	}
+	event_add(c->ev_write, NULL);
+	c->write_armed = true;
+	return 0;
+}
+
+/* A CONN_READABLE (or the FAILED of an early connect error) on the next
+ * loop turn. Without memory for the kick event, the read event itself
+ * is made active: the owner reads and finds what there is. */
+static void
+kick(struct conn *c)
+{
+	if (c->ev_kick == NULL &&
+	    (c->ev_kick = event_new(event_get_base(c->ev_read), -1, 0, conn_on_kick, c)) == NULL) {
+		event_active(c->ev_read, EV_READ, 0);
+		return;
+	}
+	event_active(c->ev_kick, 0, 0);
+}
+
+static size_t
+out_len(const struct conn *c)
+{
+	return c->out ? evbuffer_get_length(c->out) : 0;
 }
 
 static void
@@ -189,7 +229,7 @@ connected(struct conn *c)
 	/* the peer's first bytes may have come with its last handshake
 	 * flight: already decrypted, the socket will not say so */
 	if (c->ssl && SSL_has_pending(c->ssl))
-		event_active(c->ev_kick, 0, 0);
+		kick(c);
 	c->cb(c, CONN_CONNECTED, c->arg);
 }
 
@@ -222,7 +262,8 @@ handshake_step(struct conn *c)
 		disarm_write(c);
 		return;
 	case SSL_ERROR_WANT_WRITE:
-		arm_write(c);
+		if (arm_write(c) != 0)
+			c->cb(c, CONN_FAILED, c->arg);
 		return;
 	default: {
 		long vr = SSL_get_verify_result(c->ssl);
@@ -295,10 +336,13 @@ conn_connect(struct event_base *base, const struct sockaddr *sa, socklen_t salen
 		/* report asynchronously: the caller is not ready for a callback */
 		set_fail(c, errno == ECONNREFUSED ? CONN_REFUSED : CONN_CONNECT_FAILED,
 		    "%s", strerror(errno));
-		event_active(c->ev_kick, 0, 0);
+		kick(c);
 		return c;
 	}
-	arm_write(c);
+	if (arm_write(c) != 0) {
+		conn_free(c);
+		return NULL;
+	}
 	return c;
 }
 
@@ -440,13 +484,13 @@ conn_on_write(evutil_socket_t fd, short what, void *arg)
 static bool
 flush_notify(struct conn *c)
 {
-	size_t before = evbuffer_get_length(c->out), after;
+	size_t before = out_len(c), after;
 
 	if (flush_out(c) < 0) {
 		c->cb(c, CONN_READABLE, c->arg);
 		return false;
 	}
-	after = evbuffer_get_length(c->out);
+	after = out_len(c);
 	if (before > 0 && (after == 0 ||
 	    (before >= CONN_HIGH_MARK / 2 && after < CONN_HIGH_MARK / 2))) {
 		c->cb(c, CONN_DRAINED, c->arg);
@@ -502,7 +546,8 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 				return total > 0 ? total : CONN_AGAIN;
 			case SSL_ERROR_WANT_WRITE:
 				c->read_wants_write = true;
-				arm_write(c);
+				if (arm_write(c) != 0)
+					return -1;
 				return total > 0 ? total : CONN_AGAIN;
 			case SSL_ERROR_ZERO_RETURN:
 				if (total > 0)
@@ -540,7 +585,7 @@ conn_has_pending(struct conn *c)
 static int
 flush_out(struct conn *c)
 {
-	while (evbuffer_get_length(c->out) > 0) {
+	while (out_len(c) > 0) {
 		if (c->ssl == NULL) {
 			int n = evbuffer_write(c->out, c->fd);
 
@@ -582,10 +627,9 @@ flush_out(struct conn *c)
 		}
 	}
 blocked:
-	if (evbuffer_get_length(c->out) > 0)
-		arm_write(c);
-	else
-		disarm_write(c);
+	if (out_len(c) > 0)
+		return arm_write(c);
+	disarm_write(c);
 	return 0;
 }
 
@@ -598,7 +642,7 @@ conn_write(struct conn *c, const void *data, size_t len)
 		return -1;
 	if (len == 0)
 		return 0;
-	if (c->state == CS_OPEN && evbuffer_get_length(c->out) == 0 && !c->write_wants_read) {
+	if (c->state == CS_OPEN && out_len(c) == 0 && !c->write_wants_read) {
 		if (c->ssl == NULL) {
 			ssize_t n = write(c->fd, data, len);
 
@@ -637,17 +681,21 @@ conn_write(struct conn *c, const void *data, size_t len)
 		if (len == 0)
 			return 0;
 	}
+	if (c->out == NULL && (c->out = evbuffer_new()) == NULL) {
+		set_fail(c, CONN_RESET, "out of memory");
+		return -1;
+	}
 	if (evbuffer_add(c->out, data, len) != 0)
 		return -1;
 	if (c->state == CS_OPEN && !c->write_wants_read)
-		arm_write(c);
+		return arm_write(c);
 	return 0;
 }
 
 size_t
 conn_pending(const struct conn *c)
 {
-	return evbuffer_get_length(c->out);
+	return out_len(c);
 }
 
 void
@@ -671,7 +719,7 @@ conn_resume_read(struct conn *c)
 void
 conn_kick_read(struct conn *c)
 {
-	event_active(c->ev_kick, 0, 0);
+	kick(c);
 }
 
 void
@@ -679,6 +727,10 @@ conn_release_buffers(struct conn *c)
 {
 	if (c->ssl)
 		SSL_free_buffers(c->ssl);
+	if (c->out && evbuffer_get_length(c->out) == 0) {
+		evbuffer_free(c->out);
+		c->out = NULL;
+	}
 }
 
 void
@@ -700,7 +752,7 @@ conn_error(const struct conn *c)
 const char *
 conn_error_text(const struct conn *c)
 {
-	if (c->fail_text[0])
+	if (c->fail_text)
 		return c->fail_text;
 	return c->fail == CONN_EOF ? "connection closed" : "connection error";
 }

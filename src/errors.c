@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "fate.h"
 #include "headers.h"
 
 static const struct {
@@ -193,7 +194,12 @@ ferror_build(struct sbuf *out, const struct error_args *a)
 	sbuf_adds(&b, errors[a->err].code);
 	sbuf_adds(&b, "\",\"message\":\"");
 	json_escape(&b, a->message, strlen(a->message));
-	sbuf_adds(&b, "\"}}");
+	sbuf_add(&b, "\"", 1);
+	if (a->attempts) {
+		sbuf_adds(&b, ",\"attempts\":");
+		fate_notes_json(&b, a->attempts, a->attempts_endpoint);
+	}
+	sbuf_adds(&b, "}}");
 	blen = b.len;
 
 	sbuf_adds(out, "HTTP/1.1 ");

@@ -53,6 +53,8 @@ const char *end_cause_name(enum end_cause c);
 int ferror_status(enum ferry_error e);
 const char *ferror_code(enum ferry_error e);
 
+struct attempt_notes;
+
 struct error_args {
 	enum ferry_error err;
 	const char *message;
@@ -64,6 +66,10 @@ struct error_args {
 	bool keep_alive;
 	unsigned keep_alive_timeout;
 	bool head_only;			/* answer to HEAD: no body */
+	/* the request's attempts, as error.attempts (SPEC §16); NULL: none
+	 * listed. The JSON form only: grpc-message stays a sentence. */
+	const struct attempt_notes *attempts;
+	const char *attempts_endpoint;	/* stands in for their addresses, or NULL */
 };
 
 /* Writes the whole response (head and body) into OUT. */

@@ -22,6 +22,7 @@
 #include "breaker.h"
 #include "clock.h"
 #include "errors.h"
+#include "fate.h"
 #include "headers.h"
 #include "http1.h"
 #include "ids.h"
@@ -29,6 +30,9 @@
 #include "retry.h"
 #include "sbuf.h"
 #include "worker.h"
+
+/* lis_service of a port a reload removed: routes nowhere (404) */
+#define LIS_SERVICE_GONE (SIZE_MAX - 1)
 
 struct exchange;
 struct zflow;
@@ -99,7 +103,8 @@ struct exchange {
 	int64_t timer_at_ms;		/* when it fires; 0: not armed */
 	bool inbound;			/* from a peer, to the local app */
 	const struct conf_listener *lis;
-	size_t lis_service;		/* a service's own port: its index, else -1 */
+	size_t lis_service;		/* a service's own port: its index, else -1;
+					   LIS_SERVICE_GONE: a reload removed it */
 	const char *peer;		/* address text */
 	const char *peer_id;		/* inbound: verified identity, or NULL */
 	bool unframed;			/* the codec frames bodies itself */
@@ -169,6 +174,19 @@ struct exchange {
 	uint32_t hedges_sent;
 	bool hedge_attempt;		/* the attempt in this slot began as a hedge */
 	bool won_by_hedge;		/* the response came from a hedge (fate ok_by_hedge) */
+	/* for the fate (SPEC §16, fate.h) */
+	bool budget_refused;		/* the retry budget refused the next retry */
+	enum fate refused;		/* the refusal answered; FATE_OK: none */
+	/* SPEC §13 (tracing.c): this request's span, when it is recorded */
+	bool traced;			/* sampled, with tracing on: a span at the end */
+	bool trace_parent;		/* parent_id came in a traceparent */
+	uint8_t trace_flags;		/* W3C trace flags sent upstream */
+	uint8_t last_result;		/* enum attempt_result of the last attempt */
+	uint16_t trace_events;		/* retry events kept in span_events */
+	uint16_t trace_events_dropped;
+	uint8_t trace_id[16];
+	uint8_t span_id[8];
+	uint8_t parent_id[8];
 	uint64_t bytes_in;		/* the downstream codec's */
 	uint64_t bytes_out;		/* the downstream codec's */
 	char corr[129];
@@ -176,12 +194,14 @@ struct exchange {
 	char tp[TRACEPARENT_LEN + 1];	/* sent upstream (the app's or new) */
 	size_t tp_len;
 	struct request_ids ids;
+	struct attempt_notes notes;	/* exchange_begin clears its count */
 	/* kept from request to request (their memory) */
 	struct sbuf req;		/* for upstream: head and replayable body */
 	size_t req_head_len;		/* bytes of req that are the head */
 	struct sbuf logline;		/* method and path, for the access log */
 	struct sbuf trailers;		/* an upstream codec's response trailers,
 					   "name: value\r\n" lines */
+	struct sbuf span_events;	/* the span's retry events, encoded */
 };
 
 /* ---- proxy.c: for the downstream codec ---- */

@@ -32,31 +32,50 @@ enum client_state {
 	CL_LINGER,	/* flushed and shut down: drain input briefly, then close */
 };
 
+/* What a connection holds only while a request is on it, from the
+ * request's first byte to its end: the parser, the head it fills, the
+ * exchange (with its buffers), about 3.5 KiB before the buffers. An idle
+ * keep-alive connection holds none of it, only what identifies it (there
+ * may be thousands); the worker keeps a few spare ones, so the request
+ * path allocates nothing. */
+struct h1_req {
+	struct client *cl;		/* whose it is now */
+	struct sbuf *body_dst;		/* where the parser puts a chunked body */
+	struct h1_req *next_spare;	/* the worker's spares */
+	/* the connection's head, linger and handshake deadlines; an idle
+	 * one's is its listener's idle list. The exchange has its own. */
+	struct event *timer;
+	int64_t head_start_ms;		/* first byte of the current head, 0 none */
+	int64_t linger_until_ms;	/* closing: the end of the linger, 0 none yet */
+	uint32_t parsed;		/* head bytes already fed to the parser */
+	struct http_parser parser;
+	struct http_head head;
+	struct exchange x;
+};
+
+#define H1_SPARES_MAX 16		/* per worker: what a burst of requests reuses */
+#define H1_SPARE_BUF_MAX (64 * 1024)	/* a spare keeps no more of a big request */
+
 struct client {
 	struct worker *w;
 	struct listener *lis;
 	struct conn *c;
 	struct generation *gen;		/* the snapshot of the current request */
+	struct h1_req *rq;		/* while a request is on it, else NULL */
+	struct client *next, *prev;	/* the worker's list */
+	/* without RQ (idle): on the listener's idle list, oldest first */
+	struct client *idle_next, *idle_prev;
+	char *peer_id;			/* inbound: verified identity (owned), or NULL */
+	struct buf in;
+	int64_t idle_since_ms;
 	enum client_state state;
 	bool closed;
 	bool read_paused;		/* by back-pressure or a full buffer */
 	bool in_process;		/* client_process is on the stack */
 	bool head_pending;		/* w->scratch holds our response head */
 	bool spoke;			/* a request began: too late for h2c */
-	struct buf in;
-	uint32_t parsed;		/* head bytes already fed to the parser */
-	int64_t head_start_ms;		/* first byte of the current head, 0 none */
-	int64_t idle_since_ms;
-	int64_t linger_until_ms;
-	struct http_parser parser;
-	struct http_head head;
-	struct sbuf *body_dst;		/* where the parser puts a chunked body */
-	struct event *timer;		/* idle, head and linger; the exchange has its own */
-	struct exchange x;
-	struct client *next, *prev;	/* the worker's list */
-	char peer[INET6_ADDRSTRLEN + 8];	/* address */
-	bool has_identity;			/* inbound: peer_id is set */
-	char peer_id[PEER_ID_MAX];		/* inbound: verified identity */
+	bool on_idle_list;
+	char peer[INET6_ADDRSTRLEN];	/* address */
 };
 
 static void client_process(struct client *cl);
@@ -66,7 +85,7 @@ static void client_arm_timer(struct client *cl);
 static struct client *
 client_of(const struct exchange *x)
 {
-	return (struct client *)((char *)x - offsetof(struct client, x));
+	return ((const struct h1_req *)((const char *)x - offsetof(struct h1_req, x)))->cl;
 }
 
 /* ---------------------------------------------------- connection ---- */
@@ -109,6 +128,181 @@ client_unlink(struct client *cl)
 		cl->next->prev = cl->prev;
 }
 
+static void body_out(void *arg, const char *p, size_t n);
+static void req_timeout(evutil_socket_t fd, short what, void *arg);
+static void client_timeout(struct client *cl);
+static void client_teardown(struct client *cl, const char *reason);
+static const struct down_ops h1_down_ops;
+
+/* ------------------------------------------------------ idle list ---- */
+
+/* Idle connections wait on their listener's list in the order they went
+ * idle, which is the order of their deadlines (one idle_timeout for the
+ * list): one timer per listener, at the oldest's deadline, instead of
+ * one per connection. */
+static void
+idle_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	int64_t now = clock_now_ms();
+	struct client *cl;
+
+	(void)fd;
+	(void)what;
+	while ((cl = l->idle_first) != NULL && now >= cl->idle_since_ms + l->conf->idle_timeout)
+		client_teardown(cl, "idle timeout");
+	if (cl != NULL)
+		timer_at(l->ev_idle, cl->idle_since_ms + l->conf->idle_timeout, now);
+}
+
+/* False only when out of memory for the listener's timer. */
+static bool
+idle_link(struct client *cl)
+{
+	struct listener *l = cl->lis;
+
+	if (cl->on_idle_list)
+		return true;
+	if (l->ev_idle == NULL && (l->ev_idle = evtimer_new(cl->w->base, idle_sweep, l)) == NULL)
+		return false;
+	cl->idle_next = NULL;
+	cl->idle_prev = l->idle_last;
+	if (l->idle_last)
+		l->idle_last->idle_next = cl;
+	else
+		l->idle_first = cl;
+	l->idle_last = cl;
+	cl->on_idle_list = true;
+	/* a pending sweep is due no later than this one's deadline */
+	if (!event_pending(l->ev_idle, EV_TIMEOUT, NULL))
+		timer_at(l->ev_idle, cl->idle_since_ms + l->conf->idle_timeout, clock_now_ms());
+	return true;
+}
+
+static void
+idle_unlink(struct client *cl)
+{
+	struct listener *l = cl->lis;
+
+	if (!cl->on_idle_list)
+		return;
+	if (cl->idle_prev)
+		cl->idle_prev->idle_next = cl->idle_next;
+	else
+		l->idle_first = cl->idle_next;
+	if (cl->idle_next)
+		cl->idle_next->idle_prev = cl->idle_prev;
+	else
+		l->idle_last = cl->idle_prev;
+	cl->on_idle_list = false;
+}
+
+void
+proxy_listener_reconf(struct listener *l)
+{
+	/* idle_timeout may have changed: the oldest's deadline moved */
+	if (l->ev_idle != NULL && l->idle_first != NULL)
+		timer_at(l->ev_idle, l->idle_first->idle_since_ms + l->conf->idle_timeout,
+		    clock_now_ms());
+}
+
+static void
+req_free(struct h1_req *rq)
+{
+	if (rq->timer)
+		event_free(rq->timer);
+	http_parser_free(&rq->parser);
+	proxy_exchange_free(&rq->x);
+	free(rq);
+}
+
+/* The service a connection's port routes to (exchange.h), as of now: a
+ * reload may move its index or remove it. */
+static size_t
+lis_service(const struct listener *l)
+{
+	if (l->kind != LK_SERVICE)
+		return SIZE_MAX;
+	return l->service == SIZE_MAX ? LIS_SERVICE_GONE : l->service;
+}
+
+/* A request's first byte arrived: the connection takes its request state,
+ * a spare one of the worker's when there is one. False when out of memory. */
+static bool
+req_take(struct client *cl)
+{
+	struct worker *w = cl->w;
+	struct h1_req *rq = w->h1_spares;
+	struct exchange *x;
+
+	if (rq != NULL) {
+		w->h1_spares = rq->next_spare;
+		w->n_h1_spares--;
+	} else {
+		if ((rq = calloc(1, sizeof(*rq))) == NULL)
+			return false;
+		if ((rq->timer = evtimer_new(w->base, req_timeout, rq)) == NULL ||
+		    proxy_exchange_init(&rq->x, w, &h1_down_ops) != 0) {
+			req_free(rq);
+			return false;
+		}
+		http_parser_init(&rq->parser, false, &rq->head);
+		rq->parser.on_data = body_out;
+		rq->parser.arg = rq;
+		rq->parser.keep_trailer = headers_trailer_allowed;
+	}
+	rq->cl = cl;
+	x = &rq->x;
+	x->gen = cl->gen;
+	x->inbound = cl->lis->kind == LK_INBOUND;
+	x->lis = cl->lis->conf;
+	x->lis_service = lis_service(cl->lis);
+	x->peer = cl->peer;
+	x->peer_id = cl->peer_id;
+	rq->head_start_ms = 0;
+	rq->linger_until_ms = 0;
+	rq->parsed = 0;
+	cl->rq = rq;
+	idle_unlink(cl);
+	return true;
+}
+
+/* The connection lets go of its request state, parser reset and no
+ * exchange live: a spare for the worker, or freed beyond a few (so a
+ * burst that ended leaves no memory behind). */
+static void
+req_give_back(struct client *cl)
+{
+	struct worker *w = cl->w;
+	struct h1_req *rq = cl->rq;
+
+	cl->rq = NULL;
+	event_del(rq->timer);
+	if (w->n_h1_spares >= H1_SPARES_MAX) {
+		req_free(rq);
+		return;
+	}
+	/* one huge request must not pin its buffers in a spare */
+	if (rq->x.req.cap > H1_SPARE_BUF_MAX)
+		sbuf_free(&rq->x.req);
+	rq->cl = NULL;
+	rq->next_spare = w->h1_spares;
+	w->h1_spares = rq;
+	w->n_h1_spares++;
+}
+
+static void
+req_spares_free(struct worker *w)
+{
+	struct h1_req *rq;
+
+	while ((rq = w->h1_spares) != NULL) {
+		w->h1_spares = rq->next_spare;
+		req_free(rq);
+	}
+	w->n_h1_spares = 0;
+}
+
 static void
 client_free_deferred(evutil_socket_t fd, short what, void *arg)
 {
@@ -117,9 +311,12 @@ client_free_deferred(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	buf_free(&cl->in);
-	http_parser_free(&cl->parser);
-	proxy_exchange_free(&cl->x);
+	if (cl->rq) {
+		http_parser_reset(&cl->rq->parser);
+		req_give_back(cl);
+	}
 	gen_unref(cl->w, cl->gen);
+	free(cl->peer_id);
 	free(cl);
 }
 
@@ -131,11 +328,13 @@ client_teardown(struct client *cl, const char *reason)
 		return;
 	log_debug("closing client %s: %s", cl->peer, reason);
 	cl->closed = true;
-	event_del(cl->x.timer);
+	if (cl->rq) {
+		event_del(cl->rq->x.timer);
+		event_del(cl->rq->timer);
+	}
+	idle_unlink(cl);
 	conn_free(cl->c);
 	cl->c = NULL;
-	event_free(cl->timer);
-	cl->timer = NULL;
 	listener_client_gone(cl->lis);
 	cl->w->n_clients--;
 	if (cl->lis->kind == LK_INBOUND)
@@ -156,10 +355,11 @@ client_hand_over(struct client *cl)
 
 	cl->closed = true;
 	cl->c = NULL;
-	event_free(cl->timer);
-	cl->timer = NULL;
+	if (cl->rq)
+		event_del(cl->rq->timer);
+	idle_unlink(cl);
 	client_unlink(cl);
-	h2_down_adopt(cl->lis, c, cl->peer, cl->has_identity ? cl->peer_id : NULL, &cl->in);
+	h2_down_adopt(cl->lis, c, cl->peer, cl->peer_id, &cl->in);
 	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
 }
 
@@ -190,8 +390,8 @@ client_close(struct client *cl, enum end_cause cause, const char *reason)
 {
 	if (cl->closed)
 		return;
-	if (cl->x.live) {
-		proxy_end(&cl->x, cause);
+	if (cl->rq && cl->rq->x.live) {
+		proxy_end(&cl->rq->x, cause);
 		return;
 	}
 	client_teardown(cl, reason);
@@ -204,7 +404,7 @@ client_write(struct client *cl, const void *p, size_t n)
 {
 	if (cl->closed)
 		return false;
-	cl->x.bytes_out += n;
+	cl->rq->x.bytes_out += n;
 	if (conn_write(cl->c, p, n) != 0) {
 		client_close(cl, END_CLIENT_WRITE_FAILED, "downstream write failed");
 		return false;
@@ -371,7 +571,7 @@ client_linger(struct client *cl)
 {
 	conn_shutdown(cl->c);
 	cl->state = CL_LINGER;
-	cl->linger_until_ms = clock_now_ms() + LINGER_MS;
+	cl->rq->linger_until_ms = clock_now_ms() + LINGER_MS;
 	resume_client(cl);
 }
 
@@ -396,17 +596,23 @@ h1_finish(struct exchange *x, enum end_cause cause)
 		return;
 	}
 	cl->state = CL_IDLE;
-	cl->parsed = 0;
-	cl->head_start_ms = 0;
+	cl->rq->parsed = 0;
+	cl->rq->head_start_ms = 0;
 	cl->idle_since_ms = clock_now_ms();
-	http_parser_reset(&cl->parser);
-	client_arm_timer(cl);
-	/* a pipelined request is waiting: parse it here, unless the loop of
-	 * client_process is below us and will (no recursion per request) */
-	if (buf_len(&cl->in) > 0 && !cl->in_process)
-		client_process(cl);
-	else if (buf_len(&cl->in) == 0)
-		buf_shrink_if_empty(&cl->in);
+	http_parser_reset(&cl->rq->parser);
+	if (buf_len(&cl->in) == 0) {
+		/* idle: the timer's callback, on this loop turn but off this
+		 * stack (callers may still look at X), lets go of the request
+		 * state and the buffers, then arms the idle timeout */
+		event_active(cl->rq->timer, EV_TIMEOUT, 1);
+	} else {
+		client_arm_timer(cl);
+		/* a pipelined request is waiting: parse it here, unless the loop
+		 * of client_process is below us and will (no recursion per
+		 * request) */
+		if (!cl->in_process)
+			client_process(cl);
+	}
 	if (!cl->closed)
 		resume_client(cl);
 }
@@ -443,6 +649,19 @@ handshake_overdue(const struct client *cl, int64_t *at, int64_t now)
 	return now >= cl->idle_since_ms + t;
 }
 
+/* Between requests with nothing buffered: the connection keeps only what
+ * identifies it. */
+static void
+client_idle(struct client *cl)
+{
+	if (conn_handshaking(cl->c))
+		return;		/* its deadline needs the request state's timer */
+	if (cl->rq != NULL && !cl->rq->x.live)
+		req_give_back(cl);
+	buf_shrink_if_empty(&cl->in);
+	conn_release_buffers(cl->c);
+}
+
 /* Sets the connection's timer to the earliest deadline of its state; an
  * exchange keeps its own deadlines meanwhile. */
 static void
@@ -452,33 +671,51 @@ client_arm_timer(struct client *cl)
 
 	if (cl->closed)
 		return;
+	if (cl->rq == NULL) {
+		/* idle, holding no request state */
+		if (!idle_link(cl))
+			client_teardown(cl, "out of memory");
+		return;
+	}
 	switch (cl->state) {
 	case CL_IDLE:
-		at = cl->head_start_ms ? cl->head_start_ms + cl->lis->conf->header_read_timeout
+		at = cl->rq->head_start_ms ? cl->rq->head_start_ms + cl->lis->conf->header_read_timeout
 		    : cl->idle_since_ms + cl->lis->conf->idle_timeout;
 		(void)handshake_overdue(cl, &at, now);
 		break;
 	case CL_CLOSING:
 	case CL_LINGER:
-		at = cl->linger_until_ms ? cl->linger_until_ms : now + 5000;
+		at = cl->rq->linger_until_ms ? cl->rq->linger_until_ms : now + 5000;
 		break;
 	default:
-		event_del(cl->timer);
+		event_del(cl->rq->timer);
 		return;
 	}
-	timer_at(cl->timer, at, now);
+	timer_at(cl->rq->timer, at, now);
 }
 
 static void
-client_timeout(evutil_socket_t fd, short what, void *arg)
+req_timeout(evutil_socket_t fd, short what, void *arg)
 {
-	struct client *cl = arg;
-	int64_t now = clock_now_ms();
+	struct h1_req *rq = arg;
 
 	(void)fd;
 	(void)what;
+	client_timeout(rq->cl);
+}
+
+static void
+client_timeout(struct client *cl)
+{
+	int64_t now = clock_now_ms();
+
 	switch (cl->state) {
 	case CL_IDLE:
+		if (cl->rq->head_start_ms == 0 && buf_len(&cl->in) == 0) {
+			client_idle(cl);
+			if (cl->rq == NULL)
+				break;	/* idle: the listener's list times it out */
+		}
 		if (handshake_overdue(cl, NULL, now)) {
 			static struct log_limit limit;
 
@@ -488,19 +725,19 @@ client_timeout(evutil_socket_t fd, short what, void *arg)
 			client_teardown(cl, "TLS handshake timeout");
 			return;
 		}
-		if (cl->head_start_ms && now >= cl->head_start_ms + cl->lis->conf->header_read_timeout) {
+		if (cl->rq->head_start_ms && now >= cl->rq->head_start_ms + cl->lis->conf->header_read_timeout) {
 			cl->state = CL_WAIT;
-			proxy_error_early(&cl->x, FE_REQUEST_TIMEOUT, "request head not complete in time");
+			proxy_error_early(&cl->rq->x, FE_REQUEST_TIMEOUT, "request head not complete in time");
 			return;
 		}
-		if (!cl->head_start_ms && now >= cl->idle_since_ms + cl->lis->conf->idle_timeout) {
+		if (!cl->rq->head_start_ms && now >= cl->idle_since_ms + cl->lis->conf->idle_timeout) {
 			client_teardown(cl, "idle timeout");
 			return;
 		}
 		break;
 	case CL_CLOSING:
 	case CL_LINGER:
-		if (now >= cl->linger_until_ms || cl->linger_until_ms == 0) {
+		if (now >= cl->rq->linger_until_ms || cl->rq->linger_until_ms == 0) {
 			client_teardown(cl, "closing");
 			return;
 		}
@@ -516,9 +753,9 @@ client_timeout(evutil_socket_t fd, short what, void *arg)
 static void
 body_out(void *arg, const char *p, size_t n)
 {
-	struct client *cl = arg;
+	struct h1_req *rq = arg;
 
-	sbuf_add(cl->body_dst, p, n);
+	sbuf_add(rq->body_dst, p, n);
 }
 
 /* Parses the body bytes at the head of cl->in. A chunked body is framed
@@ -530,9 +767,9 @@ body_parse(struct client *cl, struct sbuf *dst, size_t *used)
 	enum http_status st;
 
 	sbuf_clear(dst);
-	cl->body_dst = dst;
-	st = http_parse(&cl->parser, buf_head(&cl->in), buf_len(&cl->in), 0, used);
-	cl->x.bytes_in += *used;
+	cl->rq->body_dst = dst;
+	st = http_parse(&cl->rq->parser, buf_head(&cl->in), buf_len(&cl->in), 0, used);
+	cl->rq->x.bytes_in += *used;
 	return st;
 }
 
@@ -542,20 +779,21 @@ body_parse(struct client *cl, struct sbuf *dst, size_t *used)
 static bool
 body_refused(struct client *cl, enum http_status st, const struct sbuf *dst)
 {
+	const struct http_parser *hp = &cl->rq->parser;
 	uint64_t max = cl->lis->conf->max_request_body;
 	enum ferry_error e;
 	enum end_cause cause;
 	const char *why;
 
-	if (st == HTTP_ERROR && cl->parser.err == HTTP_ERR_TOO_LARGE) {
+	if (st == HTTP_ERROR && hp->err == HTTP_ERR_TOO_LARGE) {
 		e = FE_HEADERS_TOO_LARGE;
 		cause = END_REQUEST_TRAILERS_TOO_LARGE;
 		why = "request head and trailers over 64 KiB or over 100 fields";
 	} else if (st == HTTP_ERROR) {
 		e = FE_BAD_REQUEST;
 		cause = END_MALFORMED_REQUEST_BODY;
-		why = cl->parser.err_text ? cl->parser.err_text : "malformed request body";
-	} else if (max && cl->parser.body_bytes > max) {
+		why = hp->err_text ? hp->err_text : "malformed request body";
+	} else if (max && hp->body_bytes > max) {
 		e = FE_PAYLOAD_TOO_LARGE;
 		cause = END_REQUEST_BODY_TOO_LARGE;
 		why = "request body over the limit";
@@ -566,10 +804,10 @@ body_refused(struct client *cl, enum http_status st, const struct sbuf *dst)
 	} else {
 		return false;
 	}
-	if (cl->x.resp_head)
+	if (cl->rq->x.resp_head)
 		client_close(cl, cause, why);
 	else
-		proxy_refuse(&cl->x, e, why, e == FE_SERVICE_UNAVAILABLE ? 1 : 0, true);
+		proxy_refuse(&cl->rq->x, e, why, e == FE_SERVICE_UNAVAILABLE ? 1 : 0, true);
 	return true;
 }
 
@@ -581,10 +819,10 @@ body_hand_over(struct client *cl, enum http_status st, size_t used)
 
 	if (body_refused(cl, st, s))
 		return true;
-	if (cl->parser.rechunk)
-		proxy_request_body(&cl->x, s->p, s->len);
+	if (cl->rq->parser.rechunk)
+		proxy_request_body(&cl->rq->x, s->p, s->len);
 	else
-		proxy_request_body(&cl->x, buf_head(&cl->in), used);
+		proxy_request_body(&cl->rq->x, buf_head(&cl->in), used);
 	buf_consume(&cl->in, used);
 	return false;
 }
@@ -594,8 +832,8 @@ body_hand_over(struct client *cl, enum http_status st, size_t used)
 static void
 request_begin(struct client *cl)
 {
-	struct exchange *x = &cl->x;
-	struct http_head *h = &cl->head;
+	struct exchange *x = &cl->rq->x;
+	struct http_head *h = &cl->rq->head;
 	const char *msg = buf_head(&cl->in);
 	bool ambiguous;
 
@@ -606,15 +844,16 @@ request_begin(struct client *cl)
 	}
 	x->gen = cl->gen;
 	x->lis = cl->lis->conf;
+	x->lis_service = lis_service(cl->lis);
 	cl->spoke = true;
 	ambiguous = headers_classify(msg, h) != 0;
-	cl->parser.rechunk = h->chunked;	/* its body is framed anew */
+	cl->rq->parser.rechunk = h->chunked;	/* its body is framed anew */
 	cl->state = CL_WAIT;
 	client_arm_timer(cl);
 	/* MSG stays readable: nothing reads into cl->in until we return,
 	 * and nothing here touches MSG once the exchange has ended */
 	buf_consume(&cl->in, h->head_len);
-	cl->parsed = 0;
+	cl->rq->parsed = 0;
 	if (!proxy_request(x, msg, h, ambiguous))
 		return;
 	if (!x->req_done) {
@@ -633,14 +872,15 @@ request_begin(struct client *cl)
 static void
 request_error(struct client *cl)
 {
-	bool too_large = cl->parser.err == HTTP_ERR_TOO_LARGE;
+	const struct http_parser *hp = &cl->rq->parser;
+	bool too_large = hp->err == HTTP_ERR_TOO_LARGE;
 
 	cl->spoke = true;
 	cl->state = CL_WAIT;
 	buf_consume(&cl->in, buf_len(&cl->in));
-	proxy_error_early(&cl->x, too_large ? FE_HEADERS_TOO_LARGE : FE_BAD_REQUEST,
+	proxy_error_early(&cl->rq->x, too_large ? FE_HEADERS_TOO_LARGE : FE_BAD_REQUEST,
 	    too_large ? "request head over 64 KiB or over 100 headers" :
-	    (cl->parser.err_text ? cl->parser.err_text : "malformed request"));
+	    (hp->err_text ? hp->err_text : "malformed request"));
 }
 
 static void
@@ -656,23 +896,27 @@ client_process(struct client *cl)
 static void
 client_process_loop(struct client *cl)
 {
-	struct exchange *x = &cl->x;
-
 	while (!cl->closed) {
+		struct exchange *x = cl->rq ? &cl->rq->x : NULL;
 		enum http_status st;
 		size_t used, n;
 
 		switch (cl->state) {
 		case CL_IDLE:
-			if (buf_len(&cl->in) <= cl->parsed)
+			if (buf_len(&cl->in) == 0 ||
+			    (cl->rq != NULL && buf_len(&cl->in) <= cl->rq->parsed))
 				return;
-			if (cl->head_start_ms == 0) {
-				cl->head_start_ms = clock_now_ms();
+			if (cl->rq == NULL && !req_take(cl)) {
+				client_teardown(cl, "out of memory");
+				return;
+			}
+			if (cl->rq->head_start_ms == 0) {
+				cl->rq->head_start_ms = clock_now_ms();
 				client_arm_timer(cl);
 			}
-			st = http_parse(&cl->parser, buf_head(&cl->in) + cl->parsed,
-			    buf_len(&cl->in) - cl->parsed, cl->parsed, &used);
-			cl->parsed += (uint32_t)used;
+			st = http_parse(&cl->rq->parser, buf_head(&cl->in) + cl->rq->parsed,
+			    buf_len(&cl->in) - cl->rq->parsed, cl->rq->parsed, &used);
+			cl->rq->parsed += (uint32_t)used;
 			if (st == HTTP_NEED_MORE)
 				return;
 			if (st != HTTP_HEAD_DONE) {
@@ -755,21 +999,39 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		}
 		/* the client took the response: read more of it upstream */
 		if (cl->state == CL_WAIT || cl->state == CL_TUNNEL)
-			proxy_client_drained(&cl->x);
+			proxy_client_drained(&cl->rq->x);
 		return;
 	case CONN_CONNECTED:
 		metrics_tls_handshake(cl->w->ms, DIR_INBOUND, conn_session_reused(cl->c));
+		/* idle from now on: the idle list is in this order */
+		cl->idle_since_ms = clock_now_ms();
 		/* inbound TLS handshake done: who is calling? */
-		cl->has_identity = inbound_peer_identity(conn_ssl(cl->c), cl->peer_id,
-		    sizeof(cl->peer_id));
-		cl->x.peer_id = cl->has_identity ? cl->peer_id : NULL;
+		{
+			char id[PEER_ID_MAX];
+
+			/* kept at its length: most connections are idle most of the time */
+			if (inbound_peer_identity(conn_ssl(cl->c), id, sizeof(id)) &&
+			    (cl->peer_id = strdup(id)) == NULL) {
+				client_teardown(cl, "out of memory");
+				return;
+			}
+		}
 		{
 			const unsigned char *alpn;
 			unsigned alen;
 
 			SSL_get0_alpn_selected(conn_ssl(cl->c), &alpn, &alen);
-			if (alen == 2 && memcmp(alpn, "h2", 2) == 0)
+			if (alen == 2 && memcmp(alpn, "h2", 2) == 0) {
 				client_hand_over(cl);
+				return;
+			}
+		}
+		if (cl->rq != NULL)
+			cl->rq->x.peer_id = cl->peer_id;
+		if (cl->state == CL_IDLE && (cl->rq == NULL || cl->rq->head_start_ms == 0) &&
+		    buf_len(&cl->in) == 0) {
+			client_idle(cl);
+			client_arm_timer(cl);
 		}
 		return;
 	case CONN_FAILED:
@@ -796,10 +1058,10 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 				pause_client(cl);
 			return;
 		}
-		if (cl->state == CL_WAIT && cl->x.req_done && n == 0) {
+		if (cl->state == CL_WAIT && cl->rq->x.req_done && n == 0) {
 			/* half-close after a complete request: still answer */
 			pause_client(cl);
-			cl->x.close_after = true;
+			cl->rq->x.close_after = true;
 			return;
 		}
 		if (n == 0)
@@ -836,16 +1098,12 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 	cl->c = lis->kind == LK_INBOUND ?
 	    conn_accept_tls(w->base, fd, cl->gen->conf->inbound.ctx, client_event, cl) :
 	    conn_new_fd(w->base, fd, client_event, cl);
-	cl->timer = evtimer_new(w->base, client_timeout, cl);
-	if (cl->c == NULL || cl->timer == NULL ||
-	    proxy_exchange_init(&cl->x, w, &h1_down_ops) != 0) {
+	/* a handshake's deadline needs the request state's timer */
+	if (cl->c == NULL || (lis->kind == LK_INBOUND && !req_take(cl))) {
 		if (cl->c)
 			conn_free(cl->c);
 		else
 			close(fd);
-		if (cl->timer)
-			event_free(cl->timer);
-		proxy_exchange_free(&cl->x);
 		gen_unref(w, cl->gen);
 		free(cl);
 		return;
@@ -856,14 +1114,6 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 	else if (peer->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr,
 		    cl->peer, sizeof(cl->peer));
-	cl->x.inbound = lis->kind == LK_INBOUND;
-	cl->x.lis = lis->conf;
-	cl->x.lis_service = lis->kind == LK_SERVICE ? lis->service : SIZE_MAX;
-	cl->x.peer = cl->peer;
-	http_parser_init(&cl->parser, false, &cl->head);
-	cl->parser.on_data = body_out;
-	cl->parser.arg = cl;
-	cl->parser.keep_trailer = headers_trailer_allowed;
 	cl->state = CL_IDLE;
 	cl->idle_since_ms = clock_now_ms();
 	lis->n_clients++;
@@ -888,6 +1138,7 @@ proxy_close_all(struct worker *w)
 	h2_up_close_all(w);
 	/* run the deferred frees */
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
+	req_spares_free(w);
 }
 
 void

@@ -373,8 +373,11 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 			rid_kept = true;
 			break;
 		case HDR_TRACEPARENT:
-		case HDR_TRACESTATE:
 			if (tp_replaced)
+				continue;
+			break;
+		case HDR_TRACESTATE:
+			if (tp_replaced && !a->ids->tracestate_kept)
 				continue;
 			break;
 		case HDR_VIA:

@@ -43,6 +43,9 @@ struct request_ids {
 	bool request_from_app;
 	const char *traceparent;	/* NULL: pass the app's (valid) one */
 	size_t traceparent_len;
+	/* traceparent is the app's with ferry's span as parent-id (SPEC
+	 * §13): the trace goes on, and so does its tracestate */
+	bool tracestate_kept;
 };
 
 struct upstream_head_args {

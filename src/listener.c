@@ -194,6 +194,8 @@ listener_free(struct listener *l)
 	}
 	event_free(l->ev);
 	event_free(l->ev_resume);
+	if (l->ev_idle)
+		event_free(l->ev_idle);
 	free(l);
 }
 

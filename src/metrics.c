@@ -195,6 +195,16 @@ metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_cause 
 }
 
 void
+metrics_fate(struct metrics_shard *s, enum metric_dir d, int svc, enum fate f)
+{
+	struct svc_ctr *c;
+
+	if ((c = svc_of(s, svc)) == NULL || (unsigned)f >= FATE_COUNT)
+		return;
+	ctr_add(&c->v[C_FATE + (d == DIR_INBOUND) * FATE_COUNT + f], 1);
+}
+
+void
 metrics_attempt(struct metrics_shard *s, int svc, enum upstream_result r)
 {
 	struct svc_ctr *c;
@@ -279,6 +289,20 @@ metrics_auth_failure(struct metrics_shard *s, enum auth_reason r)
 {
 	if (s != NULL && (unsigned)r < AUTH_COUNT)
 		ctr_add(&s->g[G_AUTH + r], 1);
+}
+
+void
+metrics_spans_exported(struct metrics_shard *s, uint64_t n)
+{
+	if (s != NULL)
+		ctr_add(&s->g[G_SPANS], n);
+}
+
+void
+metrics_spans_dropped(struct metrics_shard *s, enum span_drop r, uint64_t n)
+{
+	if (s != NULL && (unsigned)r < SPAN_DROP_COUNT)
+		ctr_add(&s->g[G_SPANS_DROPPED + r], n);
 }
 
 void

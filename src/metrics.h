@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "errors.h"
+#include "fate.h"
 #include "sbuf.h"
 
 #define METRICS_MAX_SERVICES	1024
@@ -52,6 +53,14 @@ enum auth_reason {
 	AUTH_PEER_NOT_ALLOWED,
 	AUTH_NO_CLIENT_CERT,
 	AUTH_COUNT
+};
+
+/* spans_dropped_total{reason=}: queue_full export_failed shutdown */
+enum span_drop {
+	SPAN_DROP_QUEUE_FULL,		/* the export queue was full */
+	SPAN_DROP_EXPORT_FAILED,	/* the collector was down, slow or said no */
+	SPAN_DROP_SHUTDOWN,		/* still queued when the worker stopped */
+	SPAN_DROP_COUNT
 };
 
 struct metrics;
@@ -99,6 +108,8 @@ void metrics_cut(struct metrics_shard *s, enum metric_dir d, int svc, enum end_c
 void metrics_compression(struct metrics_shard *s, enum metric_dir d, int svc,
     uint64_t in, uint64_t out);
 void metrics_rate_limited(struct metrics_shard *s, enum metric_dir d, int svc);
+/* request_fate_total{direction,service,fate}: once per request (SPEC §16) */
+void metrics_fate(struct metrics_shard *s, enum metric_dir d, int svc, enum fate f);
 /* A request that failed as the status page's charts count it (SPEC §16):
  * answered with one of ferry's own errors (§7, either form) or with the
  * upstream's own 5xx. Not a Prometheus family of its own. */
@@ -107,6 +118,9 @@ void metrics_conn_opened(struct metrics_shard *s, int svc);
 void metrics_tls_handshake(struct metrics_shard *s, enum metric_dir d,
     bool resumed);
 void metrics_auth_failure(struct metrics_shard *s, enum auth_reason r);
+/* SPEC §13: spans the collector accepted (a 2xx), and spans dropped */
+void metrics_spans_exported(struct metrics_shard *s, uint64_t n);
+void metrics_spans_dropped(struct metrics_shard *s, enum span_drop r, uint64_t n);
 
 /* Main thread. */
 void metrics_config_reload(struct metrics *m, bool ok);

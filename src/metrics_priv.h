@@ -37,7 +37,8 @@ enum {
 	C_GRPC = C_CUT + 2 * END_COUNT,		/* [dir][grpc status 0..16] */
 	C_FAIL = C_GRPC + 2 * GRPC_STATUSES,	/* [dir] metrics_failed() */
 	C_HEDGE = C_FAIL + 2,			/* [enum hedge_result] */
-	C_CZ = C_HEDGE + HEDGE_COUNT,		/* [dir][in, out] compression bytes */
+	C_FATE = C_HEDGE + HEDGE_COUNT,		/* [dir][enum fate] */
+	C_CZ = C_FATE + 2 * FATE_COUNT,		/* [dir][in, out] compression bytes */
 	C_NCTR = C_CZ + 4
 };
 
@@ -49,7 +50,9 @@ struct svc_ctr {
 enum {
 	G_TLS = 0,				/* [dir][resumed] */
 	G_AUTH = G_TLS + 4,			/* [enum auth_reason] */
-	G_NCTR = G_AUTH + AUTH_COUNT
+	G_SPANS = G_AUTH + AUTH_COUNT,		/* spans_exported_total */
+	G_SPANS_DROPPED,			/* [enum span_drop] */
+	G_NCTR = G_SPANS_DROPPED + SPAN_DROP_COUNT
 };
 
 struct metrics_shard {

@@ -23,6 +23,9 @@ static const char *const result_names[UR_COUNT] = {
 	"ok", "connect_failure", "timeout", "reset", "5xx"
 };
 static const char *const hedge_names[HEDGE_COUNT] = { "won", "lost", "budget" };
+static const char *const span_drop_names[SPAN_DROP_COUNT] = {
+	"queue_full", "export_failed", "shutdown",
+};
 static const char *const auth_names[AUTH_COUNT] = {
 	"missing", "invalid", "peer_not_allowed", "no_client_cert"
 };
@@ -360,6 +363,13 @@ cause_label(int c, char *tmp)
 }
 
 static const char *
+fate_label(int f, char *tmp)
+{
+	(void)tmp;
+	return fate_name((enum fate)f);
+}
+
+static const char *
 grpc_label(int g, char *tmp)
 {
 	snprintf(tmp, 12, "%d", g);
@@ -394,6 +404,17 @@ render_global(struct sbuf *o, struct metrics *m, struct snap *sn)
 		series(o, "auth_failures_total", "reason", auth_names[r],
 		    NULL, NULL, NULL, NULL);
 		value_u(o, sn->g[G_AUTH + r]);
+	}
+	family(o, "spans_exported_total", "counter",
+	    "Trace spans the OTLP collector accepted.");
+	sbuf_adds(o, "ferry_spans_exported_total ");
+	value_u(o, sn->g[G_SPANS]);
+	family(o, "spans_dropped_total", "counter",
+	    "Trace spans dropped, by reason.");
+	for (int r = 0; r < SPAN_DROP_COUNT; r++) {
+		series(o, "spans_dropped_total", "reason", span_drop_names[r],
+		    NULL, NULL, NULL, NULL);
+		value_u(o, sn->g[G_SPANS_DROPPED + r]);
 	}
 	family(o, "config_reloads_total", "counter",
 	    "Configuration reloads, by result.");
@@ -467,6 +488,9 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	render_by_label(out, &sn, "requests_cut_total",
 	    "Requests cut before their end, by cause (the access log's error).",
 	    C_CUT, END_COUNT, "cause", cause_label);
+	render_by_label(out, &sn, "request_fate_total",
+	    "Requests by the one outcome each ended with (SPEC 16; the access log's fate).",
+	    C_FATE, FATE_COUNT, "fate", fate_label);
 	render_by_label(out, &sn, "grpc_responses_total",
 	    "gRPC calls by grpc-status (the service's, or ferry's own errors).",
 	    C_GRPC, GRPC_STATUSES, "grpc_status", grpc_label);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "proxy_coding.h"
 #include "route.h"
+#include "tracing.h"
 
 #define RESET_FROM	offsetof(struct exchange, upops)
 #define RESET_TO	offsetof(struct exchange, corr)
@@ -40,6 +41,7 @@ proxy_exchange_free(struct exchange *x)
 	sbuf_free(&x->req);
 	sbuf_free(&x->logline);
 	sbuf_free(&x->trailers);
+	sbuf_free(&x->span_events);
 }
 
 /* ------------------------------------------------------------ ids ---- */
@@ -72,7 +74,12 @@ ids_decide(struct exchange *x, const char *msg, const struct http_head *h)
 	ids->correlation = x->corr;
 	ids->request = x->rid;
 	if (t == NULL || headers_count(h, HDR_TRACEPARENT) > 1 ||
-	    !ids_traceparent_valid(msg + t->value.off, t->value.len)) {
+	    !ids_traceparent_valid(msg + t->value.off, t->value.len))
+		t = NULL;
+	if (x->gen->conf->tracing.enabled) {
+		/* SPEC §13: this hop's span becomes the parent upstream */
+		tracing_begin(x, t ? msg + t->value.off : NULL, t ? t->value.len : 0);
+	} else if (t == NULL) {
 		ids_traceparent(x->tp);
 		x->tp_len = TRACEPARENT_LEN;
 		ids->traceparent = x->tp;
@@ -93,11 +100,13 @@ exchange_begin(struct exchange *x)
 	x->ferr = -1;
 	x->grpc_status = -1;
 	x->live = true;
+	x->notes.count = 0;
 	x->start_ms = clock_now_ms();
 	x->start_us = clock_now_us();
 	if (x->w->alog)
 		x->start_wall_ms = clock_wall_ms();
 	sbuf_clear(&x->logline);
+	sbuf_clear(&x->span_events);
 }
 
 void
@@ -133,10 +142,22 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	int id = exchange_metrics_id(x);
 	const char *log = x->logline.p;
 	size_t mlen = 0;
+	enum fate fate;
 
 	if (x->accounted || x->start_ms == 0)
 		return;
 	x->accounted = true;
+	fate = fate_derive(&(struct fate_input){
+		.cause = cause,
+		.ferr = x->ferr,
+		.status = x->status,
+		.retries = x->retries,
+		.won_by_hedge = x->won_by_hedge,
+		.budget_refused = x->budget_refused,
+		.refused = x->refused,
+		.last = x->notes.count ? x->notes.n[x->notes.count - 1].result : -1,
+	});
+	metrics_fate(x->w->ms, dir, id, fate);
 	if (x->status || cause != END_DONE)
 		metrics_request(x->w->ms, dir, id, (int)x->status, x->head_us ? x->head_us : -1);
 	if (x->ferr >= 0)
@@ -146,6 +167,8 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	metrics_cut(x->w->ms, dir, id, cause);
 	if (x->grpc)
 		metrics_grpc(x->w->ms, dir, id, x->grpc_status);
+	if (x->traced)
+		tracing_end(x, cause);
 	if (x->w->alog == NULL)
 		return;
 	while (mlen < x->logline.len && log[mlen] != ' ')
@@ -176,6 +199,8 @@ proxy_account(struct exchange *x, enum end_cause cause)
 		.peer = x->peer_id,
 		.grpc = x->grpc,
 		.grpc_status = x->grpc_status,
+		.fate = fate_name(fate),
+		.attempts_detail = &x->notes,
 	});
 }
 
@@ -183,7 +208,7 @@ proxy_account(struct exchange *x, enum end_cause cause)
 static void
 exchange_leave(struct exchange *x)
 {
-	attempt_drop(x);
+	attempt_cancel(x);
 	/* ended before its outcome: a probe slot must not stay taken */
 	if (x->svc && x->svc->rt && x->verdict == BREAKER_PROBE) {
 		breaker_cancel(x->svc->rt->breaker, x->verdict);
@@ -226,6 +251,9 @@ proxy_error_response(const struct exchange *x, struct sbuf *out, enum ferry_erro
 		.keep_alive = keep_alive,
 		.keep_alive_timeout = keep_alive_timeout,
 		.head_only = x->head_method,
+		.attempts = &x->notes,
+		/* a remote peer is not told the local app's address (attempt.c) */
+		.attempts_endpoint = x->inbound ? "local_app" : NULL,
 	};
 
 	if (x->grpc)
@@ -326,6 +354,7 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h)
 	char errmsg[PEER_ID_MAX + 64];
 
 	if (!in->enabled) {
+		x->refused = FATE_NO_ENDPOINT;
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "the inbound listener was removed by a reload",
 		    1, true);
 		return NULL;
@@ -385,12 +414,14 @@ admit(struct exchange *x)
 		    exchange_metrics_id(x));
 		snprintf(msg, sizeof(msg), "%s is over its rate limit of %g requests/s",
 		    s->conf->name, rl->rps);
+		x->refused = FATE_RATE_LIMITED;
 		proxy_refuse(x, FE_RATE_LIMITED, msg, retry_after_secs(wait), !x->req_done);
 		return false;
 	}
 	if (!breaker_enter(br, bc)) {
 		snprintf(msg, sizeof(msg), "%s has %u requests in flight (max_concurrent)",
 		    s->conf->name, bc->max_concurrent);
+		x->refused = FATE_OVER_CONCURRENCY;
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, 1, !x->req_done);
 		return false;
 	}
@@ -400,6 +431,7 @@ admit(struct exchange *x)
 	x->verdict = breaker_allow(br, bc, now, &wait);
 	if (x->verdict == BREAKER_REJECT) {
 		snprintf(msg, sizeof(msg), "circuit open for %s", s->conf->name);
+		x->refused = FATE_BREAKER_OPEN;
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, retry_after_secs(wait), !x->req_done);
 		return false;
 	}
@@ -581,7 +613,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	bool inbound = x->inbound;
 
 	exchange_begin(x);
-	if (x->w->alog)
+	if (x->w->alog || x->gen->conf->tracing.enabled)
 		logline_set(x, msg, h);
 	ids_decide(x, msg, h);
 	x->http10 = h->major == 1 && h->minor == 0;

@@ -1,4 +1,7 @@
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +16,7 @@
 #include "clock.h"
 #include "config_json.h"
 #include "discovery.h"
+#include "exporter.h"
 #include "health.h"
 #include "history.h"
 #include "ids.h"
@@ -52,8 +56,11 @@ struct server {
 	bool ready;
 	bool draining;
 	bool drain_late;		/* drain_delay is over */
+	bool spans_flushing;		/* exporters told to send what they hold */
 	bool notified_ready;
 	int64_t last_watchdog_ms;
+	uint32_t clients_peak;		/* most client connections since the last trim */
+	size_t free_after_trim;		/* the heap's free bytes then (or since) */
 	struct event *ev_tick;
 	int64_t drain_start_ms;
 	int exit_code;
@@ -469,6 +476,31 @@ clients_open(struct server *srv)
 }
 
 static void
+flush_spans(struct worker *w, void *arg)
+{
+	(void)arg;
+	exporter_flush(w->exporter);
+}
+
+/* SPEC §13: the spans of the requests just drained reach the collector
+ * before exit (within drain_timeout); true once every exporter is idle. */
+static bool
+spans_flushed(struct server *srv)
+{
+	bool idle = true;
+
+	if (!srv->spans_flushing) {
+		srv->spans_flushing = true;
+		for (uint32_t i = 0; i < srv->n_workers; i++)
+			worker_post(&srv->workers[i], flush_spans, NULL);
+		return false;
+	}
+	for (uint32_t i = 0; i < srv->n_workers; i++)
+		idle = idle && exporter_idle(srv->workers[i].exporter);
+	return idle;
+}
+
+static void
 drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
@@ -486,6 +518,9 @@ drain_tick(evutil_socket_t fd, short what, void *arg)
 		return;		/* let them close idle connections first */
 	}
 	open = clients_open(srv);
+	if (open == 0 && elapsed < srv->conf->drain_timeout && srv->conf->tracing.enabled &&
+	    !spans_flushed(srv))
+		return;
 	if (open == 0 || elapsed >= srv->conf->drain_timeout) {
 		if (open)
 			log_warn("drain timeout: ending %u connections still open", open);
@@ -537,6 +572,37 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* glibc keeps freed heap pages: RSS would stay at its high-water mark
+ * for good (a burst of connections, of TLS handshakes). Each tick, when
+ * the open connections fell TRIM_AFTER_CLOSED below their peak, or the
+ * heap's free bytes grew TRIM_AFTER_FREE since the last trim, the free
+ * pages go back to the system (malloc_trim walks every arena: well under
+ * a millisecond for a few MiB, at most once a tick). */
+#define TRIM_AFTER_CLOSED 256
+#define TRIM_AFTER_FREE (1024 * 1024)
+
+static void
+trim_heap(struct server *srv)
+{
+#ifdef __GLIBC__
+	uint32_t n = clients_open(srv);
+	struct mallinfo2 mi = mallinfo2();
+	bool closed = n + TRIM_AFTER_CLOSED <= srv->clients_peak;
+
+	if (n > srv->clients_peak)
+		srv->clients_peak = n;
+	if (mi.fordblks < srv->free_after_trim)
+		srv->free_after_trim = mi.fordblks;
+	if (!closed && mi.fordblks < srv->free_after_trim + TRIM_AFTER_FREE)
+		return;
+	malloc_trim(0);
+	srv->clients_peak = n;
+	srv->free_after_trim = mi.fordblks;
+#else
+	(void)srv;
+#endif
+}
+
 /* Every second, or twice per watchdog interval if that is shorter. */
 static int64_t
 housekeeping_tick_ms(void)
@@ -558,6 +624,7 @@ housekeeping(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	history_sample(srv);
+	trim_heap(srv);
 	if (!srv->notified_ready && discovery_ready(srv->discovery)) {
 		srv->notified_ready = true;
 		notify_ready();

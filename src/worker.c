@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "exchange.h"
+#include "exporter.h"
 #include "ids.h"
 #include "listener.h"
 #include "log.h"
@@ -455,6 +456,8 @@ swap_listeners(struct worker *w, const struct config *old, const struct config *
 		l->conf = &conf->outbound;
 		pp = &l->next;
 	}
+	for (l = w->listeners; l; l = l->next)
+		proxy_listener_reconf(l);
 	for (size_t i = 0; i < conf->n_services; i++) {
 		bool have = false;
 
@@ -605,7 +608,8 @@ worker_init(struct worker *w, const struct worker_deps *deps, int id, struct con
 		return -1;
 	w->ev_mail = event_new(w->base, w->mail_fd, EV_READ | EV_PERSIST, mail_deliver, w);
 	w->ev_defer = event_new(w->base, -1, 0, deferred_run, w);
-	if (w->ev_sweep == NULL || w->ev_mail == NULL || w->ev_defer == NULL ||
+	w->exporter = exporter_new(w);
+	if (w->exporter == NULL || w->ev_sweep == NULL || w->ev_mail == NULL || w->ev_defer == NULL ||
 	    gen_start(w, conf) != 0)
 		return -1;
 	event_add(w->ev_sweep, &second);
@@ -683,6 +687,7 @@ worker_free(struct worker *w)
 		mnext = m->next;
 		free(m);
 	}
+	exporter_free(w->exporter);
 	if (w->ev_sweep)
 		event_free(w->ev_sweep);
 	if (w->ev_mail)

@@ -26,8 +26,10 @@
 struct server;
 struct upconn;
 struct client;
+struct h1_req;
 struct h2conn;
 struct h2up;
+struct exporter;
 
 /* A service endpoint (one address) as this worker sees it. Endpoints come
  * and go with DNS; one that goes is retired and freed once nothing uses
@@ -109,6 +111,10 @@ struct listener {
 	void *arg;			/* for ACCEPT */
 	uint32_t n_clients;
 	bool paused;
+	/* its idle HTTP/1 connections, oldest first, and the timer at the
+	 * oldest's idle_timeout (h1_down.c; the timer made when first needed) */
+	struct client *idle_first, *idle_last;
+	struct event *ev_idle;
 	struct listener *next;
 };
 
@@ -169,6 +175,7 @@ struct worker {
 	struct sbuf scratch_up;		/* upstream codec: unframed bodies */
 	struct metrics_shard *ms;	/* this worker's counters */
 	struct accesslog_buf *alog;	/* NULL when the access log is off */
+	struct exporter *exporter;	/* spans to the OTLP collector (SPEC §13) */
 	struct lb_candidate *cands;	/* balancer input, as many as the most endpoints */
 	size_t n_cands;
 	struct endpoint *retired;	/* gone from DNS, still in use */
@@ -183,6 +190,8 @@ struct worker {
 	_Atomic uint32_t conns_outbound;	/* downstream_connections gauge */
 	_Atomic uint32_t conns_inbound;
 	struct client *clients;		/* every open HTTP/1 downstream connection */
+	struct h1_req *h1_spares;	/* their request state, kept for reuse (h1_down.c) */
+	uint32_t n_h1_spares;
 	struct h2conn *h2conns;		/* every HTTP/2 one */
 	struct h2up *h2ups;		/* HTTP/2 connections to endpoints */
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */

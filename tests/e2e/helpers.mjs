@@ -321,10 +321,11 @@ export function tlsBlock(pki, serverName = 'backend') {
 /**
  * Start ferry with `services` on fresh loopback ports; `env` is added to the
  * environment. `listeners` (optional) adds listeners beside the outbound and
- * admin ones, e.g. `{inbound: {address, tls, auth, local_app}}`. Resolves
+ * admin ones, e.g. `{inbound: {address, tls, auth, local_app}}`; `tracing`
+ * (optional) is the `tracing:` section (SPEC §13). Resolves
  * once /healthz answers 200 and every listener accepts.
  */
-export async function startFerry({ services, env = {}, defaults, listeners = {} }) {
+export async function startFerry({ services, env = {}, defaults, listeners = {}, tracing }) {
   const bin = ferryBin();
   try {
     fs.accessSync(bin, fs.constants.X_OK);
@@ -345,6 +346,7 @@ export async function startFerry({ services, env = {}, defaults, listeners = {} 
       ...listeners,
     },
     ...(defaults ? { defaults } : {}),
+    ...(tracing ? { tracing } : {}),
     services,
   };
   const configPath = path.join(dir, 'ferry.yaml');

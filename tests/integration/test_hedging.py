@@ -129,6 +129,11 @@ class HedgingTest(FerryTestCase):
         hedged = [e for e in log if e.get("attempts") == 2]
         self.assertEqual(len(hedged), won)
         self.assertTrue(all(e["upstream"] == fast.address for e in hedged), hedged[:2])
+        # SPEC §16: their fate says how they were won, the rest were plain ok
+        self.assertEqual({e["fate"] for e in hedged}, {"ok_by_hedge"} if hedged else set())
+        self.assertEqual({e["fate"] for e in log if e.get("attempts") == 1}, {"ok"})
+        self.assertEqual(counter(f, "ferry_request_fate_total", direction="outbound",
+                                 service="svc", fate="ok_by_hedge"), won)
         self.assert_upstream_clean(slow)
         self.assert_upstream_clean(fast)
 

@@ -22,10 +22,12 @@ import harness
 from harness import (FerryTestCase, RawClient, Reader, build_request, echo, fixed, free_port,
                      pki, read_response, service, tls_client, wait_until)
 
-# SPEC §9, in that order, and resends (ferry(8) ACCESS LOG); grpc_status (§12)
+# SPEC §9, in that order, and resends (ferry(8) ACCESS LOG); grpc_status (§12);
+# fate and attempts_detail (§16)
 LOG_FIELDS = ["time", "direction", "service", "method", "path", "status", "duration_ms",
               "upstream", "attempts", "resends", "correlation_id", "request_id", "trace_id",
-              "bytes_in", "bytes_out", "error", "peer", "grpc_status"]
+              "bytes_in", "bytes_out", "error", "peer", "grpc_status", "fate",
+              "attempts_detail"]
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 FLUSH_BOUND = 1.5           # lines reach their target within a second (+ slack)
 FAST_RETRIES = {"backoff": {"base": "1ms", "max": "2ms"}}
@@ -258,6 +260,7 @@ class MetricsTest(ObsCase):
                              ("upstream_resends_total", "counter"),
                              ("circuit_state", "gauge"), ("circuit_opened_total", "counter"),
                              ("errors_total", "counter"), ("requests_cut_total", "counter"),
+                             ("request_fate_total", "counter"),
                              ("rate_limited_total", "counter"),
                              ("upstream_connections", "gauge"),
                              ("upstream_connections_opened_total", "counter"),

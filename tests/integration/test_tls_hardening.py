@@ -318,8 +318,11 @@ class LocalAppMessageTest(InboundCase):
                                      "requests": []})()
         self.start()
         _, _, _, resp = self.call(client_ctx(pki().client))
-        self.check_hidden(resp, 503, "SERVICE_UNAVAILABLE")
+        body = self.check_hidden(resp, 503, "SERVICE_UNAVAILABLE")
         self.assertIn("local app unavailable: connection refused", resp.body.decode())
+        # SPEC §16's error.attempts, with the address left out
+        self.assertEqual([(a["endpoint"], a["result"]) for a in body["error"]["attempts"]],
+                         [("local_app", "refused")], body)
         # the operator still reads where it went
         self.assertTrue(wait_until(lambda: re.search(
             r"WARN upstream failed .*127\.0\.0\.1:%d" % self.app_port, self.f.stderr_text()),

@@ -19,13 +19,15 @@
 
 /*
  * The parser for one flat object per line: string keys (no
- * duplicates); string, number, true/false/null values; strings must be
+ * duplicates); string, number, true/false/null values, and arrays of
+ * such flat objects; strings must be
  * valid UTF-8 without raw control bytes; escapes are decoded.
  */
 struct jfield {
 	char key[32];
-	char type;			/* 's' string, 'n' number, 'z' null, 'b' */
-	struct sbuf val;		/* decoded string, or the number's text */
+	char type;			/* 's' string, 'n' number, 'z' null, 'b',
+					   'a' array of flat objects */
+	struct sbuf val;		/* decoded string, the number's or array's text */
 };
 
 struct jobj {
@@ -217,11 +219,48 @@ jnumber(const char **pp, const char *end, struct sbuf *o)
 	return true;
 }
 
-/* The object in [P, P+LEN); false unless all of it is one strict object. */
+static bool jobject(const char **pp, const char *end, struct jobj *o, bool nested);
+
+/* An array of flat objects at *PP (the access log's attempts_detail):
+ * each must parse; the array's text is kept in O. */
 static bool
-jparse(const char *p, size_t len, struct jobj *o)
+jarray(const char **pp, const char *end, struct sbuf *o)
 {
-	const char *end = p + len;
+	const char *p = *pp, *s = p;
+	struct jobj elem;
+	bool ok;
+
+	if (p >= end || *p++ != '[')
+		return false;
+	if (p < end && *p == ']') {
+		p++;
+		goto done;
+	}
+	for (;;) {
+		ok = jobject(&p, end, &elem, true);
+		jobj_free(&elem);
+		if (!ok)
+			return false;
+		if (p < end && *p == ',') {
+			p++;
+			continue;
+		}
+		if (p >= end || *p++ != ']')
+			return false;
+		break;
+	}
+done:
+	sbuf_add(o, s, (size_t)(p - s));
+	*pp = p;
+	return true;
+}
+
+/* One object at *PP: scalar values, and (unless NESTED) arrays of flat
+ * objects. */
+static bool
+jobject(const char **pp, const char *end, struct jobj *o, bool nested)
+{
+	const char *p = *pp;
 	struct sbuf key = { 0 };
 	bool ok = false;
 
@@ -246,6 +285,10 @@ jparse(const char *p, size_t len, struct jobj *o)
 			f->type = 's';
 			if (!jstring(&p, end, &f->val))
 				goto out;
+		} else if (!nested && p < end && *p == '[') {
+			f->type = 'a';
+			if (!jarray(&p, end, &f->val))
+				goto out;
 		} else if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
 			f->type = 'z';
 			p += 4;
@@ -264,12 +307,23 @@ jparse(const char *p, size_t len, struct jobj *o)
 			p++;
 			continue;
 		}
-		ok = p < end && *p == '}' && p + 1 == end;
+		ok = p < end && *p == '}';
+		*pp = p + 1;
 		goto out;
 	}
 out:
 	sbuf_free(&key);
 	return ok;
+}
+
+/* The object in [P, P+LEN); false unless all of it is one strict object
+ * (flat, but for arrays of flat objects). */
+static bool
+jparse(const char *p, size_t len, struct jobj *o)
+{
+	const char *end = p + len;
+
+	return jobject(&p, end, o, false) && p == end;
 }
 
 static const struct jfield *

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <event2/event.h>
 
 #include "accesslog.h"
+#include "fate.h"
 #include "json_strict.h"
 #include "sbuf.h"
 
@@ -84,8 +86,17 @@ START_TEST(test_exact_line)
 {
 	struct accesslog *a;
 	struct access_entry e = sample(), e2 = sample();
+	struct attempt_notes notes = { .count = 2, .n = {
+		{ .addr = { 127, 0, 0, 1 }, .port = 5001, .family = AF_INET,
+		  .result = AR_REFUSED, .ms = 0 },
+		{ .addr = { [15] = 1 }, .port = 5000, .family = AF_INET6,
+		  .result = AR_OK, .ms = 12 },
+	} };
 	char err[256], *text;
 	size_t len;
+
+	e.fate = "ok_after_retry";
+	e.attempts_detail = &notes;
 
 	a = accesslog_open(tpath("access.log"), 1, err, sizeof(err));
 	ck_assert_msg(a != NULL, "%s", err);
@@ -116,14 +127,18 @@ START_TEST(test_exact_line)
 	    "\"status\":200,\"duration_ms\":12.345,\"upstream\":\"127.0.0.1:5000\","
 	    "\"attempts\":2,\"resends\":1,\"correlation_id\":\"corr-1\",\"request_id\":\"req-1\","
 	    "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"bytes_in\":10,"
-	    "\"bytes_out\":20,\"error\":null,\"peer\":null,\"grpc_status\":null}\n"
+	    "\"bytes_out\":20,\"error\":null,\"peer\":null,\"grpc_status\":null,"
+	    "\"fate\":\"ok_after_retry\",\"attempts_detail\":["
+	    "{\"endpoint\":\"127.0.0.1:5001\",\"result\":\"refused\",\"ms\":0},"
+	    "{\"endpoint\":\"[::1]:5000\",\"result\":\"ok\",\"ms\":12}]}\n"
 	    "{\"time\":\"2027-01-02T03:04:05.006Z\",\"direction\":\"inbound\","
 	    "\"service\":\"\",\"method\":\"\",\"path\":null,"
 	    "\"status\":504,\"duration_ms\":2000.000,\"upstream\":null,"
 	    "\"attempts\":0,\"resends\":0,\"correlation_id\":null,\"request_id\":null,"
 	    "\"trace_id\":null,\"bytes_in\":10,"
 	    "\"bytes_out\":20,\"error\":\"SERVICE_TIMEOUT\","
-	    "\"peer\":\"spiffe://cluster/ns/default/sa/orders\",\"grpc_status\":null}\n");
+	    "\"peer\":\"spiffe://cluster/ns/default/sa/orders\",\"grpc_status\":null,"
+	    "\"fate\":null,\"attempts_detail\":[]}\n");
 	ck_assert_uint_eq(each_line(tpath("access.log"), NULL, NULL), 2);
 	free(text);
 }

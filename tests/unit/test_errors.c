@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <check.h>
 
 #include "errors.h"
+#include "fate.h"
 #include "http1.h"
 #include "sbuf.h"
 
@@ -162,6 +164,51 @@ START_TEST(test_build_keepalive_retry)
 	    "\r\n"
 	    "%s", sizeof(body) - 1, body);
 	ck_assert_str_eq(build(&a), want);
+}
+END_TEST
+
+/* SPEC §16: error.attempts lists the attempts, in the JSON form only */
+START_TEST(test_build_attempts)
+{
+	static const char body[] =
+	    "{\"success\":false,\"error\":{\"code\":\"SERVICE_UNAVAILABLE\","
+	    "\"message\":\"connect 127.0.0.1:5001: connection refused (2 attempts)\","
+	    "\"attempts\":[{\"endpoint\":\"127.0.0.1:5001\",\"result\":\"refused\",\"ms\":1},"
+	    "{\"endpoint\":\"[::1]:5002\",\"result\":\"connect_failure\",\"ms\":250}]}}";
+	struct attempt_notes notes = { .count = 2, .n = {
+		{ .addr = { 127, 0, 0, 1 }, .port = 5001, .family = AF_INET,
+		  .result = AR_REFUSED, .ms = 1 },
+		{ .addr = { [15] = 1 }, .port = 5002, .family = AF_INET6,
+		  .result = AR_CONNECT_FAILURE, .ms = 250 },
+	} };
+	struct attempt_notes none = { .count = 0 };
+	struct error_args a = {
+		.err = FE_SERVICE_UNAVAILABLE,
+		.message = "connect 127.0.0.1:5001: connection refused (2 attempts)",
+		.attempts = &notes,
+	};
+	const char *got = build(&a);
+
+	ck_assert_ptr_nonnull(strstr(got, "\r\n\r\n"));
+	ck_assert_str_eq(strstr(got, "\r\n\r\n") + 4, body);
+	/* to a remote peer: the local app's address stays out */
+	a.attempts_endpoint = "local_app";
+	got = build(&a);
+	ck_assert_ptr_null(strstr(got, "127.0.0.1:5001\","));
+	ck_assert_ptr_nonnull(strstr(got, "\"attempts\":[{\"endpoint\":\"local_app\","
+	    "\"result\":\"refused\",\"ms\":1},{\"endpoint\":\"local_app\""));
+	a.attempts_endpoint = NULL;
+	/* no attempt made: an empty list */
+	a.attempts = &none;
+	got = build(&a);
+	ck_assert_ptr_nonnull(strstr(got, ",\"attempts\":[]}}"));
+	/* the gRPC form keeps grpc-message a sentence */
+	a.attempts = &notes;
+	sbuf_clear(&out);
+	ferror_build_grpc(&out, &a, 14);
+	sbuf_add(&out, "", 1);
+	ck_assert_ptr_null(strstr(out.p, "attempts\""));
+	ck_assert_ptr_null(strstr(out.p, "5002"));
 }
 END_TEST
 
@@ -566,6 +613,7 @@ errors_suite(void)
 	tcase_add_test(tb, test_build_grpc);
 	tcase_add_test(tb, test_build_keepalive_retry);
 	tcase_add_test(tb, test_build_head_only);
+	tcase_add_test(tb, test_build_attempts);
 	tcase_add_loop_test(tb, test_build_parses, 0, FE_COUNT);
 	tcase_add_test(tb, test_build_long_message);
 	tcase_add_checked_fixture(tb, NULL, teardown);

@@ -1,0 +1,474 @@
+/*
+ * One worker's OTLP/HTTP exporter (see exporter.h): a queue of encoded
+ * spans, a timer, and one HTTP/1.1 connection to the collector.
+ */
+#include <arpa/inet.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "conn.h"
+#include "exporter.h"
+#include "http1.h"
+#include "log.h"
+#include "otlp.h"
+#include "worker.h"
+
+/* a batch that gets no answer within this is dropped (OTLP's default) */
+#define EXPORT_TIMEOUT_MS 10000
+/* an answer is a small protobuf or a status message */
+#define RESPONSE_MAX (1 << 20)
+
+struct exporter {
+	struct worker *w;
+	struct event *timer;		/* the batch interval, or the export's timeout */
+	struct sbuf q;			/* spans waiting, encoded */
+	size_t q_off;			/* bytes of q already sent */
+	uint32_t q_n;			/* spans in q past q_off */
+	int64_t due_ms;			/* the oldest queued span's batch leaves */
+	bool flushing;
+
+	/* the export in flight */
+	bool busy;
+	uint32_t busy_n;		/* its spans */
+	int64_t busy_until_ms;
+	struct sbuf body, req;
+
+	/* the connection, and the config it was opened for (a reload may
+	 * move the collector) */
+	struct conn *c;
+	struct config *cconf;
+	bool connected;
+	struct buf in;
+	uint32_t parsed;		/* head bytes given to the parser */
+	uint32_t msg_off;		/* bytes of the response consumed */
+	bool head_done;
+	int status;
+	bool keep_alive;
+	struct http_parser parser;
+	struct http_head head;
+
+	_Atomic bool idle;
+};
+
+static void exporter_arm(struct exporter *e);
+
+static const struct conf_tracing *
+tconf(const struct exporter *e)
+{
+	return &e->w->gen->conf->tracing;
+}
+
+static void
+update_idle(struct exporter *e)
+{
+	atomic_store_explicit(&e->idle, e->q_n == 0 && !e->busy, memory_order_release);
+}
+
+static void
+conn_close(struct exporter *e)
+{
+	conn_free(e->c);
+	e->c = NULL;
+	config_unref(e->cconf);
+	e->cconf = NULL;
+	e->connected = false;
+	buf_free(&e->in);
+	http_parser_reset(&e->parser);
+	e->parsed = 0;
+	e->msg_off = 0;
+	e->head_done = false;
+}
+
+/* The export in flight is over: OK when the collector took it. */
+static void
+export_done(struct exporter *e, bool ok, const char *why)
+{
+	static struct log_limit limit;
+
+	if (ok) {
+		metrics_spans_exported(e->w->ms, e->busy_n);
+	} else {
+		metrics_spans_dropped(e->w->ms, SPAN_DROP_EXPORT_FAILED, e->busy_n);
+		log_limited(&limit, LOG_WARN, "tracing export failed spans=%u cause=\"%s\"",
+		    e->busy_n, why);
+	}
+	e->busy = false;
+	e->busy_n = 0;
+	sbuf_clear(&e->req);
+	update_idle(e);
+	exporter_arm(e);
+}
+
+static void
+export_failed(struct exporter *e, const char *why)
+{
+	char buf[160];
+
+	/* WHY may live in the conn */
+	snprintf(buf, sizeof(buf), "%s", why);
+	conn_close(e);
+	export_done(e, false, buf);
+}
+
+static void
+response_done(struct exporter *e)
+{
+	char why[64];
+	int status = e->status;
+
+	if (!e->keep_alive)
+		conn_close(e);
+	else {
+		buf_consume(&e->in, buf_len(&e->in));
+		http_parser_reset(&e->parser);
+		e->parsed = 0;
+		e->msg_off = 0;
+		e->head_done = false;
+	}
+	snprintf(why, sizeof(why), "collector answered %d", status);
+	export_done(e, status >= 200 && status <= 299, why);
+}
+
+/* Parses what arrived; false once the exchange ended (conn may be gone). */
+static bool
+parse_response(struct exporter *e)
+{
+	while (buf_len(&e->in) > e->parsed) {
+		size_t used;
+		enum http_status st;
+
+		if (!e->head_done) {
+			/* the head's slices point into the buffer: keep it */
+			st = http_parse(&e->parser, buf_head(&e->in) + e->parsed,
+			    buf_len(&e->in) - e->parsed, e->parsed, &used);
+			e->parsed += (uint32_t)used;
+			if (st == HTTP_NEED_MORE)
+				return true;
+			if (st == HTTP_ERROR) {
+				export_failed(e, "malformed response");
+				return false;
+			}
+			e->status = e->head.status;
+			e->keep_alive = e->head.keep_alive;
+			buf_consume(&e->in, e->parsed);
+			e->msg_off = e->parsed;
+			e->parsed = 0;
+			if (e->status >= 100 && e->status < 200) {
+				http_parser_reset(&e->parser);	/* the final head follows */
+				e->msg_off = 0;
+				continue;
+			}
+			e->head_done = true;
+			/* nothing follows such a head: done without more input */
+			if (st == HTTP_MSG_DONE || e->status == 204 || e->status == 304 ||
+			    (e->head.has_length && e->head.content_length == 0)) {
+				response_done(e);
+				return false;
+			}
+			continue;
+		}
+		/* past the head only the body's length matters: let it go */
+		st = http_parse(&e->parser, buf_head(&e->in), buf_len(&e->in), e->msg_off, &used);
+		if (st == HTTP_ERROR) {
+			export_failed(e, "malformed response");
+			return false;
+		}
+		buf_consume(&e->in, used);
+		e->msg_off += (uint32_t)used;
+		if (st == HTTP_MSG_DONE) {
+			response_done(e);
+			return false;
+		}
+		if (st == HTTP_NEED_MORE)
+			return true;
+	}
+	return true;
+}
+
+static void
+on_readable(struct exporter *e)
+{
+	ssize_t n;
+
+	while ((n = conn_read(e->c, &e->in, RESPONSE_MAX)) > 0) {
+		if (!e->busy) {
+			/* nothing asked: a collector talking out of turn */
+			conn_close(e);
+			return;
+		}
+		if (!parse_response(e))
+			return;
+	}
+	if (n == CONN_AGAIN)
+		return;
+	if (!e->busy) {
+		conn_close(e);		/* the idle connection went */
+		return;
+	}
+	if (n == 0 && e->head_done && http_parser_body_until_eof(&e->parser) &&
+	    http_parse_eof(&e->parser) == HTTP_MSG_DONE) {
+		e->keep_alive = false;
+		response_done(e);
+		return;
+	}
+	export_failed(e, n < 0 ? conn_error_text(e->c) :
+	    "connection closed before the response");
+}
+
+static void
+send_request(struct exporter *e)
+{
+	if (conn_write(e->c, e->req.p, e->req.len) != 0)
+		export_failed(e, conn_error_text(e->c));
+}
+
+static void
+on_conn(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct exporter *e = arg;
+
+	(void)c;
+	switch (ev) {
+	case CONN_CONNECTED:
+		e->connected = true;
+		if (e->busy)
+			send_request(e);
+		break;
+	case CONN_FAILED:
+		if (e->busy)
+			export_failed(e, conn_error_text(e->c));
+		else
+			conn_close(e);
+		break;
+	case CONN_READABLE:
+		on_readable(e);
+		break;
+	case CONN_DRAINED:
+		break;
+	}
+}
+
+/* The byte length of the first N encoded spans at P (each a tag, a
+ * varint length and the Span). */
+static size_t
+spans_bytes(const char *p, size_t len, uint32_t n)
+{
+	size_t off = 0;
+
+	while (n-- > 0 && off < len) {
+		uint64_t v = 0;
+		int shift = 0;
+
+		off++;					/* the tag */
+		while (off < len) {
+			uint8_t b = (uint8_t)p[off++];
+
+			v |= (uint64_t)(b & 0x7f) << shift;
+			shift += 7;
+			if (!(b & 0x80))
+				break;
+		}
+		off += v;
+	}
+	return off > len ? len : off;
+}
+
+static bool
+is_ip(const char *host)
+{
+	unsigned char tmp[16];
+
+	return inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1;
+}
+
+static void
+export_start(struct exporter *e)
+{
+	const struct conf_tracing *t = tconf(e);
+	uint32_t n = e->q_n < t->batch_max_spans ? e->q_n : t->batch_max_spans;
+	size_t bytes = spans_bytes(e->q.p + e->q_off, e->q.len - e->q_off, n);
+	const char *sni;
+
+	sbuf_clear(&e->body);
+	sbuf_clear(&e->req);
+	if (t->enabled)
+		otlp_request(&e->body, t->service_name, FERRY_VERSION, e->q.p + e->q_off, bytes);
+	e->q_off += bytes;
+	e->q_n -= n;
+	if (e->q_n == 0 || e->q_off == e->q.len) {
+		sbuf_clear(&e->q);
+		e->q_off = 0;
+		e->q_n = 0;
+	} else {
+		e->due_ms = clock_now_ms();	/* the rest is due too */
+	}
+	e->busy = true;
+	e->busy_n = n;
+	e->busy_until_ms = clock_now_ms() + EXPORT_TIMEOUT_MS;
+	update_idle(e);
+	if (!t->enabled) {
+		export_done(e, false, "tracing was turned off by a reload");
+		return;
+	}
+	if (t->salen == 0) {
+		export_done(e, false, "the collector's name did not resolve");
+		return;
+	}
+	sbuf_adds(&e->req, "POST ");
+	sbuf_adds(&e->req, t->path);
+	sbuf_adds(&e->req, " HTTP/1.1\r\nhost: ");
+	sbuf_adds(&e->req, t->authority);
+	sbuf_adds(&e->req, "\r\nuser-agent: ferry/" FERRY_VERSION
+	    "\r\ncontent-type: application/x-protobuf\r\ncontent-length: ");
+	sbuf_addu(&e->req, e->body.len);
+	sbuf_adds(&e->req, "\r\n\r\n");
+	sbuf_add(&e->req, e->body.p, e->body.len);
+	if (e->req.oom || e->body.oom) {
+		export_done(e, false, "out of memory");
+		return;
+	}
+	if (e->c != NULL && e->cconf != e->w->gen->conf)
+		conn_close(e);		/* a reload: the collector may have moved */
+	if (e->c == NULL) {
+		sni = t->tls.server_name ? t->tls.server_name : t->host;
+		e->c = conn_connect(e->w->base, (const struct sockaddr *)&t->sa, t->salen,
+		    t->https ? t->tls.ctx : NULL, is_ip(sni) ? NULL : sni, sni,
+		    t->tls.verify_san, NULL, on_conn, e);
+		if (e->c == NULL) {
+			export_done(e, false, "cannot open a socket");
+			return;
+		}
+		e->cconf = config_ref(e->w->gen->conf);
+		e->connected = false;
+		exporter_arm(e);
+		return;
+	}
+	exporter_arm(e);
+	if (e->connected)
+		send_request(e);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct exporter *e = arg;
+	int64_t now = clock_now_ms();
+
+	(void)fd;
+	(void)what;
+	if (e->busy) {
+		if (now >= e->busy_until_ms)
+			export_failed(e, "no answer within 10s");
+		else
+			exporter_arm(e);
+		return;
+	}
+	if (e->q_n > 0 && (e->flushing || now >= e->due_ms ||
+	    e->q_n >= tconf(e)->batch_max_spans)) {
+		export_start(e);
+		return;
+	}
+	exporter_arm(e);
+}
+
+static void
+exporter_arm(struct exporter *e)
+{
+	int64_t now = clock_now_ms();
+
+	if (e->busy)
+		timer_at(e->timer, e->busy_until_ms, now);
+	else if (e->q_n > 0)
+		timer_at(e->timer, e->flushing || e->q_n >= tconf(e)->batch_max_spans ?
+		    now : e->due_ms, now);
+	else
+		event_del(e->timer);
+}
+
+struct exporter *
+exporter_new(struct worker *w)
+{
+	struct exporter *e = calloc(1, sizeof(*e));
+
+	if (e == NULL)
+		return NULL;
+	e->w = w;
+	if ((e->timer = evtimer_new(w->base, on_timer, e)) == NULL) {
+		free(e);
+		return NULL;
+	}
+	http_parser_init(&e->parser, true, &e->head);
+	atomic_init(&e->idle, true);
+	return e;
+}
+
+void
+exporter_free(struct exporter *e)
+{
+	if (e == NULL)
+		return;
+	if (e->q_n + e->busy_n > 0)
+		metrics_spans_dropped(e->w->ms, SPAN_DROP_SHUTDOWN, e->q_n + e->busy_n);
+	if (e->c)
+		conn_close(e);
+	event_free(e->timer);
+	http_parser_free(&e->parser);
+	sbuf_free(&e->q);
+	sbuf_free(&e->body);
+	sbuf_free(&e->req);
+	free(e);
+}
+
+void
+exporter_push(struct exporter *e, const struct otlp_span *s)
+{
+	const struct conf_tracing *t;
+	uint32_t cap, n_workers;
+	size_t len;
+
+	if (e == NULL)
+		return;
+	t = tconf(e);
+	n_workers = e->w->n_siblings ? e->w->n_siblings : 1;
+	/* max_queue is the process's: each worker holds its share */
+	cap = (t->max_queue + n_workers - 1) / n_workers;
+	if (e->q_n >= cap) {
+		metrics_spans_dropped(e->w->ms, SPAN_DROP_QUEUE_FULL, 1);
+		return;
+	}
+	len = e->q.len;
+	otlp_span(&e->q, s);
+	if (e->q.oom) {
+		e->q.len = len;
+		e->q.oom = false;
+		metrics_spans_dropped(e->w->ms, SPAN_DROP_QUEUE_FULL, 1);
+		return;
+	}
+	if (e->q_n++ == 0) {
+		e->due_ms = clock_now_ms() + t->batch_interval;
+		update_idle(e);
+		if (!e->busy)
+			exporter_arm(e);
+	} else if (e->q_n == t->batch_max_spans && !e->busy) {
+		exporter_arm(e);	/* a full batch leaves on the next turn */
+	}
+}
+
+void
+exporter_flush(struct exporter *e)
+{
+	if (e == NULL)
+		return;
+	e->flushing = true;
+	if (!e->busy)
+		exporter_arm(e);
+}
+
+bool
+exporter_idle(const struct exporter *e)
+{
+	return e == NULL || atomic_load_explicit(&e->idle, memory_order_acquire);
+}

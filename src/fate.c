@@ -1,0 +1,186 @@
+/*
+ * The fate of a request and the list of its attempts. See fate.h.
+ */
+#include <arpa/inet.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "fate.h"
+
+const char *
+fate_name(enum fate f)
+{
+	static const char *const names[FATE_COUNT] = {
+		[FATE_OK] = "ok",
+		[FATE_OK_AFTER_RETRY] = "ok_after_retry",
+		[FATE_OK_BY_HEDGE] = "ok_by_hedge",
+		[FATE_UPSTREAM_ERROR] = "upstream_error",
+		[FATE_TIMEOUT] = "timeout",
+		[FATE_CONNECT_FAILED] = "connect_failed",
+		[FATE_RESET] = "reset",
+		[FATE_BREAKER_OPEN] = "breaker_open",
+		[FATE_RATE_LIMITED] = "rate_limited",
+		[FATE_OVER_CONCURRENCY] = "over_concurrency",
+		[FATE_NO_ENDPOINT] = "no_endpoint",
+		[FATE_BUDGET_EXHAUSTED] = "budget_exhausted",
+		[FATE_REJECTED] = "rejected",
+		[FATE_CLIENT_GONE] = "client_gone",
+		[FATE_SHUTDOWN] = "shutdown",
+	};
+
+	return (unsigned)f < FATE_COUNT ? names[f] : "unknown";
+}
+
+const char *
+fate_result_name(uint8_t result)
+{
+	switch (result) {
+	case AR_OK:			return "ok";
+	case AR_CONNECT_FAILURE:	return "connect_failure";
+	case AR_REFUSED:		return "refused";
+	case AR_RESET:			return "reset";
+	case AR_PER_TRY_TIMEOUT:	return "timeout";
+	case AR_STATUS_502:		return "502";
+	case AR_STATUS_503:		return "503";
+	case AR_STATUS_504:		return "504";
+	case NOTE_CANCELLED:		return "cancelled";
+	default:			return "unknown";
+	}
+}
+
+void
+fate_note_add(struct attempt_notes *ns, const struct attempt_note *note)
+{
+	/* once full, the last slot follows the latest attempt: the one that
+	 * decided the outcome is always listed */
+	if (ns->count < FATE_MAX_NOTES)
+		ns->n[ns->count++] = *note;
+	else
+		ns->n[FATE_MAX_NOTES - 1] = *note;
+}
+
+static void
+note_endpoint(struct sbuf *out, const struct attempt_note *n)
+{
+	char text[INET6_ADDRSTRLEN];
+
+	if (n->family != AF_INET && n->family != AF_INET6) {
+		sbuf_adds(out, "null");
+		return;
+	}
+	if (inet_ntop(n->family, n->addr, text, sizeof(text)) == NULL)
+		text[0] = '\0';
+	sbuf_adds(out, n->family == AF_INET6 ? "\"[" : "\"");
+	sbuf_adds(out, text);
+	sbuf_adds(out, n->family == AF_INET6 ? "]:" : ":");
+	sbuf_addu(out, n->port);
+	sbuf_add(out, "\"", 1);
+}
+
+void
+fate_notes_json(struct sbuf *out, const struct attempt_notes *ns, const char *endpoint_as)
+{
+	sbuf_add(out, "[", 1);
+	for (unsigned i = 0; i < ns->count && i < FATE_MAX_NOTES; i++) {
+		const struct attempt_note *n = &ns->n[i];
+
+		sbuf_adds(out, i ? ",{\"endpoint\":" : "{\"endpoint\":");
+		if (endpoint_as) {
+			sbuf_add(out, "\"", 1);
+			sbuf_adds(out, endpoint_as);
+			sbuf_add(out, "\"", 1);
+		} else {
+			note_endpoint(out, n);
+		}
+		sbuf_adds(out, ",\"result\":\"");
+		sbuf_adds(out, fate_result_name(n->result));
+		sbuf_adds(out, "\",\"ms\":");
+		sbuf_addu(out, n->ms);
+		sbuf_add(out, "}", 1);
+	}
+	sbuf_add(out, "]", 1);
+}
+
+/* A cut after the response head left (or with nobody to answer). */
+static enum fate
+fate_of_cause(enum end_cause c)
+{
+	switch (c) {
+	case END_CLIENT_CLOSED:
+	case END_CLIENT_READ_ERROR:
+	case END_CLIENT_WRITE_FAILED:
+		return FATE_CLIENT_GONE;
+	case END_SHUTDOWN:
+		return FATE_SHUTDOWN;
+	case END_STREAM_IDLE:
+	case END_DEADLINE:
+		return FATE_TIMEOUT;
+	case END_MALFORMED_REQUEST_BODY:
+	case END_REQUEST_BODY_TOO_LARGE:
+	case END_REQUEST_TRAILERS_TOO_LARGE:
+		return FATE_REJECTED;	/* the request broke its own rules */
+	default:
+		/* upstream_closed, malformed_upstream_body, out_of_memory:
+		 * the response was cut on the way */
+		return FATE_RESET;
+	}
+}
+
+/* One of ferry's own 5xx after attempts ran out: what the last one met. */
+static enum fate
+fate_of_ferry_error(const struct fate_input *in)
+{
+	switch (in->last) {
+	case AR_CONNECT_FAILURE:
+	case AR_REFUSED:
+		return FATE_CONNECT_FAILED;
+	case AR_RESET:
+		return FATE_RESET;
+	case AR_PER_TRY_TIMEOUT:
+		return FATE_TIMEOUT;
+	default:
+		break;
+	}
+	/* no attempt to blame: by the error itself */
+	switch (in->ferr) {
+	case FE_SERVICE_TIMEOUT:
+		return FATE_TIMEOUT;	/* a deadline, also one that arrived spent */
+	case FE_SERVICE_ERROR:
+		return in->last >= 0 ? FATE_RESET : FATE_REJECTED;
+	default:
+		return FATE_NO_ENDPOINT;	/* ferry's 503 with nothing to try */
+	}
+}
+
+enum fate
+fate_derive(const struct fate_input *in)
+{
+	if (in->cause != END_DONE)
+		return fate_of_cause(in->cause);
+	if (in->refused != FATE_OK)
+		return in->refused;
+	if (in->ferr >= 0) {
+		switch ((enum ferry_error)in->ferr) {
+		case FE_RATE_LIMITED:
+			return FATE_RATE_LIMITED;
+		case FE_SERVICE_ERROR:
+		case FE_SERVICE_UNAVAILABLE:
+		case FE_SERVICE_TIMEOUT:
+			/* the budget stopped the retry that would have followed */
+			return in->budget_refused ? FATE_BUDGET_EXHAUSTED :
+			    fate_of_ferry_error(in);
+		default:
+			return FATE_REJECTED;	/* the 4xx of §7, and 508 */
+		}
+	}
+	/* the upstream's own answer reached the app, whatever stopped the
+	 * retries (a trailers-only gRPC UNAVAILABLE is its 503) */
+	if (in->status >= 500 || in->last == AR_STATUS_502 || in->last == AR_STATUS_503 ||
+	    in->last == AR_STATUS_504)
+		return FATE_UPSTREAM_ERROR;
+	if (in->status == 0)
+		return FATE_CLIENT_GONE;	/* ended with no answer at all */
+	if (in->won_by_hedge)
+		return FATE_OK_BY_HEDGE;
+	return in->retries ? FATE_OK_AFTER_RETRY : FATE_OK;
+}
