@@ -120,8 +120,8 @@ fate_of_cause(enum end_cause c)
 	case END_REQUEST_TRAILERS_TOO_LARGE:
 		return FATE_REJECTED;	/* the request broke its own rules */
 	default:
-		/* upstream_closed, malformed_upstream_body, out_of_memory:
-		 * the response was cut on the way */
+		/* upstream_closed, malformed_upstream_body, out_of_memory,
+		 * decompression_bomb: the response was cut on the way */
 		return FATE_RESET;
 	}
 }

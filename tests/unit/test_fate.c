@@ -187,6 +187,8 @@ START_TEST(test_cuts)
 		{ END_STREAM_IDLE, FATE_TIMEOUT },
 		{ END_SHUTDOWN, FATE_SHUTDOWN },
 		{ END_DEADLINE, FATE_TIMEOUT },
+		/* a decoded response cut on the way, as a malformed one is */
+		{ END_DECOMPRESSION_BOMB, FATE_RESET },
 	};
 
 	ck_assert_int_eq(sizeof(want) / sizeof(want[0]), END_COUNT - 1);
