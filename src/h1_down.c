@@ -6,6 +6,7 @@
  * client, never the upstream connection.
  */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -412,6 +413,54 @@ client_write(struct client *cl, const void *p, size_t n)
 	return true;
 }
 
+/* ----------------------------------------------- the held head ---- */
+
+/* A response head waits in the worker's scratch for the first body bytes,
+ * to leave with them in one write. The scratch is every client's: the
+ * head goes out alone before another client writes there, or at the end
+ * of the turn when no body came with it (an HTTP/2 upstream's DATA may
+ * arrive in a later read), never overwritten. */
+static void
+head_release(struct client *cl)
+{
+	struct worker *w = cl->w;
+
+	cl->head_pending = false;
+	if (w->scratch_holder == cl) {
+		w->scratch_holder = NULL;
+		worker_defer_cancel(w, &w->head_flush);
+	}
+}
+
+static void
+head_write_alone(struct client *cl)
+{
+	struct sbuf *out = &cl->w->scratch;
+
+	head_release(cl);
+	(void)client_write(cl, out->p, out->len);
+}
+
+static void
+head_flush_deferred(struct deferred *d)
+{
+	struct worker *w = (struct worker *)((char *)d - offsetof(struct worker, head_flush));
+
+	if (w->scratch_holder)
+		head_write_alone(w->scratch_holder);
+}
+
+/* The scratch, for CL to write in. */
+static struct sbuf *
+scratch_take(struct client *cl)
+{
+	struct client *holder = cl->w->scratch_holder;
+
+	if (holder != NULL && holder != cl)
+		head_write_alone(holder);
+	return &cl->w->scratch;
+}
+
 /* ------------------------------------------------------------ ops ---- */
 
 static bool
@@ -424,7 +473,7 @@ static bool
 h1_send_interim(struct exchange *x, const char *msg, const struct http_head *h)
 {
 	struct client *cl = client_of(x);
-	struct sbuf *out = &cl->w->scratch;
+	struct sbuf *out = scratch_take(cl);
 
 	if (x->http10)
 		return true;	/* HTTP/1.0 has no interim responses */
@@ -437,7 +486,7 @@ static bool
 h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 {
 	struct client *cl = client_of(x);
-	struct sbuf *out = &cl->w->scratch;
+	struct sbuf *out = scratch_take(cl);
 	struct downstream_head_args a = {
 		.ids = &x->ids,
 		.keep_alive = x->keep_alive && !x->close_after && !cl->w->draining,
@@ -460,6 +509,9 @@ h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 	}
 	/* held back: it leaves with the first body bytes, in one write */
 	cl->head_pending = true;
+	cl->w->scratch_holder = cl;
+	cl->w->head_flush.run = head_flush_deferred;
+	worker_defer(cl->w, &cl->w->head_flush);
 	return true;
 }
 
@@ -471,7 +523,7 @@ with_head(struct client *cl, const void **p, size_t *n)
 
 	if (!cl->head_pending)
 		return;
-	cl->head_pending = false;
+	head_release(cl);
 	if (*n)
 		sbuf_add(out, *p, *n);
 	*p = out->p;
@@ -507,12 +559,12 @@ h1_send_error(struct exchange *x, enum ferry_error e, const char *msg,
     unsigned retry_after, bool close)
 {
 	struct client *cl = client_of(x);
-	struct sbuf *out = &cl->w->scratch;
+	struct sbuf *out = scratch_take(cl);
 
 	(void)close;	/* proxy_refuse put it in close_after */
 	if (cl->closed)
 		return;
-	cl->head_pending = false;
+	head_release(cl);
 	sbuf_clear(out);
 	proxy_error_response(x, out, e, msg, retry_after, !x->close_after, keepalive_secs(cl));
 	h1_send_last(x, out->p, out->len);
@@ -581,7 +633,7 @@ h1_finish(struct exchange *x, enum end_cause cause)
 {
 	struct client *cl = client_of(x);
 
-	cl->head_pending = false;
+	head_release(cl);
 	if (cause != END_DONE) {
 		client_teardown(cl, end_cause_name(cause));
 		return;
@@ -858,7 +910,7 @@ request_begin(struct client *cl)
 		return;
 	if (!x->req_done) {
 		size_t used = 0;
-		enum http_status st = body_parse(cl, &cl->w->scratch, &used);
+		enum http_status st = body_parse(cl, scratch_take(cl), &used);
 
 		if (body_hand_over(cl, st, used))
 			return;
@@ -935,7 +987,7 @@ client_process_loop(struct client *cl)
 				pause_client(cl);
 				return;
 			}
-			st = body_parse(cl, &cl->w->scratch, &used);
+			st = body_parse(cl, scratch_take(cl), &used);
 			if (body_hand_over(cl, st, used) || cl->state != CL_BODY)
 				break;	/* ended, or the write failed and it ended */
 			if (st == HTTP_MSG_DONE) {

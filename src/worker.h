@@ -172,6 +172,8 @@ struct worker {
 	struct generation *old;		/* earlier ones still in use */
 	struct listener *listeners;
 	struct sbuf scratch;		/* downstream codec: heads, rechunked bodies */
+	struct client *scratch_holder;	/* its response head waits in scratch */
+	struct deferred head_flush;	/* writes it at the latest at turn's end */
 	struct sbuf scratch_up;		/* upstream codec: unframed bodies */
 	struct metrics_shard *ms;	/* this worker's counters */
 	struct accesslog_buf *alog;	/* NULL when the access log is off */

@@ -89,11 +89,16 @@ class H2Upstream:
         conn.initiate_connection()
         s.settimeout(0.05)
         held = []           # /hold streams, answered once the gate opens
+        late = []           # /latebody streams: (due, sid), their head already out
         idle_since = time.monotonic()
         try:
             s.sendall(conn.data_to_send())
             paths = {}
             while not self.stopping.is_set():
+                for due, sid in [l for l in late if l[0] <= time.monotonic()]:
+                    late.remove((due, sid))
+                    conn.send_data(sid, b"late-body", end_stream=True)
+                    s.sendall(conn.data_to_send())
                 if held and self.gate.is_set():
                     for sid in held:
                         if not self.answer(s, conn, sid, paths.get(sid)):
@@ -103,7 +108,7 @@ class H2Upstream:
                 try:
                     data = s.recv(65536)
                 except socket.timeout:
-                    if not held and time.monotonic() - idle_since > 5:
+                    if not held and not late and time.monotonic() - idle_since > 5:
                         return      # idle for 5 s: close
                     continue
                 idle_since = time.monotonic()
@@ -141,6 +146,11 @@ class H2Upstream:
                     elif isinstance(ev, h2.events.StreamEnded):
                         if (paths.get(ev.stream_id) or "").startswith("/hold"):
                             held.append(ev.stream_id)
+                        elif (paths.get(ev.stream_id) or "").startswith("/latebody"):
+                            # the head now, the body in a later read of ferry's
+                            conn.send_headers(ev.stream_id, [(":status", "200"),
+                                                             ("x-late", "yes")])
+                            late.append((time.monotonic() + 0.4, ev.stream_id))
                         elif not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id)):
                             return
                 s.sendall(conn.data_to_send())
@@ -209,6 +219,21 @@ class HostileH2UpstreamTest(FerryTestCase):
         self.assertTrue(self.f.alive(), "ferry died")
         r = self.get("/ok")
         self.assertEqual((r.status, r.body), (200, b"fine:/ok"))
+
+    def test_held_head_is_not_another_clients(self):
+        """An HTTP/1.1 client's response head waits for the first body bytes
+        in the worker's shared scratch; when the HTTP/2 upstream's DATA comes
+        in a later read, the head goes out alone and no other client's
+        response, built meanwhile, can take its place."""
+        f = self.ferry({"svc": {"endpoints": [self.up.address], "protocol": "h2"}}, workers=1)
+        with f.client() as c1, f.client() as c2:
+            c1.send(b"GET /latebody-1 HTTP/1.1\r\nHost: svc\r\n\r\n")
+            time.sleep(0.1)         # its head is in; its body 0.4 s away
+            for i in range(3):
+                r = c2.request("GET", "/other%d" % i, [("Host", "svc")])
+                self.assertEqual((r.status, r.body), (200, ("fine:/other%d" % i).encode()))
+            r = c1.read_response("GET")
+        self.assertEqual((r.status, r.header("x-late"), r.body), (200, "yes", b"late-body"))
 
     def test_polite_h2c_with_trailers_as_last_chunk(self):
         with self.f.client() as c:
