@@ -34,6 +34,17 @@
 /* lis_service of a port a reload removed: routes nowhere (404) */
 #define LIS_SERVICE_GONE (SIZE_MAX - 1)
 
+/* The service a connection's port routes to, as of now (a reload may move
+ * its index or remove it): SIZE_MAX for a port that routes by target or
+ * Host, LIS_SERVICE_GONE for one a reload removed. Read per request. */
+static inline size_t
+listener_service_now(const struct listener *l)
+{
+	if (l->kind != LK_SERVICE)
+		return SIZE_MAX;
+	return l->service == SIZE_MAX ? LIS_SERVICE_GONE : l->service;
+}
+
 struct exchange;
 struct zflow;
 struct upconn;

@@ -217,16 +217,6 @@ req_free(struct h1_req *rq)
 	free(rq);
 }
 
-/* The service a connection's port routes to (exchange.h), as of now: a
- * reload may move its index or remove it. */
-static size_t
-lis_service(const struct listener *l)
-{
-	if (l->kind != LK_SERVICE)
-		return SIZE_MAX;
-	return l->service == SIZE_MAX ? LIS_SERVICE_GONE : l->service;
-}
-
 /* A request's first byte arrived: the connection takes its request state,
  * a spare one of the worker's when there is one. False when out of memory. */
 static bool
@@ -257,7 +247,7 @@ req_take(struct client *cl)
 	x->gen = cl->gen;
 	x->inbound = cl->lis->kind == LK_INBOUND;
 	x->lis = cl->lis->conf;
-	x->lis_service = lis_service(cl->lis);
+	x->lis_service = listener_service_now(cl->lis);
 	x->peer = cl->peer;
 	x->peer_id = cl->peer_id;
 	rq->head_start_ms = 0;
@@ -896,7 +886,7 @@ request_begin(struct client *cl)
 	}
 	x->gen = cl->gen;
 	x->lis = cl->lis->conf;
-	x->lis_service = lis_service(cl->lis);
+	x->lis_service = listener_service_now(cl->lis);
 	cl->spoke = true;
 	ambiguous = headers_classify(msg, h) != 0;
 	cl->rq->parser.rechunk = h->chunked;	/* its body is framed anew */

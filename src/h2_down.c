@@ -641,7 +641,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	x->gen = st->gen;
 	x->inbound = hc->lis->kind == LK_INBOUND;
 	x->lis = hc->lis->conf;
-	x->lis_service = hc->lis->kind == LK_SERVICE ? hc->lis->service : SIZE_MAX;
+	x->lis_service = listener_service_now(hc->lis);
 	x->peer = hc->peer;
 	x->peer_id = hc->has_identity ? hc->peer_id : NULL;
 	x->unframed = true;

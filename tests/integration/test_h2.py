@@ -1538,6 +1538,22 @@ class ReloadTest(H2Case):
         self.assertEqual((c.goaways, c.closed), ([], False), "the reload touched the connection")
         self.assertEqual(c.get("/last").status, 200)
 
+    def test_removed_listen_port_routes_nowhere(self):
+        """§10: an HTTP/2 connection on a service's own port that a reload
+        removed stays open, and its streams route nowhere (404), as on
+        HTTP/1.1: never by :authority to another service."""
+        c = H2(self.listen_port)
+        self._closers.append(c.close)
+        self.assertEqual(c.get("/on-other", authority="svc").status, 200)
+        cfg = copy.deepcopy(self.f.config)
+        del cfg["services"]["other"]
+        self.f.reload(cfg)
+        st = c.get("/after-removal", authority="svc")
+        self.assertEqual((st.status, dict(st.headers).get("x-ferry-error")),
+                         (404, "UNKNOWN_SERVICE"), st.headers)
+        self.assertFalse([r for r in self.up.requests if r.target == "/after-removal"])
+        self.assertEqual(self.h2().get("/still", authority="svc").status, 200)
+
 
 class IdleTest(H2Case):
     """§12: idle HTTP/2 connections are closed like idle HTTP/1.1 ones
