@@ -57,6 +57,18 @@ def ferry_bin():
 _ports_given = set()
 
 
+def counter(f, name, **labels):
+    """The value of one series of /metrics (0 when absent)."""
+    text = f.admin("/metrics").body.decode()
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+)\{(.*)\} (\S+)$", line)
+        if m and m.group(1) == name and \
+                ",".join(sorted(m.group(2).split(","))) == want:
+            return float(m.group(3))
+    return 0.0
+
+
 def need_python_h2():
     """Makes python3-h2 importable: this python's own, else Debian's (pure
     Python, for the system python3); exits 77 (meson: skipped) without."""

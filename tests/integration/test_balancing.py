@@ -8,11 +8,11 @@ Real upstreams and a closed loopback port; the assertions are on ferry's
 own counts (ferry_upstream_attempts_total by result, the access log's
 attempts) and on what the clients got."""
 
-import re
 import threading
 import time
 
 import harness
+from harness import counter
 from harness import FerryTestCase, deep_merge, free_port, tls_client, wait_until
 
 REQUESTS = 300
@@ -29,18 +29,6 @@ DEAD_MAX = {"p2c_ewma": 10, "round_robin": 30, "random": 30}
 def endpoints_service(targets, **extra):
     eps = [t.address if hasattr(t, "address") else "127.0.0.1:%d" % t for t in targets]
     return deep_merge({"endpoints": eps, "tls": tls_client()}, extra)
-
-
-def counter(f, name, **labels):
-    """The value of one series of /metrics (0 when absent)."""
-    text = f.admin("/metrics").body.decode()
-    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
-    for line in text.splitlines():
-        m = re.match(r"^([a-z_]+)\{(.*)\} (\S+)$", line)
-        if m and m.group(1) == name and \
-                ",".join(sorted(m.group(2).split(","))) == want:
-            return float(m.group(3))
-    return 0.0
 
 
 class RefusingEndpointTest(FerryTestCase):

@@ -10,28 +10,16 @@ the assertions are on what the upstreams saw, on the clients' timings and
 on ferry's own counts (ferry_hedges_total, /services, the access log)."""
 
 import json
-import re
 import select
 import socket
 import threading
 import time
 
 import harness
+from harness import counter
 from harness import FerryTestCase, echo, wait_until
 
 SLOW = 0.5
-
-
-def counter(f, name, **labels):
-    """The value of one series of /metrics (0 when absent)."""
-    text = f.admin("/metrics").body.decode()
-    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
-    for line in text.splitlines():
-        m = re.match(r"^([a-z_]+)\{(.*)\} (\S+)$", line)
-        if m and m.group(1) == name and \
-                ",".join(sorted(m.group(2).split(","))) == want:
-            return float(m.group(3))
-    return 0.0
 
 
 def hedges(f, result):
