@@ -67,7 +67,7 @@ fi
 for key in 'Type=notify' 'ExecStartPre=/usr/sbin/ferry -t -c /etc/ferry/ferry.yaml' \
     'ExecStart=/usr/sbin/ferry -c /etc/ferry/ferry.yaml' 'ExecReload=/bin/kill -HUP $MAINPID' \
     'WatchdogSec=30s' 'Restart=on-failure' 'KillMode=mixed' 'TimeoutStopSec=35s' \
-    'User=ferry' 'LimitNOFILE=65536' 'CapabilityBoundingSet=' 'NoNewPrivileges=yes'; do
+    'User=ferry' 'LimitNOFILE=65536' 'LimitCORE=0' 'CapabilityBoundingSet=' 'NoNewPrivileges=yes'; do
 	if grep -qxF -- "$key" "$unit"; then
 		ok "unit has $key"
 	else
