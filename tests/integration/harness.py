@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 LOOPBACK = "127.0.0.1"
 IO_TIMEOUT = 3.0          # default for every socket operation
+HANDSHAKE_TIMEOUT = 15.0   # an upstream's TLS handshake (see Upstream._serve)
 START_TIMEOUT = 10.0      # ferry must answer /healthz within this
 STOP_GRACE = 3.0          # beyond drain_timeout before SIGKILL
 
@@ -955,11 +956,16 @@ class Upstream:
                     self.stopping.wait(60)
                     return
                 sock = self._wrap(sock)
+                # a burst of handshakes (100 streams fanning out to new
+                # connections) on two busy cores, ferry under ASan, can take
+                # longer than IO_TIMEOUT; ferry's own connect timeout decides
+                sock.settimeout(HANDSHAKE_TIMEOUT)
                 try:
                     sock.do_handshake()
                 except (ssl.SSLError, OSError) as e:
                     self.handshake_errors.append(str(e))
                     return
+                sock.settimeout(IO_TIMEOUT)
             conn = UpstreamConnection(self, sock, conn_id)
             self._serve_requests(conn)
         except (OSError, IncompleteMessage, ValueError) as e:
