@@ -197,11 +197,11 @@ lookup_done(void *arg, int err, const char *errtext, const struct resolved_addr 
 
 	dn->q = NULL;
 	if (err != 0) {
-		/* a failed lookup keeps the last good set */
+		/* a failed lookup keeps the last good set; TTL is only when to
+		 * ask again (an NXDOMAIN's negative TTL) */
 		if (log_ratelimit(&dn->fail_limit, clock_now_ms(), 60000, &skipped))
 			log_warn("resolve failed service=%s name=%s cause=\"%s\" kept=%zu suppressed=%u",
 			    s->conf->name, name, errtext ? errtext : "error", dn->n, skipped);
-		ttl = RESOLVER_TTL_NONE;
 	} else {
 		struct resolved_addr *copy = calloc(n ? n : 1, sizeof(*copy));
 
@@ -217,8 +217,9 @@ lookup_done(void *arg, int err, const char *errtext, const struct resolved_addr 
 		s->d->pending--;
 	}
 	publish(s);
-	/* nothing known yet: try again soon rather than at dns_refresh */
-	if (err != 0 && dn->n == 0)
+	/* nothing known yet, and the DNS did not say how long that holds:
+	 * try again soon rather than at dns_refresh */
+	if (err != 0 && dn->n == 0 && ttl == RESOLVER_TTL_NONE)
 		ttl = MIN_REFRESH_MS / 1000;
 	schedule(dn, ttl);
 }

@@ -11,12 +11,15 @@
 #include <ares.h>
 #include <arpa/nameser.h>
 
+#include "dns_ttl.h"
 #include "log.h"
 #include "resolver_priv.h"
 
 #define ROUNDS		2	/* passes over the nameserver list */
 #define MAX_TARGETS	64	/* SRV targets used */
 #define EDNS_PAYLOAD	1232	/* advertised with EDNS(0) */
+
+_Static_assert(DNS_TTL_NONE == RESOLVER_TTL_NONE, "one meaning of no TTL");
 
 /* One ares_query() in flight. c-ares owns it until its callback: a query
  * that is cancelled or freed only lets go of it (q = NULL). */
@@ -50,6 +53,9 @@ struct resolver_query {
 	size_t pending;			/* txs in flight */
 	struct target *targets;
 	size_t ntargets;
+	/* the SRV question's: the smallest TTL of its records (and CNAMEs),
+	 * or how long its NXDOMAIN or NODATA holds */
+	uint32_t ttl;
 	int err;
 	const char *errtext;
 	char errbuf[300];
@@ -230,7 +236,7 @@ map_status(int status, const char **errtext)
 }
 
 /* The A or AAAA records of the answer (after CNAMEs, whose TTLs c-ares
- * folds in) into S. */
+ * folds in) into S; ARES_ENODATA when it holds none. */
 static int
 collect(struct addrset *s, int type, const unsigned char *abuf, int alen, uint16_t port,
     uint16_t weight)
@@ -246,10 +252,10 @@ collect(struct addrset *s, int type, const unsigned char *abuf, int alen, uint16
 		rc = ares_parse_a_reply(abuf, alen, NULL, a4, &n);
 	else
 		rc = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n);
-	if (rc == ARES_ENODATA)
-		return ARES_SUCCESS;
 	if (rc != ARES_SUCCESS)
-		return rc == ARES_ENOMEM ? rc : ARES_EBADRESP;
+		return rc == ARES_ENOMEM || rc == ARES_ENODATA ? rc : ARES_EBADRESP;
+	if (n == 0)			/* c-ares 1.18 after CNAMEs to nowhere */
+		return ARES_ENODATA;
 	for (int i = 0; i < n; i++) {
 		memset(&ss, 0, sizeof(ss));
 		if (type == ns_t_a) {
@@ -363,6 +369,7 @@ on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	struct resolver_query *q = tx->q;
 	struct target *t = tx->t;
 	struct ares_srv_reply *reply = NULL;
+	struct dns_ttls ttls;
 	const char *errtext = NULL;
 	int err = 0;
 
@@ -377,12 +384,26 @@ on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 		    t->port, t->weight);
 	} else if (status == ARES_SUCCESS) {
 		status = ares_parse_srv_reply(abuf, alen, &reply);
+		/* c-ares 1.18 drops the records' TTLs: read from the answer */
+		if (status == ARES_SUCCESS) {
+			dns_ttls(abuf, alen, ns_t_srv, &ttls);
+			q->ttl = min32(q->ttl, ttls.answer);
+		}
 		if (status == ARES_SUCCESS && srv_answer(q, reply) == -1)
 			status = ARES_ENOMEM;
 		else if (status != ARES_SUCCESS && status != ARES_ENODATA &&
 		    status != ARES_ENOMEM)
 			status = ARES_EBADRESP;
 		ares_free_data(reply);
+	}
+	if (status == ARES_ENODATA || status == ARES_ENOTFOUND) {
+		/* no such records: that holds for the negative TTL of the SOA
+		 * (which c-ares 1.18 does not show), and no longer than the
+		 * CNAMEs that led there */
+		uint32_t *ttl = t ? &t->set[tx->type == ns_t_aaaa].ttl : &q->ttl;
+
+		dns_ttls(abuf, alen, tx->type, &ttls);
+		*ttl = min32(*ttl, min32(ttls.answer, ttls.negative));
 	}
 	if (status == ARES_ENODATA)		/* the name exists, no such records */
 		status = ARES_SUCCESS;
@@ -468,7 +489,9 @@ query_free(struct resolver_query *q)
 }
 
 /* The usable addresses of a target into OUT: both families when both
- * questions were answered, else the one that gave addresses. */
+ * questions were answered, else the one that gave addresses. TTL takes
+ * those of the families used, and the negative TTL of one that does not
+ * exist (what it says holds no longer either). */
 static int
 target_result(const struct target *t, struct addrset *out, uint32_t *ttl, int *failed)
 {
@@ -476,6 +499,9 @@ target_result(const struct target *t, struct addrset *out, uint32_t *ttl, int *f
 
 	use[0] = t->err[0] == 0 && (t->err[1] == 0 || t->set[0].n > 0);
 	use[1] = t->err[1] == 0 && (t->err[0] == 0 || t->set[1].n > 0);
+	for (int i = 0; i < 2; i++)
+		if (use[i] || t->err[i] == RESOLVER_ENXDOMAIN)
+			*ttl = min32(*ttl, t->set[i].ttl);
 	if (!use[0] && !use[1]) {
 		*failed = t->err[0] != 0 ? 0 : 1;
 		return -1;
@@ -485,7 +511,6 @@ target_result(const struct target *t, struct addrset *out, uint32_t *ttl, int *f
 
 		if (!use[i])
 			continue;
-		*ttl = min32(*ttl, s->ttl);
 		for (size_t k = 0; k < s->n; k++)
 			if (addrset_add(out, &s->a[k].sa, s->a[k].salen, s->a[k].weight) == -1)
 				return -2;
@@ -498,7 +523,7 @@ deliver(evutil_socket_t fd, short what, void *arg)
 {
 	struct resolver_query *q = arg;
 	struct addrset out = { 0 };
-	uint32_t ttl = RESOLVER_TTL_NONE;
+	uint32_t ttl = q->ttl;
 	int err = q->err, rc, failed;
 	const char *errtext = q->errtext;
 
@@ -522,7 +547,8 @@ deliver(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	if (err != 0)
-		q->cb(q->arg, err, errtext, NULL, 0, 0);
+		q->cb(q->arg, err, errtext, NULL, 0,
+		    err == RESOLVER_ENXDOMAIN ? ttl : RESOLVER_TTL_NONE);
 	else
 		q->cb(q->arg, 0, NULL, out.a, out.n, ttl);
 	free(out.a);
@@ -540,6 +566,7 @@ query_new(struct resolver *r, bool srv, resolver_cb cb, void *arg)
 	q->srv = srv;
 	q->cb = cb;
 	q->arg = arg;
+	q->ttl = RESOLVER_TTL_NONE;
 	LIST_INIT(&q->txs);
 	if ((q->done = event_new(r->base, -1, 0, deliver, q)) == NULL) {
 		free(q);

@@ -44,7 +44,8 @@
 #define RESOLVER_ESYSTEM	6	/* socket errors, out of memory */
 
 /* ttl when no record gave one (IP literals, localhost, an answer
- * without addresses): refresh on the configured schedule. */
+ * without addresses or SOA, a failure other than NXDOMAIN): refresh on
+ * the configured schedule. */
 #define RESOLVER_TTL_NONE	UINT32_MAX
 
 #define RESOLVER_MAX_ADDRS	256	/* per lookup; the rest are dropped */
@@ -60,11 +61,14 @@ struct resolved_addr {
 /*
  * err == 0: N addresses (N may be 0: the name exists without addresses;
  * a caller keeping the last good set decides what 0 means to it), ttl =
- * the smallest TTL of the A/AAAA records used, CNAMEs on the way
- * included (RESOLVER_TTL_NONE when none: c-ares 1.18 shows neither the
- * SOA of an empty answer nor the TTL of SRV records). err != 0: the
- * lookup failed; errtext says why ("timeout", "NXDOMAIN"...); addrs is
- * NULL, n and ttl 0. The addresses are only valid during the call. The
+ * the smallest TTL of what the answer was made of: the A/AAAA records
+ * used, the SRV records, CNAMEs on the way, and the negative TTL (RFC
+ * 2308: min(SOA TTL, SOA MINIMUM)) of each question answered with no such
+ * records or name (src/dns_ttl.c reads what c-ares 1.18's parsers drop);
+ * RESOLVER_TTL_NONE when none. err != 0: the lookup failed; errtext says
+ * why ("timeout", "NXDOMAIN"...); addrs is NULL, n 0, and ttl the
+ * negative TTL of an NXDOMAIN whose SOA gave one, else
+ * RESOLVER_TTL_NONE. The addresses are only valid during the call. The
  * query is gone when the callback runs: do not cancel it. The callback
  * may start lookups, cancel other ones, and free the resolver.
  */

@@ -3,8 +3,10 @@
  * src/resolver_addr.c: lookups against a fake DNS server (a thread with a
  * UDP and a TCP socket on 127.0.0.1 and a random port) that answers from
  * a table of names, hostile answers included; IP literals and localhost
- * without a query; resolv.conf parsing. The wire format itself is
- * c-ares's business: what is tested here is what ferry makes of it.
+ * without a query; resolv.conf parsing; and when src/discovery.c asks
+ * again, as the server sees it. The wire format itself is c-ares's (and
+ * src/dns_ttl.c's, tests/unit/test_dns_ttl.c) business: what is tested
+ * here is what ferry makes of it.
  */
 #include <sys/socket.h>
 
@@ -25,7 +27,9 @@
 #include <event2/event.h>
 
 #include "clock.h"
+#include "discovery.h"
 #include "resolver.h"
+#include "runtime.h"
 
 #define DNS_T_A		1
 #define DNS_T_CNAME	5
@@ -187,6 +191,12 @@ static uint16_t srv_port, dead_port;
 static int stop_pipe[2] = { -1, -1 };
 static pthread_t srv_thread;
 static _Atomic int n_queries, n_queries_a, n_queries_aaaa, n_queries_tcp;
+/* when the server saw the questions for one name and type */
+#define MAX_WATCHED 16
+static const char *_Atomic watch_name;
+static _Atomic unsigned watch_type;
+static _Atomic int n_watched;
+static _Atomic int64_t watched_at[MAX_WATCHED];
 
 struct question {
 	unsigned id, type, ar;
@@ -357,6 +367,27 @@ answer(const uint8_t *q, size_t len, struct pb *p, bool tcp)
 	} else if (IS("nx.test") || IS("_x._tcp.nx.test")) {
 		echo(p, q, qs, F_RESP | DNS_R_NXDOMAIN, 0, 1, 0);
 		rr_soa(p, "test", 900, 30);
+	} else if (IS("_x._tcp.srvnx2.test") && SRV) {
+		echo(p, q, qs, F_RESP, 2, 0, 0);
+		rr_srv(p, NULL, 100, 0, 1, 80, "nx.test");
+		rr_srv(p, NULL, 100, 0, 1, 81, "v6.test");
+	} else if (IS("_x._tcp.short.test") && SRV) {
+		/* records that change often, targets that do not */
+		echo(p, q, qs, F_RESP, 2, 0, 0);
+		rr_srv(p, NULL, 5, 0, 1, 80, "long.test");
+		rr_srv(p, NULL, 2, 0, 1, 81, "long.test");
+	} else if (IS("long.test") && A) {
+		echo(p, q, qs, F_RESP, 1, 0, 0);
+		rr_a(p, NULL, 300, "10.0.3.1");
+	} else if (IS("long.test") && AAAA) {
+		echo(p, q, qs, F_RESP, 1, 0, 0);
+		rr_aaaa(p, NULL, 300, "fd00::31");
+	} else if (IS("_x._tcp.srvempty.test") && SRV) {	/* NODATA */
+		echo(p, q, qs, F_RESP, 0, 1, 0);
+		rr_soa(p, "test", 900, 45);
+	} else if (IS("neg3.test") || IS("neg0.test")) {
+		echo(p, q, qs, F_RESP | DNS_R_NXDOMAIN, 0, 1, 0);
+		rr_soa(p, "test", 900, IS("neg3.test") ? 3 : 0);
 	} else if (IS("fail.test")) {
 		echo(p, q, qs, F_RESP | DNS_R_SERVFAIL, 0, 0, 0);
 	} else if (IS("refused.test")) {
@@ -459,6 +490,19 @@ serve_tcp(int fd)
 	return 0;
 }
 
+static void
+note_watched(const struct question *qs)
+{
+	const char *watch = watch_name;
+
+	if (watch == NULL || strcasecmp(qs->name, watch) != 0 || qs->type != watch_type ||
+	    n_watched >= MAX_WATCHED)
+		return;
+	/* the time first: the count says it is there */
+	watched_at[n_watched] = clock_now_ms();
+	n_watched++;
+}
+
 static void *
 server_main(void *arg)
 {
@@ -490,6 +534,7 @@ server_main(void *arg)
 					atomic_fetch_add(&n_queries_a, 1);
 				if (qs.type == DNS_T_AAAA)
 					atomic_fetch_add(&n_queries_aaaa, 1);
+				note_watched(&qs);
 			}
 			if (n > 0 && answer(q, (size_t)n, &p, false)) {
 				if (strcasecmp(qs.name, "spoof.test") == 0) {
@@ -634,6 +679,8 @@ setup(void)
 	struct conf_addr ns;
 
 	n_queries = n_queries_a = n_queries_aaaa = n_queries_tcp = 0;
+	watch_name = NULL;
+	n_watched = 0;
 	srv_udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	srv_tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	dead_udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -709,9 +756,9 @@ START_TEST(lookup_a)
 	ck_assert_int_eq(r.addrs[0].sa.ss_family, AF_INET);
 	ck_assert_uint_eq(r.addrs[0].salen, sizeof(struct sockaddr_in));
 	ck_assert_uint_eq(ntohs(((struct sockaddr_in *)&r.addrs[0].sa)->sin_port), 5000);
-	/* the A record's: c-ares 1.18 does not show the SOA of the empty
-	 * AAAA answer (min(900, 30) before c-ares) */
-	ck_assert_uint_eq(r.ttl, 300);
+	/* the empty AAAA answer's negative TTL, min(SOA TTL 900, MINIMUM
+	 * 30), is below the A record's 300 */
+	ck_assert_uint_eq(r.ttl, 30);
 	ck_assert_int_eq(n_queries_a, 1);
 	ck_assert_int_eq(n_queries_aaaa, 1);
 }
@@ -781,14 +828,18 @@ START_TEST(lookup_empty)
 	lookup("empty.test", 80, &r);
 	ck_ok(&r);
 	ck_assert_uint_eq(r.n, 0);
-	/* no SOA TTL from c-ares 1.18: refreshed at dns_refresh */
-	ck_assert_uint_eq(r.ttl, RESOLVER_TTL_NONE);
+	/* the SOA's own TTL (20) is below its MINIMUM (3600) */
+	ck_assert_uint_eq(r.ttl, 20);
+	/* an empty A answer without SOA: the AAAA record's TTL alone */
 	lookup("v6.test", 80, &r);
 	ck_ok(&r);
-	/* CNAMEs without an address at the end: none, but not an error */
+	ck_assert_uint_eq(r.ttl, 120);
+	/* CNAMEs without an address at the end: none, but not an error;
+	 * the CNAME's TTL bounds it */
 	lookup("cnameonly.test", 80, &r);
 	ck_ok(&r);
 	ck_assert_uint_eq(r.n, 0);
+	ck_assert_uint_eq(r.ttl, 40);
 }
 END_TEST
 
@@ -800,7 +851,12 @@ START_TEST(lookup_nxdomain)
 	ck_assert_int_eq(r.err, RESOLVER_ENXDOMAIN);
 	ck_assert_str_eq(r.errtext, "NXDOMAIN");
 	ck_assert_uint_eq(r.n, 0);
+	ck_assert_uint_eq(r.ttl, 30);		/* min(SOA TTL 900, MINIMUM 30) */
 	ck_assert_int_eq(n_queries, 2);		/* final: not asked again */
+	/* without an SOA: no word on how long it holds */
+	lookup("nosoa.test", 80, &r);
+	ck_assert_int_eq(r.err, RESOLVER_ENXDOMAIN);
+	ck_assert_uint_eq(r.ttl, RESOLVER_TTL_NONE);
 }
 END_TEST
 
@@ -815,6 +871,7 @@ START_TEST(lookup_servfail)
 	lookup("fail.test", 80, &r);
 	ck_assert_int_eq(r.err, RESOLVER_ESERVFAIL);
 	ck_assert_str_eq(r.errtext, NO_USABLE);
+	ck_assert_uint_eq(r.ttl, RESOLVER_TTL_NONE);
 	ck_assert_int_eq(n_queries, 4);		/* A and AAAA, two rounds */
 	lookup("refused.test", 80, &r);
 	ck_assert_int_eq(r.err, RESOLVER_ESERVFAIL);
@@ -834,6 +891,7 @@ START_TEST(lookup_timeout)
 	ck_assert(r.called);
 	ck_assert_int_eq(r.err, RESOLVER_ETIMEOUT);
 	ck_assert_str_eq(r.errtext, "timeout");
+	ck_assert_uint_eq(r.ttl, RESOLVER_TTL_NONE);
 	ck_assert_int_ge(took, 450);		/* 2 x 250 ms */
 	ck_assert_int_lt(took, 2000);
 	ck_assert_int_eq(n_queries, 4);
@@ -1051,7 +1109,7 @@ START_TEST(srv_cname)
 	ck_assert_uint_eq(r.n, 1);
 	ck_assert_str_eq(r.addrs[0].text, "10.2.0.1:443");
 	ck_assert_uint_eq(r.addrs[0].weight, 3);
-	ck_assert_uint_eq(r.ttl, 70);		/* t1's A: no CNAME or SRV TTLs */
+	ck_assert_uint_eq(r.ttl, 25);		/* the CNAME's, below SRV and A */
 }
 END_TEST
 
@@ -1064,6 +1122,12 @@ START_TEST(srv_target_failures)
 	ck_ok(&r);
 	ck_assert_uint_eq(r.n, 1);
 	ck_assert_str_eq(r.addrs[0].text, "10.0.0.5:81");
+	/* ... but its negative TTL bounds the answer's */
+	lookup_srv("_x._tcp.srvnx2.test", &r);
+	ck_ok(&r);
+	ck_assert_uint_eq(r.n, 1);
+	ck_assert_str_eq(r.addrs[0].text, "[fd00::1]:81");
+	ck_assert_uint_eq(r.ttl, 30);		/* nx.test's, not v6.test's 120 */
 	/* one that times out fails the lookup */
 	lookup_srv("_x._tcp.srvbad.test", &r);
 	ck_assert_int_eq(r.err, RESOLVER_ETIMEOUT);
@@ -1072,7 +1136,7 @@ START_TEST(srv_target_failures)
 	lookup_srv("_x._tcp.dot.test", &r);
 	ck_ok(&r);
 	ck_assert_uint_eq(r.n, 0);
-	ck_assert_uint_eq(r.ttl, RESOLVER_TTL_NONE);
+	ck_assert_uint_eq(r.ttl, 100);		/* the SRV record's */
 	/* a target that is no usable name adds nothing */
 	lookup_srv("_x._tcp.oddtarget.test", &r);
 	ck_ok(&r);
@@ -1080,8 +1144,28 @@ START_TEST(srv_target_failures)
 	ck_assert_str_eq(r.addrs[0].text, "10.0.0.5:81");
 	lookup_srv("_x._tcp.nx.test", &r);
 	ck_assert_int_eq(r.err, RESOLVER_ENXDOMAIN);
+	ck_assert_uint_eq(r.ttl, 30);
 	lookup_srv("fail.test", &r);
 	ck_assert_int_eq(r.err, RESOLVER_ESERVFAIL);
+	ck_assert_uint_eq(r.ttl, RESOLVER_TTL_NONE);
+}
+END_TEST
+
+/* The SRV records' own TTL counts, not only their targets'. */
+START_TEST(srv_record_ttl)
+{
+	struct result r;
+
+	lookup_srv("_x._tcp.short.test", &r);
+	ck_ok(&r);
+	ck_assert_uint_eq(r.n, 4);
+	ck_assert_str_eq(r.addrs[0].text, "10.0.3.1:80");
+	ck_assert_uint_eq(r.ttl, 2);		/* not the targets' 300 */
+	/* NODATA: no records, for as long as its SOA says */
+	lookup_srv("_x._tcp.srvempty.test", &r);
+	ck_ok(&r);
+	ck_assert_uint_eq(r.n, 0);
+	ck_assert_uint_eq(r.ttl, 45);
 }
 END_TEST
 
@@ -1226,6 +1310,87 @@ START_TEST(callback_reentry)
 }
 END_TEST
 
+/* ---------------------------------------------- refresh (discovery.c) ---- */
+
+static void
+on_publish(void *arg, const struct ep_set *set)
+{
+	(void)set;
+	(*(int *)arg)++;
+}
+
+/*
+ * Discovery of service "svc" (SRV name SRV, or the one endpoint HOST:80)
+ * with DNS_REFRESH_MS, on the fake server, for at most MS or until it has
+ * seen the question for WATCH (of TYPE) twice: milliseconds between the
+ * first two, -1 when there was no second.
+ */
+static int64_t
+refresh_gap(const char *srv, const char *host, int64_t dns_refresh_ms, const char *watch,
+    unsigned type, int64_t ms)
+{
+	char text[300];
+	struct conf_addr ep = { .text = text, .host = (char *)host, .port = 80 };
+	struct conf_service svc = {
+		.name = "svc", .srv = (char *)srv, .dns_refresh = dns_refresh_ms,
+		.endpoints = &ep, .n_endpoints = srv ? 0 : 1,
+	};
+	struct config conf = { .services = &svc, .n_services = 1 };
+	struct runtime *rt = runtime_new(NULL);
+	struct discovery *d;
+	int64_t start = clock_now_ms();
+	int published = 0;
+
+	snprintf(text, sizeof(text), "%s:80", host ? host : "");
+	n_watched = 0;
+	watch_type = type;
+	watch_name = watch;
+	ck_assert_ptr_nonnull(rt);
+	d = discovery_new(base, rt, res, NULL, on_publish, &published);
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(discovery_start(d, &conf, NULL), 0);
+	while (n_watched < 2 && clock_now_ms() - start < ms)
+		run_for(50);
+	ck_assert(discovery_ready(d));
+	/* the SRV targets' addresses were published (an empty set is not) */
+	ck_assert_int_eq(published, srv ? 1 : 0);
+	discovery_free(d, NULL);
+	runtime_free(rt);
+	watch_name = NULL;
+	ck_assert_int_ge(n_watched, 1);
+	return n_watched < 2 ? -1 : watched_at[1] - watched_at[0];
+}
+
+/* SRV records with a TTL of 2 s, targets of 300 s, dns_refresh 30 s: the
+ * SRV name is asked again after 2 s. */
+START_TEST(refresh_at_srv_ttl)
+{
+	int64_t gap = refresh_gap("_x._tcp.short.test", NULL, 30000, "_x._tcp.short.test",
+	    DNS_T_SRV, 6000);
+
+	ck_assert_msg(gap >= 1900 && gap < 4500, "SRV asked again after %lld ms",
+	    (long long)gap);
+}
+END_TEST
+
+/* An NXDOMAIN whose SOA says 3 s: asked again after 3 s (not every second
+ * as while nothing was known), no later than dns_refresh, not sooner than
+ * a second. */
+START_TEST(refresh_at_negative_ttl)
+{
+	int64_t gap = refresh_gap(NULL, "neg3.test", 30000, "neg3.test", DNS_T_A, 7000);
+
+	ck_assert_msg(gap >= 2900 && gap < 5500, "NXDOMAIN asked again after %lld ms",
+	    (long long)gap);
+	gap = refresh_gap(NULL, "neg3.test", 2000, "neg3.test", DNS_T_A, 6000);
+	ck_assert_msg(gap >= 1900 && gap < 4500, "at dns_refresh 2s: after %lld ms",
+	    (long long)gap);
+	gap = refresh_gap(NULL, "neg0.test", 30000, "neg0.test", DNS_T_A, 5000);
+	ck_assert_msg(gap >= 900 && gap < 3500, "SOA MINIMUM 0: after %lld ms",
+	    (long long)gap);
+}
+END_TEST
+
 /* ----------------------------------------------------------- resolv.conf ---- */
 
 START_TEST(resolv_conf)
@@ -1301,6 +1466,7 @@ resolver_suite(void)
 {
 	Suite *s = suite_create("resolver");
 	TCase *tc = tcase_create("lookups");
+	TCase *tr = tcase_create("refresh");
 	TCase *tw = tcase_create("resolv.conf");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -1326,6 +1492,7 @@ resolver_suite(void)
 	tcase_add_test(tc, srv_lookups);
 	tcase_add_test(tc, srv_cname);
 	tcase_add_test(tc, srv_target_failures);
+	tcase_add_test(tc, srv_record_ttl);
 	tcase_add_test(tc, literals);
 	tcase_add_test(tc, invalid_names);
 	tcase_add_test(tc, cancel);
@@ -1333,6 +1500,11 @@ resolver_suite(void)
 	tcase_add_test(tc, callback_reentry);
 	tcase_add_test(tc, resolver_system_conf);
 	suite_add_tcase(s, tc);
+	tcase_add_checked_fixture(tr, setup, teardown);
+	tcase_set_timeout(tr, 40);
+	tcase_add_test(tr, refresh_at_srv_ttl);
+	tcase_add_test(tr, refresh_at_negative_ttl);
+	suite_add_tcase(s, tr);
 	tcase_set_timeout(tw, 60);
 	tcase_add_test(tw, resolv_conf);
 	suite_add_tcase(s, tw);
