@@ -30,6 +30,7 @@ struct conn {
 	bool read_wants_write;	/* SSL_read said WANT_WRITE */
 	bool write_wants_read;	/* SSL_write said WANT_READ */
 	bool server;		/* TLS server side */
+	bool write_failed;	/* a write (direct or queued) broke it */
 	SSL *ssl;
 	/* Only ev_read lives as long as the connection: the others are made
 	 * when first needed, so an idle keep-alive connection that never
@@ -595,6 +596,7 @@ flush_out(struct conn *c)
 			}
 			if (n < 0 && (errno == EAGAIN || errno == EINTR))
 				break;
+			c->write_failed = true;
 			set_fail(c, CONN_RESET, "%s", n < 0 ? strerror(errno) : "write failed");
 			disarm_write(c);
 			return -1;
@@ -619,6 +621,7 @@ flush_out(struct conn *c)
 				disarm_write(c);
 				return 0;
 			default:
+				c->write_failed = true;
 				set_fail(c, CONN_RESET, "TLS write: %s", tls_reason());
 				ERR_clear_error();
 				disarm_write(c);
@@ -648,6 +651,7 @@ conn_write(struct conn *c, const void *data, size_t len)
 
 			if (n < 0) {
 				if (errno != EAGAIN && errno != EINTR) {
+					c->write_failed = true;
 					set_fail(c, CONN_RESET, "%s", strerror(errno));
 					return -1;
 				}
@@ -672,6 +676,7 @@ conn_write(struct conn *c, const void *data, size_t len)
 					c->write_wants_read = true;
 					break;
 				default:
+					c->write_failed = true;
 					set_fail(c, CONN_RESET, "TLS write: %s", tls_reason());
 					ERR_clear_error();
 					return -1;
@@ -741,6 +746,12 @@ conn_shutdown(struct conn *c)
 		ERR_clear_error();
 	}
 	shutdown(c->fd, SHUT_WR);
+}
+
+bool
+conn_write_failed(const struct conn *c)
+{
+	return c->write_failed;
 }
 
 enum conn_fail

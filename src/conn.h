@@ -81,6 +81,9 @@ void conn_release_buffers(struct conn *c);
 void conn_shutdown(struct conn *c);
 
 enum conn_fail conn_error(const struct conn *c);
+/* A write broke the connection, perhaps one queued and flushed later: its
+ * CONN_READABLE comes even while reading is paused, and must be heeded. */
+bool conn_write_failed(const struct conn *c);
 const char *conn_error_text(const struct conn *c);
 uint64_t conn_bytes_written(const struct conn *c);
 bool conn_is_tls(const struct conn *c);

@@ -1083,6 +1083,13 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 	case CONN_READABLE:
 		break;
 	}
+	if (conn_write_failed(cl->c)) {
+		/* queued bytes failed to leave: the exchange ends now, also
+		 * while reading is paused, not at a next write that
+		 * back-pressure may never bring */
+		client_close(cl, END_CLIENT_WRITE_FAILED, "downstream write failed");
+		return;
+	}
 	if (cl->read_paused)
 		return;		/* a kick raced with a pause */
 	n = conn_read(cl->c, &cl->in, CLIENT_BUF_MAX);

@@ -964,7 +964,8 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (hc->doomed) {
-		h2_close(hc, END_CLIENT_CLOSED, hc->calm ? "calm" : "session over");
+		h2_close(hc, conn_write_failed(hc->c) ? END_CLIENT_WRITE_FAILED : END_CLIENT_CLOSED,
+		    hc->calm ? "calm" : "session over");
 		return;
 	}
 	if (hc->draining && !hc->goaway_final) {
@@ -1046,6 +1047,11 @@ h2_event(struct conn *c, enum conn_event ev, void *arg)
 	n = conn_read(c, &hc->in, H2_READ_MAX);
 	if (n == CONN_AGAIN) {
 		h2_process(hc);
+		return;
+	}
+	if (n <= 0 && conn_write_failed(c)) {
+		/* a queued write failed: it is reported as a read that fails */
+		h2_close(hc, END_CLIENT_WRITE_FAILED, "client write failed");
 		return;
 	}
 	if (n <= 0) {

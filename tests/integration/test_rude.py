@@ -40,6 +40,101 @@ def plain(port):
 FILLER = build_request("GET", "/filler", [("Host", "svc")]) * 3000
 
 
+def cuts(f, direction, cause=None):
+    """Requests cut before their end (ferry_requests_cut_total), for CAUSE
+    or all causes."""
+    total = 0.0
+    for line in f.admin("/metrics").body.decode().splitlines():
+        if line.startswith("ferry_requests_cut_total{") and \
+                'direction="%s"' % direction in line and \
+                (cause is None or 'cause="%s"' % cause in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def reset_before_answer(test, up, connect, answer, request, alive):
+    """The client (CONNECT()) sends REQUEST and a tail that fills ferry's
+    buffer, resets once the upstream UP has it; then UP ANSWERs: ferry's
+    write of that answer is the one that fails."""
+    gate = threading.Event()
+
+    def behave(conn, req):
+        gate.wait(3)
+        answer(conn)
+    up.behaviour = behave
+    for _ in range(3):
+        gate.clear()
+        n = len(up.requests)
+        s = connect()
+        s.sendall(request + FILLER)
+        up.wait_requests(n + 1)
+        time.sleep(0.1)
+        rst_close(s)
+        time.sleep(0.05)
+        gate.set()
+        time.sleep(0.3)
+        test.assertTrue(alive(), "ferry died")
+
+
+class Flood:
+    """An upstream behaviour: HEAD, then bytes (body or, after a 101,
+    tunnel) as fast as ferry takes them, reading nothing; `cut` is set once
+    ferry closed the connection."""
+
+    def __init__(self, head):
+        self.head = head
+        self.sent = 0
+        self.cut = threading.Event()
+
+    def __call__(self, conn, req):
+        conn.keep_open = False
+        conn.sock.settimeout(30)
+        try:
+            conn.send(self.head)
+            while True:
+                conn.send(b"z" * 65536)
+                self.sent += 65536
+        except OSError:
+            self.cut.set()
+
+    def wait_stalled(self, test):
+        """Until ferry stops taking more (its output to the client is over
+        the high mark, so it stopped reading the upstream)."""
+        last, deadline = -1, time.monotonic() + 4
+        while (self.sent != last or self.sent < (1 << 20)) and time.monotonic() < deadline:
+            last = self.sent
+            time.sleep(0.3)
+        test.assertEqual(self.sent, last, "ferry never stopped reading the upstream")
+
+
+def stuck_reader(sock):
+    """SOCK with a small receive buffer (set before connect)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(3)
+    return sock
+
+
+def flood_tunnel(s):
+    """Sends into a tunnel until it stops taking bytes for a while."""
+    s.setblocking(False)
+    idle_since, deadline = time.monotonic(), time.monotonic() + 4
+    while time.monotonic() < deadline and time.monotonic() - idle_since < 0.5:
+        try:
+            s.send(b"y" * 16384)
+            idle_since = time.monotonic()
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            time.sleep(0.02)
+
+
+def assert_cut_promptly(test, f, direction, before, flood):
+    """The reset ended the exchange now, as the failed write it is (ferry
+    reads nothing of the client): counted as cut, and its upstream
+    connection closed (it lingered until stream_idle: minutes)."""
+    test.assertTrue(wait_until(lambda: cuts(f, direction, "client_write_failed") > before, 3),
+                    "the reset exchange was not ended")
+    test.assertTrue(flood.cut.wait(3), "the upstream connection was kept open")
+
+
 def inbound_ferry(test, app_address):
     """A ferry with an inbound listener in front of APP_ADDRESS (key KEY),
     and a function that opens an mTLS connection to it as an allowed peer."""
@@ -88,25 +183,8 @@ class ClientResetTest(FerryTestCase):
         self.assert_still_serves()
 
     def reset_before_answer(self, answer, request):
-        """The client sends REQUEST (and a tail that fills ferry's buffer),
-        resets once the upstream has it; then the upstream ANSWERs."""
-        gate = threading.Event()
-
-        def behave(conn, req):
-            gate.wait(3)
-            answer(conn)
-        self.up.behaviour = behave
-        for _ in range(3):
-            gate.clear()
-            s = plain(self.f.outbound_port)
-            s.sendall(request + FILLER)
-            self.up.wait_requests(len(self.up.requests) + 1)
-            time.sleep(0.1)
-            rst_close(s)
-            time.sleep(0.05)
-            gate.set()
-            time.sleep(0.3)
-            self.assertTrue(self.f.alive(), "ferry died")
+        reset_before_answer(self, self.up, lambda: plain(self.f.outbound_port), answer,
+                            request, self.f.alive)
         self.assert_still_serves()
 
     def test_reset_while_interim_response_relayed(self):
@@ -172,6 +250,41 @@ class ClientResetTest(FerryTestCase):
         time.sleep(0.6)
         self.assert_still_serves()
 
+    def test_reset_while_response_queued(self):
+        # ferry's output to a client that does not read is over the high
+        # mark and ferry stopped reading it (the pipelined tail): the
+        # reset fails the queued write, and that must end the exchange;
+        # it was ignored while reading was paused, and the exchange and
+        # its upstream connection lived on until stream_idle
+        flood = Flood(response_bytes(200, [("Content-Length", str(1 << 40))], length=False))
+        self.up.behaviour = flood
+        s = stuck_reader(socket.socket())
+        s.connect(("127.0.0.1", self.f.outbound_port))
+        s.sendall(build_request("GET", "/stream", [("Host", "svc")]) + FILLER)
+        flood.wait_stalled(self)
+        before = cuts(self.f, "outbound", "client_write_failed")
+        rst_close(s)
+        assert_cut_promptly(self, self.f, "outbound", before, flood)
+        self.assert_still_serves()
+
+    def test_reset_while_tunnel_output_queued(self):
+        # both ways stuck: the upstream floods a client that does not read
+        # and reads nothing of what the client floods back
+        flood = Flood(response_bytes(101, [("Upgrade", "x-raw"), ("Connection", "Upgrade")],
+                                     length=False))
+        self.up.behaviour = flood
+        s = stuck_reader(socket.socket())
+        s.connect(("127.0.0.1", self.f.outbound_port))
+        s.sendall(build_request("GET", "/raw", [("Host", "svc"), ("Upgrade", "x-raw"),
+                                                ("Connection", "Upgrade")]))
+        self.assertIn(b" 101 ", Reader(s).read_until(b"\r\n\r\n").split(b"\r\n")[0] + b" ")
+        flood_tunnel(s)
+        flood.wait_stalled(self)
+        before = cuts(self.f, "outbound", "client_write_failed")
+        rst_close(s)
+        assert_cut_promptly(self, self.f, "outbound", before, flood)
+        self.assert_still_serves()
+
     def test_thousands_of_pipelined_refusals(self):
         # each is answered at once (unknown service): the answers must not
         # nest one call per request on the stack
@@ -187,23 +300,133 @@ class ClientResetTest(FerryTestCase):
 
 
 class InboundResetTest(FerryTestCase):
-    """The same reset after Expect: 100-continue, from an allowed peer with a
-    valid key on the inbound listener."""
+    """The same resets from an allowed peer with a valid key on the inbound
+    listener (mTLS): at each point where ferry writes to it, the TLS write
+    fails."""
 
-    def test_peer_reset_after_expect_continue(self):
-        f, connect = inbound_ferry(self, self.upstream(tls=False).address)
-        for _ in range(20):
-            s = connect()
-            s.sendall(build_request("POST", "/up", [
-                ("Host", "app"), ("x-service-auth", KEY), ("Expect", "100-continue"),
-                ("Content-Length", "50000")]))
-            rst_close(s)
-        time.sleep(0.3)
-        self.assertTrue(f.alive(), "ferry died")
-        s = connect()
+    def setUp(self):
+        super().setUp()
+        self.app = self.upstream(tls=False)
+        p = pki()
+        port = free_port()
+        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": {
+            "address": "127.0.0.1:%d" % port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["K"]},
+            "local_app": self.app.address}})
+        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
+        self.ctx.check_hostname = False
+        self.ctx.load_cert_chain(p.client.cert, p.client.key)
+        self.ctx.set_alpn_protocols(["http/1.1"])
+        self.port = port
+
+    def connect(self, sock=None):
+        sock = sock or socket.socket()
+        sock.settimeout(3)
+        sock.connect(("127.0.0.1", self.port))
+        return self.ctx.wrap_socket(sock, server_hostname="backend")
+
+    def assert_still_serves(self):
+        self.assertTrue(self.f.alive(), "ferry died")
+        self.app.behaviour = echo()
+        s = self.connect()
         s.sendall(build_request("GET", "/ok", [("Host", "app"), ("x-service-auth", KEY)]))
         self.assertEqual(read_response(Reader(s)).status, 200)
         s.close()
+
+    def request(self, method, target, headers=()):
+        return build_request(method, target, [("Host", "app"), ("x-service-auth", KEY),
+                                              *headers])
+
+    def reset_before_answer(self, answer, request):
+        reset_before_answer(self, self.app, self.connect, answer, request, self.f.alive)
+        self.assert_still_serves()
+
+    def test_peer_reset_after_expect_continue(self):
+        for _ in range(20):
+            s = self.connect()
+            s.sendall(self.request("POST", "/up", [("Expect", "100-continue"),
+                                                   ("Content-Length", "50000")]))
+            rst_close(s)
+        time.sleep(0.3)
+        self.assert_still_serves()
+
+    def test_peer_reset_while_interim_response_relayed(self):
+        def answer(conn):
+            conn.send(response_bytes(103, [("Link", "</a.css>; rel=preload")], length=False))
+            conn.send(response_bytes(103, [("Link", "</b.css>; rel=preload")], length=False))
+            conn.respond(200, [], b"late")
+        self.reset_before_answer(answer, self.request("GET", "/hints"))
+
+    def test_peer_reset_before_101_relayed(self):
+        def answer(conn):
+            conn.send(response_bytes(101, [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                                     length=False))
+            conn.keep_open = False
+            conn.sleep(0.5)
+        self.reset_before_answer(answer, self.request("GET", "/ws", [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
+
+    def test_peer_reset_before_response_relayed(self):
+        self.reset_before_answer(lambda conn: conn.respond(200, [], b"z" * (1 << 20)),
+                                 self.request("GET", "/big"))
+
+    def test_peer_reset_before_error_answered(self):
+        # the app resets: ferry's own 502 is the write that fails
+        self.reset_before_answer(lambda conn: conn.reset(), self.request("GET", "/err"))
+
+    def test_peer_reset_while_response_queued(self):
+        flood = Flood(response_bytes(200, [("Content-Length", str(1 << 40))], length=False))
+        self.app.behaviour = flood
+        s = self.connect(stuck_reader(socket.socket()))
+        s.sendall(self.request("GET", "/stream") + FILLER)
+        flood.wait_stalled(self)
+        before = cuts(self.f, "inbound", "client_write_failed")
+        rst_close(s)
+        assert_cut_promptly(self, self.f, "inbound", before, flood)
+        self.assert_still_serves()
+
+    def test_peer_reset_inside_tunnel(self):
+        # the app stops reading, so ferry stops reading the peer; the peer
+        # resets; then the app talks
+        gate = threading.Event()
+
+        def behave(conn, req):
+            conn.send(response_bytes(101, [("Upgrade", "x-raw"), ("Connection", "Upgrade")],
+                                     length=False))
+            conn.keep_open = False
+            gate.wait(5)
+            for _ in range(50):
+                try:
+                    conn.send(b"x" * 16384)
+                except OSError:
+                    return
+                time.sleep(0.005)
+        self.app.behaviour = behave
+        s = self.connect()
+        s.sendall(self.request("GET", "/raw", [("Upgrade", "x-raw"), ("Connection", "Upgrade")]))
+        self.assertIn(b" 101 ", Reader(s).read_until(b"\r\n\r\n").split(b"\r\n")[0] + b" ")
+        flood_tunnel(s)
+        rst_close(s)
+        time.sleep(0.1)
+        gate.set()
+        time.sleep(0.6)
+        self.assert_still_serves()
+
+    def test_peer_reset_while_tunnel_output_queued(self):
+        flood = Flood(response_bytes(101, [("Upgrade", "x-raw"), ("Connection", "Upgrade")],
+                                     length=False))
+        self.app.behaviour = flood
+        s = self.connect(stuck_reader(socket.socket()))
+        s.sendall(self.request("GET", "/raw", [("Upgrade", "x-raw"), ("Connection", "Upgrade")]))
+        self.assertIn(b" 101 ", Reader(s).read_until(b"\r\n\r\n").split(b"\r\n")[0] + b" ")
+        flood_tunnel(s)
+        flood.wait_stalled(self)
+        before = cuts(self.f, "inbound", "client_write_failed")
+        rst_close(s)
+        assert_cut_promptly(self, self.f, "inbound", before, flood)
+        self.assert_still_serves()
 
 
 class RawApp:

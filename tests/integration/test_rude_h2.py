@@ -1,0 +1,387 @@
+"""Rude HTTP/2 clients (SPEC §11, §12): a connection reset at each point
+where ferry writes to it — response HEADERS, an interim 103, ferry's own
+error, DATA, trailers — with several streams in flight, one of them still
+sending its request body upstream. Outbound (h2c prior knowledge) and
+inbound (ALPN h2 over mTLS). After each: every stream of the connection is
+ended and counted (ferry_requests_cut_total for those cut before their end),
+their upstream connections are closed, another client's request on another
+connection completes, and ferry lives on (the harness fails a test whose
+ferry printed a sanitizer report).
+
+Also the held head of an HTTP/1.1 client (h1_down.c): its response head
+waits in the worker's scratch for the body, and goes out alone when
+another client needs the scratch in the same turn; that write fails when
+the client has reset."""
+
+import queue
+import socket
+import ssl
+import threading
+import time
+
+import harness
+
+harness.need_python_h2()
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+import h2.exceptions  # noqa: E402
+import hyperframe.frame as hf  # noqa: E402
+
+import test_h2_upstream  # noqa: E402
+from harness import (FerryTestCase, build_request, chunked_body, echo, free_port,  # noqa: E402
+                     pki, read_response, response_bytes, service, wait_until, Reader)
+from test_h2 import H2, S_INITIAL_WINDOW_SIZE  # noqa: E402
+from test_rude import FILLER, KEY, Flood, cuts, rst_close  # noqa: E402
+
+CLIENT_CAUSES = {"client_closed", "client_read_error", "client_write_failed"}
+MAX_WINDOW = (1 << 31) - 1
+
+
+def gated(gate, routes):
+    """An upstream behaviour: the route for the request's path prefix,
+    once GATE is set."""
+    def behave(conn, req):
+        for prefix, answer in routes.items():
+            if req.target.startswith(prefix):
+                if gate is None or gate.wait(5):
+                    answer(conn, req)
+                return
+        echo()(conn, req)
+    return behave
+
+
+def hints(conn, req):
+    conn.send(response_bytes(103, [("Link", "</a.css>; rel=preload")], length=False))
+    conn.respond(200, [], b"after hints")
+
+
+def with_trailers(conn, req):
+    conn.head(200, [("Trailer", "x-sum"), ("Transfer-Encoding", "chunked")])
+    conn.send(chunked_body([b"t" * 20000, b"u" * 20000], [("x-sum", "40000")]))
+
+
+ANSWERS = {
+    "/head": lambda conn, req: conn.respond(200, [], b"small"),
+    "/hint": hints,
+    "/err": lambda conn, req: conn.reset(),         # ferry answers 502
+    "/trail": with_trailers,
+    "/big": lambda conn, req: conn.respond(200, [], b"b" * (1 << 20)),
+}
+
+
+class RudeH2Cases:
+    """A client connection with streams in flight, reset (RST) at once;
+    mixed into a FerryTestCase that says how to connect."""
+
+    direction = None
+
+    def connect(self, rcvbuf=None, settings=None):
+        raise NotImplementedError
+
+    def parallel_request(self, path):
+        """A request on another connection, answered meanwhile."""
+        raise NotImplementedError
+
+    def headers(self):
+        return []
+
+    def open_upload(self, c, path="/upload"):
+        """A POST whose body is still coming: some of it sent, more
+        announced (the upstream waits for the rest)."""
+        sid = c.new_sid()
+        c.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "svc"),
+                             (":path", path), ("content-length", "1000000"), *self.headers()])
+        self.assertTrue(c.send_body(sid, b"u" * 60000, end_stream=False))
+        return sid
+
+    def assert_cut(self, before, paths, cut):
+        """Every request of PATHS ended and logged; those of CUT with a
+        client cause; ferry_requests_cut_total grew by the number of them
+        logged with one (the others were accounted before their last bytes
+        could leave, as SPEC §9 has it)."""
+        def logged():
+            got = {e.get("path"): e.get("error") for e in self.f.access_log()}
+            return got if all(p in got for p in paths) else None
+        got = wait_until(logged, 4, interval=0.05)
+        self.assertTrue(got, "not every stream ended: %r" % logged())
+        for p in cut:
+            self.assertIn(got[p], CLIENT_CAUSES, "%s: %r" % (p, got[p]))
+        n = sum(1 for p in paths if got[p] in CLIENT_CAUSES)
+        wait_until(lambda: cuts(self.f, self.direction) - before >= n, 2)
+        self.assertEqual(cuts(self.f, self.direction) - before, n, got)
+
+    def assert_still_serves(self):
+        self.assertTrue(self.f.alive(), "ferry died: %s" % self.f.exit_description())
+        self.up.behaviour = echo()
+        c = self.connect()
+        st = c.response(c.request("/after", headers=self.headers()))
+        self.assertEqual(st.status, 200, st.headers)
+        c.close()
+
+    def test_reset_with_streams_waiting_for_their_answers(self):
+        # the upstream answers each kind after the reset: heads, a 103,
+        # ferry's own 502, trailers, a large body; one stream is still
+        # sending its body; another connection's request goes on
+        gate = threading.Event()
+        self.up.behaviour = gated(gate, ANSWERS)
+        c = self.connect()
+        upload = self.open_upload(c)
+        for p in ANSWERS:
+            c.request(p, headers=self.headers())
+        done = []
+        other = threading.Thread(target=lambda: done.append(self.parallel_request("/head-other")))
+        other.start()
+        self.up.wait_requests(len(ANSWERS) + 1)
+        before = cuts(self.f, self.direction)
+        rst_close(c.sock)
+        every = list(ANSWERS) + ["/upload"]
+        self.assert_cut(before, every, every)
+        gate.set()
+        other.join(5)
+        self.assertEqual(done, [200], "the other connection's request")
+        self.assertTrue(upload)
+        self.assert_still_serves()
+
+    def test_reset_with_answers_queued_behind_a_stalled_stream(self):
+        # the client reads nothing: a streaming response fills the socket
+        # and ferry's queue; the other streams' HEADERS, 103, 502, DATA
+        # and trailers wait behind it in ferry (some of their upstreams
+        # paused by the same back-pressure); then the reset fails the
+        # write of all of them
+        flood = Flood(response_bytes(200, [("Content-Length", str(1 << 40))], length=False))
+        answers = {p: a for p, a in ANSWERS.items() if p != "/big"}
+        self.up.behaviour = gated(None, dict(answers, **{"/flood": flood}))
+        c = self.connect(rcvbuf=4096, settings={S_INITIAL_WINDOW_SIZE: MAX_WINDOW})
+        c.send_frames(hf.WindowUpdateFrame(0, window_increment=MAX_WINDOW - 65535))
+        c.request("/flood", headers=self.headers())
+        flood.wait_stalled(self)
+        self.open_upload(c)
+        for p in answers:
+            c.request(p, headers=self.headers())
+        self.up.wait_requests(len(answers) + 1)
+        time.sleep(0.3)             # their answers reach ferry
+        before = cuts(self.f, self.direction)
+        rst_close(c.sock)
+        self.assert_cut(before, list(answers) + ["/flood", "/upload"], ["/flood", "/upload"])
+        self.assertTrue(flood.cut.wait(3), "the stalled stream's upstream connection was kept")
+        self.assertEqual(self.parallel_request("/head-other"), 200)
+        self.assert_still_serves()
+
+
+class OutboundH2cResetTest(RudeH2Cases, FerryTestCase):
+    """h2c with prior knowledge on the outbound listener."""
+
+    direction = "outbound"
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream()
+        self.f = self.ferry({"svc": service(self.up, protocol="http1", retries={"max": 0})})
+
+    def connect(self, rcvbuf=None, settings=None):
+        c = H2(self.f.outbound_port, rcvbuf=rcvbuf, settings=settings)
+        self._closers.append(c.close)
+        return c
+
+    def parallel_request(self, path):
+        return self.f.get(path, host="svc", timeout=5).status
+
+
+class InboundH2ResetTest(RudeH2Cases, FerryTestCase):
+    """ALPN h2 from an allowed peer with a valid key, over mTLS."""
+
+    direction = "inbound"
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream(tls=False)
+        p = pki()
+        self.port = free_port()
+        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": {
+            "address": "127.0.0.1:%d" % self.port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["K"]},
+            "local_app": self.up.address}})
+        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
+        self.ctx.check_hostname = False
+        self.ctx.load_cert_chain(p.client.cert, p.client.key)
+
+    def headers(self):
+        return [("x-service-auth", KEY)]
+
+    def tls_socket(self, alpn, rcvbuf=None):
+        s = socket.socket()
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(3)
+        s.connect(("127.0.0.1", self.port))
+        self.ctx.set_alpn_protocols(alpn)
+        s = self.ctx.wrap_socket(s, server_hostname="backend")
+        self._closers.append(s.close)
+        return s
+
+    def connect(self, rcvbuf=None, settings=None):
+        s = self.tls_socket(["h2"], rcvbuf)
+        self.assertEqual(s.selected_alpn_protocol(), "h2")
+        return H2(sock=s, settings=settings)
+
+    def parallel_request(self, path):
+        s = self.tls_socket(["http/1.1"])
+        s.sendall(build_request("GET", path, [("Host", "app"), ("x-service-auth", KEY)]))
+        return read_response(Reader(s)).status
+
+
+class H2UpstreamResetTest(FerryTestCase):
+    """The client's streams are streams of one HTTP/2 upstream connection:
+    the teardown resets each there, and the connection serves on."""
+
+    def test_reset_with_streams_held_upstream(self):
+        up = test_h2_upstream.H2Upstream()
+        self._closers.append(up.close)
+        f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
+                                "retries": {"max": 0}}}, workers=1)
+        c = H2(f.outbound_port)
+        self._closers.append(c.close)
+        for i in range(4):
+            c.request("/hold-%d" % i)
+        self.assertTrue(wait_until(lambda: len(up.paths) >= 4, 3))
+        before = cuts(f, "outbound")
+        rst_close(c.sock)
+        self.assertTrue(wait_until(lambda: cuts(f, "outbound") - before >= 4, 3))
+        self.assertTrue(wait_until(lambda: len(up.resets) >= 4, 3),
+                        "ferry reset %r upstream" % up.resets)
+        up.gate.set()
+        time.sleep(0.2)
+        self.assertTrue(f.alive(), "ferry died")
+        r = f.get("/ok", host="svc", timeout=5)
+        self.assertEqual((r.status, r.body), (200, b"fine:/ok"))
+
+
+class ScriptedH2Upstream:
+    """An h2c server for one connection that answers only when told:
+    heads(paths) sends those streams' response HEADERS in one write, in
+    that order; bodies(paths) their DATA, ending them."""
+
+    def __init__(self):
+        self.sock = harness.bound_socket(reuseaddr=True)
+        self.sock.listen(4)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.sids = {}              # :path -> stream id
+        self.commands = queue.Queue()
+        self.stopping = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+    def heads(self, paths):
+        self.commands.put(("heads", paths))
+
+    def bodies(self, paths):
+        self.commands.put(("bodies", paths))
+
+    def _serve(self):
+        try:
+            s, _ = self.sock.accept()
+        except OSError:
+            return
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        s.settimeout(0.02)
+        try:
+            s.sendall(conn.data_to_send())
+            while not self.stopping.is_set():
+                try:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    for ev in conn.receive_data(data):
+                        if isinstance(ev, h2.events.RequestReceived):
+                            self.sids[dict(ev.headers)[":path"]] = ev.stream_id
+                except socket.timeout:
+                    pass
+                while not self.commands.empty():
+                    what, paths = self.commands.get()
+                    for p in paths:
+                        sid = self.sids[p]
+                        try:
+                            if what == "heads":
+                                conn.send_headers(sid, [(":status", "200"), ("x-for", p)])
+                            else:
+                                conn.send_data(sid, ("body of " + p).encode(), end_stream=True)
+                        except h2.exceptions.ProtocolError:
+                            pass    # ferry reset it meanwhile
+                s.sendall(conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            s.close()
+
+
+class HeldHeadResetTest(FerryTestCase):
+    """An HTTP/1.1 client's response head waits in the worker's scratch for
+    its body (h1_down.c): when another client's head needs the scratch in
+    the same turn, the held one is written alone first, and that write
+    fails, the holder having reset. The other client gets its own
+    response; nothing of the holder's exchange is touched after."""
+
+    def setUp(self):
+        super().setUp()
+        self.up = ScriptedH2Upstream()
+        self._closers.append(self.up.close)
+        # one worker: both clients share its scratch and its one HTTP/2
+        # connection to the service
+        self.f = self.ferry({"svc": {"endpoints": [self.up.address], "protocol": "h2",
+                                     "retries": {"max": 0}}}, workers=1)
+
+    def holder(self, path):
+        """A client whose request for PATH reached the service, which
+        ferry no longer reads (a pipelined tail filled its buffer), reset."""
+        s = socket.create_connection(("127.0.0.1", self.f.outbound_port), timeout=3)
+        s.sendall(build_request("GET", path, [("Host", "svc")]) + FILLER)
+        self.assertTrue(wait_until(lambda: path in self.up.sids, 3))
+        time.sleep(0.1)
+        rst_close(s)
+        time.sleep(0.05)
+
+    def holder_logged(self, path):
+        e = wait_until(lambda: next((e for e in self.f.access_log() if e.get("path") == path),
+                                    None), 3, interval=0.05)
+        self.assertIsNotNone(e, "no access log line for %s" % path)
+        self.assertEqual((e["status"], e["error"]), (200, "client_write_failed"), e)
+
+    def test_held_head_written_alone_for_another_client_fails(self):
+        self.holder("/holder")
+        with self.f.client() as c2:
+            c2.send(build_request("GET", "/other", [("Host", "svc")]))
+            self.assertTrue(wait_until(lambda: "/other" in self.up.sids, 3))
+            # both heads in one read of ferry's: the holder's first
+            self.up.heads(["/holder", "/other"])
+            time.sleep(0.3)
+            self.up.bodies(["/holder", "/other"])
+            r = c2.read_response("GET")
+        self.assertEqual((r.status, r.header("x-for"), r.body), (200, "/other", b"body of /other"))
+        self.holder_logged("/holder")
+        self.assertTrue(self.f.alive(), "ferry died")
+
+    def test_held_head_written_alone_at_the_end_of_the_turn_fails(self):
+        self.holder("/alone")
+        self.up.heads(["/alone"])
+        time.sleep(0.3)
+        self.up.bodies(["/alone"])
+        self.holder_logged("/alone")
+        self.assertTrue(self.f.alive(), "ferry died")
+        with self.f.client() as c2:
+            c2.send(build_request("GET", "/next", [("Host", "svc")]))
+            self.assertTrue(wait_until(lambda: "/next" in self.up.sids, 3))
+            self.up.heads(["/next"])
+            self.up.bodies(["/next"])
+            r = c2.read_response("GET")
+        self.assertEqual((r.status, r.header("x-for"), r.body), (200, "/next", b"body of /next"))
+
+
+if __name__ == "__main__":
+    harness.main()
