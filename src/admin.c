@@ -13,7 +13,7 @@
 #include "sbuf.h"
 #include "server.h"
 
-#define ADMIN_BUF_MAX (HTTP_MAX_HEAD + 1024)
+#define ADMIN_BUF_MAX (HTTP_MAX_HEAD_ALL + 1024)
 
 struct admin {
 	struct server *srv;

@@ -283,6 +283,16 @@ void proxy_error_response(const struct exchange *x, struct sbuf *out, enum ferry
  * service's or the inbound listener's; NULL where there are none. */
 void proxy_response_rules(const struct exchange *x, const struct conf_hrules *rules[2]);
 
+/* What a head within the limits became with the headers ferry adds, its
+ * header rules' above all, when the next hop would refuse it
+ * (headers_build_request/response). */
+#define HEAD_OVER_WITH_RULES(what) what " head over the limit (64 KiB, 100 headers) " \
+	"once ferry's headers and header rules are added"
+
+/* The response head a downstream codec built for X is over the limits
+ * (headers_build_response): a 502 instead, before anything of it left. */
+void proxy_response_over_limit(struct exchange *x);
+
 /* SPEC §14: how the response head changes for a coded body, or NULL. */
 const struct head_coding *proxy_response_coding(const struct exchange *x);
 

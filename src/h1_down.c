@@ -21,7 +21,7 @@
 #include "log.h"
 #include "proxy.h"
 
-#define CLIENT_BUF_MAX (HTTP_MAX_HEAD + 16384)
+#define CLIENT_BUF_MAX (HTTP_MAX_HEAD_ALL + 16384)
 #define LINGER_MS 1000
 
 enum client_state {
@@ -484,6 +484,7 @@ h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 		.dechunk = x->dechunk,
 		.upgrade = x->upgrade,
 	};
+	bool fits;
 
 	if (cl->closed)
 		return false;
@@ -492,9 +493,13 @@ h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 	proxy_response_rules(x, a.rules);
 	a.coding = proxy_response_coding(x);
 	sbuf_clear(out);
-	headers_build_response(out, msg, h, &a);
+	fits = headers_build_response(out, msg, h, &a);
 	if (out->oom) {
 		client_close(cl, END_OUT_OF_MEMORY, "out of memory");
+		return false;
+	}
+	if (!fits) {
+		proxy_response_over_limit(x);
 		return false;
 	}
 	/* held back: it leaves with the first body bytes, in one write */

@@ -16,7 +16,7 @@
 static void upstream_event(struct conn *c, enum conn_event ev, void *arg);
 static void upstream_relay(struct exchange *x);
 
-#define UPSTREAM_BUF_MAX (HTTP_MAX_HEAD + 16384)
+#define UPSTREAM_BUF_MAX (HTTP_MAX_HEAD_ALL + 16384)
 
 /* The connection failed or closed before a response head. */
 static void

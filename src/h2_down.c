@@ -28,8 +28,9 @@
 #define H2_OUT_HIGH		(256 * 1024)	/* queued response bytes: pause the upstream */
 #define H2_OUT_MAX		(4 * 1024 * 1024)	/* never more, whatever comes */
 #define H2_IN_MAX		(H2_STREAM_WINDOW + 16384)
-#define H2_MAX_CONTINUATIONS	6	/* per header block: 64 KiB in 16 KiB frames
-					   needs 4, and nghttp2 itself stops at 8 */
+#define H2_MAX_CONTINUATIONS	6	/* per header block: a head at the hard cap
+					   (http1.h) in 16 KiB frames needs 4,
+					   and nghttp2 itself stops at 8 */
 #define H2_CONTROL_PER_SEC	200	/* PING and SETTINGS frames */
 #define H2_RESET_ALLOWANCE	200	/* resets beyond twice the completed streams */
 #define H2_GOAWAY_DELAY_MS	500	/* between the notice and the real GOAWAY */
@@ -45,7 +46,9 @@ struct h2stream {
 	struct generation *gen;
 	struct sbuf raw;		/* the request head: method, path, fields */
 	struct slice method, path, authority;
-	uint32_t head_bytes;
+	/* the head as the HTTP/1.1 head it becomes, counted as http1.c
+	 * counts one (http1.h): its bytes and fields, ferry's own kinds' */
+	uint32_t head_bytes, fields, own_bytes, own_fields;
 	bool too_large;
 	bool chunked;			/* the upstream gets it chunked */
 	bool in_end;			/* END_STREAM from the client */
@@ -180,19 +183,44 @@ raw_add(struct sbuf *raw, const void *p, size_t n)
 	return s;
 }
 
-static void
-head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, size_t vlen)
+/* A field of the head, of KIND (OWN: one ferry writes itself); the
+ * limits were counted as it came (on_header), and the table has room for
+ * them and for the transfer-encoding of stream_request. */
+static struct http_header *
+head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, size_t vlen,
+    enum hdr_kind kind, bool own)
 {
 	struct http_head *h = &st->head;
+	struct http_header *hd;
 
-	if (h->n_headers >= HTTP_MAX_HEADERS) {
-		st->too_large = true;
-		return;
+	if (h->n_headers >= HTTP_HEAD_SLOTS) {
+		st->too_large = true;	/* not reached: the limits come first */
+		return NULL;
 	}
+	hd = &h->h[h->n_headers];
 	/* the whole entry: the table is not zeroed (h2_stream_alloc) */
-	h->h[h->n_headers] = (struct http_header){ .name = raw_add(&st->raw, name, nlen) };
-	h->h[h->n_headers].value = raw_add(&st->raw, value, vlen);
+	*hd = (struct http_header){ .name = raw_add(&st->raw, name, nlen) };
+	hd->value = raw_add(&st->raw, value, vlen);
+	hd->kind = kind;
+	hd->own = own;
 	h->n_headers++;
+	return hd;
+}
+
+/* A field of the request head or its trailers, counted: BYTES toward the
+ * head, a field when FIELD, ferry's own kind when OWN. False once over
+ * the limits. */
+static bool
+head_count(struct h2stream *st, uint32_t bytes, bool field, bool own)
+{
+	st->head_bytes += bytes;
+	st->fields += field;
+	if (own) {
+		st->own_bytes += bytes;
+		st->own_fields += field;
+	}
+	return http_within_limits(st->fields + st->trailer_fields, st->own_fields,
+	    st->head_bytes, st->head_bytes - st->own_bytes);
 }
 
 /* The HTTP/1 head text ferry built (headers_build_response, ferror_build)
@@ -230,9 +258,9 @@ read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 		if (st->out_eof) {
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
 			if (st->trailers.len > 0) {
-				nghttp2_nv nv[HTTP_MAX_HEADERS];
+				nghttp2_nv nv[HTTP_MAX_FIELDS];
 				size_t k = h2_lines_to_nv(st->trailers.p, st->trailers.p + st->trailers.len,
-				    nv, 0, HTTP_MAX_HEADERS);
+				    nv, 0, HTTP_MAX_FIELDS);
 
 				/* the trailers end the stream instead */
 				if (k > 0 && nghttp2_submit_trailer(ng, id, nv, k) == 0)
@@ -264,7 +292,7 @@ stream_queue(struct h2stream *st, const void *p, size_t n)
 static bool
 submit(struct h2stream *st, char *text, size_t len, bool body)
 {
-	nghttp2_nv nv[HTTP_MAX_HEADERS + 8];
+	nghttp2_nv nv[H2_MAX_NV];
 	nghttp2_data_provider dp = { .source.ptr = st, .read_callback = read_body };
 	size_t n = head_to_nv(text, len, nv, sizeof(nv) / sizeof(nv[0]));
 
@@ -296,7 +324,7 @@ h2_send_interim(struct exchange *x, const char *msg, const struct http_head *h)
 {
 	struct h2stream *st = stream_of(x);
 	struct sbuf *t = &st->hc->hbuf;
-	nghttp2_nv nv[HTTP_MAX_HEADERS + 8];
+	nghttp2_nv nv[H2_MAX_NV];
 	size_t n;
 
 	sbuf_clear(t);
@@ -317,13 +345,18 @@ h2_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 		.ids = &x->ids, .keep_alive = true, .keep_alive_timeout = 1,
 		.dechunk = x->dechunk,
 	};
+	bool fits;
 
 	proxy_response_rules(x, a.rules);
 	a.coding = proxy_response_coding(x);
 	sbuf_clear(t);
-	headers_build_response(t, msg, h, &a);
+	fits = headers_build_response(t, msg, h, &a);
 	if (t->oom) {
 		proxy_end(x, END_OUT_OF_MEMORY);
+		return false;
+	}
+	if (!fits) {
+		proxy_response_over_limit(x);
 		return false;
 	}
 	if (!submit(st, t->p, t->len, body))
@@ -572,6 +605,8 @@ stream_request(struct h2stream *st, bool end_stream)
 		    "request head over 64 KiB or over 100 headers");
 		return;
 	}
+	/* the table has room for both: the cookie crumbs were counted as
+	 * fields, and one slot is spare (HTTP_HEAD_SLOTS) */
 	h->method = st->method;
 	h->target = st->path;
 	h->major = 1;
@@ -580,15 +615,14 @@ stream_request(struct h2stream *st, bool end_stream)
 	h->method_id = method_id(st->raw.p + st->method.off, st->method.len);
 	st->in_end = end_stream;
 	if (st->cookies.len)
-		head_add(st, "cookie", 6, st->cookies.p, st->cookies.len);
+		head_add(st, "cookie", 6, st->cookies.p, st->cookies.len, HDR_OTHER, false);
 	ambiguous = headers_classify(st->raw.p, h) != 0;
 	if ((cl = headers_find(h, HDR_CONTENT_LENGTH)) != NULL) {
 		/* nghttp2 checked it is a number that the DATA will match */
 		h->has_length = headers_number(st->raw.p, cl, &h->content_length);
 	} else if (!end_stream) {
 		/* a body of unknown length: chunked for an HTTP/1.1 upstream */
-		head_add(st, "transfer-encoding", 17, "chunked", 7);
-		h->h[h->n_headers - 1].kind = HDR_TRANSFER_ENCODING;
+		head_add(st, "transfer-encoding", 17, "chunked", 7, HDR_TRANSFER_ENCODING, true);
 		h->chunked = true;
 		st->chunked = true;
 	}
@@ -661,9 +695,9 @@ static void
 request_trailer(struct h2stream *st, const uint8_t *name, size_t nlen, const uint8_t *value,
     size_t vlen)
 {
-	st->head_bytes += (uint32_t)(nlen + vlen + 4);
-	if (st->head_bytes > HTTP_MAX_HEAD ||
-	    st->head.n_headers + ++st->trailer_fields > HTTP_MAX_HEADERS) {
+	/* ferry's own names are no trailers: all of theirs count */
+	st->trailer_fields++;
+	if (!head_count(st, http_field_bytes(nlen, vlen), false, false)) {
 		st->trailers_too_large = true;
 		return;
 	}
@@ -681,6 +715,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
 	struct h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	enum hdr_kind kind;
+	bool own;
 
 	(void)flags;
 	(void)arg;
@@ -692,14 +728,27 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	}
 	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	st->head_bytes += (uint32_t)(nlen + vlen + 4);
-	if (st->head_bytes > HTTP_MAX_HEAD) {
-		st->too_large = true;
-		return 0;
-	}
 	if (nlen > 0 && name[0] == ':') {
-		struct slice s = raw_add(&st->raw, value, vlen);
+		struct slice s;
+		bool fits;
 
+		/* counted as the HTTP/1.1 head: "M P HTTP/1.1\r\n", "host: A\r\n",
+		 * the empty line last; :scheme has no place there */
+		if (nlen == 7 && memcmp(name, ":method", 7) == 0)
+			fits = head_count(st, (uint32_t)vlen + 3, false, false);
+		else if (nlen == 5 && memcmp(name, ":path", 5) == 0)
+			fits = head_count(st, (uint32_t)vlen + 11, false, false);
+		else if (nlen == 10 && memcmp(name, ":authority", 10) == 0)
+			fits = head_count(st, http_field_bytes(4, vlen), true, true);
+		else if (nlen == 7 && memcmp(name, ":scheme", 7) == 0)
+			fits = true;
+		else
+			fits = head_count(st, http_field_bytes(nlen, vlen), false, true);
+		if (!fits) {
+			st->too_large = true;
+			return 0;
+		}
+		s = raw_add(&st->raw, value, vlen);
 		if (nlen == 7 && memcmp(name, ":method", 7) == 0)
 			st->method = s;
 		else if (nlen == 5 && memcmp(name, ":path", 5) == 0)
@@ -707,8 +756,14 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		else if (nlen == 10 && memcmp(name, ":authority", 10) == 0) {
 			st->authority = s;
 			/* routes like Host (§4): the head carries it as one */
-			head_add(st, "host", 4, (const char *)value, vlen);
+			head_add(st, "host", 4, (const char *)value, vlen, HDR_HOST, true);
 		}
+		return 0;
+	}
+	kind = http_header_kind((const char *)name, nlen, &own);
+	/* a cookie crumb counts as the field it is here */
+	if (!head_count(st, http_field_bytes(nlen, vlen), true, own)) {
+		st->too_large = true;
 		return 0;
 	}
 	if (nlen == 4 && memcmp(name, "host", 4) == 0 && st->authority.len)
@@ -720,7 +775,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		sbuf_add(&st->cookies, value, vlen);
 		return 0;
 	}
-	head_add(st, (const char *)name, nlen, (const char *)value, vlen);
+	head_add(st, (const char *)name, nlen, (const char *)value, vlen, kind, own);
 	return 0;
 }
 
@@ -1086,7 +1141,7 @@ session_new(struct h2conn *hc)
 	const nghttp2_settings_entry iv[] = {
 		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
-		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, HTTP_MAX_HEAD },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST },
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
 	};
 	nghttp2_session_callbacks *cb;
@@ -1101,6 +1156,8 @@ session_new(struct h2conn *hc)
 	/* windows open as the upstream takes the body (stream_pump) */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_max_outbound_ack(opt, 1000);
+	/* a response head at the hard cap, not nghttp2's 64 KiB */
+	nghttp2_option_set_max_send_header_block_length(opt, H2_MAX_HEADER_LIST);
 	rv = nghttp2_session_server_new2(&hc->ng, cb, hc, opt);
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cb);

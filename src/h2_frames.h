@@ -13,7 +13,17 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "http1.h"
+
 struct conn;
+
+/* Fields of a head as nghttp2 takes them: a whole head at the hard cap
+ * (http1.h) and the pseudo-fields. */
+#define H2_MAX_NV (HTTP_MAX_FIELDS + 8)
+/* SETTINGS_MAX_HEADER_LIST_SIZE ferry advertises, and the header blocks
+ * it sends: a head at the hard cap, counted as RFC 9113 6.5.2 counts
+ * (32 bytes for each field, where http1.h counts 4), pseudo-fields too. */
+#define H2_MAX_HEADER_LIST (HTTP_MAX_HEAD_ALL + 28 * H2_MAX_NV)
 
 /* Moves the frames NG has ready to C, packed into as few writes as they
  * fit (a TLS record holds 16 KiB): the frames of every stream that became

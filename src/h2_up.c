@@ -74,6 +74,9 @@ struct h2up_stream {
 	bool closed;
 	bool sent_any;
 	bool got_any;			/* any response frame arrived */
+	/* the head (or trailers) being read, counted as http1.c counts an
+	 * HTTP/1.1 one (http1.h); the table has the fields and their kinds */
+	uint32_t head_bytes;
 	struct http_head head;		/* last: h2_stream_alloc() */
 };
 _Static_assert(offsetof(struct h2up_stream, head) + sizeof(struct http_head) ==
@@ -149,7 +152,7 @@ dechunk_into(struct h2up_stream *st, const char *p, size_t n)
 			} else if (*p == '\n') {
 				sbuf_add(&st->trailers, "\r\n", 2);
 				d->line = st->trailers.len;
-			} else if (*p != '\r' && st->trailers.len < HTTP_MAX_HEAD) {
+			} else if (*p != '\r' && st->trailers.len < HTTP_MAX_HEAD_ALL) {
 				sbuf_add(&st->trailers, p, 1);
 			}
 			break;
@@ -199,9 +202,9 @@ read_req_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 		if (st->out_eof) {
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
 			if (st->trailers.len > 0 && !st->trailers.oom) {
-				nghttp2_nv nv[HTTP_MAX_HEADERS];
+				nghttp2_nv nv[HTTP_MAX_FIELDS];
 				size_t k = h2_lines_to_nv(st->trailers.p, st->trailers.p +
-				    st->trailers.len, nv, 0, HTTP_MAX_HEADERS);
+				    st->trailers.len, nv, 0, HTTP_MAX_FIELDS);
 
 				/* the trailers end the stream instead */
 				if (k > 0 && nghttp2_submit_trailer(ng, id, nv, k) == 0)
@@ -295,11 +298,12 @@ response_head(struct h2up_stream *st)
 	    (h->status >= 100 && h->status < 200));
 	if (cl && headers_number(st->raw.p, cl, &h->content_length)) {
 		h->has_length = true;
-	} else if (body && !x->unframed && h->n_headers < HTTP_MAX_HEADERS) {
-		/* no length: chunked for an HTTP/1.1 client, trailers at its end */
+	} else if (body && !x->unframed) {
+		/* no length: chunked for an HTTP/1.1 client, trailers at its end
+		 * (the table has a slot for it past the limits: HTTP_HEAD_SLOTS) */
 		h->h[h->n_headers] = (struct http_header){
 			.name = raw_add(&st->raw, "transfer-encoding", 17),
-			.kind = HDR_TRANSFER_ENCODING };
+			.kind = HDR_TRANSFER_ENCODING, .own = true };
 		h->h[h->n_headers].value = raw_add(&st->raw, "chunked", 7);
 		h->n_headers++;
 		h->chunked = true;
@@ -313,7 +317,8 @@ response_head(struct h2up_stream *st)
 		/* an interim head: the next one is the answer */
 		if (proxy_response_head(x, st->raw.p, h, false)) {
 			sbuf_clear(&st->raw);
-			memset(h, 0, sizeof(*h));
+			memset(h, 0, offsetof(struct http_head, h));
+			st->head_bytes = 0;
 		}
 		return;
 	}
@@ -327,6 +332,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 {
 	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
 	struct http_head *h;
+	struct http_header *hd;
+	bool own;
 
 	(void)flags;
 	(void)arg;
@@ -341,11 +348,22 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	}
 	if (nlen > 0 && name[0] == ':')
 		return 0;
-	if (h->n_headers >= HTTP_MAX_HEADERS || st->raw.len + nlen + vlen > HTTP_MAX_HEAD)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over ferry's limits */
+	hd = &h->h[h->n_headers];
 	/* the whole entry: the table is not zeroed (h2_stream_alloc) */
-	h->h[h->n_headers] = (struct http_header){ .name = raw_add(&st->raw, name, nlen) };
-	h->h[h->n_headers].value = raw_add(&st->raw, value, vlen);
+	*hd = (struct http_header){ .kind = http_header_kind((const char *)name, nlen, &own),
+	    .own = own };
+	/* "HTTP/1.1 200 \r\n" and the empty line, then "name: value\r\n" each */
+	if (st->head_bytes == 0)
+		st->head_bytes = h->mine_bytes = 17;
+	st->head_bytes += http_field_bytes(nlen, vlen);
+	if (own)
+		h->n_own++;
+	else
+		h->mine_bytes += http_field_bytes(nlen, vlen);
+	if (!http_within_limits(h->n_headers + 1, h->n_own, st->head_bytes, h->mine_bytes))
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over ferry's limits */
+	hd->name = raw_add(&st->raw, name, nlen);
+	hd->value = raw_add(&st->raw, value, vlen);
 	h->n_headers++;
 	return 0;
 }
@@ -427,8 +445,14 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 
 	(void)arg;
 	if (st && st->head_done) {
+		/* trailers: held to the limits as a head of their own, as
+		 * http1.c holds a response's (from the upstream, ferry's own
+		 * names are dropped from them) */
 		sbuf_clear(&st->raw);
 		st->head.n_headers = 0;
+		st->head.n_own = 0;
+		st->head.mine_bytes = 0;
+		st->head_bytes = 0;
 	}
 	return 0;
 }
@@ -699,7 +723,7 @@ session_new(struct exchange *x, struct upconn *u)
 	const nghttp2_settings_entry iv[] = {
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2UP_WINDOW },
-		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, HTTP_MAX_HEAD },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST },
 	};
 
 	if (s == NULL || (s->timer = evtimer_new(x->w->base, session_timeout, s)) == NULL ||
@@ -712,6 +736,8 @@ session_new(struct exchange *x, struct upconn *u)
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
+	/* a request head at the hard cap, not nghttp2's 64 KiB */
+	nghttp2_option_set_max_send_header_block_length(opt, H2_MAX_HEADER_LIST);
 	if (nghttp2_session_client_new2(&s->ng, cb, s, opt) != 0)
 		goto bad;
 	nghttp2_session_callbacks_del(cb);
@@ -768,7 +794,7 @@ stream_submit(struct exchange *x, struct h2up *s)
 {
 	struct h2up_stream *st = h2_stream_alloc(sizeof(*st),
 	    offsetof(struct h2up_stream, head.h));
-	nghttp2_nv nv[HTTP_MAX_HEADERS + 8];
+	nghttp2_nv nv[H2_MAX_NV];
 	nghttp2_data_provider dp = { .read_callback = read_req_body };
 	size_t n;
 	int32_t id;

@@ -5,79 +5,14 @@
 #include "deadline.h"
 #include "headers.h"
 
-struct known {
-	const char *name;
-	size_t len;
-	enum hdr_kind kind;
-};
-
-#define KNOWN(name, kind) { name, sizeof(name) - 1, kind }
-
-static const struct known known_headers[] = {
-	KNOWN("host", HDR_HOST),
-	KNOWN("connection", HDR_CONNECTION),
-	KNOWN("keep-alive", HDR_KEEP_ALIVE),
-	KNOWN("proxy-connection", HDR_PROXY_CONNECTION),
-	KNOWN("proxy-authorization", HDR_PROXY_AUTHORIZATION),
-	KNOWN("upgrade", HDR_UPGRADE),
-	KNOWN("te", HDR_TE),
-	KNOWN("transfer-encoding", HDR_TRANSFER_ENCODING),
-	KNOWN("content-length", HDR_CONTENT_LENGTH),
-	KNOWN("expect", HDR_EXPECT),
-	KNOWN("x-service-auth", HDR_SERVICE_AUTH),
-	KNOWN("x-correlation-id", HDR_CORRELATION_ID),
-	KNOWN("x-request-id", HDR_REQUEST_ID),
-	KNOWN("traceparent", HDR_TRACEPARENT),
-	KNOWN("tracestate", HDR_TRACESTATE),
-	KNOWN("via", HDR_VIA),
-	KNOWN("x-ferry-peer", HDR_FERRY_PEER),
-	KNOWN("x-forwarded-for", HDR_FORWARDED_FOR),
-	KNOWN("x-forwarded-proto", HDR_FORWARDED_PROTO),
-	KNOWN("idempotency-key", HDR_IDEMPOTENCY_KEY),
-	KNOWN("x-ferry-deadline-ms", HDR_FERRY_DEADLINE),
-};
-
-/* NAME is K with any '-' written as '_' (and at least one so written). */
-static bool
-underscored(const char *k, const char *name, size_t len)
-{
-	bool any = false;
-
-	for (size_t i = 0; i < len; i++) {
-		if (k[i] == '-' && name[i] == '_')
-			any = true;
-		else if ((k[i] | 0x20) != (name[i] | 0x20) || name[i] == '_')
-			return false;
-	}
-	return any;
-}
-
-static enum hdr_kind
-classify_name(const char *name, size_t len)
-{
-	bool under = false;
-
-	/* first letters are few and distinct enough that a table scan of
-	 * same-length names is cheaper than hashing */
-	for (size_t i = 0; i < sizeof(known_headers) / sizeof(known_headers[0]); i++) {
-		const char *k = known_headers[i].name;
-
-		if (known_headers[i].len != len || (k[0] | 0x20) != (name[0] | 0x20))
-			continue;
-		if (strncasecmp(k, name, len) == 0)
-			return known_headers[i].kind;
-		if (known_headers[i].kind >= HDR_SERVICE_AUTH && underscored(k, name, len))
-			under = true;
-	}
-	return under ? HDR_FERRY_LOOKALIKE : HDR_OTHER;
-}
-
 bool
 headers_trailer_allowed(const char *name, size_t len)
 {
 	/* every name ferry knows is framing, hop-by-hop, routing or its own:
 	 * none may arrive after the head was checked */
-	return classify_name(name, len) == HDR_OTHER;
+	bool own;
+
+	return http_header_kind(name, len, &own) == HDR_OTHER;
 }
 
 void
@@ -86,17 +21,20 @@ headers_from_lines(const char *lines, size_t len, struct http_head *h)
 	const char *p = lines, *end = lines + len, *eol, *colon, *v;
 
 	h->n_headers = 0;
-	for (; p < end && h->n_headers < HTTP_MAX_HEADERS; p = eol + 2) {
+	for (; p < end && h->n_headers < HTTP_MAX_FIELDS; p = eol + 2) {
 		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL)
 			return;
 		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
 			continue;
 		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
 			;
-		h->h[h->n_headers++] = (struct http_header){
+		h->h[h->n_headers] = (struct http_header){
 			.name = { (uint32_t)(p - lines), (uint32_t)(colon - p) },
 			.value = { (uint32_t)(v - lines), (uint32_t)(eol - v) },
 		};
+		h->h[h->n_headers].kind = http_header_kind(p, (size_t)(colon - p),
+		    &h->h[h->n_headers].own);
+		h->n_headers++;
 	}
 }
 
@@ -157,10 +95,10 @@ headers_classify(const char *msg, struct http_head *h)
 	struct mark_ctx m = { msg, h };
 	int hosts = 0;
 
+	/* the kinds were given as the fields were read (http_header_kind) */
 	for (uint32_t i = 0; i < h->n_headers; i++) {
 		struct http_header *hd = &h->h[i];
 
-		hd->kind = classify_name(msg + hd->name.off, hd->name.len);
 		hd->hop = false;
 		if (hd->kind == HDR_HOST)
 			hosts++;
@@ -317,10 +255,76 @@ rules_emit(struct sbuf *out, const struct conf_hrules *const *rs)
 	}
 }
 
-void
+/* Fields ferry itself may add to a head on one hop, at most: a request
+ * gets host, connection, x-service-auth, x-correlation-id, x-request-id,
+ * traceparent, via, x-ferry-peer, x-forwarded-proto, x-forwarded-for,
+ * accept-encoding, x-ferry-deadline-ms and grpc-timeout; a response
+ * x-correlation-id, x-request-id, content-encoding, vary,
+ * transfer-encoding and keep-alive or connection. */
+#define OWN_ADDED_MAX 16
+
+static size_t
+rules_lines(const struct conf_hrules *const *rs)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < 2; i++)
+		if (rs[i] != NULL)
+			n += rs[i]->n_set + rs[i]->n_add;
+	return n;
+}
+
+bool
+headers_fit(const char *text, size_t len)
+{
+	const char *p = memchr(text, '\n', len), *end = text + len, *eol, *colon, *v, *ve;
+	uint32_t fields = 0, own_fields = 0, mine;
+	bool own;
+
+	if (len > HTTP_MAX_HEAD_ALL || p == NULL)
+		return len <= HTTP_MAX_HEAD_ALL;
+	/* lines as ferry writes them: "name: value\r\n", no CR inside; the
+	 * start line and the empty line are the sender's */
+	mine = (uint32_t)(p + 1 - text) + 2;
+	for (p++; p < end && (eol = memchr(p, '\r', (size_t)(end - p))) != NULL && eol > p;
+	    p = eol + 2) {
+		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
+			continue;
+		fields++;
+		http_header_kind(p, (size_t)(colon - p), &own);
+		if (own) {
+			own_fields++;
+			continue;
+		}
+		/* as http1.c counts it: the value without blanks around */
+		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+			;
+		for (ve = eol; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
+			;
+		mine += http_field_bytes((size_t)(colon - p), (size_t)(ve - v));
+	}
+	return http_within_limits(fields, own_fields, (uint32_t)len, mine);
+}
+
+/* The head just written from START in OUT, from a head of N fields with
+ * at most ADDED more: within the limits? Counted only when it may not
+ * be (a head of that many fields, or over 64 KiB), so not on the hot
+ * path. An incomplete head (no memory) is the caller's to see. */
+static bool
+built_fits(const struct sbuf *out, size_t start, uint32_t n, size_t added)
+{
+	size_t len = out->len - start;
+
+	if (out->oom || (len <= HTTP_MAX_HEAD && n + added <= HTTP_MAX_HEADERS))
+		return true;
+	return headers_fit(out->p + start, len);
+}
+
+bool
 headers_build_request(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct upstream_head_args *a)
 {
+	size_t start = out->len;
 	int last_via = last_index(h, HDR_VIA);
 	int last_xff = last_index(h, HDR_FORWARDED_FOR);
 	bool tp_replaced = a->ids->traceparent != NULL;
@@ -434,6 +438,7 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 		sbuf_adds(out, "00000000m\r\n");
 	}
 	sbuf_add(out, "\r\n", 2);
+	return built_fits(out, start, h->n_headers, OWN_ADDED_MAX + rules_lines(a->rules));
 }
 
 static bool
@@ -474,10 +479,11 @@ coding_header(struct sbuf *out, const char *msg, const struct http_header *hd,
 	return false;
 }
 
-void
+bool
 headers_build_response(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct downstream_head_args *a)
 {
+	size_t start = out->len;
 	bool vary = false;
 
 	sbuf_add(out, "HTTP/1.1 ", 9);
@@ -527,6 +533,8 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 	else if (!a->interim)
 		headers_add_connection(out, a->keep_alive, a->keep_alive_timeout);
 	sbuf_add(out, "\r\n", 2);
+	return built_fits(out, start, h->n_headers,
+	    OWN_ADDED_MAX + (a->interim ? 0 : rules_lines(a->rules)));
 }
 
 void

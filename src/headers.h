@@ -13,9 +13,9 @@
 
 struct conf_hrules;
 
-/* Classifies every header by name and marks the ones Connection lists.
- * MSG is the first byte of the message. Returns -1 when the head is
- * ambiguous (two Host headers, ...). */
+/* Marks the headers Connection lists (their kinds were given as they
+ * were read: http_header_kind()). MSG is the first byte of the message.
+ * Returns -1 when the head is ambiguous (two Host headers, ...). */
 int headers_classify(const char *msg, struct http_head *h);
 
 /* The first header of KIND, or NULL. */
@@ -30,7 +30,7 @@ bool headers_framing_ok(const struct http_head *h);
  * hop-by-hop, routing, its own, their '_' look-alikes). */
 bool headers_trailer_allowed(const char *name, size_t len);
 /* "name: value\r\n" lines, as ferry writes trailer fields, as the fields
- * of H (slices into LINES); any past HTTP_MAX_HEADERS are left out. */
+ * of H (slices into LINES); any past HTTP_MAX_FIELDS are left out. */
 void headers_from_lines(const char *lines, size_t len, struct http_head *h);
 
 /* IDs decided for one request; the texts are owned by the caller. */
@@ -80,8 +80,11 @@ struct upstream_head_args {
  * when it is not all digits or does not fit. */
 bool headers_number(const char *msg, const struct http_header *hd, uint64_t *out);
 
-/* Writes the request head for the upstream into OUT. */
-void headers_build_request(struct sbuf *out, const char *msg, const struct http_head *h,
+/* Writes the request head for the upstream into OUT. False when that head
+ * is over the limits (http1.h) that the next hop holds it to: only header
+ * rules adding many fields, or a head full of ferry's own kinds already,
+ * get it there (SPEC §11: 431). */
+bool headers_build_request(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct upstream_head_args *a);
 
 /* A response body ferry codes anew (SPEC §14): its length changes, so
@@ -106,9 +109,16 @@ struct downstream_head_args {
 	const struct head_coding *coding;	/* NULL: the body passes as it is */
 };
 
-/* Writes the response head for the app into OUT. */
-void headers_build_response(struct sbuf *out, const char *msg, const struct http_head *h,
+/* Writes the response head for the app into OUT; false when over the
+ * limits, as for a request (a 502). */
+bool headers_build_response(struct sbuf *out, const char *msg, const struct http_head *h,
     const struct downstream_head_args *a);
+
+/* The head TEXT of LEN bytes, as ferry writes heads ("name: value\r\n"
+ * lines after the start line, an empty line last), is within the limits
+ * as http1.c counts them: the sender's fields and bytes less ferry's own
+ * kinds, and the whole head under the hard cap. */
+bool headers_fit(const char *text, size_t len);
 
 /* "keep-alive: timeout=N" for a kept connection, else "connection: close"
  * (SPEC §5: responses to the app carry the idle timeout). */

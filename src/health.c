@@ -15,7 +15,7 @@
 #include "log.h"
 
 /* more than a head may take, so an endless head fails in the parser */
-#define HC_READ_MAX (HTTP_MAX_HEAD + 16384)
+#define HC_READ_MAX (HTTP_MAX_HEAD_ALL + 16384)
 
 /* One watched endpoint. The timer starts the next check while idle and is
  * the deadline of the check while one is in flight (c != NULL). */

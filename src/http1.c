@@ -4,6 +4,100 @@
 
 #include "http1.h"
 
+struct known {
+	const char *name;
+	size_t len;
+	enum hdr_kind kind;
+	bool own;
+};
+
+#define KNOWN(name, kind, own) { name, sizeof(name) - 1, kind, own }
+
+/*
+ * Headers with a kind, and the names ferry writes or replaces itself on
+ * either direction (own): those do not count toward the limits of SPEC
+ * §11 (http1.h), because ferry adds them to what it forwards.
+ *   host			outbound: the service's (HTTP/2: :authority)
+ *   connection, keep-alive	the connection ferry keeps with each peer
+ *   transfer-encoding		chunked framing ferry writes (from HTTP/2,
+ *				a body it codes anew)
+ *   x-service-auth, x-correlation-id, x-request-id, traceparent, via,
+ *   x-ferry-peer, x-forwarded-for, x-forwarded-proto, x-ferry-deadline-ms
+ *				ferry's own (SPEC §5, §13, §16)
+ *   accept-encoding		outbound compression asks with it (§14)
+ *   content-encoding, vary	a response ferry compresses (§14)
+ *   grpc-timeout		the time left, written anew (§12)
+ * Not own, as ferry only forwards or drops them: proxy-connection,
+ * proxy-authorization, upgrade, te, content-length, expect, tracestate,
+ * idempotency-key, and the '_' look-alikes.
+ */
+static const struct known known_headers[] = {
+	KNOWN("host", HDR_HOST, true),
+	KNOWN("connection", HDR_CONNECTION, true),
+	KNOWN("keep-alive", HDR_KEEP_ALIVE, true),
+	KNOWN("proxy-connection", HDR_PROXY_CONNECTION, false),
+	KNOWN("proxy-authorization", HDR_PROXY_AUTHORIZATION, false),
+	KNOWN("upgrade", HDR_UPGRADE, false),
+	KNOWN("te", HDR_TE, false),
+	KNOWN("transfer-encoding", HDR_TRANSFER_ENCODING, true),
+	KNOWN("content-length", HDR_CONTENT_LENGTH, false),
+	KNOWN("expect", HDR_EXPECT, false),
+	KNOWN("x-service-auth", HDR_SERVICE_AUTH, true),
+	KNOWN("x-correlation-id", HDR_CORRELATION_ID, true),
+	KNOWN("x-request-id", HDR_REQUEST_ID, true),
+	KNOWN("traceparent", HDR_TRACEPARENT, true),
+	KNOWN("tracestate", HDR_TRACESTATE, false),
+	KNOWN("via", HDR_VIA, true),
+	KNOWN("x-ferry-peer", HDR_FERRY_PEER, true),
+	KNOWN("x-forwarded-for", HDR_FORWARDED_FOR, true),
+	KNOWN("x-forwarded-proto", HDR_FORWARDED_PROTO, true),
+	KNOWN("idempotency-key", HDR_IDEMPOTENCY_KEY, false),
+	KNOWN("x-ferry-deadline-ms", HDR_FERRY_DEADLINE, true),
+	/* no kind of their own: to the rest of ferry they are others */
+	KNOWN("accept-encoding", HDR_OTHER, true),
+	KNOWN("content-encoding", HDR_OTHER, true),
+	KNOWN("vary", HDR_OTHER, true),
+	KNOWN("grpc-timeout", HDR_OTHER, true),
+};
+
+/* NAME is K with any '-' written as '_' (and at least one so written). */
+static bool
+underscored(const char *k, const char *name, size_t len)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (k[i] == '-' && name[i] == '_')
+			any = true;
+		else if ((k[i] | 0x20) != (name[i] | 0x20) || name[i] == '_')
+			return false;
+	}
+	return any;
+}
+
+enum hdr_kind
+http_header_kind(const char *name, size_t len, bool *own)
+{
+	bool under = false;
+
+	*own = false;
+	/* first letters are few and distinct enough that a table scan of
+	 * same-length names is cheaper than hashing */
+	for (size_t i = 0; i < sizeof(known_headers) / sizeof(known_headers[0]); i++) {
+		const char *k = known_headers[i].name;
+
+		if (known_headers[i].len != len || (k[0] | 0x20) != (name[0] | 0x20))
+			continue;
+		if (strncasecmp(k, name, len) == 0) {
+			*own = known_headers[i].own;
+			return known_headers[i].kind;
+		}
+		if (known_headers[i].kind >= HDR_SERVICE_AUTH && underscored(k, name, len))
+			under = true;
+	}
+	return under ? HDR_FERRY_LOOKALIKE : HDR_OTHER;
+}
+
 static struct http_parser *
 hp_of(llhttp_t *p)
 {
@@ -81,17 +175,26 @@ emit(struct http_parser *hp, const char *p, size_t n)
 
 /* Trailers share the head's limits (bytes and fields); with rechunk the
  * field is collected to be judged whole. */
+static bool
+trailers_fit(const struct http_parser *hp)
+{
+	const struct http_head *h = hp->head;
+
+	/* ferry's own names are no trailers: all of theirs count */
+	return http_within_limits(h->n_headers + hp->n_trailers, h->n_own,
+	    h->head_len + hp->trailer_bytes, h->mine_bytes + hp->trailer_bytes);
+}
+
 static int
 trailer_part(struct http_parser *hp, const char *at, size_t len, bool name)
 {
 	hp->trailer_bytes += (uint32_t)len;
-	if (hp->head->head_len + hp->trailer_bytes > HTTP_MAX_HEAD)
-		return too_large(hp);
 	if (name && hp->cur != 1) {
-		if (hp->head->n_headers + ++hp->n_trailers > HTTP_MAX_HEADERS)
-			return too_large(hp);
+		hp->n_trailers++;
 		sbuf_clear(&hp->trailer);
 	}
+	if (!trailers_fit(hp))
+		return too_large(hp);
 	/* a value comes in one piece per input, continued only at the start
 	 * of the next input; another piece is obsolete line folding */
 	if (!name && hp->cur == 2 && !(hp->value_at_end && at == hp->base)) {
@@ -153,7 +256,7 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 	if (hp->in_body)
 		return trailer_part(hp, at, len, true);
 	if (hp->cur != 1) {
-		if (h->n_headers >= HTTP_MAX_HEADERS)
+		if (h->n_headers >= HTTP_MAX_FIELDS)
 			return too_large(hp);
 		h->n_headers++;
 		h->h[h->n_headers - 1] = (struct http_header){ 0 };
@@ -188,13 +291,27 @@ on_header_value_complete(llhttp_t *p)
 	return r;
 }
 
+/* The name is whole: its kind, and whether the sender's own fields are
+ * past the limit already. */
 static int
 on_header_field_complete(llhttp_t *p)
 {
 	struct http_parser *hp = hp_of(p);
+	struct http_head *h = hp->head;
+	struct http_header *hd;
 
 	/* an empty value never calls on_header_value: leave it empty */
 	hp->cur = 3;
+	if (hp->in_body)
+		return 0;
+	hd = &h->h[h->n_headers - 1];
+	/* the message starts at base - base_off, in one buffer */
+	hd->kind = http_header_kind(hp->base - hp->base_off + hd->name.off, hd->name.len,
+	    &hd->own);
+	if (hd->own)
+		h->n_own++;
+	else if (h->n_headers - h->n_own > HTTP_MAX_HEADERS)
+		return too_large(hp);
 	return 0;
 }
 
@@ -338,10 +455,15 @@ http_parser_free(struct http_parser *hp)
 
 /* llhttp accepts bytes RFC 9110 forbids in a value only in lenient mode,
  * but obsolete line folding must be refused explicitly: a folded value
- * contains CR or LF once llhttp has joined it. */
+ * contains CR or LF once llhttp has joined it. Counts the sender's part
+ * of the head (http1.h) on the way. */
 static bool
-values_clean(const char *msg, struct http_head *h)
+values_clean(const char *msg, struct http_head *h, bool response)
 {
+	/* the start line and the empty line, as ferry writes them */
+	uint32_t mine = response ? 15 + h->reason.len + 2 :
+	    h->method.len + h->target.len + 12 + 2;
+
 	for (uint32_t i = 0; i < h->n_headers; i++) {
 		struct slice *vs = &h->h[i].value;
 		const char *v = msg + vs->off;
@@ -354,7 +476,10 @@ values_clean(const char *msg, struct http_head *h)
 		/* trailing whitespace is not part of a field value (RFC 9110) */
 		while (vs->len > 0 && (v[vs->len - 1] == ' ' || v[vs->len - 1] == '\t'))
 			vs->len--;
+		if (!h->h[i].own)
+			mine += http_field_bytes(h->h[i].name.len, vs->len);
 	}
+	h->mine_bytes = mine;
 	return true;
 }
 
@@ -403,7 +528,7 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 		if (body)
 			tail_push(hp, data, len);
 		/* empty lines before a request line count toward the head */
-		if (!hp->in_body && msg_off + len > HTTP_MAX_HEAD) {
+		if (!hp->in_body && msg_off + len > HTTP_MAX_HEAD_ALL) {
 			hp->err = HTTP_ERR_TOO_LARGE;
 			return HTTP_ERROR;
 		}
@@ -419,7 +544,7 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 			struct http_head *h = hp->head;
 
 			h->head_len = msg_off + (uint32_t)*used;
-			if (h->head_len > HTTP_MAX_HEAD) {
+			if (h->head_len > HTTP_MAX_HEAD_ALL) {
 				hp->err = HTTP_ERR_TOO_LARGE;
 				return HTTP_ERROR;
 			}
@@ -429,9 +554,13 @@ http_parse(struct http_parser *hp, const char *data, size_t len, uint32_t msg_of
 				hp->err_text = "invalid status reason";
 				return HTTP_ERROR;
 			}
-			if (!values_clean(data - msg_off, h)) {
+			if (!values_clean(data - msg_off, h, hp->p.type == HTTP_RESPONSE)) {
 				hp->err = HTTP_ERR_BAD;
 				hp->err_text = "invalid header value";
+				return HTTP_ERROR;
+			}
+			if (!http_within_limits(h->n_headers, h->n_own, h->head_len, h->mine_bytes)) {
+				hp->err = HTTP_ERR_TOO_LARGE;
 				return HTTP_ERROR;
 			}
 			return HTTP_HEAD_DONE;

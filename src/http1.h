@@ -15,8 +15,21 @@
 
 #include "sbuf.h"
 
-#define HTTP_MAX_HEADERS 100
-#define HTTP_MAX_HEAD (64 * 1024)
+/*
+ * SPEC §11: a head of at most 64 KiB and 100 headers, of what its sender
+ * wrote. Fields of the kinds ferry writes or replaces itself (own, in the
+ * table of http1.c) do not count, so a head at the limits, with the
+ * headers a ferry added on the way, still passes the next ferry. The
+ * whole head, ferry's fields included, has a hard cap all the same: room
+ * for what ferry adds on a hop (about 14 fields and 1 KiB), no more.
+ */
+#define HTTP_MAX_HEADERS 100			/* the sender's own fields */
+#define HTTP_MAX_HEAD (64 * 1024)		/* the sender's own bytes */
+#define HTTP_MAX_FIELDS (HTTP_MAX_HEADERS + 28)	/* all fields */
+#define HTTP_MAX_HEAD_ALL (HTTP_MAX_HEAD + 8 * 1024)	/* all bytes */
+/* a head's table: a codec may add a transfer-encoding of its own to a
+ * full head (h2_down.c, h2_up.c) */
+#define HTTP_HEAD_SLOTS (HTTP_MAX_FIELDS + 1)
 
 struct slice {
 	uint32_t off, len;
@@ -55,7 +68,32 @@ struct http_header {
 	struct slice name, value;
 	enum hdr_kind kind;
 	bool hop;		/* named in Connection: not forwarded */
+	bool own;		/* a kind ferry writes itself: not counted */
 };
+
+/* The kind of the header NAME, and in *OWN whether ferry writes or
+ * replaces headers of that name itself (they do not count toward the
+ * limits). Every maker of a head classifies its fields with it. */
+enum hdr_kind http_header_kind(const char *name, size_t len, bool *own);
+
+/* The bytes a field counts for, as ferry writes it: "name: value\r\n".
+ * The sender's part of a head is counted so (with its start line as ferry
+ * writes it, and the empty line), however it was spaced: what ferry
+ * forwards never counts for more than what it was sent. */
+static inline uint32_t
+http_field_bytes(size_t nlen, size_t vlen)
+{
+	return (uint32_t)(nlen + vlen + 4);
+}
+
+/* Within the limits: FIELDS of which OWN_FIELDS are ferry's own kinds,
+ * BYTES in all, MINE_BYTES of them the sender's own part. */
+static inline bool
+http_within_limits(uint32_t fields, uint32_t own_fields, uint32_t bytes, uint32_t mine_bytes)
+{
+	return fields <= HTTP_MAX_FIELDS && bytes <= HTTP_MAX_HEAD_ALL &&
+	    fields - own_fields <= HTTP_MAX_HEADERS && mine_bytes <= HTTP_MAX_HEAD;
+}
 
 struct http_head {
 	struct slice method, target, reason;
@@ -64,6 +102,9 @@ struct http_head {
 	uint8_t method_id;		/* llhttp_method_t */
 	uint32_t n_headers;
 	uint32_t head_len;		/* bytes of the head, CRLFCRLF included */
+	uint32_t n_own;			/* fields of ferry's own kinds */
+	uint32_t mine_bytes;		/* the sender's part, as ferry writes it:
+					   start line, other fields, empty line */
 	bool keep_alive;		/* after Connection and the version */
 	bool chunked;
 	bool has_length;
@@ -72,7 +113,7 @@ struct http_head {
 	uint64_t content_length;
 	/* last, so a holder can leave the unused part unzeroed: only the
 	 * first n_headers are ever read */
-	struct http_header h[HTTP_MAX_HEADERS];
+	struct http_header h[HTTP_HEAD_SLOTS];
 };
 
 enum http_status {
@@ -86,7 +127,7 @@ enum http_status {
 enum http_error {
 	HTTP_ERR_NONE = 0,
 	HTTP_ERR_BAD,		/* 400 / 502 */
-	HTTP_ERR_TOO_LARGE,	/* 431: head over 64 KiB or over 100 headers */
+	HTTP_ERR_TOO_LARGE,	/* 431: head over the limits (see HTTP_MAX_HEADERS) */
 };
 
 struct http_parser {

@@ -610,7 +610,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 {
 	const char *path, *auth;
 	size_t path_len, auth_len;
-	bool inbound = x->inbound;
+	bool inbound = x->inbound, fits;
 
 	exchange_begin(x);
 	if (x->w->alog || x->gen->conf->tracing.enabled)
@@ -653,7 +653,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 
 	target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
 	sbuf_clear(&x->req);
-	headers_build_request(&x->req, msg, h, &(struct upstream_head_args){
+	fits = headers_build_request(&x->req, msg, h, &(struct upstream_head_args){
 		.host = x->svc->conf->upstream_host,
 		.target = path,
 		.target_len = path_len,
@@ -673,6 +673,11 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 	});
 	if (x->req.oom) {
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "out of memory", 1, true);
+		return false;
+	}
+	if (!fits) {
+		/* the head the app sent was within them (http1.h) */
+		proxy_refuse(x, FE_HEADERS_TOO_LARGE, HEAD_OVER_WITH_RULES("request"), 0, true);
 		return false;
 	}
 	x->req_head_len = x->req.len;
@@ -875,6 +880,19 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 	}
 	proxy_arm_timer(x);
 	return true;
+}
+
+void
+proxy_response_over_limit(struct exchange *x)
+{
+	static struct log_limit limit;
+
+	log_limited(&limit, LOG_WARN, "response head over the limits with the header rules' "
+	    "additions service=%s", x->svc ? x->svc->conf->name : "-");
+	/* no tunnel follows a 101 that is not sent; the body stays unread,
+	 * so the upstream connection goes (attempt_release) */
+	x->upgrade = false;
+	proxy_refuse(x, FE_SERVICE_ERROR, HEAD_OVER_WITH_RULES("response"), 0, !x->req_done);
 }
 
 void

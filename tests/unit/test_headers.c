@@ -10,6 +10,7 @@
 
 #include <check.h>
 
+#include "config.h"
 #include "headers.h"
 #include "http1.h"
 #include "sbuf.h"
@@ -960,6 +961,163 @@ START_TEST(test_host_strip_port)
 }
 END_TEST
 
+/* A head of the sender's own: Host (not counted) and N other headers
+ * filled so the sender's part is MINE bytes, as ferry writes it. */
+static char *
+head_at(bool response, int n, size_t mine)
+{
+	const char *start = response ? "HTTP/1.1 200 OK\r\n" : "GET /api HTTP/1.1\r\n";
+	struct sbuf s = { 0 };
+	size_t fixed = strlen(start) + 2, fill;
+
+	sbuf_adds(&s, start);
+	if (!response)
+		sbuf_adds(&s, "Host: user-service\r\n");
+	for (int i = 0; i < n; i++)
+		fixed += strlen("x-h000: \r\n");
+	ck_assert(mine >= fixed);
+	fill = mine - fixed;
+	for (int i = 0; i < n; i++) {
+		size_t k = fill / (size_t)(n - i);
+		char name[16];
+
+		snprintf(name, sizeof(name), "x-h%03d: ", i);
+		sbuf_adds(&s, name);
+		for (size_t j = 0; j < k; j++)
+			sbuf_add(&s, "v", 1);
+		sbuf_adds(&s, "\r\n");
+		fill -= k;
+	}
+	sbuf_adds(&s, "\r\n");
+	sbuf_add(&s, "", 1);
+	return s.p;
+}
+
+/* OUT is accepted by ferry's parser (the next hop), or refused as too
+ * large, as the builder said. */
+static void
+assert_next_hop(bool response, bool fits)
+{
+	struct http_parser p2;
+	struct http_head h2;
+	size_t used;
+	enum http_status st;
+
+	ck_assert(fits == headers_fit(out.p, out.len));
+	http_parser_init(&p2, response, &h2);
+	st = http_parse(&p2, out.p, out.len, 0, &used);
+	if (fits) {
+		ck_assert_msg(st == HTTP_HEAD_DONE, "next hop: %d %d", st, p2.err);
+		ck_assert_uint_eq(h2.mine_bytes, HTTP_MAX_HEAD);
+		ck_assert_uint_eq(h2.n_headers - h2.n_own, HTTP_MAX_HEADERS);
+	} else {
+		ck_assert_int_eq(st, HTTP_ERROR);
+		ck_assert_int_eq(p2.err, HTTP_ERR_TOO_LARGE);
+	}
+	http_parser_free(&p2);
+}
+
+START_TEST(test_limits_request_at_the_limits)
+{
+	char *msg = head_at(false, HTTP_MAX_HEADERS, HTTP_MAX_HEAD);
+	struct request_ids ids = new_ids;
+	struct upstream_head_args a = outbound_args(&ids);
+	struct conf_hrule add = { "x-env", "prod", false };
+	struct conf_hrule set = { "x-h000", "v", false };
+	struct conf_hrules more = { .add = &add, .n_add = 1 };
+	struct conf_hrules longer = { .set = &set, .n_set = 1 };
+	static char long_value[700];
+	bool fits;
+
+	/* 100 headers and 64 KiB of the app's: ferry's own added, the next
+	 * ferry still takes it */
+	ck_assert_int_eq(parse(msg, false), 0);
+	ck_assert_uint_eq(head.mine_bytes, HTTP_MAX_HEAD);
+	a.auth_key = "k3y";
+	a.ids = &ids;
+	ids.traceparent = TP_NEW;
+	ids.traceparent_len = strlen(TP_NEW);
+	sbuf_clear(&out);
+	fits = headers_build_request(&out, msg, &head, &a);
+	ck_assert(fits);
+	ck_assert(out.len > HTTP_MAX_HEAD);
+	assert_next_hop(false, true);
+
+	/* a header rule adding one more: over, and the next hop agrees */
+	a.rules[1] = &more;
+	sbuf_clear(&out);
+	ck_assert(!headers_build_request(&out, msg, &head, &a));
+	assert_next_hop(false, false);
+
+	/* one setting a header anew (x-h000 had 645 bytes), but longer:
+	 * over in bytes */
+	memset(long_value, 'w', sizeof(long_value) - 1);
+	set.value = long_value;
+	a.rules[1] = &longer;
+	sbuf_clear(&out);
+	ck_assert(!headers_build_request(&out, msg, &head, &a));
+	assert_next_hop(false, false);
+	free(msg);
+}
+END_TEST
+
+START_TEST(test_limits_response_at_the_limits)
+{
+	char *msg = head_at(true, HTTP_MAX_HEADERS, HTTP_MAX_HEAD);
+	struct conf_hrule add = { "x-frame-options", "DENY", false };
+	struct conf_hrules more = { .add = &add, .n_add = 1 };
+	struct head_coding coding = { .encoded = "zstd", .chunked = true };
+	struct downstream_head_args a = {
+		.ids = &new_ids, .keep_alive = true, .keep_alive_timeout = 60,
+	};
+
+	ck_assert_int_eq(parse(msg, true), 0);
+	sbuf_clear(&out);
+	ck_assert(headers_build_response(&out, msg, &head, &a));
+	assert_next_hop(true, true);
+
+	/* compressed: content-encoding, vary and transfer-encoding are
+	 * ferry's too */
+	a.coding = &coding;
+	sbuf_clear(&out);
+	ck_assert(headers_build_response(&out, msg, &head, &a));
+	assert_next_hop(true, true);
+
+	a.rules[0] = &more;
+	sbuf_clear(&out);
+	ck_assert(!headers_build_response(&out, msg, &head, &a));
+	assert_next_hop(true, false);
+	free(msg);
+}
+END_TEST
+
+START_TEST(test_limits_fit)
+{
+	struct sbuf t = { 0 };
+
+	/* ferry's own kinds do not count, up to the hard cap of fields */
+	sbuf_adds(&t, "GET / HTTP/1.1\r\n");
+	for (int i = 0; i < HTTP_MAX_HEADERS; i++)
+		sbuf_adds(&t, "x-a: 1\r\n");
+	for (int i = HTTP_MAX_HEADERS; i < HTTP_MAX_FIELDS; i++)
+		sbuf_adds(&t, "via: 1.1 x\r\n");
+	sbuf_adds(&t, "\r\n");
+	ck_assert(headers_fit(t.p, t.len));
+	t.len -= 2;
+	sbuf_adds(&t, "via: 1.1 x\r\n\r\n");
+	ck_assert(!headers_fit(t.p, t.len));
+
+	/* one more of the sender's own */
+	sbuf_clear(&t);
+	sbuf_adds(&t, "GET / HTTP/1.1\r\n");
+	for (int i = 0; i <= HTTP_MAX_HEADERS; i++)
+		sbuf_adds(&t, "x-a: 1\r\n");
+	sbuf_adds(&t, "\r\n");
+	ck_assert(!headers_fit(t.p, t.len));
+	sbuf_free(&t);
+}
+END_TEST
+
 static Suite *
 headers_suite(void)
 {
@@ -968,6 +1126,7 @@ headers_suite(void)
 	TCase *tq = tcase_create("request");
 	TCase *tr = tcase_create("response");
 	TCase *tt = tcase_create("target");
+	TCase *tl = tcase_create("limits");
 
 	tcase_add_test(tc, test_classify_kinds);
 	tcase_add_test(tc, test_classify_connection_hop);
@@ -1002,6 +1161,12 @@ headers_suite(void)
 	tcase_add_test(tr, test_response_connection_cannot_drop_framing);
 	tcase_add_checked_fixture(tr, NULL, teardown);
 	suite_add_tcase(s, tr);
+
+	tcase_add_test(tl, test_limits_request_at_the_limits);
+	tcase_add_test(tl, test_limits_response_at_the_limits);
+	tcase_add_test(tl, test_limits_fit);
+	tcase_add_checked_fixture(tl, NULL, teardown);
+	suite_add_tcase(s, tl);
 
 	tcase_add_loop_test(tt, test_target_split, 0,
 	    sizeof(split_cases) / sizeof(split_cases[0]));

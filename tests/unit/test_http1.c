@@ -144,8 +144,19 @@ START_TEST(test_request_one_piece)
 	req_init();
 	hl = parse_head(msg, len);
 	check_req1_head(msg);
-	/* kinds are left to headers_classify */
-	ck_assert_int_eq(head.h[0].kind, HDR_OTHER);
+	/* kinds are given as the names are read; Host is one of ferry's own
+	 * kinds (not counted toward the limits), the others are not */
+	ck_assert_int_eq(head.h[0].kind, HDR_HOST);
+	ck_assert(head.h[0].own);
+	ck_assert_int_eq(head.h[1].kind, HDR_OTHER);
+	ck_assert(!head.h[1].own);
+	ck_assert_int_eq(head.h[2].kind, HDR_CONTENT_LENGTH);
+	ck_assert(!head.h[2].own);
+	ck_assert_uint_eq(head.n_own, 1);
+	/* the rest, as ferry would write it: "Accept:   * / *" loses its
+	 * blanks, "x-empty:" gains one */
+	ck_assert_uint_eq(head.mine_bytes, head.head_len - strlen("Host: user-service:8080\r\n") -
+	    2 + 1);
 
 	/* the body: counted, then the message is done */
 	st = http_parse(&hp, msg + hl, len - hl, 0, &used);
@@ -570,60 +581,109 @@ START_TEST(test_reject_bad_header_names)
 }
 END_TEST
 
+/* Host, N_OTHER headers of the sender's own and N_OWN of the kinds ferry
+ * writes itself (x-forwarded-for: ferry appends to it). */
 static char *
-many_headers(int n, size_t *len)
+many_headers(int n_other, int n_own, size_t *len)
 {
 	struct sbuf s = { 0 };
 
 	sbuf_adds(&s, "GET / HTTP/1.1\r\nHost: a\r\n");
-	for (int i = 1; i < n; i++) {
+	for (int i = 1; i <= n_other; i++) {
 		char line[64];
 
 		snprintf(line, sizeof(line), "X-H%d: %d\r\n", i, i);
 		sbuf_adds(&s, line);
 	}
+	for (int i = 0; i < n_own; i++)
+		sbuf_adds(&s, "X-Forwarded-For: 10.0.0.1\r\n");
 	sbuf_adds(&s, "\r\n");
 	*len = s.len;
 	return s.p;
 }
 
-START_TEST(test_header_count_limit)
+/* M (LEN bytes) is refused as too large, in one piece and byte by byte. */
+static void
+assert_too_large(const char *m, size_t len)
 {
-	size_t len, used;
-	char *m;
+	size_t used;
 
-	/* exactly 100 headers: fine */
-	m = many_headers(HTTP_MAX_HEADERS, &len);
-	req_init();
-	parse_head(m, len);
-	ck_assert_uint_eq(head.n_headers, HTTP_MAX_HEADERS);
-	assert_slice(m, head.h[99].name, "X-H99");
-	assert_slice(m, head.h[99].value, "99");
-	free(m);
-
-	/* 101: too large, in one piece and byte by byte */
-	m = many_headers(HTTP_MAX_HEADERS + 1, &len);
 	req_init();
 	ck_assert_int_eq(http_parse(&hp, m, len, 0, &used), HTTP_ERROR);
 	ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
 	req_init();
 	ck_assert_int_eq(parse_bytewise(m, len, &used), HTTP_ERROR);
 	ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
+}
+
+START_TEST(test_header_count_limit)
+{
+	size_t len;
+	char *m;
+
+	/* 100 headers of the sender's own, and Host (ferry writes its own
+	 * Host outbound: it does not count): fine */
+	m = many_headers(HTTP_MAX_HEADERS, 0, &len);
+	req_init();
+	parse_head(m, len);
+	ck_assert_uint_eq(head.n_headers, HTTP_MAX_HEADERS + 1);
+	ck_assert_uint_eq(head.n_own, 1);
+	assert_slice(m, head.h[100].name, "X-H100");
+	assert_slice(m, head.h[100].value, "100");
+	free(m);
+
+	/* 101: too large, in one piece and byte by byte */
+	m = many_headers(HTTP_MAX_HEADERS + 1, 0, &len);
+	assert_too_large(m, len);
+	free(m);
+
+	/* with ferry's own kinds up to the hard cap of all fields: fine */
+	m = many_headers(HTTP_MAX_HEADERS, HTTP_MAX_FIELDS - HTTP_MAX_HEADERS - 1, &len);
+	req_init();
+	parse_head(m, len);
+	ck_assert_uint_eq(head.n_headers, HTTP_MAX_FIELDS);
+	ck_assert_uint_eq(head.n_own, HTTP_MAX_FIELDS - HTTP_MAX_HEADERS);
+	free(m);
+
+	/* one more of them: over the hard cap */
+	m = many_headers(HTTP_MAX_HEADERS, HTTP_MAX_FIELDS - HTTP_MAX_HEADERS, &len);
+	assert_too_large(m, len);
+	free(m);
+	/* the cap holds without the sender's own too */
+	m = many_headers(0, HTTP_MAX_FIELDS, &len);
+	assert_too_large(m, len);
 	free(m);
 }
 END_TEST
 
-/* A request head of exactly LEN bytes (one big header). */
+/* A request head of exactly LEN bytes: Host (OWN_BYTES of ferry's own
+ * kinds, with X-Forwarded-For when more than Host's 9) and one big header
+ * of the sender's own. */
 static char *
-head_of_size(size_t len)
+head_of_size(size_t len, size_t own_bytes)
 {
-	static const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\nX-Big: ";
-	char *m = malloc(len + 1);
-	size_t fill = len - (sizeof(pre) - 1) - 4;
+	static const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\n";
+	static const char xff[] = "X-Forwarded-For: ";
+	static const char big[] = "X-Big: ";
+	char *m = malloc(len + 1), *p = m;
+	size_t fill;
 
 	ck_assert_ptr_nonnull(m);
-	memcpy(m, pre, sizeof(pre) - 1);
-	memset(m + sizeof(pre) - 1, 'v', fill);
+	memcpy(p, pre, sizeof(pre) - 1);
+	p += sizeof(pre) - 1;
+	if (own_bytes > 9) {
+		fill = own_bytes - 9 - (sizeof(xff) - 1) - 2;
+		memcpy(p, xff, sizeof(xff) - 1);
+		p += sizeof(xff) - 1;
+		memset(p, '1', fill);
+		p += fill;
+		memcpy(p, "\r\n", 2);
+		p += 2;
+	}
+	memcpy(p, big, sizeof(big) - 1);
+	p += sizeof(big) - 1;
+	fill = len - (size_t)(p - m) - 4;
+	memset(p, 'v', fill);
 	memcpy(m + len - 4, "\r\n\r\n", 4);
 	m[len] = '\0';
 	return m;
@@ -634,38 +694,50 @@ START_TEST(test_head_size_limit)
 	size_t used, consumed;
 	char *m;
 
-	/* 64 KiB exactly is allowed */
-	m = head_of_size(HTTP_MAX_HEAD);
+	/* 64 KiB of the sender's own is allowed: the Host line (9 bytes)
+	 * does not count */
+	m = head_of_size(HTTP_MAX_HEAD + 9, 9);
 	req_init();
-	ck_assert_uint_eq(parse_head(m, HTTP_MAX_HEAD), HTTP_MAX_HEAD);
+	ck_assert_uint_eq(parse_head(m, HTTP_MAX_HEAD + 9), HTTP_MAX_HEAD + 9);
+	ck_assert_uint_eq(head.mine_bytes, HTTP_MAX_HEAD);
 	free(m);
 
-	/* one more byte is not: complete in one piece */
-	m = head_of_size(HTTP_MAX_HEAD + 1);
-	req_init();
-	ck_assert_int_eq(http_parse(&hp, m, HTTP_MAX_HEAD + 1, 0, &used), HTTP_ERROR);
-	ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
+	/* one more byte is not: complete in one piece, and byte by byte */
+	m = head_of_size(HTTP_MAX_HEAD + 10, 9);
+	assert_too_large(m, HTTP_MAX_HEAD + 10);
 	free(m);
 
-	/* an unfinished head over the limit is refused before it ends */
-	m = head_of_size(100000);
+	/* with ferry's own kinds, up to the hard cap of all bytes: fine */
+	m = head_of_size(HTTP_MAX_HEAD_ALL, HTTP_MAX_HEAD_ALL - HTTP_MAX_HEAD);
 	req_init();
-	ck_assert_int_eq(http_parse(&hp, m, 70000, 0, &used), HTTP_ERROR);
+	ck_assert_uint_eq(parse_head(m, HTTP_MAX_HEAD_ALL), HTTP_MAX_HEAD_ALL);
+	ck_assert_uint_eq(head.mine_bytes, HTTP_MAX_HEAD);
+	free(m);
+
+	/* over the hard cap, with less than 64 KiB of the sender's own */
+	m = head_of_size(HTTP_MAX_HEAD_ALL + 1, HTTP_MAX_HEAD_ALL - HTTP_MAX_HEAD + 1);
+	assert_too_large(m, HTTP_MAX_HEAD_ALL + 1);
+	free(m);
+
+	/* an unfinished head over the hard cap is refused before it ends */
+	m = head_of_size(100000, 9);
+	req_init();
+	ck_assert_int_eq(http_parse(&hp, m, 80000, 0, &used), HTTP_ERROR);
 	ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
 
 	/* and in pieces */
 	req_init();
 	ck_assert_int_eq(http_parse(&hp, m, 60000, 0, &used), HTTP_NEED_MORE);
-	ck_assert_int_eq(http_parse(&hp, m + 60000, 10000, 60000, &used), HTTP_ERROR);
+	ck_assert_int_eq(http_parse(&hp, m + 60000, 20000, 60000, &used), HTTP_ERROR);
 	ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
 	free(m);
 
-	/* byte by byte: the error comes right after byte 65536 */
-	m = head_of_size(HTTP_MAX_HEAD + 100);
+	/* byte by byte: the error comes right after byte 72 KiB */
+	m = head_of_size(HTTP_MAX_HEAD_ALL + 100, 9);
 	req_init();
-	ck_assert_int_eq(parse_bytewise(m, HTTP_MAX_HEAD + 100, &consumed), HTTP_ERROR);
+	ck_assert_int_eq(parse_bytewise(m, HTTP_MAX_HEAD_ALL + 100, &consumed), HTTP_ERROR);
 	ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
-	ck_assert_uint_eq(consumed, HTTP_MAX_HEAD);
+	ck_assert_uint_eq(consumed, HTTP_MAX_HEAD_ALL);
 	free(m);
 }
 END_TEST
@@ -673,7 +745,7 @@ END_TEST
 START_TEST(test_leading_empty_lines)
 {
 	static const char msg[] = "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
-	static char m[70000];
+	static char m[HTTP_MAX_HEAD_ALL + 100];
 	size_t n = sizeof(m), used;
 
 	/* a few empty lines before the request line are ignored; the slices
@@ -683,7 +755,7 @@ START_TEST(test_leading_empty_lines)
 	ck_assert_uint_eq(head.method.off, 4);
 	assert_slice(msg, head.method, "GET");
 
-	/* but they count toward the 64 KiB: endless CRLFs are refused, not
+	/* but they count toward the head: endless CRLFs are refused, not
 	 * buffered as NEED_MORE forever */
 	for (size_t i = 0; i < n; i += 2)
 		memcpy(m + i, "\r\n", 2);
@@ -1192,17 +1264,22 @@ START_TEST(test_rechunk_every_split)
 	/* obsolete line folding in a trailer, whichever way it is split */
 	for (size_t step = 0; step < 12; step++)
 		ck_assert_ptr_null(rechunk("1\r\nx\r\n0\r\nx-a: one\r\n two\r\n\r\n", step, &o));
-	/* trailers share the head's 100 fields */
-	{
+	/* trailers share the head's 100 fields (Host and Transfer-Encoding
+	 * are ferry's own kinds: the head has none of the sender's) */
+	for (int n = 100; n <= 101; n++) {
 		struct sbuf t = { 0 };
 
 		sbuf_adds(&t, "1\r\nx\r\n0\r\n");
-		for (int i = 0; i < 100; i++)
+		for (int i = 0; i < n; i++)
 			sbuf_adds(&t, "x-t: v\r\n");
 		sbuf_adds(&t, "\r\n");
 		sbuf_add(&t, "", 1);
-		ck_assert_ptr_null(rechunk(t.p, 0, &o));
-		ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
+		if (n == 100) {
+			ck_assert_ptr_nonnull(rechunk(t.p, 0, &o));
+		} else {
+			ck_assert_ptr_null(rechunk(t.p, 0, &o));
+			ck_assert_int_eq(hp.err, HTTP_ERR_TOO_LARGE);
+		}
 		sbuf_free(&t);
 	}
 	http_parser_free(&hp);
