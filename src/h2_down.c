@@ -739,7 +739,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		else if (nlen == 5 && memcmp(name, ":path", 5) == 0)
 			fits = head_count(st, (uint32_t)vlen + 11, false, false);
 		else if (nlen == 10 && memcmp(name, ":authority", 10) == 0)
-			fits = head_count(st, http_field_bytes(4, vlen), true, true);
+			fits = head_count(st, http_field_bytes(4, vlen), true, false);
 		else if (nlen == 7 && memcmp(name, ":scheme", 7) == 0)
 			fits = true;
 		else
@@ -756,7 +756,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		else if (nlen == 10 && memcmp(name, ":authority", 10) == 0) {
 			st->authority = s;
 			/* routes like Host (§4): the head carries it as one */
-			head_add(st, "host", 4, (const char *)value, vlen, HDR_HOST, true);
+			head_add(st, "host", 4, (const char *)value, vlen, HDR_HOST, false);
 		}
 		return 0;
 	}

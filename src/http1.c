@@ -17,7 +17,6 @@ struct known {
  * Headers with a kind, and the names ferry writes or replaces itself on
  * either direction (own): those do not count toward the limits of SPEC
  * §11 (http1.h), because ferry adds them to what it forwards.
- *   host			outbound: the service's (HTTP/2: :authority)
  *   connection, keep-alive	the connection ferry keeps with each peer
  *   transfer-encoding		chunked framing ferry writes (from HTTP/2,
  *				a body it codes anew)
@@ -27,12 +26,14 @@ struct known {
  *   accept-encoding		outbound compression asks with it (§14)
  *   content-encoding, vary	a response ferry compresses (§14)
  *   grpc-timeout		the time left, written anew (§12)
- * Not own, as ferry only forwards or drops them: proxy-connection,
+ * Host counts (SPEC §11's 100 include it): ferry replaces it, one for
+ * one, so a head that fitted still fits. Not own, as ferry only forwards
+ * or drops them: proxy-connection,
  * proxy-authorization, upgrade, te, content-length, expect, tracestate,
  * idempotency-key, and the '_' look-alikes.
  */
 static const struct known known_headers[] = {
-	KNOWN("host", HDR_HOST, true),
+	KNOWN("host", HDR_HOST, false),
 	KNOWN("connection", HDR_CONNECTION, true),
 	KNOWN("keep-alive", HDR_KEEP_ALIVE, true),
 	KNOWN("proxy-connection", HDR_PROXY_CONNECTION, false),

@@ -190,7 +190,7 @@ static inline bool
 ref_own(const char *msg, struct slice name)
 {
 	static const char *const own[] = {
-		"host", "connection", "keep-alive", "transfer-encoding", "x-service-auth",
+		"connection", "keep-alive", "transfer-encoding", "x-service-auth",
 		"x-correlation-id", "x-request-id", "traceparent", "via", "x-ferry-peer",
 		"x-forwarded-for", "x-forwarded-proto", "x-ferry-deadline-ms",
 		"accept-encoding", "content-encoding", "vary", "grpc-timeout",
