@@ -1,0 +1,233 @@
+#!/usr/bin/python3
+"""Writes the seed corpus of fuzz_h2_down (tests/fuzz/corpus/h2_down/).
+
+Each seed is what fuzz_h2_down.c reads: byte 0 seeds the piece sizes,
+byte 1 holds its options (bit 0: no empty SETTINGS after the preface,
+bit 1: connect to the echo service's own port), then the frames the client
+sends after the preface. Header blocks are HPACK without Huffman coding,
+so that the names and values stay visible to the fuzzer's mutations.
+
+Run from anywhere with Debian's python3-hpack and python3-hyperframe:
+    /usr/bin/python3 tests/fuzz/gen_h2_seeds.py
+"""
+
+import os
+import struct
+
+import hpack
+from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame,
+                              PingFrame, PriorityFrame, RstStreamFrame, SettingsFrame,
+                              WindowUpdateFrame)
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "h2_down")
+
+# settings ids (RFC 9113 6.5.2)
+HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT, INITIAL_WINDOW, MAX_FRAME, MAX_HEADER_LIST = (
+    1, 2, 3, 4, 5, 6)
+
+
+class Client:
+    """Frames of one connection, one HPACK context."""
+
+    def __init__(self):
+        self.enc = hpack.Encoder()
+        self.out = b""
+
+    def block(self, headers):
+        return self.enc.encode(headers, huffman=False)
+
+    def request(self, sid, method="GET", path="/", authority="echo", extra=(), end=True,
+                **kw):
+        h = [(":method", method), (":scheme", "http"), (":path", path),
+             (":authority", authority)] + list(extra)
+        self.headers(sid, h, end=end, **kw)
+
+    def headers(self, sid, headers, end=True, padding=0, priority=False):
+        f = HeadersFrame(sid, self.block(headers))
+        f.flags.add("END_HEADERS")
+        if end:
+            f.flags.add("END_STREAM")
+        if padding:
+            f.flags.add("PADDED")
+            f.pad_length = padding
+        if priority:
+            f.flags.add("PRIORITY")
+            f.depends_on, f.stream_weight, f.exclusive = 0, 200, False
+        self.out += f.serialize()
+
+    def data(self, sid, payload, end=True, padding=0):
+        f = DataFrame(sid, payload)
+        if end:
+            f.flags.add("END_STREAM")
+        if padding:
+            f.flags.add("PADDED")
+            f.pad_length = padding
+        self.out += f.serialize()
+
+    def frame(self, f):
+        self.out += f.serialize()
+
+
+def seed(name, c, pieces=0, options=0):
+    with open(os.path.join(OUT, name), "wb") as f:
+        f.write(bytes([pieces, options]) + c.out)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+
+    c = Client()
+    c.request(1)
+    seed("get", c)
+
+    c = Client()
+    c.request(1, "POST", "/x", extra=[("content-length", "11")], end=False)
+    c.data(1, b"hello world")
+    seed("post-data", c, pieces=9)
+
+    c = Client()
+    c.request(1, "POST", "/upload", end=False)
+    c.data(1, b"first part ", end=False)
+    c.data(1, b"second part")
+    seed("post-unsized", c)
+
+    c = Client()
+    c.request(1, "POST", "/t", extra=[("te", "trailers")], end=False)
+    c.data(1, b"body", end=False)
+    c.headers(1, [("x-checksum", "abc"), ("grpc-status", "0")])
+    seed("trailers", c, pieces=3)
+
+    c = Client()
+    block = c.block([(":method", "GET"), (":scheme", "http"), (":path", "/continued"),
+                     (":authority", "echo"), ("x-long", "v" * 300)])
+    f = HeadersFrame(1, block[:20])
+    f.flags.add("END_STREAM")
+    c.frame(f)
+    g = ContinuationFrame(1, block[20:100])
+    c.frame(g)
+    g = ContinuationFrame(1, block[100:])
+    g.flags.add("END_HEADERS")
+    c.frame(g)
+    seed("continuation", c)
+
+    c = Client()
+    p = PriorityFrame(3)
+    p.depends_on, p.stream_weight = 1, 16
+    c.frame(p)
+    c.request(1, priority=True)
+    c.request(3, path="/k", priority=True)
+    seed("priority", c)
+
+    c = Client()
+    c.request(1, "POST", "/slow", end=False)
+    c.data(1, b"partial", end=False)
+    c.frame(RstStreamFrame(1, error_code=8))
+    c.request(3, path="/after-reset")
+    seed("rst-stream", c, pieces=17)
+
+    c = Client()
+    c.frame(SettingsFrame(0, settings={HEADER_TABLE_SIZE: 0, ENABLE_PUSH: 0,
+                                       MAX_CONCURRENT: 10, INITIAL_WINDOW: 1 << 20,
+                                       MAX_FRAME: 1 << 16, MAX_HEADER_LIST: 8192}))
+    c.frame(SettingsFrame(0, flags=["ACK"]))
+    c.request(1, path="/b")
+    seed("settings", c, options=0)
+
+    c = Client()
+    c.frame(SettingsFrame(0, settings={INITIAL_WINDOW: 0}))
+    c.frame(SettingsFrame(0, flags=["ACK"]))
+    c.request(1, path="/b")
+    c.frame(WindowUpdateFrame(0, window_increment=1000))
+    c.frame(WindowUpdateFrame(1, window_increment=70000))
+    c.frame(WindowUpdateFrame(0, window_increment=200000))
+    seed("window-update", c, pieces=40)
+
+    c = Client()
+    c.frame(PingFrame(0, opaque_data=b"12345678"))
+    c.frame(PingFrame(0, opaque_data=b"abcdefgh", flags=["ACK"]))
+    c.request(1)
+    c.frame(PingFrame(0, opaque_data=b"87654321"))
+    seed("ping", c)
+
+    c = Client()
+    c.request(1, path="/e")
+    c.request(3, path="/n")
+    c.frame(GoAwayFrame(0, last_stream_id=0, error_code=0, additional_data=b"bye"))
+    seed("goaway", c)
+
+    # an HTTP/2 upstream: bodies, trailers, the stub's resets and GOAWAY
+    c = Client()
+    c.request(1, "POST", "/k", authority="h2", extra=[("te", "trailers")], end=False)
+    c.data(1, b"to an h2 upstream")
+    c.request(3, "GET", "/e", authority="h2")
+    c.request(5, "GET", "/r", authority="h2")
+    c.request(7, "GET", "/g", authority="h2")
+    c.request(9, "GET", "/h", authority="h2")
+    c.request(11, "GET", "/l", authority="h2")
+    seed("h2-upstream", c)
+
+    c = Client()
+    c.request(1, "POST", "/echo", authority="h2",
+              extra=[("content-type", "application/grpc"), ("te", "trailers"),
+                     ("grpc-timeout", "1S")], end=False)
+    c.data(1, b"\x00\x00\x00\x00\x05hello", end=False)
+    c.headers(1, [("grpc-status", "0")])
+    seed("grpc", c)
+
+    c = Client()
+    c.request(1, authority="down")
+    c.request(3, "POST", "/", authority="retry", extra=[("content-length", "4")], end=False)
+    c.data(3, b"body")
+    c.request(5, authority="nowhere")
+    seed("refused-retried-unknown", c)
+
+    c = Client()
+    c.request(1, authority="guard", extra=[("x-debug", "1"), ("x-service-auth", "forged"),
+                                            ("cookie", "a=1"), ("cookie", "b=2"),
+                                            ("x-request-id", "req-1"),
+                                            ("traceparent",
+                                             "00-0af7651916cd43dd8448eb211c80319c-"
+                                             "b7ad6b7169203331-01")])
+    seed("guard-headers", c)
+
+    c = Client()
+    c.request(1, "HEAD", "/b")
+    c.request(3, "HEAD", "/")
+    c.request(5, "OPTIONS", "*")
+    c.request(7, "CONNECT", "/")
+    seed("methods", c)
+
+    c = Client()
+    c.request(1, "POST", "/h", extra=[("expect", "100-continue"), ("content-length", "3")],
+              end=False)
+    c.data(1, b"abc")
+    seed("expect-continue", c)
+
+    c = Client()
+    c.request(1, "POST", "/padded", end=False, padding=10)
+    c.data(1, b"padded body", padding=30)
+    seed("padded", c, pieces=5)
+
+    c = Client()
+    c.request(1, extra=[("x-h%d" % i, "v") for i in range(120)])
+    c.request(3, extra=[("x-big", "b" * 16000)] * 5)
+    seed("header-limits", c)
+
+    c = Client()
+    for i in range(8):
+        c.request(1 + 2 * i, path="/ekbnhslcgr"[i:i + 1] and "/" + "ekbnhslcgr"[i],
+                  authority=["echo", "h2"][i % 2])
+    seed("many-streams", c, pieces=0x41)
+
+    c = Client()
+    c.request(1, path="/x")
+    seed("service-port", c, options=2)
+
+    c = Client()
+    c.frame(SettingsFrame(0, settings={MAX_CONCURRENT: 100}))
+    c.request(1)
+    seed("own-settings", c, options=1)
+
+
+if __name__ == "__main__":
+    main()
