@@ -185,6 +185,9 @@ class H2Upstream:
             conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
             conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
             return True
+        if path == "/status050":
+            conn.send_headers(sid, [(":status", "050"), ("content-length", "0")], end_stream=True)
+            return True
         if path == "/bigheaders":
             conn.send_headers(sid, [(":status", "200")] +
                               [("x-h%03d" % i, "v" * 40) for i in range(150)], end_stream=True)
@@ -439,6 +442,13 @@ class HostileH2UpstreamTest(FerryTestCase):
 
     def test_header_block_over_the_limits_is_502(self):
         r = self.get("/bigheaders")
+        self.assert_ferry_error(r, 502, "SERVICE_ERROR")
+        self.assert_still_serves()
+
+    def test_status_below_100_is_502(self):
+        # found by tests/fuzz/fuzz_h2_upstream (regressions/h2_upstream/status-050):
+        # nghttp2 passes ":status: 050", which went out as "HTTP/1.1 50 "
+        r = self.get("/status050")
         self.assert_ferry_error(r, 502, "SERVICE_ERROR")
         self.assert_still_serves()
 
