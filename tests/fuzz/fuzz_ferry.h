@@ -97,8 +97,10 @@ struct ff {
 	struct worker w;
 	struct listener *outbound, *svc_listener;
 	int h1_lfd, h2_lfd, dead_fd;		/* stub listeners; a bound, unlistened port */
-	struct event *h1_ev, *h2_ev;
-	uint16_t h1_port, h2_port, dead_port;
+	int raw_lfd;				/* a listener the harness serves itself */
+	struct event *h1_ev, *h2_ev, *raw_ev;
+	uint16_t h1_port, h2_port, dead_port, raw_port;
+	event_callback_fn raw_accept;		/* set before ff_init(), or NULL */
 	uint64_t stub_requests;			/* requests the stubs answered, ever */
 };
 
@@ -932,8 +934,9 @@ ff_publish_endpoints(void)
 /*
  * Loads YAML (a printf format taking, in order: the outbound listener's
  * port, the admin port, the HTTP/1.1 stub's, the h2c stub's, the refusing
- * port and a free port for a service's own listener) and starts the
- * worker and the stubs.
+ * port, a free port for a service's own listener and the port of the
+ * harness's own listener, ff.raw_accept) and starts the worker and the
+ * stubs.
  */
 static void
 ff_init(const char *yaml_fmt)
@@ -953,8 +956,10 @@ ff_init(const char *yaml_fmt)
 	ff.h1_port = ff_bound_port(ff.h1_lfd);
 	ff.h2_port = ff_bound_port(ff.h2_lfd);
 	ff.dead_port = ff_bound_port(ff.dead_fd);
+	ff.raw_lfd = ff_bind_loopback(true);
+	ff.raw_port = ff_bound_port(ff.raw_lfd);
 	n = snprintf(yaml, sizeof(yaml), yaml_fmt, ff_free_port(), ff_free_port(), ff.h1_port,
-	    ff.h2_port, ff.dead_port, ff_free_port());
+	    ff.h2_port, ff.dead_port, ff_free_port(), ff.raw_port);
 	PROP(n > 0 && (size_t)n < sizeof(yaml));
 	snprintf(ff.dir, sizeof(ff.dir), "%s/ferry-fuzz-h2-XXXXXX",
 	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -991,6 +996,11 @@ ff_init(const char *yaml_fmt)
 	ff.h2_ev = event_new(ff.w.base, ff.h2_lfd, EV_READ | EV_PERSIST, h2s_accept, NULL);
 	event_add(ff.h1_ev, NULL);
 	event_add(ff.h2_ev, NULL);
+	if (ff.raw_accept != NULL) {
+		ff.raw_ev = event_new(ff.w.base, ff.raw_lfd, EV_READ | EV_PERSIST, ff.raw_accept,
+		    NULL);
+		event_add(ff.raw_ev, NULL);
+	}
 	event_base_loop(ff.w.base, EVLOOP_NONBLOCK);
 }
 

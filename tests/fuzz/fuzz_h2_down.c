@@ -6,10 +6,10 @@
  * (fuzz_ferry.h: an in-process worker, an HTTP/1.1 and an h2c stub on its
  * loop, and a port that refuses).
  *
- * Input: byte 0 seeds the piece sizes (fuzz_common.h), byte 1 holds
- * options (bit 0: no empty SETTINGS frame after the preface; bit 1: the
- * connection comes to the echo service's own port instead of the outbound
- * listener). The client sends the h2c preface, then that SETTINGS frame,
+ * Input: byte 0 seeds the piece sizes (fuzz_common.h; at most 64 pieces),
+ * byte 1 holds options (bit 0: no empty SETTINGS frame after the preface;
+ * bit 1: the connection comes to the echo service's own port instead of
+ * the outbound listener). The client sends the h2c preface, then that SETTINGS frame,
  * then the rest of the input, piece by piece, the loop settling between
  * pieces. The worker lives across inputs; each input is a new connection
  * (accepted through proxy_accept, so h1_down.c sees the preface and hands
@@ -601,8 +601,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fd = ff_connect(data[1] & 2 ? ff.svc_listener : ff.outbound);
 	while (sent < wire.len && open) {
-		size_t n = pieces_next(&pc, wire.len - sent), done = 0;
+		/* at most about 64 pieces: each costs a settle */
+		size_t n = pieces_next(&pc, wire.len - sent), done = 0, least = wire.len / 64 + 1;
 		int stuck = 0;
+
+		if (n < least)
+			n = least < wire.len - sent ? least : wire.len - sent;
 
 		while (done < n && open) {
 			ssize_t w = send(fd, wire.p + sent + done, n - done, MSG_NOSIGNAL);

@@ -1,10 +1,13 @@
 #!/usr/bin/python3
-"""Writes the seed corpus of fuzz_h2_down (tests/fuzz/corpus/h2_down/).
+"""Writes the seed corpora of fuzz_h2_down and fuzz_h2_upstream
+(tests/fuzz/corpus/h2_down/, tests/fuzz/corpus/h2_upstream/).
 
 Each seed is what fuzz_h2_down.c reads: byte 0 seeds the piece sizes,
 byte 1 holds its options (bit 0: no empty SETTINGS after the preface,
 bit 1: connect to the echo service's own port), then the frames the client
-sends after the preface. Header blocks are HPACK without Huffman coding,
+sends after the preface. For fuzz_h2_upstream, byte 1 picks the clients
+(bits 0-2: GET /a, POST /b, POST /c on streams 1, 3, 5; bit 3: an HTTP/2
+client too) and the rest is what the upstream says, server preface first. Header blocks are HPACK without Huffman coding,
 so that the names and values stay visible to the fuzzer's mutations.
 
 Run from anywhere with Debian's python3-hpack and python3-hyperframe:
@@ -19,7 +22,9 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, Headers
                               PingFrame, PriorityFrame, RstStreamFrame, SettingsFrame,
                               WindowUpdateFrame)
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "h2_down")
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "corpus", "h2_down")
+OUT_UP = os.path.join(HERE, "corpus", "h2_upstream")
 
 # settings ids (RFC 9113 6.5.2)
 HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT, INITIAL_WINDOW, MAX_FRAME, MAX_HEADER_LIST = (
@@ -68,9 +73,113 @@ class Client:
         self.out += f.serialize()
 
 
-def seed(name, c, pieces=0, options=0):
-    with open(os.path.join(OUT, name), "wb") as f:
+def seed(name, c, pieces=0, options=0, out=None):
+    with open(os.path.join(out or OUT, name), "wb") as f:
         f.write(bytes([pieces, options]) + c.out)
+
+
+def upstream_seeds():
+    """What an upstream says: a server preface, then answers."""
+    os.makedirs(OUT_UP, exist_ok=True)
+
+    def server(settings=None):
+        c = Client()
+        c.frame(SettingsFrame(0, settings=settings or {MAX_CONCURRENT: 100}))
+        c.frame(SettingsFrame(0, flags=["ACK"]))
+        return c
+
+    def seed_up(name, c, pieces=0, options=1):
+        seed(name, c, pieces, options, OUT_UP)
+
+    c = server()
+    c.headers(1, [(":status", "200"), ("content-length", "2"), ("content-type", "text/plain")],
+              end=False)
+    c.data(1, b"ok")
+    seed_up("ok", c)
+
+    c = server()
+    c.headers(1, [(":status", "200")], end=False)
+    c.data(1, b"first", end=False)
+    c.headers(3, [(":status", "201"), ("content-length", "0")])
+    c.headers(5, [(":status", "200"), ("trailer", "x-sum")], end=False)
+    c.data(5, b"chunk one ", end=False)
+    c.data(1, b" second")
+    c.data(5, b"chunk two", end=False)
+    c.headers(5, [("x-sum", "42"), ("grpc-status", "0")])
+    seed_up("three-streams", c, pieces=11, options=7)
+
+    c = server()
+    c.headers(1, [(":status", "100")], end=False)
+    c.headers(1, [(":status", "103"), ("link", "</a.css>; rel=preload")], end=False)
+    c.headers(1, [(":status", "204")])
+    seed_up("informational", c, options=2)
+
+    c = server()
+    c.frame(RstStreamFrame(1, error_code=7))
+    c.frame(RstStreamFrame(3, error_code=2))
+    seed_up("refused-and-reset", c, options=3)
+
+    c = server()
+    c.frame(GoAwayFrame(0, last_stream_id=1, error_code=0))
+    c.headers(1, [(":status", "200"), ("content-length", "3")], end=False)
+    c.data(1, b"bye")
+    seed_up("goaway", c, options=7)
+
+    c = server()
+    c.headers(1, [(":status", "200"), ("content-type", "application/grpc"),
+                  ("grpc-status", "14"), ("grpc-message", "unavailable")])
+    seed_up("trailers-only", c, options=4)
+
+    c = server({INITIAL_WINDOW: 1 << 20, MAX_FRAME: 1 << 16})
+    c.headers(1, [(":status", "200"), ("content-length", "21000")], end=False)
+    for i in range(7):
+        c.data(1, bytes([0x61 + i]) * 3000, end=i == 6)
+    c.frame(WindowUpdateFrame(0, window_increment=100000))
+    c.frame(WindowUpdateFrame(1, window_increment=100000))
+    c.frame(PingFrame(0, opaque_data=b"pingpong"))
+    seed_up("big-body", c, pieces=0x3f, options=2)
+
+    c = server()
+    c.headers(1, [("content-length", "0")])
+    c.headers(3, [(":status", "200"), ("connection", "close")])
+    c.headers(5, [(":status", "200"), ("X-Upper", "1")])
+    seed_up("malformed-heads", c, options=7)
+
+    c = server()
+    c.headers(1, [(":status", "200"), ("content-length", "10")], end=False)
+    c.data(1, b"short")
+    c.headers(3, [(":status", "200"), ("content-length", "1")], end=False)
+    c.data(3, b"too long")
+    seed_up("length-mismatch", c, options=3)
+
+    c = server({MAX_CONCURRENT: 1})
+    c.headers(1, [(":status", "200"), ("content-length", "1")], end=False)
+    c.data(1, b"1")
+    c.headers(3, [(":status", "200"), ("content-length", "1")], end=False)
+    c.data(3, b"3")
+    seed_up("one-stream-at-a-time", c, options=3)
+
+    c = server()
+    c.headers(1, [(":status", "200"), ("content-length", "2")], end=False)
+    c.data(1, b"h1")
+    c.headers(3, [(":status", "200"), ("content-length", "2")], end=False)
+    c.data(3, b"h2")
+    seed_up("with-h2-client", c, options=9)
+
+    c = server()
+    c.frame(ContinuationFrame(1, b"\x88"))
+    seed_up("stray-continuation", c)
+
+    c = server()
+    # HEADERS without END_HEADERS, the rest of the block in a CONTINUATION
+    block = c.block([(":status", "200"), ("content-length", "0"), ("x-long", "v" * 200)])
+    f = HeadersFrame(3, block[:3])
+    f.flags.add("END_STREAM")
+    c.frame(f)
+    g = ContinuationFrame(3, block[3:])
+    g.flags.add("END_HEADERS")
+    c.frame(g)
+    seed_up("continuation", c, options=3)
 
 
 def main():
@@ -231,3 +340,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    upstream_seeds()
