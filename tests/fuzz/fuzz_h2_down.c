@@ -28,8 +28,9 @@
  *    and WINDOW_UPDATEs, so flow control and frame sizes are checked too);
  *  - every response head has a :status;
  *  - every complete request on a stream ferry took (not reset by the
- *    client, at most the last stream id of a GOAWAY, and no error GOAWAY
- *    from ferry) got a final response or a RST_STREAM;
+ *    client, at most the last stream id of a GOAWAY, no error GOAWAY from
+ *    ferry, the connection still open) got a final response or a
+ *    RST_STREAM;
  *  - a complete echo answer carries exactly the DATA the client sent on
  *    that stream;
  *  - ferry's requests to the stubs are valid (fuzz_ferry.h);
@@ -120,6 +121,7 @@ static struct ctl *ctls;
 static size_t n_ctls, cap_ctls;
 
 static bool mirror_failed;		/* the client broke the connection */
+static bool ferry_closed;		/* ferry closed it (bytes sent may be unread) */
 static bool reader_goaway, reader_goaway_error;
 static int32_t reader_goaway_last = INT32_MAX;
 
@@ -543,7 +545,7 @@ check_streams(void)
 
 		/* a complete request on a stream ferry kept is answered */
 		if (r->req_end && !r->client_reset && !reader_goaway_error && !mirror_failed &&
-		    r->id <= reader_goaway_last && !(r->final || r->reset)) {
+		    !ferry_closed && r->id <= reader_goaway_last && !(r->final || r->reset)) {
 			fprintf(stderr, "stream %d: complete request (%s), no answer\n", r->id,
 			    r->method);
 			PROP(r->final || r->reset);
@@ -583,7 +585,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct bbuf wire, out;
 	static const uint8_t empty_settings[9] = { 0, 0, 0, NGHTTP2_SETTINGS, 0, 0, 0, 0, 0 };
 	struct pieces pc;
-	bool trunc = false, open = true;
+	bool trunc = false, open = true, stuck_out = false;
 	size_t sent = 0;
 	int fd, fds_before;
 
@@ -622,15 +624,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			/* ferry reads no more for now: let it work */
 			open = ff_settle(fd, &out, OUT_MAX, &trunc);
-			if (++stuck > 50)
-				open = false;
+			if (open && ++stuck > 50) {
+				open = false;	/* ferry reads no more: give up */
+				stuck_out = true;
+			}
 		}
 		sent += done;
 		if (open)
 			open = ff_settle(fd, &out, OUT_MAX, &trunc);
 	}
 	if (open)
-		ff_settle(fd, &out, OUT_MAX, &trunc);
+		open = ff_settle(fd, &out, OUT_MAX, &trunc);
+	ferry_closed = !open && !stuck_out;
 
 	/* what ferry said, read as the client that sent the input would */
 	mirror_read(wire.p, sent);

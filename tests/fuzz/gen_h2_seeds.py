@@ -337,6 +337,45 @@ def main():
     c.request(1)
     seed("own-settings", c, options=1)
 
+    # trailers past the head's limits (100 fields with the head's): 431
+    c = Client()
+    c.request(1, "POST", "/t", end=False)
+    c.data(1, b"body", end=False)
+    c.headers(1, [("x-t%d" % i, "v") for i in range(100)])
+    seed("trailers-over-limits", c)
+
+    # the flood limits of h2_down.c: GOAWAY ENHANCE_YOUR_CALM
+    c = Client()
+    c.request(1)
+    for i in range(210):
+        c.frame(PingFrame(0, opaque_data=struct.pack(">Q", i)))
+    seed("ping-flood", c)
+
+    c = Client()
+    for i in range(205):
+        c.frame(SettingsFrame(0, settings={INITIAL_WINDOW: 65535 + i}))
+    seed("settings-flood", c)
+
+    c = Client()
+    for i in range(210):
+        c.request(1 + 2 * i, "POST", "/e", end=False)
+        c.frame(RstStreamFrame(1 + 2 * i, error_code=8))
+    seed("rapid-reset", c)
+
+    c = Client()
+    block = c.block([(":method", "GET"), (":scheme", "http"), (":path", "/"),
+                     (":authority", "echo")] + [("x-c%d" % i, "v" * 20) for i in range(10)])
+    f = HeadersFrame(1, block[:10])
+    f.flags.add("END_STREAM")
+    c.frame(f)
+    parts = [block[i:i + 20] for i in range(10, len(block), 20)]
+    for i, part in enumerate(parts):
+        g = ContinuationFrame(1, part)
+        if i == len(parts) - 1:
+            g.flags.add("END_HEADERS")
+        c.frame(g)
+    seed("continuation-flood", c)
+
 
 if __name__ == "__main__":
     main()
