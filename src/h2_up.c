@@ -289,6 +289,10 @@ response_head(struct h2up_stream *st)
 	h->minor = 1;
 	h->keep_alive = true;
 	h->reason = (struct slice){ 0, 0 };
+	/* a head of :status alone has no text yet: the head's slices are
+	 * offsets from it, never from NULL */
+	if (st->raw.p == NULL)
+		sbuf_grow(&st->raw, 64);
 	headers_classify(st->raw.p, h);
 	cl = headers_find(h, HDR_CONTENT_LENGTH);
 	body = !(x->head_method || h->status == 204 || h->status == 304 ||
