@@ -149,6 +149,10 @@ check_h1_response(const struct client *c)
 		enum http_status st = http_parse(&hp, p + off, len - off, 0, &used);
 
 		if (st == HTTP_ERROR) {
+			/* 100 fields from the upstream and ferry's own past the
+			 * limit: the open finding of tests/fuzz/README.md */
+			if (hp.err == HTTP_ERR_TOO_LARGE && fuzz_skip_known())
+				break;
 			fprintf(stderr, "client: ferry's response does not parse (%s):\n%.*s\n",
 			    hp.err_text ? hp.err_text : "?", (int)(len < 2000 ? len : 2000), p);
 			PROP(st != HTTP_ERROR);
@@ -172,6 +176,8 @@ check_h1_response(const struct client *c)
 			done = true;
 	}
 	/* the upstream is gone: an answer, or the connection closed */
+	if (hp.err == HTTP_ERR_TOO_LARGE)
+		done = true;	/* the known finding above: not read on */
 	if (!done && !c->eof)
 		fprintf(stderr, "client: %zu bytes, no complete response, connection open:\n%.*s\n",
 		    len, (int)(len < 2000 ? len : 2000), p);
