@@ -591,6 +591,19 @@ stream_pump_once(struct h2stream *st)
 	}
 }
 
+/* A :path an HTTP/1.1 request line can carry: visible ASCII only (RFC
+ * 9112 3.2, RFC 3986 2). nghttp2 also passes bytes over 0x7f, which an
+ * HTTP/1.1 server (ferry's own listeners among them) refuses or reads its
+ * own way; a client on HTTP/1.1 could not send them either. */
+static bool
+path_ok(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
+			return false;
+	return true;
+}
+
 /* The request head is complete: as an HTTP/1.1 head, to the proxy. */
 static void
 stream_request(struct h2stream *st, bool end_stream)
@@ -603,6 +616,11 @@ stream_request(struct h2stream *st, bool end_stream)
 	if (st->too_large) {
 		proxy_error_early(x, FE_HEADERS_TOO_LARGE,
 		    "request head over 64 KiB or over 100 headers");
+		return;
+	}
+	if (!path_ok(st->raw.p + st->path.off, st->path.len)) {
+		proxy_error_early(x, FE_BAD_REQUEST,
+		    ":path holds a byte an HTTP/1.1 request target cannot (not visible ASCII)");
 		return;
 	}
 	/* the table has room for both: the cookie crumbs were counted as

@@ -292,6 +292,10 @@ response_head(struct h2up_stream *st)
 	h->minor = 1;
 	h->keep_alive = true;
 	h->reason = (struct slice){ 0, 0 };
+	/* a head of :status alone has no text yet: the head's slices are
+	 * offsets from it, never from NULL */
+	if (st->raw.p == NULL)
+		sbuf_grow(&st->raw, 64);
 	headers_classify(st->raw.p, h);
 	cl = headers_find(h, HDR_CONTENT_LENGTH);
 	body = !(x->head_method || h->status == 204 || h->status == 304 ||
@@ -342,8 +346,13 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	st->got_any = true;
 	h = &st->head;
 	if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
-		h->status = vlen == 3 ? (value[0] - '0') * 100 + (value[1] - '0') * 10 +
-		    (value[2] - '0') : 0;
+		/* nghttp2 checked three digits; "050" is no status code (RFC
+		 * 9110 15) and no status line an HTTP/1.1 client (ferry's own
+		 * parser among them) reads: the stream fails, as an HTTP/1.1
+		 * upstream's bad status line does */
+		if (vlen != 3 || value[0] < '1' || value[0] > '9')
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		h->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
 		return 0;
 	}
 	if (nlen > 0 && name[0] == ':')

@@ -1399,6 +1399,23 @@ class HostileTest(H2Case):
             self.assertFalse(c.goaways)
         self.assertFalse([r for r in self.up.requests if r.target == "/malformed"])
 
+    def test_path_bytes_no_request_line_may_hold_are_400(self):
+        # found by tests/fuzz/fuzz_h2_down (regressions/h2_down/path-obs-text):
+        # nghttp2 passes a :path byte over 0x7f, and ferry wrote it into the
+        # HTTP/1.1 request line, which llhttp (ferry's own listeners) refuses
+        with self.h2() as c:
+            for path in (b"/\x8d", b"/caf\xc3\xa9", b"/a\xffb?q=1"):
+                sid = c.request(path)
+                st = c.streams[sid]
+                c.wait(lambda: st.done, 3)
+                self.assertTrue(st.reset is not None or st.status == 400,
+                                "%r: neither RST_STREAM nor 400 (%r)" % (path, st.headers))
+            self.assertEqual(c.get("/after-bad-path").status, 200)
+            self.assertFalse(c.goaways)
+        seen = [r.target for r in self.up.requests if r.target != "/after-bad-path"
+                and "bystander" not in r.target]
+        self.assertEqual(seen, [], "forwarded upstream: %r" % seen)
+
     # f. a window that never opens
 
     def test_window_never_opened(self):

@@ -185,6 +185,12 @@ class H2Upstream:
             conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
             conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
             return True
+        if path == "/statusonly":
+            conn.send_headers(sid, [(":status", "204")], end_stream=True)
+            return True
+        if path == "/status050":
+            conn.send_headers(sid, [(":status", "050"), ("content-length", "0")], end_stream=True)
+            return True
         if path == "/bigheaders":
             conn.send_headers(sid, [(":status", "200")] +
                               [("x-h%03d" % i, "v" * 40) for i in range(150)], end_stream=True)
@@ -440,6 +446,21 @@ class HostileH2UpstreamTest(FerryTestCase):
     def test_header_block_over_the_limits_is_502(self):
         r = self.get("/bigheaders")
         self.assert_ferry_error(r, 502, "SERVICE_ERROR")
+        self.assert_still_serves()
+
+    def test_status_below_100_is_502(self):
+        # found by tests/fuzz/fuzz_h2_upstream (regressions/h2_upstream/status-050):
+        # nghttp2 passes ":status: 050", which went out as "HTTP/1.1 50 "
+        r = self.get("/status050")
+        self.assert_ferry_error(r, 502, "SERVICE_ERROR")
+        self.assert_still_serves()
+
+    def test_head_of_status_alone(self):
+        # found by tests/fuzz/fuzz_h2_upstream (regressions/h2_upstream/status-alone):
+        # a head without any field but :status reached headers_build_response
+        # with a NULL text (UB that clang's UBSan reports; gcc's does not)
+        r = self.get("/statusonly")
+        self.assertEqual((r.status, r.body), (204, b""))
         self.assert_still_serves()
 
     def test_close_mid_body_cuts_the_response(self):
