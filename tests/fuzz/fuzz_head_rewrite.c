@@ -58,21 +58,23 @@ own_bytes(const struct http_head *h)
 }
 
 /* Without rules, what ferry sends never counts for more of the sender's
- * than what it was sent (a missing path's "/" aside), and a head whose
+ * than what it was sent (EXTRA_FIELDS and EXTRA_BYTES aside: a missing
+ * path's "/", the Host ferry gives a request that had none), and a head whose
  * own kinds leave room for what ferry adds on a hop (at most 16 fields,
  * about 1 KiB here) always goes (SPEC §11: a head within the limits
  * reaches the next hop). */
 static void
 check_no_growth(const struct http_head *in, const struct http_head *out, bool fits,
-    size_t slash)
+    size_t extra_fields, size_t extra_bytes)
 {
 	if (out != NULL) {
-		PROP(out->n_headers - out->n_own <= in->n_headers - in->n_own);
-		PROP(out->mine_bytes <= in->mine_bytes + slash);
+		PROP(out->n_headers - out->n_own <= in->n_headers - in->n_own + extra_fields);
+		PROP(out->mine_bytes <= in->mine_bytes + extra_bytes);
 	}
 	if (in->n_own <= HTTP_MAX_FIELDS - HTTP_MAX_HEADERS - 16 &&
 	    own_bytes(in) <= HTTP_MAX_HEAD_ALL - HTTP_MAX_HEAD - 2048 &&
-	    in->mine_bytes + slash <= HTTP_MAX_HEAD)
+	    in->mine_bytes + extra_bytes <= HTTP_MAX_HEAD &&
+	    in->n_headers - in->n_own + extra_fields <= HTTP_MAX_HEADERS)
 		PROP(fits);
 }
 
@@ -178,10 +180,21 @@ rewrite_request(const char *msg, struct http_head *h, uint8_t flags, struct sbuf
 		.forwarded_for = inbound ? "10.1.2.3" : NULL,
 		.rules = { NULL, flags & 32 ? &rules : NULL },
 	};
-	bool fits;
+	const struct http_header *hh;
+	bool fits, host_added;
+	size_t extra = 0, was;
 
 	if (request_refusal(h, headers_classify(msg, h) != 0) != NULL)
 		return;
+	/* Host counts toward the limits: outbound, the service's replaces
+	 * the app's, or comes where an HTTP/1.0 request had none */
+	hh = headers_find(h, HDR_HOST);
+	host_added = a.host != NULL && hh == NULL;
+	if (a.host != NULL) {
+		was = hh ? http_field_bytes(4, hh->value.len) : 0;
+		if (http_field_bytes(4, strlen(a.host)) > was)
+			extra = http_field_bytes(4, strlen(a.host)) - was;
+	}
 	decide_ids(msg, h, &ids);
 	/* request_begin(): origin-form, "/" first when the path is missing */
 	target_split(t, h->target.len, &path, &path_len, &auth, &auth_len);
@@ -191,14 +204,15 @@ rewrite_request(const char *msg, struct http_head *h, uint8_t flags, struct sbuf
 	a.target = target.p;
 	a.target_len = target.len;
 	fits = headers_build_request(out, msg, h, &a);
+	extra += target.len - path_len;
 	if ((r = reparse(out, false, fits)) == NULL) {
 		if (!(flags & 32))
-			check_no_growth(h, NULL, false, target.len - path_len);
+			check_no_growth(h, NULL, false, host_added, extra);
 		sbuf_free(&target);
 		return;
 	}
 	if (!(flags & 32))
-		check_no_growth(h, r, true, target.len - path_len);
+		check_no_growth(h, r, true, host_added, extra);
 	same_framing(h, r);
 	PROP(r->method_id == h->method_id);
 	PROP(r->major == 1 && r->minor == 1);
@@ -240,11 +254,11 @@ rewrite_response(const char *msg, struct http_head *h, uint8_t flags, struct sbu
 	fits = headers_build_response(out, msg, h, &a);
 	if ((r = reparse(out, true, fits)) == NULL) {
 		if (!(flags & 32) || a.interim)
-			check_no_growth(h, NULL, false, 0);
+			check_no_growth(h, NULL, false, 0, 0);
 		return;
 	}
 	if (!(flags & 32) || a.interim)
-		check_no_growth(h, r, true, 0);
+		check_no_growth(h, r, true, 0, 0);
 	PROP(r->status == h->status);
 	if (a.dechunk)
 		PROP(!r->chunked && !r->has_length);	/* decoded, ends at the close */

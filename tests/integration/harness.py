@@ -18,6 +18,7 @@ Every socket operation has a timeout; only loopback addresses are used.
 
 import atexit
 import base64
+import fcntl
 import hashlib
 import http.client
 import json
@@ -92,16 +93,35 @@ def _ephemeral_low():
         return 32768
 
 
-_PORT_RANGE = (max(1024, _ephemeral_low() - 20000), _ephemeral_low())
+# the lower half of the 20000 ports below the ephemeral range; the Node
+# tests (tests/e2e/helpers.mjs) pick in the upper half
+_PORT_RANGE = (max(1024, _ephemeral_low() - 20000), _ephemeral_low() - 10000)
 _port_rng = random.Random()
+_port_lock_fd = None
+
+
+def _reserve_port(port):
+    """Holds PORT for this process against every other test process on the
+    machine: a POSIX lock on byte PORT of one shared file, released when
+    the process ends. Two suites running at once (meson runs two) picked
+    the same free port, and the second ferry could not bind it."""
+    global _port_lock_fd
+    if _port_lock_fd is None:
+        _port_lock_fd = os.open(os.path.join(tempfile.gettempdir(), "ferry-test-ports.lock"),
+                                os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.lockf(_port_lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+        return True
+    except OSError:
+        return False
 
 
 def free_port():
     """A loopback TCP port that is free now, for ferry to bind soon: never
-    the same one twice in this process, and below the kernel's ephemeral
-    range, so that no connection anywhere on the machine (whose local port
-    comes from that range) takes it before ferry binds it. Other processes
-    picking at random in the same range rarely meet; the bind checks."""
+    the same one twice in this process nor in two test processes at once
+    (_reserve_port), and below the kernel's ephemeral range, so that no
+    connection anywhere on the machine (whose local port comes from that
+    range) takes it before ferry binds it."""
     while True:
         port = _port_rng.randrange(*_PORT_RANGE)
         if port in _ports_given:
@@ -111,6 +131,8 @@ def free_port():
                 s.bind((LOOPBACK, port))
             except OSError:
                 continue
+        if not _reserve_port(port):
+            continue
         _ports_given.add(port)
         return port
 
