@@ -876,7 +876,7 @@ request_begin(struct client *cl)
 {
 	struct exchange *x = &cl->rq->x;
 	struct http_head *h = &cl->rq->head;
-	const char *msg = buf_head(&cl->in);
+	char *msg = buf_head(&cl->in);
 	bool ambiguous;
 
 	/* a new request runs on the config in force now */

@@ -19,6 +19,7 @@
 #include "exchange.h"
 #include "h2_down.h"
 #include "h2_frames.h"
+#include "h2_mem.h"
 #include "listener.h"
 #include "log.h"
 
@@ -721,6 +722,10 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		return 0;
 	}
 	head_add(st, (const char *)name, nlen, (const char *)value, vlen);
+	if (nlen == 14 && memcmp(name, "x-service-auth", 14) == 0 && !st->too_large &&
+	    !st->raw.oom)
+		/* the head may grow past it: no old copy is freed unwiped */
+		sbuf_mark_secret(&st->raw, st->raw.len - vlen, vlen);
 	return 0;
 }
 
@@ -1073,8 +1078,10 @@ callbacks_new(void)
 	return cb;
 }
 
+/* WIPE: peers' heads carry their keys (the inbound listener), and
+ * nghttp2's copies of them are wiped (h2_mem.h). */
 static int
-session_new(struct h2conn *hc)
+session_new(struct h2conn *hc, bool wipe)
 {
 	nghttp2_option *opt;
 	const nghttp2_settings_entry iv[] = {
@@ -1095,7 +1102,7 @@ session_new(struct h2conn *hc)
 	/* windows open as the upstream takes the body (stream_pump) */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_max_outbound_ack(opt, 1000);
-	rv = nghttp2_session_server_new2(&hc->ng, cb, hc, opt);
+	rv = nghttp2_session_server_new3(&hc->ng, cb, hc, opt, wipe ? h2_wiping_mem() : NULL);
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cb);
 	if (rv != 0)
@@ -1117,7 +1124,7 @@ h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char
 	struct h2conn *hc = calloc(1, sizeof(*hc));
 
 	if (hc == NULL || (hc->timer = evtimer_new(w->base, h2_timeout, hc)) == NULL ||
-	    session_new(hc) != 0) {
+	    session_new(hc, lis->kind == LK_INBOUND) != 0) {
 		if (hc && hc->timer)
 			event_free(hc->timer);
 		free(hc);
