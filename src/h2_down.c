@@ -843,6 +843,7 @@ h2_free_deferred(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	buf_drop_wiped(&hc->in);
 	buf_free(&hc->in);
 	sbuf_free(&hc->hbuf);
 	sbuf_free(&hc->frame);

@@ -89,8 +89,8 @@ class KeyWipeTest(FerryTestCase):
 
     def test_inbound_peer_key_not_kept(self):
         """A peer's valid key, sent in 100 requests (with and without a
-        body, on keep-alive connections, one still open), is nowhere in
-        ferry's memory afterwards."""
+        body, on keep-alive connections, one still open) and in heads
+        ferry never took, is nowhere in ferry's memory afterwards."""
         p = pki()
         app = self.upstream(fixed(200, body=b"ok"), tls=False)
         port = free_port()
@@ -122,7 +122,25 @@ class KeyWipeTest(FerryTestCase):
                 s.close()
         self.assertEqual(len(app.requests), N_REQUESTS)
         self.assertEqual(app.last.header_all("x-service-auth"), [])
+        # heads ferry never takes: one it cannot parse (400), and one cut
+        # off by the peer before its end
+        auth = b"x-service-auth: " + self.key.encode() + b"\r\n"
+        for i in range(5):
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3),
+                                server_hostname="backend")
+            s.sendall(b"GET /bad HTTP/1.1\r\nHost: app\r\n" + auth + b"no colon here\r\n\r\n")
+            self.assertEqual(read_response(Reader(s)).status, 400)
+            s.close()
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3),
+                                server_hostname="backend")
+            s.sendall(b"GET /cut HTTP/1.1\r\nHost: app\r\n" + auth)
+            s.close()
+        harness.wait_until(lambda: harness.counter(f, "ferry_downstream_connections",
+                                                   listener="inbound") <= 1, 5)
+        self.assertEqual(len(app.requests), N_REQUESTS)
         self.assert_scan_works(f.proc.pid)
+        # a closed connection's memory goes on the next loop turn
+        harness.wait_until(lambda: key_count(f.proc.pid, self.key) == 0, 3)
         count = key_count(f.proc.pid, self.key)
         held.close()
         self.assertEqual(count, 0, "the peer's key is in ferry's memory %d times" % count)
