@@ -6,7 +6,7 @@ is scanned for the key's bytes once its requests are done.
 Inbound, with the keys in a keys_file, a peer's key has no business in
 ferry's memory at all: ferry keeps the configured keys only as HMACs, and
 each request's copies (the TLS record, the client's input buffer, the
-head) are wiped once the key is checked. Outbound, the service's key must
+head) are wiped once the key is checked, as is input it never parses. Outbound, the service's key must
 stay in the config to be sent, so its copies are counted: after 100
 requests there are no more than before the first one.
 
@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import ssl
 import tempfile
@@ -67,20 +68,21 @@ def key_count(pid, key):
     return found
 
 
-def write_key_file(key, name):
-    d = tempfile.mkdtemp(prefix="ferry-keys-")
-    path = os.path.join(d, name)
-    with open(path, "w") as f:
-        f.write("%s\n" % key)
-    return path
-
-
 class KeyWipeTest(FerryTestCase):
 
     def setUp(self):
         super().setUp()
         # the same 48 hex characters nowhere else: a hit is this key
         self.key = secrets.token_hex(24)
+
+    def key_file(self, name):
+        """A file holding the key, gone after the test."""
+        d = tempfile.mkdtemp(prefix="ferry-keys-")
+        self._closers.append(lambda: shutil.rmtree(d, ignore_errors=True))
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write("%s\n" % self.key)
+        return path
 
     def assert_scan_works(self, pid):
         """The scan finds what is there (a string ferry surely holds)."""
@@ -98,7 +100,7 @@ class KeyWipeTest(FerryTestCase):
             "inbound": {
                 "address": "127.0.0.1:%d" % port,
                 "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
-                "auth": {"keys_file": write_key_file(self.key, "inbound.keys")},
+                "auth": {"keys_file": self.key_file("inbound.keys")},
                 "local_app": app.address,
             }})
         ctx = ssl.create_default_context(cafile=p.ca.cert)
@@ -147,7 +149,7 @@ class KeyWipeTest(FerryTestCase):
 
     def outbound(self, upstream):
         f = self.ferry({"svc": harness.service(upstream, protocol="http1", auth={
-            "key_file": write_key_file(self.key, "svc.key")})},
+            "key_file": self.key_file("svc.key")})},
             env={"FERRY_DUMPABLE": "1"})
         before = key_count(f.proc.pid, self.key)
         # the config's own copy, which ferry needs to send it
@@ -191,13 +193,13 @@ class KeyWipeTest(FerryTestCase):
             "inbound": {
                 "address": "127.0.0.1:%d" % port,
                 "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
-                "auth": {"keys_file": write_key_file(self.key, "inbound.keys")},
+                "auth": {"keys_file": self.key_file("inbound.keys")},
                 "local_app": app.address,
             }})
         a = self.ferry({"svc": {
             "endpoints": ["127.0.0.1:%d" % port],
             "tls": harness.tls_client("backend"),
-            "auth": {"key_file": write_key_file(self.key, "svc.key")},
+            "auth": {"key_file": self.key_file("svc.key")},
         }}, env={"FERRY_DUMPABLE": "1"})
         before = key_count(a.proc.pid, self.key)
         self.assertGreaterEqual(before, 1, "the scan did not find the configured key")
