@@ -37,15 +37,22 @@ buf_consume(struct buf *b, size_t n)
 }
 
 /* Room for at least MIN more bytes at the end, growing up to MAX total.
- * Returns the free space (0 when MAX is reached or memory is short). */
+ * Returns the free space (0 when MAX is reached or memory is short).
+ * Input may hold a service key not yet checked (a head still arriving):
+ * bytes moved away from are zeroed, and no old block is freed unwiped. */
 static inline size_t
 buf_prepare(struct buf *b, size_t min, size_t max)
 {
 	if (b->cap - b->end >= min)
 		return b->cap - b->end;
 	if (b->start > 0) {
-		memmove(b->data, b->data + b->start, b->end - b->start);
-		b->end -= b->start;
+		size_t len = b->end - b->start;
+		/* the moved bytes' old place that the move did not cover */
+		size_t stale = b->start > len ? b->start : len;
+
+		memmove(b->data, b->data + b->start, len);
+		explicit_bzero(b->data + stale, b->end - stale);
+		b->end = len;
 		b->start = 0;
 		if (b->cap - b->end >= min)
 			return b->cap - b->end;
@@ -58,8 +65,13 @@ buf_prepare(struct buf *b, size_t min, size_t max)
 			ncap *= 2;
 		if (ncap > max)
 			ncap = max;
-		if ((n = realloc(b->data, ncap)) == NULL)
+		if ((n = malloc(ncap)) == NULL)
 			return b->cap - b->end;
+		if (b->end > 0) {
+			memcpy(n, b->data, b->end);
+			explicit_bzero(b->data, b->end);
+		}
+		free(b->data);
 		b->data = n;
 		b->cap = ncap;
 	}
@@ -77,6 +89,16 @@ buf_append(struct buf *b, const void *p, size_t n, size_t max)
 	memcpy(b->data + b->end, p, n);
 	b->end += n;
 	return true;
+}
+
+/* Drops every byte held, zeroed first: input never parsed may hold a
+ * service key (proxy_request zeroes those of the heads it takes). */
+static inline void
+buf_drop_wiped(struct buf *b)
+{
+	if (buf_len(b) > 0)
+		explicit_bzero(buf_head(b), buf_len(b));
+	buf_consume(b, buf_len(b));
 }
 
 static inline void

@@ -164,6 +164,7 @@ struct conf_headers {
 
 /* compression (SPEC §14): plain values only, so a service's copy of
  * defaults' needs no deep copy. */
+#define KEY_MAC_LEN		32	/* HMAC-SHA256 of an inbound key */
 #define COMPRESS_MAX_TYPES	16
 #define COMPRESS_TYPE_LEN	64	/* longest type + 1 */
 
@@ -224,7 +225,9 @@ struct conf_inbound {
 	char **auth_keys_env;		/* variable names */
 	size_t n_auth_keys_env;
 	char *auth_keys_file;
-	char **auth_keys;		/* SECRET: every loaded key */
+	/* every loaded key, as its HMAC (inbound.h): the keys themselves are
+	 * wiped once read, so no peer's key is in memory between requests */
+	unsigned char (*auth_key_macs)[KEY_MAC_LEN];
 	size_t n_auth_keys;
 	bool auth_enabled;
 	struct conf_addr local_app;

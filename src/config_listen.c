@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "config_priv.h"
+#include "inbound.h"
 #include "tls_ctx.h"
 
 static void
@@ -238,6 +241,27 @@ inbound_tls(struct loader *l, struct conf_inbound *in, const struct ynode *key,
 	path_pop(l, mark);
 }
 
+/* The N KEYS read become IN's HMACs, and are wiped and freed: only a
+ * key's HMAC is needed to check it (inbound.h). */
+static void
+keys_to_macs(struct loader *l, const struct ynode *at, struct conf_inbound *in,
+    char **keys, size_t n)
+{
+	if (n > 0 && (in->auth_key_macs = calloc(n, KEY_MAC_LEN)) == NULL)
+		l->oom = true;
+	for (size_t i = 0; i < n; i++) {
+		if (in->auth_key_macs != NULL) {
+			if (inbound_key_mac(keys[i], strlen(keys[i]),
+			    in->auth_key_macs[in->n_auth_keys]) == 0)
+				in->n_auth_keys++;
+			else
+				lerr(l, at, "no random bytes for the key's HMAC");
+		}
+		secret_free(keys[i]);
+	}
+	free(keys);
+}
+
 /* "No keys" is only said when no other error in the block explains it:
  * none since BEFORE, and none from the walk (EXPLAINED). */
 static void
@@ -246,7 +270,8 @@ inbound_auth(struct loader *l, struct conf_inbound *in, const struct ynode *node
 {
 	const struct ynode *akey, *auth = ymap_get(node, "auth", &akey);
 	const struct ynode *env, *file;
-	size_t mark;
+	char **keys = NULL;
+	size_t mark, n = 0;
 
 	if (auth == NULL || (auth->kind != YMAP && !ynode_is_null(auth)))
 		return;
@@ -257,9 +282,9 @@ inbound_auth(struct loader *l, struct conf_inbound *in, const struct ynode *node
 	if (env == NULL && file == NULL)
 		lerr(l, akey, "missing required key \"keys_env\" or \"keys_file\"");
 	if (in->n_auth_keys_env > 0 &&
-	    (in->auth_keys = calloc(in->n_auth_keys_env, sizeof(char *))) == NULL)
+	    (keys = calloc(in->n_auth_keys_env, sizeof(char *))) == NULL)
 		l->oom = true;
-	for (size_t i = 0; in->auth_keys != NULL && i < in->n_auth_keys_env; i++) {
+	for (size_t i = 0; keys != NULL && i < in->n_auth_keys_env; i++) {
 		const struct ynode *at = env;
 		char *k;
 		size_t m = path_push(l, "keys_env");
@@ -274,16 +299,16 @@ inbound_auth(struct loader *l, struct conf_inbound *in, const struct ynode *node
 			}
 		}
 		if ((k = secret_from_env(l, at, in->auth_keys_env[i])) != NULL)
-			in->auth_keys[in->n_auth_keys++] = k;
+			keys[n++] = k;
 		path_pop(l, m);
 	}
 	if (file != NULL && in->auth_keys_file != NULL) {
 		size_t m = path_push(l, "keys_file");
 
-		secrets_from_keys_file(l, file, in->auth_keys_file, &in->auth_keys,
-		    &in->n_auth_keys);
+		secrets_from_keys_file(l, file, in->auth_keys_file, &keys, &n);
 		path_pop(l, m);
 	}
+	keys_to_macs(l, akey, in, keys, n);
 	if (in->n_auth_keys == 0 && l->n_errs == before && !explained)
 		lerr(l, akey, "no keys: keys_env and keys_file gave none");
 	path_pop(l, mark);
@@ -366,9 +391,9 @@ inbound_free(struct conf_inbound *in)
 	free_strings(in->allowed_peers, in->n_allowed_peers);
 	free_strings(in->auth_keys_env, in->n_auth_keys_env);
 	free(in->auth_keys_file);
-	for (size_t i = 0; i < in->n_auth_keys; i++)
-		secret_free(in->auth_keys[i]);
-	free(in->auth_keys);
+	if (in->auth_key_macs)
+		OPENSSL_cleanse(in->auth_key_macs, in->n_auth_keys * KEY_MAC_LEN);
+	free(in->auth_key_macs);
 	conf_addr_clear(&in->local_app);
 	headers_conf_free(&in->headers);
 	SSL_CTX_free(in->ctx);

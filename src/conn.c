@@ -31,6 +31,7 @@ struct conn {
 	bool write_wants_read;	/* SSL_write said WANT_READ */
 	bool server;		/* TLS server side */
 	bool write_failed;	/* a write (direct or queued) broke it */
+	bool wipe_out;		/* queued output is wiped as it leaves */
 	SSL *ssl;
 	/* Only ev_read lives as long as the connection: the others are made
 	 * when first needed, so an idle keep-alive connection that never
@@ -49,6 +50,8 @@ struct conn {
 };
 
 #define FAIL_TEXT_MAX 160
+
+static void wipe_queue(struct conn *c);
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
 static void conn_on_write(evutil_socket_t fd, short what, void *arg);
@@ -125,8 +128,11 @@ conn_free(struct conn *c)
 		event_free(c->ev_write);
 	if (c->ev_kick)
 		event_free(c->ev_kick);
-	if (c->out)
+	if (c->out) {
+		if (c->wipe_out)
+			wipe_queue(c);
 		evbuffer_free(c->out);
+	}
 	if (c->ssl)
 		SSL_free(c->ssl);
 	if (c->fd >= 0)
@@ -172,6 +178,19 @@ static size_t
 out_len(const struct conn *c)
 {
 	return c->out ? evbuffer_get_length(c->out) : 0;
+}
+
+/* Zeros and drops what is still queued (the conn is going). */
+static void
+wipe_queue(struct conn *c)
+{
+	struct evbuffer_iovec v;
+
+	while (evbuffer_get_length(c->out) > 0 &&
+	    evbuffer_peek(c->out, -1, NULL, &v, 1) > 0 && v.iov_len > 0) {
+		explicit_bzero(v.iov_base, v.iov_len);
+		evbuffer_drain(c->out, v.iov_len);
+	}
 }
 
 static void
@@ -582,13 +601,30 @@ conn_has_pending(struct conn *c)
 	return c->ssl != NULL && SSL_has_pending(c->ssl);
 }
 
+/* evbuffer_write of the first piece, zeroed before it is drained. */
+static int
+write_wiped(struct conn *c)
+{
+	struct evbuffer_iovec v;
+	ssize_t n;
+
+	if (evbuffer_peek(c->out, -1, NULL, &v, 1) < 1)
+		return 0;
+	n = write(c->fd, v.iov_base, v.iov_len);
+	if (n > 0) {
+		explicit_bzero(v.iov_base, (size_t)n);
+		evbuffer_drain(c->out, (size_t)n);
+	}
+	return (int)n;
+}
+
 /* Sends what is queued. 0 when all or some went (rest armed), -1 broken. */
 static int
 flush_out(struct conn *c)
 {
 	while (out_len(c) > 0) {
 		if (c->ssl == NULL) {
-			int n = evbuffer_write(c->out, c->fd);
+			int n = c->wipe_out ? write_wiped(c) : evbuffer_write(c->out, c->fd);
 
 			if (n > 0) {
 				c->written += (uint64_t)n;
@@ -609,6 +645,8 @@ flush_out(struct conn *c)
 				break;
 			r = SSL_write_ex(c->ssl, v.iov_base, v.iov_len, &done);
 			if (r == 1) {
+				if (c->wipe_out)
+					explicit_bzero(v.iov_base, done);
 				evbuffer_drain(c->out, done);
 				c->written += done;
 				continue;
@@ -704,6 +742,12 @@ conn_pending(const struct conn *c)
 }
 
 void
+conn_wipe_output(struct conn *c)
+{
+	c->wipe_out = true;
+}
+
+void
 conn_pause_read(struct conn *c)
 {
 	if (!c->read_paused) {
@@ -730,8 +774,18 @@ conn_kick_read(struct conn *c)
 void
 conn_release_buffers(struct conn *c)
 {
-	if (c->ssl)
+	if (c->ssl) {
+		/* SSL_OP_CLEANSE_PLAINTEXT (the inbound listener's) zeroed each
+		 * byte as it was read, and SSL_free_buffers refuses while any
+		 * is left unread: zeroing the whole read buffer again here, as
+		 * OpenSSL would, cost ~10,000 instructions a request. SSL_free
+		 * still does (a connection may end with bytes unread). */
+		uint64_t cleanse = SSL_get_options(c->ssl) & SSL_OP_CLEANSE_PLAINTEXT;
+
+		SSL_clear_options(c->ssl, cleanse);
 		SSL_free_buffers(c->ssl);
+		SSL_set_options(c->ssl, cleanse);
+	}
 	if (c->out && evbuffer_get_length(c->out) == 0) {
 		evbuffer_free(c->out);
 		c->out = NULL;

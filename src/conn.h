@@ -67,6 +67,10 @@ bool conn_has_pending(struct conn *c);
 /* Queue and try to send. -1 when the connection is broken. */
 int conn_write(struct conn *c, const void *data, size_t len);
 size_t conn_pending(const struct conn *c);
+/* What C carries holds a key: bytes the socket did not take at once are
+ * zeroed as they leave the queue, and at conn_free. (The first write
+ * goes straight from the caller's buffer, which is the caller's to wipe.) */
+void conn_wipe_output(struct conn *c);
 
 /* Back-pressure: stop or resume read interest (only under pressure). */
 void conn_pause_read(struct conn *c);

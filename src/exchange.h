@@ -224,8 +224,9 @@ void proxy_exchange_free(struct exchange *x);
 /* A request head in MSG: route, admit and rewrite it. False when it was
  * refused (answered, and the exchange ended). Then the codec hands over
  * the body that came with the head (proxy_request_body) and starts the
- * first attempt (proxy_request_send). */
-bool proxy_request(struct exchange *x, const char *msg, const struct http_head *h,
+ * first attempt (proxy_request_send). MSG is the codec's buffer: the
+ * values of x-service-auth in it are wiped (the key is checked first). */
+bool proxy_request(struct exchange *x, char *msg, const struct http_head *h,
     bool ambiguous);
 /* Body bytes: before the first attempt they join the request's first
  * write; after it, they go upstream (a replay copy kept while small). */

@@ -301,6 +301,7 @@ client_free_deferred(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	buf_drop_wiped(&cl->in);
 	buf_free(&cl->in);
 	if (cl->rq) {
 		http_parser_reset(&cl->rq->parser);
@@ -881,7 +882,7 @@ request_begin(struct client *cl)
 {
 	struct exchange *x = &cl->rq->x;
 	struct http_head *h = &cl->rq->head;
-	const char *msg = buf_head(&cl->in);
+	char *msg = buf_head(&cl->in);
 	bool ambiguous;
 
 	/* a new request runs on the config in force now */
@@ -924,7 +925,7 @@ request_error(struct client *cl)
 
 	cl->spoke = true;
 	cl->state = CL_WAIT;
-	buf_consume(&cl->in, buf_len(&cl->in));
+	buf_drop_wiped(&cl->in);
 	proxy_error_early(&cl->rq->x, too_large ? FE_HEADERS_TOO_LARGE : FE_BAD_REQUEST,
 	    too_large ? "request head over 64 KiB or over 100 headers" :
 	    (hp->err_text ? hp->err_text : "malformed request"));
@@ -1008,7 +1009,7 @@ client_process_loop(struct client *cl)
 			return;
 		case CL_CLOSING:
 		case CL_LINGER:
-			buf_consume(&cl->in, buf_len(&cl->in));
+			buf_drop_wiped(&cl->in);
 			return;
 		}
 	}
@@ -1125,7 +1126,7 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		return;
 	}
 	if (cl->state == CL_LINGER) {
-		buf_consume(&cl->in, buf_len(&cl->in));
+		buf_drop_wiped(&cl->in);
 		return;
 	}
 	if (h2c_preface(cl))

@@ -19,6 +19,7 @@
 #include "exchange.h"
 #include "h2_down.h"
 #include "h2_frames.h"
+#include "h2_mem.h"
 #include "listener.h"
 #include "log.h"
 
@@ -794,6 +795,10 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		return 0;
 	}
 	head_add(st, (const char *)name, nlen, (const char *)value, vlen, kind, own);
+	if (nlen == 14 && memcmp(name, "x-service-auth", 14) == 0 && !st->too_large &&
+	    !st->raw.oom)
+		/* the head may grow past it: no old copy is freed unwiped */
+		sbuf_mark_secret(&st->raw, st->raw.len - vlen, vlen);
 	return 0;
 }
 
@@ -911,6 +916,7 @@ h2_free_deferred(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	buf_drop_wiped(&hc->in);
 	buf_free(&hc->in);
 	sbuf_free(&hc->hbuf);
 	sbuf_free(&hc->frame);
@@ -1152,8 +1158,10 @@ callbacks_new(void)
 	return cb;
 }
 
+/* WIPE: peers' heads carry their keys (the inbound listener), and
+ * nghttp2's copies of them are wiped (h2_mem.h). */
 static int
-session_new(struct h2conn *hc)
+session_new(struct h2conn *hc, bool wipe)
 {
 	nghttp2_option *opt;
 	const nghttp2_settings_entry iv[] = {
@@ -1176,7 +1184,7 @@ session_new(struct h2conn *hc)
 	nghttp2_option_set_max_outbound_ack(opt, 1000);
 	/* a response head at the hard cap, not nghttp2's 64 KiB */
 	nghttp2_option_set_max_send_header_block_length(opt, H2_MAX_HEADER_LIST);
-	rv = nghttp2_session_server_new2(&hc->ng, cb, hc, opt);
+	rv = nghttp2_session_server_new3(&hc->ng, cb, hc, opt, wipe ? h2_wiping_mem() : NULL);
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cb);
 	if (rv != 0)
@@ -1198,7 +1206,7 @@ h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char
 	struct h2conn *hc = calloc(1, sizeof(*hc));
 
 	if (hc == NULL || (hc->timer = evtimer_new(w->base, h2_timeout, hc)) == NULL ||
-	    session_new(hc) != 0) {
+	    session_new(hc, lis->kind == LK_INBOUND) != 0) {
 		if (hc && hc->timer)
 			event_free(hc->timer);
 		free(hc);

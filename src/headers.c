@@ -119,6 +119,14 @@ headers_find(const struct http_head *h, enum hdr_kind kind)
 	return NULL;
 }
 
+void
+headers_wipe_values(char *msg, const struct http_head *h, enum hdr_kind kind)
+{
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		if (h->h[i].kind == kind)
+			explicit_bzero(msg + h->h[i].value.off, h->h[i].value.len);
+}
+
 int
 headers_count(const struct http_head *h, enum hdr_kind kind)
 {
@@ -403,8 +411,14 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 	}
 	if (a->upgrade)
 		sbuf_adds(out, "connection: upgrade\r\n");
-	if (a->auth_key)
-		add_header(out, "x-service-auth", a->auth_key, strlen(a->auth_key));
+	if (a->auth_key) {
+		size_t klen = strlen(a->auth_key);
+
+		add_header(out, "x-service-auth", a->auth_key, klen);
+		/* wiped once the request is done with (sbuf.h) */
+		if (!out->oom)
+			sbuf_mark_secret(out, out->len - 2 - klen, klen);
+	}
 	if (!a->ids->correlation_from_app)
 		add_header(out, "x-correlation-id", a->ids->correlation, a->ids->correlation_len);
 	if (!a->ids->request_from_app)

@@ -18,6 +18,10 @@ struct conf_hrules;
  * Returns -1 when the head is ambiguous (two Host headers, ...). */
 int headers_classify(const char *msg, struct http_head *h);
 
+/* Overwrites the value of every header of KIND in MSG (a key, once
+ * checked) with zeros. */
+void headers_wipe_values(char *msg, const struct http_head *h, enum hdr_kind kind);
+
 /* The first header of KIND, or NULL. */
 const struct http_header *headers_find(const struct http_head *h, enum hdr_kind kind);
 int headers_count(const struct http_head *h, enum hdr_kind kind);

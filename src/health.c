@@ -350,6 +350,8 @@ check_start(struct hc *hc)
 		finish(hc, false, "cannot open a connection");
 		return;
 	}
+	if (hc->svc->auth_key)
+		conn_wipe_output(hc->c);	/* the request carries the key */
 	schedule(hc, hc->svc->health_check.timeout);
 }
 

@@ -156,6 +156,7 @@ hedge_start(struct exchange *x, int64_t now)
 		free(hg);
 		return;
 	}
+	sbuf_mark_secret(&h->req, x->req.secret_from, x->req.secret_to - x->req.secret_from);
 	h->hedge_of = x;
 	h->hedge_attempt = true;
 	h->lis = x->lis;

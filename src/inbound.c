@@ -66,32 +66,30 @@ inbound_peer_allowed(const struct conf_inbound *in, const char *identity)
 	return false;
 }
 
-static void
-key_mac(const char *key, size_t len, unsigned char out[KEY_MAC_LEN])
+int
+inbound_key_mac(const char *key, size_t len, unsigned char out[KEY_MAC_LEN])
 {
 	unsigned int outlen = KEY_MAC_LEN;
 
+	if (!mac_key_ready) {
+		if (RAND_bytes(mac_key, sizeof(mac_key)) != 1)
+			return -1;
+		mac_key_ready = true;
+	}
 	HMAC(EVP_sha256(), mac_key, sizeof(mac_key), (const unsigned char *)key, len,
 	    out, &outlen);
+	return 0;
 }
 
 int
 inbound_keys_init(struct key_macs *k, const struct conf_inbound *in)
 {
 	memset(k, 0, sizeof(*k));
-	if (!mac_key_ready) {
-		/* once, before workers start (called from worker_init on the
-		 * main thread) */
-		if (RAND_bytes(mac_key, sizeof(mac_key)) != 1)
-			return -1;
-		mac_key_ready = true;
-	}
 	if (in->n_auth_keys == 0)
 		return 0;
 	if ((k->mac = calloc(in->n_auth_keys, KEY_MAC_LEN)) == NULL)
 		return -1;
-	for (size_t i = 0; i < in->n_auth_keys; i++)
-		key_mac(in->auth_keys[i], strlen(in->auth_keys[i]), k->mac[i]);
+	memcpy(k->mac, in->auth_key_macs, in->n_auth_keys * KEY_MAC_LEN);
 	k->n = in->n_auth_keys;
 	return 0;
 }
@@ -112,7 +110,9 @@ inbound_key_ok(const struct key_macs *k, const char *key, size_t len)
 	unsigned char mac[KEY_MAC_LEN];
 	int match = 0;
 
-	key_mac(key, len, mac);
+	/* the HMAC key was drawn when the configured keys were MACed */
+	if (k->n == 0 || inbound_key_mac(key, len, mac) != 0)
+		return false;
 	/* every key, every time: the time taken says nothing of which matched */
 	for (size_t i = 0; i < k->n; i++)
 		match |= CRYPTO_memcmp(mac, k->mac[i], KEY_MAC_LEN) == 0;

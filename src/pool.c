@@ -132,6 +132,8 @@ pool_connect(struct worker *w, struct svc_state *s, struct endpoint *ep,
 		free(u);
 		return NULL;
 	}
+	if (svc->auth_key)
+		conn_wipe_output(u->c);	/* request heads carry the key */
 	u->ep = ep;
 	u->w = w;
 	u->born_ms = now;

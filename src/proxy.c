@@ -230,6 +230,9 @@ proxy_end(struct exchange *x, enum end_cause cause)
 	x->timer_at_ms = 0;
 	hedge_cancel_all(x);
 	attempt_release(x, false);
+	/* no attempt sends the head again: its service key goes now, not
+	 * when the connection's next request reuses the buffer (sbuf.h) */
+	sbuf_wipe_secret(&x->req);
 	exchange_leave(x);
 	proxy_account(x, cause);
 	coding_free(x);
@@ -344,13 +347,41 @@ route_outbound(struct exchange *x, const char *msg, const struct http_head *h)
 	return &x->gen->svcs[si];
 }
 
+/* What a request's x-service-auth said, for admit_inbound. */
+enum key_verdict {
+	KEY_MISSING,
+	KEY_INVALID,
+	KEY_VALID,
+};
+
+/* Checks the key of an inbound request, then wipes every x-service-auth
+ * value in MSG (the codec's buffer, which lives on past the request), in
+ * both directions: no path after this, refusals included, leaves a key
+ * there. The checked key decides only later, in admit_inbound's order. */
+static enum key_verdict
+key_take(const struct exchange *x, char *msg, const struct http_head *h)
+{
+	const struct conf_inbound *in = &x->gen->conf->inbound;
+	const struct http_header *key = headers_find(h, HDR_SERVICE_AUTH);
+	enum key_verdict v = KEY_MISSING;
+
+	if (key == NULL)
+		return v;
+	v = KEY_INVALID;
+	if (x->inbound && in->enabled && in->auth_enabled &&
+	    inbound_key_ok(&x->gen->inbound_keys, msg + key->value.off, key->value.len))
+		v = KEY_VALID;
+	headers_wipe_values(msg, h, HDR_SERVICE_AUTH);
+	return v;
+}
+
 /* The local app for an inbound request once the peer proved who it is and
  * that it holds a key (SPEC §5), or NULL once refused. */
 static struct svc_state *
-admit_inbound(struct exchange *x, const char *msg, const struct http_head *h)
+admit_inbound(struct exchange *x, const char *msg, const struct http_head *h,
+    enum key_verdict key)
 {
 	const struct conf_inbound *in = &x->gen->conf->inbound;
-	const struct http_header *key;
 	char errmsg[PEER_ID_MAX + 64];
 
 	if (!in->enabled) {
@@ -373,15 +404,11 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h)
 		proxy_refuse(x, FE_INVALID_SERVICE_AUTH, errmsg, 0, !x->req_done);
 		return NULL;
 	}
-	if (in->auth_enabled) {
-		key = headers_find(h, HDR_SERVICE_AUTH);
-		if (key == NULL || !inbound_key_ok(&x->gen->inbound_keys, msg + key->value.off,
-		    key->value.len)) {
-			metrics_auth_failure(x->w->ms, key == NULL ? AUTH_MISSING : AUTH_INVALID);
-			proxy_refuse(x, FE_INVALID_SERVICE_AUTH, key == NULL ?
-			    "missing x-service-auth" : "invalid x-service-auth", 0, !x->req_done);
-			return NULL;
-		}
+	if (in->auth_enabled && key != KEY_VALID) {
+		metrics_auth_failure(x->w->ms, key == KEY_MISSING ? AUTH_MISSING : AUTH_INVALID);
+		proxy_refuse(x, FE_INVALID_SERVICE_AUTH, key == KEY_MISSING ?
+		    "missing x-service-auth" : "invalid x-service-auth", 0, !x->req_done);
+		return NULL;
 	}
 	return &x->gen->inbound;
 }
@@ -606,13 +633,15 @@ head_refused(struct exchange *x, const struct http_head *h, bool ambiguous)
 }
 
 bool
-proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bool ambiguous)
+proxy_request(struct exchange *x, char *msg, const struct http_head *h, bool ambiguous)
 {
 	const char *path, *auth;
 	size_t path_len, auth_len;
 	bool inbound = x->inbound, fits;
+	enum key_verdict key;
 
 	exchange_begin(x);
+	key = key_take(x, msg, h);
 	if (x->w->alog || x->gen->conf->tracing.enabled)
 		logline_set(x, msg, h);
 	ids_decide(x, msg, h);
@@ -638,7 +667,7 @@ proxy_request(struct exchange *x, const char *msg, const struct http_head *h, bo
 
 	if (head_refused(x, h, ambiguous))
 		return false;
-	x->svc = inbound ? admit_inbound(x, msg, h) : route_outbound(x, msg, h);
+	x->svc = inbound ? admit_inbound(x, msg, h, key) : route_outbound(x, msg, h);
 	if (x->svc == NULL || !admit(x))
 		return false;
 	if (x->grpc && x->svc->conf->protocol == PROTO_HTTP1) {
@@ -924,6 +953,9 @@ proxy_response_end(struct exchange *x, const void *p, size_t n, bool reusable)
 		x->close_after = true;
 	/* back before the last byte goes, so the pool gauges are settled */
 	attempt_release(x, reusable && x->req_done && !x->upgrade);
+	/* nothing sends the head again: its key is gone before the client
+	 * has the answer (proxy_end wipes it for every other ending) */
+	sbuf_wipe_secret(&x->req);
 	if (x->zf) {
 		coding_data(x, p, n, true);
 		return;

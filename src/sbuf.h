@@ -1,6 +1,10 @@
 /*
  * A growable output string for building message heads. Reused across
  * requests (cleared, not freed), so steady state allocates nothing.
+ *
+ * A head may carry a service key: sbuf_mark_secret() names the bytes,
+ * and the buffer wipes them wherever it lets go of them (clear, free, and
+ * the old memory of a grow), so no freed block keeps a copy.
  */
 #ifndef FERRY_SBUF_H
 #define FERRY_SBUF_H
@@ -14,7 +18,30 @@ struct sbuf {
 	char *p;
 	size_t len, cap;
 	bool oom;		/* an append failed; the content is incomplete */
+	size_t secret_from, secret_to;	/* bytes to wipe; equal: none */
 };
+
+static inline void
+sbuf_wipe_secret(struct sbuf *s)
+{
+	if (s->secret_to > s->secret_from)
+		explicit_bzero(s->p + s->secret_from, s->secret_to - s->secret_from);
+	s->secret_from = s->secret_to = 0;
+}
+
+/* Bytes [AT, AT + N) are a secret. Several make one span from the first
+ * to the last, the bytes between included: wipe it (sbuf_wipe_secret)
+ * only once done with the content. */
+static inline void
+sbuf_mark_secret(struct sbuf *s, size_t at, size_t n)
+{
+	if (n == 0 || at > s->len || n > s->len - at)
+		return;
+	if (s->secret_to == s->secret_from || at < s->secret_from)
+		s->secret_from = at;
+	if (at + n > s->secret_to)
+		s->secret_to = at + n;
+}
 
 static inline bool
 sbuf_grow(struct sbuf *s, size_t more)
@@ -27,7 +54,16 @@ sbuf_grow(struct sbuf *s, size_t more)
 	ncap = s->cap ? s->cap : 1024;
 	while (ncap - s->len < more)
 		ncap *= 2;
-	if ((n = realloc(s->p, ncap)) == NULL) {
+	if (s->secret_to > s->secret_from) {
+		/* realloc could move it and free the old copy unwiped */
+		if ((n = malloc(ncap)) == NULL) {
+			s->oom = true;
+			return false;
+		}
+		memcpy(n, s->p, s->len);
+		explicit_bzero(s->p + s->secret_from, s->secret_to - s->secret_from);
+		free(s->p);
+	} else if ((n = realloc(s->p, ncap)) == NULL) {
 		s->oom = true;
 		return false;
 	}
@@ -54,6 +90,8 @@ sbuf_adds(struct sbuf *s, const char *str)
 static inline void
 sbuf_clear(struct sbuf *s)
 {
+	if (s->secret_to > s->secret_from)
+		sbuf_wipe_secret(s);
 	s->len = 0;
 	s->oom = false;
 }
@@ -61,6 +99,8 @@ sbuf_clear(struct sbuf *s)
 static inline void
 sbuf_free(struct sbuf *s)
 {
+	if (s->secret_to > s->secret_from)
+		sbuf_wipe_secret(s);
 	free(s->p);
 	s->p = NULL;
 	s->len = s->cap = 0;

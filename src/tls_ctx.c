@@ -611,6 +611,12 @@ tls_server_ctx_build(const char *cert, const char *key, const char *client_ca,
 		return NULL;
 	/* the mesh chooses; a peer's order would let it pick the weaker */
 	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	/* peers' requests carry their keys: OpenSSL decrypts records in
+	 * place and would keep the plaintext in its read buffer until the
+	 * next record overwrites it. Client contexts need no such thing:
+	 * what they read is responses, and what they write (the key) is
+	 * encrypted in place in the write buffer. */
+	SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
 	if (load_pair(ctx, cert, key, what, err, errlen) != 0)
 		goto bad;
 	if (bind_trust(ctx, client_ca, allowed_peers, n_allowed_peers, what, err, errlen) != 0)

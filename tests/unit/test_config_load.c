@@ -6,6 +6,7 @@
  * before anything is loaded from it.
  */
 #include "config_fixture.h"
+#include "inbound.h"
 
 START_TEST(test_relative_config_path)
 {
@@ -306,9 +307,17 @@ START_TEST(test_full_schema)
 	ck_assert(in->auth_enabled);
 	ck_assert_uint_eq(in->n_auth_keys_env, 1);
 	ck_assert_uint_eq(in->n_auth_keys, 3);	/* one from env, two from the file */
-	ck_assert_str_eq(in->auth_keys[0], SECRET);
-	ck_assert_str_eq(in->auth_keys[1], "first-key");
-	ck_assert_str_eq(in->auth_keys[2], "second key");
+	/* kept only as HMACs: each key is accepted, nothing else */
+	{
+		struct key_macs k;
+
+		ck_assert_int_eq(inbound_keys_init(&k, in), 0);
+		ck_assert(inbound_key_ok(&k, SECRET, strlen(SECRET)));
+		ck_assert(inbound_key_ok(&k, "first-key", 9));
+		ck_assert(inbound_key_ok(&k, "second key", 10));
+		ck_assert(!inbound_key_ok(&k, "second", 6));
+		inbound_keys_free(&k);
+	}
 	ck_assert_str_eq(in->local_app.host, "localhost");
 	ck_assert(in->local_app.is_loopback && !in->local_app.is_ip);
 	ck_assert_int_eq(in->local_app_protocol, LOCAL_H2C);

@@ -281,6 +281,36 @@ START_TEST(test_request_service_auth)
 }
 END_TEST
 
+/* The key's bytes in the built head are marked for sbuf to wipe, and a
+ * request's own x-service-auth values can be zeroed in place. */
+START_TEST(test_service_auth_wiped)
+{
+	char msg[] = "GET / HTTP/1.1\r\nHost: a\r\nX-Service-Auth: app-key\r\nX-B: b\r\n"
+	    "x-service-auth: other\r\n\r\n";
+	struct upstream_head_args a = outbound_args(&new_ids);
+	const char *k, *v;
+	size_t at;
+
+	a.auth_key = "svc-key";
+	k = strstr(build_req(msg, &a), "svc-key");
+	ck_assert_ptr_nonnull(k);
+	at = (size_t)(k - out.p);
+	ck_assert_uint_eq(out.secret_from, at);
+	ck_assert_uint_eq(out.secret_to, at + 7);
+	sbuf_wipe_secret(&out);
+	ck_assert(memcmp(out.p + at, "\0\0\0\0\0\0\0\r\n", 9) == 0);
+	ck_assert(strncmp(out.p, "GET /api HTTP/1.1\r\n", 19) == 0);
+	ck_assert_uint_eq(out.secret_to, 0);
+
+	/* found before: the zeros end the string */
+	k = strstr(msg, "X-Service-Auth: ") + 16;
+	v = strstr(msg, "x-service-auth: ") + 16;
+	headers_wipe_values(msg, &head, HDR_SERVICE_AUTH);
+	ck_assert(memcmp(k, "\0\0\0\0\0\0\0\r\nX-B: b", 15) == 0);
+	ck_assert(memcmp(v, "\0\0\0\0\0\r\n\r\n", 9) == 0);
+}
+END_TEST
+
 START_TEST(test_request_ids_from_app)
 {
 	static const char msg[] =
@@ -1144,6 +1174,7 @@ headers_suite(void)
 	tcase_add_test(tq, test_request_te_trailers);
 	tcase_add_test(tq, test_request_upgrade);
 	tcase_add_test(tq, test_request_service_auth);
+	tcase_add_test(tq, test_service_auth_wiped);
 	tcase_add_test(tq, test_request_ids_from_app);
 	tcase_add_test(tq, test_request_ids_replaced);
 	tcase_add_test(tq, test_request_traceparent);
