@@ -170,6 +170,10 @@ struct exchange {
 	uint8_t interims;		/* 1xx responses seen (bounded) */
 	bool dechunk;			/* the client gets the body unframed */
 	bool resp_chunked;		/* the client gets the body chunked */
+	/* the head an HTTP/1.1 client got chunked, counted as it counts it:
+	 * the trailers join it there (http1.h, sent) */
+	bool resp_measured;
+	struct http_measure resp_sent;
 	bool head_ends;			/* the response head is all of it (trailers-only) */
 	bool close_after;		/* close the client after this response */
 	bool zoffered;			/* outbound: ferry sent accept-encoding */

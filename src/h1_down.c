@@ -503,6 +503,11 @@ h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 		proxy_response_over_limit(x);
 		return false;
 	}
+	/* trailers may follow: they must fit beside this head at the client
+	 * (not on the hot path: chunked responses only) */
+	x->resp_measured = h->chunked && !a.dechunk && !a.upgrade;
+	if (x->resp_measured)
+		headers_measure(out->p, out->len, &x->resp_sent);
 	/* held back: it leaves with the first body bytes, in one write */
 	cl->head_pending = true;
 	cl->w->scratch_holder = cl;

@@ -308,6 +308,7 @@ response_head(struct exchange *x)
 	 * trailers are judged as a request's are (http1.h, rechunk) */
 	u->parser.rechunk = x->resp_chunked;
 	u->parser.keep_trailer = headers_trailer_allowed;
+	u->parser.sent = x->resp_measured ? &x->resp_sent : NULL;
 	/* a body ferry codes anew is framed by proxy.c: trailers go apart */
 	u->parser.on_trailer = x->unframed || x->zf ? trailer_in : NULL;
 	u->parser.on_data = dechunk_data;

@@ -75,9 +75,13 @@ struct h2up_stream {
 	bool closed;
 	bool sent_any;
 	bool got_any;			/* any response frame arrived */
+	bool got_trailers;		/* a HEADERS frame after the head */
 	/* the head (or trailers) being read, counted as http1.c counts an
 	 * HTTP/1.1 one (http1.h); the table has the fields and their kinds */
 	uint32_t head_bytes;
+	/* trailers join the head at the client, as http1.c counts them:
+	 * the head the client got (or the upstream's, for an HTTP/2 one) */
+	struct http_measure base;
 	struct http_head head;		/* last: h2_stream_alloc() */
 };
 _Static_assert(offsetof(struct h2up_stream, head) + sizeof(struct http_head) ==
@@ -363,15 +367,25 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	*hd = (struct http_header){ .kind = http_header_kind((const char *)name, nlen, &own),
 	    .own = own };
 	/* "HTTP/1.1 200 \r\n" and the empty line, then "name: value\r\n" each */
-	if (st->head_bytes == 0)
+	if (st->head_bytes == 0 && !st->got_trailers)
 		st->head_bytes = h->mine_bytes = 17;
 	st->head_bytes += http_field_bytes(nlen, vlen);
-	if (own)
-		h->n_own++;
-	else
-		h->mine_bytes += http_field_bytes(nlen, vlen);
-	if (!http_within_limits(h->n_headers + 1, h->n_own, st->head_bytes, h->mine_bytes))
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over ferry's limits */
+	if (st->got_trailers) {
+		/* all of the trailers' count: ferry's own names are no trailers */
+		const struct http_measure *b = &st->base;
+
+		if (!http_within_limits(b->fields + h->n_headers + 1, b->own,
+		    b->bytes + st->head_bytes, b->mine + st->head_bytes))
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	} else {
+		if (own)
+			h->n_own++;
+		else
+			h->mine_bytes += http_field_bytes(nlen, vlen);
+		if (!http_within_limits(h->n_headers + 1, h->n_own, st->head_bytes,
+		    h->mine_bytes))
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over ferry's limits */
+	}
 	hd->name = raw_add(&st->raw, name, nlen);
 	hd->value = raw_add(&st->raw, value, vlen);
 	h->n_headers++;
@@ -392,7 +406,7 @@ response_end(struct h2up_stream *st)
 	 * anew: proxy.c frames it) has no last chunk */
 	if (st->chunk_resp && !x->dechunk) {
 		sbuf_add(t, "0\r\n", 3);
-		if (st->head_done && st->raw.len > 0 && !x->unframed) {
+		if (st->got_trailers && st->raw.len > 0 && !x->unframed) {
 			/* trailers collected after the head: name: value lines */
 			for (uint32_t i = 0; i < st->head.n_headers; i++) {
 				const struct http_header *hd = &st->head.h[i];
@@ -454,10 +468,12 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
 
 	(void)arg;
-	if (st && st->head_done) {
-		/* trailers: held to the limits as a head of their own, as
-		 * http1.c holds a response's (from the upstream, ferry's own
-		 * names are dropped from them) */
+	if (st && st->head_done && st->x && !st->got_trailers) {
+		/* trailers: they join the head at the client, as http1.c
+		 * counts them (the table takes them in the head's place) */
+		st->got_trailers = true;
+		st->base = st->x->resp_measured ? st->x->resp_sent : (struct http_measure){
+			st->head.n_headers, st->head.n_own, st->head_bytes, st->head.mine_bytes };
 		sbuf_clear(&st->raw);
 		st->head.n_headers = 0;
 		st->head.n_own = 0;

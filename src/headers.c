@@ -282,26 +282,26 @@ rules_lines(const struct conf_hrules *const *rs)
 	return n;
 }
 
-bool
-headers_fit(const char *text, size_t len)
+void
+headers_measure(const char *text, size_t len, struct http_measure *m)
 {
 	const char *p = memchr(text, '\n', len), *end = text + len, *eol, *colon, *v, *ve;
-	uint32_t fields = 0, own_fields = 0, mine;
 	bool own;
 
-	if (len > HTTP_MAX_HEAD_ALL || p == NULL)
-		return len <= HTTP_MAX_HEAD_ALL;
+	*m = (struct http_measure){ .bytes = (uint32_t)len };
+	if (p == NULL)
+		return;
 	/* lines as ferry writes them: "name: value\r\n", no CR inside; the
 	 * start line and the empty line are the sender's */
-	mine = (uint32_t)(p + 1 - text) + 2;
+	m->mine = (uint32_t)(p + 1 - text) + 2;
 	for (p++; p < end && (eol = memchr(p, '\r', (size_t)(end - p))) != NULL && eol > p;
 	    p = eol + 2) {
 		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL)
 			continue;
-		fields++;
+		m->fields++;
 		http_header_kind(p, (size_t)(colon - p), &own);
 		if (own) {
-			own_fields++;
+			m->own++;
 			continue;
 		}
 		/* as http1.c counts it: the value without blanks around */
@@ -309,9 +309,19 @@ headers_fit(const char *text, size_t len)
 			;
 		for (ve = eol; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
 			;
-		mine += http_field_bytes((size_t)(colon - p), (size_t)(ve - v));
+		m->mine += http_field_bytes((size_t)(colon - p), (size_t)(ve - v));
 	}
-	return http_within_limits(fields, own_fields, (uint32_t)len, mine);
+}
+
+bool
+headers_fit(const char *text, size_t len)
+{
+	struct http_measure m;
+
+	if (len > HTTP_MAX_HEAD_ALL || memchr(text, '\n', len) == NULL)
+		return len <= HTTP_MAX_HEAD_ALL;
+	headers_measure(text, len, &m);
+	return http_within_limits(m.fields, m.own, m.bytes, m.mine);
 }
 
 /* The head just written from START in OUT, from a head of N fields with

@@ -123,6 +123,8 @@ bool headers_build_response(struct sbuf *out, const char *msg, const struct http
  * as http1.c counts them: the sender's fields and bytes less ferry's own
  * kinds, and the whole head under the hard cap. */
 bool headers_fit(const char *text, size_t len);
+/* The same head counted into M, as a receiver's http1.c counts it. */
+void headers_measure(const char *text, size_t len, struct http_measure *m);
 
 /* "keep-alive: timeout=N" for a kept connection, else "connection: close"
  * (SPEC §5: responses to the app carry the idle timeout). */

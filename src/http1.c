@@ -180,10 +180,12 @@ static bool
 trailers_fit(const struct http_parser *hp)
 {
 	const struct http_head *h = hp->head;
+	struct http_measure m = hp->sent ? *hp->sent : (struct http_measure){
+		h->n_headers, h->n_own, h->head_len, h->mine_bytes };
 
 	/* ferry's own names are no trailers: all of theirs count */
-	return http_within_limits(h->n_headers + hp->n_trailers, h->n_own,
-	    h->head_len + hp->trailer_bytes, h->mine_bytes + hp->trailer_bytes);
+	return http_within_limits(m.fields + hp->n_trailers, m.own,
+	    m.bytes + hp->trailer_bytes, m.mine + hp->trailer_bytes);
 }
 
 static int

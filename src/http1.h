@@ -95,6 +95,11 @@ http_within_limits(uint32_t fields, uint32_t own_fields, uint32_t bytes, uint32_
 	    fields - own_fields <= HTTP_MAX_HEADERS && mine_bytes <= HTTP_MAX_HEAD;
 }
 
+/* A head as a receiver counts it (http_within_limits' four figures). */
+struct http_measure {
+	uint32_t fields, own, bytes, mine;
+};
+
 struct http_head {
 	struct slice method, target, reason;
 	int status;			/* responses */
@@ -150,6 +155,10 @@ struct http_parser {
 	bool in_trailers;	/* after the last chunk */
 	uint32_t trailer_bytes;	/* count toward the head limits */
 	uint32_t n_trailers;
+	/* With rechunk: the head the client got, which the trailers join
+	 * at the client's end (it is bigger than the upstream's by what
+	 * ferry added); NULL counts the parsed head. Cleared by reset. */
+	const struct http_measure *sent;
 	struct sbuf trailer;	/* the trailer field being read (rechunk) */
 	bool (*keep_trailer)(const char *name, size_t nlen);
 	/* Without rechunk: each kept trailer field, "name: value" (no CRLF),

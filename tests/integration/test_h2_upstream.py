@@ -191,6 +191,18 @@ class H2Upstream:
         if path == "/status050":
             conn.send_headers(sid, [(":status", "050"), ("content-length", "0")], end_stream=True)
             return True
+        if path == "/headends":
+            # a whole answer in the head: no length, no body, no trailers
+            conn.send_headers(sid, [(":status", "200"), ("x-head-field", "h1")], end_stream=True)
+            return True
+        if path.startswith("/trailers-"):
+            # 70 fields in the head, then /trailers-N fields as trailers
+            conn.send_headers(sid, [(":status", "200")] +
+                              [("x-h%03d" % i, "v" * 10) for i in range(70)])
+            conn.send_data(sid, b"body")
+            conn.send_headers(sid, [("x-t%03d" % i, "t") for i in range(int(path[10:]))],
+                              end_stream=True)
+            return True
         if path == "/bigheaders":
             conn.send_headers(sid, [(":status", "200")] +
                               [("x-h%03d" % i, "v" * 40) for i in range(150)], end_stream=True)
@@ -461,6 +473,43 @@ class HostileH2UpstreamTest(FerryTestCase):
         # with a NULL text (UB that clang's UBSan reports; gcc's does not)
         r = self.get("/statusonly")
         self.assertEqual((r.status, r.body), (204, b""))
+        self.assert_still_serves()
+
+    def test_head_that_ends_the_stream_has_no_trailers(self):
+        # found by tests/fuzz/fuzz_h2_upstream (regressions/h2_upstream/head-again-as-trailers):
+        # a head with END_STREAM and no length went to an HTTP/1.1 client
+        # chunked, with every field of the head again as trailers (so a head
+        # of 71 fields came to 142 and ferry's own parser refused it)
+        with self.f.client() as c:
+            r = c.request("GET", "/headends", [("Host", "svc")])
+            self.assertEqual((r.status, r.body, r.framing), (200, b"", "chunked"))
+            self.assertEqual(r.trailers, [])
+            self.assertEqual(harness.find_all(r.headers, "x-head-field"), ["h1"])
+            r = c.request("GET", "/ok", [("Host", "svc")])
+            self.assertEqual((r.status, r.body), (200, b"fine:/ok"))
+
+    def test_trailers_count_with_the_head(self):
+        """Trailers share the head's limits (SPEC §11), as for an HTTP/1.1
+        service: 70 fields in the head and 30 as trailers pass; 70 and 31
+        are 101 of the service's own, so the response is cut before the
+        trailers, which the app's HTTP/1.1 parser (ferry's among them) would
+        refuse."""
+        with self.f.client() as c:
+            r = c.request("GET", "/trailers-30", [("Host", "svc")])
+        self.assertEqual((r.status, r.body, len(r.trailers)), (200, b"body", 30))
+        with self.f.client() as c:
+            c.send(b"GET /trailers-31 HTTP/1.1\r\nHost: svc\r\n\r\n")
+            data = b""
+            c.sock.settimeout(10)
+            while True:
+                got = c.sock.recv(65536)
+                if not got:
+                    break
+                data += got
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:100])
+        self.assertIn(b"4\r\nbody\r\n", data)
+        self.assertNotIn(b"\r\n0\r\n", data, "the response was cut, not ended")
+        self.assertNotIn(b"x-t000", data)
         self.assert_still_serves()
 
     def test_close_mid_body_cuts_the_response(self):

@@ -245,6 +245,40 @@ class ChainTest(FerryTestCase):
                     self.assertEqual(resp.header_all("x-frame-options"), ["DENY"])
                 self.assertEqual(len(app_b.requests), 2)
 
+    # (d2) trailers join the head the app got, not the service's
+
+    def test_trailers_count_with_the_head_the_app_got(self):
+        """A chunked response's trailers share the head's limits at the
+        app's end, where the head carries what ferry added (ids,
+        keep-alive). A service's head of 122 fields (70 of them `vary`, of
+        ferry's own kinds, which a service may send) reaches the app as
+        125: 3 trailers make 128 and pass; 4 would be 129, which the app's
+        parser (ferry's own among them) refuses, so ferry cuts the
+        response before them, though the service's 126 were within."""
+        head = [("vary", "v%d" % i) for i in range(70)] + [("x-h%03d" % i, "v")
+                                                           for i in range(50)]
+        up = self.upstream()
+        f = self.ferry({"svc": harness.service(up)})
+        up.behaviour = harness.chunked([b"body"], [("x-t%d" % i, "t") for i in range(3)], head)
+        with f.client() as c:
+            r = c.request("GET", "/three", [("Host", "svc")])
+        self.assertEqual((r.status, r.body, len(r.headers), len(r.trailers)),
+                         (200, b"body", 125, 3))
+        up.behaviour = harness.chunked([b"body"], [("x-t%d" % i, "t") for i in range(4)], head)
+        with f.client() as c:
+            c.send(b"GET /four HTTP/1.1\r\nHost: svc\r\n\r\n")
+            data = b""
+            c.sock.settimeout(10)
+            while True:
+                got = c.sock.recv(65536)
+                if not got:
+                    break
+                data += got
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:100])
+        self.assertNotIn(b"\r\n0\r\n", data, "the response was cut, not ended")
+        self.assertNotIn(b"x-t0", data[data.index(b"\r\n\r\n"):])
+        self.assertTrue(f.alive())
+
     # (e) an HTTP/2 client: 100 fields pass, 101 do not
 
     def test_h2_client_100_fields_pass_101_do_not(self):
