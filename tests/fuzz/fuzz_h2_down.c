@@ -440,8 +440,54 @@ r_error(nghttp2_session *ng, int code, const char *msg, size_t len, void *arg)
 	return 0;
 }
 
+static int
+id_cmp(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The mirror stopped where its own session broke: ferry's session, whose
+ * streams' states differ (it resets streams the mirror has no reason to),
+ * may have read on and answered streams the client opened later. The
+ * reader opens those too: the streams of the client's HEADERS frames (its
+ * bytes P, LEN) past the last one the mirror saw. */
 static void
-reader_read(const uint8_t *p, size_t len)
+reader_open_unseen(nghttp2_session *ng, const uint8_t *p, size_t len)
+{
+	static int32_t ids[MAX_TRACKED];
+	size_t n = 0;
+	const nghttp2_nv nv[] = {
+		NV(":method", "GET"), NV(":scheme", "http"), NV(":path", "/"),
+		NV(":authority", "fuzz"),
+	};
+
+	if (len >= H2_PREFACE_LEN && memcmp(p, H2_PREFACE, H2_PREFACE_LEN) == 0) {
+		p += H2_PREFACE_LEN;
+		len -= H2_PREFACE_LEN;
+	}
+	while (len >= 9 && n < MAX_TRACKED) {
+		size_t flen = (size_t)p[0] << 16 | (size_t)p[1] << 8 | p[2];
+		int32_t sid = (int32_t)(((uint32_t)p[5] << 24 | (uint32_t)p[6] << 16 |
+		    (uint32_t)p[7] << 8 | p[8]) & 0x7fffffff);
+
+		if (p[3] == NGHTTP2_HEADERS && (sid & 1) && sid > last_opened)
+			ids[n++] = sid;
+		if (flen > len - 9)
+			break;
+		p += 9 + flen;
+		len -= 9 + flen;
+	}
+	qsort(ids, n, sizeof(ids[0]), id_cmp);
+	for (size_t i = 0; i < n; i++)
+		if ((i == 0 || ids[i] != ids[i - 1]) &&
+		    nghttp2_session_set_next_stream_id(ng, ids[i]) == 0)
+			PROP(nghttp2_submit_request(ng, NULL, nv, 4, NULL, NULL) == ids[i]);
+}
+
+static void
+reader_read(const uint8_t *p, size_t len, const uint8_t *client, size_t client_len)
 {
 	static nghttp2_session_callbacks *cb;
 	static nghttp2_option *opt;
@@ -479,6 +525,8 @@ reader_read(const uint8_t *p, size_t len)
 			continue;
 		PROP(nghttp2_submit_request(ng, NULL, nv, 4, NULL, NULL) == recs[i].id);
 	}
+	if (mirror_failed)
+		reader_open_unseen(ng, client, client_len);
 	while (nghttp2_session_mem_send(ng, &o) > 0)
 		;
 	for (size_t i = 0; i < n_ctls; i++)
@@ -642,7 +690,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	dump_frames("client", wire.p, sent);
 	dump_frames("ferry", out.p, out.len);
 	if (!trunc) {
-		reader_read(out.p, out.len);
+		reader_read(out.p, out.len, wire.p, sent);
 		check_streams();
 	}
 
