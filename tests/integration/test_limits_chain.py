@@ -267,13 +267,7 @@ class ChainTest(FerryTestCase):
         up.behaviour = harness.chunked([b"body"], [("x-t%d" % i, "t") for i in range(4)], head)
         with f.client() as c:
             c.send(b"GET /four HTTP/1.1\r\nHost: svc\r\n\r\n")
-            data = b""
-            c.sock.settimeout(10)
-            while True:
-                got = c.sock.recv(65536)
-                if not got:
-                    break
-                data += got
+            data = c.reader.read_to_close()
         self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:100])
         self.assertNotIn(b"\r\n0\r\n", data, "the response was cut, not ended")
         self.assertNotIn(b"x-t0", data[data.index(b"\r\n\r\n"):])
