@@ -1110,9 +1110,10 @@ h2_event(struct conn *c, enum conn_event ev, void *arg)
 	switch (ev) {
 	case CONN_DRAINED:
 		h2_flush(hc);
-		/* the socket took the queue: streams may read upstream again */
+		/* the socket took the queue: streams may read upstream again,
+		 * those paused on interim heads too (h1_up.c) */
 		for (struct h2stream *st = hc->streams; st && !hc->closed; st = st->next)
-			if (st->x.live && st->x.resp_head)
+			if (st->x.live && (st->x.resp_head || st->x.interims > 0))
 				proxy_client_drained(&st->x);
 		return;
 	case CONN_CONNECTED:

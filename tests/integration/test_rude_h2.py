@@ -168,6 +168,45 @@ class RudeH2Cases:
         self.assertEqual(self.parallel_request("/head-other"), 200)
         self.assert_still_serves()
 
+    def test_interim_heads_wait_behind_a_stalled_connection(self):
+        """Back-pressure on interim responses: while the connection's
+        output is over the high mark (a stream the client does not read),
+        ferry stops reading an upstream that streams 103s, as it does for
+        bodies. Without the pause it read the 16 the cap allows and the
+        17th (the cap's 502) at once, however far behind the client was.
+        The 103 upstream's send buffer is small: what it got out is what
+        ferry read. Once the stalled stream is reset and the client reads,
+        the 103s flow on and the cap ends the stream with a 502."""
+        hint = response_bytes(103, [("Link", "</" + "y" * 60000 + ">")], length=False)
+        sent = []
+
+        def hint_flood(conn, req):
+            conn.keep_open = False
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+            conn.sock.settimeout(30)
+            try:
+                for _ in range(20):
+                    conn.send(hint)
+                    sent.append(1)
+            except OSError:
+                pass
+
+        flood = Flood(response_bytes(200, [("Content-Length", str(1 << 40))], length=False))
+        self.up.behaviour = gated(None, {"/flood": flood, "/hints": hint_flood})
+        c = self.connect(rcvbuf=4096, settings={S_INITIAL_WINDOW_SIZE: MAX_WINDOW})
+        c.send_frames(hf.WindowUpdateFrame(0, window_increment=MAX_WINDOW - 65535))
+        stalled = c.request("/flood", headers=self.headers())
+        flood.wait_stalled(self)
+        sid = c.request("/hints", headers=self.headers())
+        self.up.wait_requests(2)
+        time.sleep(1.5)             # what ferry would read, it has read
+        self.assertLess(len(sent), 12, "ferry read on the 103s of a stalled connection")
+        c.reset_stream(stalled)
+        st = c.response(sid, timeout=20)
+        self.assertEqual(dict(st.headers)[":status"], "502")
+        self.assertEqual(len(st.informational), 16)
+        self.assert_still_serves()
+
 
 class OutboundH2cResetTest(RudeH2Cases, FerryTestCase):
     """h2c with prior knowledge on the outbound listener."""
