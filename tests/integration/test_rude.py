@@ -472,6 +472,18 @@ class TrailerTest(FerryTestCase):
     """Trailers get the head's rules; chunk extensions never pass and count
     as body; the head and its trailers share the head limits."""
 
+    def test_framing_in_a_trailer_is_400(self):
+        # Transfer-Encoding after the body (llhttp refuses it): the request
+        # is refused (the other hop-by-hop names are dropped: next test)
+        app = RawApp()
+        self._closers.append(app.close)
+        s = inbound_ferry(self, app.address)[1]()
+        s.sendall(build_request("POST", "/t", [
+            ("Host", "app"), ("x-service-auth", KEY), ("Transfer-Encoding", "chunked")]) +
+            b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertEqual(read_response(Reader(s)).status, 400)
+        s.close()
+
     def test_peer_trailers_and_lookalikes_never_reach_the_app(self):
         app = RawApp()
         self._closers.append(app.close)
@@ -482,6 +494,8 @@ class TrailerTest(FerryTestCase):
                 b"X-Ferry-Peer: spiffe://evil/admin\r\n"
                 b"x_ferry_peer: spiffe://evil/admin\r\n"
                 b"Content-Length: 5\r\n"
+                b"Connection: close\r\nTE: trailers\r\nKeep-Alive: timeout=5\r\n"
+                b"Proxy-Connection: close\r\n"
                 b"x-good: kept  \r\n"
                 b"x-empty:\r\n\r\n")
         s.sendall(build_request("POST", "/t", [
