@@ -174,7 +174,8 @@ struct http_parser {
 };
 
 void http_parser_init(struct http_parser *hp, bool response, struct http_head *head);
-/* Starts a new message (keeps the type, callbacks and modes). */
+/* Starts a new message: keeps the type, the callbacks, rechunk and
+ * keep_trailer; dechunk and sent are the message's, set anew. */
 void http_parser_reset(struct http_parser *hp);
 void http_parser_free(struct http_parser *hp);
 

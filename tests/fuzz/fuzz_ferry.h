@@ -427,6 +427,7 @@ h1s_process(struct h1s *s)
 			s->answered = false;
 			s->body.len = 0;
 			http_parser_reset(&s->hp);
+			s->hp.dechunk = true;	/* a mode of each message */
 		}
 	}
 	return true;
