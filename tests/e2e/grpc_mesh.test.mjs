@@ -59,6 +59,27 @@ function rawGrpcCall(port, authority, path, message, grpcTimeout) {
   });
 }
 
+/** The exchanges FERRY has accounted for SERVICE, outbound: each gets
+ *  one fate (SPEC §16), whatever ended it. */
+function accounted(text, service) {
+  const want = ['direction="outbound"', `service="${service}"`];
+  let n = 0;
+  for (const line of text.split('\n')) {
+    const m = line.match(/^ferry_request_fate_total\{(.*)\}\s+(\S+)$/);
+    if (m && want.every((w) => m[1].split(',').includes(w))) n += Number(m[2]);
+  }
+  return n;
+}
+
+async function waitAccounted(ferry, service, n) {
+  const until = Date.now() + METRIC_WAIT_MS;
+  for (;;) {
+    const v = accounted((await ferry.admin('/metrics')).body, service);
+    if (v >= n || Date.now() > until) return v;
+    await sleep(50);
+  }
+}
+
 async function waitMetric(ferry, name, labels, pred) {
   const until = Date.now() + METRIC_WAIT_MS;
   for (;;) {
@@ -223,6 +244,7 @@ describe('gRPC mesh: grpc-js → ferry A → mTLS HTTP/2 → ferry B → h2c →
 
   test('a 300 ms deadline to a server that never answers: DEADLINE_EXCEEDED well under 2 s', async () => {
     const tag = randomUUID();
+    const done = accounted((await ferryA.admin('/metrics')).body, 'orders-grpc');
     const t0 = Date.now();
     const res = await unary(client, { message: 'never-answer' }, tagged(tag), 300);
     const took = Date.now() - t0;
@@ -235,6 +257,9 @@ describe('gRPC mesh: grpc-js → ferry A → mTLS HTTP/2 → ferry B → h2c →
     assert.equal(seen.length, 1);
     const left = new Date(seen[0].deadline).getTime() - seen[0].receivedAt;
     assert.ok(left > 0 && left <= 300, `the server got a deadline ${left} ms away`);
+    // grpc-js's own timer can end the call before ferry A's does: the call
+    // is counted once ferry A ends it, which the next test must not see
+    assert.equal(await waitAccounted(ferryA, 'orders-grpc', done + 1), done + 1);
   });
 
   test('grpc-timeout 300m with no client timer: DEADLINE_EXCEEDED within 2 s, counted in ferry A\'s ferry_grpc_responses_total', async () => {
