@@ -147,13 +147,9 @@ class KeyWipeTest(FerryTestCase):
         held.close()
         self.assertEqual(count, 0, "the peer's key is in ferry's memory %d times" % count)
 
-    def outbound(self, upstream):
-        f = self.ferry({"svc": harness.service(upstream, protocol="http1", auth={
-            "key_file": self.key_file("svc.key")})},
-            env={"FERRY_DUMPABLE": "1"})
-        before = key_count(f.proc.pid, self.key)
-        # the config's own copy, which ferry needs to send it
-        self.assertGreaterEqual(before, 1, "the scan did not find the configured key")
+    def send_outbound(self, f):
+        """N_REQUESTS to service svc through F's outbound listener, a third
+        of them POSTs with a body, PER_CONNECTION on each connection."""
         for c in range(N_REQUESTS // PER_CONNECTION):
             with f.client() as cl:
                 for i in range(PER_CONNECTION):
@@ -161,6 +157,15 @@ class KeyWipeTest(FerryTestCase):
                     resp = cl.request("POST" if body else "GET", "/r/%d/%d" % (c, i),
                                       [("Host", "svc")], body)
                     self.assertEqual(resp.status, 200, resp.body[:300])
+
+    def outbound(self, upstream):
+        f = self.ferry({"svc": harness.service(upstream, protocol="http1", auth={
+            "key_file": self.key_file("svc.key")})},
+            env={"FERRY_DUMPABLE": "1"})
+        before = key_count(f.proc.pid, self.key)
+        # the config's own copy, which ferry needs to send it
+        self.assertGreaterEqual(before, 1, "the scan did not find the configured key")
+        self.send_outbound(f)
         self.assertEqual(len(upstream.requests), N_REQUESTS)
         self.assertEqual(upstream.last.header_all("x-service-auth"), [self.key])
         after = key_count(f.proc.pid, self.key)
@@ -203,13 +208,7 @@ class KeyWipeTest(FerryTestCase):
         }}, env={"FERRY_DUMPABLE": "1"})
         before = key_count(a.proc.pid, self.key)
         self.assertGreaterEqual(before, 1, "the scan did not find the configured key")
-        for c in range(N_REQUESTS // PER_CONNECTION):
-            with a.client() as cl:
-                for i in range(PER_CONNECTION):
-                    body = BODY if i % 3 == 1 else b""
-                    resp = cl.request("POST" if body else "GET", "/r/%d/%d" % (c, i),
-                                      [("Host", "svc")], body)
-                    self.assertEqual(resp.status, 200, resp.body[:300])
+        self.send_outbound(a)
         self.assertEqual(len(app.requests), N_REQUESTS)
         body = json.loads(a.admin("/services").body)
         self.assertEqual(body["services"][0]["endpoints"][0]["protocol"], "h2")
