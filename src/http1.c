@@ -33,33 +33,35 @@ struct known {
  * idempotency-key, and the '_' look-alikes.
  */
 static const struct known known_headers[] = {
+	/* sorted by name length (http_header_kind searches by it) */
+	KNOWN("te", HDR_TE, false),
+	KNOWN("via", HDR_VIA, true),
 	KNOWN("host", HDR_HOST, false),
+	KNOWN("vary", HDR_OTHER, true),
+	KNOWN("expect", HDR_EXPECT, false),
+	KNOWN("upgrade", HDR_UPGRADE, false),
 	KNOWN("connection", HDR_CONNECTION, true),
 	KNOWN("keep-alive", HDR_KEEP_ALIVE, true),
-	KNOWN("proxy-connection", HDR_PROXY_CONNECTION, false),
-	KNOWN("proxy-authorization", HDR_PROXY_AUTHORIZATION, false),
-	KNOWN("upgrade", HDR_UPGRADE, false),
-	KNOWN("te", HDR_TE, false),
-	KNOWN("transfer-encoding", HDR_TRANSFER_ENCODING, true),
-	KNOWN("content-length", HDR_CONTENT_LENGTH, false),
-	KNOWN("expect", HDR_EXPECT, false),
-	KNOWN("x-service-auth", HDR_SERVICE_AUTH, true),
-	KNOWN("x-correlation-id", HDR_CORRELATION_ID, true),
-	KNOWN("x-request-id", HDR_REQUEST_ID, true),
-	KNOWN("traceparent", HDR_TRACEPARENT, true),
 	KNOWN("tracestate", HDR_TRACESTATE, false),
-	KNOWN("via", HDR_VIA, true),
+	KNOWN("traceparent", HDR_TRACEPARENT, true),
+	KNOWN("x-request-id", HDR_REQUEST_ID, true),
 	KNOWN("x-ferry-peer", HDR_FERRY_PEER, true),
-	KNOWN("x-forwarded-for", HDR_FORWARDED_FOR, true),
-	KNOWN("x-forwarded-proto", HDR_FORWARDED_PROTO, true),
-	KNOWN("idempotency-key", HDR_IDEMPOTENCY_KEY, false),
-	KNOWN("x-ferry-deadline-ms", HDR_FERRY_DEADLINE, true),
-	/* no kind of their own: to the rest of ferry they are others */
-	KNOWN("accept-encoding", HDR_OTHER, true),
-	KNOWN("content-encoding", HDR_OTHER, true),
-	KNOWN("vary", HDR_OTHER, true),
 	KNOWN("grpc-timeout", HDR_OTHER, true),
+	KNOWN("content-length", HDR_CONTENT_LENGTH, false),
+	KNOWN("x-service-auth", HDR_SERVICE_AUTH, true),
+	KNOWN("x-forwarded-for", HDR_FORWARDED_FOR, true),
+	KNOWN("idempotency-key", HDR_IDEMPOTENCY_KEY, false),
+	KNOWN("accept-encoding", HDR_OTHER, true),
+	KNOWN("proxy-connection", HDR_PROXY_CONNECTION, false),
+	KNOWN("x-correlation-id", HDR_CORRELATION_ID, true),
+	KNOWN("content-encoding", HDR_OTHER, true),
+	KNOWN("transfer-encoding", HDR_TRANSFER_ENCODING, true),
+	KNOWN("x-forwarded-proto", HDR_FORWARDED_PROTO, true),
+	KNOWN("proxy-authorization", HDR_PROXY_AUTHORIZATION, false),
+	KNOWN("x-ferry-deadline-ms", HDR_FERRY_DEADLINE, true),
 };
+
+#define N_KNOWN (sizeof(known_headers) / sizeof(known_headers[0]))
 
 /* NAME is K with any '-' written as '_' (and at least one so written). */
 static bool
@@ -79,21 +81,30 @@ underscored(const char *k, const char *name, size_t len)
 enum hdr_kind
 http_header_kind(const char *name, size_t len, bool *own)
 {
+	size_t lo = 0, hi = N_KNOWN;
 	bool under = false;
 
 	*own = false;
-	/* first letters are few and distinct enough that a table scan of
-	 * same-length names is cheaper than hashing */
-	for (size_t i = 0; i < sizeof(known_headers) / sizeof(known_headers[0]); i++) {
-		const char *k = known_headers[i].name;
+	/* every field of every head comes here: a binary search by length
+	 * leaves at most three names to compare */
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
 
-		if (known_headers[i].len != len || (k[0] | 0x20) != (name[0] | 0x20))
+		if (known_headers[mid].len < len)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < N_KNOWN && known_headers[lo].len == len; lo++) {
+		const char *k = known_headers[lo].name;
+
+		if ((k[0] | 0x20) != (name[0] | 0x20))
 			continue;
 		if (strncasecmp(k, name, len) == 0) {
-			*own = known_headers[i].own;
-			return known_headers[i].kind;
+			*own = known_headers[lo].own;
+			return known_headers[lo].kind;
 		}
-		if (known_headers[i].kind >= HDR_SERVICE_AUTH && underscored(k, name, len))
+		if (known_headers[lo].kind >= HDR_SERVICE_AUTH && underscored(k, name, len))
 			under = true;
 	}
 	return under ? HDR_FERRY_LOOKALIKE : HDR_OTHER;
@@ -460,6 +471,8 @@ http_parser_free(struct http_parser *hp)
  * but obsolete line folding must be refused explicitly: a folded value
  * contains CR or LF once llhttp has joined it. Counts the sender's part
  * of the head (http1.h) on the way. */
+static const bool value_bad[256] = { ['\r'] = true, ['\n'] = true, ['\0'] = true };
+
 static bool
 values_clean(const char *msg, struct http_head *h, bool response)
 {
@@ -474,7 +487,7 @@ values_clean(const char *msg, struct http_head *h, bool response)
 		if (h->h[i].name.len == 0)
 			return false;
 		for (uint32_t j = 0; j < vs->len; j++)
-			if (v[j] == '\r' || v[j] == '\n' || v[j] == '\0')
+			if (value_bad[(unsigned char)v[j]])
 				return false;
 		/* trailing whitespace is not part of a field value (RFC 9110) */
 		while (vs->len > 0 && (v[vs->len - 1] == ' ' || v[vs->len - 1] == '\t'))

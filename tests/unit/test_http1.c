@@ -1404,6 +1404,64 @@ START_TEST(test_buf_shrink)
 }
 END_TEST
 
+/* Every known name, in any case, gets its kind and ownership; the names
+ * are looked up by length, so a table out of order would miss some. */
+START_TEST(test_header_kinds_all_names)
+{
+	static const struct {
+		const char *name;
+		enum hdr_kind kind;
+		bool own;
+	} names[] = {
+		{ "host", HDR_HOST, false }, { "connection", HDR_CONNECTION, true },
+		{ "keep-alive", HDR_KEEP_ALIVE, true },
+		{ "proxy-connection", HDR_PROXY_CONNECTION, false },
+		{ "proxy-authorization", HDR_PROXY_AUTHORIZATION, false },
+		{ "upgrade", HDR_UPGRADE, false }, { "te", HDR_TE, false },
+		{ "transfer-encoding", HDR_TRANSFER_ENCODING, true },
+		{ "content-length", HDR_CONTENT_LENGTH, false },
+		{ "expect", HDR_EXPECT, false },
+		{ "x-service-auth", HDR_SERVICE_AUTH, true },
+		{ "x-correlation-id", HDR_CORRELATION_ID, true },
+		{ "x-request-id", HDR_REQUEST_ID, true },
+		{ "traceparent", HDR_TRACEPARENT, true },
+		{ "tracestate", HDR_TRACESTATE, false }, { "via", HDR_VIA, true },
+		{ "x-ferry-peer", HDR_FERRY_PEER, true },
+		{ "x-forwarded-for", HDR_FORWARDED_FOR, true },
+		{ "x-forwarded-proto", HDR_FORWARDED_PROTO, true },
+		{ "idempotency-key", HDR_IDEMPOTENCY_KEY, false },
+		{ "x-ferry-deadline-ms", HDR_FERRY_DEADLINE, true },
+		{ "accept-encoding", HDR_OTHER, true },
+		{ "content-encoding", HDR_OTHER, true }, { "vary", HDR_OTHER, true },
+		{ "grpc-timeout", HDR_OTHER, true },
+		/* not known: other, never own */
+		{ "x", HDR_OTHER, false }, { "tf", HDR_OTHER, false },
+		{ "hosts", HDR_OTHER, false }, { "x-request-ie", HDR_OTHER, false },
+		{ "content-type", HDR_OTHER, false },
+		{ "x-ferry-deadline-msx", HDR_OTHER, false },
+		/* a '_' for a '-' in ferry's own kinds only */
+		{ "x_request_id", HDR_FERRY_LOOKALIKE, false },
+		{ "X_Forwarded-For", HDR_FERRY_LOOKALIKE, false },
+		{ "keep_alive", HDR_OTHER, false },
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char upper[32];
+		size_t len = strlen(names[i].name);
+		bool own = !names[i].own;
+
+		ck_assert_msg(http_header_kind(names[i].name, len, &own) == names[i].kind &&
+		    own == names[i].own, "%s", names[i].name);
+		for (size_t j = 0; j <= len; j++)
+			upper[j] = (char)(names[i].name[j] >= 'a' && names[i].name[j] <= 'z' ?
+			    names[i].name[j] - 32 : names[i].name[j]);
+		own = !names[i].own;
+		ck_assert_msg(http_header_kind(upper, len, &own) == names[i].kind &&
+		    own == names[i].own, "%s", upper);
+	}
+}
+END_TEST
+
 static Suite *
 http1_suite(void)
 {
@@ -1415,6 +1473,7 @@ http1_suite(void)
 	TCase *tu = tcase_create("buf");
 
 	tcase_add_test(tc, test_request_one_piece);
+	tcase_add_test(tc, test_header_kinds_all_names);
 	tcase_add_test(tc, test_rechunk_every_split);
 	tcase_add_test(tc, test_request_bytewise);
 	tcase_add_test(tc, test_value_ows_trimmed);
