@@ -1159,10 +1159,10 @@ callbacks_new(void)
 	return cb;
 }
 
-/* WIPE: peers' heads carry their keys (the inbound listener), and
- * nghttp2's copies of them are wiped (h2_mem.h). */
+/* Peers' heads carry their keys (the inbound listener): nghttp2's copies
+ * of them are wiped (h2_mem.h). */
 static int
-session_new(struct h2conn *hc, bool wipe)
+session_new(struct h2conn *hc)
 {
 	nghttp2_option *opt;
 	const nghttp2_settings_entry iv[] = {
@@ -1185,7 +1185,7 @@ session_new(struct h2conn *hc, bool wipe)
 	nghttp2_option_set_max_outbound_ack(opt, 1000);
 	/* a response head at the hard cap, not nghttp2's 64 KiB */
 	nghttp2_option_set_max_send_header_block_length(opt, H2_MAX_HEADER_LIST);
-	rv = nghttp2_session_server_new3(&hc->ng, cb, hc, opt, wipe ? h2_wiping_mem() : NULL);
+	rv = nghttp2_session_server_new3(&hc->ng, cb, hc, opt, h2_mem());
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cb);
 	if (rv != 0)
@@ -1207,7 +1207,7 @@ h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char
 	struct h2conn *hc = calloc(1, sizeof(*hc));
 
 	if (hc == NULL || (hc->timer = evtimer_new(w->base, h2_timeout, hc)) == NULL ||
-	    session_new(hc, lis->kind == LK_INBOUND) != 0) {
+	    session_new(hc) != 0) {
 		if (hc && hc->timer)
 			event_free(hc->timer);
 		free(hc);

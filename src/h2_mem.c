@@ -1,66 +1,164 @@
-#include <malloc.h>
+#include <stdalign.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "h2_mem.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define H2_MEM_KEEP 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define H2_MEM_KEEP 0
+#endif
+#endif
+#ifndef H2_MEM_KEEP
+#define H2_MEM_KEEP 1
+#endif
+
+#define CLASS_BYTES	16
+#define SMALL_MAX	1024
+#define N_CLASSES	(SMALL_MAX / CLASS_BYTES)
+
+/* In front of every block: what free wipes, and which list it joins. */
+union block {
+	size_t cap;
+	max_align_t align;
+};
+
+/* A kept block's first bytes link it to the next of its class; the rest
+ * of it was zeroed when it was freed. */
+struct lists {
+	union block *head[N_CLASSES + 1];
+	size_t bytes;
+};
+
+static _Thread_local struct lists kept;
+
 static void *
-wm_malloc(size_t size, void *arg)
+block_get(size_t size, bool zero)
 {
-	(void)arg;
-	return malloc(size);
+	size_t cls = size == 0 ? 1 : (size + CLASS_BYTES - 1) / CLASS_BYTES;
+	size_t cap;
+	union block *b;
+
+	if (size > SIZE_MAX - sizeof(union block) - CLASS_BYTES)
+		return NULL;
+	if (H2_MEM_KEEP && cls <= N_CLASSES && (b = kept.head[cls]) != NULL) {
+		void **link = (void **)(b + 1);
+
+		kept.head[cls] = *link;
+		kept.bytes -= b->cap;
+		*link = NULL;
+		return b + 1;
+	}
+	/* a sanitizer sees an overrun past SIZE only if nothing rounds it */
+	cap = H2_MEM_KEEP && cls <= N_CLASSES ? cls * CLASS_BYTES : size;
+	b = zero ? calloc(1, sizeof(*b) + cap) : malloc(sizeof(*b) + cap);
+	if (b == NULL)
+		return NULL;
+	b->cap = cap;
+	return b + 1;
 }
 
 static void
-wm_free(void *p, void *arg)
+block_put(void *p)
 {
-	(void)arg;
-	if (p == NULL)
+	union block *b = (union block *)p - 1;
+
+	explicit_bzero(p, b->cap);
+	if (H2_MEM_KEEP && b->cap <= SMALL_MAX && kept.bytes + b->cap <= H2_MEM_CACHE_MAX) {
+		size_t cls = b->cap / CLASS_BYTES;
+
+		*(void **)p = kept.head[cls];
+		kept.head[cls] = b;
+		kept.bytes += b->cap;
 		return;
-	explicit_bzero(p, malloc_usable_size(p));
-	free(p);
+	}
+	free(b);
 }
 
 static void *
-wm_calloc(size_t n, size_t size, void *arg)
+m_malloc(size_t size, void *arg)
 {
 	(void)arg;
-	return calloc(n, size);
+	return block_get(size, false);
 }
 
-/* Never realloc itself: it could move the block and free the old copy. */
+static void
+m_free(void *p, void *arg)
+{
+	(void)arg;
+	if (p != NULL)
+		block_put(p);
+}
+
 static void *
-wm_realloc(void *p, size_t size, void *arg)
+m_calloc(size_t n, size_t size, void *arg)
+{
+	(void)arg;
+	if (size != 0 && n > SIZE_MAX / size)
+		return NULL;
+	return block_get(n * size, true);
+}
+
+/* Never realloc itself: it could move the block and free the old copy
+ * unwiped. */
+static void *
+m_realloc(void *p, size_t size, void *arg)
 {
 	size_t old;
 	void *n;
 
+	(void)arg;
 	if (p == NULL)
-		return malloc(size);
+		return block_get(size, false);
 	if (size == 0) {
-		wm_free(p, arg);
+		block_put(p);
 		return NULL;
 	}
-	old = malloc_usable_size(p);
+	old = ((union block *)p - 1)->cap;
 	if (size <= old)
 		return p;
-	if ((n = malloc(size)) == NULL)
+	if ((n = block_get(size, false)) == NULL)
 		return NULL;
 	memcpy(n, p, old);
-	wm_free(p, arg);
+	block_put(p);
 	return n;
 }
 
 nghttp2_mem *
-h2_wiping_mem(void)
+h2_mem(void)
 {
 	/* nghttp2 wants it writable, and reads it only */
 	static nghttp2_mem mem = {
-		.malloc = wm_malloc,
-		.free = wm_free,
-		.calloc = wm_calloc,
-		.realloc = wm_realloc,
+		.malloc = m_malloc,
+		.free = m_free,
+		.calloc = m_calloc,
+		.realloc = m_realloc,
 	};
 
 	return &mem;
+}
+
+size_t
+h2_mem_cached(void)
+{
+	return kept.bytes;
+}
+
+void
+h2_mem_thread_end(void)
+{
+	for (size_t cls = 1; cls <= N_CLASSES; cls++) {
+		union block *b, *next;
+
+		for (b = kept.head[cls]; b != NULL; b = next) {
+			next = *(void **)(b + 1);
+			free(b);
+		}
+		kept.head[cls] = NULL;
+	}
+	kept.bytes = 0;
 }

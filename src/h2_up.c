@@ -764,9 +764,9 @@ session_new(struct exchange *x, struct upconn *u)
 	nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
 	/* a request head at the hard cap, not nghttp2's 64 KiB */
 	nghttp2_option_set_max_send_header_block_length(opt, H2_MAX_HEADER_LIST);
-	/* a service key in its requests: nghttp2's copies of them are wiped */
-	if (nghttp2_session_client_new3(&s->ng, cb, s, opt,
-	    x->svc->conf->auth_key ? h2_wiping_mem() : NULL) != 0)
+	/* a service key in its requests: nghttp2's copies of them are wiped
+	 * (h2_mem.h) */
+	if (nghttp2_session_client_new3(&s->ng, cb, s, opt, h2_mem()) != 0)
 		goto bad;
 	nghttp2_session_callbacks_del(cb);
 	nghttp2_option_del(opt);

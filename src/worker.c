@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "exchange.h"
 #include "exporter.h"
+#include "h2_mem.h"
 #include "ids.h"
 #include "listener.h"
 #include "log.h"
@@ -642,6 +643,7 @@ worker_main(void *arg)
 		accesslog_flush(w->alog);
 		accesslog_detach(w->alog);
 	}
+	h2_mem_thread_end();
 	return NULL;
 }
 

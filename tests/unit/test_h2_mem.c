@@ -1,0 +1,144 @@
+/*
+ * Unit tests for src/h2_mem.c: nghttp2's allocator (blocks wiped when
+ * freed; small ones kept per thread, within a bound).
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "h2_mem.h"
+
+static nghttp2_mem *mem;
+
+static void
+setup(void)
+{
+	mem = h2_mem();
+}
+
+static bool
+all_zero(const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
+/* Sanitizer builds keep no block: each goes back to malloc. */
+static bool
+keeps_blocks(void)
+{
+	void *p = mem->malloc(16, NULL);
+
+	mem->free(p, NULL);
+	return h2_mem_cached() > 0;
+}
+
+START_TEST(test_freed_block_is_wiped_and_reused)
+{
+	unsigned char *p, *q;
+
+	if (!keeps_blocks())
+		return;
+	h2_mem_thread_end();
+	p = mem->malloc(48, NULL);
+	memset(p, 0xAA, 48);
+	mem->free(p, NULL);
+	ck_assert_uint_eq(h2_mem_cached(), 48);
+	q = mem->malloc(40, NULL);	/* the same 48-byte class */
+	ck_assert_ptr_eq(q, p);
+	ck_assert(all_zero(q, 48));
+	ck_assert_uint_eq(h2_mem_cached(), 0);
+	mem->free(q, NULL);
+	h2_mem_thread_end();
+	ck_assert_uint_eq(h2_mem_cached(), 0);
+}
+END_TEST
+
+START_TEST(test_calloc_zero_from_kept_block)
+{
+	unsigned char *p, *q;
+
+	p = mem->malloc(100, NULL);
+	memset(p, 0x55, 100);
+	mem->free(p, NULL);
+	q = mem->calloc(4, 25, NULL);
+	ck_assert_ptr_nonnull(q);
+	ck_assert(all_zero(q, 100));
+	mem->free(q, NULL);
+	ck_assert_ptr_null(mem->calloc(SIZE_MAX / 2, 3, NULL));
+	ck_assert_ptr_null(mem->malloc(SIZE_MAX - 8, NULL));
+	h2_mem_thread_end();
+}
+END_TEST
+
+START_TEST(test_kept_bytes_bounded)
+{
+	enum { N = 2 * H2_MEM_CACHE_MAX / 1024 };
+	void **blocks = calloc(N, sizeof(*blocks));
+
+	for (int i = 0; i < N; i++) {
+		blocks[i] = mem->malloc(1000 + (size_t)(i % 24), NULL);
+		ck_assert_ptr_nonnull(blocks[i]);
+		memset(blocks[i], i, 1000);
+	}
+	for (int i = 0; i < N; i++)
+		mem->free(blocks[i], NULL);
+	ck_assert_uint_le(h2_mem_cached(), H2_MEM_CACHE_MAX);
+	/* larger blocks go back at once */
+	h2_mem_thread_end();
+	mem->free(mem->malloc(1025, NULL), NULL);
+	mem->free(mem->malloc(70000, NULL), NULL);
+	ck_assert_uint_eq(h2_mem_cached(), 0);
+	free(blocks);
+}
+END_TEST
+
+START_TEST(test_realloc)
+{
+	unsigned char *p = mem->realloc(NULL, 10, NULL), *q;
+
+	ck_assert_ptr_nonnull(p);
+	memcpy(p, "0123456789", 10);
+	q = mem->realloc(p, 12, NULL);		/* fits the block it has */
+	ck_assert_ptr_eq(q, p);
+	p = mem->realloc(q, 5000, NULL);	/* moves, keeps the bytes */
+	ck_assert_ptr_nonnull(p);
+	ck_assert(memcmp(p, "0123456789", 10) == 0);
+	p[4999] = 'x';
+	ck_assert_ptr_null(mem->realloc(p, 0, NULL));	/* frees */
+	mem->free(NULL, NULL);
+	h2_mem_thread_end();
+}
+END_TEST
+
+static Suite *
+h2_mem_suite(void)
+{
+	Suite *s = suite_create("h2_mem");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, NULL);
+	tcase_add_test(tc, test_freed_block_is_wiped_and_reused);
+	tcase_add_test(tc, test_calloc_zero_from_kept_block);
+	tcase_add_test(tc, test_kept_bytes_bounded);
+	tcase_add_test(tc, test_realloc);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(h2_mem_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
