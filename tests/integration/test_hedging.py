@@ -160,8 +160,19 @@ class HedgingTest(FerryTestCase):
         """Every endpoint slow: each request would be hedged; the retry
         budget (ratio 0.2, no floor) lets about one in five go, and the
         first attempt still answers first (the hedge loses)."""
-        a = self.upstream(harness.delay(0.2), tls=False)
-        b = self.upstream(harness.delay(0.2), tls=False)
+        seen, lock = set(), threading.Lock()
+
+        def hedge_slower(conn, req):
+            # the hedge (a target seen before) answers 0.8 s after the
+            # first attempt: ferry's 10 ms head start alone lost to thread
+            # scheduling on a loaded machine
+            with lock:
+                again = req.target in seen
+                seen.add(req.target)
+            harness.delay(1.0 if again else 0.2)(conn, req)
+
+        a = self.upstream(hedge_slower, tls=False)
+        b = self.upstream(hedge_slower, tls=False)
         n = 20
         f = self.ferry({"svc": svc([a, b], {"after": "10ms"},
                                    retries={"budget": {"ratio": 0.2, "min_per_second": 0}})})
