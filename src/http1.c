@@ -467,12 +467,13 @@ http_parser_free(struct http_parser *hp)
 	sbuf_free(&hp->trailer);
 }
 
+/* what values_clean refuses in a value */
+static const bool value_bad[256] = { ['\r'] = true, ['\n'] = true, ['\0'] = true };
+
 /* llhttp accepts bytes RFC 9110 forbids in a value only in lenient mode,
  * but obsolete line folding must be refused explicitly: a folded value
  * contains CR or LF once llhttp has joined it. Counts the sender's part
  * of the head (http1.h) on the way. */
-static const bool value_bad[256] = { ['\r'] = true, ['\n'] = true, ['\0'] = true };
-
 static bool
 values_clean(const char *msg, struct http_head *h, bool response)
 {

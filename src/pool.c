@@ -6,9 +6,6 @@
 #include "log.h"
 #include "pool.h"
 
-/* How long an idle connection keeps its buffers for the next request. */
-#define POOL_BUFFER_LINGER_MS 1000
-
 /* Shared gauges for /services: single relaxed adds, no lock. */
 static void
 gauge(struct endpoint *ep, int idle, int active)
@@ -83,7 +80,6 @@ pool_checkout(struct endpoint *ep, int64_t now)
 			continue;
 		}
 		u->reused = true;
-		u->holds_buffers = false;
 		return u;
 	}
 	return NULL;
@@ -178,23 +174,10 @@ pool_checkin(struct upconn *u, const struct conf_pool *pc, int64_t now,
 		ep->idle->prev = u;
 	ep->idle = u;
 	ep->n_idle++;
-	/* a busy pool hands the connection out again within microseconds:
-	 * freeing and remaking its TLS and input buffers each time cost
-	 * about a tenth of a request's instructions. pool_sweep releases
-	 * them once it has stayed idle a while. */
-	u->idle_since_ms = now;
-	u->holds_buffers = true;
-	conn_set_cb(u->c, idle_event, u);
-}
-
-/* An idle connection holds no buffers (SPEC §4's idle memory). */
-static void
-idle_release_buffers(struct upconn *u)
-{
 	buf_free(&u->in);
-	http_parser_free(&u->parser);
+	http_parser_free(&u->parser);	/* idle connections hold no buffers */
 	conn_release_buffers(u->c);
-	u->holds_buffers = false;
+	conn_set_cb(u->c, idle_event, u);
 }
 
 void
@@ -207,9 +190,6 @@ pool_sweep(struct svc_state *s, int64_t now)
 			next = u->next;
 			if (now >= u->expire_ms)
 				pool_discard(u);
-			else if (u->holds_buffers &&
-			    now - u->idle_since_ms >= POOL_BUFFER_LINGER_MS)
-				idle_release_buffers(u);
 		}
 	}
 }

@@ -25,8 +25,6 @@ struct upconn {
 	bool reused;			/* served a request before this one */
 	int64_t born_ms;
 	int64_t expire_ms;		/* idle: close at this time */
-	int64_t idle_since_ms;		/* idle: checked in at this time */
-	bool holds_buffers;		/* idle, its buffers not yet released */
 	uint32_t requests;
 	const void *session_saved;	/* the SSL_SESSION last copied to ep */
 	struct buf in;
@@ -48,8 +46,7 @@ void pool_checkin(struct upconn *u, const struct conf_pool *pc, int64_t now,
     int64_t keepalive_ms);
 /* Close and free (active or idle). */
 void pool_discard(struct upconn *u);
-/* Drop idle connections past their time; release the buffers of those
- * idle a while. */
+/* Drop idle connections past their time. */
 void pool_sweep(struct svc_state *s, int64_t now);
 /* Drop every idle connection of S (reload, shutdown). */
 void pool_close_idle(struct svc_state *s);
