@@ -163,18 +163,20 @@ class HedgingTest(FerryTestCase):
         seen, lock = set(), threading.Lock()
 
         def hedge_slower(conn, req):
-            # the hedge (a target seen before) answers 0.8 s after the
-            # first attempt: ferry's 10 ms head start alone lost to thread
-            # scheduling on a loaded machine
+            # the hedge (a target seen before) answers 0.7 s after the
+            # first attempt. Which is the hedge is known only by arrival,
+            # and the hedge leaves 100 ms after the first attempt: a 10 ms
+            # head start lost to thread scheduling on a loaded machine
+            # (twice, once with equal delays)
             with lock:
                 again = req.target in seen
                 seen.add(req.target)
-            harness.delay(1.0 if again else 0.2)(conn, req)
+            harness.delay(1.0 if again else 0.3)(conn, req)
 
         a = self.upstream(hedge_slower, tls=False)
         b = self.upstream(hedge_slower, tls=False)
         n = 20
-        f = self.ferry({"svc": svc([a, b], {"after": "10ms"},
+        f = self.ferry({"svc": svc([a, b], {"after": "100ms"},
                                    retries={"budget": {"ratio": 0.2, "min_per_second": 0}})})
         _, statuses = self.timed_gets(f, n)
         self.assertEqual(statuses, [200] * n)
@@ -182,9 +184,13 @@ class HedgingTest(FerryTestCase):
         self.assertLessEqual(sent, 0.2 * n + 1)
         self.assertGreaterEqual(sent, 1)
         self.assertEqual(hedges(f, "budget"), n - sent)
-        self.assertEqual(hedges(f, "won"), 0, "the first attempt answers first")
+        self.assertEqual(hedges(f, "won"), 0, "the first attempt answers first; arrivals "
+                         "(target, connection, seq) %r %r, resends %s"
+                         % ([(r.target, r.conn_id, r.seq) for r in a.requests],
+                            [(r.target, r.conn_id, r.seq) for r in b.requests],
+                            counter(f, "ferry_upstream_resends_total", service="svc")))
         cfg = json.loads(f.admin("/config").body)
-        self.assertEqual([s["hedging"] for s in cfg["services"]], [{"after": "10ms", "max": 1}])
+        self.assertEqual([s["hedging"] for s in cfg["services"]], [{"after": "100ms", "max": 1}])
         wait_until(lambda: len(a.requests) + len(b.requests) == n + sent, 2)
         self.assertEqual(len(a.requests) + len(b.requests), n + sent)
 
