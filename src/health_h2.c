@@ -4,6 +4,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "h2_mem.h"
 #include "health_h2.h"
 #include "http1.h"
 
@@ -133,7 +134,8 @@ hc_h2_new(const char *path, const char *authority, bool tls, const char *key)
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-	if (nghttp2_session_client_new(&h->ng, cb, h) != 0)
+	/* its frames carry the service key: wiped when freed */
+	if (nghttp2_session_client_new3(&h->ng, cb, h, NULL, h2_mem()) != 0)
 		goto bad;
 	nghttp2_session_callbacks_del(cb);
 	cb = NULL;
