@@ -467,9 +467,6 @@ http_parser_free(struct http_parser *hp)
 	sbuf_free(&hp->trailer);
 }
 
-/* what values_clean refuses in a value */
-static const bool value_bad[256] = { ['\r'] = true, ['\n'] = true, ['\0'] = true };
-
 /* llhttp accepts bytes RFC 9110 forbids in a value only in lenient mode,
  * but obsolete line folding must be refused explicitly: a folded value
  * contains CR or LF once llhttp has joined it. Counts the sender's part
@@ -488,7 +485,7 @@ values_clean(const char *msg, struct http_head *h, bool response)
 		if (h->h[i].name.len == 0)
 			return false;
 		for (uint32_t j = 0; j < vs->len; j++)
-			if (value_bad[(unsigned char)v[j]])
+			if (v[j] == '\r' || v[j] == '\n' || v[j] == '\0')
 				return false;
 		/* trailing whitespace is not part of a field value (RFC 9110) */
 		while (vs->len > 0 && (v[vs->len - 1] == ' ' || v[vs->len - 1] == '\t'))
