@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blocks.h"
+
 struct buf {
 	char *data;
 	size_t start, end, cap;
@@ -65,13 +67,13 @@ buf_prepare(struct buf *b, size_t min, size_t max)
 			ncap *= 2;
 		if (ncap > max)
 			ncap = max;
-		if ((n = malloc(ncap)) == NULL)
+		if ((n = blocks_get(ncap)) == NULL)
 			return b->cap - b->end;
 		if (b->end > 0) {
 			memcpy(n, b->data, b->end);
 			explicit_bzero(b->data, b->end);
 		}
-		free(b->data);
+		blocks_put(b->data);
 		b->data = n;
 		b->cap = ncap;
 	}
@@ -104,7 +106,7 @@ buf_drop_wiped(struct buf *b)
 static inline void
 buf_free(struct buf *b)
 {
-	free(b->data);
+	blocks_put(b->data);
 	b->data = NULL;
 	b->start = b->end = b->cap = 0;
 }

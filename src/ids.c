@@ -45,16 +45,30 @@ ids_random(void)
 
 static const char hexdig[] = "0123456789abcdef";
 
+/* Eight random nibbles, one per byte, as eight lowercase hex digits at
+ * once: '0' + n, plus 39 more where n >= 10 (no byte carries into the
+ * next). Which digit lands where does not matter: all are random. */
+static inline uint64_t
+hex8(uint64_t nibbles)
+{
+	uint64_t ten_up = ((nibbles + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+
+	return nibbles + 0x3030303030303030ull + ten_up * 39;
+}
+
+/* N random hex digits; a proxied request takes 64 to 112 of them. */
 static void
 hex_random(char *out, size_t n)
 {
-	uint64_t r = 0;
+	while (n > 0) {
+		uint64_t r = ids_random();
+		uint64_t d[2] = { hex8(r & 0x0f0f0f0f0f0f0f0full),
+		    hex8(r >> 4 & 0x0f0f0f0f0f0f0f0full) };
+		size_t k = n < 16 ? n : 16;
 
-	for (size_t i = 0; i < n; i++) {
-		if ((i & 15) == 0)
-			r = ids_random();
-		out[i] = hexdig[r & 15];
-		r >>= 4;
+		memcpy(out, d, k);
+		out += k;
+		n -= k;
 	}
 }
 

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "blocks.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -68,6 +69,8 @@ main(int argc, char **argv)
 	struct config *conf;
 	int ch;
 
+	/* before OpenSSL's first allocation, or it keeps its own */
+	(void)blocks_hook_openssl();
 	no_core_dumps();	/* before any key is read */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":c:tl:Vh", longopts, NULL)) != -1) {

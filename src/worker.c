@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "blocks.h"
 #include "clock.h"
 #include "exchange.h"
 #include "exporter.h"
@@ -637,13 +638,19 @@ worker_main(void *arg)
 	ids_thread_init();
 	if (w->alog)
 		accesslog_attach(w->alog, w->base);
-	event_base_loop(w->base, 0);
+	/* one turn at a time, each with one reading of the clock (clock.h);
+	 * a turn ends early when the loop is told to exit */
+	do {
+		clock_turn_begin();
+	} while (event_base_loop(w->base, EVLOOP_ONCE) == 0 && !event_base_got_exit(w->base));
+	clock_turn_end();
 	proxy_close_all(w);	/* their access log lines go out before detaching */
 	if (w->alog) {
 		accesslog_flush(w->alog);
 		accesslog_detach(w->alog);
 	}
 	h2_mem_thread_end();
+	blocks_thread_end();
 	return NULL;
 }
 

@@ -100,19 +100,56 @@ START_TEST(test_uuid4_unique)
 }
 END_TEST
 
+/* Every random position of ID (N_DRAWN of them, at POS) draws each of
+ * the 16 hex digits within 2000 ids: a skewed digit table or a nibble
+ * never used would leave one out (a fair one misses with p < 1e-50). */
+static void
+check_all_digits(void (*make)(char *), size_t len, const int *pos, size_t n_pos)
+{
+	static const char digits[] = "0123456789abcdef";
+	uint16_t seen[64] = { 0 };
+	char id[128];
+
+	ck_assert_uint_le(n_pos, 64);
+	ck_assert_uint_le(len, sizeof(id));
+	for (int n = 0; n < 2000; n++) {
+		make(id);
+		for (size_t i = 0; i < n_pos; i++) {
+			const char *d = strchr(digits, id[pos[i]]);
+
+			ck_assert_msg(d != NULL && id[pos[i]] != '\0', "not hex: %.*s", (int)len, id);
+			seen[i] |= (uint16_t)(1u << (d - digits));
+		}
+	}
+	for (size_t i = 0; i < n_pos; i++)
+		ck_assert_msg(seen[i] == 0xffff, "position %d drew digits 0x%04x only",
+		    pos[i], seen[i]);
+}
+
 START_TEST(test_uuid4_uses_all_digits)
 {
-	bool seen[16] = { false };
-	char u[UUID_LEN];
+	int pos[30];
+	size_t n = 0;
 
-	/* the random positions cover the whole hex alphabet */
-	for (int n = 0; n < 200; n++) {
-		ids_uuid4(u);
-		for (int i = 0; i < 8; i++)
-			seen[strchr("0123456789abcdef", u[i]) - "0123456789abcdef"] = true;
-	}
-	for (int i = 0; i < 16; i++)
-		ck_assert_msg(seen[i], "hex digit %d never drawn", i);
+	/* all but the dashes, the version (14) and the variant (19) */
+	for (int i = 0; i < UUID_LEN; i++)
+		if (i != 8 && i != 13 && i != 18 && i != 23 && i != 14 && i != 19)
+			pos[n++] = i;
+	ck_assert_uint_eq(n, 30);
+	check_all_digits(ids_uuid4, UUID_LEN, pos, n);
+}
+END_TEST
+
+START_TEST(test_traceparent_uses_all_digits)
+{
+	int pos[48];
+	size_t n = 0;
+
+	for (int i = 3; i < 35; i++)		/* trace-id */
+		pos[n++] = i;
+	for (int i = 36; i < 52; i++)		/* parent-id */
+		pos[n++] = i;
+	check_all_digits(ids_traceparent, TRACEPARENT_LEN, pos, n);
 }
 END_TEST
 
@@ -327,6 +364,7 @@ ids_suite(void)
 	tcase_add_test(tc, test_uuid4_variants);
 	tcase_add_test(tc, test_uuid4_unique);
 	tcase_add_test(tc, test_uuid4_uses_all_digits);
+	tcase_add_test(tc, test_traceparent_uses_all_digits);
 	tcase_add_test(tc, test_random_varies);
 	tcase_add_test(tc, test_valid_lengths);
 	tcase_add_test(tc, test_valid_charset);

@@ -1,0 +1,40 @@
+/*
+ * Spare 16 KiB blocks, kept per thread.
+ *
+ * A proxied request takes four blocks of about 16 KiB and gives them back
+ * before it ends: the read buffers of both connections (buf.h) and
+ * OpenSSL's record buffers of the upstream connection, which pool_checkin
+ * releases so that an idle connection holds none. Blocks that size miss
+ * glibc's per-thread cache and cost a trip through the arena each (bin
+ * search, split, coalesce); a thread keeps up to BLOCKS_KEEP of them
+ * instead, which is no more than the arena would keep after free().
+ *
+ * A block is an ordinary malloc block (free() and realloc() take it) of
+ * one usable size; any block of that usable size given back is kept.
+ * Sanitizer builds keep none: every block goes back to malloc, where ASan
+ * watches it.
+ */
+#ifndef FERRY_BLOCKS_H
+#define FERRY_BLOCKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define BLOCKS_MIN	16384			/* smallest request served */
+#define BLOCKS_SIZE	(16384 + 512)		/* and largest: a TLS record buffer */
+#define BLOCKS_KEEP	8			/* per thread */
+
+/* malloc(N), from the thread's spares when N is in the class. */
+void *blocks_get(size_t n);
+/* free(P), kept when P is a block of the class and there is room. */
+void blocks_put(void *p);
+/* Blocks the calling thread keeps. */
+size_t blocks_kept(void);
+/* Gives the calling thread's spares back to malloc (a worker that ends
+ * calls it). */
+void blocks_thread_end(void);
+/* Routes OpenSSL's allocations through here. Only before OpenSSL's first
+ * allocation; false if too late (or in a sanitizer build). */
+bool blocks_hook_openssl(void);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * Unit tests for src/blocks.c: spare 16 KiB blocks kept per thread, for
+ * ferry's read buffers and OpenSSL's record buffers.
+ */
+#include <malloc.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+#include <openssl/crypto.h>
+
+#include "blocks.h"
+#include "buf.h"
+
+/* Sanitizer builds keep no block: each goes back to malloc. */
+static bool
+keeps_blocks(void)
+{
+	blocks_thread_end();
+	blocks_put(blocks_get(BLOCKS_MIN));
+	return blocks_kept() > 0;
+}
+
+START_TEST(test_block_is_kept_and_reused)
+{
+	char *p, *q;
+
+	if (!keeps_blocks())
+		return;
+	blocks_thread_end();
+	ck_assert_uint_eq(blocks_kept(), 0);
+	p = blocks_get(BLOCKS_MIN);
+	ck_assert_ptr_nonnull(p);
+	/* every block serves the largest request of the class */
+	ck_assert_uint_ge(malloc_usable_size(p), BLOCKS_SIZE);
+	memset(p, 0x5a, BLOCKS_SIZE);
+	blocks_put(p);
+	ck_assert_uint_eq(blocks_kept(), 1);
+	q = blocks_get(BLOCKS_SIZE);
+	ck_assert_ptr_eq(q, p);
+	ck_assert_uint_eq(blocks_kept(), 0);
+	blocks_put(q);
+	blocks_thread_end();
+	ck_assert_uint_eq(blocks_kept(), 0);
+}
+END_TEST
+
+START_TEST(test_other_sizes_go_to_malloc)
+{
+	void *small, *big;
+
+	blocks_thread_end();
+	small = blocks_get(BLOCKS_MIN - 1);
+	/* past the class's usable size (malloc rounds BLOCKS_SIZE up) */
+	big = blocks_get(BLOCKS_SIZE + 64);
+	ck_assert_ptr_nonnull(small);
+	ck_assert_ptr_nonnull(big);
+	ck_assert_uint_lt(malloc_usable_size(small), malloc_usable_size(big));
+	blocks_put(small);
+	blocks_put(big);
+	ck_assert_uint_eq(blocks_kept(), 0);
+	blocks_put(NULL);
+	ck_assert_uint_eq(blocks_kept(), 0);
+}
+END_TEST
+
+START_TEST(test_kept_blocks_bounded)
+{
+	void *p[BLOCKS_KEEP + 3];
+
+	if (!keeps_blocks())
+		return;
+	blocks_thread_end();
+	for (size_t i = 0; i < BLOCKS_KEEP + 3; i++)
+		p[i] = blocks_get(BLOCKS_MIN + i);
+	for (size_t i = 0; i < BLOCKS_KEEP + 3; i++)
+		blocks_put(p[i]);
+	ck_assert_uint_eq(blocks_kept(), BLOCKS_KEEP);
+	blocks_thread_end();
+	ck_assert_uint_eq(blocks_kept(), 0);
+}
+END_TEST
+
+/* A read buffer's first block comes from the spares and goes back to them;
+ * one that grows past the class leaves its block behind. */
+START_TEST(test_buf_uses_blocks)
+{
+	struct buf b = { 0 };
+	char *first;
+
+	if (!keeps_blocks())
+		return;
+	blocks_thread_end();
+	ck_assert_uint_ge(buf_prepare(&b, 16384, 1 << 20), 16384);
+	first = b.data;
+	memset(b.data, 'x', 100);
+	b.end = 100;
+	ck_assert_uint_ge(buf_prepare(&b, 32768, 1 << 20), 32768);
+	ck_assert_ptr_ne(b.data, first);
+	ck_assert_int_eq(b.data[99], 'x');
+	ck_assert_uint_eq(blocks_kept(), 1);	/* the first block, back */
+	buf_free(&b);
+	ck_assert_uint_eq(blocks_kept(), 1);	/* 64 KiB is no block */
+	ck_assert_uint_ge(buf_prepare(&b, 16384, 1 << 20), 16384);
+	ck_assert_ptr_eq(b.data, first);
+	buf_free(&b);
+	blocks_thread_end();
+}
+END_TEST
+
+/* OpenSSL's record buffers (16 KiB and a header) come from the spares
+ * once hooked; its other allocations, and realloc, behave as its own. */
+START_TEST(test_openssl_hook)
+{
+	void *rec, *again, *small, *grown;
+
+	/* each test runs in a fresh child: OpenSSL has allocated nothing */
+	if (!blocks_hook_openssl()) {
+		ck_assert(!keeps_blocks());	/* only sanitizer builds refuse */
+		return;
+	}
+	blocks_thread_end();
+	rec = OPENSSL_malloc(16712);
+	ck_assert_ptr_nonnull(rec);
+	memset(rec, 1, 16712);
+	OPENSSL_free(rec);
+	ck_assert_uint_eq(blocks_kept(), 1);
+	again = OPENSSL_malloc(16584);
+	ck_assert_ptr_eq(again, rec);
+	OPENSSL_clear_free(again, 16584);
+	ck_assert_uint_eq(blocks_kept(), 1);
+	ck_assert_ptr_null(OPENSSL_malloc(0));
+	small = OPENSSL_zalloc(24);
+	ck_assert_ptr_nonnull(small);
+	ck_assert_int_eq(((char *)small)[23], 0);
+	grown = OPENSSL_realloc(small, 100000);
+	ck_assert_ptr_nonnull(grown);
+	ck_assert_int_eq(((char *)grown)[23], 0);
+	ck_assert_ptr_null(OPENSSL_realloc(grown, 0));
+	OPENSSL_free(NULL);
+	ck_assert_uint_eq(blocks_kept(), 1);
+	blocks_thread_end();
+}
+END_TEST
+
+/* A second hook is refused once OpenSSL has allocated: its own functions
+ * stay, and nothing mixes. */
+START_TEST(test_openssl_hook_too_late)
+{
+	OPENSSL_free(OPENSSL_malloc(32));
+	ck_assert(!blocks_hook_openssl());
+}
+END_TEST
+
+static Suite *
+blocks_suite(void)
+{
+	Suite *s = suite_create("blocks");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_block_is_kept_and_reused);
+	tcase_add_test(tc, test_other_sizes_go_to_malloc);
+	tcase_add_test(tc, test_kept_blocks_bounded);
+	tcase_add_test(tc, test_buf_uses_blocks);
+	tcase_add_test(tc, test_openssl_hook);
+	tcase_add_test(tc, test_openssl_hook_too_late);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(blocks_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
