@@ -161,6 +161,48 @@ copy_header(struct sbuf *out, const char *msg, const struct http_header *hd)
 	sbuf_add(out, "\r\n", 2);
 }
 
+/*
+ * Fields forwarded as they came are copied as runs of whole lines: a line
+ * that reads exactly "name: value\r\n" in the message (one space, no
+ * trailing space, CRLF) is the bytes copy_header would write, and lines
+ * that follow each other make one copy. Anything else written in between
+ * ends the run first (run_flush), so the order stays. Only a parsed head
+ * says where it ends (head_len): the heads ferry builds from HTTP/2 fields
+ * take copy_header.
+ */
+struct run {
+	size_t from, to;	/* pending bytes of msg; equal: none */
+};
+
+static void
+run_flush(struct sbuf *out, const char *msg, struct run *r)
+{
+	if (r->to > r->from)
+		sbuf_add(out, msg + r->from, r->to - r->from);
+	r->from = r->to = 0;
+}
+
+static void
+run_copy(struct sbuf *out, const char *msg, const struct http_head *h, struct run *r,
+    const struct http_header *hd)
+{
+	size_t line = hd->name.off, colon = line + hd->name.len;
+	size_t vend = (size_t)hd->value.off + hd->value.len;
+
+	if (hd->value.len == 0 || hd->value.off != colon + 2 || vend + 2 > h->head_len ||
+	    msg[colon] != ':' || msg[colon + 1] != ' ' || msg[vend] != '\r' ||
+	    msg[vend + 1] != '\n') {
+		run_flush(out, msg, r);
+		copy_header(out, msg, hd);
+		return;
+	}
+	if (r->to != line || r->to == r->from) {
+		run_flush(out, msg, r);
+		r->from = line;
+	}
+	r->to = vend + 2;
+}
+
 /* The header as it came, with ITEM appended to its list value. */
 static void
 append_to_list(struct sbuf *out, const char *msg, const struct http_header *hd,
@@ -347,6 +389,7 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 	int last_xff = last_index(h, HDR_FORWARDED_FOR);
 	bool tp_replaced = a->ids->traceparent != NULL;
 	bool corr_kept = false, rid_kept = false;
+	struct run run = { 0, 0 };
 
 	sbuf_add(out, msg + h->method.off, h->method.len);
 	sbuf_add(out, " ", 1);
@@ -404,12 +447,14 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 			break;
 		case HDR_VIA:
 			if ((int)i == last_via) {
+				run_flush(out, msg, &run);
 				append_to_list(out, msg, hd, a->via);
 				continue;
 			}
 			break;
 		case HDR_FORWARDED_FOR:
 			if ((int)i == last_xff && a->forwarded_for) {
+				run_flush(out, msg, &run);
 				append_to_list(out, msg, hd, a->forwarded_for);
 				continue;
 			}
@@ -417,8 +462,9 @@ headers_build_request(struct sbuf *out, const char *msg, const struct http_head 
 		default:
 			break;
 		}
-		copy_header(out, msg, hd);
+		run_copy(out, msg, h, &run, hd);
 	}
+	run_flush(out, msg, &run);
 	if (a->upgrade)
 		sbuf_adds(out, "connection: upgrade\r\n");
 	if (a->auth_key) {
@@ -509,6 +555,7 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 {
 	size_t start = out->len;
 	bool vary = false;
+	struct run run = { 0, 0 };
 
 	sbuf_add(out, "HTTP/1.1 ", 9);
 	sbuf_addu(out, (unsigned)h->status);
@@ -523,8 +570,11 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 		if (!a->interim && (a->rules[0] || a->rules[1]) &&
 		    rules_drop(a->rules, 0, msg + hd->name.off, hd->name.len))
 			continue;
-		if (a->coding && coding_header(out, msg, hd, a->coding, &vary))
-			continue;
+		if (a->coding) {
+			run_flush(out, msg, &run);
+			if (coding_header(out, msg, hd, a->coding, &vary))
+				continue;
+		}
 		switch (hd->kind) {
 		case HDR_CORRELATION_ID:
 		case HDR_REQUEST_ID:
@@ -536,8 +586,9 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 		default:
 			break;
 		}
-		copy_header(out, msg, hd);
+		run_copy(out, msg, h, &run, hd);
 	}
+	run_flush(out, msg, &run);
 	if (a->ids) {
 		add_header(out, "x-correlation-id", a->ids->correlation, a->ids->correlation_len);
 		add_header(out, "x-request-id", a->ids->request, a->ids->request_len);

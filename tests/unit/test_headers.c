@@ -659,6 +659,90 @@ START_TEST(test_request_connection_cannot_drop_ids)
 }
 END_TEST
 
+/* Lines copied whole (runs) and fields rebuilt one by one write the same
+ * bytes: the same fields, spaced canonically or not, come out alike, and
+ * what ferry drops or appends between them keeps its place. */
+START_TEST(test_request_runs_match_rebuilt_fields)
+{
+	static const char canonical[] =
+	    "POST /x HTTP/1.1\r\n"
+	    "Host: a\r\n"
+	    "A: 1\r\n"
+	    "B: two words\r\n"
+	    "Connection: X-Hop\r\n"
+	    "X-Hop: gone\r\n"
+	    "C: 3\r\n"
+	    "Via: 1.0 app\r\n"
+	    "D: 4\r\n"
+	    "E: 5\r\n"
+	    "\r\n";
+	static const char spaced[] =
+	    "POST /x HTTP/1.1\r\n"
+	    "Host: a\r\n"
+	    "A:1\r\n"
+	    "B:   two words  \r\n"
+	    "Connection: X-Hop\r\n"
+	    "X-Hop: gone\r\n"
+	    "C:\t3\t\r\n"
+	    "Via:  1.0 app\r\n"
+	    "D: 4 \r\n"
+	    "E: 5\r\n"
+	    "\r\n";
+	static const char want[] =
+	    "POST /api HTTP/1.1\r\n"
+	    "host: user-service\r\n"
+	    "A: 1\r\n"
+	    "B: two words\r\n"
+	    "C: 3\r\n"
+	    "Via: 1.0 app, " VIA "\r\n"
+	    "D: 4\r\n"
+	    "E: 5\r\n"
+	    "x-correlation-id: c-1\r\n"
+	    "x-request-id: r-1\r\n"
+	    "\r\n";
+	struct upstream_head_args a = outbound_args(&new_ids);
+
+	ck_assert_str_eq(build_req(canonical, &a), want);
+	ck_assert_str_eq(build_req(spaced, &a), want);
+}
+END_TEST
+
+START_TEST(test_response_runs_match_rebuilt_fields)
+{
+	static const char canonical[] =
+	    "HTTP/1.1 200 OK\r\n"
+	    "Server: s\r\n"
+	    "X-Request-Id: up\r\n"
+	    "Content-Length: 2\r\n"
+	    "Keep-Alive: timeout=5\r\n"
+	    "ETag: \"e\"\r\n"
+	    "\r\n";
+	static const char spaced[] =
+	    "HTTP/1.1 200 OK\r\n"
+	    "Server:s\r\n"
+	    "X-Request-Id: up\r\n"
+	    "Content-Length:  2 \r\n"
+	    "Keep-Alive: timeout=5\r\n"
+	    "ETag: \"e\"\t\r\n"
+	    "\r\n";
+	static const char want[] =
+	    "HTTP/1.1 200 OK\r\n"
+	    "Server: s\r\n"
+	    "Content-Length: 2\r\n"
+	    "ETag: \"e\"\r\n"
+	    "x-correlation-id: c-1\r\n"
+	    "x-request-id: r-1\r\n"
+	    "keep-alive: timeout=60\r\n"
+	    "\r\n";
+	struct downstream_head_args a = {
+		.ids = &new_ids, .keep_alive = true, .keep_alive_timeout = 60,
+	};
+
+	ck_assert_str_eq(build_resp(canonical, &a), want);
+	ck_assert_str_eq(build_resp(spaced, &a), want);
+}
+END_TEST
+
 START_TEST(test_response_basic)
 {
 	static const char msg[] =
@@ -1181,6 +1265,8 @@ headers_suite(void)
 	tcase_add_test(tq, test_request_via);
 	tcase_add_test(tq, test_request_host_and_target);
 	tcase_add_test(tq, test_request_passthrough);
+	tcase_add_test(tq, test_request_runs_match_rebuilt_fields);
+	tcase_add_test(tq, test_response_runs_match_rebuilt_fields);
 	tcase_add_test(tq, test_request_inbound);
 	tcase_add_test(tq, test_request_connection_cannot_drop_framing);
 	tcase_add_test(tq, test_request_connection_cannot_drop_via);

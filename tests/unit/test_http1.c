@@ -515,6 +515,28 @@ START_TEST(test_reject_obs_fold)
 }
 END_TEST
 
+/* The value check reads eight bytes at a time: a fold is refused at every
+ * offset in the value and every length of it, and obs-text, whose bytes
+ * differ from CR, LF and NUL only in the high bit, is kept. */
+START_TEST(test_value_check_every_offset)
+{
+	char msg[128], want[40];
+
+	for (size_t k = 1; k <= 24; k++) {
+		for (size_t i = 0; i < k; i++)
+			want[i] = (char)(i % 2 ? 0x8d : 0x8a);
+		want[k] = '\0';
+		snprintf(msg, sizeof(msg), "GET / HTTP/1.1\r\nHost: a\r\nX: %s\r\n b\r\n\r\n", want);
+		req_init();
+		ck_assert_msg(parse_error(msg, strlen(msg)) == HTTP_ERR_BAD, "fold after %zu", k);
+		snprintf(msg, sizeof(msg), "GET / HTTP/1.1\r\nHost: a\r\nX: %s\r\n\r\n", want);
+		req_init();
+		parse_head(msg, strlen(msg));
+		assert_slice(msg, head.h[1].value, want);
+	}
+}
+END_TEST
+
 START_TEST(test_reject_bad_value_bytes)
 {
 	static const char nul[] = "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n";
@@ -1496,6 +1518,7 @@ http1_suite(void)
 	tcase_add_test(tl, test_reject_differing_cl);
 	tcase_add_test(tl, test_reject_bad_cl);
 	tcase_add_test(tl, test_reject_obs_fold);
+	tcase_add_test(tl, test_value_check_every_offset);
 	tcase_add_test(tl, test_reject_bad_value_bytes);
 	tcase_add_test(tl, test_reject_bad_request_lines);
 	tcase_add_test(tl, test_reject_bad_header_names);
