@@ -130,7 +130,7 @@ stream_free_deferred(evutil_socket_t fd, short what, void *arg)
 	buf_free(&st->out);
 	proxy_exchange_free(&st->x);
 	gen_unref(st->x.w, st->gen);
-	free(st);
+	h2_stream_free(st, sizeof(*st));
 }
 
 /* Frees ST once nghttp2 and the exchange are both done with it. */
@@ -685,7 +685,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	x = &st->x;
 	if (proxy_exchange_init(x, hc->w, &h2_down_ops) != 0) {
 		proxy_exchange_free(x);
-		free(st);
+		h2_stream_free(st, sizeof(*st));
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
 	st->hc = hc;

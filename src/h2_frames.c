@@ -72,16 +72,6 @@ h2_next_field(char **p, char *end, struct h2_field *f)
 	return true;
 }
 
-void *
-h2_stream_alloc(size_t size, size_t zero_end)
-{
-	void *p = malloc(size);
-
-	if (p != NULL)
-		memset(p, 0, zero_end);
-	return p;
-}
-
 uint8_t
 h2_nv_flags(const char *name, size_t nlen)
 {

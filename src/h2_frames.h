@@ -32,11 +32,6 @@ struct conn;
  * when NG failed or C broke. */
 int h2_send_frames(nghttp2_session *ng, struct conn *c);
 
-/* A stream of SIZE bytes zeroed up to ZERO_END: a stream's head table is
- * last and 2.4 KiB, and only its first n_headers entries are ever read, so
- * zeroing it was the costliest line of a request. */
-void *h2_stream_alloc(size_t size, size_t zero_end);
-
 /* The end of the line at P: its "\r\n", or NULL before END. */
 char *h2_line_end(char *p, const char *end);
 

@@ -141,6 +141,55 @@ h2_mem(void)
 	return &mem;
 }
 
+struct stream_spares {
+	size_t size;		/* 0: unclaimed */
+	size_t n;
+	void *p[H2_STREAMS_KEEP];
+};
+
+static _Thread_local struct stream_spares streams[2];
+
+static struct stream_spares *
+spares_of(size_t size, bool claim)
+{
+	for (size_t i = 0; i < 2; i++)
+		if (streams[i].size == size || (claim && streams[i].size == 0)) {
+			streams[i].size = size;
+			return &streams[i];
+		}
+	return NULL;
+}
+
+void *
+h2_stream_alloc(size_t size, size_t zero_end)
+{
+	struct stream_spares *sp = H2_MEM_KEEP ? spares_of(size, false) : NULL;
+	void *p = sp != NULL && sp->n > 0 ? sp->p[--sp->n] : malloc(size);
+
+	if (p != NULL)
+		memset(p, 0, zero_end);
+	return p;
+}
+
+void
+h2_stream_free(void *p, size_t size)
+{
+	struct stream_spares *sp = H2_MEM_KEEP && p != NULL ? spares_of(size, true) : NULL;
+
+	if (sp != NULL && sp->n < H2_STREAMS_KEEP)
+		sp->p[sp->n++] = p;
+	else
+		free(p);
+}
+
+size_t
+h2_streams_kept(size_t size)
+{
+	struct stream_spares *sp = spares_of(size, false);
+
+	return sp != NULL ? sp->n : 0;
+}
+
 size_t
 h2_mem_cached(void)
 {
@@ -160,4 +209,9 @@ h2_mem_thread_end(void)
 		kept.head[cls] = NULL;
 	}
 	kept.bytes = 0;
+	for (size_t i = 0; i < 2; i++) {
+		while (streams[i].n > 0)
+			free(streams[i].p[--streams[i].n]);
+		streams[i].size = 0;
+	}
 }

@@ -28,8 +28,22 @@ nghttp2_mem *h2_mem(void);
 /* Bytes the calling thread keeps on its free lists. */
 size_t h2_mem_cached(void);
 
-/* Gives the calling thread's free lists back to malloc (a worker that
- * ends calls it). */
+/* A stream of SIZE bytes zeroed up to ZERO_END: a stream's head table is
+ * last and 2.4 KiB, and only its first n_headers entries are ever read, so
+ * zeroing it was the costliest line of a request. Streams come and go 32
+ * at a time on a connection, each some 4 KiB, past glibc's per-thread
+ * cache: a thread keeps up to H2_STREAMS_KEEP of each of two sizes (the
+ * client's streams and the upstream's), which is no more than the arena
+ * would keep after free(). None in sanitizer builds. */
+#define H2_STREAMS_KEEP 32
+void *h2_stream_alloc(size_t size, size_t zero_end);
+/* P came from h2_stream_alloc(SIZE). */
+void h2_stream_free(void *p, size_t size);
+/* Streams of SIZE the calling thread keeps. */
+size_t h2_streams_kept(size_t size);
+
+/* Gives the calling thread's free lists and streams back to malloc (a
+ * worker that ends calls it). */
 void h2_mem_thread_end(void);
 
 #endif

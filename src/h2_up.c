@@ -104,7 +104,7 @@ stream_free(struct h2up_stream *st)
 	sbuf_free(&st->raw);
 	sbuf_free(&st->trailers);
 	buf_free(&st->out);
-	free(st);
+	h2_stream_free(st, sizeof(*st));
 }
 
 /* --------------------------------------------------- request side ---- */

@@ -119,6 +119,49 @@ START_TEST(test_realloc)
 }
 END_TEST
 
+/* Streams of two sizes are kept apart, up to H2_STREAMS_KEEP each; a
+ * kept one comes back zeroed up to ZERO_END; a third size is not kept. */
+START_TEST(test_streams_kept_per_size)
+{
+	enum { DOWN = 4400, UP = 4000, OTHER = 5000, ZERO_END = 1000 };
+	unsigned char *p, *q, *many[H2_STREAMS_KEEP + 2];
+
+	h2_mem_thread_end();
+	p = h2_stream_alloc(DOWN, ZERO_END);
+	ck_assert_ptr_nonnull(p);
+	ck_assert(all_zero(p, ZERO_END));
+	memset(p, 0xAA, DOWN);
+	h2_stream_free(p, DOWN);
+	if (h2_streams_kept(DOWN) == 0)
+		return;		/* a sanitizer build: nothing is kept */
+	ck_assert_uint_eq(h2_streams_kept(DOWN), 1);
+	ck_assert_uint_eq(h2_streams_kept(UP), 0);
+	q = h2_stream_alloc(UP, ZERO_END);	/* not a DOWN one */
+	ck_assert_ptr_ne(q, p);
+	h2_stream_free(q, UP);
+	ck_assert_uint_eq(h2_streams_kept(UP), 1);
+	q = h2_stream_alloc(DOWN, ZERO_END);
+	ck_assert_ptr_eq(q, p);
+	ck_assert(all_zero(q, ZERO_END));
+	ck_assert_int_eq(q[ZERO_END], 0xAA);	/* past ZERO_END: left as it was */
+	h2_stream_free(q, DOWN);
+	h2_stream_free(h2_stream_alloc(OTHER, 0), OTHER);
+	ck_assert_uint_eq(h2_streams_kept(OTHER), 0);
+
+	for (size_t i = 0; i < H2_STREAMS_KEEP + 2; i++)
+		many[i] = h2_stream_alloc(DOWN, 0);
+	ck_assert_uint_eq(h2_streams_kept(DOWN), 0);
+	for (size_t i = 0; i < H2_STREAMS_KEEP + 2; i++)
+		h2_stream_free(many[i], DOWN);
+	ck_assert_uint_eq(h2_streams_kept(DOWN), H2_STREAMS_KEEP);
+	h2_stream_free(NULL, DOWN);
+	ck_assert_uint_eq(h2_streams_kept(DOWN), H2_STREAMS_KEEP);
+	h2_mem_thread_end();
+	ck_assert_uint_eq(h2_streams_kept(DOWN), 0);
+	ck_assert_uint_eq(h2_streams_kept(UP), 0);
+}
+END_TEST
+
 static Suite *
 h2_mem_suite(void)
 {
@@ -130,6 +173,7 @@ h2_mem_suite(void)
 	tcase_add_test(tc, test_calloc_zero_from_kept_block);
 	tcase_add_test(tc, test_kept_bytes_bounded);
 	tcase_add_test(tc, test_realloc);
+	tcase_add_test(tc, test_streams_kept_per_size);
 	suite_add_tcase(s, tc);
 	return s;
 }
