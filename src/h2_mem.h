@@ -35,7 +35,7 @@ size_t h2_mem_cached(void);
  * cache: a thread keeps up to H2_STREAMS_KEEP of each of two sizes (the
  * client's streams and the upstream's), which is no more than the arena
  * would keep after free(). None in sanitizer builds. */
-#define H2_STREAMS_KEEP 32
+#define H2_STREAMS_KEEP 128
 void *h2_stream_alloc(size_t size, size_t zero_end);
 /* P came from h2_stream_alloc(SIZE). */
 void h2_stream_free(void *p, size_t size);
