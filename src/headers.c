@@ -143,14 +143,26 @@ headers_framing_ok(const struct http_head *h)
 	return h->chunked || headers_find(h, HDR_TRANSFER_ENCODING) == NULL;
 }
 
-static void
-add_header(struct sbuf *out, const char *name, const char *value, size_t vlen)
+/* "name: value\r\n" in one reservation */
+static inline void
+add_field(struct sbuf *out, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-	sbuf_adds(out, name);
-	sbuf_add(out, ": ", 2);
-	sbuf_add(out, value, vlen);
-	sbuf_add(out, "\r\n", 2);
+	char *p;
+
+	if (!sbuf_grow(out, nlen + vlen + 4))
+		return;
+	p = out->p + out->len;
+	memcpy(p, name, nlen);
+	memcpy(p + nlen, ": ", 2);
+	if (vlen > 0)
+		memcpy(p + nlen + 2, value, vlen);
+	memcpy(p + nlen + 2 + vlen, "\r\n", 2);
+	out->len += nlen + vlen + 4;
 }
+
+/* NAME is a string literal ("" NAME "" accepts nothing else) */
+#define add_header(out, name, value, vlen) \
+	add_field(out, "" name "", sizeof(name) - 1, value, vlen)
 
 static void
 copy_header(struct sbuf *out, const char *msg, const struct http_header *hd)
@@ -296,12 +308,12 @@ rules_emit(struct sbuf *out, const struct conf_hrules *const *rs)
 			continue;
 		for (size_t j = 0; j < r->n_set; j++)
 			if (!rules_drop(rs, i + 1, r->set[j].name, strlen(r->set[j].name)))
-				add_header(out, r->set[j].name, r->set[j].value,
-				    strlen(r->set[j].value));
+				add_field(out, r->set[j].name, strlen(r->set[j].name),
+				    r->set[j].value, strlen(r->set[j].value));
 		for (size_t j = 0; j < r->n_add; j++)
 			if (!rules_drop(rs, i + 1, r->add[j].name, strlen(r->add[j].name)))
-				add_header(out, r->add[j].name, r->add[j].value,
-				    strlen(r->add[j].value));
+				add_field(out, r->add[j].name, strlen(r->add[j].name),
+				    r->add[j].value, strlen(r->add[j].value));
 	}
 }
 
