@@ -144,6 +144,29 @@ utf8_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+#define ONES	0x0101010101010101ull
+#define HIGHS	0x8080808080808080ull
+
+/* Eight bytes that all pass as they are: 0x20-0x7e but '"' and '\\'.
+ * The tests below are exact as to whether some byte matches (the one for
+ * bytes under 0x20 once no byte has its high bit set). */
+static inline bool
+plain8(const unsigned char *p)
+{
+	uint64_t x, hit;
+
+	memcpy(&x, p, 8);
+	if (x & HIGHS)
+		return false;
+	hit = ((x - ONES * 0x20) & ~x) |		/* < 0x20 */
+	    ((x ^ ONES * 0x7f) - ONES) | ((x ^ ONES * '"') - ONES) |
+	    ((x ^ ONES * '\\') - ONES);
+	/* for the last three, a zero byte minus one borrows: its high bit
+	 * shows; a byte of 0x01-0x7f leaves its high bit clear, and no byte
+	 * here has one set to start with */
+	return (hit & HIGHS) == 0;
+}
+
 void
 json_escape(struct sbuf *out, const char *str, size_t n)
 {
@@ -152,8 +175,17 @@ json_escape(struct sbuf *out, const char *str, size_t n)
 	size_t i = 0, run = 0;
 
 	while (i < n) {
-		unsigned char c = s[i];
+		unsigned char c;
 		size_t ul;
+
+		/* an access log line is mostly plain ASCII */
+		while (i + 8 <= n && plain8(s + i)) {
+			i += 8;
+			run += 8;
+		}
+		if (i == n)
+			break;
+		c = s[i];
 
 		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
 			i++;

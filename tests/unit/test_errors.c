@@ -474,6 +474,81 @@ plain_utf8(const unsigned char *s, size_t n)
 	return true;
 }
 
+/* json_escape as it was, one byte at a time: the eight-at-a-time scan
+ * must write exactly the same. */
+static void
+escape_ref(struct sbuf *o, const unsigned char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = s[i];
+		char e[8];
+
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+			sbuf_add(o, s + i, 1);
+		} else if (c >= 0x80) {
+			/* the valid UTF-8 sequence starting here, or U+FFFD */
+			size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 :
+			    c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+			bool ok = len > 0 && i + len <= n;
+			uint32_t cp = c & (0x7f >> len);
+
+			for (size_t k = 1; ok && k < len; k++) {
+				ok = (s[i + k] & 0xc0) == 0x80;
+				cp = cp << 6 | (s[i + k] & 0x3f);
+			}
+			if (ok && ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+			    (len == 4 && (cp < 0x10000 || cp > 0x10ffff))))
+				ok = false;
+			if (ok) {
+				sbuf_add(o, s + i, len);
+				i += len - 1;
+			} else {
+				sbuf_adds(o, "\\ufffd");
+			}
+		} else if (c == '"' || c == '\\') {
+			e[0] = '\\';
+			e[1] = (char)c;
+			sbuf_add(o, e, 2);
+		} else {
+			snprintf(e, sizeof(e), "\\u%04x", c);
+			sbuf_add(o, e, 6);
+		}
+	}
+}
+
+static void
+check_same_as_ref(const unsigned char *in, size_t len)
+{
+	struct sbuf ref = { 0 };
+
+	sbuf_clear(&out);
+	json_escape(&out, (const char *)in, len);
+	escape_ref(&ref, in, len);
+	ck_assert(!out.oom && !ref.oom);
+	ck_assert_msg(out.len == ref.len && (len == 0 || memcmp(out.p, ref.p, ref.len) == 0),
+	    "escaped \"%.*s\", want \"%.*s\"", (int)out.len, out.p ? out.p : "",
+	    (int)ref.len, ref.p ? ref.p : "");
+	sbuf_free(&ref);
+}
+
+/* Every byte value at every offset of 8-byte words, alone, next to
+ * another, and in runs that end at each length. */
+START_TEST(test_escape_every_byte_every_offset)
+{
+	unsigned char in[40];
+
+	for (unsigned b = 0; b < 256; b++)
+		for (size_t pos = 0; pos < 24; pos++)
+			for (size_t len = pos + 1; len <= pos + 17 && len <= sizeof(in); len += 4) {
+				memset(in, 'a', sizeof(in));
+				in[pos] = (unsigned char)b;
+				if (pos + 1 < len)
+					in[pos + 1] = (unsigned char)(b ^ 0x5c);
+				check_same_as_ref(in, len);
+			}
+}
+END_TEST
+
 START_TEST(test_escape_fuzz)
 {
 	unsigned seed = 12345;
@@ -489,8 +564,7 @@ START_TEST(test_escape_fuzz)
 			    (unsigned char)(seed >> 9);
 		}
 		sbuf_clear(&out);
-		json_escape(&out, (const char *)in, len);
-		ck_assert(!out.oom);
+		check_same_as_ref(in, len);
 		ck_assert_msg(json_string_ok(out.p ? out.p : "", out.len),
 		    "invalid JSON string from input %d", n);
 		/* printable, valid UTF-8 without quotes or backslashes passes
@@ -624,6 +698,7 @@ errors_suite(void)
 	tcase_add_test(te, test_escape_utf8_invalid);
 	tcase_add_test(te, test_escape_appends);
 	tcase_add_test(te, test_escape_fuzz);
+	tcase_add_test(te, test_escape_every_byte_every_offset);
 	tcase_add_test(te, test_escape_valid_utf8_unchanged);
 	tcase_add_checked_fixture(te, NULL, teardown);
 	suite_add_tcase(s, te);
