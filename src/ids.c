@@ -121,11 +121,38 @@ ids_valid(const char *s, size_t len)
 	return true;
 }
 
+#define ONES	0x0101010101010101ull
+#define HIGHS	0x8080808080808080ull
+
+/* Eight lowercase hex digits. For bytes under 0x80, adding 0x80 - LO sets
+ * a byte's high bit where it is at least LO, and adding 0x7f - HI where it
+ * is above HI, with no carry into the next byte. */
+static inline bool
+lowerhex8(uint64_t x)
+{
+	uint64_t digit = (x + ONES * (0x80 - '0')) & ~(x + ONES * (0x7f - '9'));
+	uint64_t letter = (x + ONES * (0x80 - 'a')) & ~(x + ONES * (0x7f - 'f'));
+
+	return (x & HIGHS) == 0 && ((digit | letter) & HIGHS) == HIGHS;
+}
+
 static bool
 lowerhex(const char *s, size_t n, bool *all_zero)
 {
+	size_t i = 0;
+
 	*all_zero = true;
-	for (size_t i = 0; i < n; i++) {
+	/* a traceparent is validated as it comes in and as it is logged */
+	for (; i + 8 <= n; i += 8) {
+		uint64_t x;
+
+		memcpy(&x, s + i, 8);
+		if (!lowerhex8(x))
+			return false;
+		if (x != ONES * '0')
+			*all_zero = false;
+	}
+	for (; i < n; i++) {
 		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
 			return false;
 		if (s[i] != '0')

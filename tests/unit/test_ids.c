@@ -341,6 +341,43 @@ START_TEST(test_traceparent_valid_length)
 }
 END_TEST
 
+/* The hex check reads eight bytes at a time: every byte value, at every
+ * position of the trace-id and parent-id, is judged as a byte-by-byte
+ * reading would. */
+START_TEST(test_traceparent_valid_every_byte)
+{
+	char tp[TRACEPARENT_LEN + 1];
+
+	for (int pos = 3; pos < 52; pos++) {
+		if (pos == 35)
+			continue;
+		for (unsigned b = 0; b < 256; b++) {
+			bool hex = (b >= '0' && b <= '9') || (b >= 'a' && b <= 'f');
+
+			memcpy(tp, TP_OK, sizeof(tp));
+			tp[pos] = (char)b;
+			ck_assert_msg(ids_traceparent_valid(tp, TRACEPARENT_LEN) == hex,
+			    "byte 0x%02x at %d", b, pos);
+		}
+	}
+	/* all zero in either id is refused, one digit off zero is not */
+	memcpy(tp, "00-00000000000000000000000000000000-" TP_PARENT "-01", sizeof(tp));
+	ck_assert(!ids_traceparent_valid(tp, TRACEPARENT_LEN));
+	for (int pos = 3; pos < 35; pos++) {
+		tp[pos] = '1';
+		ck_assert_msg(ids_traceparent_valid(tp, TRACEPARENT_LEN), "trace-id 1 at %d", pos);
+		tp[pos] = '0';
+	}
+	memcpy(tp, "00-" TP_TRACE "-0000000000000000-01", sizeof(tp));
+	ck_assert(!ids_traceparent_valid(tp, TRACEPARENT_LEN));
+	for (int pos = 36; pos < 52; pos++) {
+		tp[pos] = 'a';
+		ck_assert_msg(ids_traceparent_valid(tp, TRACEPARENT_LEN), "parent-id a at %d", pos);
+		tp[pos] = '0';
+	}
+}
+END_TEST
+
 START_TEST(test_traceparent_valid_separators)
 {
 	ck_assert(!tp_valid_s("00_" TP_TRACE "-" TP_PARENT "-01"));
@@ -377,6 +414,7 @@ ids_suite(void)
 	tcase_add_test(tc, test_traceparent_valid_version);
 	tcase_add_test(tc, test_traceparent_valid_length);
 	tcase_add_test(tc, test_traceparent_valid_separators);
+	tcase_add_test(tc, test_traceparent_valid_every_byte);
 	suite_add_tcase(s, tc);
 	return s;
 }
