@@ -229,6 +229,13 @@ tls_client_ctx_build(const struct conf_tls_client *t, enum tls_what *what,
 	/* the pool keeps sessions per endpoint itself */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
 	    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	/* an upstream connection holds its 16 KiB record buffers only while
+	 * a record is being written or read, not for the whole of a request
+	 * (64 requests in flight held 2 MiB); they come and go through the
+	 * thread's spare blocks (blocks.h). Not for the inbound listener:
+	 * its SSL_OP_CLEANSE_PLAINTEXT would zero the whole read buffer at
+	 * each release (conn_release_buffers). */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	return ctx;
 bad:
 	SSL_CTX_free(ctx);
