@@ -67,6 +67,7 @@ struct h2stream {
 	struct sbuf cookies;		/* cookie crumbs, joined for HTTP/1.1 */
 	bool closed;			/* nghttp2 is done with it */
 	bool freed;
+	struct deferred reap;		/* frees it after this turn's callbacks */
 	struct http_head head;		/* last: h2_stream_alloc() */
 };
 _Static_assert(offsetof(struct h2stream, head) + sizeof(struct http_head) ==
@@ -116,12 +117,10 @@ stream_of(const struct exchange *x)
 /* -------------------------------------------------------- streams ---- */
 
 static void
-stream_free_deferred(evutil_socket_t fd, short what, void *arg)
+stream_free_deferred(struct deferred *d)
 {
-	struct h2stream *st = arg;
+	struct h2stream *st = (struct h2stream *)((char *)d - offsetof(struct h2stream, reap));
 
-	(void)fd;
-	(void)what;
 	sbuf_free(&st->raw);
 	sbuf_free(&st->cookies);
 	sbuf_free(&st->trailers);
@@ -154,8 +153,10 @@ stream_maybe_free(struct h2stream *st)
 		nghttp2_session_set_stream_user_data(hc->ng, st->id, NULL);
 		h2_arm(hc);
 	}
-	/* callers up the stack may still look at it */
-	event_base_once(st->x.w->base, -1, EV_TIMEOUT, stream_free_deferred, st, NULL);
+	/* callers up the stack may still look at it; a deferred run, not an
+	 * event_base_once, as a connection frees streams by the dozen */
+	st->reap.run = stream_free_deferred;
+	worker_defer(st->x.w, &st->reap);
 }
 
 /* ----------------------------------------------------------- heads ---- */
