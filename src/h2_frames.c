@@ -1,3 +1,4 @@
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,30 @@ h2_line_end(char *p, const char *end)
 	return NULL;
 }
 
+#define ONES	0x0101010101010101ull
+#define HIGHS	0x8080808080808080ull
+
+/* A-Z to a-z from P to END, eight bytes at a time: in the low seven bits
+ * of a byte, adding 0x80 - 'A' sets the high bit where it is at least 'A',
+ * adding 0x7f - 'Z' where it is past 'Z', carrying into no other byte;
+ * bytes with the high bit set are no letters. */
+static void
+lower_ascii(char *p, const char *end)
+{
+	for (; end - p >= 8; p += 8) {
+		uint64_t x, y, upper;
+
+		memcpy(&x, p, 8);
+		y = x & ~HIGHS;
+		upper = (y + ONES * (0x80 - 'A')) & ~(y + ONES * (0x7f - 'Z')) & ~x & HIGHS;
+		x |= upper >> 2;
+		memcpy(p, &x, 8);
+	}
+	for (; p < end; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p + 32);
+}
+
 bool
 h2_next_field(char **p, char *end, struct h2_field *f)
 {
@@ -62,9 +87,7 @@ h2_next_field(char **p, char *end, struct h2_field *f)
 		if ((colon = memchr(*p, ':', (size_t)(eol - *p))) != NULL)
 			break;
 	}
-	for (char *q = *p; q < colon; q++)
-		if (*q >= 'A' && *q <= 'Z')
-			*q = (char)(*q + 32);
+	lower_ascii(*p, colon);
 	for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
 		;
 	*f = (struct h2_field){ *p, v, (size_t)(colon - *p), (size_t)(eol - v) };
