@@ -341,6 +341,22 @@ START_TEST(test_traceparent_valid_length)
 }
 END_TEST
 
+/* TP has an all-zero id at [FROM, TO): refused, and taken with any one
+ * of its digits made non-zero. */
+static void
+check_zero_id(const char *tp, int from, int to)
+{
+	char t[TRACEPARENT_LEN + 1];
+
+	memcpy(t, tp, sizeof(t));
+	ck_assert(!ids_traceparent_valid(t, TRACEPARENT_LEN));
+	for (int pos = from; pos < to; pos++) {
+		t[pos] = "1a"[pos % 2];
+		ck_assert_msg(ids_traceparent_valid(t, TRACEPARENT_LEN), "%c at %d", t[pos], pos);
+		t[pos] = '0';
+	}
+}
+
 /* The hex check reads eight bytes at a time: every byte value, at every
  * position of the trace-id and parent-id, is judged as a byte-by-byte
  * reading would. */
@@ -361,20 +377,8 @@ START_TEST(test_traceparent_valid_every_byte)
 		}
 	}
 	/* all zero in either id is refused, one digit off zero is not */
-	memcpy(tp, "00-00000000000000000000000000000000-" TP_PARENT "-01", sizeof(tp));
-	ck_assert(!ids_traceparent_valid(tp, TRACEPARENT_LEN));
-	for (int pos = 3; pos < 35; pos++) {
-		tp[pos] = '1';
-		ck_assert_msg(ids_traceparent_valid(tp, TRACEPARENT_LEN), "trace-id 1 at %d", pos);
-		tp[pos] = '0';
-	}
-	memcpy(tp, "00-" TP_TRACE "-0000000000000000-01", sizeof(tp));
-	ck_assert(!ids_traceparent_valid(tp, TRACEPARENT_LEN));
-	for (int pos = 36; pos < 52; pos++) {
-		tp[pos] = 'a';
-		ck_assert_msg(ids_traceparent_valid(tp, TRACEPARENT_LEN), "parent-id a at %d", pos);
-		tp[pos] = '0';
-	}
+	check_zero_id("00-00000000000000000000000000000000-" TP_PARENT "-01", 3, 35);
+	check_zero_id("00-" TP_TRACE "-0000000000000000-01", 36, 52);
 }
 END_TEST
 
