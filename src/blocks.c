@@ -22,34 +22,36 @@
 struct spares {
 	void *block[BLOCKS_KEEP];
 	size_t n;
+	void *small[BLOCKS_SMALL_KEEP];
+	size_t n_small;
 };
 
 static _Thread_local struct spares spares;
 
-static _Atomic size_t usable;
+/* The usable sizes of a block of each class: what malloc gives for
+ * BLOCKS_SIZE and BLOCKS_SMALL. Every thread computes the same values, so
+ * the race to store them is benign. */
+static _Atomic size_t usable, usable_small;
 
-/* The usable size of a block: what malloc gives for BLOCKS_SIZE. Every
- * thread computes the same value, so the race to store it is benign. */
-static __attribute__((noinline)) size_t
+static __attribute__((noinline)) void
 usable_init(void)
 {
-	void *p = malloc(BLOCKS_SIZE);
-	size_t u;
+	void *p = malloc(BLOCKS_SIZE), *q = malloc(BLOCKS_SMALL);
 
-	if (p == NULL)
-		return 0;
-	u = malloc_usable_size(p);
+	if (p != NULL && q != NULL) {
+		usable_small = malloc_usable_size(q);
+		usable = malloc_usable_size(p);
+	}
 	free(p);
-	usable = u;
-	return u;
+	free(q);
 }
 
 static inline size_t
 block_usable(void)
 {
-	size_t u = usable;
-
-	return u != 0 ? u : usable_init();
+	if (usable == 0)
+		usable_init();
+	return usable;
 }
 
 void *
@@ -57,25 +59,41 @@ blocks_get(size_t n)
 {
 	size_t u;
 
-	if (!KEEP || n < BLOCKS_MIN || n > BLOCKS_SIZE)
+	if (!KEEP || n < BLOCKS_SMALL || n > BLOCKS_SIZE)
 		return malloc(n);
-	if (spares.n > 0)
-		return spares.block[--spares.n];
-	/* a request of the usable size itself gets a block of that size */
-	u = block_usable();
-	return malloc(u != 0 ? u : n);
+	if (n >= BLOCKS_MIN) {
+		if (spares.n > 0)
+			return spares.block[--spares.n];
+		/* a request of the usable size itself gets a block of that size */
+		u = block_usable();
+		return malloc(u != 0 ? u : n);
+	}
+	u = (block_usable(), usable_small);
+	if (u == 0 || n > u)
+		return malloc(n);
+	if (spares.n_small > 0)
+		return spares.small[--spares.n_small];
+	return malloc(u);
 }
 
 void
 blocks_put(void *p)
 {
+	size_t u;
+
 	/* most of what OpenSSL frees is NULL */
 	if (p == NULL)
 		return;
-	if (KEEP && spares.n < BLOCKS_KEEP &&
-	    malloc_usable_size(p) == block_usable()) {
-		spares.block[spares.n++] = p;
-		return;
+	if (KEEP) {
+		u = malloc_usable_size(p);
+		if (u == block_usable() && spares.n < BLOCKS_KEEP) {
+			spares.block[spares.n++] = p;
+			return;
+		}
+		if (u == usable_small && spares.n_small < BLOCKS_SMALL_KEEP) {
+			spares.small[spares.n_small++] = p;
+			return;
+		}
 	}
 	free(p);
 }
@@ -86,11 +104,19 @@ blocks_kept(void)
 	return spares.n;
 }
 
+size_t
+blocks_small_kept(void)
+{
+	return spares.n_small;
+}
+
 void
 blocks_thread_end(void)
 {
 	while (spares.n > 0)
 		free(spares.block[--spares.n]);
+	while (spares.n_small > 0)
+		free(spares.small[--spares.n_small]);
 }
 
 static void *

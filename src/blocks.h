@@ -9,10 +9,15 @@
  * search, split, coalesce); a thread keeps up to BLOCKS_KEEP of them
  * instead, which is no more than the arena would keep after free().
  *
+ * HTTP/2 adds a second size: a client's stream takes head text buffers
+ * (sbuf.h) of 1 KiB by the dozen, 32 streams a connection at once, which
+ * outruns glibc's cache of seven blocks a size; a thread keeps up to
+ * BLOCKS_SMALL_KEEP of those.
+ *
  * A block is an ordinary malloc block (free() and realloc() take it) of
- * one usable size; any block of that usable size given back is kept.
- * Sanitizer builds keep none: every block goes back to malloc, where ASan
- * watches it.
+ * one usable size per class; any block of that usable size given back is
+ * kept. Sanitizer builds keep none: every block goes back to malloc, where
+ * ASan watches it.
  */
 #ifndef FERRY_BLOCKS_H
 #define FERRY_BLOCKS_H
@@ -23,13 +28,16 @@
 #define BLOCKS_MIN	16384			/* smallest request served */
 #define BLOCKS_SIZE	(16384 + 512)		/* and largest: a TLS record buffer */
 #define BLOCKS_KEEP	8			/* per thread */
+#define BLOCKS_SMALL	1024			/* an sbuf's first block */
+#define BLOCKS_SMALL_KEEP 64			/* per thread */
 
-/* malloc(N), from the thread's spares when N is in the class. */
+/* malloc(N), from the thread's spares when N is in a class. */
 void *blocks_get(size_t n);
-/* free(P), kept when P is a block of the class and there is room. */
+/* free(P), kept when P is a block of a class and there is room. */
 void blocks_put(void *p);
-/* Blocks the calling thread keeps. */
+/* Blocks the calling thread keeps: 16 KiB ones, and small ones. */
 size_t blocks_kept(void);
+size_t blocks_small_kept(void);
 /* Gives the calling thread's spares back to malloc (a worker that ends
  * calls it). */
 void blocks_thread_end(void);

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blocks.h"
+
 struct sbuf {
 	char *p;
 	size_t len, cap;
@@ -54,15 +56,21 @@ sbuf_grow(struct sbuf *s, size_t more)
 	ncap = s->cap ? s->cap : 1024;
 	while (ncap - s->len < more)
 		ncap *= 2;
-	if (s->secret_to > s->secret_from) {
+	if (s->p == NULL) {
+		/* the first block: a thread's spare (blocks.h) */
+		if ((n = blocks_get(ncap)) == NULL) {
+			s->oom = true;
+			return false;
+		}
+	} else if (s->secret_to > s->secret_from) {
 		/* realloc could move it and free the old copy unwiped */
-		if ((n = malloc(ncap)) == NULL) {
+		if ((n = blocks_get(ncap)) == NULL) {
 			s->oom = true;
 			return false;
 		}
 		memcpy(n, s->p, s->len);
 		explicit_bzero(s->p + s->secret_from, s->secret_to - s->secret_from);
-		free(s->p);
+		blocks_put(s->p);
 	} else if ((n = realloc(s->p, ncap)) == NULL) {
 		s->oom = true;
 		return false;
@@ -101,7 +109,7 @@ sbuf_free(struct sbuf *s)
 {
 	if (s->secret_to > s->secret_from)
 		sbuf_wipe_secret(s);
-	free(s->p);
+	blocks_put(s->p);
 	s->p = NULL;
 	s->len = s->cap = 0;
 }

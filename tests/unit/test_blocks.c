@@ -12,6 +12,7 @@
 
 #include "blocks.h"
 #include "buf.h"
+#include "sbuf.h"
 
 /* Sanitizer builds keep no block: each goes back to malloc. */
 static bool
@@ -109,6 +110,54 @@ START_TEST(test_buf_uses_blocks)
 }
 END_TEST
 
+/* The small class: an sbuf's first block, kept apart from the 16 KiB
+ * ones, up to BLOCKS_SMALL_KEEP; one that grows leaves it to realloc. */
+START_TEST(test_small_blocks)
+{
+	void *p[BLOCKS_SMALL_KEEP + 2];
+	struct sbuf s = { 0 };
+	char *first;
+
+	if (!keeps_blocks())
+		return;
+	blocks_thread_end();
+	p[0] = blocks_get(BLOCKS_SMALL);
+	ck_assert_ptr_nonnull(p[0]);
+	memset(p[0], 1, BLOCKS_SMALL);
+	blocks_put(p[0]);
+	ck_assert_uint_eq(blocks_small_kept(), 1);
+	ck_assert_uint_eq(blocks_kept(), 0);
+	ck_assert_ptr_eq(blocks_get(BLOCKS_SMALL), p[0]);
+	blocks_put(p[0]);
+	/* sbuf's first block is one */
+	sbuf_add(&s, "abc", 3);
+	ck_assert_ptr_eq(s.p, p[0]);
+	first = s.p;
+	sbuf_free(&s);
+	ck_assert_uint_eq(blocks_small_kept(), 1);
+	sbuf_add(&s, "abc", 3);
+	ck_assert_ptr_eq(s.p, first);
+	for (int i = 0; i < 2000; i++)
+		sbuf_add(&s, "0123456789", 10);
+	ck_assert(!s.oom);
+	ck_assert_int_eq(s.p[3], '0');
+	ck_assert_int_eq(s.p[s.len - 1], '9');
+	sbuf_free(&s);
+	/* a block of another usable size is none of the class (malloc
+	 * rounds to 16 bytes) */
+	p[0] = blocks_get(BLOCKS_SMALL - 16);
+	blocks_put(p[0]);
+	ck_assert_uint_eq(blocks_small_kept(), 0);
+	for (size_t i = 0; i < BLOCKS_SMALL_KEEP + 2; i++)
+		p[i] = blocks_get(BLOCKS_SMALL);
+	for (size_t i = 0; i < BLOCKS_SMALL_KEEP + 2; i++)
+		blocks_put(p[i]);
+	ck_assert_uint_eq(blocks_small_kept(), BLOCKS_SMALL_KEEP);
+	blocks_thread_end();
+	ck_assert_uint_eq(blocks_small_kept(), 0);
+}
+END_TEST
+
 /* OpenSSL's record buffers (16 KiB and a header) come from the spares
  * once hooked; its other allocations, and realloc, behave as its own. */
 START_TEST(test_openssl_hook)
@@ -163,6 +212,7 @@ blocks_suite(void)
 	tcase_add_test(tc, test_other_sizes_go_to_malloc);
 	tcase_add_test(tc, test_kept_blocks_bounded);
 	tcase_add_test(tc, test_buf_uses_blocks);
+	tcase_add_test(tc, test_small_blocks);
 	tcase_add_test(tc, test_openssl_hook);
 	tcase_add_test(tc, test_openssl_hook_too_late);
 	suite_add_tcase(s, tc);
