@@ -23,6 +23,24 @@ keeps_blocks(void)
 	return blocks_kept() > 0;
 }
 
+/* KEEP + 2 blocks of SIZE given back: KEEP are kept (KEPT counts them),
+ * and none after the thread's end. */
+static void
+fill_past_bound(size_t size, size_t keep, size_t (*kept)(void))
+{
+	void *p[BLOCKS_SMALL_KEEP + 2];
+
+	ck_assert_uint_le(keep, BLOCKS_SMALL_KEEP);
+	blocks_thread_end();
+	for (size_t i = 0; i < keep + 2; i++)
+		p[i] = blocks_get(size);
+	for (size_t i = 0; i < keep + 2; i++)
+		blocks_put(p[i]);
+	ck_assert_uint_eq(kept(), keep);
+	blocks_thread_end();
+	ck_assert_uint_eq(kept(), 0);
+}
+
 START_TEST(test_block_is_kept_and_reused)
 {
 	char *p, *q;
@@ -68,18 +86,9 @@ END_TEST
 
 START_TEST(test_kept_blocks_bounded)
 {
-	void *p[BLOCKS_KEEP + 3];
-
 	if (!keeps_blocks())
 		return;
-	blocks_thread_end();
-	for (size_t i = 0; i < BLOCKS_KEEP + 3; i++)
-		p[i] = blocks_get(BLOCKS_MIN + i);
-	for (size_t i = 0; i < BLOCKS_KEEP + 3; i++)
-		blocks_put(p[i]);
-	ck_assert_uint_eq(blocks_kept(), BLOCKS_KEEP);
-	blocks_thread_end();
-	ck_assert_uint_eq(blocks_kept(), 0);
+	fill_past_bound(BLOCKS_MIN, BLOCKS_KEEP, blocks_kept);
 }
 END_TEST
 
@@ -114,24 +123,24 @@ END_TEST
  * ones, up to BLOCKS_SMALL_KEEP; one that grows leaves it to realloc. */
 START_TEST(test_small_blocks)
 {
-	void *p[BLOCKS_SMALL_KEEP + 2];
+	void *blk;
 	struct sbuf s = { 0 };
 	char *first;
 
 	if (!keeps_blocks())
 		return;
 	blocks_thread_end();
-	p[0] = blocks_get(BLOCKS_SMALL);
-	ck_assert_ptr_nonnull(p[0]);
-	memset(p[0], 1, BLOCKS_SMALL);
-	blocks_put(p[0]);
+	blk = blocks_get(BLOCKS_SMALL);
+	ck_assert_ptr_nonnull(blk);
+	memset(blk, 1, BLOCKS_SMALL);
+	blocks_put(blk);
 	ck_assert_uint_eq(blocks_small_kept(), 1);
 	ck_assert_uint_eq(blocks_kept(), 0);
-	ck_assert_ptr_eq(blocks_get(BLOCKS_SMALL), p[0]);
-	blocks_put(p[0]);
+	ck_assert_ptr_eq(blocks_get(BLOCKS_SMALL), blk);
+	blocks_put(blk);
 	/* sbuf's first block is one */
 	sbuf_add(&s, "abc", 3);
-	ck_assert_ptr_eq(s.p, p[0]);
+	ck_assert_ptr_eq(s.p, blk);
 	first = s.p;
 	sbuf_free(&s);
 	ck_assert_uint_eq(blocks_small_kept(), 1);
@@ -145,16 +154,10 @@ START_TEST(test_small_blocks)
 	sbuf_free(&s);
 	/* a block of another usable size is none of the class (malloc
 	 * rounds to 16 bytes) */
-	p[0] = blocks_get(BLOCKS_SMALL - 16);
-	blocks_put(p[0]);
+	blk = blocks_get(BLOCKS_SMALL - 16);
+	blocks_put(blk);
 	ck_assert_uint_eq(blocks_small_kept(), 0);
-	for (size_t i = 0; i < BLOCKS_SMALL_KEEP + 2; i++)
-		p[i] = blocks_get(BLOCKS_SMALL);
-	for (size_t i = 0; i < BLOCKS_SMALL_KEEP + 2; i++)
-		blocks_put(p[i]);
-	ck_assert_uint_eq(blocks_small_kept(), BLOCKS_SMALL_KEEP);
-	blocks_thread_end();
-	ck_assert_uint_eq(blocks_small_kept(), 0);
+	fill_past_bound(BLOCKS_SMALL, BLOCKS_SMALL_KEEP, blocks_small_kept);
 }
 END_TEST
 
