@@ -68,7 +68,8 @@ blocks_get(size_t n)
 		u = block_usable();
 		return malloc(u != 0 ? u : n);
 	}
-	u = (block_usable(), usable_small);
+	(void)block_usable();	/* sets both usable sizes */
+	u = usable_small;
 	if (u == 0 || n > u)
 		return malloc(n);
 	if (spares.n_small > 0)

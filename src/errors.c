@@ -4,6 +4,7 @@
 #include "errors.h"
 #include "fate.h"
 #include "headers.h"
+#include "swar.h"
 
 static const struct {
 	int status;
@@ -144,27 +145,15 @@ utf8_len(const unsigned char *s, size_t n)
 	return len;
 }
 
-#define ONES	0x0101010101010101ull
-#define HIGHS	0x8080808080808080ull
-
-/* Eight bytes that all pass as they are: 0x20-0x7e but '"' and '\\'.
- * The tests below are exact as to whether some byte matches (the one for
- * bytes under 0x20 once no byte has its high bit set). */
+/* Eight bytes that all pass as they are: 0x20-0x7e but '"' and '\\'. */
 static inline bool
 plain8(const unsigned char *p)
 {
-	uint64_t x, hit;
+	uint64_t x = swar_load(p);
 
-	memcpy(&x, p, 8);
-	if (x & HIGHS)
-		return false;
-	hit = ((x - ONES * 0x20) & ~x) |		/* < 0x20 */
-	    ((x ^ ONES * 0x7f) - ONES) | ((x ^ ONES * '"') - ONES) |
-	    ((x ^ ONES * '\\') - ONES);
-	/* for the last three, a zero byte minus one borrows: its high bit
-	 * shows; a byte of 0x01-0x7f leaves its high bit clear, and no byte
-	 * here has one set to start with */
-	return (hit & HIGHS) == 0;
+	return (x & SWAR_HIGHS) == 0 && !swar_in_range(x, 0, 0x1f) &&
+	    !swar_zero_byte(x ^ swar_bytes(0x7f)) && !swar_zero_byte(x ^ swar_bytes('"')) &&
+	    !swar_zero_byte(x ^ swar_bytes('\\'));
 }
 
 void

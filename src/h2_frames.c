@@ -4,6 +4,7 @@
 
 #include "conn.h"
 #include "h2_frames.h"
+#include "swar.h"
 
 /* one TLS record's worth of plaintext */
 #define H2_WRITE_CHUNK 16384
@@ -52,23 +53,16 @@ h2_line_end(char *p, const char *end)
 	return NULL;
 }
 
-#define ONES	0x0101010101010101ull
-#define HIGHS	0x8080808080808080ull
-
-/* A-Z to a-z from P to END, eight bytes at a time: in the low seven bits
- * of a byte, adding 0x80 - 'A' sets the high bit where it is at least 'A',
- * adding 0x7f - 'Z' where it is past 'Z', carrying into no other byte;
- * bytes with the high bit set are no letters. */
+/* A-Z to a-z from P to END, eight bytes at a time; bytes with the high
+ * bit set are no letters. */
 static void
 lower_ascii(char *p, const char *end)
 {
 	for (; end - p >= 8; p += 8) {
-		uint64_t x, y, upper;
+		uint64_t x = swar_load(p);
+		uint64_t upper = swar_in_range(x & ~SWAR_HIGHS, 'A', 'Z') & ~x;
 
-		memcpy(&x, p, 8);
-		y = x & ~HIGHS;
-		upper = (y + ONES * (0x80 - 'A')) & ~(y + ONES * (0x7f - 'Z')) & ~x & HIGHS;
-		x |= upper >> 2;
+		x |= upper >> 2;	/* 0x80 >> 2 is the case bit */
 		memcpy(p, &x, 8);
 	}
 	for (; p < end; p++)

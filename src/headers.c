@@ -167,10 +167,7 @@ add_field(struct sbuf *out, const char *name, size_t nlen, const char *value, si
 static void
 copy_header(struct sbuf *out, const char *msg, const struct http_header *hd)
 {
-	sbuf_add(out, msg + hd->name.off, hd->name.len);
-	sbuf_add(out, ": ", 2);
-	sbuf_add(out, msg + hd->value.off, hd->value.len);
-	sbuf_add(out, "\r\n", 2);
+	add_field(out, msg + hd->name.off, hd->name.len, msg + hd->value.off, hd->value.len);
 }
 
 /*

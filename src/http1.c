@@ -3,6 +3,7 @@
 #include <strings.h>
 
 #include "http1.h"
+#include "swar.h"
 
 struct known {
 	const char *name;
@@ -469,16 +470,6 @@ http_parser_free(struct http_parser *hp)
 	sbuf_free(&hp->trailer);
 }
 
-#define ONES	0x0101010101010101ull
-#define HIGHS	0x8080808080808080ull
-
-/* Some byte of X is zero (exact as to whether, not as to which). */
-static inline uint64_t
-zero_byte(uint64_t x)
-{
-	return (x - ONES) & ~x & HIGHS;
-}
-
 /* CR, LF or NUL in V: eight bytes at a time, as every value of every
  * head passes here. */
 static bool
@@ -487,10 +478,10 @@ has_cr_lf_nul(const char *v, size_t n)
 	size_t j = 0;
 
 	for (; j + 8 <= n; j += 8) {
-		uint64_t x;
+		uint64_t x = swar_load(v + j);
 
-		memcpy(&x, v + j, 8);
-		if (zero_byte(x) | zero_byte(x ^ (ONES * '\r')) | zero_byte(x ^ (ONES * '\n')))
+		if (swar_zero_byte(x) | swar_zero_byte(x ^ swar_bytes('\r')) |
+		    swar_zero_byte(x ^ swar_bytes('\n')))
 			return true;
 	}
 	for (; j < n; j++)

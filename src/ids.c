@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include "ids.h"
+#include "swar.h"
 
 static _Thread_local uint64_t rng_state[4];
 static _Thread_local bool rng_seeded;
@@ -121,19 +122,12 @@ ids_valid(const char *s, size_t len)
 	return true;
 }
 
-#define ONES	0x0101010101010101ull
-#define HIGHS	0x8080808080808080ull
-
-/* Eight lowercase hex digits. For bytes under 0x80, adding 0x80 - LO sets
- * a byte's high bit where it is at least LO, and adding 0x7f - HI where it
- * is above HI, with no carry into the next byte. */
+/* Eight lowercase hex digits. */
 static inline bool
 lowerhex8(uint64_t x)
 {
-	uint64_t digit = (x + ONES * (0x80 - '0')) & ~(x + ONES * (0x7f - '9'));
-	uint64_t letter = (x + ONES * (0x80 - 'a')) & ~(x + ONES * (0x7f - 'f'));
-
-	return (x & HIGHS) == 0 && ((digit | letter) & HIGHS) == HIGHS;
+	return (x & SWAR_HIGHS) == 0 &&
+	    (swar_in_range(x, '0', '9') | swar_in_range(x, 'a', 'f')) == SWAR_HIGHS;
 }
 
 static bool
@@ -144,12 +138,11 @@ lowerhex(const char *s, size_t n, bool *all_zero)
 	*all_zero = true;
 	/* a traceparent is validated as it comes in and as it is logged */
 	for (; i + 8 <= n; i += 8) {
-		uint64_t x;
+		uint64_t x = swar_load(s + i);
 
-		memcpy(&x, s + i, 8);
 		if (!lowerhex8(x))
 			return false;
-		if (x != ONES * '0')
+		if (x != swar_bytes('0'))
 			*all_zero = false;
 	}
 	for (; i < n; i++) {
