@@ -715,6 +715,17 @@ client_idle(struct client *cl)
 	conn_release_buffers(cl->c);
 }
 
+/* What was read has gone on (or is all there is of a head so far): an
+ * empty read buffer goes back to the thread's spares (blocks.h) now, not
+ * when the response has been sent, so a client waiting on its upstream
+ * holds no 16 KiB block; its next read takes one back. */
+static void
+client_read_done(struct client *cl)
+{
+	if (!cl->closed)
+		buf_shrink_if_empty(&cl->in);
+}
+
 /* Sets the connection's timer to the earliest deadline of its state; an
  * exchange keeps its own deadlines meanwhile. */
 static void
@@ -1108,6 +1119,7 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		client_process(cl);
 		if (!cl->closed && buf_len(&cl->in) >= CLIENT_BUF_MAX && cl->state != CL_IDLE)
 			pause_client(cl);
+		client_read_done(cl);
 		return;
 	}
 	if (n <= 0) {
@@ -1137,6 +1149,7 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 	if (h2c_preface(cl))
 		return;
 	client_process(cl);
+	client_read_done(cl);
 }
 
 /* --------------------------------------------------------- public ---- */

@@ -13,6 +13,7 @@ still opened, used, held and closed, and only the RSS checks are skipped.
 import select
 import socket
 import ssl
+import threading
 import time
 
 import harness
@@ -29,6 +30,18 @@ MAX_KEPT = 1 << 20  # RSS still grown once they all closed (plain: <300 KiB meas
 SETTLE = 0.5        # after a step, before reading RSS
 
 INBOUND_KEY = "memory-inbound-key-0123456789"
+
+# requests waiting on their upstream (the response held back)
+N_WAIT_STEP = 50
+N_WAIT = 300
+# bytes of RSS per waiting request with a head of PAD bytes: its request
+# state (the head among it), the upstream connection, the descriptors
+# (23 KiB measured). The client's read buffer held until the response, as
+# before this was built, adds the pages the head filled (35 KiB measured).
+MAX_PER_WAITING = 29 * 1024
+HOLD_MAX = 60       # seconds the upstream holds a response at most
+WAIT_BATCH = 25
+PAD = 8000
 
 
 def vm_rss(pid):
@@ -145,3 +158,57 @@ class IdleMemoryTest(FerryTestCase):
 
 if __name__ == "__main__":
     harness.main()
+
+
+class WaitingMemoryTest(FerryTestCase):
+    """A client whose request went upstream and waits for the response
+    holds no read buffer: it went back when the request left (h1_down.c
+    client_read_done), and the next request takes one again."""
+
+    def test_waiting_requests_hold_no_read_buffer(self):
+        release = threading.Event()
+        answer = fixed(body=b"w" * 64)
+
+        def held(conn, req):
+            release.wait(HOLD_MAX)
+            answer(conn, req)
+        up = self.upstream(held, tls=False)
+        f = self.ferry({"svc": service(up)}, workers=1)
+        pid = f.proc.pid
+        # a large head: a buffer that held it keeps pages the size of it
+        request = b"GET /wait HTTP/1.1\r\nHost: svc\r\nX-Pad: %s\r\n\r\n" % (b"p" * PAD)
+        clients = []
+
+        def send(n):
+            # in steps the upstream's accept loop keeps up with (its
+            # backlog is 128; ferry's connect timeout is 1 s)
+            while len(clients) < n:
+                for _ in range(min(WAIT_BATCH, n - len(clients))):
+                    s = socket.create_connection(("127.0.0.1", f.outbound_port),
+                                                 timeout=HOLD_MAX)
+                    clients.append(s)
+                    s.sendall(request)
+                up.wait_requests(len(clients), timeout=30)
+            time.sleep(SETTLE)
+            return vm_rss(pid)
+        try:
+            step = send(N_WAIT_STEP)
+            full = send(N_WAIT)
+            release.set()
+            for s in clients:
+                resp = read_response(Reader(s))
+                self.assertEqual(resp.status, 200)
+                self.assertEqual(resp.body, b"w" * 64)
+            # the connections go on: a second request on each of a few
+            for s in clients[::30]:
+                one_request(s, request)
+        finally:
+            release.set()
+            for s in clients:
+                s.close()
+        if sanitized(pid):
+            return
+        per_request = (full - step) / (N_WAIT - N_WAIT_STEP)
+        self.assertLess(per_request, MAX_PER_WAITING,
+                        "RSS %d with %d requests waiting, %d with %d: %.0f bytes per "
+                        "waiting request" % (step, N_WAIT_STEP, full, N_WAIT, per_request))
