@@ -432,7 +432,10 @@ ynode_path(const struct ynode *n, char *buf, size_t len)
 		if (c->pkey != NULL) {
 			if (out)
 				ypath_append(buf, len, &out, ".");
-			ypath_append(buf, len, &out, c->pkey->str);
+			/* a complex key ("? {a: b}") has no text: check_keys
+			 * refuses it, and the nodes under it are still named */
+			ypath_append(buf, len, &out,
+			    c->pkey->kind == YSCALAR ? c->pkey->str : "?");
 			continue;
 		}
 		w = snprintf(buf + (out < len ? out : len),

@@ -547,6 +547,12 @@ static const struct {
 	  F ":1:1: unknown key \"bogus\"\n" },
 	{ "{[a]: 1, listeners: {inbound: {auth: {keys_env: [FERRY_TEST_UNSET]}}}}\n",
 	  F ":1:2: a mapping key must be a scalar\n" },
+	/* a complex key has no text: the nodes under it are named by "?"
+	 * (the path of the duplicate read the key's NULL text; found by the
+	 * fuzz smoke, regressions/config/complex-key-path.yaml) */
+	{ "{? {a: 1}: {x: 1, x: 2}}\n",
+	  F ":1:4: a mapping key must be a scalar\n"
+	  F ":1:19: ?: duplicate key \"x\"\n" },
 };
 
 START_TEST(test_shape_errors_stop_loading)
