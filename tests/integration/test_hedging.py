@@ -91,11 +91,15 @@ class HedgingTest(FerryTestCase):
         self.assertLess(max(times), 0.3, "a GET waited for the slow endpoint: %r" % times)
         # round robin sent about half of them to the slow one first
         self.assertGreaterEqual(len(slow.requests), 5)
-        won = hedges(f, "won")
+        won, lost = hedges(f, "won"), hedges(f, "lost")
         # (a loaded upstream thread may read a request after ferry hedged it)
-        wait_until(lambda: len(slow.requests) >= won, 3)
-        self.assertEqual(won, len(slow.requests), "every hedge of a slow attempt won: %s\n%s"
+        wait_until(lambda: len(slow.requests) >= won + lost, 3)
+        # every attempt at the slow one lost: the first attempts there to
+        # a hedge that won, and (on a loaded machine) a hedge sent there
+        # when the fast one took over 50 ms to a first attempt that won
+        self.assertEqual(won + lost, len(slow.requests), "every slow attempt lost: %s\n%s"
                          % ([r.target for r in slow.requests], f.stdout_text()[-3000:]))
+        self.assertGreaterEqual(won, 5)
         # the slow attempts were cancelled: their connections closed
         wait_until(lambda: len(cancelled) == len(slow.requests), 3)
         self.assertEqual(sorted(cancelled), sorted(r.target for r in slow.requests))
@@ -115,11 +119,12 @@ class HedgingTest(FerryTestCase):
         log = [e for e in f.access_log() if e.get("service") == "svc"]
         self.assertEqual(len(log), 20)
         hedged = [e for e in log if e.get("attempts") == 2]
-        self.assertEqual(len(hedged), won)
+        self.assertEqual(len(hedged), won + lost)
         self.assertTrue(all(e["upstream"] == fast.address for e in hedged), hedged[:2])
-        # SPEC §16: their fate says how they were won, the rest were plain ok
-        self.assertEqual({e["fate"] for e in hedged}, {"ok_by_hedge"} if hedged else set())
-        self.assertEqual({e["fate"] for e in log if e.get("attempts") == 1}, {"ok"})
+        # SPEC §16: the fate says a hedge won; a first attempt that beat its
+        # hedge, and the requests never hedged, were plain ok
+        self.assertEqual(len([e for e in hedged if e["fate"] == "ok_by_hedge"]), won)
+        self.assertEqual({e["fate"] for e in log if e["fate"] != "ok_by_hedge"}, {"ok"})
         self.assertEqual(counter(f, "ferry_request_fate_total", direction="outbound",
                                  service="svc", fate="ok_by_hedge"), won)
         self.assert_upstream_clean(slow)
@@ -256,7 +261,11 @@ class HedgingTest(FerryTestCase):
         wait_until(lambda: len(slow.resets) >= len(held), 2)
         self.assertEqual({p: slow.resets.get(p) for p in held},
                          {p: 8 for p in held}, "the loser's stream: RST_STREAM CANCEL")
-        self.assertEqual(hedges(f, "won"), len(held))
+        # each held stream lost: a first attempt to a hedge that won, or
+        # (on a loaded machine) a hedge sent when the fast one took over
+        # 50 ms to a first attempt that won
+        self.assertEqual(hedges(f, "won") + hedges(f, "lost"), len(held))
+        self.assertGreaterEqual(hedges(f, "won"), 3)
         text = f.admin("/services").body.decode()
         self.assertNotIn('"ejected":true', text.replace(" ", ""))
 
