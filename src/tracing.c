@@ -216,7 +216,11 @@ tracing_end(struct exchange *x, enum end_cause cause)
 	if (!x->traced || !x->gen->conf->tracing.enabled)
 		return;
 	x->traced = false;
-	dur = (uint64_t)(clock_now_us() - x->start_us) * 1000u;
+	/* a fresh reading, not the turn's: start_us may be the turn's, so
+	 * behind the true start, and this way the span (end, a fresh wall
+	 * time, back to end - dur) holds every event stamped inside it; the
+	 * turn's reading lags end and could put the start after a retry */
+	dur = (uint64_t)(clock_read_us() - x->start_us) * 1000u;
 	while (mlen < x->logline.len && log[mlen] != ' ')
 		mlen++;
 	mlen = tracing_clean(method, sizeof(method), log, mlen);
