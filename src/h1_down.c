@@ -715,10 +715,11 @@ client_idle(struct client *cl)
 	conn_release_buffers(cl->c);
 }
 
-/* What was read has gone on (or is all there is of a head so far): an
- * empty read buffer goes back to the thread's spares (blocks.h) now, not
- * when the response has been sent, so a client waiting on its upstream
- * holds no 16 KiB block; its next read takes one back. */
+/* After a read's bytes were processed: when they all went on, the empty
+ * read buffer goes back to the thread's spares (blocks.h) now, not when
+ * the response has been sent, so a client waiting on its upstream holds
+ * no 16 KiB block; its next read takes one back. A head still arriving
+ * keeps its buffer. */
 static void
 client_read_done(struct client *cl)
 {

@@ -21,7 +21,7 @@ swar_load(const void *p)
 	return x;
 }
 
-/* Every byte of X is C. */
+/* A word whose every byte is C. */
 static inline uint64_t
 swar_bytes(unsigned char c)
 {
