@@ -147,6 +147,14 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	if (x->accounted || x->start_ms == 0)
 		return;
 	x->accounted = true;
+	/* it leaves max_concurrent as it is counted, before its last bytes
+	 * can reach the client: once the client has the answer, /services'
+	 * in_flight says so, as /metrics does (exchange_leave would wait
+	 * until after the write) */
+	if (x->entered) {
+		breaker_leave(x->entered);
+		x->entered = NULL;
+	}
 	fate = fate_derive(&(struct fate_input){
 		.cause = cause,
 		.ferr = x->ferr,
