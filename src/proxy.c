@@ -135,6 +135,16 @@ exchange_metrics_id(const struct exchange *x)
 	return x->svc && x->svc->rt ? x->svc->rt->metrics_id : -1;
 }
 
+/* The request gives back its max_concurrent slot (once). */
+static void
+concurrency_leave(struct exchange *x)
+{
+	if (x->entered) {
+		breaker_leave(x->entered);
+		x->entered = NULL;
+	}
+}
+
 void
 proxy_account(struct exchange *x, enum end_cause cause)
 {
@@ -151,10 +161,7 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	 * can reach the client: once the client has the answer, /services'
 	 * in_flight says so, as /metrics does (exchange_leave would wait
 	 * until after the write) */
-	if (x->entered) {
-		breaker_leave(x->entered);
-		x->entered = NULL;
-	}
+	concurrency_leave(x);
 	fate = fate_derive(&(struct fate_input){
 		.cause = cause,
 		.ferr = x->ferr,
@@ -222,10 +229,7 @@ exchange_leave(struct exchange *x)
 		breaker_cancel(x->svc->rt->breaker, x->verdict);
 		x->verdict = BREAKER_PASS;
 	}
-	if (x->entered) {
-		breaker_leave(x->entered);
-		x->entered = NULL;
-	}
+	concurrency_leave(x);
 }
 
 void
