@@ -49,6 +49,7 @@ admin_conn_free(struct admin_conn *ac)
 		ac->next->prev = ac->prev;
 	conn_free(ac->c);
 	buf_free(&ac->in);
+	http_parser_free(&ac->parser);
 	free(ac);
 }
 

@@ -401,6 +401,7 @@ upstream_relay(struct exchange *x)
 
 				headers_from_lines(x->trailers.p, x->trailers.len, &t);
 				proxy_response_trailers(x, x->trailers.p, &t);
+				http_head_release(&t);
 			}
 			proxy_response_end(x, p, n, reusable);
 			return;

@@ -127,6 +127,7 @@ stream_free_deferred(struct deferred *d)
 	sbuf_free(&st->req_trailers);
 	buf_free(&st->in);
 	buf_free(&st->out);
+	http_head_release(&st->head);
 	proxy_exchange_free(&st->x);
 	gen_unref(st->x.w, st->gen);
 	h2_stream_free(st, sizeof(*st));
@@ -199,13 +200,14 @@ head_add(struct h2stream *st, const char *name, size_t nlen, const char *value, 
 		st->too_large = true;	/* not reached: the limits come first */
 		return NULL;
 	}
-	hd = &h->h[h->n_headers];
-	/* the whole entry: the table is not zeroed (h2_stream_alloc) */
-	*hd = (struct http_header){ .name = raw_add(&st->raw, name, nlen) };
+	if ((hd = http_head_add(h)) == NULL) {
+		st->raw.oom = true;	/* failed as the head's text would */
+		return NULL;
+	}
+	hd->name = raw_add(&st->raw, name, nlen);
 	hd->value = raw_add(&st->raw, value, vlen);
 	hd->kind = kind;
 	hd->own = own;
-	h->n_headers++;
 	return hd;
 }
 
@@ -683,6 +685,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 		return 0;
 	if ((st = h2_stream_alloc(sizeof(*st), offsetof(struct h2stream, head.h))) == NULL)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	http_head_init(&st->head);
 	x = &st->x;
 	if (proxy_exchange_init(x, hc->w, &h2_down_ops) != 0) {
 		proxy_exchange_free(x);

@@ -104,6 +104,7 @@ stream_free(struct h2up_stream *st)
 	sbuf_free(&st->raw);
 	sbuf_free(&st->trailers);
 	buf_free(&st->out);
+	http_head_release(&st->head);
 	h2_stream_free(st, sizeof(*st));
 }
 
@@ -310,11 +311,16 @@ response_head(struct h2up_stream *st)
 	} else if (body && !x->unframed) {
 		/* no length: chunked for an HTTP/1.1 client, trailers at its end
 		 * (the table has a slot for it past the limits: HTTP_HEAD_SLOTS) */
-		h->h[h->n_headers] = (struct http_header){
-			.name = raw_add(&st->raw, "transfer-encoding", 17),
-			.kind = HDR_TRANSFER_ENCODING, .own = true };
-		h->h[h->n_headers].value = raw_add(&st->raw, "chunked", 7);
-		h->n_headers++;
+		struct http_header *te = http_head_add(h);
+
+		if (te == NULL) {
+			proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, "out of memory");
+			return;
+		}
+		te->name = raw_add(&st->raw, "transfer-encoding", 17);
+		te->value = raw_add(&st->raw, "chunked", 7);
+		te->kind = HDR_TRANSFER_ENCODING;
+		te->own = true;
 		h->chunked = true;
 		st->chunk_resp = true;
 	}
@@ -326,7 +332,7 @@ response_head(struct h2up_stream *st)
 		/* an interim head: the next one is the answer */
 		if (proxy_response_head(x, st->raw.p, h, false)) {
 			sbuf_clear(&st->raw);
-			memset(h, 0, offsetof(struct http_head, h));
+			http_head_clear(h);
 			st->head_bytes = 0;
 		}
 		return;
@@ -342,6 +348,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
 	struct http_head *h;
 	struct http_header *hd;
+	enum hdr_kind kind;
 	bool own;
 
 	(void)flags;
@@ -362,10 +369,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	}
 	if (nlen > 0 && name[0] == ':')
 		return 0;
-	hd = &h->h[h->n_headers];
-	/* the whole entry: the table is not zeroed (h2_stream_alloc) */
-	*hd = (struct http_header){ .kind = http_header_kind((const char *)name, nlen, &own),
-	    .own = own };
+	kind = http_header_kind((const char *)name, nlen, &own);
 	/* "HTTP/1.1 200 \r\n" and the empty line, then "name: value\r\n" each */
 	if (st->head_bytes == 0 && !st->got_trailers)
 		st->head_bytes = h->mine_bytes = 17;
@@ -386,9 +390,12 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		    h->mine_bytes))
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over ferry's limits */
 	}
+	if ((hd = http_head_add(h)) == NULL)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	hd->kind = kind;
+	hd->own = own;
 	hd->name = raw_add(&st->raw, name, nlen);
 	hd->value = raw_add(&st->raw, value, vlen);
-	h->n_headers++;
 	return 0;
 }
 
@@ -831,6 +838,7 @@ stream_submit(struct exchange *x, struct h2up *s)
 		proxy_attempt_failed(x, AR_CONNECT_FAILURE, FE_SERVICE_UNAVAILABLE, "out of memory");
 		return false;
 	}
+	http_head_init(&st->head);
 	st->s = s;
 	st->x = x;
 	x->up2 = st;

@@ -19,8 +19,9 @@ void
 headers_from_lines(const char *lines, size_t len, struct http_head *h)
 {
 	const char *p = lines, *end = lines + len, *eol, *colon, *v;
+	struct http_header *hd;
 
-	h->n_headers = 0;
+	http_head_init(h);
 	for (; p < end && h->n_headers < HTTP_MAX_FIELDS; p = eol + 2) {
 		if ((eol = memmem(p, (size_t)(end - p), "\r\n", 2)) == NULL)
 			return;
@@ -28,13 +29,11 @@ headers_from_lines(const char *lines, size_t len, struct http_head *h)
 			continue;
 		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
 			;
-		h->h[h->n_headers] = (struct http_header){
-			.name = { (uint32_t)(p - lines), (uint32_t)(colon - p) },
-			.value = { (uint32_t)(v - lines), (uint32_t)(eol - v) },
-		};
-		h->h[h->n_headers].kind = http_header_kind(p, (size_t)(colon - p),
-		    &h->h[h->n_headers].own);
-		h->n_headers++;
+		if ((hd = http_head_add(h)) == NULL)
+			return;
+		hd->name = (struct slice){ (uint32_t)(p - lines), (uint32_t)(colon - p) };
+		hd->value = (struct slice){ (uint32_t)(v - lines), (uint32_t)(eol - v) };
+		hd->kind = http_header_kind(p, (size_t)(colon - p), &hd->own);
 	}
 }
 

@@ -34,7 +34,9 @@ bool headers_framing_ok(const struct http_head *h);
  * hop-by-hop, routing, its own, their '_' look-alikes). */
 bool headers_trailer_allowed(const char *name, size_t len);
 /* "name: value\r\n" lines, as ferry writes trailer fields, as the fields
- * of H (slices into LINES); any past HTTP_MAX_FIELDS are left out. */
+ * of H (slices into LINES); any past HTTP_MAX_FIELDS, or past what memory
+ * allows, are left out. H is made anew: the caller releases it
+ * (http_head_release). */
 void headers_from_lines(const char *lines, size_t len, struct http_head *h);
 
 /* IDs decided for one request; the texts are owned by the caller. */

@@ -88,6 +88,7 @@ check_end(struct hc *hc)
 	hc->h2 = NULL;
 	buf_free(&hc->in);
 	buf_free(&hc->out);
+	http_parser_free(&hc->parser);
 	hc->parsed = 0;
 }
 

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -269,15 +270,18 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct http_parser *hp = hp_of(p);
 	struct http_head *h = hp->head;
+	struct http_header *hd;
 
 	if (hp->in_body)
 		return trailer_part(hp, at, len, true);
 	if (hp->cur != 1) {
 		if (h->n_headers >= HTTP_MAX_FIELDS)
 			return too_large(hp);
-		h->n_headers++;
-		h->h[h->n_headers - 1] = (struct http_header){ 0 };
-		extend(hp, &h->h[h->n_headers - 1].name, at, len, true);
+		if ((hd = http_head_add(h)) == NULL) {
+			hp->err_text = "out of memory";
+			return -1;
+		}
+		extend(hp, &hd->name, at, len, true);
 		hp->cur = 1;
 	} else {
 		extend(hp, &h->h[h->n_headers - 1].name, at, len, false);
@@ -441,12 +445,53 @@ static const llhttp_settings_t settings = {
 };
 
 void
-http_parser_init(struct http_parser *hp, bool response, struct http_head *head)
+http_head_init(struct http_head *h)
+{
+	http_head_clear(h);
+	h->h = h->inline_h;
+}
+
+void
+http_head_release(struct http_head *h)
+{
+	if (h->h != h->inline_h)
+		free(h->h);
+	http_head_init(h);
+}
+
+struct http_header *
+http_head_add(struct http_head *h)
+{
+	struct http_header *t;
+
+	if (h->n_headers == HTTP_HEAD_INLINE && h->h == h->inline_h) {
+		/* one step to the most a head may hold: heads this big are
+		 * rare, and growing again would cost more than it saves */
+		if ((t = malloc(HTTP_HEAD_SLOTS * sizeof(*t))) == NULL)
+			return NULL;
+		memcpy(t, h->inline_h, sizeof(h->inline_h));
+		h->h = t;
+	}
+	if (h->n_headers >= HTTP_HEAD_SLOTS)
+		return NULL;
+	t = &h->h[h->n_headers++];
+	*t = (struct http_header){ 0 };
+	return t;
+}
+
+static void
+parser_start(struct http_parser *hp, bool response, struct http_head *head)
 {
 	memset(hp, 0, sizeof(*hp));
 	llhttp_init(&hp->p, response ? HTTP_RESPONSE : HTTP_REQUEST, &settings);
 	hp->head = head;
-	memset(head, 0, offsetof(struct http_head, h));
+}
+
+void
+http_parser_init(struct http_parser *hp, bool response, struct http_head *head)
+{
+	parser_start(hp, response, head);
+	http_head_init(head);
 }
 
 void
@@ -454,7 +499,8 @@ http_parser_reset(struct http_parser *hp)
 {
 	struct http_parser keep = *hp;
 
-	http_parser_init(hp, keep.p.type == HTTP_RESPONSE, keep.head);
+	parser_start(hp, keep.p.type == HTTP_RESPONSE, keep.head);
+	http_head_clear(keep.head);	/* a table it grew into is kept */
 	hp->on_data = keep.on_data;
 	hp->arg = keep.arg;
 	hp->rechunk = keep.rechunk;
@@ -468,6 +514,8 @@ void
 http_parser_free(struct http_parser *hp)
 {
 	sbuf_free(&hp->trailer);
+	if (hp->head != NULL)
+		http_head_release(hp->head);
 }
 
 /* CR, LF or NUL in V: eight bytes at a time, as every value of every

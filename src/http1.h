@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <llhttp.h>
 
@@ -30,6 +31,7 @@
 /* a head's table: a codec may add a transfer-encoding of its own to a
  * full head (h2_down.c, h2_up.c) */
 #define HTTP_HEAD_SLOTS (HTTP_MAX_FIELDS + 1)
+#define HTTP_HEAD_INLINE 24		/* entries a head holds without a table of its own */
 
 struct slice {
 	uint32_t off, len;
@@ -116,10 +118,32 @@ struct http_head {
 	bool upgrade;			/* Upgrade + Connection: upgrade */
 	bool conn_close;		/* Connection: close */
 	uint64_t content_length;
-	/* last, so a holder can leave the unused part unzeroed: only the
-	 * first n_headers are ever read */
-	struct http_header h[HTTP_HEAD_SLOTS];
+	/* last, so a holder can leave the table unzeroed (only the first
+	 * n_headers are ever read): H is INLINE_H until a head outgrows it,
+	 * then a table of HTTP_HEAD_SLOTS the head owns (http_head_add).
+	 * Most heads have a dozen fields; a full table would be 3 KiB in
+	 * every request, pooled connection and HTTP/2 stream. Never copy a
+	 * head by value: H points into it. */
+	struct http_header *h;
+	struct http_header inline_h[HTTP_HEAD_INLINE];
 };
+
+/* An empty head on its inline table (the table of an earlier use is
+ * dropped: http_head_release first). */
+void http_head_init(struct http_head *h);
+/* Frees a table the head outgrew into; the head is left empty on its
+ * inline table. */
+void http_head_release(struct http_head *h);
+/* Empties the head for its next message, keeping its table. */
+static inline void
+http_head_clear(struct http_head *h)
+{
+	memset(h, 0, offsetof(struct http_head, h));
+}
+/* The next entry (zeroed, counted in n_headers), growing the table past
+ * the inline one; NULL when out of memory. The caller checks the limits
+ * first: a head never holds more than HTTP_HEAD_SLOTS. */
+struct http_header *http_head_add(struct http_head *h);
 
 enum http_status {
 	HTTP_NEED_MORE,		/* all input consumed, message not finished */
@@ -173,10 +197,13 @@ struct http_parser {
 	void *arg;
 };
 
+/* HEAD is made anew (http_head_init): one a parser used before is freed
+ * first (http_parser_free). */
 void http_parser_init(struct http_parser *hp, bool response, struct http_head *head);
 /* Starts a new message: keeps the type, the callbacks, rechunk and
  * keep_trailer; dechunk and sent are the message's, set anew. */
 void http_parser_reset(struct http_parser *hp);
+/* Frees what the parser holds, and the table its head grew into. */
 void http_parser_free(struct http_parser *hp);
 
 /*

@@ -1042,6 +1042,7 @@ grpc_deadline_passed(struct exchange *x)
 	if (x->unframed) {
 		headers_from_lines(lines, sizeof(lines) - 1, &t);
 		x->down->send_trailers(x, lines, &t);
+		http_head_release(&t);
 		if (x->down->send_last(x, NULL, 0))
 			proxy_end(x, END_DONE);
 	} else if (x->resp_chunked) {

@@ -132,6 +132,8 @@ parse_body(bool response, const char *body, size_t len, struct pieces *pc, char 
 	struct run out;
 	size_t used = 0;
 
+	/* the static head may have outgrown its inline table last run */
+	http_head_release(&head);
 	http_parser_init(&hp, response, &head);
 	PROP(http_parse(&hp, hd, hlen, 0, &used) == HTTP_HEAD_DONE && used == hlen);
 	PROP(headers_classify(hd, &head) == 0 && head.chunked);

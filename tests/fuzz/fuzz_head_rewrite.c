@@ -134,6 +134,8 @@ reparse(const struct sbuf *out, bool response, bool fits)
 	PROP(!out->oom);
 	check_lines(out->p, out->len);
 	PROP(fits == headers_fit(out->p, out->len));
+	/* the static head may have outgrown its inline table last run */
+	http_head_release(&h);
 	http_parser_init(&hp, response, &h);
 	st = http_parse(&hp, out->p, out->len, 0, &used);
 	/* the builder's verdict is the next hop's (regressions/head_rewrite/

@@ -81,6 +81,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pieces_init(&pc, data[0]);
 	in = (const char *)data + 1;
 	len = size - 1;
+	/* the static head may have outgrown its inline table last run */
+	http_head_release(&head);
 	http_parser_init(&hp, false, &head);
 	hp.on_data = sink_data;
 	hp.arg = &sink;

@@ -16,15 +16,18 @@
 static struct http_parser hp;
 static struct http_head head;
 
+/* a head of the last test may have grown a table: freed first */
 static void
 req_init(void)
 {
+	http_parser_free(&hp);
 	http_parser_init(&hp, false, &head);
 }
 
 static void
 resp_init(void)
 {
+	http_parser_free(&hp);
 	http_parser_init(&hp, true, &head);
 }
 
@@ -673,6 +676,46 @@ START_TEST(test_header_count_limit)
 	m = many_headers(0, HTTP_MAX_FIELDS, &len);
 	assert_too_large(m, len);
 	free(m);
+}
+END_TEST
+
+/* Every field of a head past the inline table (HTTP_HEAD_INLINE) reads
+ * back, parsed in one piece and byte by byte (the table grows between
+ * callbacks of one field); the next message on the same head starts
+ * empty and reads right too. */
+START_TEST(test_head_outgrows_inline)
+{
+	static const int counts[] = { HTTP_HEAD_INLINE - 1, HTTP_HEAD_INLINE,
+	    HTTP_HEAD_INLINE + 1, 3 * HTTP_HEAD_INLINE };
+	size_t len, used;
+	char *m, name[16], value[16];
+
+	for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+		for (int bytewise = 0; bytewise < 2; bytewise++) {
+			m = many_headers(counts[c] - 1, 0, &len);
+			req_init();
+			if (bytewise)
+				ck_assert_int_eq(parse_bytewise(m, len, &used), HTTP_HEAD_DONE);
+			else
+				parse_head(m, len);
+			ck_assert_uint_eq(head.n_headers, (unsigned)counts[c]);
+			assert_slice(m, head.h[0].name, "Host");
+			ck_assert_int_eq(head.h[0].kind, HDR_HOST);
+			for (int i = 1; i < counts[c]; i++) {
+				snprintf(name, sizeof(name), "X-H%d", i);
+				snprintf(value, sizeof(value), "%d", i);
+				assert_slice(m, head.h[i].name, name);
+				assert_slice(m, head.h[i].value, value);
+				ck_assert_int_eq(head.h[i].kind, HDR_OTHER);
+			}
+			free(m);
+			/* the next message, on the table the last one left */
+			http_parser_reset(&hp);
+			parse_head(req1, strlen(req1));
+			assert_slice(req1, head.h[0].name, "Host");
+			assert_slice(req1, head.h[1].value, "Some Value");
+		}
+	}
 }
 END_TEST
 
@@ -1523,6 +1566,7 @@ http1_suite(void)
 	tcase_add_test(tl, test_reject_bad_request_lines);
 	tcase_add_test(tl, test_reject_bad_header_names);
 	tcase_add_test(tl, test_header_count_limit);
+	tcase_add_test(tl, test_head_outgrows_inline);
 	tcase_add_test(tl, test_head_size_limit);
 	tcase_add_test(tl, test_leading_empty_lines);
 	tcase_add_test(tl, test_head_limit_not_body);
