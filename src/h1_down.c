@@ -35,7 +35,7 @@ enum client_state {
 
 /* What a connection holds only while a request is on it, from the
  * request's first byte to its end: the parser, the head it fills, the
- * exchange (with its buffers), about 3.5 KiB before the buffers. An idle
+ * exchange (with its buffers), about 2.2 KiB before the buffers. An idle
  * keep-alive connection holds none of it, only what identifies it (there
  * may be thousands); the worker keeps a few spare ones, so the request
  * path allocates nothing. */
