@@ -284,6 +284,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rule_add[0].name == NULL)
 		rules_init();
 	response = data[0] & 1;
+	http_head_release(&head);	/* as reparse() */
 	http_parser_init(&hp, response, &head);
 	if (http_parse(&hp, (const char *)data + 1, size - 1, 0, &used) != HTTP_HEAD_DONE)
 		return 0;
