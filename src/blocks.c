@@ -4,11 +4,11 @@
 #include <openssl/crypto.h>
 
 #include "blocks.h"
+#include "poison.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define KEEP 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+/* ASan builds keep blocks too, poisoned while kept (poison.h) */
+#if defined(__has_feature)
+#if __has_feature(memory_sanitizer)
 #define KEEP 0
 #endif
 #endif
@@ -54,6 +54,18 @@ block_usable(void)
 	return usable;
 }
 
+/* P (a block of U usable bytes, or NULL) given for a request of N: only
+ * those N are the taker's (poison.h). */
+static inline void *
+handed_out(void *p, size_t n, size_t u)
+{
+	if (p != NULL) {
+		kept_unpoison(p, n);
+		kept_poison((char *)p + n, u - n);
+	}
+	return p;
+}
+
 void *
 blocks_get(size_t n)
 {
@@ -63,18 +75,18 @@ blocks_get(size_t n)
 		return malloc(n);
 	if (n >= BLOCKS_MIN) {
 		if (spares.n > 0)
-			return spares.block[--spares.n];
+			return handed_out(spares.block[--spares.n], n, usable);
 		/* a request of the usable size itself gets a block of that size */
 		u = block_usable();
-		return malloc(u != 0 ? u : n);
+		return handed_out(malloc(u != 0 ? u : n), n, u != 0 ? u : n);
 	}
 	(void)block_usable();	/* sets both usable sizes */
 	u = usable_small;
 	if (u == 0 || n > u)
 		return malloc(n);
 	if (spares.n_small > 0)
-		return spares.small[--spares.n_small];
-	return malloc(u);
+		return handed_out(spares.small[--spares.n_small], n, u);
+	return handed_out(malloc(u), n, u);
 }
 
 void
@@ -88,10 +100,12 @@ blocks_put(void *p)
 	if (KEEP) {
 		u = malloc_usable_size(p);
 		if (u == block_usable() && spares.n < BLOCKS_KEEP) {
+			kept_poison(p, u);
 			spares.block[spares.n++] = p;
 			return;
 		}
 		if (u == usable_small && spares.n_small < BLOCKS_SMALL_KEEP) {
+			kept_poison(p, u);
 			spares.small[spares.n_small++] = p;
 			return;
 		}

@@ -16,8 +16,8 @@
  *
  * A block is an ordinary malloc block (free() and realloc() take it) of
  * one usable size per class; any block of that usable size given back is
- * kept. Sanitizer builds keep none: every block goes back to malloc, where
- * ASan watches it.
+ * kept. ASan builds keep them too, poisoned while kept (poison.h), so ASan
+ * watches the paths a release build runs.
  */
 #ifndef FERRY_BLOCKS_H
 #define FERRY_BLOCKS_H
@@ -42,7 +42,7 @@ size_t blocks_small_kept(void);
  * calls it). */
 void blocks_thread_end(void);
 /* Routes OpenSSL's allocations through here. Only before OpenSSL's first
- * allocation; false if too late (or in a sanitizer build). */
+ * allocation; false if too late (or in an MSan build). */
 bool blocks_hook_openssl(void);
 
 #endif

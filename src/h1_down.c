@@ -19,6 +19,7 @@
 #include "h2_down.h"
 #include "listener.h"
 #include "log.h"
+#include "poison.h"
 #include "proxy.h"
 
 #define CLIENT_BUF_MAX (HTTP_MAX_HEAD_ALL + 16384)
@@ -227,6 +228,7 @@ req_take(struct client *cl)
 	struct exchange *x;
 
 	if (rq != NULL) {
+		kept_unpoison(rq, sizeof(*rq));
 		w->h1_spares = rq->next_spare;
 		w->n_h1_spares--;
 	} else {
@@ -280,6 +282,9 @@ req_give_back(struct client *cl)
 	rq->next_spare = w->h1_spares;
 	w->h1_spares = rq;
 	w->n_h1_spares++;
+	/* nothing reads a spare but the list (poison.h) */
+	kept_poison(rq, sizeof(*rq));
+	kept_unpoison(&rq->next_spare, sizeof(rq->next_spare));
 }
 
 static void
@@ -288,6 +293,7 @@ req_spares_free(struct worker *w)
 	struct h1_req *rq;
 
 	while ((rq = w->h1_spares) != NULL) {
+		kept_unpoison(rq, sizeof(*rq));
 		w->h1_spares = rq->next_spare;
 		req_free(rq);
 	}

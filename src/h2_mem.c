@@ -4,11 +4,11 @@
 #include <string.h>
 
 #include "h2_mem.h"
+#include "poison.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define H2_MEM_KEEP 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+/* ASan builds keep blocks and streams too, poisoned while kept (poison.h) */
+#if defined(__has_feature)
+#if __has_feature(memory_sanitizer)
 #define H2_MEM_KEEP 0
 #endif
 #endif
@@ -20,9 +20,12 @@
 #define SMALL_MAX	1024
 #define N_CLASSES	(SMALL_MAX / CLASS_BYTES)
 
-/* In front of every block: what free wipes, and which list it joins. */
+/* In front of every block: what free wipes and which list it joins
+ * (CAP), and what its taker asked for (LEN: the rest is poisoned). */
 union block {
-	size_t cap;
+	struct {
+		size_t cap, len;
+	};
 	max_align_t align;
 };
 
@@ -34,6 +37,18 @@ struct lists {
 };
 
 static _Thread_local struct lists kept;
+
+/* B's block given for a request of SIZE: only those bytes are the
+ * taker's (poison.h); a class rounds up, and a sanitizer still sees an
+ * overrun past SIZE. */
+static void *
+handed_out(union block *b, size_t size)
+{
+	b->len = size;
+	kept_unpoison(b + 1, size);
+	kept_poison((char *)(b + 1) + size, b->cap - size);
+	return b + 1;
+}
 
 static void *
 block_get(size_t size, bool zero)
@@ -47,18 +62,19 @@ block_get(size_t size, bool zero)
 	if (H2_MEM_KEEP && cls <= N_CLASSES && (b = kept.head[cls]) != NULL) {
 		void **link = (void **)(b + 1);
 
+		kept_unpoison(link, sizeof(*link));
 		kept.head[cls] = *link;
 		kept.bytes -= b->cap;
 		*link = NULL;
-		return b + 1;
+		/* zeroed when it was freed: calloc's promise holds */
+		return handed_out(b, size);
 	}
-	/* a sanitizer sees an overrun past SIZE only if nothing rounds it */
 	cap = H2_MEM_KEEP && cls <= N_CLASSES ? cls * CLASS_BYTES : size;
 	b = zero ? calloc(1, sizeof(*b) + cap) : malloc(sizeof(*b) + cap);
 	if (b == NULL)
 		return NULL;
 	b->cap = cap;
-	return b + 1;
+	return handed_out(b, size);
 }
 
 static void
@@ -66,6 +82,7 @@ block_put(void *p)
 {
 	union block *b = (union block *)p - 1;
 
+	kept_unpoison(p, b->cap);
 	explicit_bzero(p, b->cap);
 	if (H2_MEM_KEEP && b->cap <= SMALL_MAX && kept.bytes + b->cap <= H2_MEM_CACHE_MAX) {
 		size_t cls = b->cap / CLASS_BYTES;
@@ -73,6 +90,7 @@ block_put(void *p)
 		*(void **)p = kept.head[cls];
 		kept.head[cls] = b;
 		kept.bytes += b->cap;
+		kept_poison(p, b->cap);
 		return;
 	}
 	free(b);
@@ -107,7 +125,7 @@ m_calloc(size_t n, size_t size, void *arg)
 static void *
 m_realloc(void *p, size_t size, void *arg)
 {
-	size_t old;
+	union block *b;
 	void *n;
 
 	(void)arg;
@@ -117,12 +135,16 @@ m_realloc(void *p, size_t size, void *arg)
 		block_put(p);
 		return NULL;
 	}
-	old = ((union block *)p - 1)->cap;
-	if (size <= old)
+	b = (union block *)p - 1;
+	if (size <= b->cap) {
+		/* in place: the taker's part is what it asks for now */
+		if (size > b->len)
+			handed_out(b, size);
 		return p;
+	}
 	if ((n = block_get(size, false)) == NULL)
 		return NULL;
-	memcpy(n, p, old);
+	memcpy(n, p, b->len);
 	block_put(p);
 	return n;
 }
@@ -166,8 +188,10 @@ h2_stream_alloc(size_t size, size_t zero_end)
 	struct stream_spares *sp = H2_MEM_KEEP ? spares_of(size, false) : NULL;
 	void *p = sp != NULL && sp->n > 0 ? sp->p[--sp->n] : malloc(size);
 
-	if (p != NULL)
+	if (p != NULL) {
+		kept_unpoison(p, size);
 		memset(p, 0, zero_end);
+	}
 	return p;
 }
 
@@ -176,10 +200,12 @@ h2_stream_free(void *p, size_t size)
 {
 	struct stream_spares *sp = H2_MEM_KEEP && p != NULL ? spares_of(size, true) : NULL;
 
-	if (sp != NULL && sp->n < H2_STREAMS_KEEP)
+	if (sp != NULL && sp->n < H2_STREAMS_KEEP) {
+		kept_poison(p, size);
 		sp->p[sp->n++] = p;
-	else
+	} else {
 		free(p);
+	}
 }
 
 size_t
@@ -203,6 +229,7 @@ h2_mem_thread_end(void)
 		union block *b, *next;
 
 		for (b = kept.head[cls]; b != NULL; b = next) {
+			kept_unpoison(b + 1, sizeof(void *));
 			next = *(void **)(b + 1);
 			free(b);
 		}

@@ -11,8 +11,8 @@
  * outruns glibc's per-thread cache (seven blocks of a size), and each
  * block then costs a trip through the arena; so blocks of up to 1 KiB are
  * kept, wiped, on free lists of the thread that freed them (at most
- * H2_MEM_CACHE_MAX bytes a thread). Sanitizer builds keep none: every
- * block goes back to malloc, where ASan watches it.
+ * H2_MEM_CACHE_MAX bytes a thread). ASan builds keep them too, poisoned
+ * while kept (poison.h), so ASan watches the paths a release build runs.
  */
 #ifndef FERRY_H2_MEM_H
 #define FERRY_H2_MEM_H
@@ -34,7 +34,7 @@ size_t h2_mem_cached(void);
  * at a time on a connection, each some 4 KiB, past glibc's per-thread
  * cache: a thread keeps up to H2_STREAMS_KEEP of each of two sizes (the
  * client's streams and the upstream's), which is no more than the arena
- * would keep after free(). None in sanitizer builds. */
+ * would keep after free(); poisoned while kept in ASan builds. */
 #define H2_STREAMS_KEEP 128
 void *h2_stream_alloc(size_t size, size_t zero_end);
 /* P came from h2_stream_alloc(SIZE). */

@@ -12,9 +12,10 @@
 
 #include "blocks.h"
 #include "buf.h"
+#include "poison.h"
 #include "sbuf.h"
 
-/* Sanitizer builds keep no block: each goes back to malloc. */
+/* A build that keeps no block (MSan): each goes back to malloc. */
 static bool
 keeps_blocks(void)
 {
@@ -53,11 +54,12 @@ START_TEST(test_block_is_kept_and_reused)
 	ck_assert_ptr_nonnull(p);
 	/* every block serves the largest request of the class */
 	ck_assert_uint_ge(malloc_usable_size(p), BLOCKS_SIZE);
-	memset(p, 0x5a, BLOCKS_SIZE);
+	memset(p, 0x5a, BLOCKS_MIN);	/* the taker's part (poison.h) */
 	blocks_put(p);
 	ck_assert_uint_eq(blocks_kept(), 1);
 	q = blocks_get(BLOCKS_SIZE);
 	ck_assert_ptr_eq(q, p);
+	memset(q, 0x5a, BLOCKS_SIZE);
 	ck_assert_uint_eq(blocks_kept(), 0);
 	blocks_put(q);
 	blocks_thread_end();
@@ -169,7 +171,7 @@ START_TEST(test_openssl_hook)
 
 	/* each test runs in a fresh child: OpenSSL has allocated nothing */
 	if (!blocks_hook_openssl()) {
-		ck_assert(!keeps_blocks());	/* only sanitizer builds refuse */
+		ck_assert(!keeps_blocks());	/* only MSan builds refuse */
 		return;
 	}
 	blocks_thread_end();
@@ -205,6 +207,34 @@ START_TEST(test_openssl_hook_too_late)
 }
 END_TEST
 
+#ifdef FERRY_ASAN
+/* ASan builds keep blocks as release builds do, poisoned while kept: ASan
+ * sees a use of a kept block, or past what its taker asked for. */
+START_TEST(test_kept_blocks_poisoned)
+{
+	char *p, *q;
+
+	blocks_thread_end();
+	p = blocks_get(BLOCKS_MIN);
+	ck_assert(!kept_is_poisoned(p + BLOCKS_MIN - 1));
+	ck_assert(kept_is_poisoned(p + BLOCKS_MIN));
+	blocks_put(p);
+	ck_assert_uint_eq(blocks_kept(), 1);
+	ck_assert(kept_is_poisoned(p));
+	ck_assert(kept_is_poisoned(p + BLOCKS_MIN - 1));
+	q = blocks_get(BLOCKS_SIZE);
+	ck_assert_ptr_eq(q, p);
+	ck_assert(!kept_is_poisoned(q + BLOCKS_SIZE - 1));
+	blocks_put(q);
+	p = blocks_get(BLOCKS_SMALL);
+	blocks_put(p);
+	ck_assert_uint_eq(blocks_small_kept(), 1);
+	ck_assert(kept_is_poisoned(p));
+	blocks_thread_end();
+}
+END_TEST
+#endif
+
 static Suite *
 blocks_suite(void)
 {
@@ -218,6 +248,9 @@ blocks_suite(void)
 	tcase_add_test(tc, test_small_blocks);
 	tcase_add_test(tc, test_openssl_hook);
 	tcase_add_test(tc, test_openssl_hook_too_late);
+#ifdef FERRY_ASAN
+	tcase_add_test(tc, test_kept_blocks_poisoned);
+#endif
 	suite_add_tcase(s, tc);
 	return s;
 }

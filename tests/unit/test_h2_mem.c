@@ -10,6 +10,7 @@
 #include <check.h>
 
 #include "h2_mem.h"
+#include "poison.h"
 
 static nghttp2_mem *mem;
 
@@ -28,7 +29,7 @@ all_zero(const unsigned char *p, size_t n)
 	return true;
 }
 
-/* Sanitizer builds keep no block: each goes back to malloc. */
+/* A build that keeps no block (MSan): each goes back to malloc. */
 static bool
 keeps_blocks(void)
 {
@@ -51,6 +52,7 @@ START_TEST(test_freed_block_is_wiped_and_reused)
 	ck_assert_uint_eq(h2_mem_cached(), 48);
 	q = mem->malloc(40, NULL);	/* the same 48-byte class */
 	ck_assert_ptr_eq(q, p);
+	kept_unpoison(q, 48);	/* an ASan build poisons past the 40 asked for */
 	ck_assert(all_zero(q, 48));
 	ck_assert_uint_eq(h2_mem_cached(), 0);
 	mem->free(q, NULL);
@@ -133,7 +135,7 @@ START_TEST(test_streams_kept_per_size)
 	memset(p, 0xAA, DOWN);
 	h2_stream_free(p, DOWN);
 	if (h2_streams_kept(DOWN) == 0)
-		return;		/* a sanitizer build: nothing is kept */
+		return;		/* an MSan build: nothing is kept */
 	ck_assert_uint_eq(h2_streams_kept(DOWN), 1);
 	ck_assert_uint_eq(h2_streams_kept(UP), 0);
 	q = h2_stream_alloc(UP, ZERO_END);	/* not a DOWN one */
@@ -162,6 +164,37 @@ START_TEST(test_streams_kept_per_size)
 }
 END_TEST
 
+#ifdef FERRY_ASAN
+/* ASan builds keep blocks and streams as release builds do, poisoned
+ * while kept: ASan sees a use of one, or past what its taker asked for. */
+START_TEST(test_kept_poisoned)
+{
+	unsigned char *p, *q;
+
+	h2_mem_thread_end();
+	p = mem->malloc(40, NULL);		/* a 48-byte block */
+	ck_assert(!kept_is_poisoned(p + 39));
+	ck_assert(kept_is_poisoned(p + 40));
+	mem->free(p, NULL);
+	ck_assert(kept_is_poisoned(p));
+	q = mem->realloc(NULL, 20, NULL);	/* the 32-byte class */
+	q = mem->realloc(q, 30, NULL);		/* grows in place */
+	ck_assert(!kept_is_poisoned(q + 29));
+	ck_assert(kept_is_poisoned(q + 30));
+	mem->free(q, NULL);
+	p = h2_stream_alloc(4400, 100);
+	h2_stream_free(p, 4400);
+	ck_assert(kept_is_poisoned(p));
+	ck_assert(kept_is_poisoned(p + 4399));
+	q = h2_stream_alloc(4400, 100);
+	ck_assert_ptr_eq(q, p);
+	ck_assert(!kept_is_poisoned(q + 4399));
+	h2_stream_free(q, 4400);
+	h2_mem_thread_end();
+}
+END_TEST
+#endif
+
 static Suite *
 h2_mem_suite(void)
 {
@@ -174,6 +207,9 @@ h2_mem_suite(void)
 	tcase_add_test(tc, test_kept_bytes_bounded);
 	tcase_add_test(tc, test_realloc);
 	tcase_add_test(tc, test_streams_kept_per_size);
+#ifdef FERRY_ASAN
+	tcase_add_test(tc, test_kept_poisoned);
+#endif
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -13,6 +13,7 @@
 #include <check.h>
 #include <nghttp2/nghttp2.h>
 
+#include "h2_mem.h"
 #include "health_h2.h"
 
 struct srv {
@@ -271,11 +272,20 @@ START_TEST(test_answer_in_single_bytes)
 }
 END_TEST
 
+/* as a thread that ends does: nghttp2's blocks the thread kept go back */
+static void
+caches_end(void)
+{
+	h2_mem_thread_end();
+}
+
 static Suite *
 health_h2_suite(void)
 {
 	Suite *s = suite_create("health_h2");
 	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, NULL, caches_end);
 
 	tcase_add_test(tc, test_request_and_200);
 	tcase_add_test(tc, test_tls_scheme_and_no_key);
