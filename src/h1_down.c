@@ -19,7 +19,6 @@
 #include "h2_down.h"
 #include "listener.h"
 #include "log.h"
-#include "poison.h"
 #include "proxy.h"
 
 #define CLIENT_BUF_MAX (HTTP_MAX_HEAD_ALL + 16384)
@@ -228,7 +227,6 @@ req_take(struct client *cl)
 	struct exchange *x;
 
 	if (rq != NULL) {
-		kept_unpoison(rq, sizeof(*rq));
 		w->h1_spares = rq->next_spare;
 		w->n_h1_spares--;
 	} else {
@@ -282,9 +280,6 @@ req_give_back(struct client *cl)
 	rq->next_spare = w->h1_spares;
 	w->h1_spares = rq;
 	w->n_h1_spares++;
-	/* nothing reads a spare but the list (poison.h) */
-	kept_poison(rq, sizeof(*rq));
-	kept_unpoison(&rq->next_spare, sizeof(rq->next_spare));
 }
 
 static void
@@ -293,7 +288,6 @@ req_spares_free(struct worker *w)
 	struct h1_req *rq;
 
 	while ((rq = w->h1_spares) != NULL) {
-		kept_unpoison(rq, sizeof(*rq));
 		w->h1_spares = rq->next_spare;
 		req_free(rq);
 	}

@@ -1,11 +1,16 @@
 /*
- * Memory a cache keeps for reuse (blocks.c, h2_mem.c, the HTTP/1.x
- * request spares of h1_down.c) is poisoned while it is kept, and what a
- * taker asked for is unpoisoned when it is handed out. So an ASan build
- * runs the same caching paths as a release build, and a use of a kept
- * block, or past what was asked for, is reported as ASan reports a use
- * after free or an overflow (ASan's own quarantine never sees kept
- * blocks). Without ASan these are no-ops.
+ * Memory a cache keeps for reuse (blocks.c, h2_mem.c) is poisoned while
+ * it is kept, and what a taker asked for is unpoisoned when it is handed
+ * out. So an ASan build runs the same caching paths as a release build,
+ * and a use of a kept block, or past what was asked for, is reported as
+ * ASan reports a use after free or an overflow (ASan's own quarantine
+ * never sees kept blocks). Without ASan these are no-ops.
+ *
+ * Only memory that owns nothing is poisoned: LeakSanitizer does not follow
+ * pointers kept in poisoned memory, so a kept object that still owns
+ * buffers (h1_down.c's spare request states) would make them look leaked.
+ * Nor does it see a thread's own free lists: a thread gives its spares
+ * back before it ends (worker.c, main.c).
  */
 #ifndef FERRY_POISON_H
 #define FERRY_POISON_H
