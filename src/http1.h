@@ -128,8 +128,8 @@ struct http_head {
 	struct http_header inline_h[HTTP_HEAD_INLINE];
 };
 
-/* An empty head on its inline table (the table of an earlier use is
- * dropped: http_head_release first). */
+/* An empty head on its inline table. A head that grew a table is
+ * released first (http_head_release), or the table leaks. */
 void http_head_init(struct http_head *h);
 /* Frees a table the head outgrew into; the head is left empty on its
  * inline table. */
@@ -141,8 +141,8 @@ http_head_clear(struct http_head *h)
 	memset(h, 0, offsetof(struct http_head, h));
 }
 /* The next entry (zeroed, counted in n_headers), growing the table past
- * the inline one; NULL when out of memory. The caller checks the limits
- * first: a head never holds more than HTTP_HEAD_SLOTS. */
+ * the inline one; NULL when out of memory, or past HTTP_HEAD_SLOTS (the
+ * caller checks the limits first). */
 struct http_header *http_head_add(struct http_head *h);
 
 enum http_status {
