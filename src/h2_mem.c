@@ -136,12 +136,8 @@ m_realloc(void *p, size_t size, void *arg)
 		return NULL;
 	}
 	b = (union block *)p - 1;
-	if (size <= b->cap) {
-		/* in place: the taker's part is what it asks for now */
-		if (size > b->len)
-			handed_out(b, size);
-		return p;
-	}
+	if (size <= b->cap)
+		return handed_out(b, size);	/* in place: the taker's part is SIZE now */
 	if ((n = block_get(size, false)) == NULL)
 		return NULL;
 	memcpy(n, p, b->len);

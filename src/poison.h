@@ -9,8 +9,10 @@
  * Only memory that owns nothing is poisoned: LeakSanitizer does not follow
  * pointers kept in poisoned memory, so a kept object that still owns
  * buffers (h1_down.c's spare request states) would make them look leaked.
- * Nor does it see a thread's own free lists: a thread gives its spares
- * back before it ends (worker.c, main.c).
+ * For the same reason it does not see the chain of a thread's kept
+ * blocks (each link is in the poisoned block before it): a thread gives
+ * its spares back before it ends, or before a leak check (worker.c,
+ * main.c, the fuzz harness).
  */
 #ifndef FERRY_POISON_H
 #define FERRY_POISON_H

@@ -207,11 +207,14 @@ START_TEST(test_request_every_split)
 {
 	const char *msg = req1;
 	size_t len = sizeof(req1) - 1;
-	struct http_head ref;
+	/* a head of its own: a copy of HEAD would share its table */
+	static struct http_parser ref_hp;
+	static struct http_head ref;
+	size_t ref_used;
 
-	req_init();
-	parse_head(msg, len);
-	ref = head;
+	http_parser_init(&ref_hp, false, &ref);
+	ck_assert_int_eq(http_parse(&ref_hp, msg, len, 0, &ref_used), HTTP_HEAD_DONE);
+	ck_assert_uint_gt(ref.n_headers, 1);
 
 	/* any two-piece split gives identical slices */
 	for (size_t cut = 1; cut < ref.head_len; cut++) {
@@ -238,6 +241,7 @@ START_TEST(test_request_every_split)
 			    "cut %zu: header %u differs", cut, i);
 		}
 	}
+	http_parser_free(&ref_hp);
 }
 END_TEST
 
