@@ -77,8 +77,9 @@ blocks_get(size_t n)
 		if (spares.n > 0)
 			return handed_out(spares.block[--spares.n], n, usable);
 		/* a request of the usable size itself gets a block of that size */
-		u = block_usable();
-		return handed_out(malloc(u != 0 ? u : n), n, u != 0 ? u : n);
+		if ((u = block_usable()) == 0)
+			u = n;
+		return handed_out(malloc(u), n, u);
 	}
 	(void)block_usable();	/* sets both usable sizes */
 	u = usable_small;

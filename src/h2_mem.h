@@ -29,9 +29,9 @@ nghttp2_mem *h2_mem(void);
 size_t h2_mem_cached(void);
 
 /* A stream of SIZE bytes zeroed up to ZERO_END: a stream's head table is
- * last and 2.4 KiB, and only its first n_headers entries are ever read, so
- * zeroing it was the costliest line of a request. Streams come and go 32
- * at a time on a connection, each some 4 KiB, past glibc's per-thread
+ * last, and only its first n_headers entries are ever read, so it is left
+ * unzeroed. Streams come and go 32 at a time on a connection, each 1 to
+ * 2.5 KiB, past glibc's per-thread
  * cache: a thread keeps up to H2_STREAMS_KEEP of each of two sizes (the
  * client's streams and the upstream's), which is no more than the arena
  * would keep after free(); poisoned while kept in ASan builds. */
