@@ -13,6 +13,7 @@
 #include <openssl/x509v3.h>
 
 #include "conn.h"
+#include "slab.h"
 
 enum conn_state {
 	CS_CONNECTING,		/* TCP connect in progress */
@@ -51,6 +52,9 @@ struct conn {
 
 #define FAIL_TEXT_MAX 160
 
+/* every connection's, for its whole life (slab.h says why not malloc) */
+static struct slab conns = SLAB_INITIALIZER;
+
 static void wipe_queue(struct conn *c);
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
@@ -81,7 +85,7 @@ set_fail(struct conn *c, enum conn_fail f, const char *fmt, ...)
 static struct conn *
 conn_alloc(struct event_base *base, int fd, conn_cb cb, void *arg)
 {
-	struct conn *c = calloc(1, sizeof(*c) + event_get_struct_event_size());
+	struct conn *c = slab_alloc(&conns, sizeof(*c) + event_get_struct_event_size());
 
 	if (c == NULL)
 		return NULL;
@@ -139,7 +143,7 @@ conn_free(struct conn *c)
 		close(c->fd);
 	free(c->fail_text);
 	free(c->verify_san);
-	free(c);
+	slab_free(&conns, c);
 }
 
 /* Write interest; -1 (the connection broken) when there is no memory

@@ -20,9 +20,13 @@
 #include "listener.h"
 #include "log.h"
 #include "proxy.h"
+#include "slab.h"
 
 #define CLIENT_BUF_MAX (HTTP_MAX_HEAD_ALL + 16384)
 #define LINGER_MS 1000
+
+/* every client connection's, for its whole life (slab.h says why) */
+static struct slab clients = SLAB_INITIALIZER;
 
 enum client_state {
 	CL_IDLE,	/* waiting for (the rest of) a request head */
@@ -309,7 +313,7 @@ client_free_deferred(evutil_socket_t fd, short what, void *arg)
 	}
 	gen_unref(cl->w, cl->gen);
 	free(cl->peer_id);
-	free(cl);
+	slab_free(&clients, cl);
 }
 
 /* The connection goes; no exchange is live on it any more. */
@@ -1159,7 +1163,7 @@ void
 proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_t len)
 {
 	struct worker *w = lis->w;
-	struct client *cl = calloc(1, sizeof(*cl));
+	struct client *cl = slab_alloc(&clients, sizeof(*cl));
 
 	(void)len;
 	if (cl == NULL) {
@@ -1179,7 +1183,7 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 		else
 			close(fd);
 		gen_unref(w, cl->gen);
-		free(cl);
+		slab_free(&clients, cl);
 		return;
 	}
 	if (peer->sa_family == AF_INET)
