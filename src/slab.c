@@ -16,6 +16,8 @@ struct slab_page {
 };
 
 #define OBJ_ALIGN	16
+/* in a free object's second word: a second free of it aborts */
+#define FREED_MARK	((uint64_t)0x5f7ee5ab5f7ee5abULL)
 #define FIRST_OBJ	((sizeof(struct slab_page) + OBJ_ALIGN - 1) & ~(size_t)(OBJ_ALIGN - 1))
 
 static size_t
@@ -138,9 +140,15 @@ slab_alloc(struct slab *s, size_t size)
 	pthread_mutex_lock(&s->mu);
 	if (s->size == 0)
 		s->size = size;
-	if (size != s->size || size > SLAB_PAGE / 4 || size == 0) {
+	if (size != s->size || size > SLAB_PAGE / 4 || size < 2 * sizeof(uint64_t)) {
 		pthread_mutex_unlock(&s->mu);
 		abort();	/* a caller's bug, not a condition */
+	}
+	if (s->direct) {
+		if ((p = calloc(1, size)) != NULL)
+			s->live++;
+		pthread_mutex_unlock(&s->mu);
+		return p;
 	}
 	if ((pg = s->partial) == NULL) {
 		if ((pg = s->empty) != NULL) {
@@ -170,6 +178,17 @@ slab_alloc(struct slab *s, size_t size)
 	return memset(p, 0, size);
 }
 
+/* P is an object S handed out from PG and not given back since. */
+static bool
+live_object(const struct slab *s, const struct slab_page *pg, const char *p)
+{
+	const char *first = (const char *)pg + FIRST_OBJ;
+
+	return pg->used > 0 && p >= first && p < pg->fresh &&
+	    (size_t)(p - first) % stride(s) == 0 &&
+	    ((const uint64_t *)p)[1] != FREED_MARK;
+}
+
 void
 slab_free(struct slab *s, void *p)
 {
@@ -177,9 +196,20 @@ slab_free(struct slab *s, void *p)
 
 	if (p == NULL)
 		return;
-	pg = page_of(p);
 	pthread_mutex_lock(&s->mu);
+	if (s->direct) {
+		s->live--;
+		pthread_mutex_unlock(&s->mu);
+		free(p);
+		return;
+	}
+	pg = page_of(p);
+	if (!live_object(s, pg, p)) {
+		pthread_mutex_unlock(&s->mu);
+		abort();	/* a double free: never two owners of one object */
+	}
 	*(void **)p = pg->free;
+	((uint64_t *)p)[1] = FREED_MARK;
 	pg->free = p;
 	kept_poison(p, s->size);
 	unlink_page(pg->used == pg->cap ? &s->full : &s->partial, pg);

@@ -10,15 +10,25 @@
  * page whose objects are all gone goes back to the system.
  *
  * One slab serves every thread (a mutex: a connection allocates once,
- * not per request). An object is zeroed when handed out. Sanitizer builds
- * take pages from malloc, so LeakSanitizer scans the live objects, and a
- * free object is poisoned while ASan is on (poison.h).
+ * not per request). An object is zeroed when handed out. A free that is
+ * not of a live object of the slab (a double free) aborts rather than
+ * hand one object to two connections.
+ *
+ * ASan builds give connections plain calloc/free (a "direct" slab): ASan's
+ * quarantine then catches a stale pointer to a freed connection, which a
+ * reused slot would hide, and LeakSanitizer reports a connection never
+ * freed, which a reachable page would hide. The page logic is still run
+ * under ASan by its unit tests (SLAB_PAGED_INITIALIZER), with pages from
+ * malloc and free objects poisoned (poison.h).
  */
 #ifndef FERRY_SLAB_H
 #define FERRY_SLAB_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "poison.h"
 
 #define SLAB_PAGE	(64 * 1024)
 
@@ -32,9 +42,15 @@ struct slab {
 	struct slab_page *empty;	/* at most one, kept against churn */
 	size_t pages;			/* all of them, the empty one too */
 	size_t live;			/* objects handed out */
+	bool direct;			/* calloc/free, no pages (ASan builds) */
 };
 
-#define SLAB_INITIALIZER { .mu = PTHREAD_MUTEX_INITIALIZER }
+#define SLAB_PAGED_INITIALIZER { .mu = PTHREAD_MUTEX_INITIALIZER }
+#ifdef FERRY_ASAN
+#define SLAB_INITIALIZER { .mu = PTHREAD_MUTEX_INITIALIZER, .direct = true }
+#else
+#define SLAB_INITIALIZER SLAB_PAGED_INITIALIZER
+#endif
 
 /* A zeroed object of SIZE bytes (every call on S must pass the same), or
  * NULL when memory is short. */
