@@ -5,8 +5,8 @@
  * With malloc those objects sit between the small blocks libevent keeps
  * for every descriptor it has seen (about 50 bytes each, never freed), so
  * after a burst of connections closed, no page of the heap came free and
- * RSS stayed where the burst left it (9,000 connections: 13 MiB, not
- * the 8.7 it started from). Here they live in pages of their own, and a
+ * RSS stayed where the burst left it (9,000 connections: 12.7 MiB, not
+ * the 8.5 it started from). Here they live in pages of their own, and a
  * page whose objects are all gone goes back to the system.
  *
  * One slab serves every thread (a mutex: a connection allocates once,
