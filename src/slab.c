@@ -9,7 +9,7 @@
 /* A page starts with this header; its objects follow. Pages are aligned
  * to their size, so an object finds its page by masking its address. */
 struct slab_page {
-	struct slab_page *next, *prev;	/* on its slab's partial or full list */
+	struct slab_page *next, *prev;	/* on its slab's partial list, if it has room */
 	void *free;			/* objects given back, linked through them */
 	char *fresh;			/* the first object never handed out */
 	unsigned used, cap;
@@ -168,10 +168,8 @@ slab_alloc(struct slab *s, size_t size)
 		p = pg->fresh;
 		pg->fresh += stride(s);
 	}
-	if (++pg->used == pg->cap) {
-		unlink_page(&s->partial, pg);
-		push_page(&s->full, pg);
-	}
+	if (++pg->used == pg->cap)
+		unlink_page(&s->partial, pg);	/* a full page is on no list */
 	s->live++;
 	pthread_mutex_unlock(&s->mu);
 	kept_unpoison(p, size);
@@ -212,7 +210,8 @@ slab_free(struct slab *s, void *p)
 	((uint64_t *)p)[1] = FREED_MARK;
 	pg->free = p;
 	kept_poison(p, s->size);
-	unlink_page(pg->used == pg->cap ? &s->full : &s->partial, pg);
+	if (pg->used < pg->cap)
+		unlink_page(&s->partial, pg);
 	s->live--;
 	if (--pg->used > 0)
 		push_page(&s->partial, pg);

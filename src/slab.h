@@ -37,8 +37,8 @@ struct slab_page;
 struct slab {
 	pthread_mutex_t mu;
 	size_t size;			/* of an object, set by the first slab_alloc */
-	struct slab_page *partial;	/* pages with a free object */
-	struct slab_page *full;		/* pages without one */
+	struct slab_page *partial;	/* pages with a free object (a full one is
+					 * found from its objects) */
 	struct slab_page *empty;	/* at most one, kept against churn */
 	size_t pages;			/* all of them, the empty one too */
 	size_t live;			/* objects handed out */
