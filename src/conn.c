@@ -12,6 +12,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "batch_bio.h"
 #include "conn.h"
 #include "slab.h"
 
@@ -34,6 +35,7 @@ struct conn {
 	bool write_failed;	/* a write (direct or queued) broke it */
 	bool wipe_out;		/* queued output is wiped as it leaves */
 	SSL *ssl;
+	BIO *rbatch;		/* the SSL's read BIO when batched (batch_bio.h) */
 	/* Only ev_read lives as long as the connection: the others are made
 	 * when first needed, so an idle keep-alive connection that never
 	 * waited to write holds none of them (conn_release_buffers drops an
@@ -184,6 +186,16 @@ out_len(const struct conn *c)
 	return c->out ? evbuffer_get_length(c->out) : 0;
 }
 
+/* Decrypted bytes inside OpenSSL, or (batched reads) bytes of records
+ * not yet taken from the buffer BIO: either way the socket will not say
+ * so. */
+static bool
+tls_pending(struct conn *c)
+{
+	return c->ssl != NULL && (SSL_has_pending(c->ssl) ||
+	    (c->rbatch != NULL && batch_bio_pending(c->rbatch) > 0));
+}
+
 /* Zeros and drops what is still queued (the conn is going). */
 static void
 wipe_queue(struct conn *c)
@@ -252,7 +264,7 @@ connected(struct conn *c)
 	}
 	/* the peer's first bytes may have come with its last handshake
 	 * flight: already decrypted, the socket will not say so */
-	if (c->ssl && SSL_has_pending(c->ssl))
+	if (tls_pending(c))
 		kick(c);
 	c->cb(c, CONN_CONNECTED, c->arg);
 }
@@ -559,9 +571,10 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 			if (r == 1) {
 				b->end += got;
 				total += (ssize_t)got;
-				/* with read-ahead a whole record may already be
-				 * decrypted while the socket stays quiet */
-				if (SSL_has_pending(c->ssl))
+				/* with read-ahead or batched reads a whole
+				 * record may be here while the socket stays
+				 * quiet */
+				if (tls_pending(c))
 					continue;
 				return total;
 			}
@@ -602,7 +615,30 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 bool
 conn_has_pending(struct conn *c)
 {
-	return c->ssl != NULL && SSL_has_pending(c->ssl);
+	return tls_pending(c);
+}
+
+/* OpenSSL's read-ahead fills its buffer from the socket and, before each
+ * record it takes out, moves everything still unread to the front: on an
+ * HTTP/2 connection, where one read brings dozens of small records, that
+ * memmove was 6.6% of all instructions per request. Without read-ahead,
+ * over a BIO that reads the socket in batches, each record is copied once
+ * and the socket is still read 16 KiB at a time. */
+int
+conn_batch_reads(struct conn *c)
+{
+	BIO *b;
+
+	if (c->ssl == NULL || c->rbatch != NULL)
+		return 0;
+	if ((b = batch_bio_new(c->fd)) == NULL)
+		return -1;
+	/* the SSL drops its read reference to the socket BIO (its write
+	 * reference stays) and owns B */
+	SSL_set0_rbio(c->ssl, b);
+	SSL_set_read_ahead(c->ssl, 0);
+	c->rbatch = b;
+	return 0;
 }
 
 /* evbuffer_write of the first piece, zeroed before it is drained. */

@@ -63,6 +63,10 @@ void conn_free(struct conn *c);
 ssize_t conn_read(struct conn *c, struct buf *b, size_t max);
 /* More decrypted bytes are waiting inside TLS even if the socket is quiet. */
 bool conn_has_pending(struct conn *c);
+/* Many TLS records arrive per read on C (HTTP/2): read them through a
+ * buffer rather than OpenSSL's read-ahead. Before or after the handshake;
+ * -1 without memory (C is unchanged and still works). */
+int conn_batch_reads(struct conn *c);
 
 /* Queue and try to send. -1 when the connection is broken. */
 int conn_write(struct conn *c, const void *data, size_t len);

@@ -1,0 +1,158 @@
+/* A read BIO serving OpenSSL's record reads from batched socket reads;
+ * batch_bio.h. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batch_bio.h"
+#include "blocks.h"
+
+struct batch {
+	int fd;
+	bool eof;		/* read(2) returned 0 */
+	char *buf;		/* a block while it holds bytes, else NULL */
+	size_t off, len;	/* the bytes not yet taken */
+};
+
+static BIO_METHOD *method;
+static pthread_once_t method_once = PTHREAD_ONCE_INIT;
+
+static void
+drop_buffer(struct batch *bt)
+{
+	blocks_put(bt->buf);
+	bt->buf = NULL;
+	bt->off = bt->len = 0;
+}
+
+/* read(2)'s N <= 0 as a BIO read result, as OpenSSL's socket BIO does: a
+ * retry flag for EAGAIN, BIO_eof for 0, errno left for the rest. */
+static int
+failed(BIO *b, struct batch *bt, ssize_t n)
+{
+	if (n == 0)
+		bt->eof = true;
+	else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		BIO_set_retry_read(b);
+	return 0;
+}
+
+static int
+batch_read(BIO *b, char *out, size_t want, size_t *got)
+{
+	struct batch *bt = BIO_get_data(b);
+	size_t take;
+	ssize_t n;
+
+	*got = 0;
+	BIO_clear_retry_flags(b);
+	if (want == 0)
+		return 0;
+	if (bt->len == 0) {
+		if (want >= BATCH_BIO_BUF) {
+			if ((n = read(bt->fd, out, want)) <= 0)
+				return failed(b, bt, n);
+			*got = (size_t)n;
+			return 1;
+		}
+		if (bt->buf == NULL && (bt->buf = blocks_get(BATCH_BIO_BUF)) == NULL) {
+			errno = ENOMEM;
+			return 0;
+		}
+		if ((n = read(bt->fd, bt->buf, BATCH_BIO_BUF)) <= 0) {
+			drop_buffer(bt);
+			return failed(b, bt, n);
+		}
+		bt->off = 0;
+		bt->len = (size_t)n;
+	}
+	take = want < bt->len ? want : bt->len;
+	memcpy(out, bt->buf + bt->off, take);
+	bt->off += take;
+	bt->len -= take;
+	if (bt->len == 0)
+		drop_buffer(bt);
+	*got = take;
+	return 1;
+}
+
+static long
+batch_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct batch *bt = BIO_get_data(b);
+
+	(void)num;
+	switch (cmd) {
+	case BIO_CTRL_PENDING:
+		return (long)bt->len;
+	case BIO_CTRL_EOF:
+		return bt->eof && bt->len == 0;
+	case BIO_CTRL_FLUSH:
+		return 1;
+	case BIO_C_GET_FD:
+		if (ptr != NULL)
+			*(int *)ptr = bt->fd;
+		return bt->fd;
+	default:
+		return 0;
+	}
+}
+
+static int
+batch_destroy(BIO *b)
+{
+	struct batch *bt = BIO_get_data(b);
+
+	if (bt != NULL) {
+		blocks_put(bt->buf);
+		free(bt);
+		BIO_set_data(b, NULL);
+	}
+	return 1;
+}
+
+static void
+method_make(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK |
+	    BIO_TYPE_DESCRIPTOR, "ferry batched socket read");
+
+	if (m == NULL)
+		return;
+	if (BIO_meth_set_read_ex(m, batch_read) != 1 ||
+	    BIO_meth_set_ctrl(m, batch_ctrl) != 1 ||
+	    BIO_meth_set_destroy(m, batch_destroy) != 1) {
+		BIO_meth_free(m);
+		return;
+	}
+	method = m;
+}
+
+BIO *
+batch_bio_new(int fd)
+{
+	struct batch *bt;
+	BIO *b;
+
+	if (pthread_once(&method_once, method_make) != 0 || method == NULL)
+		return NULL;
+	if ((bt = calloc(1, sizeof(*bt))) == NULL)
+		return NULL;
+	if ((b = BIO_new(method)) == NULL) {
+		free(bt);
+		return NULL;
+	}
+	bt->fd = fd;
+	BIO_set_data(b, bt);
+	BIO_set_init(b, 1);
+	return b;
+}
+
+size_t
+batch_bio_pending(BIO *b)
+{
+	return ((struct batch *)BIO_get_data(b))->len;
+}
