@@ -1,11 +1,12 @@
-"""Where an HTTP/2 service's TLS records end (SPEC §12 Upstream): ferry
-reads an HTTP/2 connection's records through a buffer of its own, not
-OpenSSL's read-ahead (conn_batch_reads). A TLS service on loopback that
-cuts its answers into records of a size it picks - one byte each, or
-records larger than ferry's read buffer - and sends each answer in one
-write, then keeps the connection open and says nothing more: every byte
-must reach the client all the same, with nothing waiting for a read the
-socket will never announce."""
+"""Where the TLS records of an HTTP/2 connection end (SPEC §12): ferry
+reads HTTP/2 over TLS through a buffer of its own, not OpenSSL's
+read-ahead (conn_batch_reads), on both sides. Upstream: a TLS service on
+loopback that cuts its answers into records of a size it picks - one byte
+each, or records larger than ferry's read buffer - and sends each answer
+in one write, then keeps the connection open and says nothing more: every
+byte must reach the client all the same, with nothing waiting for a read
+the socket will never announce. Inbound: a peer that sends its requests
+the same way."""
 
 import socket
 import ssl
@@ -20,7 +21,9 @@ import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 
-from harness import FerryTestCase, LOOPBACK
+from harness import FerryTestCase, LOOPBACK, free_port, pki
+
+KEY = "records-inbound-key-0123456789"
 
 
 class RecordServer:
@@ -121,15 +124,16 @@ class RecordServer:
                 inc.write(data)
         return False
 
-    def send(self, s, tls, out, data, record):
-        """DATA in records of RECORD bytes, one sendall for all of them."""
-        n = 0
+    def send(self, s, tls, out, data, record, count=False):
+        """DATA in records of RECORD bytes, one sendall for all of them
+        (counted first: the client may have them before sendall returns)."""
         for i in range(0, len(data), record):
             tls.write(data[i:i + record])
-            n += 1
+        if count:
+            with self.lock:
+                self.records += (len(data) + record - 1) // record
         if out.pending:
             s.sendall(out.read())
-        return n
 
     def answer(self, s, tls, out, conn, sid, path):
         size, record = (int(x) for x in path.strip("/").split("/"))
@@ -140,9 +144,7 @@ class RecordServer:
         for i in range(0, len(body), step):
             conn.send_data(sid, body[i:i + step])
         conn.send_headers(sid, [("x-trailer", "t1")], end_stream=True)
-        n = self.send(s, tls, out, conn.data_to_send(), record)
-        with self.lock:
-            self.records += n
+        self.send(s, tls, out, conn.data_to_send(), record, count=True)
 
 
 class TlsRecordLayoutTest(FerryTestCase):
@@ -209,6 +211,108 @@ class TlsRecordLayoutTest(FerryTestCase):
         # ferry is still whole and still on one connection
         self.fetch(100, 1)
         self.assertEqual(self.up.connections, 1)
+
+
+class InboundRecordLayoutTest(FerryTestCase):
+    """A peer speaking HTTP/2 over mutual TLS to the inbound listener, its
+    whole conversation (preface, settings, request heads) cut into
+    records of one byte and sent in one write."""
+
+    def setUp(self):
+        super().setUp()
+        p = pki()
+        self.app = self.upstream(harness.fixed(200, body=b"app-body"), tls=False)
+        self.port = free_port()
+        self.f = self.ferry({}, env={"K1": KEY}, workers=1, listeners={
+            "inbound": {
+                "address": "127.0.0.1:%d" % self.port,
+                "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+                "auth": {"keys_env": ["K1"]},
+                "local_app": self.app.address,
+            }})
+
+    def test_requests_in_one_byte_records(self):
+        p = pki()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(p.ca.cert)
+        ctx.load_cert_chain(p.client.cert, p.client.key)
+        ctx.check_hostname = False
+        ctx.set_alpn_protocols(["h2"])
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(inc, out, server_hostname="backend")
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self._closers.append(s.close)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if out.pending:
+                    s.sendall(out.read())
+                data = s.recv(65536)
+                self.assertTrue(data, "the handshake ended early")
+                inc.write(data)
+        self.assertEqual(tls.selected_alpn_protocol(), "h2")
+        if out.pending:
+            s.sendall(out.read())   # the client's Finished
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        # ferry's SETTINGS first: then its handshake is over and the
+        # records below come to the HTTP/2 connection, not to the handshake
+        early = b""
+        while len(early) < 9:
+            inc.write(s.recv(65536))
+            try:
+                early += tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+        conn.receive_data(early)    # its ack goes out in the burst below
+        sids = []
+        for i in range(10):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "GET"), (":path", "/r%d" % i),
+                                    (":scheme", "https"), (":authority", "order-service"),
+                                    ("x-service-auth", KEY)], end_stream=True)
+            sids.append(sid)
+        data = conn.data_to_send()
+        for i in range(len(data)):
+            tls.write(data[i:i + 1])
+        s.sendall(out.read())
+        done, bodies, statuses = set(), {}, {}
+        deadline = time.monotonic() + 10
+        while len(done) < len(sids) and time.monotonic() < deadline:
+            try:
+                got = s.recv(65536)
+            except socket.timeout:
+                break
+            if not got:
+                break
+            inc.write(got)
+            plain = b""
+            while True:
+                try:
+                    chunk = tls.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+                if not chunk:
+                    break
+                plain += chunk
+            for ev in conn.receive_data(plain):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    statuses[ev.stream_id] = dict(ev.headers)[":status"]
+                elif isinstance(ev, h2.events.DataReceived):
+                    bodies[ev.stream_id] = bodies.get(ev.stream_id, b"") + ev.data
+                elif isinstance(ev, h2.events.StreamEnded):
+                    done.add(ev.stream_id)
+            # nothing goes back (not even the SETTINGS ack) until every
+            # answer is in: after its one burst the peer is quiet, and
+            # ferry must find the records it already read by itself
+        self.assertEqual(done, set(sids), self.f.stderr_tail())
+        self.assertEqual(statuses, {sid: "200" for sid in sids})
+        self.assertEqual(bodies, {sid: b"app-body" for sid in sids})
+        self.assertEqual(sorted(r.target for r in self.app.requests),
+                         sorted("/r%d" % i for i in range(10)))
 
 
 if __name__ == "__main__":
