@@ -26,6 +26,61 @@ from harness import FerryTestCase, LOOPBACK, free_port, pki
 KEY = "records-inbound-key-0123456789"
 
 
+class TlsPipe:
+    """TLS over socket S through an SSLObject (CTX.wrap_bio), so that this
+    side decides where each record ends."""
+
+    def __init__(self, s, ctx, **wrap):
+        self.s = s
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, **wrap)
+
+    def flush(self):
+        if self.out.pending:
+            self.s.sendall(self.out.read())
+
+    def handshake(self, timeout=5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.tls.do_handshake()
+                self.flush()
+                return True
+            except ssl.SSLWantReadError:
+                self.flush()
+                try:
+                    data = self.s.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    return False
+                self.inc.write(data)
+        return False
+
+    def recv(self):
+        """The plaintext of what one recv brought (maybe b""), None at the
+        end; socket.timeout as recv raises it."""
+        data = self.s.recv(65536)
+        if not data:
+            return None
+        self.inc.write(data)
+        plain = b""
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                return plain
+            if not chunk:
+                return None if not plain else plain
+            plain += chunk
+
+    def send(self, data, record):
+        """DATA in records of RECORD bytes, one sendall for all of them."""
+        for i in range(0, len(data), record):
+            self.tls.write(data[i:i + record])
+        self.flush()
+
+
 class RecordServer:
     """TLS (ALPN h2) + HTTP/2 through an SSLObject, so this side decides
     where each record ends. /N/R answers N body bytes (harness.payload)
@@ -64,78 +119,36 @@ class RecordServer:
             threading.Thread(target=self.serve, args=(s,), daemon=True).start()
 
     def serve(self, s):
-        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = self.ctx.wrap_bio(inc, out, server_side=True)
+        pipe = TlsPipe(s, self.ctx, server_side=True)
         s.settimeout(0.1)
         try:
-            if not self.handshake(s, tls, inc, out):
+            if not pipe.handshake():
                 return
             conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
                 client_side=False, header_encoding="utf-8"))
             conn.initiate_connection()
-            self.send(s, tls, out, conn.data_to_send(), 1 << 14)
+            pipe.send(conn.data_to_send(), 1 << 14)
             paths = {}
             while not self.stopping.is_set():
                 try:
-                    data = s.recv(65536)
+                    plain = pipe.recv()
                 except socket.timeout:
                     continue
-                if not data:
+                if plain is None:
                     return
-                inc.write(data)
-                plain = b""
-                while True:
-                    try:
-                        chunk = tls.read(65536)
-                    except ssl.SSLWantReadError:
-                        break
-                    if not chunk:
-                        return
-                    plain += chunk
                 for ev in conn.receive_data(plain):
                     if isinstance(ev, h2.events.RequestReceived):
                         paths[ev.stream_id] = dict(ev.headers)[":path"]
                     elif isinstance(ev, h2.events.StreamEnded):
-                        self.answer(s, tls, out, conn, ev.stream_id, paths[ev.stream_id])
+                        self.answer(pipe, conn, ev.stream_id, paths[ev.stream_id])
                 # window updates, settings acks: in ordinary records
-                self.send(s, tls, out, conn.data_to_send(), 1 << 14)
+                pipe.send(conn.data_to_send(), 1 << 14)
         except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
             pass
         finally:
             s.close()
 
-    def handshake(self, s, tls, inc, out):
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                tls.do_handshake()
-                if out.pending:
-                    s.sendall(out.read())
-                return True
-            except ssl.SSLWantReadError:
-                if out.pending:
-                    s.sendall(out.read())
-                try:
-                    data = s.recv(65536)
-                except socket.timeout:
-                    continue
-                if not data:
-                    return False
-                inc.write(data)
-        return False
-
-    def send(self, s, tls, out, data, record, count=False):
-        """DATA in records of RECORD bytes, one sendall for all of them
-        (counted first: the client may have them before sendall returns)."""
-        for i in range(0, len(data), record):
-            tls.write(data[i:i + record])
-        if count:
-            with self.lock:
-                self.records += (len(data) + record - 1) // record
-        if out.pending:
-            s.sendall(out.read())
-
-    def answer(self, s, tls, out, conn, sid, path):
+    def answer(self, pipe, conn, sid, path):
         size, record = (int(x) for x in path.strip("/").split("/"))
         body = harness.payload(size, seed=size)
         conn.send_headers(sid, [(":status", "200"), ("content-type", "application/octet-stream"),
@@ -144,7 +157,11 @@ class RecordServer:
         for i in range(0, len(body), step):
             conn.send_data(sid, body[i:i + step])
         conn.send_headers(sid, [("x-trailer", "t1")], end_stream=True)
-        self.send(s, tls, out, conn.data_to_send(), record, count=True)
+        data = conn.data_to_send()
+        # counted first: the client may have them all before send returns
+        with self.lock:
+            self.records += (len(data) + record - 1) // record
+        pipe.send(data, record)
 
 
 class TlsRecordLayoutTest(FerryTestCase):
@@ -238,23 +255,11 @@ class InboundRecordLayoutTest(FerryTestCase):
         ctx.load_cert_chain(p.client.cert, p.client.key)
         ctx.check_hostname = False
         ctx.set_alpn_protocols(["h2"])
-        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = ctx.wrap_bio(inc, out, server_hostname="backend")
         s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         self._closers.append(s.close)
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                if out.pending:
-                    s.sendall(out.read())
-                data = s.recv(65536)
-                self.assertTrue(data, "the handshake ended early")
-                inc.write(data)
-        self.assertEqual(tls.selected_alpn_protocol(), "h2")
-        if out.pending:
-            s.sendall(out.read())   # the client's Finished
+        pipe = TlsPipe(s, ctx, server_hostname="backend")
+        self.assertTrue(pipe.handshake(), "no handshake")
+        self.assertEqual(pipe.tls.selected_alpn_protocol(), "h2")
         conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
             client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
@@ -262,11 +267,9 @@ class InboundRecordLayoutTest(FerryTestCase):
         # records below come to the HTTP/2 connection, not to the handshake
         early = b""
         while len(early) < 9:
-            inc.write(s.recv(65536))
-            try:
-                early += tls.read(65536)
-            except ssl.SSLWantReadError:
-                pass
+            got = pipe.recv()
+            self.assertIsNotNone(got, "ferry closed the connection")
+            early += got
         conn.receive_data(early)    # its ack goes out in the burst below
         sids = []
         for i in range(10):
@@ -275,29 +278,16 @@ class InboundRecordLayoutTest(FerryTestCase):
                                     (":scheme", "https"), (":authority", "order-service"),
                                     ("x-service-auth", KEY)], end_stream=True)
             sids.append(sid)
-        data = conn.data_to_send()
-        for i in range(len(data)):
-            tls.write(data[i:i + 1])
-        s.sendall(out.read())
+        pipe.send(conn.data_to_send(), 1)
         done, bodies, statuses = set(), {}, {}
         deadline = time.monotonic() + 10
         while len(done) < len(sids) and time.monotonic() < deadline:
             try:
-                got = s.recv(65536)
+                plain = pipe.recv()
             except socket.timeout:
                 break
-            if not got:
+            if plain is None:
                 break
-            inc.write(got)
-            plain = b""
-            while True:
-                try:
-                    chunk = tls.read(65536)
-                except ssl.SSLWantReadError:
-                    break
-                if not chunk:
-                    break
-                plain += chunk
             for ev in conn.receive_data(plain):
                 if isinstance(ev, h2.events.ResponseReceived):
                     statuses[ev.stream_id] = dict(ev.headers)[":status"]
