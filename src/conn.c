@@ -547,8 +547,16 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 		return CONN_AGAIN;
 	for (;;) {
 		room = buf_prepare(b, 16384, max);
-		if (room == 0)
+		if (room == 0) {
+			/* B is full, and records read from the socket may
+			 * wait in OpenSSL or the batch BIO: the socket will
+			 * not say so again, so the owner hears READABLE once
+			 * more after it has taken what it got (not when it got
+			 * nothing: an owner that cannot take would spin) */
+			if (total > 0 && tls_pending(c))
+				kick(c);
 			return total > 0 ? total : CONN_AGAIN;
+		}
 		if (c->ssl == NULL) {
 			ssize_t n = read(c->fd, b->data + b->end, room);
 

@@ -231,9 +231,9 @@ class TlsRecordLayoutTest(FerryTestCase):
 
 
 class InboundRecordLayoutTest(FerryTestCase):
-    """A peer speaking HTTP/2 over mutual TLS to the inbound listener, its
-    whole conversation (preface, settings, request heads) cut into
-    records of one byte and sent in one write."""
+    """A peer speaking HTTP/2 over mutual TLS to the inbound listener that
+    sends all it has to say in one write, cut into records of one byte or
+    1000, and then waits for the answers without a word more."""
 
     def setUp(self):
         super().setUp()
@@ -248,7 +248,10 @@ class InboundRecordLayoutTest(FerryTestCase):
                 "local_app": self.app.address,
             }})
 
-    def test_requests_in_one_byte_records(self):
+    def connect(self):
+        """An HTTP/2 connection over TLS to the inbound listener, once
+        ferry's first frames are in (its handshake is then over: what is
+        sent next reaches the HTTP/2 connection, not the handshake)."""
         p = pki()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(p.ca.cert)
@@ -263,22 +266,17 @@ class InboundRecordLayoutTest(FerryTestCase):
         conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
             client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
-        # ferry's SETTINGS first: then its handshake is over and the
-        # records below come to the HTTP/2 connection, not to the handshake
-        early = b""
-        while len(early) < 9:
+        # its SETTINGS and its connection window (1 MiB)
+        while conn.outbound_flow_control_window < 1 << 20:
             got = pipe.recv()
             self.assertIsNotNone(got, "ferry closed the connection")
-            early += got
-        conn.receive_data(early)    # its ack goes out in the burst below
-        sids = []
-        for i in range(10):
-            sid = conn.get_next_available_stream_id()
-            conn.send_headers(sid, [(":method", "GET"), (":path", "/r%d" % i),
-                                    (":scheme", "https"), (":authority", "order-service"),
-                                    ("x-service-auth", KEY)], end_stream=True)
-            sids.append(sid)
-        pipe.send(conn.data_to_send(), 1)
+            conn.receive_data(got)  # the acks go out with the burst
+        return pipe, conn
+
+    def answers(self, pipe, conn, sids):
+        """Reads until every stream of SIDS ended, sending nothing back
+        (not even a SETTINGS ack): after its one burst the peer is quiet,
+        and ferry must find the records it already read by itself."""
         done, bodies, statuses = set(), {}, {}
         deadline = time.monotonic() + 10
         while len(done) < len(sids) and time.monotonic() < deadline:
@@ -295,15 +293,44 @@ class InboundRecordLayoutTest(FerryTestCase):
                     bodies[ev.stream_id] = bodies.get(ev.stream_id, b"") + ev.data
                 elif isinstance(ev, h2.events.StreamEnded):
                     done.add(ev.stream_id)
-            # nothing goes back (not even the SETTINGS ack) until every
-            # answer is in: after its one burst the peer is quiet, and
-            # ferry must find the records it already read by itself
         self.assertEqual(done, set(sids), self.f.stderr_tail())
         self.assertEqual(statuses, {sid: "200" for sid in sids})
         self.assertEqual(bodies, {sid: b"app-body" for sid in sids})
+
+    def test_requests_in_one_byte_records(self):
+        pipe, conn = self.connect()
+        sids = []
+        for i in range(10):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "GET"), (":path", "/r%d" % i),
+                                    (":scheme", "https"), (":authority", "order-service"),
+                                    ("x-service-auth", KEY)], end_stream=True)
+            sids.append(sid)
+        pipe.send(conn.data_to_send(), 1)
+        self.answers(pipe, conn, sids)
         self.assertEqual(sorted(r.target for r in self.app.requests),
                          sorted("/r%d" % i for i in range(10)))
 
+    def test_burst_past_one_read(self):
+        # a request body in 1000-byte records, in one write, a little more
+        # than one read of ferry's takes (64 KiB): that read stops with
+        # records still in OpenSSL or the batching buffer, the socket
+        # already empty; then the peer waits, quiet. Sizes around the
+        # mark, each on a connection of its own.
+        for size in range(62000, 82000, 2000):
+            pipe, conn = self.connect()
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "POST"), (":path", "/b%d" % size),
+                                    (":scheme", "https"), (":authority", "order-service"),
+                                    ("x-service-auth", KEY)])
+            body = harness.payload(size, seed=size)
+            step = conn.max_outbound_frame_size
+            for at in range(0, len(body), step):
+                conn.send_data(sid, body[at:at + step], end_stream=at + step >= len(body))
+            pipe.send(conn.data_to_send(), 1000)
+            self.answers(pipe, conn, [sid])
+            got = [r.body for r in self.app.requests if r.target == "/b%d" % size]
+            self.assertEqual(got, [body], size)
 
 if __name__ == "__main__":
     harness.main()
