@@ -61,7 +61,9 @@ void conn_free(struct conn *c);
 /* Reads into B (growing it up to MAX). Returns bytes read, 0 on EOF,
  * CONN_AGAIN when nothing is there, -1 on error (conn_error() says why). */
 ssize_t conn_read(struct conn *c, struct buf *b, size_t max);
-/* More decrypted bytes are waiting inside TLS even if the socket is quiet. */
+/* More bytes are waiting inside TLS (decrypted, or records the batching
+ * BIO read) even if the socket is quiet. conn_read itself kicks the owner
+ * when it stops at a full buffer with such bytes left. */
 bool conn_has_pending(struct conn *c);
 /* Many TLS records arrive per read on C (HTTP/2): read them through a
  * buffer rather than OpenSSL's read-ahead. Before or after the handshake;
