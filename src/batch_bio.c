@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "batch_bio.h"
 #include "blocks.h"
 
@@ -59,7 +61,8 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 			return 1;
 		}
 		if (bt->buf == NULL && (bt->buf = blocks_get(BATCH_BIO_BUF)) == NULL) {
-			errno = ENOMEM;
+			/* an error OpenSSL reports, not an end of stream */
+			ERR_raise(ERR_LIB_SYS, ENOMEM);
 			return 0;
 		}
 		if ((n = read(bt->fd, bt->buf, BATCH_BIO_BUF)) <= 0) {

@@ -595,25 +595,40 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 					return -1;
 				return total > 0 ? total : CONN_AGAIN;
 			case SSL_ERROR_ZERO_RETURN:
-				if (total > 0)
+				/* bytes before the close_notify go first; the
+				 * end comes with the next read, which the kick
+				 * brings (the peer may keep its socket open
+				 * and quiet) */
+				if (total > 0) {
+					kick(c);
 					return total;
+				}
 				c->fail = CONN_EOF;
 				return 0;
 			case SSL_ERROR_SYSCALL:
-				if (total > 0)
-					return total;
 				if (errno == 0 || ERR_peek_error() == 0) {
 					/* EOF without close_notify: treat as EOF */
 					ERR_clear_error();
+					if (total > 0) {
+						kick(c);
+						return total;
+					}
 					c->fail = CONN_EOF;
 					return 0;
 				}
 				/* fall through */
 			default:
-				if (total > 0)
-					return total;
+				/* the error leaves the thread's queue now: left
+				 * there, the next SSL_get_error of any of this
+				 * worker's connections would take it for its
+				 * own. Bytes before the bad record go first,
+				 * the failure with the next read (the kick). */
 				set_fail(c, CONN_RESET, "TLS: %s", tls_reason());
 				ERR_clear_error();
+				if (total > 0) {
+					kick(c);
+					return total;
+				}
 				return -1;
 			}
 		}

@@ -10,6 +10,7 @@ the same way."""
 
 import socket
 import ssl
+import struct
 import threading
 import time
 
@@ -331,6 +332,70 @@ class InboundRecordLayoutTest(FerryTestCase):
             self.answers(pipe, conn, [sid])
             got = [r.body for r in self.app.requests if r.target == "/b%d" % size]
             self.assertEqual(got, [body], size)
+
+class BadRecordTest(FerryTestCase):
+    """A peer with a valid certificate sends, in one write, a good record
+    and then one that does not decrypt. ferry takes the good one, closes
+    that peer's connection at once, and the worker's other connections
+    (its HTTP/2 session to a service) never notice: the decrypt error must
+    not stay on the worker's OpenSSL error queue, where the next
+    SSL_get_error of any connection would take it for its own."""
+
+    def setUp(self):
+        super().setUp()
+        p = pki()
+        self.up = RecordServer()
+        self._closers.append(self.up.close)
+        self.port = free_port()
+        self.f = self.ferry({"svc": {"endpoints": [self.up.address], "protocol": "h2",
+                                     "tls": harness.tls_client(), "retries": {"max": 0}}},
+                            env={"K1": KEY}, workers=1, listeners={
+            "inbound": {
+                "address": "127.0.0.1:%d" % self.port,
+                "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+                "auth": {"keys_env": ["K1"]},
+                "local_app": self.upstream(tls=False).address,
+            }})
+
+    def test_good_record_then_bad_one(self):
+        self.assertEqual(self.f.get("/100/50", host="svc", timeout=10).status, 200)
+        p = pki()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(p.ca.cert)
+        ctx.load_cert_chain(p.client.cert, p.client.key)
+        ctx.check_hostname = False
+        ctx.set_alpn_protocols(["h2"])
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self._closers.append(s.close)
+        pipe = TlsPipe(s, ctx, server_hostname="backend")
+        self.assertTrue(pipe.handshake(), "no handshake")
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        pipe.send(conn.data_to_send(), 1 << 14)
+        self.assertIsNotNone(pipe.recv(), "ferry closed the connection")
+        # a PRIORITY frame (no answer due) in a good record, then a record
+        # with a valid header and a body that does not decrypt
+        priority = (struct.pack(">I", 5)[1:] + bytes([2, 0]) + struct.pack(">I", 3) +
+                    struct.pack(">IB", 0, 15))
+        pipe.tls.write(priority)
+        s.sendall(pipe.out.read() + bytes([23, 3, 3, 0, 40]) + b"\x55" * 40)
+        # the attacker's connection ends now, not at its idle timeout
+        deadline, ended = time.monotonic() + 3, False
+        s.settimeout(0.5)
+        while not ended and time.monotonic() < deadline:
+            try:
+                ended = s.recv(65536) == b""
+            except socket.timeout:
+                pass
+            except OSError:
+                ended = True
+        self.assertTrue(ended, "the connection of the bad record was left open")
+        # the worker's HTTP/2 session to the service is the same one
+        for _ in range(2):
+            self.assertEqual(self.f.get("/100/50", host="svc", timeout=10).status, 200)
+        self.assertEqual(self.up.connections, 1, self.f.stderr_tail())
+
 
 if __name__ == "__main__":
     harness.main()
