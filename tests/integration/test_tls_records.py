@@ -231,23 +231,8 @@ class TlsRecordLayoutTest(FerryTestCase):
         self.assertEqual(self.up.connections, 1)
 
 
-class InboundRecordLayoutTest(FerryTestCase):
-    """A peer speaking HTTP/2 over mutual TLS to the inbound listener that
-    sends all it has to say in one write, cut into records of one byte or
-    1000, and then waits for the answers without a word more."""
-
-    def setUp(self):
-        super().setUp()
-        p = pki()
-        self.app = self.upstream(harness.fixed(200, body=b"app-body"), tls=False)
-        self.port = free_port()
-        self.f = self.ferry({}, env={"K1": KEY}, workers=1, listeners={
-            "inbound": {
-                "address": "127.0.0.1:%d" % self.port,
-                "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
-                "auth": {"keys_env": ["K1"]},
-                "local_app": self.app.address,
-            }})
+class InboundPeer:
+    """For a test with an inbound listener on self.port."""
 
     def connect(self):
         """An HTTP/2 connection over TLS to the inbound listener, once
@@ -273,6 +258,25 @@ class InboundRecordLayoutTest(FerryTestCase):
             self.assertIsNotNone(got, "ferry closed the connection")
             conn.receive_data(got)  # the acks go out with the burst
         return pipe, conn
+
+
+class InboundRecordLayoutTest(InboundPeer, FerryTestCase):
+    """A peer speaking HTTP/2 over mutual TLS to the inbound listener that
+    sends all it has to say in one write, cut into records of one byte or
+    1000, and then waits for the answers without a word more."""
+
+    def setUp(self):
+        super().setUp()
+        p = pki()
+        self.app = self.upstream(harness.fixed(200, body=b"app-body"), tls=False)
+        self.port = free_port()
+        self.f = self.ferry({}, env={"K1": KEY}, workers=1, listeners={
+            "inbound": {
+                "address": "127.0.0.1:%d" % self.port,
+                "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+                "auth": {"keys_env": ["K1"]},
+                "local_app": self.app.address,
+            }})
 
     def answers(self, pipe, conn, sids):
         """Reads until every stream of SIDS ended, sending nothing back
@@ -333,7 +337,7 @@ class InboundRecordLayoutTest(FerryTestCase):
             got = [r.body for r in self.app.requests if r.target == "/b%d" % size]
             self.assertEqual(got, [body], size)
 
-class BadRecordTest(FerryTestCase):
+class BadRecordTest(InboundPeer, FerryTestCase):
     """A peer with a valid certificate sends, in one write, a good record
     and then one that does not decrypt. ferry takes the good one, closes
     that peer's connection at once, and the worker's other connections
@@ -359,26 +363,21 @@ class BadRecordTest(FerryTestCase):
 
     def test_good_record_then_bad_one(self):
         self.assertEqual(self.f.get("/100/50", host="svc", timeout=10).status, 200)
-        p = pki()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(p.ca.cert)
-        ctx.load_cert_chain(p.client.cert, p.client.key)
-        ctx.check_hostname = False
-        ctx.set_alpn_protocols(["h2"])
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        self._closers.append(s.close)
-        pipe = TlsPipe(s, ctx, server_hostname="backend")
-        self.assertTrue(pipe.handshake(), "no handshake")
-        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
-            client_side=True, header_encoding="utf-8"))
-        conn.initiate_connection()
-        pipe.send(conn.data_to_send(), 1 << 14)
-        self.assertIsNotNone(pipe.recv(), "ferry closed the connection")
-        # a PRIORITY frame (no answer due) in a good record, then a record
-        # with a valid header and a body that does not decrypt
+        pipe, conn = self.connect()
+        pipe.send(conn.data_to_send(), 1 << 14)   # the preface and acks
+        acked = False
+        while not acked:
+            got = pipe.recv()
+            self.assertIsNotNone(got, "ferry closed the connection")
+            acked = any(isinstance(ev, h2.events.SettingsAcknowledged)
+                        for ev in conn.receive_data(got))
+        # a PRIORITY frame (nothing for ferry to answer or write) in a good
+        # record, then a record with a valid header and a body that does
+        # not decrypt
         priority = (struct.pack(">I", 5)[1:] + bytes([2, 0]) + struct.pack(">I", 3) +
                     struct.pack(">IB", 0, 15))
         pipe.tls.write(priority)
+        s = pipe.s
         s.sendall(pipe.out.read() + bytes([23, 3, 3, 0, 40]) + b"\x55" * 40)
         # the attacker's connection ends now, not at its idle timeout
         deadline, ended = time.monotonic() + 3, False
