@@ -110,7 +110,7 @@ batch_destroy(BIO *b)
 	struct batch *bt = BIO_get_data(b);
 
 	if (bt != NULL) {
-		blocks_put(bt->buf);
+		drop_buffer(bt);
 		free(bt);
 		BIO_set_data(b, NULL);
 	}

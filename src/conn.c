@@ -187,10 +187,10 @@ out_len(const struct conn *c)
 }
 
 /* Decrypted bytes inside OpenSSL, or (batched reads) bytes of records
- * not yet taken from the buffer BIO: either way the socket will not say
- * so. */
-static bool
-tls_pending(struct conn *c)
+ * not yet taken from the batching BIO: either way the socket will not
+ * say so. */
+bool
+conn_has_pending(struct conn *c)
 {
 	return c->ssl != NULL && (SSL_has_pending(c->ssl) ||
 	    (c->rbatch != NULL && batch_bio_pending(c->rbatch) > 0));
@@ -264,7 +264,7 @@ connected(struct conn *c)
 	}
 	/* the peer's first bytes may have come with its last handshake
 	 * flight: already decrypted, the socket will not say so */
-	if (tls_pending(c))
+	if (conn_has_pending(c))
 		kick(c);
 	c->cb(c, CONN_CONNECTED, c->arg);
 }
@@ -553,7 +553,7 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 			 * not say so again, so the owner hears READABLE once
 			 * more after it has taken what it got (not when it got
 			 * nothing: an owner that cannot take would spin) */
-			if (total > 0 && tls_pending(c))
+			if (total > 0 && conn_has_pending(c))
 				kick(c);
 			return total > 0 ? total : CONN_AGAIN;
 		}
@@ -574,6 +574,7 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 			return -1;
 		} else {
 			size_t got = 0;
+			bool eof = false;
 			int r = SSL_read_ex(c->ssl, b->data + b->end, room, &got);
 
 			if (r == 1) {
@@ -582,7 +583,7 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 				/* with read-ahead or batched reads a whole
 				 * record may be here while the socket stays
 				 * quiet */
-				if (tls_pending(c))
+				if (conn_has_pending(c))
 					continue;
 				return total;
 			}
@@ -595,50 +596,40 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 					return -1;
 				return total > 0 ? total : CONN_AGAIN;
 			case SSL_ERROR_ZERO_RETURN:
-				/* bytes before the close_notify go first; the
-				 * end comes with the next read, which the kick
-				 * brings (the peer may keep its socket open
-				 * and quiet) */
-				if (total > 0) {
-					kick(c);
-					return total;
-				}
-				c->fail = CONN_EOF;
-				return 0;
+				eof = true;
+				break;
 			case SSL_ERROR_SYSCALL:
 				if (errno == 0 || ERR_peek_error() == 0) {
 					/* EOF without close_notify: treat as EOF */
 					ERR_clear_error();
-					if (total > 0) {
-						kick(c);
-						return total;
-					}
-					c->fail = CONN_EOF;
-					return 0;
+					eof = true;
+					break;
 				}
 				/* fall through */
 			default:
 				/* the error leaves the thread's queue now: left
 				 * there, the next SSL_get_error of any of this
 				 * worker's connections would take it for its
-				 * own. Bytes before the bad record go first,
-				 * the failure with the next read (the kick). */
+				 * own */
 				set_fail(c, CONN_RESET, "TLS: %s", tls_reason());
 				ERR_clear_error();
-				if (total > 0) {
-					kick(c);
-					return total;
-				}
-				return -1;
+				break;
 			}
+			/* bytes before the end or the bad record go first; the
+			 * end or the failure comes with the next read, which
+			 * the kick brings (the peer may keep its socket open
+			 * and quiet) */
+			if (total > 0) {
+				kick(c);
+				return total;
+			}
+			if (eof) {
+				c->fail = CONN_EOF;
+				return 0;
+			}
+			return -1;
 		}
 	}
-}
-
-bool
-conn_has_pending(struct conn *c)
-{
-	return tls_pending(c);
 }
 
 /* OpenSSL's read-ahead fills its buffer from the socket and, before each

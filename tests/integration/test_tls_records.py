@@ -339,7 +339,8 @@ class InboundRecordLayoutTest(InboundPeer, FerryTestCase):
 
 class BadRecordTest(InboundPeer, FerryTestCase):
     """A peer with a valid certificate sends, in one write, a good record
-    and then one that does not decrypt. ferry takes the good one, closes
+    and then one that does not decrypt (or a close_notify, and keeps its
+    socket open). ferry takes the good one, closes
     that peer's connection at once, and the worker's other connections
     (its HTTP/2 session to a service) never notice: the decrypt error must
     not stay on the worker's OpenSSL error queue, where the next
@@ -361,8 +362,10 @@ class BadRecordTest(InboundPeer, FerryTestCase):
                 "local_app": self.upstream(tls=False).address,
             }})
 
-    def test_good_record_then_bad_one(self):
-        self.assertEqual(self.f.get("/100/50", host="svc", timeout=10).status, 200)
+    def good_record_then(self, tail):
+        """A settled HTTP/2 connection whose peer then sends, in one write,
+        a PRIORITY frame (nothing for ferry to answer or write) in a good
+        record and then what TAIL(pipe) puts after it. Its socket."""
         pipe, conn = self.connect()
         pipe.send(conn.data_to_send(), 1 << 14)   # the preface and acks
         acked = False
@@ -371,15 +374,14 @@ class BadRecordTest(InboundPeer, FerryTestCase):
             self.assertIsNotNone(got, "ferry closed the connection")
             acked = any(isinstance(ev, h2.events.SettingsAcknowledged)
                         for ev in conn.receive_data(got))
-        # a PRIORITY frame (nothing for ferry to answer or write) in a good
-        # record, then a record with a valid header and a body that does
-        # not decrypt
         priority = (struct.pack(">I", 5)[1:] + bytes([2, 0]) + struct.pack(">I", 3) +
                     struct.pack(">IB", 0, 15))
         pipe.tls.write(priority)
-        s = pipe.s
-        s.sendall(pipe.out.read() + bytes([23, 3, 3, 0, 40]) + b"\x55" * 40)
-        # the attacker's connection ends now, not at its idle timeout
+        pipe.s.sendall(pipe.out.read() + tail(pipe))
+        return pipe.s
+
+    def assert_ends_now(self, s, what):
+        """S is closed by ferry within 3 s, not at its idle timeout."""
         deadline, ended = time.monotonic() + 3, False
         s.settimeout(0.5)
         while not ended and time.monotonic() < deadline:
@@ -389,12 +391,29 @@ class BadRecordTest(InboundPeer, FerryTestCase):
                 pass
             except OSError:
                 ended = True
-        self.assertTrue(ended, "the connection of the bad record was left open")
+        self.assertTrue(ended, "the connection of %s was left open" % what)
+
+    def test_good_record_then_bad_one(self):
+        self.assertEqual(self.f.get("/100/50", host="svc", timeout=10).status, 200)
+        # a record with a valid header and a body that does not decrypt
+        s = self.good_record_then(lambda pipe: bytes([23, 3, 3, 0, 40]) + b"\x55" * 40)
+        self.assert_ends_now(s, "the bad record")
         # the worker's HTTP/2 session to the service is the same one
         for _ in range(2):
             self.assertEqual(self.f.get("/100/50", host="svc", timeout=10).status, 200)
         self.assertEqual(self.up.connections, 1, self.f.stderr_tail())
 
+    def test_good_record_then_close_notify(self):
+        def close_notify(pipe):
+            try:
+                pipe.tls.unwrap()   # writes the alert, then waits for ferry's
+            except ssl.SSLWantReadError:
+                pass
+            return pipe.out.read()
+
+        # the peer says it is done but keeps its socket open, quiet
+        s = self.good_record_then(close_notify)
+        self.assert_ends_now(s, "the close_notify")
 
 if __name__ == "__main__":
     harness.main()
