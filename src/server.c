@@ -13,6 +13,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "admin_pages.h"
+#include "clean_maps.h"
 #include "clock.h"
 #include "config_json.h"
 #include "discovery.h"
@@ -58,6 +59,7 @@ struct server {
 	bool drain_late;		/* drain_delay is over */
 	bool spans_flushing;		/* exporters told to send what they hold */
 	bool notified_ready;
+	bool code_ran_once;	/* startup or a reload since the last tick */
 	int64_t last_watchdog_ms;
 	uint32_t clients_peak;		/* most client connections since the last trim */
 	size_t free_after_trim;		/* the heap's free bytes then (or since) */
@@ -381,6 +383,7 @@ server_reload(struct server *srv)
 	uint32_t i;
 
 	notify_reloading();
+	srv->code_ran_once = true;
 	next = config_load(srv->conf->path, reload_error, NULL);
 	if (next == NULL) {
 		metrics_config_reload(srv->metrics, false);
@@ -581,7 +584,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 #define TRIM_AFTER_CLOSED 256
 #define TRIM_AFTER_FREE (1024 * 1024)
 
-static void
+static bool
 trim_heap(struct server *srv)
 {
 #ifdef __GLIBC__
@@ -594,13 +597,32 @@ trim_heap(struct server *srv)
 	if (mi.fordblks < srv->free_after_trim)
 		srv->free_after_trim = mi.fordblks;
 	if (!closed && mi.fordblks < srv->free_after_trim + TRIM_AFTER_FREE)
-		return;
+		return false;
 	malloc_trim(0);
 	srv->clients_peak = n;
 	srv->free_after_trim = mi.fordblks;
+	return true;
 #else
 	(void)srv;
+	return false;
 #endif
+}
+
+/* Code that ran once (startup, a reload, the handshakes and parsing of a
+ * burst that is over) holds its pages mapped in RSS for good; the first
+ * tick after startup or a reload, and each trim after a burst, give them
+ * back. At most once a tick: pages still hot cost one minor fault per
+ * 64 KiB to map again. */
+static void
+release_memory(struct server *srv)
+{
+	size_t bytes;
+
+	if (!trim_heap(srv) && !srv->code_ran_once)
+		return;
+	srv->code_ran_once = false;
+	bytes = clean_maps_release();
+	log_debug("code mappings released kib=%zu", bytes / 1024);
 }
 
 /* Every second, or twice per watchdog interval if that is shorter. */
@@ -624,7 +646,7 @@ housekeeping(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	history_sample(srv);
-	trim_heap(srv);
+	release_memory(srv);
 	if (!srv->notified_ready && discovery_ready(srv->discovery)) {
 		srv->notified_ready = true;
 		notify_ready();
@@ -707,7 +729,7 @@ server_free(struct server *srv)
 int
 server_run(struct config *conf, bool log_level_from_cli)
 {
-	struct server srv = { .conf = conf, .exit_code = 0 };
+	struct server srv = { .conf = conf, .exit_code = 0, .code_ran_once = true };
 	char err[256];
 	int afd;
 	uint32_t started = 0;

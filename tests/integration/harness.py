@@ -163,11 +163,14 @@ def wait_until(predicate, timeout, interval=0.02):
         time.sleep(interval)
 
 
-def rss_kib(pid):
-    """Resident memory of a process, KiB."""
+def anon_kib(pid):
+    """Resident anonymous memory of a process (RssAnon), KiB: what it
+    allocated. VmRSS also counts mapped code, which ferry gives back after
+    startup and after bursts (src/clean_maps.c): a growth read from VmRSS
+    could hide an allocation behind the code pages given back."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith("RssAnon:"):
                 return int(line.split()[1])
     return 0
 

@@ -34,7 +34,7 @@ import hyperframe.frame as hf  # noqa: E402
 from hyperframe.exceptions import HyperframeError  # noqa: E402
 
 from harness import (IO_TIMEOUT, VIA_OUT_RE, UUID4_RE, FerryTestCase, RawClient, Response,
-                     chunked, echo, free_port, large_body, payload, pki, rss_kib, service,
+                     chunked, echo, free_port, large_body, payload, pki, anon_kib, service,
                      sha256, wait_until)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -366,11 +366,11 @@ def hname(headers, name):
 
 
 class RssWatch:
-    """The peak VmRSS of a process, sampled every 20 ms in a thread."""
+    """The peak RssAnon of a process, sampled every 20 ms in a thread."""
 
     def __init__(self, pid):
         self.pid = pid
-        self.start_kib = rss_kib(pid)
+        self.start_kib = anon_kib(pid)
         self.peak_kib = self.start_kib
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -378,7 +378,7 @@ class RssWatch:
     def _run(self):
         while not self._stop.wait(0.02):
             try:
-                self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+                self.peak_kib = max(self.peak_kib, anon_kib(self.pid))
             except OSError:
                 return
 

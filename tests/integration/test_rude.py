@@ -625,7 +625,7 @@ class HostileUpstreamTest(FerryTestCase):
                 pass
             conn.keep_open = False
         self.up.behaviour = behave
-        rss0 = harness.rss_kib(self.f.proc.pid)
+        rss0 = harness.anon_kib(self.f.proc.pid)
         socks = []
         for _ in range(4):
             s = socket.socket()
@@ -635,7 +635,7 @@ class HostileUpstreamTest(FerryTestCase):
             s.sendall(build_request("GET", "/slow", [("Host", "svc")]))
             socks.append(s)
         time.sleep(2.5)
-        grown = harness.rss_kib(self.f.proc.pid) - rss0
+        grown = harness.anon_kib(self.f.proc.pid) - rss0
         for s in socks:
             s.close()
         self.assertLess(grown, 24 << 10, "RSS grew by %d KiB" % grown)

@@ -71,12 +71,12 @@ class StreamingTest(FerryTestCase):
         buffer the whole 64 MiB response."""
         size = 64 << 20
         self.up.behaviour = large_body(size, seed=9)
-        rss_before = harness.rss_kib(self.f.proc.pid)
+        rss_before = harness.anon_kib(self.f.proc.pid)
         with self.client(timeout=30) as c:
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
             c.send(build_request("GET", "/big", [("Host", "svc")]))
             time.sleep(2.0)             # the upstream pushes as fast as it can meanwhile
-            grown = harness.rss_kib(self.f.proc.pid) - rss_before
+            grown = harness.anon_kib(self.f.proc.pid) - rss_before
             resp = c.read_response()
         self.assertEqual(sha256(resp.body), sha256(payload(size, 9)))
         self.assertLess(grown, 24 * 1024, "ferry grew by %d KiB while the client stalled" % grown)
@@ -94,13 +94,13 @@ class StreamingTest(FerryTestCase):
                 conn.send(block)
         self.up.behaviour = gigabyte
         pid = self.f.proc.pid
-        rss_before = harness.rss_kib(pid)
+        rss_before = harness.anon_kib(pid)
         peak = [rss_before]
         done = threading.Event()
 
         def sample():
             while not done.wait(0.1):
-                peak[0] = max(peak[0], harness.rss_kib(pid))
+                peak[0] = max(peak[0], harness.anon_kib(pid))
         sampler = threading.Thread(target=sample)
         sampler.start()
         got, digest = 0, hashlib.sha256()

@@ -1,0 +1,130 @@
+/*
+ * Startup runs code once that the data path never runs again: OpenSSL's
+ * provider and certificate loading, the YAML parser, the dynamic linker's
+ * relocation of every library. The kernel maps file pages 64 KiB around
+ * each fault, so after startup nearly all of libcrypto's and libc's code
+ * stays mapped and counted in RSS, though only a few hundred KiB of it is
+ * hot. Dropping the mappings of the read-only segments of the program and
+ * its libraries gives those pages back: they stay in the page cache
+ * (shared, as before), and a page still needed is mapped again on its next
+ * use by a minor fault, as after the kernel's own reclaim.
+ *
+ * The segments come from dl_iterate_phdr, which holds the loader's lock:
+ * no library is unloaded, and its range given to another mapping, while
+ * it is dropped. A read-only segment is never written, but for text
+ * relocations (then the object is left whole) and for a debugger's or a
+ * uprobe's breakpoint, which puts an anonymous page in it: a segment with
+ * an anonymous page (/proc/self/pagemap) is left whole too, else the
+ * breakpoint would be lost.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "clean_maps.h"
+
+#if defined(__linux__) && defined(__GLIBC__)
+#include <link.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+
+#define PM_PRESENT (1ULL << 63)
+#define PM_FILE (1ULL << 61)	/* file page or shared anonymous */
+
+struct release {
+	int pagemap;		/* /proc/self/pagemap */
+	uintptr_t page;
+	size_t bytes;
+};
+
+/* True when a page of [start, end) is present and anonymous. */
+static bool
+has_private_page(const struct release *r, uintptr_t start, uintptr_t end)
+{
+	uint64_t entries[512];
+
+	for (uintptr_t a = start; a < end;) {
+		size_t n = (end - a) / r->page, want;
+		ssize_t got;
+
+		if (n > 512)
+			n = 512;
+		want = n * sizeof(entries[0]);
+		got = pread(r->pagemap, entries, want, (off_t)(a / r->page * sizeof(entries[0])));
+		if (got != (ssize_t)want)
+			return true;	/* unknown: keep it */
+		for (size_t i = 0; i < n; i++)
+			if ((entries[i] & PM_PRESENT) && !(entries[i] & PM_FILE))
+				return true;
+		a += n * r->page;
+	}
+	return false;
+}
+
+static bool
+has_text_relocations(const struct dl_phdr_info *info)
+{
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+
+		if (ph->p_type != PT_DYNAMIC)
+			continue;
+		for (const ElfW(Dyn) *d = (const void *)(info->dlpi_addr + ph->p_vaddr);
+		    d->d_tag != DT_NULL; d++)
+			if (d->d_tag == DT_TEXTREL ||
+			    (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_TEXTREL)))
+				return true;
+	}
+	return false;
+}
+
+static int
+release_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	struct release *r = arg;
+	uintptr_t vdso = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
+
+	(void)size;
+	if (has_text_relocations(info))
+		return 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+		/* whole pages only: a page shared with a writable segment stays */
+		uintptr_t start = (lo + r->page - 1) & ~(r->page - 1);
+		uintptr_t end = hi & ~(r->page - 1);
+
+		if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W) || end <= start)
+			continue;
+		if (vdso != 0 && vdso >= (lo & ~(r->page - 1)) && vdso < hi)
+			return 0;	/* the kernel's own page */
+		if (has_private_page(r, start, end))
+			continue;
+		if (madvise((void *)start, end - start, MADV_DONTNEED) == 0)
+			r->bytes += end - start;
+	}
+	return 0;
+}
+
+size_t
+clean_maps_release(void)
+{
+	struct release r = { .page = (uintptr_t)sysconf(_SC_PAGESIZE) };
+
+	if ((r.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	dl_iterate_phdr(release_object, &r);
+	close(r.pagemap);
+	return r.bytes;
+}
+#else
+size_t
+clean_maps_release(void)
+{
+	return 0;
+}
+#endif
