@@ -13,9 +13,11 @@
  * no library is unloaded, and its range given to another mapping, while
  * it is dropped. A read-only segment is never written, but for text
  * relocations (then the object is left whole) and for a debugger's or a
- * uprobe's breakpoint, which puts an anonymous page in it: a segment with
- * an anonymous page (/proc/self/pagemap) is left whole too, else the
- * breakpoint would be lost.
+ * uprobe's breakpoint, which puts an anonymous page in it: a chunk of a
+ * segment with an anonymous page (/proc/self/pagemap) is left whole too,
+ * else the breakpoint would be lost. The check and the madvise are not
+ * one step: a breakpoint placed between them (a root debugger, ferry is
+ * not dumpable) is lost.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -33,36 +35,44 @@
 #include <sys/mman.h>
 
 #define PM_PRESENT (1ULL << 63)
+#define PM_SWAP (1ULL << 62)
 #define PM_FILE (1ULL << 61)	/* file page or shared anonymous */
 
+/* Opened before ferry makes itself non-dumpable (main.c): then
+ * /proc/self is root's, and a process without CAP_SYS_PTRACE (the systemd
+ * unit's) could not open its own pagemap; an open one stays readable. */
+static int pagemap = -1;
+
+#define CHUNK_PAGES 512
+
 struct release {
-	int pagemap;		/* /proc/self/pagemap */
 	uintptr_t page;
 	size_t bytes;
 };
 
-/* True when a page of [start, end) is present and anonymous. */
-static bool
-has_private_page(const struct release *r, uintptr_t start, uintptr_t end)
+/* Drops [start, end), at most CHUNK_PAGES pages, unless a page of it is
+ * anonymous: in memory, swapped out or being migrated (a file page is
+ * never swapped, it is dropped and read again). Checked a chunk at a time
+ * just before its madvise, so a breakpoint keeps only its chunk whole and
+ * the window for one placed in between stays short. */
+static void
+release_chunk(struct release *r, uintptr_t start, uintptr_t end)
 {
-	uint64_t entries[512];
+	uint64_t entries[CHUNK_PAGES];
+	size_t n = (end - start) / r->page, want = n * sizeof(entries[0]), resident = 0;
 
-	for (uintptr_t a = start; a < end;) {
-		size_t n = (end - a) / r->page, want;
-		ssize_t got;
-
-		if (n > 512)
-			n = 512;
-		want = n * sizeof(entries[0]);
-		got = pread(r->pagemap, entries, want, (off_t)(a / r->page * sizeof(entries[0])));
-		if (got != (ssize_t)want)
-			return true;	/* unknown: keep it */
-		for (size_t i = 0; i < n; i++)
-			if ((entries[i] & PM_PRESENT) && !(entries[i] & PM_FILE))
-				return true;
-		a += n * r->page;
+	if (pread(pagemap, entries, want, (off_t)(start / r->page * sizeof(entries[0]))) !=
+	    (ssize_t)want)
+		return;		/* unknown: keep it */
+	for (size_t i = 0; i < n; i++) {
+		if ((entries[i] & PM_SWAP) ||
+		    ((entries[i] & PM_PRESENT) && !(entries[i] & PM_FILE)))
+			return;
+		if (entries[i] & PM_PRESENT)
+			resident++;
 	}
-	return false;
+	if (resident > 0 && madvise((void *)start, end - start, MADV_DONTNEED) == 0)
+		r->bytes += resident * r->page;
 }
 
 static bool
@@ -70,13 +80,13 @@ has_text_relocations(const struct dl_phdr_info *info)
 {
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		const ElfW(Dyn) *d = (const void *)(info->dlpi_addr + ph->p_vaddr);
 
 		if (ph->p_type != PT_DYNAMIC)
 			continue;
-		for (const ElfW(Dyn) *d = (const void *)(info->dlpi_addr + ph->p_vaddr);
-		    d->d_tag != DT_NULL; d++)
-			if (d->d_tag == DT_TEXTREL ||
-			    (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_TEXTREL)))
+		for (size_t k = 0; k < ph->p_memsz / sizeof(*d) && d[k].d_tag != DT_NULL; k++)
+			if (d[k].d_tag == DT_TEXTREL ||
+			    (d[k].d_tag == DT_FLAGS && (d[k].d_un.d_val & DF_TEXTREL)))
 				return true;
 	}
 	return false;
@@ -102,12 +112,18 @@ release_object(struct dl_phdr_info *info, size_t size, void *arg)
 			continue;
 		if (vdso != 0 && vdso >= (lo & ~(r->page - 1)) && vdso < hi)
 			return 0;	/* the kernel's own page */
-		if (has_private_page(r, start, end))
-			continue;
-		if (madvise((void *)start, end - start, MADV_DONTNEED) == 0)
-			r->bytes += end - start;
+		for (uintptr_t a = start; a < end; a += CHUNK_PAGES * r->page)
+			release_chunk(r, a, end - a > CHUNK_PAGES * r->page ?
+			    a + CHUNK_PAGES * r->page : end);
 	}
 	return 0;
+}
+
+void
+clean_maps_init(void)
+{
+	if (pagemap < 0)
+		pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 }
 
 size_t
@@ -115,13 +131,20 @@ clean_maps_release(void)
 {
 	struct release r = { .page = (uintptr_t)sysconf(_SC_PAGESIZE) };
 
-	if ((r.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
+	clean_maps_init();
+	if (pagemap < 0)
 		return 0;
+	/* the loader's lock is held throughout: no object is unmapped, its
+	 * range given to another mapping, between a check and its madvise */
 	dl_iterate_phdr(release_object, &r);
-	close(r.pagemap);
 	return r.bytes;
 }
 #else
+void
+clean_maps_init(void)
+{
+}
+
 size_t
 clean_maps_release(void)
 {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "blocks.h"
+#include "clean_maps.h"
 #include "config.h"
 #include "h2_mem.h"
 #include "log.h"
@@ -84,6 +85,7 @@ main(int argc, char **argv)
 	atexit(main_caches_end);
 	/* before OpenSSL's first allocation, or it keeps its own */
 	(void)blocks_hook_openssl();
+	clean_maps_init();	/* while /proc/self is still ours */
 	no_core_dumps();	/* before any key is read */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":c:tl:Vh", longopts, NULL)) != -1) {

@@ -12,8 +12,10 @@ RSS figures mean nothing (shadow memory, quarantine): the connections are
 still opened, used, held and closed, and only the RSS checks are skipped.
 """
 
+import os
 import resource
 import select
+import shutil
 import socket
 import ssl
 import sys
@@ -44,6 +46,7 @@ MAX_KEPT_SHARE = 0.75
 SETTLE = 0.5        # after a step, before reading RSS
 
 INBOUND_KEY = "memory-inbound-key-0123456789"
+NOBODY = 65534      # the user ferry runs as in CodePagesTest, when the test is root
 
 # requests waiting on their upstream (the response held back)
 N_WAIT_STEP = 50
@@ -287,6 +290,52 @@ class CodePagesTest(FerryTestCase):
     def test_code_run_once_goes_back_and_comes_back_when_used(self):
         up = self.upstream(fixed(body=b"z" * 64))
         f = self.ferry({"svc": service(up)}, workers=2)
+        self.check_code_pages(f)
+
+    def test_as_a_user_of_its_own_as_the_systemd_unit_runs_it(self):
+        """As under the unit (User=ferry): ferry makes itself non-dumpable,
+        which gives its /proc/self to root, and only what it opened before
+        still reads its page map (clean_maps_init). Run as root, the test
+        runs ferry as nobody, on copies of what it reads."""
+        up = self.upstream(fixed(body=b"z" * 64))
+        svc = service(up)
+        f = harness.Ferry(harness.ferry_config({"svc": svc}, workers=2))
+        binary = harness.ferry_bin()
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                self.skipTest("no setpriv (util-linux) to run ferry as another user")
+            for k in ("ca", "cert", "key"):
+                copy = os.path.join(f.dir, k + ".pem")
+                shutil.copy(svc["tls"][k], copy)
+                os.chown(copy, NOBODY, NOBODY)
+                svc["tls"][k] = copy
+            with open(f.config_path, "w") as c:
+                c.write(harness.to_yaml(f.config) + "\n")
+            shutil.copy(binary, os.path.join(f.dir, "ferry"))
+            wrapper = os.path.join(f.dir, "ferry-as-nobody")
+            with open(wrapper, "w") as w:
+                w.write('#!/bin/sh\nexec %s --reuid=%d --regid=%d --clear-groups -- %s "$@"\n'
+                        % (setpriv, NOBODY, NOBODY, os.path.join(f.dir, "ferry")))
+            os.chmod(wrapper, 0o755)
+            os.chmod(f.dir, 0o755)
+            os.chmod(f.config_path, 0o644)
+            binary = wrapper
+        saved = os.environ.get("FERRY_BIN")
+        os.environ["FERRY_BIN"] = binary
+        try:
+            self._ferries.append(f)
+            f.start()
+        finally:
+            if saved is None:
+                del os.environ["FERRY_BIN"]
+            else:
+                os.environ["FERRY_BIN"] = saved
+        self.assertNotEqual(os.stat("/proc/%d" % f.proc.pid).st_uid, 0,
+                            "ferry runs as root: the case is not the unit's")
+        self.check_code_pages(f)
+
+    def check_code_pages(self, f):
         pid = f.proc.pid
         self.wait_given_back(pid, "after startup")
         # the TLS upstream's handshakes and the data path map their code

@@ -6,6 +6,7 @@
  * kernel's accounting is read from /proc/self/smaps.
  */
 #include <ctype.h>
+#include <fcntl.h>
 #include <elf.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -120,6 +122,22 @@ START_TEST(test_segment_with_written_page_left_whole)
 }
 END_TEST
 
+/* As the systemd unit runs ferry: not dumpable (main.c), no CAP_SYS_PTRACE
+ * (a user of its own). /proc/self is then root's, and pagemap cannot be
+ * opened any more; the one opened before still reads. */
+START_TEST(test_works_once_not_dumpable)
+{
+	clean_maps_init();
+	ck_assert_int_eq(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), 0);
+	if (geteuid() == 0)
+		ck_assert_int_eq(setuid(65534), 0);
+	ck_assert_int_lt(open("/proc/self/pagemap", O_RDONLY), 0);
+	ck_assert_int_eq(OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL), 1);
+	SSL_CTX_free(SSL_CTX_new(TLS_client_method()));
+	ck_assert_uint_ge(clean_maps_release(), 256 * 1024);
+}
+END_TEST
+
 static Suite *
 clean_maps_suite(void)
 {
@@ -129,6 +147,9 @@ clean_maps_suite(void)
 	tcase_add_test(tc, test_code_released_and_mapped_again);
 	tcase_add_test(tc, test_written_data_stays);
 	tcase_add_test(tc, test_segment_with_written_page_left_whole);
+	/* each test runs in a child of its own (Check's default): this one
+	 * gives up its privileges for good */
+	tcase_add_test(tc, test_works_once_not_dumpable);
 	suite_add_tcase(s, tc);
 	return s;
 }
