@@ -80,10 +80,11 @@ has_text_relocations(const struct dl_phdr_info *info)
 {
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-		const ElfW(Dyn) *d = (const void *)(info->dlpi_addr + ph->p_vaddr);
+		const ElfW(Dyn) *d;
 
 		if (ph->p_type != PT_DYNAMIC)
 			continue;
+		d = (const void *)(info->dlpi_addr + ph->p_vaddr);
 		for (size_t k = 0; k < ph->p_memsz / sizeof(*d) && d[k].d_tag != DT_NULL; k++)
 			if (d[k].d_tag == DT_TEXTREL ||
 			    (d[k].d_tag == DT_FLAGS && (d[k].d_un.d_val & DF_TEXTREL)))

@@ -153,6 +153,19 @@ def bound_socket(reuseaddr=False):
         s.close()
 
 
+def accepted(listener, stopping):
+    """The connections LISTENER accepts, until STOPPING is set or LISTENER
+    is closed; its timeout says how often STOPPING is looked at."""
+    while not stopping.is_set():
+        try:
+            sock, _ = listener.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        yield sock
+
+
 def wait_until(predicate, timeout, interval=0.02):
     """Poll predicate() until it is true; return its last value."""
     deadline = time.monotonic() + timeout
@@ -956,13 +969,7 @@ class Upstream:
     # serving
 
     def _accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
+        for sock in accepted(self._listener, self.stopping):
             with self._lock:
                 self.connections_accepted += 1
                 conn_id = self.connections_accepted

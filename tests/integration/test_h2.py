@@ -457,11 +457,7 @@ class ToyH2Server:
         self.listener.close()
 
     def _accept(self):
-        while not self.stopping.is_set():
-            try:
-                s, _ = self.listener.accept()
-            except socket.timeout:
-                continue
+        for s in harness.accepted(self.listener, self.stopping):
             t = threading.Thread(target=self._serve, args=(s,), daemon=True)
             self.threads.append(t)
             t.start()

@@ -63,13 +63,7 @@ class H2Upstream:
         self.sock.close()
 
     def accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                s, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
+        for s in harness.accepted(self.sock, self.stopping):
             with self.lock:
                 self.connections += 1
                 first = self.connections == 1

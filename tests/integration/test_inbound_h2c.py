@@ -92,13 +92,7 @@ class H2cApp:
             return [r for r in self.seen if r.path == path]
 
     def accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                s, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
+        for s in harness.accepted(self.sock, self.stopping):
             with self.lock:
                 self.connections += 1
                 conn_id = self.connections

@@ -108,13 +108,7 @@ class RecordServer:
         self.sock.close()
 
     def accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                s, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
+        for s in harness.accepted(self.sock, self.stopping):
             with self.lock:
                 self.connections += 1
             threading.Thread(target=self.serve, args=(s,), daemon=True).start()
