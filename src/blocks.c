@@ -1,5 +1,6 @@
 #include <malloc.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <openssl/crypto.h>
 
@@ -21,9 +22,9 @@
 
 struct spares {
 	void *block[BLOCKS_KEEP];
-	size_t n;
+	size_t n, low;
 	void *small[BLOCKS_SMALL_KEEP];
-	size_t n_small;
+	size_t n_small, low_small;	/* LOW: the fewest kept since blocks_decay */
 };
 
 static _Thread_local struct spares spares;
@@ -74,8 +75,11 @@ blocks_get(size_t n)
 	if (!KEEP || n < BLOCKS_SMALL || n > BLOCKS_SIZE)
 		return malloc(n);
 	if (n >= BLOCKS_MIN) {
-		if (spares.n > 0)
-			return handed_out(spares.block[--spares.n], n, usable);
+		if (spares.n > 0) {
+			if (--spares.n < spares.low)
+				spares.low = spares.n;
+			return handed_out(spares.block[spares.n], n, usable);
+		}
 		/* a request of the usable size itself gets a block of that size */
 		if ((u = block_usable()) == 0)
 			u = n;
@@ -85,8 +89,11 @@ blocks_get(size_t n)
 	u = usable_small;
 	if (u == 0 || n > u)
 		return malloc(n);
-	if (spares.n_small > 0)
-		return handed_out(spares.small[--spares.n_small], n, u);
+	if (spares.n_small > 0) {
+		if (--spares.n_small < spares.low_small)
+			spares.low_small = spares.n_small;
+		return handed_out(spares.small[spares.n_small], n, u);
+	}
 	return handed_out(malloc(u), n, u);
 }
 
@@ -133,6 +140,28 @@ blocks_thread_end(void)
 		free(spares.block[--spares.n]);
 	while (spares.n_small > 0)
 		free(spares.small[--spares.n_small]);
+	spares.low = spares.low_small = 0;
+}
+
+/* The bottom LOW of a stack were not taken since the last call: those go
+ * (the top ones are the warmest), and the rest move down. */
+static void
+decay(void **stack, size_t *n, size_t *low)
+{
+	size_t drop = *low < *n ? *low : *n;
+
+	for (size_t i = 0; i < drop; i++)
+		free(stack[i]);
+	memmove(stack, stack + drop, (*n - drop) * sizeof(*stack));
+	*n -= drop;
+	*low = *n;
+}
+
+void
+blocks_decay(void)
+{
+	decay(spares.block, &spares.n, &spares.low);
+	decay(spares.small, &spares.n_small, &spares.low_small);
 }
 
 static void *

@@ -18,6 +18,9 @@
  * one usable size per class; any block of that usable size given back is
  * kept. ASan builds keep them too, poisoned while kept (poison.h), so ASan
  * watches the paths a release build runs.
+ *
+ * What a burst left behind goes back: blocks_decay, called by the worker
+ * every second, frees the spares that no take needed since its last call.
  */
 #ifndef FERRY_BLOCKS_H
 #define FERRY_BLOCKS_H
@@ -29,7 +32,7 @@
 #define BLOCKS_SIZE	(16384 + 512)		/* and largest: a TLS record buffer */
 #define BLOCKS_KEEP	8			/* per thread */
 #define BLOCKS_SMALL	1024			/* an sbuf's first block */
-#define BLOCKS_SMALL_KEEP 64			/* per thread */
+#define BLOCKS_SMALL_KEEP 1024			/* per thread */
 
 /* malloc(N), from the thread's spares when N is in a class. */
 void *blocks_get(size_t n);
@@ -41,6 +44,9 @@ size_t blocks_small_kept(void);
 /* Gives the calling thread's spares back to malloc (a worker that ends
  * calls it). */
 void blocks_thread_end(void);
+/* Gives back the calling thread's spares that sat unused since its last
+ * call: the fewest kept in between, of each class. */
+void blocks_decay(void);
 /* Routes OpenSSL's allocations through here. Only before OpenSSL's first
  * allocation; false if too late (or in an MSan build). */
 bool blocks_hook_openssl(void);

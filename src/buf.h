@@ -60,7 +60,11 @@ buf_prepare(struct buf *b, size_t min, size_t max)
 			return b->cap - b->end;
 	}
 	if (b->cap < max) {
-		size_t ncap = b->cap ? b->cap * 2 : min;
+		/* a first block of at least BLOCKS_SMALL where MAX allows: a
+		 * stream's body buffers come and go by the dozen, and a
+		 * thread keeps that size (blocks.h), not a 64-byte one */
+		size_t ncap = b->cap ? b->cap * 2 :
+		    min < BLOCKS_SMALL && max >= BLOCKS_SMALL ? BLOCKS_SMALL : min;
 		char *n;
 
 		while (ncap - b->end < min && ncap < max)

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include "breaker.h"
 #include "clock.h"
@@ -110,7 +111,9 @@ struct exchange {
 	/* set by the downstream codec once, at its start */
 	const struct down_ops *down;
 	struct worker *w;
-	struct event *timer;		/* the exchange's deadlines, proxy.c's */
+	/* the exchange's deadlines, proxy.c's: within it, not a malloc a
+	 * request (a stream's exchange comes and goes 32 at a time) */
+	struct event timer;
 	int64_t timer_at_ms;		/* when it fires; 0: not armed */
 	bool inbound;			/* from a peer, to the local app */
 	const struct conf_listener *lis;

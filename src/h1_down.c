@@ -325,7 +325,7 @@ client_teardown(struct client *cl, const char *reason)
 	log_debug("closing client %s: %s", cl->peer, reason);
 	cl->closed = true;
 	if (cl->rq) {
-		event_del(cl->rq->x.timer);
+		event_del(&cl->rq->x.timer);
 		event_del(cl->rq->timer);
 	}
 	idle_unlink(cl);

@@ -33,6 +33,8 @@ union block {
  * of it was zeroed when it was freed. */
 struct lists {
 	union block *head[N_CLASSES + 1];
+	uint32_t n[N_CLASSES + 1];
+	uint32_t low[N_CLASSES + 1];	/* the fewest kept since h2_mem_decay */
 	size_t bytes;
 };
 
@@ -65,6 +67,8 @@ block_get(size_t size, bool zero)
 		kept_unpoison(link, sizeof(*link));
 		kept.head[cls] = *link;
 		kept.bytes -= b->cap;
+		if (--kept.n[cls] < kept.low[cls])
+			kept.low[cls] = kept.n[cls];
 		*link = NULL;
 		/* zeroed when it was freed: calloc's promise holds */
 		return handed_out(b, size);
@@ -89,6 +93,7 @@ block_put(void *p)
 
 		*(void **)p = kept.head[cls];
 		kept.head[cls] = b;
+		kept.n[cls]++;
 		kept.bytes += b->cap;
 		kept_poison(p, b->cap);
 		return;
@@ -161,7 +166,7 @@ h2_mem(void)
 
 struct stream_spares {
 	size_t size;		/* 0: unclaimed */
-	size_t n;
+	size_t n, low;		/* LOW: the fewest kept since h2_mem_decay */
 	void *p[H2_STREAMS_KEEP];
 };
 
@@ -182,7 +187,15 @@ void *
 h2_stream_alloc(size_t size, size_t zero_end)
 {
 	struct stream_spares *sp = H2_MEM_KEEP ? spares_of(size, false) : NULL;
-	void *p = sp != NULL && sp->n > 0 ? sp->p[--sp->n] : malloc(size);
+	void *p;
+
+	if (sp != NULL && sp->n > 0) {
+		p = sp->p[--sp->n];
+		if (sp->n < sp->low)
+			sp->low = sp->n;
+	} else {
+		p = malloc(size);
+	}
 
 	if (p != NULL) {
 		kept_unpoison(p, size);
@@ -230,11 +243,41 @@ h2_mem_thread_end(void)
 			free(b);
 		}
 		kept.head[cls] = NULL;
+		kept.n[cls] = kept.low[cls] = 0;
 	}
 	kept.bytes = 0;
 	for (size_t i = 0; i < 2; i++) {
 		while (streams[i].n > 0)
 			free(streams[i].p[--streams[i].n]);
-		streams[i].size = 0;
+		streams[i].size = streams[i].low = 0;
+	}
+}
+
+/* LOW blocks of a class go from the head of its list (singly linked):
+ * which ones does not matter, how many stay does. */
+void
+h2_mem_decay(void)
+{
+	for (size_t cls = 1; cls <= N_CLASSES; cls++) {
+		for (; kept.low[cls] > 0 && kept.head[cls] != NULL; kept.low[cls]--) {
+			union block *b = kept.head[cls];
+
+			kept_unpoison(b + 1, sizeof(void *));
+			kept.head[cls] = *(void **)(b + 1);
+			kept.n[cls]--;
+			kept.bytes -= b->cap;
+			free(b);
+		}
+		kept.low[cls] = kept.n[cls];
+	}
+	for (size_t i = 0; i < 2; i++) {
+		struct stream_spares *sp = &streams[i];
+		size_t drop = sp->low < sp->n ? sp->low : sp->n;
+
+		for (size_t k = 0; k < drop; k++)
+			free(sp->p[k]);
+		memmove(sp->p, sp->p + drop, (sp->n - drop) * sizeof(sp->p[0]));
+		sp->n -= drop;
+		sp->low = sp->n;
 	}
 }

@@ -13,6 +13,9 @@
  * kept, wiped, on free lists of the thread that freed them (at most
  * H2_MEM_CACHE_MAX bytes a thread). ASan builds keep them too, poisoned
  * while kept (poison.h), so ASan watches the paths a release build runs.
+ * What a burst left behind goes back: h2_mem_decay, called by the worker
+ * every second, frees the kept blocks and streams that no allocation
+ * needed since its last call.
  */
 #ifndef FERRY_H2_MEM_H
 #define FERRY_H2_MEM_H
@@ -21,7 +24,7 @@
 
 #include <nghttp2/nghttp2.h>
 
-#define H2_MEM_CACHE_MAX (256 * 1024)
+#define H2_MEM_CACHE_MAX (1024 * 1024)
 
 nghttp2_mem *h2_mem(void);
 
@@ -35,7 +38,7 @@ size_t h2_mem_cached(void);
  * cache: a thread keeps up to H2_STREAMS_KEEP of each of two sizes (the
  * client's streams and the upstream's), which is no more than the arena
  * would keep after free(); poisoned while kept in ASan builds. */
-#define H2_STREAMS_KEEP 128
+#define H2_STREAMS_KEEP 256
 void *h2_stream_alloc(size_t size, size_t zero_end);
 /* P came from h2_stream_alloc(SIZE). */
 void h2_stream_free(void *p, size_t size);
@@ -45,5 +48,8 @@ size_t h2_streams_kept(size_t size);
 /* Gives the calling thread's free lists and streams back to malloc (a
  * worker that ends calls it). */
 void h2_mem_thread_end(void);
+/* Gives back what the calling thread kept unused since its last call:
+ * the fewest blocks kept in between, of each class, and of streams. */
+void h2_mem_decay(void);
 
 #endif

@@ -68,7 +68,7 @@ hedge_bury(struct exchange *h)
 			break;
 		}
 	h->live = false;
-	event_del(h->timer);
+	event_del(&h->timer);
 	hg->gone.run = hedge_free;
 	worker_defer(h->w, &hg->gone);
 }

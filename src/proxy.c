@@ -27,16 +27,15 @@ proxy_exchange_init(struct exchange *x, struct worker *w, const struct down_ops 
 	x->w = w;
 	x->ferr = -1;
 	x->lis_service = SIZE_MAX;
-	x->timer = evtimer_new(w->base, exchange_timeout, x);
-	return x->timer ? 0 : -1;
+	return evtimer_assign(&x->timer, w->base, exchange_timeout, x);
 }
 
 void
 proxy_exchange_free(struct exchange *x)
 {
-	if (x->timer)
-		event_free(x->timer);
-	x->timer = NULL;
+	/* X's memory is zeroed until its init */
+	if (event_initialized(&x->timer))
+		event_del(&x->timer);
 	coding_free(x);
 	sbuf_free(&x->req);
 	sbuf_free(&x->logline);
@@ -238,7 +237,7 @@ proxy_end(struct exchange *x, enum end_cause cause)
 	if (!x->live)
 		return;
 	x->live = false;
-	event_del(x->timer);
+	event_del(&x->timer);
 	x->timer_at_ms = 0;
 	hedge_cancel_all(x);
 	attempt_release(x, false);
@@ -1017,7 +1016,7 @@ proxy_arm_timer(struct exchange *x)
 	if (x->timer_at_ms != 0 && x->timer_at_ms <= at)
 		return;
 	x->timer_at_ms = at;
-	timer_at(x->timer, at, now);
+	timer_at(&x->timer, at, now);
 }
 
 /* SPEC §12: the grpc-timeout ran out after the head went to the app. The

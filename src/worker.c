@@ -341,6 +341,9 @@ sweep(evutil_socket_t fd, short what, void *arg)
 	if (w->gen->inbound.eps)
 		pool_sweep(&w->gen->inbound, now);
 	retired_sweep(w, false);
+	/* what a burst left on the free lists, unused for a second, goes */
+	h2_mem_decay();
+	blocks_decay();
 }
 
 static void

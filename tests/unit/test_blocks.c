@@ -163,6 +163,82 @@ START_TEST(test_small_blocks)
 }
 END_TEST
 
+/* blocks_decay frees the spares no take needed since its last call, of
+ * both classes; what a steady load takes stays. */
+START_TEST(test_decay)
+{
+	void *big[BLOCKS_KEEP], *small[20];
+
+	if (!keeps_blocks())
+		return;
+	blocks_thread_end();
+	for (int i = 0; i < BLOCKS_KEEP; i++)
+		big[i] = blocks_get(BLOCKS_MIN);
+	for (int i = 0; i < 20; i++)
+		small[i] = blocks_get(BLOCKS_SMALL);
+	for (int i = 0; i < BLOCKS_KEEP; i++)
+		blocks_put(big[i]);
+	for (int i = 0; i < 20; i++)
+		blocks_put(small[i]);
+	ck_assert_uint_eq(blocks_kept(), BLOCKS_KEEP);
+	ck_assert_uint_eq(blocks_small_kept(), 20);
+	blocks_decay();		/* the first call only sets the mark */
+	ck_assert_uint_eq(blocks_kept(), BLOCKS_KEEP);
+	ck_assert_uint_eq(blocks_small_kept(), 20);
+	/* two big and five small in use at once, twice over */
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 2; i++)
+			big[i] = blocks_get(BLOCKS_MIN);
+		for (int i = 0; i < 5; i++)
+			small[i] = blocks_get(BLOCKS_SMALL);
+		for (int i = 0; i < 2; i++)
+			blocks_put(big[i]);
+		for (int i = 0; i < 5; i++)
+			blocks_put(small[i]);
+	}
+	blocks_decay();
+	ck_assert_uint_eq(blocks_kept(), 2);
+	ck_assert_uint_eq(blocks_small_kept(), 5);
+	/* the warm ones stayed: the next takes are served from them */
+	big[0] = blocks_get(BLOCKS_MIN);
+	blocks_put(big[0]);
+	ck_assert_uint_eq(blocks_kept(), 2);
+	blocks_decay();
+	ck_assert_uint_eq(blocks_kept(), 1);
+	ck_assert_uint_eq(blocks_small_kept(), 0);
+	blocks_decay();
+	ck_assert_uint_eq(blocks_kept(), 0);
+	blocks_thread_end();
+}
+END_TEST
+
+/* A stream's body buffer starts with a block of the small class, kept
+ * and reused, however few bytes come first. */
+START_TEST(test_buf_first_block_small_class)
+{
+	struct buf b = { 0 };
+	char *first;
+
+	if (!keeps_blocks())
+		return;
+	blocks_thread_end();
+	ck_assert(buf_append(&b, "0123456789", 10, 1 << 20));
+	ck_assert_uint_ge(b.cap, BLOCKS_SMALL);
+	first = b.data;
+	buf_free(&b);
+	ck_assert_uint_eq(blocks_small_kept(), 1);
+	ck_assert(buf_append(&b, "x", 1, 1 << 20));
+	ck_assert_ptr_eq(b.data, first);
+	buf_free(&b);
+	/* a bound below the class still holds */
+	ck_assert(buf_append(&b, "0123456789", 10, 64));
+	ck_assert_uint_le(b.cap, 64);
+	ck_assert(!buf_append(&b, "0123456789012345678901234567890123456789012345678901234567890", 61, 64));
+	buf_free(&b);
+	blocks_thread_end();
+}
+END_TEST
+
 /* OpenSSL's record buffers (16 KiB and a header) come from the spares
  * once hooked; its other allocations, and realloc, behave as its own. */
 START_TEST(test_openssl_hook)
@@ -246,6 +322,8 @@ blocks_suite(void)
 	tcase_add_test(tc, test_kept_blocks_bounded);
 	tcase_add_test(tc, test_buf_uses_blocks);
 	tcase_add_test(tc, test_small_blocks);
+	tcase_add_test(tc, test_decay);
+	tcase_add_test(tc, test_buf_first_block_small_class);
 	tcase_add_test(tc, test_openssl_hook);
 	tcase_add_test(tc, test_openssl_hook_too_late);
 #ifdef FERRY_ASAN

@@ -164,6 +164,60 @@ START_TEST(test_streams_kept_per_size)
 }
 END_TEST
 
+/* h2_mem_decay frees what no allocation took since its last call: the
+ * fewest kept in between, per class and per stream size; what a steady
+ * load keeps taking stays. */
+START_TEST(test_decay)
+{
+	enum { N = 40, SIZE = 100, DOWN = 4400 };
+	void *b[N], *st[N];
+
+	if (!keeps_blocks())
+		return;
+	h2_mem_thread_end();
+	for (int i = 0; i < N; i++) {
+		b[i] = mem->malloc(SIZE, NULL);
+		st[i] = h2_stream_alloc(DOWN, 0);
+	}
+	for (int i = 0; i < N; i++) {
+		mem->free(b[i], NULL);
+		h2_stream_free(st[i], DOWN);
+	}
+	ck_assert_uint_eq(h2_mem_cached(), N * 112);
+	ck_assert_uint_eq(h2_streams_kept(DOWN), N);
+	/* the first call sees no interval yet: the mark starts here */
+	h2_mem_decay();
+	ck_assert_uint_eq(h2_mem_cached(), N * 112);
+	ck_assert_uint_eq(h2_streams_kept(DOWN), N);
+	/* a load that takes 10 at a time: those 10 stay, 30 go */
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 10; i++) {
+			b[i] = mem->malloc(SIZE, NULL);
+			st[i] = h2_stream_alloc(DOWN, 0);
+		}
+		for (int i = 0; i < 10; i++) {
+			mem->free(b[i], NULL);
+			h2_stream_free(st[i], DOWN);
+		}
+	}
+	h2_mem_decay();
+	ck_assert_uint_eq(h2_mem_cached(), 10 * 112);
+	ck_assert_uint_eq(h2_streams_kept(DOWN), 10);
+	/* still in use: reused, not freed, and still zeroed when taken */
+	b[0] = mem->calloc(1, SIZE, NULL);
+	ck_assert(all_zero(b[0], SIZE));
+	mem->free(b[0], NULL);
+	/* a second that took one block and no stream: one block stays */
+	h2_mem_decay();
+	ck_assert_uint_eq(h2_mem_cached(), 112);
+	ck_assert_uint_eq(h2_streams_kept(DOWN), 0);
+	/* a quiet second: the rest goes */
+	h2_mem_decay();
+	ck_assert_uint_eq(h2_mem_cached(), 0);
+	h2_mem_thread_end();
+}
+END_TEST
+
 #ifdef FERRY_ASAN
 /* ASan builds keep blocks and streams as release builds do, poisoned
  * while kept: ASan sees a use of one, or past what its taker asked for. */
@@ -207,6 +261,7 @@ h2_mem_suite(void)
 	tcase_add_test(tc, test_kept_bytes_bounded);
 	tcase_add_test(tc, test_realloc);
 	tcase_add_test(tc, test_streams_kept_per_size);
+	tcase_add_test(tc, test_decay);
 #ifdef FERRY_ASAN
 	tcase_add_test(tc, test_kept_poisoned);
 #endif
