@@ -143,10 +143,8 @@ blocks_thread_end(void)
 	spares.low = spares.low_small = 0;
 }
 
-/* The bottom LOW of a stack were not taken since the last call: those go
- * (the top ones are the warmest), and the rest move down. */
-static void
-decay(void **stack, size_t *n, size_t *low)
+void
+blocks_stack_decay(void **stack, size_t *n, size_t *low)
 {
 	size_t drop = *low < *n ? *low : *n;
 
@@ -160,8 +158,8 @@ decay(void **stack, size_t *n, size_t *low)
 void
 blocks_decay(void)
 {
-	decay(spares.block, &spares.n, &spares.low);
-	decay(spares.small, &spares.n_small, &spares.low_small);
+	blocks_stack_decay(spares.block, &spares.n, &spares.low);
+	blocks_stack_decay(spares.small, &spares.n_small, &spares.low_small);
 }
 
 static void *

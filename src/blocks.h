@@ -47,6 +47,11 @@ void blocks_thread_end(void);
 /* Gives back the calling thread's spares that sat unused since its last
  * call: the fewest kept in between, of each class. */
 void blocks_decay(void);
+/* A stack of N kept blocks (malloc's), taken from the top, that held no
+ * fewer than LOW since the last call: its bottom LOW were not taken and
+ * are freed (the top ones are the warmest), the rest move down, and LOW
+ * starts again at N. */
+void blocks_stack_decay(void **stack, size_t *n, size_t *low);
 /* Routes OpenSSL's allocations through here. Only before OpenSSL's first
  * allocation; false if too late (or in an MSan build). */
 bool blocks_hook_openssl(void);

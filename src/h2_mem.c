@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blocks.h"
 #include "h2_mem.h"
 #include "poison.h"
 
@@ -270,14 +271,6 @@ h2_mem_decay(void)
 		}
 		kept.low[cls] = kept.n[cls];
 	}
-	for (size_t i = 0; i < 2; i++) {
-		struct stream_spares *sp = &streams[i];
-		size_t drop = sp->low < sp->n ? sp->low : sp->n;
-
-		for (size_t k = 0; k < drop; k++)
-			free(sp->p[k]);
-		memmove(sp->p, sp->p + drop, (sp->n - drop) * sizeof(sp->p[0]));
-		sp->n -= drop;
-		sp->low = sp->n;
-	}
+	for (size_t i = 0; i < 2; i++)
+		blocks_stack_decay(streams[i].p, &streams[i].n, &streams[i].low);
 }
