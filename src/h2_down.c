@@ -97,6 +97,7 @@ struct h2conn {
 	int64_t control_since_ms;
 	uint32_t resets;
 	uint32_t completed;
+	uint32_t heads;			/* sent: h2_seed_due() */
 	struct h2conn *next, *prev;	/* the worker's */
 	char peer[INET6_ADDRSTRLEN + 8];
 	char peer_id[PEER_ID_MAX];
@@ -230,7 +231,7 @@ head_count(struct h2stream *st, uint32_t bytes, bool field, bool own)
 /* The HTTP/1 head text ferry built (headers_build_response, ferror_build)
  * as HTTP/2 fields, ":status" from the status line. */
 static size_t
-head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
+head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max, bool seed)
 {
 	char *eol = h2_line_end(text, text + len);
 
@@ -238,7 +239,7 @@ head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max)
 		return 0;
 	nv[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)text + 9, 7, 3,
 	    NGHTTP2_NV_FLAG_NONE };
-	return h2_lines_to_nv(eol + 2, text + len, nv, 1, max);
+	return h2_lines_to_nv(eol + 2, text + len, nv, 1, max, seed);
 }
 
 /* ---------------------------------------------------------- bodies ---- */
@@ -264,7 +265,7 @@ read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 			if (st->trailers.len > 0) {
 				nghttp2_nv nv[HTTP_MAX_FIELDS];
 				size_t k = h2_lines_to_nv(st->trailers.p, st->trailers.p + st->trailers.len,
-				    nv, 0, HTTP_MAX_FIELDS);
+				    nv, 0, HTTP_MAX_FIELDS, false);
 
 				/* the trailers end the stream instead */
 				if (k > 0 && nghttp2_submit_trailer(ng, id, nv, k) == 0)
@@ -298,7 +299,8 @@ submit(struct h2stream *st, char *text, size_t len, bool body)
 {
 	nghttp2_nv nv[H2_MAX_NV];
 	nghttp2_data_provider dp = { .source.ptr = st, .read_callback = read_body };
-	size_t n = head_to_nv(text, len, nv, sizeof(nv) / sizeof(nv[0]));
+	size_t n = head_to_nv(text, len, nv, sizeof(nv) / sizeof(nv[0]),
+	    h2_seed_due(&st->hc->heads));
 
 	st->has_body = body;
 	st->answered = !body;
@@ -333,7 +335,7 @@ h2_send_interim(struct exchange *x, const char *msg, const struct http_head *h)
 
 	sbuf_clear(t);
 	headers_build_response(t, msg, h, &(struct downstream_head_args){ .interim = true });
-	if (!t->oom && (n = head_to_nv(t->p, t->len, nv, sizeof(nv) / sizeof(nv[0]))) > 0)
+	if (!t->oom && (n = head_to_nv(t->p, t->len, nv, sizeof(nv) / sizeof(nv[0]), false)) > 0)
 		nghttp2_submit_headers(st->hc->ng, NGHTTP2_FLAG_NONE, st->id, NULL, nv, n, NULL);
 	h2_flush(st->hc);
 	return true;

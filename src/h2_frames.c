@@ -90,20 +90,22 @@ h2_next_field(char **p, char *end, struct h2_field *f)
 }
 
 uint8_t
-h2_nv_flags(const char *name, size_t nlen)
+h2_nv_flags(const char *name, size_t nlen, bool seed)
 {
 #define IS(lit) (nlen == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
-	if (nlen < 11 || nlen > 16 || (name[0] != 'x' && name[0] != 't'))
+	if (nlen < 11 || nlen > 19 || (name[0] != 'x' && name[0] != 't' && name[0] != 'g'))
 		return NGHTTP2_NV_FLAG_NONE;
-	if (IS("x-request-id") || IS("x-correlation-id") || IS("traceparent") ||
-	    IS("x-service-auth"))
+	if (IS("x-service-auth"))
 		return NGHTTP2_NV_FLAG_NO_INDEX;
+	if (IS("x-request-id") || IS("x-correlation-id") || IS("traceparent") ||
+	    IS("x-ferry-deadline-ms") || IS("grpc-timeout"))
+		return seed ? NGHTTP2_NV_FLAG_NONE : NGHTTP2_NV_FLAG_NO_INDEX;
 #undef IS
 	return NGHTTP2_NV_FLAG_NONE;
 }
 
 size_t
-h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
+h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max, bool seed)
 {
 	struct h2_field f;
 
@@ -116,7 +118,7 @@ h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max)
 			continue;
 #undef IS
 		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
-		    h2_nv_flags(f.name, f.nlen) };
+		    h2_nv_flags(f.name, f.nlen, seed) };
 	}
 	return n;
 }

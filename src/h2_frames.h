@@ -51,12 +51,30 @@ bool h2_next_field(char **p, char *end, struct h2_field *f);
  * what only HTTP/1 connections carry (connection, keep-alive,
  * proxy-connection, transfer-encoding, upgrade). Stops at an empty line.
  * Returns the new count. */
-size_t h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max);
+size_t h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max, bool seed);
 
-/* HPACK flags for a field: values unique to one message (ids, trace
- * context) would only churn the peer's dynamic table, and the service
- * key is never indexed at all (RFC 7541 §7.1.3: secrets stay out of the
- * compression context). */
-uint8_t h2_nv_flags(const char *name, size_t nlen);
+/* HPACK flags for a field. The service key is never indexed (RFC 7541
+ * §7.1.3: secrets stay out of the compression context). The values of
+ * ferry's per-message fields (ids, trace context, the time left)
+ * would only churn the
+ * peer's dynamic table, so they are not indexed either, except in a
+ * SEED head: then they enter the table once, and every later head of the
+ * session names them by index (nghttp2 finds a name in the dynamic table
+ * for a never-indexed field) instead of sending, and Huffman-coding, the
+ * name in full. Those names are in no static table. */
+uint8_t h2_nv_flags(const char *name, size_t nlen, bool seed);
+
+/* Heads a session sends from one seed head to the next: often enough to
+ * put back names that other fields pushed out of the table, rare enough
+ * that the seeds churn nothing. */
+#define H2_SEED_EVERY 256
+
+/* Whether the head a session is about to send seeds the names; *HEADS
+ * counts the session's heads (it wraps harmlessly). */
+static inline bool
+h2_seed_due(uint32_t *heads)
+{
+	return (*heads)++ % H2_SEED_EVERY == 0;
+}
 
 #endif

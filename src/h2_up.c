@@ -40,6 +40,7 @@ struct h2up {
 	struct h2up *next, *prev;	/* the worker's */
 	struct h2up_stream *list;	/* its streams, attached or not */
 	uint32_t streams;		/* open ones */
+	uint32_t heads;			/* sent: h2_seed_due() */
 	bool connected;
 	bool closed;
 	bool doomed;
@@ -210,7 +211,7 @@ read_req_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 			if (st->trailers.len > 0 && !st->trailers.oom) {
 				nghttp2_nv nv[HTTP_MAX_FIELDS];
 				size_t k = h2_lines_to_nv(st->trailers.p, st->trailers.p +
-				    st->trailers.len, nv, 0, HTTP_MAX_FIELDS);
+				    st->trailers.len, nv, 0, HTTP_MAX_FIELDS, false);
 
 				/* the trailers end the stream instead */
 				if (k > 0 && nghttp2_submit_trailer(ng, id, nv, k) == 0)
@@ -234,6 +235,7 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
 	char *p = x->req.p, *end = x->req.p + x->req_head_len, *eol, *sp1, *sp2;
 	struct h2_field f;
 	size_t n = 0, host = 0;
+	bool seed = h2_seed_due(&st->s->heads);
 
 	if ((eol = h2_line_end(p, end)) == NULL ||
 	    (sp1 = memchr(p, ' ', (size_t)(eol - p))) == NULL ||
@@ -269,7 +271,7 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
 			continue;
 #undef IS
 		nv[n++] = (nghttp2_nv){ (uint8_t *)f.name, (uint8_t *)f.value, f.nlen, f.vlen,
-		    h2_nv_flags(f.name, f.nlen) };
+		    h2_nv_flags(f.name, f.nlen, seed) };
 	}
 	return n;
 }

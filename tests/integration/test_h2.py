@@ -30,6 +30,8 @@ import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 import h2.settings  # noqa: E402
 import hpack  # noqa: E402
+from hpack.huffman import HuffmanEncoder  # noqa: E402
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH  # noqa: E402
 import hyperframe.frame as hf  # noqa: E402
 from hyperframe.exceptions import HyperframeError  # noqa: E402
 
@@ -67,6 +69,8 @@ class Stream:
         self.body = bytearray()
         self.ended = False          # END_STREAM received
         self.reset = None           # RST_STREAM error code received
+        self.blocks = []            # header blocks as ferry's HPACK encoder wrote them
+        self.never_indexed = set()  # names of fields sent never-indexed
 
     @property
     def done(self):
@@ -303,9 +307,11 @@ class H2:
                 self.on_headers(bsid, block, end)
 
     def on_headers(self, sid, block, end):
-        fields = [(n.decode("latin-1"), v.decode("latin-1"))
-                  for n, v in self.decoder.decode(bytes(block), raw=True)]
+        decoded = self.decoder.decode(bytes(block), raw=True)
+        fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in decoded]
         st = self.streams.setdefault(sid, Stream(sid))
+        st.blocks.append(bytes(block))
+        st.never_indexed |= {f[0].decode("latin-1") for f in decoded if not f.indexable}
         if st.headers is None:
             status = dict(fields).get(":status", "")
             if status.startswith("1"):
@@ -696,6 +702,30 @@ class PoliteTest(H2Case):
         self.assertEqual(hname(st.headers, "x-request-id"), req.header_all("x-request-id"))
         echoed = json.loads(st.body)
         self.assertEqual(echoed["target"], "/api/users?id=7")
+
+    def test_id_names_indexed_once_per_connection(self):
+        """HPACK toward the app: the first response of a connection puts
+        the ids in the client's dynamic table; later ones name them by that
+        index and send their values never-indexed. So the names cross the
+        wire once a connection, and ids unique to a response do not churn
+        the table."""
+        names = ("x-correlation-id", "x-request-id")
+        with self.h2() as c:
+            sts = [c.get("/idx/%d" % i) for i in range(4)]
+            table = [bytes(n).decode() for n, _ in c.decoder.header_table.dynamic_entries]
+        self.assertEqual([st.status for st in sts], [200] * 4)
+        self.assertEqual(len({hname(st.headers, "x-request-id")[0] for st in sts}), 4)
+        for name in names:
+            self.assertEqual(table.count(name), 1, table)
+        forms = {n: (n.encode(), HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+                     .encode(n.encode())) for n in names}
+        for name in names:
+            self.assertTrue(any(f in sts[0].blocks[0] for f in forms[name]),
+                            "the first response did not spell %s out" % name)
+            for st in sts[1:]:
+                self.assertIn(name, st.never_indexed)
+                self.assertFalse(any(f in st.blocks[0] for f in forms[name]),
+                                 "a later response spelt %s out again" % name)
 
     def test_same_headers_upstream_as_for_http1(self):
         common = [("accept", "*/*"), ("x-correlation-id", "corr-h2-1"), ("x-custom", "Mixed Case")]

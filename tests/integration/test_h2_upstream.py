@@ -47,6 +47,8 @@ class H2Upstream:
         self.bodies = {}            # :path -> the request's body
         self.resets = {}            # :path -> the error code of ferry's RST_STREAM
         self.calls = {}             # :path -> requests seen
+        self.never_indexed = {}     # :path -> names of the fields sent never-indexed
+        self.table = []             # names in the HPACK dynamic table, after the last head
         self.connections = 0
         self.lock = threading.Lock()
         self.sock = harness.bound_socket(reuseaddr=True)
@@ -115,6 +117,10 @@ class H2Upstream:
                         with self.lock:
                             self.paths.append(path)
                             self.headers[path] = dict(ev.headers)
+                            self.never_indexed[path] = {h[0] for h in ev.headers
+                                                        if not getattr(h, "indexable", True)}
+                            self.table = [bytes(n).decode() for n, _ in
+                                          conn.decoder.header_table.dynamic_entries]
                             self.calls[path] = self.calls.get(path, 0) + 1
                         if path == "/goaway" and first:
                             # nothing processed: the request may go again
@@ -255,6 +261,31 @@ class HostileH2UpstreamTest(FerryTestCase):
                 # no length from the server: chunked for HTTP/1.1
                 self.assertEqual(r.header("transfer-encoding"), "chunked")
         self.assertEqual(self.up.connections, 1, "five requests, one HTTP/2 connection")
+
+    def test_service_key_never_indexed_ids_indexed_once(self):
+        """HPACK toward the service: the key is sent never-indexed on every
+        request and never enters the service's dynamic table (RFC 7541
+        §7.1.3); the ids, traceparent and the time left enter it once a
+        connection (their values are each request's own), and
+        later requests name them by index with never-indexed values."""
+        up = H2Upstream()
+        self._closers.append(up.close)
+        f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
+                                "auth": {"key_env": "SVC_KEY"}}},
+                       env={"SVC_KEY": "hpack-secret-key-0123"}, workers=1)
+        for i in range(4):
+            r = f.get("/hp%d" % i, host="svc", timeout=10)
+            self.assertEqual((r.status, r.body), (200, ("fine:/hp%d" % i).encode()))
+        self.assertEqual(up.connections, 1)
+        ids = ("x-correlation-id", "x-request-id", "traceparent", "x-ferry-deadline-ms")
+        for i in range(4):
+            self.assertEqual(up.headers["/hp%d" % i]["x-service-auth"], "hpack-secret-key-0123")
+            self.assertIn("x-service-auth", up.never_indexed["/hp%d" % i])
+            if i > 0:
+                self.assertTrue(set(ids) <= up.never_indexed["/hp%d" % i])
+        self.assertNotIn("x-service-auth", up.table)
+        for name in ids:
+            self.assertEqual(up.table.count(name), 1, up.table)
 
     def test_h2_client_gets_the_trailers(self):
         """HTTP/2 on both sides: the service's trailers reach the app as

@@ -65,6 +65,51 @@ START_TEST(test_fields_and_values)
 }
 END_TEST
 
+/* The key is never indexed, seed or not; the per-message fields are
+ * indexed only in a seed head; other fields (and look-alikes) always may
+ * be. The trailers' and the heads' lines get the same flags. */
+START_TEST(test_nv_flags)
+{
+	static const char *const per_message[] = { "x-request-id", "x-correlation-id",
+	    "traceparent", "x-ferry-deadline-ms", "grpc-timeout" };
+	static const char *const others[] = { "x-request-ids", "x-service-aut", "tracestate",
+	    "x-ferry-deadline", "grpc-encoding", "content-type", "x" };
+	char text[] = "x-service-auth: k\r\nX-Request-Id: r\r\naccept: */*\r\n\r\n";
+	nghttp2_nv nv[4];
+
+	ck_assert_int_eq(h2_nv_flags("x-service-auth", 14, false), NGHTTP2_NV_FLAG_NO_INDEX);
+	ck_assert_int_eq(h2_nv_flags("x-service-auth", 14, true), NGHTTP2_NV_FLAG_NO_INDEX);
+	for (size_t i = 0; i < sizeof(per_message) / sizeof(per_message[0]); i++) {
+		size_t n = strlen(per_message[i]);
+
+		ck_assert_int_eq(h2_nv_flags(per_message[i], n, false), NGHTTP2_NV_FLAG_NO_INDEX);
+		ck_assert_int_eq(h2_nv_flags(per_message[i], n, true), NGHTTP2_NV_FLAG_NONE);
+	}
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		ck_assert_int_eq(h2_nv_flags(others[i], strlen(others[i]), false),
+		    NGHTTP2_NV_FLAG_NONE);
+	ck_assert_uint_eq(h2_lines_to_nv(text, text + sizeof(text) - 1, nv, 0, 4, true), 3);
+	ck_assert_int_eq(nv[0].flags, NGHTTP2_NV_FLAG_NO_INDEX);
+	ck_assert_int_eq(nv[1].flags, NGHTTP2_NV_FLAG_NONE);	/* lowered, then seeded */
+	ck_assert_int_eq(nv[2].flags, NGHTTP2_NV_FLAG_NONE);
+}
+END_TEST
+
+/* A seed head first, then one every H2_SEED_EVERY, across the wrap. */
+START_TEST(test_seed_due)
+{
+	uint32_t heads = 0, seeds = 0;
+
+	ck_assert(h2_seed_due(&heads));
+	for (uint32_t i = 1; i < 4 * H2_SEED_EVERY; i++)
+		seeds += h2_seed_due(&heads);
+	ck_assert_uint_eq(seeds, 3);
+	heads = UINT32_MAX;	/* UINT32_MAX + 1 is a multiple of it */
+	ck_assert(!h2_seed_due(&heads));
+	ck_assert(h2_seed_due(&heads));
+}
+END_TEST
+
 static Suite *
 h2_frames_suite(void)
 {
@@ -73,6 +118,8 @@ h2_frames_suite(void)
 
 	tcase_add_test(tc, test_names_lowered_every_byte);
 	tcase_add_test(tc, test_fields_and_values);
+	tcase_add_test(tc, test_nv_flags);
+	tcase_add_test(tc, test_seed_due);
 	suite_add_tcase(s, tc);
 	return s;
 }
