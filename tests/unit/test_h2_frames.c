@@ -11,6 +11,17 @@
 
 #include "h2_frames.h"
 
+/* The fields of a head, read one by one as the codecs do. */
+static size_t
+h2_fields(char *p, char *end, struct h2_field *f, size_t max)
+{
+	size_t n = 0;
+
+	while (n < max && h2_next_field(&p, end, &f[n]))
+		n++;
+	return n;
+}
+
 /* Every byte value at every offset of a name that spans whole and partial
  * 8-byte words: only A-Z change, each to its lower case. */
 START_TEST(test_names_lowered_every_byte)
@@ -20,8 +31,7 @@ START_TEST(test_names_lowered_every_byte)
 	for (size_t nlen = 1; nlen <= 20; nlen++)
 		for (size_t pos = 0; pos < nlen; pos++)
 			for (unsigned b = 1; b < 256; b++) {
-				struct h2_field f;
-				char *p = text;
+				struct h2_field f[2];
 
 				if (b == ':' || b == '\r' || b == '\n')
 					continue;
@@ -31,15 +41,14 @@ START_TEST(test_names_lowered_every_byte)
 				for (size_t i = 0; i < nlen; i++)
 					want[i] = text[i] >= 'A' && text[i] <= 'Z' ?
 					    (char)(text[i] + 32) : text[i];
-				ck_assert(h2_next_field(&p, text + nlen + 7, &f));
-				ck_assert_ptr_eq(f.name, text);
-				ck_assert_uint_eq(f.nlen, nlen);
-				ck_assert_msg(memcmp(f.name, want, nlen) == 0,
+				/* one field: then the blank line ends the head */
+				ck_assert_uint_eq(h2_fields(text, text + nlen + 7, f, 2), 1);
+				ck_assert_ptr_eq(f[0].name, text);
+				ck_assert_uint_eq(f[0].nlen, nlen);
+				ck_assert_msg(memcmp(f[0].name, want, nlen) == 0,
 				    "byte 0x%02x at %zu of %zu", b, pos, nlen);
-				ck_assert_uint_eq(f.vlen, 1);
-				ck_assert_int_eq(f.value[0], 'v');
-				/* then the blank line ends the head */
-				ck_assert(!h2_next_field(&p, text + nlen + 7, &f));
+				ck_assert_uint_eq(f[0].vlen, 1);
+				ck_assert_int_eq(f[0].value[0], 'v');
 			}
 }
 END_TEST
@@ -47,21 +56,22 @@ END_TEST
 /* The value keeps its case; a line without a colon is skipped. */
 START_TEST(test_fields_and_values)
 {
-	char text[] = "no colon here\r\nX-Upper-Name-Long: Mixed Case\r\nB:\r\n\r\n";
-	char *p = text, *end = text + sizeof(text) - 1;
-	struct h2_field f;
+	char text[] = "no colon here\r\nX-Upper-Name-Long: Mixed Case\r\nB:\r\n\r\nc: d\r\n";
+	struct h2_field f[4];
 
-	ck_assert(h2_next_field(&p, end, &f));
-	ck_assert_uint_eq(f.nlen, 17);
-	ck_assert(memcmp(f.name, "x-upper-name-long", 17) == 0);
-	ck_assert_uint_eq(f.vlen, 10);
-	ck_assert(memcmp(f.value, "Mixed Case", 10) == 0);
+	/* the blank line ends them: c is not a field of this head */
+	ck_assert_uint_eq(h2_fields(text, text + sizeof(text) - 1, f, 4), 2);
+	ck_assert_uint_eq(f[0].nlen, 17);
+	ck_assert(memcmp(f[0].name, "x-upper-name-long", 17) == 0);
+	ck_assert_uint_eq(f[0].vlen, 10);
+	ck_assert(memcmp(f[0].value, "Mixed Case", 10) == 0);
 	ck_assert(memcmp(text, "no colon here", 13) == 0);
-	ck_assert(h2_next_field(&p, end, &f));
-	ck_assert_uint_eq(f.nlen, 1);
-	ck_assert_int_eq(f.name[0], 'b');
-	ck_assert_uint_eq(f.vlen, 0);
-	ck_assert(!h2_next_field(&p, end, &f));
+	ck_assert_uint_eq(f[1].nlen, 1);
+	ck_assert_int_eq(f[1].name[0], 'b');
+	ck_assert_uint_eq(f[1].vlen, 0);
+	/* MAX bounds them */
+	ck_assert_uint_eq(h2_fields(text, text + sizeof(text) - 1, f, 1), 1);
+	ck_assert_uint_eq(h2_fields(text, text + sizeof(text) - 1, f, 0), 0);
 }
 END_TEST
 
@@ -110,6 +120,117 @@ START_TEST(test_seed_due)
 }
 END_TEST
 
+/* What only the slow path sees: a stray CR in a name or a value is part of
+ * the line, a colon-less line is skipped unchanged, a value may start with
+ * tabs, and a line cut before its CRLF ends the fields. */
+START_TEST(test_odd_lines)
+{
+	char text[] = "Na\rMe: a\rb\r\nNO COLON\r\nT:\t\t v \r\nCut: x";
+	struct h2_field f[4];
+
+	ck_assert_uint_eq(h2_fields(text, text + sizeof(text) - 1, f, 4), 2);
+	ck_assert_uint_eq(f[0].nlen, 5);
+	ck_assert(memcmp(f[0].name, "na\rme", 5) == 0);
+	ck_assert_uint_eq(f[0].vlen, 3);
+	ck_assert(memcmp(f[0].value, "a\rb", 3) == 0);
+	ck_assert(memcmp(text + 12, "NO COLON", 8) == 0);
+	ck_assert_uint_eq(f[1].nlen, 1);
+	ck_assert_int_eq(f[1].name[0], 't');
+	ck_assert_uint_eq(f[1].vlen, 2);
+	ck_assert(memcmp(f[1].value, "v ", 2) == 0);
+}
+END_TEST
+
+/* A short name at the very end of the buffer, at every length: lowered
+ * within it (ASan sees any byte read past the end). */
+START_TEST(test_short_name_at_buffer_end)
+{
+	for (size_t nlen = 1; nlen <= 9; nlen++) {
+		size_t len = nlen + 5;
+		char *text = malloc(len);
+		struct h2_field f[2];
+
+		ck_assert_ptr_nonnull(text);
+		memset(text, 'N', nlen);
+		memcpy(text + nlen, ": v\r\n", 5);
+		ck_assert_uint_eq(h2_fields(text, text + len, f, 2), 1);
+		ck_assert_uint_eq(f[0].nlen, nlen);
+		for (size_t i = 0; i < nlen; i++)
+			ck_assert_int_eq(f[0].name[i], 'n');
+		ck_assert_uint_eq(f[0].vlen, 1);
+		free(text);
+	}
+}
+END_TEST
+
+/* The line-by-line reading h2_fields must agree with: the line's end is
+ * the first CRLF, its name ends at its first colon. */
+static size_t
+reference_fields(char *p, char *end, struct h2_field *f, size_t max)
+{
+	size_t n = 0;
+
+	while (n < max) {
+		char *eol = NULL, *colon, *v;
+
+		for (char *q = p; q + 1 < end; q++)
+			if (q[0] == '\r' && q[1] == '\n') {
+				eol = q;
+				break;
+			}
+		if (eol == NULL || eol == p)
+			break;
+		if ((colon = memchr(p, ':', (size_t)(eol - p))) != NULL) {
+			for (char *q = p; q < colon; q++)
+				if (*q >= 'A' && *q <= 'Z')
+					*q = (char)(*q + 32);
+			for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+				;
+			f[n++] = (struct h2_field){ p, v, (size_t)(colon - p), (size_t)(eol - v) };
+		}
+		p = eol + 2;
+	}
+	return n;
+}
+
+/* Random heads of the bytes that matter (colons, CRs, LFs, blanks, both
+ * cases) at every length up to 200: the same fields, and the same text
+ * after, as the reference reads them. */
+START_TEST(test_fields_match_reference)
+{
+	static const char alphabet[] = "::\r\r\n\n  \taAzZ-09\x80\xff";
+	unsigned seed = 12345;
+	size_t total = 0;
+
+	for (int round = 0; round < 20000; round++) {
+		size_t len = (size_t)(round % 200) + 1, k, kr;
+		char *a = malloc(len), *b = malloc(len);
+		struct h2_field fa[64], fb[64];
+
+		ck_assert(a != NULL && b != NULL);
+		for (size_t i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			a[i] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
+		}
+		memcpy(b, a, len);
+		k = h2_fields(a, a + len, fa, 64);
+		kr = reference_fields(b, b + len, fb, 64);
+		ck_assert_uint_eq(k, kr);
+		total += k;
+		ck_assert(memcmp(a, b, len) == 0);
+		for (size_t i = 0; i < k; i++) {
+			ck_assert_int_eq(fa[i].name - a, fb[i].name - b);
+			ck_assert_int_eq(fa[i].value - a, fb[i].value - b);
+			ck_assert_uint_eq(fa[i].nlen, fb[i].nlen);
+			ck_assert_uint_eq(fa[i].vlen, fb[i].vlen);
+		}
+		free(a);
+		free(b);
+	}
+	ck_assert_uint_gt(total, 10000);	/* the heads did have fields */
+}
+END_TEST
+
 static Suite *
 h2_frames_suite(void)
 {
@@ -118,6 +239,9 @@ h2_frames_suite(void)
 
 	tcase_add_test(tc, test_names_lowered_every_byte);
 	tcase_add_test(tc, test_fields_and_values);
+	tcase_add_test(tc, test_odd_lines);
+	tcase_add_test(tc, test_short_name_at_buffer_end);
+	tcase_add_test(tc, test_fields_match_reference);
 	tcase_add_test(tc, test_nv_flags);
 	tcase_add_test(tc, test_seed_due);
 	suite_add_tcase(s, tc);
