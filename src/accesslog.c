@@ -266,6 +266,7 @@ accesslog_open(const char *target, unsigned n_workers, char *err,
 		pthread_mutex_destroy(&a->lock);
 		goto fail;
 	}
+	pthread_setname_np(a->thread, "ferry-log");
 	a->started = true;
 	return a;
 fail:

@@ -22,6 +22,7 @@
 #define WORKERS_DEFAULT_MAX 4
 
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
+const char *const conf_scheduling_names[] = { "batch", "normal", NULL };
 
 /* log.access: "stdout", "off", or a file (relative to the config's dir). */
 static void
@@ -94,6 +95,8 @@ static const struct field resolver_fields[] = {
  * order, because services and inbound start from the parsed defaults. */
 static const struct field root_fields[] = {
 	{ "workers", fld_u32, offsetof(struct config, workers), 1, 1024, NULL },
+	{ "scheduling", fld_enum, offsetof(struct config, scheduling), 0, 0,
+	  conf_scheduling_names },
 	{ "log", fld_section, 0, 0, 0, log_fields },
 	{ "drain_delay", fld_duration, offsetof(struct config, drain_delay), 0, 0, NULL },
 	{ "drain_timeout", fld_duration, offsetof(struct config, drain_timeout), 0, 0, NULL },
@@ -402,6 +405,7 @@ config_new(struct loader *l, const char *path)
 	c->drain_delay = 5000;
 	c->drain_timeout = 30000;
 	c->workers = 0;		/* resolved after loading */
+	c->scheduling = CONF_SCHED_BATCH;
 	listeners_init(l);
 	if (c->path == NULL || c->log_access == NULL || l->oom) {
 		config_free(c);

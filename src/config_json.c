@@ -565,6 +565,9 @@ config_to_json(const struct config *c, struct sbuf *o)
 	sbuf_add(o, "{", 1);
 	key(o, "workers", true);
 	num(o, c->workers);
+	key(o, "scheduling", false);
+	str(o, (unsigned)c->scheduling <= CONF_SCHED_NORMAL ? conf_scheduling_names[c->scheduling] :
+	    NULL);
 
 	key(o, "log", false);
 	sbuf_add(o, "{", 1);

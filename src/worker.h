@@ -198,6 +198,7 @@ struct worker {
 	struct h2up *h2ups;		/* HTTP/2 connections to endpoints */
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
 	bool draining;
+	bool made_batch;		/* SCHED_BATCH set by apply_scheduling() */
 };
 
 /* Arms timer EV to fire at AT_MS (clock_now_ms() time; past means now). */

@@ -202,6 +202,63 @@ class LifecycleCase(FerryTestCase):
 # 1, 2: SIGHUP reload
 
 
+def thread_policies(f):
+    """{thread name: [scheduling policy of each such thread]} of ferry's
+    process (os.SCHED_OTHER 0, os.SCHED_BATCH 3, ...)."""
+    out = {}
+    task = "/proc/%d/task" % f.proc.pid
+    for tid in os.listdir(task):
+        try:
+            with open("%s/%s/stat" % (task, tid)) as fh:
+                stat = fh.read()
+        except OSError:
+            continue            # a thread that just ended
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        policy = int(stat[stat.rindex(")") + 2:].split()[38])     # field 41
+        out.setdefault(re.sub(r"-\d+$", "", name), []).append(policy)
+    return out
+
+
+class SchedulingTest(LifecycleCase):
+    """The workers' scheduling policy (README: scheduling): SCHED_BATCH by
+    default, `normal` on request, switched by a reload, and a policy set
+    from outside is kept."""
+
+    def test_workers_batch_by_default_and_reload_switches(self):
+        up = self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)}, workers=2)
+        f = self.ferry(config=cfg)
+        self.assertEqual(f.get("/", host="svc").status, 200)
+        p = thread_policies(f)
+        self.assertEqual(p.get("ferry-worker"), [os.SCHED_BATCH] * 2, p)
+        self.assertEqual(p.get("ferry"), [os.SCHED_OTHER], p)     # the main thread
+        self.assertEqual(p.get("ferry-log"), [os.SCHED_OTHER], p)   # the access log's
+        self.reload(f, deep_merge(cfg, {"scheduling": "normal"}))
+        self.assertTrue(wait_until(lambda: thread_policies(f).get("ferry-worker") ==
+                                   [os.SCHED_OTHER] * 2, 2.0), thread_policies(f))
+        self.reload(f, cfg)
+        self.assertTrue(wait_until(lambda: thread_policies(f).get("ferry-worker") ==
+                                   [os.SCHED_BATCH] * 2, 2.0), thread_policies(f))
+        self.assertEqual(f.get("/", host="svc").status, 200)
+
+    def test_policy_from_outside_is_kept(self):
+        """Started SCHED_IDLE (as by systemd's CPUSchedulingPolicy=idle),
+        the workers stay so with either setting."""
+        up = self.upstream()
+        before = os.sched_getscheduler(0)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        try:
+            cfg = harness.ferry_config({"svc": service(up)}, workers=2)
+            f = self.ferry(config=cfg)
+        finally:
+            os.sched_setscheduler(0, before, os.sched_param(0))
+        self.assertEqual(f.get("/", host="svc").status, 200)
+        self.assertEqual(thread_policies(f).get("ferry-worker"), [os.SCHED_IDLE] * 2)
+        self.reload(f, deep_merge(cfg, {"scheduling": "normal"}))
+        self.assertEqual(f.get("/", host="svc").status, 200)
+        self.assertEqual(thread_policies(f).get("ferry-worker"), [os.SCHED_IDLE] * 2)
+
+
 class ReloadTest(LifecycleCase):
 
     def test_reload_add_change_remove_under_load(self):

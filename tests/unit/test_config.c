@@ -168,6 +168,9 @@ static const struct bad_case bad_cases[] = {
 	{ "unterminated variable",
 	  "workers: ${FERRY_TEST_PORT\n",
 	  F ":1:10: workers: unterminated \"${\"\n" },
+	{ "unknown scheduling policy",
+	  "scheduling: fifo\n",
+	  F ":1:13: scheduling: unknown value \"fifo\" (expected batch or normal)\n" },
 	{ "unknown enum values",
 	  "log: {level: verbose}\n"
 	  "defaults:\n"

@@ -41,6 +41,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_le(c->workers, 4);
 	ck_assert_uint_eq(c->workers, config_default_workers());
 	ck_assert_int_eq(c->log_level, LOG_INFO);
+	ck_assert_int_eq(c->scheduling, CONF_SCHED_BATCH);
 	ck_assert_str_eq(c->log_access, "stdout");
 	ck_assert_int_eq(c->drain_delay, 5000);
 	ck_assert_int_eq(c->drain_timeout, 30000);
@@ -196,11 +197,13 @@ START_TEST(test_inheritance)
 }
 END_TEST
 
-/* The whole schema of SPEC §3, with every key given. */
+/* The whole schema of SPEC §3, with every key given (and scheduling,
+ * which is ferry's own). */
 START_TEST(test_full_schema)
 {
 	struct config *c = load_ok(
 	    "workers: 2\n"
+	    "scheduling: normal\n"
 	    "log:\n  level: debug\n  access: access.log\n"
 	    "drain_delay: 1s\n"
 	    "drain_timeout: 0\n"
@@ -280,6 +283,7 @@ START_TEST(test_full_schema)
 	const struct conf_inbound *in = &c->inbound;
 
 	ck_assert_uint_eq(c->workers, 2);
+	ck_assert_int_eq(c->scheduling, CONF_SCHED_NORMAL);
 	ck_assert_int_eq(c->log_level, LOG_DEBUG);
 	ck_assert(strncmp(c->log_access, dir, strlen(dir)) == 0);
 	ck_assert_int_eq(c->drain_delay, 1000);
