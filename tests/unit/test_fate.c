@@ -242,6 +242,16 @@ START_TEST(test_notes_json)
 	ck_assert_str_eq(t, "[{\"endpoint\":null,\"result\":\"cancelled\",\"ms\":0},"
 	    "{\"endpoint\":\"[2001:db8::1]:443\",\"result\":\"504\",\"ms\":4294967295}]");
 	free(t);
+	/* IPv4 at its widest and narrowest, as inet_ntop writes it */
+	ns = (struct attempt_notes){ 0 };
+	fate_note_add(&ns, &(struct attempt_note){ .addr = { 255, 250, 100, 99 }, .port = 65535,
+	    .family = AF_INET, .result = AR_STATUS_502 });
+	fate_note_add(&ns, &(struct attempt_note){ .addr = { 0, 0, 0, 0 }, .port = 0,
+	    .family = AF_INET, .result = AR_STATUS_502, .ms = 1 });
+	t = notes_text(&ns);
+	ck_assert_str_eq(t, "[{\"endpoint\":\"255.250.100.99:65535\",\"result\":\"502\",\"ms\":0},"
+	    "{\"endpoint\":\"0.0.0.0:0\",\"result\":\"502\",\"ms\":1}]");
+	free(t);
 	ck_assert_str_eq(fate_result_name(AR_PER_TRY_TIMEOUT), "timeout");
 	ck_assert_str_eq(fate_result_name(AR_STATUS_502), "502");
 	ck_assert_str_eq(fate_result_name(200), "unknown");
