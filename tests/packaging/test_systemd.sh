@@ -67,7 +67,8 @@ fi
 for key in 'Type=notify' 'ExecStartPre=/usr/sbin/ferry -t -c /etc/ferry/ferry.yaml' \
     'ExecStart=/usr/sbin/ferry -c /etc/ferry/ferry.yaml' 'ExecReload=/bin/kill -HUP $MAINPID' \
     'WatchdogSec=30s' 'Restart=on-failure' 'KillMode=mixed' 'TimeoutStopSec=35s' \
-    'User=ferry' 'LimitNOFILE=65536' 'LimitCORE=0' 'CapabilityBoundingSet=' 'NoNewPrivileges=yes'; do
+    'User=ferry' 'LimitNOFILE=65536' 'LimitCORE=0' 'CPUSchedulingPolicy=batch' \
+    'CapabilityBoundingSet=' 'NoNewPrivileges=yes'; do
 	if grep -qxF -- "$key" "$unit"; then
 		ok "unit has $key"
 	else
@@ -172,9 +173,11 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 ' "$p_up" &
 pids+=($!)
 
-strace -f -qq -o "$tmp/check.trace" "$bin" -t -c "$tmp/run/ferry.yaml" >"$tmp/check.out" 2>&1 ||
-	{ cat "$tmp/check.out"; not_ok "ferry -t on the scratch config"; }
-strace -f -qq -o "$tmp/run.trace" "$bin" -c "$tmp/run/ferry.yaml" >"$tmp/run.out" 2>&1 &
+# started as the unit starts it: CPUSchedulingPolicy=batch
+chrt --batch 0 strace -f -qq -o "$tmp/check.trace" "$bin" -t -c "$tmp/run/ferry.yaml" \
+	>"$tmp/check.out" 2>&1 || { cat "$tmp/check.out"; not_ok "ferry -t on the scratch config"; }
+chrt --batch 0 strace -f -qq -o "$tmp/run.trace" "$bin" -c "$tmp/run/ferry.yaml" \
+	>"$tmp/run.out" 2>&1 &
 spid=$!
 pids+=($spid)
 # wait for /ready, then exercise the paths the sandbox must allow
