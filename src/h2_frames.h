@@ -55,13 +55,12 @@ size_t h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max, 
 
 /* HPACK flags for a field. The service key is never indexed (RFC 7541
  * §7.1.3: secrets stay out of the compression context). The values of
- * ferry's per-message fields (ids, trace context, the time left)
- * would only churn the
- * peer's dynamic table, so they are not indexed either, except in a
- * SEED head: then they enter the table once, and every later head of the
- * session names them by index (nghttp2 finds a name in the dynamic table
- * for a never-indexed field) instead of sending, and Huffman-coding, the
- * name in full. Those names are in no static table. */
+ * ferry's per-message fields (ids, trace context, the time left) would
+ * only churn the peer's dynamic table, so they are not indexed either,
+ * except in a SEED head: then they enter the table once, and every later
+ * head of the session names them by index (nghttp2 finds a name in the
+ * dynamic table for a never-indexed field) instead of sending, and
+ * Huffman-coding, the name in full. Those names are in no static table. */
 uint8_t h2_nv_flags(const char *name, size_t nlen, bool seed);
 
 /* Heads a session sends from one seed head to the next: often enough to

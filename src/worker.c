@@ -417,8 +417,8 @@ gen_start(struct worker *w, struct config *conf)
  * (the app beside it, a backend) mid-slice, and takes its turn with the
  * work of all that came meanwhile: under load, far fewer context switches
  * for it and for them (README, "scheduling"); on an idle CPU it runs at
- * once as before. Only the normal policy is changed, and
- * only back what was changed here: one set from outside (systemd's
+ * once as before. Only the normal policy is changed, and only what was
+ * changed here goes back: one set from outside (systemd's
  * CPUSchedulingPolicy=, chrt) stays.
  */
 static void
