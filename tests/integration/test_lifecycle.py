@@ -242,21 +242,25 @@ class SchedulingTest(LifecycleCase):
         self.assertEqual(f.get("/", host="svc").status, 200)
 
     def test_policy_from_outside_is_kept(self):
-        """Started SCHED_IDLE (as by systemd's CPUSchedulingPolicy=idle),
-        the workers stay so with either setting."""
+        """Started SCHED_BATCH (as by the shipped unit's
+        CPUSchedulingPolicy=batch), the workers stay so with `normal`: ferry
+        only undoes what it set. (SCHED_BATCH, not SCHED_IDLE: an
+        unprivileged test could not leave SCHED_IDLE again.)"""
         up = self.upstream()
         before = os.sched_getscheduler(0)
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         try:
-            cfg = harness.ferry_config({"svc": service(up)}, workers=2)
+            cfg = harness.ferry_config({"svc": service(up)}, workers=2,
+                                       scheduling="normal")
             f = self.ferry(config=cfg)
         finally:
             os.sched_setscheduler(0, before, os.sched_param(0))
         self.assertEqual(f.get("/", host="svc").status, 200)
-        self.assertEqual(thread_policies(f).get("ferry-worker"), [os.SCHED_IDLE] * 2)
-        self.reload(f, deep_merge(cfg, {"scheduling": "normal"}))
+        self.assertEqual(thread_policies(f).get("ferry-worker"), [os.SCHED_BATCH] * 2)
+        self.reload(f, deep_merge(cfg, {"scheduling": "batch"}))
+        self.reload(f, cfg)
         self.assertEqual(f.get("/", host="svc").status, 200)
-        self.assertEqual(thread_policies(f).get("ferry-worker"), [os.SCHED_IDLE] * 2)
+        self.assertEqual(thread_policies(f).get("ferry-worker"), [os.SCHED_BATCH] * 2)
 
 
 class ReloadTest(LifecycleCase):
