@@ -235,12 +235,13 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
 	char *p = x->req.p, *end = x->req.p + x->req_head_len, *eol, *sp1, *sp2;
 	struct h2_field f;
 	size_t n = 0, host = 0;
-	bool seed = h2_seed_due(&st->s->heads);
+	bool seed;
 
 	if ((eol = h2_line_end(p, end)) == NULL ||
 	    (sp1 = memchr(p, ' ', (size_t)(eol - p))) == NULL ||
 	    (sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1))) == NULL)
 		return 0;
+	seed = h2_seed_due(&st->s->heads);	/* counted only for a head that goes */
 	nv[n++] = (nghttp2_nv){ (uint8_t *)":method", (uint8_t *)p, 7, (size_t)(sp1 - p), 0 };
 	nv[n++] = (nghttp2_nv){ (uint8_t *)":scheme", (uint8_t *)(tls ? "https" : "http"), 7,
 	    tls ? 5 : 4, 0 };
