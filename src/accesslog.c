@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -21,7 +22,7 @@
 #include "log.h"
 #include "sbuf.h"
 
-#define HANDOFF_BYTES	(64 * 1024)	/* a worker hands its buffer over */
+#define HANDOFF_BYTES	(64 * 1024)	/* a worker's buffer holds at most */
 #define MAX_BEHIND	(8u << 20)	/* default bound of bytes queued */
 #define WARN_EVERY_MS	10000
 
@@ -41,6 +42,7 @@ struct accesslog_buf {
 	uint32_t lines;			/* in cur */
 	int64_t sec;			/* second of stamp */
 	char stamp[64];			/* "YYYY-MM-DDTHH:MM:SS" of sec */
+	size_t stamp_len;
 	struct event *timer;
 };
 
@@ -292,29 +294,24 @@ accesslog_worker(struct accesslog *a, unsigned worker)
 	return &a->bufs[worker];
 }
 
-static void
-add_jstr(struct sbuf *o, const char *s, size_t len)
+/* A JSON string or null: at most JSTR_MAX(len) bytes. */
+#define JSTR_MAX(len)	(JSON_ESCAPE_MAX(len) + 4)
+
+static char *
+put_jstr(char *p, const char *s, size_t len)
 {
-	if (s == NULL) {
-		sbuf_add(o, "null", 4);
-		return;
-	}
-	sbuf_add(o, "\"", 1);
-	json_escape(o, s, len);
-	sbuf_add(o, "\"", 1);
+	if (s == NULL)
+		return PUT_LIT(p, "null");
+	*p++ = '"';
+	p = json_escape_put(p, s, len);
+	*p++ = '"';
+	return p;
 }
 
-static void
-add_cstr(struct sbuf *o, const char *s)
+/* "{"time":"2026-11-26T10:39:02.123Z"" */
+static char *
+put_time(struct accesslog_buf *b, char *p, int64_t ms)
 {
-	add_jstr(o, s, s ? strlen(s) : 0);
-}
-
-/* "time":"2026-11-26T10:39:02.123Z" */
-static void
-add_time(struct accesslog_buf *b, int64_t ms)
-{
-	char frac[6];
 	int64_t sec;
 
 	if (ms < 0)
@@ -323,123 +320,143 @@ add_time(struct accesslog_buf *b, int64_t ms)
 	if (sec != b->sec) {
 		struct tm tm;
 		time_t t = (time_t)sec;
+		int n;
 
-		gmtime_r(&t, &tm);
-		snprintf(b->stamp, sizeof(b->stamp),
+		if (gmtime_r(&t, &tm) == NULL)
+			memset(&tm, 0, sizeof(tm));
+		n = snprintf(b->stamp, sizeof(b->stamp),
 		    "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
 		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
 		    tm.tm_sec);
+		b->stamp_len = n > 0 && (size_t)n < sizeof(b->stamp) ? (size_t)n : 0;
 		b->sec = sec;
 	}
 	ms %= 1000;
-	frac[0] = '.';
-	frac[1] = (char)('0' + ms / 100);
-	frac[2] = (char)('0' + ms / 10 % 10);
-	frac[3] = (char)('0' + ms % 10);
-	frac[4] = 'Z';
-	frac[5] = '"';
-	sbuf_adds(&b->cur, "{\"time\":\"");
-	sbuf_adds(&b->cur, b->stamp);
-	sbuf_add(&b->cur, frac, sizeof(frac));
+	p = PUT_LIT(p, "{\"time\":\"");
+	p = put_mem(p, b->stamp, b->stamp_len);
+	*p++ = '.';
+	*p++ = (char)('0' + ms / 100);
+	*p++ = (char)('0' + ms / 10 % 10);
+	*p++ = (char)('0' + ms % 10);
+	*p++ = 'Z';
+	*p++ = '"';
+	return p;
 }
 
 /* Milliseconds with three decimals: 12.345 */
-static void
-add_ms(struct sbuf *o, double ms)
+static char *
+put_ms(char *p, double ms)
 {
 	uint64_t us;
-	char f[4];
 
 	if (!(ms > 0))
 		ms = 0;			/* negative or NaN */
 	if (ms > 1e12)
 		ms = 1e12;
 	us = (uint64_t)(ms * 1000 + 0.5);
-	sbuf_addu(o, us / 1000);
-	f[0] = '.';
-	f[1] = (char)('0' + us / 100 % 10);
-	f[2] = (char)('0' + us / 10 % 10);
-	f[3] = (char)('0' + us % 10);
-	sbuf_add(o, f, sizeof(f));
+	p = put_u64(p, us / 1000);
+	*p++ = '.';
+	*p++ = (char)('0' + us / 100 % 10);
+	*p++ = (char)('0' + us / 10 % 10);
+	*p++ = (char)('0' + us % 10);
+	return p;
 }
+
+/* The text of a line but its strings and attempts: the keys (~330
+ * bytes), the stamp (sizeof stamp), nine numbers and the trace id. */
+#define LINE_FIXED_MAX	640
 
 void
 accesslog_write(struct accesslog_buf *b, const struct access_entry *e)
 {
+	const char *service = e->service ? e->service : "";
+	const char *method = e->method ? e->method : "";
+	size_t mlen = e->method ? e->method_len : 0;
+	size_t plen = e->path_len, slen = strlen(service);
+	size_t ulen = e->upstream ? strlen(e->upstream) : 0;
+	size_t elen = e->error ? strlen(e->error) : 0;
+	size_t peerlen = e->peer ? strlen(e->peer) : 0;
+	size_t flen = e->fate ? strlen(e->fate) : 0;
+	size_t bound;
 	struct sbuf *o;
-	size_t start, plen = e->path_len;
 	const char *q;
+	char *p, *start;
 
 	if (b == NULL)
 		return;
 	o = &b->cur;
-	start = o->len;
-	add_time(b, e->time_ms);
-	sbuf_adds(o, e->dir == DIR_INBOUND ? ",\"direction\":\"inbound\"" :
-	    ",\"direction\":\"outbound\"");
-	sbuf_adds(o, ",\"service\":");
-	add_cstr(o, e->service ? e->service : "");
-	sbuf_adds(o, ",\"method\":");
-	add_jstr(o, e->method ? e->method : "", e->method ? e->method_len : 0);
-	sbuf_adds(o, ",\"path\":");
 	if (e->path != NULL && (q = memchr(e->path, '?', plen)) != NULL)
 		plen = (size_t)(q - e->path);
-	add_jstr(o, e->path, plen);
-	sbuf_adds(o, ",\"status\":");
-	sbuf_addu(o, e->status > 0 ? (unsigned)e->status : 0);
-	sbuf_adds(o, ",\"duration_ms\":");
-	add_ms(o, e->duration_ms);
-	sbuf_adds(o, ",\"upstream\":");
-	add_cstr(o, e->upstream);
-	sbuf_adds(o, ",\"attempts\":");
-	sbuf_addu(o, e->attempts);
-	sbuf_adds(o, ",\"resends\":");
-	sbuf_addu(o, e->resends);
-	sbuf_adds(o, ",\"correlation_id\":");
-	add_jstr(o, e->correlation_id, e->correlation_len);
-	sbuf_adds(o, ",\"request_id\":");
-	add_jstr(o, e->request_id, e->request_len);
-	sbuf_adds(o, ",\"trace_id\":");
-	if (e->traceparent != NULL &&
-	    ids_traceparent_valid(e->traceparent, e->traceparent_len)) {
-		sbuf_add(o, "\"", 1);
-		sbuf_add(o, e->traceparent + 3, 32);
-		sbuf_add(o, "\"", 1);
-	} else
-		sbuf_add(o, "null", 4);
-	sbuf_adds(o, ",\"bytes_in\":");
-	sbuf_addu(o, e->bytes_in);
-	sbuf_adds(o, ",\"bytes_out\":");
-	sbuf_addu(o, e->bytes_out);
-	sbuf_adds(o, ",\"error\":");
-	add_cstr(o, e->error);
-	sbuf_adds(o, ",\"peer\":");
-	add_cstr(o, e->peer);
-	sbuf_adds(o, ",\"grpc_status\":");
-	if (e->grpc && e->grpc_status >= 0)
-		sbuf_addu(o, (unsigned)e->grpc_status);
-	else
-		sbuf_adds(o, "null");
-	/* SPEC §16's fields come after those of §9 and §12 */
-	sbuf_adds(o, ",\"fate\":");
-	add_cstr(o, e->fate);
-	sbuf_adds(o, ",\"attempts_detail\":");
-	if (e->attempts_detail)
-		fate_notes_json(o, e->attempts_detail, NULL);
-	else
-		sbuf_adds(o, "[]");
-	sbuf_add(o, "}\n", 2);
-	if (o->oom) {
-		/* never a partial line: drop this one */
-		o->len = start;
+	bound = LINE_FIXED_MAX + JSTR_MAX(slen) + JSTR_MAX(mlen) +
+	    JSTR_MAX(plen) + JSTR_MAX(ulen) + JSTR_MAX(e->correlation_len) +
+	    JSTR_MAX(e->request_len) + JSTR_MAX(elen) + JSTR_MAX(peerlen) +
+	    JSTR_MAX(flen) + (e->attempts_detail ?
+	    fate_notes_json_max(e->attempts_detail, NULL) : 2);
+	/* hand over before the buffer would grow past what it holds */
+	if (o->len > 0 && o->len + bound > HANDOFF_BYTES)
+		handoff(b, false);
+	if ((start = p = sbuf_room(o, bound)) == NULL) {
 		o->oom = false;
 		atomic_fetch_add(&b->a->dropped, 1);
 		warn_dropped(b->a, "out of memory");
 		return;
 	}
+	p = put_time(b, p, e->time_ms);
+	p = e->dir == DIR_INBOUND ? PUT_LIT(p, ",\"direction\":\"inbound\"") :
+	    PUT_LIT(p, ",\"direction\":\"outbound\"");
+	p = PUT_LIT(p, ",\"service\":");
+	p = put_jstr(p, service, slen);
+	p = PUT_LIT(p, ",\"method\":");
+	p = put_jstr(p, method, mlen);
+	p = PUT_LIT(p, ",\"path\":");
+	p = put_jstr(p, e->path, plen);
+	p = PUT_LIT(p, ",\"status\":");
+	p = put_u64(p, e->status > 0 ? (unsigned)e->status : 0);
+	p = PUT_LIT(p, ",\"duration_ms\":");
+	p = put_ms(p, e->duration_ms);
+	p = PUT_LIT(p, ",\"upstream\":");
+	p = put_jstr(p, e->upstream, ulen);
+	p = PUT_LIT(p, ",\"attempts\":");
+	p = put_u64(p, e->attempts);
+	p = PUT_LIT(p, ",\"resends\":");
+	p = put_u64(p, e->resends);
+	p = PUT_LIT(p, ",\"correlation_id\":");
+	p = put_jstr(p, e->correlation_id, e->correlation_len);
+	p = PUT_LIT(p, ",\"request_id\":");
+	p = put_jstr(p, e->request_id, e->request_len);
+	p = PUT_LIT(p, ",\"trace_id\":");
+	if (e->traceparent != NULL &&
+	    ids_traceparent_valid(e->traceparent, e->traceparent_len)) {
+		*p++ = '"';
+		p = put_mem(p, e->traceparent + 3, 32);
+		*p++ = '"';
+	} else
+		p = PUT_LIT(p, "null");
+	p = PUT_LIT(p, ",\"bytes_in\":");
+	p = put_u64(p, e->bytes_in);
+	p = PUT_LIT(p, ",\"bytes_out\":");
+	p = put_u64(p, e->bytes_out);
+	p = PUT_LIT(p, ",\"error\":");
+	p = put_jstr(p, e->error, elen);
+	p = PUT_LIT(p, ",\"peer\":");
+	p = put_jstr(p, e->peer, peerlen);
+	p = PUT_LIT(p, ",\"grpc_status\":");
+	if (e->grpc && e->grpc_status >= 0)
+		p = put_u64(p, (unsigned)e->grpc_status);
+	else
+		p = PUT_LIT(p, "null");
+	/* SPEC §16's fields come after those of §9 and §12 */
+	p = PUT_LIT(p, ",\"fate\":");
+	p = put_jstr(p, e->fate, flen);
+	p = PUT_LIT(p, ",\"attempts_detail\":");
+	if (e->attempts_detail)
+		p = fate_notes_json_put(p, e->attempts_detail, NULL);
+	else
+		p = PUT_LIT(p, "[]");
+	p = PUT_LIT(p, "}\n");
+	assert((size_t)(p - start) <= bound);
+	sbuf_commit(o, p);
 	b->lines++;
-	if (o->len >= HANDOFF_BYTES)
-		handoff(b, false);
 }
 
 void

@@ -147,22 +147,47 @@ utf8_len(const unsigned char *s, size_t n)
 
 /* Eight bytes that all pass as they are: 0x20-0x7e but '"' and '\\'. */
 static inline bool
-plain8(const unsigned char *p)
+plain_word(uint64_t x)
 {
-	uint64_t x = swar_load(p);
-
 	return (x & SWAR_HIGHS) == 0 && !swar_in_range(x, 0, 0x1f) &&
 	    !swar_zero_byte(x ^ swar_bytes(0x7f)) && !swar_zero_byte(x ^ swar_bytes('"')) &&
 	    !swar_zero_byte(x ^ swar_bytes('\\'));
 }
 
-void
-json_escape(struct sbuf *out, const char *str, size_t n)
+static inline bool
+plain8(const unsigned char *p)
+{
+	return plain_word(swar_load(p));
+}
+
+/* All N bytes pass as they are; N < 8 is padded with some that do, from
+ * 8 the last word overlaps the one before. */
+static bool
+plain_all(const unsigned char *s, size_t n)
+{
+	uint64_t x = swar_bytes('a');
+	size_t i;
+
+	if (n < 8) {
+		memcpy(&x, s, n);
+		return plain_word(x);
+	}
+	for (i = 0; i + 8 <= n; i += 8)
+		if (!plain8(s + i))
+			return false;
+	return i == n || plain8(s + n - 8);
+}
+
+char *
+json_escape_put(char *p, const char *str, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *s = (const unsigned char *)str;
 	size_t i = 0, run = 0;
 
+	/* ids, names, addresses: almost every string of a log line */
+	if (plain_all(s, n))
+		return put_mem(p, s, n);
 	while (i < n) {
 		unsigned char c;
 		size_t ul;
@@ -186,22 +211,48 @@ json_escape(struct sbuf *out, const char *str, size_t n)
 			run += ul;
 			continue;
 		}
-		sbuf_add(out, s + i - run, run);
+		p = put_mem(p, s + i - run, run);
 		run = 0;
 		if (c == '"' || c == '\\') {
-			char e[2] = { '\\', (char)c };
-
-			sbuf_add(out, e, 2);
+			*p++ = '\\';
+			*p++ = (char)c;
 		} else if (c >= 0x80) {
-			sbuf_adds(out, "\\ufffd");	/* invalid UTF-8 byte */
+			p = PUT_LIT(p, "\\ufffd");	/* invalid UTF-8 byte */
 		} else {
-			char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-
-			sbuf_add(out, e, 6);
+			p = PUT_LIT(p, "\\u00");
+			*p++ = hex[c >> 4];
+			*p++ = hex[c & 15];
 		}
 		i++;
 	}
-	sbuf_add(out, s + i - run, run);
+	return put_mem(p, s + i - run, run);
+}
+
+/* Input escaped per room taken: JSON_ESCAPE_MAX of it stays small. */
+#define ESCAPE_SLICE	4096
+
+void
+json_escape(struct sbuf *out, const char *str, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
+	while (n > 0) {
+		size_t k = n;
+		char *p;
+
+		if (k > ESCAPE_SLICE) {
+			/* not inside a UTF-8 sequence: each half would
+			 * read as invalid bytes */
+			k = ESCAPE_SLICE;
+			while (k > ESCAPE_SLICE - 3 && (s[k] & 0xc0) == 0x80)
+				k--;
+		}
+		if ((p = sbuf_room(out, JSON_ESCAPE_MAX(k))) == NULL)
+			return;
+		sbuf_commit(out, json_escape_put(p, (const char *)s, k));
+		s += k;
+		n -= k;
+	}
 }
 
 void

@@ -85,5 +85,9 @@ void ferror_build_grpc(struct sbuf *out, const struct error_args *a, int grpc_st
 /* Appends S as the inside of a JSON string (quotes not included):
  * escapes quotes, backslashes, control bytes and invalid UTF-8. */
 void json_escape(struct sbuf *out, const char *s, size_t len);
+/* The same, written at P, which has room for JSON_ESCAPE_MAX(LEN) bytes
+ * (every byte may become "\u00XX" or "\ufffd"); returns the new end. */
+#define JSON_ESCAPE_MAX(len)	((len) * 6)
+char *json_escape_put(char *p, const char *s, size_t len);
 
 #endif

@@ -59,60 +59,78 @@ fate_note_add(struct attempt_notes *ns, const struct attempt_note *note)
 		ns->n[FATE_MAX_NOTES - 1] = *note;
 }
 
-static void
-note_endpoint(struct sbuf *out, const struct attempt_note *n)
+static char *
+note_endpoint(char *p, const struct attempt_note *n)
 {
 	char text[INET6_ADDRSTRLEN];
 
 	if (n->family == AF_INET) {
 		/* every access log line has one: glibc's inet_ntop formats
 		 * IPv4 through sprintf, a quarter of the line's cost */
-		sbuf_add(out, "\"", 1);
+		*p++ = '"';
 		for (int i = 0; i < 4; i++) {
 			if (i > 0)
-				sbuf_add(out, ".", 1);
-			sbuf_addu(out, n->addr[i]);
+				*p++ = '.';
+			p = put_u64(p, n->addr[i]);
 		}
-		sbuf_add(out, ":", 1);
-		sbuf_addu(out, n->port);
-		sbuf_add(out, "\"", 1);
-		return;
+		*p++ = ':';
+		p = put_u64(p, n->port);
+		*p++ = '"';
+		return p;
 	}
-	if (n->family != AF_INET6) {
-		sbuf_adds(out, "null");
-		return;
-	}
+	if (n->family != AF_INET6)
+		return PUT_LIT(p, "null");
 	if (inet_ntop(AF_INET6, n->addr, text, sizeof(text)) == NULL)
 		text[0] = '\0';
-	sbuf_adds(out, "\"[");
-	sbuf_adds(out, text);
-	sbuf_adds(out, "]:");
-	sbuf_addu(out, n->port);
-	sbuf_add(out, "\"", 1);
+	p = PUT_LIT(p, "\"[");
+	p = put_mem(p, text, strlen(text));
+	p = PUT_LIT(p, "]:");
+	p = put_u64(p, n->port);
+	*p++ = '"';
+	return p;
+}
+
+char *
+fate_notes_json_put(char *p, const struct attempt_notes *ns, const char *endpoint_as)
+{
+	*p++ = '[';
+	for (unsigned i = 0; i < ns->count && i < FATE_MAX_NOTES; i++) {
+		const struct attempt_note *n = &ns->n[i];
+		const char *result = fate_result_name(n->result);
+
+		p = i ? PUT_LIT(p, ",{\"endpoint\":") : PUT_LIT(p, "{\"endpoint\":");
+		if (endpoint_as) {
+			*p++ = '"';
+			p = put_mem(p, endpoint_as, strlen(endpoint_as));
+			*p++ = '"';
+		} else {
+			p = note_endpoint(p, n);
+		}
+		p = PUT_LIT(p, ",\"result\":\"");
+		p = put_mem(p, result, strlen(result));
+		p = PUT_LIT(p, "\",\"ms\":");
+		p = put_u64(p, n->ms);
+		*p++ = '}';
+	}
+	*p++ = ']';
+	return p;
+}
+
+size_t
+fate_notes_json_max(const struct attempt_notes *ns, const char *endpoint_as)
+{
+	size_t each = FATE_NOTE_JSON_MAX + (endpoint_as ? strlen(endpoint_as) : 0);
+
+	return 2 + (size_t)(ns->count < FATE_MAX_NOTES ? ns->count : FATE_MAX_NOTES) * each;
 }
 
 void
 fate_notes_json(struct sbuf *out, const struct attempt_notes *ns, const char *endpoint_as)
 {
-	sbuf_add(out, "[", 1);
-	for (unsigned i = 0; i < ns->count && i < FATE_MAX_NOTES; i++) {
-		const struct attempt_note *n = &ns->n[i];
+	char *p = sbuf_room(out, fate_notes_json_max(ns, endpoint_as));
 
-		sbuf_adds(out, i ? ",{\"endpoint\":" : "{\"endpoint\":");
-		if (endpoint_as) {
-			sbuf_add(out, "\"", 1);
-			sbuf_adds(out, endpoint_as);
-			sbuf_add(out, "\"", 1);
-		} else {
-			note_endpoint(out, n);
-		}
-		sbuf_adds(out, ",\"result\":\"");
-		sbuf_adds(out, fate_result_name(n->result));
-		sbuf_adds(out, "\",\"ms\":");
-		sbuf_addu(out, n->ms);
-		sbuf_add(out, "}", 1);
-	}
-	sbuf_add(out, "]", 1);
+	if (p != NULL)
+		sbuf_commit(out, fate_notes_json_put(p, ns, endpoint_as));
 }
 
 /* A cut after the response head left (or with nobody to answer). */

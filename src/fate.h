@@ -73,6 +73,14 @@ const char *fate_result_name(uint8_t result);
  * peer is told of the local app). */
 void fate_notes_json(struct sbuf *out, const struct attempt_notes *ns,
     const char *endpoint_as);
+/* The same written at P, which has fate_notes_json_max() bytes of room;
+ * returns the new end. */
+char *fate_notes_json_put(char *p, const struct attempt_notes *ns,
+    const char *endpoint_as);
+size_t fate_notes_json_max(const struct attempt_notes *ns, const char *endpoint_as);
+/* One note but ENDPOINT_AS: ',{"endpoint":' an address in brackets with
+ * its port, ',"result":"' the longest result name, '","ms":' a uint32, '}' */
+#define FATE_NOTE_JSON_MAX	128
 
 /* What an exchange recorded, as fate_derive() reads it. */
 struct fate_input {

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -218,6 +219,53 @@ START_TEST(test_hostile)
 	sbuf_add(&want, big, 4096);
 	hostile_case(big, 4096, want.p, want.len);
 	sbuf_free(&want);
+}
+END_TEST
+
+/* Every string all control bytes (each written as six), every number at
+ * its widest, eight IPv6 attempts: the room a line takes is enough, and
+ * lines that fill buffers past their size all arrive whole. */
+START_TEST(test_widest_line)
+{
+	static char ctl[300];
+	struct attempt_notes notes = { .count = FATE_MAX_NOTES };
+	struct access_entry e = {
+		.time_ms = epoch_ms(9999, 12, 31, 23, 59, 59, 999),
+		.dir = DIR_INBOUND, .service = ctl, .method = ctl,
+		.method_len = sizeof(ctl) - 1, .path = ctl,
+		.path_len = sizeof(ctl) - 1, .status = INT_MAX,
+		.duration_ms = 1e300, .upstream = ctl, .attempts = UINT32_MAX,
+		.resends = UINT32_MAX, .correlation_id = ctl,
+		.correlation_len = sizeof(ctl) - 1, .request_id = ctl,
+		.request_len = sizeof(ctl) - 1, .traceparent = S(TP),
+		.bytes_in = UINT64_MAX, .bytes_out = UINT64_MAX, .error = ctl,
+		.peer = ctl, .grpc = true, .grpc_status = INT_MAX, .fate = ctl,
+		.attempts_detail = &notes,
+	};
+	struct accesslog *a;
+	char err[256], *path = tpath("widest.log");
+	size_t len;
+	char *text;
+
+	memset(ctl, 0x01, sizeof(ctl) - 1);
+	for (int i = 0; i < FATE_MAX_NOTES; i++)
+		notes.n[i] = (struct attempt_note){ .family = AF_INET6,
+		    .addr = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+		    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff },
+		    .port = 65535, .result = AR_CONNECT_FAILURE, .ms = UINT32_MAX };
+	ck_assert_ptr_nonnull(a = accesslog_open(path, 1, err, sizeof(err)));
+	for (int i = 0; i < 100; i++)
+		accesslog_write(accesslog_worker(a, 0), &e);
+	accesslog_close(a);
+	ck_assert_uint_eq(each_line(path, NULL, NULL), 100);
+	text = slurp(path, &len);
+	ck_assert_ptr_nonnull(strstr(text, "\"time\":\"9999-12-31T23:59:59.999Z\""));
+	ck_assert_ptr_nonnull(strstr(text, "\"bytes_out\":18446744073709551615,"));
+	ck_assert_ptr_nonnull(strstr(text, "\"duration_ms\":1000000000000.000,"));
+	ck_assert_ptr_nonnull(strstr(text, "{\"endpoint\":\"[ffff:ffff:ffff:ffff:"
+	    "ffff:ffff:ffff:ffff]:65535\",\"result\":\"connect_failure\","
+	    "\"ms\":4294967295}]}\n"));
+	free(text);
 }
 END_TEST
 
@@ -576,6 +624,7 @@ accesslog_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_exact_line);
 	tcase_add_test(tc, test_hostile);
+	tcase_add_test(tc, test_widest_line);
 	tcase_add_test(tc, test_query_cut);
 	tcase_add_test(tc, test_trace_id);
 	tcase_add_test(tc, test_threads);

@@ -640,6 +640,35 @@ START_TEST(test_escape_valid_utf8_unchanged)
 }
 END_TEST
 
+/* json_escape takes its room 4,096 input bytes at a time and never cuts
+ * inside a UTF-8 sequence: valid and broken sequences, and runs of
+ * continuation bytes, across each cut read as they do whole. */
+START_TEST(test_escape_long_slices)
+{
+	static const unsigned char seqs[][5] = {
+		{ 2, 0xc3, 0xa9 }, { 3, 0xe2, 0x82, 0xac }, { 4, 0xf0, 0x9f, 0x98, 0x80 },
+		{ 1, 0xc3 }, { 2, 0xe2, 0x82 }, { 4, 0x80, 0x80, 0x80, 0x80 },
+		{ 3, 0xf0, 0x9f, 0x98 }, { 2, 0x0a, 0x22 },
+	};
+	static unsigned char in[3 * 4096 + 64];
+
+	for (size_t q = 0; q < sizeof(seqs) / sizeof(seqs[0]); q++)
+		for (size_t at = 4096 - 6; at <= 4096 + 2; at++) {
+			size_t n = seqs[q][0];
+
+			memset(in, 'x', sizeof(in));
+			memcpy(in + at, seqs[q] + 1, n);
+			memcpy(in + at + 4096, seqs[q] + 1, n);
+			check_same_as_ref(in, at + n);
+			check_same_as_ref(in, at + 4096 + n + 7);
+			check_same_as_ref(in, sizeof(in));
+		}
+	/* all continuation bytes: no cut point in reach, each one escaped */
+	memset(in, 0x80, sizeof(in));
+	check_same_as_ref(in, sizeof(in));
+}
+END_TEST
+
 START_TEST(test_sbuf)
 {
 	struct sbuf s = { 0 };
@@ -699,6 +728,7 @@ errors_suite(void)
 	tcase_add_test(te, test_escape_appends);
 	tcase_add_test(te, test_escape_fuzz);
 	tcase_add_test(te, test_escape_every_byte_every_offset);
+	tcase_add_test(te, test_escape_long_slices);
 	tcase_add_test(te, test_escape_valid_utf8_unchanged);
 	tcase_add_checked_fixture(te, NULL, teardown);
 	suite_add_tcase(s, te);
