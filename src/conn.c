@@ -546,7 +546,10 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 	if (c->state != CS_OPEN)
 		return CONN_AGAIN;
 	for (;;) {
-		room = buf_prepare(b, 16384, max);
+		/* a whole record's room for the first read; the records
+		 * behind it take what is left before B grows (a response's
+		 * last record is often a few hundred bytes) */
+		room = buf_prepare(b, total > 0 ? 1 : 16384, max);
 		if (room == 0) {
 			/* B is full, and records read from the socket may
 			 * wait in OpenSSL or the batch BIO: the socket will
@@ -787,6 +790,41 @@ conn_write(struct conn *c, const void *data, size_t len)
 	if (c->state == CS_OPEN && !c->write_wants_read)
 		return arm_write(c);
 	return 0;
+}
+
+int
+conn_write2(struct conn *c, const void *a, size_t an, const void *b, size_t bn)
+{
+	if (c->ssl == NULL && c->state == CS_OPEN && out_len(c) == 0 &&
+	    an > 0 && bn > 0) {
+		struct iovec v[2] = {
+			{ .iov_base = (void *)a, .iov_len = an },
+			{ .iov_base = (void *)b, .iov_len = bn },
+		};
+		ssize_t n = writev(c->fd, v, 2);
+
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR) {
+				c->write_failed = true;
+				set_fail(c, CONN_RESET, "%s", strerror(errno));
+				return -1;
+			}
+			n = 0;
+		}
+		c->written += (uint64_t)n;
+		if ((size_t)n < an) {
+			a = (const char *)a + n;
+			an -= (size_t)n;
+		} else {
+			b = (const char *)b + ((size_t)n - an);
+			bn -= (size_t)n - an;
+			an = 0;
+		}
+	}
+	/* what is left, queued in order (or TLS: a record each) */
+	if (conn_write(c, a, an) != 0)
+		return -1;
+	return conn_write(c, b, bn);
 }
 
 size_t

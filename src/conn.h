@@ -72,6 +72,10 @@ int conn_batch_reads(struct conn *c);
 
 /* Queue and try to send. -1 when the connection is broken. */
 int conn_write(struct conn *c, const void *data, size_t len);
+/* A then B, in one writev(2) on a plain connection. On TLS each is a
+ * conn_write and so a record of its own: a caller that wants one record
+ * joins them first. -1 when the connection is broken. */
+int conn_write2(struct conn *c, const void *a, size_t an, const void *b, size_t bn);
 size_t conn_pending(const struct conn *c);
 /* What C carries holds a key: bytes the socket did not take at once are
  * zeroed as they leave the queue, and at conn_free. (The first write

@@ -520,43 +520,49 @@ h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 	return true;
 }
 
-/* The bytes to write: P itself, or the pending head with P after it. */
-static void
-with_head(struct client *cl, const void **p, size_t *n)
+/* P, after the pending head if one waits: both in one writev, or on TLS
+ * joined in the scratch for one record. */
+static bool
+write_after_head(struct client *cl, const void *p, size_t n)
 {
-	struct sbuf *out = &cl->w->scratch;
+	struct sbuf *head = &cl->w->scratch;
 
 	if (!cl->head_pending)
-		return;
+		return n == 0 ? !cl->closed : client_write(cl, p, n);
 	head_release(cl);
-	if (*n)
-		sbuf_add(out, *p, *n);
-	*p = out->p;
-	*n = out->len;
+	if (cl->closed)
+		return false;
+	if (n > 0 && !conn_is_tls(cl->c)) {
+		cl->rq->x.bytes_out += head->len + n;
+		if (conn_write2(cl->c, head->p, head->len, p, n) != 0) {
+			client_close(cl, END_CLIENT_WRITE_FAILED, "downstream write failed");
+			return false;
+		}
+		return true;
+	}
+	sbuf_add(head, p, n);
+	return client_write(cl, head->p, head->len);
 }
 
 static bool
 h1_send_data(struct exchange *x, const void *p, size_t n)
 {
-	struct client *cl = client_of(x);
-
-	with_head(cl, &p, &n);
-	return n == 0 ? !cl->closed : client_write(cl, p, n);
+	return write_after_head(client_of(x), p, n);
 }
 
 static bool
 h1_send_last(struct exchange *x, const void *p, size_t n)
 {
 	struct client *cl = client_of(x);
+	size_t last = n + (cl->head_pending ? cl->w->scratch.len : 0);
 
 	if (cl->closed)
 		return false;
-	with_head(cl, &p, &n);
 	/* counted with its last bytes, before they can reach the client */
-	x->bytes_out += n;
+	x->bytes_out += last;
 	proxy_account(x, END_DONE);
-	x->bytes_out -= n;
-	return n == 0 || client_write(cl, p, n);
+	x->bytes_out -= last;
+	return last == 0 || write_after_head(cl, p, n);
 }
 
 static void

@@ -384,18 +384,27 @@ upstream_relay(struct exchange *x)
 		n = framed ? out->len : used;
 		if (st == HTTP_MSG_DONE) {
 			bool reusable = u->head.keep_alive && buf_len(&u->in) == used;
+			struct buf held = { 0 };
 
 			/* the connection goes back before the last bytes leave,
-			 * and a pooled one frees its buffer: copy them out */
-			if (!framed) {
+			 * and a pooled one frees its buffer: the bytes leave
+			 * from a buffer this call holds. The whole buffer when
+			 * they are all it has (a response that came in one
+			 * read: no copy), else a copy. */
+			if (!framed && buf_len(&u->in) == used) {
+				held = u->in;
+				u->in = (struct buf){ 0 };
+				p = buf_head(&held);
+			} else if (!framed) {
 				sbuf_add(out, p, n);
 				p = out->p;
 			}
 			if (out->oom || x->trailers.oom) {
+				buf_free(&held);
 				proxy_response_cut(x, END_OUT_OF_MEMORY, "out of memory");
 				return;
 			}
-			buf_consume(&u->in, used);
+			buf_consume(&u->in, held.data ? 0 : used);
 			if (x->trailers.len > 0) {
 				struct http_head t;
 
@@ -404,6 +413,7 @@ upstream_relay(struct exchange *x)
 				http_head_release(&t);
 			}
 			proxy_response_end(x, p, n, reusable);
+			buf_free(&held);
 			return;
 		}
 		if (!proxy_response_data(x, p, n))
