@@ -733,6 +733,23 @@ blocked:
 
 /* Writes DATA directly when nothing is queued, so the common case is one
  * syscall and no copy; what the socket does not take is queued. */
+/* What write(2) or writev(2) on plain C returned, N: the bytes taken (0:
+ * none now, try when writable), or -1 when C is broken. */
+static ssize_t
+plain_wrote(struct conn *c, ssize_t n)
+{
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EINTR) {
+			c->write_failed = true;
+			set_fail(c, CONN_RESET, "%s", strerror(errno));
+			return -1;
+		}
+		n = 0;
+	}
+	c->written += (uint64_t)n;
+	return n;
+}
+
 int
 conn_write(struct conn *c, const void *data, size_t len)
 {
@@ -742,17 +759,10 @@ conn_write(struct conn *c, const void *data, size_t len)
 		return 0;
 	if (c->state == CS_OPEN && out_len(c) == 0 && !c->write_wants_read) {
 		if (c->ssl == NULL) {
-			ssize_t n = write(c->fd, data, len);
+			ssize_t n = plain_wrote(c, write(c->fd, data, len));
 
-			if (n < 0) {
-				if (errno != EAGAIN && errno != EINTR) {
-					c->write_failed = true;
-					set_fail(c, CONN_RESET, "%s", strerror(errno));
-					return -1;
-				}
-				n = 0;
-			}
-			c->written += (uint64_t)n;
+			if (n < 0)
+				return -1;
 			data = (const char *)data + n;
 			len -= (size_t)n;
 		} else {
@@ -801,17 +811,10 @@ conn_write2(struct conn *c, const void *a, size_t an, const void *b, size_t bn)
 			{ .iov_base = (void *)a, .iov_len = an },
 			{ .iov_base = (void *)b, .iov_len = bn },
 		};
-		ssize_t n = writev(c->fd, v, 2);
+		ssize_t n = plain_wrote(c, writev(c->fd, v, 2));
 
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EINTR) {
-				c->write_failed = true;
-				set_fail(c, CONN_RESET, "%s", strerror(errno));
-				return -1;
-			}
-			n = 0;
-		}
-		c->written += (uint64_t)n;
+		if (n < 0)
+			return -1;
 		if ((size_t)n < an) {
 			a = (const char *)a + n;
 			an -= (size_t)n;
