@@ -65,6 +65,7 @@ buf_prepare(struct buf *b, size_t min, size_t max)
 		 * thread keeps that size (blocks.h), not a 64-byte one */
 		size_t ncap = b->cap ? b->cap * 2 :
 		    min < BLOCKS_SMALL && max >= BLOCKS_SMALL ? BLOCKS_SMALL : min;
+		char *n;
 
 		/* a 16 KiB block is BLOCKS_SIZE long anyway: with all of
 		 * it, a 16 KiB record and the next one's head fit without
@@ -72,7 +73,6 @@ buf_prepare(struct buf *b, size_t min, size_t max)
 		if (b->cap == 0 && ncap >= BLOCKS_MIN && ncap < BLOCKS_SIZE &&
 		    max >= BLOCKS_SIZE)
 			ncap = BLOCKS_SIZE;
-		char *n;
 
 		while (ncap - b->end < min && ncap < max)
 			ncap *= 2;

@@ -731,8 +731,6 @@ blocked:
 	return 0;
 }
 
-/* Writes DATA directly when nothing is queued, so the common case is one
- * syscall and no copy; what the socket does not take is queued. */
 /* What write(2) or writev(2) on plain C returned, N: the bytes taken (0:
  * none now, try when writable), or -1 when C is broken. */
 static ssize_t
@@ -750,6 +748,8 @@ plain_wrote(struct conn *c, ssize_t n)
 	return n;
 }
 
+/* Writes DATA directly when nothing is queued, so the common case is one
+ * syscall and no copy; what the socket does not take is queued. */
 int
 conn_write(struct conn *c, const void *data, size_t len)
 {
