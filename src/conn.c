@@ -824,7 +824,8 @@ conn_write2(struct conn *c, const void *a, size_t an, const void *b, size_t bn)
 			an = 0;
 		}
 	}
-	/* what is left, queued in order (or TLS: a record each) */
+	/* what is left, queued in order (or TLS: a record each; B may be
+	 * empty) */
 	if (conn_write(c, a, an) != 0)
 		return -1;
 	return conn_write(c, b, bn);

@@ -396,16 +396,22 @@ client_close(struct client *cl, enum end_cause cause, const char *reason)
 /* False when the write failed: the client is closed and its exchange is
  * over. On false, return at once and touch nothing of the exchange. */
 static bool
-client_write(struct client *cl, const void *p, size_t n)
+client_write2(struct client *cl, const void *a, size_t an, const void *b, size_t bn)
 {
 	if (cl->closed)
 		return false;
-	cl->rq->x.bytes_out += n;
-	if (conn_write(cl->c, p, n) != 0) {
+	cl->rq->x.bytes_out += an + bn;
+	if (conn_write2(cl->c, a, an, b, bn) != 0) {
 		client_close(cl, END_CLIENT_WRITE_FAILED, "downstream write failed");
 		return false;
 	}
 	return true;
+}
+
+static bool
+client_write(struct client *cl, const void *p, size_t n)
+{
+	return client_write2(cl, p, n, NULL, 0);
 }
 
 /* ----------------------------------------------- the held head ---- */
@@ -532,14 +538,8 @@ write_after_head(struct client *cl, const void *p, size_t n)
 	head_release(cl);
 	if (cl->closed)
 		return false;
-	if (n > 0 && !conn_is_tls(cl->c)) {
-		cl->rq->x.bytes_out += head->len + n;
-		if (conn_write2(cl->c, head->p, head->len, p, n) != 0) {
-			client_close(cl, END_CLIENT_WRITE_FAILED, "downstream write failed");
-			return false;
-		}
-		return true;
-	}
+	if (!conn_is_tls(cl->c))
+		return client_write2(cl, head->p, head->len, p, n);
 	sbuf_add(head, p, n);
 	return client_write(cl, head->p, head->len);
 }

@@ -391,7 +391,7 @@ upstream_relay(struct exchange *x)
 			 * from a buffer this call holds. The whole buffer when
 			 * they are all it has (a response that came in one
 			 * read: no copy), else a copy. */
-			if (!framed && buf_len(&u->in) == used) {
+			if (!framed && n > 0 && buf_len(&u->in) == used) {
 				held = u->in;
 				u->in = (struct buf){ 0 };
 				p = buf_head(&held);

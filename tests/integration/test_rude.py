@@ -214,6 +214,13 @@ class ClientResetTest(FerryTestCase):
         self.reset_before_answer(lambda conn: conn.reset(),
                                  build_request("GET", "/err", [("Host", "svc")]))
 
+    def test_reset_before_small_response_relayed(self):
+        # a response that comes in one read leaves from the upstream
+        # buffer ferry took over, head and body in one writev: that
+        # write is the one that fails
+        self.reset_before_answer(lambda conn: conn.respond(200, [], b"z" * 64),
+                                 build_request("GET", "/small", [("Host", "svc")]))
+
     def test_reset_inside_tunnel(self):
         # the upstream stops reading, so ferry stops reading the client
         # (back-pressure); the client resets; then the upstream talks
@@ -375,6 +382,10 @@ class InboundResetTest(FerryTestCase):
     def test_peer_reset_before_error_answered(self):
         # the app resets: ferry's own 502 is the write that fails
         self.reset_before_answer(lambda conn: conn.reset(), self.request("GET", "/err"))
+
+    def test_peer_reset_before_small_response_relayed(self):
+        self.reset_before_answer(lambda conn: conn.respond(200, [], b"z" * 64),
+                                 self.request("GET", "/small"))
 
     def test_peer_reset_while_response_queued(self):
         flood = Flood(response_bytes(200, [("Content-Length", str(1 << 40))], length=False))
