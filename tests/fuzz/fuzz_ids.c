@@ -18,32 +18,6 @@ ref_id(const unsigned char *s, size_t len)
 	return true;
 }
 
-static bool
-hex_field(const unsigned char *s, size_t n, bool nonzero)
-{
-	bool zero = true;
-
-	for (size_t i = 0; i < n; i++) {
-		if (!isdigit(s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
-			return false;
-		zero = zero && s[i] == '0';
-	}
-	return !(nonzero && zero);
-}
-
-/* version "-" trace-id "-" parent-id "-" flags; version ff is invalid,
- * 00 has nothing after the flags, later versions may add "-..." */
-static bool
-ref_traceparent(const unsigned char *s, size_t len)
-{
-	if (len < 55 || !hex_field(s, 2, false) || (s[0] == 'f' && s[1] == 'f'))
-		return false;
-	if (s[0] == '0' && s[1] == '0' ? len != 55 : (len > 55 && s[55] != '-'))
-		return false;
-	return s[2] == '-' && hex_field(s + 3, 32, true) && s[35] == '-' &&
-	    hex_field(s + 36, 16, true) && s[52] == '-' && hex_field(s + 53, 2, false);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int

@@ -1,27 +1,27 @@
 /*
  * Test helper: a strict JSON parser for the access log's lines (one flat
- * object each), and a reader of JSON-lines files. Header-only: static
- * functions for one test file.
+ * object each, but for one array of flat objects). Header-only, static
+ * inline functions, no Check: the unit tests (json_lines.h adds reading files)
+ * and the fuzz harness tests/fuzz/fuzz_accesslog.c share it.
  */
 #ifndef FERRY_TEST_JSON_STRICT_H
 #define FERRY_TEST_JSON_STRICT_H
 
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <check.h>
 
 #include "sbuf.h"
 
+#define JSON_MAX_FIELDS	24
+#define JSON_MAX_ELEMS	16
+
 /*
- * The parser for one flat object per line: string keys (no
- * duplicates); string, number, true/false/null values, and arrays of
- * such flat objects; strings must be
- * valid UTF-8 without raw control bytes; escapes are decoded.
+ * One flat object: string keys (no duplicates); string, number,
+ * true/false/null values, and (at the top) arrays of flat objects;
+ * strings valid UTF-8 without raw control bytes; escapes decoded. No
+ * white space anywhere.
  */
 struct jfield {
 	char key[32];
@@ -31,11 +31,17 @@ struct jfield {
 };
 
 struct jobj {
-	struct jfield f[24];
+	struct jfield f[JSON_MAX_FIELDS];
 	int n;
 };
 
-static void
+/* The objects of a line's arrays, for who asks for them. */
+struct jelems {
+	struct jobj el[JSON_MAX_ELEMS];
+	int n;
+};
+
+static inline void
 jobj_free(struct jobj *o)
 {
 	for (int i = 0; i < o->n; i++)
@@ -43,7 +49,15 @@ jobj_free(struct jobj *o)
 	o->n = 0;
 }
 
-static void
+static inline void
+jelems_free(struct jelems *e)
+{
+	for (int i = 0; i < e->n; i++)
+		jobj_free(&e->el[i]);
+	e->n = 0;
+}
+
+static inline void
 put_utf8(struct sbuf *o, unsigned cp)
 {
 	unsigned char b[4];
@@ -71,15 +85,16 @@ put_utf8(struct sbuf *o, unsigned cp)
 	sbuf_add(o, b, n);
 }
 
-static bool
+static inline bool
 hex4(const char **p, const char *end, unsigned *v)
 {
 	*v = 0;
 	for (int i = 0; i < 4; i++, (*p)++) {
-		char c = **p;
+		char c;
 
 		if (*p >= end)
 			return false;
+		c = **p;
 		*v <<= 4;
 		if (c >= '0' && c <= '9')
 			*v |= (unsigned)(c - '0');
@@ -93,34 +108,42 @@ hex4(const char **p, const char *end, unsigned *v)
 	return true;
 }
 
-/* Length of a valid UTF-8 sequence at P (first byte >= 0x80), or 0. */
-static size_t
-utf8_ok(const unsigned char *p, const unsigned char *end)
+/*
+ * Length of a well-formed UTF-8 sequence at P (first byte >= 0x80, LEFT
+ * bytes from P on), or 0: the table of well-formed byte sequences
+ * (Unicode 15, table 3-7).
+ */
+static inline size_t
+utf8_wf(const unsigned char *p, size_t left)
 {
-	unsigned cp, min;
+	unsigned char lo = 0x80, hi = 0xbf;
 	size_t n;
 
-	if ((*p & 0xe0) == 0xc0) {
-		n = 2; cp = *p & 0x1f; min = 0x80;
-	} else if ((*p & 0xf0) == 0xe0) {
-		n = 3; cp = *p & 0x0f; min = 0x800;
-	} else if ((*p & 0xf8) == 0xf0) {
-		n = 4; cp = *p & 0x07; min = 0x10000;
-	} else
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4;
+	else
 		return 0;
-	if (end - p < (ptrdiff_t)n)
+	if (p[0] == 0xe0)
+		lo = 0xa0;
+	else if (p[0] == 0xed)
+		hi = 0x9f;
+	else if (p[0] == 0xf0)
+		lo = 0x90;
+	else if (p[0] == 0xf4)
+		hi = 0x8f;
+	if (left < n || p[1] < lo || p[1] > hi)
 		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
+	for (size_t i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
 			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
 	return n;
 }
 
-static bool
+static inline bool
 jstring(const char **pp, const char *end, struct sbuf *o)
 {
 	const char *p = *pp;
@@ -135,8 +158,8 @@ jstring(const char **pp, const char *end, struct sbuf *o)
 		if (c < 0x20)
 			return false;
 		if (c >= 0x80) {
-			if ((n = utf8_ok((const unsigned char *)p,
-			    (const unsigned char *)end)) == 0)
+			if ((n = utf8_wf((const unsigned char *)p,
+			    (size_t)(end - p))) == 0)
 				return false;
 			sbuf_add(o, p, n);
 			p += n;
@@ -184,7 +207,7 @@ jstring(const char **pp, const char *end, struct sbuf *o)
 	return true;
 }
 
-static bool
+static inline bool
 jnumber(const char **pp, const char *end, struct sbuf *o)
 {
 	const char *p = *pp, *s = p;
@@ -219,15 +242,17 @@ jnumber(const char **pp, const char *end, struct sbuf *o)
 	return true;
 }
 
-static bool jobject(const char **pp, const char *end, struct jobj *o, bool nested);
+static inline bool jobject(const char **pp, const char *end, struct jobj *o,
+    bool nested, struct jelems *els);
 
 /* An array of flat objects at *PP (the access log's attempts_detail):
- * each must parse; the array's text is kept in O. */
-static bool
-jarray(const char **pp, const char *end, struct sbuf *o)
+ * each must parse, and goes to ELS when it is not NULL; the array's text
+ * is kept in O. */
+static inline bool
+jarray(const char **pp, const char *end, struct sbuf *o, struct jelems *els)
 {
 	const char *p = *pp, *s = p;
-	struct jobj elem;
+	struct jobj scratch;
 	bool ok;
 
 	if (p >= end || *p++ != '[')
@@ -237,8 +262,16 @@ jarray(const char **pp, const char *end, struct sbuf *o)
 		goto done;
 	}
 	for (;;) {
-		ok = jobject(&p, end, &elem, true);
-		jobj_free(&elem);
+		struct jobj *elem = &scratch;
+
+		if (els != NULL) {
+			if (els->n == JSON_MAX_ELEMS)
+				return false;
+			elem = &els->el[els->n++];
+		}
+		ok = jobject(&p, end, elem, true, NULL);
+		if (els == NULL)
+			jobj_free(elem);
 		if (!ok)
 			return false;
 		if (p < end && *p == ',') {
@@ -256,9 +289,10 @@ done:
 }
 
 /* One object at *PP: scalar values, and (unless NESTED) arrays of flat
- * objects. */
-static bool
-jobject(const char **pp, const char *end, struct jobj *o, bool nested)
+ * objects, whose objects go to ELS unless it is NULL. */
+static inline bool
+jobject(const char **pp, const char *end, struct jobj *o, bool nested,
+    struct jelems *els)
 {
 	const char *p = *pp;
 	struct sbuf key = { 0 };
@@ -271,8 +305,9 @@ jobject(const char **pp, const char *end, struct jobj *o, bool nested)
 		struct jfield *f;
 
 		sbuf_clear(&key);
-		if (o->n == 24 || !jstring(&p, end, &key) || key.len >= 32 ||
-		    memchr(key.p, 0, key.len) || p >= end || *p++ != ':')
+		if (o->n == JSON_MAX_FIELDS || !jstring(&p, end, &key) ||
+		    key.len >= sizeof(f->key) || memchr(key.p, 0, key.len) ||
+		    p >= end || *p++ != ':')
 			goto out;
 		f = &o->f[o->n];
 		memset(f, 0, sizeof(*f));
@@ -287,7 +322,7 @@ jobject(const char **pp, const char *end, struct jobj *o, bool nested)
 				goto out;
 		} else if (!nested && p < end && *p == '[') {
 			f->type = 'a';
-			if (!jarray(&p, end, &f->val))
+			if (!jarray(&p, end, &f->val, els))
 				goto out;
 		} else if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
 			f->type = 'z';
@@ -316,66 +351,23 @@ out:
 	return ok;
 }
 
-/* The object in [P, P+LEN); false unless all of it is one strict object
- * (flat, but for arrays of flat objects). */
-static bool
-jparse(const char *p, size_t len, struct jobj *o)
+/* The object in [P, P+LEN), its arrays' objects to ELS (NULL: not kept);
+ * false unless all of it is one strict object. Free O (and ELS) either
+ * way. */
+static inline bool
+jparse_elems(const char *p, size_t len, struct jobj *o, struct jelems *els)
 {
 	const char *end = p + len;
 
-	return jobject(&p, end, o, false) && p == end;
+	if (els != NULL)
+		els->n = 0;
+	return jobject(&p, end, o, false, els) && p == end;
 }
 
-static const struct jfield *
-jget(const struct jobj *o, const char *key)
+static inline bool
+jparse(const char *p, size_t len, struct jobj *o)
 {
-	for (int i = 0; i < o->n; i++)
-		if (strcmp(o->f[i].key, key) == 0)
-			return &o->f[i];
-	ck_abort_msg("no field %s", key);
-	return NULL;
-}
-
-/* The whole file; *LEN its size. */
-static char *
-slurp(const char *path, size_t *len)
-{
-	struct sbuf b = { 0 };
-	char tmp[65536];
-	ssize_t n;
-	int fd = open(path, O_RDONLY);
-
-	ck_assert_int_ne(fd, -1);
-	while ((n = read(fd, tmp, sizeof(tmp))) > 0)
-		sbuf_add(&b, tmp, (size_t)n);
-	close(fd);
-	sbuf_add(&b, "", 1);
-	*len = b.len - 1;
-	return b.p;
-}
-
-/* Lines of a file, each parsed (must parse); returns the count. Calls FN
- * on each parsed object. */
-static size_t
-each_line(const char *path, void (*fn)(const struct jobj *, void *),
-    void *arg)
-{
-	struct jobj o;
-	size_t len, n = 0;
-	char *text = slurp(path, &len), *p = text, *nl;
-
-	while (p < text + len) {
-		ck_assert_ptr_nonnull(nl = memchr(p, '\n', len - (size_t)(p - text)));
-		ck_assert_msg(jparse(p, (size_t)(nl - p), &o),
-		    "not strict JSON: %.*s", (int)(nl - p), p);
-		if (fn)
-			fn(&o, arg);
-		jobj_free(&o);
-		n++;
-		p = nl + 1;
-	}
-	free(text);
-	return n;
+	return jparse_elems(p, len, o, NULL);
 }
 
 #endif

@@ -22,7 +22,7 @@
 
 #include "accesslog.h"
 #include "fate.h"
-#include "json_strict.h"
+#include "json_lines.h"
 #include "sbuf.h"
 
 /*

@@ -9,12 +9,8 @@
 #include "config_fixture.h"
 #include "config_json.h"
 
-/* jstring() and jnumber() of the access log's strict parser; the rest of
- * that header (flat objects, files) is not used here. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
+/* jstring() and jnumber() of the access log's strict parser */
 #include "json_strict.h"
-#pragma GCC diagnostic pop
 
 #define SECRET_B "bee-Secret-Never-Printed"
 
