@@ -13,6 +13,9 @@
  * Two processes share the listening port (SO_REUSEPORT), as ferry's two
  * workers do. A client connection's upstream connection and handshake are
  * made, blocking, when it is accepted: the bench's warm-up pays for them.
+ * What ferry does to spend less is done here too, or the floor would not
+ * bound it: AES-128-GCM first, TLS read-ahead (a response's records in one
+ * read), no read that only learns EAGAIN, SCHED_BATCH.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,6 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,7 +162,8 @@ on_client(evutil_socket_t fd, short what, void *arg)
 		pair_free(p);
 }
 
-/* Every record there is, then one write to the client. */
+/* What the socket had (read-ahead takes every record it holds at once),
+ * then one write to the client. */
 static void
 on_upstream(evutil_socket_t fd, short what, void *arg)
 {
@@ -168,7 +173,7 @@ on_upstream(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	for (;;) {
+	do {
 		int r;
 
 		if (len == sizeof(buf)) {
@@ -187,7 +192,7 @@ on_upstream(evutil_socket_t fd, short what, void *arg)
 			break;
 		pair_free(p);
 		return;
-	}
+	} while (SSL_has_pending(p->ssl));
 	if (len > 0 && write_all(p->cfd, buf, len) != 0)
 		pair_free(p);
 }
@@ -274,11 +279,15 @@ main(int argc, char **argv)
 	if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
 	    !SSL_CTX_load_verify_locations(ctx, set.ca, NULL) ||
 	    !SSL_CTX_use_certificate_chain_file(ctx, set.cert) ||
-	    !SSL_CTX_use_PrivateKey_file(ctx, set.key, SSL_FILETYPE_PEM)) {
+	    !SSL_CTX_use_PrivateKey_file(ctx, set.key, SSL_FILETYPE_PEM) ||
+	    !SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384")) {
 		ERR_print_errors_fp(stderr);
 		return 1;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, 2 * 16896);
+	sched_setscheduler(0, SCHED_BATCH, &(struct sched_param){ 0 });
 	for (int w = 1; w < WORKERS; w++)
 		if (fork() == 0)
 			break;
