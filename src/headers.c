@@ -636,12 +636,14 @@ void
 target_split(const char *t, size_t len, const char **path, size_t *path_len,
     const char **auth, size_t *auth_len)
 {
-	const char *sep = len >= 3 ? memmem(t, len, "://", 3) : NULL;
+	const char *sep;
 	size_t i, b;
 
 	*auth = NULL;
 	*auth_len = 0;
-	if (len == 0 || t[0] == '/' || t[0] == '*' || sep == NULL) {
+	/* origin-form (almost every request) has no scheme to look for */
+	if (len == 0 || t[0] == '/' || t[0] == '*' ||
+	    (sep = memmem(t, len, "://", 3)) == NULL) {
 		*path = t;
 		*path_len = len;
 		return;
