@@ -450,14 +450,19 @@ id_cmp(const void *a, const void *b)
 
 /* The mirror stopped where its own session broke: ferry's session, whose
  * streams' states differ (it resets streams the mirror has no reason to),
- * may have read on and answered streams the client opened later. The
- * reader opens those too: the streams of the client's HEADERS frames (its
- * bytes P, LEN) past the last one the mirror saw. */
+ * may have read on, answered streams the client opened later and
+ * acknowledged its later SETTINGS. The reader opens those streams too
+ * (the client's HEADERS frames in its bytes P, LEN past the last stream
+ * the mirror saw) and sends those SETTINGS (the client's past the ones
+ * the mirror recorded), so that each acknowledgement has its SETTINGS. */
 static void
 reader_open_unseen(nghttp2_session *ng, const uint8_t *p, size_t len)
 {
 	static int32_t ids[MAX_TRACKED];
-	size_t n = 0;
+	size_t n = 0, settings = 0, seen = 0;
+
+	for (size_t i = 0; i < n_ctls; i++)
+		seen += ctls[i].settings;
 	const nghttp2_nv nv[] = {
 		NV(":method", "GET"), NV(":scheme", "http"), NV(":path", "/"),
 		NV(":authority", "fuzz"),
@@ -476,6 +481,23 @@ reader_open_unseen(nghttp2_session *ng, const uint8_t *p, size_t len)
 			ids[n++] = sid;
 		if (flen > len - 9)
 			break;
+		if (p[3] == NGHTTP2_SETTINGS && sid == 0 && !(p[4] & NGHTTP2_FLAG_ACK) &&
+		    flen % 6 == 0 && settings++ >= seen) {
+			nghttp2_settings_entry iv[16];
+			size_t niv = 0;
+
+			for (size_t k = 0; k < flen / 6 && niv < 16; k++) {
+				const uint8_t *e = p + 9 + 6 * k;
+
+				iv[niv].settings_id = e[0] << 8 | e[1];
+				iv[niv++].value = (uint32_t)e[2] << 24 | (uint32_t)e[3] << 16 |
+				    (uint32_t)e[4] << 8 | e[5];
+			}
+			/* out of range: ferry's session refused it and will not
+			 * acknowledge it; an empty one stands in, unanswered */
+			if (nghttp2_submit_settings(ng, NGHTTP2_FLAG_NONE, iv, niv) != 0)
+				PROP(nghttp2_submit_settings(ng, NGHTTP2_FLAG_NONE, NULL, 0) == 0);
+		}
 		p += 9 + flen;
 		len -= 9 + flen;
 	}
