@@ -460,13 +460,13 @@ reader_open_unseen(nghttp2_session *ng, const uint8_t *p, size_t len)
 {
 	static int32_t ids[MAX_TRACKED];
 	size_t n = 0, settings = 0, seen = 0;
-
-	for (size_t i = 0; i < n_ctls; i++)
-		seen += ctls[i].settings;
 	const nghttp2_nv nv[] = {
 		NV(":method", "GET"), NV(":scheme", "http"), NV(":path", "/"),
 		NV(":authority", "fuzz"),
 	};
+
+	for (size_t i = 0; i < n_ctls; i++)
+		seen += ctls[i].settings;
 
 	if (len >= H2_PREFACE_LEN && memcmp(p, H2_PREFACE, H2_PREFACE_LEN) == 0) {
 		p += H2_PREFACE_LEN;
