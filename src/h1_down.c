@@ -50,6 +50,7 @@ struct h1_req {
 	/* the connection's head, linger and handshake deadlines; an idle
 	 * one's is its listener's idle list. The exchange has its own. */
 	struct event *timer;
+	struct deferred idle;		/* after its response: let go, at turn's end */
 	int64_t head_start_ms;		/* first byte of the current head, 0 none */
 	int64_t linger_until_ms;	/* closing: the end of the linger, 0 none yet */
 	uint32_t parsed;		/* head bytes already fed to the parser */
@@ -221,6 +222,22 @@ req_free(struct h1_req *rq)
 	free(rq);
 }
 
+static void
+req_idle_deferred(struct deferred *d)
+{
+	struct h1_req *rq = (struct h1_req *)((char *)d - offsetof(struct h1_req, idle));
+
+	client_timeout(rq->cl);
+}
+
+/* Neither the connection's timer nor the idle hand-back runs any more. */
+static void
+req_timers_stop(struct worker *w, struct h1_req *rq)
+{
+	event_del(rq->timer);
+	worker_defer_cancel(w, &rq->idle);
+}
+
 /* A request's first byte arrived: the connection takes its request state,
  * a spare one of the worker's when there is one. False when out of memory. */
 static bool
@@ -241,6 +258,7 @@ req_take(struct client *cl)
 			req_free(rq);
 			return false;
 		}
+		rq->idle.run = req_idle_deferred;
 		http_parser_init(&rq->parser, false, &rq->head);
 		rq->parser.on_data = body_out;
 		rq->parser.arg = rq;
@@ -272,7 +290,7 @@ req_give_back(struct client *cl)
 	struct h1_req *rq = cl->rq;
 
 	cl->rq = NULL;
-	event_del(rq->timer);
+	req_timers_stop(w, rq);
 	if (w->n_h1_spares >= H1_SPARES_MAX) {
 		req_free(rq);
 		return;
@@ -326,7 +344,8 @@ client_teardown(struct client *cl, const char *reason)
 	cl->closed = true;
 	if (cl->rq) {
 		event_del(&cl->rq->x.timer);
-		event_del(cl->rq->timer);
+		cl->rq->x.timer_at_ms = 0;	/* for the next exchange on it */
+		req_timers_stop(cl->w, cl->rq);
 	}
 	idle_unlink(cl);
 	conn_free(cl->c);
@@ -352,7 +371,7 @@ client_hand_over(struct client *cl)
 	cl->closed = true;
 	cl->c = NULL;
 	if (cl->rq)
-		event_del(cl->rq->timer);
+		req_timers_stop(cl->w, cl->rq);
 	idle_unlink(cl);
 	client_unlink(cl);
 	h2_down_adopt(cl->lis, c, cl->peer, cl->peer_id, &cl->in);
@@ -664,10 +683,10 @@ h1_finish(struct exchange *x, enum end_cause cause)
 	cl->idle_since_ms = clock_now_ms();
 	http_parser_reset(&cl->rq->parser);
 	if (buf_len(&cl->in) == 0) {
-		/* idle: the timer's callback, on this loop turn but off this
-		 * stack (callers may still look at X), lets go of the request
+		/* idle: at the end of this loop turn, off this stack (callers
+		 * may still look at X), the connection lets go of the request
 		 * state and the buffers, then arms the idle timeout */
-		event_active(cl->rq->timer, EV_TIMEOUT, 1);
+		worker_defer(cl->w, &cl->rq->idle);
 	} else {
 		client_arm_timer(cl);
 		/* a pipelined request is waiting: parse it here, unless the loop
@@ -985,15 +1004,18 @@ client_process_loop(struct client *cl)
 				client_teardown(cl, "out of memory");
 				return;
 			}
-			if (cl->rq->head_start_ms == 0) {
+			if (cl->rq->head_start_ms == 0)
 				cl->rq->head_start_ms = clock_now_ms();
-				client_arm_timer(cl);
-			}
 			st = http_parse(&cl->rq->parser, buf_head(&cl->in) + cl->rq->parsed,
 			    buf_len(&cl->in) - cl->rq->parsed, cl->rq->parsed, &used);
 			cl->rq->parsed += (uint32_t)used;
-			if (st == HTTP_NEED_MORE)
+			if (st == HTTP_NEED_MORE) {
+				/* header_read_timeout runs only while a head waits
+				 * for bytes: most come whole in one read, and
+				 * arming a timer to disarm it is two heap moves */
+				client_arm_timer(cl);
 				return;
+			}
 			if (st != HTTP_HEAD_DONE) {
 				request_error(cl);
 				return;

@@ -237,8 +237,10 @@ proxy_end(struct exchange *x, enum end_cause cause)
 	if (!x->live)
 		return;
 	x->live = false;
-	event_del(&x->timer);
-	x->timer_at_ms = 0;
+	/* the timer stays armed: exchange_timeout() passes over an exchange
+	 * no longer live, and the next one on this memory (a keep-alive
+	 * connection's) keeps it while its deadlines are later: no heap
+	 * operation per request (proxy_arm_timer) */
 	hedge_cancel_all(x);
 	attempt_release(x, false);
 	/* no attempt sends the head again: its service key goes now, not

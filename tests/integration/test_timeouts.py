@@ -43,6 +43,42 @@ class TimeoutsTest(FerryTestCase):
         self.assertGreater(elapsed, 0.4)
         self.assertLess(elapsed, 2.5)
 
+    def keepalive_then_slow(self, f, first_host, second_host, pause):
+        """A first request answered at once, then, on the same connection,
+        a second one to an upstream that never answers in time: its
+        504 and how long it took."""
+        with f.client() as c:
+            first = c.request("GET", "/", [("Host", first_host)])
+            self.assertEqual(first.status, 200, first.body[:300])
+            time.sleep(pause)
+            start = time.monotonic()
+            resp = c.request("GET", "/", [("Host", second_host)])
+            return resp, time.monotonic() - start
+
+    def test_request_timeout_on_a_reused_connection(self):
+        """An exchange leaves its timer armed for the next one on the same
+        connection (proxy_end): the next request's deadline, later than
+        the one inherited, must still be kept, not the inherited one's."""
+        up = self.upstream(harness.sequence(harness.echo(), delay(5)))
+        f = self.ferry({"svc": service(up, timeouts={"request": "800ms"})})
+        resp, elapsed = self.keepalive_then_slow(f, "svc", "svc", 0.5)
+        self.assert_ferry_error(resp, 504, "SERVICE_TIMEOUT", message_re=re.escape(up.address))
+        self.assertGreater(elapsed, 0.7, "timed out at the first request's deadline")
+        self.assertLess(elapsed, 2.5)
+
+    def test_request_timeout_shorter_than_the_previous_requests(self):
+        """The inherited timer fires later than this request's deadline
+        (the first one's connect deadline, 20s on): it is moved, the
+        short deadline holds."""
+        fast = self.upstream()
+        slow = self.upstream(delay(5))
+        f = self.ferry({"patient": service(fast, timeouts={"connect": "20s", "request": "30s"}),
+                        "svc": service(slow, timeouts={"request": "500ms"})})
+        resp, elapsed = self.keepalive_then_slow(f, "patient", "svc", 0)
+        self.assert_ferry_error(resp, 504, "SERVICE_TIMEOUT", message_re=re.escape(slow.address))
+        self.assertGreater(elapsed, 0.4)
+        self.assertLess(elapsed, 2.5, "kept the previous request's 30s deadline")
+
     def test_per_try_timeout_retries_then_504(self):
         up = self.upstream(delay(5))
         f = self.ferry({"svc": service(up, timeouts={"per_try": "300ms", "request": "5s"},
