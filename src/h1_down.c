@@ -1243,7 +1243,7 @@ proxy_close_all(struct worker *w)
 	h2_down_close_all(w);
 	h2_up_close_all(w);
 	/* run the deferred frees */
-	event_base_loop(w->base, EVLOOP_NONBLOCK);
+	worker_turn(w, EVLOOP_NONBLOCK);
 	req_spares_free(w);
 }
 

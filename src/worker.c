@@ -569,21 +569,27 @@ worker_swap(struct worker *w, struct swap *sw)
 
 /* ------------------------------------------------------ deferred ---- */
 
-/* Activated, not timed: it runs after the callbacks already due this turn
- * (libevent appends it to the active queue), before the next poll. */
+/* Runs what was deferred during a turn of the loop, after its callbacks
+ * (worker_turn), before the next poll. */
 static void
-deferred_run(evutil_socket_t fd, short what, void *arg)
+deferred_run(struct worker *w)
 {
-	struct worker *w = arg;
 	struct deferred *d;
 
-	(void)fd;
-	(void)what;
 	/* what a run defers anew (a flush that fails a stream, say) runs too */
 	while ((d = w->defer_head) != NULL) {
 		worker_defer_cancel(w, d);
 		d->run(d);
 	}
+}
+
+int
+worker_turn(struct worker *w, int flags)
+{
+	int rc = event_base_loop(w->base, flags);
+
+	deferred_run(w);
+	return rc;
 }
 
 void
@@ -596,10 +602,8 @@ worker_defer(struct worker *w, struct deferred *d)
 	d->prev = w->defer_tail;
 	if (w->defer_tail)
 		w->defer_tail->next = d;
-	else {
+	else
 		w->defer_head = d;
-		event_active(w->ev_defer, EV_TIMEOUT, 0);
-	}
 	w->defer_tail = d;
 }
 
@@ -640,9 +644,8 @@ worker_init(struct worker *w, const struct worker_deps *deps, int id, struct con
 	if ((w->mail_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
 		return -1;
 	w->ev_mail = event_new(w->base, w->mail_fd, EV_READ | EV_PERSIST, mail_deliver, w);
-	w->ev_defer = event_new(w->base, -1, 0, deferred_run, w);
 	w->exporter = exporter_new(w);
-	if (w->exporter == NULL || w->ev_sweep == NULL || w->ev_mail == NULL || w->ev_defer == NULL ||
+	if (w->exporter == NULL || w->ev_sweep == NULL || w->ev_mail == NULL ||
 	    gen_start(w, conf) != 0)
 		return -1;
 	event_add(w->ev_sweep, &second);
@@ -674,7 +677,7 @@ worker_main(void *arg)
 	 * a turn ends early when the loop is told to exit */
 	do {
 		clock_turn_begin();
-	} while (event_base_loop(w->base, EVLOOP_ONCE) == 0 && !event_base_got_exit(w->base));
+	} while (worker_turn(w, EVLOOP_ONCE) == 0 && !event_base_got_exit(w->base));
 	clock_turn_end();
 	proxy_close_all(w);	/* their access log lines go out before detaching */
 	if (w->alog) {
@@ -740,8 +743,6 @@ worker_free(struct worker *w)
 		event_free(w->ev_sweep);
 	if (w->ev_mail)
 		event_free(w->ev_mail);
-	if (w->ev_defer)
-		event_free(w->ev_defer);
 	if (w->mail_fd >= 0)
 		close(w->mail_fd);
 	if (w->base)

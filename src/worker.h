@@ -183,7 +183,6 @@ struct worker {
 	struct endpoint *retired;	/* gone from DNS, still in use */
 	struct event *ev_sweep;		/* pool expiry */
 	struct event *ev_mail;
-	struct event *ev_defer;		/* runs the deferred list */
 	struct deferred *defer_head, *defer_tail;
 	int mail_fd;			/* eventfd: wakes the loop for mail */
 	pthread_mutex_t mail_lock;
@@ -226,6 +225,10 @@ void worker_stop(struct worker *w);	/* ask the loop to end */
 void worker_join(struct worker *w);
 void worker_free(struct worker *w);
 
+/* One turn of W's loop (event_base_loop with FLAGS), then what its
+ * callbacks deferred: the worker's loop and whatever drives it in its
+ * place (a fuzz harness) turn it only through here. */
+int worker_turn(struct worker *w, int flags);
 void worker_defer(struct worker *w, struct deferred *d);
 void worker_defer_cancel(struct worker *w, struct deferred *d);
 

@@ -998,7 +998,7 @@ ff_init(const char *yaml_fmt)
 		    NULL);
 		event_add(ff.raw_ev, NULL);
 	}
-	event_base_loop(ff.w.base, EVLOOP_NONBLOCK);
+	worker_turn(&ff.w, EVLOOP_NONBLOCK);
 }
 
 /* ----------------------------------------------------- connections ---- */
@@ -1053,7 +1053,7 @@ ff_settle(int fd, struct bbuf *out, size_t max, bool *trunc)
 	for (int quiet = 0, turns = 0; quiet < 2 && turns < 100000; turns++) {
 		ssize_t n = 0;
 
-		event_base_loop(ff.w.base, EVLOOP_NONBLOCK);
+		worker_turn(&ff.w, EVLOOP_NONBLOCK);
 		if (fd >= 0 && open) {
 			n = ff_read_all(fd, out, max, trunc);
 			if (n < 0)

@@ -111,7 +111,7 @@ settle_all(struct client *cl, size_t n)
 	for (int quiet = 0, turns = 0; quiet < 2 && turns < 100000; turns++) {
 		bool moved = false;
 
-		event_base_loop(ff.w.base, EVLOOP_NONBLOCK);
+		worker_turn(&ff.w, EVLOOP_NONBLOCK);
 		for (size_t i = 0; i < n; i++) {
 			ssize_t r;
 
