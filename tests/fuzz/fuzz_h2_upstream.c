@@ -13,7 +13,8 @@
  * them). The rest is what the upstream says, written piece by piece, once
  * ferry's request frames arrived, on each connection ferry has open to it
  * (service "up", protocol h2; one opened later gets what is left). Then
- * the upstream closes.
+ * the upstream closes, and the harness waits until ferry has seen it
+ * (await_upstream_gone()).
  *
  * Properties, beyond the sanitizers and leak detection: each HTTP/1.1
  * client gets a response that ferry's own response parser reads without
@@ -128,6 +129,58 @@ settle_all(struct client *cl, size_t n)
 		}
 		quiet = moved ? 0 : quiet + 1;
 	}
+}
+
+/* Closes the upstream's connections (those ferry opened meanwhile too:
+ * it retried elsewhere). */
+static void
+up_close_all(void)
+{
+	for (size_t i = 0; i < n_up; i++)
+		if (up_fds[i] >= 0) {
+			up_drain(up_fds[i]);
+			close(up_fds[i]);
+			up_fds[i] = -1;
+		}
+}
+
+static void
+tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/*
+ * Closes the upstream's connections, those accepted meanwhile too, until
+ * ferry holds no HTTP/2 upstream session. The close reaches ferry over
+ * loopback TCP, which the kernel may deliver after the loop has gone
+ * quiet (on a busy machine its softirq waits for ksoftirqd), and so may
+ * a connect of ferry's: two quiet turns of settle_all() can end before
+ * ferry saw the end, and a client still waits through no fault of
+ * ferry's. So this waits in real time, at most 2000 turns of about a
+ * millisecond: an upstream that closed leaves ferry no session, and a
+ * client still unanswered after that is ferry's doing.
+ */
+static void
+await_upstream_gone(struct client *cl, size_t n)
+{
+	const struct timeval ms = { 0, 1000 };
+	struct event *t = NULL;
+
+	for (int i = 0;; i++) {
+		up_close_all();
+		settle_all(cl, n);
+		if (ff.w.h2ups == NULL || i == 2000)
+			break;
+		if (t == NULL)
+			PROP((t = evtimer_new(ff.w.base, tick, NULL)) != NULL);
+		evtimer_add(t, &ms);
+		event_base_loop(ff.w.base, EVLOOP_ONCE);
+	}
+	if (t != NULL)
+		event_free(t);
 }
 
 /* An HTTP/1.1 client's bytes: whole responses, the last one complete
@@ -254,18 +307,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		settle_all(cl, n_cl);
 	}
 	/* the upstream goes: every client is answered or cut */
-	for (size_t i = 0; i < n_up; i++)
-		if (up_fds[i] >= 0) {
-			up_drain(up_fds[i]);
-			close(up_fds[i]);
-			up_fds[i] = -1;
-		}
+	up_close_all();
 	settle_all(cl, n_cl);
 	/* connections ferry opened meanwhile (it retried elsewhere) go too */
-	for (size_t i = 0; i < n_up; i++)
-		if (up_fds[i] >= 0)
-			close(up_fds[i]);
-	settle_all(cl, n_cl);
+	await_upstream_gone(cl, n_cl);
 	for (size_t i = 0; i < n_cl; i++) {
 		if (getenv("FERRY_FUZZ_LOG"))
 			fprintf(stderr, "client %zu (%s, %s): %.*s\n", i, cl[i].h2 ? "h2" : "HTTP/1.1",
