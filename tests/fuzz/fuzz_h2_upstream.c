@@ -177,7 +177,7 @@ await_upstream_gone(struct client *cl, size_t n)
 		if (t == NULL)
 			PROP((t = evtimer_new(ff.w.base, tick, NULL)) != NULL);
 		evtimer_add(t, &ms);
-		event_base_loop(ff.w.base, EVLOOP_ONCE);
+		worker_turn(&ff.w, EVLOOP_ONCE);
 	}
 	if (t != NULL)
 		event_free(t);
