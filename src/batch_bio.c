@@ -1,4 +1,4 @@
-/* A read BIO serving OpenSSL's record reads from batched socket reads;
+/* The BIO of a TLS connection's socket, reads batched on request;
  * batch_bio.h. */
 #include <errno.h>
 #include <pthread.h>
@@ -14,6 +14,7 @@
 
 struct batch {
 	int fd;
+	bool batched;		/* reads go through BUF (batch_bio_batch) */
 	bool eof;		/* read(2) returned 0 */
 	char *buf;		/* a block while it holds bytes, else NULL */
 	size_t off, len;	/* the bytes not yet taken */
@@ -54,7 +55,7 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 	if (want == 0)
 		return 0;
 	if (bt->len == 0) {
-		if (want >= BATCH_BIO_BUF) {
+		if (!bt->batched || want >= BATCH_BIO_BUF) {
 			if ((n = read(bt->fd, out, want)) <= 0)
 				return failed(b, bt, n);
 			*got = (size_t)n;
@@ -82,6 +83,25 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 	return 1;
 }
 
+static int
+batch_write(BIO *b, const char *in, size_t n, size_t *put)
+{
+	struct batch *bt = BIO_get_data(b);
+	ssize_t w;
+
+	*put = 0;
+	BIO_clear_retry_flags(b);
+	if ((w = write(bt->fd, in, n)) >= 0) {
+		*put = (size_t)w;
+		return 1;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		BIO_set_retry_write(b);
+	return 0;
+}
+
+/* OpenSSL 3.0 asks the write BIO whether kTLS is on eight times a record
+ * and the read BIO several more: the default answers them (no) at once */
 static long
 batch_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
@@ -121,11 +141,12 @@ static void
 method_make(void)
 {
 	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK |
-	    BIO_TYPE_DESCRIPTOR, "ferry batched socket read");
+	    BIO_TYPE_DESCRIPTOR, "ferry socket");
 
 	if (m == NULL)
 		return;
 	if (BIO_meth_set_read_ex(m, batch_read) != 1 ||
+	    BIO_meth_set_write_ex(m, batch_write) != 1 ||
 	    BIO_meth_set_ctrl(m, batch_ctrl) != 1 ||
 	    BIO_meth_set_destroy(m, batch_destroy) != 1) {
 		BIO_meth_free(m);
@@ -152,6 +173,12 @@ batch_bio_new(int fd)
 	BIO_set_data(b, bt);
 	BIO_set_init(b, 1);
 	return b;
+}
+
+void
+batch_bio_batch(BIO *b)
+{
+	((struct batch *)BIO_get_data(b))->batched = true;
 }
 
 size_t

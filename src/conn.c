@@ -35,7 +35,8 @@ struct conn {
 	bool write_failed;	/* a write (direct or queued) broke it */
 	bool wipe_out;		/* queued output is wiped as it leaves */
 	SSL *ssl;
-	BIO *rbatch;		/* the SSL's read BIO when batched (batch_bio.h) */
+	BIO *bio;		/* the SSL's, for both ways (batch_bio.h) */
+	bool batched;		/* its reads are (conn_batch_reads) */
 	/* Only ev_read lives as long as the connection: the others are made
 	 * when first needed, so an idle keep-alive connection that never
 	 * waited to write holds none of them (conn_release_buffers drops an
@@ -193,7 +194,7 @@ bool
 conn_has_pending(struct conn *c)
 {
 	return c->ssl != NULL && (SSL_has_pending(c->ssl) ||
-	    (c->rbatch != NULL && batch_bio_pending(c->rbatch) > 0));
+	    (c->batched && batch_bio_pending(c->bio) > 0));
 }
 
 /* Zeros and drops what is still queued (the conn is going). */
@@ -318,13 +319,23 @@ handshake_step(struct conn *c)
 	}
 }
 
+/* The SSL reads and writes the socket through one BIO, which it owns. */
+static int
+set_bio(struct conn *c)
+{
+	if ((c->bio = batch_bio_new(c->fd)) == NULL)
+		return -1;
+	SSL_set_bio(c->ssl, c->bio, c->bio);
+	return 0;
+}
+
 static int
 setup_client_tls(struct conn *c, SSL_CTX *ctx, const char *sni,
     const char *verify_name, const char *verify_san, SSL_SESSION *session)
 {
 	X509_VERIFY_PARAM *vp;
 
-	if ((c->ssl = SSL_new(ctx)) == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
+	if ((c->ssl = SSL_new(ctx)) == NULL || set_bio(c) != 0)
 		return -1;
 	if (sni && SSL_set_tlsext_host_name(c->ssl, sni) != 1)
 		return -1;
@@ -389,7 +400,7 @@ conn_accept_tls(struct event_base *base, int fd, SSL_CTX *ctx, conn_cb cb, void 
 
 	if (c == NULL)
 		return NULL;
-	if ((c->ssl = SSL_new(ctx)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+	if ((c->ssl = SSL_new(ctx)) == NULL || set_bio(c) != 0) {
 		conn_free(c);
 		return NULL;
 	}
@@ -641,21 +652,14 @@ conn_read(struct conn *c, struct buf *b, size_t max)
  * memmove was 6.6% of all instructions per request. Without read-ahead,
  * over a BIO that reads the socket in batches, each record is copied once
  * and the socket is still read 16 KiB at a time. */
-int
+void
 conn_batch_reads(struct conn *c)
 {
-	BIO *b;
-
-	if (c->ssl == NULL || c->rbatch != NULL)
-		return 0;
-	if ((b = batch_bio_new(c->fd)) == NULL)
-		return -1;
-	/* the SSL drops its read reference to the socket BIO (its write
-	 * reference stays) and owns B */
-	SSL_set0_rbio(c->ssl, b);
+	if (c->ssl == NULL || c->batched)
+		return;
+	batch_bio_batch(c->bio);
 	SSL_set_read_ahead(c->ssl, 0);
-	c->rbatch = b;
-	return 0;
+	c->batched = true;
 }
 
 /* evbuffer_write of the first piece, zeroed before it is drained. */

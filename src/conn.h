@@ -66,9 +66,8 @@ ssize_t conn_read(struct conn *c, struct buf *b, size_t max);
  * when it stops at a full buffer with such bytes left. */
 bool conn_has_pending(struct conn *c);
 /* Many TLS records arrive per read on C (HTTP/2): read them through a
- * buffer rather than OpenSSL's read-ahead. Before or after the handshake;
- * -1 without memory (C is unchanged and still works). */
-int conn_batch_reads(struct conn *c);
+ * buffer rather than OpenSSL's read-ahead. Before or after the handshake. */
+void conn_batch_reads(struct conn *c);
 
 /* Queue and try to send. -1 when the connection is broken. */
 int conn_write(struct conn *c, const void *data, size_t len);

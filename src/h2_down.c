@@ -1232,7 +1232,7 @@ h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char
 	hc->c = c;
 	/* over TLS (inbound): records come by the dozen per read; without
 	 * the batching buffer it still works, on OpenSSL's read-ahead */
-	(void)conn_batch_reads(c);
+	conn_batch_reads(c);
 	hc->in = *in;
 	memset(in, 0, sizeof(*in));
 	hc->idle_since_ms = clock_now_ms();

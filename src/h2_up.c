@@ -790,7 +790,7 @@ session_new(struct exchange *x, struct upconn *u)
 	s->ep = x->ep;
 	s->w = x->w;
 	/* without its buffer it still works, on OpenSSL's read-ahead */
-	(void)conn_batch_reads(u->c);
+	conn_batch_reads(u->c);
 	s->flush.run = session_flush_deferred;
 	if (s->ep->rt)
 		atomic_store(&s->ep->rt->h2, true);

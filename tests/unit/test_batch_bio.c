@@ -1,8 +1,9 @@
 /*
- * Unit tests for src/batch_bio.c: the read BIO that serves OpenSSL's
- * record reads from batched socket reads. A socketpair stands in for the
- * connection; the peer end writes, the BIO reads in the sizes OpenSSL
- * asks for (a 5-byte header, then a record).
+ * Unit tests for src/batch_bio.c: the BIO of a TLS connection's socket,
+ * whose batched reads serve OpenSSL's record reads from one socket read.
+ * A socketpair stands in for the connection; the peer end writes, the
+ * BIO reads in the sizes OpenSSL asks for (a 5-byte header, then a
+ * record), and writes for the peer to read.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +28,7 @@ setup(void)
 	ck_assert_int_eq(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
 	b = batch_bio_new(sv[0]);
 	ck_assert_ptr_nonnull(b);
+	batch_bio_batch(b);
 }
 
 static void
@@ -161,6 +163,79 @@ START_TEST(test_descriptor)
 }
 END_TEST
 
+START_TEST(test_unbatched_reads_take_what_is_asked)
+{
+	char out[16];
+	size_t got;
+	BIO *u = batch_bio_new(sv[0]);
+
+	ck_assert_ptr_nonnull(u);
+	peer_writes("0123456789", 10);
+	ck_assert_int_eq(BIO_read_ex(u, out, 4, &got), 1);
+	ck_assert_uint_eq(got, 4);
+	ck_assert_uint_eq(batch_bio_pending(u), 0);	/* the rest is still the socket's */
+	ck_assert_int_eq(BIO_read_ex(u, out + 4, sizeof(out) - 4, &got), 1);
+	ck_assert_uint_eq(got, 6);
+	ck_assert_mem_eq(out, "0123456789", 10);
+	ck_assert_int_eq(BIO_read_ex(u, out, sizeof(out), &got), 0);
+	ck_assert(BIO_should_retry(u));
+	ck_assert(BIO_should_read(u));
+	BIO_free(u);
+}
+END_TEST
+
+START_TEST(test_write)
+{
+	char in[64];
+	size_t put;
+
+	ck_assert_int_eq(BIO_write_ex(b, "hello, peer", 11, &put), 1);
+	ck_assert_uint_eq(put, 11);
+	ck_assert_int_eq(read(sv[1], in, sizeof(in)), 11);
+	ck_assert_mem_eq(in, "hello, peer", 11);
+	ck_assert_int_eq(BIO_flush(b), 1);
+}
+END_TEST
+
+START_TEST(test_write_to_a_full_socket_is_a_retry)
+{
+	static char chunk[65536];
+	size_t put = 0, total = 0;
+
+	/* the peer reads nothing: the socket fills, then a retry */
+	while (BIO_write_ex(b, chunk, sizeof(chunk), &put) == 1) {
+		ck_assert_uint_gt(put, 0);
+		total += put;
+		ck_assert_uint_lt(total, 64u << 20);
+	}
+	ck_assert_uint_eq(put, 0);
+	ck_assert(BIO_should_retry(b));
+	ck_assert(BIO_should_write(b));
+	ck_assert_uint_gt(total, 0);
+}
+END_TEST
+
+START_TEST(test_write_error_is_no_retry)
+{
+	size_t put = 1;
+
+	close(sv[0]);
+	sv[0] = -1;
+	ck_assert_int_eq(BIO_write_ex(b, "x", 1, &put), 0);
+	ck_assert_int_eq(errno, EBADF);
+	ck_assert_uint_eq(put, 0);
+	ck_assert(!BIO_should_retry(b));
+}
+END_TEST
+
+START_TEST(test_no_ktls)
+{
+	/* OpenSSL asks before each record: the answer is no, both ways */
+	ck_assert_int_eq(BIO_ctrl(b, BIO_CTRL_GET_KTLS_SEND, 0, NULL), 0);
+	ck_assert_int_eq(BIO_ctrl(b, BIO_CTRL_GET_KTLS_RECV, 0, NULL), 0);
+}
+END_TEST
+
 static Suite *
 batch_bio_suite(void)
 {
@@ -174,6 +249,11 @@ batch_bio_suite(void)
 	tcase_add_test(tc, test_end_of_stream);
 	tcase_add_test(tc, test_error_is_no_retry);
 	tcase_add_test(tc, test_descriptor);
+	tcase_add_test(tc, test_unbatched_reads_take_what_is_asked);
+	tcase_add_test(tc, test_write);
+	tcase_add_test(tc, test_write_to_a_full_socket_is_a_retry);
+	tcase_add_test(tc, test_write_error_is_no_retry);
+	tcase_add_test(tc, test_no_ktls);
 	suite_add_tcase(s, tc);
 	return s;
 }
