@@ -222,12 +222,17 @@ req_free(struct h1_req *rq)
 	free(rq);
 }
 
+/* The hand-back h1_finish() put off to the end of the turn, unless the
+ * connection moved on meanwhile (its next request came in this turn:
+ * that one's state, or its close, rules now). */
 static void
 req_idle_deferred(struct deferred *d)
 {
 	struct h1_req *rq = (struct h1_req *)((char *)d - offsetof(struct h1_req, idle));
+	struct client *cl = rq->cl;
 
-	client_timeout(rq->cl);
+	if (cl->state == CL_IDLE && rq->head_start_ms == 0 && buf_len(&cl->in) == 0)
+		client_timeout(cl);
 }
 
 /* Neither the connection's timer nor the idle hand-back runs any more. */
