@@ -1230,8 +1230,7 @@ h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char
 	hc->flush.run = h2_flush_deferred;
 	hc->lis = lis;
 	hc->c = c;
-	/* over TLS (inbound): records come by the dozen per read; without
-	 * the batching buffer it still works, on OpenSSL's read-ahead */
+	/* over TLS (inbound): records come by the dozen per read */
 	conn_batch_reads(c);
 	hc->in = *in;
 	memset(in, 0, sizeof(*in));

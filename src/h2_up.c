@@ -789,7 +789,7 @@ session_new(struct exchange *x, struct upconn *u)
 	s->u = u;
 	s->ep = x->ep;
 	s->w = x->w;
-	/* without its buffer it still works, on OpenSSL's read-ahead */
+	/* records come by the dozen per read */
 	conn_batch_reads(u->c);
 	s->flush.run = session_flush_deferred;
 	if (s->ep->rt)

@@ -64,7 +64,7 @@ static void
 hex_random(char *out, size_t n)
 {
 	assert(n % 16 == 0);
-	for (; n > 0; n -= 16, out += 16) {
+	for (; n >= 16; n -= 16, out += 16) {
 		uint64_t r = ids_random();
 		uint64_t lo = hex8(r & 0x0f0f0f0f0f0f0f0full);
 		uint64_t hi = hex8(r >> 4 & 0x0f0f0f0f0f0f0f0full);
