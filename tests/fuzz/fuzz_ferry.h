@@ -1003,16 +1003,21 @@ ff_init(const char *yaml_fmt)
 
 /* ----------------------------------------------------- connections ---- */
 
-/* A client connection accepted on L: returns the client's end. (inline:
- * tests/unit/test_h1_turns.c makes its own) */
-static inline int
-ff_connect(struct listener *l)
+/* A client connection accepted on L: returns the client's end. BUF, when
+ * not 0, is the socket buffer of both ends (a small one keeps ferry's
+ * output queued while the client does not read). */
+static int
+ff_connect(struct listener *l, int buf)
 {
 	struct sockaddr_in peer = { .sin_family = AF_INET, .sin_port = htons(40000),
 	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	int sv[2];
 
 	PROP(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+	if (buf > 0) {
+		PROP(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf)) == 0);
+		PROP(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf)) == 0);
+	}
 	/* what listener_accept() does with an accepted descriptor */
 	proxy_accept(l, sv[0], (struct sockaddr *)&peer, sizeof(peer));
 	return sv[1];

@@ -671,7 +671,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		bb_add(&wire, empty_settings, sizeof(empty_settings));
 	bb_add(&wire, data + 2, size - 2);
 
-	fd = ff_connect(data[1] & 2 ? ff.svc_listener : ff.outbound);
+	fd = ff_connect(data[1] & 2 ? ff.svc_listener : ff.outbound, 0);
 	while (sent < wire.len && open) {
 		/* at most about 64 pieces: each costs a settle */
 		size_t n = pieces_next(&pc, wire.len - sent), done = 0, least = wire.len / 64 + 1;

@@ -273,14 +273,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < 3; i++) {
 		if (!(pick & (1u << i)))
 			continue;
-		cl[n_cl].fd = ff_connect(ff.outbound);
+		cl[n_cl].fd = ff_connect(ff.outbound, 0);
 		PROP(send(cl[n_cl].fd, requests[i], strlen(requests[i]), MSG_NOSIGNAL) ==
 		    (ssize_t)strlen(requests[i]));
 		n_cl++;
 		settle_all(cl, n_cl);
 	}
 	if (data[1] & 8) {
-		cl[n_cl].fd = ff_connect(ff.outbound);
+		cl[n_cl].fd = ff_connect(ff.outbound, 0);
 		cl[n_cl].h2 = true;
 		PROP(send(cl[n_cl].fd, H2_PREFACE, H2_PREFACE_LEN, MSG_NOSIGNAL) == H2_PREFACE_LEN);
 		PROP(send(cl[n_cl].fd, h2_request, sizeof(h2_request), MSG_NOSIGNAL) ==
@@ -306,10 +306,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += n;
 		settle_all(cl, n_cl);
 	}
-	/* the upstream goes: every client is answered or cut */
-	up_close_all();
-	settle_all(cl, n_cl);
-	/* connections ferry opened meanwhile (it retried elsewhere) go too */
+	/* the upstream goes, with the connections ferry opened meanwhile (it
+	 * retried elsewhere): every client is answered or cut */
 	await_upstream_gone(cl, n_cl);
 	for (size_t i = 0; i < n_cl; i++) {
 		if (getenv("FERRY_FUZZ_LOG"))

@@ -63,22 +63,6 @@ send_all(int fd, const void *p, size_t n)
 	}
 }
 
-/* A client connection with small socket buffers, so a big response waits
- * in ferry's output queue. */
-static int
-slow_client(void)
-{
-	struct sockaddr_in peer = { .sin_family = AF_INET, .sin_port = htons(40000),
-	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int sv[2], sz = 8192;
-
-	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-	proxy_accept(ff.outbound, sv[0], (struct sockaddr *)&peer, sizeof(peer));
-	return sv[1];
-}
-
 /*
  * A keep-alive response ends while ferry still queues its tail for a slow
  * client, and in the same turn the client's next request arrives, which
@@ -103,7 +87,7 @@ START_TEST(test_idle_hand_back_after_the_next_request_began)
 	ff.raw_accept = up_accept;
 	ff_init(yaml_fmt);
 	fds_before = ff_count_fds();
-	cfd = slow_client();
+	cfd = ff_connect(ff.outbound, 8192);	/* a slow reader */
 	send_all(cfd, r1, sizeof(r1) - 1);
 	for (int i = 0; i < 50 && up_fd < 0; i++)
 		turn();
