@@ -54,8 +54,9 @@ admin_page_services(const struct admin_view *v, struct sbuf *out)
 		sbuf_adds(out, ",\"endpoints\":[");
 		for (size_t j = 0; j < n; j++) {
 			struct ep_runtime *e = specs[j].rt;
-			int32_t idle = atomic_load_explicit(&e->idle, memory_order_relaxed);
-			int32_t active = atomic_load_explicit(&e->active, memory_order_relaxed);
+			struct ep_gauges gg;
+
+			ep_runtime_gauges(e, &gg);
 
 			if (j)
 				sbuf_add(out, ",", 1);
@@ -66,22 +67,17 @@ admin_page_services(const struct admin_view *v, struct sbuf *out)
 			sbuf_adds(out, specs[j].outlier && outlier_ejected(g, specs[j].outlier, now) ?
 			    ",\"ejected\":true" : ",\"ejected\":false");
 			sbuf_adds(out, ",\"in_flight\":");
-			sbuf_addu(out, (unsigned)(atomic_load(&e->in_flight) > 0 ?
-			    atomic_load(&e->in_flight) : 0));
+			sbuf_addu(out, (unsigned)(gg.in_flight > 0 ? gg.in_flight : 0));
 			sbuf_adds(out, ",\"ewma_ms\":");
-			add_double(out, (double)atomic_load(&e->ewma_us) / 1000.0);
+			add_double(out, (double)gg.ewma_us / 1000.0);
 			sbuf_adds(out, atomic_load(&e->h2) ? ",\"protocol\":\"h2\"" :
 			    ",\"protocol\":\"http1\"");
 			sbuf_adds(out, ",\"streams\":");
-			{
-				int32_t st = atomic_load_explicit(&e->streams, memory_order_relaxed);
-
-				sbuf_addu(out, (unsigned)(st > 0 ? st : 0));
-			}
+			sbuf_addu(out, (unsigned)(gg.streams > 0 ? gg.streams : 0));
 			sbuf_adds(out, ",\"pool\":{\"idle\":");
-			sbuf_addu(out, (unsigned)(idle > 0 ? idle : 0));
+			sbuf_addu(out, (unsigned)(gg.idle > 0 ? gg.idle : 0));
 			sbuf_adds(out, ",\"active\":");
-			sbuf_addu(out, (unsigned)(active > 0 ? active : 0));
+			sbuf_addu(out, (unsigned)(gg.active > 0 ? gg.active : 0));
 			sbuf_adds(out, "}}");
 		}
 		sbuf_adds(out, "]}");
@@ -201,8 +197,11 @@ g_upstream_connections(void *arg, metrics_emit2 emit, void *ctx)
 		if (s == NULL)
 			continue;
 		for (size_t j = 0; j < s->n_eps; j++) {
-			idle += atomic_load_explicit(&s->eps[j]->idle, memory_order_relaxed);
-			active += atomic_load_explicit(&s->eps[j]->active, memory_order_relaxed);
+			struct ep_gauges gg;
+
+			ep_runtime_gauges(s->eps[j], &gg);
+			idle += gg.idle;
+			active += gg.active;
 		}
 		emit(ctx, s->name, "active", (double)(active > 0 ? active : 0));
 		emit(ctx, s->name, "idle", (double)(idle > 0 ? idle : 0));

@@ -32,8 +32,8 @@ attempt_close(struct exchange *x, bool won)
 	}
 	x->attempt_open = false;
 	x->ep->in_flight--;
-	if (x->ep->rt)
-		atomic_fetch_sub_explicit(&x->ep->rt->in_flight, 1, memory_order_relaxed);
+	if (x->ep->share)
+		atomic_fetch_sub_explicit(&x->ep->share->in_flight, 1, memory_order_relaxed);
 }
 
 void
@@ -109,8 +109,8 @@ attempt_record(struct exchange *x, enum attempt_result r)
 		ewma_failure(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
 	else
 		ewma_update(&ep->ewma_ms, (double)(now - x->attempt_start_ms), &ep->ewma_last_ms, now);
-	if (ep->rt)
-		atomic_store_explicit(&ep->rt->ewma_us, (uint64_t)(ep->ewma_ms * 1000),
+	if (ep->share)
+		atomic_store_explicit(&ep->share->ewma_us, (uint64_t)(ep->ewma_ms * 1000),
 		    memory_order_relaxed);
 	if (r == AR_CONNECT_FAILURE || r == AR_REFUSED)
 		backoff_failed(&ep->backoff, now);
@@ -378,8 +378,7 @@ pool_full(struct exchange *x, int64_t now)
 		x->pool_wait_until_ms = now + svc->timeouts.connect;
 	/* the bound may be held by idle connections of other workers: ask
 	 * them to let one go (again after a while, if still so) */
-	if (atomic_load_explicit(&ep->rt->idle, memory_order_relaxed) > 0 &&
-	    now >= x->pool_asked_ms + 50) {
+	if (now >= x->pool_asked_ms + 50 && pool_idle_elsewhere(ep)) {
 		x->pool_asked_ms = now;
 		worker_release_idle_elsewhere(x->w, ep->rt);
 	}
@@ -426,8 +425,8 @@ attempt_begin(struct exchange *x, struct endpoint *ep, int64_t now)
 	x->attempt_open = true;
 	x->attempt_start_ms = now;
 	x->ep->in_flight++;
-	if (x->ep->rt)
-		atomic_fetch_add_explicit(&x->ep->rt->in_flight, 1, memory_order_relaxed);
+	if (x->ep->share)
+		atomic_fetch_add_explicit(&x->ep->share->in_flight, 1, memory_order_relaxed);
 	x->try_deadline_ms = svc->timeouts.per_try ? now + svc->timeouts.per_try : x->deadline_ms;
 	if (x->try_deadline_ms > x->deadline_ms)
 		x->try_deadline_ms = x->deadline_ms;

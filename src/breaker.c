@@ -13,10 +13,12 @@
  * works and a thread whose clock read a moment earlier sees no time
  * passed rather than 34 years.
  */
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "breaker.h"
+#include "cacheline.h"
 
 #define W_STATE_SHIFT	62
 #define W_COUNT_SHIFT	40
@@ -27,10 +29,12 @@
 #define W_COUNT(w)	((uint32_t)(((w) >> W_COUNT_SHIFT) & W_COUNT_MAX))
 #define W_TIME(w)	((w) & W_TIME_MASK)
 
+/* Every request reads the word and writes in_flight twice, from every
+ * worker: apart, the word stays in each CPU's cache while closed. */
 struct breaker {
-	_Atomic uint64_t word;
+	alignas(CACHE_LINE) _Atomic uint64_t word;
 	_Atomic uint64_t opened_total;
-	_Atomic uint32_t in_flight;
+	alignas(CACHE_LINE) _Atomic uint32_t in_flight;
 };
 
 static uint64_t
@@ -73,7 +77,7 @@ breaker_new(void)
 {
 	struct breaker *b;
 
-	if ((b = malloc(sizeof(*b))) == NULL)
+	if ((b = cacheline_calloc(sizeof(*b))) == NULL)
 		return NULL;
 	atomic_init(&b->word, word(BREAKER_CLOSED, 0, 0));
 	atomic_init(&b->opened_total, 0);

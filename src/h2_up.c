@@ -541,8 +541,8 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 	st->closed = true;
 	st->refused = error_code == NGHTTP2_REFUSED_STREAM;
 	s->streams--;
-	if (s->ep->rt)
-		atomic_fetch_sub_explicit(&s->ep->rt->streams, 1, memory_order_relaxed);
+	if (s->ep->share)
+		atomic_fetch_sub_explicit(&s->ep->share->streams, 1, memory_order_relaxed);
 	nghttp2_session_set_stream_user_data(ng, id, NULL);
 	if ((x = st->x) != NULL) {
 		/* closed before its end: a reset, or the session went; the
@@ -589,8 +589,8 @@ session_fail(struct h2up *s, enum attempt_result r, enum ferry_error e, const ch
 		if (!st->closed) {
 			st->closed = true;
 			s->streams--;
-			if (s->ep->rt)
-				atomic_fetch_sub_explicit(&s->ep->rt->streams, 1, memory_order_relaxed);
+			if (s->ep->share)
+				atomic_fetch_sub_explicit(&s->ep->share->streams, 1, memory_order_relaxed);
 		}
 		if (x != NULL) {
 			snprintf(msg, sizeof(msg), r == AR_RESET ?
@@ -865,8 +865,8 @@ stream_submit(struct exchange *x, struct h2up *s)
 	}
 	st->id = id;
 	s->streams++;
-	if (s->ep->rt)
-		atomic_fetch_add_explicit(&s->ep->rt->streams, 1, memory_order_relaxed);
+	if (s->ep->share)
+		atomic_fetch_add_explicit(&s->ep->share->streams, 1, memory_order_relaxed);
 	event_del(s->timer);
 	session_flush(s);
 	return x->live && x->up2 == st;

@@ -39,13 +39,10 @@ metrics_new(unsigned n_workers)
 		return NULL;
 	}
 	for (unsigned i = 0; i < m->n_shards; i++) {
-		/* the shard's own struct is aligned and a multiple of a line */
-		if ((m->shards[i] = aligned_alloc(CACHE_LINE,
-		    sizeof(struct metrics_shard))) == NULL) {
+		if ((m->shards[i] = cacheline_calloc(sizeof(struct metrics_shard))) == NULL) {
 			metrics_free(m);
 			return NULL;
 		}
-		memset(m->shards[i], 0, sizeof(struct metrics_shard));
 	}
 	return m;
 }

@@ -10,13 +10,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "cacheline.h"
 #include "metrics.h"
 
 #define SVC_PER_PAGE	64
 #define N_PAGES		(METRICS_MAX_SERVICES / SVC_PER_PAGE)
 #define N_CODES		501	/* [0]: no/invalid status; [1..500]: 100..599 */
 #define N_BUCKETS	METRICS_DURATION_BUCKETS
-#define CACHE_LINE	64
 
 typedef _Atomic uint64_t ctr;
 

@@ -6,16 +6,27 @@
 #include "log.h"
 #include "pool.h"
 
-/* Shared gauges for /services: single relaxed adds, no lock. */
+/* The gauges of /services, in this worker's share. */
 static void
 gauge(struct endpoint *ep, int idle, int active)
 {
-	if (ep->rt == NULL)
+	if (ep->share == NULL)
 		return;
 	if (idle)
-		atomic_fetch_add_explicit(&ep->rt->idle, idle, memory_order_relaxed);
+		atomic_fetch_add_explicit(&ep->share->idle, idle, memory_order_relaxed);
 	if (active)
-		atomic_fetch_add_explicit(&ep->rt->active, active, memory_order_relaxed);
+		atomic_fetch_add_explicit(&ep->share->active, active, memory_order_relaxed);
+}
+
+bool
+pool_idle_elsewhere(const struct endpoint *ep)
+{
+	struct ep_gauges g;
+
+	if (ep->rt == NULL)
+		return false;
+	ep_runtime_gauges(ep->rt, &g);
+	return g.idle > (int32_t)ep->n_idle;
 }
 
 static void

@@ -46,6 +46,8 @@ void pool_checkin(struct upconn *u, const struct conf_pool *pc, int64_t now,
     int64_t keepalive_ms);
 /* Close and free (active or idle). */
 void pool_discard(struct upconn *u);
+/* Other workers hold idle connections to EP's address (EP has none). */
+bool pool_idle_elsewhere(const struct endpoint *ep);
 /* Drop idle connections past their time. */
 void pool_sweep(struct svc_state *s, int64_t now);
 /* Drop every idle connection of S (reload, shutdown). */

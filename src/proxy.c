@@ -475,7 +475,7 @@ admit(struct exchange *x)
 		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, msg, retry_after_secs(wait), !x->req_done);
 		return false;
 	}
-	retry_budget_request(s->rt->budget, now);
+	retry_budget_request(s->rt->budget, (unsigned)x->w->id, now);
 	return true;
 }
 

@@ -1,9 +1,11 @@
 /*
  * Retry decisions and the retry budget. See retry.h.
  */
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "cacheline.h"
 #include "retry.h"
 
 const char retry_why_ok[] = "attempt succeeded";
@@ -124,12 +126,22 @@ retry_decide(const struct conf_retries *c, const struct retry_input *in,
  * and no torn reset. A slot belongs to the window when its second is
  * within 10 of now; seconds a little ahead (another thread's clock read a
  * moment later) are counted too.
+ *
+ * Every request adds to the requests ring, from every worker: each worker
+ * has a ring of its own, on lines of its own (cacheline.h), and the rare
+ * retry adds the rings up. Retries share one ring, whose CAS keeps the
+ * limit exact.
  */
 #define BUDGET_SLOTS 10
 
+struct request_ring {
+	alignas(CACHE_LINE) _Atomic uint64_t slot[BUDGET_SLOTS];
+};
+
 struct retry_budget {
-	_Atomic uint64_t requests[BUDGET_SLOTS];
-	_Atomic uint64_t retries[BUDGET_SLOTS];
+	alignas(CACHE_LINE) _Atomic uint64_t retries[BUDGET_SLOTS];
+	unsigned n_rings;
+	struct request_ring requests[];
 };
 
 #define SLOT_SEC(v)	((uint32_t)((v) >> 32))
@@ -137,15 +149,19 @@ struct retry_budget {
 #define SLOT(sec, n)	(((uint64_t)(sec) << 32) | (uint32_t)(n))
 
 struct retry_budget *
-retry_budget_new(void)
+retry_budget_new(unsigned n_workers)
 {
 	struct retry_budget *b;
 
-	if ((b = calloc(1, sizeof(*b))) == NULL)
+	if (n_workers == 0)
+		n_workers = 1;
+	if ((b = cacheline_calloc(sizeof(*b) + n_workers * sizeof(b->requests[0]))) == NULL)
 		return NULL;
+	b->n_rings = n_workers;
 	for (int i = 0; i < BUDGET_SLOTS; i++) {
-		atomic_init(&b->requests[i], 0);
 		atomic_init(&b->retries[i], 0);
+		for (unsigned r = 0; r < n_workers; r++)
+			atomic_init(&b->requests[r].slot[i], 0);
 	}
 	return b;
 }
@@ -221,11 +237,22 @@ slot_next(uint64_t v, uint32_t sec)
 	return slot_age(v, sec) <= 0 ? v + 1 : SLOT(sec, 1);
 }
 
+/* Original requests in the window, all workers. */
+static uint64_t
+requests_sum(struct retry_budget *b, uint32_t sec)
+{
+	uint64_t sum = 0;
+
+	for (unsigned r = 0; r < b->n_rings; r++)
+		sum += ring_sum(b->requests[r].slot, sec, -1);
+	return sum;
+}
+
 void
-retry_budget_request(struct retry_budget *b, int64_t now_ms)
+retry_budget_request(struct retry_budget *b, unsigned worker, int64_t now_ms)
 {
 	int64_t s = second_of(now_ms);
-	_Atomic uint64_t *slot = &b->requests[slot_index(s)];
+	_Atomic uint64_t *slot = &b->requests[worker % b->n_rings].slot[slot_index(s)];
 	uint64_t v = atomic_load(slot);
 
 	while (!atomic_compare_exchange_weak(slot, &v, slot_next(v, (uint32_t)s)))
@@ -243,7 +270,7 @@ retry_budget_take(struct retry_budget *b, const struct conf_retries *c,
 	uint64_t v, others, own;
 	double limit;
 
-	limit = c->budget_ratio * (double)ring_sum(b->requests, sec, -1) +
+	limit = c->budget_ratio * (double)requests_sum(b, sec) +
 	    (double)c->budget_min_per_second * BUDGET_SLOTS;
 	v = atomic_load(slot);
 	do {
@@ -275,6 +302,6 @@ retry_budget_counts(struct retry_budget *b, int64_t now_ms,
 {
 	uint32_t sec = (uint32_t)second_of(now_ms);
 
-	*requests = ring_sum(b->requests, sec, -1);
+	*requests = requests_sum(b, sec);
 	*retries = ring_sum(b->retries, sec, -1);
 }

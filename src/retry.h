@@ -83,10 +83,12 @@ extern const char retry_why_deadline[];
  */
 struct retry_budget;
 
-struct retry_budget *retry_budget_new(void);	/* NULL when out of memory */
+/* Requests are counted per worker, 0 .. N_WORKERS - 1 (any index is taken
+ * modulo N_WORKERS); NULL when out of memory. */
+struct retry_budget *retry_budget_new(unsigned n_workers);
 void retry_budget_free(struct retry_budget *b);
-/* Count an original request (not a retry). */
-void retry_budget_request(struct retry_budget *b, int64_t now_ms);
+/* Count an original request (not a retry), in WORKER's count. */
+void retry_budget_request(struct retry_budget *b, unsigned worker, int64_t now_ms);
 /* true, and the retry is counted, when the budget allows one more. */
 bool retry_budget_take(struct retry_budget *b, const struct conf_retries *c,
     int64_t now_ms);

@@ -18,10 +18,11 @@ struct runtime {
 	struct breaker *inbound_breaker;
 	struct metrics *metrics;
 	int inbound_metrics_id;
+	unsigned n_shares;		/* workers + the main thread */
 };
 
 struct runtime *
-runtime_new(struct metrics *m)
+runtime_new(struct metrics *m, unsigned n_workers)
 {
 	struct runtime *rt = calloc(1, sizeof(*rt));
 
@@ -29,6 +30,7 @@ runtime_new(struct metrics *m)
 		return NULL;
 	rt->metrics = m;
 	rt->inbound_metrics_id = -1;
+	rt->n_shares = n_workers + 1;
 	rt->inbound_bucket = bucket_new();
 	rt->inbound_breaker = breaker_new();
 	if (rt->inbound_bucket == NULL || rt->inbound_breaker == NULL) {
@@ -84,10 +86,11 @@ runtime_service(struct runtime *rt, const struct conf_service *c)
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
 	s->metrics_id = rt->metrics ? metrics_service_id(rt->metrics, c->name) : -1;
+	s->n_shares = rt->n_shares;
 	s->name = strdup(c->name);
 	s->breaker = breaker_new();
 	s->bucket = bucket_new();
-	s->budget = retry_budget_new();
+	s->budget = retry_budget_new(rt->n_shares);
 	if (s->name == NULL || s->breaker == NULL || s->bucket == NULL ||
 	    s->budget == NULL ||
 	    (grown = realloc(rt->svcs, (rt->n + 1) * sizeof(*grown))) == NULL) {
@@ -107,13 +110,14 @@ runtime_endpoint(struct svc_runtime *s, const char *address)
 	for (size_t i = 0; i < s->n_eps; i++)
 		if (strcmp(s->eps[i]->address, address) == 0)
 			return s->eps[i];
-	if ((e = calloc(1, sizeof(*e))) == NULL ||
+	if ((e = cacheline_calloc(sizeof(*e) + s->n_shares * sizeof(e->share[0]))) == NULL ||
 	    (grown = realloc(s->eps, (s->n_eps + 1) * sizeof(*grown))) == NULL) {
 		free(e);
 		return NULL;
 	}
 	snprintf(e->address, sizeof(e->address), "%s", address);
 	atomic_init(&e->healthy, true);
+	e->n_shares = s->n_shares;
 	s->eps = grown;
 	s->eps[s->n_eps++] = e;
 	return e;
@@ -165,4 +169,33 @@ runtime_services(struct runtime *rt, struct svc_runtime ***out)
 {
 	*out = rt->svcs;
 	return rt->n;
+}
+
+struct ep_share *
+ep_runtime_share(struct ep_runtime *e, unsigned worker)
+{
+	return &e->share[worker % e->n_shares];
+}
+
+void
+ep_runtime_gauges(const struct ep_runtime *e, struct ep_gauges *out)
+{
+	uint64_t ewma_sum = 0;
+	unsigned with_ewma = 0;
+
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < e->n_shares; i++) {
+		const struct ep_share *sh = &e->share[i];
+		uint64_t ewma = atomic_load_explicit(&sh->ewma_us, memory_order_relaxed);
+
+		out->idle += atomic_load_explicit(&sh->idle, memory_order_relaxed);
+		out->active += atomic_load_explicit(&sh->active, memory_order_relaxed);
+		out->in_flight += atomic_load_explicit(&sh->in_flight, memory_order_relaxed);
+		out->streams += atomic_load_explicit(&sh->streams, memory_order_relaxed);
+		if (ewma) {
+			ewma_sum += ewma;
+			with_ewma++;
+		}
+	}
+	out->ewma_us = with_ewma ? ewma_sum / with_ewma : 0;
 }

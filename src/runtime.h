@@ -9,31 +9,52 @@
 #ifndef FERRY_RUNTIME_H
 #define FERRY_RUNTIME_H
 
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "breaker.h"
+#include "cacheline.h"
 #include "config.h"
 #include "outlier.h"
 #include "ratelimit.h"
 #include "retry.h"
 
+/* One worker's share of an endpoint's gauges, for /services: written by
+ * that worker alone, on its own cache line (cacheline.h), read by the admin
+ * page, which adds the shares up (ep_runtime_gauges). */
+struct ep_share {
+	alignas(CACHE_LINE) _Atomic int32_t idle, active;	/* pooled connections */
+	_Atomic int32_t in_flight;
+	_Atomic int32_t streams;	/* open HTTP/2 streams */
+	_Atomic uint64_t ewma_us;	/* this worker's latency EWMA; 0: none yet */
+};
+
 /* One endpoint address (a DNS name may give several), kept for the life
- * of the process once seen, so in-flight users never hold a dangling one. */
+ * of the process once seen, so in-flight users never hold a dangling one.
+ * What is above the shares is written rarely (a connection opened, a
+ * health check), so the lines every request reads stay in every CPU. */
 struct ep_runtime {
 	char address[80];		/* "10.0.0.5:5000", "[fd00::1]:5000" */
 	_Atomic uint32_t conns;		/* open upstream connections, all workers */
 	_Atomic bool healthy;		/* by active health checks; starts true */
 	_Atomic uint32_t hc_streak;	/* consecutive results against the state */
-	/* for /services and the gauges; workers add, the admin page reads */
-	_Atomic int32_t idle, active;	/* pooled connections */
-	_Atomic int32_t in_flight;
-	_Atomic uint64_t ewma_us;	/* the last worker's latency EWMA */
 	_Atomic bool h2;		/* spoken to over HTTP/2 */
-	_Atomic int32_t streams;	/* open HTTP/2 streams to it */
+	unsigned n_shares;
+	struct ep_share share[];	/* one per worker (runtime_new) */
 };
+
+/* The sums of E's shares; ewma_us is the mean of the workers that have
+ * one (each worker keeps its own EWMA of what it saw). */
+struct ep_gauges {
+	int32_t idle, active, in_flight, streams;
+	uint64_t ewma_us;
+};
+void ep_runtime_gauges(const struct ep_runtime *e, struct ep_gauges *out);
+/* Worker WORKER's share of E (any index is taken modulo the shares). */
+struct ep_share *ep_runtime_share(struct ep_runtime *e, unsigned worker);
 
 struct svc_runtime {
 	char *name;
@@ -43,14 +64,18 @@ struct svc_runtime {
 	struct retry_budget *budget;
 	struct ep_runtime **eps;	/* every address ever seen, grow-only */
 	size_t n_eps;
+	unsigned n_shares;		/* of each endpoint (runtime_new) */
 };
 
 struct runtime;
 
 struct metrics;
 
-/* Service metrics ids come from M (may be NULL in tests). */
-struct runtime *runtime_new(struct metrics *m);
+/* Service metrics ids come from M (may be NULL in tests). State that
+ * workers write on every request is kept in one share per worker, for
+ * workers 0 .. N_WORKERS - 1 and the main thread (index N_WORKERS), as
+ * metrics shards are. */
+struct runtime *runtime_new(struct metrics *m, unsigned n_workers);
 void runtime_free(struct runtime *rt);
 /* The state of service SVC (by name), created on first sight; NULL when
  * out of memory. Main thread only. */

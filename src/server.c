@@ -757,7 +757,7 @@ server_run(struct config *conf, bool log_level_from_cli)
 	srv.n_workers = conf->workers;
 	srv.level_from_cli = log_level_from_cli;
 	if ((srv.metrics = metrics_new(srv.n_workers)) == NULL ||
-	    (srv.runtime = runtime_new(srv.metrics)) == NULL ||
+	    (srv.runtime = runtime_new(srv.metrics, srv.n_workers)) == NULL ||
 	    (srv.history = history_new()) == NULL) {
 		server_free(&srv);
 		return 1;

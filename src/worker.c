@@ -161,6 +161,7 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 		if (eps[i] == NULL && (eps[i] = endpoint_new(&set->items[i])) == NULL)
 			continue;
 		eps[i]->rt = set->items[i].rt;
+		eps[i]->share = eps[i]->rt ? ep_runtime_share(eps[i]->rt, (unsigned)w->id) : NULL;
 		eps[i]->outlier = set->items[i].outlier;
 		eps[i]->weight = set->items[i].weight;
 	}

@@ -46,6 +46,7 @@ struct endpoint {
 	uint64_t opened;		/* connections opened, ever */
 	SSL_SESSION *session;		/* for resumption, owned */
 	struct ep_runtime *rt;		/* shared by all workers; NULL inbound */
+	struct ep_share *share;		/* this worker's share of rt's gauges */
 	struct outlier *outlier;	/* in the service's current group; NULL inbound */
 	uint32_t in_flight;		/* attempts on it now, this worker */
 	double ewma_ms;			/* latency to the response head; failures

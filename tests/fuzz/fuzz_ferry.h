@@ -974,7 +974,7 @@ ff_init(const char *yaml_fmt)
 	ids_thread_init();
 	worker_via_init();
 	PROP((ff.metrics = metrics_new(1)) != NULL);
-	PROP((ff.rt = runtime_new(ff.metrics)) != NULL);
+	PROP((ff.rt = runtime_new(ff.metrics, 1)) != NULL);
 	d = deps;
 	d.rt = ff.rt;
 	d.metrics = ff.metrics;
@@ -1111,11 +1111,12 @@ ff_idle_check(int fds_before)
 		PROP(breaker_in_flight(s->rt->breaker) == 0);
 		for (size_t j = 0; j < s->n_eps; j++) {
 			const struct endpoint *ep = s->eps[j];
+			struct ep_gauges gg;
 
+			ep_runtime_gauges(ep->rt, &gg);
 			PROP(ep->in_flight == 0 && ep->n_active == 0 && ep->n_idle == 0);
-			PROP(atomic_load(&ep->rt->conns) == 0 && atomic_load(&ep->rt->streams) == 0);
-			PROP(atomic_load(&ep->rt->active) == 0 && atomic_load(&ep->rt->idle) == 0);
-			PROP(atomic_load(&ep->rt->in_flight) == 0);
+			PROP(atomic_load(&ep->rt->conns) == 0 && gg.streams == 0);
+			PROP(gg.active == 0 && gg.idle == 0 && gg.in_flight == 0);
 		}
 	}
 	/* ferry closed its upstream connections, so the stubs saw EOF */

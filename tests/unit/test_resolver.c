@@ -1336,7 +1336,7 @@ refresh_gap(const char *srv, const char *host, int64_t dns_refresh_ms, const cha
 		.endpoints = &ep, .n_endpoints = srv ? 0 : 1,
 	};
 	struct config conf = { .services = &svc, .n_services = 1 };
-	struct runtime *rt = runtime_new(NULL);
+	struct runtime *rt = runtime_new(NULL, 1);
 	struct discovery *d;
 	int64_t start = clock_now_ms();
 	int published = 0;

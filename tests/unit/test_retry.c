@@ -222,7 +222,7 @@ END_TEST
 /* min_per_second alone: 10 * mps retries in 10 s, then none. */
 START_TEST(test_budget_min_per_second)
 {
-	struct retry_budget *b = retry_budget_new();
+	struct retry_budget *b = retry_budget_new(1);
 	struct conf_retries c = { .budget_ratio = 0, .budget_min_per_second = 10 };
 
 	for (int i = 0; i < 100; i++)
@@ -240,7 +240,7 @@ END_TEST
 /* The window slides by whole seconds: old seconds expire one by one. */
 START_TEST(test_budget_slides)
 {
-	struct retry_budget *b = retry_budget_new();
+	struct retry_budget *b = retry_budget_new(1);
 	struct conf_retries c = { .budget_ratio = 0, .budget_min_per_second = 1 };
 	uint64_t req, ret;
 
@@ -267,13 +267,13 @@ END_TEST
 
 START_TEST(test_budget_ratio)
 {
-	struct retry_budget *b = retry_budget_new();
+	struct retry_budget *b = retry_budget_new(3);	/* requests from 3 workers */
 	struct conf_retries c = { .budget_ratio = 0.2, .budget_min_per_second = 0 };
 	uint64_t req, ret;
 
 	ck_assert(!retry_budget_take(b, &c, 0));	/* no traffic, no retries */
 	for (int i = 0; i < 50; i++)
-		retry_budget_request(b, i * 100);	/* 50 over 5 s */
+		retry_budget_request(b, (unsigned)i % 4, i * 100);	/* 50 over 5 s; 3 is 0 */
 	for (int i = 0; i < 10; i++)
 		ck_assert(retry_budget_take(b, &c, 5000));
 	ck_assert(!retry_budget_take(b, &c, 5000));
@@ -295,7 +295,7 @@ END_TEST
 /* Clocks before 0 (floor, not truncation, to the second). */
 START_TEST(test_budget_negative_clock)
 {
-	struct retry_budget *b = retry_budget_new();
+	struct retry_budget *b = retry_budget_new(1);
 	struct conf_retries c = { .budget_min_per_second = 1 };
 
 	for (int s = -5; s < 5; s++)
@@ -312,6 +312,7 @@ struct hammer {
 	const struct conf_retries *c;
 	int64_t now_ms;
 	atomic_int *granted, *start;
+	unsigned worker;
 };
 
 static void *
@@ -324,7 +325,7 @@ hammer_take(void *arg)
 		;
 	for (int i = 0; i < 20000; i++) {
 		if (i % 4 == 0)
-			retry_budget_request(h->b, h->now_ms);
+			retry_budget_request(h->b, h->worker, h->now_ms);
 		mine += retry_budget_take(h->b, h->c, h->now_ms);
 	}
 	atomic_fetch_add(h->granted, mine);
@@ -338,14 +339,14 @@ START_TEST(test_budget_threads)
 	struct conf_retries c = { .budget_ratio = 0, .budget_min_per_second = 100 };
 
 	for (int round = 0; round < (_i ? 20 : 1); round++) {
-		struct retry_budget *b = retry_budget_new();
+		struct retry_budget *b = retry_budget_new(4);
 		struct hammer h[4];
 		pthread_t t[4];
 		atomic_int granted = 0, start = 0;
 
 		for (int i = 0; i < 4; i++) {
 			h[i] = (struct hammer){ b, &c, 3000 + _i * i * 1000, &granted,
-			    &start };
+			    &start, (unsigned)i };
 			ck_assert_int_eq(pthread_create(&t[i], NULL, hammer_take, &h[i]), 0);
 		}
 		atomic_store(&start, 1);
