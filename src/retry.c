@@ -252,7 +252,8 @@ void
 retry_budget_request(struct retry_budget *b, unsigned worker, int64_t now_ms)
 {
 	int64_t s = second_of(now_ms);
-	_Atomic uint64_t *slot = &b->requests[worker % b->n_rings].slot[slot_index(s)];
+	unsigned r = worker < b->n_rings ? worker : worker % b->n_rings;	/* no divide */
+	_Atomic uint64_t *slot = &b->requests[r].slot[slot_index(s)];
 	uint64_t v = atomic_load(slot);
 
 	while (!atomic_compare_exchange_weak(slot, &v, slot_next(v, (uint32_t)s)))
