@@ -23,6 +23,7 @@
 
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
 const char *const conf_scheduling_names[] = { "batch", "normal", NULL };
+const char *const conf_affinity_names[] = { "auto", "off", NULL };
 
 /* log.access: "stdout", "off", or a file (relative to the config's dir). */
 static void
@@ -97,6 +98,8 @@ static const struct field root_fields[] = {
 	{ "workers", fld_u32, offsetof(struct config, workers), 1, 1024, NULL },
 	{ "scheduling", fld_enum, offsetof(struct config, scheduling), 0, 0,
 	  conf_scheduling_names },
+	{ "cpu_affinity", fld_enum, offsetof(struct config, cpu_affinity), 0, 0,
+	  conf_affinity_names },
 	{ "log", fld_section, 0, 0, 0, log_fields },
 	{ "drain_delay", fld_duration, offsetof(struct config, drain_delay), 0, 0, NULL },
 	{ "drain_timeout", fld_duration, offsetof(struct config, drain_timeout), 0, 0, NULL },
@@ -406,6 +409,7 @@ config_new(struct loader *l, const char *path)
 	c->drain_timeout = 30000;
 	c->workers = 0;		/* resolved after loading */
 	c->scheduling = CONF_SCHED_BATCH;
+	c->cpu_affinity = CONF_AFFINITY_AUTO;
 	listeners_init(l);
 	if (c->path == NULL || c->log_access == NULL || l->oom) {
 		config_free(c);

@@ -261,12 +261,16 @@ enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 /* The workers' CPU scheduling policy (README: "scheduling"). */
 enum conf_scheduling { CONF_SCHED_BATCH = 0, CONF_SCHED_NORMAL };
 extern const char *const conf_scheduling_names[];	/* as written in YAML */
+/* Whether each worker is bound to a CPU of its own (README: "cpu_affinity"). */
+enum conf_affinity { CONF_AFFINITY_AUTO = 0, CONF_AFFINITY_OFF };
+extern const char *const conf_affinity_names[];	/* as written in YAML */
 
 struct config {
 	_Atomic int refs;
 	char *path;			/* as given with -c */
 	uint32_t workers;		/* resolved: never 0 */
 	enum conf_scheduling scheduling;	/* batch */
+	enum conf_affinity cpu_affinity;	/* auto */
 	enum log_level log_level;
 	char *log_access;		/* "stdout", "off" or a path */
 	int64_t drain_delay;		/* 5s */

@@ -568,6 +568,9 @@ config_to_json(const struct config *c, struct sbuf *o)
 	key(o, "scheduling", false);
 	str(o, (unsigned)c->scheduling <= CONF_SCHED_NORMAL ? conf_scheduling_names[c->scheduling] :
 	    NULL);
+	key(o, "cpu_affinity", false);
+	str(o, (unsigned)c->cpu_affinity <= CONF_AFFINITY_OFF ?
+	    conf_affinity_names[c->cpu_affinity] : NULL);
 
 	key(o, "log", false);
 	sbuf_add(o, "{", 1);

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "affinity.h"
 #include "blocks.h"
 #include "clock.h"
 #include "exchange.h"
@@ -437,6 +439,36 @@ apply_scheduling(struct worker *w, const struct config *c)
 	w->made_batch = want == SCHED_BATCH;
 }
 
+/*
+ * cpu_affinity: auto binds the worker to its CPU (affinity.h); off, or a
+ * process allowed more or fewer CPUs than it has workers, leaves it where
+ * it started. Only what was bound here is undone. Denied (the shipped
+ * unit's system call filter), the worker runs unbound, said once.
+ */
+static void
+apply_affinity(struct worker *w, const struct config *c)
+{
+	int cpu = c->cpu_affinity == CONF_AFFINITY_AUTO ?
+	    affinity_cpu(&w->allowed, w->n_siblings, (unsigned)w->id) : -1;
+	cpu_set_t one;
+	int err;
+
+	if (cpu == w->bound_cpu)
+		return;
+	if (cpu < 0) {
+		err = pthread_setaffinity_np(pthread_self(), sizeof(w->allowed), &w->allowed);
+	} else {
+		CPU_ZERO(&one);
+		CPU_SET(cpu, &one);
+		err = pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+	}
+	if (err != 0) {
+		log_info("worker %d: CPU affinity unchanged: %s", w->id, strerror(err));
+		return;
+	}
+	w->bound_cpu = cpu;
+}
+
 /* Listeners follow the new snapshot: limits from it, service ports added
  * or closed. Addresses of the main listeners need a restart (the main
  * thread says so). */
@@ -563,6 +595,7 @@ worker_swap(struct worker *w, struct swap *sw)
 		worker_set_endpoints(w, sw->sets[k]);
 	swap_listeners(w, old->conf, g->conf);
 	apply_scheduling(w, g->conf);
+	apply_affinity(w, g->conf);
 	old->next_old = w->old;
 	w->old = old;
 	gen_unref(w, old);
@@ -671,6 +704,9 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	apply_scheduling(w, w->gen->conf);
+	w->bound_cpu = -1;
+	if (pthread_getaffinity_np(pthread_self(), sizeof(w->allowed), &w->allowed) == 0)
+		apply_affinity(w, w->gen->conf);
 	ids_thread_init();
 	if (w->alog)
 		accesslog_attach(w->alog, w->base);

@@ -8,6 +8,7 @@
 #define FERRY_WORKER_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -199,6 +200,8 @@ struct worker {
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
 	bool draining;
 	bool made_batch;		/* SCHED_BATCH set by apply_scheduling() */
+	cpu_set_t allowed;		/* the thread's CPUs as it started */
+	int bound_cpu;			/* by apply_affinity(); -1: not bound */
 };
 
 /* Arms timer EV to fire at AT_MS (clock_now_ms() time; past means now). */

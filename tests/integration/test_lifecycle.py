@@ -16,6 +16,7 @@ import ssl
 import tempfile
 import threading
 import time
+import unittest
 import uuid
 
 import harness
@@ -261,6 +262,67 @@ class SchedulingTest(LifecycleCase):
         self.reload(f, cfg)
         self.assertEqual(f.get("/", host="svc").status, 200)
         self.assertEqual(thread_policies(f).get("ferry-worker"), [os.SCHED_BATCH] * 2)
+
+
+def thread_cpus(f):
+    """{thread name: [CPU set of each such thread]} of ferry's process."""
+    out = {}
+    task = "/proc/%d/task" % f.proc.pid
+    for tid in os.listdir(task):
+        try:
+            with open("%s/%s/comm" % (task, tid)) as fh:
+                name = fh.read().strip()
+            cpus = os.sched_getaffinity(int(tid))
+        except OSError:
+            continue            # a thread that just ended
+        out.setdefault(re.sub(r"-\d+$", "", name), []).append(cpus)
+    return out
+
+
+@unittest.skipUnless(len(os.sched_getaffinity(0)) >= 2, "needs two CPUs")
+class AffinityTest(LifecycleCase):
+    """cpu_affinity (README): with as many CPUs allowed as workers, each
+    worker is bound to its own one by default; `off` (a reload) gives them
+    the whole set back; with more CPUs than workers none is bound."""
+
+    def start_on(self, cpus, **conf):
+        up = self.upstream()
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpus)       # ferry inherits it
+        try:
+            cfg = harness.ferry_config({"svc": service(up)}, **conf)
+            f = self.ferry(config=cfg)
+        finally:
+            os.sched_setaffinity(0, before)
+        self.assertEqual(f.get("/", host="svc").status, 200)
+        return f, cfg
+
+    def test_each_worker_on_its_own_cpu_and_reload_unbinds(self):
+        two = set(sorted(os.sched_getaffinity(0))[:2])
+        f, cfg = self.start_on(two, workers=2)
+        t = thread_cpus(f)
+        self.assertEqual(sorted(map(sorted, t.get("ferry-worker"))),
+                         sorted([c] for c in two), t)
+        self.assertEqual(t.get("ferry"), [two], t)          # the main thread
+        self.assertEqual(t.get("ferry-log"), [two], t)
+        self.reload(f, deep_merge(cfg, {"cpu_affinity": "off"}))
+        self.assertTrue(wait_until(lambda: thread_cpus(f).get("ferry-worker") ==
+                                   [two, two], 2.0), thread_cpus(f))
+        self.reload(f, cfg)
+        self.assertTrue(wait_until(lambda: sorted(map(sorted, thread_cpus(f)
+                                                      .get("ferry-worker"))) ==
+                                   sorted([c] for c in two), 2.0), thread_cpus(f))
+        self.assertEqual(f.get("/", host="svc").status, 200)
+
+    def test_more_cpus_than_workers_binds_none(self):
+        two = set(sorted(os.sched_getaffinity(0))[:2])
+        f, _ = self.start_on(two, workers=1)
+        self.assertEqual(thread_cpus(f).get("ferry-worker"), [two])
+
+    def test_off_binds_none(self):
+        two = set(sorted(os.sched_getaffinity(0))[:2])
+        f, _ = self.start_on(two, workers=2, cpu_affinity="off")
+        self.assertEqual(thread_cpus(f).get("ferry-worker"), [two, two])
 
 
 class ReloadTest(LifecycleCase):

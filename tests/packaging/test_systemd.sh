@@ -106,7 +106,7 @@ fi
 
 # ---------------------------------------------------- syscall filter ----
 # What the unit allows: @system-service less @privileged and @resources,
-# groups expanded as this systemd defines them.
+# groups expanded as this systemd defines them, and sched_setaffinity back.
 systemd-analyze syscall-filter --no-pager >"$tmp/groups.txt" 2>/dev/null
 python3 - "$tmp/groups.txt" >"$tmp/allowed.txt" <<'EOF'
 import sys
@@ -131,6 +131,7 @@ def expand(name, seen=None):
             out.add(m)
     return out
 allowed = expand('@system-service') - expand('@privileged') - expand('@resources')
+allowed.add('sched_setaffinity')
 assert len(allowed) > 100, 'could not parse systemd-analyze syscall-filter'
 print('\n'.join(sorted(allowed)))
 EOF
