@@ -442,8 +442,9 @@ apply_scheduling(struct worker *w, const struct config *c)
 /*
  * cpu_affinity: auto binds the worker to its CPU (affinity.h); off, or a
  * process allowed more or fewer CPUs than it has workers, leaves it where
- * it started. Only what was bound here is undone. Denied (the shipped
- * unit's system call filter), the worker runs unbound, said once.
+ * it started. Only what was bound here is undone. Denied (a system call
+ * filter), the worker runs unbound and says so, at start and at each
+ * reload that asks again.
  */
 static void
 apply_affinity(struct worker *w, const struct config *c)
