@@ -528,6 +528,16 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 	return 0;
 }
 
+/* The session's open streams, and this worker's share of the endpoint's
+ * count for /services. */
+static void
+streams_add(struct h2up *s, int d)
+{
+	s->streams += d;
+	if (s->ep->share)
+		atomic_fetch_add_explicit(&s->ep->share->streams, d, memory_order_relaxed);
+}
+
 static int
 on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 {
@@ -540,9 +550,7 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 		return 0;
 	st->closed = true;
 	st->refused = error_code == NGHTTP2_REFUSED_STREAM;
-	s->streams--;
-	if (s->ep->share)
-		atomic_fetch_sub_explicit(&s->ep->share->streams, 1, memory_order_relaxed);
+	streams_add(s, -1);
 	nghttp2_session_set_stream_user_data(ng, id, NULL);
 	if ((x = st->x) != NULL) {
 		/* closed before its end: a reset, or the session went; the
@@ -588,9 +596,7 @@ session_fail(struct h2up *s, enum attempt_result r, enum ferry_error e, const ch
 
 		if (!st->closed) {
 			st->closed = true;
-			s->streams--;
-			if (s->ep->share)
-				atomic_fetch_sub_explicit(&s->ep->share->streams, 1, memory_order_relaxed);
+			streams_add(s, -1);
 		}
 		if (x != NULL) {
 			snprintf(msg, sizeof(msg), r == AR_RESET ?
@@ -864,9 +870,7 @@ stream_submit(struct exchange *x, struct h2up *s)
 		return false;
 	}
 	st->id = id;
-	s->streams++;
-	if (s->ep->share)
-		atomic_fetch_add_explicit(&s->ep->share->streams, 1, memory_order_relaxed);
+	streams_add(s, 1);
 	event_del(s->timer);
 	session_flush(s);
 	return x->live && x->up2 == st;
