@@ -422,9 +422,9 @@ svc_tls(struct conf_service *svc, const char *server_name, const char *san)
 
 /* An endpoint: HOST as configured, 127.0.0.1:PORT as resolved. */
 struct ep {
-	struct ep_runtime rt;
 	char host[64], addr[80];
 	struct sockaddr_in sin;
+	struct ep_runtime rt;	/* last: it ends in the (here empty) shares */
 };
 
 static void
