@@ -568,7 +568,10 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 	sbuf_add(out, "HTTP/1.1 ", 9);
 	sbuf_addu(out, (unsigned)h->status);
 	sbuf_add(out, " ", 1);
-	sbuf_add(out, msg + h->reason.off, h->reason.len);
+	if (h->reason.len > 0)
+		sbuf_add(out, msg + h->reason.off, h->reason.len);
+	else
+		sbuf_adds(out, http_reason(h->status));
 	sbuf_add(out, "\r\n", 2);
 	for (uint32_t i = 0; i < h->n_headers; i++) {
 		const struct http_header *hd = &h->h[i];

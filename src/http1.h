@@ -78,6 +78,12 @@ struct http_header {
  * limits). Every maker of a head classifies its fields with it. */
 enum hdr_kind http_header_kind(const char *name, size_t len, bool *own);
 
+/* The reason phrase RFC 9110 gives STATUS ("" for a code it names none
+ * for): written when a response has none of its own (one that came over
+ * HTTP/2 never has), as some HTTP/1.1 clients do not take a status line
+ * without one. */
+const char *http_reason(int status);
+
 /* The bytes a field counts for, as ferry writes it: "name: value\r\n".
  * The sender's part of a head is counted so (with its start line as ferry
  * writes it, and the empty line), however it was spaced: what ferry

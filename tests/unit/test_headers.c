@@ -798,9 +798,12 @@ START_TEST(test_response_status_line)
 	ck_assert_str_eq(build_resp("HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n", &a),
 	    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
 	    "x-correlation-id: c-1\r\nx-request-id: r-1\r\nkeep-alive: timeout=5\r\n\r\n");
-	/* no reason phrase */
+	/* no reason phrase: RFC 9110's, or none for a code it names none for */
 	ck_assert_str_eq(build_resp("HTTP/1.1 503\r\nContent-Length: 0\r\n\r\n", &a),
-	    "HTTP/1.1 503 \r\nContent-Length: 0\r\n"
+	    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+	    "x-correlation-id: c-1\r\nx-request-id: r-1\r\nkeep-alive: timeout=5\r\n\r\n");
+	ck_assert_str_eq(build_resp("HTTP/1.1 299 \r\nContent-Length: 0\r\n\r\n", &a),
+	    "HTTP/1.1 299 \r\nContent-Length: 0\r\n"
 	    "x-correlation-id: c-1\r\nx-request-id: r-1\r\nkeep-alive: timeout=5\r\n\r\n");
 	a.keep_alive_timeout = 0;
 	ck_assert_str_eq(build_resp("HTTP/1.1 204 No Content\r\n\r\n", &a),
