@@ -14,7 +14,8 @@ The result is compared with tests/perf/budget.json: more than 10 % over a
 scenario's budget fails; more than 10 % under it is reported (lower the
 budget) but passes. `--update` rewrites the budget with what was measured.
 Exit 77 (meson: skipped) when valgrind or h2load is missing, or when the
-build is not the one the budget is for (debugoptimized, no sanitizers).
+build is not the one the budget is for (debugoptimized, no sanitizers, no
+profile: tools/build makes profile-guided builds).
 """
 
 import argparse
@@ -275,6 +276,7 @@ def build_facts(binary):
             opts = {o["name"]: o["value"] for o in json.load(f)}
         facts["buildtype"] = opts.get("buildtype")
         facts["b_sanitize"] = opts.get("b_sanitize")
+        facts["b_pgo"] = opts.get("b_pgo")
         with open(os.path.join(info, "intro-dependencies.json")) as f:
             for dep in json.load(f):
                 if dep["name"] in ("openssl", "libevent_core", "libnghttp2"):
@@ -383,10 +385,12 @@ def main():
             print("SKIP: %s not found (tools/install-deps installs valgrind and nghttp2-client)" % tool)
             return SKIP
     facts = build_facts(harness.ferry_bin())
-    if facts.get("buildtype") != "debugoptimized" or facts.get("b_sanitize") != "none":
-        print("SKIP: the budget is for a debugoptimized build without sanitizers (as tools/test "
-              "builds build-test); %s is buildtype %s, b_sanitize %s"
-              % (harness.ferry_bin(), facts.get("buildtype"), facts.get("b_sanitize")))
+    if (facts.get("buildtype") != "debugoptimized" or facts.get("b_sanitize") != "none"
+            or facts.get("b_pgo") not in ("off", None)):
+        print("SKIP: the budget is for a debugoptimized build without sanitizers or profile (as "
+              "tools/test builds build-test); %s is buildtype %s, b_sanitize %s, b_pgo %s"
+              % (harness.ferry_bin(), facts.get("buildtype"), facts.get("b_sanitize"),
+                 facts.get("b_pgo")))
         return SKIP
     runs = []
     for i in range(runs_wanted):
