@@ -209,7 +209,9 @@ ref_own(const char *msg, struct slice name)
 static inline void
 check_limits(const char *msg, const struct http_head *h, bool response)
 {
-	uint32_t own = 0, mine = response ? 15 + h->reason.len + 2 :
+	/* a response without a reason phrase gets RFC 9110's (http_reason) */
+	uint32_t own = 0, mine = response ? 15 + (h->reason.len > 0 ? h->reason.len :
+	    (uint32_t)strlen(http_reason(h->status))) + 2 :
 	    h->method.len + h->target.len + 12 + 2;
 
 	PROP(h->head_len <= HTTP_MAX_HEAD_ALL);

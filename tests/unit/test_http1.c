@@ -1380,6 +1380,26 @@ START_TEST(test_response_bad_reason)
 }
 END_TEST
 
+/* A status line without a phrase counts with the one ferry writes for it
+ * (http_reason), so the head it forwards counts for no more. */
+START_TEST(test_response_reason_counted_as_written)
+{
+	static const char none[] = "HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n";
+	static const char unnamed[] = "HTTP/1.1 299\r\nContent-Length: 0\r\n\r\n";
+	size_t used;
+
+	resp_init();
+	ck_assert_int_eq(http_parse(&hp, none, sizeof(none) - 1, 0, &used), HTTP_HEAD_DONE);
+	ck_assert_str_eq(http_reason(head.status), "Not Found");
+	ck_assert_uint_eq(head.mine_bytes, strlen("HTTP/1.1 404 Not Found\r\n"
+	    "Content-Length: 0\r\n\r\n"));
+	resp_init();
+	ck_assert_int_eq(http_parse(&hp, unnamed, sizeof(unnamed) - 1, 0, &used), HTTP_HEAD_DONE);
+	ck_assert_str_eq(http_reason(head.status), "");
+	ck_assert_uint_eq(head.mine_bytes, strlen("HTTP/1.1 299 \r\nContent-Length: 0\r\n\r\n"));
+}
+END_TEST
+
 START_TEST(test_slice_eq_ci)
 {
 	static const char msg[] = "xxConnectionyy";
@@ -1595,6 +1615,7 @@ http1_suite(void)
 	tcase_add_test(tr, test_response_bad);
 	tcase_add_test(tr, test_response_bad_status);
 	tcase_add_test(tr, test_response_bad_reason);
+	tcase_add_test(tr, test_response_reason_counted_as_written);
 	suite_add_tcase(s, tr);
 
 	tcase_add_test(tu, test_buf_basics);
