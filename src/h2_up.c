@@ -44,6 +44,8 @@ struct h2up {
 	bool connected;
 	bool closed;
 	bool doomed;
+	bool goaway;			/* the peer's GOAWAY came: */
+	int32_t goaway_last;		/* streams above it were never processed */
 	int depth;			/* inside nghttp2 */
 	struct deferred flush;		/* session_flush(): at the end of the turn */
 	struct event *timer;		/* idle close, or a close from a callback */
@@ -466,6 +468,10 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
 			s->connected = true;
 		break;
+	case NGHTTP2_GOAWAY:
+		s->goaway = true;
+		s->goaway_last = frame->goaway.last_stream_id;
+		break;
 	default:
 		break;
 	}
@@ -596,6 +602,13 @@ session_fail(struct h2up *s, enum attempt_result r, enum ferry_error e, const ch
 		char msg[200];
 
 		if (!st->closed) {
+			/* never processed (RFC 9113 6.8): above the peer's GOAWAY,
+			 * or its HEADERS never left (nghttp2 opens a stream as it
+			 * sends them, and sends none after a GOAWAY): it may go
+			 * again (h2_unprocessed), as a refused one does */
+			if ((s->goaway && st->id > s->goaway_last) ||
+			    (st->id > 0 && nghttp2_session_find_stream(s->ng, st->id) == NULL))
+				st->refused = true;
 			st->closed = true;
 			streams_add(s, -1);
 		}
