@@ -375,10 +375,10 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	if (nlen > 0 && name[0] == ':')
 		return 0;
 	kind = http_header_kind((const char *)name, nlen, &own);
-	/* "HTTP/1.1 200 OK\r\n" (http_reason) and the empty line, then
-	 * "name: value\r\n" each; :status came first (nghttp2 checks) */
+	/* the status line and the empty line, then "name: value\r\n" each;
+	 * :status came first (nghttp2 checks) */
 	if (st->head_bytes == 0 && !st->got_trailers)
-		st->head_bytes = h->mine_bytes = 17 + (uint32_t)strlen(http_reason(h->status));
+		st->head_bytes = h->mine_bytes = http_status_line_bytes(h);
 	st->head_bytes += http_field_bytes(nlen, vlen);
 	if (st->got_trailers) {
 		/* all of the trailers' count: ferry's own names are no trailers */

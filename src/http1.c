@@ -603,10 +603,8 @@ has_cr_lf_nul(const char *v, size_t n)
 static bool
 values_clean(const char *msg, struct http_head *h, bool response)
 {
-	/* the start line and the empty line, as ferry writes them: with
-	 * http_reason()'s phrase when the sender gave none */
-	uint32_t mine = response ? 15 + (h->reason.len > 0 ? h->reason.len :
-	    (uint32_t)strlen(http_reason(h->status))) + 2 :
+	/* the start line and the empty line, as ferry writes them */
+	uint32_t mine = response ? http_status_line_bytes(h) :
 	    h->method.len + h->target.len + 12 + 2;
 
 	for (uint32_t i = 0; i < h->n_headers; i++) {

@@ -134,6 +134,16 @@ struct http_head {
 	struct http_header inline_h[HTTP_HEAD_INLINE];
 };
 
+/* The bytes of H's status line and the empty line, as ferry writes them
+ * ("HTTP/1.1 200 OK\r\n" with http_reason's phrase when H has none, and
+ * "\r\n"): what a response head's count starts from. */
+static inline uint32_t
+http_status_line_bytes(const struct http_head *h)
+{
+	return 15 + (h->reason.len > 0 ? h->reason.len :
+	    (uint32_t)strlen(http_reason(h->status))) + 2;
+}
+
 /* An empty head on its inline table. A head that grew a table is
  * released first (http_head_release), or the table leaks. */
 void http_head_init(struct http_head *h);
