@@ -47,6 +47,7 @@ struct h2up {
 	bool goaway;			/* the peer's GOAWAY came: */
 	int32_t goaway_last;		/* streams above it were never processed */
 	int depth;			/* inside nghttp2 */
+	uint32_t drains;		/* times its backlog drained */
 	struct deferred flush;		/* session_flush(): at the end of the turn */
 	struct event *timer;		/* idle close, or a close from a callback */
 	int64_t idle_timeout_ms;
@@ -63,6 +64,7 @@ struct h2up_stream {
 	bool refused;			/* REFUSED_STREAM: never processed */
 	struct buf out;			/* request body for the peer's window */
 	bool out_eof;
+	uint32_t drains;		/* the session's, when last woken */
 	struct dechunk {		/* x->req's chunk framing, undone */
 		uint64_t left;		/* data bytes left in this chunk */
 		int state;		/* 0 size, 1 ext, 2 data, 3 data CRLF, 4 trailers, 5 done */
@@ -437,6 +439,47 @@ response_end(struct h2up_stream *st)
 	proxy_response_end(x, t->p, t->len, true);
 }
 
+/* The session's open streams, and this worker's share of the endpoint's
+ * count for /services. */
+static void
+streams_add(struct h2up *s, int d)
+{
+	s->streams += d;
+	if (s->ep->share)
+		atomic_fetch_add_explicit(&s->ep->share->streams, d, memory_order_relaxed);
+}
+
+/* After a GOAWAY nghttp2 sends no more HEADERS, but drops the ones it
+ * holds (opening their streams to close them as REFUSED_STREAM) only as
+ * it would send them: on a connection the peer stopped reading, that is
+ * when it ends. Their attempts go again now, on another connection
+ * (nghttp2_session_check_request_allowed is false here on): never
+ * processed (RFC 9113 6.8, h2_unprocessed). */
+static void
+streams_unsent_fail(struct h2up *s)
+{
+	struct h2up_stream *st;
+	char msg[200];
+
+	do {
+		/* a failed attempt may free other streams of S: start over */
+		for (st = s->list; st; st = st->next)
+			if (!st->closed && st->id > 0 && st->x &&
+			    nghttp2_session_find_stream(s->ng, st->id) == NULL)
+				break;
+		if (st == NULL)
+			break;
+		/* when nghttp2 drops those HEADERS, ST is gone */
+		nghttp2_session_set_stream_user_data(s->ng, st->id, NULL);
+		st->closed = true;
+		st->refused = true;
+		streams_add(s, -1);
+		snprintf(msg, sizeof(msg), "upstream %s said GOAWAY before the request went",
+		    st->x->ep->addr_text);
+		proxy_attempt_failed(st->x, AR_RESET, FE_SERVICE_ERROR, msg);	/* frees st */
+	} while (!s->closed);
+}
+
 static int
 on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 {
@@ -471,6 +514,7 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	case NGHTTP2_GOAWAY:
 		s->goaway = true;
 		s->goaway_last = frame->goaway.last_stream_id;
+		streams_unsent_fail(s);
 		break;
 	default:
 		break;
@@ -533,16 +577,6 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 		proxy_response_data(x, data, len);
 	}
 	return 0;
-}
-
-/* The session's open streams, and this worker's share of the endpoint's
- * count for /services. */
-static void
-streams_add(struct h2up *s, int d)
-{
-	s->streams += d;
-	if (s->ep->share)
-		atomic_fetch_add_explicit(&s->ep->share->streams, d, memory_order_relaxed);
 }
 
 static int
@@ -732,6 +766,29 @@ session_read(struct h2up *s)
 	session_flush(s);
 }
 
+/* The connection's backlog drained: a client paused on it (h2_congested)
+ * reads again. Its stream's body may all have gone before the pause, and
+ * then nothing in nghttp2 (which asks a stream with no body for no more:
+ * NGHTTP2_ERR_DEFERRED) would wake it. */
+static void
+streams_resume_bodies(struct h2up *s)
+{
+	struct h2up_stream *st;
+	uint32_t round = ++s->drains;
+
+	do {
+		/* a client's body may end exchanges, and free streams: start over */
+		for (st = s->list; st; st = st->next)
+			if (st->x && !st->out_eof && st->drains != round)
+				break;
+		if (st == NULL)
+			return;
+		st->drains = round;
+		if (buf_len(&st->out) <= H2UP_OUT_HIGH)
+			proxy_upstream_drained(st->x);
+	} while (!s->closed);
+}
+
 static void
 session_event(struct conn *c, enum conn_event ev, void *arg)
 {
@@ -763,6 +820,7 @@ session_event(struct conn *c, enum conn_event ev, void *arg)
 		return;
 	case CONN_DRAINED:
 		session_flush(s);
+		streams_resume_bodies(s);
 		return;
 	case CONN_READABLE:
 		session_read(s);
@@ -987,9 +1045,10 @@ h2_release(struct exchange *x, bool reusable)
 	(void)reusable;
 	x->up2 = NULL;
 	st->x = NULL;
-	if (!st->closed && !s->closed) {
-		/* unless both sides are done, the stream would stay open */
-		if (st->id > 0 && !(st->complete && st->out_eof && buf_len(&st->out) == 0))
+	if (!st->closed && !s->closed && st->id > 0) {
+		/* unless both sides are done, the stream would stay open (one
+		 * never submitted, id 0, is nghttp2's no more) */
+		if (!(st->complete && st->out_eof && buf_len(&st->out) == 0))
 			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
 		if (st->unconsumed)
 			nghttp2_session_consume_connection(s->ng, st->unconsumed);

@@ -22,6 +22,7 @@ import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
+import h2.settings  # noqa: E402
 
 from harness import FerryTestCase, LOOPBACK
 
@@ -559,6 +560,190 @@ class HostileH2UpstreamTest(FerryTestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
         self.assertLess(len(data.split(b"\r\n\r\n", 1)[1]), 1000, "a cut response, not a whole one")
         self.assert_still_serves()
+
+
+class StallingH2Upstream:
+    """An h2c server whose first connection takes one request's head,
+    grants it every byte of window, and then reads no more: ferry's writes
+    to it back up, and the HEADERS of streams submitted after wait in
+    ferry's HTTP/2 session. Then `goaway` (set it) sends a GOAWAY with last
+    stream 1 on that connection and keeps it open, still unread; `drain`
+    reads it again and answers. Every later connection answers each
+    request at once: 200, fine:PATH. With sip, the first connection is
+    never held but read in sips of 32 KiB, 2 ms apart."""
+
+    def __init__(self, sip=False):
+        self.sip = sip
+        self.goaway = threading.Event()
+        self.drain = threading.Event()
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.paths = []             # (connection number, :path)
+        self.connections = 0
+        self.sock = harness.bound_socket(reuseaddr=True)
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.address = "%s:%d" % (LOOPBACK, self.sock.getsockname()[1])
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+    def accept_loop(self):
+        for s in harness.accepted(self.sock, self.stopping):
+            with self.lock:
+                self.connections += 1
+                n = self.connections
+            threading.Thread(target=self.serve, args=(s, n), daemon=True).start()
+
+    def serve(self, s, n):
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        conn.increment_flow_control_window(2**31 - 1 - 65535)
+        s.settimeout(0.1)
+        hold = False        # the first head is in: read no more until told
+        try:
+            s.sendall(conn.data_to_send())
+            while not self.stopping.is_set():
+                if hold:
+                    while not (self.goaway.is_set() or self.drain.is_set() or
+                               self.stopping.is_set()):
+                        time.sleep(0.02)
+                    if self.goaway.is_set():
+                        conn.close_connection(error_code=0, last_stream_id=1)
+                        s.sendall(conn.data_to_send())
+                        self.stopping.wait()
+                        return
+                    hold = False
+                try:
+                    data = s.recv(32768 if self.sip and n == 1 else 1 << 20)
+                except socket.timeout:
+                    continue
+                if not data:
+                    return
+                if self.sip:
+                    time.sleep(0.002)
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        with self.lock:
+                            self.paths.append((n, dict(ev.headers)[":path"]))
+                        if n == 1 and ev.stream_id == 1 and not self.sip:
+                            hold = True
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        path = next(p for c, p in reversed(self.paths) if c == n)
+                        conn.send_headers(ev.stream_id, [(":status", "200")])
+                        conn.send_data(ev.stream_id, b"fine:" + path.encode(), end_stream=True)
+                s.sendall(conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            s.close()
+
+
+class HeadersQueuedH2Test(FerryTestCase):
+    """§7, §12: a stream whose HEADERS ferry still held when the server
+    said GOAWAY was never processed: it goes again at once, on a new
+    connection, not when the old one ends (a server may keep that open for
+    a long stream). A stream given up on before its HEADERS left never
+    goes, and is no longer counted (/services streams: the session's
+    room)."""
+
+    BODY = 16 << 20
+
+    def setUp(self):
+        super().setUp()
+        self.up = StallingH2Upstream()
+        self._closers.append(self.up.close)
+        self.f = self.ferry({"svc": {"endpoints": [self.up.address], "protocol": "h2",
+                                     "retries": {"max": 0},
+                                     "timeouts": {"request": "20s"},
+                                     "circuit_breaker": {"consecutive_failures": 0},
+                                     "outlier_detection": {"consecutive_failures": 0}}},
+                            workers=1)
+        self.sent = 0
+        self.big = self.f.client(timeout=30)
+        self._closers.append(self.big.close)
+        self.big.send(b"POST /big HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\n\r\n"
+                      % self.BODY)
+        threading.Thread(target=self.push_body, daemon=True).start()
+        self.assertTrue(harness.wait_until(lambda: (1, "/big") in self.up.paths, 5),
+                        "the first request never arrived")
+        # ferry stops reading the client once its writes to the server back up
+        last = -1
+        while last != self.sent:
+            last = self.sent
+            time.sleep(0.5)
+        self.assertLess(self.sent, self.BODY, "the server took the whole body")
+
+    def push_body(self):
+        chunk = b"x" * 65536
+        try:
+            while self.sent < self.BODY:
+                self.big.send(chunk)
+                self.sent += len(chunk)
+        except OSError:
+            pass
+
+    def endpoint(self):
+        return json.loads(self.f.admin("/services").body)["services"][0]["endpoints"][0]
+
+    def test_heads_held_at_a_goaway_go_again_at_once(self):
+        results = {}
+
+        def call():
+            results["r"] = self.f.get("/after", host="svc", timeout=15)
+        t = threading.Thread(target=call)
+        t.start()
+        # its stream is on the stalled connection, its HEADERS unsent
+        self.assertTrue(harness.wait_until(lambda: self.endpoint()["streams"] == 2, 5),
+                        self.endpoint())
+        time.sleep(0.3)
+        self.assertEqual((results, self.up.connections), ({}, 1))
+        self.up.goaway.set()
+        t.join(10)
+        self.assertIn("r", results, "the request waited for the old connection to end")
+        r = results["r"]
+        self.assertEqual((r.status, r.body), (200, b"fine:/after"), self.f.stderr_tail())
+        self.assertEqual(self.up.paths, [(1, "/big"), (2, "/after")])
+        m = self.f.admin("/metrics").body.decode()
+        self.assertIn('ferry_upstream_resends_total{service="svc"} 1', m)
+        self.assertEqual(self.endpoint()["streams"], 1)     # /big, still going
+
+    def test_stream_given_up_before_its_head_left_never_goes(self):
+        # its deadline passes while its HEADERS wait behind /big's body
+        r = self.f.get("/abandon", host="svc", headers=[("x-ferry-deadline-ms", "500")])
+        self.assertEqual(r.status, 504, r.body)
+        self.assertEqual(self.endpoint()["streams"], 2)     # cancelled, not yet dropped
+        self.up.drain.set()
+        r = self.big.read_response("POST")
+        self.assertEqual((r.status, r.body), (200, b"fine:/big"), self.f.stderr_tail())
+        self.assertTrue(harness.wait_until(lambda: self.endpoint()["streams"] == 0, 3),
+                        "a stream never sent is still counted: %r" % self.endpoint())
+        r = self.f.get("/next", host="svc")
+        self.assertEqual((r.status, r.body), (200, b"fine:/next"))
+        self.assertEqual((self.up.paths, self.up.connections),
+                         ([(1, "/big"), (1, "/next")], 1))
+
+
+class SlowH2ReaderTest(FerryTestCase):
+    """§12: a request body to an HTTP/2 server that reads slowly pauses the
+    client while ferry's writes back up and wakes it when they drain, as
+    often as that takes, even when the stream had sent all it had before
+    the pause (nghttp2 then asks it for nothing that would wake it)."""
+
+    def test_upload_to_a_slow_reader_arrives_whole(self):
+        up = StallingH2Upstream(sip=True)
+        self._closers.append(up.close)
+        f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
+                                "retries": {"max": 0}, "timeouts": {"request": "60s"}}},
+                       workers=1)
+        for i in range(3):
+            with f.client(timeout=60) as c:
+                r = c.request("POST", "/up%d" % i, [("Host", "svc")], b"u" * (12 << 20))
+            self.assertEqual((r.status, r.body), (200, b"fine:/up%d" % i), f.stderr_tail())
 
 
 class ReloadKeepsH2UpstreamTest(FerryTestCase):
