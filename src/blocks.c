@@ -121,6 +121,28 @@ blocks_put(void *p)
 	free(p);
 }
 
+void
+blocks_put_sized(void *p, size_t n)
+{
+	if (p == NULL)
+		return;
+	/* blocks_get's classes: its own take of N gave a block of that
+	 * class's usable size */
+	if (KEEP && n >= BLOCKS_MIN && n <= BLOCKS_SIZE && usable != 0 &&
+	    spares.n < BLOCKS_KEEP) {
+		kept_poison(p, usable);
+		spares.block[spares.n++] = p;
+		return;
+	}
+	if (KEEP && n >= BLOCKS_SMALL && n <= usable_small &&
+	    spares.n_small < BLOCKS_SMALL_KEEP) {
+		kept_poison(p, usable_small);
+		spares.small[spares.n_small++] = p;
+		return;
+	}
+	free(p);
+}
+
 size_t
 blocks_kept(void)
 {

@@ -38,6 +38,10 @@
 void *blocks_get(size_t n);
 /* free(P), kept when P is a block of a class and there is room. */
 void blocks_put(void *p);
+/* The same for P from blocks_get(N) and never realloc'd: N says its
+ * class, so P's own memory (malloc's size word) is not read, a cache miss
+ * when P has gone cold. */
+void blocks_put_sized(void *p, size_t n);
 /* Blocks the calling thread keeps: 16 KiB ones, and small ones. */
 size_t blocks_kept(void);
 size_t blocks_small_kept(void);

@@ -84,7 +84,7 @@ buf_prepare(struct buf *b, size_t min, size_t max)
 			memcpy(n, b->data, b->end);
 			explicit_bzero(b->data, b->end);
 		}
-		blocks_put(b->data);
+		blocks_put_sized(b->data, b->cap);
 		b->data = n;
 		b->cap = ncap;
 	}
@@ -117,7 +117,7 @@ buf_drop_wiped(struct buf *b)
 static inline void
 buf_free(struct buf *b)
 {
-	blocks_put(b->data);
+	blocks_put_sized(b->data, b->cap);
 	b->data = NULL;
 	b->start = b->end = b->cap = 0;
 }

@@ -109,7 +109,12 @@ sbuf_free(struct sbuf *s)
 {
 	if (s->secret_to > s->secret_from)
 		sbuf_wipe_secret(s);
-	blocks_put(s->p);
+	/* a first block never grown came from blocks_get(BLOCKS_SMALL); a
+	 * grown one may be realloc's */
+	if (s->cap == BLOCKS_SMALL)
+		blocks_put_sized(s->p, s->cap);
+	else
+		blocks_put(s->p);
 	s->p = NULL;
 	s->len = s->cap = 0;
 }

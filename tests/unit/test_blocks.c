@@ -86,6 +86,56 @@ START_TEST(test_other_sizes_go_to_malloc)
 }
 END_TEST
 
+/* A put that names the size keeps what blocks_get's classes gave, and no
+ * other block; an sbuf grown by realloc to a class's size is no block of
+ * it (kept, it would be handed out as BLOCKS_SIZE long). */
+START_TEST(test_sized_put_follows_the_classes)
+{
+	struct sbuf s = { 0 };
+	void *p;
+
+	if (!keeps_blocks())
+		return;
+	blocks_thread_end();
+	p = blocks_get(BLOCKS_MIN);
+	blocks_put_sized(p, BLOCKS_MIN);
+	ck_assert_uint_eq(blocks_kept(), 1);
+	ck_assert_ptr_eq(blocks_get(BLOCKS_SIZE), p);
+	blocks_put_sized(p, BLOCKS_SIZE);
+	ck_assert_uint_eq(blocks_kept(), 1);
+	p = blocks_get(BLOCKS_SMALL);
+	blocks_put_sized(p, BLOCKS_SMALL);
+	ck_assert_uint_eq(blocks_small_kept(), 1);
+	blocks_put_sized(blocks_get(2048), 2048);
+	blocks_put_sized(blocks_get(BLOCKS_SIZE + 64), BLOCKS_SIZE + 64);
+	ck_assert_uint_eq(blocks_kept(), 1);
+	ck_assert_uint_eq(blocks_small_kept(), 1);
+	blocks_thread_end();
+	for (int i = 0; i < 16; i++)
+		sbuf_add(&s, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 1024);
+	ck_assert_uint_eq(s.cap, BLOCKS_MIN);	/* 1024, then realloc'd */
+	sbuf_free(&s);
+	ck_assert_uint_eq(blocks_kept(), 0);
+	ck_assert_uint_eq(blocks_small_kept(), 0);
+	blocks_thread_end();
+}
+END_TEST
+
 START_TEST(test_kept_blocks_bounded)
 {
 	if (!keeps_blocks())
@@ -320,6 +370,7 @@ blocks_suite(void)
 	tcase_add_test(tc, test_block_is_kept_and_reused);
 	tcase_add_test(tc, test_other_sizes_go_to_malloc);
 	tcase_add_test(tc, test_kept_blocks_bounded);
+	tcase_add_test(tc, test_sized_put_follows_the_classes);
 	tcase_add_test(tc, test_buf_uses_blocks);
 	tcase_add_test(tc, test_small_blocks);
 	tcase_add_test(tc, test_decay);
