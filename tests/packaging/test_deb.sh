@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package with packaging/build-deb and checks what it
-# holds: the files (binary, unit, sysusers, man pages, sample config), the
+# holds: that it was built with a profile (tools/build's training ran), the
+# files (binary, unit, sysusers, man pages, sample config), the
 # conffiles, the control fields, the maintainer scripts (unit installed but
 # not enabled, user created), that the packaged binary runs, and that
 # lintian finds no error (its warnings and notes are printed).
@@ -28,6 +29,12 @@ arch=$(dpkg-architecture -qDEB_HOST_ARCH)
 deb=$tmp/out/ferry_${version}_${arch}.deb
 [ -f "$deb" ] || { echo "test_deb: $deb was not built" >&2; exit 1; }
 ok "built $(basename "$deb")"
+# profile-guided, as tools/build builds it (debian/rules)
+if grep -qE '^pgo-train: [0-9]+ requests$' "$tmp/out/build.log"; then
+	ok "built with a profile (the training run answered every request)"
+else
+	not_ok "built without a profile: no training run in build.log"
+fi
 
 # ---------------------------------------------------------- contents ----
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' >"$tmp/files"
