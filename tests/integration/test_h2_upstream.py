@@ -671,11 +671,13 @@ class HeadersQueuedH2Test(FerryTestCase):
         threading.Thread(target=self.push_body, daemon=True).start()
         self.assertTrue(harness.wait_until(lambda: (1, "/big") in self.up.paths, 5),
                         "the first request never arrived")
-        # ferry stops reading the client once its writes to the server back up
-        last = -1
-        while last != self.sent:
+        # ferry stops reading the client once its writes to the server back
+        # up: no byte taken for a whole second
+        last, still = -1, 0
+        while still < 4:
+            still = still + 1 if last == self.sent else 0
             last = self.sent
-            time.sleep(0.5)
+            time.sleep(0.25)
         self.assertLess(self.sent, self.BODY, "the server took the whole body")
 
     def push_body(self):

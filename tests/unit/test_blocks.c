@@ -91,6 +91,7 @@ END_TEST
  * it (kept, it would be handed out as BLOCKS_SIZE long). */
 START_TEST(test_sized_put_follows_the_classes)
 {
+	static char kib[1024];
 	struct sbuf s = { 0 };
 	void *p;
 
@@ -111,23 +112,9 @@ START_TEST(test_sized_put_follows_the_classes)
 	ck_assert_uint_eq(blocks_kept(), 1);
 	ck_assert_uint_eq(blocks_small_kept(), 1);
 	blocks_thread_end();
+	memset(kib, 'k', sizeof(kib));
 	for (int i = 0; i < 16; i++)
-		sbuf_add(&s, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 1024);
+		sbuf_add(&s, kib, sizeof(kib));
 	ck_assert_uint_eq(s.cap, BLOCKS_MIN);	/* 1024, then realloc'd */
 	sbuf_free(&s);
 	ck_assert_uint_eq(blocks_kept(), 0);
