@@ -166,6 +166,48 @@ def accepted(listener, stopping):
         yield sock
 
 
+class LoopbackServer:
+    """A server on a loopback port (PORT, else one free_port() never handed
+    out): a thread accepts, and each connection is served in a thread of
+    its own by serve(sock, n), N counting connections from 1
+    (self.connections). A subclass sets up its own state first, then calls
+    this __init__, which starts accepting; close() stops it."""
+
+    def __init__(self, port=None, backlog=64):
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.stopping = threading.Event()
+        if port is None:
+            self.sock = bound_socket(reuseaddr=True)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((LOOPBACK, port))
+        self.sock.listen(backlog)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.address = "%s:%d" % (LOOPBACK, self.port)
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+    def _accept_loop(self):
+        for s in accepted(self.sock, self.stopping):
+            with self.lock:
+                self.connections += 1
+                n = self.connections
+                self.accepted(s, n)
+            threading.Thread(target=self.serve, args=(s, n), daemon=True).start()
+
+    def accepted(self, sock, n):
+        """Called with self.lock held as connection N is accepted."""
+
+    def serve(self, sock, n):
+        raise NotImplementedError
+
+
 def wait_until(predicate, timeout, interval=0.02):
     """Poll predicate() until it is true; return its last value."""
     deadline = time.monotonic() + timeout

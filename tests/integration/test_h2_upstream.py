@@ -10,7 +10,6 @@ import re
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 
@@ -24,10 +23,10 @@ import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 import h2.settings  # noqa: E402
 
-from harness import FerryTestCase, LOOPBACK
+from harness import FerryTestCase
 
 
-class H2Upstream:
+class H2Upstream(harness.LoopbackServer):
     """A threaded h2c server; how it answers depends on the :path. With
     alpn (a list of protocols), TLS with the test server certificate, the
     server picking from alpn. /health answers as `health` says: "ok"
@@ -50,29 +49,14 @@ class H2Upstream:
         self.calls = {}             # :path -> requests seen
         self.never_indexed = {}     # :path -> names of the fields sent never-indexed
         self.table = []             # names in the HPACK dynamic table, after the last head
-        self.connections = 0
-        self.lock = threading.Lock()
-        self.sock = harness.bound_socket(reuseaddr=True)
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.address = "%s:%d" % (LOOPBACK, self.port)
-        self.stopping = threading.Event()
-        threading.Thread(target=self.accept_loop, daemon=True).start()
+        super().__init__()
 
     def close(self):
-        self.stopping.set()
+        super().close()
         self.gate.set()
-        self.sock.close()
 
-    def accept_loop(self):
-        for s in harness.accepted(self.sock, self.stopping):
-            with self.lock:
-                self.connections += 1
-                first = self.connections == 1
-            threading.Thread(target=self.serve, args=(s, first), daemon=True).start()
-
-    def serve(self, s, first):
+    def serve(self, s, n):
+        first = n == 1
         if self.ctx is not None:
             try:
                 s.settimeout(5)
@@ -562,7 +546,7 @@ class HostileH2UpstreamTest(FerryTestCase):
         self.assert_still_serves()
 
 
-class StallingH2Upstream:
+class StallingH2Upstream(harness.LoopbackServer):
     """An h2c server whose first connection takes one request's head,
     grants it every byte of window, and then reads no more: ferry's writes
     to it back up, and the HEADERS of streams submitted after wait in
@@ -576,26 +560,8 @@ class StallingH2Upstream:
         self.sip = sip
         self.goaway = threading.Event()
         self.drain = threading.Event()
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
         self.paths = []             # (connection number, :path)
-        self.connections = 0
-        self.sock = harness.bound_socket(reuseaddr=True)
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.address = "%s:%d" % (LOOPBACK, self.sock.getsockname()[1])
-        threading.Thread(target=self.accept_loop, daemon=True).start()
-
-    def close(self):
-        self.stopping.set()
-        self.sock.close()
-
-    def accept_loop(self):
-        for s in harness.accepted(self.sock, self.stopping):
-            with self.lock:
-                self.connections += 1
-                n = self.connections
-            threading.Thread(target=self.serve, args=(s, n), daemon=True).start()
+        super().__init__()
 
     def serve(self, s, n):
         conn = h2.connection.H2Connection(config=h2.config.H2Configuration(

@@ -51,7 +51,7 @@ class Seen:
         return self.header(":path")[0]
 
 
-class H2cApp:
+class H2cApp(harness.LoopbackServer):
     """A threaded h2c server (prior knowledge). How it answers depends on
     the :path: /slow never answers, /grpc/... answers as gRPC (status from
     the path: /grpc/status/N), /len answers with a content-length, the rest
@@ -59,26 +59,13 @@ class H2cApp:
 
     def __init__(self, port=None):
         self.seen = []
-        self.connections = 0
         self.closed = 0                 # connections that ended
         self.conns = []
-        self.lock = threading.Lock()
-        if port is None:
-            self.sock = harness.bound_socket(reuseaddr=True)
-        else:
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((harness.LOOPBACK, port))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.address = "%s:%d" % (harness.LOOPBACK, self.sock.getsockname()[1])
-        self.stopping = threading.Event()
-        threading.Thread(target=self.accept_loop, daemon=True).start()
+        super().__init__(port)
 
     def close(self):
         """Stop listening and end every connection (a dead app)."""
-        self.stopping.set()
-        self.sock.close()
+        super().close()
         with self.lock:
             conns = list(self.conns)
         for s in conns:
@@ -91,13 +78,8 @@ class H2cApp:
         with self.lock:
             return [r for r in self.seen if r.path == path]
 
-    def accept_loop(self):
-        for s in harness.accepted(self.sock, self.stopping):
-            with self.lock:
-                self.connections += 1
-                conn_id = self.connections
-                self.conns.append(s)
-            threading.Thread(target=self.serve, args=(s, conn_id), daemon=True).start()
+    def accepted(self, s, n):
+        self.conns.append(s)
 
     def serve(self, s, conn_id):
         cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")

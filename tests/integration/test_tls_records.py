@@ -22,7 +22,7 @@ import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 
-from harness import FerryTestCase, LOOPBACK, free_port, pki
+from harness import FerryTestCase, free_port, pki
 
 KEY = "records-inbound-key-0123456789"
 
@@ -82,7 +82,7 @@ class TlsPipe:
         self.flush()
 
 
-class RecordServer:
+class RecordServer(harness.LoopbackServer):
     """TLS (ALPN h2) + HTTP/2 through an SSLObject, so this side decides
     where each record ends. /N/R answers N body bytes (harness.payload)
     with everything the stream carries (head, body, trailers) cut into
@@ -93,27 +93,10 @@ class RecordServer:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(p.server.cert, p.server.key)
         self.ctx.set_alpn_protocols(["h2"])
-        self.connections = 0
         self.records = 0            # records sent in answers, all connections
-        self.lock = threading.Lock()
-        self.sock = harness.bound_socket(reuseaddr=True)
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.address = "%s:%d" % (LOOPBACK, self.sock.getsockname()[1])
-        self.stopping = threading.Event()
-        threading.Thread(target=self.accept_loop, daemon=True).start()
+        super().__init__()
 
-    def close(self):
-        self.stopping.set()
-        self.sock.close()
-
-    def accept_loop(self):
-        for s in harness.accepted(self.sock, self.stopping):
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self.serve, args=(s,), daemon=True).start()
-
-    def serve(self, s):
+    def serve(self, s, n):
         pipe = TlsPipe(s, self.ctx, server_side=True)
         s.settimeout(0.1)
         try:
