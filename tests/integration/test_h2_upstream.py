@@ -702,12 +702,29 @@ class SlowH2ReaderTest(FerryTestCase):
     often as that takes, even when the stream had sent all it had before
     the pause (nghttp2 then asks it for nothing that would wake it)."""
 
-    def test_upload_to_a_slow_reader_arrives_whole(self):
+    def start(self):
         up = StallingH2Upstream(sip=True)
         self._closers.append(up.close)
-        f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
-                                "retries": {"max": 0}, "timeouts": {"request": "60s"}}},
-                       workers=1)
+        return self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
+                                   "retries": {"max": 0}, "timeouts": {"request": "60s"}}},
+                          workers=1)
+
+    def test_h2c_upload_to_a_slow_reader_arrives_whole(self):
+        f = self.start()
+        body = b"u" * (12 << 20)
+        with test_h2.H2(f.outbound_port, timeout=60) as c:
+            for i in range(2):
+                sid = c.new_sid()
+                c.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                     (":authority", "svc"), (":path", "/h2up%d" % i),
+                                     ("content-length", str(len(body)))])
+                self.assertTrue(c.send_body(sid, body, deadline=time.monotonic() + 60),
+                                "ferry stopped taking the body: %s" % f.stderr_tail())
+                st = c.response(sid, timeout=60)
+                self.assertEqual((st.status, bytes(st.body)), (200, b"fine:/h2up%d" % i))
+
+    def test_upload_to_a_slow_reader_arrives_whole(self):
+        f = self.start()
         for i in range(3):
             with f.client(timeout=60) as c:
                 r = c.request("POST", "/up%d" % i, [("Host", "svc")], b"u" * (12 << 20))
