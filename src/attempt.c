@@ -220,9 +220,12 @@ proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error
 		proxy_response_cut(x, END_UPSTREAM_CLOSED, msg);
 		return;
 	}
-	if (r == AR_RESET && !x->resent && exchange_attached(x) && x->upops->unprocessed(x)) {
+	if (r == AR_RESET && !x->resent && x->replayable && exchange_attached(x) &&
+	    x->upops->unprocessed(x)) {
 		/* the keep-alive race: the upstream closed a pooled connection
-		 * as we reused it; not a failure, not a retry */
+		 * as we reused it; not a failure, not a retry. Only what x->req
+		 * holds whole goes again: body streamed past retries.buffer is
+		 * gone (an HTTP/2 stream refused after taking it) */
 		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
 		/* counted apart, so the upstream's count of requests is ferry's
 		 * attempts plus these */

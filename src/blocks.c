@@ -80,9 +80,11 @@ blocks_get(size_t n)
 				spares.low = spares.n;
 			return handed_out(spares.block[spares.n], n, usable);
 		}
-		/* a request of the usable size itself gets a block of that size */
+		/* a request of the usable size itself gets a block of that size;
+		 * one taken before the size is known is as long, so that
+		 * blocks_put_sized may keep it */
 		if ((u = block_usable()) == 0)
-			u = n;
+			u = BLOCKS_SIZE;
 		return handed_out(malloc(u), n, u);
 	}
 	(void)block_usable();	/* sets both usable sizes */

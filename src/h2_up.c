@@ -48,6 +48,7 @@ struct h2up {
 	int32_t goaway_last;		/* streams above it were never processed */
 	int depth;			/* inside nghttp2 */
 	uint32_t drains;		/* times its backlog drained */
+	uint32_t changes;		/* to the list: a stream added or freed */
 	struct deferred flush;		/* session_flush(): at the end of the turn */
 	struct event *timer;		/* idle close, or a close from a callback */
 	int64_t idle_timeout_ms;
@@ -106,6 +107,7 @@ stream_free(struct h2up_stream *st)
 		s->list = st->next;
 	if (st->next)
 		st->next->prev = st->prev;
+	s->changes++;
 	sbuf_free(&st->raw);
 	sbuf_free(&st->trailers);
 	buf_free(&st->out);
@@ -773,20 +775,22 @@ session_read(struct h2up *s)
 static void
 streams_resume_bodies(struct h2up *s)
 {
-	struct h2up_stream *st;
-	uint32_t round = ++s->drains;
+	struct h2up_stream *st = s->list;
+	uint32_t round = ++s->drains, changes;
 
-	do {
-		/* a client's body may end exchanges, and free streams: start over */
-		for (st = s->list; st; st = st->next)
-			if (st->x && !st->out_eof && st->drains != round)
-				break;
-		if (st == NULL)
-			return;
+	while (st != NULL && !s->closed) {
+		if (!st->x || st->out_eof || st->drains == round ||
+		    buf_len(&st->out) > H2UP_OUT_HIGH) {
+			st = st->next;
+			continue;
+		}
 		st->drains = round;
-		if (buf_len(&st->out) <= H2UP_OUT_HIGH)
-			proxy_upstream_drained(st->x);
-	} while (!s->closed);
+		changes = s->changes;
+		proxy_upstream_drained(st->x);
+		/* a client's body may end exchanges, and free streams: then
+		 * from the top again, past the ones woken */
+		st = s->changes == changes ? st->next : s->list;
+	}
 }
 
 static void
@@ -929,6 +933,7 @@ stream_submit(struct exchange *x, struct h2up *s)
 	if (s->list)
 		s->list->prev = st;
 	s->list = st;
+	s->changes++;
 	n = request_fields(st, x, nv, sizeof(nv) / sizeof(nv[0]), x->svc->conf->tls.enabled);
 	body_add(st, x->req.p + x->req_head_len, x->req.len - x->req_head_len);
 	if (x->req_done && !st->chunked_req)

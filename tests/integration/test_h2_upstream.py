@@ -71,6 +71,7 @@ class H2Upstream(harness.LoopbackServer):
         s.settimeout(0.05)
         held = []           # /hold streams, answered once the gate opens
         late = []           # /latebody streams: (due, sid), their head already out
+        refused = set()     # /refuse-late streams reset
         idle_since = time.monotonic()
         try:
             s.sendall(conn.data_to_send())
@@ -122,6 +123,12 @@ class H2Upstream(harness.LoopbackServer):
                         with self.lock:
                             key = paths.get(ev.stream_id)
                             self.bodies[key] = self.bodies.get(key, b"") + ev.data
+                            refuse = (key == "/refuse-late" and self.calls[key] == 1 and
+                                      len(self.bodies[key]) >= 100000)
+                        if refuse and ev.stream_id not in refused:
+                            # "not processed", after 100 kB of its body
+                            refused.add(ev.stream_id)
+                            conn.reset_stream(ev.stream_id, error_code=7)
                     elif isinstance(ev, h2.events.TrailersReceived):
                         with self.lock:
                             self.trailers[paths.get(ev.stream_id)] = list(ev.headers)
@@ -462,6 +469,16 @@ class HostileH2UpstreamTest(FerryTestCase):
         self.assertEqual(self.up.paths.count("/goaway"), 2)
         m = self.f.admin("/metrics").body.decode()
         self.assertIn('ferry_upstream_resends_total{service="svc"} 1', m)
+
+    def test_refused_after_a_streamed_body_is_not_sent_again(self):
+        # REFUSED_STREAM once 100 kB of a 300 kB body went: past
+        # retries.buffer (64 KiB), ferry holds no whole copy to send again
+        body = harness.payload(300000)
+        r = harness.request(self.f.outbound_port, "POST", "/refuse-late",
+                            [("Host", "svc")], body, timeout=10)
+        self.assertEqual(r.status, 502, r.body[:300])
+        self.assertEqual(self.up.calls["/refuse-late"], 1, "sent again without its whole body")
+        self.assert_still_serves()
 
     def test_garbage_is_502(self):
         r = self.get("/garbage")
