@@ -44,8 +44,6 @@ struct h2up {
 	bool connected;
 	bool closed;
 	bool doomed;
-	bool goaway;			/* the peer's GOAWAY came: */
-	int32_t goaway_last;		/* streams above it were never processed */
 	int depth;			/* inside nghttp2 */
 	uint32_t drains;		/* times its backlog drained */
 	uint32_t changes;		/* to the list: a stream added or freed */
@@ -514,8 +512,8 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 			s->connected = true;
 		break;
 	case NGHTTP2_GOAWAY:
-		s->goaway = true;
-		s->goaway_last = frame->goaway.last_stream_id;
+		/* nghttp2 closes the opened streams above its last stream id
+		 * as REFUSED_STREAM (on_stream_close) */
 		streams_unsent_fail(s);
 		break;
 	default:
@@ -638,12 +636,11 @@ session_fail(struct h2up *s, enum attempt_result r, enum ferry_error e, const ch
 		char msg[200];
 
 		if (!st->closed) {
-			/* never processed (RFC 9113 6.8): above the peer's GOAWAY,
-			 * or its HEADERS never left (nghttp2 opens a stream as it
-			 * sends them, and sends none after a GOAWAY): it may go
-			 * again (h2_unprocessed), as a refused one does */
-			if ((s->goaway && st->id > s->goaway_last) ||
-			    (st->id > 0 && nghttp2_session_find_stream(s->ng, st->id) == NULL))
+			/* never processed (RFC 9113 6.8): its HEADERS never left
+			 * (nghttp2 opens a stream as it sends them; a GOAWAY's
+			 * were failed as it came): it may go again
+			 * (h2_unprocessed), as a refused one does */
+			if (st->id > 0 && nghttp2_session_find_stream(s->ng, st->id) == NULL)
 				st->refused = true;
 			st->closed = true;
 			streams_add(s, -1);
