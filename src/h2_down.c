@@ -913,6 +913,24 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 	return 0;
 }
 
+/* The response's last frame left while the peer's side of the stream is
+ * still open: the exchange is over (answered, or refused) and wants no
+ * more of the request, so RST_STREAM NO_ERROR asks the peer to stop
+ * sending (RFC 9113 8.1) and closes the stream. Left half-open, it would
+ * hold the connection as long as the peer liked: a connection with a
+ * stream on it has no idle timer (h2_arm). */
+static int
+on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
+{
+	(void)arg;
+	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    nghttp2_session_get_stream_remote_close(ng, frame->hd.stream_id) == 0)
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+		    NGHTTP2_NO_ERROR);
+	return 0;
+}
+
 /* ----------------------------------------------------- connection ---- */
 
 static void
@@ -1162,6 +1180,7 @@ callbacks_new(void)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	return cb;
 }
 

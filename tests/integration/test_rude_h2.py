@@ -422,5 +422,57 @@ class HeldHeadResetTest(FerryTestCase):
         self.assertEqual((r.status, r.header("x-for"), r.body), (200, "/next", b"body of /next"))
 
 
+class HeldOpenH2Test(FerryTestCase):
+    """A peer with a valid certificate and key that opens a stream and
+    then keeps it from ending, on the inbound listener: a request it never
+    ends after ferry answered it held its connection past idle_timeout,
+    for ever: an HTTP/2 connection with a stream on it has no idle timer."""
+
+    tls_socket = InboundH2ResetTest.tls_socket
+    parallel_request = InboundH2ResetTest.parallel_request
+
+    def start(self, **listener):
+        self.up = self.upstream(tls=False)
+        p = pki()
+        self.port = free_port()
+        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
+        self.ctx.check_hostname = False
+        self.ctx.load_cert_chain(p.client.cert, p.client.key)
+        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": {
+            "address": "127.0.0.1:%d" % self.port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["K"]},
+            "local_app": self.up.address, **listener}})
+
+    def head(self, c, path, key=KEY, **extra):
+        return c.header_block([(":method", "GET"), (":scheme", "https"), (":authority", "app"),
+                               (":path", path), ("x-service-auth", key), *extra.items()])
+
+    def test_streams_answered_before_the_peer_ended_them_are_reset_no_error(self):
+        # RFC 9113 8.1: the complete response, then RST_STREAM NO_ERROR, so
+        # the stream (and at last the idle connection) can close
+        self.start(idle_timeout="1s")
+        c = H2(sock=self.tls_socket(["h2"]))
+        refused, answered = c.new_sid(), c.new_sid()
+        c.send_frames(hf.HeadersFrame(refused, data=self.head(c, "/refused", key="wrong"),
+                                      flags={"END_HEADERS"}))
+        # a request the app can answer at once: no body, yet not ended
+        c.send_frames(hf.HeadersFrame(answered, data=self.head(
+            c, "/answered", **{"content-length": "0"}), flags={"END_HEADERS"}))
+        for sid, status in ((refused, 403), (answered, 200)):
+            st = c.response(sid)
+            self.assertEqual(st.status, status, st.headers)
+            self.assertTrue(st.ended, "the whole response first")
+            self.assertTrue(c.wait(lambda: st.reset is not None, 2),
+                            "no RST_STREAM after a response to a stream the peer keeps open")
+            self.assertEqual(st.reset, 0, "RST_STREAM NO_ERROR")
+        # nothing open any more: the idle connection goes after idle_timeout
+        c.wait(lambda: c.closed, 3)
+        self.assertTrue(c.closed, "streams the peer keeps open held the connection past "
+                        "idle_timeout")
+        self.assertEqual(self.parallel_request("/other"), 200)
+        self.assertTrue(self.f.alive())
+
+
 if __name__ == "__main__":
     harness.main()
