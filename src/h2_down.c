@@ -92,6 +92,11 @@ struct h2conn {
 	struct event *timer;
 	int64_t idle_since_ms;
 	int64_t goaway_at_ms;
+	/* a header block of BLOCK_STREAM's began then and is not complete
+	 * (0: none). Until it is, nothing else can come on the connection
+	 * (RFC 9113 6.10), and no exchange runs a timer for it. */
+	int64_t block_since_ms;
+	int32_t block_stream;
 	uint32_t continuations;
 	uint32_t control;
 	int64_t control_since_ms;
@@ -683,7 +688,12 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	struct h2stream *st;
 	struct exchange *x;
 
-	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+	if (frame->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	/* a request head, or trailers: header_read_timeout from now */
+	hc->block_since_ms = clock_now_ms();
+	hc->block_stream = frame->hd.stream_id;
+	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
 	if ((st = h2_stream_alloc(sizeof(*st), offsetof(struct h2stream, head.h))) == NULL)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -862,6 +872,8 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 
 	switch (frame->hd.type) {
 	case NGHTTP2_HEADERS:
+		if (frame->hd.stream_id == hc->block_stream)
+			hc->block_since_ms = 0;		/* the block is whole */
 		if (st == NULL)
 			break;
 		if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -898,10 +910,13 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 static int
 on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 {
+	struct h2conn *hc = arg;
 	struct h2stream *st = nghttp2_session_get_stream_user_data(ng, id);
 
 	(void)error_code;
-	(void)arg;
+	/* nghttp2 decodes the rest of its block unseen: not ferry's to time */
+	if (id == hc->block_stream)
+		hc->block_since_ms = 0;
 	if (st == NULL)
 		return 0;
 	st->closed = true;
@@ -1033,19 +1048,25 @@ h2_flush(struct h2conn *hc)
 		worker_defer(hc->w, &hc->flush);
 }
 
-/* The connection's one timer: idle close, the drain's second GOAWAY, or a
- * close decided where it could not be done. */
+/* The connection's one timer: idle close, the drain's second GOAWAY, a
+ * header block's header_read_timeout, or a close decided where it could
+ * not be done. */
 static void
 h2_arm(struct h2conn *hc)
 {
-	int64_t now = clock_now_ms();
+	int64_t now = clock_now_ms(), at = -1;
 
 	if (hc->closed || hc->doomed)
 		return;
 	if (hc->draining && !hc->goaway_final)
-		timer_at(hc->timer, hc->goaway_at_ms, now);
+		at = hc->goaway_at_ms;
 	else if (hc->streams == NULL)
-		timer_at(hc->timer, hc->idle_since_ms + hc->lis->conf->idle_timeout, now);
+		at = hc->idle_since_ms + hc->lis->conf->idle_timeout;
+	if (hc->block_since_ms != 0 &&
+	    (at < 0 || hc->block_since_ms + hc->lis->conf->header_read_timeout < at))
+		at = hc->block_since_ms + hc->lis->conf->header_read_timeout;
+	if (at >= 0)
+		timer_at(hc->timer, at, now);
 	else
 		event_del(hc->timer);
 }
@@ -1069,6 +1090,22 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 	if (hc->doomed) {
 		h2_close(hc, conn_write_failed(hc->c) ? END_CLIENT_WRITE_FAILED : END_CLIENT_CLOSED,
 		    hc->calm ? "calm" : "session over");
+		return;
+	}
+	if (hc->block_since_ms != 0 &&
+	    now >= hc->block_since_ms + hc->lis->conf->header_read_timeout) {
+		static struct log_limit limit;
+
+		/* as an HTTP/1.x head that does not complete (408), but
+		 * nothing can be answered on a connection stuck in a header
+		 * block: GOAWAY, and the connection goes once the peer has it */
+		log_limited(&limit, LOG_INFO, "HTTP/2 client %s: header block not complete "
+		    "within %lldms; closing", hc->peer,
+		    (long long)hc->lis->conf->header_read_timeout);
+		if (!hc->goaway_final)
+			h2_goaway_final(hc);
+		h2_flush_now(hc);
+		h2_doom(hc);
 		return;
 	}
 	if (hc->draining && !hc->goaway_final) {

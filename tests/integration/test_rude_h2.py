@@ -424,9 +424,11 @@ class HeldHeadResetTest(FerryTestCase):
 
 class HeldOpenH2Test(FerryTestCase):
     """A peer with a valid certificate and key that opens a stream and
-    then keeps it from ending, on the inbound listener: a request it never
-    ends after ferry answered it held its connection past idle_timeout,
-    for ever: an HTTP/2 connection with a stream on it has no idle timer."""
+    then keeps it from ending, on the inbound listener: a header block it
+    never finishes (HEADERS without END_HEADERS), or a request it never
+    ends after ferry answered it. Either held its connection past
+    header_read_timeout and idle_timeout, for ever: an HTTP/2 connection
+    with a stream on it had no timer, however long nothing moved."""
 
     tls_socket = InboundH2ResetTest.tls_socket
     parallel_request = InboundH2ResetTest.parallel_request
@@ -444,9 +446,51 @@ class HeldOpenH2Test(FerryTestCase):
             "auth": {"keys_env": ["K"]},
             "local_app": self.up.address, **listener}})
 
+    def quiet_client(self):
+        """An HTTP/2 client that sends nothing of its own accord: a
+        SETTINGS ACK between HEADERS and its CONTINUATION would be a
+        protocol error."""
+        c = H2(sock=self.tls_socket(["h2"]), auto=False)
+        self.assertTrue(c.wait(lambda: c.server_settings is not None, 3))
+        c.send_frames(hf.SettingsFrame(0, flags={"ACK"}))
+        return c
+
     def head(self, c, path, key=KEY, **extra):
         return c.header_block([(":method", "GET"), (":scheme", "https"), (":authority", "app"),
                                (":path", path), ("x-service-auth", key), *extra.items()])
+
+    def test_header_block_never_finished_is_closed_after_header_read_timeout(self):
+        self.start(header_read_timeout="1s", idle_timeout="30s")
+        c = self.quiet_client()
+        sid = c.new_sid()
+        block = self.head(c, "/held")
+        c.send_frames(hf.HeadersFrame(sid, data=block[:8], flags=set()))
+        start = time.monotonic()
+        # what the peer is told does not matter: the connection goes
+        c.wait(lambda: c.closed, 4)
+        self.assertTrue(c.closed, "a header block begun 4s ago, with header_read_timeout 1s, "
+                        "still holds its connection")
+        self.assertGreater(time.monotonic() - start, 0.8, "closed before header_read_timeout")
+        self.assertEqual(self.up.requests, [], "an unfinished head reached the app")
+        self.assertEqual(self.parallel_request("/other"), 200)
+        self.assertTrue(self.f.alive())
+
+    def test_header_block_finished_in_time_and_slow_answers_are_not_cut(self):
+        # header_read_timeout bounds the head only: a CONTINUATION that
+        # comes in time, and an app slower than it, are served
+        self.start(header_read_timeout="1s", idle_timeout="30s")
+        self.up.behaviour = harness.delay(1.6)
+        c = self.quiet_client()
+        sid = c.new_sid()
+        block = self.head(c, "/slow-head")
+        c.send_frames(hf.HeadersFrame(sid, data=block[:8], flags=set()))
+        time.sleep(0.6)
+        c.send_frames(hf.ContinuationFrame(sid, data=block[8:], flags={"END_HEADERS"}))
+        c.send_frames(hf.DataFrame(sid, data=b"", flags={"END_STREAM"}))
+        st = c.response(sid, timeout=5)
+        self.assertEqual(st.status, 200, st.headers)
+        self.assertIsNone(st.reset)
+        self.assertFalse(c.closed)
 
     def test_streams_answered_before_the_peer_ended_them_are_reset_no_error(self):
         # RFC 9113 8.1: the complete response, then RST_STREAM NO_ERROR, so
