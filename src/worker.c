@@ -272,19 +272,33 @@ gen_ref(struct generation *g)
 	return g;
 }
 
+/* The old generations no client holds any more go, at the end of the
+ * loop's turn (gen_unref). */
+static void
+gens_reap(struct deferred *d)
+{
+	struct worker *w = (struct worker *)((char *)d - offsetof(struct worker, gen_reap));
+	struct generation **pp = &w->old, *g;
+
+	while ((g = *pp) != NULL) {
+		if (g->refs == 0) {
+			*pp = g->next_old;
+			gen_free(w, g);
+		} else {
+			pp = &g->next_old;
+		}
+	}
+}
+
+/* Not freed here: the last client may let go inside a callback of the
+ * generation's own connection to the local app (a pipelined request
+ * begins on the new config as the h2c answer to the one before ends, in
+ * nghttp2's callback), and gen_free closes those connections. */
 void
 gen_unref(struct worker *w, struct generation *g)
 {
-	struct generation **pp;
-
-	if (--g->refs > 0)
-		return;
-	for (pp = &w->old; *pp; pp = &(*pp)->next_old)
-		if (*pp == g) {
-			*pp = g->next_old;
-			break;
-		}
-	gen_free(w, g);
+	if (--g->refs == 0)
+		worker_defer(w, &w->gen_reap);
 }
 
 static void
@@ -298,9 +312,12 @@ services_free(struct worker *w)
 			for (size_t j = 0; j < g->svcs[i].n_eps; j++)
 				endpoint_free(g->svcs[i].eps[j]);
 		}
+		/* with the old ones, whoever still counts on it */
 		w->gen = NULL;
-		gen_unref(w, g);
+		g->next_old = w->old;
+		w->old = g;
 	}
+	worker_defer_cancel(w, &w->gen_reap);
 	while (w->old) {
 		g = w->old;
 		w->old = g->next_old;
@@ -666,6 +683,7 @@ worker_init(struct worker *w, const struct worker_deps *deps, int id, struct con
 
 	memset(w, 0, sizeof(*w));
 	w->mail_fd = -1;
+	w->gen_reap.run = gens_reap;
 	w->id = id;
 	w->rt = deps->rt;
 	w->siblings = deps->workers;

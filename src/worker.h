@@ -130,7 +130,8 @@ struct generation {
 	struct svc_state inbound;	/* the local app, behind the inbound listener */
 	struct conf_service inbound_conf;	/* what the session needs of it */
 	struct key_macs inbound_keys;
-	uint32_t refs;			/* clients on it, and 1 while current */
+	uint32_t refs;			/* clients on it, and 1 while current;
+					   at 0, freed at the turn's end */
 	struct generation *next_old;
 };
 
@@ -172,6 +173,7 @@ struct worker {
 	pthread_t thread;
 	struct generation *gen;		/* current */
 	struct generation *old;		/* earlier ones still in use */
+	struct deferred gen_reap;	/* frees those let go this turn */
 	struct listener *listeners;
 	struct sbuf scratch;		/* downstream codec: heads, rechunked bodies */
 	struct client *scratch_holder;	/* its response head waits in scratch */

@@ -53,7 +53,7 @@ class Seen:
 
 class H2cApp(harness.LoopbackServer):
     """A threaded h2c server (prior knowledge). How it answers depends on
-    the :path: /slow never answers, /grpc/... answers as gRPC (status from
+    the :path: /slow never answers, /late answers a second later, /grpc/... answers as gRPC (status from
     the path: /grpc/status/N), /len answers with a content-length, the rest
     echo the body with a trailer."""
 
@@ -86,17 +86,18 @@ class H2cApp(harness.LoopbackServer):
         conn = h2.connection.H2Connection(config=cfg)
         conn.initiate_connection()
         streams = {}
-        s.settimeout(0.2)
+        conn.later = []                 # (when, stream id, Seen): /late answers
+        s.settimeout(0.1)
         try:
             s.sendall(conn.data_to_send())
             while not self.stopping.is_set():
                 try:
                     data = s.recv(65536)
                 except socket.timeout:
-                    continue
-                if not data:
+                    data = None
+                if data == b"":
                     return
-                for ev in conn.receive_data(data):
+                for ev in conn.receive_data(data) if data else ():
                     if isinstance(ev, h2.events.RequestReceived):
                         r = streams[ev.stream_id] = Seen(conn_id, list(ev.headers))
                         with self.lock:
@@ -113,6 +114,10 @@ class H2cApp(harness.LoopbackServer):
                         r = streams[ev.stream_id]
                         r.ended = True
                         self.answer(conn, ev.stream_id, r)
+                due = [a for a in conn.later if a[0] <= time.monotonic()]
+                for a in due:
+                    conn.later.remove(a)
+                    self.answer(conn, a[1], a[2], late=False)
                 s.sendall(conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
             pass
@@ -121,9 +126,12 @@ class H2cApp(harness.LoopbackServer):
             with self.lock:
                 self.closed += 1
 
-    def answer(self, conn, sid, r):
+    def answer(self, conn, sid, r, late=True):
         path = r.path
         if path.startswith("/slow"):
+            return
+        if path.startswith("/late") and late:
+            conn.later.append((time.monotonic() + 1.0, sid, r))
             return
         m = re.match(r"^/grpc/status/(\d+)$", path)
         if m and m.group(1) != "0":
@@ -431,6 +439,29 @@ class InboundH2cTest(FerryTestCase):
                                    and app2.by_path("/after"), 5), f.stderr_tail())
         # every peer connection on the old snapshot is gone: so is its
         # connection to the old app
+        self.assertTrue(wait_until(lambda: self.app.closed == 1, 5),
+                        "the old h2c connection stayed open")
+        self.assertEqual(self.h1("GET", "/again").status, 200)
+        self.assertTrue(f.alive())
+
+
+    def test_pipelined_request_after_a_reload_frees_the_old_generation(self):
+        """A peer pipelines two requests on one HTTP/1.1 connection; a
+        reload comes while the first is at the app. Its answer ends it
+        inside the h2c session's callback, and the second then begins on
+        the new config, letting go of the old one, the last user of the
+        old h2c session: that session must not be torn down under the
+        callback still running in it. Both answers arrive, ferry lives."""
+        f = self.start()
+        s = self.connect(["http/1.1"])
+        hdrs = [("Host", "order-service"), ("x-service-auth", KEY)]
+        s.sendall(build_request("GET", "/late/1", hdrs) + build_request("GET", "/after", hdrs))
+        self.assertTrue(wait_until(lambda: self.app.by_path("/late/1"), 3))
+        f.reload(f.config)      # the same file: a new generation all the same
+        reader = Reader(s)
+        first, second = read_response(reader), read_response(reader)
+        self.assertEqual((first.status, first.body), (200, b"got:/late/1:"))
+        self.assertEqual((second.status, second.body), (200, b"got:/after:"))
         self.assertTrue(wait_until(lambda: self.app.closed == 1, 5),
                         "the old h2c connection stayed open")
         self.assertEqual(self.h1("GET", "/again").status, 200)
