@@ -121,7 +121,7 @@ attempt_record(struct exchange *x, enum attempt_result r)
 	breaker_record(s->rt->breaker, &s->conf->breaker, x->verdict, failure, now);
 	x->verdict = BREAKER_PASS;	/* a probe's outcome is in */
 	if (ep->outlier)
-		outlier_record(s->outliers, ep->outlier, &s->conf->outlier, failure, now);
+		outlier_record(ep->outliers, ep->outlier, &s->conf->outlier, failure, now);
 }
 
 /* After a failed attempt: may another one follow? The policy, the breaker
@@ -286,13 +286,12 @@ attempt_timed_out(struct exchange *x, int64_t now)
 /* ------------------------------------------------- endpoint choice ---- */
 
 static bool
-endpoint_available(const struct svc_state *s, struct endpoint *ep, bool any_healthy,
-    int64_t now)
+endpoint_available(struct endpoint *ep, bool any_healthy, int64_t now)
 {
 	if (ep->rt && any_healthy &&
 	    !atomic_load_explicit(&ep->rt->healthy, memory_order_relaxed))
 		return false;
-	return ep->outlier == NULL || !outlier_ejected(s->outliers, ep->outlier, now);
+	return ep->outlier == NULL || !outlier_ejected(ep->outliers, ep->outlier, now);
 }
 
 /* Health is a hint, not a wall: when no endpoint is healthy, all are used. */
@@ -330,11 +329,11 @@ attempt_pick(struct exchange *x, int64_t now, bool hedge)
 	if (s->n_eps == 0)
 		return NULL;
 	if (s->n_eps == 1 && !hedge)
-		return endpoint_available(s, s->eps[0], healthy, now) ? s->eps[0] : NULL;
+		return endpoint_available(s->eps[0], healthy, now) ? s->eps[0] : NULL;
 	for (size_t j = 0; j < s->n_eps; j++) {
 		struct endpoint *ep = s->eps[j];
 
-		cands[j].available = endpoint_available(s, ep, healthy, now) &&
+		cands[j].available = endpoint_available(ep, healthy, now) &&
 		    !(hedge && racing_on(x, ep));
 		cands[j].in_flight = ep->in_flight;
 		cands[j].ewma_ms = ewma_current(ep->ewma_ms, ep->ewma_last_ms, now);

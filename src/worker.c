@@ -40,8 +40,7 @@ endpoint_new(const struct ep_spec *sp)
 	ep->host_is_ip = sp->host_is_ip;
 	ep->weight = sp->weight;
 	ep->rt = sp->rt;
-	ep->outlier = sp->outlier;
-	return ep;
+	return ep;		/* outlier state: worker_set_endpoints() */
 }
 
 static void
@@ -165,6 +164,7 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 		eps[i]->rt = set->items[i].rt;
 		eps[i]->share = eps[i]->rt ? ep_runtime_share(eps[i]->rt, (unsigned)w->id) : NULL;
 		eps[i]->outlier = set->items[i].outlier;
+		eps[i]->outliers = set->outliers;
 		eps[i]->weight = set->items[i].weight;
 	}
 	for (size_t i = 0; i < s->n_eps; i++)
@@ -176,7 +176,6 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 	for (size_t i = 0; i < set->n; i++)
 		if (eps[i])
 			eps[s->n_eps++] = eps[i];
-	s->outliers = set->outliers;
 }
 
 /* The local app behind the inbound listener, seen as a service with one
@@ -601,7 +600,6 @@ worker_swap(struct worker *w, struct swap *sw)
 				continue;	/* starts empty: discovery's set follows */
 			memcpy(ns->eps, old->svcs[j].eps, old->svcs[j].n_eps * sizeof(*ns->eps));
 			ns->n_eps = old->svcs[j].n_eps;
-			ns->outliers = old->svcs[j].outliers;
 			ns->lat = old->svcs[j].lat;
 		}
 		if (!kept)

@@ -48,7 +48,11 @@ struct endpoint {
 	SSL_SESSION *session;		/* for resumption, owned */
 	struct ep_runtime *rt;		/* shared by all workers; NULL inbound */
 	struct ep_share *share;		/* this worker's share of rt's gauges */
-	struct outlier *outlier;	/* in the service's current group; NULL inbound */
+	/* its outlier state and the group that counts its ejections (set
+	 * together: a request of an older generation records in the group
+	 * the endpoint is in now); NULL inbound */
+	struct outlier *outlier;
+	struct outlier_group *outliers;
 	uint32_t in_flight;		/* attempts on it now, this worker */
 	double ewma_ms;			/* latency to the response head; failures
 					   as penalties (ewma_failure) */
@@ -66,7 +70,6 @@ struct svc_state {
 	size_t n_eps;
 	uint32_t rr;			/* round robin cursor */
 	struct svc_runtime *rt;		/* shared by all workers; NULL inbound */
-	struct outlier_group *outliers;	/* the group of the current endpoint set */
 	struct latency lat;		/* to the response head, for hedging */
 };
 

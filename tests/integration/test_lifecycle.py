@@ -760,6 +760,50 @@ class SurvivesReloadTest(LifecycleCase):
         self.assertEqual(metric(f, "ferry_circuit_state", service="broken"), 1)
         self.assertEqual(metric(f, "ferry_circuit_opened_total", service="broken"), 1)
 
+    def test_ejection_by_a_request_from_before_a_reload_is_counted_once(self):
+        """A request sent before a reload that moved the service's endpoint
+        set (another endpoint: a new outlier group) fails after it and
+        ejects its endpoint. The ejection must be counted in the group the
+        endpoint is in now: counted in the old one, its end took a place
+        the new group never gave, and no endpoint of the service could be
+        ejected again (SPEC §6): a failing endpoint kept its share."""
+        bad_hits = []
+
+        def bad_rest(conn, req):
+            bad_hits.append(req.target)
+            fixed(503, body=b"bad")(conn, req)
+        held = delay(1.0, fixed(503, body=b"held"))
+        a = self.upstream(by_path([("/hold", held)], bad_rest))
+        b = self.upstream(by_path([("/hold", held)]))
+        c = self.upstream()
+        outlier = {"consecutive_failures": 1, "base_ejection": "1s",
+                   "max_ejection_percent": 50}
+
+        def cfg(ups):
+            return harness.ferry_config({"svc": {
+                "endpoints": [u.address for u in ups], "tls": harness.tls_client(),
+                "load_balancer": "round_robin", "retries": {"max": 0},
+                "circuit_breaker": {"consecutive_failures": 0},
+                "outlier_detection": outlier}}, workers=1)
+        f = self.ferry(config=cfg([a, b]))
+        held_resp = []
+        t = threading.Thread(target=lambda: held_resp.append(f.get("/hold", host="svc")))
+        t.start()
+        self.assertTrue(wait_until(lambda: a.requests or b.requests, 3))
+        self.reload(f, cfg([a, b, c]))
+        t.join(5)
+        self.assertEqual([r.status for r in held_resp], [503])
+        time.sleep(1.3)         # its ejection (1s) ran out
+        statuses = []
+        with f.client() as cl:
+            for i in range(24):
+                statuses.append(cl.request("GET", "/x%d" % i, [("Host", "svc")]).status)
+                time.sleep(0.01)
+        self.assertEqual(statuses.count(503), len(bad_hits))
+        self.assertLessEqual(len(bad_hits), 2, "the failing endpoint was never ejected: it got "
+                             "%d of %d requests" % (len(bad_hits), len(statuses)))
+        self.assertTrue(f.alive())
+
 
 # ---------------------------------------------------------------------------
 # 5: graceful drain
