@@ -879,7 +879,9 @@ static bool
 body_refused(struct client *cl, enum http_status st, const struct sbuf *dst)
 {
 	const struct http_parser *hp = &cl->rq->parser;
-	uint64_t max = cl->lis->conf->max_request_body;
+	/* the limit the request began under: a reload since applies to the
+	 * next one (SPEC §10) */
+	uint64_t max = cl->rq->x.lis->max_request_body;
 	enum ferry_error e;
 	enum end_cause cause;
 	const char *why;

@@ -460,6 +460,26 @@ class ReloadTest(LifecycleCase):
         self.assert_ferry_error(f.get("/slow", host="svc-a", timeout=5), 504, "SERVICE_TIMEOUT")
         self.assert_ferry_error(f.get("/", host="svc-b"), 404, "UNKNOWN_SERVICE")
 
+    def test_upload_in_flight_keeps_its_body_limit(self):
+        """A chunked upload under way when a reload lowers the listener's
+        max_request_body finishes under the limit it started with (SPEC
+        §10); the next request gets the new one (413)."""
+        up = self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)})
+        f = self.ferry(config=cfg)
+        c = self.raw_client(f.outbound_port)
+        c.send(b"POST /up HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n" +
+               b"200\r\n" + b"a" * 512 + b"\r\n")
+        time.sleep(0.2)         # the head and the first chunk are in
+        cfg2 = deep_merge(cfg, {"listeners": {"outbound": {"max_request_body": "1KiB"}}})
+        self.reload(f, cfg2)
+        c.send((b"400\r\n" + b"b" * 1024 + b"\r\n") * 2 + b"0\r\n\r\n")
+        resp = c.read_response()
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(up.last.body, b"a" * 512 + b"b" * 2048)
+        big = harness.request(f.outbound_port, "POST", "/big", [("Host", "svc")], b"c" * 2048)
+        self.assert_ferry_error(big, 413, "PAYLOAD_TOO_LARGE")
+
     def test_connection_on_removed_listen_port(self):
         """A keep-alive connection on a service port that a reload closed
         stays usable (its requests route nowhere: 404) after the old config
