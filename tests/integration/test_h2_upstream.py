@@ -6,7 +6,9 @@ what the server never processed, keeps serving, and never crashes."""
 
 import copy
 import json
+import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -785,6 +787,111 @@ class ReloadKeepsH2UpstreamTest(FerryTestCase):
         self.assertEqual((r.status, r.body), (200, b"fine:/after"))
         self.assertEqual(up.headers["/after"].get("x-config"), "new")
         self.assertEqual(up.connections, 1, "the reload dropped the HTTP/2 connection")
+
+
+class ReloadStormTest(FerryTestCase):
+    """§10: SIGHUPs in quick succession that remove the HTTP/2 service,
+    bring it back on another endpoint and change it, while HTTP/1.1 and
+    h2c clients stream requests and uploads through it and an HTTP/1.1
+    service: every answer is the upstream's (or 404 while the service is
+    gone), ferry lives, and the sanitizers stay quiet."""
+
+    def test_reload_storm_under_h1_and_h2c_load(self):
+        ups = [H2Upstream(), H2Upstream()]
+        for u in ups:
+            self._closers.append(u.close)
+        plain = self.upstream(tls=False)
+
+        base = harness.ferry_config({})
+
+        def cfg(i):
+            svcs = {"plain": harness.service(plain)}
+            if i % 4 != 1:
+                svcs["svc"] = {"endpoints": [ups[i % 2].address], "protocol": "h2",
+                               "retries": {"max": 0},
+                               "headers": {"request": {"set": {"x-gen": str(i)}}}}
+            return dict(base, services=svcs)
+        f = self.ferry(config=cfg(0))
+        self.assertEqual(f.get("/warm", host="svc").status, 200)
+        stop = threading.Event()
+        failures, done = [], []
+        body = bytes(range(256)) * 256         # 64 KiB
+
+        def h1_load(host, n):
+            k = 0
+            c = harness.RawClient(f.outbound_port, timeout=10)
+            try:
+                while not stop.is_set():
+                    target = "/h1/%d/%d" % (n, k)
+                    try:
+                        r = c.request("POST", target, [("Host", host)], body)
+                    except (OSError, harness.IncompleteMessage, ValueError) as e:
+                        failures.append("%s %s: %r" % (host, target, e))
+                        c.close()
+                        c = harness.RawClient(f.outbound_port, timeout=10)
+                        continue
+                    want = b"fine:" + target.encode() if host == "svc" else None
+                    if r.status == 404 and host == "svc":
+                        pass
+                    elif r.status != 200 or (want and r.body != want):
+                        failures.append("%s %s: %d %r" % (host, target, r.status, r.body[:100]))
+                    if r.has_token("connection", "close"):    # a 404 left the body unread
+                        c.close()
+                        c = harness.RawClient(f.outbound_port, timeout=10)
+                    k += 1
+            finally:
+                c.close()
+                done.append(k)
+
+        def h2c_load():
+            k = 0
+            c = test_h2.H2(f.outbound_port, timeout=10)
+            try:
+                while not stop.is_set() and not c.closed:
+                    paths = ["/h2c/%d/%d" % (k, j) for j in range(4)]
+                    sids = [c.request(p, method="POST" if j % 2 else "GET",
+                                      body=body if j % 2 else None)
+                            for j, p in enumerate(paths)]
+                    for p, sid in zip(paths, sids):
+                        st = c.response(sid, 10)
+                        if st.status == 404:
+                            continue
+                        if st.status != 200 or bytes(st.body) != b"fine:" + p.encode():
+                            failures.append("h2c %s: %r %r" % (p, st.status, bytes(st.body)[:100]))
+                    k += 1
+                if c.closed:
+                    failures.append("h2c: ferry closed the connection")
+            except AssertionError as e:
+                failures.append("h2c: %s" % e)
+            finally:
+                c.close()
+                done.append(k)
+
+        threads = [threading.Thread(target=h1_load, args=("svc", 0), daemon=True),
+                   threading.Thread(target=h1_load, args=("plain", 1), daemon=True),
+                   threading.Thread(target=h2c_load, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(1, 25):
+                tmp = f.config_path + ".tmp"
+                with open(tmp, "w") as fh:
+                    fh.write(harness.to_yaml(cfg(i)) + "\n")
+                os.replace(tmp, f.config_path)
+                f.signal(signal.SIGHUP)
+                time.sleep(0.08)
+        finally:
+            time.sleep(0.3)
+            stop.set()
+            for t in threads:
+                t.join(20)
+        self.assertEqual(failures[:10], [], "%d requests failed\n%s" % (len(failures),
+                                                                        f.stderr_tail(40)))
+        self.assertTrue(all(k >= 5 for k in done) and len(done) == 3, "load too thin: %r" % done)
+        f.config = cfg(24)
+        r = f.get("/last", host="svc")
+        self.assertEqual((r.status, r.body), (200, b"fine:/last"))
+        self.assertTrue(f.alive())
 
 
 # ---------------------------------------------------------------------------
