@@ -54,6 +54,7 @@ struct h2stream {
 	bool chunked;			/* the upstream gets it chunked */
 	bool in_end;			/* END_STREAM from the client */
 	struct buf in;			/* body not yet taken upstream */
+	uint64_t body_bytes;		/* of the request, as it came */
 	struct buf out;			/* response body for the peer's window */
 	bool out_eof;
 	bool has_body;			/* a data provider was submitted */
@@ -818,6 +819,25 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	return 0;
 }
 
+/* A body over max_request_body (the limit its request began under, SPEC
+ * §10): 413 while no response head went out, else the stream is reset
+ * (h2_finish). A content-length over it was refused with the head
+ * (proxy.c); this is the body that named no length. */
+static bool
+body_refused(struct h2stream *st, size_t len)
+{
+	uint64_t max = st->x.lis->max_request_body;
+
+	st->body_bytes += len;
+	if (max == 0 || st->body_bytes <= max)
+		return false;
+	if (st->x.resp_head)
+		proxy_end(&st->x, END_REQUEST_BODY_TOO_LARGE);
+	else
+		proxy_refuse(&st->x, FE_PAYLOAD_TOO_LARGE, "request body over the limit", 0, true);
+	return true;
+}
+
 static int
 on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
     void *arg)
@@ -826,7 +846,7 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 
 	(void)flags;
 	(void)arg;
-	if (st == NULL || !st->x.live || st->x.req_done) {
+	if (st == NULL || !st->x.live || st->x.req_done || body_refused(st, len)) {
 		/* nobody takes it: grant it back at once */
 		if (nghttp2_session_consume(ng, id, len) != 0)
 			nghttp2_session_consume_connection(ng, len);

@@ -1149,6 +1149,18 @@ class ErrorsAndAccountingTest(H2Case):
             self.assertEqual(c.get("/small", method="POST", body=b"x" * 100).status, 200)
         self.assertFalse([r for r in self.up.requests if r.target == "/too-big"])
 
+    def test_body_without_length_over_max_request_body_413(self):
+        # no content-length to refuse with the head: the DATA frames are
+        # counted as they come (the whole 4 KiB went upstream before)
+        with self.h2() as c:
+            st = c.get("/too-big-nolen", method="POST", body=b"x" * 4096, content_length=False)
+            self.assertTrue(st.ended, "stream reset instead of 413")
+            self.assert_ferry_error(st.response(), 413, "PAYLOAD_TOO_LARGE")
+            self.assertEqual(c.get("/small-nolen", method="POST", body=b"x" * 100,
+                                   content_length=False).status, 200)
+        self.assertFalse([r for r in self.up.requests if r.target == "/too-big-nolen"])
+        self.assertEqual(self.upstream_request("/small-nolen").body, b"x" * 100)
+
     def test_unknown_authority_404(self):
         with self.h2() as c:
             st = c.get("/x", authority="nosuch-service", headers=[("x-correlation-id", "c-404")])
