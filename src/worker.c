@@ -40,7 +40,7 @@ endpoint_new(const struct ep_spec *sp)
 	ep->host_is_ip = sp->host_is_ip;
 	ep->weight = sp->weight;
 	ep->rt = sp->rt;
-	return ep;		/* outlier state: worker_set_endpoints() */
+	return ep;
 }
 
 static void

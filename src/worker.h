@@ -48,9 +48,10 @@ struct endpoint {
 	SSL_SESSION *session;		/* for resumption, owned */
 	struct ep_runtime *rt;		/* shared by all workers; NULL inbound */
 	struct ep_share *share;		/* this worker's share of rt's gauges */
-	/* its outlier state and the group that counts its ejections (set
-	 * together: a request of an older generation records in the group
-	 * the endpoint is in now); NULL inbound */
+	/* its outlier state and the group that holds it (and counts it
+	 * against the cap): those of the last set that named it. A request
+	 * records in that group, never in a newer set's, where the endpoint
+	 * may not be. NULL inbound. */
 	struct outlier *outlier;
 	struct outlier_group *outliers;
 	uint32_t in_flight;		/* attempts on it now, this worker */

@@ -6,6 +6,7 @@ file that the tests rewrite and then SIGHUP it. Upstreams listen on
 127.0.0.2 and 127.0.0.3 (loopback, like everything here). Without dnsmasq
 the whole file is skipped."""
 
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import time
 import unittest
 
 import harness
-from harness import FerryTestCase, echo, free_port, tls_client, wait_until
+from harness import FerryTestCase, delay, echo, fixed, free_port, tls_client, wait_until
 
 ADDR_A = "127.0.0.2"
 ADDR_B = "127.0.0.3"
@@ -291,6 +292,75 @@ class BrokenDns:
         self.sock.close()
 
 
+class ScriptedDns:
+    """A DNS server on 127.0.0.1:<port> (UDP) answering from `records`,
+    which a test may change at any time: {name: [record, ...]} where a
+    record is an IPv4 address (an A record) or (priority, weight, port,
+    target) (an SRV record). A name not there is NXDOMAIN; AAAA questions
+    get an empty answer. With rotate=True the records of an answer come in
+    a new order each time (round-robin DNS, as BIND does by default)."""
+
+    def __init__(self, records, ttl=1, rotate=False):
+        self.records = dict(records)
+        self.ttl = ttl
+        self.rotate = rotate
+        self.served = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def set(self, name, records):
+        self.records[name] = list(records)
+
+    def _loop(self):
+        while not self.stopping.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                answer = self._answer(data)
+            except (IndexError, struct.error, UnicodeDecodeError):
+                continue
+            self.sock.sendto(answer, peer)
+
+    def _answer(self, data):
+        qid, flags, qd = struct.unpack("!HHH", data[:6])
+        end = _skip_name(data, 12)
+        question = data[12:end + 4]
+        qtype = struct.unpack("!H", data[end:end + 2])[0]
+        name = _read_name(data, 12).lower()
+        records = self.records.get(name)
+        self.served += 1
+        rdatas = []
+        if records:
+            if self.rotate:
+                k = self.served % len(records)
+                records = records[k:] + records[:k]
+            for r in records:
+                if qtype == T_A and isinstance(r, str):
+                    rdatas.append(socket.inet_aton(r))
+                elif qtype == T_SRV and isinstance(r, tuple):
+                    prio, weight, port, target = r
+                    rdatas.append(struct.pack("!HHH", prio, weight, port) + b"".join(
+                        bytes([len(p)]) + p.encode() for p in target.split(".")) + b"\0")
+        rcode = 3 if records is None else 0
+        head = struct.pack("!HHHHHH", qid, 0x8400 | (flags & 0x0100) | 0x0080 | rcode, 1,
+                           len(rdatas), 0, 0)
+        body = b"".join(struct.pack("!HHHIH", 0xC00C, qtype, 1, self.ttl, len(rd)) + rd
+                        for rd in rdatas)
+        return head + question + body
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+
 # ---------------------------------------------------------------------------
 # upstreams on 127.0.0.2 / 127.0.0.3
 
@@ -543,6 +613,82 @@ class DiscoveryTest(FerryTestCase):
         f = self.ferry({"svc": {"endpoints": [a.address], "tls": tls_client("backend")}})
         self.assertTrue(wait_until(lambda: f.admin("/ready").status == 200, 0.5),
                         "/ready not 200 with no name to resolve")
+
+
+SRV_NAME = "_http._tcp.svc.test"
+
+
+class ChurnTest(FerryTestCase):
+    """Endpoint sets that change under ferry, from a DNS server the test
+    scripts (ScriptedDns): SRV records name 127.0.0.1 and the port of
+    each upstream, so no loopback alias is needed."""
+
+    def scripted_dns(self, targets, **kw):
+        """SRV_NAME -> the given upstreams (name -> Upstream), in order."""
+        dns = ScriptedDns({}, **kw)
+        self._closers.append(dns.close)
+        self.point(dns, targets)
+        return dns
+
+    @staticmethod
+    def point(dns, targets):
+        for name in targets:
+            dns.set(name + ".svc.test", ["127.0.0.1"])
+        dns.set(SRV_NAME, [(0, 10, u.port, name + ".svc.test") for name, u in targets.items()])
+
+    def srv_ferry(self, dns, **svc):
+        service = {"srv": SRV_NAME, "dns_refresh": "1s", "load_balancer": "round_robin",
+                   **svc}
+        return self.ferry({"svc": service}, workers=1,
+                          resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+
+    @staticmethod
+    def endpoints(f):
+        """address -> its /services entry."""
+        svc = json.loads(f.admin("/services").body)["services"][0]
+        return {e["address"]: e for e in svc["endpoints"]}
+
+    def wait_endpoints(self, f, upstreams, timeout=5.0):
+        want = sorted(u.address for u in upstreams)
+        ok = wait_until(lambda: sorted(self.endpoints(f)) == want, timeout, 0.05)
+        self.assertTrue(ok, "endpoints %s, expected %s\n%s"
+                        % (sorted(self.endpoints(f)), want, f.stderr_tail()))
+
+    def fail_until_ejected(self, f, bad):
+        for i in range(20):
+            f.get("/fail%d" % i, host="svc")
+            if self.endpoints(f)[bad.address]["ejected"]:
+                return
+        self.fail("%s never ejected:\n%s" % (bad.address, f.stderr_tail()))
+
+    NO_RETRY = {"max": 0}
+    NO_BREAKER = {"consecutive_failures": 1000}
+
+    def test_endpoint_gone_with_a_failing_request_ejects_nothing_else(self):
+        """A request in flight to an endpoint DNS dropped fails after the
+        new set is in: its outcome belongs to the old set and must not
+        count against the new set's ejection cap."""
+        gone = self.upstream(delay(3.0, fixed(503)), tls=False)
+        good = self.upstream(echo(), tls=False)
+        bad = self.upstream(fixed(503), tls=False)
+        dns = self.scripted_dns({"gone": gone})
+        f = self.srv_ferry(dns, retries=self.NO_RETRY, circuit_breaker=self.NO_BREAKER,
+                           outlier_detection={"consecutive_failures": 1,
+                                              "base_ejection": "60s",
+                                              "max_ejection_percent": 50})
+        self.wait_endpoints(f, [gone])
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault(
+            "status", f.get("/slow", host="svc", timeout=10).status))
+        t.start()
+        self.assertTrue(wait_until(lambda: len(gone.requests) == 1, 3.0))
+        self.point(dns, {"good": good, "bad": bad})
+        self.wait_endpoints(f, [good, bad])
+        t.join(10)
+        self.assertEqual(result.get("status"), 503)
+        # one failure ejects `bad` (cap: one of two)
+        self.fail_until_ejected(f, bad)
+
 
 
 if __name__ == "__main__":
