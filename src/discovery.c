@@ -21,6 +21,9 @@ struct dsvc {
 	size_t n_current;
 	struct ep_spec *specs;		/* published, for the admin pages */
 	struct outlier_group *outliers;
+	/* at a reload, while discovery_start() runs: the predecessor's
+	 * service of the same name, whose outlier states carry over */
+	const struct dsvc *prev;
 };
 
 /* One configured endpoint (or the SRV name) and its last good addresses. */
@@ -76,15 +79,50 @@ spec_dup(const struct ep_spec *items, size_t n, const struct resolved_addr *a)
 	return false;
 }
 
+/* The endpoint published as RT, or NULL. */
+static const struct ep_spec *
+spec_of(const struct dsvc *s, const struct ep_runtime *rt)
+{
+	for (size_t k = 0; s->specs != NULL && k < s->n_current; k++)
+		if (s->specs[k].rt == rt)
+			return &s->specs[k];
+	return NULL;
+}
+
+/* The same endpoints with the same weights as the set last published, in
+ * any order: round-robin DNS answers the same records in a new order each
+ * time, and each publication is work for every worker and an outlier
+ * group kept until exit. (SET's addresses are distinct.) */
 static bool
 same_as_current(const struct dsvc *s, const struct ep_set *set)
 {
 	if (set->n != s->n_current)
 		return false;
-	for (size_t i = 0; i < set->n; i++)
-		if (set->items[i].rt != s->current[i])
+	for (size_t i = 0; i < set->n; i++) {
+		const struct ep_spec *was = spec_of(s, set->items[i].rt);
+
+		if (was == NULL || was->weight != set->items[i].weight)
 			return false;
+	}
 	return true;
+}
+
+/* Outlier detection is per endpoint for the whole process (SPEC §6): an
+ * endpoint that stays takes its state into the new set's group, from the
+ * set published before or, at a reload, from the predecessor's. */
+static void
+outliers_carry(const struct dsvc *s, struct ep_set *set)
+{
+	const struct dsvc *from = s->specs != NULL ? s : s->prev;
+	int64_t now = clock_now_ms();
+
+	for (size_t i = 0; from != NULL && i < set->n; i++) {
+		const struct ep_spec *was = spec_of(from, set->items[i].rt);
+
+		if (was != NULL && was->outlier != NULL)
+			outlier_carry(set->outliers, set->items[i].outlier, was->outlier,
+			    &s->conf->outlier, now);
+	}
 }
 
 /* Builds the service's address set from every name's last good answer and
@@ -135,6 +173,7 @@ publish(struct dsvc *s)
 		set->items[i].outlier = outlier_get(set->outliers, i);
 		current[i] = set->items[i].rt;
 	}
+	outliers_carry(s, set);
 	/* health checks follow the set */
 	if (c->health_check.enabled && d->health) {
 		for (size_t i = 0; i < s->n_current; i++) {
@@ -306,6 +345,15 @@ seed(struct dname *dn, const struct discovery *prev)
 	}
 }
 
+static const struct dsvc *
+predecessor(const struct discovery *prev, const char *name)
+{
+	for (size_t i = 0; prev != NULL && i < prev->n_svcs; i++)
+		if (strcmp(prev->svcs[i].conf->name, name) == 0)
+			return &prev->svcs[i];
+	return NULL;
+}
+
 int
 discovery_start(struct discovery *d, const struct config *conf, const struct discovery *prev)
 {
@@ -320,6 +368,7 @@ discovery_start(struct discovery *d, const struct config *conf, const struct dis
 		s->d = d;
 		s->index = i;
 		s->conf = c;
+		s->prev = predecessor(prev, c->name);
 		if ((s->rt = runtime_service(d->rt, c)) == NULL)
 			return -1;
 		s->n_names = c->srv ? 1 : c->n_endpoints;
@@ -332,6 +381,7 @@ discovery_start(struct discovery *d, const struct config *conf, const struct dis
 				seed(&s->names[j], prev);
 		}
 		publish(s);
+		s->prev = NULL;		/* PREV goes after this call */
 	}
 	for (size_t i = 0; i < d->n_svcs; i++)
 		for (size_t j = 0; j < d->svcs[i].n_names; j++) {

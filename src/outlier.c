@@ -174,6 +174,19 @@ outlier_ejected(struct outlier_group *g, struct outlier *o, int64_t now_ms)
 	return false;
 }
 
+void
+outlier_carry(struct outlier_group *g, struct outlier *o, const struct outlier *from,
+    const struct conf_outlier *c, int64_t now_ms)
+{
+	int64_t until = atomic_load(&from->until);
+
+	atomic_store(&o->failures, atomic_load(&from->failures));
+	atomic_store(&o->times_ejected, atomic_load(&from->times_ejected));
+	if (until != NOT_EJECTED && now_ms < until &&
+	    reserve(g, outlier_max_ejected(g->n, c->max_ejection_percent)))
+		atomic_store(&o->until, until);
+}
+
 uint32_t
 outlier_times_ejected(const struct outlier *o)
 {

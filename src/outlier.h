@@ -10,7 +10,8 @@
  * outlier_group_new(). The conf is passed on every call, never stored.
  *
  * The group has a fixed number of endpoints; when the endpoint set of a
- * service changes (DNS), build a new group (and carry over what you like).
+ * service changes (DNS), build a new group and carry each endpoint that
+ * stays over (outlier_carry), or its ejection would end with the set.
  * times_ejected never decays: an endpoint that keeps being ejected stays
  * at the longer durations, bounded by the 300 s cap.
  */
@@ -46,6 +47,14 @@ void outlier_record(struct outlier_group *g, struct outlier *o,
 /* Whether O is out at NOW. The first call after the ejection ran out
  * returns it and frees its place under the cap. */
 bool outlier_ejected(struct outlier_group *g, struct outlier *o, int64_t now_ms);
+
+/* O of the new group G takes over FROM, the same endpoint's state in the
+ * group before: failures in a row, times ejected, and an ejection still
+ * running at NOW while G's cap has room (beyond it the ejection ends).
+ * Before any worker sees G; what workers record in the old group
+ * meanwhile is lost. */
+void outlier_carry(struct outlier_group *g, struct outlier *o, const struct outlier *from,
+    const struct conf_outlier *c, int64_t now_ms);
 
 uint32_t outlier_times_ejected(const struct outlier *o);
 /* How many endpoints of G count against the cap (ejected, not yet seen

@@ -664,6 +664,87 @@ class ChurnTest(FerryTestCase):
     NO_RETRY = {"max": 0}
     NO_BREAKER = {"consecutive_failures": 1000}
 
+    def test_ejection_survives_a_new_endpoint(self):
+        """Outlier detection is per endpoint for the whole process (SPEC
+        §6): DNS adding an endpoint must not let an ejected one back."""
+        good = self.upstream(echo(), tls=False)
+        bad = self.upstream(fixed(503), tls=False)
+        new = self.upstream(echo(), tls=False)
+        dns = self.scripted_dns({"good": good, "bad": bad})
+        f = self.srv_ferry(dns, retries=self.NO_RETRY, circuit_breaker=self.NO_BREAKER,
+                           outlier_detection={"consecutive_failures": 2,
+                                              "base_ejection": "60s",
+                                              "max_ejection_percent": 50})
+        self.wait_endpoints(f, [good, bad])
+        self.fail_until_ejected(f, bad)
+        self.point(dns, {"good": good, "bad": bad, "new": new})
+        self.wait_endpoints(f, [good, bad, new])
+        self.assertTrue(self.endpoints(f)[bad.address]["ejected"],
+                        "the ejection ended when DNS added an endpoint")
+        before = len(bad.requests)
+        for i in range(12):
+            self.assertEqual(f.get("/after%d" % i, host="svc").status, 200)
+        self.assertEqual(len(bad.requests), before, "the ejected endpoint got traffic again")
+
+    def test_ejection_survives_a_reload(self):
+        """A reload keeps the state of unchanged endpoints (SPEC §10): an
+        ejection too."""
+        good = self.upstream(echo(), tls=False)
+        bad = self.upstream(fixed(503), tls=False)
+        dns = self.scripted_dns({"good": good, "bad": bad})
+        f = self.srv_ferry(dns, retries=self.NO_RETRY, circuit_breaker=self.NO_BREAKER,
+                           outlier_detection={"consecutive_failures": 2,
+                                              "base_ejection": "60s",
+                                              "max_ejection_percent": 50})
+        self.wait_endpoints(f, [good, bad])
+        self.fail_until_ejected(f, bad)
+        config = json.loads(json.dumps(f.config))
+        config["services"]["svc"]["timeouts"] = {"request": "9s"}
+        f.reload(config)
+        self.assertTrue(self.endpoints(f)[bad.address]["ejected"], "a reload ended the ejection")
+        before = len(bad.requests)
+        for i in range(6):
+            self.assertEqual(f.get("/after%d" % i, host="svc").status, 200)
+        self.assertEqual(len(bad.requests), before, "the ejected endpoint got traffic again")
+
+    def test_new_srv_weights_are_used(self):
+        """SRV weights that change for the same targets take effect."""
+        a = self.upstream(echo(), tls=False)
+        b = self.upstream(echo(), tls=False)
+        dns = self.scripted_dns({"a": a, "b": b})
+        f = self.srv_ferry(dns)
+        self.wait_endpoints(f, [a, b])
+        dns.set(SRV_NAME, [(0, 30, a.port, "a.svc.test"), (0, 10, b.port, "b.svc.test")])
+        served = dns.served
+        self.assertTrue(wait_until(lambda: dns.served >= served + 6, 6.0),
+                        "ferry did not ask again (dns_refresh 1s)")
+        before_a, before_b = len(a.requests), len(b.requests)
+        for i in range(40):
+            self.assertEqual(f.get("/w%d" % i, host="svc").status, 200)
+        got = (len(a.requests) - before_a, len(b.requests) - before_b)
+        self.assertEqual(got, (30, 10), "weights 30:10 gave %d:%d" % got)
+
+    def test_answers_in_a_new_order_are_the_same_set(self):
+        """Round-robin DNS rotates the records of every answer: the same
+        endpoints in another order are no new set (no new publication,
+        nothing forgotten)."""
+        good = self.upstream(echo(), tls=False)
+        bad = self.upstream(fixed(503), tls=False)
+        dns = self.scripted_dns({"good": good, "bad": bad}, rotate=True)
+        f = self.srv_ferry(dns, retries=self.NO_RETRY, circuit_breaker=self.NO_BREAKER,
+                           outlier_detection={"consecutive_failures": 2,
+                                              "base_ejection": "60s",
+                                              "max_ejection_percent": 50})
+        self.wait_endpoints(f, [good, bad])
+        self.fail_until_ejected(f, bad)
+        served = dns.served
+        self.assertTrue(wait_until(lambda: dns.served >= served + 6, 6.0),
+                        "ferry did not ask again (dns_refresh 1s)")
+        self.assertTrue(self.endpoints(f)[bad.address]["ejected"],
+                        "the ejection ended when DNS answered the same set in another order")
+        published = f.stderr_text().count("endpoints service=svc ")
+        self.assertLessEqual(published, 1, "the same set was published %d times" % published)
+
     def test_endpoint_gone_with_a_failing_request_ejects_nothing_else(self):
         """A request in flight to an endpoint DNS dropped fails after the
         new set is in: its outcome belongs to the old set and must not

@@ -58,6 +58,38 @@ START_TEST(test_eject_after_n)
 }
 END_TEST
 
+/* A new set's group takes over the state of the endpoints that stay,
+ * ejections within its own cap. */
+START_TEST(test_carry)
+{
+	struct outlier_group *old = outlier_group_new(4), *g = outlier_group_new(2);
+	struct conf_outlier c = conf();
+
+	c.max_ejection_percent = 100;
+	fail_n(old, 0, &c, 5, 1000);
+	fail_n(old, 1, &c, 5, 1000);
+	fail_n(old, 2, &c, 3, 1000);
+	ck_assert_uint_eq(outlier_group_ejected(old), 2);
+	c.max_ejection_percent = 50;	/* one of two in G */
+	outlier_carry(g, outlier_get(g, 0), outlier_get(old, 0), &c, 2000);
+	outlier_carry(g, outlier_get(g, 1), outlier_get(old, 1), &c, 2000);
+	ck_assert(out(g, 0, 2000));
+	ck_assert(!out(g, 1, 2000));	/* over G's cap: back */
+	ck_assert_uint_eq(outlier_group_ejected(g), 1);
+	ck_assert_uint_eq(outlier_times_ejected(outlier_get(g, 1)), 1);
+	/* the ejection ends when it would have */
+	ck_assert(out(g, 0, 30999));
+	ck_assert(!out(g, 0, 31000));
+	ck_assert_uint_eq(outlier_group_ejected(g), 0);
+	/* failures in a row carry too: two more eject */
+	outlier_carry(g, outlier_get(g, 1), outlier_get(old, 2), &c, 31000);
+	fail_n(g, 1, &c, 2, 31000);
+	ck_assert(out(g, 1, 31000));
+	outlier_group_free(old);
+	outlier_group_free(g);
+}
+END_TEST
+
 START_TEST(test_success_resets)
 {
 	struct outlier_group *g = outlier_group_new(4);
@@ -285,6 +317,7 @@ outlier_suite(void)
 	tcase_add_test(tc, test_success_resets);
 	tcase_add_test(tc, test_duration_grows);
 	tcase_add_test(tc, test_failures_while_ejected);
+	tcase_add_test(tc, test_carry);
 	tcase_add_test(tc, test_cap_values);
 	tcase_add_test(tc, test_cap_enforced);
 	tcase_add_test(tc, test_cap_frees);
