@@ -124,6 +124,32 @@ attempt_record(struct exchange *x, enum attempt_result r)
 		outlier_record(ep->outliers, ep->outlier, &s->conf->outlier, failure, now);
 }
 
+/*
+ * Between attempts (a retry's backoff, a wait for room in a full pool) X
+ * names x->ep while no attempt or connection of it counts there, and DNS
+ * may drop that endpoint meanwhile: the worker frees a retired endpoint
+ * once nothing counts on it, and X's end still reads it (the access log's
+ * upstream, the trace). So the wait counts in ep->held, until the next
+ * attempt_start() or the end of X (exchange_leave).
+ */
+static void
+attempt_hold(struct exchange *x)
+{
+	if (x->ep_held)
+		return;
+	x->ep->held++;
+	x->ep_held = true;
+}
+
+void
+attempt_unhold(struct exchange *x)
+{
+	if (!x->ep_held)
+		return;
+	x->ep->held--;
+	x->ep_held = false;
+}
+
 /* After a failed attempt: may another one follow? The policy, the breaker
  * and the budget (which this takes from) all have a say. */
 bool
@@ -178,6 +204,7 @@ attempt_retry_schedule(struct exchange *x, int64_t delay)
 		attempt_start(x);
 		return;
 	}
+	attempt_hold(x);
 	x->retry_at_ms = clock_now_ms() + delay;
 	proxy_arm_timer(x);
 }
@@ -392,6 +419,7 @@ pool_full(struct exchange *x, int64_t now)
 		return true;
 	}
 	/* other workers release connections too: look again shortly */
+	attempt_hold(x);
 	x->retry_at_ms = now + 10;
 	proxy_arm_timer(x);
 	return true;
@@ -405,6 +433,7 @@ attempt_start(struct exchange *x)
 	char msg[256];
 
 	x->retry_at_ms = 0;
+	attempt_unhold(x);	/* no free before the pick compares x->avoid */
 	if ((x->ep = attempt_pick(x, now, false)) == NULL) {
 		snprintf(msg, sizeof(msg), "no available endpoint for %s", svc->name);
 		x->refused = FATE_NO_ENDPOINT;

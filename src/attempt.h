@@ -22,6 +22,8 @@ void attempt_begin(struct exchange *x, struct endpoint *ep, int64_t now);
 void attempt_record(struct exchange *x, enum attempt_result r);
 /* An attempt ends without an outcome and is not listed (a re-send). */
 void attempt_drop(struct exchange *x);
+/* X no longer waits on x->ep (see attempt.c); at its end. */
+void attempt_unhold(struct exchange *x);
 /* An attempt ends without an outcome (the client went away, shutdown):
  * listed as "cancelled". */
 void attempt_cancel(struct exchange *x);

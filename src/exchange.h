@@ -151,6 +151,7 @@ struct exchange {
 	int64_t pool_wait_until_ms;	/* waiting for a pooled connection */
 	int64_t pool_asked_ms;		/* other workers asked to free one */
 	const struct endpoint *avoid;	/* endpoint of the failed attempt */
+	bool ep_held;			/* counted in ep->held (attempt.c) */
 	enum breaker_verdict verdict;	/* admission by the circuit breaker */
 	struct breaker *entered;	/* counted in its max_concurrent */
 	bool http10;

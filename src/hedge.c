@@ -199,6 +199,7 @@ hedge_start(struct exchange *x, int64_t now)
 static void
 attempt_move(struct exchange *from, struct exchange *to)
 {
+	attempt_unhold(to);	/* its count is on the endpoint it names */
 	to->ep = from->ep;
 	to->upops = from->upops;
 	to->attempt_open = from->attempt_open;

@@ -223,6 +223,7 @@ static void
 exchange_leave(struct exchange *x)
 {
 	attempt_cancel(x);
+	attempt_unhold(x);	/* freed no sooner than the next sweep */
 	/* ended before its outcome: a probe slot must not stay taken */
 	if (x->svc && x->svc->rt && x->verdict == BREAKER_PROBE) {
 		breaker_cancel(x->svc->rt->breaker, x->verdict);

@@ -71,7 +71,7 @@ retired_sweep(struct worker *w, bool all)
 	while ((ep = *pp) != NULL) {
 		/* an old generation's requests may still pick it */
 		if (all || (w->old == NULL && ep->n_active == 0 && ep->n_idle == 0 &&
-		    ep->in_flight == 0)) {
+		    ep->in_flight == 0 && ep->held == 0)) {
 			*pp = ep->next_retired;
 			while (ep->idle)
 				pool_discard(ep->idle);

@@ -55,6 +55,7 @@ struct endpoint {
 	struct outlier *outlier;
 	struct outlier_group *outliers;
 	uint32_t in_flight;		/* attempts on it now, this worker */
+	uint32_t held;			/* exchanges waiting on it (attempt.c) */
 	double ewma_ms;			/* latency to the response head; failures
 					   as penalties (ewma_failure) */
 	int64_t ewma_last_ms;

@@ -618,6 +618,14 @@ class DiscoveryTest(FerryTestCase):
 SRV_NAME = "_http._tcp.svc.test"
 
 
+class Closed:
+    """A loopback port nothing listens on: connections are refused."""
+
+    def __init__(self, port):
+        self.port = port
+        self.address = "127.0.0.1:%d" % port
+
+
 class ChurnTest(FerryTestCase):
     """Endpoint sets that change under ferry, from a DNS server the test
     scripts (ScriptedDns): SRV records name 127.0.0.1 and the port of
@@ -636,11 +644,11 @@ class ChurnTest(FerryTestCase):
             dns.set(name + ".svc.test", ["127.0.0.1"])
         dns.set(SRV_NAME, [(0, 10, u.port, name + ".svc.test") for name, u in targets.items()])
 
-    def srv_ferry(self, dns, **svc):
+    def srv_ferry(self, dns, top=None, **svc):
         service = {"srv": SRV_NAME, "dns_refresh": "1s", "load_balancer": "round_robin",
                    **svc}
         return self.ferry({"svc": service}, workers=1,
-                          resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+                          resolver={"nameservers": ["127.0.0.1:%d" % dns.port]}, **(top or {}))
 
     @staticmethod
     def endpoints(f):
@@ -770,6 +778,49 @@ class ChurnTest(FerryTestCase):
         # one failure ejects `bad` (cap: one of two)
         self.fail_until_ejected(f, bad)
 
+
+    def test_endpoint_gone_during_a_retry_backoff(self):
+        """A request waits out a retry backoff after its endpoint refused;
+        meanwhile DNS drops that endpoint and the worker sweeps retired
+        ones. The request's end (here: shutdown) reads that endpoint (the
+        access log names the last attempt's address): it must still be
+        there."""
+        good = self.upstream(echo(), tls=False)
+        gone = Closed(free_port())
+        dns = self.scripted_dns({"gone": gone})
+        # a short drain: what waits then is ended, not retried
+        f = self.srv_ferry(dns, top={"drain_timeout": "100ms"},
+                           circuit_breaker=self.NO_BREAKER, timeouts={"request": "120s"},
+                           retries={"max": 1, "on": ["refused", "connect-failure"],
+                                    "backoff": {"base": "60s", "max": "60s"}})
+        waiting = None
+        for round_ in range(4):
+            self.point(dns, {"gone": gone})
+            self.wait_endpoints(f, [gone])
+            path = "/backoff%d" % round_
+            c = f.client()
+            c.send(harness.build_request("GET", path, [("Host", "svc")]))
+            time.sleep(0.3)                 # refused; the retry waits 0..60s
+            self.point(dns, {"good": good})
+            self.wait_endpoints(f, [good])
+            time.sleep(1.5)                 # the worker's sweep runs each second
+            c.sock.setblocking(False)
+            try:
+                answered = c.sock.recv(1) != b""
+            except BlockingIOError:
+                answered = False
+            if not answered:
+                waiting = path
+                break
+            c.close()
+        self.assertIsNotNone(waiting, "the retry never waited long enough (0..60s drawn)")
+        f.signal(signal.SIGTERM)
+        f.proc.wait(10)
+        entry = [e for e in f.access_log() if e.get("path") == waiting]
+        self.assertEqual(len(entry), 1, "no access log line for %s" % waiting)
+        self.assertEqual(entry[0].get("upstream"), gone.address)
+        self.assertEqual(f.sanitizer_reports(), [])
+        c.close()
 
 
 if __name__ == "__main__":
