@@ -21,6 +21,7 @@ struct dsvc {
 	size_t n_current;
 	struct ep_spec *specs;		/* published, for the admin pages */
 	struct outlier_group *outliers;
+	bool published;			/* a set went out */
 	/* at a reload, while discovery_start() runs: the predecessor's
 	 * service of the same name, whose outlier states carry over */
 	const struct dsvc *prev;
@@ -107,6 +108,16 @@ same_as_current(const struct dsvc *s, const struct ep_set *set)
 	return true;
 }
 
+/* Every name of S has answered (or failed) once. */
+static bool
+all_answered(const struct dsvc *s)
+{
+	for (size_t i = 0; i < s->n_names; i++)
+		if (!s->names[i].answered)
+			return false;
+	return true;
+}
+
 /* Outlier detection is per endpoint for the whole process (SPEC §6): an
  * endpoint that stays takes its state into the new set's group, from the
  * set published before or, at a reload, from the predecessor's. */
@@ -164,7 +175,9 @@ publish(struct dsvc *s)
 	set->n = n;
 	set->service = s->index;
 	set->conf = d->conf;
-	if (same_as_current(s, set))
+	/* a first set goes out even empty once every name has answered: after
+	 * a reload the workers hold the old config's endpoints until it does */
+	if (same_as_current(s, set) && (s->published || !all_answered(s)))
 		goto out;
 	if ((set->outliers = runtime_outlier_group(d->rt, n)) == NULL ||
 	    (current = calloc(n ? n : 1, sizeof(*current))) == NULL)
@@ -196,6 +209,7 @@ publish(struct dsvc *s)
 	if ((s->specs = malloc((n ? n : 1) * sizeof(*s->specs))) != NULL)
 		memcpy(s->specs, set->items, n * sizeof(*s->specs));
 	s->outliers = set->outliers;
+	s->published = true;
 	log_info("endpoints service=%s count=%zu", c->name, n);
 	d->publish(d->arg, set);
 out:

@@ -823,6 +823,31 @@ class ChurnTest(FerryTestCase):
         c.close()
 
 
+    def test_reload_to_a_name_that_does_not_resolve(self):
+        """A reload names the service's endpoint by a new name, which
+        does not exist: once it has answered, the old name's addresses
+        are no endpoints of the service any more (they were still used,
+        unseen on /services)."""
+        a = self.upstream(echo(), tls=False)
+        dns = ScriptedDns({"a.svc.test": ["127.0.0.1"]})
+        self._closers.append(dns.close)
+        f = self.ferry({"svc": {"endpoints": ["a.svc.test:%d" % a.port], "dns_refresh": "1s"}},
+                       workers=1, resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+        self.wait_endpoints(f, [a])
+        self.assertEqual(f.get("/before", host="svc").status, 200)
+        config = json.loads(json.dumps(f.config))
+        config["services"]["svc"]["endpoints"] = ["gone.svc.test:%d" % a.port]
+        served = dns.served
+        f.reload(config)
+        self.assertTrue(wait_until(lambda: dns.served >= served + 2, 3.0), "no lookup")
+        time.sleep(0.3)
+        self.assertEqual(self.endpoints(f), {})
+        before = len(a.requests)
+        resp = f.get("/after", host="svc")
+        self.assert_ferry_error(resp, 503, "SERVICE_UNAVAILABLE", "no available endpoint")
+        self.assertEqual(len(a.requests), before, "an endpoint of the old config got traffic")
+
+
 if __name__ == "__main__":
     if SKIP_REASON:
         import sys
