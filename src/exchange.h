@@ -330,6 +330,9 @@ extern const struct up_ops h1_up_ops;
 extern const struct up_ops h2_up_ops;
 /* Closes every HTTP/2 upstream connection of W (shutdown). */
 void h2_up_close_all(struct worker *w);
+/* EP was retired: W's HTTP/2 connections to it close once they carry no
+ * stream (at once when idle). */
+void h2_up_retire_endpoint(struct worker *w, const struct endpoint *ep);
 /* Closes W's HTTP/2 connections to EP, which is about to be freed. */
 void h2_up_close_endpoint(struct worker *w, const struct endpoint *ep);
 /* An HTTP/1.1 attempt's new connection chose h2 by ALPN: carry on as a

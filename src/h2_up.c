@@ -718,7 +718,10 @@ session_arm(struct h2up *s)
 	if (s->closed || s->doomed)
 		return;
 	if (s->streams == 0)
-		timer_at(s->timer, clock_now_ms() + s->idle_timeout_ms, clock_now_ms());
+		/* one to an endpoint DNS dropped closes at once, as the pool
+		 * closes idle HTTP/1.1 connections of a retired endpoint */
+		timer_at(s->timer, clock_now_ms() + (s->ep->retired ? 0 : s->idle_timeout_ms),
+		    clock_now_ms());
 	else
 		event_del(s->timer);
 }
@@ -1103,6 +1106,14 @@ h2_up_close_all(struct worker *w)
 {
 	while (w->h2ups)
 		session_close(w->h2ups, "shutdown");
+}
+
+void
+h2_up_retire_endpoint(struct worker *w, const struct endpoint *ep)
+{
+	for (struct h2up *s = w->h2ups; s; s = s->next)
+		if (s->ep == ep)
+			session_arm(s);
 }
 
 void

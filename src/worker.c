@@ -59,6 +59,7 @@ endpoint_retire(struct worker *w, struct endpoint *ep)
 	while (ep->idle)
 		pool_discard(ep->idle);
 	ep->retired = true;	/* connections in use close when done */
+	h2_up_retire_endpoint(w, ep);
 	ep->next_retired = w->retired;
 	w->retired = ep;
 }

@@ -894,6 +894,41 @@ class ReloadStormTest(FerryTestCase):
         self.assertTrue(f.alive())
 
 
+class DnsChurnH2Test(FerryTestCase):
+    """An endpoint DNS drops is retired: its idle HTTP/2 connection closes
+    then, as its idle HTTP/1.1 ones do, not at pool.idle_timeout."""
+
+    def test_idle_session_to_a_dropped_endpoint_closes(self):
+        import test_discovery
+        a, b = H2Upstream(), H2Upstream()
+        self._closers += [a.close, b.close]
+        dns = test_discovery.ScriptedDns({"a.svc.test": ["127.0.0.1"],
+                                          "b.svc.test": ["127.0.0.1"]})
+        self._closers.append(dns.close)
+        srv = "_http._tcp.svc.test"
+        dns.set(srv, [(0, 10, a.port, "a.svc.test")])
+        f = self.ferry({"svc": {"srv": srv, "dns_refresh": "1s", "protocol": "h2",
+                                "pool": {"idle_timeout": "30s"}}},
+                       workers=1, resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+
+        def active():
+            return harness.counter(f, "ferry_upstream_connections", service="svc",
+                                   state="active")
+
+        def endpoints():
+            svc = json.loads(f.admin("/services").body)["services"][0]
+            return [e["address"] for e in svc["endpoints"]]
+        self.assertTrue(harness.wait_until(lambda: endpoints() == [a.address], 3))
+        self.assertEqual(f.get("/warm", host="svc").status, 200)
+        self.assertEqual(active(), 1)
+        # (a closes a connection idle for 5 s itself: all below is quicker)
+        dns.set(srv, [(0, 10, b.port, "b.svc.test")])
+        self.assertTrue(harness.wait_until(lambda: endpoints() == [b.address], 3))
+        self.assertEqual(f.get("/b", host="svc").status, 200)
+        self.assertTrue(harness.wait_until(lambda: active() == 1, 1.0),
+                        "%d connections: the dropped endpoint's idle one stays open" % active())
+
+
 # ---------------------------------------------------------------------------
 # active health checks over HTTP/2 (SPEC §6, §12)
 
