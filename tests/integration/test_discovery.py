@@ -213,20 +213,17 @@ class Dnsmasq:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class SlowDnsProxy:
-    """UDP on 127.0.0.1:<port>: holds each query `hold` seconds, then
-    forwards it to the real server and relays the answer."""
+class UdpServer:
+    """A UDP socket on 127.0.0.1:<port> (0: any) and the thread that hands
+    each datagram to datagram(data, peer) until close()."""
 
-    def __init__(self, upstream_port, hold):
-        self.upstream_port = upstream_port
-        self.hold = hold
+    def __init__(self, port=0):
         self.stopping = threading.Event()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
-        self.received = 0
-        self.first_at = None            # monotonic time of the first query
         threading.Thread(target=self._loop, daemon=True).start()
 
     def _loop(self):
@@ -237,10 +234,32 @@ class SlowDnsProxy:
                 continue
             except OSError:
                 return
-            if self.first_at is None:
-                self.first_at = time.monotonic()
-            self.received += 1
-            threading.Thread(target=self._relay, args=(data, peer), daemon=True).start()
+            self.datagram(data, peer)
+
+    def datagram(self, data, peer):
+        raise NotImplementedError
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+
+class SlowDnsProxy(UdpServer):
+    """UDP on 127.0.0.1:<port>: holds each query `hold` seconds, then
+    forwards it to the real server and relays the answer."""
+
+    def __init__(self, upstream_port, hold):
+        self.upstream_port = upstream_port
+        self.hold = hold
+        self.received = 0
+        self.first_at = None            # monotonic time of the first query
+        super().__init__()
+
+    def datagram(self, data, peer):
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        self.received += 1
+        threading.Thread(target=self._relay, args=(data, peer), daemon=True).start()
 
     def _relay(self, data, peer):
         if self.stopping.wait(self.hold):
@@ -254,45 +273,25 @@ class SlowDnsProxy:
         except OSError:
             pass
 
-    def close(self):
-        self.stopping.set()
-        self.sock.close()
 
-
-class BrokenDns:
+class BrokenDns(UdpServer):
     """UDP on 127.0.0.1:port counting queries and answering none of them
     (a dead server: lookups time out), or each with SERVFAIL."""
 
     def __init__(self, port, servfail):
         self.servfail = servfail
         self.received = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.settimeout(0.1)
-        self.stopping = threading.Event()
-        threading.Thread(target=self._loop, daemon=True).start()
+        super().__init__(port)
 
-    def _loop(self):
-        while not self.stopping.is_set():
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.received += 1
-            if self.servfail and len(data) >= 12:
-                # the query back as a response: QR, RD+RA, RCODE 2, no answers
-                flags = 0x8000 | (struct.unpack("!H", data[2:4])[0] & 0x0100) | 0x0080 | 2
-                self.sock.sendto(data[:2] + struct.pack("!H", flags) + data[4:], peer)
-
-    def close(self):
-        self.stopping.set()
-        self.sock.close()
+    def datagram(self, data, peer):
+        self.received += 1
+        if self.servfail and len(data) >= 12:
+            # the query back as a response: QR, RD+RA, RCODE 2, no answers
+            flags = 0x8000 | (struct.unpack("!H", data[2:4])[0] & 0x0100) | 0x0080 | 2
+            self.sock.sendto(data[:2] + struct.pack("!H", flags) + data[4:], peer)
 
 
-class ScriptedDns:
+class ScriptedDns(UdpServer):
     """A DNS server on 127.0.0.1:<port> (UDP) answering from `records`,
     which a test may change at any time: {name: [record, ...]} where a
     record is an IPv4 address (an A record) or (priority, weight, port,
@@ -305,29 +304,17 @@ class ScriptedDns:
         self.ttl = ttl
         self.rotate = rotate
         self.served = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.stopping = threading.Event()
-        threading.Thread(target=self._loop, daemon=True).start()
+        super().__init__()
 
     def set(self, name, records):
         self.records[name] = list(records)
 
-    def _loop(self):
-        while not self.stopping.is_set():
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                answer = self._answer(data)
-            except (IndexError, struct.error, UnicodeDecodeError):
-                continue
-            self.sock.sendto(answer, peer)
+    def datagram(self, data, peer):
+        try:
+            answer = self._answer(data)
+        except (IndexError, struct.error, UnicodeDecodeError):
+            return
+        self.sock.sendto(answer, peer)
 
     def _answer(self, data):
         qid, flags, qd = struct.unpack("!HHH", data[:6])
@@ -355,10 +342,6 @@ class ScriptedDns:
         body = b"".join(struct.pack("!HHHIH", 0xC00C, qtype, 1, self.ttl, len(rd)) + rd
                         for rd in rdatas)
         return head + question + body
-
-    def close(self):
-        self.stopping.set()
-        self.sock.close()
 
 
 # ---------------------------------------------------------------------------
@@ -672,6 +655,22 @@ class ChurnTest(FerryTestCase):
     NO_RETRY = {"max": 0}
     NO_BREAKER = {"consecutive_failures": 1000}
 
+    def ferry_with_bad_ejected(self, dns, good, bad):
+        """ferry on DNS's SRV set {good, bad}, once bad is ejected (60 s)."""
+        f = self.srv_ferry(dns, retries=self.NO_RETRY, circuit_breaker=self.NO_BREAKER,
+                           outlier_detection={"consecutive_failures": 2,
+                                              "base_ejection": "60s",
+                                              "max_ejection_percent": 50})
+        self.wait_endpoints(f, [good, bad])
+        self.fail_until_ejected(f, bad)
+        return f
+
+    def assert_no_traffic_to(self, f, bad, n, why):
+        before = len(bad.requests)
+        for i in range(n):
+            self.assertEqual(f.get("/after%d" % i, host="svc").status, 200)
+        self.assertEqual(len(bad.requests), before, why)
+
     def test_ejection_survives_a_new_endpoint(self):
         """Outlier detection is per endpoint for the whole process (SPEC
         §6): DNS adding an endpoint must not let an ejected one back."""
@@ -679,20 +678,12 @@ class ChurnTest(FerryTestCase):
         bad = self.upstream(fixed(503), tls=False)
         new = self.upstream(echo(), tls=False)
         dns = self.scripted_dns({"good": good, "bad": bad})
-        f = self.srv_ferry(dns, retries=self.NO_RETRY, circuit_breaker=self.NO_BREAKER,
-                           outlier_detection={"consecutive_failures": 2,
-                                              "base_ejection": "60s",
-                                              "max_ejection_percent": 50})
-        self.wait_endpoints(f, [good, bad])
-        self.fail_until_ejected(f, bad)
+        f = self.ferry_with_bad_ejected(dns, good, bad)
         self.point(dns, {"good": good, "bad": bad, "new": new})
         self.wait_endpoints(f, [good, bad, new])
         self.assertTrue(self.endpoints(f)[bad.address]["ejected"],
                         "the ejection ended when DNS added an endpoint")
-        before = len(bad.requests)
-        for i in range(12):
-            self.assertEqual(f.get("/after%d" % i, host="svc").status, 200)
-        self.assertEqual(len(bad.requests), before, "the ejected endpoint got traffic again")
+        self.assert_no_traffic_to(f, bad, 12, "the ejected endpoint got traffic again")
 
     def test_ejection_survives_a_reload(self):
         """A reload keeps the state of unchanged endpoints (SPEC §10): an
@@ -700,20 +691,12 @@ class ChurnTest(FerryTestCase):
         good = self.upstream(echo(), tls=False)
         bad = self.upstream(fixed(503), tls=False)
         dns = self.scripted_dns({"good": good, "bad": bad})
-        f = self.srv_ferry(dns, retries=self.NO_RETRY, circuit_breaker=self.NO_BREAKER,
-                           outlier_detection={"consecutive_failures": 2,
-                                              "base_ejection": "60s",
-                                              "max_ejection_percent": 50})
-        self.wait_endpoints(f, [good, bad])
-        self.fail_until_ejected(f, bad)
+        f = self.ferry_with_bad_ejected(dns, good, bad)
         config = json.loads(json.dumps(f.config))
         config["services"]["svc"]["timeouts"] = {"request": "9s"}
         f.reload(config)
         self.assertTrue(self.endpoints(f)[bad.address]["ejected"], "a reload ended the ejection")
-        before = len(bad.requests)
-        for i in range(6):
-            self.assertEqual(f.get("/after%d" % i, host="svc").status, 200)
-        self.assertEqual(len(bad.requests), before, "the ejected endpoint got traffic again")
+        self.assert_no_traffic_to(f, bad, 6, "the ejected endpoint got traffic again")
 
     def test_new_srv_weights_are_used(self):
         """SRV weights that change for the same targets take effect."""
@@ -739,12 +722,7 @@ class ChurnTest(FerryTestCase):
         good = self.upstream(echo(), tls=False)
         bad = self.upstream(fixed(503), tls=False)
         dns = self.scripted_dns({"good": good, "bad": bad}, rotate=True)
-        f = self.srv_ferry(dns, retries=self.NO_RETRY, circuit_breaker=self.NO_BREAKER,
-                           outlier_detection={"consecutive_failures": 2,
-                                              "base_ejection": "60s",
-                                              "max_ejection_percent": 50})
-        self.wait_endpoints(f, [good, bad])
-        self.fail_until_ejected(f, bad)
+        f = self.ferry_with_bad_ejected(dns, good, bad)
         served = dns.served
         self.assertTrue(wait_until(lambda: dns.served >= served + 6, 6.0),
                         "ferry did not ask again (dns_refresh 1s)")
