@@ -349,6 +349,23 @@ add_listener(struct worker *w, enum listener_kind kind, const struct conf_listen
 	return 0;
 }
 
+/* A listener a reload closed stays while connections it accepted point
+ * at it (listener_client_gone); after the last one it goes. */
+static void
+closed_listeners_sweep(struct worker *w)
+{
+	struct listener **pp = &w->listeners, *l;
+
+	while ((l = *pp) != NULL) {
+		if (l->fd < 0 && l->n_clients == 0) {
+			*pp = l->next;
+			listener_free(l);
+		} else {
+			pp = &l->next;
+		}
+	}
+}
+
 static void
 sweep(evutil_socket_t fd, short what, void *arg)
 {
@@ -363,6 +380,7 @@ sweep(evutil_socket_t fd, short what, void *arg)
 	if (w->gen->inbound.eps)
 		pool_sweep(&w->gen->inbound, now);
 	retired_sweep(w, false);
+	closed_listeners_sweep(w);
 	/* what a burst left on the free lists, unused for a second, goes */
 	h2_mem_decay();
 	blocks_decay();

@@ -328,9 +328,11 @@ class AffinityTest(LifecycleCase):
 class ReloadTest(LifecycleCase):
 
     def test_reload_add_change_remove_under_load(self):
-        """Three reloads while 4 keep-alive clients hammer svc-a: no request
+        """Five reloads while 4 keep-alive clients hammer svc-a: no request
         of theirs fails, no connection drops; svc-b (and its own listen port)
-        comes and goes; svc-a's new timeout is in force."""
+        comes, goes, comes back once the closed listener's last connection
+        is gone (the worker frees the listener then) and goes again; svc-a's
+        new timeout is in force."""
         up_a = self.upstream(by_path([("/slow", delay(1.0))]))
         up_b = self.upstream()
         port_b = free_port()
@@ -411,6 +413,15 @@ class ReloadTest(LifecycleCase):
             resp = kb.request("GET", "/b/after-remove", [("Host", "svc-a")])
             self.assert_ferry_error(resp, 404, "UNKNOWN_SERVICE")
             self.assertNotEqual(up_b.last.target, "/b/after-remove")
+            # its last connection gone, the closed listener is freed by the
+            # next sweep (1 s); the reload after walks the list again
+            kb.close()
+            time.sleep(1.3)
+            self.reload(f, cfg1)
+            self.assertTrue(wait_until(lambda: f._connectable(port_b), 2),
+                            "svc-b's listen port not opened again")
+            self.assertEqual(harness.request(port_b, "GET", "/b/again").status, 200)
+            self.reload(f, cfg3)
             time.sleep(0.3)
         finally:
             stop.set()
@@ -419,7 +430,7 @@ class ReloadTest(LifecycleCase):
         self.assertEqual(failures[:10], [], "%d requests of the load failed" % len(failures))
         self.assertEqual(len(counts), 4)
         self.assertTrue(all(c >= 10 for c in counts), "load too thin: %r" % counts)
-        self.assertEqual(reload_counts(f), (3, 0))
+        self.assertEqual(reload_counts(f), (5, 0))
         self.assertTrue(f.alive())
         self.assert_upstream_clean(up_a)
         self.assert_upstream_clean(up_b)
