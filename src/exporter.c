@@ -276,6 +276,22 @@ spans_bytes(const char *p, size_t len, uint32_t n)
 	return off > len ? len : off;
 }
 
+/* The queue lets go of the spans now sent. A queue that never empties
+ * (spans arriving as fast as they leave) would otherwise keep every span
+ * it ever held; moving the rest down once the sent part is at least as
+ * long keeps it under twice what waits, and each byte moves about once. */
+static void
+queue_compact(struct exporter *e)
+{
+	size_t rest = e->q.len - e->q_off;
+
+	if (e->q_off < rest)
+		return;
+	memmove(e->q.p, e->q.p + e->q_off, rest);
+	e->q.len = rest;
+	e->q_off = 0;
+}
+
 static bool
 is_ip(const char *host)
 {
@@ -303,6 +319,7 @@ export_start(struct exporter *e)
 		e->q_off = 0;
 		e->q_n = 0;
 	} else {
+		queue_compact(e);
 		e->due_ms = clock_now_ms();	/* the rest is due too */
 	}
 	e->busy = true;
