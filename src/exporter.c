@@ -18,7 +18,8 @@
 
 /* a batch that gets no answer within this is dropped (OTLP's default) */
 #define EXPORT_TIMEOUT_MS 10000
-/* an answer is a small protobuf or a status message */
+/* an answer is a small protobuf or a status message: more than this,
+ * heads and body together, is a collector wasting the worker's time */
 #define RESPONSE_MAX (1 << 20)
 
 struct exporter {
@@ -44,6 +45,7 @@ struct exporter {
 	struct buf in;
 	uint32_t parsed;		/* head bytes given to the parser */
 	uint32_t msg_off;		/* bytes of the response consumed */
+	size_t got;			/* bytes read for the export in flight */
 	bool head_done;
 	int status;
 	bool keep_alive;
@@ -80,6 +82,7 @@ conn_close(struct exporter *e)
 	e->parsed = 0;
 	e->msg_off = 0;
 	e->head_done = false;
+	e->got = 0;
 }
 
 /* The export in flight is over: OK when the collector took it. */
@@ -127,6 +130,7 @@ response_done(struct exporter *e)
 		e->parsed = 0;
 		e->msg_off = 0;
 		e->head_done = false;
+		e->got = 0;
 	}
 	snprintf(why, sizeof(why), "collector answered %d", status);
 	export_done(e, status >= 200 && status <= 299, why);
@@ -197,6 +201,12 @@ on_readable(struct exporter *e)
 		if (!e->busy) {
 			/* nothing asked: a collector talking out of turn */
 			conn_close(e);
+			return;
+		}
+		/* without this, an endless body or endless 1xx heads would
+		 * hold the worker in this loop until the export timeout */
+		if ((e->got += (size_t)n) > RESPONSE_MAX) {
+			export_failed(e, "answer over 1 MiB");
 			return;
 		}
 		if (!parse_response(e))

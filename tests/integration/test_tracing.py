@@ -141,5 +141,105 @@ class QueueMemoryTest(TracingCase):
                         "RSS grew %d KiB over %d exported spans" % (after - before, n_exported))
 
 
+def endless(piece):
+    """An answer that never ends: PIECE sent as fast as it goes, after the
+    200 head when PIECE is a body chunk. The collector's `cut` gets how
+    long it went on before ferry closed the connection (None: 15 s)."""
+    def answer(sock, n):
+        t0 = time.monotonic()
+        try:
+            if piece.startswith(b"10000"):
+                sock.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            while time.monotonic() < t0 + 15:
+                sock.sendall(piece)
+            answer.cut.append(None)
+        except OSError:
+            answer.cut.append(time.monotonic() - t0)
+        return False
+    answer.cut = []
+    return answer
+
+
+endless_body = endless(b"%x\r\n%s\r\n" % (1 << 16, b"x" * (1 << 16)))
+endless_interim = endless(b"HTTP/1.1 100 Continue\r\n\r\n" * 256)
+
+
+def garbage(sock, n):
+    sock.sendall(b"\x00\xff garbage \r\n\r\n" * 100)
+    return False
+
+
+def huge_head(sock, n):
+    sock.sendall(b"HTTP/1.1 200 OK\r\n" + b"x-pad: " + b"a" * (2 << 20) + b"\r\n\r\n")
+    return False
+
+
+def reset(sock, n):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    return False
+
+
+def never_answers(sock, n):
+    time.sleep(30)
+    return False
+
+
+class HostileCollectorTest(TracingCase):
+    """Whatever the collector does, requests are answered on time and
+    ferry stays up; the spans it was sent are dropped as export_failed."""
+
+    def check(self, answer):
+        collector = Collector(answer)
+        self.addCleanup(collector.close)
+        f = self.start(collector, batch={"max_spans": 4, "interval": "1ms"})
+        done, failures = self.hammer(f, 3, threads=2, path="/x")
+        # measured: ~1 ms a request; a worker stuck in the exporter takes
+        # seconds (or the client's 10 s timeout)
+        slowest = self.slowest(f, 20)
+        self.assertEqual(failures, [])
+        self.assertGreater(done, 50, "requests slowed to a crawl")
+        self.assertLess(slowest, 1.0, "a request took %.2fs" % slowest)
+        self.assertTrue(f.alive())
+        self.assertGreater(collector.posts, 0)
+
+    def slowest(self, f, n):
+        worst = 0.0
+        with f.client() as c:
+            for _ in range(n):
+                t = time.monotonic()
+                r = c.request("GET", "/y", [("Host", "app")])
+                self.assertEqual(r.status, 200)
+                worst = max(worst, time.monotonic() - t)
+        return worst
+
+    def check_cut(self, answer):
+        # a collector talking without end is cut once it said more than
+        # any answer needs (1 MiB), not at the 10 s export timeout: until
+        # then it holds the worker, and requests wait
+        self.check(answer)
+        harness.wait_until(lambda: answer.cut, 15)
+        self.assertTrue(answer.cut, "the collector was never cut")
+        self.assertIsNotNone(answer.cut[0], "the collector was never cut")
+        self.assertLess(answer.cut[0], 3.0, "cut after %.1fs" % answer.cut[0])
+
+    def test_endless_body(self):
+        self.check_cut(endless_body)
+
+    def test_endless_interim_heads(self):
+        self.check_cut(endless_interim)
+
+    def test_garbage(self):
+        self.check(garbage)
+
+    def test_huge_head(self):
+        self.check(huge_head)
+
+    def test_reset(self):
+        self.check(reset)
+
+    def test_never_answers(self):
+        self.check(never_answers)
+
+
 if __name__ == "__main__":
     harness.main()
