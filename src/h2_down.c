@@ -819,10 +819,22 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	return 0;
 }
 
+/* The rest of a request ferry will not take: E answered while no
+ * response head went out, else the stream is reset (h2_finish) as CAUSE;
+ * nothing more of it goes upstream. */
+static void
+request_refused(struct h2stream *st, enum ferry_error e, enum end_cause cause,
+    const char *why)
+{
+	if (st->x.resp_head)
+		proxy_end(&st->x, cause);
+	else
+		proxy_refuse(&st->x, e, why, 0, true);
+}
+
 /* A body over max_request_body (the limit its request began under, SPEC
- * §10): 413 while no response head went out, else the stream is reset
- * (h2_finish). A content-length over it was refused with the head
- * (proxy.c); this is the body that named no length. */
+ * §10). A content-length over it was refused with the head (proxy.c);
+ * this is the body that named no length. */
 static bool
 body_refused(struct h2stream *st, size_t len)
 {
@@ -831,10 +843,8 @@ body_refused(struct h2stream *st, size_t len)
 	st->body_bytes += len;
 	if (max == 0 || st->body_bytes <= max)
 		return false;
-	if (st->x.resp_head)
-		proxy_end(&st->x, END_REQUEST_BODY_TOO_LARGE);
-	else
-		proxy_refuse(&st->x, FE_PAYLOAD_TOO_LARGE, "request body over the limit", 0, true);
+	request_refused(st, FE_PAYLOAD_TOO_LARGE, END_REQUEST_BODY_TOO_LARGE,
+	    "request body over the limit");
 	return true;
 }
 
@@ -856,19 +866,6 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* over its window */
 	stream_pump(st);
 	return 0;
-}
-
-/* Trailers over the head limits: 431 while no response head went out,
- * else the stream is reset (h2_finish); nothing of them goes upstream. */
-static void
-request_trailers_refused(struct h2stream *st)
-{
-	static const char why[] = "request head and trailers over 64 KiB or over 100 fields";
-
-	if (st->x.resp_head)
-		proxy_end(&st->x, END_REQUEST_TRAILERS_TOO_LARGE);
-	else
-		proxy_refuse(&st->x, FE_HEADERS_TOO_LARGE, why, 0, true);
 }
 
 static void
@@ -899,7 +896,8 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 		if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
 			stream_request(st, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
 		} else if (st->x.live && st->trailers_too_large) {
-			request_trailers_refused(st);
+			request_refused(st, FE_HEADERS_TOO_LARGE, END_REQUEST_TRAILERS_TOO_LARGE,
+			    "request head and trailers over 64 KiB or over 100 fields");
 		} else if (st->x.live && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
 			st->in_end = true;	/* trailers end the body */
 			stream_pump(st);
@@ -960,9 +958,12 @@ on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	(void)arg;
 	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
 	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
-	    nghttp2_session_get_stream_remote_close(ng, frame->hd.stream_id) == 0)
-		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
-		    NGHTTP2_NO_ERROR);
+	    nghttp2_session_get_stream_remote_close(ng, frame->hd.stream_id) == 0 &&
+	    nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+	    NGHTTP2_NO_ERROR) != 0)
+		/* no memory for it: the connection goes (h2_flush), rather
+		 * than be held by the half-open stream */
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	return 0;
 }
 
