@@ -17,9 +17,11 @@ struct dsvc {
 	struct svc_runtime *rt;
 	struct dname *names;		/* one per endpoint, or one SRV name */
 	size_t n_names;
-	struct ep_runtime **current;	/* published, for health unwatch */
+	/* the set published last, held (runtime.h): for health unwatch, the
+	 * admin pages and the next set's carry */
+	struct ep_runtime **current;
 	size_t n_current;
-	struct ep_spec *specs;		/* published, for the admin pages */
+	struct ep_spec *specs;
 	struct outlier_group *outliers;
 	bool published;			/* a set went out */
 	/* at a reload, while discovery_start() runs: the predecessor's
@@ -136,6 +138,22 @@ outliers_carry(const struct dsvc *s, struct ep_set *set)
 	}
 }
 
+/* Lets go of the set published last. */
+static void
+current_release(struct dsvc *s)
+{
+	for (size_t i = 0; i < s->n_current; i++)
+		ep_runtime_unref(s->current[i]);
+	if (s->outliers != NULL)
+		outlier_group_unref(s->outliers);
+	free(s->current);
+	free(s->specs);
+	s->current = NULL;
+	s->specs = NULL;
+	s->outliers = NULL;
+	s->n_current = 0;
+}
+
 /* Builds the service's address set from every name's last good answer and
  * publishes it when it changed. */
 static void
@@ -202,10 +220,12 @@ publish(struct dsvc *s)
 			    (struct sockaddr *)&set->items[i].sa, set->items[i].salen,
 			    set->items[i].text, set->items[i].host);
 	}
-	free(s->current);
+	for (size_t i = 0; i < n; i++)
+		ep_runtime_ref(current[i]);
+	outlier_group_ref(set->outliers);
+	current_release(s);
 	s->current = current;
 	s->n_current = n;
-	free(s->specs);
 	if ((s->specs = malloc((n ? n : 1) * sizeof(*s->specs))) != NULL)
 		memcpy(s->specs, set->items, n * sizeof(*s->specs));
 	s->outliers = set->outliers;
@@ -446,8 +466,7 @@ discovery_free(struct discovery *d, const struct discovery *successor)
 				if (!watched_by(successor, s->current[j]))
 					health_unwatch(d->health, s->current[j]);
 		free(s->names);
-		free(s->current);
-		free(s->specs);
+		current_release(s);
 	}
 	free(d->svcs);
 	free(d);

@@ -23,7 +23,7 @@ struct hc {
 	LIST_ENTRY(hc) entry;
 	struct health *h;
 	const struct conf_service *svc;
-	struct ep_runtime *ep;
+	struct ep_runtime *ep;		/* held */
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	char *addr;		/* for the logs */
@@ -97,6 +97,7 @@ hc_free(struct hc *hc)
 {
 	LIST_REMOVE(hc, entry);
 	check_end(hc);
+	ep_runtime_unref(hc->ep);
 	event_free(hc->timer);
 	free(hc->addr);
 	free(hc->host);
@@ -462,6 +463,7 @@ health_watch(struct health *h, const struct conf_service *svc, struct ep_runtime
 		}
 		hc->h = h;
 		hc->ep = ep;
+		ep_runtime_ref(ep);
 		LIST_INSERT_HEAD(&h->list, hc, entry);
 	} else if (hc->c != NULL) {
 		/* a check of the old settings: drop it uncounted */

@@ -24,6 +24,7 @@ struct outlier {
 
 struct outlier_group {
 	_Atomic size_t ejected;		/* endpoints holding an `until` */
+	_Atomic uint32_t refs;		/* holders (outlier_group_ref) */
 	size_t n;
 	struct outlier o[];
 };
@@ -38,6 +39,7 @@ outlier_group_new(size_t n)
 	if ((g = malloc(sizeof(*g) + n * sizeof(g->o[0]))) == NULL)
 		return NULL;
 	atomic_init(&g->ejected, 0);
+	atomic_init(&g->refs, 0);
 	g->n = n;
 	for (size_t i = 0; i < n; i++) {
 		atomic_init(&g->o[i].failures, 0);
@@ -51,6 +53,26 @@ void
 outlier_group_free(struct outlier_group *g)
 {
 	free(g);
+}
+
+void
+outlier_group_ref(struct outlier_group *g)
+{
+	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+}
+
+/* release: a holder's last use of G happens before the free that reads
+ * the count (acquire) */
+void
+outlier_group_unref(struct outlier_group *g)
+{
+	atomic_fetch_sub_explicit(&g->refs, 1, memory_order_release);
+}
+
+bool
+outlier_group_held(struct outlier_group *g)
+{
+	return atomic_load_explicit(&g->refs, memory_order_acquire) != 0;
 }
 
 struct outlier *

@@ -32,6 +32,11 @@ struct outlier;
 
 struct outlier_group *outlier_group_new(size_t n_endpoints);	/* NULL: no memory */
 void outlier_group_free(struct outlier_group *g);
+/* Holders of G count themselves, as of an endpoint's state (runtime.h):
+ * a first hold and the free on the main thread only. */
+void outlier_group_ref(struct outlier_group *g);
+void outlier_group_unref(struct outlier_group *g);	/* any thread; never frees */
+bool outlier_group_held(struct outlier_group *g);
 struct outlier *outlier_get(struct outlier_group *g, size_t i);	/* i < n */
 
 /*

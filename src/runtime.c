@@ -123,6 +123,53 @@ runtime_endpoint(struct svc_runtime *s, const char *address)
 	return e;
 }
 
+void
+ep_runtime_ref(struct ep_runtime *e)
+{
+	atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+}
+
+/* release: a holder's last use of E happens before the free that reads
+ * the count (acquire, runtime_compact) */
+void
+ep_runtime_unref(struct ep_runtime *e)
+{
+	atomic_fetch_sub_explicit(&e->refs, 1, memory_order_release);
+}
+
+size_t
+runtime_compact(struct runtime *rt)
+{
+	struct retired_group **pp = &rt->groups, *r;
+	size_t freed = 0;
+
+	for (size_t i = 0; i < rt->n; i++) {
+		struct svc_runtime *s = rt->svcs[i];
+		size_t kept = 0;
+
+		for (size_t j = 0; j < s->n_eps; j++) {
+			if (atomic_load_explicit(&s->eps[j]->refs, memory_order_acquire) == 0) {
+				free(s->eps[j]);
+				freed++;
+			} else {
+				s->eps[kept++] = s->eps[j];
+			}
+		}
+		s->n_eps = kept;
+	}
+	while ((r = *pp) != NULL) {
+		if (!outlier_group_held(r->g)) {
+			*pp = r->next;
+			outlier_group_free(r->g);
+			free(r);
+			freed++;
+		} else {
+			pp = &r->next;
+		}
+	}
+	return freed;
+}
+
 struct outlier_group *
 runtime_outlier_group(struct runtime *rt, size_t n)
 {

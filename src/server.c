@@ -74,7 +74,7 @@ static void
 apply_set(struct worker *w, void *arg)
 {
 	worker_set_endpoints(w, arg);
-	free(arg);
+	ep_set_free(arg);
 }
 
 /* Discovery found a new address set: every worker gets its own copy. */
@@ -82,18 +82,16 @@ static void
 publish_set(void *arg, const struct ep_set *set)
 {
 	struct server *srv = arg;
-	size_t size = sizeof(*set) + set->n * sizeof(set->items[0]);
 
 	if (srv->collecting) {
-		struct ep_set *copy = malloc(size), **grown;
+		struct ep_set *copy = ep_set_copy(set), **grown;
 
 		if (copy == NULL || (grown = realloc(srv->collected,
 		    (srv->n_collected + 1) * sizeof(*grown))) == NULL) {
-			free(copy);
+			ep_set_free(copy);
 			log_error("out of memory publishing endpoints");
 			return;
 		}
-		memcpy(copy, set, size);
 		srv->collected = grown;
 		srv->collected[srv->n_collected++] = copy;
 		return;
@@ -106,12 +104,12 @@ publish_set(void *arg, const struct ep_set *set)
 			worker_set_endpoints(&srv->workers[i], set);
 			continue;
 		}
-		if ((copy = malloc(size)) == NULL) {
+		if ((copy = ep_set_copy(set)) == NULL) {
 			log_error("out of memory publishing endpoints");
 			continue;
 		}
-		memcpy(copy, set, size);
-		worker_post(&srv->workers[i], apply_set, copy);
+		if (!worker_post(&srv->workers[i], apply_set, copy))
+			ep_set_free(copy);
 	}
 }
 
@@ -259,7 +257,7 @@ static void
 swap_mail_free(struct swap *sw)
 {
 	for (size_t i = 0; i < sw->n_sets; i++)
-		free(sw->sets[i]);
+		ep_set_free(sw->sets[i]);
 	free(sw->sets);
 	free(sw->rts);
 	free(sw);
@@ -316,21 +314,14 @@ swap_new(struct server *srv, struct config *next, struct svc_runtime **rts)
 		goto fail;
 	memcpy(sw->rts, rts, next->n_services * sizeof(*rts));
 	for (size_t i = 0; i < srv->n_collected; i++) {
-		size_t size = sizeof(struct ep_set) + srv->collected[i]->n * sizeof(struct ep_spec);
-
-		if ((sw->sets[i] = malloc(size)) == NULL)
+		if ((sw->sets[i] = ep_set_copy(srv->collected[i])) == NULL)
 			goto fail;
-		memcpy(sw->sets[i], srv->collected[i], size);
 		sw->n_sets++;
 	}
 	sw->conf = config_ref(next);
 	return sw;
 fail:
-	for (size_t i = 0; i < sw->n_sets; i++)
-		free(sw->sets[i]);
-	free(sw->sets);
-	free(sw->rts);
-	free(sw);
+	swap_mail_free(sw);
 	return NULL;
 }
 
@@ -338,7 +329,7 @@ static void
 collected_free(struct server *srv)
 {
 	for (size_t i = 0; i < srv->n_collected; i++)
-		free(srv->collected[i]);
+		ep_set_free(srv->collected[i]);
 	free(srv->collected);
 	srv->collected = NULL;
 	srv->n_collected = 0;
@@ -412,7 +403,10 @@ server_reload(struct server *srv)
 			goto fail;
 	history_follow(srv, next);
 	for (i = 0; i < srv->n_workers; i++)
-		worker_post(&srv->workers[i], swap_mail, swaps[i]);
+		if (!worker_post(&srv->workers[i], swap_mail, swaps[i])) {
+			config_unref(swaps[i]->conf);
+			swap_mail_free(swaps[i]);
+		}
 	discovery_free(srv->discovery, disc);
 	srv->discovery = disc;
 	config_unref(srv->conf);
@@ -646,6 +640,7 @@ housekeeping(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	history_sample(srv);
+	runtime_compact(srv->runtime);	/* what DNS dropped and nobody holds */
 	release_memory(srv);
 	if (!srv->notified_ready && discovery_ready(srv->discovery)) {
 		srv->notified_ready = true;

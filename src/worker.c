@@ -39,8 +39,30 @@ endpoint_new(const struct ep_spec *sp)
 	memcpy(ep->host, sp->host, sizeof(ep->host));
 	ep->host_is_ip = sp->host_is_ip;
 	ep->weight = sp->weight;
-	ep->rt = sp->rt;
 	return ep;
+}
+
+/* EP takes its state of the set SET names it in: the process-wide state,
+ * this worker's share of it and its outlier state, each held (runtime.h);
+ * SET holds them meanwhile, so taking a hold here is safe. */
+static void
+endpoint_bind(struct worker *w, struct endpoint *ep, const struct ep_set *set, size_t i)
+{
+	const struct ep_spec *sp = &set->items[i];
+
+	if (sp->rt != NULL)
+		ep_runtime_ref(sp->rt);
+	if (set->outliers != NULL)
+		outlier_group_ref(set->outliers);
+	if (ep->rt != NULL)
+		ep_runtime_unref(ep->rt);
+	if (ep->outliers != NULL)
+		outlier_group_unref(ep->outliers);
+	ep->rt = sp->rt;
+	ep->share = ep->rt ? ep_runtime_share(ep->rt, (unsigned)w->id) : NULL;
+	ep->outlier = sp->outlier;
+	ep->outliers = set->outliers;
+	ep->weight = sp->weight;
 }
 
 static void
@@ -48,7 +70,41 @@ endpoint_free(struct endpoint *ep)
 {
 	if (ep->session)
 		SSL_SESSION_free(ep->session);
+	if (ep->rt != NULL)
+		ep_runtime_unref(ep->rt);
+	if (ep->outliers != NULL)
+		outlier_group_unref(ep->outliers);
 	free(ep);
+}
+
+struct ep_set *
+ep_set_copy(const struct ep_set *set)
+{
+	size_t size = sizeof(*set) + set->n * sizeof(set->items[0]);
+	struct ep_set *copy = malloc(size);
+
+	if (copy == NULL)
+		return NULL;
+	memcpy(copy, set, size);
+	for (size_t i = 0; i < set->n; i++)
+		if (set->items[i].rt != NULL)
+			ep_runtime_ref(set->items[i].rt);
+	if (set->outliers != NULL)
+		outlier_group_ref(set->outliers);
+	return copy;
+}
+
+void
+ep_set_free(struct ep_set *set)
+{
+	if (set == NULL)
+		return;
+	for (size_t i = 0; i < set->n; i++)
+		if (set->items[i].rt != NULL)
+			ep_runtime_unref(set->items[i].rt);
+	if (set->outliers != NULL)
+		outlier_group_unref(set->outliers);
+	free(set);
 }
 
 /* An endpoint DNS no longer names: no new requests; freed once its last
@@ -98,14 +154,20 @@ static void
 release_idle_mail(struct worker *w, void *arg)
 {
 	worker_release_idle(w, arg);
+	ep_runtime_unref(arg);
 }
 
+/* Each message holds EP, so its address names no other endpoint's state
+ * by the time it arrives; FROM holds it now. */
 void
 worker_release_idle_elsewhere(struct worker *from, struct ep_runtime *ep)
 {
 	for (uint32_t i = 0; i < from->n_siblings; i++)
-		if (&from->siblings[i] != from)
-			worker_post(&from->siblings[i], release_idle_mail, ep);
+		if (&from->siblings[i] != from) {
+			ep_runtime_ref(ep);
+			if (!worker_post(&from->siblings[i], release_idle_mail, ep))
+				ep_runtime_unref(ep);
+		}
 }
 
 static long
@@ -162,11 +224,7 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 		/* a duplicate address needs its own object (discovery dedupes) */
 		if (eps[i] == NULL && (eps[i] = endpoint_new(&set->items[i])) == NULL)
 			continue;
-		eps[i]->rt = set->items[i].rt;
-		eps[i]->share = eps[i]->rt ? ep_runtime_share(eps[i]->rt, (unsigned)w->id) : NULL;
-		eps[i]->outlier = set->items[i].outlier;
-		eps[i]->outliers = set->outliers;
-		eps[i]->weight = set->items[i].weight;
+		endpoint_bind(w, eps[i], set, i);
 	}
 	for (size_t i = 0; i < s->n_eps; i++)
 		if (s->eps[i])
@@ -412,14 +470,14 @@ mail_deliver(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void
+bool
 worker_post(struct worker *w, mail_fn fn, void *arg)
 {
 	struct mail *m = malloc(sizeof(*m));
 
 	if (m == NULL) {
 		log_error("worker %d: out of memory for a message", w->id);
-		return;
+		return false;
 	}
 	m->fn = fn;
 	m->arg = arg;
@@ -429,6 +487,7 @@ worker_post(struct worker *w, mail_fn fn, void *arg)
 	pthread_mutex_unlock(&w->mail_lock);
 	/* an eventfd wakes the loop without making libevent take locks */
 	(void)!write(w->mail_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
+	return true;
 }
 
 static int

@@ -223,7 +223,8 @@ timer_at(struct event *ev, int64_t at_ms, int64_t now_ms)
 
 /* Messages from the main thread, run on the worker's loop. */
 typedef void (*mail_fn)(struct worker *w, void *arg);
-void worker_post(struct worker *w, mail_fn fn, void *arg);
+/* False when out of memory: ARG was not posted. */
+bool worker_post(struct worker *w, mail_fn fn, void *arg);
 
 int worker_init(struct worker *w, const struct worker_deps *deps, int id,
     struct config *conf);
@@ -250,6 +251,10 @@ void worker_release_idle(struct worker *w, struct ep_runtime *ep);
 void worker_release_idle_elsewhere(struct worker *from, struct ep_runtime *ep);
 /* Replaces a service's endpoints; worker thread, or before it starts. */
 void worker_set_endpoints(struct worker *w, const struct ep_set *set);
+/* A copy of SET that holds what it names (runtime.h), to post to a worker;
+ * main thread. ep_set_free lets go, on any thread. */
+struct ep_set *ep_set_copy(const struct ep_set *set);
+void ep_set_free(struct ep_set *set);
 
 /* Draws the via tokens; once, before workers start. */
 void worker_via_init(void);

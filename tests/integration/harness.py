@@ -230,6 +230,14 @@ def anon_kib(pid):
     return 0
 
 
+def sanitized(pid):
+    """Whether the process runs a sanitizer build: its RSS figures mean
+    nothing (shadow memory, quarantine)."""
+    with open("/proc/%d/maps" % pid) as f:
+        maps = f.read()
+    return any(s in maps for s in ("libasan", "libtsan", "libubsan", "liblsan"))
+
+
 def deep_merge(base, override):
     """A new dict: override's keys replace base's, nested dicts merged."""
     out = dict(base)

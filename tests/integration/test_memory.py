@@ -23,7 +23,8 @@ import threading
 import time
 
 import harness
-from harness import FerryTestCase, Reader, delay, fixed, free_port, pki, read_response, service
+from harness import (FerryTestCase, Reader, delay, fixed, free_port, pki, read_response, sanitized,
+                     service)
 
 N_STEP = 100        # connections opened before the first reading (one-off costs)
 N_IDLE = 500        # TLS connections held idle at the second reading
@@ -69,11 +70,6 @@ def anon_rss(pid):
         raise AssertionError("no RssAnon for pid %d" % pid)
     return kib * 1024
 
-
-def sanitized(pid):
-    with open("/proc/%d/maps" % pid) as f:
-        maps = f.read()
-    return any(s in maps for s in ("libasan", "libtsan", "libubsan", "liblsan"))
 
 
 def one_request(sock, request):

@@ -12,7 +12,7 @@ import threading
 import time
 
 import harness
-from harness import FerryTestCase, LoopbackServer, Reader, read_response
+from harness import FerryTestCase, LoopbackServer, Reader, read_response, sanitized
 
 SPAN_PATH = "/" + "p" * 2000      # url.path: a span of about 2 KiB
 
@@ -23,12 +23,6 @@ def exported(f):
         if line.startswith("ferry_spans_exported_total "):
             return float(line.split()[1])
     return 0.0
-
-
-def sanitized(pid):
-    with open("/proc/%d/maps" % pid) as f:
-        maps = f.read()
-    return any(s in maps for s in ("libasan", "libtsan", "libubsan", "liblsan"))
 
 
 class Collector(LoopbackServer):

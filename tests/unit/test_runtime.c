@@ -1,7 +1,7 @@
 /*
  * Unit tests for src/runtime.c: an endpoint's gauges kept in one share per
  * worker, each on its own cache line, and added up for /services; an
- * address keeps its state across lookups.
+ * address keeps its state across lookups; what nobody holds is freed.
  */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -101,6 +101,46 @@ START_TEST(test_endpoints_apart)
 }
 END_TEST
 
+/* What nobody holds goes at the next compaction, and only then: a hold
+ * taken and let go in between keeps nothing; an address seen again after
+ * its state went starts afresh. */
+START_TEST(test_compact_frees_what_nobody_holds)
+{
+	struct ep_runtime *a = runtime_endpoint(svc, "10.0.0.5:5000");
+	struct ep_runtime *b = runtime_endpoint(svc, "10.0.0.6:5000");
+	struct outlier_group *g1 = runtime_outlier_group(rt, 2);
+	struct outlier_group *g2 = runtime_outlier_group(rt, 2);
+
+	ck_assert_ptr_nonnull(g1);
+	ck_assert_ptr_nonnull(g2);
+	ep_runtime_ref(a);
+	ep_runtime_ref(a);		/* two holders */
+	ep_runtime_ref(b);
+	outlier_group_ref(g2);
+	ck_assert_uint_eq(runtime_compact(rt), 1);	/* g1, held by none */
+	ck_assert_uint_eq(svc->n_eps, 2);
+
+	ep_runtime_unref(b);
+	ep_runtime_unref(a);
+	ck_assert_uint_eq(runtime_compact(rt), 1);	/* b */
+	ck_assert_uint_eq(svc->n_eps, 1);
+	ck_assert_ptr_eq(svc->eps[0], a);
+	ck_assert_ptr_eq(runtime_endpoint(svc, "10.0.0.5:5000"), a);
+
+	atomic_store(&a->healthy, false);
+	ep_runtime_unref(a);
+	outlier_group_unref(g2);
+	ck_assert_uint_eq(runtime_compact(rt), 2);
+	ck_assert_uint_eq(svc->n_eps, 0);
+	ck_assert_uint_eq(runtime_compact(rt), 0);
+
+	a = runtime_endpoint(svc, "10.0.0.5:5000");
+	ck_assert_ptr_nonnull(a);
+	ck_assert(atomic_load(&a->healthy));
+	ck_assert_uint_eq(atomic_load(&a->refs), 0);
+}
+END_TEST
+
 static Suite *
 runtime_suite(void)
 {
@@ -111,6 +151,7 @@ runtime_suite(void)
 	tcase_add_test(tc, test_shares_apart);
 	tcase_add_test(tc, test_gauges_add_up);
 	tcase_add_test(tc, test_endpoints_apart);
+	tcase_add_test(tc, test_compact_frees_what_nobody_holds);
 	suite_add_tcase(s, tc);
 	return s;
 }
