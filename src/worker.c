@@ -120,15 +120,27 @@ endpoint_retire(struct worker *w, struct endpoint *ep)
 	w->retired = ep;
 }
 
+/* An old generation's requests may still pick EP: it is in one of the
+ * sets that generation holds. */
+static bool
+named_by_old(const struct worker *w, const struct endpoint *ep)
+{
+	for (const struct generation *g = w->old; g != NULL; g = g->next_old)
+		for (size_t i = 0; i < g->n_svcs; i++)
+			for (size_t j = 0; j < g->svcs[i].n_eps; j++)
+				if (g->svcs[i].eps[j] == ep)
+					return true;
+	return false;
+}
+
 static void
 retired_sweep(struct worker *w, bool all)
 {
 	struct endpoint **pp = &w->retired, *ep;
 
 	while ((ep = *pp) != NULL) {
-		/* an old generation's requests may still pick it */
-		if (all || (w->old == NULL && ep->n_active == 0 && ep->n_idle == 0 &&
-		    ep->in_flight == 0 && ep->held == 0)) {
+		if (all || (ep->n_active == 0 && ep->n_idle == 0 && ep->in_flight == 0 &&
+		    ep->held == 0 && !named_by_old(w, ep))) {
 			*pp = ep->next_retired;
 			while (ep->idle)
 				pool_discard(ep->idle);

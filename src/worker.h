@@ -34,7 +34,7 @@ struct exporter;
 
 /* A service endpoint (one address) as this worker sees it. Endpoints come
  * and go with DNS; one that goes is retired and freed once nothing uses
- * it (no connection, no attempt). */
+ * it (no connection, no attempt, no set of an older config). */
 struct endpoint {
 	struct sockaddr_storage sa;
 	socklen_t salen;
