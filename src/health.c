@@ -16,6 +16,9 @@
 
 /* more than a head may take, so an endless head fails in the parser */
 #define HC_READ_MAX (HTTP_MAX_HEAD_ALL + 16384)
+/* all a check reads: interim heads or HTTP/2 frames without end would
+ * hold the main thread in the read loop (admin, DNS, every other check) */
+#define HC_READ_TOTAL_MAX (4 * HC_READ_MAX)
 
 /* One watched endpoint. The timer starts the next check while idle and is
  * the deadline of the check while one is in flight (c != NULL). */
@@ -36,6 +39,7 @@ struct hc {
 	struct hc_h2 *h2;	/* its HTTP/2 session, when it speaks that */
 	struct buf in, out;
 	uint32_t parsed;
+	size_t read_total;	/* by the check in flight */
 	struct http_parser parser;
 	struct http_head head;
 };
@@ -90,7 +94,9 @@ check_end(struct hc *hc)
 	buf_free(&hc->out);
 	http_parser_free(&hc->parser);
 	hc->parsed = 0;
+	hc->read_total = 0;
 }
+
 
 static void
 hc_free(struct hc *hc)
@@ -190,6 +196,22 @@ send_request(struct hc *hc)
 		finish(hc, false, conn_error_text(hc->c));
 }
 
+/* Reads what came for the check in flight; CONN_AGAIN past its total
+ * after ending the check. */
+static ssize_t
+check_read(struct hc *hc)
+{
+	ssize_t n;
+
+	if (hc->read_total >= HC_READ_TOTAL_MAX) {
+		finish(hc, false, "answer too long");
+		return CONN_AGAIN;
+	}
+	if ((n = conn_read(hc->c, &hc->in, HC_READ_MAX)) > 0)
+		hc->read_total += (size_t)n;
+	return n;
+}
+
 /* Reads until the status of the final response is known. */
 static void
 read_head(struct hc *hc)
@@ -197,7 +219,7 @@ read_head(struct hc *hc)
 	char why[64];
 	ssize_t n;
 
-	while ((n = conn_read(hc->c, &hc->in, HC_READ_MAX)) > 0) {
+	while ((n = check_read(hc)) > 0) {
 		while (buf_len(&hc->in) > hc->parsed) {
 			size_t used;
 			enum http_status st = http_parse(&hc->parser,
@@ -262,7 +284,7 @@ h2_read(struct hc *hc)
 {
 	ssize_t n;
 
-	while ((n = conn_read(hc->c, &hc->in, HC_READ_MAX)) > 0) {
+	while ((n = check_read(hc)) > 0) {
 		enum hc_h2_result r = hc_h2_input(hc->h2, buf_head(&hc->in),
 		    buf_len(&hc->in));
 

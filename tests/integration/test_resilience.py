@@ -6,6 +6,7 @@ Real upstreams on loopback; the assertions are on what crossed the wire
 (attempts each upstream saw, bodies, headers) and, where the SPEC speaks of
 time, on timing."""
 
+import json
 import socket
 import ssl
 import struct
@@ -963,6 +964,65 @@ class HealthCheckTest(ResilienceTestCase):
         time.sleep(0.2)
         na, nb = self.spread(f, a, b)
         self.assertEqual((na, nb), (10, 10), "with none healthy, all must be used")
+
+
+class EndlessAnswer(harness.LoopbackServer):
+    """Answers every connection with CHUNK over and over, as fast as the
+    peer reads, until it goes: a health check that never ends."""
+
+    def __init__(self, chunk, first=b""):
+        self.chunk = chunk * max(1, 65536 // len(chunk))
+        self.first = first
+        self.sent = 0
+        super().__init__()
+
+    def serve(self, sock, n):
+        sock.settimeout(5)
+        try:
+            sock.recv(4096)             # the check's request (or preface)
+            sock.sendall(self.first)
+            while not self.stopping.is_set():
+                sock.sendall(self.chunk)
+                self.sent += len(self.chunk)
+        except OSError:
+            pass
+
+
+class HostileHealthEndpointTest(FerryTestCase):
+    """SPEC §11: an endpoint that answers a health check with bytes
+    without end (interim heads, HTTP/2 frames) fails its check and costs
+    the main thread one check's worth of reading, no more: the admin
+    listener, DNS and the other checks run on that thread."""
+
+    def check_endless(self, chunk, protocol, first=b""):
+        hostile = EndlessAnswer(chunk, first)
+        self._closers.append(hostile.close)
+        f = self.ferry({"svc": {"endpoints": [hostile.address], "protocol": protocol,
+                                "health_check": {"path": "/health", "interval": "200ms",
+                                                 "timeout": "300ms", "unhealthy": 1}}},
+                       workers=1)
+        self.assertTrue(wait_until(lambda: hostile.sent > 0, 3.0), "no health check came")
+        slowest = 0.0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            self.assertEqual(f.admin("/healthz").status, 200)
+            slowest = max(slowest, time.monotonic() - t0)
+            time.sleep(0.05)
+        self.assertLess(slowest, 0.5, "the admin listener took %.1fs to answer" % slowest)
+        svc = json.loads(f.admin("/services").body)["services"][0]
+        self.assertFalse(svc["endpoints"][0]["healthy"], "an endless answer passed its check")
+        self.assertTrue(f.alive(), f.stderr_tail())
+
+    def test_endless_interim_heads(self):
+        self.check_endless(b"HTTP/1.1 100 Continue\r\n\r\n", "http1")
+
+    def test_endless_http2_frames(self):
+        # frames of an unknown type, which HTTP/2 says to ignore (PINGs
+        # would trip nghttp2's own limit on ACKs to send)
+        settings = struct.pack("!IBBI", 0, 4, 0, 0)[1:]      # an empty SETTINGS
+        unknown = struct.pack("!IBBI", 8, 0xfa, 0, 0)[1:] + b"\0" * 8
+        self.check_endless(unknown, "h2", first=settings)
 
 
 if __name__ == "__main__":
