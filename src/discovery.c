@@ -392,9 +392,11 @@ int
 discovery_start(struct discovery *d, const struct config *conf, const struct discovery *prev)
 {
 	d->conf = conf;
-	d->n_svcs = conf->n_services;
-	if ((d->svcs = calloc(d->n_svcs ? d->n_svcs : 1, sizeof(*d->svcs))) == NULL)
+	/* counts are set once what they count exists: discovery_free walks
+	 * them after a failure here */
+	if ((d->svcs = calloc(conf->n_services ? conf->n_services : 1, sizeof(*d->svcs))) == NULL)
 		return -1;
+	d->n_svcs = conf->n_services;
 	for (size_t i = 0; i < d->n_svcs; i++) {
 		struct dsvc *s = &d->svcs[i];
 		const struct conf_service *c = &conf->services[i];
@@ -405,9 +407,10 @@ discovery_start(struct discovery *d, const struct config *conf, const struct dis
 		s->prev = predecessor(prev, c->name);
 		if ((s->rt = runtime_service(d->rt, c)) == NULL)
 			return -1;
-		s->n_names = c->srv ? 1 : c->n_endpoints;
-		if ((s->names = calloc(s->n_names ? s->n_names : 1, sizeof(*s->names))) == NULL)
+		if ((s->names = calloc(c->srv ? 1 : c->n_endpoints ? c->n_endpoints : 1,
+		    sizeof(*s->names))) == NULL)
 			return -1;
+		s->n_names = c->srv ? 1 : c->n_endpoints;
 		for (size_t j = 0; j < s->n_names; j++) {
 			if (dname_init(s, &s->names[j], c->srv ? NULL : &c->endpoints[j]) != 0)
 				return -1;
@@ -460,8 +463,9 @@ discovery_free(struct discovery *d, const struct discovery *successor)
 				event_free(dn->timer);
 			free(dn->addrs);
 		}
-		/* what the successor watches stays watched, with its state */
-		if (s->conf->health_check.enabled && d->health)
+		/* what the successor watches stays watched, with its state (no
+		 * conf: discovery_start failed before this service) */
+		if (s->conf != NULL && s->conf->health_check.enabled && d->health)
 			for (size_t j = 0; j < s->n_current; j++)
 				if (!watched_by(successor, s->current[j]))
 					health_unwatch(d->health, s->current[j]);
@@ -470,6 +474,19 @@ discovery_free(struct discovery *d, const struct discovery *successor)
 	}
 	free(d->svcs);
 	free(d);
+}
+
+void
+discovery_rewatch(struct discovery *d)
+{
+	for (size_t i = 0; d != NULL && d->health != NULL && i < d->n_svcs; i++) {
+		const struct dsvc *s = &d->svcs[i];
+
+		for (size_t j = 0; s->specs != NULL && j < s->n_current; j++)
+			health_watch(d->health, s->conf, s->specs[j].rt,
+			    (const struct sockaddr *)&s->specs[j].sa, s->specs[j].salen,
+			    s->specs[j].text, s->specs[j].host);
+	}
 }
 
 size_t

@@ -36,6 +36,9 @@ bool discovery_ready(const struct discovery *d);
 /* Stops the lookups; health checks of endpoints SUCCESSOR (may be NULL)
  * does not watch stop too. */
 void discovery_free(struct discovery *d, const struct discovery *successor);
+/* Health checks follow D's sets and config again, after a successor that
+ * had taken them over was freed unused (a failed reload). */
+void discovery_rewatch(struct discovery *d);
 /* The endpoint set last published for SERVICE (main thread). */
 size_t discovery_current(const struct discovery *d, size_t service,
     const struct ep_spec **specs, struct outlier_group **outliers);

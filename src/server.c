@@ -426,9 +426,13 @@ fail:
 	srv->collecting = false;
 	log_error("reload: out of memory; the running configuration stays in force");
 	for (i = 0; swaps && i < srv->n_workers; i++)
-		if (swaps[i])
+		if (swaps[i]) {
+			config_unref(swaps[i]->conf);
 			swap_mail_free(swaps[i]);
+		}
 	discovery_free(disc, srv->discovery);
+	/* the new sets' checks were pointed at NEXT, which goes */
+	discovery_rewatch(srv->discovery);
 	collected_free(srv);
 	free(swaps);
 	free(rts);

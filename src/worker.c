@@ -683,11 +683,11 @@ worker_swap(struct worker *w, struct swap *sw)
 			if (strcmp(old->svcs[j].conf->name, ns->conf->name) != 0 ||
 			    !same_tls(&old->svcs[j].conf->tls, &ns->conf->tls))
 				continue;	/* new TLS settings: new connections */
-			kept = true;
 			ns->eps = malloc((old->svcs[j].n_eps ? old->svcs[j].n_eps : 1) *
 			    sizeof(*ns->eps));
 			if (ns->eps == NULL)
-				continue;	/* starts empty: discovery's set follows */
+				break;	/* starts empty (discovery's set follows); they retire */
+			kept = true;
 			memcpy(ns->eps, old->svcs[j].eps, old->svcs[j].n_eps * sizeof(*ns->eps));
 			ns->n_eps = old->svcs[j].n_eps;
 			ns->lat = old->svcs[j].lat;

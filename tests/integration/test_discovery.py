@@ -914,6 +914,10 @@ class ChurnMemoryTest(FerryTestCase):
         self.assertTrue(f.alive(), f.stderr_tail())
         self.assertGreater(new, 3000, "the DNS server was asked too little")
         self.assertIn(200, statuses, "no request reached an endpoint:\n" + f.stderr_tail())
+        if hold_old_config:
+            # the idle connection still works, on the config in force
+            held.sendall(b"GET /after HTTP/1.1\r\nHost: svc\r\n\r\n")
+            self.assertEqual(harness.read_response(harness.Reader(held)).status, 200)
         if not sanitized(f.proc.pid):
             self.assertLess(growth, self.MAX_GROWTH_KIB,
                             "RssAnon grew %d KiB over %d new addresses" % (growth, new))
