@@ -206,6 +206,14 @@ idle_unlink(struct client *cl)
 void
 proxy_listener_reconf(struct listener *l)
 {
+	/* an idle connection's next request runs on the new config anyway:
+	 * it lets go of the old one now, which else lived (with every
+	 * endpoint its sets name) until that request or idle_timeout */
+	for (struct client *cl = l->idle_first; cl != NULL; cl = cl->idle_next)
+		if (cl->gen != l->w->gen) {
+			gen_unref(l->w, cl->gen);
+			cl->gen = gen_ref(l->w->gen);
+		}
 	/* idle_timeout may have changed: the oldest's deadline moved */
 	if (l->ev_idle != NULL && l->idle_first != NULL)
 		timer_at(l->ev_idle, l->idle_first->idle_since_ms + l->conf->idle_timeout,

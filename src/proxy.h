@@ -13,7 +13,8 @@
 /* Takes ownership of FD, accepted on LIS. */
 void proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_t len);
 
-/* L's config changed (a reload): its idle connections' deadlines moved. */
+/* L's config changed (a reload): its idle connections move to the new
+ * one, and their deadlines with it. */
 void proxy_listener_reconf(struct listener *l);
 /* Closes the connections of W that wait between requests (drain). */
 void proxy_close_idle(struct worker *w);
