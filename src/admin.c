@@ -31,6 +31,8 @@ struct admin_conn {
 	struct http_head head;
 	bool closing;
 	bool in_head;			/* a head has begun: its deadline runs */
+	bool blocked;			/* an answer is still going out: the
+					 * next request waits, reading paused */
 	struct event *timer;		/* idle_timeout, then header_read_timeout */
 	struct admin_conn *next, *prev;
 };
@@ -173,7 +175,8 @@ admin_timeout(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (buf_len(&ac->in) == 0 || ac->closing) {
+	/* a peer that does not read its answer in idle_timeout goes */
+	if (buf_len(&ac->in) == 0 || ac->closing || ac->blocked) {
 		admin_conn_free(ac);
 		return;
 	}
@@ -185,34 +188,27 @@ admin_timeout(evutil_socket_t fd, short what, void *arg)
 		arm(ac, false);		/* bounds the write */
 }
 
+/*
+ * Serves the complete heads in ac->in, one at a time: the next waits
+ * until the answer before it has left (CONN_DRAINED), with reading
+ * paused. Pipelined requests from a peer that never reads its answers
+ * would otherwise pile them up in the output without bound (each
+ * /metrics tens of KiB for a 40-byte request).
+ */
 static void
-admin_conn_event(struct conn *c, enum conn_event ev, void *arg)
+admin_serve_heads(struct admin_conn *ac)
 {
-	struct admin_conn *ac = arg;
-	ssize_t n;
-
-	(void)c;
-	if (ev == CONN_DRAINED) {
-		if (ac->closing && conn_pending(ac->c) == 0)
-			admin_conn_free(ac);
-		return;
-	}
-	if (ev != CONN_READABLE) {
-		admin_conn_free(ac);
-		return;
-	}
-	n = conn_read(ac->c, &ac->in, ADMIN_BUF_MAX);
-	if (n == CONN_AGAIN)
-		return;
-	if (n <= 0) {
-		admin_conn_free(ac);
-		return;
-	}
 	while (!ac->closing && buf_len(&ac->in) > ac->parsed) {
 		size_t used;
-		enum http_status st = http_parse(&ac->parser, buf_head(&ac->in) + ac->parsed,
-		    buf_len(&ac->in) - ac->parsed, ac->parsed, &used);
+		enum http_status st;
 
+		if (conn_pending(ac->c) > 0) {
+			ac->blocked = true;
+			conn_pause_read(ac->c);
+			break;
+		}
+		st = http_parse(&ac->parser, buf_head(&ac->in) + ac->parsed,
+		    buf_len(&ac->in) - ac->parsed, ac->parsed, &used);
 		ac->parsed += (uint32_t)used;
 		if (st == HTTP_NEED_MORE)
 			break;
@@ -236,8 +232,8 @@ admin_conn_event(struct conn *c, enum conn_event ev, void *arg)
 		admin_conn_free(ac);
 		return;
 	}
-	if (ac->closing) {
-		arm(ac, false);		/* bounds the last write */
+	if (ac->closing || ac->blocked) {
+		arm(ac, false);		/* bounds the write */
 		return;
 	}
 	/* re-armed only when a head begins, not for each byte of it */
@@ -247,6 +243,37 @@ admin_conn_event(struct conn *c, enum conn_event ev, void *arg)
 		ac->in_head = true;
 		arm(ac, true);
 	}
+}
+
+static void
+admin_conn_event(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct admin_conn *ac = arg;
+	ssize_t n;
+
+	(void)c;
+	if (ev == CONN_DRAINED) {
+		if (ac->closing && conn_pending(ac->c) == 0)
+			admin_conn_free(ac);
+		else if (ac->blocked && conn_pending(ac->c) == 0) {
+			ac->blocked = false;
+			conn_resume_read(ac->c);
+			admin_serve_heads(ac);
+		}
+		return;
+	}
+	if (ev != CONN_READABLE) {
+		admin_conn_free(ac);
+		return;
+	}
+	n = conn_read(ac->c, &ac->in, ADMIN_BUF_MAX);
+	if (n == CONN_AGAIN)
+		return;
+	if (n <= 0) {
+		admin_conn_free(ac);
+		return;
+	}
+	admin_serve_heads(ac);
 }
 
 static void
