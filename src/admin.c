@@ -184,8 +184,10 @@ admin_timeout(evutil_socket_t fd, short what, void *arg)
 	ac->closing = true;
 	if (conn_pending(ac->c) == 0)
 		admin_conn_free(ac);
-	else
+	else {
+		conn_pause_read(ac->c);	/* as in admin_serve_heads */
 		arm(ac, false);		/* bounds the write */
+	}
 }
 
 /*
@@ -204,7 +206,6 @@ admin_serve_heads(struct admin_conn *ac)
 
 		if (conn_pending(ac->c) > 0) {
 			ac->blocked = true;
-			conn_pause_read(ac->c);
 			break;
 		}
 		st = http_parse(&ac->parser, buf_head(&ac->in) + ac->parsed,
@@ -233,6 +234,11 @@ admin_serve_heads(struct admin_conn *ac)
 		return;
 	}
 	if (ac->closing || ac->blocked) {
+		/* nothing more is read until the answer has left (or at
+		 * all, closing): bytes the peer sends on would fill ac->in,
+		 * and a full buffer with the socket still readable would
+		 * wake the loop for nothing until the timer */
+		conn_pause_read(ac->c);
 		arm(ac, false);		/* bounds the write */
 		return;
 	}

@@ -133,6 +133,50 @@ class AdminTest(FerryTestCase):
             if p == b"/healthz":
                 self.assertEqual(resp.body, b"ok\n")
 
+    def test_peer_sending_on_while_its_last_answer_waits_costs_no_cpu(self):
+        """SPEC 11: once ferry has answered a peer's last request
+        (HTTP/1.0) and waits for the peer to take the answer, bytes the
+        peer sends on are not read: they filled the connection's input
+        buffer, and the main thread then woke for the readable socket
+        without end until idle_timeout."""
+        # /services: ~150 bytes an endpoint, 450 KB
+        n = 3000
+        f = self.ferry({"svc": {"endpoints": ["127.0.0.1:%d" % (20000 + i) for i in range(n)]}},
+                       admin={"idle_timeout": "20s"}, workers=1)
+        pid = f.proc.pid
+        s = socket.socket()
+        self.addCleanup(s.close)
+        # a small MSS keeps the socket's send buffer small (Linux sizes
+        # it by MSS): the answer waits in ferry
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", f.admin_port))
+        s.sendall(b"GET /services HTTP/1.0\r\n\r\n")
+        time.sleep(0.5)
+        s.settimeout(0.5)
+        try:
+            s.sendall(b"x" * 400000)
+        except socket.timeout:
+            pass
+        time.sleep(0.3)
+
+        def cpu_seconds():
+            with open("/proc/%d/stat" % pid) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        t0, c0 = time.monotonic(), cpu_seconds()
+        time.sleep(2)
+        share = (cpu_seconds() - c0) / (time.monotonic() - t0)
+        # 89-100% of a core before
+        self.assertLess(share, 0.2, "ferry used %.0f%% of a core" % (share * 100))
+        self.assertEqual(f.admin("/healthz").status, 200)
+        # the answer was going out (a peer that sent on after its last
+        # request may see it cut: ferry closes with those bytes unread)
+        s.settimeout(10)
+        self.assertTrue(harness.Reader(s).read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 200"))
+        self.assertTrue(f.alive(), f.stderr_tail())
+
     def admin_raw(self, f, head):
         """One raw request on a new connection; (status, body)."""
         s = self.admin_socket(f)
