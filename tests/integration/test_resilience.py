@@ -1024,6 +1024,74 @@ class HostileHealthEndpointTest(FerryTestCase):
         unknown = struct.pack("!IBBI", 8, 0xfa, 0, 0)[1:] + b"\0" * 8
         self.check_endless(unknown, "h2", first=settings)
 
+    def test_endless_tls_session_tickets(self):
+        """TLS 1.3 session tickets (post-handshake messages) carry no
+        answer byte, so the check's read limit never counts them: OpenSSL
+        took one after another inside a single read for as long as they
+        came, and the main thread with it."""
+        hostile = TicketFlood(150000)
+        self._closers.append(hostile.close)
+        f = self.ferry({"svc": {"endpoints": [hostile.address], "tls": harness.tls_client(),
+                                "health_check": {"path": "/health", "interval": "500ms",
+                                                 "timeout": "60s", "unhealthy": 1}}},
+                       workers=1)
+        slowest = 0.0
+        deadline = time.monotonic() + 60
+        while not hostile.flooded.is_set() and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            self.assertEqual(f.admin("/healthz", timeout=30).status, 200)
+            slowest = max(slowest, time.monotonic() - t0)
+            time.sleep(0.02)
+        self.assertTrue(hostile.flooded.is_set(), "no health check came, or it took no tickets")
+        # 0.6 s for 100,000 tickets before, ~3 ms now
+        self.assertLess(slowest, 0.3, "the admin listener took %.2fs to answer" % slowest)
+        self.assertTrue(f.alive(), f.stderr_tail())
+
+
+class TicketFlood(harness.LoopbackServer):
+    """TLS 1.3 that answers the first connection's handshake with N session
+    tickets, all made before any is sent (OpenSSL writes them while it
+    finishes the handshake into a memory BIO), then sends them at once;
+    later connections are closed."""
+
+    def __init__(self, n):
+        p = harness.pki()
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(p.server.cert, p.server.key)
+        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.ctx.num_tickets = n
+        self.flooded = threading.Event()
+        self.taken = False
+        super().__init__()
+
+    def serve(self, sock, n):
+        with sock:
+            if not self.taken:
+                self.taken = True
+                self.flood(sock)
+
+    def flood(self, sock):
+        sock.settimeout(60)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ctx.wrap_bio(incoming, outgoing, server_side=True)
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pass
+                sock.sendall(outgoing.read())
+                data = sock.recv(65536)
+                if not data:
+                    return
+                incoming.write(data)
+            sock.sendall(outgoing.read())      # the last flight and every ticket
+            time.sleep(0.5)                    # let the reader finish
+            self.flooded.set()
+        except (OSError, ssl.SSLError):
+            pass
+
 
 if __name__ == "__main__":
     harness.main()
