@@ -16,6 +16,7 @@ struct batch {
 	int fd;
 	bool batched;		/* reads go through BUF (batch_bio_batch) */
 	bool eof;		/* read(2) returned 0 */
+	bool drained;		/* the last read(2) found the socket empty */
 	char *buf;		/* a block while it holds bytes, else NULL */
 	size_t off, len;	/* the bytes not yet taken */
 };
@@ -38,8 +39,10 @@ failed(BIO *b, struct batch *bt, ssize_t n)
 {
 	if (n == 0)
 		bt->eof = true;
-	else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+	else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+		bt->drained = errno != EINTR;
 		BIO_set_retry_read(b);
+	}
 	return 0;
 }
 
@@ -58,6 +61,7 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 		if (!bt->batched || want >= BATCH_BIO_BUF) {
 			if ((n = read(bt->fd, out, want)) <= 0)
 				return failed(b, bt, n);
+			bt->drained = false;
 			*got = (size_t)n;
 			return 1;
 		}
@@ -70,6 +74,7 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 			drop_buffer(bt);
 			return failed(b, bt, n);
 		}
+		bt->drained = false;
 		bt->off = 0;
 		bt->len = (size_t)n;
 	}
@@ -185,4 +190,10 @@ size_t
 batch_bio_pending(BIO *b)
 {
 	return ((struct batch *)BIO_get_data(b))->len;
+}
+
+bool
+batch_bio_drained(BIO *b)
+{
+	return ((struct batch *)BIO_get_data(b))->drained;
 }

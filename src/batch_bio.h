@@ -21,6 +21,7 @@
 #ifndef FERRY_BATCH_BIO_H
 #define FERRY_BATCH_BIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/bio.h>
@@ -34,5 +35,9 @@ void batch_bio_batch(BIO *b);
 /* Bytes read from the socket that OpenSSL has not taken yet; the socket
  * will not announce them again. */
 size_t batch_bio_pending(BIO *b);
+/* B's last read(2) found the socket empty: an SSL_read that says
+ * WANT_READ otherwise stopped after a post-handshake message, with more
+ * perhaps on the socket (conn_read). */
+bool batch_bio_drained(BIO *b);
 
 #endif

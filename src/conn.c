@@ -37,6 +37,7 @@ struct conn {
 	SSL *ssl;
 	BIO *bio;		/* the SSL's, for both ways (batch_bio.h) */
 	uint8_t release_skip;	/* conn_release_buffers calls left to skip */
+	uint8_t ph_run;		/* post-handshake messages since the last data */
 	bool batched;		/* its reads are (conn_batch_reads) */
 	/* Only ev_read lives as long as the connection: the others are made
 	 * when first needed, so an idle keep-alive connection that never
@@ -55,6 +56,12 @@ struct conn {
 };
 
 #define FAIL_TEXT_MAX 160
+/* Reads of TLS 1.3 post-handshake messages (session tickets, key
+ * updates) in a row with no data between: a server sends one or two
+ * tickets after a handshake, and a read takes every message OpenSSL has
+ * read ahead. More is a flood, work for the thread and none for the
+ * exchange (conn_read). */
+#define PH_RUN_MAX 32
 #define RELEASE_EVERY 64	/* conn_release_buffers: SSL_free_buffers one call in */
 
 /* every connection's, for its whole life (slab.h says why not malloc) */
@@ -328,6 +335,10 @@ set_bio(struct conn *c)
 	if ((c->bio = batch_bio_new(c->fd)) == NULL)
 		return -1;
 	SSL_set_bio(c->ssl, c->bio, c->bio);
+	/* SSL_read returns after each post-handshake message, which
+	 * conn_read counts: with AUTO_RETRY it takes them one after
+	 * another for as long as a peer sends them, the thread with it */
+	SSL_clear_mode(c->ssl, SSL_MODE_AUTO_RETRY);
 	return 0;
 }
 
@@ -594,6 +605,7 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 			int r = SSL_read_ex(c->ssl, b->data + b->end, room, &got);
 
 			if (r == 1) {
+				c->ph_run = 0;
 				b->end += got;
 				total += (ssize_t)got;
 				/* with read-ahead or batched reads a whole
@@ -605,6 +617,17 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 			}
 			switch (SSL_get_error(c->ssl, r)) {
 			case SSL_ERROR_WANT_READ:
+				/* not the socket found empty: SSL_read stopped
+				 * after a post-handshake message (without
+				 * AUTO_RETRY), and more may wait, in the batch
+				 * or on the socket */
+				if (conn_has_pending(c) || !batch_bio_drained(c->bio)) {
+					if (++c->ph_run <= PH_RUN_MAX)
+						continue;
+					set_fail(c, CONN_RESET, "TLS: more than %d "
+					    "post-handshake messages in a row", PH_RUN_MAX);
+					break;
+				}
 				return total > 0 ? total : CONN_AGAIN;
 			case SSL_ERROR_WANT_WRITE:
 				c->read_wants_write = true;

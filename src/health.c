@@ -374,13 +374,6 @@ check_start(struct hc *hc)
 		finish(hc, false, "cannot open a connection");
 		return;
 	}
-	/* Post-handshake messages (TLS 1.3 session tickets) bring no byte
-	 * of the answer, so check_read never counts them, and with
-	 * AUTO_RETRY one SSL_read takes them for as long as they come,
-	 * the main thread with it. Without, it returns once what it read
-	 * ahead is used up: the loop turns, and the check's deadline holds. */
-	if (conn_is_tls(hc->c))
-		SSL_clear_mode(conn_ssl(hc->c), SSL_MODE_AUTO_RETRY);
 	if (hc->svc->auth_key)
 		conn_wipe_output(hc->c);	/* the request carries the key */
 	schedule(hc, hc->svc->health_check.timeout);

@@ -1037,14 +1037,18 @@ class HostileHealthEndpointTest(FerryTestCase):
                        workers=1)
         slowest = 0.0
         deadline = time.monotonic() + 60
-        while not hostile.flooded.is_set() and time.monotonic() < deadline:
+        while not hostile.done.is_set() and time.monotonic() < deadline:
             t0 = time.monotonic()
             self.assertEqual(f.admin("/healthz", timeout=30).status, 200)
             slowest = max(slowest, time.monotonic() - t0)
             time.sleep(0.02)
-        self.assertTrue(hostile.flooded.is_set(), "no health check came, or it took no tickets")
+        self.assertTrue(hostile.done.is_set(), "no health check came")
         # 0.6 s for 100,000 tickets before, ~3 ms now
         self.assertLess(slowest, 0.3, "the admin listener took %.2fs to answer" % slowest)
+        # the check's connection failed at the flood (conn.c), not at its 60 s timeout
+        self.assertTrue(wait_until(lambda: not json.loads(f.admin("/services").body)
+                                   ["services"][0]["endpoints"][0]["healthy"], 5.0),
+                        "the flooding endpoint stayed healthy")
         self.assertTrue(f.alive(), f.stderr_tail())
 
 
@@ -1060,7 +1064,7 @@ class TicketFlood(harness.LoopbackServer):
         self.ctx.load_cert_chain(p.server.cert, p.server.key)
         self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         self.ctx.num_tickets = n
-        self.flooded = threading.Event()
+        self.done = threading.Event()       # the first connection is over
         self.taken = False
         super().__init__()
 
@@ -1088,9 +1092,47 @@ class TicketFlood(harness.LoopbackServer):
                 incoming.write(data)
             sock.sendall(outgoing.read())      # the last flight and every ticket
             time.sleep(0.5)                    # let the reader finish
-            self.flooded.set()
         except (OSError, ssl.SSLError):
-            pass
+            pass                               # cut off by ferry
+        finally:
+            self.done.set()
+
+
+class TicketFloodUpstreamTest(FerryTestCase):
+    """A hostile upstream that answers the handshake with TLS 1.3 session
+    tickets without end: each is work for the worker and none for the
+    request. OpenSSL took them one after another inside one read, so
+    every other connection of the worker waited (0.6 s and more for
+    150,000); the connection now fails after a few reads of them."""
+
+    def test_ticket_flood_fails_the_connection_not_the_worker(self):
+        flood = TicketFlood(150000)
+        self._closers.append(flood.close)
+        good = self.upstream()
+        f = self.ferry({"flood": {"endpoints": [flood.address], "tls": harness.tls_client(),
+                                  "retries": {"max": 0}},
+                        "good": harness.service(good)}, workers=1)
+        self.assertEqual(f.get("/warm", host="good").status, 200)
+        result = {}
+
+        def flooded():
+            result["resp"] = f.get("/flood", host="flood", timeout=30)
+
+        t = threading.Thread(target=flooded)
+        t.start()
+        slowest, n = 0.0, 0
+        deadline = time.monotonic() + 30
+        while (t.is_alive() or not flood.done.is_set()) and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            self.assertEqual(f.get("/other%d" % n, host="good").status, 200)
+            slowest = max(slowest, time.monotonic() - t0)
+            n += 1
+        t.join(30)
+        resp = result.get("resp")
+        self.assertIsNotNone(resp, "the flooded request got no answer")
+        self.assert_ferry_error(resp, 502, "SERVICE_ERROR", "post-handshake messages")
+        self.assertLess(slowest, 0.3, "another request waited %.2fs on the worker" % slowest)
+        self.assertTrue(f.alive(), f.stderr_tail())
 
 
 if __name__ == "__main__":
