@@ -620,8 +620,10 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 				/* not the socket found empty: SSL_read stopped
 				 * after a post-handshake message (without
 				 * AUTO_RETRY), and more may wait, in the batch
-				 * or on the socket */
-				if (conn_has_pending(c) || !batch_bio_drained(c->bio)) {
+				 * or on the socket. (Not SSL_has_pending: a
+				 * partial record read ahead is pending too.) */
+				if ((c->batched && batch_bio_pending(c->bio) > 0) ||
+				    !batch_bio_drained(c->bio)) {
 					if (++c->ph_run <= PH_RUN_MAX)
 						continue;
 					set_fail(c, CONN_RESET, "TLS: more than %d "

@@ -208,6 +208,81 @@ class TlsRecordLayoutTest(FerryTestCase):
         self.assertEqual(self.up.connections, 1)
 
 
+class TrickleServer(harness.LoopbackServer):
+    """TLS (HTTP/1.1) through an SSLObject: each answer, 64 KiB in 16 KiB
+    records, goes out in pieces of PIECE bytes a few milliseconds apart,
+    so that most reads find the end of a record still on its way."""
+
+    PIECE = 1000
+    BODY = 64 * 1024
+
+    def __init__(self):
+        p = harness.pki()
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(p.server.cert, p.server.key)
+        super().__init__()
+
+    def serve(self, s, n):
+        pipe = TlsPipe(s, self.ctx, server_side=True)
+        s.settimeout(0.1)
+        try:
+            if not pipe.handshake():
+                return
+            got = b""
+            while not self.stopping.is_set():
+                try:
+                    got += pipe.tls.read(65536)     # what came with the handshake
+                    continue
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLZeroReturnError:
+                    return
+                while b"\r\n\r\n" in got:
+                    got = got.split(b"\r\n\r\n", 1)[1]
+                    self.answer(pipe)
+                try:
+                    plain = pipe.recv()
+                except socket.timeout:
+                    continue
+                if plain is None:
+                    return
+                got += plain
+                while b"\r\n\r\n" in got:
+                    got = got.split(b"\r\n\r\n", 1)[1]
+                    self.answer(pipe)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            s.close()
+
+    def answer(self, pipe):
+        body = harness.payload(self.BODY, seed=7)
+        data = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+        for i in range(0, len(data), 1 << 14):
+            pipe.tls.write(data[i:i + (1 << 14)])
+        wire = pipe.out.read()
+        for i in range(0, len(wire), self.PIECE):
+            pipe.s.sendall(wire[i:i + self.PIECE])
+            time.sleep(0.003)
+
+
+class TrickledRecordsTest(FerryTestCase):
+    """HTTP/1.1 over TLS (OpenSSL's read-ahead): a record whose end is
+    still on its way is no post-handshake message. Read ahead in part, it
+    counted as one for every read that found the socket empty, and the
+    33rd ended the connection (conn.c; seen first on loaded machines)."""
+
+    def test_records_arriving_in_pieces(self):
+        up = TrickleServer()
+        self._closers.append(up.close)
+        f = self.ferry({"svc": {"endpoints": [up.address], "tls": harness.tls_client()}},
+                       workers=1)
+        for i in range(3):      # a new connection, then a pooled one
+            resp = f.get("/t%d" % i, host="svc", timeout=20)
+            self.assertEqual(resp.status, 200, resp.body[:300])
+            self.assertEqual(resp.body, harness.payload(TrickleServer.BODY, seed=7))
+
+
 class InboundPeer:
     """For a test with an inbound listener on self.port."""
 
