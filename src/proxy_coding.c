@@ -198,6 +198,10 @@ zf_send(struct exchange *x, size_t made)
 	size_t len = made;
 	int k;
 
+	/* bytes flow: what the coder holds can feed a slow client for
+	 * long after the upstream's last byte (a decoder's input inflates
+	 * up to 1000 times), and stream_idle counts silence, not that */
+	x->last_io_ms = clock_now_ms();
 	if (zf->chunked) {
 		k = snprintf(line, sizeof(line), "%zx\r\n", made);
 		d -= k;

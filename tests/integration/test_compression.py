@@ -6,6 +6,7 @@ between the ferries are A's decoder input)."""
 
 import gzip
 import json
+import random
 import re
 import subprocess
 import threading
@@ -382,6 +383,76 @@ class GrpcNotCompressed(FerryTestCase):
         self.assertEqual(hname(st.headers, "content-encoding"), ["zstd"])
         self.assertEqual(unzstd(bytes(st.body)), b"got:/plain:abc")
         self.assertEqual(st.trailers, [("x-app-trailer", "t1")])
+
+
+def compressible(n, seed=1):
+    """N bytes that zstd -19 takes about 450:1 (under the 1000x bomb
+    ratio): a random 4 KiB block repeated, two bytes of each copy
+    changed."""
+    r = random.Random(seed)
+    blk = bytes(r.getrandbits(8) for _ in range(4096))
+    out = bytearray()
+    while len(out) < n:
+        b = bytearray(blk)
+        for k in range(0, 4096, 2048):
+            b[k] = r.getrandbits(8)
+        out += b
+    return bytes(out[:n])
+
+
+class _Spent:
+    """A socket at its end: a Reader over bytes read already."""
+
+    def recv(self, n):
+        return b""
+
+
+class DecodingForASlowClient(FerryTestCase):
+    """What a decoder holds of a response waits for the client: while the
+    client takes it, bytes flow, and stream_idle must not cut them."""
+
+    def test_decoded_body_flowing_to_a_slow_reader_is_not_idle(self):
+        data = compressible(20 << 20)
+        coded = zstd(data, "-19")
+        # all of it comes in one or two upstream reads: the decoder
+        # then feeds the client for seconds with nothing more upstream
+        self.assertLess(len(coded), 64 * 1024)
+        up = self.upstream(harness.fixed(200, [("Content-Type", "application/json"),
+                                               ("Content-Encoding", "zstd")], coded), tls=False)
+        a = self.ferry({"order-service": harness.service(
+            up, timeouts={"stream_idle": "1s"})}, defaults={"compression": ON}, workers=1)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", a.outbound_port))
+        self._closers.append(s.close)
+        s.sendall(harness.build_request("GET", "/slow", [("Host", "order-service")]))
+        got, start = bytearray(), time.monotonic()
+        # about 5 MB/s: 20 MiB take 4 s, four times stream_idle, and the
+        # client never waits 1 s for a byte
+        while True:
+            try:
+                d = s.recv(256 * 1024)
+            except OSError:
+                break
+            if not d:
+                break
+            got += d
+            if got.endswith(b"\r\n0\r\n\r\n"):
+                break
+            time.sleep(0.05 * len(d) / (256 * 1024))
+        elapsed = time.monotonic() - start
+        head = bytes(got[:got.index(b"\r\n\r\n") + 4])
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+        r = harness.Reader(_Spent())
+        r.buf = bytearray(got[len(head):])
+        try:
+            dec = harness.read_chunked(r)[0]
+        except Exception as e:      # noqa: BLE001
+            self.fail("cut after %.1fs, %d bytes: %r; log: %r" % (
+                elapsed, len(got), e, [l.get("error") for l in a.access_log()]))
+        self.assertTrue(dec == data, "body changed on the way")
+        self.assertGreater(elapsed, 2.5, "the client was not slow enough to tell")
 
 
 if __name__ == "__main__":
