@@ -1109,8 +1109,11 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 			client_arm_timer(cl);
 			return;
 		}
-		/* the client took the response: read more of it upstream */
-		if (cl->state == CL_WAIT || cl->state == CL_TUNNEL)
+		/* the client took the response: read more of it upstream;
+		 * also while its request body still comes (a response may
+		 * stream before the request ends, and its upstream waits
+		 * paused for this drain) */
+		if (cl->state == CL_WAIT || cl->state == CL_TUNNEL || cl->state == CL_BODY)
 			proxy_client_drained(&cl->rq->x);
 		return;
 	case CONN_CONNECTED:

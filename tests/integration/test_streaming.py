@@ -256,5 +256,73 @@ class StreamingTest(FerryTestCase):
                 self.assertEqual(ws_read_frame(c.reader)[2], b"tick %d" % i)
 
 
+class EarlyAnswer(harness.LoopbackServer):
+    """Answers SIZE bytes as soon as a request head is in, and takes the
+    request body meanwhile (a streaming server: the answer does not wait
+    for the request's end)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.body_bytes = 0
+        super().__init__()
+
+    def serve(self, sock, n):
+        sock.settimeout(10)
+        r = harness.Reader(sock)
+
+        def take_body():
+            try:
+                while r.fill():
+                    self.body_bytes += len(r.buf)
+                    r.buf.clear()
+            except OSError:
+                pass
+
+        try:
+            head = r.read_until(b"\r\n\r\n")
+            if head is None:
+                return
+            self.body_bytes = len(r.buf)
+            r.buf.clear()
+            threading.Thread(target=take_body, daemon=True).start()
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
+            sock.sendall(payload(self.size, 21))
+        except OSError:
+            pass
+
+
+class ResponseBeforeRequestEnd(FerryTestCase):
+
+    def test_response_streams_on_while_the_request_body_comes(self):
+        """A response that streams while the client still uploads: once
+        the client stopped reading a moment, its drain must resume the
+        upstream (it stalled until stream_idle cut it)."""
+        size = 16 << 20
+        up = EarlyAnswer(size)
+        self._closers.append(up.close)
+        f = self.ferry({"svc": service(up.port, timeouts={"stream_idle": "2s"})}, workers=1)
+        with f.client(timeout=10) as c:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            c.send(build_request("POST", "/duplex", [("Host", "svc"),
+                                                     ("Content-Length", str(1 << 20))]))
+            c.send(bytes(100000))
+            # not reading: ferry's output to the client passes its high mark
+            time.sleep(1.0)
+            head = c.reader.read_until(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+            start = time.monotonic()
+            try:
+                body = c.reader.read_exact(size)
+            except harness.IncompleteMessage as e:
+                harness.wait_until(lambda: f.access_log(), 3)
+                self.fail("cut after %.1fs, %d of %d bytes; access log %r" % (
+                    time.monotonic() - start, len(e.partial), size,
+                    [(l.get("status"), l.get("error")) for l in f.access_log()]))
+            self.assertTrue(body == payload(size, 21), "body changed on the way")
+            # the rest of the request still goes up
+            c.send(bytes((1 << 20) - 100000))
+        self.assertTrue(f.alive())
+
+
 if __name__ == "__main__":
     harness.main()
