@@ -130,9 +130,11 @@ attempt_record(struct exchange *x, enum attempt_result r)
  * may drop that endpoint meanwhile: the worker frees a retired endpoint
  * once nothing counts on it, and X's end still reads it (the access log's
  * upstream, the trace). So the wait counts in ep->held, until the next
- * attempt_start() or the end of X (exchange_leave).
+ * attempt_start() or the end of X (exchange_leave). So does a coded
+ * response's end that waits in its coder for a slow client after the
+ * upstream connection went (proxy_response_end).
  */
-static void
+void
 attempt_hold(struct exchange *x)
 {
 	if (x->ep_held)

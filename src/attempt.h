@@ -22,7 +22,9 @@ void attempt_begin(struct exchange *x, struct endpoint *ep, int64_t now);
 void attempt_record(struct exchange *x, enum attempt_result r);
 /* An attempt ends without an outcome and is not listed (a re-send). */
 void attempt_drop(struct exchange *x);
-/* X no longer waits on x->ep (see attempt.c); at its end. */
+/* X names x->ep while nothing of it counts there (see attempt.c), and
+ * no longer; attempt_start() and the end of X let go. */
+void attempt_hold(struct exchange *x);
 void attempt_unhold(struct exchange *x);
 /* An attempt ends without an outcome (the client went away, shutdown):
  * listed as "cancelled". */

@@ -965,6 +965,11 @@ proxy_response_end(struct exchange *x, const void *p, size_t n, bool reusable)
 {
 	if (x->tunnel)
 		x->close_after = true;
+	/* a coder may hold the end back for a slow client long after the
+	 * connection went, and nothing else then counts on x->ep, which
+	 * DNS may retire and a sweep free; the end reads it (access log) */
+	if (x->zf)
+		attempt_hold(x);
 	/* back before the last byte goes, so the pool gauges are settled */
 	attempt_release(x, reusable && x->req_done && !x->upgrade);
 	/* nothing sends the head again: its key is gone before the client

@@ -8,6 +8,7 @@ the whole file is skipped."""
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -831,6 +832,55 @@ class ChurnTest(FerryTestCase):
         self.assertEqual(f.sanitizer_reports(), [])
         c.close()
 
+
+    def test_endpoint_gone_while_a_decoder_feeds_a_slow_client(self):
+        """A coded response is all in (its upstream connection closed) and
+        its decoder waits for a slow client; meanwhile DNS drops that
+        endpoint and the worker sweeps retired ones. The request's end
+        reads that endpoint (the access log names the last attempt's
+        address): it must still be there."""
+        # 8 MiB, more than the sockets hold, that zstd -19 takes about
+        # 650:1 (a bomb only past 1000:1), so that all of it comes in one
+        # read of the upstream: a random 4 KiB block repeated, a byte of
+        # each copy changed
+        rnd = random.Random(7)
+        block = bytes(rnd.getrandbits(8) for _ in range(4096))
+        copies = []
+        for _ in range(2048):
+            b = bytearray(block)
+            b[0] = rnd.getrandbits(8)
+            copies.append(bytes(b))
+        data = b"".join(copies)
+        coded = subprocess.run(["zstd", "-q", "-c", "-19"], input=data,
+                               stdout=subprocess.PIPE, check=True).stdout
+        self.assertLess(len(coded), 15000)
+
+        def coded_then_close(conn, req):
+            conn.keep_open = False
+            conn.respond(200, [("Content-Type", "application/json"),
+                               ("Content-Encoding", "zstd")], coded)
+
+        gone = self.upstream(coded_then_close, tls=False)
+        good = self.upstream(echo(), tls=False)
+        dns = self.scripted_dns({"gone": gone})
+        f = self.srv_ferry(dns, compression={"encodings": ["zstd"]})
+        self.wait_endpoints(f, [gone])
+        with f.client(timeout=10) as c:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            c.send(harness.build_request("GET", "/slow", [("Host", "svc")]))
+            self.assertTrue(wait_until(lambda: len(gone.requests) == 1, 3))
+            time.sleep(1.0)                 # all of it in; the client does not read
+            self.point(dns, {"good": good})
+            self.wait_endpoints(f, [good])
+            time.sleep(1.5)                 # the worker's sweep runs each second
+            resp = c.read_response()
+        self.assertEqual(resp.status, 200)
+        self.assertTrue(resp.body == data, "body changed on the way")
+        harness.wait_until(lambda: [e for e in f.access_log() if e.get("path") == "/slow"], 3)
+        entry = [e for e in f.access_log() if e.get("path") == "/slow"]
+        self.assertEqual(len(entry), 1, "no access log line for /slow")
+        self.assertEqual(entry[0].get("upstream"), gone.address)
+        self.assertEqual(f.sanitizer_reports(), [])
 
     def test_reload_to_a_name_that_does_not_resolve(self):
         """A reload names the service's endpoint by a new name, which
