@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "outlier.h"
+#include "refs.h"
 
 #define NOT_EJECTED	INT64_MIN
 
@@ -58,21 +59,19 @@ outlier_group_free(struct outlier_group *g)
 void
 outlier_group_ref(struct outlier_group *g)
 {
-	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+	refs_take(&g->refs);
 }
 
-/* release: a holder's last use of G happens before the free that reads
- * the count (acquire) */
 void
 outlier_group_unref(struct outlier_group *g)
 {
-	atomic_fetch_sub_explicit(&g->refs, 1, memory_order_release);
+	refs_drop(&g->refs);
 }
 
 bool
 outlier_group_held(struct outlier_group *g)
 {
-	return atomic_load_explicit(&g->refs, memory_order_acquire) != 0;
+	return !refs_none(&g->refs);
 }
 
 struct outlier *

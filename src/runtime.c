@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "refs.h"
 #include "runtime.h"
 
 struct retired_group {
@@ -126,15 +127,13 @@ runtime_endpoint(struct svc_runtime *s, const char *address)
 void
 ep_runtime_ref(struct ep_runtime *e)
 {
-	atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+	refs_take(&e->refs);
 }
 
-/* release: a holder's last use of E happens before the free that reads
- * the count (acquire, runtime_compact) */
 void
 ep_runtime_unref(struct ep_runtime *e)
 {
-	atomic_fetch_sub_explicit(&e->refs, 1, memory_order_release);
+	refs_drop(&e->refs);
 }
 
 size_t
@@ -148,7 +147,7 @@ runtime_compact(struct runtime *rt)
 		size_t kept = 0;
 
 		for (size_t j = 0; j < s->n_eps; j++) {
-			if (atomic_load_explicit(&s->eps[j]->refs, memory_order_acquire) == 0) {
+			if (refs_none(&s->eps[j]->refs)) {
 				free(s->eps[j]);
 				freed++;
 			} else {

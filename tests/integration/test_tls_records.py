@@ -75,6 +75,27 @@ class TlsPipe:
                 return None if not plain else plain
             plain += chunk
 
+    def chunks(self, stopping):
+        """The plaintext as it comes: first what came along with the
+        handshake, then what each recv brings, until the end or until
+        STOPPING is set."""
+        plain = b""
+        try:
+            while True:
+                plain += self.tls.read(65536)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+        if plain:
+            yield plain
+        while not stopping.is_set():
+            try:
+                plain = self.recv()
+            except socket.timeout:
+                continue
+            if plain is None:
+                return
+            yield plain
+
     def send(self, data, record):
         """DATA in records of RECORD bytes, one sendall for all of them."""
         for i in range(0, len(data), record):
@@ -82,49 +103,63 @@ class TlsPipe:
         self.flush()
 
 
-class RecordServer(harness.LoopbackServer):
-    """TLS (ALPN h2) + HTTP/2 through an SSLObject, so this side decides
-    where each record ends. /N/R answers N body bytes (harness.payload)
-    with everything the stream carries (head, body, trailers) cut into
-    records of R bytes, all of it in one sendall."""
+class PipeServer(harness.LoopbackServer):
+    """A TLS server on loopback that speaks through a TlsPipe: each
+    connection's handshake, then session(pipe) (a subclass's); ALPN
+    offers ALPN when given."""
+
+    ALPN = None
 
     def __init__(self):
         p = harness.pki()
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(p.server.cert, p.server.key)
-        self.ctx.set_alpn_protocols(["h2"])
-        self.records = 0            # records sent in answers, all connections
+        if self.ALPN:
+            self.ctx.set_alpn_protocols([self.ALPN])
         super().__init__()
 
     def serve(self, s, n):
         pipe = TlsPipe(s, self.ctx, server_side=True)
         s.settimeout(0.1)
         try:
-            if not pipe.handshake():
-                return
-            conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
-                client_side=False, header_encoding="utf-8"))
-            conn.initiate_connection()
-            pipe.send(conn.data_to_send(), 1 << 14)
-            paths = {}
-            while not self.stopping.is_set():
-                try:
-                    plain = pipe.recv()
-                except socket.timeout:
-                    continue
-                if plain is None:
-                    return
-                for ev in conn.receive_data(plain):
-                    if isinstance(ev, h2.events.RequestReceived):
-                        paths[ev.stream_id] = dict(ev.headers)[":path"]
-                    elif isinstance(ev, h2.events.StreamEnded):
-                        self.answer(pipe, conn, ev.stream_id, paths[ev.stream_id])
-                # window updates, settings acks: in ordinary records
-                pipe.send(conn.data_to_send(), 1 << 14)
-        except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
+            if pipe.handshake():
+                self.session(pipe)
+        except (OSError, ssl.SSLError):
             pass
         finally:
             s.close()
+
+
+class RecordServer(PipeServer):
+    """TLS (ALPN h2) + HTTP/2 through an SSLObject, so this side decides
+    where each record ends. /N/R answers N body bytes (harness.payload)
+    with everything the stream carries (head, body, trailers) cut into
+    records of R bytes, all of it in one sendall."""
+
+    ALPN = "h2"
+
+    def __init__(self):
+        self.records = 0            # records sent in answers, all connections
+        super().__init__()
+
+    def session(self, pipe):
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        pipe.send(conn.data_to_send(), 1 << 14)
+        paths = {}
+        for plain in pipe.chunks(self.stopping):
+            try:
+                events = conn.receive_data(plain)
+            except h2.exceptions.ProtocolError:
+                return
+            for ev in events:
+                if isinstance(ev, h2.events.RequestReceived):
+                    paths[ev.stream_id] = dict(ev.headers)[":path"]
+                elif isinstance(ev, h2.events.StreamEnded):
+                    self.answer(pipe, conn, ev.stream_id, paths[ev.stream_id])
+            # window updates, settings acks: in ordinary records
+            pipe.send(conn.data_to_send(), 1 << 14)
 
     def answer(self, pipe, conn, sid, path):
         size, record = (int(x) for x in path.strip("/").split("/"))
@@ -208,7 +243,7 @@ class TlsRecordLayoutTest(FerryTestCase):
         self.assertEqual(self.up.connections, 1)
 
 
-class TrickleServer(harness.LoopbackServer):
+class TrickleServer(PipeServer):
     """TLS (HTTP/1.1) through an SSLObject: each answer, 64 KiB in 16 KiB
     records, goes out in pieces of PIECE bytes a few milliseconds apart,
     so that most reads find the end of a record still on its way."""
@@ -216,44 +251,13 @@ class TrickleServer(harness.LoopbackServer):
     PIECE = 1000
     BODY = 64 * 1024
 
-    def __init__(self):
-        p = harness.pki()
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(p.server.cert, p.server.key)
-        super().__init__()
-
-    def serve(self, s, n):
-        pipe = TlsPipe(s, self.ctx, server_side=True)
-        s.settimeout(0.1)
-        try:
-            if not pipe.handshake():
-                return
-            got = b""
-            while not self.stopping.is_set():
-                try:
-                    got += pipe.tls.read(65536)     # what came with the handshake
-                    continue
-                except ssl.SSLWantReadError:
-                    pass
-                except ssl.SSLZeroReturnError:
-                    return
-                while b"\r\n\r\n" in got:
-                    got = got.split(b"\r\n\r\n", 1)[1]
-                    self.answer(pipe)
-                try:
-                    plain = pipe.recv()
-                except socket.timeout:
-                    continue
-                if plain is None:
-                    return
-                got += plain
-                while b"\r\n\r\n" in got:
-                    got = got.split(b"\r\n\r\n", 1)[1]
-                    self.answer(pipe)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            s.close()
+    def session(self, pipe):
+        got = b""
+        for plain in pipe.chunks(self.stopping):
+            got += plain
+            while b"\r\n\r\n" in got:
+                got = got.split(b"\r\n\r\n", 1)[1]
+                self.answer(pipe)
 
     def answer(self, pipe):
         body = harness.payload(self.BODY, seed=7)
