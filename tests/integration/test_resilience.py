@@ -1029,7 +1029,7 @@ class HostileHealthEndpointTest(FerryTestCase):
         answer byte, so the check's read limit never counts them: OpenSSL
         took one after another inside a single read for as long as they
         came, and the main thread with it."""
-        hostile = TicketFlood(150000)
+        hostile = TicketFlood(TICKETS)
         self._closers.append(hostile.close)
         f = self.ferry({"svc": {"endpoints": [hostile.address], "tls": harness.tls_client(),
                                 "health_check": {"path": "/health", "interval": "500ms",
@@ -1043,13 +1043,19 @@ class HostileHealthEndpointTest(FerryTestCase):
             slowest = max(slowest, time.monotonic() - t0)
             time.sleep(0.02)
         self.assertTrue(hostile.done.is_set(), "no health check came")
-        # 0.6 s for 100,000 tickets before, ~3 ms now
-        self.assertLess(slowest, 0.3, "the admin listener took %.2fs to answer" % slowest)
+        self.assertLess(slowest, TICKETS_WAIT, "the admin listener took %.2fs to answer" % slowest)
         # the check's connection failed at the flood (conn.c), not at its 60 s timeout
         self.assertTrue(wait_until(lambda: not json.loads(f.admin("/services").body)
                                    ["services"][0]["endpoints"][0]["healthy"], 5.0),
                         "the flooding endpoint stayed healthy")
         self.assertTrue(f.alive(), f.stderr_tail())
+
+
+# A ticket flood held the thread that took it ~0.6 s per 100,000 tickets
+# (release build, idle machine); now a few milliseconds, and at most
+# ~0.35 s seen under ASan on a loaded machine.
+TICKETS = 300000
+TICKETS_WAIT = 0.8
 
 
 class TicketFlood(harness.LoopbackServer):
@@ -1106,7 +1112,7 @@ class TicketFloodUpstreamTest(FerryTestCase):
     150,000); the connection now fails after a few reads of them."""
 
     def test_ticket_flood_fails_the_connection_not_the_worker(self):
-        flood = TicketFlood(150000)
+        flood = TicketFlood(TICKETS)
         self._closers.append(flood.close)
         good = self.upstream()
         f = self.ferry({"flood": {"endpoints": [flood.address], "tls": harness.tls_client(),
@@ -1131,7 +1137,7 @@ class TicketFloodUpstreamTest(FerryTestCase):
         resp = result.get("resp")
         self.assertIsNotNone(resp, "the flooded request got no answer")
         self.assert_ferry_error(resp, 502, "SERVICE_ERROR", "post-handshake messages")
-        self.assertLess(slowest, 0.3, "another request waited %.2fs on the worker" % slowest)
+        self.assertLess(slowest, TICKETS_WAIT, "another request waited %.2fs on the worker" % slowest)
         self.assertTrue(f.alive(), f.stderr_tail())
 
 
