@@ -913,14 +913,16 @@ class ChurnMemoryTest(FerryTestCase):
     only what the addresses in use need: the state of each address gone
     and no longer used (its gauges, health, outlier state) is freed."""
 
-    NAMES = 16
+    NAMES = 24
     PER_ANSWER = 25         # fits a 512-byte answer
     WARM = 8.0              # seconds of churn before the first reading
     CHURN = 20.0            # seconds of churn between the readings
-    # 16 names x 25 new addresses a second for 20 s: 8,000 addresses,
-    # which grew RssAnon by 6,684 KiB when every one was kept until exit
-    # (64 KiB since)
-    MAX_GROWTH_KIB = 1536
+    # 24 names x 25 new addresses a second for 20 s: 12,000 addresses.
+    # Kept until exit, 8,000 of them (16 names) grew RssAnon by 6,684 KiB,
+    # and by 11,548 KiB with an old config alive; freed, by 12-64 KiB on
+    # an idle machine and up to 2,452 KiB seen on a loaded one (heap
+    # arenas of two workers), hence the bound
+    MAX_GROWTH_KIB = 5120
 
     def churn(self, hold_old_config=False):
         """RssAnon growth over CHURN seconds of churn under traffic, and
@@ -962,7 +964,7 @@ class ChurnMemoryTest(FerryTestCase):
             for t in threads:
                 t.join()
         self.assertTrue(f.alive(), f.stderr_tail())
-        self.assertGreater(new, 3000, "the DNS server was asked too little")
+        self.assertGreater(new, 4000, "the DNS server was asked too little")
         self.assertIn(200, statuses, "no request reached an endpoint:\n" + f.stderr_tail())
         if hold_old_config:
             # the idle connection still works, on the config in force
@@ -978,9 +980,9 @@ class ChurnMemoryTest(FerryTestCase):
     def test_address_churn_with_an_old_config_alive(self):
         """An endpoint DNS dropped is freed once unused even while a
         config from before a reload lives on (an idle client connection
-        holds it): it was kept until that config went (here 8,000
-        addresses grew RssAnon by 11,548 KiB; 12 KiB since)."""
+        holds it): it was kept until that config went."""
         self.churn(hold_old_config=True)
+
 
 if __name__ == "__main__":
     if SKIP_REASON:
