@@ -9,6 +9,16 @@
  * (RFC 9659's limit for the zstd content coding) and gzip's 32 KiB.
  * Decoders are cut as bombs when their output passes 1 GiB, or 1000
  * times their input once past 64 KiB.
+ *
+ * And a worker's coders together hold at most CZ_WORKER_MEMORY: an
+ * upstream that answers many requests at once with 8 MiB windows, or
+ * peers that ask for many compressed responses at once, would otherwise
+ * hold 8 MiB (a decoder) or up to 4 MiB (a zstd encoder) each for as
+ * long as they like. Near the budget ferry offers no accept-encoding and
+ * starts no encoder (the body goes as it is: always allowed); a decoder
+ * that grows past it (a response offered before) is cut. A coder counts
+ * what zstd says it holds, or zlib's documented sizes, and at least an
+ * estimate from its start (zstd allocates on its first call).
  */
 #ifndef FERRY_COMPRESS_H
 #define FERRY_COMPRESS_H
@@ -24,6 +34,9 @@ enum cz_coding { CZ_IDENTITY = 0, CZ_ZSTD, CZ_GZIP };
 #define CZ_MAX_RATIO	1000
 #define CZ_MAX_OUTPUT	(1ULL << 30)
 #define CZ_RATIO_FLOOR	(64 * 1024)	/* below it the ratio is not judged */
+#define CZ_WORKER_MEMORY (64u << 20)	/* a worker's coders together */
+/* the most a decoder holds: an 8 MiB window, its blocks, its tables */
+#define CZ_DECODER_MAX	((8u << 20) + (640u << 10))
 
 enum cz_flush {
 	CZ_NO_FLUSH,	/* more input follows; output may lag */
@@ -36,12 +49,21 @@ enum cz_status {
 	CZ_MORE = 1,	/* the output is full: call again with what is left */
 	CZ_ERROR = -1,	/* corrupt or truncated coded data, or out of memory */
 	CZ_BOMB = -2,	/* decoding: over the ratio or the size cap */
+	CZ_OVER_BUDGET = -3, /* decoding: the worker's coders over CZ_WORKER_MEMORY */
 };
 
 struct cz;
 
-/* A coder; LEVEL is for encoders. NULL when out of memory. */
+/* A coder; LEVEL is for encoders. NULL when out of memory. Counted in
+ * the calling thread's budget until cz_free (on the same thread). */
 struct cz *cz_new(enum cz_coding coding, bool encode, int level);
+/* Whether an encoder of LEVEL fits in the calling thread's budget. */
+bool cz_encoder_fits(enum cz_coding coding, int level);
+/* Whether a decoder of the largest window still fits: ferry may offer a
+ * coding, which it then has to decode. */
+bool cz_decoder_fits(void);
+/* What the calling thread's coders hold, as counted for the budget. */
+size_t cz_held(void);
 void cz_free(struct cz *z);
 /* An encoder's whole input will be SIZE bytes (a content-length): zstd
  * then sizes its tables to it, not to the window (a small body costs far

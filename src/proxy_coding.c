@@ -60,6 +60,10 @@ coding_request(struct exchange *x, const char *msg, const struct http_head *h)
 		/* the app's own accept-encoding: it decodes what it asked for */
 		if (find_named(msg, h, "accept-encoding") != NULL)
 			return NULL;
+		/* near the worker's coder budget: the upstream answers
+		 * plainly, rather than a response cut on the way */
+		if (!cz_decoder_fits())
+			return NULL;
 		x->zoffered = true;
 		return c->accept;
 	}
@@ -118,9 +122,11 @@ coding_response(struct exchange *x, const char *msg, const struct http_head *h)
 	    h->status < 200 || h->status == 204 || h->status == 304 || h->status == 206)
 		return;
 	if (encode) {
-		if (!encode_wanted(x, msg, h))
-			return;
 		k = (enum cz_coding)x->zcoding;
+		/* over the worker's coder budget the body goes as it is */
+		if (!encode_wanted(x, msg, h) ||
+		    !cz_encoder_fits(k, (int)(k == CZ_ZSTD ? c->level_zstd : c->level_gzip)))
+			return;
 	} else {
 		/* only what ferry offered is ferry's to decode; two codings
 		 * stacked pass as they are */
@@ -277,6 +283,17 @@ zf_code(struct exchange *x, const char *p, size_t n, bool from_in)
 		if (st == CZ_BOMB) {
 			proxy_response_cut(x, END_DECOMPRESSION_BOMB,
 			    "decompression bomb (over 1000x or 1 GiB)");
+			return false;
+		}
+		if (st == CZ_OVER_BUDGET) {
+			static struct log_limit limit;
+
+			/* only zstd's windows grow */
+			log_limited(&limit, LOG_WARN, "compression: a zstd decoder "
+			    "cut: the worker's coders would hold over %u MiB",
+			    CZ_WORKER_MEMORY >> 20);
+			proxy_response_cut(x, END_OUT_OF_MEMORY,
+			    "decoders over the worker's memory budget");
 			return false;
 		}
 		if (st == CZ_ERROR) {

@@ -56,7 +56,7 @@ def metric(f, direction, service, stage):
 
 class CompressionMesh(FerryTestCase):
 
-    def mesh(self, behaviour, protocol=None, a_comp=ON, b_comp=ON):
+    def mesh(self, behaviour, protocol=None, a_comp=ON, b_comp=ON, b_workers=None):
         p = pki()
         app_b = self.upstream(behaviour, tls=False)
         port = free_port()
@@ -65,7 +65,8 @@ class CompressionMesh(FerryTestCase):
                    "auth": {"keys_env": ["MESH_KEY"]}, "local_app": app_b.address}
         if b_comp is not None:
             inbound["compression"] = b_comp
-        b = self.ferry({}, env={"MESH_KEY": KEY}, listeners={"inbound": inbound})
+        b = self.ferry({}, env={"MESH_KEY": KEY}, listeners={"inbound": inbound},
+                       **({"workers": b_workers} if b_workers else {}))
         svc = {"endpoints": ["127.0.0.1:%d" % port], "tls": harness.tls_client("backend"),
                "auth": {"key_env": "MESH_KEY"}}
         if protocol:
@@ -344,6 +345,58 @@ class CompressionMesh(FerryTestCase):
         self.assertTrue(a.alive())
 
 
+    # -- memory --
+
+    def test_encoders_past_the_budget_leave_bodies_as_they_are(self):
+        """A zstd encoder at level 19 holds 3.6 MiB: peers asking for many
+        compressed responses at once, each streamed slowly, made ferry
+        hold that many (32: 115 MiB). Past the worker's budget (64 MiB,
+        compress.h) a body now goes as it is, which is always allowed."""
+        held, budget_kib = 32, 64 << 10
+        first = big_json(256 * 1024)
+        release = threading.Event()
+
+        def behave(conn, req):
+            conn.head(200, [("Content-Type", "application/json"),
+                            ("Transfer-Encoding", "chunked")])
+            # a first part, coded and flushed at once; the rest held
+            conn.send(b"%x\r\n%s\r\n" % (len(first), first))
+            release.wait(30)
+            conn.send(b"0\r\n\r\n")
+
+        a, b, _ = self.mesh(behave, a_comp=None, b_workers=1,
+                            b_comp={"encodings": ["zstd"], "level": {"zstd": 19}})
+        base = harness.anon_kib(b.proc.pid)
+        coded, ends = [0] * held, [None] * held
+
+        def fetch(i):
+            with a.client() as c:
+                c.send(harness.build_request("GET", "/e%d" % i, [
+                    ("Host", "order-service"), ("Accept-Encoding", "zstd")]))
+                raw = c.reader.read_until(b"\r\n\r\n")
+                coded[i] = 1 if re.search(rb"\r\ncontent-encoding: *zstd", raw, re.I) else -1
+                body = harness.read_chunked(c.reader)[0]
+                ends[i] = (unzstd(body) if coded[i] == 1 else body)[:len(first)] == first
+
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(held)]
+        for t in threads:
+            t.start()
+        try:
+            self.assertTrue(harness.wait_until(lambda: all(coded), 30), coded)
+            time.sleep(0.3)         # the coded ones' first parts through their encoders
+            growth = harness.anon_kib(b.proc.pid) - base
+        finally:
+            release.set()
+            for t in threads:
+                t.join(30)
+        if not harness.sanitized(b.proc.pid):
+            self.assertLess(growth, budget_kib + (16 << 10),
+                            "RssAnon grew %d KiB, %d encoders held" % (growth, coded.count(1)))
+        self.assertEqual(ends, [True] * held)
+        self.assertGreater(coded.count(1), 0, coded)
+        self.assertGreater(coded.count(-1), 0, coded)
+
+
 class GrpcNotCompressed(FerryTestCase):
     """gRPC has its own message compression (SPEC §14): never ferry's, even
     when its type is listed and the peer accepts an encoding."""
@@ -453,6 +506,126 @@ class DecodingForASlowClient(FerryTestCase):
                 elapsed, len(got), e, [l.get("error") for l in a.access_log()]))
         self.assertTrue(dec == data, "body changed on the way")
         self.assertGreater(elapsed, 2.5, "the client was not slow enough to tell")
+
+
+class DecoderMemoryBudget(FerryTestCase):
+    """zstd lets a frame ask for an 8 MiB window (RFC 9659's most), and
+    the decoder then holds it to the frame's end: an upstream that sends
+    such frames slowly to many requests at once made ferry hold 8 MiB
+    each, without end (16 of them: 140 MiB). A worker's coders now share
+    a budget (compress.h): near it, ferry stops offering accept-encoding
+    (the upstream then answers plainly), and a decoder that grows past it
+    is cut."""
+
+    HELD = 16
+    BUDGET_KIB = 64 << 10       # compress.h, CZ_WORKER_MEMORY
+
+    def test_many_big_windows_at_once_stay_within_the_budget(self):
+        data = compressible(9 << 20)
+        coded = zstd(data, "-3", "--zstd=wlog=23")
+        self.assertLess(len(data), len(coded) * 1000)
+        release = threading.Event()
+        plain = b"plain, not offered"
+        offered = []
+
+        def behave(conn, req):
+            ae = req.header("accept-encoding")
+            offered.append((req.target, ae))
+            if not ae:
+                conn.respond(200, [("Content-Type", "text/plain")], plain)
+                return
+            hdrs = [("Content-Type", "application/json"), ("Content-Encoding", "zstd")]
+            if not req.target.startswith("/held"):
+                conn.respond(200, hdrs, coded)
+                return
+            conn.head(200, hdrs + [("Content-Length", str(len(coded)))])
+            # all but the frame's end: the decoder holds its window meanwhile
+            conn.send(coded[:-64])
+            release.wait(30)
+            conn.send(coded[-64:])
+
+        up = self.upstream(behave, tls=False)
+        a = self.ferry({"order-service": harness.service(up)},
+                       defaults={"compression": ON}, workers=1)
+        self.assertEqual(self.get_plain(a, "/warm"), (200, data))
+        base = harness.anon_kib(a.proc.pid)
+        got = [0] * self.HELD
+        ends = [None] * self.HELD
+
+        def fetch(i):
+            s = socket.create_connection(("127.0.0.1", a.outbound_port), timeout=40)
+            raw, length = bytearray(), None
+            try:
+                s.sendall(harness.build_request("GET", "/held%d" % i,
+                                                [("Host", "order-service")]))
+                while not raw.endswith(b"\r\n0\r\n\r\n"):
+                    d = s.recv(1 << 20)
+                    if not d:
+                        break
+                    raw += d
+                    got[i] = len(raw)
+                    if length is None and b"\r\n\r\n" in raw:
+                        m = re.search(rb"\r\ncontent-length: *(\d+)", raw, re.I)
+                        length = raw.index(b"\r\n\r\n") + 4 + int(m.group(1)) if m else 0
+                    if length and len(raw) >= length:
+                        break
+            except OSError:
+                pass
+            finally:
+                s.close()
+            head, _, body = bytes(raw).partition(b"\r\n\r\n")
+            if length:
+                ends[i] = "plain" if body == plain else "changed"
+                return
+            r = harness.Reader(_Spent())
+            r.buf = bytearray(body)
+            try:
+                ends[i] = "whole" if harness.read_chunked(r)[0] == data else "changed"
+            except Exception:       # noqa: BLE001 (cut on the way)
+                ends[i] = "cut"
+
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(self.HELD)]
+        for t in threads:
+            t.start()
+        try:
+            # each response either decoded up to its held end, or ended
+            self.assertTrue(harness.wait_until(
+                lambda: all(ends[i] is not None or got[i] >= len(data) - (1 << 20)
+                            for i in range(self.HELD)), 30),
+                "stuck: %r %r" % (got, ends))
+            growth = harness.anon_kib(a.proc.pid) - base
+            # near the budget, a new request is not offered compression
+            late = self.get_plain(a, "/late")
+        finally:
+            release.set()
+            for t in threads:
+                t.join(30)
+        if not harness.sanitized(a.proc.pid):
+            self.assertLess(growth, self.BUDGET_KIB + (24 << 10),
+                            "RssAnon grew %d KiB with %d big windows held" % (growth, self.HELD))
+        self.assertEqual(late, (200, plain))
+        # offered and decoded, offered and cut, or not offered (asked when
+        # the budget was near)
+        self.assertEqual(ends.count("whole") + ends.count("cut") + ends.count("plain"),
+                         self.HELD, ends)
+        self.assertGreater(ends.count("whole"), 0, ends)
+        self.assertGreater(ends.count("cut") + ends.count("plain"), 0, ends)
+        def cut():
+            return [e.get("error") for e in a.access_log()
+                    if e.get("path", "").startswith("/held") and e.get("error")]
+
+        # the access log reaches stdout within a second
+        harness.wait_until(lambda: len(cut()) == ends.count("cut"), 3)
+        self.assertEqual(cut(), ["out_of_memory"] * ends.count("cut"), ends)
+        # all gone: offered again, and decoded whole
+        with a.client() as c:
+            r = c.request("GET", "/after", [("Host", "order-service")])
+        self.assertEqual((r.status, r.body == data), (200, True))
+
+    def get_plain(self, a, path):
+        with a.client() as c:
+            r = c.request("GET", path, [("Host", "order-service")])
+        return r.status, r.body
 
 
 if __name__ == "__main__":

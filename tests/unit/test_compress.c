@@ -229,6 +229,59 @@ pick(const struct conf_compression *c, const char *v)
 	return cz_pick(c, v, strlen(v));
 }
 
+/* A zstd frame that asks for an 8 MiB window (its most, RFC 9659) and
+ * holds one raw byte: the decoder allocates the window at its header. */
+static const unsigned char big_window_frame[] = {
+	0x28, 0xb5, 0x2f, 0xfd,		/* magic */
+	0x00,				/* no content size, no checksum */
+	(23 - 10) << 3,			/* window 2^23 */
+	0x09, 0x00, 0x00, 'x',		/* the last block: raw, 1 byte */
+};
+
+START_TEST(test_budget)
+{
+	struct cz *dec[16], *enc;
+	unsigned n = 0;
+	enum cz_status st = CZ_DONE;
+	char out[64];
+
+	ck_assert_uint_eq(cz_held(), 0);
+	ck_assert(cz_decoder_fits());
+	/* decoders of big windows until one grows past the budget */
+	while (n < 16) {
+		size_t used, made;
+
+		ck_assert_ptr_nonnull(dec[n] = cz_new(CZ_ZSTD, false, 0));
+		st = cz_run(dec[n++], big_window_frame, sizeof(big_window_frame), &used,
+		    out, sizeof(out), &made, CZ_END);
+		if (st != CZ_DONE)
+			break;
+		ck_assert_uint_eq(made, 1);
+		ck_assert_uint_le(cz_held(), CZ_WORKER_MEMORY);
+	}
+	ck_assert_int_eq(st, CZ_OVER_BUDGET);
+	/* 8 MiB windows: seven fit in 64 MiB, the eighth does not */
+	ck_assert_uint_eq(n, CZ_WORKER_MEMORY / CZ_DECODER_MAX + 1);
+	ck_assert(!cz_decoder_fits());
+	ck_assert(!cz_encoder_fits(CZ_GZIP, 1));
+	/* the one cut gives its share back */
+	cz_free(dec[--n]);
+	ck_assert(!cz_decoder_fits());
+	ck_assert(cz_encoder_fits(CZ_GZIP, 1));
+	cz_free(dec[--n]);
+	ck_assert(cz_decoder_fits());
+	while (n > 0)
+		cz_free(dec[--n]);
+	ck_assert_uint_eq(cz_held(), 0);
+
+	/* an encoder counts its estimate from the start, then what zstd holds */
+	ck_assert_ptr_nonnull(enc = cz_new(CZ_ZSTD, true, 19));
+	ck_assert_uint_ge(cz_held(), 4u << 20);
+	cz_free(enc);
+	ck_assert_uint_eq(cz_held(), 0);
+}
+END_TEST
+
 START_TEST(test_pick)
 {
 	struct conf_compression c = conf(2, NULL), z = conf(1, NULL);
@@ -308,6 +361,7 @@ main(void)
 	tcase_add_test(tc, test_small_ratio_floor);
 	tcase_add_test(tc, test_corrupt_and_truncated);
 	tcase_add_test(tc, test_concatenated);
+	tcase_add_test(tc, test_budget);
 	tcase_add_test(tc, test_pick);
 	tcase_add_test(tc, test_types);
 	tcase_add_test(tc, test_parse_coding);
