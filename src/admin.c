@@ -13,7 +13,10 @@
 #include "sbuf.h"
 #include "server.h"
 
-#define ADMIN_BUF_MAX (HTTP_MAX_HEAD_ALL + 1024)
+/* An admin request is a GET of a few hundred bytes (a browser's cookies
+ * a few KiB more): held to 16 KiB, as each connection may keep its
+ * unfinished head until header_read_timeout, 10,000 of them by default. */
+#define ADMIN_BUF_MAX (16 * 1024)
 
 struct admin {
 	struct server *srv;
@@ -211,6 +214,15 @@ admin_serve_heads(struct admin_conn *ac)
 		st = http_parse(&ac->parser, buf_head(&ac->in) + ac->parsed,
 		    buf_len(&ac->in) - ac->parsed, ac->parsed, &used);
 		ac->parsed += (uint32_t)used;
+		if (st == HTTP_NEED_MORE && buf_len(&ac->in) >= ADMIN_BUF_MAX) {
+			static const char b[] = "{\"success\":false,\"error\":{\"code\":"
+			    "\"HEADERS_TOO_LARGE\",\"message\":\"request head over 16 KiB\"}}";
+
+			respond(ac, 431, "Request Header Fields Too Large", "application/json",
+			    b, sizeof(b) - 1, false, false);
+			ac->closing = true;
+			break;
+		}
 		if (st == HTTP_NEED_MORE)
 			break;
 		if (st != HTTP_HEAD_DONE || ac->head.chunked || ac->head.content_length > 0) {

@@ -92,6 +92,41 @@ class AdminTest(FerryTestCase):
         self.assertLess(elapsed, 2.5, "408 came %.1fs after the first byte" % elapsed)
         self.assertEqual(f.admin("/healthz").status, 200)
 
+    def test_admin_heads_over_16k_get_431(self):
+        """An admin request is a GET of a few hundred bytes: heads are
+        held to 16 KiB, not the 64 KiB of proxied ones. Each admin
+        connection could hold 74 KiB of unfinished head until
+        header_read_timeout: 10,000 of them (max_connections) 740 MB."""
+        f = self.start(admin={"header_read_timeout": "10s"})
+        # a browser's cookies fit
+        s = self.admin_socket(f)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + b"c" * 12000 +
+                  b"\r\n\r\n")
+        self.assertTrue(s.recv(200).startswith(b"HTTP/1.1 200"))
+        base = harness.anon_kib(f.proc.pid)
+        held = []
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", f.admin_port), timeout=3)
+            self.addCleanup(s.close)
+            try:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " +
+                          b"x" * 60000)
+            except OSError:
+                pass            # closed already, while the rest was on its way
+            held.append(s)
+        time.sleep(0.3)
+        growth = harness.anon_kib(f.proc.pid) - base
+        if not harness.sanitized(f.proc.pid):
+            self.assertLess(growth, 4096, "RssAnon grew %d KiB with 200 long heads" % growth)
+        for s in held:
+            got = b""
+            try:
+                got = s.recv(200)
+            except OSError:
+                pass        # reset: the 431 was sent, the unread rest reset it
+            self.assertTrue(got == b"" or got.startswith(b"HTTP/1.1 431"), got)
+        self.assertEqual(f.admin("/healthz").status, 200)
+
     def test_pipelining_peer_that_never_reads_holds_one_answer(self):
         """SPEC 11: a peer that pipelines requests and never reads its
         answers costs ferry one answer at a time, not one per request it
