@@ -318,10 +318,25 @@ export_start(struct exporter *e)
 	size_t bytes = spans_bytes(e->q.p + e->q_off, e->q.len - e->q_off, n);
 	const char *sni;
 
+	if (!t->enabled) {
+		/* a reload turned tracing off: what waits has nowhere to go,
+		 * all of it at once (batch_max_spans is 0 now: a batch of
+		 * none would be due again at once, and the loop would spin) */
+		log_info("tracing was turned off by a reload: %u queued spans dropped",
+		    e->q_n);
+		metrics_spans_dropped(e->w->ms, SPAN_DROP_EXPORT_FAILED, e->q_n);
+		sbuf_clear(&e->q);
+		e->q_off = 0;
+		e->q_n = 0;
+		if (e->c != NULL)
+			conn_close(e);	/* it holds the old config */
+		update_idle(e);
+		exporter_arm(e);
+		return;
+	}
 	sbuf_clear(&e->body);
 	sbuf_clear(&e->req);
-	if (t->enabled)
-		otlp_request(&e->body, t->service_name, FERRY_VERSION, e->q.p + e->q_off, bytes);
+	otlp_request(&e->body, t->service_name, FERRY_VERSION, e->q.p + e->q_off, bytes);
 	e->q_off += bytes;
 	e->q_n -= n;
 	if (e->q_n == 0 || e->q_off == e->q.len) {
@@ -336,10 +351,6 @@ export_start(struct exporter *e)
 	e->busy_n = n;
 	e->busy_until_ms = clock_now_ms() + EXPORT_TIMEOUT_MS;
 	update_idle(e);
-	if (!t->enabled) {
-		export_done(e, false, "tracing was turned off by a reload");
-		return;
-	}
 	if (t->salen == 0) {
 		export_done(e, false, "the collector's name did not resolve");
 		return;

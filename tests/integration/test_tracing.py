@@ -7,6 +7,8 @@ export POST a test chooses. RSS figures are read from /proc/PID/status
 (RssAnon) and skipped under a sanitizer build, where they mean nothing.
 """
 
+import copy
+import os
 import socket
 import threading
 import time
@@ -233,6 +235,41 @@ class HostileCollectorTest(TracingCase):
 
     def test_never_answers(self):
         self.check(never_answers)
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, seconds."""
+    with open("/proc/%d/stat" % pid) as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ReloadTest(TracingCase):
+
+    def test_tracing_turned_off_with_spans_queued(self):
+        # spans wait for their batch (interval 1s) when a reload turns
+        # tracing off: they have nowhere to go and are dropped. They were
+        # kept, and as batch.max_spans is 0 without tracing, a batch of
+        # none was due at once, for ever: the worker spun at 100% CPU
+        # (2.0 s of CPU in 2 s) and ferry no longer stopped on SIGTERM
+        collector = Collector(ok_after(0))
+        self.addCleanup(collector.close)
+        f = self.start(collector, batch={"max_spans": 512, "interval": "1s"})
+        for _ in range(5):
+            self.assertEqual(f.get("/x", host="app").status, 200)
+        off = copy.deepcopy(f.config)
+        del off["tracing"]
+        f.reload(off)
+        time.sleep(1.5)             # past the batch's interval
+        c0 = cpu_seconds(f.proc.pid)
+        time.sleep(2)
+        used = cpu_seconds(f.proc.pid) - c0
+        # measured: 0.00 s after the fix (idle), 2.0 s before
+        self.assertLess(used, 0.5, "%.2f s of CPU in 2 s with nothing to do" % used)
+        self.assertEqual(harness.counter(f, "ferry_spans_dropped_total",
+                                         reason="export_failed"), 5)
+        self.assertEqual(collector.posts, 0)
+        self.assertEqual(f.get("/x", host="app").status, 200)
 
 
 if __name__ == "__main__":
