@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clock.h"
 #include "conn.h"
@@ -21,6 +22,9 @@
 /* an answer is a small protobuf or a status message: more than this,
  * heads and body together, is a collector wasting the worker's time */
 #define RESPONSE_MAX (1 << 20)
+/* of the answer's body, what is read for partial_success: an
+ * ExportTraceServiceResponse is a count and a message */
+#define RESPONSE_BODY_KEEP (64 << 10)
 
 struct exporter {
 	struct worker *w;
@@ -49,6 +53,8 @@ struct exporter {
 	bool head_done;
 	int status;
 	bool keep_alive;
+	bool pb_body;			/* the answer is a protobuf message */
+	struct sbuf body_in;		/* its body (up to RESPONSE_BODY_KEEP) */
 	struct http_parser parser;
 	struct http_head head;
 
@@ -83,16 +89,26 @@ conn_close(struct exporter *e)
 	e->msg_off = 0;
 	e->head_done = false;
 	e->got = 0;
+	sbuf_clear(&e->body_in);
 }
 
-/* The export in flight is over: OK when the collector took it. */
+/* The export in flight is over: OK when the collector took it, all but
+ * REJECTED of its spans. */
 static void
-export_done(struct exporter *e, bool ok, const char *why)
+export_done(struct exporter *e, bool ok, uint64_t rejected, const char *why)
 {
-	static struct log_limit limit;
+	static struct log_limit limit, limit_rejected;
 
 	if (ok) {
-		metrics_spans_exported(e->w->ms, e->busy_n);
+		if (rejected > e->busy_n)
+			rejected = e->busy_n;
+		metrics_spans_exported(e->w->ms, e->busy_n - rejected);
+		if (rejected > 0) {
+			metrics_spans_dropped(e->w->ms, SPAN_DROP_EXPORT_FAILED, rejected);
+			log_limited(&limit_rejected, LOG_WARN, "tracing export: the collector "
+			    "rejected spans=%llu of %u (partial_success)",
+			    (unsigned long long)rejected, e->busy_n);
+		}
 	} else {
 		metrics_spans_dropped(e->w->ms, SPAN_DROP_EXPORT_FAILED, e->busy_n);
 		log_limited(&limit, LOG_WARN, "tracing export failed spans=%u cause=\"%s\"",
@@ -113,7 +129,7 @@ export_failed(struct exporter *e, const char *why)
 	/* WHY may live in the conn */
 	snprintf(buf, sizeof(buf), "%s", why);
 	conn_close(e);
-	export_done(e, false, buf);
+	export_done(e, false, 0, buf);
 }
 
 static void
@@ -121,6 +137,16 @@ response_done(struct exporter *e)
 {
 	char why[64];
 	int status = e->status;
+	uint64_t rejected = 0;
+
+	/* OTLP/HTTP: a collector that took part of a batch answers 200 and
+	 * says in partial_success how many spans it rejected; those are not
+	 * exported (SPEC §13: exported is what the collector accepted) */
+	if (status >= 200 && status <= 299 && e->pb_body && e->body_in.len > 0 &&
+	    e->body_in.len <= RESPONSE_BODY_KEEP && !e->body_in.oom &&
+	    !otlp_response_rejected(e->body_in.p, e->body_in.len, &rejected))
+		rejected = 0;
+	sbuf_clear(&e->body_in);
 
 	if (!e->keep_alive)
 		conn_close(e);
@@ -133,7 +159,41 @@ response_done(struct exporter *e)
 		e->got = 0;
 	}
 	snprintf(why, sizeof(why), "collector answered %d", status);
-	export_done(e, status >= 200 && status <= 299, why);
+	export_done(e, status >= 200 && status <= 299, rejected, why);
+}
+
+/* Whether the head says content-type: application/x-protobuf (what an
+ * OTLP/HTTP collector answers a protobuf request with). */
+static bool
+content_type_pb(const char *msg, const struct http_head *h)
+{
+	static const char want[] = "application/x-protobuf";
+
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const struct http_header *hd = &h->h[i];
+
+		if (slice_eq_ci(msg, hd->name, "content-type"))
+			return hd->value.len >= sizeof(want) - 1 &&
+			    strncasecmp(msg + hd->value.off, want, sizeof(want) - 1) == 0 &&
+			    (hd->value.len == sizeof(want) - 1 ||
+			    msg[hd->value.off + sizeof(want) - 1] == ';' ||
+			    msg[hd->value.off + sizeof(want) - 1] == ' ');
+	}
+	return false;
+}
+
+/* The answer's body, dechunked, for partial_success: kept up to one
+ * byte past RESPONSE_BODY_KEEP (a body that long is not read). */
+static void
+body_data(void *arg, const char *p, size_t n)
+{
+	struct exporter *e = arg;
+	size_t room;
+
+	if (e->body_in.len > RESPONSE_BODY_KEEP)
+		return;
+	room = RESPONSE_BODY_KEEP + 1 - e->body_in.len;
+	sbuf_add(&e->body_in, p, n < room ? n : room);
 }
 
 /* Parses what arrived; false once the exchange ended (conn may be gone). */
@@ -157,6 +217,8 @@ parse_response(struct exporter *e)
 			}
 			e->status = e->head.status;
 			e->keep_alive = e->head.keep_alive;
+			/* the message starts at the buffer's head */
+			e->pb_body = content_type_pb(buf_head(&e->in), &e->head);
 			buf_consume(&e->in, e->parsed);
 			e->msg_off = e->parsed;
 			e->parsed = 0;
@@ -166,6 +228,9 @@ parse_response(struct exporter *e)
 				continue;
 			}
 			e->head_done = true;
+			/* the body, dechunked, goes to body_in (body_data) */
+			e->parser.dechunk = true;
+			sbuf_clear(&e->body_in);
 			/* nothing follows such a head: done without more input */
 			if (st == HTTP_MSG_DONE || e->status == 204 || e->status == 304 ||
 			    (e->head.has_length && e->head.content_length == 0)) {
@@ -174,7 +239,7 @@ parse_response(struct exporter *e)
 			}
 			continue;
 		}
-		/* past the head only the body's length matters: let it go */
+		/* past the head: body_data keeps the start of the body */
 		st = http_parse(&e->parser, buf_head(&e->in), buf_len(&e->in), e->msg_off, &used);
 		if (st == HTTP_ERROR) {
 			export_failed(e, "malformed response");
@@ -352,7 +417,7 @@ export_start(struct exporter *e)
 	e->busy_until_ms = clock_now_ms() + EXPORT_TIMEOUT_MS;
 	update_idle(e);
 	if (t->salen == 0) {
-		export_done(e, false, "the collector's name did not resolve");
+		export_done(e, false, 0, "the collector's name did not resolve");
 		return;
 	}
 	sbuf_adds(&e->req, "POST ");
@@ -365,7 +430,7 @@ export_start(struct exporter *e)
 	sbuf_adds(&e->req, "\r\n\r\n");
 	sbuf_add(&e->req, e->body.p, e->body.len);
 	if (e->req.oom || e->body.oom) {
-		export_done(e, false, "out of memory");
+		export_done(e, false, 0, "out of memory");
 		return;
 	}
 	if (e->c != NULL && e->cconf != e->w->gen->conf)
@@ -376,7 +441,7 @@ export_start(struct exporter *e)
 		    t->https ? t->tls.ctx : NULL, is_ip(sni) ? NULL : sni, sni,
 		    t->tls.verify_san, NULL, on_conn, e);
 		if (e->c == NULL) {
-			export_done(e, false, "cannot open a socket");
+			export_done(e, false, 0, "cannot open a socket");
 			return;
 		}
 		e->cconf = config_ref(e->w->gen->conf);
@@ -439,6 +504,8 @@ exporter_new(struct worker *w)
 		return NULL;
 	}
 	http_parser_init(&e->parser, true, &e->head);
+	e->parser.on_data = body_data;
+	e->parser.arg = e;
 	atomic_init(&e->idle, true);
 	return e;
 }
@@ -457,6 +524,7 @@ exporter_free(struct exporter *e)
 	sbuf_free(&e->q);
 	sbuf_free(&e->body);
 	sbuf_free(&e->req);
+	sbuf_free(&e->body_in);
 	free(e);
 }
 

@@ -241,3 +241,84 @@ otlp_request(struct sbuf *o, const char *service, const char *version,
 	pb_bytes(o, 2, version, strlen(version));
 	sbuf_add(o, spans, len);
 }
+
+/* ------------------------------------------------------ response ---- */
+
+/* A varint at *I (P, LEN bytes); false when cut or over ten bytes. */
+static bool
+rd_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; shift < 70; shift += 7) {
+		if (*i >= len)
+			return false;
+		*v |= (uint64_t)(p[*i] & 0x7f) << shift;
+		if (!(p[(*i)++] & 0x80))
+			return true;
+	}
+	return false;
+}
+
+/* The next field at *I: its number, its wire type, its varint value
+ * (PB_VARINT) or its bytes (PB_LEN: *SUB, *SUB_LEN); the others are
+ * stepped over. False when malformed (groups included: proto3 has none). */
+static bool
+rd_field(const uint8_t *p, size_t len, size_t *i, uint64_t *field, int *wire,
+    uint64_t *v, const uint8_t **sub, size_t *sub_len)
+{
+	uint64_t tag;
+
+	if (!rd_varint(p, len, i, &tag) || (tag >> 3) == 0)
+		return false;
+	*field = tag >> 3;
+	*wire = (int)(tag & 7);
+	switch (*wire) {
+	case PB_VARINT:
+		return rd_varint(p, len, i, v);
+	case PB_I64:
+	case PB_I32:
+		if (len - *i < (*wire == PB_I64 ? 8u : 4u))
+			return false;
+		*i += *wire == PB_I64 ? 8 : 4;
+		return true;
+	case PB_LEN:
+		if (!rd_varint(p, len, i, v) || *v > len - *i)
+			return false;
+		*sub = p + *i;
+		*sub_len = (size_t)*v;
+		*i += (size_t)*v;
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * ExportTraceServiceResponse { partial_success = 1:
+ *   ExportTracePartialSuccess { rejected_spans = 1 (int64),
+ *   error_message = 2 } }
+ */
+bool
+otlp_response_rejected(const void *msg, size_t len, uint64_t *rejected)
+{
+	const uint8_t *p = msg, *sub = NULL, *s2;
+	size_t i = 0, sub_len = 0, s2_len;
+	uint64_t field, v;
+	int wire;
+
+	*rejected = 0;
+	while (i < len) {
+		if (!rd_field(p, len, &i, &field, &wire, &v, &sub, &sub_len))
+			return false;
+		if (field != 1 || wire != PB_LEN)
+			continue;
+		/* a later value wins (protobuf merges a message seen twice) */
+		for (size_t j = 0; j < sub_len;) {
+			if (!rd_field(sub, sub_len, &j, &field, &wire, &v, &s2, &s2_len))
+				return false;
+			if (field == 1 && wire == PB_VARINT)
+				*rejected = (int64_t)v > 0 ? v : 0;
+		}
+	}
+	return true;
+}

@@ -80,4 +80,11 @@ void otlp_event(struct sbuf *o, uint64_t time_ns, const char *name,
 void otlp_request(struct sbuf *o, const char *service, const char *version,
     const char *spans, size_t len);
 
+/* Reads a collector's ExportTraceServiceResponse (P, LEN bytes): *REJECTED
+ * gets partial_success.rejected_spans (0 when absent or negative), the
+ * spans of the batch it did not take. False when P is not a well-formed
+ * message (then nothing is known of what was rejected). Unknown fields
+ * are skipped, as protobuf wants. */
+bool otlp_response_rejected(const void *p, size_t len, uint64_t *rejected);
+
 #endif

@@ -272,5 +272,51 @@ class ReloadTest(TracingCase):
         self.assertEqual(f.get("/x", host="app").status, 200)
 
 
+def partial_success(rejected, chunked=False):
+    """A 200 whose ExportTraceServiceResponse says REJECTED spans of the
+    batch were not taken (OTLP/HTTP: partial_success.rejected_spans)."""
+    msg = b"this collector drops spans"
+    inner = b"\x08" + bytes([rejected]) + b"\x12" + bytes([len(msg)]) + msg
+    body = b"\x0a" + bytes([len(inner)]) + inner
+
+    def answer(sock, n):
+        if chunked:
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n"
+                         b"transfer-encoding: chunked\r\n\r\n"
+                         b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n"
+                         % (3, body[:3], len(body) - 3, body[3:]))
+        else:
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        return True
+    return answer
+
+
+class PartialSuccessTest(TracingCase):
+    """A collector that takes part of a batch answers 200 with
+    partial_success (OTLP/HTTP): ferry_spans_exported_total counts what it
+    accepted, not what it was sent (SPEC §13)."""
+
+    def check(self, answer):
+        collector = Collector(answer)
+        self.addCleanup(collector.close)
+        f = self.start(collector, batch={"max_spans": 4, "interval": "1h"})
+        for _ in range(8):
+            self.assertEqual(f.get("/x", host="app").status, 200)
+        harness.wait_until(lambda: exported(f) + harness.counter(
+            f, "ferry_spans_dropped_total", reason="export_failed") >= 8, 5)
+        self.assertEqual(collector.posts, 2)
+        # two batches of 4, each with 3 rejected: 1 + 1 taken
+        self.assertEqual(exported(f), 2)
+        self.assertEqual(harness.counter(f, "ferry_spans_dropped_total",
+                                         reason="export_failed"), 6)
+
+    def test_rejected_spans_are_not_exported(self):
+        self.check(partial_success(3))
+
+    def test_rejected_spans_chunked_answer(self):
+        self.check(partial_success(3, chunked=True))
+
+
 if __name__ == "__main__":
     harness.main()

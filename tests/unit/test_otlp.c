@@ -177,6 +177,49 @@ START_TEST(test_clean)
 }
 END_TEST
 
+/* partial_success.rejected_spans of a collector's answer */
+static bool
+rejected_of(const char *hex, uint64_t *n)
+{
+	uint8_t b[256];
+
+	return otlp_response_rejected(b, unhex(hex, b), n);
+}
+
+START_TEST(test_response_rejected)
+{
+	uint64_t n = 99;
+
+	/* an empty message: all taken */
+	ck_assert(otlp_response_rejected("", 0, &n));
+	ck_assert_uint_eq(n, 0);
+	/* partial_success { rejected_spans: 3, error_message: "no" } */
+	ck_assert(rejected_of("0a06" "0803" "12026e6f", &n));
+	ck_assert_uint_eq(n, 3);
+	/* 300 (a two-byte varint), unknown fields of every wire type around
+	 * it skipped: varint, fixed64, fixed32, bytes */
+	ck_assert(rejected_of("1001" "19" "0102030405060708" "0a10" "18ac02" "08ac02"
+	    "2501020304" "2a03616263", &n));
+	ck_assert_uint_eq(n, 300);
+	/* a message seen twice is merged: the later value wins */
+	ck_assert(rejected_of("0a0208050a020807", &n));
+	ck_assert_uint_eq(n, 7);
+	/* a negative count (int64 -1, ten bytes) means nothing rejected */
+	ck_assert(rejected_of("0a0b08ffffffffffffffffff01", &n));
+	ck_assert_uint_eq(n, 0);
+	/* malformed: cut inside a length, a length past the end, a varint
+	 * past ten bytes, a group, field number 0, a cut fixed64 */
+	ck_assert(!rejected_of("0a0608031202", &n));
+	ck_assert(!rejected_of("0a05", &n));
+	ck_assert(!rejected_of("0a0b08ffffffffffffffffffff01", &n));
+	ck_assert(!rejected_of("0b", &n));
+	ck_assert(!rejected_of("0001", &n));
+	ck_assert(!rejected_of("190102", &n));
+	/* not protobuf at all: a JSON body */
+	ck_assert(!otlp_response_rejected("{\"partialSuccess\":{}}", 21, &n));
+}
+END_TEST
+
 static Suite *
 otlp_suite(void)
 {
@@ -189,6 +232,7 @@ otlp_suite(void)
 	tcase_add_test(tc, test_request);
 	tcase_add_test(tc, test_root_span_without_parent_or_status);
 	tcase_add_test(tc, test_clean);
+	tcase_add_test(tc, test_response_rejected);
 	suite_add_tcase(s, tc);
 	return s;
 }
