@@ -207,7 +207,7 @@ tracing_end(struct exchange *x, enum end_cause cause)
 	    x->ferr >= 0 ? ferror_code((enum ferry_error)x->ferr) : NULL;
 	const char *service = x->svc ? x->svc->conf->name : x->inbound ? "local_app" : "";
 	char method[64], path[PATH_MAX_LEN], peer[96], peer_id[PEER_ID_MAX * 3 + 1];
-	size_t mlen = 0, plen, n = 0, pl;
+	size_t raw_mlen = 0, mlen, plen, n = 0, pl;
 	struct otlp_attr a[12];
 	uint64_t end = wall_ns(), dur;
 	int64_t port = 0;
@@ -221,10 +221,12 @@ tracing_end(struct exchange *x, enum end_cause cause)
 	 * time, back to end - dur) holds every event stamped inside it; the
 	 * turn's reading lags end and could put the start after a retry */
 	dur = (uint64_t)(clock_read_us() - x->start_us) * 1000u;
-	while (mlen < x->logline.len && log[mlen] != ' ')
-		mlen++;
-	mlen = tracing_clean(method, sizeof(method), log, mlen);
-	pl = mlen < x->logline.len ? x->logline.len - mlen - 1 : 0;
+	while (raw_mlen < x->logline.len && log[raw_mlen] != ' ')
+		raw_mlen++;
+	/* the path follows the method as it came, not as cleaned and cut
+	 * (an HTTP/2 :method is any token, of any length) */
+	mlen = tracing_clean(method, sizeof(method), log, raw_mlen);
+	pl = raw_mlen < x->logline.len ? x->logline.len - raw_mlen - 1 : 0;
 	if (pl > 0) {
 		const char *p = log + x->logline.len - pl, *q = memchr(p, '?', pl);
 

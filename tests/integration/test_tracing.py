@@ -34,6 +34,7 @@ class Collector(LoopbackServer):
     def __init__(self, answer):
         self.answer = answer
         self.posts = 0
+        self.bodies = []
         self.lock = threading.Lock()
         super().__init__()
 
@@ -49,9 +50,10 @@ class Collector(LoopbackServer):
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
-                reader.read_exact(length)
+                body = reader.read_exact(length)
                 with self.lock:
                     self.posts += 1
+                    self.bodies.append(body)
                     k = self.posts
                 if not self.answer(sock, k):
                     return
@@ -59,6 +61,56 @@ class Collector(LoopbackServer):
             pass
         finally:
             sock.close()
+
+
+def pb_fields(b):
+    """The fields of a protobuf message: (number, wire type, value)."""
+    def varint(i):
+        v = shift = 0
+        while True:
+            c = b[i]
+            i += 1
+            v |= (c & 0x7f) << shift
+            shift += 7
+            if not c & 0x80:
+                return v, i
+    i, out = 0, []
+    while i < len(b):
+        tag, i = varint(i)
+        wire = tag & 7
+        if wire == 0:
+            v, i = varint(i)
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            v, i = int.from_bytes(b[i:i + n], "little"), i + n
+        else:
+            n, i = varint(i)
+            v, i = b[i:i + n], i + n
+        out.append((tag >> 3, wire, v))
+    return out
+
+
+def spans_of(body):
+    """The spans of an ExportTraceServiceRequest, each a dict of
+    name and attributes (str or int values)."""
+    out = []
+    for _, _, rs in pb_fields(body):
+        for f, _, ss in pb_fields(rs):
+            if f != 2:
+                continue
+            for f2, _, span in pb_fields(ss):
+                if f2 != 2:
+                    continue
+                d = {"attrs": {}}
+                for f3, _, v in pb_fields(span):
+                    if f3 == 5:
+                        d["name"] = v.decode()
+                    elif f3 == 9:
+                        kv = dict((k, val) for k, _, val in pb_fields(v))
+                        for k, _, val in pb_fields(kv[2]):
+                            d["attrs"][kv[1].decode()] = val.decode() if k == 1 else val
+                out.append(d)
+    return out
 
 
 def ok_after(seconds):
@@ -316,6 +368,30 @@ class PartialSuccessTest(TracingCase):
 
     def test_rejected_spans_chunked_answer(self):
         self.check(partial_success(3, chunked=True))
+
+
+class SpanContentTest(TracingCase):
+
+    def test_long_h2_method_keeps_url_path(self):
+        # an HTTP/2 :method is any token, of any length; the span's method
+        # is cut to 63 bytes, and url.path was then taken from there: from
+        # the middle of the method ("MMMM... /p")
+        try:
+            harness.need_python_h2()
+        except SystemExit:
+            self.skipTest("python3-h2 is not installed")
+        from test_h2 import H2
+        collector = Collector(ok_after(0))
+        self.addCleanup(collector.close)
+        f = self.start(collector, batch={"max_spans": 1, "interval": "1ms"})
+        method = "M" * 80
+        with H2(f.outbound_port) as c:
+            c.response(c.request("/p?q=1", authority="app", method=method))
+        harness.wait_until(lambda: collector.bodies, 5)
+        spans = [s for b in collector.bodies for s in spans_of(b)]
+        self.assertEqual(len(spans), 1)
+        self.assertEqual(spans[0]["attrs"]["http.request.method"], "M" * 63)
+        self.assertEqual(spans[0]["attrs"]["url.path"], "/p")
 
 
 if __name__ == "__main__":
