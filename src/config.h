@@ -238,6 +238,16 @@ struct conf_inbound {
 };
 
 /* tracing: (SPEC §13); absent = propagation only (§5) */
+/* The collector's address: an IP literal's from the load; a name's from
+ * discovery, on the main thread, once the config is in force (a lookup
+ * must not hold the main thread: discovery.h). Written before READY is
+ * set, and never after: a worker that sees READY reads a settled address. */
+struct conf_collector {
+	_Atomic bool ready;
+	struct sockaddr_storage sa;
+	socklen_t salen;
+};
+
 struct conf_tracing {
 	bool enabled;
 	char *otlp;			/* the collector's URL, as written */
@@ -246,8 +256,7 @@ struct conf_tracing {
 	uint16_t port;			/* default 80 / 443 */
 	char *authority;		/* host[:port] as written: the Host header */
 	char *path;			/* "/v1/traces" when the URL has none */
-	struct sockaddr_storage sa;	/* the collector, resolved at load time */
-	socklen_t salen;		/* 0: its name did not resolve (warned) */
+	struct conf_collector *addr;	/* with the config; never NULL once loaded */
 	struct conf_tls_client tls;	/* https only; ca required */
 	char *service_name;		/* resource service.name; "ferry" */
 	double sample_ratio;		/* 1.0; for traces that start here */

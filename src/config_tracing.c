@@ -1,10 +1,10 @@
 /*
  * The tracing: section (SPEC §13): the OTLP/HTTP collector's URL, its TLS
  * settings, and sampling and batching. The URL is taken apart at load
- * time, and the collector's name resolved then too (startup and reload,
- * on the main thread), so the workers' exporters never wait on DNS.
+ * time; the collector's name is looked up by discovery (discovery.h), so
+ * neither the loader nor the workers' exporters wait on DNS.
  */
-#include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,9 +89,12 @@ fld_otlp(struct loader *l, const struct field *f, const struct ynode *key,
 	t->authority = auth;
 	t->path = strdup(*slash == '\0' || strcmp(slash, "/") == 0 ? DEFAULT_PATH :
 	    *slash == '?' ? "/" : slash);
-	if (a.is_ip) {
-		memcpy(&t->sa, &a.sa, a.salen);
-		t->salen = a.salen;
+	if (t->addr == NULL && (t->addr = calloc(1, sizeof(*t->addr))) == NULL)
+		l->oom = true;
+	else if (a.is_ip) {
+		memcpy(&t->addr->sa, &a.sa, a.salen);
+		t->addr->salen = a.salen;
+		atomic_store(&t->addr->ready, true);
 	}
 	conf_addr_clear(&a);
 	if (t->otlp == NULL || t->host == NULL || t->path == NULL)
@@ -135,29 +138,6 @@ fld_tracing(struct loader *l, const struct field *f, const struct ynode *key,
 		l->oom = true;
 }
 
-/* The collector's name, looked up now: a name that does not resolve is
- * not a config error (DNS may be back by the first batch... but ferry
- * does not look again until a reload), only a warning, and every batch
- * is then dropped as export_failed. */
-static void
-resolve(struct conf_tracing *t)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *res = NULL;
-	char port[8];
-	int rc;
-
-	snprintf(port, sizeof(port), "%u", t->port);
-	if ((rc = getaddrinfo(t->host, port, &hints, &res)) != 0 || res == NULL) {
-		log_warn("tracing.otlp: cannot resolve %s: %s; spans will be dropped "
-		    "until a reload", t->host, gai_strerror(rc));
-		return;
-	}
-	memcpy(&t->sa, res->ai_addr, res->ai_addrlen);
-	t->salen = res->ai_addrlen;
-	freeaddrinfo(res);
-}
-
 void
 check_tracing(struct loader *l, const struct ynode *node)
 {
@@ -187,8 +167,6 @@ check_tracing(struct loader *l, const struct ynode *node)
 			lerr(l, tls, "tls: %s", err);
 	}
 	path_pop(l, mark);
-	if (t->otlp != NULL && t->salen == 0)
-		resolve(t);
 }
 
 void
@@ -198,6 +176,7 @@ tracing_conf_free(struct conf_tracing *t)
 	free(t->host);
 	free(t->authority);
 	free(t->path);
+	free(t->addr);
 	free(t->service_name);
 	free(t->tls.ca);
 	free(t->tls.cert);

@@ -1,3 +1,4 @@
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,10 @@ struct discovery {
 	struct dsvc *svcs;
 	size_t n_svcs;
 	size_t pending;			/* names not answered once yet */
+	/* the tracing collector's name, until its first answer */
+	struct resolver_query *collector_q;
+	struct event *collector_retry;
+	struct log_limit collector_limit;
 };
 
 static void lookup_start(struct dname *dn);
@@ -388,10 +393,93 @@ predecessor(const struct discovery *prev, const char *name)
 	return NULL;
 }
 
+/* ------------------------------------------- the tracing collector ---- */
+
+#define COLLECTOR_RETRY_MS	5000
+
+static void collector_lookup(struct discovery *d);
+
+static void
+collector_answer(void *arg, int err, const char *errtext, const struct resolved_addr *addrs,
+    size_t n, uint32_t ttl)
+{
+	struct discovery *d = arg;
+	struct conf_collector *a = d->conf->tracing.addr;
+	uint32_t suppressed;
+	struct timeval tv = { COLLECTOR_RETRY_MS / 1000, 0 };
+
+	(void)ttl;
+	d->collector_q = NULL;
+	if (err == 0 && n > 0) {
+		/* settled before READY: a worker that sees READY reads it */
+		memcpy(&a->sa, &addrs[0].sa, addrs[0].salen);
+		a->salen = addrs[0].salen;
+		atomic_store_explicit(&a->ready, true, memory_order_release);
+		log_info("tracing.otlp: %s is %s", d->conf->tracing.host, addrs[0].text);
+		return;
+	}
+	if (log_ratelimit(&d->collector_limit, clock_now_ms(), 60000, &suppressed))
+		log_warn("tracing.otlp: cannot resolve %s: %s; spans are dropped "
+		    "(export_failed) until it does; trying again every %ds",
+		    d->conf->tracing.host, err ? errtext : "no address",
+		    COLLECTOR_RETRY_MS / 1000);
+	if (d->collector_retry != NULL)
+		evtimer_add(d->collector_retry, &tv);
+}
+
+static void
+collector_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	collector_lookup(arg);
+}
+
+static void
+collector_lookup(struct discovery *d)
+{
+	const struct conf_tracing *t = &d->conf->tracing;
+
+	if (d->collector_q == NULL)
+		d->collector_q = resolver_lookup(d->res, t->host, t->port, collector_answer, d);
+}
+
+/* The collector's name is looked up here, not by the loader: on the main
+ * thread, DNS that does not answer held it (admin, signals, watchdog) for
+ * as long as getaddrinfo waited, at each reload. A reload that keeps the
+ * name starts with the address PREV knew. Not part of discovery_ready:
+ * tracing is no reason to refuse traffic. */
+static int
+collector_start(struct discovery *d, const struct discovery *prev)
+{
+	const struct conf_tracing *t = &d->conf->tracing;
+	const struct conf_tracing *pt = prev ? &prev->conf->tracing : NULL;
+
+	if (!t->enabled || t->addr == NULL ||
+	    atomic_load_explicit(&t->addr->ready, memory_order_relaxed))
+		return 0;
+	if (pt != NULL && pt->enabled && pt->addr != NULL && pt->port == t->port &&
+	    strcmp(pt->host, t->host) == 0 &&
+	    atomic_load_explicit(&pt->addr->ready, memory_order_acquire)) {
+		memcpy(&t->addr->sa, &pt->addr->sa, pt->addr->salen);
+		t->addr->salen = pt->addr->salen;
+		atomic_store_explicit(&t->addr->ready, true, memory_order_release);
+		return 0;
+	}
+	if ((d->collector_retry = evtimer_new(d->base, collector_retry, d)) == NULL)
+		return -1;
+	collector_lookup(d);
+	return 0;
+}
+
+/* ------------------------------------------------------------ start ---- */
+
 int
 discovery_start(struct discovery *d, const struct config *conf, const struct discovery *prev)
 {
 	d->conf = conf;
+	if (collector_start(d, prev) != 0)
+		return -1;
 	/* counts are set once what they count exists: discovery_free walks
 	 * them after a failure here */
 	if ((d->svcs = calloc(conf->n_services ? conf->n_services : 1, sizeof(*d->svcs))) == NULL)
@@ -451,6 +539,10 @@ discovery_free(struct discovery *d, const struct discovery *successor)
 {
 	if (d == NULL)
 		return;
+	if (d->collector_q)
+		resolver_cancel(d->collector_q);
+	if (d->collector_retry)
+		event_free(d->collector_retry);
 	for (size_t i = 0; i < d->n_svcs; i++) {
 		struct dsvc *s = &d->svcs[i];
 

@@ -416,8 +416,8 @@ export_start(struct exporter *e)
 	e->busy_n = n;
 	e->busy_until_ms = clock_now_ms() + EXPORT_TIMEOUT_MS;
 	update_idle(e);
-	if (t->salen == 0) {
-		export_done(e, false, 0, "the collector's name did not resolve");
+	if (t->addr == NULL || !atomic_load_explicit(&t->addr->ready, memory_order_acquire)) {
+		export_done(e, false, 0, "the collector's name is not resolved");
 		return;
 	}
 	sbuf_adds(&e->req, "POST ");
@@ -437,9 +437,9 @@ export_start(struct exporter *e)
 		conn_close(e);		/* a reload: the collector may have moved */
 	if (e->c == NULL) {
 		sni = t->tls.server_name ? t->tls.server_name : t->host;
-		e->c = conn_connect(e->w->base, (const struct sockaddr *)&t->sa, t->salen,
-		    t->https ? t->tls.ctx : NULL, is_ip(sni) ? NULL : sni, sni,
-		    t->tls.verify_san, NULL, on_conn, e);
+		e->c = conn_connect(e->w->base, (const struct sockaddr *)&t->addr->sa,
+		    t->addr->salen, t->https ? t->tls.ctx : NULL, is_ip(sni) ? NULL : sni,
+		    sni, t->tls.verify_san, NULL, on_conn, e);
 		if (e->c == NULL) {
 			export_done(e, false, 0, "cannot open a socket");
 			return;

@@ -15,6 +15,7 @@ import time
 
 import harness
 from harness import FerryTestCase, LoopbackServer, Reader, read_response, sanitized
+from test_discovery import ScriptedDns
 
 SPAN_PATH = "/" + "p" * 2000      # url.path: a span of about 2 KiB
 
@@ -322,6 +323,64 @@ class ReloadTest(TracingCase):
                                          reason="export_failed"), 5)
         self.assertEqual(collector.posts, 0)
         self.assertEqual(f.get("/x", host="app").status, 200)
+
+
+class GatedDns(ScriptedDns):
+    """ScriptedDns that drops every question until opened: DNS that does
+    not answer, then does."""
+
+    def __init__(self, records):
+        self.open = False
+        super().__init__(records)
+
+    def datagram(self, data, peer):
+        if self.open:
+            super().datagram(data, peer)
+
+
+class CollectorNameTest(TracingCase):
+
+    def test_collector_name_waits_for_dns_without_holding_ferry(self):
+        # the loader looked the collector's name up with getaddrinfo, on
+        # the main thread: DNS that does not answer held the admin
+        # endpoint, signals and the watchdog for as long as it waited, at
+        # each reload (2.8 s with a 3 s resolver timeout), and a name that
+        # failed was not looked up again until the next reload. Now
+        # discovery looks it up on ferry's resolver, and again every 5 s
+        # until it answers.
+        collector = Collector(ok_after(0))
+        self.addCleanup(collector.close)
+        dns = GatedDns({"collector.test": ["127.0.0.1"]})
+        self.addCleanup(dns.close)
+        app = self.upstream(harness.fixed(200, [("Content-Type", "text/plain")], b"ok"),
+                            tls=False)
+        t = {"otlp": "http://%s/v1/traces" % collector.address, "service_name": "svc",
+             "sample_ratio": 1, "batch": {"max_spans": 512, "interval": "100ms"}}
+        f = self.ferry({"app": harness.service(app)}, workers=1, tracing=t,
+                       resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+        self.assertEqual(f.get("/first", host="app").status, 200)
+        self.assertTrue(harness.wait_until(lambda: collector.posts > 0, 5))
+        named = copy.deepcopy(f.config)
+        named["tracing"]["otlp"] = "http://collector.test:%d/v1/traces" % collector.port
+        f.reload(named)
+        # the name is not answered: the admin endpoint is, at once
+        for _ in range(5):
+            t0 = time.monotonic()
+            self.assertEqual(f.admin("/healthz").status, 200)
+            self.assertLess(time.monotonic() - t0, 0.5)
+            self.assertEqual(f.get("/waiting", host="app").status, 200)
+            time.sleep(0.2)
+        posts = collector.posts
+        self.assertGreater(harness.counter(f, "ferry_spans_dropped_total",
+                                           reason="export_failed"), 0)
+        # DNS answers: a later try finds the collector under its name
+        dns.open = True
+
+        def arrived():
+            f.get("/named", host="app")
+            return collector.posts > posts
+        self.assertTrue(harness.wait_until(arrived, 15, interval=0.5),
+                        "no export after DNS answered")
 
 
 def partial_success(rejected, chunked=False):

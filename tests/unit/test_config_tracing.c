@@ -26,7 +26,9 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(t->port, 4318);
 	ck_assert_str_eq(t->authority, "127.0.0.1:4318");
 	ck_assert_str_eq(t->path, "/v1/traces");	/* no path: OTLP's */
-	ck_assert_uint_gt(t->salen, 0);
+	/* an IP literal is the address: no lookup */
+	ck_assert(t->addr->ready);
+	ck_assert_uint_gt(t->addr->salen, 0);
 	ck_assert_str_eq(t->service_name, "ferry");
 	ck_assert(t->sample_ratio == 1.0);
 	ck_assert_uint_eq(t->max_queue, 8192);
@@ -51,6 +53,8 @@ START_TEST(test_full)
 	ck_assert_uint_eq(t->port, 443);
 	ck_assert_str_eq(t->authority, "localhost");
 	ck_assert_str_eq(t->path, "/otel/traces");
+	/* a name: discovery looks it up, not the loader */
+	ck_assert(!t->addr->ready);
 	ck_assert_ptr_nonnull(t->tls.ctx);
 	ck_assert_str_eq(t->tls.server_name, "collector");
 	ck_assert_str_eq(t->service_name, "order-service");
