@@ -44,7 +44,8 @@ attempt_drop(struct exchange *x)
 }
 
 /* The attempt in the list of X's attempts (SPEC §16): its endpoint,
- * RESULT and time. */
+ * RESULT and time. A hedge's goes to the exchange it races for: the
+ * request's one log line lists every attempt it made. */
 static void
 attempt_note(struct exchange *x, uint8_t result, int64_t now)
 {
@@ -66,7 +67,7 @@ attempt_note(struct exchange *x, uint8_t result, int64_t now)
 		memcpy(n.addr, &in6->sin6_addr, 16);
 		n.port = ntohs(in6->sin6_port);
 	}
-	fate_note_add(&x->notes, &n);
+	fate_note_add(x->hedge_of ? &x->hedge_of->notes : &x->notes, &n);
 }
 
 void

@@ -46,7 +46,8 @@ const char *fate_name(enum fate f);
 #define FATE_MAX_NOTES 8
 
 /* An attempt that ended without an outcome (the client went away, the
- * exchange was shut down): beyond enum attempt_result. */
+ * exchange was shut down, it lost a hedged race): beyond enum
+ * attempt_result. */
 #define NOTE_CANCELLED 255
 
 /* One attempt. The address is copied, not pointed to: endpoints can be

@@ -214,12 +214,13 @@ attempt_move(struct exchange *from, struct exchange *to)
 }
 
 /* A hedge lost the race: its connection is closed (HTTP/2: the stream
- * reset with CANCEL) and its endpoint learns nothing. */
+ * reset with CANCEL) and its endpoint learns nothing; the request's list
+ * of attempts says "cancelled". */
 static void
 hedge_cancel(struct exchange *h)
 {
 	attempt_release(h, false);
-	attempt_drop(h);
+	attempt_cancel(h);
 	hedge_bury(h);
 }
 
@@ -240,7 +241,7 @@ hedge_won(struct exchange *h)
 	if (x->attempt_open)
 		latency_add(&x->svc->lat, (now - x->attempt_start_ms) * 1000, now);
 	attempt_release(x, false);
-	attempt_drop(x);
+	attempt_cancel(x);	/* listed as cancelled, as a losing hedge is */
 	hedge_bury(h);
 	hedge_cancel_all(x);
 	attempt_move(h, x);
@@ -257,7 +258,7 @@ hedge_failed(struct exchange *h, enum attempt_result r, bool record)
 	if (record && !(r == AR_RESET && exchange_attached(h) && h->upops->unprocessed(h)))
 		attempt_record(h, r);
 	attempt_release(h, false);
-	attempt_drop(h);
+	attempt_cancel(h);	/* not recorded: listed as cancelled */
 	hedge_bury(h);
 }
 

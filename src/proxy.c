@@ -152,6 +152,7 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	const char *log = x->logline.p;
 	size_t mlen = 0;
 	enum fate fate;
+	int last = -1;
 
 	if (x->accounted || x->start_ms == 0)
 		return;
@@ -161,6 +162,13 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	 * in_flight says so, as /metrics does (exchange_leave would wait
 	 * until after the write) */
 	concurrency_leave(x);
+	/* the last attempt that had an outcome: the hedges cancelled once it
+	 * came (or once the deadline passed) are listed after it */
+	for (unsigned i = x->notes.count; i > 0 && last < 0; i--)
+		if (x->notes.n[i - 1].result != NOTE_CANCELLED)
+			last = x->notes.n[i - 1].result;
+	if (last < 0 && x->notes.count)
+		last = NOTE_CANCELLED;
 	fate = fate_derive(&(struct fate_input){
 		.cause = cause,
 		.ferr = x->ferr,
@@ -169,7 +177,7 @@ proxy_account(struct exchange *x, enum end_cause cause)
 		.won_by_hedge = x->won_by_hedge,
 		.budget_refused = x->budget_refused,
 		.refused = x->refused,
-		.last = x->notes.count ? x->notes.n[x->notes.count - 1].result : -1,
+		.last = last,
 	});
 	metrics_fate(x->w->ms, dir, id, fate);
 	if (x->status || cause != END_DONE)

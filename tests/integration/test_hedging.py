@@ -270,5 +270,71 @@ class HedgingTest(FerryTestCase):
         self.assertNotIn('"ejected":true', text.replace(" ", ""))
 
 
+    def test_every_attempt_is_listed(self):
+        """SPEC §16: the access log line (attempts_detail) and ferry's JSON
+        error (error.attempts) list each attempt, the hedge and the
+        attempt it raced with among them: a lost race is "cancelled", a
+        hedge's own failure its result. "attempts" counts the same ones."""
+        cancelled = []
+        slow = self.upstream(slow_unless_cancelled(SLOW, cancelled), tls=False)
+        fast = self.upstream(echo(), tls=False)
+        f = self.ferry({"svc": svc([slow, fast], {"after": "50ms"})}, workers=1)
+        for i in range(4):
+            self.assertEqual(f.get("/won%d" % i, host="svc").status, 200)
+        wait_until(lambda: len([e for e in f.access_log() if e.get("service") == "svc"]) >= 4, 3)
+        log = [e for e in f.access_log() if e.get("service") == "svc"]
+        hedged = [e for e in log if e["attempts"] == 2]
+        self.assertGreaterEqual(len(hedged), 1, log)
+        for e in log:
+            self.assertEqual(len(e["attempts_detail"]), e["attempts"], e)
+        for e in hedged:
+            self.assertEqual(sorted((a["endpoint"], a["result"]) for a in e["attempts_detail"]),
+                             sorted([(slow.address, "cancelled"), (fast.address, "ok")]), e)
+        self.assertEqual({e["fate"] for e in hedged}, {"ok_by_hedge"})
+
+        # both too slow for the deadline: ferry's 504 names both attempts
+        ca, cb = [], []
+        a = self.upstream(slow_unless_cancelled(SLOW, ca), tls=False)
+        b = self.upstream(slow_unless_cancelled(SLOW, cb), tls=False)
+        g = self.ferry({"svc": svc([a, b], {"after": "40ms"}, timeouts={"request": "200ms"},
+                                   retries={"max": 0})})
+        r = g.get("/late", host="svc")
+        body = self.assert_ferry_error(r, 504, "SERVICE_TIMEOUT", r"\(2 attempts\)")
+        # the hedge ends at the same deadline: timed out itself, or
+        # cancelled when the first attempt's timer came first
+        self.assertIn(sorted(x["result"] for x in body["error"]["attempts"]),
+                      (["cancelled", "timeout"], ["timeout", "timeout"]), body)
+        self.assertEqual({x["endpoint"] for x in body["error"]["attempts"]},
+                         {a.address, b.address}, body)
+        wait_until(lambda: [e for e in g.access_log() if e.get("service") == "svc"], 3)
+        e = [e for e in g.access_log() if e.get("service") == "svc"][0]
+        self.assertEqual(e["attempts"], 2)
+        self.assertEqual(e["attempts_detail"], body["error"]["attempts"])
+        self.assertEqual(e["fate"], "timeout")
+
+        # a hedge that fails (503 at once) while the first attempt
+        # answers: the hedge's 503 is listed too, the answer is the 200
+        seen, lock = set(), threading.Lock()
+
+        def first_slow_hedge_503(conn, req):
+            with lock:
+                again = req.target in seen
+                seen.add(req.target)
+            if again:
+                conn.respond(503, [("Content-Type", "text/plain")], b"busy\n")
+            else:
+                harness.delay(0.3)(conn, req)
+
+        c = self.upstream(first_slow_hedge_503, tls=False)
+        d = self.upstream(first_slow_hedge_503, tls=False)
+        h = self.ferry({"svc": svc([c, d], {"after": "50ms"}, retries={"max": 0})})
+        self.assertEqual(h.get("/five", host="svc").status, 200)
+        wait_until(lambda: [e for e in h.access_log() if e.get("service") == "svc"], 3)
+        e = [e for e in h.access_log() if e.get("service") == "svc"][0]
+        self.assertEqual(e["attempts"], 2, e)
+        self.assertEqual(sorted(x["result"] for x in e["attempts_detail"]), ["503", "ok"], e)
+        self.assertEqual(e["fate"], "ok", e)
+
+
 if __name__ == "__main__":
     harness.main()
