@@ -209,6 +209,11 @@ attempt_move(struct exchange *from, struct exchange *to)
 	to->connect_deadline_ms = from->connect_deadline_ms;
 	to->head_ends = from->head_ends;
 	to->interims = from->interims;
+	/* TO may have been waiting for room in a full pool (a re-send after
+	 * a stale connection, attempt_start): that wait is over, or its timer
+	 * would start another attempt under this one's response */
+	to->retry_at_ms = 0;
+	to->pool_wait_until_ms = 0;
 	from->attempt_open = false;
 	from->hedge_attempt = false;
 }

@@ -336,5 +336,87 @@ class HedgingTest(FerryTestCase):
         self.assertEqual(e["fate"], "ok", e)
 
 
+    def test_hedge_wins_while_the_first_attempt_waits_for_the_pool(self):
+        """The first attempt meets a reused connection the upstream closed
+        and is re-sent (SPEC §6), but the only endpoint left is the
+        hedge's, whose one connection (pool.max_per_endpoint 1) the hedge
+        holds: the exchange waits for room. The hedge then wins. Its
+        response is the answer, whole: the wait for room is over (it
+        must not start another attempt under the response, nor end it
+        with "pool is full" once the connect timeout passes)."""
+        lock = threading.Lock()
+        seen = []                   # arrivals of /x
+        sick = set()                # upstreams whose health check fails
+        failed_checks = {}          # failed checks answered, by upstream
+        first_closed = threading.Event()
+        parts = [b"a" * 1000, b"b" * 1000, b"c" * 1000, b"d" * 1000]
+
+        def behaviour(name):
+            def behave(conn, req):
+                if req.target == "/health":
+                    with lock:
+                        bad = name in sick
+                        if bad:
+                            failed_checks[name] = failed_checks.get(name, 0) + 1
+                    conn.respond(503 if bad else 200, [("Content-Type", "text/plain")], b"hc\n")
+                    return
+                if req.target != "/x":
+                    echo()(conn, req)
+                    return
+                with lock:
+                    seen.append((name, conn.conn_id))
+                    n = len(seen)
+                    if n == 1:
+                        sick.add(name)
+                if n == 1:
+                    # the first attempt: its endpoint turns unhealthy, then
+                    # closes the reused connection without an answer
+                    wait_until(lambda: failed_checks.get(name, 0) >= 2, 5)
+                    conn.keep_open = False
+                    first_closed.set()
+                elif n == 2:
+                    # the hedge: answers once the re-send waits for room,
+                    # and its body takes longer than the connect timeout
+                    first_closed.wait(5)
+                    conn.sleep(0.2)
+                    conn.head(200, [("Content-Type", "application/octet-stream"),
+                                    ("Content-Length", str(sum(map(len, parts))))])
+                    for i, part in enumerate(parts):
+                        if i and not conn.sleep(0.4):
+                            return
+                        conn.send(part)
+                else:
+                    conn.respond(200, [("Content-Type", "text/plain")], b"STRAY")
+            return behave
+
+        a = self.upstream(None, tls=False)
+        b = self.upstream(None, tls=False)
+        a.behaviour, b.behaviour = behaviour("a"), behaviour("b")
+        f = self.ferry({"svc": svc([a, b], {"after": "50ms"},
+                                   pool={"max_per_endpoint": 1},
+                                   timeouts={"connect": "600ms"},
+                                   health_check={"path": "/health", "interval": "50ms",
+                                                 "timeout": "500ms", "healthy": 1,
+                                                 "unhealthy": 1})}, workers=1)
+        with f.client(timeout=8) as c:
+            # a pooled connection to each (round robin): the request goes
+            # on to the first one's, the hedge to the second one's
+            for i in range(2):
+                self.assertEqual(c.request("GET", "/w%d" % i, [("Host", "svc")]).status, 200)
+            c.send(harness.build_request("GET", "/x", [("Host", "svc")]))
+            try:
+                r = c.read_response()
+            except (harness.IncompleteMessage, OSError) as e:
+                self.fail("the response was cut: %r, got %r\n%s"
+                          % (e, bytes(c.reader.buf[:300]), f.stderr_tail()))
+        self.assertTrue(first_closed.is_set(), "the first attempt never closed: %r" % seen)
+        self.assertEqual(r.status, 200, r.body[:300])
+        self.assertEqual(r.body, b"".join(parts), r.body[:300])
+        time.sleep(0.3)
+        self.assertEqual(len(seen), 2, "a third attempt under the answer: %r" % seen)
+        self.assertEqual(hedges(f, "won"), 1)
+        self.assertEqual(counter(f, "ferry_upstream_resends_total", service="svc"), 1)
+
+
 if __name__ == "__main__":
     harness.main()
