@@ -52,10 +52,12 @@ void
 fate_note_add(struct attempt_notes *ns, const struct attempt_note *note)
 {
 	/* once full, the last slot follows the latest attempt: the one that
-	 * decided the outcome is always listed */
+	 * decided the outcome is always listed, and a hedge cancelled after
+	 * it (noted later) does not take its place */
 	if (ns->count < FATE_MAX_NOTES)
 		ns->n[ns->count++] = *note;
-	else
+	else if (note->result != NOTE_CANCELLED ||
+	    ns->n[FATE_MAX_NOTES - 1].result == NOTE_CANCELLED)
 		ns->n[FATE_MAX_NOTES - 1] = *note;
 }
 

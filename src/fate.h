@@ -65,7 +65,8 @@ struct attempt_notes {
 	uint8_t count;		/* <= FATE_MAX_NOTES */
 };
 
-/* Appends a note (the last slot is overwritten once full). */
+/* Appends a note (once full, the last slot is overwritten, but not by a
+ * cancelled attempt's when it holds an outcome). */
 void fate_note_add(struct attempt_notes *ns, const struct attempt_note *note);
 /* "connect_failure", "refused", "reset", "timeout", "502", ..., "cancelled" */
 const char *fate_result_name(uint8_t result);

@@ -271,6 +271,15 @@ START_TEST(test_notes_cap)
 	for (unsigned i = 0; i < FATE_MAX_NOTES - 1; i++)
 		ck_assert_uint_eq(ns.n[i].port, i + 1);
 	ck_assert_uint_eq(ns.n[FATE_MAX_NOTES - 1].port, 20);
+	/* a hedge cancelled after the deciding attempt leaves it listed;
+	 * cancelled ones follow each other */
+	fate_note_add(&ns, &(struct attempt_note){ .port = 21, .result = NOTE_CANCELLED });
+	ck_assert_uint_eq(ns.n[FATE_MAX_NOTES - 1].port, 20);
+	ns.n[FATE_MAX_NOTES - 1].result = NOTE_CANCELLED;
+	fate_note_add(&ns, &(struct attempt_note){ .port = 22, .result = NOTE_CANCELLED });
+	ck_assert_uint_eq(ns.n[FATE_MAX_NOTES - 1].port, 22);
+	fate_note_add(&ns, &(struct attempt_note){ .port = 23, .result = AR_OK });
+	ck_assert_uint_eq(ns.n[FATE_MAX_NOTES - 1].port, 23);
 
 	ns.count = 0;
 	fate_note_add(&ns, (const struct attempt_note[]){ note(5000, AR_REFUSED, 2) });
