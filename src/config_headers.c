@@ -91,6 +91,32 @@ fld_remove(struct loader *l, const struct field *f, const struct ynode *key,
 	}
 }
 
+/* No control character but tab (RFC 9110 5.5): the next hop refuses
+ * the rest (400 from an HTTP/1.1 parser, a stream reset on HTTP/2). */
+static bool
+value_ok(const char *s)
+{
+	for (; *s; s++)
+		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+			return false;
+	return true;
+}
+
+/* S without the blanks around it: they are no part of a field value, and
+ * an HTTP/2 peer resets a stream whose value has them (RFC 9113 8.2.1). */
+static char *
+value_dup(const char *s)
+{
+	size_t n;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	n = strlen(s);
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	return strndup(s, n);
+}
+
 /* set: and add: a mapping of name to value. */
 static void
 fld_pairs(struct loader *l, const struct field *f, const struct ynode *key,
@@ -126,11 +152,14 @@ fld_pairs(struct loader *l, const struct field *f, const struct ynode *key,
 		/* an empty value is a header like any other */
 		s = v->kind == YSCALAR && ynode_is_null(v) ? "" : get_scalar(l, v, "a header value");
 		if (s != NULL && (strlen(s) != (v->kind == YSCALAR ? v->len : 0) ||
-		    strpbrk(s, "\r\n") != NULL)) {
-			lerr(l, v, "header value %s holds CR, LF or NUL", quote(s, q, sizeof(q)));
+		    !value_ok(s))) {
+			/* a ${VAR} may be a token: never shown */
+			lerr(l, v, "header value %s holds CR, LF, NUL or another control "
+			    "character (only tab is allowed)",
+			    v->expanded ? "(from ${...})" : quote(s, q, sizeof(q)));
 			s = NULL;
 		}
-		if (s == NULL || (r->value = strdup(s)) == NULL) {
+		if (s == NULL || (r->value = value_dup(s)) == NULL) {
 			if (s != NULL)
 				l->oom = true;
 			free(r->name);

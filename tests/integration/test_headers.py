@@ -316,6 +316,31 @@ class HeaderRulesTest(FerryTestCase):
         self.assertEqual(resp.header_all("x-keep"), ["k"])
         self.assertRegex(resp.header("x-correlation-id"), UUID4_RE)
 
+    def test_rule_values_pass_a_peer_ferry_over_http2(self):
+        """A value's blanks around it are no part of it: they are dropped
+        at load, as an HTTP/1.1 parser drops them, so a peer ferry over
+        HTTP/2 takes the field instead of resetting the stream (RFC 9113
+        8.2.1: it used to be a 502 after three resets). A tab inside stays."""
+        p = harness.pki()
+        app = self.upstream(tls=False)
+        port = harness.free_port()
+        self.ferry({}, env={"MESH_KEY": "rules-mesh-key-0123456789"}, listeners={"inbound": {
+            "address": "127.0.0.1:%d" % port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["MESH_KEY"]}, "local_app": app.address}})
+        for proto in ("h2", "http1"):
+            f = self.ferry({"svc": {
+                "endpoints": ["127.0.0.1:%d" % port], "protocol": proto,
+                "tls": harness.tls_client("backend"), "auth": {"key_env": "MESH_KEY"},
+                "headers": {"request": {"set": {"x-env": " prod ", "x-tab": "a\tb"},
+                                        "add": {"x-tenant": "${FERRY_TEST_TENANT}"}}}}},
+                env={"MESH_KEY": "rules-mesh-key-0123456789", "FERRY_TEST_TENANT": "t-42\t"})
+            resp = f.get("/peer", host="svc")
+            self.assertEqual(resp.status, 200, (proto, resp.body[:300]))
+            seen = app.last
+            self.assertEqual((seen.header_all("x-env"), seen.header_all("x-tab"),
+                              seen.header_all("x-tenant")), (["prod"], ["a\tb"], ["t-42"]), proto)
+
     def test_no_rules_no_change(self):
         up = self.upstream()
         f = self.ferry({"svc": service(up)})

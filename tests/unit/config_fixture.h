@@ -140,6 +140,8 @@ run_suite(Suite *suite)
 	snprintf(cfgpath, sizeof(cfgpath), "%s/ferry.yaml", dir);
 	make_pki();
 	setenv("FERRY_TEST_KEY", SECRET, 1);
+	/* as a key read from a file with its newline */
+	setenv("FERRY_TEST_NL_KEY", SECRET "\n", 1);
 	setenv("FERRY_TEST_EMPTY", "", 1);
 	setenv("FERRY_TEST_PORT", "15099", 1);
 	setenv("FERRY_TEST_VARNAME", "NO_SUCH_VARIABLE_FOR_FERRY", 1);

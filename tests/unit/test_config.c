@@ -316,12 +316,19 @@ static const struct bad_case bad_cases[] = {
 	  F ":7:31: services.a.headers.request.set.X-Request-Id: \"x-request-id\" is managed "
 	  "by ferry (SPEC §5); a header rule cannot change it\n"
 	  F ":7:54: services.a.headers.request.set.x-ok: header value \"a\\x0ab\" holds CR, "
-	  "LF or NUL\n"
+	  "LF, NUL or another control character (only tab is allowed)\n"
 	  F ":7:72: services.a.headers.request.remove[0]: \"via\" is managed by ferry "
 	  "(SPEC §5); a header rule cannot change it\n"
 	  F ":7:77: services.a.headers.request.remove[1]: \"x-ferry-peer\" is managed by "
 	  "ferry (SPEC §5); a header rule cannot change it\n"
 	  F ":7:93: services.a.headers: unknown key \"reply\"\n" },
+	{ "header rules: control characters in values (the next hop would refuse them)",
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    headers: {request: {set: {x-a: \"a\\x01b\", x-b: \"a\\x7fb\", x-c: \"a\\tb\"}}}\n",
+	  F ":4:36: services.a.headers.request.set.x-a: header value \"a\\x01b\" holds CR, "
+	  "LF, NUL or another control character (only tab is allowed)\n"
+	  F ":4:51: services.a.headers.request.set.x-b: header value \"a\\x7fb\" holds CR, "
+	  "LF, NUL or another control character (only tab is allowed)\n" },
 	{ "compression: unknown and repeated encodings, bad types and levels (SPEC §14)",
 	  "defaults:\n  compression: {encodings: [zstd, brotli, zstd], min_size: 2GiB}\n"
 	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
@@ -494,11 +501,18 @@ START_TEST(test_secret_never_printed)
 	    "    auth: {key_env: \"${FERRY_TEST_VARNAME}\"}\n"
 	    "  d:\n"
 	    "    endpoints: [\"127.0.0.1:80\"]\n"
-	    "    auth: {key_env: FERRY_TEST_KEY, key_file: service.key}\n");
+	    "    auth: {key_env: FERRY_TEST_KEY, key_file: service.key}\n"
+	    "  e:\n"
+	    "    endpoints: [\"127.0.0.1:80\"]\n"
+	    "    headers: {request: {set: {x-token: \"${FERRY_TEST_NL_KEY}\"}}}\n");
 
 	ck_assert_ptr_null(c);
-	ck_assert_int_ge(nerrs, 6);
+	ck_assert_int_ge(nerrs, 7);
 	ck_assert_msg(strstr(errs, SECRET) == NULL, "%s", errs);
+	/* a header value from ${VAR} is shown redacted in /config, and an
+	 * error about it does not show it either */
+	ck_assert_msg(strstr(errs, "services.e.headers.request.set.x-token: header value "
+	    "(from ${...}) holds CR") != NULL, "%s", errs);
 	ck_assert_msg(strstr(errs, FILE_SECRET) == NULL, "%s", errs);
 	ck_assert_msg(strstr(errs, "bad-key-line") == NULL, "%s", errs);
 	/* the variable named by ${...} is not shown either: it could be a key */
