@@ -21,14 +21,24 @@ managed(const char *name)
 		"proxy-connection", "proxy-authorization", "te", "trailer",
 		"transfer-encoding", "upgrade", "content-length", "x-forwarded-for",
 		"x-forwarded-proto",
+		/* each attempt writes the time left into it (SPEC §12) */
+		"grpc-timeout",
 	};
+	char dashed[64];
+	size_t n = strlen(name);
 
 	if (strncmp(name, "x-ferry-", 8) == 0)
 		return true;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (strcmp(name, names[i]) == 0)
 			return true;
-	return false;
+	/* a '_' look-alike (x_ferry_peer) is one to CGI, WSGI and Rack,
+	 * which is why ferry drops them from requests */
+	if (strchr(name, '_') == NULL || n >= sizeof(dashed))
+		return false;
+	for (size_t i = 0; i <= n; i++)
+		dashed[i] = name[i] == '_' ? '-' : name[i];
+	return managed(dashed);
 }
 
 /* The lower-case copy of a header name a rule may change, or NULL after

@@ -329,6 +329,17 @@ static const struct bad_case bad_cases[] = {
 	  "LF, NUL or another control character (only tab is allowed)\n"
 	  F ":4:51: services.a.headers.request.set.x-b: header value \"a\\x7fb\" holds CR, "
 	  "LF, NUL or another control character (only tab is allowed)\n" },
+	{ "header rules: grpc-timeout and '_' look-alikes of managed names",
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    headers:\n"
+	  "      request: {add: {grpc-timeout: 1H}}\n"
+	  "      response: {set: {x_service_auth: k}, remove: [X_Ferry_Peer, x_debug]}\n",
+	  F ":5:23: services.a.headers.request.add.grpc-timeout: \"grpc-timeout\" is managed "
+	  "by ferry (SPEC §5); a header rule cannot change it\n"
+	  F ":6:24: services.a.headers.response.set.x_service_auth: \"x_service_auth\" is "
+	  "managed by ferry (SPEC §5); a header rule cannot change it\n"
+	  F ":6:53: services.a.headers.response.remove[0]: \"x_ferry_peer\" is managed by "
+	  "ferry (SPEC §5); a header rule cannot change it\n" },
 	{ "compression: unknown and repeated encodings, bad types and levels (SPEC §14)",
 	  "defaults:\n  compression: {encodings: [zstd, brotli, zstd], min_size: 2GiB}\n"
 	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
