@@ -121,6 +121,7 @@ struct exchange {
 					   LIS_SERVICE_GONE: a reload removed it */
 	const char *peer;		/* address text */
 	const char *peer_id;		/* inbound: verified identity, or NULL */
+	SSL_CTX *peer_ctx;		/* inbound: the context that verified it */
 	bool unframed;			/* the codec frames bodies itself */
 	struct generation *gen;		/* the codec holds it for the request */
 

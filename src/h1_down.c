@@ -21,6 +21,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "slab.h"
+#include "tls_ctx.h"
 
 #define CLIENT_BUF_MAX (HTTP_MAX_HEAD_ALL + 16384)
 #define LINGER_MS 1000
@@ -203,9 +204,35 @@ idle_unlink(struct client *cl)
 	cl->on_idle_list = false;
 }
 
+/* A reload changed the inbound client_ca: connections verified under the
+ * old one carry no more requests (admit_inbound refuses them). Those
+ * between requests close now, those with one in flight once it is done,
+ * so that a peer still trusted connects again instead of being refused. */
+static void
+inbound_trust_reconf(struct listener *l)
+{
+	const struct conf_inbound *in = &l->w->gen->conf->inbound;
+	struct client *cl, *next;
+
+	if (l->kind != LK_INBOUND || !in->enabled)
+		return;
+	for (cl = l->w->clients; cl != NULL; cl = next) {
+		next = cl->next;
+		if (cl->lis != l || cl->closed ||
+		    tls_same_client_ca(SSL_get_SSL_CTX(conn_ssl(cl->c)), in->ctx))
+			continue;
+		if (cl->rq != NULL && cl->rq->x.live)
+			cl->rq->x.close_after = true;
+		else if (cl->state == CL_IDLE)
+			client_teardown(cl, "client_ca changed");
+	}
+	h2_down_trust_reconf(l);
+}
+
 void
 proxy_listener_reconf(struct listener *l)
 {
+	inbound_trust_reconf(l);
 	/* an idle connection's next request runs on the new config anyway:
 	 * it lets go of the old one now, which else lived (with every
 	 * endpoint its sets name) until that request or idle_timeout */
@@ -285,6 +312,7 @@ req_take(struct client *cl)
 	x->lis_service = listener_service_now(cl->lis);
 	x->peer = cl->peer;
 	x->peer_id = cl->peer_id;
+	x->peer_ctx = x->inbound ? SSL_get_SSL_CTX(conn_ssl(cl->c)) : NULL;
 	rq->head_start_ms = 0;
 	rq->linger_until_ms = 0;
 	rq->parsed = 0;

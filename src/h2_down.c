@@ -20,6 +20,7 @@
 #include "h2_down.h"
 #include "h2_frames.h"
 #include "h2_mem.h"
+#include "tls_ctx.h"
 #include "listener.h"
 #include "log.h"
 
@@ -714,6 +715,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	x->lis_service = listener_service_now(hc->lis);
 	x->peer = hc->peer;
 	x->peer_id = hc->has_identity ? hc->peer_id : NULL;
+	x->peer_ctx = x->inbound ? SSL_get_SSL_CTX(conn_ssl(hc->c)) : NULL;
 	x->unframed = true;
 	st->next = hc->streams;
 	if (hc->streams)
@@ -1340,6 +1342,24 @@ h2_down_close_idle(struct worker *w)
 		hc->draining = true;
 		hc->goaway_at_ms = clock_now_ms() + H2_GOAWAY_DELAY_MS;
 		nghttp2_submit_shutdown_notice(hc->ng);
+		h2_flush(hc);
+		h2_arm(hc);
+	}
+}
+
+void
+h2_down_trust_reconf(struct listener *l)
+{
+	SSL_CTX *now = l->w->gen->conf->inbound.ctx;
+
+	for (struct h2conn *hc = l->w->h2conns; hc; hc = hc->next) {
+		if (hc->lis != l || hc->closed || hc->goaway_final ||
+		    tls_same_client_ca(SSL_get_SSL_CTX(conn_ssl(hc->c)), now))
+			continue;
+		/* the final GOAWAY at once: a stream the peer opens past it
+		 * was not processed and goes on a new connection; those in
+		 * flight finish, then the connection closes */
+		h2_goaway_final(hc);
 		h2_flush(hc);
 		h2_arm(hc);
 	}

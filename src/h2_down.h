@@ -23,6 +23,9 @@ bool h2_down_adopt(struct listener *lis, struct conn *c, const char *peer,
     const char *peer_id, struct buf *in);
 /* Drain: every connection gets a GOAWAY; those without streams close. */
 void h2_down_close_idle(struct worker *w);
+/* A reload changed the inbound client_ca: LIS's connections verified
+ * under the old one get the final GOAWAY now (h1_down.c says why). */
+void h2_down_trust_reconf(struct listener *lis);
 /* Shutdown: every connection closes now, its streams cut. */
 void h2_down_close_all(struct worker *w);
 

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "proxy_coding.h"
 #include "route.h"
+#include "tls_ctx.h"
 #include "tracing.h"
 
 #define RESET_FROM	offsetof(struct exchange, upops)
@@ -415,6 +416,16 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h,
 	if (via_has_token(msg, h, via_token_in())) {
 		proxy_refuse(x, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
 		    !x->req_done);
+		return NULL;
+	}
+	/* verified against a client_ca that a reload has since replaced: a
+	 * new connection, or a resumed session, must stand under the one in
+	 * force, and so must a kept one (closed: the peer connects again) */
+	if (x->peer_ctx != NULL && !tls_same_client_ca(x->peer_ctx, in->ctx)) {
+		metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
+		x->peer_denied = true;
+		proxy_refuse(x, FE_INVALID_SERVICE_AUTH, "peer was verified under a client_ca "
+		    "that a reload replaced; connect again", 0, true);
 		return NULL;
 	}
 	if (x->peer_id == NULL || !inbound_peer_allowed(in, x->peer_id)) {

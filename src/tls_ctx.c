@@ -295,6 +295,7 @@ struct ticket_key {
 
 struct ticket_ring {
 	unsigned char trust[SHA256_DIGEST_LENGTH];
+	unsigned char ca[SHA256_DIGEST_LENGTH];	/* of the client_ca bytes alone */
 	int refs;
 	struct ticket_key cur, prev;
 	struct ticket_ring *next;
@@ -338,7 +339,8 @@ ring_put(struct ticket_ring *r)
 /* The ring of TRUST (shared with live contexts of the same trust), or a
  * new one. */
 static struct ticket_ring *
-ring_get(const unsigned char trust[SHA256_DIGEST_LENGTH])
+ring_get(const unsigned char trust[SHA256_DIGEST_LENGTH],
+    const unsigned char ca[SHA256_DIGEST_LENGTH])
 {
 	struct ticket_ring *r;
 
@@ -348,6 +350,7 @@ ring_get(const unsigned char trust[SHA256_DIGEST_LENGTH])
 			break;
 	if (r == NULL && (r = calloc(1, sizeof(*r))) != NULL) {
 		memcpy(r->trust, trust, sizeof(r->trust));
+		memcpy(r->ca, ca, sizeof(r->ca));
 		r->next = rings;
 		rings = r;
 	}
@@ -525,28 +528,32 @@ ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname, size_t ke
 }
 
 /* SHA-256 over the client_ca file's bytes and allowed_peers: what a
- * verified session was verified against. */
+ * verified session was verified against; CA, over the bytes alone. */
 static int
 trust_digest(const char *client_ca, char *const *peers, size_t n_peers,
-    unsigned char out[SHA256_DIGEST_LENGTH], enum tls_what *what, char *err, size_t errlen)
+    unsigned char out[SHA256_DIGEST_LENGTH], unsigned char ca[SHA256_DIGEST_LENGTH],
+    enum tls_what *what, char *err, size_t errlen)
 {
 	unsigned char buf[4096];
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	unsigned int outlen = 0;
+	EVP_MD_CTX *md = EVP_MD_CTX_new(), *camd = EVP_MD_CTX_new();
+	unsigned int outlen = 0, calen = 0;
 	size_t n;
 	FILE *f = NULL;
 	int ok;
 
-	ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-	    EVP_DigestUpdate(md, "ferry trust v1", 15) == 1;
+	ok = md != NULL && camd != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(md, "ferry trust v1", 15) == 1 &&
+	    EVP_DigestInit_ex(camd, EVP_sha256(), NULL) == 1;
 	if (ok && client_ca != NULL) {
 		if ((f = fopen(client_ca, "r")) == NULL) {
 			EVP_MD_CTX_free(md);
+			EVP_MD_CTX_free(camd);
 			return fail(what, TLS_ERR_CA, err, errlen, "cannot load client CA %s: %s",
 			    client_ca, strerror(errno));
 		}
 		while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
-			ok = EVP_DigestUpdate(md, buf, n) == 1;
+			ok = EVP_DigestUpdate(md, buf, n) == 1 &&
+			    EVP_DigestUpdate(camd, buf, n) == 1;
 		ok = ok && !ferror(f);
 		fclose(f);
 	}
@@ -554,8 +561,10 @@ trust_digest(const char *client_ca, char *const *peers, size_t n_peers,
 		/* NUL-separated: ["ab"] and ["a","b"] differ */
 		ok = EVP_DigestUpdate(md, "\0", 1) == 1 &&
 		    EVP_DigestUpdate(md, peers[i], strlen(peers[i])) == 1;
-	ok = ok && EVP_DigestFinal_ex(md, out, &outlen) == 1 && outlen == SHA256_DIGEST_LENGTH;
+	ok = ok && EVP_DigestFinal_ex(md, out, &outlen) == 1 && outlen == SHA256_DIGEST_LENGTH &&
+	    EVP_DigestFinal_ex(camd, ca, &calen) == 1 && calen == SHA256_DIGEST_LENGTH;
 	EVP_MD_CTX_free(md);
+	EVP_MD_CTX_free(camd);
 	if (!ok)
 		return fail(what, TLS_ERR_CA, err, errlen, "cannot read client CA %s",
 		    client_ca ? client_ca : "(none)");
@@ -567,7 +576,7 @@ static int
 bind_trust(SSL_CTX *ctx, const char *client_ca, char *const *peers, size_t n_peers,
     enum tls_what *what, char *err, size_t errlen)
 {
-	unsigned char trust[SHA256_DIGEST_LENGTH];
+	unsigned char trust[SHA256_DIGEST_LENGTH], ca[SHA256_DIGEST_LENGTH];
 	struct ticket_ring *r;
 
 	/* before the CA is loaded: a file replaced in between changes the
@@ -576,10 +585,10 @@ bind_trust(SSL_CTX *ctx, const char *client_ca, char *const *peers, size_t n_pee
 	if (client_ca != NULL &&
 	    check_file("client CA", client_ca, TLS_ERR_CA, what, err, errlen) != 0)
 		return -1;
-	if (trust_digest(client_ca, peers, n_peers, trust, what, err, errlen) != 0)
+	if (trust_digest(client_ca, peers, n_peers, trust, ca, what, err, errlen) != 0)
 		return -1;
 	pthread_once(&ring_index_once, ring_index_init);
-	if (ring_index < 0 || (r = ring_get(trust)) == NULL)
+	if (ring_index < 0 || (r = ring_get(trust, ca)) == NULL)
 		return fail(what, TLS_ERR_OTHER, err, errlen, "session tickets: out of memory");
 	if (SSL_CTX_set_ex_data(ctx, ring_index, r) != 1) {
 		ring_put(r);
@@ -594,6 +603,21 @@ bind_trust(SSL_CTX *ctx, const char *client_ca, char *const *peers, size_t n_pee
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_timeout(ctx, TLS_SESSION_MAX_AGE);
 	return 0;
+}
+
+bool
+tls_same_client_ca(SSL_CTX *a, SSL_CTX *b)
+{
+	const struct ticket_ring *ra, *rb;
+
+	if (a == b)
+		return true;
+	if (a == NULL || b == NULL || ring_index < 0)
+		return false;
+	/* a ring lives as long as a context that uses it, and is immutable */
+	ra = SSL_CTX_get_ex_data(a, ring_index);
+	rb = SSL_CTX_get_ex_data(b, ring_index);
+	return ra != NULL && rb != NULL && memcmp(ra->ca, rb->ca, sizeof(ra->ca)) == 0;
 }
 
 /* Peers speak HTTP/2 or HTTP/1.1 here, h2 first (SPEC §12). A client that

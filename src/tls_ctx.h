@@ -54,6 +54,12 @@ SSL_CTX *tls_server_ctx_build(const char *cert, const char *key,
  * no start time or no peer certificate), or NULL. */
 const char *tls_session_refusal(const SSL_SESSION *ss, time_t now);
 
+/* Whether two server contexts verify peers against the same client_ca
+ * bytes (so that a peer verified under A stands under B). A reload that
+ * changes them leaves connections verified under the old bytes, which
+ * carry no more requests (proxy.c, admit_inbound). */
+bool tls_same_client_ca(SSL_CTX *a, SSL_CTX *b);
+
 /* The clock of the checks above; tests move it. */
 extern time_t (*tls_now)(void);
 

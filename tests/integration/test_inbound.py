@@ -2,10 +2,13 @@
 and two sidecars as a mesh: app A -> ferry A -> mTLS -> ferry B -> app B."""
 
 import os
+import shutil
+import signal
 import socket
 import json
 import ssl
 import tempfile
+import time
 
 import harness
 from harness import FerryTestCase, Reader, build_request, free_port, pki, read_response
@@ -169,6 +172,117 @@ class InboundTest(FerryTestCase):
             raw = socket.create_connection(("127.0.0.1", self.inbound_port), timeout=3)
             with ctx.wrap_socket(raw, server_hostname="backend") as s:
                 self.assertEqual(s.selected_alpn_protocol(), chosen, offered)
+
+
+class KeptConnectionTrustTest(FerryTestCase):
+    """A reload that changes client_ca: a connection verified under the old
+    one carries no request of the peer's to the app any more (a new one
+    must pass the new client_ca, as a resumed session must). Peers still
+    trusted lose nothing: the connection closes between requests, and the
+    next one verifies the peer again."""
+
+    def setUp(self):
+        super().setUp()
+        p = pki()
+        self.app = self.upstream(tls=False)
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="ferry-trust-")
+        self.bundle = os.path.join(self.dir, "client-ca.pem")
+        shutil.copyfile(p.ca.cert, self.bundle)
+        self.f = self.ferry({}, env={"K1": KEY1}, listeners={"inbound": {
+            "address": "127.0.0.1:%d" % self.port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": self.bundle},
+            "auth": {"keys_env": ["K1"]},
+            "local_app": self.app.address}})
+
+    def connect(self, alpn=None):
+        p = pki()
+        ctx = ssl.create_default_context(cafile=p.ca.cert)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(p.client.cert, p.client.key)
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.port), timeout=3),
+                            server_hostname="backend")
+        self.addCleanup(s.close)
+        return s
+
+    def get(self, reader, sock, target):
+        sock.sendall(build_request("GET", target, [("Host", "x"), ("x-service-auth", KEY1)]))
+        return read_response(reader)
+
+    def reload_with_ca(self, *cas):
+        with open(self.bundle, "w") as out:
+            for ca in cas:
+                with open(ca.cert) as fh:
+                    out.write(fh.read())
+        before = harness.counter(self.f, "ferry_config_reloads_total", result="success")
+        self.f.signal(signal.SIGHUP)
+        self.assertTrue(harness.wait_until(lambda: harness.counter(
+            self.f, "ferry_config_reloads_total", result="success") > before, 5.0),
+            self.f.stderr_tail())
+        time.sleep(0.2)     # the workers take the new snapshot by message
+
+    def after_reload(self, sock, reader, target):
+        """What a request on a kept connection gets: its status, or None when
+        the connection was closed (before or instead of an answer)."""
+        try:
+            return self.get(reader, sock, target).status
+        except (ssl.SSLError, OSError, harness.IncompleteMessage):
+            return None
+
+    def test_reload_removing_peer_ca_ends_kept_connections(self):
+        p = pki()
+        idle = self.connect()
+        r_idle = Reader(idle)
+        self.assertEqual(self.get(r_idle, idle, "/before").status, 200)
+        # one with a request in flight at the reload, and one pipelined
+        self.app.behaviour = harness.delay(2.5)
+        busy = self.connect()
+        busy.sendall(build_request("GET", "/in-flight", [("Host", "x"), ("x-service-auth", KEY1)])
+                     + build_request("GET", "/pipelined", [("Host", "x"),
+                                                           ("x-service-auth", KEY1)]))
+        self.app.wait_requests(2)
+        self.reload_with_ca(p.other_ca)
+        r_busy = Reader(busy)
+        busy.settimeout(5)
+        resp = read_response(r_busy)
+        self.assertEqual(resp.status, 200, "the request in flight at the reload was cut")
+        self.assertEqual(resp.header("connection"), "close")
+        self.assertIn(self.after_reload(idle, r_idle, "/after"), (None, 403))
+        self.assertIsNone(self.after_reload(busy, r_busy, "/after-busy"))
+        self.assertEqual([r.target for r in self.app.requests], ["/before", "/in-flight"],
+                         "a peer whose CA was removed reached the app on a kept connection")
+
+    def test_reload_removing_peer_ca_ends_kept_h2_connections(self):
+        try:
+            harness.need_python_h2()
+            from test_h2 import H2
+        except SystemExit:
+            self.skipTest("python3-h2 is not installed")
+        p = pki()
+        c = H2(sock=self.connect(["h2"]))
+        self.assertEqual(c.get("/h2-before", authority="x",
+                               headers=[("x-service-auth", KEY1)]).status, 200)
+        self.reload_with_ca(p.other_ca)
+        sid = c.request("/h2-after", authority="x", headers=[("x-service-auth", KEY1)])
+        st = c.streams[sid]
+        c.wait(lambda: st.done or c.closed, 3.0)
+        self.assertIn(st.status, (None, 403), st.headers)
+        self.assertEqual([r.target for r in self.app.requests], ["/h2-before"],
+                         "a peer whose CA was removed reached the app on a kept connection")
+
+    def test_reload_keeping_peer_ca_refuses_nothing(self):
+        """CA rotation: the new CA is added, the peer's stays."""
+        p = pki()
+        s = self.connect()
+        r = Reader(s)
+        self.assertEqual(self.get(r, s, "/one").status, 200)
+        self.reload_with_ca(p.ca, p.other_ca)
+        status = self.after_reload(s, r, "/two")
+        self.assertIn(status, (None, 200), "a peer still trusted was refused")
+        s = self.connect()
+        self.assertEqual(self.get(Reader(s), s, "/three").status, 200)
 
 
 class MeshTest(FerryTestCase):
