@@ -716,7 +716,10 @@ proxy_request(struct exchange *x, char *msg, const struct http_head *h, bool amb
 	target_split(msg + h->target.off, h->target.len, &path, &path_len, &auth, &auth_len);
 	sbuf_clear(&x->req);
 	fits = headers_build_request(&x->req, msg, h, &(struct upstream_head_args){
-		.host = x->svc->conf->upstream_host,
+		/* inbound, the app gets the peer's Host; one that came
+		 * without (HTTP/1.0) the app's own address, as HTTP/1.1 wants */
+		.host = x->svc->conf->upstream_host ? x->svc->conf->upstream_host :
+		    headers_find(h, HDR_HOST) ? NULL : x->gen->conf->inbound.local_app.text,
 		.target = path,
 		.target_len = path_len,
 		/* "http://svc?q" has no path: origin-form needs the "/" */

@@ -79,6 +79,20 @@ class InboundTest(FerryTestCase):
         self.assertRegex(req.header("via") or "", r"1\.1 ferry-[0-9a-f]{8}-in$")
         self.assertEqual(resp.header("x-correlation-id"), "corr-in-1")
 
+    def test_http10_without_host_gets_the_apps_address(self):
+        """HTTP/1.0 needs no Host; the app is spoken to in HTTP/1.1, which
+        does (RFC 9112 3.2): a request without one reached the app without
+        one, and a strict app answered 400. It now names the app."""
+        s = self.tls_connect(pki().client)
+        try:
+            s.sendall(build_request("GET", "/old", [("x-service-auth", KEY1)],
+                                    version="HTTP/1.0"))
+            resp = read_response(Reader(s))
+        finally:
+            s.close()
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(self.app.last.header_all("host"), [self.app.address])
+
     def test_second_rotation_key_accepted(self):
         self.assertEqual(self.call([("x-service-auth", KEY2)]).status, 200)
 
