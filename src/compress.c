@@ -20,10 +20,11 @@
 #define GZIP_ENC_WINDOW_BITS	14
 #define GZIP_ENC_MEM_LEVEL	7
 
-/* What a coder holds before zstd's first call tells (upper estimates at
- * window 2^17: level 1 measured 0.95 MiB, 3 1.6, 11 2.4, 19 3.6), and
- * zlib's documented sizes: deflate (1 << (windowBits + 2)) + (1 <<
- * (memLevel + 9)), inflate 1 << windowBits, each plus its state. */
+/* What a coder holds before zstd's first call tells (upper estimates of
+ * what a streaming encoder was measured to hold: level 1 0.95 MiB, 2 1.1,
+ * 3 1.6, 4 2.9, 5-12 2.4, 13-15 2.9, 16-19 3.6), and zlib's documented
+ * sizes: deflate (1 << (windowBits + 2)) + (1 << (memLevel + 9)),
+ * inflate 1 << windowBits, each plus its state. */
 #define HOLD_ZSTD_DEC		(640u << 10)
 #define HOLD_GZIP_ENC		((1u << (GZIP_ENC_WINDOW_BITS + 2)) + \
 				 (1u << (GZIP_ENC_MEM_LEVEL + 9)) + (8u << 10))
@@ -51,7 +52,7 @@ hold_estimate(enum cz_coding coding, bool encode, int level)
 		return encode ? HOLD_GZIP_ENC : HOLD_GZIP_DEC;
 	if (!encode)
 		return HOLD_ZSTD_DEC;
-	return level <= 2 ? 1u << 20 : level <= 9 ? 2u << 20 : 4u << 20;
+	return level <= 2 ? 5u << 18 : level == 3 ? 2u << 20 : 4u << 20;
 }
 
 bool
@@ -98,8 +99,10 @@ cz_new(enum cz_coding coding, bool encode, int level)
 		    ZSTD_isError(ZSTD_CCtx_setParameter(z->zc, ZSTD_c_windowLog,
 		    ZSTD_ENC_WINDOW_LOG)))
 			rc = -1;
-		/* the high levels' tables would dwarf the window */
-		if (rc == 0 && level > 9 &&
+		/* the tables of levels 5 and up, sized for an input of
+		 * unknown length, would dwarf the window: level 9 held 13.5 MiB
+		 * streaming, 2.4 MiB with these, and coded JSON as small */
+		if (rc == 0 && level > 4 &&
 		    (ZSTD_isError(ZSTD_CCtx_setParameter(z->zc, ZSTD_c_hashLog, 18)) ||
 		    ZSTD_isError(ZSTD_CCtx_setParameter(z->zc, ZSTD_c_chainLog, 18))))
 			rc = -1;

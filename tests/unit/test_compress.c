@@ -282,6 +282,30 @@ START_TEST(test_budget)
 }
 END_TEST
 
+/* Streaming (no size known), every level's encoder stays within its
+ * estimate: level 9's tables, sized for a long input, held 13.5 MiB */
+START_TEST(test_encoder_sizes)
+{
+	size_t n = 256 * 1024;
+	char *src = json_like(n);
+
+	for (int level = 1; level <= 19; level++) {
+		struct cz *enc = cz_new(CZ_ZSTD, true, level);
+		struct sbuf out = { 0 };
+		size_t estimate = cz_held();
+
+		ck_assert_ptr_nonnull(enc);
+		ck_assert_int_eq(run_all(enc, src, n, CZ_FLUSH, 64 * 1024, &out), CZ_DONE);
+		ck_assert_msg(cz_held() == estimate, "level %d: %zu bytes held, %zu estimated",
+		    level, cz_held(), estimate);
+		ck_assert_uint_le(cz_held(), 4u << 20);
+		cz_free(enc);
+		sbuf_free(&out);
+	}
+	free(src);
+}
+END_TEST
+
 START_TEST(test_pick)
 {
 	struct conf_compression c = conf(2, NULL), z = conf(1, NULL);
@@ -362,6 +386,7 @@ main(void)
 	tcase_add_test(tc, test_corrupt_and_truncated);
 	tcase_add_test(tc, test_concatenated);
 	tcase_add_test(tc, test_budget);
+	tcase_add_test(tc, test_encoder_sizes);
 	tcase_add_test(tc, test_pick);
 	tcase_add_test(tc, test_types);
 	tcase_add_test(tc, test_parse_coding);
