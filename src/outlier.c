@@ -126,8 +126,11 @@ duration(const struct conf_outlier *c, uint32_t times)
 {
 	int64_t base = c->base_ejection > 0 ? c->base_ejection : 0;
 
+	/* capped only when base x times is past the cap: the quotient is
+	 * rounded down, so at times == max / base the product can still be
+	 * under it (200 s x 1; 7 s x 42 = 294 s) */
 	if (base >= OUTLIER_MAX_EJECTION_MS ||
-	    times >= OUTLIER_MAX_EJECTION_MS / (base > 0 ? base : 1))
+	    times > OUTLIER_MAX_EJECTION_MS / (base > 0 ? base : 1))
 		return OUTLIER_MAX_EJECTION_MS;
 	return base * times;
 }

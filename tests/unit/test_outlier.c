@@ -131,6 +131,32 @@ START_TEST(test_duration_grows)
 }
 END_TEST
 
+/* base x times is cut to 300 s only when it is longer: a base that does
+ * not divide 300 s is not rounded up to the cap a step early. */
+START_TEST(test_duration_below_cap_is_exact)
+{
+	struct outlier_group *g = outlier_group_new(2);
+	struct conf_outlier c = conf();
+
+	/* 200 s x 1 is under the cap: the first ejection is 200 s, not 300 s */
+	c.base_ejection = 200000;
+	fail_n(g, 0, &c, 5, 0);
+	ck_assert(out(g, 0, 199999));
+	ck_assert_msg(!out(g, 0, 200000), "first ejection of 200 s lasted longer");
+	/* 7 s x 42 = 294 s, still under it; 7 s x 43 is past it */
+	c.base_ejection = 7000;
+	for (uint32_t i = 1; i <= 43; i++) {
+		int64_t now = (int64_t)i * 1000000, want = i < 43 ? 7000 * (int64_t)i : 300000;
+
+		fail_n(g, 1, &c, 5, now);
+		ck_assert_uint_eq(outlier_times_ejected(outlier_get(g, 1)), i);
+		ck_assert(out(g, 1, now + want - 1));
+		ck_assert_msg(!out(g, 1, now + want), "ejection %u", i);
+	}
+	outlier_group_free(g);
+}
+END_TEST
+
 /* Failures of requests sent before the ejection are not counted. */
 START_TEST(test_failures_while_ejected)
 {
@@ -316,6 +342,7 @@ outlier_suite(void)
 	tcase_add_test(tc, test_eject_after_n);
 	tcase_add_test(tc, test_success_resets);
 	tcase_add_test(tc, test_duration_grows);
+	tcase_add_test(tc, test_duration_below_cap_is_exact);
 	tcase_add_test(tc, test_failures_while_ejected);
 	tcase_add_test(tc, test_carry);
 	tcase_add_test(tc, test_cap_values);
