@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "config_priv.h"
+#include "ratelimit.h"
 
 void
 lerr_at(struct loader *l, int line, int col, const char *msg)
@@ -558,8 +559,9 @@ fld_rate_limit(struct loader *l, const struct field *f, const struct ynode *key,
 	walk_map(l, val, rl, rate_limit_fields);
 	if ((rps = ymap_get(val, "rps", NULL)) == NULL)
 		lerr(l, key, "missing required key \"rps\"");
-	else if (rl->rps == 0 && l->n_errs == before)
-		lerr(l, rps, "rps must be more than 0");
+	else if (rl->rps < RATELIMIT_MIN_RPS && l->n_errs == before)
+		/* slower, the bucket would refill faster than asked (ratelimit.h) */
+		lerr(l, rps, "rps must be at least 0.000001 (one token in 11.6 days)");
 	if (rl->burst == 0) {
 		/* ceil() by hand: libm is not linked */
 		rl->burst = (uint32_t)rl->rps;

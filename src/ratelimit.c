@@ -41,6 +41,7 @@ rate_of(double rps, uint32_t burst)
 	struct rate r;
 	double t = 1e9 / rps;
 
+	/* 1e15 ns is 1 / RATELIMIT_MIN_RPS, the least the loader allows */
 	r.t_ns = t < 1 ? 1 : (t > 1e15 ? (int64_t)1e15 : (int64_t)(t + 0.5));
 	r.burst = burst > 0 ? burst : 1;
 	/* bounded so TAT + T cannot overflow: tiny rps with a huge burst */

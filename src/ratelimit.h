@@ -20,6 +20,12 @@
  * is full. */
 struct bucket;
 
+/* The slowest rate the bucket keeps exactly: its interval T = 1/rps is
+ * held at most 1e15 ns (1e6 s, 11.6 days) so TAT arithmetic stays far
+ * from overflow; a slower rps would be served at this one. The loader
+ * refuses less. */
+#define RATELIMIT_MIN_RPS	0.000001
+
 struct bucket *bucket_new(void);	/* NULL when out of memory */
 void bucket_free(struct bucket *b);
 

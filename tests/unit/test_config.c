@@ -389,6 +389,17 @@ static const struct bad_case bad_cases[] = {
 	  "    health_check: {path: health}\n",
 	  F ":4:5: services.a.rate_limit: missing required key \"rps\"\n"
 	  F ":5:26: services.a.health_check.path: \"health\" must start with '/'\n" },
+	/* the bucket's interval is at most 1e6 s: a slower rps would be
+	 * served at 0.000001 a second, more than it asks for */
+	{ "rate limit rps too small",
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    rate_limit: {rps: 0.0000001}\n"
+	  "  b:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    rate_limit: {rps: 0}\n",
+	  F ":4:23: services.a.rate_limit: rps must be at least 0.000001 "
+	  "(one token in 11.6 days)\n"
+	  F ":7:23: services.b.rate_limit: rps must be at least 0.000001 "
+	  "(one token in 11.6 days)\n" },
 	{ "hedging",
 	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
 	  "    hedging: {max: 2}\n"
