@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "config_priv.h"
+#include "http1.h"
 
 /* What ferry itself manages (SPEC §5): a rule may not touch these. */
 static bool
@@ -101,13 +102,13 @@ fld_remove(struct loader *l, const struct field *f, const struct ynode *key,
 	}
 }
 
-/* No control character but tab (RFC 9110 5.5): the next hop refuses
- * the rest (400 from an HTTP/1.1 parser, a stream reset on HTTP/2). */
+/* No control character but tab: the next hop refuses the rest (400 from
+ * an HTTP/1.1 parser, a stream reset on HTTP/2). */
 static bool
 value_ok(const char *s)
 {
 	for (; *s; s++)
-		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+		if (!http_text_byte_ok((unsigned char)*s))
 			return false;
 	return true;
 }

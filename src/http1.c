@@ -632,7 +632,7 @@ reason_clean(const char *msg, const struct http_head *h)
 	const unsigned char *r = (const unsigned char *)msg + h->reason.off;
 
 	for (uint32_t i = 0; i < h->reason.len; i++)
-		if ((r[i] < 0x20 && r[i] != '\t') || r[i] == 0x7f)
+		if (!http_text_byte_ok(r[i]))
 			return false;
 	return true;
 }

@@ -103,6 +103,14 @@ http_within_limits(uint32_t fields, uint32_t own_fields, uint32_t bytes, uint32_
 	    fields - own_fields <= HTTP_MAX_HEADERS && mine_bytes <= HTTP_MAX_HEAD;
 }
 
+/* A byte a field value or a reason phrase may hold: HTAB, SP, VCHAR and
+ * obs-text, no other control character (RFC 9110 5.5, RFC 9112 4). */
+static inline bool
+http_text_byte_ok(unsigned char c)
+{
+	return c >= 0x20 ? c != 0x7f : c == '\t';
+}
+
 /* A head as a receiver counts it (http_within_limits' four figures). */
 struct http_measure {
 	uint32_t fields, own, bytes, mine;
