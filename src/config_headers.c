@@ -24,6 +24,10 @@ managed(const char *name)
 		"x-forwarded-proto",
 		/* each attempt writes the time left into it (SPEC §12) */
 		"grpc-timeout",
+		/* how the body's bytes read: ferry decodes and encodes them
+		 * (SPEC §14), and a label that does not match its body makes
+		 * the body unreadable */
+		"content-encoding",
 	};
 	char dashed[64];
 	size_t n = strlen(name);
@@ -128,6 +132,43 @@ value_dup(const char *s)
 	return strndup(s, n);
 }
 
+/* The lines one request: or response: section may set and add, and
+ * their bytes as written ("name: value\r\n"): they count in the head's
+ * limits (SPEC §11: 100 fields, 64 KiB) as the app's own do, so rules
+ * past them would fail every request; defaults' and a service's (or the
+ * listener's) together take at most a third of the fields and a quarter
+ * of the bytes (a content-security-policy may be a few KiB long). */
+#define RULES_MAX_LINES	16
+#define RULES_MAX_BYTES	(8 * 1024)
+
+static size_t
+rules_bytes(const struct conf_hrule *r, size_t n)
+{
+	size_t b = 0;
+
+	for (size_t i = 0; i < n; i++)
+		b += http_field_bytes(strlen(r[i].name), strlen(r[i].value));
+	return b;
+}
+
+/* After the set: or add: at AT (THESE, N of them) of section R: within
+ * RULES_MAX_*? Said once, at the first mapping past them. */
+static void
+rules_check_size(struct loader *l, const struct ynode *at, const struct conf_hrules *r,
+    const struct conf_hrule *these, size_t n)
+{
+	size_t lines = r->n_set + r->n_add, own = rules_bytes(these, n);
+	size_t bytes = rules_bytes(r->set, r->n_set) + rules_bytes(r->add, r->n_add);
+
+	if (lines - n > RULES_MAX_LINES || bytes - own > RULES_MAX_BYTES)
+		return;		/* the other mapping was past them: said */
+	if (lines > RULES_MAX_LINES || bytes > RULES_MAX_BYTES)
+		lerr(l, at, "header rules of one section set and add at most %d lines "
+		    "and %d bytes (name: value and CRLF), here %zu and %zu: "
+		    "a head holds at most 100 fields and 64 KiB (SPEC §11)",
+		    RULES_MAX_LINES, RULES_MAX_BYTES, lines, bytes);
+}
+
 /* set: and add: a mapping of name to value. */
 static void
 fld_pairs(struct loader *l, const struct field *f, const struct ynode *key,
@@ -182,6 +223,44 @@ fld_pairs(struct loader *l, const struct field *f, const struct ynode *key,
 		(*n)++;
 		path_pop(l, mark);
 	}
+	rules_check_size(l, val, obj, *rules, *n);
+}
+
+static bool
+rules_name(const struct conf_hrules *r, const char *name)
+{
+	for (size_t i = 0; i < r->n_remove; i++)
+		if (strcmp(r->remove[i], name) == 0)
+			return true;
+	for (size_t i = 0; i < r->n_set; i++)
+		if (strcmp(r->set[i].name, name) == 0)
+			return true;
+	for (size_t i = 0; i < r->n_add; i++)
+		if (strcmp(r->add[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* Where compression is on (SPEC §14) ferry writes a header of its own: a
+ * service's accept-encoding (its offer, which says what it can decode)
+ * and the inbound listener's vary (accept-encoding, on what it
+ * compressed); a rule there, of the scope or of defaults, would offer
+ * codings ferry cannot decode or let a cache serve a compressed body to
+ * a client that cannot read it. OWN: the scope's rules, CZ its
+ * compression, AT its key. */
+void
+check_rules_coding(struct loader *l, const struct ynode *at, const struct conf_headers *own,
+    const struct conf_compression *cz, bool inbound)
+{
+	const struct conf_headers *d = &l->c->default_headers;
+	const char *name = inbound ? "vary" : "accept-encoding";
+	bool named = inbound ?
+	    rules_name(&d->response, name) || rules_name(&own->response, name) :
+	    rules_name(&d->request, name) || rules_name(&own->request, name);
+
+	if (cz->n_encodings > 0 && named)
+		lerr(l, at, "\"%s\" is managed by compression here (SPEC §14); a header "
+		    "rule cannot change it", name);
 }
 
 static const struct field hrules_fields[] = {

@@ -345,6 +345,7 @@ check_inbound(struct loader *l, const struct ynode *listeners)
 	if (ymap_get(val, "local_app", NULL) == NULL)
 		lerr(l, key, "missing required key \"local_app\"");
 	check_timeouts(l, &in->timeouts, val);
+	check_rules_coding(l, key, &in->headers, &in->compression, true);
 	path_pop(l, mark);
 	path_pop(l, top);
 }

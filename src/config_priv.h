@@ -125,6 +125,8 @@ extern const struct field headers_fields[];
 void fld_default_headers(struct loader *, const struct field *, const struct ynode *,
     const struct ynode *, void *);
 void headers_conf_free(struct conf_headers *h);
+void check_rules_coding(struct loader *l, const struct ynode *at,
+    const struct conf_headers *own, const struct conf_compression *cz, bool inbound);
 
 /* compression: (config_compress.c), and its defaults */
 extern const struct field compression_fields[];

@@ -616,6 +616,7 @@ check_service(struct loader *l, struct conf_service *s, const struct ynode *key,
 	}
 	check_auth(l, s, node);
 	check_policies(l, s, node);
+	check_rules_coding(l, key, &s->headers, &s->compression, false);
 	if (s->tls.server_name != NULL)
 		s->upstream_host = s->tls.server_name;
 	else if (s->n_hosts > 0)

@@ -340,6 +340,37 @@ static const struct bad_case bad_cases[] = {
 	  "managed by ferry (SPEC §5); a header rule cannot change it\n"
 	  F ":6:53: services.a.headers.response.remove[0]: \"x_ferry_peer\" is managed by "
 	  "ferry (SPEC §5); a header rule cannot change it\n" },
+	{ "header rules: content-encoding is ferry's; accept-encoding and vary where "
+	  "compression is on",
+	  "defaults:\n  headers: {request: {remove: [accept-encoding]}, response: {add: {vary: x}}}\n"
+	  "listeners:\n  inbound:\n    address: 127.0.0.1:15443\n"
+	  "    local_app: 127.0.0.1:8080\n"
+	  "    compression: {encodings: [gzip]}\n"
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    headers: {response: {set: {Content-Encoding: gzip}}}\n"
+	  "  b:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    compression: {encodings: [zstd]}\n"
+	  "  c:\n    endpoints: [\"127.0.0.1:1\"]\n",
+	  F ":4:3: listeners.inbound: missing required key \"tls\"\n"
+	  F ":4:3: listeners.inbound: \"vary\" is managed by compression here (SPEC §14); a "
+	  "header rule cannot change it\n"
+	  F ":11:32: services.a.headers.response.set.Content-Encoding: \"content-encoding\" "
+	  "is managed by ferry (SPEC §5); a header rule cannot change it\n"
+	  F ":12:3: services.b: \"accept-encoding\" is managed by compression here (SPEC §14); "
+	  "a header rule cannot change it\n" },
+	{ "header rules: at most 16 lines and 8 KiB a section",
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    headers:\n"
+	  "      request:\n"
+	  "        set: {x-1: a, x-2: a, x-3: a, x-4: a, x-5: a, x-6: a, x-7: a, x-8: a, x-9: a}\n"
+	  "        add: {x-10: a, x-11: a, x-12: a, x-13: a, x-14: a, x-15: a, x-16: a, x-17: a}\n"
+	  "      response: {set: {x-big: \"${BIG}\"}, add: {x-more: a}}\n",
+	  F ":7:14: services.a.headers.request.add: header rules of one section set and add at "
+	  "most 16 lines and 8192 bytes (name: value and CRLF), here 17 and 144: "
+	  "a head holds at most 100 fields and 64 KiB (SPEC §11)\n"
+	  F ":8:23: services.a.headers.response.set: header rules of one section set and add at "
+	  "most 16 lines and 8192 bytes (name: value and CRLF), here 1 and 8198: "
+	  "a head holds at most 100 fields and 64 KiB (SPEC §11)\n" },
 	{ "compression: unknown and repeated encodings, bad types and levels (SPEC §14)",
 	  "defaults:\n  compression: {encodings: [zstd, brotli, zstd], min_size: 2GiB}\n"
 	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
@@ -477,7 +508,12 @@ static const struct bad_case bad_cases[] = {
 START_TEST(test_bad_config)
 {
 	const struct bad_case *bc = &bad_cases[_i];
-	struct config *c = load(bc->yaml);
+	static char big[8190];
+	struct config *c;
+
+	memset(big, 'b', sizeof(big) - 1);	/* "x-big: " + 8189 + CRLF: 8198 */
+	setenv("BIG", big, 1);
+	c = load(bc->yaml);
 
 	ck_assert_msg(c == NULL, "%s: loaded", bc->name);
 	ck_assert_msg(strcmp(errs, bc->want) == 0, "%s:\nwant:\n%sgot:\n%s",
