@@ -256,14 +256,20 @@ proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error
 		 * as we reused it; not a failure, not a retry. Only what x->req
 		 * holds whole goes again: body streamed past retries.buffer is
 		 * gone (an HTTP/2 stream refused after taking it) */
+		attempt_release(x, false);
+		attempt_drop(x);
+		x->attempts--;
+		/* a racing hedge carries the request already: it takes the
+		 * place. A re-send would be a third copy, and one that waits
+		 * for room in a full pool would end the request at the connect
+		 * timeout, cancelling the hedge */
+		if (x->hedges && hedge_takeover(x))
+			return;
 		log_debug("re-sending on a new connection to %s", x->ep->addr_text);
 		/* counted apart, so the upstream's count of requests is ferry's
 		 * attempts plus these */
 		metrics_resend(x->w->ms, exchange_metrics_id(x));
-		attempt_release(x, false);
-		attempt_drop(x);
 		x->resent = true;
-		x->attempts--;
 		attempt_start(x);
 		return;
 	}

@@ -336,14 +336,17 @@ class HedgingTest(FerryTestCase):
         self.assertEqual(e["fate"], "ok", e)
 
 
-    def test_hedge_wins_while_the_first_attempt_waits_for_the_pool(self):
+    def first_attempt_meets_a_closed_connection(self, head_after):
         """The first attempt meets a reused connection the upstream closed
-        and is re-sent (SPEC §6), but the only endpoint left is the
-        hedge's, whose one connection (pool.max_per_endpoint 1) the hedge
-        holds: the exchange waits for room. The hedge then wins. Its
-        response is the answer, whole: the wait for room is over (it
-        must not start another attempt under the response, nor end it
-        with "pool is full" once the connect timeout passes)."""
+        (SPEC §6: re-sent on a new connection) while a hedge races, and
+        the only endpoint left is the hedge's, whose one connection
+        (pool.max_per_endpoint 1) the hedge holds. The hedge answers
+        HEAD_AFTER seconds after that close. Its response is the answer,
+        whole: the hedge takes the first attempt's place, as it does when
+        that attempt fails. (A re-send used to wait for room in the pool,
+        and at the connect timeout, 600ms, end the request with 503 and
+        cancel the hedge; one that found room under the hedge's response
+        would have started another attempt.)"""
         lock = threading.Lock()
         seen = []                   # arrivals of /x
         sick = set()                # upstreams whose health check fails
@@ -378,7 +381,7 @@ class HedgingTest(FerryTestCase):
                     # the hedge: answers once the re-send waits for room,
                     # and its body takes longer than the connect timeout
                     first_closed.wait(5)
-                    conn.sleep(0.2)
+                    conn.sleep(head_after)
                     conn.head(200, [("Content-Type", "application/octet-stream"),
                                     ("Content-Length", str(sum(map(len, parts))))])
                     for i, part in enumerate(parts):
@@ -415,7 +418,17 @@ class HedgingTest(FerryTestCase):
         time.sleep(0.3)
         self.assertEqual(len(seen), 2, "a third attempt under the answer: %r" % seen)
         self.assertEqual(hedges(f, "won"), 1)
-        self.assertEqual(counter(f, "ferry_upstream_resends_total", service="svc"), 1)
+        self.assertEqual(counter(f, "ferry_upstream_resends_total", service="svc"), 0)
+        wait_until(lambda: [e for e in f.access_log() if e.get("path") == "/x"], 3)
+        e = [e for e in f.access_log() if e.get("path") == "/x"][0]
+        self.assertEqual((e["attempts"], [x["result"] for x in e["attempts_detail"]]),
+                         (1, ["ok"]), e)
+
+    def test_hedge_takes_the_place_of_a_closed_connection(self):
+        self.first_attempt_meets_a_closed_connection(0.2)
+
+    def test_hedge_answering_after_the_connect_timeout_is_not_cut(self):
+        self.first_attempt_meets_a_closed_connection(1.0)
 
 
 if __name__ == "__main__":
