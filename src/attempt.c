@@ -301,6 +301,14 @@ attempt_timed_out(struct exchange *x, int64_t now)
 	char msg[256], budget[32];
 	bool per_try = x->try_deadline_ms < x->deadline_ms;
 
+	if (x->hedge_of != NULL && now >= x->deadline_ms) {
+		/* the request's deadline ends the race: the hedge began later,
+		 * its endpoint had less time, and it is cancelled as the first
+		 * attempt's timeout ends the request (whichever timer fires
+		 * first) */
+		hedge_failed(x, AR_PER_TRY_TIMEOUT, false);
+		return;
+	}
 	if (x->connect_deadline_ms && now >= x->connect_deadline_ms) {
 		snprintf(msg, sizeof(msg), "connect %s: timed out after %s", x->ep->addr_text,
 		    format_duration(x->svc->conf->timeouts.connect, budget, sizeof(budget)));

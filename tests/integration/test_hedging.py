@@ -229,6 +229,29 @@ class HedgingTest(FerryTestCase):
         self.assertEqual(len(ca) + len(cb), 2)
         self.assertEqual(hedges(f, "lost"), 1)
 
+    def test_deadline_counts_the_first_attempt_only(self):
+        """At the request's deadline both attempts time out together. The
+        first one's endpoint had the whole budget: a timeout; the hedge
+        began later, and is cancelled (no penalty), whichever of the two
+        timers fires first. Many requests, so both orders occur."""
+        a = self.upstream(harness.delay(SLOW), tls=False)
+        b = self.upstream(harness.delay(SLOW), tls=False)
+        f = self.ferry({"svc": svc([a, b], {"after": "20ms"}, timeouts={"request": "60ms"},
+                                   retries={"max": 0},
+                                   outlier_detection={"consecutive_failures": 1000},
+                                   circuit_breaker={"consecutive_failures": 1000})},
+                       workers=1)
+        n = 12
+        with f.client() as c:
+            for i in range(n):
+                self.assertEqual(c.request("GET", "/d%d" % i, [("Host", "svc")]).status, 504)
+        wait_until(lambda: len([e for e in f.access_log() if e.get("service") == "svc"]) >= n, 3)
+        log = [e for e in f.access_log() if e.get("service") == "svc"]
+        self.assertEqual(len(log), n)
+        for e in log:
+            self.assertEqual(sorted(x["result"] for x in e["attempts_detail"]),
+                             ["cancelled", "timeout"], e)
+
     def test_after_p95(self):
         """after: p95 follows the service's own answers: fast ones make it
         the 5 ms floor, so a slow endpoint is hedged at once."""
