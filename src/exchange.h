@@ -193,6 +193,7 @@ struct exchange {
 	int64_t hedge_at_ms;		/* the next hedge starts then; 0: none */
 	uint32_t hedges_sent;
 	bool hedge_attempt;		/* the attempt in this slot began as a hedge */
+	bool hedge_after_body;		/* one fell due while the body came in */
 	bool won_by_hedge;		/* the response came from a hedge (fate ok_by_hedge) */
 	/* for the fate (SPEC §16, fate.h) */
 	bool budget_refused;		/* the retry budget refused the next retry */
@@ -241,6 +242,8 @@ bool proxy_request(struct exchange *x, char *msg, const struct http_head *h,
  * write; after it, they go upstream (a replay copy kept while small). */
 void proxy_request_body(struct exchange *x, const void *p, size_t n);
 void proxy_request_send(struct exchange *x);
+/* The codec has handed over the request's last body byte. */
+void proxy_request_done(struct exchange *x);
 /* An attempt can take body now (one runs and is not full). */
 bool proxy_request_writable(const struct exchange *x);
 /* The client's output drained: the upstream may be read again. */

@@ -1079,7 +1079,7 @@ client_process_loop(struct client *cl)
 			if (body_hand_over(cl, st, used) || cl->state != CL_BODY)
 				break;	/* ended, or the write failed and it ended */
 			if (st == HTTP_MSG_DONE) {
-				x->req_done = true;
+				proxy_request_done(x);
 				cl->state = CL_WAIT;
 			}
 			break;

@@ -599,7 +599,7 @@ stream_pump_once(struct h2stream *st)
 			proxy_request_body(x, f->p, f->len);
 		}
 		if (x->live)
-			x->req_done = true;
+			proxy_request_done(x);
 		return;
 	}
 }

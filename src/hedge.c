@@ -123,9 +123,14 @@ hedge_start(struct exchange *x, int64_t now)
 	int64_t ra, d;
 
 	x->hedge_at_ms = 0;
-	/* a body still streaming in, or one too big to keep, cannot be sent
-	 * twice; nor past the deadline */
-	if (!hedge_may(x) || !x->req_done || !x->replayable || x->resp_head ||
+	/* a body still streaming in cannot be sent twice yet: the upstream
+	 * gets `after` with all of it before a hedge follows */
+	if (!x->req_done) {
+		x->hedge_after_body = hedge_may(x) && x->replayable && !x->resp_head;
+		return;
+	}
+	/* nor one too big to keep, nor past the deadline */
+	if (!hedge_may(x) || !x->replayable || x->resp_head ||
 	    !x->attempt_open || !exchange_attached(x) || now >= x->deadline_ms)
 		return;
 	if ((ep = attempt_pick(x, now, true)) == NULL || !attempt_pool_room(x, ep))
@@ -193,6 +198,17 @@ hedge_start(struct exchange *x, int64_t now)
 	if (x->hedges_sent < c->hedging.max && (d = hedge_delay(s, now)) >= 0)
 		x->hedge_at_ms = now + d;
 	attempt_begin(h, ep, now);	/* a failure here ends only H */
+}
+
+void
+hedge_body_done(struct exchange *x, int64_t now)
+{
+	x->hedge_after_body = false;
+	if (!x->replayable || x->resp_head || !x->attempt_open || x->hedge_at_ms)
+		return;
+	hedge_plan(x, now);
+	if (x->hedge_at_ms)
+		proxy_arm_timer(x);
 }
 
 /* The attempt of FROM becomes TO's (its codec's handover follows). */

@@ -22,6 +22,9 @@ void hedge_plan(struct exchange *x, int64_t now);
 /* x->hedge_at_ms passed: sends the request to another endpoint too, when
  * it still may and the retry budget allows. */
 void hedge_start(struct exchange *x, int64_t now);
+/* X's request body has all arrived, after a hedge fell due: one may
+ * follow `after` from now. */
+void hedge_body_done(struct exchange *x, int64_t now);
 /* Hedge H's response head (not a failure) came first: X takes it. */
 void hedge_won(struct exchange *h);
 /* Hedge H failed with R (counted against its endpoint); RECORD false:

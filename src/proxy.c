@@ -783,6 +783,14 @@ proxy_request_send(struct exchange *x)
 	attempt_start(x);
 }
 
+void
+proxy_request_done(struct exchange *x)
+{
+	x->req_done = true;
+	if (x->hedge_after_body)
+		hedge_body_done(x, clock_now_ms());
+}
+
 bool
 proxy_request_writable(const struct exchange *x)
 {

@@ -130,6 +130,46 @@ class HedgingTest(FerryTestCase):
         self.assert_upstream_clean(slow)
         self.assert_upstream_clean(fast)
 
+    def body_streaming_past_after(self, h2c):
+        """A PUT whose body is still coming in when `after` passes cannot
+        be sent twice yet; once it is whole the hedge follows, `after`
+        later (it used to be never hedged)."""
+        cancelled = []
+        slow = self.upstream(slow_unless_cancelled(SLOW, cancelled), tls=False)
+        fast = self.upstream(echo(), tls=False)
+        f = self.ferry({"svc": svc([slow, fast], {"after": "50ms"}, **TOUCHY)}, workers=1)
+        if h2c:
+            from test_h2 import H2
+            with H2(f.outbound_port) as c:
+                sid = c.request("/up", method="PUT", headers=[("content-length", "10")],
+                                body=b"01234", content_length=False, end_stream=False)
+                time.sleep(0.2)
+                t0 = time.monotonic()
+                c.send_body(sid, b"56789")
+                status = c.response(sid).status
+                took = time.monotonic() - t0
+        else:
+            with f.client() as c:
+                c.send(harness.build_request("PUT", "/up", [("Host", "svc"),
+                                                            ("Content-Length", "10")]) + b"01234")
+                time.sleep(0.2)
+                t0 = time.monotonic()
+                c.send(b"56789")
+                status = c.read_response().status
+                took = time.monotonic() - t0
+        self.assertEqual(status, 200)
+        self.assertLess(took, SLOW - 0.1, "the slow endpoint answered: no hedge")
+        self.assertEqual([(q.method, q.body) for q in fast.requests], [("PUT", b"0123456789")])
+        self.assertEqual(hedges(f, "won"), 1)
+        wait_until(lambda: cancelled, 2)
+        self.assertEqual(cancelled, ["/up"])
+
+    def test_body_streaming_past_after_is_hedged_once_whole(self):
+        self.body_streaming_past_after(False)
+
+    def test_h2c_body_streaming_past_after_is_hedged_once_whole(self):
+        self.body_streaming_past_after(True)
+
     def test_unhedged_baseline_waits(self):
         """The same set-up without hedging: the slow endpoint is waited for
         (what makes the test above able to fail)."""
