@@ -538,6 +538,12 @@ exporter_push(struct exporter *e, const struct otlp_span *s)
 	if (e == NULL)
 		return;
 	t = tconf(e);
+	if (!t->enabled) {
+		/* a request traced before a reload turned tracing off: its
+		 * span has nowhere to go, as those queued then (export_batch) */
+		metrics_spans_dropped(e->w->ms, SPAN_DROP_EXPORT_FAILED, 1);
+		return;
+	}
 	n_workers = e->w->n_siblings ? e->w->n_siblings : 1;
 	/* max_queue is the process's: each worker holds its share */
 	cap = (t->max_queue + n_workers - 1) / n_workers;

@@ -14,7 +14,7 @@ import threading
 import time
 
 import harness
-from harness import FerryTestCase, LoopbackServer, Reader, read_response, sanitized
+from harness import FerryTestCase, LoopbackServer, Reader, read_response, sanitized, wait_until
 from test_discovery import ScriptedDns
 
 SPAN_PATH = "/" + "p" * 2000      # url.path: a span of about 2 KiB
@@ -323,6 +323,32 @@ class ReloadTest(TracingCase):
                                          reason="export_failed"), 5)
         self.assertEqual(collector.posts, 0)
         self.assertEqual(f.get("/x", host="app").status, 200)
+
+
+    def test_request_in_flight_when_tracing_is_turned_off(self):
+        # a request traced before the reload ends after it: its span has
+        # nowhere to go, as those queued then; it was counted queue_full,
+        # a queue that was not full
+        collector = Collector(ok_after(0))
+        self.addCleanup(collector.close)
+        app = self.upstream(harness.delay(1.0), tls=False)
+        t = {"otlp": "http://%s/v1/traces" % collector.address, "service_name": "svc",
+             "sample_ratio": 1}
+        f = self.ferry({"app": harness.service(app)}, workers=1, tracing=t)
+        with f.client(timeout=5) as c:
+            c.send(harness.build_request("GET", "/slow", [("Host", "app")]))
+            wait_until(lambda: app.requests, 2)
+            off = copy.deepcopy(f.config)
+            del off["tracing"]
+            f.reload(off)
+            self.assertEqual(c.read_response().status, 200)
+        wait_until(lambda: harness.counter(f, "ferry_spans_dropped_total",
+                                           reason="export_failed") == 1, 2)
+        self.assertEqual(harness.counter(f, "ferry_spans_dropped_total",
+                                         reason="export_failed"), 1)
+        self.assertEqual(harness.counter(f, "ferry_spans_dropped_total",
+                                         reason="queue_full"), 0)
+        self.assertEqual(collector.posts, 0)
 
 
 class GatedDns(ScriptedDns):
