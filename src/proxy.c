@@ -544,37 +544,50 @@ upgrade_to_h2c(const char *msg, const struct http_head *h)
 	return false;
 }
 
-/* grpc-timeout (gRPC over HTTP/2: up to 8 digits and a unit) in ms, or
- * -1 when absent or malformed. */
+/* One grpc-timeout value (up to 8 digits and a unit) in ms, or -1 when
+ * malformed. */
+static int64_t
+grpc_timeout_value(const char *v, uint32_t n)
+{
+	int64_t t = 0;
+
+	if (n < 2 || n > 9)
+		return -1;
+	for (uint32_t j = 0; j + 1 < n; j++) {
+		if (v[j] < '0' || v[j] > '9')
+			return -1;
+		t = t * 10 + (v[j] - '0');
+	}
+	switch (v[n - 1]) {
+	case 'H': return t * 3600000;
+	case 'M': return t * 60000;
+	case 'S': return t * 1000;
+	case 'm': return t;
+	case 'u': return (t + 999) / 1000;
+	case 'n': return (t + 999999) / 1000000;
+	default: return -1;
+	}
+}
+
+/* The request's grpc-timeout (gRPC over HTTP/2) in ms, or -1 when absent
+ * or malformed. Of several lines the shortest well-formed one counts: a
+ * caller may only shorten its deadline, and ferry sends one line (its
+ * own) whatever came. */
 static int64_t
 grpc_timeout_ms(const char *msg, const struct http_head *h)
 {
+	int64_t best = -1, t;
+
 	for (uint32_t i = 0; i < h->n_headers; i++) {
 		const struct http_header *hd = &h->h[i];
-		const char *v = msg + hd->value.off;
-		uint32_t n = hd->value.len;
-		int64_t t = 0;
 
 		if (hd->name.len != 12 || strncasecmp(msg + hd->name.off, "grpc-timeout", 12) != 0)
 			continue;
-		if (n < 2 || n > 9)
-			return -1;
-		for (uint32_t j = 0; j + 1 < n; j++) {
-			if (v[j] < '0' || v[j] > '9')
-				return -1;
-			t = t * 10 + (v[j] - '0');
-		}
-		switch (v[n - 1]) {
-		case 'H': return t * 3600000;
-		case 'M': return t * 60000;
-		case 'S': return t * 1000;
-		case 'm': return t;
-		case 'u': return (t + 999) / 1000;
-		case 'n': return (t + 999999) / 1000000;
-		default: return -1;
-		}
+		t = grpc_timeout_value(msg + hd->value.off, hd->value.len);
+		if (t >= 0 && (best < 0 || t < best))
+			best = t;
 	}
-	return -1;
+	return best;
 }
 
 /* The request deadline: the service's request timeout, cut short by the

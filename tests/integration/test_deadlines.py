@@ -293,6 +293,17 @@ class GrpcTest(DeadlineCase):
             self.assertEqual(gt, int(dl), "grpc-timeout and %s disagree" % HDR)
             self.assertTrue(most - 200 < gt <= most, (path, gt))
 
+    def test_of_several_grpc_timeouts_the_shortest_counts(self):
+        # one line is what gRPC sends; of more, the shortest well-formed
+        # one counts (a caller only shortens its deadline), and the
+        # upstream gets one, ferry's (it used to take the first line)
+        r, _ = self.grpc("/c/okgrpc", [("grpc-timeout", "5S"), ("grpc-timeout", "x"),
+                                       ("grpc-timeout", "250m")])
+        self.assertEqual(r.status, 200)
+        gt, dl = self.sent("/c/okgrpc")
+        self.assertTrue(50 < gt <= 250, gt)
+        self.assertEqual(gt, int(dl))
+
     def test_deadline_header_bounds_a_grpc_call(self):
         # /slow answers after 1 s: past the 400 ms
         r, took = self.grpc("/slowgrpc", [("grpc-timeout", "5S"), (HDR, "400")])
