@@ -372,16 +372,32 @@ accepts(const char *v, size_t len, const char *name, int *star)
 }
 
 enum cz_coding
-cz_pick(const struct conf_compression *c, const char *v, size_t len)
+cz_pick_lines(const struct conf_compression *c, const struct cz_value *v, size_t n)
 {
 	for (unsigned i = 0; i < c->n_encodings; i++) {
 		enum cz_coding k = (enum cz_coding)c->encodings[i];
-		int star, r = accepts(v, len, cz_name(k), &star);
+		int r = -1, star = -1;
 
+		for (size_t j = 0; j < n; j++) {
+			int s, rj = accepts(v[j].p, v[j].len, cz_name(k), &s);
+
+			if (rj != -1)
+				r = rj;
+			if (s != -1)
+				star = s;
+		}
 		if (r == 1 || (r == -1 && star == 1))
 			return k;
 	}
 	return CZ_IDENTITY;
+}
+
+enum cz_coding
+cz_pick(const struct conf_compression *c, const char *v, size_t len)
+{
+	struct cz_value one = { v, len };
+
+	return cz_pick_lines(c, &one, 1);
 }
 
 bool

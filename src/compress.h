@@ -89,6 +89,15 @@ enum cz_coding cz_parse_coding(const char *v, size_t len, bool *other);
 /* The first of C's encodings that an accept-encoding value allows
  * (q > 0, by name or "*"), or CZ_IDENTITY. */
 enum cz_coding cz_pick(const struct conf_compression *c, const char *v, size_t len);
+/* The same of N accept-encoding lines, read as one list (RFC 9110 5.3):
+ * of the lines naming a coding, the last one's word counts, as it would
+ * in one line. */
+struct cz_value {
+	const char *p;
+	size_t len;
+};
+enum cz_coding cz_pick_lines(const struct conf_compression *c, const struct cz_value *v,
+    size_t n);
 /* A content-type value (parameters ignored) is one of C's types. */
 bool cz_type_listed(const struct conf_compression *c, const char *v, size_t len);
 

@@ -50,8 +50,8 @@ const char *
 coding_request(struct exchange *x, const char *msg, const struct http_head *h)
 {
 	const struct conf_compression *c = &x->svc->conf->compression;
-	enum cz_coding best = CZ_IDENTITY;
-	unsigned rank = 99;
+	struct cz_value lines[HTTP_MAX_FIELDS];
+	size_t n = 0;
 
 	if (c->n_encodings == 0 || x->grpc || x->upgrade || x->head_method ||
 	    find_named(msg, h, "range") != NULL)
@@ -67,21 +67,18 @@ coding_request(struct exchange *x, const char *msg, const struct http_head *h)
 		x->zoffered = true;
 		return c->accept;
 	}
-	for (uint32_t i = 0; i < h->n_headers; i++) {
+	/* several lines are one list (RFC 9110 5.3): "gzip" and then
+	 * "gzip;q=0" refuse gzip */
+	for (uint32_t i = 0; i < h->n_headers && n < HTTP_MAX_FIELDS; i++) {
 		const struct http_header *hd = &h->h[i];
-		enum cz_coding k;
 
 		if (hd->kind != HDR_OTHER || hd->name.len != 15 ||
 		    strncasecmp(msg + hd->name.off, "accept-encoding", 15) != 0)
 			continue;
-		k = cz_pick(c, msg + hd->value.off, hd->value.len);
-		for (unsigned j = 0; k != CZ_IDENTITY && j < rank && j < c->n_encodings; j++)
-			if (c->encodings[j] == k) {
-				best = k;
-				rank = j;
-			}
+		lines[n].p = msg + hd->value.off;
+		lines[n++].len = hd->value.len;
 	}
-	x->zcoding = (uint8_t)best;
+	x->zcoding = (uint8_t)(n > 0 ? cz_pick_lines(c, lines, n) : CZ_IDENTITY);
 	return NULL;
 }
 

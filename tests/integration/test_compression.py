@@ -207,6 +207,17 @@ class CompressionMesh(FerryTestCase):
         resp = self.get(a, "/refused", [("Accept-Encoding", "zstd;q=0, br")])
         self.assertEqual((resp.header("content-encoding"), resp.body), (None, big))
 
+    def test_accept_encoding_lines_are_one_list(self):
+        # "zstd, gzip" and then "zstd;q=0": one list (RFC 9110 5.3), which
+        # refuses zstd; each line judged alone picked zstd from the first
+        big = big_json(50 * 1024)
+        a, b, app_b = self.mesh(harness.fixed(200, [("Content-Type", "application/json")], big))
+        resp = self.get(a, "/two", [("Accept-Encoding", "zstd, gzip"),
+                                    ("Accept-Encoding", "zstd;q=0")])
+        self.assertEqual(app_b.last.header_all("accept-encoding"), ["zstd, gzip", "zstd;q=0"])
+        self.assertEqual(resp.header("content-encoding"), "gzip")
+        self.assertEqual(gzip.decompress(resp.body), big)
+
     def test_encoding_of_the_app_b_passes_untouched(self):
         big = big_json(100 * 1024)
         coded = zstd(big, "-19")

@@ -328,6 +328,30 @@ START_TEST(test_pick)
 }
 END_TEST
 
+/* Several accept-encoding lines are one list (RFC 9110 5.3). */
+static enum cz_coding
+pick2(const struct conf_compression *c, const char *a, const char *b)
+{
+	struct cz_value v[2] = { { a, strlen(a) }, { b, strlen(b) } };
+
+	return cz_pick_lines(c, v, 2);
+}
+
+START_TEST(test_pick_lines)
+{
+	struct conf_compression c = conf(2, NULL);
+
+	ck_assert_int_eq(pick2(&c, "gzip", "zstd"), CZ_ZSTD);
+	/* a later line refuses what an earlier one named: each line alone
+	 * would have picked zstd from the first */
+	ck_assert_int_eq(pick2(&c, "zstd, gzip", "zstd;q=0"), CZ_GZIP);
+	ck_assert_int_eq(pick2(&c, "zstd", "*;q=0, gzip"), CZ_ZSTD);
+	ck_assert_int_eq(pick2(&c, "*", "zstd;q=0"), CZ_GZIP);
+	ck_assert_int_eq(pick2(&c, "*;q=0", "br"), CZ_IDENTITY);
+	ck_assert_int_eq(pick2(&c, "", "gzip"), CZ_GZIP);
+}
+END_TEST
+
 static bool
 listed(const struct conf_compression *c, const char *v)
 {
@@ -388,6 +412,7 @@ main(void)
 	tcase_add_test(tc, test_budget);
 	tcase_add_test(tc, test_encoder_sizes);
 	tcase_add_test(tc, test_pick);
+	tcase_add_test(tc, test_pick_lines);
 	tcase_add_test(tc, test_types);
 	tcase_add_test(tc, test_parse_coding);
 	suite_add_tcase(s, tc);
