@@ -664,12 +664,13 @@ target_split(const char *t, size_t len, const char **path, size_t *path_len,
 		;
 	*auth = t + b;
 	*auth_len = i - b;
-	/* drop userinfo */
-	for (size_t j = 0; j < *auth_len; j++)
-		if ((*auth)[j] == '@') {
-			*auth += j + 1;
-			*auth_len -= j + 1;
-			j = 0;
+	/* drop userinfo: up to the last '@', as neither a host nor a port
+	 * holds one (RFC 3986 3.2) */
+	for (size_t j = *auth_len; j > 0; j--)
+		if ((*auth)[j - 1] == '@') {
+			*auth += j;
+			*auth_len -= j;
+			break;
 		}
 	if (i == len || t[i] != '/') {
 		/* "http://svc" or "http://svc?x": origin-form needs a "/" */

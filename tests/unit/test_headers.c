@@ -894,6 +894,8 @@ static const struct split_case split_cases[] = {
 	{ "http://svc:8080/p?q", "/p?q", "svc:8080" },
 	{ "https://user@svc/", "/", "svc" },
 	{ "https://user:pw@svc:8443/x", "/x", "svc:8443" },
+	{ "http://a@@b/", "/", "b" },
+	{ "http://a@x@b@svc/y", "/y", "svc" },
 	{ "http://svc", "/", "svc" },
 	{ "http://svc/", "/", "svc" },
 	/* no path but a query: the caller puts a "/" in front */
