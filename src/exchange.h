@@ -253,6 +253,12 @@ bool proxy_tunnel_up(struct exchange *x, const void *p, size_t n);
 
 /* An error answered without a request head (400, 408, 431): fresh IDs. */
 void proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg);
+/* The same error where no answer can go (an HTTP/2 header block never
+ * finished: the connection is ended instead). X, whose request never
+ * began, is accounted as if E had been answered: its status, errors_total
+ * and the access log line, with fresh IDs and no method or path; then
+ * ended (proxy_end) with nothing sent. */
+void proxy_error_unanswered(struct exchange *x, enum ferry_error e, const char *msg);
 /* One of ferry's errors for the request in X, then the end. */
 void proxy_refuse(struct exchange *x, enum ferry_error e, const char *msg,
     unsigned retry_after, bool close);

@@ -1118,6 +1118,8 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 	if (hc->block_since_ms != 0 &&
 	    now >= hc->block_since_ms + hc->lis->conf->header_read_timeout) {
 		static struct log_limit limit;
+		struct h2stream *st = nghttp2_session_get_stream_user_data(hc->ng,
+		    hc->block_stream);
 
 		/* as an HTTP/1.x head that does not complete (408), but
 		 * nothing can be answered on a connection stuck in a header
@@ -1125,6 +1127,11 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 		log_limited(&limit, LOG_INFO, "HTTP/2 client %s: header block not complete "
 		    "within %lldms; closing", hc->peer,
 		    (long long)hc->lis->conf->header_read_timeout);
+		/* a request head's block: the operator sees the 408 HTTP/1
+		 * would have got (access log, errors_total) */
+		if (st != NULL)
+			proxy_error_unanswered(&st->x, FE_REQUEST_TIMEOUT,
+			    "request head not complete in time");
 		if (!hc->goaway_final)
 			h2_goaway_final(hc);
 		h2_flush_now(hc);

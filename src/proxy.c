@@ -109,8 +109,9 @@ exchange_begin(struct exchange *x)
 	sbuf_clear(&x->span_events);
 }
 
-void
-proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg)
+/* A request begins in X without a head to take IDs from: fresh ones. */
+static void
+exchange_begin_headless(struct exchange *x)
 {
 	exchange_begin(x);
 	x->tp_len = 0;
@@ -121,7 +122,27 @@ proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg)
 	x->ids.correlation_len = UUID_LEN;
 	x->ids.request = x->rid;
 	x->ids.request_len = UUID_LEN;
+}
+
+void
+proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg)
+{
+	exchange_begin_headless(x);
 	proxy_refuse(x, e, msg, 0, true);
+}
+
+void
+proxy_error_unanswered(struct exchange *x, enum ferry_error e, const char *msg)
+{
+	if (x->live || x->accounted)
+		return;
+	exchange_begin_headless(x);
+	/* counted and logged as the answer HTTP/1 gets would be, so one
+	 * query finds both; the codec tells the peer its own way */
+	x->status = (uint32_t)ferror_status(e);
+	x->ferr = (int)e;
+	log_debug("%s %s (not answered)", ferror_code(e), msg);
+	proxy_end(x, END_DONE);
 }
 
 /* ----------------------------------------------------- accounting ---- */

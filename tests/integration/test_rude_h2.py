@@ -31,7 +31,7 @@ import hyperframe.frame as hf  # noqa: E402
 import test_h2_upstream  # noqa: E402
 from harness import (FerryTestCase, build_request, chunked_body, echo, free_port,  # noqa: E402
                      pki, read_response, response_bytes, service, wait_until, Reader)
-from test_h2 import H2, S_INITIAL_WINDOW_SIZE  # noqa: E402
+from test_h2 import H2, S_INITIAL_WINDOW_SIZE, metric  # noqa: E402
 from test_rude import FILLER, KEY, Flood, cuts, rst_close  # noqa: E402
 
 CLIENT_CAUSES = {"client_closed", "client_read_error", "client_write_failed"}
@@ -422,6 +422,61 @@ class HeldHeadResetTest(FerryTestCase):
         self.assertEqual((r.status, r.header("x-for"), r.body), (200, "/next", b"body of /next"))
 
 
+def assert_header_timeout_seen(test, c, direction, service):
+    """The peer of C, whose header block never ended, was told GOAWAY
+    before the close, and the operator sees it as HTTP/1's 408: one access
+    log line (status 408, error REQUEST_TIMEOUT, fate rejected; no method
+    or path, as the head never completed) and ferry_errors_total and
+    ferry_requests_total counting it under the labels HTTP/1 uses."""
+    test.assertTrue(c.goaways, "closed without a GOAWAY: frames %r" % c.frames[-5:])
+
+    def lines():
+        return [e for e in test.f.access_log() if e.get("status") == 408]
+    test.assertTrue(wait_until(lines, 3, interval=0.05),
+                    "no access log line for the timed-out header block:\n%s"
+                    % test.f.stdout_text()[-2000:])
+    time.sleep(0.2)
+    got = lines()
+    test.assertEqual(len(got), 1, got)
+    e = got[0]
+    test.assertEqual((e["direction"], e["service"], e["method"], e["path"], e["error"],
+                      e["fate"], e["attempts"], e["upstream"]),
+                     (direction, service, "", "", "REQUEST_TIMEOUT", "rejected", 0, None), e)
+    test.assertRegex(e["correlation_id"], harness.UUID4_RE)
+    test.assertEqual(metric(test.f, "ferry_errors_total", direction=direction, service=service,
+                            code="REQUEST_TIMEOUT"), 1.0)
+    test.assertEqual(metric(test.f, "ferry_requests_total", direction=direction,
+                            service=service, code="408"), 1.0)
+    test.assertEqual(metric(test.f, "ferry_request_fate_total", direction=direction,
+                            service=service, fate="rejected"), 1.0)
+
+
+class HeldOpenH2cTest(FerryTestCase):
+    """The outbound listener's h2c (prior knowledge): a header block the
+    app's client never finishes ends as on the inbound listener."""
+
+    def test_header_block_never_finished_is_closed_and_logged(self):
+        up = self.upstream()
+        self.f = self.ferry({"svc": service(up)}, outbound={
+            "header_read_timeout": "1s", "idle_timeout": "30s"})
+        c = H2(self.f.outbound_port, auto=False)
+        self._closers.append(c.close)
+        self.assertTrue(c.wait(lambda: c.server_settings is not None, 3))
+        c.send_frames(hf.SettingsFrame(0, flags={"ACK"}))
+        sid = c.new_sid()
+        block = c.header_block([(":method", "GET"), (":scheme", "http"),
+                                (":authority", "svc"), (":path", "/held")])
+        c.send_frames(hf.HeadersFrame(sid, data=block[:6], flags=set()))
+        start = time.monotonic()
+        c.wait(lambda: c.closed, 4)
+        self.assertTrue(c.closed, "a header block begun 4s ago, with header_read_timeout 1s, "
+                        "still holds its connection")
+        self.assertGreater(time.monotonic() - start, 0.8, "closed before header_read_timeout")
+        assert_header_timeout_seen(self, c, "outbound", "")
+        self.assertEqual(up.requests, [], "an unfinished head reached the service")
+        self.assertEqual(self.f.get("/other", host="svc").status, 200)
+
+
 class HeldOpenH2Test(FerryTestCase):
     """A peer with a valid certificate and key that opens a stream and
     then keeps it from ending, on the inbound listener: a header block it
@@ -466,11 +521,11 @@ class HeldOpenH2Test(FerryTestCase):
         block = self.head(c, "/held")
         c.send_frames(hf.HeadersFrame(sid, data=block[:8], flags=set()))
         start = time.monotonic()
-        # what the peer is told does not matter: the connection goes
         c.wait(lambda: c.closed, 4)
         self.assertTrue(c.closed, "a header block begun 4s ago, with header_read_timeout 1s, "
                         "still holds its connection")
         self.assertGreater(time.monotonic() - start, 0.8, "closed before header_read_timeout")
+        assert_header_timeout_seen(self, c, "inbound", "local_app")
         self.assertEqual(self.up.requests, [], "an unfinished head reached the app")
         self.assertEqual(self.parallel_request("/other"), 200)
         self.assertTrue(self.f.alive())
