@@ -43,6 +43,7 @@ end_cause_name(enum end_cause c)
 		[END_SHUTDOWN] = "shutdown",
 		[END_DEADLINE] = "deadline_exceeded",
 		[END_DECOMPRESSION_BOMB] = "decompression_bomb",
+		[END_PEER_UNTRUSTED] = "peer_untrusted",
 	};
 
 	return (unsigned)c < END_COUNT ? names[c] : NULL;

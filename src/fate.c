@@ -153,6 +153,8 @@ fate_of_cause(enum end_cause c)
 	case END_REQUEST_BODY_TOO_LARGE:
 	case END_REQUEST_TRAILERS_TOO_LARGE:
 		return FATE_REJECTED;	/* the request broke its own rules */
+	case END_PEER_UNTRUSTED:
+		return FATE_REJECTED;	/* as the 403 a new request of the peer's gets */
 	default:
 		/* upstream_closed, malformed_upstream_body, out_of_memory,
 		 * decompression_bomb: the response was cut on the way */

@@ -204,10 +204,27 @@ idle_unlink(struct client *cl)
 	cl->on_idle_list = false;
 }
 
+/* An open tunnel whose peer the reloaded client_ca does not trust ends
+ * now: no byte of the peer's reaches the app after the reload is in
+ * force here. */
+static void
+tunnel_distrusted(struct client *cl)
+{
+	static struct log_limit limit;
+
+	log_limited(&limit, LOG_INFO, "inbound tunnel ended peer=%s identity=%s "
+	    "cause=\"the reloaded client_ca does not trust its certificate\"", cl->peer,
+	    cl->peer_id ? cl->peer_id : "-");
+	proxy_end(&cl->rq->x, END_PEER_UNTRUSTED);
+}
+
 /* A reload changed the inbound client_ca: connections verified under the
  * old one carry no more requests (admit_inbound refuses them). Those
  * between requests close now, those with one in flight once it is done,
- * so that a peer still trusted connects again instead of being refused. */
+ * so that a peer still trusted connects again instead of being refused.
+ * A tunnel cannot move to a new connection: it runs on while the new
+ * client_ca still trusts its peer (a CA added beside the old one), and
+ * ends now if not. */
 static void
 inbound_trust_reconf(struct listener *l)
 {
@@ -221,7 +238,10 @@ inbound_trust_reconf(struct listener *l)
 		if (cl->lis != l || cl->closed ||
 		    tls_same_client_ca(SSL_get_SSL_CTX(conn_ssl(cl->c)), in->ctx))
 			continue;
-		if (cl->rq != NULL && cl->rq->x.live)
+		if (cl->state == CL_TUNNEL && cl->rq->x.live &&
+		    !tls_peer_trusted(conn_ssl(cl->c), in->ctx))
+			tunnel_distrusted(cl);
+		else if (cl->rq != NULL && cl->rq->x.live)
 			cl->rq->x.close_after = true;
 		else if (cl->state == CL_IDLE)
 			client_teardown(cl, "client_ca changed");
@@ -705,13 +725,17 @@ h1_finish(struct exchange *x, enum end_cause cause)
 	struct client *cl = client_of(x);
 
 	head_release(cl);
-	if (cause != END_DONE) {
+	/* a cut closes at once; a tunnel ended for its peer's trust is
+	 * ferry's decision, not a failure: closed as after a last response
+	 * (what the app sent goes out, then close_notify and a FIN) */
+	if (cause != END_DONE && cause != END_PEER_UNTRUSTED) {
 		client_teardown(cl, end_cause_name(cause));
 		return;
 	}
 	if (cl->closed)
 		return;
-	if (x->close_after || !x->keep_alive || !x->req_done || cl->w->draining) {
+	if (cause != END_DONE || x->close_after || !x->keep_alive || !x->req_done ||
+	    cl->w->draining) {
 		cl->state = CL_CLOSING;
 		if (conn_pending(cl->c) == 0)
 			client_linger(cl);

@@ -912,6 +912,25 @@ status_result(int status)
  * once or twice; an upstream streaming them is broken or hostile. */
 #define MAX_INTERIM_RESPONSES 16
 
+/* A 101 for an inbound peer verified under a client_ca that a reload has
+ * since replaced (the reload came while the upgrade waited for it): no
+ * tunnel begins, as no request would (admit_inbound); the app's
+ * connection goes, and the peer's closes after the 403. */
+static bool
+tunnel_refused(struct exchange *x)
+{
+	const struct conf_inbound *in = &x->w->gen->conf->inbound;
+
+	if (x->peer_ctx == NULL || (in->enabled && tls_same_client_ca(x->peer_ctx, in->ctx)))
+		return false;
+	metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
+	x->peer_denied = true;
+	x->upgrade = false;
+	proxy_refuse(x, FE_INVALID_SERVICE_AUTH, "peer was verified under a client_ca "
+	    "that a reload replaced; connect again", 0, true);
+	return true;
+}
+
 bool
 proxy_response_head(struct exchange *x, const char *msg, const struct http_head *h,
     bool until_close)
@@ -954,6 +973,8 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		}
 	} else {
 		attempt_record(x, AR_OK);
+		if (tunnel_refused(x))
+			return false;
 	}
 	hedge_cancel_all(x);	/* this head is the answer */
 	x->status = (uint32_t)h->status;

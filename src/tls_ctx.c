@@ -620,6 +620,30 @@ tls_same_client_ca(SSL_CTX *a, SSL_CTX *b)
 	return ra != NULL && rb != NULL && memcmp(ra->ca, rb->ca, sizeof(ra->ca)) == 0;
 }
 
+bool
+tls_peer_trusted(SSL *ssl, SSL_CTX *ctx)
+{
+	X509 *peer = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+	X509_STORE_CTX *sc;
+	bool ok;
+
+	if (peer == NULL || ctx == NULL || (sc = X509_STORE_CTX_new()) == NULL)
+		return false;
+	/* the server's check of a client: purpose sslclient, CTX's depth
+	 * and flags, at the clock of the session checks */
+	ok = X509_STORE_CTX_init(sc, SSL_CTX_get_cert_store(ctx), peer,
+	    SSL_get_peer_cert_chain(ssl)) == 1 &&
+	    X509_STORE_CTX_set_default(sc, "ssl_client") == 1 &&
+	    X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(sc), SSL_CTX_get0_param(ctx)) == 1;
+	if (ok) {
+		X509_STORE_CTX_set_time(sc, 0, tls_now());
+		ok = X509_verify_cert(sc) == 1;
+	}
+	X509_STORE_CTX_free(sc);
+	ERR_clear_error();
+	return ok;
+}
+
 /* Peers speak HTTP/2 or HTTP/1.1 here, h2 first (SPEC §12). A client that
  * offers only other protocols gets no ALPN answer rather than a failure. */
 static int

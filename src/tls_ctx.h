@@ -60,6 +60,14 @@ const char *tls_session_refusal(const SSL_SESSION *ss, time_t now);
  * carry no more requests (proxy.c, admit_inbound). */
 bool tls_same_client_ca(SSL_CTX *a, SSL_CTX *b);
 
+/* Whether the peer certificate of the server connection SSL (and the
+ * chain it sent, when the handshake was a full one) verifies against
+ * CTX's client_ca now, as a handshake with CTX would. For what cannot
+ * move to a new connection (an inbound tunnel): it ends only when a
+ * reload's client_ca no longer trusts its peer. A resumed session kept
+ * no intermediates: a peer that needs them is not trusted here. */
+bool tls_peer_trusted(SSL *ssl, SSL_CTX *ctx);
+
 /* The clock of the checks above; tests move it. */
 extern time_t (*tls_now)(void);
 

@@ -188,12 +188,9 @@ class InboundTest(FerryTestCase):
                 self.assertEqual(s.selected_alpn_protocol(), chosen, offered)
 
 
-class KeptConnectionTrustTest(FerryTestCase):
-    """A reload that changes client_ca: a connection verified under the old
-    one carries no request of the peer's to the app any more (a new one
-    must pass the new client_ca, as a resumed session must). Peers still
-    trusted lose nothing: the connection closes between requests, and the
-    next one verifies the peer again."""
+class TrustReloadCase(FerryTestCase):
+    """An inbound listener whose client_ca bundle a test rewrites and
+    reloads (reload_with_ca), and an mTLS client of it (connect)."""
 
     def setUp(self):
         super().setUp()
@@ -244,6 +241,14 @@ class KeptConnectionTrustTest(FerryTestCase):
             return self.get(reader, sock, target).status
         except (ssl.SSLError, OSError, harness.IncompleteMessage):
             return None
+
+
+class KeptConnectionTrustTest(TrustReloadCase):
+    """A reload that changes client_ca: a connection verified under the old
+    one carries no request of the peer's to the app any more (a new one
+    must pass the new client_ca, as a resumed session must). Peers still
+    trusted lose nothing: the connection closes between requests, and the
+    next one verifies the peer again."""
 
     def test_reload_removing_peer_ca_ends_kept_connections(self):
         p = pki()
@@ -297,6 +302,105 @@ class KeptConnectionTrustTest(FerryTestCase):
         self.assertIn(status, (None, 200), "a peer still trusted was refused")
         s = self.connect()
         self.assertEqual(self.get(Reader(s), s, "/three").status, 200)
+
+
+class TunnelTrustTest(TrustReloadCase):
+    """A WebSocket tunnel on the inbound listener, open at a reload that
+    changes client_ca: it cannot move to a new connection, so it ends at
+    once (close_notify and FIN to the peer, the app's connection closed,
+    an access log line saying why) when the new client_ca does not trust
+    the peer, and runs on when it does (the same bundle, or a CA added
+    beside the peer's)."""
+
+    def open_tunnel(self):
+        self.app.behaviour = harness.websocket_echo()
+        s = self.connect()
+        r = Reader(s)
+        s.sendall(build_request("GET", "/ws", [
+            ("Host", "x"), ("x-service-auth", KEY1), ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13")]))
+        resp = read_response(r)
+        self.assertEqual(resp.status, 101, resp.body[:200])
+        self.echo(s, r, b"before")
+        return s, r
+
+    def echo(self, s, r, data):
+        s.sendall(harness.ws_frame(0x1, data, mask=True))
+        self.assertEqual(harness.ws_read_frame(r)[1:3], (0x1, data))
+
+    def closed_cleanly(self, s, r, timeout):
+        """True when the peer's side ends within TIMEOUT with close_notify
+        (an EOF, not a reset or a TLS EOF without it)."""
+        s.settimeout(timeout)
+        try:
+            return not r.fill()
+        except (socket.timeout, ssl.SSLError, OSError):
+            return False
+
+    def log_line(self, path):
+        def find():
+            return [e for e in self.f.access_log() if e.get("path") == path]
+        self.assertTrue(harness.wait_until(find, 3, interval=0.05), self.f.stdout_text()[-2000:])
+        return find()
+
+    def test_reload_removing_peer_ca_ends_open_tunnel(self):
+        p = pki()
+        s, r = self.open_tunnel()
+        self.reload_with_ca(p.other_ca)
+        self.assertTrue(self.closed_cleanly(s, r, 1.5),
+                        "a tunnel whose peer the new client_ca does not trust still runs "
+                        "(or was not closed with close_notify)")
+        try:
+            s.sendall(harness.ws_frame(0x1, b"after", mask=True))
+        except (ssl.SSLError, OSError):
+            pass
+        time.sleep(0.3)
+        self.assertEqual([f[:2] for f in self.app.ws_frames], [(0x1, b"before")],
+                         "bytes of an untrusted peer reached the app after the reload")
+        lines = self.log_line("/ws")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual((lines[0]["status"], lines[0]["error"], lines[0]["fate"],
+                          lines[0]["service"]), (101, "peer_untrusted", "rejected", "local_app"),
+                         lines[0])
+        self.assertEqual(harness.counter(self.f, "ferry_requests_cut_total", direction="inbound",
+                                         service="local_app", cause="peer_untrusted"), 1.0)
+
+    def test_reload_keeping_the_bundle_keeps_the_tunnel(self):
+        p = pki()
+        s, r = self.open_tunnel()
+        self.reload_with_ca(p.ca)       # the same bytes written again
+        time.sleep(0.3)
+        self.echo(s, r, b"after the same bundle")
+        self.assertEqual([e for e in self.f.access_log() if e.get("path") == "/ws"], [])
+
+    def test_reload_adding_a_ca_keeps_the_tunnel(self):
+        """CA rotation: the peer's CA stays in the new bundle."""
+        p = pki()
+        s, r = self.open_tunnel()
+        self.reload_with_ca(p.other_ca, p.ca)
+        time.sleep(0.3)
+        self.echo(s, r, b"after the rotation")
+        self.assertEqual([e for e in self.f.access_log() if e.get("path") == "/ws"], [])
+
+    def test_upgrade_answered_after_the_reload_is_refused(self):
+        """The reload comes while the upgrade waits for the app's 101."""
+        p = pki()
+        self.app.behaviour = harness.delay(1.5, harness.websocket_echo())
+        s = self.connect()
+        r = Reader(s)
+        s.sendall(build_request("GET", "/ws-late", [
+            ("Host", "x"), ("x-service-auth", KEY1), ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13")]))
+        self.app.wait_requests(1)
+        self.reload_with_ca(p.other_ca)
+        s.settimeout(5)
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.header("x-ferry-error")),
+                         (403, "INVALID_SERVICE_AUTH"), resp.body[:300])
+        self.assertTrue(self.closed_cleanly(s, r, 2))
+        self.assertEqual(self.app.ws_frames, [])
 
 
 class MeshTest(FerryTestCase):

@@ -189,6 +189,8 @@ START_TEST(test_cuts)
 		{ END_DEADLINE, FATE_TIMEOUT },
 		/* a decoded response cut on the way, as a malformed one is */
 		{ END_DECOMPRESSION_BOMB, FATE_RESET },
+		/* refused by ferry's authentication, as its 403 is */
+		{ END_PEER_UNTRUSTED, FATE_REJECTED },
 	};
 
 	ck_assert_int_eq(sizeof(want) / sizeof(want[0]), END_COUNT - 1);
