@@ -204,17 +204,16 @@ idle_unlink(struct client *cl)
 	cl->on_idle_list = false;
 }
 
-/* An open tunnel whose peer the reloaded client_ca does not trust ends
- * now: no byte of the peer's reaches the app after the reload is in
+/* An open tunnel whose peer the reloaded config no longer trusts ends
+ * now (WHY): no byte of the peer's reaches the app after the reload is in
  * force here. */
 static void
-tunnel_distrusted(struct client *cl)
+tunnel_distrusted(struct client *cl, const char *why)
 {
 	static struct log_limit limit;
 
 	log_limited(&limit, LOG_INFO, "inbound tunnel ended peer=%s identity=%s "
-	    "cause=\"the reloaded client_ca does not trust its certificate\"", cl->peer,
-	    cl->peer_id ? cl->peer_id : "-");
+	    "cause=\"%s\"", cl->peer, cl->peer_id ? cl->peer_id : "-", why);
 	proxy_end(&cl->rq->x, END_PEER_UNTRUSTED);
 }
 
@@ -224,23 +223,32 @@ tunnel_distrusted(struct client *cl)
  * so that a peer still trusted connects again instead of being refused.
  * A tunnel cannot move to a new connection: it runs on while the new
  * client_ca still trusts its peer (a CA added beside the old one), and
- * ends now if not. */
+ * ends now if not; so does one whose peer allowed_peers no longer names
+ * (a request would be refused per request, a tunnel makes none). */
 static void
 inbound_trust_reconf(struct listener *l)
 {
 	const struct conf_inbound *in = &l->w->gen->conf->inbound;
 	struct client *cl, *next;
+	bool same_ca;
 
 	if (l->kind != LK_INBOUND || !in->enabled)
 		return;
 	for (cl = l->w->clients; cl != NULL; cl = next) {
 		next = cl->next;
-		if (cl->lis != l || cl->closed ||
-		    tls_same_client_ca(SSL_get_SSL_CTX(conn_ssl(cl->c)), in->ctx))
+		if (cl->lis != l || cl->closed)
+			continue;
+		same_ca = tls_same_client_ca(SSL_get_SSL_CTX(conn_ssl(cl->c)), in->ctx);
+		if (cl->state == CL_TUNNEL && cl->rq->x.live &&
+		    (cl->peer_id == NULL || !inbound_peer_allowed(in, cl->peer_id))) {
+			tunnel_distrusted(cl, "its identity is no longer in allowed_peers");
+			continue;
+		}
+		if (same_ca)
 			continue;
 		if (cl->state == CL_TUNNEL && cl->rq->x.live &&
 		    !tls_peer_trusted(conn_ssl(cl->c), in->ctx))
-			tunnel_distrusted(cl);
+			tunnel_distrusted(cl, "the reloaded client_ca does not trust its certificate");
 		else if (cl->rq != NULL && cl->rq->x.live)
 			cl->rq->x.close_after = true;
 		else if (cl->state == CL_IDLE)

@@ -912,22 +912,29 @@ status_result(int status)
  * once or twice; an upstream streaming them is broken or hostile. */
 #define MAX_INTERIM_RESPONSES 16
 
-/* A 101 for an inbound peer verified under a client_ca that a reload has
- * since replaced (the reload came while the upgrade waited for it): no
- * tunnel begins, as no request would (admit_inbound); the app's
- * connection goes, and the peer's closes after the 403. */
+/* A 101 for an inbound peer that a reload has withdrawn trust from while
+ * the upgrade waited for it (a client_ca that replaced the one it was
+ * verified under, or allowed_peers without it): no tunnel begins, as no
+ * request would (admit_inbound); the app's connection goes, and the
+ * peer's closes after the 403. */
 static bool
 tunnel_refused(struct exchange *x)
 {
 	const struct conf_inbound *in = &x->w->gen->conf->inbound;
+	const char *why;
 
-	if (x->peer_ctx == NULL || (in->enabled && tls_same_client_ca(x->peer_ctx, in->ctx)))
+	if (x->peer_ctx == NULL)
+		return false;
+	if (!in->enabled || !tls_same_client_ca(x->peer_ctx, in->ctx))
+		why = "peer was verified under a client_ca that a reload replaced; connect again";
+	else if (x->peer_id == NULL || !inbound_peer_allowed(in, x->peer_id))
+		why = "peer is no longer in allowed_peers";
+	else
 		return false;
 	metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
 	x->peer_denied = true;
 	x->upgrade = false;
-	proxy_refuse(x, FE_INVALID_SERVICE_AUTH, "peer was verified under a client_ca "
-	    "that a reload replaced; connect again", 0, true);
+	proxy_refuse(x, FE_INVALID_SERVICE_AUTH, why, 0, true);
 	return true;
 }
 

@@ -1,6 +1,7 @@
 """Inbound: mTLS termination, peer identity, service key (SPEC §1, §3, §5, §7),
 and two sidecars as a mesh: app A -> ferry A -> mTLS -> ferry B -> app B."""
 
+import copy
 import os
 import shutil
 import signal
@@ -382,6 +383,45 @@ class TunnelTrustTest(TrustReloadCase):
         time.sleep(0.3)
         self.echo(s, r, b"after the rotation")
         self.assertEqual([e for e in self.f.access_log() if e.get("path") == "/ws"], [])
+
+    def reload_allowing(self, peers):
+        config = copy.deepcopy(self.f.config)
+        config["listeners"]["inbound"]["tls"]["allowed_peers"] = peers
+        self.f.reload(config)
+        time.sleep(0.2)     # the workers take the new snapshot by message
+
+    def test_reload_dropping_the_peer_from_allowed_peers_ends_its_tunnel(self):
+        """allowed_peers is checked per request, and a tunnel makes none:
+        a reload that no longer names its peer ends it, as one whose
+        client_ca no longer trusts it; one that still names it keeps it."""
+        s, r = self.open_tunnel()
+        self.reload_allowing(["spiffe://test/app", "spiffe://test/other"])
+        self.echo(s, r, b"still named")
+        self.reload_allowing(["spiffe://test/other"])
+        self.assertTrue(self.closed_cleanly(s, r, 1.5),
+                        "a tunnel of a peer allowed_peers no longer names still runs")
+        self.assertEqual([f[:2] for f in self.app.ws_frames],
+                         [(0x1, b"before"), (0x1, b"still named")])
+        lines = self.log_line("/ws")
+        self.assertEqual((lines[0]["error"], lines[0]["fate"]), ("peer_untrusted", "rejected"),
+                         lines[0])
+
+    def test_upgrade_answered_after_allowed_peers_dropped_the_peer_is_refused(self):
+        self.app.behaviour = harness.delay(1.5, harness.websocket_echo())
+        s = self.connect()
+        r = Reader(s)
+        s.sendall(build_request("GET", "/ws-late", [
+            ("Host", "x"), ("x-service-auth", KEY1), ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13")]))
+        self.app.wait_requests(1)
+        self.reload_allowing(["spiffe://test/other"])
+        s.settimeout(5)
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.header("x-ferry-error")),
+                         (403, "INVALID_SERVICE_AUTH"), resp.body[:300])
+        self.assertIn(b"allowed_peers", resp.body)
+        self.assertEqual(self.app.ws_frames, [])
 
     def test_upgrade_answered_after_the_reload_is_refused(self):
         """The reload comes while the upgrade waits for the app's 101."""
