@@ -34,6 +34,9 @@ struct conn {
 	bool server;		/* TLS server side */
 	bool write_failed;	/* a write (direct or queued) broke it */
 	bool wipe_out;		/* queued output is wiped as it leaves */
+	bool shut_wanted;	/* conn_close_write: end the write side once
+				   the queue has left */
+	bool shut_done;		/* close_notify (TLS) and FIN sent */
 	SSL *ssl;
 	BIO *bio;		/* the SSL's, for both ways (batch_bio.h) */
 	uint8_t release_skip;	/* conn_release_buffers calls left to skip */
@@ -263,6 +266,7 @@ san_matches(X509 *cert, const char *want)
 
 static int flush_out(struct conn *c);
 static bool flush_notify(struct conn *c);
+static int shut_write(struct conn *c);
 
 /* Open at last: send what was queued while connecting, then tell the owner. */
 static void
@@ -545,14 +549,17 @@ static bool
 flush_notify(struct conn *c)
 {
 	size_t before = out_len(c), after;
+	bool shut_before = c->shut_done;
 
 	if (flush_out(c) < 0) {
 		c->cb(c, CONN_READABLE, c->arg);
 		return false;
 	}
 	after = out_len(c);
-	if (before > 0 && (after == 0 ||
-	    (before >= CONN_HIGH_MARK / 2 && after < CONN_HIGH_MARK / 2))) {
+	/* the FIN that waited for a full socket is out: that is news too */
+	if ((before > 0 && (after == 0 ||
+	    (before >= CONN_HIGH_MARK / 2 && after < CONN_HIGH_MARK / 2))) ||
+	    c->shut_done != shut_before) {
 		c->cb(c, CONN_DRAINED, c->arg);
 		return false;
 	}
@@ -758,6 +765,8 @@ flush_out(struct conn *c)
 blocked:
 	if (out_len(c) > 0)
 		return arm_write(c);
+	if (c->shut_wanted && !c->shut_done)
+		return shut_write(c);
 	disarm_write(c);
 	return 0;
 }
@@ -933,11 +942,58 @@ conn_release_buffers(struct conn *c)
 void
 conn_shutdown(struct conn *c)
 {
-	if (c->ssl && c->state == CS_OPEN) {
+	/* a second SSL_shutdown would wait for the peer's close_notify */
+	if (c->ssl && c->state == CS_OPEN && !c->shut_done) {
 		(void)SSL_shutdown(c->ssl);
 		ERR_clear_error();
 	}
+	c->shut_done = true;
 	shutdown(c->fd, SHUT_WR);
+}
+
+/* The close_notify, then the FIN, once the queue is empty. SSL_shutdown
+ * is called once more only when the socket did not take the alert (it
+ * then sends what is left of it); a call after the alert went would read,
+ * waiting for the peer's close_notify, and take its data for nothing.
+ * 0, or -1 when the connection is broken. */
+static int
+shut_write(struct conn *c)
+{
+	if (c->ssl) {
+		int r = SSL_shutdown(c->ssl);
+
+		if (r < 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE)
+			return arm_write(c);
+		/* any other failure: the FIN still tells the end */
+		ERR_clear_error();
+	}
+	c->shut_done = true;
+	disarm_write(c);
+	if (shutdown(c->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+		c->write_failed = true;
+		set_fail(c, CONN_RESET, "shutdown: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+conn_close_write(struct conn *c)
+{
+	if (c->state == CS_BROKEN)
+		return -1;
+	if (c->shut_wanted)
+		return 0;
+	c->shut_wanted = true;
+	if (c->state != CS_OPEN || out_len(c) > 0 || c->write_wants_read)
+		return 0;	/* flush_out does it when the queue has left */
+	return shut_write(c);
+}
+
+bool
+conn_write_closed(const struct conn *c)
+{
+	return c->shut_done;
 }
 
 bool

@@ -92,6 +92,14 @@ void conn_kick_read(struct conn *c);
 void conn_release_buffers(struct conn *c);
 /* Send a TLS close_notify and shut the write side (best effort). */
 void conn_shutdown(struct conn *c);
+/* A half-close: once everything queued has left, a TLS close_notify and
+ * a FIN end the write side; reading goes on (TLS 1.2 and 1.3 both let
+ * the peer send after our close_notify). A FIN the socket cannot take at
+ * once is sent when it can, and CONN_DRAINED says so. Nothing may be
+ * written after it. -1 when the connection is broken. */
+int conn_close_write(struct conn *c);
+/* conn_close_write's close_notify and FIN have gone. */
+bool conn_write_closed(const struct conn *c);
 
 enum conn_fail conn_error(const struct conn *c);
 /* A write broke the connection, perhaps one queued and flushed later: its

@@ -78,6 +78,11 @@ struct down_ops {
 	void (*send_trailers)(struct exchange *x, const char *msg, const struct http_head *h);
 	/* After a 101: bytes both ways. False when the client is gone. */
 	bool (*tunnel_start)(struct exchange *x);
+	/* The upstream half-closed the tunnel: the client's write side ends
+	 * once what is queued for it has left (conn_close_write); reading
+	 * it goes on. False when the client is gone. NULL: the codec
+	 * carries no tunnels. */
+	bool (*tunnel_close_write)(struct exchange *x);
 	/* proxy_end is done with X: next request, or close for CAUSE. */
 	void (*finish)(struct exchange *x, enum end_cause cause);
 };
@@ -105,6 +110,12 @@ struct up_ops {
 	 * stream, is TO's from now on; HEAD: its final response head came,
 	 * and TO takes it now. */
 	void (*handover)(struct exchange *from, struct exchange *to, bool head);
+	/* Tunnels (NULL where the codec carries none). The client
+	 * half-closed: the connection's write side ends once what is queued
+	 * for it has left. False: it broke, and the exchange ended. */
+	bool (*close_write)(struct exchange *x);
+	/* close_write's end has reached the socket. */
+	bool (*write_closed)(const struct exchange *x);
 };
 
 struct exchange {
@@ -161,6 +172,8 @@ struct exchange {
 	bool keep_alive;		/* the client's side allows reuse */
 	bool upgrade;
 	bool tunnel;			/* after 101 */
+	bool client_fin;		/* the tunnel's client half-closed */
+	bool upstream_fin;		/* the tunnel's upstream half-closed */
 	bool grpc;			/* content-type application/grpc: errors in its form */
 	size_t grpc_timeout_at;		/* its digits in req, 0: no grpc-timeout */
 	size_t deadline_at;		/* x-ferry-deadline-ms's digits in req */
@@ -250,6 +263,9 @@ bool proxy_request_writable(const struct exchange *x);
 void proxy_client_drained(struct exchange *x);
 /* Tunnel bytes from the client. False when the exchange ended. */
 bool proxy_tunnel_up(struct exchange *x, const void *p, size_t n);
+/* The client half-closed the tunnel (FIN, or TLS close_notify), after
+ * its last bytes went through proxy_tunnel_up; it reads on. */
+void proxy_tunnel_client_fin(struct exchange *x);
 
 /* An error answered without a request head (400, 408, 431): fresh IDs. */
 void proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg);
@@ -292,6 +308,9 @@ void proxy_response_trailers(struct exchange *x, const char *msg, const struct h
 void proxy_response_end(struct exchange *x, const void *p, size_t n, bool reusable);
 /* The upstream closed a response or tunnel before its end. */
 void proxy_response_cut(struct exchange *x, enum end_cause cause, const char *why);
+/* The upstream half-closed the tunnel (FIN, or TLS close_notify), after
+ * its last bytes went through proxy_response_data; it reads on. */
+void proxy_tunnel_upstream_fin(struct exchange *x);
 
 /* For the downstream codecs: ferry's error E as an HTTP/1.1 response in
  * OUT, in the JSON form or, for a gRPC request, the gRPC one (SPEC §7). */

@@ -78,6 +78,9 @@ struct client {
 	enum client_state state;
 	bool closed;
 	bool read_paused;		/* by back-pressure or a full buffer */
+	bool read_eof;			/* its FIN came in a tunnel: never read
+					   again (the EOF would report readable
+					   forever); the other way runs on */
 	bool in_process;		/* client_process is on the stack */
 	bool head_pending;		/* w->scratch holds our response head */
 	bool spoke;			/* a request began: too late for h2c */
@@ -117,7 +120,7 @@ pause_client(struct client *cl)
 static void
 resume_client(struct client *cl)
 {
-	if (cl->read_paused && !cl->closed) {
+	if (cl->read_paused && !cl->closed && !cl->read_eof) {
 		conn_resume_read(cl->c);
 		cl->read_paused = false;
 		conn_kick_read(cl->c);
@@ -721,6 +724,11 @@ static void
 client_linger(struct client *cl)
 {
 	conn_shutdown(cl->c);
+	if (cl->read_eof) {
+		/* it half-closed: nothing is left to drain */
+		client_teardown(cl, "closed");
+		return;
+	}
 	cl->state = CL_LINGER;
 	cl->rq->linger_until_ms = clock_now_ms() + LINGER_MS;
 	resume_client(cl);
@@ -772,6 +780,20 @@ h1_finish(struct exchange *x, enum end_cause cause)
 		resume_client(cl);
 }
 
+static bool
+h1_tunnel_close_write(struct exchange *x)
+{
+	struct client *cl = client_of(x);
+
+	if (cl->closed)
+		return false;
+	if (conn_close_write(cl->c) != 0) {
+		client_close(cl, END_CLIENT_WRITE_FAILED, "downstream write failed");
+		return false;
+	}
+	return true;
+}
+
 static const struct down_ops h1_down_ops = {
 	.send_continue = h1_send_continue,
 	.send_interim = h1_send_interim,
@@ -783,6 +805,7 @@ static const struct down_ops h1_down_ops = {
 	.resume_body = h1_resume_body,
 	.send_trailers = h1_send_trailers,
 	.tunnel_start = h1_tunnel_start,
+	.tunnel_close_write = h1_tunnel_close_write,
 	.finish = h1_finish,
 };
 
@@ -1239,6 +1262,13 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 				client_teardown(cl, "closed");
 			else
 				pause_client(cl);
+			return;
+		}
+		if (cl->state == CL_TUNNEL && n == 0) {
+			/* a half-close: the upstream's way runs on */
+			pause_client(cl);
+			cl->read_eof = true;
+			proxy_tunnel_client_fin(&cl->rq->x);
 			return;
 		}
 		if (cl->state == CL_WAIT && cl->rq->x.req_done && n == 0) {

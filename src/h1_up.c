@@ -158,6 +158,8 @@ h1_resume(struct exchange *x)
 {
 	struct upconn *u = x->up;
 
+	if (u->read_eof)
+		return;
 	conn_resume_read(u->c);
 	if (buf_len(&u->in) > 0 || conn_has_pending(u->c))
 		conn_kick_read(u->c);
@@ -213,6 +215,22 @@ h1_handover(struct exchange *from, struct exchange *to, bool head)
 	upstream_relay(to);
 }
 
+static bool
+h1_close_write(struct exchange *x)
+{
+	if (conn_close_write(x->up->c) != 0) {
+		proxy_response_cut(x, END_UPSTREAM_CLOSED, "upstream write failed");
+		return false;
+	}
+	return true;
+}
+
+static bool
+h1_write_closed(const struct exchange *x)
+{
+	return conn_write_closed(x->up->c);
+}
+
 const struct up_ops h1_up_ops = {
 	.start = h1_start,
 	.send = h1_send,
@@ -222,6 +240,8 @@ const struct up_ops h1_up_ops = {
 	.request_sent = h1_request_sent,
 	.unprocessed = h1_unprocessed,
 	.handover = h1_handover,
+	.close_write = h1_close_write,
+	.write_closed = h1_write_closed,
 };
 
 /* ------------------------------------------------------- response ---- */
@@ -429,8 +449,11 @@ upstream_eof(struct exchange *x, ssize_t n)
 {
 	struct upconn *u = x->up;
 
-	if (x->tunnel) {
-		proxy_response_end(x, NULL, 0, false);
+	if (x->tunnel && n == 0) {
+		/* a half-close: the client's way runs on */
+		u->read_eof = true;
+		conn_pause_read(u->c);
+		proxy_tunnel_upstream_fin(x);
 		return;
 	}
 	if (!x->resp_head) {
@@ -456,6 +479,12 @@ upstream_readable(struct exchange *x)
 	struct upconn *u = x->up;
 	ssize_t n;
 
+	if (u->read_eof) {
+		/* nothing more comes: only a failed write is news */
+		if (conn_write_failed(u->c))
+			proxy_response_cut(x, END_UPSTREAM_CLOSED, "upstream write failed");
+		return;
+	}
 	n = conn_read(u->c, &u->in, x->tunnel ? 65536 : UPSTREAM_BUF_MAX);
 	if (n == CONN_AGAIN) {
 		if (buf_len(&u->in) > u->parsed || (x->resp_head && buf_len(&u->in) > 0))

@@ -29,6 +29,9 @@ struct upconn {
 	const void *session_saved;	/* the SSL_SESSION last copied to ep */
 	struct buf in;
 	uint32_t parsed;		/* head bytes already parsed */
+	bool read_eof;			/* a tunnel's upstream half-closed: no
+					   more reads (its EOF would report
+					   readable forever) */
 	struct http_parser parser;
 	struct http_head head;
 };

@@ -838,6 +838,55 @@ proxy_tunnel_up(struct exchange *x, const void *p, size_t n)
 	return !exchange_attached(x) || x->upops->send(x, p, n);
 }
 
+/*
+ * Half-closed tunnels, as HAProxy and nginx pass them on: a side's FIN
+ * (TLS: close_notify) goes on to the other side after every byte it sent
+ * before it, and the other way runs on until its side closes too (a
+ * WebSocket's closing frames, the answer to a last message). Nothing
+ * else changes: a side that half-closed is no longer read, so the bytes
+ * held for it stay under the high mark, and stream_idle, counted from
+ * the last byte or FIN that came, ends a tunnel whose other side never
+ * closes. The tunnel is done when both sides closed and the upstream took
+ * what was queued for it; the client's queue is flushed by its codec's
+ * close (finish).
+ */
+static void
+tunnel_maybe_done(struct exchange *x)
+{
+	if (x->client_fin && x->upstream_fin && x->upops->write_closed(x))
+		proxy_response_end(x, NULL, 0, false);
+}
+
+void
+proxy_tunnel_client_fin(struct exchange *x)
+{
+	if (!x->live || x->client_fin)
+		return;
+	x->client_fin = true;
+	x->last_io_ms = clock_now_ms();
+	if (!exchange_attached(x) || x->upops->close_write == NULL) {
+		proxy_end(x, END_CLIENT_CLOSED);
+		return;
+	}
+	if (x->upops->close_write(x))
+		tunnel_maybe_done(x);
+}
+
+void
+proxy_tunnel_upstream_fin(struct exchange *x)
+{
+	if (!x->live || x->upstream_fin)
+		return;
+	x->upstream_fin = true;
+	x->last_io_ms = clock_now_ms();
+	if (x->down->tunnel_close_write == NULL) {
+		proxy_response_end(x, NULL, 0, false);
+		return;
+	}
+	if (x->down->tunnel_close_write(x))
+		tunnel_maybe_done(x);
+}
+
 void
 proxy_client_drained(struct exchange *x)
 {
@@ -862,6 +911,11 @@ proxy_attempt_connected(struct exchange *x)
 void
 proxy_upstream_drained(struct exchange *x)
 {
+	/* the client half-closed: this may be the last of its bytes leaving */
+	if (x->live && x->client_fin) {
+		tunnel_maybe_done(x);
+		return;
+	}
 	/* the upstream took the request body: read more of it */
 	if (x->live && (!x->req_done || x->tunnel))
 		x->down->resume_body(x);

@@ -1,0 +1,403 @@
+"""Half-closed tunnels (SPEC §6 Timeouts, §11): after a 101, a side that
+sends its FIN (TLS: close_notify) but keeps reading must still get what
+the other side sends, and the other side must learn of the half-close
+only after every byte sent before it (the FIN goes after them, as
+HAProxy and nginx pass it on). The other way runs on until that side
+closes too, or stream_idle passes with no byte.
+
+Raw sockets both sides, so each test says exactly which bytes cross the
+wire after the half-close: outbound (plain app -> ferry -> mTLS upstream)
+and inbound (mTLS peer -> ferry -> plain local app)."""
+
+import socket
+import ssl
+import struct
+import threading
+import time
+
+import harness
+from harness import (FerryTestCase, Reader, build_request, free_port, payload, pki, service,
+                     sha256, wait_until)
+
+KEY = "tunnel-inbound-key-0123456789"
+RAW_101 = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-raw\r\n"
+           b"Connection: Upgrade\r\n\r\n")
+BIG = 4 << 20
+
+
+def upgrade_request(*extra):
+    return build_request("GET", "/raw", [("Host", "svc"), ("Upgrade", "x-raw"),
+                                         ("Connection", "Upgrade"), *extra])
+
+
+def read_101(reader):
+    head = reader.read_until(b"\r\n\r\n")
+    assert head is not None and head.startswith(b"HTTP/1.1 101 "), head
+    return head
+
+
+def tls_half_close(sock, fin=True):
+    """Sends close_notify on SOCK (an SSLSocket), and a FIN when FIN, and
+    keeps reading: its next recv() still gets what the peer sends. (One
+    SSL_shutdown: unwrap's second one, which would wait for the peer's
+    close_notify, finds nothing yet on the non-blocking socket; callers
+    make sure no byte is on its way to SOCK at that moment.)"""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        sock.unwrap()
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        pass
+    sock.settimeout(timeout)
+    if fin:
+        socket.socket.shutdown(sock, socket.SHUT_WR)    # not SSLSocket's: it drops TLS
+
+
+def half_close(sock):
+    if isinstance(sock, ssl.SSLSocket):
+        tls_half_close(sock)
+    else:
+        sock.shutdown(socket.SHUT_WR)
+
+
+def read_to_eof(sock, limit=64 << 20):
+    """(bytes, end) read until the end of SOCK: 'eof' (FIN; on TLS only
+    after close_notify), 'ragged' (TLS: a FIN without close_notify) or
+    'reset'."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.suppress_ragged_eofs = False
+    out = bytearray()
+    while len(out) <= limit:
+        try:
+            data = sock.recv(1 << 16)
+        except ssl.SSLZeroReturnError:
+            return bytes(out), "eof"
+        except ssl.SSLEOFError:
+            return bytes(out), "ragged"
+        except ConnectionResetError:
+            return bytes(out), "reset"
+        if not data:
+            return bytes(out), "eof"
+        out += data
+    raise AssertionError("more than %d bytes" % limit)
+
+
+class Peer:
+    """What one side of a tunnel (a behaviour's upstream or local app)
+    received, and how its input ended."""
+
+    def __init__(self):
+        self.got = b""
+        self.end = None
+        self.done = threading.Event()
+        self.errors = []
+
+    def read_to_eof(self, sock):
+        self.got, self.end = read_to_eof(sock)
+
+    def assert_got(self, test, data, timeout=10):
+        test.assertTrue(self.done.wait(timeout), "the tunnel's other side never finished")
+        test.assertEqual(self.errors, [])
+        test.assertEqual(self.end, "eof", "its input did not end with a clean close")
+        test.assertEqual(len(self.got), len(data))
+        test.assertTrue(self.got == data, "the bytes changed on the way")
+
+
+def behaviour(body):
+    """An upstream behaviour: 101, then BODY(conn, peer); records errors."""
+    peer = Peer()
+
+    def behave(conn, req):
+        conn.keep_open = False
+        conn.sock.settimeout(10)
+        conn.send(RAW_101)
+        try:
+            body(conn, peer)
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            peer.errors.append(repr(e))
+        finally:
+            peer.done.set()
+    return behave, peer
+
+
+def upstream_active(f):
+    """ferry's upstream connections in use (local app's included)."""
+    total = 0.0
+    for line in f.admin("/metrics").body.decode().splitlines():
+        if line.startswith("ferry_upstream_connections{") and 'state="active"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def last_log(f, timeout=3):
+    wait_until(lambda: f.access_log(), timeout)
+    lines = f.access_log()
+    return lines[-1] if lines else {}
+
+
+class OutboundHalfCloseTest(FerryTestCase):
+    """The app (plain) half-closes, or the upstream (mTLS) does."""
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream()
+        self.f = self.ferry({"svc": service(self.up, retries={"max": 0},
+                                            timeouts={"stream_idle": "1500ms"})})
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.f.outbound_port), timeout=10)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.addCleanup(s.close)
+        s.sendall(upgrade_request())
+        r = Reader(s)
+        read_101(r)
+        return s, r
+
+    def test_client_half_close_still_gets_the_answer(self):
+        def body(conn, peer):
+            peer.read_to_eof(conn.sock)     # the app's bytes, then its FIN
+            conn.send(b"answer to " + peer.got)
+            conn.close()
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        s.sendall(b"last question")
+        s.shutdown(socket.SHUT_WR)
+        got, end = read_to_eof(s)
+        # before: ferry closed both at the app's FIN; the answer was lost
+        self.assertEqual((got, end), (b"answer to last question", "eof"))
+        # the FIN reached the upstream as close_notify, after the bytes
+        peer.assert_got(self, b"last question")
+        log = last_log(self.f)
+        self.assertEqual((log.get("status"), log.get("error")), (101, None))
+
+    def test_upstream_half_close_still_takes_the_clients_bytes(self):
+        def body(conn, peer):
+            conn.send(b"goodbye from upstream")
+            tls_half_close(conn.sock, fin=False)    # close_notify alone
+            peer.read_to_eof(conn.sock)
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        self.assertEqual(r.read_exact(21), b"goodbye from upstream")
+        self.assertFalse(r.fill(), "the upstream's half-close did not reach the app")
+        # the app's side is still open: its closing words go up
+        s.sendall(b"closing words")
+        s.shutdown(socket.SHUT_WR)
+        peer.assert_got(self, b"closing words")
+        self.assertEqual(read_to_eof(s), (b"", "eof"))
+
+    def test_client_fin_follows_every_queued_byte(self):
+        # the upstream reads nothing for a while: ferry holds the app's
+        # bytes when its FIN comes, and must send them all before the FIN
+        data = payload(BIG, 7)
+
+        def body(conn, peer):
+            time.sleep(1.0)
+            peer.read_to_eof(conn.sock)
+            conn.send(sha256(peer.got).encode())
+            conn.close()
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(read_to_eof(s), (sha256(data).encode(), "eof"))
+        peer.assert_got(self, data)
+
+    def test_upstream_fin_follows_every_queued_byte(self):
+        # the app reads nothing for a while: ferry holds the upstream's
+        # bytes when its close_notify comes
+        data = payload(BIG, 8)
+
+        def body(conn, peer):
+            conn.send(data)
+            tls_half_close(conn.sock)
+            peer.read_to_eof(conn.sock)
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        time.sleep(1.0)
+        got, end = read_to_eof(s)
+        self.assertEqual(end, "eof")
+        self.assertEqual(len(r.buf) + len(got), BIG)
+        self.assertTrue(bytes(r.buf) + got == data, "the bytes changed on the way")
+        s.sendall(b"thanks")
+        s.shutdown(socket.SHUT_WR)
+        peer.assert_got(self, b"thanks")
+
+    def test_half_closed_tunnel_ends_at_stream_idle(self):
+        # the upstream answers once after the app's FIN, then neither
+        # closes nor sends: stream_idle (1.5 s) after that byte ends it
+        quiet = threading.Event()
+        self.addCleanup(quiet.set)
+
+        def body(conn, peer):
+            peer.read_to_eof(conn.sock)
+            time.sleep(0.3)
+            conn.send(b"still here")
+            quiet.wait(10)      # open, silent
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(r.read_exact(10), b"still here")
+        last_byte = time.monotonic()
+        self.assertEqual(read_to_eof(s)[0], b"")
+        idle = time.monotonic() - last_byte
+        self.assertGreater(idle, 1.0, "cut before stream_idle")
+        self.assertLess(idle, 4.0, "the half-closed tunnel outlived stream_idle")
+        self.assertEqual(last_log(self.f).get("error"), "stream_idle_timeout")
+        self.assertTrue(wait_until(lambda: upstream_active(self.f) == 0, 3),
+                        "the upstream connection was kept open")
+
+    def test_half_closed_client_that_never_reads_is_bounded(self):
+        # an attacker: FIN, then reads nothing, while the upstream floods.
+        # ferry must stop reading the upstream (bounded memory) and end
+        # the tunnel at stream_idle
+        state = {"sent": 0}
+
+        def body(conn, peer):
+            try:
+                while True:
+                    conn.send(b"z" * 65536)
+                    state["sent"] += 65536
+            except OSError:
+                pass
+        self.up.behaviour, peer = behaviour(body)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", self.f.outbound_port))
+        s.sendall(upgrade_request())
+        s.shutdown(socket.SHUT_WR)
+        # ferry stops reading the upstream once its output to the app is
+        # over the high mark (256 KiB); what the kernels' buffers hold
+        # aside, it takes no more; and stream_idle ends the tunnel
+        self.assertTrue(peer.done.wait(8), "the tunnel was never ended")
+        self.assertLess(state["sent"], 32 << 20, "ferry read the upstream without bound")
+        self.assertEqual(last_log(self.f).get("error"), "stream_idle_timeout")
+        s.close()
+        self.assertTrue(self.f.alive())
+
+    def test_reset_after_half_close(self):
+        # the app half-closes, then resets while the upstream still
+        # sends: the failed write ends the tunnel, nothing leaks (ASan)
+        def body(conn, peer):
+            try:
+                while True:
+                    conn.send(b"z" * 16384)
+                    time.sleep(0.01)
+            except OSError:
+                pass
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        s.shutdown(socket.SHUT_WR)
+        r.read_exact(16384)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        self.assertTrue(peer.done.wait(5), "the upstream connection was kept open")
+        self.assertEqual(last_log(self.f).get("error"), "client_write_failed")
+        self.assertTrue(self.f.alive())
+
+    def test_upstream_reset_after_half_close(self):
+        # the upstream half-closes, then resets while the app still sends
+        def body(conn, peer):
+            tls_half_close(conn.sock, fin=False)
+            time.sleep(0.3)
+            conn.reset()
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        self.assertEqual(read_to_eof(s), (b"", "eof"))
+        s.settimeout(0.5)
+        try:
+            for _ in range(400):
+                s.sendall(b"y" * 16384)
+                time.sleep(0.005)
+        except OSError:
+            pass
+        self.assertTrue(wait_until(lambda: upstream_active(self.f) == 0, 3),
+                        "the upstream connection was kept open")
+        self.assertEqual(last_log(self.f).get("error"), "upstream_closed")
+        self.assertTrue(self.f.alive())
+
+
+class InboundHalfCloseTest(FerryTestCase):
+    """The peer (mTLS) half-closes with close_notify, or the local app
+    (plain) with a FIN."""
+
+    def setUp(self):
+        super().setUp()
+        self.app = self.upstream(tls=False)
+        p = pki()
+        port = free_port()
+        self.f = self.ferry({}, env={"K": KEY}, defaults={"timeouts": {"stream_idle": "1500ms"}},
+                            listeners={"inbound": {
+                                "address": "127.0.0.1:%d" % port,
+                                "tls": {"cert": p.server.cert, "key": p.server.key,
+                                        "client_ca": p.ca.cert},
+                                "auth": {"keys_env": ["K"]},
+                                "local_app": self.app.address}})
+        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
+        self.ctx.check_hostname = False
+        self.ctx.load_cert_chain(p.client.cert, p.client.key)
+        self.ctx.set_alpn_protocols(["http/1.1"])
+        self.port = port
+
+    def connect(self):
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        s = self.ctx.wrap_socket(raw, server_hostname="backend")
+        self.addCleanup(s.close)
+        s.sendall(upgrade_request(("x-service-auth", KEY)))
+        r = Reader(s)
+        read_101(r)
+        return s, r
+
+    def test_peer_close_notify_still_gets_the_answer(self):
+        def body(conn, peer):
+            peer.read_to_eof(conn.sock)
+            conn.send(b"answer to " + peer.got)
+            conn.close()
+        self.app.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        s.sendall(b"last question")
+        tls_half_close(s)
+        self.assertEqual(read_to_eof(s), (b"answer to last question", "eof"))
+        peer.assert_got(self, b"last question")
+
+    def test_app_half_close_still_takes_the_peers_bytes(self):
+        data = payload(BIG, 9)
+
+        def body(conn, peer):
+            conn.send(data)
+            conn.sock.shutdown(socket.SHUT_WR)
+            peer.read_to_eof(conn.sock)
+        self.app.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        time.sleep(0.5)     # ferry holds some of it when the FIN comes
+        got, end = read_to_eof(s)
+        # every byte, then close_notify
+        self.assertEqual(end, "eof")
+        self.assertTrue(bytes(r.buf) + got == data, "the bytes changed on the way")
+        s.sendall(b"closing words")
+        tls_half_close(s)
+        peer.assert_got(self, b"closing words")
+        self.assertEqual(read_to_eof(s)[0], b"")
+
+    def test_half_closed_peer_tunnel_ends_at_stream_idle(self):
+        quiet = threading.Event()
+        self.addCleanup(quiet.set)
+
+        def body(conn, peer):
+            peer.read_to_eof(conn.sock)
+            quiet.wait(10)      # open, silent
+        self.app.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        tls_half_close(s)
+        start = time.monotonic()
+        self.assertEqual(read_to_eof(s)[0], b"")
+        idle = time.monotonic() - start
+        self.assertGreater(idle, 1.0, "cut before stream_idle")
+        self.assertLess(idle, 4.0, "the half-closed tunnel outlived stream_idle")
+        self.assertEqual(last_log(self.f).get("error"), "stream_idle_timeout")
+        self.assertTrue(wait_until(lambda: upstream_active(self.f) == 0, 3),
+                        "the local app's connection was kept open")
+
+
+if __name__ == "__main__":
+    harness.main()
