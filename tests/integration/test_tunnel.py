@@ -9,6 +9,7 @@ Raw sockets both sides, so each test says exactly which bytes cross the
 wire after the half-close: outbound (plain app -> ferry -> mTLS upstream)
 and inbound (mTLS peer -> ferry -> plain local app)."""
 
+import select
 import socket
 import ssl
 import struct
@@ -38,26 +39,27 @@ def read_101(reader):
 
 def tls_half_close(sock, fin=True):
     """Sends close_notify on SOCK (an SSLSocket), and a FIN when FIN, and
-    keeps reading: its next recv() still gets what the peer sends. (One
-    SSL_shutdown: unwrap's second one, which would wait for the peer's
-    close_notify, finds nothing yet on the non-blocking socket; callers
-    make sure no byte is on its way to SOCK at that moment.)"""
+    keeps reading: its next recv() still gets what the peer sends.
+    (unwrap's second SSL_shutdown, which waits for the peer's close_notify
+    and drops the data before it, finds nothing on the non-blocking
+    socket: callers make sure no byte is on its way to SOCK then.)"""
     timeout = sock.gettimeout()
     sock.settimeout(0)
-    try:
-        sock.unwrap()
-    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-        pass
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            sock.unwrap()
+        except ssl.SSLWantReadError:
+            break       # sent; the peer's own close_notify has not come
+        except ssl.SSLWantWriteError:
+            # a full socket (bytes just sent): the alert waits its turn
+            assert time.monotonic() < deadline, "close_notify never left"
+            select.select([], [sock], [], 0.1)
+            continue
+        break           # the peer's close_notify had come: both are done
     sock.settimeout(timeout)
     if fin:
         socket.socket.shutdown(sock, socket.SHUT_WR)    # not SSLSocket's: it drops TLS
-
-
-def half_close(sock):
-    if isinstance(sock, ssl.SSLSocket):
-        tls_half_close(sock)
-    else:
-        sock.shutdown(socket.SHUT_WR)
 
 
 def read_to_eof(sock, limit=64 << 20):
