@@ -609,7 +609,12 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 		} else {
 			size_t got = 0;
 			bool eof = false;
-			int r = SSL_read_ex(c->ssl, b->data + b->end, room, &got);
+			int r;
+
+			/* SSL_ERROR_SYSCALL below tells an end from a failure
+			 * by errno, which a read(2) that returned 0 leaves */
+			errno = 0;
+			r = SSL_read_ex(c->ssl, b->data + b->end, room, &got);
 
 			if (r == 1) {
 				c->ph_run = 0;
@@ -647,10 +652,18 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 				eof = true;
 				break;
 			case SSL_ERROR_SYSCALL:
-				if (errno == 0 || ERR_peek_error() == 0) {
-					/* EOF without close_notify: treat as EOF */
-					ERR_clear_error();
+				/* OpenSSL 1.1's EOF without close_notify: no errno,
+				 * nothing queued (3.0 reports it as SSL_ERROR_SSL,
+				 * unexpected eof). A reset (ECONNRESET) comes with
+				 * an empty queue too, and is no end: taken for one,
+				 * a tunnel's upstream or peer that reset was passed
+				 * on as a half-close and the tunnel ended as done */
+				if (errno == 0 && ERR_peek_error() == 0) {
 					eof = true;
+					break;
+				}
+				if (ERR_peek_error() == 0) {
+					set_fail(c, CONN_RESET, "%s", strerror(errno));
 					break;
 				}
 				/* fall through */

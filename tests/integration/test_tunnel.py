@@ -319,6 +319,26 @@ class OutboundHalfCloseTest(FerryTestCase):
         self.assertTrue(self.f.alive())
 
 
+    def test_upstream_reset_is_no_half_close(self):
+        # a TLS upstream's reset (no close_notify, no FIN) is a failure,
+        # not its end: the tunnel is cut at once as upstream_closed
+        def body(conn, peer):
+            conn.send(b"hello")
+            time.sleep(0.3)
+            conn.reset()
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        self.assertEqual(r.read_exact(5), b"hello")
+        # before: the reset reached the app as a half-close (a FIN), the
+        # tunnel stayed open, and the app's own FIN then ended it as done
+        # (status 101, no error)
+        self.assertEqual(read_to_eof(s)[0], b"")
+        self.assertTrue(wait_until(lambda: upstream_active(self.f) == 0, 1),
+                        "the tunnel outlived its upstream's reset")
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(last_log(self.f).get("error"), "upstream_closed")
+
+
 class InboundHalfCloseTest(FerryTestCase):
     """The peer (mTLS) half-closes with close_notify, or the local app
     (plain) with a FIN."""
@@ -399,6 +419,27 @@ class InboundHalfCloseTest(FerryTestCase):
         self.assertEqual(last_log(self.f).get("error"), "stream_idle_timeout")
         self.assertTrue(wait_until(lambda: upstream_active(self.f) == 0, 3),
                         "the local app's connection was kept open")
+
+
+    def test_peer_reset_is_no_half_close(self):
+        # the peer's reset is no close_notify: the tunnel is cut, and the
+        # app's connection closed at once, not left half-open for its last
+        # words to go nowhere
+        def body(conn, peer):
+            peer.read_to_eof(conn.sock)
+        self.app.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        s.sendall(b"hello")
+        time.sleep(0.3)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        # before: the app saw a FIN, the tunnel stayed open, and ended
+        # as done when the app closed too
+        self.assertTrue(peer.done.wait(5))
+        self.assertEqual(peer.got, b"hello")
+        self.assertTrue(wait_until(lambda: self.f.access_log(), 1),
+                        "the tunnel outlived its peer's reset")
+        self.assertEqual(last_log(self.f).get("error"), "client_read_error")
 
 
 if __name__ == "__main__":
