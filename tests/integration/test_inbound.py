@@ -406,7 +406,9 @@ class TunnelTrustTest(TrustReloadCase):
         self.assertEqual((lines[0]["error"], lines[0]["fate"]), ("peer_untrusted", "rejected"),
                          lines[0])
 
-    def test_upgrade_answered_after_allowed_peers_dropped_the_peer_is_refused(self):
+    def late_upgrade(self, reload):
+        """An upgrade whose 101 the app sends after RELOAD ran: the
+        peer's answer (the reload came while the upgrade waited)."""
         self.app.behaviour = harness.delay(1.5, harness.websocket_echo())
         s = self.connect()
         r = Reader(s)
@@ -415,32 +417,21 @@ class TunnelTrustTest(TrustReloadCase):
             ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ("Sec-WebSocket-Version", "13")]))
         self.app.wait_requests(1)
-        self.reload_allowing(["spiffe://test/other"])
-        s.settimeout(5)
-        resp = read_response(r)
-        self.assertEqual((resp.status, resp.header("x-ferry-error")),
-                         (403, "INVALID_SERVICE_AUTH"), resp.body[:300])
-        self.assertIn(b"allowed_peers", resp.body)
-        self.assertEqual(self.app.ws_frames, [])
-
-    def test_upgrade_answered_after_the_reload_is_refused(self):
-        """The reload comes while the upgrade waits for the app's 101."""
-        p = pki()
-        self.app.behaviour = harness.delay(1.5, harness.websocket_echo())
-        s = self.connect()
-        r = Reader(s)
-        s.sendall(build_request("GET", "/ws-late", [
-            ("Host", "x"), ("x-service-auth", KEY1), ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("Sec-WebSocket-Version", "13")]))
-        self.app.wait_requests(1)
-        self.reload_with_ca(p.other_ca)
+        reload()
         s.settimeout(5)
         resp = read_response(r)
         self.assertEqual((resp.status, resp.header("x-ferry-error")),
                          (403, "INVALID_SERVICE_AUTH"), resp.body[:300])
         self.assertTrue(self.closed_cleanly(s, r, 2))
         self.assertEqual(self.app.ws_frames, [])
+        return resp
+
+    def test_upgrade_answered_after_allowed_peers_dropped_the_peer_is_refused(self):
+        resp = self.late_upgrade(lambda: self.reload_allowing(["spiffe://test/other"]))
+        self.assertIn(b"allowed_peers", resp.body)
+
+    def test_upgrade_answered_after_the_reload_is_refused(self):
+        self.late_upgrade(lambda: self.reload_with_ca(pki().other_ca))
 
 
 class MeshTest(FerryTestCase):
