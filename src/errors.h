@@ -45,7 +45,8 @@ enum end_cause {
 	END_DEADLINE,			/* grpc-timeout, after the head */
 	END_DECOMPRESSION_BOMB,		/* a decoded body over 1000x or 1 GiB */
 	END_PEER_UNTRUSTED,		/* inbound tunnel: a reload's client_ca no
-					   longer trusts the peer's certificate */
+					   longer trusts the peer's certificate,
+					   or allowed_peers no longer names it */
 	END_COUNT
 };
 

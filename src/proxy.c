@@ -391,6 +391,31 @@ route_outbound(struct exchange *x, const char *msg, const struct http_head *h)
 	return &x->gen->svcs[si];
 }
 
+/* Whether an inbound peer still stands under IN, the config in force: a
+ * reload may have replaced the client_ca that verified it (a new
+ * connection, or a resumed session, must stand under the one in force,
+ * and so must a kept one: closed, the peer connects again), or left it
+ * out of allowed_peers. A denial is counted. */
+enum peer_standing { PEER_STANDS, PEER_CA_REPLACED, PEER_NOT_ALLOWED };
+
+#define CA_REPLACED_MSG "peer was verified under a client_ca that a reload replaced; connect again"
+
+static enum peer_standing
+peer_standing(struct exchange *x, const struct conf_inbound *in)
+{
+	enum peer_standing s = PEER_STANDS;
+
+	if (x->peer_ctx != NULL && !tls_same_client_ca(x->peer_ctx, in->ctx))
+		s = PEER_CA_REPLACED;
+	else if (x->peer_id == NULL || !inbound_peer_allowed(in, x->peer_id))
+		s = PEER_NOT_ALLOWED;
+	if (s != PEER_STANDS) {
+		metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
+		x->peer_denied = true;
+	}
+	return s;
+}
+
 /* What a request's x-service-auth said, for admit_inbound. */
 enum key_verdict {
 	KEY_MISSING,
@@ -439,19 +464,13 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h,
 		    !x->req_done);
 		return NULL;
 	}
-	/* verified against a client_ca that a reload has since replaced: a
-	 * new connection, or a resumed session, must stand under the one in
-	 * force, and so must a kept one (closed: the peer connects again) */
-	if (x->peer_ctx != NULL && !tls_same_client_ca(x->peer_ctx, in->ctx)) {
-		metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
-		x->peer_denied = true;
-		proxy_refuse(x, FE_INVALID_SERVICE_AUTH, "peer was verified under a client_ca "
-		    "that a reload replaced; connect again", 0, true);
+	switch (peer_standing(x, in)) {
+	case PEER_STANDS:
+		break;
+	case PEER_CA_REPLACED:
+		proxy_refuse(x, FE_INVALID_SERVICE_AUTH, CA_REPLACED_MSG, 0, true);
 		return NULL;
-	}
-	if (x->peer_id == NULL || !inbound_peer_allowed(in, x->peer_id)) {
-		metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
-		x->peer_denied = true;
+	case PEER_NOT_ALLOWED:
 		snprintf(errmsg, sizeof(errmsg), x->peer_id ?
 		    "peer %s is not allowed" : "peer certificate has no usable URI or DNS name%s",
 		    x->peer_id ? x->peer_id : "");
@@ -974,19 +993,15 @@ status_result(int status)
 static bool
 tunnel_refused(struct exchange *x)
 {
-	const struct conf_inbound *in = &x->w->gen->conf->inbound;
+	enum peer_standing s;
 	const char *why;
 
-	if (x->peer_ctx == NULL)
+	/* the config in force now, not the request's: a removed listener
+	 * has no client_ca, and no peer stands under none */
+	if (x->peer_ctx == NULL ||
+	    (s = peer_standing(x, &x->w->gen->conf->inbound)) == PEER_STANDS)
 		return false;
-	if (!in->enabled || !tls_same_client_ca(x->peer_ctx, in->ctx))
-		why = "peer was verified under a client_ca that a reload replaced; connect again";
-	else if (x->peer_id == NULL || !inbound_peer_allowed(in, x->peer_id))
-		why = "peer is no longer in allowed_peers";
-	else
-		return false;
-	metrics_auth_failure(x->w->ms, AUTH_PEER_NOT_ALLOWED);
-	x->peer_denied = true;
+	why = s == PEER_CA_REPLACED ? CA_REPLACED_MSG : "peer is no longer in allowed_peers";
 	x->upgrade = false;
 	proxy_refuse(x, FE_INVALID_SERVICE_AUTH, why, 0, true);
 	return true;
