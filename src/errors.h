@@ -46,7 +46,8 @@ enum end_cause {
 	END_DECOMPRESSION_BOMB,		/* a decoded body over 1000x or 1 GiB */
 	END_PEER_UNTRUSTED,		/* inbound tunnel: a reload's client_ca no
 					   longer trusts the peer's certificate,
-					   or allowed_peers no longer names it */
+					   allowed_peers no longer names it, or
+					   the keys no longer hold its key */
 	END_COUNT
 };
 

@@ -181,6 +181,10 @@ struct exchange {
 					 * x-ferry-deadline-ms) beat the service's */
 	int grpc_status;		/* seen in the response or answered; -1 none */
 	bool peer_denied;		/* refused: the peer's identity is not allowed */
+	/* inbound: the HMAC of the request's valid x-service-auth, which a
+	 * tunnel must still hold after a reload (proxy_tunnel_key_stands) */
+	bool key_kept;
+	unsigned char key_mac[KEY_MAC_LEN];
 	bool req_done;			/* the whole request went upstream */
 	bool resp_head;			/* response head sent to the client */
 	bool replayable;		/* req holds the whole request so far */
@@ -266,6 +270,9 @@ bool proxy_tunnel_up(struct exchange *x, const void *p, size_t n);
 /* The client half-closed the tunnel (FIN, or TLS close_notify), after
  * its last bytes went through proxy_tunnel_up; it reads on. */
 void proxy_tunnel_client_fin(struct exchange *x);
+/* An inbound tunnel's x-service-auth is still accepted by the config in
+ * force (or none is asked for): false after a reload that removed it. */
+bool proxy_tunnel_key_stands(const struct exchange *x);
 
 /* An error answered without a request head (400, 408, 431): fresh IDs. */
 void proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg);

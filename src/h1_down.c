@@ -226,8 +226,9 @@ tunnel_distrusted(struct client *cl, const char *why)
  * so that a peer still trusted connects again instead of being refused.
  * A tunnel cannot move to a new connection: it runs on while the new
  * client_ca still trusts its peer (a CA added beside the old one), and
- * ends now if not; so does one whose peer allowed_peers no longer names
- * (a request would be refused per request, a tunnel makes none). */
+ * ends now if not; so does one whose peer allowed_peers no longer names,
+ * or whose key the inbound keys no longer hold (a request would be
+ * refused per request, a tunnel makes none). */
 static void
 inbound_trust_reconf(struct listener *l)
 {
@@ -245,6 +246,11 @@ inbound_trust_reconf(struct listener *l)
 		if (cl->state == CL_TUNNEL && cl->rq->x.live &&
 		    (cl->peer_id == NULL || !inbound_peer_allowed(in, cl->peer_id))) {
 			tunnel_distrusted(cl, "its identity is no longer in allowed_peers");
+			continue;
+		}
+		if (cl->state == CL_TUNNEL && cl->rq->x.live &&
+		    !proxy_tunnel_key_stands(&cl->rq->x)) {
+			tunnel_distrusted(cl, "its x-service-auth is no longer among the accepted keys");
 			continue;
 		}
 		if (same_ca)

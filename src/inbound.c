@@ -105,17 +105,28 @@ inbound_keys_free(struct key_macs *k)
 }
 
 bool
-inbound_key_ok(const struct key_macs *k, const char *key, size_t len)
+inbound_mac_known(const struct key_macs *k, const unsigned char mac[KEY_MAC_LEN])
 {
-	unsigned char mac[KEY_MAC_LEN];
 	int match = 0;
 
-	/* the HMAC key was drawn when the configured keys were MACed */
-	if (k->n == 0 || inbound_key_mac(key, len, mac) != 0)
-		return false;
 	/* every key, every time: the time taken says nothing of which matched */
 	for (size_t i = 0; i < k->n; i++)
 		match |= CRYPTO_memcmp(mac, k->mac[i], KEY_MAC_LEN) == 0;
-	OPENSSL_cleanse(mac, sizeof(mac));
 	return match != 0;
+}
+
+bool
+inbound_key_ok(const struct key_macs *k, const char *key, size_t len,
+    unsigned char mac[KEY_MAC_LEN])
+{
+	unsigned char own[KEY_MAC_LEN];
+	unsigned char *m = mac ? mac : own;
+	bool match;
+
+	/* the HMAC key was drawn when the configured keys were MACed */
+	if (k->n == 0 || inbound_key_mac(key, len, m) != 0)
+		return false;
+	match = inbound_mac_known(k, m);
+	OPENSSL_cleanse(own, sizeof(own));
+	return match;
 }

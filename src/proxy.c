@@ -399,6 +399,7 @@ route_outbound(struct exchange *x, const char *msg, const struct http_head *h)
 enum peer_standing { PEER_STANDS, PEER_CA_REPLACED, PEER_NOT_ALLOWED };
 
 #define CA_REPLACED_MSG "peer was verified under a client_ca that a reload replaced; connect again"
+#define KEY_WITHDRAWN_MSG "x-service-auth is no longer among the accepted keys"
 
 static enum peer_standing
 peer_standing(struct exchange *x, const struct conf_inbound *in)
@@ -428,7 +429,7 @@ enum key_verdict {
  * both directions: no path after this, refusals included, leaves a key
  * there. The checked key decides only later, in admit_inbound's order. */
 static enum key_verdict
-key_take(const struct exchange *x, char *msg, const struct http_head *h)
+key_take(struct exchange *x, char *msg, const struct http_head *h)
 {
 	const struct conf_inbound *in = &x->gen->conf->inbound;
 	const struct http_header *key = headers_find(h, HDR_SERVICE_AUTH);
@@ -438,8 +439,11 @@ key_take(const struct exchange *x, char *msg, const struct http_head *h)
 		return v;
 	v = KEY_INVALID;
 	if (x->inbound && in->enabled && in->auth_enabled &&
-	    inbound_key_ok(&x->gen->inbound_keys, msg + key->value.off, key->value.len))
+	    inbound_key_ok(&x->gen->inbound_keys, msg + key->value.off, key->value.len,
+	    x->key_mac)) {
 		v = KEY_VALID;
+		x->key_kept = true;
+	}
 	headers_wipe_values(msg, h, HDR_SERVICE_AUTH);
 	return v;
 }
@@ -985,11 +989,20 @@ status_result(int status)
  * once or twice; an upstream streaming them is broken or hostile. */
 #define MAX_INTERIM_RESPONSES 16
 
+bool
+proxy_tunnel_key_stands(const struct exchange *x)
+{
+	const struct generation *g = x->w->gen;
+
+	return !g->conf->inbound.auth_enabled ||
+	    (x->key_kept && inbound_mac_known(&g->inbound_keys, x->key_mac));
+}
+
 /* A 101 for an inbound peer that a reload has withdrawn trust from while
  * the upgrade waited for it (a client_ca that replaced the one it was
- * verified under, or allowed_peers without it): no tunnel begins, as no
- * request would (admit_inbound); the app's connection goes, and the
- * peer's closes after the 403. */
+ * verified under, allowed_peers without it, or keys without the one it
+ * sent): no tunnel begins, as no request would (admit_inbound); the
+ * app's connection goes, and the peer's closes after the 403. */
 static bool
 tunnel_refused(struct exchange *x)
 {
@@ -998,10 +1011,16 @@ tunnel_refused(struct exchange *x)
 
 	/* the config in force now, not the request's: a removed listener
 	 * has no client_ca, and no peer stands under none */
-	if (x->peer_ctx == NULL ||
-	    (s = peer_standing(x, &x->w->gen->conf->inbound)) == PEER_STANDS)
+	if (x->peer_ctx == NULL)
 		return false;
-	why = s == PEER_CA_REPLACED ? CA_REPLACED_MSG : "peer is no longer in allowed_peers";
+	s = peer_standing(x, &x->w->gen->conf->inbound);
+	if (s == PEER_STANDS && proxy_tunnel_key_stands(x))
+		return false;
+	if (s == PEER_STANDS) {
+		metrics_auth_failure(x->w->ms, AUTH_INVALID);
+		why = KEY_WITHDRAWN_MSG;
+	} else
+		why = s == PEER_CA_REPLACED ? CA_REPLACED_MSG : "peer is no longer in allowed_peers";
 	x->upgrade = false;
 	proxy_refuse(x, FE_INVALID_SERVICE_AUTH, why, 0, true);
 	return true;

@@ -201,7 +201,7 @@ class TrustReloadCase(FerryTestCase):
         self.dir = tempfile.mkdtemp(prefix="ferry-trust-")
         self.bundle = os.path.join(self.dir, "client-ca.pem")
         shutil.copyfile(p.ca.cert, self.bundle)
-        self.f = self.ferry({}, env={"K1": KEY1}, listeners={"inbound": {
+        self.f = self.ferry({}, env={"K1": KEY1, "K2": KEY2}, listeners={"inbound": {
             "address": "127.0.0.1:%d" % self.port,
             "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": self.bundle},
             "auth": {"keys_env": ["K1"]},
@@ -432,6 +432,64 @@ class TunnelTrustTest(TrustReloadCase):
 
     def test_upgrade_answered_after_the_reload_is_refused(self):
         self.late_upgrade(lambda: self.reload_with_ca(pki().other_ca))
+
+    def reload_keys(self, auth):
+        config = copy.deepcopy(self.f.config)
+        if auth is None:
+            del config["listeners"]["inbound"]["auth"]
+        else:
+            config["listeners"]["inbound"]["auth"] = auth
+        self.f.reload(config)
+        time.sleep(0.2)     # the workers take the new snapshot by message
+
+    def test_reload_removing_the_tunnels_key_ends_it(self):
+        """Key revocation: the key is checked per request, and a tunnel
+        makes none. A reload whose keys still hold the tunnel's key (a
+        rotation adding one) or that drops auth keeps it; one whose keys
+        no longer hold it ends it."""
+        s, r = self.open_tunnel()
+        self.reload_keys({"keys_env": ["K2", "K1"]})
+        self.echo(s, r, b"rotating")
+        self.reload_keys(None)
+        self.echo(s, r, b"no auth")
+        self.reload_keys({"keys_env": ["K1"]})
+        self.echo(s, r, b"back")
+        self.assertEqual(harness.counter(self.f, "ferry_auth_failures_total",
+                                         reason="invalid"), 0.0)
+        self.reload_keys({"keys_env": ["K2"]})
+        self.assertTrue(self.closed_cleanly(s, r, 1.5),
+                        "a tunnel whose key the reloaded keys no longer hold still runs")
+        self.assertEqual([f[:2] for f in self.app.ws_frames],
+                         [(0x1, b"before"), (0x1, b"rotating"), (0x1, b"no auth"),
+                          (0x1, b"back")])
+        lines = self.log_line("/ws")
+        self.assertEqual((lines[0]["error"], lines[0]["fate"]), ("peer_untrusted", "rejected"),
+                         lines[0])
+        # the peer's next request, with the new key, goes through
+        self.app.behaviour = harness.echo()
+        s2 = self.connect()
+        s2.sendall(build_request("GET", "/new-key", [("Host", "x"), ("x-service-auth", KEY2)]))
+        self.assertEqual(read_response(Reader(s2)).status, 200)
+
+    def test_reload_adding_auth_ends_a_tunnel_opened_without_a_key(self):
+        self.reload_keys(None)
+        self.app.behaviour = harness.websocket_echo()
+        s = self.connect()
+        r = Reader(s)
+        s.sendall(build_request("GET", "/ws", [
+            ("Host", "x"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
+        self.assertEqual(read_response(r).status, 101)
+        self.echo(s, r, b"keyless")
+        self.reload_keys({"keys_env": ["K1"]})
+        self.assertTrue(self.closed_cleanly(s, r, 1.5),
+                        "a keyless tunnel runs on after a reload that asks for a key")
+
+    def test_upgrade_answered_after_its_key_was_removed_is_refused(self):
+        resp = self.late_upgrade(lambda: self.reload_keys({"keys_env": ["K2"]}))
+        self.assertIn(b"x-service-auth", resp.body)
+        self.assertEqual(harness.counter(self.f, "ferry_auth_failures_total",
+                                         reason="invalid"), 1.0)
 
 
 class MeshTest(FerryTestCase):

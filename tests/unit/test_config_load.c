@@ -316,10 +316,16 @@ START_TEST(test_full_schema)
 		struct key_macs k;
 
 		ck_assert_int_eq(inbound_keys_init(&k, in), 0);
-		ck_assert(inbound_key_ok(&k, SECRET, strlen(SECRET)));
-		ck_assert(inbound_key_ok(&k, "first-key", 9));
-		ck_assert(inbound_key_ok(&k, "second key", 10));
-		ck_assert(!inbound_key_ok(&k, "second", 6));
+		unsigned char mac[KEY_MAC_LEN], other[KEY_MAC_LEN];
+
+		ck_assert(inbound_key_ok(&k, SECRET, strlen(SECRET), NULL));
+		ck_assert(inbound_key_ok(&k, "first-key", 9, NULL));
+		ck_assert(inbound_key_ok(&k, "second key", 10, mac));
+		ck_assert(!inbound_key_ok(&k, "second", 6, other));
+		/* the MACs handed out ask another set of keys (a tunnel's at
+		 * a reload) without the key itself */
+		ck_assert(inbound_mac_known(&k, mac));
+		ck_assert(!inbound_mac_known(&k, other));
 		inbound_keys_free(&k);
 	}
 	ck_assert_str_eq(in->local_app.host, "localhost");
