@@ -44,6 +44,7 @@ end_cause_name(enum end_cause c)
 		[END_DEADLINE] = "deadline_exceeded",
 		[END_DECOMPRESSION_BOMB] = "decompression_bomb",
 		[END_PEER_UNTRUSTED] = "peer_untrusted",
+		[END_CLIENT_TIMEOUT] = "client_timeout",
 	};
 
 	return (unsigned)c < END_COUNT ? names[c] : NULL;

@@ -48,6 +48,10 @@ enum end_cause {
 					   longer trusts the peer's certificate,
 					   allowed_peers no longer names it, or
 					   the keys no longer hold its key */
+	END_CLIENT_TIMEOUT,		/* ferry closed the client's connection:
+					   an HTTP/2 header block on it (any
+					   stream's) was not complete within
+					   header_read_timeout */
 	END_COUNT
 };
 

@@ -277,10 +277,12 @@ bool proxy_tunnel_key_stands(const struct exchange *x);
 /* An error answered without a request head (400, 408, 431): fresh IDs. */
 void proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg);
 /* The same error where no answer can go (an HTTP/2 header block never
- * finished: the connection is ended instead). X, whose request never
- * began, is accounted as if E had been answered: its status, errors_total
- * and the access log line, with fresh IDs and no method or path; then
- * ended (proxy_end) with nothing sent. */
+ * finished: the connection is ended instead). X is accounted as if E had
+ * been answered: its status, errors_total and the access log line; then
+ * ended (proxy_end) with nothing sent. A request that never began gets
+ * fresh IDs and no method or path; a live one (its trailers' block) keeps
+ * its own. Nothing is done once X's response head left (a cut, then) or
+ * X was accounted. */
 void proxy_error_unanswered(struct exchange *x, enum ferry_error e, const char *msg);
 /* One of ferry's errors for the request in X, then the end. */
 void proxy_refuse(struct exchange *x, enum ferry_error e, const char *msg,

@@ -155,6 +155,12 @@ fate_of_cause(enum end_cause c)
 		return FATE_REJECTED;	/* the request broke its own rules */
 	case END_PEER_UNTRUSTED:
 		return FATE_REJECTED;	/* as the 403 a new request of the peer's gets */
+	case END_CLIENT_TIMEOUT:
+		/* the client's connection broke header_read_timeout: as
+		 * the 408 of the stream that held it (not client_gone: the
+		 * client did not leave; not timeout: nothing upstream was
+		 * slow) */
+		return FATE_REJECTED;
 	default:
 		/* upstream_closed, malformed_upstream_body, out_of_memory,
 		 * decompression_bomb: the response was cut on the way */

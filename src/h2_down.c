@@ -91,6 +91,10 @@ struct h2conn {
 	bool draining;
 	bool goaway_final;
 	bool doomed;			/* close at the next timer */
+	/* END_DONE, or why ferry itself ends the connection: the streams it
+	 * still has end with this cause (h2_close), not with how the socket
+	 * went after */
+	enum end_cause cut_cause;
 	struct event *timer;
 	int64_t idle_since_ms;
 	int64_t goaway_at_ms;
@@ -995,6 +999,8 @@ h2_close(struct h2conn *hc, enum end_cause cause, const char *reason)
 		return;
 	log_debug("closing HTTP/2 client %s: %s", hc->peer, reason);
 	hc->closed = true;
+	if (hc->cut_cause != END_DONE)
+		cause = hc->cut_cause;
 	worker_defer_cancel(w, &hc->flush);
 	while (hc->streams) {
 		struct h2stream *st = hc->streams;
@@ -1127,11 +1133,18 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 		log_limited(&limit, LOG_INFO, "HTTP/2 client %s: header block not complete "
 		    "within %lldms; closing", hc->peer,
 		    (long long)hc->lis->conf->header_read_timeout);
-		/* a request head's block: the operator sees the 408 HTTP/1
-		 * would have got (access log, errors_total) */
-		if (st != NULL)
-			proxy_error_unanswered(&st->x, FE_REQUEST_TIMEOUT,
+		/* the block's stream, while no response head of its left:
+		 * the operator sees the 408 HTTP/1 would have got (access
+		 * log, errors_total), for a request head as for trailers */
+		if (st != NULL && !st->x.resp_head)
+			proxy_error_unanswered(&st->x, FE_REQUEST_TIMEOUT, st->x.live ?
+			    "request trailers not complete in time" :
 			    "request head not complete in time");
+		/* every other stream still in flight (and this one, if its
+		 * response was under way) is cut because ferry ends the
+		 * connection the client stalled, not because the client
+		 * closed it */
+		hc->cut_cause = END_CLIENT_TIMEOUT;
 		if (!hc->goaway_final)
 			h2_goaway_final(hc);
 		h2_flush_now(hc);

@@ -134,13 +134,16 @@ proxy_error_early(struct exchange *x, enum ferry_error e, const char *msg)
 void
 proxy_error_unanswered(struct exchange *x, enum ferry_error e, const char *msg)
 {
-	if (x->live || x->accounted)
+	if (x->accounted || (x->live && x->resp_head))
 		return;
-	exchange_begin_headless(x);
+	if (!x->live)
+		exchange_begin_headless(x);
 	/* counted and logged as the answer HTTP/1 gets would be, so one
 	 * query finds both; the codec tells the peer its own way */
 	x->status = (uint32_t)ferror_status(e);
 	x->ferr = (int)e;
+	if (x->grpc)
+		x->grpc_status = ferror_grpc_status(e, x->peer_denied);
 	log_debug("%s %s (not answered)", ferror_code(e), msg);
 	proxy_end(x, END_DONE);
 }

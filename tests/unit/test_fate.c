@@ -191,6 +191,9 @@ START_TEST(test_cuts)
 		{ END_DECOMPRESSION_BOMB, FATE_RESET },
 		/* refused by ferry's authentication, as its 403 is */
 		{ END_PEER_UNTRUSTED, FATE_REJECTED },
+		/* ferry closed a connection the client held in a header
+		 * block past header_read_timeout, as that block's 408 is */
+		{ END_CLIENT_TIMEOUT, FATE_REJECTED },
 	};
 
 	ck_assert_int_eq(sizeof(want) / sizeof(want[0]), END_COUNT - 1);
