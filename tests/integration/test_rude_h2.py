@@ -28,6 +28,7 @@ import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 import hyperframe.frame as hf  # noqa: E402
 
+import test_h2  # noqa: E402
 import test_h2_upstream  # noqa: E402
 from harness import (FerryTestCase, build_request, chunked_body, echo, free_port,  # noqa: E402
                      pki, read_response, response_bytes, service, wait_until, Reader)
@@ -571,6 +572,246 @@ class HeldOpenH2Test(FerryTestCase):
                         "idle_timeout")
         self.assertEqual(self.parallel_request("/other"), 200)
         self.assertTrue(self.f.alive())
+
+
+
+def waiting(conn, req):
+    """No answer: the upstream waits (until it stops)."""
+    conn.keep_open = False
+    conn.sleep(30)
+
+
+def half_answered(conn, req):
+    """A head and the first 1000 bytes of a long body; the rest never comes."""
+    conn.keep_open = False
+    conn.head(200, [("Content-Length", "100000")])
+    conn.send(b"m" * 1000)
+    conn.sleep(30)
+
+
+STALL_ROUTES = {"/wait": waiting, "/part": half_answered}
+
+
+def fates(f, direction, fate):
+    """ferry_request_fate_total for FATE, over every service."""
+    total = 0.0
+    for line in f.admin("/metrics").body.decode().splitlines():
+        if line.startswith("ferry_request_fate_total{") and \
+                'direction="%s"' % direction in line and 'fate="%s"' % fate in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class StalledBlockCases:
+    """A header block (a request head, or a request's trailers) that the
+    client never finishes ends its connection after header_read_timeout
+    (GOAWAY, then the close): ferry, not the client, ends the other streams
+    in flight on it. They are logged and counted as cut for the client's
+    stall (error and cause client_timeout, fate rejected, as the stalled
+    block's own 408), not client_closed. The block's own stream is the
+    408 REQUEST_TIMEOUT while no response head of its left (a trailers
+    block keeps its request's method, path and IDs), else it is cut the
+    same way. Mixed into a FerryTestCase that says how to connect."""
+
+    direction = None
+    svc = None                      # the service label of routed requests
+
+    def connect(self):
+        raise NotImplementedError
+
+    def headers(self):
+        return []
+
+    def head_block(self, c, path):
+        return c.header_block([(":method", "GET"), (":scheme", "http"), (":authority", "svc"),
+                               (":path", path), *self.headers()])
+
+    def post(self, c, path, body=b"hello"):
+        """A POST whose body (with its length) is all sent, but not its end."""
+        return c.request(path, method="POST", headers=self.headers(), body=body,
+                         end_stream=False)
+
+    def wait_answer_begun(self, c, sid):
+        st = c.streams.setdefault(sid, test_h2.Stream(sid))
+        self.assertTrue(c.wait(lambda: st.headers is not None and len(st.body) >= 1000, 3),
+                        "no response head and first bytes: %r" % c.frames[-5:])
+        self.assertEqual(dict(st.headers)[":status"], "200")
+
+    def stall(self, c, frame):
+        """The client stops answering anything (a frame between HEADERS and
+        its CONTINUATION would be a protocol error), sends FRAME, a block
+        without END_HEADERS, and sends nothing more: the connection is
+        closed after header_read_timeout, with a GOAWAY first."""
+        c.auto = False
+        c.send_frames(frame)
+        start = time.monotonic()
+        c.wait(lambda: c.closed, 4)
+        self.assertTrue(c.closed, "a header block begun 4s ago, with header_read_timeout 1s, "
+                        "still holds its connection")
+        self.assertGreater(time.monotonic() - start, 0.8, "closed before header_read_timeout")
+        self.assertTrue(c.goaways, "closed without a GOAWAY: frames %r" % c.frames[-5:])
+
+    def logged(self, paths):
+        """The access log line of each of PATHS, once all are there."""
+        def got():
+            d = {e.get("path"): e for e in self.f.access_log()}
+            return d if all(p in d for p in paths) else None
+        d = wait_until(got, 4, interval=0.05)
+        self.assertTrue(d, "not every stream was logged: %r" % self.f.access_log())
+        time.sleep(0.2)             # nothing more comes
+        return {e.get("path"): e for e in self.f.access_log()}
+
+    def assert_cut_for_the_stall(self, e, status):
+        self.assertEqual((e["direction"], e["service"], e["status"], e["error"], e["fate"]),
+                         (self.direction, self.svc, status, "client_timeout", "rejected"), e)
+
+    def assert_counts(self, cut, rejected, timeouts):
+        d = self.direction
+        self.assertEqual(cuts(self.f, d, "client_timeout"), cut)
+        self.assertEqual(cuts(self.f, d), cut, "cut for another cause too")
+        self.assertEqual(fates(self.f, d, "rejected"), rejected)
+        self.assertEqual(fates(self.f, d, "client_gone"), 0.0)
+        self.assertEqual(self.errors("REQUEST_TIMEOUT"), timeouts)
+
+    def errors(self, code):
+        total = 0.0
+        for line in self.f.admin("/metrics").body.decode().splitlines():
+            if line.startswith("ferry_errors_total{") and \
+                    'direction="%s"' % self.direction in line and 'code="%s"' % code in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def assert_still_serves(self):
+        self.assertTrue(self.f.alive(), "ferry died: %s" % self.f.exit_description())
+        self.up.behaviour = echo()
+        c = self.connect()
+        st = c.response(c.request("/after", headers=self.headers()))
+        self.assertEqual(st.status, 200, st.headers)
+        c.close()
+
+    def test_streams_in_flight_when_another_head_stalls(self):
+        # one stream waits for its answer, one is still sending its body
+        # (the service waits for the rest), one is half answered; then a
+        # fourth stream's head never finishes
+        c = self.connect()
+        waits = c.request("/wait", headers=self.headers())
+        part = c.request("/part", headers=self.headers())
+        c.send_headers(c.new_sid(), [(":method", "POST"), (":scheme", "http"),
+                                     (":authority", "svc"), (":path", "/wait-upload"),
+                                     ("content-length", "1000000"), *self.headers()])
+        self.assertTrue(c.send_body(c.next_sid - 2, b"u" * 30000, end_stream=False))
+        self.up.wait_requests(2)
+        self.wait_answer_begun(c, part)
+        self.assertIsNone(c.streams.get(waits, test_h2.Stream(waits)).headers)
+        held = c.new_sid()
+        self.stall(c, hf.HeadersFrame(held, data=self.head_block(c, "/held")[:6], flags=set()))
+        got = self.logged(["/wait", "/part", "/wait-upload", ""])
+        self.assert_cut_for_the_stall(got["/wait"], 0)
+        self.assert_cut_for_the_stall(got["/wait-upload"], 0)
+        self.assert_cut_for_the_stall(got["/part"], 200)
+        self.assertEqual(got["/part"]["bytes_out"], 1000, got["/part"])  # the body it got
+        # the stalled head itself: as before, HTTP/1's 408
+        self.assertEqual((got[""]["status"], got[""]["error"], got[""]["fate"]),
+                         (408, "REQUEST_TIMEOUT", "rejected"), got[""])
+        self.assertEqual(len(self.f.access_log()), 4, self.f.access_log())
+        self.assert_counts(cut=3.0, rejected=4.0, timeouts=1.0)
+        self.assert_still_serves()
+
+    def test_trailers_stalled_before_the_answer(self):
+        # the request's body is whole (its length), the service has it and
+        # has not answered; its trailers' block never finishes, and
+        # another stream waits meanwhile
+        c = self.connect()
+        sid = self.post(c, "/wait-trailers")
+        other = c.request("/wait-other", headers=self.headers())
+        req = self.up.wait_requests(2)
+        block = c.header_block([("x-sum", "5")])
+        self.stall(c, hf.HeadersFrame(sid, data=block[:1], flags={"END_STREAM"}))
+        got = self.logged(["/wait-trailers", "/wait-other"])
+        e = got["/wait-trailers"]
+        self.assertEqual((e["direction"], e["service"], e["method"], e["status"], e["error"],
+                          e["fate"], e["bytes_out"]),
+                         (self.direction, self.svc, "POST", 408, "REQUEST_TIMEOUT", "rejected", 0),
+                         e)
+        # the request's own IDs, those the service got
+        sent = {r.target: r.header("x-correlation-id") for r in req}
+        self.assertEqual(e["correlation_id"], sent["/wait-trailers"], e)
+        self.assert_cut_for_the_stall(got["/wait-other"], 0)
+        self.assertEqual(len(self.f.access_log()), 2, self.f.access_log())
+        self.assert_counts(cut=1.0, rejected=2.0, timeouts=1.0)
+        self.assertEqual(test_h2.metric(self.f, "ferry_requests_total", direction=self.direction,
+                                        service=self.svc, code="408"), 1.0)
+        self.assertIsNone(c.streams.get(sid, test_h2.Stream(sid)).headers,
+                          "an answer went out for a 408 ferry said it could not send")
+        self.assert_still_serves()
+
+    def test_trailers_stalled_after_the_answer_head(self):
+        # the service answered before the request ended: the response is
+        # under way, so the stalled stream is cut with the others
+        c = self.connect()
+        sid = self.post(c, "/part-trailers")
+        self.up.wait_requests(1)
+        self.wait_answer_begun(c, sid)
+        block = c.header_block([("x-sum", "5")])
+        self.stall(c, hf.HeadersFrame(sid, data=block[:1], flags={"END_STREAM"}))
+        got = self.logged(["/part-trailers"])
+        self.assert_cut_for_the_stall(got["/part-trailers"], 200)
+        self.assertEqual(got["/part-trailers"]["method"], "POST")
+        self.assertEqual(len(self.f.access_log()), 1, self.f.access_log())
+        self.assert_counts(cut=1.0, rejected=1.0, timeouts=0.0)
+        self.assert_still_serves()
+
+
+class StalledBlockH2cTest(StalledBlockCases, FerryTestCase):
+    """h2c with prior knowledge on the outbound listener."""
+
+    direction = "outbound"
+    svc = "svc"
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream(gated(None, STALL_ROUTES))
+        self.f = self.ferry({"svc": service(self.up, protocol="http1", retries={"max": 0})},
+                            outbound={"header_read_timeout": "1s", "idle_timeout": "30s"})
+
+    def connect(self):
+        c = H2(self.f.outbound_port)
+        self._closers.append(c.close)
+        self.assertTrue(c.wait(lambda: c.server_settings is not None, 3))
+        return c
+
+
+class StalledBlockH2Test(StalledBlockCases, FerryTestCase):
+    """ALPN h2 over mTLS on the inbound listener."""
+
+    direction = "inbound"
+    svc = "local_app"
+    tls_socket = InboundH2ResetTest.tls_socket
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream(gated(None, STALL_ROUTES), tls=False)
+        p = pki()
+        self.port = free_port()
+        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": {
+            "address": "127.0.0.1:%d" % self.port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["K"]},
+            "local_app": self.up.address,
+            "header_read_timeout": "1s", "idle_timeout": "30s"}})
+        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
+        self.ctx.check_hostname = False
+        self.ctx.load_cert_chain(p.client.cert, p.client.key)
+
+    def headers(self):
+        return [("x-service-auth", KEY)]
+
+    def connect(self):
+        s = self.tls_socket(["h2"])
+        self.assertEqual(s.selected_alpn_protocol(), "h2")
+        c = H2(sock=s)
+        self.assertTrue(c.wait(lambda: c.server_settings is not None, 3))
+        return c
 
 
 if __name__ == "__main__":
