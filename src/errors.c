@@ -45,6 +45,7 @@ end_cause_name(enum end_cause c)
 		[END_DECOMPRESSION_BOMB] = "decompression_bomb",
 		[END_PEER_UNTRUSTED] = "peer_untrusted",
 		[END_CLIENT_TIMEOUT] = "client_timeout",
+		[END_CLIENT_PROTOCOL_ERROR] = "client_protocol_error",
 	};
 
 	return (unsigned)c < END_COUNT ? names[c] : NULL;

@@ -52,6 +52,9 @@ enum end_cause {
 					   an HTTP/2 header block on it (any
 					   stream's) was not complete within
 					   header_read_timeout */
+	END_CLIENT_PROTOCOL_ERROR,	/* ferry closed the client's connection
+					   with a GOAWAY error (an HTTP/2
+					   protocol error, a flood) */
 	END_COUNT
 };
 

@@ -161,6 +161,8 @@ fate_of_cause(enum end_cause c)
 		 * client did not leave; not timeout: nothing upstream was
 		 * slow) */
 		return FATE_REJECTED;
+	case END_CLIENT_PROTOCOL_ERROR:
+		return FATE_REJECTED;	/* the client broke HTTP/2's rules */
 	default:
 		/* upstream_closed, malformed_upstream_body, out_of_memory,
 		 * decompression_bomb: the response was cut on the way */

@@ -961,7 +961,13 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 static int
 on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 {
-	(void)arg;
+	struct h2conn *hc = arg;
+
+	/* ferry's GOAWAY with an error, nghttp2's for a protocol error or
+	 * ferry's ENHANCE_YOUR_CALM: the streams still open end for it */
+	if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
+	    hc->cut_cause == END_DONE)
+		hc->cut_cause = END_CLIENT_PROTOCOL_ERROR;
 	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
 	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
 	    nghttp2_session_get_stream_remote_close(ng, frame->hd.stream_id) == 0 &&
@@ -1193,6 +1199,10 @@ h2_process(struct h2conn *hc)
 		    nghttp2_strerror((int)rv));
 		buf_consume(&hc->in, buf_len(&hc->in));
 		if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rv == NGHTTP2_ERR_FLOODED) {
+			/* closed without a GOAWAY: a flood is the client's
+			 * doing all the same */
+			if (hc->cut_cause == END_DONE)
+				hc->cut_cause = END_CLIENT_PROTOCOL_ERROR;
 			h2_doom(hc);
 			return;
 		}

@@ -761,6 +761,32 @@ class StalledBlockCases:
         self.assert_counts(cut=1.0, rejected=1.0, timeouts=0.0)
         self.assert_still_serves()
 
+    def test_streams_in_flight_when_the_client_breaks_the_protocol(self):
+        """A connection error (here DATA on stream 0): nghttp2 answers with
+        GOAWAY PROTOCOL_ERROR and ferry closes; the streams it cut are the
+        client's doing (client_protocol_error, fate rejected), not a close
+        of the client's."""
+        c = self.connect()
+        c.request("/wait", headers=self.headers())
+        part = c.request("/part", headers=self.headers())
+        self.up.wait_requests(2)
+        self.wait_answer_begun(c, part)
+        c.auto = False
+        c.send(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")   # DATA, stream 0
+        c.wait(lambda: c.closed, 4)
+        self.assertTrue(c.closed and c.goaways, (c.closed, c.goaways))
+        self.assertEqual(c.goaways[0][0], 1, c.goaways)          # PROTOCOL_ERROR
+        got = self.logged(["/wait", "/part"])
+        for path, status in (("/wait", 0), ("/part", 200)):
+            e = got[path]
+            self.assertEqual((e["status"], e["error"], e["fate"]),
+                             (status, "client_protocol_error", "rejected"), e)
+        d = self.direction
+        self.assertEqual(cuts(self.f, d, "client_protocol_error"), 2.0)
+        self.assertEqual(cuts(self.f, d), 2.0, "cut for another cause too")
+        self.assertEqual(fates(self.f, d, "client_gone"), 0.0)
+        self.assert_still_serves()
+
 
 class StalledBlockH2cTest(StalledBlockCases, FerryTestCase):
     """h2c with prior knowledge on the outbound listener."""

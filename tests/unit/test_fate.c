@@ -194,6 +194,8 @@ START_TEST(test_cuts)
 		/* ferry closed a connection the client held in a header
 		 * block past header_read_timeout, as that block's 408 is */
 		{ END_CLIENT_TIMEOUT, FATE_REJECTED },
+		/* ... or that broke HTTP/2's rules (a GOAWAY with an error) */
+		{ END_CLIENT_PROTOCOL_ERROR, FATE_REJECTED },
 	};
 
 	ck_assert_int_eq(sizeof(want) / sizeof(want[0]), END_COUNT - 1);
