@@ -6,13 +6,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "batch_bio.h"
+#include "clock.h"
 #include "conn.h"
 #include "slab.h"
 
@@ -53,6 +57,11 @@ struct conn {
 	char *fail_text;	/* why it failed (owned), or NULL */
 	char *verify_san;	/* required URI or DNS SAN, or NULL */
 	uint64_t written;
+	/* Progress toward the peer (conn_progress_ms): when the kernel (or
+	 * TLS) last took bytes, or a sample found the peer took some of
+	 * what the kernel held; and that sample's unsent bytes and WRITTEN */
+	int64_t took_ms;
+	uint64_t outq_seen, written_seen;
 	/* ev_read's memory, in the same allocation (its size is libevent's
 	 * to say: event_get_struct_event_size) */
 	void *ev_read_mem[];
@@ -726,6 +735,15 @@ write_wiped(struct conn *c)
 	return (int)n;
 }
 
+/* N bytes went to the kernel (through TLS or not): counted, and the
+ * time noted with the loop turn's clock, no reading of its own. */
+static inline void
+took(struct conn *c, uint64_t n)
+{
+	c->written += n;
+	c->took_ms = clock_now_ms();
+}
+
 /* Sends what is queued. 0 when all or some went (rest armed), -1 broken. */
 static int
 flush_out(struct conn *c)
@@ -735,7 +753,7 @@ flush_out(struct conn *c)
 			int n = c->wipe_out ? write_wiped(c) : evbuffer_write(c->out, c->fd);
 
 			if (n > 0) {
-				c->written += (uint64_t)n;
+				took(c, (uint64_t)n);
 				continue;
 			}
 			if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -756,7 +774,7 @@ flush_out(struct conn *c)
 				if (c->wipe_out)
 					explicit_bzero(v.iov_base, done);
 				evbuffer_drain(c->out, done);
-				c->written += done;
+				took(c, done);
 				continue;
 			}
 			switch (SSL_get_error(c->ssl, r)) {
@@ -797,7 +815,8 @@ plain_wrote(struct conn *c, ssize_t n)
 		}
 		n = 0;
 	}
-	c->written += (uint64_t)n;
+	if (n > 0)
+		took(c, (uint64_t)n);
 	return n;
 }
 
@@ -823,7 +842,7 @@ conn_write(struct conn *c, const void *data, size_t len)
 			int r = SSL_write_ex(c->ssl, data, len, &done);
 
 			if (r == 1) {
-				c->written += done;
+				took(c, done);
 				data = (const char *)data + done;
 				len -= done;
 			} else {
@@ -1027,6 +1046,26 @@ conn_error_text(const struct conn *c)
 	if (c->fail_text)
 		return c->fail_text;
 	return c->fail == CONN_EOF ? "connection closed" : "connection error";
+}
+
+int64_t
+conn_progress_ms(struct conn *c)
+{
+	int outq;
+
+	/* the bytes the socket holds unsent (or unacknowledged): fewer
+	 * than at the last sample, with what was written since added, and
+	 * the peer took some. TLS: WRITTEN counts plaintext, which is less
+	 * than the records the socket got: a drain of a record's overhead
+	 * or less may go unseen, and none is seen that did not happen. */
+	if (c->fd >= 0 && c->state == CS_OPEN && ioctl(c->fd, SIOCOUTQ, &outq) == 0 &&
+	    outq >= 0) {
+		if ((uint64_t)outq < c->outq_seen + (c->written - c->written_seen))
+			c->took_ms = clock_now_ms();
+		c->outq_seen = (uint64_t)outq;
+		c->written_seen = c->written;
+	}
+	return c->took_ms;
 }
 
 uint64_t

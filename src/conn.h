@@ -107,6 +107,11 @@ enum conn_fail conn_error(const struct conn *c);
 bool conn_write_failed(const struct conn *c);
 const char *conn_error_text(const struct conn *c);
 uint64_t conn_bytes_written(const struct conn *c);
+/* When the peer last took bytes (clock_now_ms() time; 0: never): the
+ * kernel or TLS took some of ours, or, sampled at this call (an ioctl:
+ * for timers, not for every write), the kernel's unsent queue shrank
+ * since the last call, so the peer read. */
+int64_t conn_progress_ms(struct conn *c);
 bool conn_is_tls(const struct conn *c);
 bool conn_session_reused(const struct conn *c);
 /* Still connecting or in the TLS handshake. */

@@ -85,6 +85,9 @@ struct down_ops {
 	bool (*tunnel_close_write)(struct exchange *x);
 	/* proxy_end is done with X: next request, or close for CAUSE. */
 	void (*finish)(struct exchange *x, enum end_cause cause);
+	/* When the client last took bytes of X (clock_now_ms() time, 0:
+	 * unknown), for stream_idle; may sample the socket (a syscall). */
+	int64_t (*progress)(struct exchange *x);
 };
 
 /* What proxy.c asks of the upstream codec, for the attempt's connection. */
@@ -116,6 +119,8 @@ struct up_ops {
 	bool (*close_write)(struct exchange *x);
 	/* close_write's end has reached the socket. */
 	bool (*write_closed)(const struct exchange *x);
+	/* When the upstream last took bytes of X (as down_ops.progress). */
+	int64_t (*progress)(struct exchange *x);
 };
 
 struct exchange {
@@ -154,7 +159,10 @@ struct exchange {
 	int64_t grpc_deadline_ms;	/* grpc-timeout: the whole call; 0 none */
 	int64_t try_deadline_ms;	/* this attempt, until the head */
 	int64_t connect_deadline_ms;	/* 0 once connected */
-	int64_t last_io_ms;		/* body/tunnel activity, after the head */
+	int64_t last_io_ms;		/* body/tunnel activity, after the head:
+					   bytes received, or handed on (the
+					   codecs' progress() adds what the
+					   sockets took, when stream_idle is due) */
 	uint32_t attempts;
 	uint32_t retries;
 	bool attempt_open;		/* its outcome is not recorded yet */

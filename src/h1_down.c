@@ -704,6 +704,12 @@ h1_send_trailers(struct exchange *x, const char *msg, const struct http_head *h)
 	(void)h;
 }
 
+static int64_t
+h1_progress(struct exchange *x)
+{
+	return conn_progress_ms(client_of(x)->c);
+}
+
 static bool
 h1_tunnel_start(struct exchange *x)
 {
@@ -813,6 +819,7 @@ static const struct down_ops h1_down_ops = {
 	.tunnel_start = h1_tunnel_start,
 	.tunnel_close_write = h1_tunnel_close_write,
 	.finish = h1_finish,
+	.progress = h1_progress,
 };
 
 /* --------------------------------------------------------- timers ---- */

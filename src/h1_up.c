@@ -231,6 +231,12 @@ h1_write_closed(const struct exchange *x)
 	return conn_write_closed(x->up->c);
 }
 
+static int64_t
+h1_progress(struct exchange *x)
+{
+	return conn_progress_ms(x->up->c);
+}
+
 const struct up_ops h1_up_ops = {
 	.start = h1_start,
 	.send = h1_send,
@@ -242,6 +248,7 @@ const struct up_ops h1_up_ops = {
 	.handover = h1_handover,
 	.close_write = h1_close_write,
 	.write_closed = h1_write_closed,
+	.progress = h1_progress,
 };
 
 /* ------------------------------------------------------- response ---- */

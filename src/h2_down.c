@@ -268,6 +268,9 @@ read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 	if (n > 0) {
 		memcpy(buf, buf_head(&st->out), n);
 		buf_consume(&st->out, n);
+		/* handed on, as the connection had room: stream_idle's
+		 * activity (what it holds leaving counts too: h2_progress) */
+		st->x.last_io_ms = clock_now_ms();
 	}
 	if (buf_len(&st->out) == 0) {
 		buf_shrink_if_empty(&st->out);
@@ -515,6 +518,22 @@ h2_finish(struct exchange *x, enum end_cause cause)
 	h2_flush(hc);
 }
 
+/* The client took bytes of the connection: this stream's too when its
+ * response waits for the connection, not for its own window, as its
+ * bytes are queued and the windows are open. */
+static int64_t
+h2_progress(struct exchange *x)
+{
+	struct h2stream *st = stream_of(x);
+	struct h2conn *hc = st->hc;
+
+	if (hc->closed || st->closed || buf_len(&st->out) == 0 ||
+	    nghttp2_session_get_stream_remote_window_size(hc->ng, st->id) <= 0 ||
+	    nghttp2_session_get_remote_window_size(hc->ng) <= 0)
+		return 0;
+	return conn_progress_ms(hc->c);
+}
+
 static const struct down_ops h2_down_ops = {
 	.send_continue = h2_send_continue,
 	.send_interim = h2_send_interim,
@@ -527,6 +546,7 @@ static const struct down_ops h2_down_ops = {
 	.send_trailers = h2_send_trailers,
 	.tunnel_start = h2_tunnel_start,
 	.finish = h2_finish,
+	.progress = h2_progress,
 };
 
 /* --------------------------------------------------------- request ---- */

@@ -207,6 +207,9 @@ read_req_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 		memcpy(buf, buf_head(&st->out), n);
 		buf_consume(&st->out, n);
 		st->sent_any = true;
+		/* handed on: stream_idle's activity (h2_progress) */
+		if (st->x != NULL)
+			st->x->last_io_ms = clock_now_ms();
 	}
 	if (buf_len(&st->out) == 0) {
 		buf_shrink_if_empty(&st->out);
@@ -1090,6 +1093,24 @@ h2_handover(struct exchange *from, struct exchange *to, bool head)
 		proxy_response_head(to, st->raw.p, &st->head, false);
 }
 
+/* The upstream took bytes of the connection: this stream's too when its
+ * request body waits for the connection, not for its own window. */
+static int64_t
+h2_progress(struct exchange *x)
+{
+	struct h2up_stream *st = x->up2;
+	struct h2up *s;
+
+	if (st == NULL)
+		return 0;
+	s = st->s;
+	if (s->closed || st->closed || st->id <= 0 || buf_len(&st->out) == 0 ||
+	    nghttp2_session_get_stream_remote_window_size(s->ng, st->id) <= 0 ||
+	    nghttp2_session_get_remote_window_size(s->ng) <= 0)
+		return 0;
+	return conn_progress_ms(s->u->c);
+}
+
 const struct up_ops h2_up_ops = {
 	.start = h2_start,
 	.send = h2_send,
@@ -1099,6 +1120,7 @@ const struct up_ops h2_up_ops = {
 	.request_sent = h2_request_sent,
 	.unprocessed = h2_unprocessed,
 	.handover = h2_handover,
+	.progress = h2_progress,
 };
 
 void

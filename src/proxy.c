@@ -832,6 +832,9 @@ proxy_request_body(struct exchange *x, const void *p, size_t n)
 		else
 			x->replayable = false;
 	}
+	/* after the head, body still coming is activity (a stream both
+	 * ways: its response may be quiet meanwhile) */
+	x->last_io_ms = clock_now_ms();
 	if (exchange_attached(x))
 		x->upops->send(x, p, n);
 }
@@ -1245,6 +1248,24 @@ grpc_deadline_passed(struct exchange *x)
 	}
 }
 
+/* stream_idle is due by what ferry received and handed on; either side
+ * may have taken bytes since, out of the socket buffers (a slow reader
+ * that ferry writes to only when the kernel's queue has room, while the
+ * other side waits paused): then the silence is shorter. Asked only
+ * when stream_idle is due, so the codecs may sample their sockets. */
+static int64_t
+last_taken(struct exchange *x)
+{
+	int64_t t = x->last_io_ms, p;
+
+	if (x->down->progress != NULL && (p = x->down->progress(x)) > t)
+		t = p;
+	if (exchange_attached(x) && x->upops->progress != NULL &&
+	    (p = x->upops->progress(x)) > t)
+		t = p;
+	return t;
+}
+
 static void
 exchange_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -1273,7 +1294,8 @@ exchange_timeout(evutil_socket_t fd, short what, void *arg)
 	} else if (x->grpc_deadline_ms && !x->tunnel && now >= x->grpc_deadline_ms) {
 		grpc_deadline_passed(x);
 		return;
-	} else if (now >= x->last_io_ms + x->svc->conf->timeouts.stream_idle) {
+	} else if (now >= x->last_io_ms + x->svc->conf->timeouts.stream_idle &&
+	    now >= (x->last_io_ms = last_taken(x)) + x->svc->conf->timeouts.stream_idle) {
 		static struct log_limit limit;
 
 		log_limited(&limit, LOG_INFO, "cut stream cause=\"idle %lldms\" upstream=%s",

@@ -218,9 +218,10 @@ class H2:
 
     # receiving
 
-    def pump(self, deadline):
-        """Read once (until deadline) and handle every complete frame;
-        False when nothing more can come (closed or deadline passed)."""
+    def pump(self, deadline, chunk=1 << 18):
+        """Read once (until deadline, up to CHUNK bytes) and handle every
+        complete frame; False when nothing more can come (closed or
+        deadline passed)."""
         if self.closed:
             return False
         left = deadline - time.monotonic()
@@ -228,7 +229,7 @@ class H2:
             return False
         try:
             self.sock.settimeout(left)
-            data = self.sock.recv(1 << 18)
+            data = self.sock.recv(chunk)
         except socket.timeout:
             return False
         except (ConnectionResetError, ssl.SSLError, OSError):
@@ -1096,6 +1097,31 @@ class FlowControlTest(H2Case):
         self.assertLess(rss.growth_kib(), RSS_SLACK_KIB, "RSS grew %d KiB" % rss.growth_kib())
         c.reset_stream(sid)
         self.assertEqual(c.get("/fine", authority="svc").status, 200)
+
+
+class SlowReaderTest(H2Case):
+    """stream_idle counts what the client takes (SPEC §6): a client that
+    opens its windows wide and reads its socket slowly but steadily drains
+    ferry's socket buffers while the upstream waits paused and nothing
+    comes in; that is no silence."""
+
+    routes = {"/big": large_body(6 << 20, seed=21)}
+    svc_extra = {"timeouts": {"stream_idle": "1s"}, "retries": {"max": 0}}
+
+    def test_slow_steady_reader_gets_the_whole_body(self):
+        c = self.h2(settings={S_INITIAL_WINDOW_SIZE: 1 << 30}, timeout=10)
+        c.send_frames(hf.WindowUpdateFrame(0, window_increment=(1 << 30) - 65535))
+        sid = c.request("/big")
+        deadline = time.monotonic() + 40
+        st = c.streams[sid]
+        while not st.ended and st.reset is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if not c.pump(deadline, chunk=65536):
+                break
+        self.assertIsNone(st.reset, "reset after %d bytes" % len(st.body))
+        self.assertTrue(st.ended, "not ended after %d bytes" % len(st.body))
+        self.assertEqual(sha256(bytes(st.body)), sha256(payload(6 << 20, seed=21)))
+        self.assertIsNone(self.log_entry("/big").get("error"))
 
 
 class ErrorsAndAccountingTest(H2Case):

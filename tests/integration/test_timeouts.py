@@ -1,10 +1,48 @@
 """Timeouts (SPEC §3 listeners and defaults.timeouts, §6)."""
 
 import re
+import socket
 import time
 
 import harness
-from harness import FerryTestCase, IncompleteMessage, delay, service, slow_body
+from harness import FerryTestCase, IncompleteMessage, delay, service, slow_body, wait_until
+
+# more than ferry's queue and the kernel's socket buffers hold (up to 4 MiB
+# each way on Linux), so the transfer waits on the reader
+SLOW_BODY = 6 << 20
+
+
+def read_slowly(sock, limit, until, chunk=65536, period=0.1, timeout=40):
+    """Reads SOCK 64 KiB every 100 ms, never pausing longer, until
+    until(bytes) or the end; (bytes, 'done' | 'eof' | 'reset')."""
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(out) <= limit and time.monotonic() < deadline:
+        time.sleep(period)
+        try:
+            data = sock.recv(chunk)
+        except ConnectionResetError:
+            return bytes(out), "reset"
+        if not data:
+            return bytes(out), "eof"
+        out += data
+        if until(out):
+            return bytes(out), "done"
+    raise AssertionError("read_slowly: over the limit or the deadline")
+
+
+def body_of(raw, size):
+    """The body after the head in RAW once SIZE bytes of it are there."""
+    head = raw.find(b"\r\n\r\n")
+    if head < 0 or len(raw) - head - 4 < size:
+        return None
+    return bytes(raw[head + 4:head + 4 + size])
+
+
+def wait_log(f, timeout=3):
+    wait_until(lambda: f.access_log(), timeout)
+    lines = f.access_log()
+    return lines[-1] if lines else {}
 
 
 class TimeoutsTest(FerryTestCase):
@@ -131,6 +169,41 @@ class TimeoutsTest(FerryTestCase):
             with self.assertRaises(IncompleteMessage):
                 c.read_response()
             self.assertLess(time.monotonic() - start, 4.0)
+
+    # stream_idle counts what either side takes, not only what ferry
+    # receives: a slow reader drains ferry's socket buffers while the
+    # upstream waits paused, and no byte comes in for a while
+
+    def test_stream_idle_spares_a_slow_steady_reader(self):
+        size = SLOW_BODY
+        up = self.upstream(harness.large_body(size))
+        f = self.ferry({"svc": service(up, retries={"max": 0}, timeouts={"stream_idle": "1s"})})
+        s = socket.create_connection(("127.0.0.1", f.outbound_port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(harness.build_request("GET", "/", [("Host", "svc")]))
+        got, end = read_slowly(s, limit=size + 4096, until=lambda b: body_of(b, size))
+        self.assertEqual(end, "done", "cut after %d bytes" % len(got))
+        self.assertEqual(body_of(got, size), harness.payload(size))
+        self.assertIsNone(wait_log(f).get("error"))
+
+    def test_stream_idle_cuts_a_reader_that_stops(self):
+        # reads a little, then nothing while ferry holds bytes for it
+        up = self.upstream(harness.large_body(SLOW_BODY))
+        f = self.ferry({"svc": service(up, retries={"max": 0}, timeouts={"stream_idle": "1s"})})
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", f.outbound_port))
+        self.addCleanup(s.close)
+        s.sendall(harness.build_request("GET", "/", [("Host", "svc")]))
+        s.recv(65536)
+        stopped = time.monotonic()
+        self.assertTrue(wait_until(lambda: f.access_log(), 6), "the stalled reader was not cut")
+        waited = time.monotonic() - stopped
+        self.assertEqual(f.access_log()[-1].get("error"), "stream_idle_timeout")
+        self.assertGreater(waited, 0.9, "cut before stream_idle")
+        # sampled when stream_idle is due: at most twice it
+        self.assertLess(waited, 4.0)
 
     # downstream connection timeouts
 

@@ -442,5 +442,94 @@ class InboundHalfCloseTest(FerryTestCase):
         self.assertEqual(last_log(self.f).get("error"), "client_read_error")
 
 
+
+SLOW = 6 << 20      # more than ferry's queue and the kernels' buffers hold
+
+
+def read_slowly(sock, chunk=65536, period=0.1, timeout=40):
+    """Reads SOCK 64 KiB every 100 ms to its end: (bytes, end) as
+    read_to_eof. Never silent for longer: a tunnel cut for stream_idle
+    while it reads was cut with bytes moving."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.suppress_ragged_eofs = False
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(period)
+        took = 0
+        # up to CHUNK now (a TLS recv gives one record: 16 KiB)
+        while took < chunk:
+            try:
+                data = sock.recv(chunk - took)
+            except ssl.SSLZeroReturnError:
+                return bytes(out), "eof"
+            except ssl.SSLEOFError:
+                return bytes(out), "ragged"
+            except ConnectionResetError:
+                return bytes(out), "reset"
+            if not data:
+                return bytes(out), "eof"
+            out += data
+            took += len(data)
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and \
+                    not select.select([sock], [], [], 0)[0]:
+                break
+    raise AssertionError("read_slowly: no end within %ss" % timeout)
+
+
+class SlowReaderTest(FerryTestCase):
+    """stream_idle counts the bytes a side takes: a slow but steady reader
+    drains ferry's socket buffers while the other side waits paused and
+    nothing comes in; that is no silence (SPEC §6)."""
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream()
+        self.f = self.ferry({"svc": service(self.up, retries={"max": 0},
+                                            timeouts={"stream_idle": "1s"})})
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.f.outbound_port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(upgrade_request())
+        r = Reader(s)
+        read_101(r)
+        return s, r
+
+    def test_slow_app_reading_the_upstream(self):
+        data = payload(SLOW, seed=7)
+
+        def body(conn, peer):
+            conn.send(data)
+            conn.close()
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        got, end = read_slowly(s)
+        got = bytes(r.buf) + got
+        self.assertEqual(len(got), SLOW, "cut after %d of %d bytes" % (len(got), SLOW))
+        self.assertEqual(end, "eof")
+        self.assertTrue(got == data, "the bytes changed on the way")
+        s.shutdown(socket.SHUT_WR)     # both ways closed: the tunnel is done
+        self.assertIsNone(last_log(self.f).get("error"))
+
+    def test_slow_upstream_reading_the_app(self):
+        data = payload(SLOW, seed=8)
+
+        def body(conn, peer):
+            got, end = read_slowly(conn.sock)
+            peer.got, peer.end = got, end
+            if end == "eof":
+                conn.send(b"all read")
+                conn.close()
+        self.up.behaviour, peer = behaviour(body)
+        s, r = self.connect()
+        sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)),
+                                  daemon=True)
+        sender.start()
+        peer.assert_got(self, data, timeout=45)
+        self.assertEqual(r.read_exact(8), b"all read")
+        self.assertIsNone(last_log(self.f).get("error"))
+
+
 if __name__ == "__main__":
     harness.main()
