@@ -1057,10 +1057,15 @@ conn_progress_ms(struct conn *c)
 	 * than at the last sample, with what was written since added, and
 	 * the peer took some. TLS: WRITTEN counts plaintext, which is less
 	 * than the records the socket got: a drain of a record's overhead
-	 * or less may go unseen, and none is seen that did not happen. */
+	 * or less may go unseen, and none is seen that did not happen.
+	 * A queue empty now and at the last sample (or with none before)
+	 * held nothing for the peer to be slow with: what was written since
+	 * went as it was written, and TOOK_MS already says when; claimed
+	 * as taken now, every silent stream would live twice stream_idle. */
 	if (c->fd >= 0 && c->state == CS_OPEN && ioctl(c->fd, SIOCOUTQ, &outq) == 0 &&
 	    outq >= 0) {
-		if ((uint64_t)outq < c->outq_seen + (c->written - c->written_seen))
+		if ((outq > 0 || c->outq_seen > 0) &&
+		    (uint64_t)outq < c->outq_seen + (c->written - c->written_seen))
 			c->took_ms = clock_now_ms();
 		c->outq_seen = (uint64_t)outq;
 		c->written_seen = c->written;

@@ -160,6 +160,23 @@ class TimeoutsTest(FerryTestCase):
         self.assertGreater(elapsed, 0.8)
         self.assertLess(elapsed, 4.0, "stalled body not cut by stream_idle")
 
+    def test_stream_idle_cuts_a_silent_body_once_due(self):
+        # the client read all it got and the upstream went silent: no
+        # socket holds a byte for either side, so nothing was taken since
+        # the last write; the cut is due at stream_idle, not twice it
+        up = self.upstream(slow_body([b"a" * 100], interval=0, declared=1000))
+        f = self.ferry({"svc": service(up, retries={"max": 0},
+                                       timeouts={"stream_idle": "1s"})})
+        with f.client(timeout=6) as c:
+            c.send(harness.build_request("GET", "/", [("Host", "svc")]))
+            start = time.monotonic()
+            with self.assertRaises(IncompleteMessage):
+                c.read_response()
+            elapsed = time.monotonic() - start
+        self.assertGreater(elapsed, 0.8)
+        self.assertLess(elapsed, 1.6, "a silent stream lived past stream_idle")
+        self.assertEqual(wait_log(f).get("error"), "stream_idle_timeout")
+
     def test_stream_idle_cuts_stalled_chunked_body(self):
         up = self.upstream(slow_body([b"a" * 100, b"b" * 100], interval=30, chunked=True))
         f = self.ferry({"svc": service(up, timeouts={"stream_idle": "1s"})})
