@@ -482,6 +482,15 @@ h2_tunnel_start(struct exchange *x)
 	return false;
 }
 
+/* Why ferry ends the connection, for the streams it still has (h2_close):
+ * the first reason stands, not one that came of it. */
+static void
+h2_cut_for(struct h2conn *hc, enum end_cause cause)
+{
+	if (hc->cut_cause == END_DONE)
+		hc->cut_cause = cause;
+}
+
 /* Tells the peer to calm down: GOAWAY ENHANCE_YOUR_CALM, then close. */
 static void
 h2_calm(struct h2conn *hc, const char *why)
@@ -493,6 +502,9 @@ h2_calm(struct h2conn *hc, const char *why)
 	hc->calm = true;
 	log_limited(&limit, LOG_WARN, "HTTP/2 peer %s: %s; GOAWAY ENHANCE_YOUR_CALM",
 	    hc->peer, why);
+	/* now, not when the GOAWAY leaves: a client that does not read may
+	 * keep it queued until the connection goes */
+	h2_cut_for(hc, END_CLIENT_PROTOCOL_ERROR);
 	nghttp2_session_terminate_session(hc->ng, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
@@ -985,9 +997,8 @@ on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 
 	/* ferry's GOAWAY with an error, nghttp2's for a protocol error or
 	 * ferry's ENHANCE_YOUR_CALM: the streams still open end for it */
-	if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
-	    hc->cut_cause == END_DONE)
-		hc->cut_cause = END_CLIENT_PROTOCOL_ERROR;
+	if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
+		h2_cut_for(hc, END_CLIENT_PROTOCOL_ERROR);
 	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
 	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
 	    nghttp2_session_get_stream_remote_close(ng, frame->hd.stream_id) == 0 &&
@@ -1161,8 +1172,10 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 		    (long long)hc->lis->conf->header_read_timeout);
 		/* the block's stream, while no response head of its left:
 		 * the operator sees the 408 HTTP/1 would have got (access
-		 * log, errors_total), for a request head as for trailers */
-		if (st != NULL && !st->x.resp_head)
+		 * log, errors_total), for a request head as for trailers;
+		 * not once ferry ended the connection for another cause
+		 * (a GOAWAY with an error that the client does not read) */
+		if (st != NULL && !st->x.resp_head && hc->cut_cause == END_DONE)
 			proxy_error_unanswered(&st->x, FE_REQUEST_TIMEOUT, st->x.live ?
 			    "request trailers not complete in time" :
 			    "request head not complete in time");
@@ -1170,7 +1183,7 @@ h2_timeout(evutil_socket_t fd, short what, void *arg)
 		 * response was under way) is cut because ferry ends the
 		 * connection the client stalled, not because the client
 		 * closed it */
-		hc->cut_cause = END_CLIENT_TIMEOUT;
+		h2_cut_for(hc, END_CLIENT_TIMEOUT);
 		if (!hc->goaway_final)
 			h2_goaway_final(hc);
 		h2_flush_now(hc);
@@ -1221,8 +1234,7 @@ h2_process(struct h2conn *hc)
 		if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rv == NGHTTP2_ERR_FLOODED) {
 			/* closed without a GOAWAY: a flood is the client's
 			 * doing all the same */
-			if (hc->cut_cause == END_DONE)
-				hc->cut_cause = END_CLIENT_PROTOCOL_ERROR;
+			h2_cut_for(hc, END_CLIENT_PROTOCOL_ERROR);
 			h2_doom(hc);
 			return;
 		}

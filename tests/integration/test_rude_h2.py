@@ -169,6 +169,31 @@ class RudeH2Cases:
         self.assertEqual(self.parallel_request("/head-other"), 200)
         self.assert_still_serves()
 
+    def test_calm_queued_behind_a_stalled_connection_is_the_clients_doing(self):
+        """A PING flood while the client reads nothing: ferry's GOAWAY
+        ENHANCE_YOUR_CALM waits behind the full socket and never leaves.
+        The streams cut when the connection goes are still the client's
+        protocol error, not a close of the client's."""
+        flood = Flood(response_bytes(200, [("Content-Length", str(1 << 40))], length=False))
+        self.up.behaviour = gated(None, {"/flood": flood, "/wait": waiting})
+        c = self.connect(rcvbuf=4096, settings={S_INITIAL_WINDOW_SIZE: MAX_WINDOW})
+        c.send_frames(hf.WindowUpdateFrame(0, window_increment=MAX_WINDOW - 65535))
+        c.request("/flood", headers=self.headers())
+        flood.wait_stalled(self)
+        c.request("/wait", headers=self.headers())
+        self.up.wait_requests(2)
+        c.send_frames(*[hf.PingFrame(0, opaque_data=b"%08d" % i) for i in range(300)])
+        time.sleep(0.3)             # read, and answered with a GOAWAY that waits
+        rst_close(c.sock)
+        def logged():
+            d = {e.get("path"): e for e in self.f.access_log()}
+            return d if "/flood" in d and "/wait" in d else None
+        got = wait_until(logged, 4, interval=0.05)
+        self.assertTrue(got, self.f.access_log())
+        self.assertEqual({p: (got[p]["error"], got[p]["fate"]) for p in ("/flood", "/wait")},
+                         {p: ("client_protocol_error", "rejected") for p in ("/flood", "/wait")})
+        self.assert_still_serves()
+
     def test_interim_heads_wait_behind_a_stalled_connection(self):
         """Back-pressure on interim responses: while the connection's
         output is over the high mark (a stream the client does not read),
