@@ -261,13 +261,18 @@ class InboundH2ResetTest(RudeH2Cases, FerryTestCase):
     def setUp(self):
         super().setUp()
         self.up = self.upstream(tls=False)
+        self.start_inbound()
+
+    def start_inbound(self, **listener):
+        """ferry with an inbound listener (key K) to self.up, and the TLS
+        context of an allowed peer (self.ctx)."""
         p = pki()
         self.port = free_port()
-        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": {
+        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": dict({
             "address": "127.0.0.1:%d" % self.port,
             "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
             "auth": {"keys_env": ["K"]},
-            "local_app": self.up.address}})
+            "local_app": self.up.address}, **listener)})
         self.ctx = ssl.create_default_context(cafile=p.ca.cert)
         self.ctx.check_hostname = False
         self.ctx.load_cert_chain(p.client.cert, p.client.key)
@@ -832,21 +837,12 @@ class StalledBlockH2Test(StalledBlockCases, FerryTestCase):
     direction = "inbound"
     svc = "local_app"
     tls_socket = InboundH2ResetTest.tls_socket
+    start_inbound = InboundH2ResetTest.start_inbound
 
     def setUp(self):
         super().setUp()
         self.up = self.upstream(gated(None, STALL_ROUTES), tls=False)
-        p = pki()
-        self.port = free_port()
-        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": {
-            "address": "127.0.0.1:%d" % self.port,
-            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
-            "auth": {"keys_env": ["K"]},
-            "local_app": self.up.address,
-            "header_read_timeout": "1s", "idle_timeout": "30s"}})
-        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
-        self.ctx.check_hostname = False
-        self.ctx.load_cert_chain(p.client.cert, p.client.key)
+        self.start_inbound(header_read_timeout="1s", idle_timeout="30s")
 
     def headers(self):
         return [("x-service-auth", KEY)]

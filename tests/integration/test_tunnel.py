@@ -70,18 +70,24 @@ def read_to_eof(sock, limit=64 << 20):
         sock.suppress_ragged_eofs = False
     out = bytearray()
     while len(out) <= limit:
-        try:
-            data = sock.recv(1 << 16)
-        except ssl.SSLZeroReturnError:
-            return bytes(out), "eof"
-        except ssl.SSLEOFError:
-            return bytes(out), "ragged"
-        except ConnectionResetError:
-            return bytes(out), "reset"
-        if not data:
-            return bytes(out), "eof"
+        data = recv_or_end(sock, 1 << 16)
+        if isinstance(data, str):
+            return bytes(out), data
         out += data
     raise AssertionError("more than %d bytes" % limit)
+
+
+def recv_or_end(sock, n):
+    """Up to N bytes of SOCK, or how it ended (as read_to_eof says)."""
+    try:
+        data = sock.recv(n)
+    except ssl.SSLZeroReturnError:
+        return "eof"
+    except ssl.SSLEOFError:
+        return "ragged"
+    except ConnectionResetError:
+        return "reset"
+    return data or "eof"
 
 
 class Peer:
@@ -459,16 +465,9 @@ def read_slowly(sock, chunk=65536, period=0.1, timeout=40):
         took = 0
         # up to CHUNK now (a TLS recv gives one record: 16 KiB)
         while took < chunk:
-            try:
-                data = sock.recv(chunk - took)
-            except ssl.SSLZeroReturnError:
-                return bytes(out), "eof"
-            except ssl.SSLEOFError:
-                return bytes(out), "ragged"
-            except ConnectionResetError:
-                return bytes(out), "reset"
-            if not data:
-                return bytes(out), "eof"
+            data = recv_or_end(sock, chunk - took)
+            if isinstance(data, str):
+                return bytes(out), data
             out += data
             took += len(data)
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and \
