@@ -220,6 +220,20 @@ tunnel_distrusted(struct client *cl, const char *why)
 	proxy_end(&cl->rq->x, END_PEER_UNTRUSTED);
 }
 
+/* Why the tunnel of CL no longer stands under IN, the reloaded config
+ * (SAME_CA: its client_ca bytes did not change), or NULL. */
+static const char *
+tunnel_distrust_reason(struct client *cl, const struct conf_inbound *in, bool same_ca)
+{
+	if (cl->peer_id == NULL || !inbound_peer_allowed(in, cl->peer_id))
+		return "its identity is no longer in allowed_peers";
+	if (!proxy_tunnel_key_stands(&cl->rq->x))
+		return "its x-service-auth is no longer among the accepted keys";
+	if (!same_ca && !tls_peer_trusted(conn_ssl(cl->c), in->ctx))
+		return "the reloaded client_ca does not trust its certificate";
+	return NULL;
+}
+
 /* A reload changed the inbound client_ca: connections verified under the
  * old one carry no more requests (admit_inbound refuses them). Those
  * between requests close now, those with one in flight once it is done,
@@ -234,6 +248,7 @@ inbound_trust_reconf(struct listener *l)
 {
 	const struct conf_inbound *in = &l->w->gen->conf->inbound;
 	struct client *cl, *next;
+	const char *why;
 	bool same_ca;
 
 	if (l->kind != LK_INBOUND || !in->enabled)
@@ -244,21 +259,13 @@ inbound_trust_reconf(struct listener *l)
 			continue;
 		same_ca = tls_same_client_ca(SSL_get_SSL_CTX(conn_ssl(cl->c)), in->ctx);
 		if (cl->state == CL_TUNNEL && cl->rq->x.live &&
-		    (cl->peer_id == NULL || !inbound_peer_allowed(in, cl->peer_id))) {
-			tunnel_distrusted(cl, "its identity is no longer in allowed_peers");
-			continue;
-		}
-		if (cl->state == CL_TUNNEL && cl->rq->x.live &&
-		    !proxy_tunnel_key_stands(&cl->rq->x)) {
-			tunnel_distrusted(cl, "its x-service-auth is no longer among the accepted keys");
+		    (why = tunnel_distrust_reason(cl, in, same_ca)) != NULL) {
+			tunnel_distrusted(cl, why);
 			continue;
 		}
 		if (same_ca)
 			continue;
-		if (cl->state == CL_TUNNEL && cl->rq->x.live &&
-		    !tls_peer_trusted(conn_ssl(cl->c), in->ctx))
-			tunnel_distrusted(cl, "the reloaded client_ca does not trust its certificate");
-		else if (cl->rq != NULL && cl->rq->x.live)
+		if (cl->rq != NULL && cl->rq->x.live)
 			cl->rq->x.close_after = true;
 		else if (cl->state == CL_IDLE)
 			client_teardown(cl, "client_ca changed");

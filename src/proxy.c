@@ -874,8 +874,8 @@ proxy_tunnel_up(struct exchange *x, const void *p, size_t n)
  * WebSocket's closing frames, the answer to a last message). Nothing
  * else changes: a side that half-closed is no longer read, so the bytes
  * held for it stay under the high mark, and stream_idle, counted from
- * the last byte or FIN that came, ends a tunnel whose other side never
- * closes. The tunnel is done when both sides closed and the upstream took
+ * the last byte or FIN that came or was taken (last_taken), ends a tunnel
+ * whose other side never closes. The tunnel is done when both sides closed and the upstream took
  * what was queued for it; the client's queue is flushed by its codec's
  * close (finish).
  */

@@ -1563,6 +1563,25 @@ class FerryTestCase(unittest.TestCase):
         self._ferries.append(f)
         return f.start()
 
+    def start_inbound(self, local_app, key, alpn=None, listener=(), **cfg_kw):
+        """ferry (self.f) with an mTLS inbound listener on self.port to
+        LOCAL_APP, accepting KEY, and the TLS context of an allowed peer
+        (self.ctx, offering ALPN). LISTENER adds to the listener's keys,
+        CFG_KW to the config's."""
+        p = pki()
+        self.port = free_port()
+        self.f = self.ferry({}, env={"K": key}, listeners={"inbound": dict({
+            "address": "127.0.0.1:%d" % self.port,
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["K"]},
+            "local_app": local_app}, **dict(listener))}, **cfg_kw)
+        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
+        self.ctx.check_hostname = False
+        self.ctx.load_cert_chain(p.client.cert, p.client.key)
+        if alpn:
+            self.ctx.set_alpn_protocols(alpn)
+        return self.f
+
     # assertions
 
     def assert_ferry_error(self, resp, status, code, message_re=None, correlation_id=None):

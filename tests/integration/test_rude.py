@@ -314,18 +314,7 @@ class InboundResetTest(FerryTestCase):
     def setUp(self):
         super().setUp()
         self.app = self.upstream(tls=False)
-        p = pki()
-        port = free_port()
-        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": {
-            "address": "127.0.0.1:%d" % port,
-            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
-            "auth": {"keys_env": ["K"]},
-            "local_app": self.app.address}})
-        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
-        self.ctx.check_hostname = False
-        self.ctx.load_cert_chain(p.client.cert, p.client.key)
-        self.ctx.set_alpn_protocols(["http/1.1"])
-        self.port = port
+        self.start_inbound(self.app.address, KEY, alpn=["http/1.1"])
 
     def connect(self, sock=None):
         sock = sock or socket.socket()

@@ -261,21 +261,7 @@ class InboundH2ResetTest(RudeH2Cases, FerryTestCase):
     def setUp(self):
         super().setUp()
         self.up = self.upstream(tls=False)
-        self.start_inbound()
-
-    def start_inbound(self, **listener):
-        """ferry with an inbound listener (key K) to self.up, and the TLS
-        context of an allowed peer (self.ctx)."""
-        p = pki()
-        self.port = free_port()
-        self.f = self.ferry({}, env={"K": KEY}, listeners={"inbound": dict({
-            "address": "127.0.0.1:%d" % self.port,
-            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
-            "auth": {"keys_env": ["K"]},
-            "local_app": self.up.address}, **listener)})
-        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
-        self.ctx.check_hostname = False
-        self.ctx.load_cert_chain(p.client.cert, p.client.key)
+        self.start_inbound(self.up.address, KEY)
 
     def headers(self):
         return [("x-service-auth", KEY)]
@@ -453,6 +439,16 @@ class HeldHeadResetTest(FerryTestCase):
         self.assertEqual((r.status, r.header("x-for"), r.body), (200, "/next", b"body of /next"))
 
 
+def closed_by_header_timeout(test, c):
+    """C, its client just sent a header block it will not finish, is
+    closed after header_read_timeout (1s in these tests), not before."""
+    start = time.monotonic()
+    c.wait(lambda: c.closed, 4)
+    test.assertTrue(c.closed, "a header block begun 4s ago, with header_read_timeout 1s, "
+                    "still holds its connection")
+    test.assertGreater(time.monotonic() - start, 0.8, "closed before header_read_timeout")
+
+
 def assert_header_timeout_seen(test, c, direction, service):
     """The peer of C, whose header block never ended, was told GOAWAY
     before the close, and the operator sees it as HTTP/1's 408: one access
@@ -498,11 +494,7 @@ class HeldOpenH2cTest(FerryTestCase):
         block = c.header_block([(":method", "GET"), (":scheme", "http"),
                                 (":authority", "svc"), (":path", "/held")])
         c.send_frames(hf.HeadersFrame(sid, data=block[:6], flags=set()))
-        start = time.monotonic()
-        c.wait(lambda: c.closed, 4)
-        self.assertTrue(c.closed, "a header block begun 4s ago, with header_read_timeout 1s, "
-                        "still holds its connection")
-        self.assertGreater(time.monotonic() - start, 0.8, "closed before header_read_timeout")
+        closed_by_header_timeout(self, c)
         assert_header_timeout_seen(self, c, "outbound", "")
         self.assertEqual(up.requests, [], "an unfinished head reached the service")
         self.assertEqual(self.f.get("/other", host="svc").status, 200)
@@ -551,11 +543,7 @@ class HeldOpenH2Test(FerryTestCase):
         sid = c.new_sid()
         block = self.head(c, "/held")
         c.send_frames(hf.HeadersFrame(sid, data=block[:8], flags=set()))
-        start = time.monotonic()
-        c.wait(lambda: c.closed, 4)
-        self.assertTrue(c.closed, "a header block begun 4s ago, with header_read_timeout 1s, "
-                        "still holds its connection")
-        self.assertGreater(time.monotonic() - start, 0.8, "closed before header_read_timeout")
+        closed_by_header_timeout(self, c)
         assert_header_timeout_seen(self, c, "inbound", "local_app")
         self.assertEqual(self.up.requests, [], "an unfinished head reached the app")
         self.assertEqual(self.parallel_request("/other"), 200)
@@ -674,11 +662,7 @@ class StalledBlockCases:
         closed after header_read_timeout, with a GOAWAY first."""
         c.auto = False
         c.send_frames(frame)
-        start = time.monotonic()
-        c.wait(lambda: c.closed, 4)
-        self.assertTrue(c.closed, "a header block begun 4s ago, with header_read_timeout 1s, "
-                        "still holds its connection")
-        self.assertGreater(time.monotonic() - start, 0.8, "closed before header_read_timeout")
+        closed_by_header_timeout(self, c)
         self.assertTrue(c.goaways, "closed without a GOAWAY: frames %r" % c.frames[-5:])
 
     def logged(self, paths):
@@ -747,7 +731,7 @@ class StalledBlockCases:
         # another stream waits meanwhile
         c = self.connect()
         sid = self.post(c, "/wait-trailers")
-        other = c.request("/wait-other", headers=self.headers())
+        c.request("/wait-other", headers=self.headers())
         req = self.up.wait_requests(2)
         block = c.header_block([("x-sum", "5")])
         self.stall(c, hf.HeadersFrame(sid, data=block[:1], flags={"END_STREAM"}))
@@ -837,12 +821,12 @@ class StalledBlockH2Test(StalledBlockCases, FerryTestCase):
     direction = "inbound"
     svc = "local_app"
     tls_socket = InboundH2ResetTest.tls_socket
-    start_inbound = InboundH2ResetTest.start_inbound
 
     def setUp(self):
         super().setUp()
         self.up = self.upstream(gated(None, STALL_ROUTES), tls=False)
-        self.start_inbound(header_read_timeout="1s", idle_timeout="30s")
+        self.start_inbound(self.up.address, KEY,
+                           listener={"header_read_timeout": "1s", "idle_timeout": "30s"})
 
     def headers(self):
         return [("x-service-auth", KEY)]

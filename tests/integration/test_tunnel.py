@@ -17,7 +17,7 @@ import threading
 import time
 
 import harness
-from harness import (FerryTestCase, Reader, build_request, free_port, payload, pki, service,
+from harness import (FerryTestCase, Reader, build_request, payload, service,
                      sha256, wait_until)
 
 KEY = "tunnel-inbound-key-0123456789"
@@ -352,20 +352,8 @@ class InboundHalfCloseTest(FerryTestCase):
     def setUp(self):
         super().setUp()
         self.app = self.upstream(tls=False)
-        p = pki()
-        port = free_port()
-        self.f = self.ferry({}, env={"K": KEY}, defaults={"timeouts": {"stream_idle": "1500ms"}},
-                            listeners={"inbound": {
-                                "address": "127.0.0.1:%d" % port,
-                                "tls": {"cert": p.server.cert, "key": p.server.key,
-                                        "client_ca": p.ca.cert},
-                                "auth": {"keys_env": ["K"]},
-                                "local_app": self.app.address}})
-        self.ctx = ssl.create_default_context(cafile=p.ca.cert)
-        self.ctx.check_hostname = False
-        self.ctx.load_cert_chain(p.client.cert, p.client.key)
-        self.ctx.set_alpn_protocols(["http/1.1"])
-        self.port = port
+        self.start_inbound(self.app.address, KEY, alpn=["http/1.1"],
+                           defaults={"timeouts": {"stream_idle": "1500ms"}})
 
     def connect(self):
         raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
