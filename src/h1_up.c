@@ -92,6 +92,7 @@ h1_start(struct exchange *x)
 		metrics_conn_opened(x->w->ms, exchange_metrics_id(x));
 	}
 	x->up->requests++;
+	x->up->sent_before = conn_bytes_written(x->up->c);
 	x->up->parsed = 0;
 	http_parser_reset(&x->up->parser);
 	if (alpn_pending(x))
@@ -180,12 +181,13 @@ h1_release(struct exchange *x, bool reusable)
 static bool
 h1_request_sent(const struct exchange *x)
 {
-	return conn_bytes_written(x->up->c) > 0;
+	return conn_bytes_written(x->up->c) > x->up->sent_before;
 }
 
 /* The keep-alive race: a reused connection closed before any of the
- * response came, and nothing was written, or only an idempotent request
- * that is whole in the replay copy. */
+ * response came, and nothing of this request was written (the bytes of
+ * the requests before it count for nothing), or only an idempotent
+ * request that is whole in the replay copy. */
 static bool
 h1_unprocessed(const struct exchange *x)
 {
@@ -193,7 +195,7 @@ h1_unprocessed(const struct exchange *x)
 
 	if (!u->reused)
 		return false;
-	if (conn_bytes_written(u->c) == 0)
+	if (conn_bytes_written(u->c) == u->sent_before)
 		return true;
 	return x->idempotent && x->replayable && buf_len(&u->in) == 0;
 }

@@ -17,6 +17,144 @@
 
 static struct log_limit emfile_limit;
 
+/*
+ * Connections go to the worker that holds fewest. SO_REUSEPORT picks a
+ * worker by hashing a connection's addresses, and a sidecar's app often
+ * keeps only a few connections: all of them may hash to one worker while
+ * the others idle (with 64, one worker served 62% of a benchmark's load).
+ * A worker that accepts while a sibling holds fewer hands the connection
+ * over before reading a byte of it, as HAProxy's accept does; keep-alive
+ * connections pay for that once.
+ */
+struct handoff {
+	struct worker *from;
+	enum listener_kind kind;
+	struct sockaddr_storage local;	/* the listening address */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	int fd;				/* owned */
+};
+
+static uint32_t
+worker_load(struct worker *w)
+{
+	return atomic_load_explicit(&w->n_clients, memory_order_relaxed) +
+	    atomic_load_explicit(&w->n_incoming, memory_order_relaxed);
+}
+
+static bool
+same_local(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		    memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return false;
+}
+
+/* W's listener for H's address: an open one, else (CLOSED_TOO) one a
+ * reload closed, whose connections still hold it. */
+static struct listener *
+listener_twin(struct worker *w, const struct handoff *h, bool closed_too)
+{
+	struct listener *l, *closed = NULL;
+
+	for (l = w->listeners; l; l = l->next) {
+		if (l->kind != h->kind || !same_local(&l->local, &h->local))
+			continue;
+		if (l->fd >= 0)
+			return l;
+		closed = l;
+	}
+	return closed_too ? closed : NULL;
+}
+
+static void
+handoff_drop(void *arg)
+{
+	struct handoff *h = arg;
+
+	close(h->fd);
+	free(h);
+}
+
+/* Back on the worker that accepted it: the sibling had no listener for it
+ * (a reload got there first) or its listener was full. Served here even
+ * past max_connections, under which it was accepted. */
+static void
+handoff_home(struct worker *w, void *arg)
+{
+	struct handoff *h = arg;
+	struct listener *l = listener_twin(w, h, true);
+
+	if (l == NULL) {
+		handoff_drop(h);
+		return;
+	}
+	l->accept(l, h->fd, (const struct sockaddr *)&h->peer, h->peer_len);
+	free(h);
+}
+
+static void
+handoff_take(struct worker *w, void *arg)
+{
+	struct handoff *h = arg;
+	struct listener *l = listener_twin(w, h, false);
+
+	atomic_fetch_sub_explicit(&w->n_incoming, 1, memory_order_relaxed);
+	if (l != NULL && l->n_clients < l->conf->max_connections) {
+		l->accept(l, h->fd, (const struct sockaddr *)&h->peer, h->peer_len);
+		free(h);
+	} else if (!worker_post_owning(h->from, handoff_home, handoff_drop, h)) {
+		handoff_drop(h);
+	}
+}
+
+/* True when a sibling of L's worker holding fewer connections took FD. */
+static bool
+hand_off(struct listener *l, int fd, const struct sockaddr_storage *peer, socklen_t len)
+{
+	struct worker *w = l->w, *to = NULL;
+	uint32_t least = worker_load(w);
+	struct handoff *h;
+
+	for (uint32_t i = 0; i < w->n_siblings; i++) {
+		struct worker *s = &w->siblings[i];
+		uint32_t n = s == w ? UINT32_MAX : worker_load(s);
+
+		if (n < least) {
+			least = n;
+			to = s;
+		}
+	}
+	/* kept, equal counts stay equal; handed, one more than the
+	 * sibling's becomes one fewer */
+	if (to == NULL || (h = malloc(sizeof(*h))) == NULL)
+		return false;
+	h->from = w;
+	h->kind = l->kind;
+	h->local = l->local;
+	memcpy(&h->peer, peer, len);
+	h->peer_len = len;
+	h->fd = fd;
+	atomic_fetch_add_explicit(&to->n_incoming, 1, memory_order_relaxed);
+	if (!worker_post_owning(to, handoff_take, handoff_drop, h)) {
+		atomic_fetch_sub_explicit(&to->n_incoming, 1, memory_order_relaxed);
+		free(h);
+		return false;
+	}
+	return true;
+}
+
 int
 listener_socket(const struct conf_addr *a, bool reuseport, char *err, size_t errlen)
 {
@@ -114,7 +252,8 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		l->accept(l, cfd, (struct sockaddr *)&ss, len);
+		if (l->w == NULL || !hand_off(l, cfd, &ss, len))
+			l->accept(l, cfd, (struct sockaddr *)&ss, len);
 	}
 }
 
@@ -149,9 +288,12 @@ listener_new(struct worker *w, enum listener_kind kind, const struct conf_listen
     size_t service, int fd)
 {
 	struct listener *l = listener_start(w->base, conf, fd, proxy_accept, NULL);
+	socklen_t len = sizeof(l->local);
 
 	if (l == NULL)
 		return NULL;
+	if (getsockname(fd, (struct sockaddr *)&l->local, &len) != 0)
+		l->local.ss_family = AF_UNSPEC;		/* has no twin */
 	l->w = w;
 	l->kind = kind;
 	l->service = service;

@@ -26,6 +26,7 @@ struct upconn {
 	int64_t born_ms;
 	int64_t expire_ms;		/* idle: close at this time */
 	uint32_t requests;
+	uint64_t sent_before;		/* conn_bytes_written when this request began */
 	const void *session_saved;	/* the SSL_SESSION last copied to ep */
 	struct buf in;
 	uint32_t parsed;		/* head bytes already parsed */

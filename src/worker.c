@@ -22,6 +22,7 @@
 
 struct mail {
 	mail_fn fn;
+	void (*drop)(void *arg);
 	void *arg;
 	struct mail *next;
 };
@@ -485,6 +486,12 @@ mail_deliver(evutil_socket_t fd, short what, void *arg)
 bool
 worker_post(struct worker *w, mail_fn fn, void *arg)
 {
+	return worker_post_owning(w, fn, NULL, arg);
+}
+
+bool
+worker_post_owning(struct worker *w, mail_fn fn, void (*drop)(void *arg), void *arg)
+{
 	struct mail *m = malloc(sizeof(*m));
 
 	if (m == NULL) {
@@ -492,6 +499,7 @@ worker_post(struct worker *w, mail_fn fn, void *arg)
 		return false;
 	}
 	m->fn = fn;
+	m->drop = drop;
 	m->arg = arg;
 	pthread_mutex_lock(&w->mail_lock);
 	m->next = w->mail;
@@ -880,6 +888,8 @@ worker_free(struct worker *w)
 	services_free(w);
 	for (m = w->mail; m; m = mnext) {
 		mnext = m->next;
+		if (m->drop)
+			m->drop(m->arg);
 		free(m);
 	}
 	exporter_free(w->exporter);

@@ -122,6 +122,7 @@ struct listener {
 	 * oldest's idle_timeout (h1_down.c; the timer made when first needed) */
 	struct client *idle_first, *idle_last;
 	struct event *ev_idle;
+	struct sockaddr_storage local;	/* bound address: its twins on siblings share it */
 	struct listener *next;
 };
 
@@ -197,6 +198,7 @@ struct worker {
 	pthread_mutex_t mail_lock;
 	struct mail *mail;
 	_Atomic uint32_t n_clients;
+	_Atomic uint32_t n_incoming;	/* connections siblings handed it, not yet taken */
 	_Atomic uint32_t conns_outbound;	/* downstream_connections gauge */
 	_Atomic uint32_t conns_inbound;
 	struct client *clients;		/* every open HTTP/1 downstream connection */
@@ -225,6 +227,9 @@ timer_at(struct event *ev, int64_t at_ms, int64_t now_ms)
 typedef void (*mail_fn)(struct worker *w, void *arg);
 /* False when out of memory: ARG was not posted. */
 bool worker_post(struct worker *w, mail_fn fn, void *arg);
+/* Also DROP(ARG) if W ends before the mail is delivered: for an ARG that
+ * holds a resource (a descriptor). */
+bool worker_post_owning(struct worker *w, mail_fn fn, void (*drop)(void *arg), void *arg);
 
 int worker_init(struct worker *w, const struct worker_deps *deps, int id,
     struct config *conf);

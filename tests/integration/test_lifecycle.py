@@ -116,7 +116,8 @@ def server_b():
 class TLSClient:
     """A keep-alive mTLS connection to ferry's inbound listener."""
 
-    def __init__(self, port, cert=None, timeout=harness.IO_TIMEOUT):
+    def __init__(self, port, cert=None, timeout=harness.IO_TIMEOUT, key=None):
+        self.key = key
         p = pki()
         ctx = ssl.create_default_context(cafile=p.ca.cert)
         ctx.check_hostname = False
@@ -130,6 +131,8 @@ class TLSClient:
         return self.sock.getpeercert(binary_form=True)
 
     def request(self, target="/", headers=()):
+        if self.key:
+            headers = [("x-service-auth", self.key), *headers]
         self.sock.sendall(build_request("GET", target, [("Host", "app"), *headers]))
         return read_response(self.reader)
 
@@ -277,6 +280,58 @@ def thread_cpus(f):
             continue            # a thread that just ended
         out.setdefault(re.sub(r"-\d+$", "", name), []).append(cpus)
     return out
+
+
+class WorkerSpreadTest(LifecycleCase):
+    """A new connection goes to the worker holding fewest (src/listener.c),
+    wherever SO_REUSEPORT's hash put it: of two connections open at once,
+    each has a worker of its own. Each worker pools its own upstream
+    connections, so the upstream tells: the second connection's request
+    comes on a connection of its own, where a request of the same worker
+    would reuse the idle one. By the hash alone both land on one worker in
+    half the pairs; six pairs are tried."""
+
+    PAIRS = 6
+
+    def assert_pairs_spread(self, connect, upstream):
+        for i in range(self.PAIRS):
+            first = connect()
+            self.assertEqual(first.request("/first").status, 200)
+            second = connect()
+            self.assertEqual(second.request("/second").status, 200)
+            self.assertEqual(first.request("/again").status, 200)
+            seen = [r.conn_id for r in upstream.requests[-3:]]
+            self.assertEqual([r.target for r in upstream.requests[-3:]],
+                             ["/first", "/second", "/again"])
+            self.assertNotEqual(seen[0], seen[1], "pair %d shared a worker: %s" % (i, seen))
+            self.assertEqual(seen[0], seen[2], "a worker did not reuse its own: %s" % seen)
+            first.close()
+            second.close()
+            time.sleep(0.1)     # the workers count them gone
+
+    def test_outbound_connections_spread_over_workers(self):
+        up = self.upstream(echo())
+        f = self.ferry({"svc": service(up)}, workers=2)
+        self.assert_pairs_spread(lambda: OutboundClient(self, f.outbound_port), up)
+
+    def test_inbound_tls_connections_spread_over_workers(self):
+        app = self.upstream(echo(), tls=False)
+        self.start_inbound(app.address, "spread-key-0123456789", workers=2)
+        self.assert_pairs_spread(
+            lambda: self.tls_client(self.port, key="spread-key-0123456789"), app)
+
+
+class OutboundClient:
+    """A keep-alive plain connection to the outbound listener, for service svc."""
+
+    def __init__(self, case, port):
+        self.raw = case.raw_client(port)
+
+    def request(self, target):
+        return self.raw.request("GET", target, [("Host", "svc")])
+
+    def close(self):
+        self.raw.close()
 
 
 @unittest.skipUnless(len(os.sched_getaffinity(0)) >= 2, "needs two CPUs")
