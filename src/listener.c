@@ -14,6 +14,7 @@
 
 #define ACCEPT_BATCH 64
 #define EMFILE_PAUSE_MS 100
+#define HANDOFF_SETTLE_MS 5
 
 static struct log_limit emfile_limit;
 
@@ -28,6 +29,7 @@ static struct log_limit emfile_limit;
  */
 struct handoff {
 	struct worker *from;
+	struct listener *origin;	/* accepted it; n_away holds it */
 	enum listener_kind kind;
 	struct sockaddr_storage local;	/* the listening address */
 	struct sockaddr_storage peer;
@@ -40,6 +42,27 @@ worker_load(struct worker *w)
 {
 	return atomic_load_explicit(&w->n_clients, memory_order_relaxed) +
 	    atomic_load_explicit(&w->n_incoming, memory_order_relaxed);
+}
+
+/* What L holds against max_connections: the connections it serves and
+ * those it handed over that no sibling has settled yet, so that what comes
+ * back home still fits under the cap. */
+static uint32_t
+listener_held(struct listener *l)
+{
+	return l->n_clients + atomic_load_explicit(&l->n_away, memory_order_acquire);
+}
+
+bool
+listener_in_use(struct listener *l)
+{
+	return listener_held(l) > 0;
+}
+
+static bool
+listener_full(struct listener *l)
+{
+	return listener_held(l) >= l->conf->max_connections;
 }
 
 static bool
@@ -61,23 +84,29 @@ same_local(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 	return false;
 }
 
-/* W's listener for H's address: an open one, else (CLOSED_TOO) one a
- * reload closed, whose connections still hold it. */
+/* W's open listener for H's address, if it has one. */
 static struct listener *
-listener_twin(struct worker *w, const struct handoff *h, bool closed_too)
+listener_twin(struct worker *w, const struct handoff *h)
 {
-	struct listener *l, *closed = NULL;
+	struct listener *l;
 
-	for (l = w->listeners; l; l = l->next) {
-		if (l->kind != h->kind || !same_local(&l->local, &h->local))
-			continue;
-		if (l->fd >= 0)
+	for (l = w->listeners; l; l = l->next)
+		if (l->kind == h->kind && l->fd >= 0 && same_local(&l->local, &h->local))
 			return l;
-		closed = l;
-	}
-	return closed_too ? closed : NULL;
+	return NULL;
 }
 
+/* The origin's hold on H ends. The origin's worker may free a closed
+ * listener once it reads n_away 0: nothing touches it after this. */
+static void
+handoff_settle(struct handoff *h)
+{
+	atomic_fetch_sub_explicit(&h->origin->n_away, 1, memory_order_release);
+}
+
+/* Only when a worker ends with the mail undelivered: its siblings have
+ * stopped too and the origin listener may be freed already, so the hold is
+ * left as it is. */
 static void
 handoff_drop(void *arg)
 {
@@ -87,36 +116,48 @@ handoff_drop(void *arg)
 	free(h);
 }
 
+static void
+handoff_serve(struct listener *l, struct handoff *h)
+{
+	l->accept(l, h->fd, (const struct sockaddr *)&h->peer, h->peer_len);
+	handoff_settle(h);
+	free(h);
+}
+
 /* Back on the worker that accepted it: the sibling had no listener for it
- * (a reload got there first) or its listener was full. Served here even
- * past max_connections, under which it was accepted. */
+ * (a reload got there first) or its listener was full. The listener that
+ * accepted it serves it (a closed one as its connections are), under the
+ * cap its hold kept a place in. */
 static void
 handoff_home(struct worker *w, void *arg)
 {
 	struct handoff *h = arg;
-	struct listener *l = listener_twin(w, h, true);
 
-	if (l == NULL) {
-		handoff_drop(h);
-		return;
-	}
-	l->accept(l, h->fd, (const struct sockaddr *)&h->peer, h->peer_len);
-	free(h);
+	handoff_serve(h->origin, h);
+	atomic_fetch_sub_explicit(&w->n_incoming, 1, memory_order_relaxed);
 }
 
+/* The connection counts in some worker's n_clients or n_incoming all the
+ * way (the drain waits for those): the count here goes last. */
 static void
 handoff_take(struct worker *w, void *arg)
 {
 	struct handoff *h = arg;
-	struct listener *l = listener_twin(w, h, false);
+	struct listener *l = listener_twin(w, h);
+	struct worker *from = h->from;
 
-	atomic_fetch_sub_explicit(&w->n_incoming, 1, memory_order_relaxed);
-	if (l != NULL && l->n_clients < l->conf->max_connections) {
-		l->accept(l, h->fd, (const struct sockaddr *)&h->peer, h->peer_len);
-		free(h);
-	} else if (!worker_post_owning(h->from, handoff_home, handoff_drop, h)) {
-		handoff_drop(h);
+	if (l != NULL && !listener_full(l)) {
+		handoff_serve(l, h);
+	} else {
+		atomic_fetch_add_explicit(&from->n_incoming, 1, memory_order_relaxed);
+		if (!worker_post_owning(from, handoff_home, handoff_drop, h)) {
+			atomic_fetch_sub_explicit(&from->n_incoming, 1, memory_order_relaxed);
+			close(h->fd);
+			handoff_settle(h);
+			free(h);
+		}
 	}
+	atomic_fetch_sub_explicit(&w->n_incoming, 1, memory_order_relaxed);
 }
 
 /* True when a sibling of L's worker holding fewer connections took FD. */
@@ -141,14 +182,17 @@ hand_off(struct listener *l, int fd, const struct sockaddr_storage *peer, sockle
 	if (to == NULL || (h = malloc(sizeof(*h))) == NULL)
 		return false;
 	h->from = w;
+	h->origin = l;
 	h->kind = l->kind;
 	h->local = l->local;
 	memcpy(&h->peer, peer, len);
 	h->peer_len = len;
 	h->fd = fd;
+	atomic_fetch_add_explicit(&l->n_away, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&to->n_incoming, 1, memory_order_relaxed);
 	if (!worker_post_owning(to, handoff_take, handoff_drop, h)) {
 		atomic_fetch_sub_explicit(&to->n_incoming, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&l->n_away, 1, memory_order_relaxed);
 		free(h);
 		return false;
 	}
@@ -203,6 +247,21 @@ listener_pause(struct listener *l)
 	}
 }
 
+static void listener_resume(evutil_socket_t fd, short what, void *arg);
+
+/* Paused at the cap. A sibling settling a hand-off ends no connection of
+ * this listener's that would resume it, so while any are away it looks
+ * again shortly. */
+static void
+listener_pause_full(struct listener *l)
+{
+	struct timeval tv = { 0, HANDOFF_SETTLE_MS * 1000 };
+
+	listener_pause(l);
+	if (atomic_load_explicit(&l->n_away, memory_order_relaxed) > 0)
+		evtimer_add(l->ev_resume, &tv);
+}
+
 static void
 listener_resume(evutil_socket_t fd, short what, void *arg)
 {
@@ -210,12 +269,16 @@ listener_resume(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (!l->paused || l->fd < 0)
+		return;
 	/* also called when a connection ends: that frees a descriptor too */
-	if (l->paused && l->fd >= 0 && l->n_clients < l->conf->max_connections) {
-		evtimer_del(l->ev_resume);
-		event_add(l->ev, NULL);
-		l->paused = false;
+	if (listener_full(l)) {
+		listener_pause_full(l);
+		return;
 	}
+	evtimer_del(l->ev_resume);
+	event_add(l->ev, NULL);
+	l->paused = false;
 }
 
 static void
@@ -229,8 +292,8 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 		socklen_t len = sizeof(ss);
 		int cfd, one = 1;
 
-		if (l->n_clients >= l->conf->max_connections) {
-			listener_pause(l);
+		if (listener_full(l)) {
+			listener_pause_full(l);
 			return;
 		}
 		cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -345,6 +408,5 @@ void
 listener_client_gone(struct listener *l)
 {
 	l->n_clients--;
-	if (l->paused && l->fd >= 0 && l->n_clients < l->conf->max_connections)
-		listener_resume(-1, 0, l);
+	listener_resume(-1, 0, l);
 }

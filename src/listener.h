@@ -32,6 +32,9 @@ struct listener *listener_new(struct worker *w, enum listener_kind kind,
 void listener_free(struct listener *l);
 /* Stop accepting (drain); what waits in the accept queue is served first. */
 void listener_close(struct listener *l);
+/* L serves connections, or has some handed to a sibling: a closed one
+ * stays until neither is left. */
+bool listener_in_use(struct listener *l);
 /* A connection of L ended: accept again if the cap had paused it. */
 void listener_client_gone(struct listener *l);
 

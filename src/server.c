@@ -471,8 +471,10 @@ clients_open(struct server *srv)
 {
 	uint32_t n = 0;
 
+	/* a connection on its way between workers counts in n_incoming */
 	for (uint32_t i = 0; i < srv->n_workers; i++)
-		n += atomic_load(&srv->workers[i].n_clients);
+		n += atomic_load(&srv->workers[i].n_clients) +
+		    atomic_load(&srv->workers[i].n_incoming);
 	return n;
 }
 

@@ -421,14 +421,15 @@ add_listener(struct worker *w, enum listener_kind kind, const struct conf_listen
 }
 
 /* A listener a reload closed stays while connections it accepted point
- * at it (listener_client_gone); after the last one it goes. */
+ * at it (listener_client_gone), or connections it handed to a sibling
+ * may still come back to it; after the last one it goes. */
 static void
 closed_listeners_sweep(struct worker *w)
 {
 	struct listener **pp = &w->listeners, *l;
 
 	while ((l = *pp) != NULL) {
-		if (l->fd < 0 && l->n_clients == 0) {
+		if (l->fd < 0 && !listener_in_use(l)) {
 			*pp = l->next;
 			listener_free(l);
 		} else {

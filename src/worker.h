@@ -117,6 +117,10 @@ struct listener {
 	    socklen_t len);
 	void *arg;			/* for ACCEPT */
 	uint32_t n_clients;
+	/* handed to a sibling and not yet settled there (listener.c): held
+	 * against max_connections as if served here, and keeps a closed
+	 * listener from being freed under the hand-off */
+	_Atomic uint32_t n_away;
 	bool paused;
 	/* its idle HTTP/1 connections, oldest first, and the timer at the
 	 * oldest's idle_timeout (h1_down.c; the timer made when first needed) */
