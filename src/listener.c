@@ -287,6 +287,13 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 	struct listener *l = arg;
 
 	(void)what;
+	if (l->w != NULL && l->w->ended) {
+		/* the turns that close its connections poll this too: a
+		 * connection taken now would outlive them (or be handed to a
+		 * sibling already freed), so the queue is left to the kernel */
+		listener_pause(l);
+		return;
+	}
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);

@@ -479,7 +479,10 @@ mail_deliver(evutil_socket_t fd, short what, void *arg)
 	}
 	for (m = rev; m; m = next) {
 		next = m->next;
-		m->fn(w, m->arg);
+		if (w->ended && m->drop)
+			m->drop(m->arg);
+		else
+			m->fn(w, m->arg);
 		free(m);
 	}
 }
@@ -832,6 +835,7 @@ worker_main(void *arg)
 		clock_turn_begin();
 	} while (worker_turn(w, EVLOOP_ONCE) == 0 && !event_base_got_exit(w->base));
 	clock_turn_end();
+	w->ended = true;
 	proxy_close_all(w);	/* their access log lines go out before detaching */
 	if (w->alog) {
 		accesslog_flush(w->alog);
@@ -880,6 +884,7 @@ worker_free(struct worker *w)
 	struct listener *l, *next;
 	struct mail *m, *mnext;
 
+	w->ended = true;		/* also when its thread never ran */
 	proxy_close_all(w);
 
 	for (l = w->listeners; l; l = next) {

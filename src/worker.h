@@ -203,6 +203,12 @@ struct worker {
 	struct mail *mail;
 	_Atomic uint32_t n_clients;
 	_Atomic uint32_t n_incoming;	/* connections siblings handed it, not yet taken */
+	/* its loop is over: the turns that close its connections still run
+	 * mail and poll its listeners, but a connection taken or handed over
+	 * now would open after they closed (and, in worker_free, settle on a
+	 * listener freed already): listeners accept no more and
+	 * worker_post_owning's mail is dropped instead */
+	bool ended;
 	_Atomic uint32_t conns_outbound;	/* downstream_connections gauge */
 	_Atomic uint32_t conns_inbound;
 	struct client *clients;		/* every open HTTP/1 downstream connection */
@@ -231,8 +237,8 @@ timer_at(struct event *ev, int64_t at_ms, int64_t now_ms)
 typedef void (*mail_fn)(struct worker *w, void *arg);
 /* False when out of memory: ARG was not posted. */
 bool worker_post(struct worker *w, mail_fn fn, void *arg);
-/* Also DROP(ARG) if W ends before the mail is delivered: for an ARG that
- * holds a resource (a descriptor). */
+/* DROP(ARG) instead of FN if W's loop has ended when the mail comes, or
+ * W is freed before: for an ARG that holds a resource (a descriptor). */
 bool worker_post_owning(struct worker *w, mail_fn fn, void (*drop)(void *arg), void *arg);
 
 int worker_init(struct worker *w, const struct worker_deps *deps, int id,
