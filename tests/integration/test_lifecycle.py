@@ -351,6 +351,10 @@ class OutboundClient:
         self.raw.close()
 
 
+def open_fds(f):
+    return len(os.listdir("/proc/%d/fd" % f.proc.pid))
+
+
 def outbound_gauge(f):
     return metric(f, "ferry_downstream_connections", listener="outbound")
 
@@ -403,6 +407,18 @@ class ConnectionStream:
         return self.seen
 
 
+def tls_one(port):
+    """One request on a new mTLS connection: its status, or the error's name."""
+    try:
+        c = TLSClient(port, timeout=2.0)
+        try:
+            return c.request("/in").status
+        finally:
+            c.close()
+    except (OSError, IncompleteMessage) as e:
+        return type(e).__name__
+
+
 class HandOverRudeTest(LifecycleCase):
     """The hand-over between workers (src/listener.c) under rude traffic,
     with connections arriving at both workers at once."""
@@ -427,6 +443,54 @@ class HandOverRudeTest(LifecycleCase):
             self.assertTrue(wait_until(lambda: outbound_gauge(f) == 0, 3), outbound_gauge(f))
         for i in range(8):
             self.assertEqual(f.get("/after/%d" % i, host="svc", timeout=2).status, 200)
+
+    def test_flood_of_reset_connections_leaks_nothing(self):
+        up = self.upstream(echo())
+        f = self.ferry({"svc": service(up)}, workers=2)
+        held = [self.raw_client(f.outbound_port) for _ in range(5)]
+        for c in held:
+            self.assertEqual(c.request("GET", "/held", [("Host", "svc")]).status, 200)
+        fds = open_fds(f)
+        for _ in range(4):
+            for s in connect_all(f.outbound_port, 400):
+                reset(s)
+        self.assertTrue(wait_until(lambda: outbound_gauge(f) == 5, 3), outbound_gauge(f))
+        self.assertTrue(wait_until(lambda: open_fds(f) == fds, 3),
+                        "%d descriptors open, %d before the flood" % (open_fds(f), fds))
+        for c in held:
+            self.assertEqual(c.request("GET", "/still", [("Host", "svc")]).status, 200)
+        self.assertEqual(f.get("/new", host="svc").status, 200)
+
+    def test_reloads_open_and_close_listeners_while_connections_arrive(self):
+        # connections accepted on a port just closed, or handed to a worker
+        # that has not opened it yet, are served where they were accepted
+        up = self.upstream(echo())
+        app = self.upstream(echo(), tls=False)
+        p = pki()
+        port_b, port_in = free_port(), free_port()
+        inbound = {"address": "127.0.0.1:%d" % port_in,
+                   "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+                   "local_app": app.address}
+        base = harness.ferry_config({"svc": service(up)}, workers=2)
+        with_b = deep_merge(base, {"services": {"svc-b": service(up, listen="127.0.0.1:%d" % port_b)},
+                                   "listeners": {"inbound": inbound}})
+        f = self.ferry(config=with_b)
+        stream = ConnectionStream([f.outbound_port, port_b])
+        tls = ConnectionStream([port_in], tls_one)
+        for cfg in (base, with_b) * 3:
+            self.reload(f, cfg)
+            time.sleep(0.1)
+        seen, seen_tls = stream.stop(), tls.stop()
+        self.assertGreater(seen.get(200, 0), 20, seen)
+        self.assertTrue(set(seen) <= {200, 404, "ConnectionRefusedError",
+                                      "ConnectionResetError", "IncompleteMessage"}, seen)
+        # 503: accepted as the inbound listener closed, read under the
+        # config without it
+        self.assertTrue(set(seen_tls) - {"ConnectionRefusedError", "ConnectionResetError",
+                                         "SSLError", "SSLEOFError", "IncompleteMessage"}
+                        <= {200, 503}, seen_tls)
+        self.assertTrue(wait_until(lambda: outbound_gauge(f) == 0, 3), outbound_gauge(f))
+        self.assertEqual(harness.request(port_b, "GET", "/b").status, 200)
 
     def test_sigterm_while_connections_arrive(self):
         # the workers stop one after the other, and the turns that close
