@@ -497,6 +497,7 @@ bool
 worker_post_owning(struct worker *w, mail_fn fn, void (*drop)(void *arg), void *arg)
 {
 	struct mail *m = malloc(sizeof(*m));
+	bool first;
 
 	if (m == NULL) {
 		log_error("worker %d: out of memory for a message", w->id);
@@ -506,11 +507,15 @@ worker_post_owning(struct worker *w, mail_fn fn, void (*drop)(void *arg), void *
 	m->drop = drop;
 	m->arg = arg;
 	pthread_mutex_lock(&w->mail_lock);
+	first = w->mail == NULL;
 	m->next = w->mail;
 	w->mail = m;
 	pthread_mutex_unlock(&w->mail_lock);
-	/* an eventfd wakes the loop without making libevent take locks */
-	(void)!write(w->mail_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
+	/* an eventfd wakes the loop without making libevent take locks; mail
+	 * already waiting has woken it (mail_deliver reads the eventfd before
+	 * it takes the list), so a burst of hand-overs costs one write */
+	if (first)
+		(void)!write(w->mail_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
 	return true;
 }
 
