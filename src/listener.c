@@ -165,7 +165,7 @@ static bool
 hand_off(struct listener *l, int fd, const struct sockaddr_storage *peer, socklen_t len)
 {
 	struct worker *w = l->w, *to = NULL;
-	uint32_t least = worker_load(w);
+	uint32_t mine = worker_load(w), least = mine;
 	struct handoff *h;
 
 	for (uint32_t i = 0; i < w->n_siblings; i++) {
@@ -177,9 +177,11 @@ hand_off(struct listener *l, int fd, const struct sockaddr_storage *peer, sockle
 			to = s;
 		}
 	}
-	/* kept, equal counts stay equal; handed, one more than the
-	 * sibling's becomes one fewer */
-	if (to == NULL || (h = malloc(sizeof(*h))) == NULL)
+	/* A few connections are spread exactly: one more than the sibling's
+	 * is handed over and becomes one fewer. Many may differ by an eighth,
+	 * so that short-lived connections, whose counts move all the time,
+	 * are not handed back and forth at the cost of a wake-up each. */
+	if (to == NULL || mine - least <= least / 8 || (h = malloc(sizeof(*h))) == NULL)
 		return false;
 	h->from = w;
 	h->origin = l;
