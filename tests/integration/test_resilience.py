@@ -1115,25 +1115,27 @@ class TicketFloodUpstreamTest(FerryTestCase):
         flood = TicketFlood(TICKETS)
         self._closers.append(flood.close)
         good = self.upstream()
+        # the flood's 300,000 tickets take the server seconds to make, more
+        # than the default 15 s request timeout on a loaded machine
         f = self.ferry({"flood": {"endpoints": [flood.address], "tls": harness.tls_client(),
-                                  "retries": {"max": 0}},
+                                  "retries": {"max": 0}, "timeouts": {"request": "60s"}},
                         "good": harness.service(good)}, workers=1)
         self.assertEqual(f.get("/warm", host="good").status, 200)
         result = {}
 
         def flooded():
-            result["resp"] = f.get("/flood", host="flood", timeout=30)
+            result["resp"] = f.get("/flood", host="flood", timeout=70)
 
         t = threading.Thread(target=flooded)
         t.start()
         slowest, n = 0.0, 0
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 70
         while (t.is_alive() or not flood.done.is_set()) and time.monotonic() < deadline:
             t0 = time.monotonic()
             self.assertEqual(f.get("/other%d" % n, host="good").status, 200)
             slowest = max(slowest, time.monotonic() - t0)
             n += 1
-        t.join(30)
+        t.join(70)
         resp = result.get("resp")
         self.assertIsNotNone(resp, "the flooded request got no answer")
         self.assert_ferry_error(resp, 502, "SERVICE_ERROR", "post-handshake messages")
