@@ -882,9 +882,9 @@ class HealthCheckTest(ResilienceTestCase):
         sa, sb = HealthSwitch(), HealthSwitch()
         a = self.upstream(sa.behaviour())
         b = self.upstream(sb.behaviour())
-        f = self.ferry({"svc": endpoints_service([a, b], health_check=HC,
-                                                 auth={"key_env": "SVC_KEY"})},
-                       env={"SVC_KEY": HEALTH_KEY}, workers=2)
+        self.ferry({"svc": endpoints_service([a, b], health_check=HC,
+                                             auth={"key_env": "SVC_KEY"})},
+                   env={"SVC_KEY": HEALTH_KEY}, workers=2)
         ok = wait_until(lambda: len(sa.checks) >= 2 and len(sb.checks) >= 2, 2.0)
         self.assertTrue(ok, "no health checks within 2s at interval 200ms (got %d, %d)"
                         % (len(sa.checks), len(sb.checks)))
