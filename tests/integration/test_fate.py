@@ -11,7 +11,6 @@ import signal
 import socket
 import struct
 import threading
-import time
 
 import harness
 from harness import (FerryTestCase, build_request, deep_merge, delay, echo, fixed, free_port,

@@ -674,7 +674,6 @@ class AccessLogTest(ObsCase):
         f = self.ferry({"A": service(up)})
         for i in range(3):
             self.assertEqual(f.get("/t%d" % i, host="A").status, 200)
-            start = time.monotonic()
             lines, waited = wait_lines(f.stdout_text, i + 1, 3)
             self.assertEqual(len(lines), i + 1)
             self.assertLessEqual(waited, FLUSH_BOUND, "line %d took %.2fs to appear" % (i, waited))

@@ -5,7 +5,6 @@ extensions. After each, ferry must still serve other clients, and the
 sanitizer build must stay silent (the harness fails a test whose ferry
 printed a sanitizer report or died)."""
 
-import os
 import socket
 import ssl
 import struct
@@ -14,7 +13,7 @@ import time
 
 import harness
 from harness import (FerryTestCase, Reader, build_request, chunked_body, echo, free_port, pki,
-                     read_response, response_bytes, service, wait_until, ws_frame)
+                     read_response, response_bytes, service, wait_until)
 
 KEY = "rude-inbound-key-0123456789"
 
