@@ -28,10 +28,9 @@ static struct log_limit emfile_limit;
  * connections pay for that once.
  */
 struct handoff {
-	struct worker *from;
-	struct listener *origin;	/* accepted it; n_away holds it */
-	enum listener_kind kind;
-	struct sockaddr_storage local;	/* the listening address */
+	/* accepted it; n_away keeps it (and its worker, kind and address,
+	 * set at its start) until the hand-off settles */
+	struct listener *origin;
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	int fd;				/* owned */
@@ -84,14 +83,14 @@ same_local(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 	return false;
 }
 
-/* W's open listener for H's address, if it has one. */
+/* W's open listener for the address of ORIGIN, a sibling's, if it has one. */
 static struct listener *
-listener_twin(struct worker *w, const struct handoff *h)
+listener_twin(struct worker *w, const struct listener *origin)
 {
 	struct listener *l;
 
 	for (l = w->listeners; l; l = l->next)
-		if (l->kind == h->kind && l->fd >= 0 && same_local(&l->local, &h->local))
+		if (l->kind == origin->kind && l->fd >= 0 && same_local(&l->local, &origin->local))
 			return l;
 	return NULL;
 }
@@ -143,8 +142,8 @@ static void
 handoff_take(struct worker *w, void *arg)
 {
 	struct handoff *h = arg;
-	struct listener *l = listener_twin(w, h);
-	struct worker *from = h->from;
+	struct listener *l = listener_twin(w, h->origin);
+	struct worker *from = h->origin->w;
 
 	if (l != NULL && !listener_full(l)) {
 		handoff_serve(l, h);
@@ -183,10 +182,7 @@ hand_off(struct listener *l, int fd, const struct sockaddr_storage *peer, sockle
 	 * are not handed back and forth at the cost of a wake-up each. */
 	if (to == NULL || mine - least <= least / 8 || (h = malloc(sizeof(*h))) == NULL)
 		return false;
-	h->from = w;
 	h->origin = l;
-	h->kind = l->kind;
-	h->local = l->local;
 	memcpy(&h->peer, peer, len);
 	h->peer_len = len;
 	h->fd = fd;

@@ -875,9 +875,9 @@ proxy_tunnel_up(struct exchange *x, const void *p, size_t n)
  * else changes: a side that half-closed is no longer read, so the bytes
  * held for it stay under the high mark, and stream_idle, counted from
  * the last byte or FIN that came or was taken (last_taken), ends a tunnel
- * whose other side never closes. The tunnel is done when both sides closed and the upstream took
- * what was queued for it; the client's queue is flushed by its codec's
- * close (finish).
+ * whose other side never closes. The tunnel is done when both sides
+ * closed and the upstream took what was queued for it; the client's queue
+ * is flushed by its codec's close (finish).
  */
 static void
 tunnel_maybe_done(struct exchange *x)

@@ -208,6 +208,15 @@ class LoopbackServer:
         raise NotImplementedError
 
 
+def rst_close(sock):
+    """Close with an RST (SO_LINGER 0): the peer's next read or write fails."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
 def wait_until(predicate, timeout, interval=0.02):
     """Poll predicate() until it is true; return its last value."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import ssl
-import struct
 import tempfile
 import threading
 import time
@@ -21,7 +20,7 @@ import unittest
 import uuid
 
 import harness
-from harness import (FerryTestCase, IncompleteMessage, RawClient, Reader, build_request,
+from harness import (FerryTestCase, rst_close, IncompleteMessage, RawClient, Reader, build_request,
                      delay, deep_merge, echo, fixed, free_port, payload, pki, read_response,
                      service, slow_body, to_yaml, wait_until)
 
@@ -370,11 +369,6 @@ def connect_all(port, n):
     return socks
 
 
-def reset(sock):
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 class ConnectionStream:
     """A thread making one request per new connection to each port until
     stopped; what each ended in, counted: a status, or the error's class
@@ -438,7 +432,7 @@ class HandOverRudeTest(LifecycleCase):
             time.sleep(0.2)     # what hand-overs are still under way lands
             self.assertEqual(outbound_gauge(f), 8, "burst %d" % burst)
             for s in socks:
-                reset(s)
+                rst_close(s)
             # no worker stays paused on hand-overs it counted away
             self.assertTrue(wait_until(lambda: outbound_gauge(f) == 0, 3), outbound_gauge(f))
         for i in range(8):
@@ -453,7 +447,7 @@ class HandOverRudeTest(LifecycleCase):
         fds = open_fds(f)
         for _ in range(4):
             for s in connect_all(f.outbound_port, 400):
-                reset(s)
+                rst_close(s)
         self.assertTrue(wait_until(lambda: outbound_gauge(f) == 5, 3), outbound_gauge(f))
         self.assertTrue(wait_until(lambda: open_fds(f) == fds, 3),
                         "%d descriptors open, %d before the flood" % (open_fds(f), fds))

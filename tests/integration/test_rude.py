@@ -7,24 +7,14 @@ printed a sanitizer report or died)."""
 
 import socket
 import ssl
-import struct
 import threading
 import time
 
 import harness
-from harness import (FerryTestCase, Reader, build_request, chunked_body, echo, free_port, pki,
+from harness import (FerryTestCase, rst_close, Reader, build_request, chunked_body, echo, free_port, pki,
                      read_response, response_bytes, service, wait_until)
 
 KEY = "rude-inbound-key-0123456789"
-
-
-def rst_close(sock):
-    """Close with an RST: the peer's next write to us fails."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    sock.close()
 
 
 def plain(port):
