@@ -318,7 +318,7 @@ admin_accept(struct listener *lis, int cfd, const struct sockaddr *peer, socklen
 	if (a->conns)
 		a->conns->prev = ac;
 	a->conns = ac;
-	lis->n_clients++;
+	listener_client_add(lis);
 	arm(ac, false);
 }
 
@@ -343,6 +343,7 @@ void
 admin_reconf(struct admin *a, const struct conf_listener *conf)
 {
 	a->lis->conf = conf;
+	listener_recheck(a->lis);
 }
 
 void

@@ -1350,7 +1350,7 @@ proxy_accept(struct listener *lis, int fd, const struct sockaddr *peer, socklen_
 		    cl->peer, sizeof(cl->peer));
 	cl->state = CL_IDLE;
 	cl->idle_since_ms = clock_now_ms();
-	lis->n_clients++;
+	listener_client_add(lis);
 	w->n_clients++;
 	if (lis->kind == LK_INBOUND)
 		w->conns_inbound++;

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -14,7 +15,6 @@
 
 #define ACCEPT_BATCH 64
 #define EMFILE_PAUSE_MS 100
-#define HANDOFF_SETTLE_MS 5
 
 static struct log_limit emfile_limit;
 
@@ -36,6 +36,29 @@ struct handoff {
 	int fd;				/* owned */
 };
 
+/*
+ * max_connections is per listener (SPEC §11): per bound address, shared by
+ * the workers' twin sockets for it, so a connection counts the same
+ * wherever the kernel hashed it or a hand-over took it. A connection
+ * holds a place from its accept4 (while it is handed over too) until it
+ * ends. A twin paused at the cap is woken by whichever worker frees a
+ * place: every worker pausing at the cap counts itself in n_waiting
+ * before it looks at held once more, and every release lowers held before
+ * it looks at n_waiting, so one of the two sees the other.
+ */
+struct conn_cap {
+	_Atomic uint32_t held;
+	_Atomic uint32_t n_waiting;	/* twins paused at the cap */
+	/* the registry's, under caps_lock */
+	enum listener_kind kind;
+	struct sockaddr_storage local;
+	uint32_t refs;			/* listeners */
+	struct conn_cap *next;
+};
+
+static pthread_mutex_t caps_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct conn_cap *caps;
+
 static uint32_t
 worker_load(struct worker *w)
 {
@@ -43,25 +66,16 @@ worker_load(struct worker *w)
 	    atomic_load_explicit(&w->n_incoming, memory_order_relaxed);
 }
 
-/* What L holds against max_connections: the connections it serves and
- * those it handed over that no sibling has settled yet, so that what comes
- * back home still fits under the cap. */
-static uint32_t
-listener_held(struct listener *l)
-{
-	return l->n_clients + atomic_load_explicit(&l->n_away, memory_order_acquire);
-}
-
 bool
 listener_in_use(struct listener *l)
 {
-	return listener_held(l) > 0;
+	return l->n_clients + atomic_load_explicit(&l->n_away, memory_order_acquire) > 0;
 }
 
 static bool
 listener_full(struct listener *l)
 {
-	return listener_held(l) >= l->conf->max_connections;
+	return atomic_load(&l->cap->held) >= l->conf->max_connections;
 }
 
 static bool
@@ -95,6 +109,49 @@ listener_twin(struct worker *w, const struct listener *origin)
 	return NULL;
 }
 
+/* The count for KIND at LOCAL, shared with the twins; one of its own for
+ * a listener with no address (the admin's has no twins either). */
+static struct conn_cap *
+cap_get(enum listener_kind kind, const struct sockaddr_storage *local, bool shared)
+{
+	struct conn_cap *c;
+
+	pthread_mutex_lock(&caps_lock);
+	for (c = shared ? caps : NULL; c; c = c->next)
+		if (c->kind == kind && same_local(&c->local, local))
+			break;
+	if (c == NULL && (c = calloc(1, sizeof(*c))) != NULL) {
+		c->kind = kind;
+		c->local = *local;
+		if (shared) {
+			c->next = caps;
+			caps = c;
+		}
+	}
+	if (c != NULL)
+		c->refs++;
+	pthread_mutex_unlock(&caps_lock);
+	return c;
+}
+
+static void
+cap_put(struct conn_cap *c)
+{
+	struct conn_cap **pp;
+
+	pthread_mutex_lock(&caps_lock);
+	if (--c->refs == 0) {
+		for (pp = &caps; *pp && *pp != c; pp = &(*pp)->next)
+			;
+		if (*pp)
+			*pp = c->next;
+		free(c);
+	}
+	pthread_mutex_unlock(&caps_lock);
+}
+
+static void cap_release(struct listener *l, struct worker *cur);
+
 /* The origin's hold on H ends. The origin's worker may free a closed
  * listener once it reads n_away 0: nothing touches it after this. */
 static void
@@ -115,18 +172,26 @@ handoff_drop(void *arg)
 	free(h);
 }
 
+/* The place the connection took at accept4 is its own from here on (the
+ * accept counts it), or free again (it was refused). */
+static void
+serve(struct listener *l, int fd, const struct sockaddr *peer, socklen_t len)
+{
+	l->accept(l, fd, peer, len);
+	cap_release(l, l->w);
+}
+
 static void
 handoff_serve(struct listener *l, struct handoff *h)
 {
-	l->accept(l, h->fd, (const struct sockaddr *)&h->peer, h->peer_len);
+	serve(l, h->fd, (const struct sockaddr *)&h->peer, h->peer_len);
 	handoff_settle(h);
 	free(h);
 }
 
 /* Back on the worker that accepted it: the sibling had no listener for it
- * (a reload got there first) or its listener was full. The listener that
- * accepted it serves it (a closed one as its connections are), under the
- * cap its hold kept a place in. */
+ * (a reload got there first). The listener that accepted it serves it (a
+ * closed one as its connections are). */
 static void
 handoff_home(struct worker *w, void *arg)
 {
@@ -145,13 +210,14 @@ handoff_take(struct worker *w, void *arg)
 	struct listener *l = listener_twin(w, h->origin);
 	struct worker *from = h->origin->w;
 
-	if (l != NULL && !listener_full(l)) {
+	if (l != NULL) {
 		handoff_serve(l, h);
 	} else {
 		atomic_fetch_add_explicit(&from->n_incoming, 1, memory_order_relaxed);
 		if (!worker_post_owning(from, handoff_home, handoff_drop, h)) {
 			atomic_fetch_sub_explicit(&from->n_incoming, 1, memory_order_relaxed);
 			close(h->fd);
+			cap_release(h->origin, w);
 			handoff_settle(h);
 			free(h);
 		}
@@ -247,17 +313,17 @@ listener_pause(struct listener *l)
 
 static void listener_resume(evutil_socket_t fd, short what, void *arg);
 
-/* Paused at the cap. A sibling settling a hand-off ends no connection of
- * this listener's that would resume it, so while any are away it looks
- * again shortly. */
 static void
-listener_pause_full(struct listener *l)
+cap_wait(struct listener *l)
 {
-	struct timeval tv = { 0, HANDOFF_SETTLE_MS * 1000 };
-
 	listener_pause(l);
-	if (atomic_load_explicit(&l->n_away, memory_order_relaxed) > 0)
-		evtimer_add(l->ev_resume, &tv);
+	if (!l->at_cap) {
+		l->at_cap = true;
+		atomic_fetch_add(&l->cap->n_waiting, 1);
+	}
+	/* a place freed before the count above was seen */
+	if (!listener_full(l))
+		listener_resume(-1, 0, l);
 }
 
 static void
@@ -267,16 +333,61 @@ listener_resume(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!l->paused || l->fd < 0)
+	if (!l->paused || l->fd < 0 || listener_full(l))
 		return;
-	/* also called when a connection ends: that frees a descriptor too */
-	if (listener_full(l)) {
-		listener_pause_full(l);
-		return;
+	if (l->at_cap) {
+		l->at_cap = false;
+		atomic_fetch_sub(&l->cap->n_waiting, 1);
 	}
 	evtimer_del(l->ev_resume);
 	event_add(l->ev, NULL);
 	l->paused = false;
+}
+
+void
+listener_recheck(struct listener *l)
+{
+	if (l->at_cap)
+		listener_resume(-1, 0, l);
+}
+
+static void
+cap_recheck(struct worker *w, void *arg)
+{
+	(void)arg;
+	atomic_store(&w->cap_recheck_due, false);
+	for (struct listener *l = w->listeners; l; l = l->next)
+		listener_recheck(l);
+}
+
+/* A place of L's count is free again; CUR is the worker (NULL: the main
+ * thread) that runs this. Its twins paused at the cap look again: on
+ * CUR at once, on the siblings at their next turn (one mail each,
+ * however many places free meanwhile). */
+static void
+cap_release(struct listener *l, struct worker *cur)
+{
+	/* a connection's place handed on to the count its accept made frees
+	 * none */
+	if (atomic_fetch_sub(&l->cap->held, 1) > l->conf->max_connections ||
+	    atomic_load(&l->cap->n_waiting) == 0)
+		return;
+	if (cur == NULL) {
+		listener_recheck(l);
+		return;
+	}
+	/* closing its connections at exit: a sibling may be freed already */
+	if (cur->ended)
+		return;
+	for (uint32_t i = 0; i < cur->n_siblings; i++) {
+		struct worker *s = &cur->siblings[i];
+
+		if (s == cur)
+			cap_recheck(s, NULL);
+		else if (!atomic_exchange(&s->cap_recheck_due, true) &&
+		    !worker_post(s, cap_recheck, NULL))
+			atomic_store(&s->cap_recheck_due, false);
+	}
 }
 
 static void
@@ -298,7 +409,7 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 		int cfd, one = 1;
 
 		if (listener_full(l)) {
-			listener_pause_full(l);
+			cap_wait(l);
 			return;
 		}
 		cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -320,26 +431,33 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		atomic_fetch_add(&l->cap->held, 1);
 		if (l->w == NULL || !hand_off(l, cfd, &ss, len))
-			l->accept(l, cfd, (struct sockaddr *)&ss, len);
+			serve(l, cfd, (struct sockaddr *)&ss, len);
 	}
 }
 
-struct listener *
-listener_start(struct event_base *base, const struct conf_listener *conf, int fd,
-    listener_accept_fn fn, void *arg)
+static struct listener *
+listener_make(struct event_base *base, const struct conf_listener *conf, int fd,
+    listener_accept_fn fn, enum listener_kind kind, bool shared)
 {
 	struct listener *l = calloc(1, sizeof(*l));
+	socklen_t len = sizeof(l->local);
 
 	if (l == NULL)
 		return NULL;
 	l->conf = conf;
 	l->fd = fd;
 	l->accept = fn;
-	l->arg = arg;
+	l->kind = kind;
+	if (getsockname(fd, (struct sockaddr *)&l->local, &len) != 0)
+		l->local.ss_family = AF_UNSPEC;		/* has no twin */
+	l->cap = cap_get(kind, &l->local, shared && l->local.ss_family != AF_UNSPEC);
 	l->ev = event_new(base, fd, EV_READ | EV_PERSIST, listener_accept, l);
 	l->ev_resume = evtimer_new(base, listener_resume, l);
-	if (l->ev == NULL || l->ev_resume == NULL) {
+	if (l->cap == NULL || l->ev == NULL || l->ev_resume == NULL) {
+		if (l->cap)
+			cap_put(l->cap);
 		if (l->ev)
 			event_free(l->ev);
 		if (l->ev_resume)
@@ -352,20 +470,37 @@ listener_start(struct event_base *base, const struct conf_listener *conf, int fd
 }
 
 struct listener *
+listener_start(struct event_base *base, const struct conf_listener *conf, int fd,
+    listener_accept_fn fn, void *arg)
+{
+	struct listener *l = listener_make(base, conf, fd, fn, LK_OUTBOUND, false);
+
+	if (l != NULL)
+		l->arg = arg;
+	return l;
+}
+
+struct listener *
 listener_new(struct worker *w, enum listener_kind kind, const struct conf_listener *conf,
     size_t service, int fd)
 {
-	struct listener *l = listener_start(w->base, conf, fd, proxy_accept, NULL);
-	socklen_t len = sizeof(l->local);
+	struct listener *l = listener_make(w->base, conf, fd, proxy_accept, kind, true);
 
 	if (l == NULL)
 		return NULL;
-	if (getsockname(fd, (struct sockaddr *)&l->local, &len) != 0)
-		l->local.ss_family = AF_UNSPEC;		/* has no twin */
 	l->w = w;
-	l->kind = kind;
 	l->service = service;
 	return l;
+}
+
+/* L waits no more: its fd is closed, it never resumes */
+static void
+cap_leave(struct listener *l)
+{
+	if (l->at_cap) {
+		l->at_cap = false;
+		atomic_fetch_sub(&l->cap->n_waiting, 1);
+	}
 }
 
 void
@@ -383,10 +518,12 @@ listener_close(struct listener *l)
 		if (cfd < 0)
 			break;
 		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		l->accept(l, cfd, (struct sockaddr *)&ss, len);
+		atomic_fetch_add(&l->cap->held, 1);
+		serve(l, cfd, (struct sockaddr *)&ss, len);
 	}
 	event_del(l->ev);
 	evtimer_del(l->ev_resume);
+	cap_leave(l);
 	l->paused = true;
 	close(l->fd);
 	l->fd = -1;
@@ -402,6 +539,8 @@ listener_free(struct listener *l)
 		close(l->fd);
 		l->fd = -1;
 	}
+	cap_leave(l);
+	cap_put(l->cap);
 	event_free(l->ev);
 	event_free(l->ev_resume);
 	if (l->ev_idle)
@@ -410,8 +549,17 @@ listener_free(struct listener *l)
 }
 
 void
+listener_client_add(struct listener *l)
+{
+	l->n_clients++;
+	atomic_fetch_add(&l->cap->held, 1);
+}
+
+void
 listener_client_gone(struct listener *l)
 {
 	l->n_clients--;
+	cap_release(l, l->w);
+	/* a connection's end frees a descriptor too */
 	listener_resume(-1, 0, l);
 }

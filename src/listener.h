@@ -35,7 +35,11 @@ void listener_close(struct listener *l);
 /* L serves connections, or has some handed to a sibling: a closed one
  * stays until neither is left. */
 bool listener_in_use(struct listener *l);
+/* L's accept counted a connection it serves. */
+void listener_client_add(struct listener *l);
 /* A connection of L ended: accept again if the cap had paused it. */
 void listener_client_gone(struct listener *l);
+/* After a reload: max_connections may have grown. */
+void listener_recheck(struct listener *l);
 
 #endif

@@ -645,8 +645,10 @@ swap_listeners(struct worker *w, const struct config *old, const struct config *
 		l->conf = &conf->outbound;
 		pp = &l->next;
 	}
-	for (l = w->listeners; l; l = l->next)
+	for (l = w->listeners; l; l = l->next) {
 		proxy_listener_reconf(l);
+		listener_recheck(l);	/* max_connections may have grown */
+	}
 	for (size_t i = 0; i < conf->n_services; i++) {
 		bool have = false;
 

@@ -103,6 +103,8 @@ enum listener_kind {
 
 /* A listening socket (listener.c). W, kind and service are the proxy's;
  * the admin listener has W NULL and its own ACCEPT. */
+struct conn_cap;
+
 struct listener {
 	struct worker *w;
 	enum listener_kind kind;
@@ -111,17 +113,21 @@ struct listener {
 	int fd;
 	struct event *ev;
 	struct event *ev_resume;	/* ends a pause for want of descriptors */
-	/* takes each accepted connection; counts it in n_clients and calls
-	 * listener_client_gone() when it ends */
+	/* takes each accepted connection; counts it with
+	 * listener_client_add() and calls listener_client_gone() when it
+	 * ends */
 	void (*accept)(struct listener *l, int fd, const struct sockaddr *peer,
 	    socklen_t len);
 	void *arg;			/* for ACCEPT */
 	uint32_t n_clients;
-	/* handed to a sibling and not yet settled there (listener.c): held
-	 * against max_connections as if served here, and keeps a closed
-	 * listener from being freed under the hand-off */
+	/* max_connections holds for the address, whichever worker serves a
+	 * connection: the count is shared with the twins (listener.c) */
+	struct conn_cap *cap;
+	/* handed to a sibling and not yet settled there (listener.c): keeps
+	 * a closed listener from being freed under the hand-off */
 	_Atomic uint32_t n_away;
 	bool paused;
+	bool at_cap;			/* paused by max_connections */
 	/* its idle HTTP/1 connections, oldest first, and the timer at the
 	 * oldest's idle_timeout (h1_down.c; the timer made when first needed) */
 	struct client *idle_first, *idle_last;
@@ -203,6 +209,7 @@ struct worker {
 	struct mail *mail;
 	_Atomic uint32_t n_clients;
 	_Atomic uint32_t n_incoming;	/* connections siblings handed it, not yet taken */
+	_Atomic bool cap_recheck_due;	/* a sibling freed a place (listener.c) */
 	/* its loop is over: the turns that close its connections still run
 	 * mail and poll its listeners, but a connection taken or handed over
 	 * now would open after they closed (and, in worker_free, settle on a
