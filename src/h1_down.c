@@ -435,12 +435,12 @@ client_teardown(struct client *cl, const char *reason)
 	idle_unlink(cl);
 	conn_free(cl->c);
 	cl->c = NULL;
-	listener_client_gone(cl->lis);
 	cl->w->n_clients--;
 	if (cl->lis->kind == LK_INBOUND)
 		cl->w->conns_inbound--;
 	else
 		cl->w->conns_outbound--;
+	listener_client_gone(cl->lis);	/* last: a sibling may take the place at once */
 	client_unlink(cl);
 	/* callers up the stack may still look at cl: free it next turn */
 	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);

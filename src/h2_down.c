@@ -1052,12 +1052,12 @@ h2_close(struct h2conn *hc, enum end_cause cause, const char *reason)
 	hc->c = NULL;
 	event_free(hc->timer);
 	hc->timer = NULL;
-	listener_client_gone(hc->lis);
 	w->n_clients--;
 	if (hc->lis->kind == LK_INBOUND)
 		w->conns_inbound--;
 	else
 		w->conns_outbound--;
+	listener_client_gone(hc->lis);	/* last: a sibling may take the place at once */
 	if (hc->prev)
 		hc->prev->next = hc->next;
 	else
@@ -1359,12 +1359,12 @@ h2_down_adopt(struct listener *lis, struct conn *c, const char *peer, const char
 			event_free(hc->timer);
 		free(hc);
 		conn_free(c);
-		listener_client_gone(lis);
 		w->n_clients--;
 		if (lis->kind == LK_INBOUND)
 			w->conns_inbound--;
 		else
 			w->conns_outbound--;
+		listener_client_gone(lis);	/* last: a sibling may take the place at once */
 		return false;
 	}
 	hc->w = w;
