@@ -1,6 +1,7 @@
 """Upstream connection pooling and the stale keep-alive race (SPEC §6)."""
 
 import random
+import signal
 import threading
 import time
 
@@ -205,6 +206,39 @@ class PoolTest(FerryTestCase):
         attempts = sum(e["attempts"] for e in lines)
         resends = sum(e["resends"] for e in lines)
         self.assertEqual(len(up.requests), attempts + resends)
+
+    def test_post_resent_when_reset_arrived_with_it(self):
+        """A POST without Idempotency-Key is re-sent when its reused pooled
+        connection fails before any byte of it is written: here the
+        upstream's RST reaches the socket in the same turn as the POST
+        (ferry is stopped while both arrive, the POST first), so the pool
+        hands the connection out before ferry reads the reset. The bytes
+        of the requests written on that connection before do not count
+        as this one's."""
+        go_reset = threading.Event()
+
+        def reset_after_first(conn, req):
+            harness.echo()(conn, req)
+            if req.seq == 0 and req.target == "/warm":
+                go_reset.wait(10)
+                conn.reset()
+        up = self.upstream(reset_after_first)
+        f = self.ferry({"svc": service(up, retries={"max": 0})}, workers=1)
+        with f.client() as c:
+            self.assertEqual(c.request("GET", "/warm", [("Host", "svc")]).status, 200)
+            time.sleep(0.1)     # the connection is back in the pool
+            f.signal(signal.SIGSTOP)
+            try:
+                c.send(harness.build_request("POST", "/once", [("Host", "svc")], b"pay"))
+                time.sleep(0.1)
+                go_reset.set()
+                time.sleep(0.2)
+            finally:
+                f.signal(signal.SIGCONT)
+            resp = c.read_response("POST")
+        self.assertEqual((resp.status, resp.header("x-ferry-error")), (200, None), resp.body[:200])
+        self.assertEqual([r.target for r in up.requests], ["/warm", "/once"])
+        self.assertEqual(len(up.connection_ids()), 2)
 
     @staticmethod
     def svc_lines(f):
