@@ -313,17 +313,28 @@ listener_pause(struct listener *l)
 
 static void listener_resume(evutil_socket_t fd, short what, void *arg);
 
-static void
-cap_wait(struct listener *l)
+/* True when L's count has room. Else L is one of the waiters a release
+ * wakes, whatever paused it: one that paused for want of descriptors may
+ * find the count full when it looks again, and may hold none of its
+ * places itself, so no end of a connection of its own would resume it. */
+static bool
+cap_room(struct listener *l)
 {
-	listener_pause(l);
+	if (!listener_full(l))
+		return true;
 	if (!l->at_cap) {
 		l->at_cap = true;
 		atomic_fetch_add(&l->cap->n_waiting, 1);
 	}
 	/* a place freed before the count above was seen */
-	if (!listener_full(l))
-		listener_resume(-1, 0, l);
+	return !listener_full(l);
+}
+
+static void
+cap_wait(struct listener *l)
+{
+	listener_pause(l);
+	listener_resume(-1, 0, l);
 }
 
 static void
@@ -333,7 +344,7 @@ listener_resume(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!l->paused || l->fd < 0 || listener_full(l))
+	if (!l->paused || l->fd < 0 || !cap_room(l))
 		return;
 	if (l->at_cap) {
 		l->at_cap = false;

@@ -9,6 +9,7 @@ Every wait is bounded; only loopback addresses and temp dirs are used."""
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -370,6 +371,25 @@ def connect_all(port, n):
     return socks
 
 
+def answer_all(case, socks, timeout):
+    """Reads each of SOCKS to its close, asserting a 200; how many were not
+    closed within TIMEOUT."""
+    waiting = list(socks)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for s in select.select(waiting, [], [], 0.5)[0]:
+            answer = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            case.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
+            waiting.remove(s)
+            s.close()
+    return len(waiting)
+
+
 class ConnectionStream:
     """A thread making one request per new connection to each port until
     stopped; what each ended in, counted: a status, or the error's class
@@ -498,6 +518,35 @@ class HandOverRudeTest(LifecycleCase):
                         "%d of 6 answered" % len(select.select(waiting, [], [], 0)[0]))
         self.assertEqual(outbound_gauge(f), 7)
         self.assertEqual(held.request("GET", "/still", [("Host", "svc")]).status, 200)
+
+    def test_a_worker_out_of_descriptors_finds_the_cap_full_and_is_woken_later(self):
+        # accept4 fails with EMFILE on both workers, each pauses 100 ms;
+        # the first to look again takes the one place, so the other finds
+        # the cap full. It holds no connection of its own, so only a wake
+        # from the first can resume it: the connections queued at its
+        # socket must be served when the first's connection ends
+        up = self.upstream(echo())
+        f = self.ferry({"svc": service(up)}, workers=2, outbound={"max_connections": 1})
+        pid = f.proc.pid
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        fds = set(int(n) for n in os.listdir("/proc/%d/fd" % pid))
+        lowest_free = min(n for n in range(len(fds) + 1) if n not in fds)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+        try:
+            waiting = []
+            for i in range(20):     # to both workers' sockets but by 2**-19
+                s = socket.create_connection(("127.0.0.1", f.outbound_port), timeout=5)
+                self._closers.append(s.close)
+                waiting.append(s)
+            time.sleep(0.03)        # both tried accept4, within their pause
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        time.sleep(0.5)             # both paused ones looked again
+        self.assertEqual(outbound_gauge(f), 1)
+        for i, s in enumerate(waiting):
+            s.sendall(b"GET /w%d HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n" % i)
+        left = answer_all(self, waiting, 10)
+        self.assertEqual(left, 0, "%d of 20 connections never served" % left)
 
     def test_flood_of_reset_connections_leaks_nothing(self):
         up = self.upstream(echo())
