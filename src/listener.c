@@ -401,6 +401,22 @@ cap_release(struct listener *l, struct worker *cur)
 	}
 }
 
+/* Takes a place for the connection accept4 is about to take, if there is
+ * one. Looking at the count and raising it after accept4 let twins woken by
+ * one release both see the same place free and both take it (2 served at
+ * once for a cap of 1). */
+static bool
+cap_take(struct listener *l)
+{
+	uint32_t n = atomic_load(&l->cap->held);
+
+	do {
+		if (n >= l->conf->max_connections)
+			return false;
+	} while (!atomic_compare_exchange_weak(&l->cap->held, &n, n + 1));
+	return true;
+}
+
 static void
 listener_accept(evutil_socket_t fd, short what, void *arg)
 {
@@ -419,12 +435,13 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 		socklen_t len = sizeof(ss);
 		int cfd, one = 1;
 
-		if (listener_full(l)) {
+		if (!cap_take(l)) {
 			cap_wait(l);
 			return;
 		}
 		cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
+			cap_release(l, l->w);		/* the place taken for it */
 			/* the connection stays queued and the socket readable:
 			 * accepting again at once would spin until a descriptor
 			 * is freed, so wait a moment */
@@ -442,7 +459,6 @@ listener_accept(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		atomic_fetch_add(&l->cap->held, 1);
 		if (l->w == NULL || !hand_off(l, cfd, &ss, len))
 			serve(l, cfd, (struct sockaddr *)&ss, len);
 	}

@@ -548,6 +548,34 @@ class HandOverRudeTest(LifecycleCase):
         left = answer_all(self, waiting, 10)
         self.assertEqual(left, 0, "%d of 20 connections never served" % left)
 
+    def test_a_wake_of_both_workers_admits_one_connection_per_place(self):
+        # a release wakes both workers paused at the cap; both may look at
+        # the count before either's accept4 counted there: the place is
+        # taken before the accept, so the upstream never sees two requests
+        # at once for a cap of 1
+        lock = threading.Lock()
+        seen = {"now": 0, "most": 0}
+
+        def behave(conn, req):
+            with lock:
+                seen["now"] += 1
+                seen["most"] = max(seen["most"], seen["now"])
+            conn.sleep(0.002)
+            with lock:              # before the answer: the next may come then
+                seen["now"] -= 1
+            conn.respond(200, [], b"ok")
+        up = self.upstream(behave)
+        f = self.ferry({"svc": service(up)}, workers=2, outbound={"max_connections": 1})
+        waiting = []
+        for i in range(150):
+            s = socket.create_connection(("127.0.0.1", f.outbound_port), timeout=5)
+            self._closers.append(s.close)
+            s.sendall(b"GET /w%d HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n" % i)
+            waiting.append(s)
+        left = answer_all(self, waiting, 30)
+        self.assertEqual(left, 0, "%d of 150 connections never served" % left)
+        self.assertEqual(seen["most"], 1, "requests at once for max_connections 1")
+
     def test_flood_of_reset_connections_leaks_nothing(self):
         up = self.upstream(echo())
         f = self.ferry({"svc": service(up)}, workers=2)
