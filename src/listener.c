@@ -378,10 +378,13 @@ cap_recheck(struct worker *w, void *arg)
 static void
 cap_release(struct listener *l, struct worker *cur)
 {
-	/* a connection's place handed on to the count its accept made frees
-	 * none */
-	if (atomic_fetch_sub(&l->cap->held, 1) > l->conf->max_connections ||
-	    atomic_load(&l->cap->n_waiting) == 0)
+	/* The waiters look again whatever L's own limit says: a closed
+	 * listener reads the outbound's (swap_listeners), which an inbound
+	 * one reopened at its address need not share, and a twin on a worker
+	 * that has reloaded may have another. A waiter that still finds the
+	 * count full stays paused. */
+	atomic_fetch_sub(&l->cap->held, 1);
+	if (atomic_load(&l->cap->n_waiting) == 0)
 		return;
 	if (cur == NULL) {
 		listener_recheck(l);

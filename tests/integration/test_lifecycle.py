@@ -576,6 +576,39 @@ class HandOverRudeTest(LifecycleCase):
         self.assertEqual(left, 0, "%d of 150 connections never served" % left)
         self.assertEqual(seen["most"], 1, "requests at once for max_connections 1")
 
+    def test_inbound_reopened_by_a_reload_is_woken_by_the_closed_ones_connections(self):
+        # a reload turns inbound off: its listener closes, its connections
+        # stay; the next turns it on again at the same address: the new
+        # listener shares the count and is paused at its cap (3) by the old
+        # connections. The end of one of them must wake it, though the
+        # closed listener reads the outbound limits (max_connections 1 here)
+        app = self.upstream(echo(), tls=False)
+        p = pki()
+        port_in = free_port()
+        inbound = {"address": "127.0.0.1:%d" % port_in, "max_connections": 3,
+                   "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+                   "local_app": app.address}
+        off = harness.ferry_config({}, workers=1, outbound={"max_connections": 1})
+        on = deep_merge(off, {"listeners": {"inbound": inbound}})
+        f = self.ferry(config=on)
+        old = [TLSClient(port_in, timeout=5) for _ in range(3)]
+        for c in old:
+            self._closers.append(c.close)
+            self.assertEqual(c.request("/old").status, 200)
+        self.reload(f, off)
+        self.reload(f, on)
+        queued = socket.create_connection(("127.0.0.1", port_in), timeout=5)
+        self._closers.append(queued.close)
+        time.sleep(0.2)
+        old[0].close()
+        ctx = ssl.create_default_context(cafile=p.ca.cert)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(p.client.cert, p.client.key)
+        tls = ctx.wrap_socket(queued, server_hostname="backend")     # times out unaccepted
+        self._closers.append(tls.close)
+        tls.sendall(build_request("GET", "/new", [("Host", "app")]))
+        self.assertEqual(read_response(Reader(tls)).status, 200)
+
     def test_flood_of_reset_connections_leaks_nothing(self):
         up = self.upstream(echo())
         f = self.ferry({"svc": service(up)}, workers=2)
