@@ -371,8 +371,22 @@ def connect_all(port, n):
     return socks
 
 
-def answer_all(case, socks, timeout):
-    """Reads each of SOCKS to its close, asserting a 200; how many were not
+def queue_gets(case, port, n, close=True):
+    """N connections to PORT, each with a GET sent (Connection: close
+    unless CLOSE is false), left to wait for ferry to accept them."""
+    socks = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        case._closers.append(s.close)
+        s.sendall(b"GET /w%d HTTP/1.1\r\nHost: svc\r\n%s\r\n"
+                  % (i, b"Connection: close\r\n" if close else b""))
+        socks.append(s)
+    return socks
+
+
+def answer_all(case, socks, timeout, most=None):
+    """Reads each of SOCKS to its close, asserting a 200 (and, after each
+    round, that MOST() is at most 1: a cap of 1 holds); how many were not
     closed within TIMEOUT."""
     waiting = list(socks)
     deadline = time.monotonic() + timeout
@@ -387,6 +401,8 @@ def answer_all(case, socks, timeout):
             case.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
             waiting.remove(s)
             s.close()
+        if most is not None:
+            case.assertLessEqual(most(), 1)
     return len(waiting)
 
 
@@ -468,35 +484,16 @@ class HandOverRudeTest(LifecycleCase):
         # other's queue move
         up = self.upstream(echo())
         f = self.ferry({"svc": service(up)}, workers=2, outbound={"max_connections": 1})
-        held = [self.raw_client(f.outbound_port)]
-        for c in held:
-            self.assertEqual(c.request("GET", "/held", [("Host", "svc")]).status, 200)
-        waiting = []
-        for i in range(10):
-            s = socket.create_connection(("127.0.0.1", f.outbound_port), timeout=5)
-            self._closers.append(s.close)
-            s.sendall(b"GET /w%d HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n" % i)
-            waiting.append(s)
+        held = self.raw_client(f.outbound_port)
+        self.assertEqual(held.request("GET", "/held", [("Host", "svc")]).status, 200)
+        waiting = queue_gets(self, f.outbound_port, 10)
         time.sleep(0.5)
         self.assertEqual(select.select(waiting, [], [], 0)[0], [],
                          "answered beyond max_connections")
         self.assertEqual(outbound_gauge(f), 1)
-        for c in held:
-            c.close()
-        deadline = time.monotonic() + 10
-        while waiting and time.monotonic() < deadline:
-            for s in select.select(waiting, [], [], 0.5)[0]:
-                answer = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    answer += chunk
-                self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
-                waiting.remove(s)
-                s.close()
-            self.assertLessEqual(outbound_gauge(f), 1)
-        self.assertEqual(waiting, [], "%d connections never served" % len(waiting))
+        held.close()
+        left = answer_all(self, waiting, 10, most=lambda: outbound_gauge(f))
+        self.assertEqual(left, 0, "%d connections never served" % left)
 
     def test_reload_raising_max_connections_serves_the_waiting(self):
         # workers paused at the cap look again when a reload raises it, on
@@ -505,12 +502,7 @@ class HandOverRudeTest(LifecycleCase):
         f = self.ferry({"svc": service(up)}, workers=2, outbound={"max_connections": 1})
         held = self.raw_client(f.outbound_port)
         self.assertEqual(held.request("GET", "/held", [("Host", "svc")]).status, 200)
-        waiting = []
-        for i in range(6):
-            s = socket.create_connection(("127.0.0.1", f.outbound_port), timeout=5)
-            self._closers.append(s.close)
-            s.sendall(b"GET /w%d HTTP/1.1\r\nHost: svc\r\n\r\n" % i)
-            waiting.append(s)
+        waiting = queue_gets(self, f.outbound_port, 6, close=False)
         time.sleep(0.3)
         self.assertEqual(select.select(waiting, [], [], 0)[0], [])
         self.reload(f, deep_merge(f.config, {"listeners": {"outbound": {"max_connections": 7}}}))
@@ -566,12 +558,7 @@ class HandOverRudeTest(LifecycleCase):
             conn.respond(200, [], b"ok")
         up = self.upstream(behave)
         f = self.ferry({"svc": service(up)}, workers=2, outbound={"max_connections": 1})
-        waiting = []
-        for i in range(150):
-            s = socket.create_connection(("127.0.0.1", f.outbound_port), timeout=5)
-            self._closers.append(s.close)
-            s.sendall(b"GET /w%d HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n" % i)
-            waiting.append(s)
+        waiting = queue_gets(self, f.outbound_port, 150)
         left = answer_all(self, waiting, 30)
         self.assertEqual(left, 0, "%d of 150 connections never served" % left)
         self.assertEqual(seen["most"], 1, "requests at once for max_connections 1")
