@@ -40,11 +40,13 @@ struct handoff {
  * max_connections is per listener (SPEC §11): per bound address, shared by
  * the workers' twin sockets for it, so a connection counts the same
  * wherever the kernel hashed it or a hand-over took it. A connection
- * holds a place from its accept4 (while it is handed over too) until it
- * ends. A twin paused at the cap is woken by whichever worker frees a
- * place: every worker pausing at the cap counts itself in n_waiting
- * before it looks at held once more, and every release lowers held before
- * it looks at n_waiting, so one of the two sees the other.
+ * holds a place from just before its accept4 (cap_take) until it ends,
+ * also while it is handed over. A twin paused at the cap, or one that
+ * found it full when a pause for descriptors ended, is woken by whichever
+ * worker frees a place: every worker that finds the cap full counts
+ * itself in n_waiting before it looks at held once more, and every
+ * release lowers held before it looks at n_waiting, so one of the two
+ * sees the other.
  */
 struct conn_cap {
 	_Atomic uint32_t held;
@@ -172,8 +174,8 @@ handoff_drop(void *arg)
 	free(h);
 }
 
-/* The place the connection took at accept4 is its own from here on (the
- * accept counts it), or free again (it was refused). */
+/* The place taken for the connection before accept4 goes: the accept
+ * counted the connection in a place of its own, or refused it. */
 static void
 serve(struct listener *l, int fd, const struct sockaddr *peer, socklen_t len)
 {
