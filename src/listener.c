@@ -15,6 +15,7 @@
 
 #define ACCEPT_BATCH 64
 #define EMFILE_PAUSE_MS 100
+#define CAP_LOOK_AGAIN_S 5
 
 static struct log_limit emfile_limit;
 
@@ -346,8 +347,16 @@ listener_resume(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!l->paused || l->fd < 0 || !cap_room(l))
+	if (!l->paused || l->fd < 0)
 		return;
+	if (!cap_room(l)) {
+		/* the wake of a release may be lost (no memory for its mail):
+		 * a waiter also looks again now and then */
+		struct timeval tv = { CAP_LOOK_AGAIN_S, 0 };
+
+		evtimer_add(l->ev_resume, &tv);
+		return;
+	}
 	if (l->at_cap) {
 		l->at_cap = false;
 		atomic_fetch_sub(&l->cap->n_waiting, 1);

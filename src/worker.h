@@ -112,7 +112,8 @@ struct listener {
 	size_t service;			/* LK_SERVICE: index in config */
 	int fd;
 	struct event *ev;
-	struct event *ev_resume;	/* ends a pause for want of descriptors */
+	struct event *ev_resume;	/* ends a pause for want of descriptors; a
+					   waiter at the cap looks again (listener.c) */
 	/* takes each accepted connection; counts it with
 	 * listener_client_add() and calls listener_client_gone() when it
 	 * ends */

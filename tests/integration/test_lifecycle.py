@@ -492,7 +492,8 @@ class HandOverRudeTest(LifecycleCase):
                          "answered beyond max_connections")
         self.assertEqual(outbound_gauge(f), 1)
         held.close()
-        left = answer_all(self, waiting, 10, most=lambda: outbound_gauge(f))
+        # within the 5 s after which a waiter looks again without a wake
+        left = answer_all(self, waiting, 4, most=lambda: outbound_gauge(f))
         self.assertEqual(left, 0, "%d connections never served" % left)
 
     def test_reload_raising_max_connections_serves_the_waiting(self):
@@ -537,7 +538,7 @@ class HandOverRudeTest(LifecycleCase):
         self.assertEqual(outbound_gauge(f), 1)
         for i, s in enumerate(waiting):
             s.sendall(b"GET /w%d HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n" % i)
-        left = answer_all(self, waiting, 10)
+        left = answer_all(self, waiting, 4)     # before a waiter looks again unwoken (5 s)
         self.assertEqual(left, 0, "%d of 20 connections never served" % left)
 
     def test_a_wake_of_both_workers_admits_one_connection_per_place(self):
@@ -584,7 +585,9 @@ class HandOverRudeTest(LifecycleCase):
             self.assertEqual(c.request("/old").status, 200)
         self.reload(f, off)
         self.reload(f, on)
-        queued = socket.create_connection(("127.0.0.1", port_in), timeout=5)
+        # unaccepted, the handshake times out before a waiter looks again
+        # unwoken (5 s)
+        queued = socket.create_connection(("127.0.0.1", port_in), timeout=3)
         self._closers.append(queued.close)
         time.sleep(0.2)
         old[0].close()
