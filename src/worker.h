@@ -128,7 +128,7 @@ struct listener {
 	 * a closed listener from being freed under the hand-off */
 	_Atomic uint32_t n_away;
 	bool paused;
-	bool at_cap;			/* paused by max_connections */
+	bool at_cap;			/* among its count's waiters (listener.c) */
 	/* its idle HTTP/1 connections, oldest first, and the timer at the
 	 * oldest's idle_timeout (h1_down.c; the timer made when first needed) */
 	struct client *idle_first, *idle_last;
