@@ -333,6 +333,17 @@ cap_room(struct listener *l)
 	return !listener_full(l);
 }
 
+/* L is no longer among its count's waiters: it accepts again, or its
+ * socket is closed */
+static void
+cap_leave(struct listener *l)
+{
+	if (l->at_cap) {
+		l->at_cap = false;
+		atomic_fetch_sub(&l->cap->n_waiting, 1);
+	}
+}
+
 static void
 cap_wait(struct listener *l)
 {
@@ -357,10 +368,7 @@ listener_resume(evutil_socket_t fd, short what, void *arg)
 		evtimer_add(l->ev_resume, &tv);
 		return;
 	}
-	if (l->at_cap) {
-		l->at_cap = false;
-		atomic_fetch_sub(&l->cap->n_waiting, 1);
-	}
+	cap_leave(l);
 	evtimer_del(l->ev_resume);
 	event_add(l->ev, NULL);
 	l->paused = false;
@@ -532,16 +540,6 @@ listener_new(struct worker *w, enum listener_kind kind, const struct conf_listen
 	l->w = w;
 	l->service = service;
 	return l;
-}
-
-/* L waits no more: its fd is closed, it never resumes */
-static void
-cap_leave(struct listener *l)
-{
-	if (l->at_cap) {
-		l->at_cap = false;
-		atomic_fetch_sub(&l->cap->n_waiting, 1);
-	}
 }
 
 void

@@ -101,10 +101,10 @@ enum listener_kind {
 	LK_INBOUND,			/* TLS from peers to the local app */
 };
 
-/* A listening socket (listener.c). W, kind and service are the proxy's;
- * the admin listener has W NULL and its own ACCEPT. */
 struct conn_cap;
 
+/* A listening socket (listener.c). W, kind and service are the proxy's;
+ * the admin listener has W NULL and its own ACCEPT. */
 struct listener {
 	struct worker *w;
 	enum listener_kind kind;
