@@ -1349,6 +1349,26 @@ class Ferry:
             self._terminated = True
         self.proc.send_signal(sig)
 
+    def freeze(self):
+        """SIGSTOP, returning once every thread has stopped: kill() wakes
+        one thread to take the signal, and on a loaded machine another may
+        still run a turn of its loop before that one is scheduled."""
+        self.proc.send_signal(signal.SIGSTOP)
+        tasks = "/proc/%d/task" % self.proc.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = []
+            for tid in os.listdir(tasks):
+                try:
+                    with open("%s/%s/stat" % (tasks, tid)) as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except FileNotFoundError:
+                    pass
+            if states and all(st in "tT" for st in states):
+                return
+            time.sleep(0.005)
+        raise AssertionError("ferry did not stop within 10 s of SIGSTOP")
+
     def stop(self, timeout=None):
         """SIGTERM, then SIGKILL after the drain budget; the problems seen
         (a crash is an exit by signal), as a list of strings."""

@@ -216,23 +216,28 @@ class PoolTest(FerryTestCase):
         of the requests written on that connection before do not count
         as this one's."""
         go_reset = threading.Event()
+        reset_done = threading.Event()
 
         def reset_after_first(conn, req):
             harness.echo()(conn, req)
             if req.seq == 0 and req.target == "/warm":
                 go_reset.wait(10)
                 conn.reset()
+                reset_done.set()
         up = self.upstream(reset_after_first)
         f = self.ferry({"svc": service(up, retries={"max": 0})}, workers=1)
         with f.client() as c:
             self.assertEqual(c.request("GET", "/warm", [("Host", "svc")]).status, 200)
             time.sleep(0.1)     # the connection is back in the pool
-            f.signal(signal.SIGSTOP)
+            f.freeze()
             try:
                 c.send(harness.build_request("POST", "/once", [("Host", "svc")], b"pay"))
                 time.sleep(0.1)
                 go_reset.set()
-                time.sleep(0.2)
+                # a loaded machine may run the upstream's thread late: ferry
+                # goes on only once the RST is in its socket
+                self.assertTrue(reset_done.wait(10))
+                time.sleep(0.1)
             finally:
                 f.signal(signal.SIGCONT)
             resp = c.read_response("POST")
