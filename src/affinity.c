@@ -12,3 +12,37 @@ affinity_cpu(const cpu_set_t *allowed, unsigned n_workers, unsigned worker)
 			return cpu;
 	return -1;
 }
+
+bool
+affinity_watch_sample(struct affinity_watch *w, uint64_t run_ns, uint64_t wait_ns,
+    uint64_t runs)
+{
+	uint64_t d_run = run_ns - w->run_ns, d_wait = wait_ns - w->wait_ns;
+	uint64_t d_runs = runs - w->runs;
+	bool first = !w->sampled, argues;
+
+	w->run_ns = run_ns;
+	w->wait_ns = wait_ns;
+	w->runs = runs;
+	w->sampled = true;
+	/* counters that went back (another thread's) start over */
+	if (first || d_runs < AFFINITY_MIN_RUNS || d_runs > runs || d_run > run_ns ||
+	    d_wait > wait_ns) {
+		w->streak = 0;
+		return false;
+	}
+	if (w->loose)
+		argues = d_run <= d_runs * AFFINITY_BIND_US * 1000;
+	else
+		argues = d_run >= d_runs * AFFINITY_LOOSE_US * 1000 &&
+		    d_wait >= d_runs * AFFINITY_LOOSE_US * 1000;
+	if (!argues) {
+		w->streak = 0;
+		return false;
+	}
+	if (++w->streak < (w->loose ? AFFINITY_BIND_AFTER : AFFINITY_LOOSE_AFTER))
+		return false;
+	w->loose = !w->loose;
+	w->streak = 0;
+	return true;
+}

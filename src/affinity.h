@@ -13,9 +13,53 @@
 #define FERRY_AFFINITY_H
 
 #include <sched.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 /* The CPU for worker WORKER of N_WORKERS given the process's ALLOWED set,
  * or -1: leave it to the kernel. */
 int affinity_cpu(const cpu_set_t *allowed, unsigned n_workers, unsigned worker);
+
+/*
+ * A bound worker cannot run anywhere but on its CPU. When a busy thread
+ * of another process holds that CPU (a single-threaded app or backend
+ * beside ferry), the worker waits out that thread's turns while another
+ * CPU may idle. That costs little when the worker's own turns are short
+ * (HTTP/1.1: tens of microseconds each time it runs), and binding wins
+ * there; when its work comes in long batches (HTTP/2's many streams a
+ * read), each wait holds up a whole batch: on the bench's two CPUs,
+ * bound workers ran about 300 us and waited about as long each time, and
+ * ferry served 5-10 % fewer requests a second than unbound (README, "CPU
+ * affinity").
+ *
+ * So a bound worker watches its turns in the kernel's schedstat (time
+ * run, time waited on a run queue, times run), once a second. It is let
+ * loose after AFFINITY_LOOSE_AFTER busy seconds in a row in which it ran
+ * a mean AFFINITY_LOOSE_US or more each time and waited as long; a loose
+ * worker is bound again after AFFINITY_BIND_AFTER busy seconds in a row
+ * of turns of AFFINITY_BIND_US or less. A second with fewer than
+ * AFFINITY_MIN_RUNS turns is not busy: it moves nothing, and breaks a
+ * run of seconds.
+ *
+ * Pure: the caller reads the counters and applies the verdict.
+ */
+#define AFFINITY_LOOSE_US	150
+#define AFFINITY_BIND_US	75
+#define AFFINITY_LOOSE_AFTER	2
+#define AFFINITY_BIND_AFTER	5
+#define AFFINITY_MIN_RUNS	100
+
+struct affinity_watch {
+	uint64_t run_ns, wait_ns, runs;	/* at the last sample */
+	bool sampled;
+	bool loose;		/* let loose: its binding undone */
+	unsigned streak;	/* busy seconds in a row that argue for a move */
+};
+
+/* Takes the thread's cumulative counters (schedstat's three), a second
+ * after the last ones; true when W->loose changed: loosen or bind the
+ * thread now. */
+bool affinity_watch_sample(struct affinity_watch *w, uint64_t run_ns, uint64_t wait_ns,
+    uint64_t runs);
 
 #endif

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -438,6 +439,8 @@ closed_listeners_sweep(struct worker *w)
 	}
 }
 
+static void watch_placement(struct worker *w);
+
 static void
 sweep(evutil_socket_t fd, short what, void *arg)
 {
@@ -453,6 +456,7 @@ sweep(evutil_socket_t fd, short what, void *arg)
 		pool_sweep(&w->gen->inbound, now);
 	retired_sweep(w, false);
 	closed_listeners_sweep(w);
+	watch_placement(w);
 	/* what a burst left on the free lists, unused for a second, goes */
 	h2_mem_decay();
 	blocks_decay();
@@ -577,6 +581,10 @@ apply_affinity(struct worker *w, const struct config *c)
 	cpu_set_t one;
 	int err;
 
+	if (cpu < 0)
+		w->placement = (struct affinity_watch){ 0 };	/* bound again if auto returns */
+	else if (w->placement.loose)
+		cpu = -1;
 	if (cpu == w->bound_cpu)
 		return;
 	if (cpu < 0) {
@@ -591,6 +599,32 @@ apply_affinity(struct worker *w, const struct config *c)
 		return;
 	}
 	w->bound_cpu = cpu;
+}
+
+/* cpu_affinity: auto also lets a bound worker loose while it waits long
+ * for its CPU, and binds it again when the waits are short (affinity.h) */
+static void
+watch_placement(struct worker *w)
+{
+	char buf[96];
+	unsigned long long run, wait, runs;	/* ns, ns, times */
+	int bound = w->bound_cpu;
+	ssize_t n;
+
+	if (w->schedstat_fd < 0 || (bound < 0 && !w->placement.loose))
+		return;
+	if ((n = pread(w->schedstat_fd, buf, sizeof(buf) - 1, 0)) <= 0)
+		return;
+	buf[n] = '\0';
+	if (sscanf(buf, "%llu %llu %llu", &run, &wait, &runs) != 3 ||
+	    !affinity_watch_sample(&w->placement, run, wait, runs))
+		return;
+	apply_affinity(w, w->gen->conf);
+	if (w->placement.loose && w->bound_cpu < 0)
+		log_info("worker %d: let loose from CPU %d: long turns, long waits for it",
+		    w->id, bound);
+	else if (!w->placement.loose && w->bound_cpu >= 0)
+		log_info("worker %d: bound to CPU %d again", w->id, w->bound_cpu);
 }
 
 /* Listeners follow the new snapshot: limits from it, service ports added
@@ -790,6 +824,7 @@ worker_init(struct worker *w, const struct worker_deps *deps, int id, struct con
 
 	memset(w, 0, sizeof(*w));
 	w->mail_fd = -1;
+	w->schedstat_fd = -1;
 	w->gen_reap.run = gens_reap;
 	w->id = id;
 	w->rt = deps->rt;
@@ -831,6 +866,8 @@ worker_main(void *arg)
 
 	apply_scheduling(w, w->gen->conf);
 	w->bound_cpu = -1;
+	/* this thread's: /proc/thread-self resolves when opened */
+	w->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	if (pthread_getaffinity_np(pthread_self(), sizeof(w->allowed), &w->allowed) == 0)
 		apply_affinity(w, w->gen->conf);
 	ids_thread_init();
@@ -850,6 +887,9 @@ worker_main(void *arg)
 	}
 	h2_mem_thread_end();
 	blocks_thread_end();
+	if (w->schedstat_fd >= 0)
+		close(w->schedstat_fd);
+	w->schedstat_fd = -1;
 	return NULL;
 }
 

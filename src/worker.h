@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "accesslog.h"
+#include "affinity.h"
 #include "balancer.h"
 #include "inbound.h"
 #include "latency.h"
@@ -229,6 +230,8 @@ struct worker {
 	bool made_batch;		/* SCHED_BATCH set by apply_scheduling() */
 	cpu_set_t allowed;		/* the thread's CPUs as it started */
 	int bound_cpu;			/* by apply_affinity(); -1: not bound */
+	struct affinity_watch placement;	/* what it waits while bound */
+	int schedstat_fd;		/* its thread's, or -1 */
 };
 
 /* Arms timer EV to fire at AT_MS (clock_now_ms() time; past means now). */

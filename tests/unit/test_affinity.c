@@ -1,6 +1,7 @@
 /*
  * Unit tests for src/affinity.c: a worker gets a CPU of its own only when
- * the process may use exactly as many CPUs as it has workers.
+ * the process may use exactly as many CPUs as it has workers, and is let
+ * loose while its long turns wait long for it.
  */
 #include <sched.h>
 #include <stdlib.h>
@@ -62,6 +63,123 @@ START_TEST(test_empty_and_last_cpu)
 }
 END_TEST
 
+/* The counters of a thread, as schedstat shows them. */
+struct counters {
+	uint64_t run_ns, wait_ns, runs;
+};
+
+/* Feeds W a second of N turns that each ran RUN_US and waited WAIT_US;
+ * returns what affinity_watch_sample said. */
+static bool
+second(struct affinity_watch *w, struct counters *c, uint64_t n, uint64_t run_us,
+    uint64_t wait_us)
+{
+	c->run_ns += n * run_us * 1000;
+	c->wait_ns += n * wait_us * 1000;
+	c->runs += n;
+	return affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs);
+}
+
+static void
+start(struct affinity_watch *w, struct counters *c)
+{
+	/* the first sample is a base, whatever it says */
+	ck_assert(!affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs));
+}
+
+START_TEST(test_long_turns_that_wait_loosen_short_ones_bind_again)
+{
+	struct affinity_watch w = { 0 };
+	struct counters c = { 900000000, 800000000, 3000 };
+
+	start(&w, &c);
+	for (int i = 1; i < AFFINITY_LOOSE_AFTER; i++)
+		ck_assert(!second(&w, &c, 1000, AFFINITY_LOOSE_US, AFFINITY_LOOSE_US));
+	ck_assert(second(&w, &c, 1000, AFFINITY_LOOSE_US, AFFINITY_LOOSE_US));
+	ck_assert(w.loose);
+	/* long turns, or turns between the marks: it stays loose */
+	ck_assert(!second(&w, &c, 1000, 300, 0));
+	for (int i = 0; i < 10; i++)
+		ck_assert(!second(&w, &c, 1000, AFFINITY_BIND_US + 1, 5));
+	for (int i = 1; i < AFFINITY_BIND_AFTER; i++)
+		ck_assert(!second(&w, &c, 1000, AFFINITY_BIND_US, 400));
+	ck_assert(second(&w, &c, 5000, 20, 30));
+	ck_assert(!w.loose);
+}
+END_TEST
+
+START_TEST(test_short_turns_or_short_waits_keep_it_bound)
+{
+	struct affinity_watch w = { 0 };
+	struct counters c = { 0 };
+
+	start(&w, &c);
+	/* HTTP/1.1 on a busy CPU: short turns, long waits */
+	for (int i = 0; i < 20; i++)
+		ck_assert(!second(&w, &c, 5000, 60, 900));
+	/* long turns, on a CPU of its own */
+	for (int i = 0; i < 20; i++)
+		ck_assert(!second(&w, &c, 1000, 500, AFFINITY_LOOSE_US - 1));
+	ck_assert(!w.loose);
+}
+END_TEST
+
+START_TEST(test_a_second_that_does_not_argue_breaks_the_streak)
+{
+	struct affinity_watch w = { 0 };
+	struct counters c = { 0 };
+
+	start(&w, &c);
+	for (int i = 0; i < 10; i++) {
+		for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
+			ck_assert(!second(&w, &c, 500, 300, 900));
+		ck_assert(!second(&w, &c, 500, AFFINITY_LOOSE_US - 1, 900));
+	}
+	ck_assert(!w.loose);
+}
+END_TEST
+
+START_TEST(test_an_idle_worker_is_not_moved)
+{
+	struct affinity_watch w = { 0 };
+	struct counters c = { 0 };
+
+	start(&w, &c);
+	/* a few long turns that waited long say nothing about load */
+	for (int i = 0; i < 20; i++)
+		ck_assert(!second(&w, &c, AFFINITY_MIN_RUNS - 1, 5000, 5000));
+	/* and an idle second between busy ones breaks the streak */
+	for (int i = 0; i < 10; i++) {
+		for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
+			ck_assert(!second(&w, &c, 1000, 300, 900));
+		ck_assert(!second(&w, &c, 3, 300, 900));
+	}
+	ck_assert(!w.loose);
+}
+END_TEST
+
+START_TEST(test_counters_that_go_back_start_over)
+{
+	struct affinity_watch w = { 0 };
+	struct counters c = { 4000000000, 3000000000, 100000 };
+
+	start(&w, &c);
+	for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
+		ck_assert(!second(&w, &c, 1000, 300, 900));
+	/* each counter smaller in turn: no second's difference */
+	c = (struct counters){ 10, 3000000000, 200000 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
+	c = (struct counters){ 4000000000, 10, 300000 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
+	c = (struct counters){ 5000000000, 3000000000, 5 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
+	for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
+		ck_assert(!second(&w, &c, 1000, 300, 900));
+	ck_assert(second(&w, &c, 1000, 300, 900));
+	ck_assert(w.loose);
+}
+END_TEST
+
 static Suite *
 affinity_suite(void)
 {
@@ -72,6 +190,11 @@ affinity_suite(void)
 	tcase_add_test(tc, test_more_cpus_than_workers);
 	tcase_add_test(tc, test_fewer_cpus_than_workers);
 	tcase_add_test(tc, test_empty_and_last_cpu);
+	tcase_add_test(tc, test_long_turns_that_wait_loosen_short_ones_bind_again);
+	tcase_add_test(tc, test_short_turns_or_short_waits_keep_it_bound);
+	tcase_add_test(tc, test_a_second_that_does_not_argue_breaks_the_streak);
+	tcase_add_test(tc, test_an_idle_worker_is_not_moved);
+	tcase_add_test(tc, test_counters_that_go_back_start_over);
 	suite_add_tcase(s, tc);
 	return s;
 }
