@@ -716,6 +716,8 @@ class AffinityTest(LifecycleCase):
         exe = shutil.which("h2load")
         if not exe:
             self.skipTest("h2load not installed (Debian package nghttp2-client)")
+        if not os.path.exists("/proc/thread-self/schedstat"):
+            self.skipTest("the kernel keeps no schedstat (CONFIG_SCHED_INFO)")
         two = set(sorted(os.sched_getaffinity(0))[:2])
         f, cfg = self.start_on(two, workers=2)
         own = sorted([c] for c in two)
