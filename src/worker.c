@@ -601,8 +601,9 @@ apply_affinity(struct worker *w, const struct config *c)
 	w->bound_cpu = cpu;
 }
 
-/* cpu_affinity: auto also lets a bound worker loose while it waits long
- * for its CPU, and binds it again when the waits are short (affinity.h) */
+/* cpu_affinity: auto also lets a bound worker loose while its long turns
+ * wait long for its CPU, and binds it again when its turns are short
+ * (affinity.h) */
 static void
 watch_placement(struct worker *w)
 {
@@ -620,10 +621,12 @@ watch_placement(struct worker *w)
 	    !affinity_watch_sample(&w->placement, run, wait, runs))
 		return;
 	apply_affinity(w, w->gen->conf);
-	if (w->placement.loose && w->bound_cpu < 0)
+	if (w->placement.loose && w->bound_cpu >= 0)
+		w->placement.loose = false;	/* denied (logged): it stays bound */
+	else if (bound >= 0 && w->bound_cpu < 0)
 		log_info("worker %d: let loose from CPU %d: long turns, long waits for it",
 		    w->id, bound);
-	else if (!w->placement.loose && w->bound_cpu >= 0)
+	else if (bound < 0 && w->bound_cpu >= 0)
 		log_info("worker %d: bound to CPU %d again", w->id, w->bound_cpu);
 }
 
