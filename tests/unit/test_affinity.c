@@ -80,6 +80,14 @@ second(struct affinity_watch *w, struct counters *c, uint64_t n, uint64_t run_us
 	return affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs);
 }
 
+/* One second short of letting W loose. */
+static void
+almost_loose(struct affinity_watch *w, struct counters *c)
+{
+	for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
+		ck_assert(!second(w, c, 1000, 300, 900));
+}
+
 static void
 start(struct affinity_watch *w, struct counters *c)
 {
@@ -131,8 +139,7 @@ START_TEST(test_a_second_that_does_not_argue_breaks_the_streak)
 
 	start(&w, &c);
 	for (int i = 0; i < 10; i++) {
-		for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
-			ck_assert(!second(&w, &c, 500, 300, 900));
+		almost_loose(&w, &c);
 		ck_assert(!second(&w, &c, 500, AFFINITY_LOOSE_US - 1, 900));
 	}
 	ck_assert(!w.loose);
@@ -150,8 +157,7 @@ START_TEST(test_an_idle_worker_is_not_moved)
 		ck_assert(!second(&w, &c, AFFINITY_MIN_RUNS - 1, 5000, 5000));
 	/* and an idle second between busy ones breaks the streak */
 	for (int i = 0; i < 10; i++) {
-		for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
-			ck_assert(!second(&w, &c, 1000, 300, 900));
+		almost_loose(&w, &c);
 		ck_assert(!second(&w, &c, 3, 300, 900));
 	}
 	ck_assert(!w.loose);
@@ -164,8 +170,7 @@ START_TEST(test_counters_that_go_back_start_over)
 	struct counters c = { 4000000000, 3000000000, 100000 };
 
 	start(&w, &c);
-	for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
-		ck_assert(!second(&w, &c, 1000, 300, 900));
+	almost_loose(&w, &c);
 	/* each counter smaller in turn: no second's difference */
 	c = (struct counters){ 10, 3000000000, 200000 };
 	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
@@ -173,8 +178,7 @@ START_TEST(test_counters_that_go_back_start_over)
 	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
 	c = (struct counters){ 5000000000, 3000000000, 5 };
 	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
-	for (int k = 1; k < AFFINITY_LOOSE_AFTER; k++)
-		ck_assert(!second(&w, &c, 1000, 300, 900));
+	almost_loose(&w, &c);
 	ck_assert(second(&w, &c, 1000, 300, 900));
 	ck_assert(w.loose);
 }
