@@ -217,6 +217,21 @@ def rst_close(sock):
     sock.close()
 
 
+def thread_cpus(f):
+    """{thread name: [CPU set of each such thread]} of ferry's process."""
+    out = {}
+    task = "/proc/%d/task" % f.proc.pid
+    for tid in os.listdir(task):
+        try:
+            with open("%s/%s/comm" % (task, tid)) as fh:
+                name = fh.read().strip()
+            cpus = os.sched_getaffinity(int(tid))
+        except OSError:
+            continue            # a thread that just ended
+        out.setdefault(re.sub(r"-\d+$", "", name), []).append(cpus)
+    return out
+
+
 def wait_until(predicate, timeout, interval=0.02):
     """Poll predicate() until it is true; return its last value."""
     deadline = time.monotonic() + timeout
@@ -1591,6 +1606,20 @@ class FerryTestCase(unittest.TestCase):
                   env=env, args=args)
         self._ferries.append(f)
         return f.start()
+
+    def ferry_on_cpus(self, cpus, **conf):
+        """ferry (one service `svc`) started on the CPU set CPUS, which it
+        inherits, and answering; (ferry, its config)."""
+        up = self.upstream()
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpus)
+        try:
+            cfg = ferry_config({"svc": service(up)}, **conf)
+            f = self.ferry(config=cfg)
+        finally:
+            os.sched_setaffinity(0, before)
+        self.assertEqual(f.get("/", host="svc").status, 200)
+        return f, cfg
 
     def start_inbound(self, local_app, key, alpn=None, listener=(), **cfg_kw):
         """ferry (self.f) with an mTLS inbound listener on self.port to

@@ -15,8 +15,6 @@ import shutil
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,7 +24,7 @@ import uuid
 import harness
 from harness import (FerryTestCase, rst_close, IncompleteMessage, RawClient, Reader, build_request,
                      delay, deep_merge, echo, fixed, free_port, payload, pki, read_response,
-                     service, slow_body, to_yaml, wait_until)
+                     service, slow_body, thread_cpus, to_yaml, wait_until)
 
 RELOAD_WAIT = 5.0       # a SIGHUP reload is counted within this
 WATCH_WAIT = 2.0        # a watched change is in force within this (SPEC: debounced ~250 ms)
@@ -285,21 +283,6 @@ class SchedulingTest(LifecycleCase):
         self.reload(f, cfg)
         self.assertEqual(f.get("/", host="svc").status, 200)
         self.assertEqual(thread_policies(f).get("ferry-worker"), [os.SCHED_BATCH] * 2)
-
-
-def thread_cpus(f):
-    """{thread name: [CPU set of each such thread]} of ferry's process."""
-    out = {}
-    task = "/proc/%d/task" % f.proc.pid
-    for tid in os.listdir(task):
-        try:
-            with open("%s/%s/comm" % (task, tid)) as fh:
-                name = fh.read().strip()
-            cpus = os.sched_getaffinity(int(tid))
-        except OSError:
-            continue            # a thread that just ended
-        out.setdefault(re.sub(r"-\d+$", "", name), []).append(cpus)
-    return out
 
 
 class WorkerSpreadTest(LifecycleCase):
@@ -674,23 +657,12 @@ class HandOverRudeTest(LifecycleCase):
 class AffinityTest(LifecycleCase):
     """cpu_affinity (README): with as many CPUs allowed as workers, each
     worker is bound to its own one by default; `off` (a reload) gives them
-    the whole set back; with more CPUs than workers none is bound."""
-
-    def start_on(self, cpus, **conf):
-        up = self.upstream()
-        before = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, cpus)       # ferry inherits it
-        try:
-            cfg = harness.ferry_config({"svc": service(up)}, **conf)
-            f = self.ferry(config=cfg)
-        finally:
-            os.sched_setaffinity(0, before)
-        self.assertEqual(f.get("/", host="svc").status, 200)
-        return f, cfg
+    the whole set back; with more CPUs than workers none is bound. Letting
+    a worker loose is test_placement's (it loads every CPU)."""
 
     def test_each_worker_on_its_own_cpu_and_reload_unbinds(self):
         two = set(sorted(os.sched_getaffinity(0))[:2])
-        f, cfg = self.start_on(two, workers=2)
+        f, cfg = self.ferry_on_cpus(two, workers=2)
         t = thread_cpus(f)
         self.assertEqual(sorted(map(sorted, t.get("ferry-worker"))),
                          sorted([c] for c in two), t)
@@ -705,71 +677,14 @@ class AffinityTest(LifecycleCase):
                                    sorted([c] for c in two), 2.0), thread_cpus(f))
         self.assertEqual(f.get("/", host="svc").status, 200)
 
-    def test_long_turns_that_wait_are_let_loose_then_short_ones_bound_again(self):
-        """A bound worker is let loose while its turns are long and wait
-        long for its CPU, and bound again once its turns are short
-        (src/affinity.h). Long turns: h2load's bursts of 100 streams for a
-        service that does not exist, each answered by ferry itself (404),
-        while a busy loop at nice 19 holds each CPU, so that a woken worker
-        (SCHED_BATCH) waits for the next tick. Short turns: one HTTP/1.1
-        request a turn on each worker, the busy loops gone."""
-        exe = shutil.which("h2load")
-        if not exe:
-            self.skipTest("h2load not installed (Debian package nghttp2-client)")
-        if not os.path.exists("/proc/thread-self/schedstat"):
-            self.skipTest("the kernel keeps no schedstat (CONFIG_SCHED_INFO)")
-        two = set(sorted(os.sched_getaffinity(0))[:2])
-        f, cfg = self.start_on(two, workers=2)
-        own = sorted([c] for c in two)
-        self.assertEqual(sorted(map(sorted, thread_cpus(f).get("ferry-worker"))), own)
-        hogs = [subprocess.Popen([sys.executable, "-c",
-                                  "import os\nos.sched_setaffinity(0, {%d})\nos.nice(19)\n"
-                                  "while True:\n    pass\n" % cpu]) for cpu in sorted(two)]
-        load = subprocess.Popen([exe, "-D", "30", "-c", "4", "-m", "100", "-t", "1",
-                                 "-H", ":authority: nosuch",
-                                 "http://127.0.0.1:%d/" % f.outbound_port],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            loose = wait_until(lambda: thread_cpus(f).get("ferry-worker") == [two, two], 15.0,
-                               interval=0.2)
-        finally:
-            for p in hogs + [load]:
-                p.kill()
-                p.wait()
-        self.assertTrue(loose, thread_cpus(f))
-
-        stop = threading.Event()
-        statuses = []
-
-        def short_turns():
-            with f.client() as c:
-                while not stop.is_set():
-                    statuses.append(c.request("GET", "/", [("Host", "nosuch")]).status)
-        clients = [threading.Thread(target=short_turns) for _ in range(2)]
-        for t in clients:
-            t.start()
-        try:
-            bound = wait_until(lambda: sorted(map(sorted, thread_cpus(f).get("ferry-worker")))
-                               == own, 20.0, interval=0.2)
-        finally:
-            stop.set()
-            for t in clients:
-                t.join()
-        self.assertTrue(bound, thread_cpus(f))
-        self.assertEqual(set(statuses), {404})
-        log = f.stderr_text()
-        for w, cpu in enumerate(sorted(two)):
-            self.assertIn("worker %d: let loose from CPU %d" % (w, cpu), log)
-            self.assertIn("worker %d: bound to CPU %d again" % (w, cpu), log)
-
     def test_more_cpus_than_workers_binds_none(self):
         two = set(sorted(os.sched_getaffinity(0))[:2])
-        f, _ = self.start_on(two, workers=1)
+        f, _ = self.ferry_on_cpus(two, workers=1)
         self.assertEqual(thread_cpus(f).get("ferry-worker"), [two])
 
     def test_off_binds_none(self):
         two = set(sorted(os.sched_getaffinity(0))[:2])
-        f, _ = self.start_on(two, workers=2, cpu_affinity="off")
+        f, _ = self.ferry_on_cpus(two, workers=2, cpu_affinity="off")
         self.assertEqual(thread_cpus(f).get("ferry-worker"), [two, two])
 
 

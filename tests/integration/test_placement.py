@@ -1,0 +1,90 @@
+"""cpu_affinity: auto lets a bound worker loose while its long turns wait
+long for its CPU, and binds it again when its turns are short
+(src/affinity.h). It loads every CPU for seconds, so meson runs it alone
+(is_parallel: false): tests beside it would see their timing move."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import unittest
+
+import harness
+from harness import FerryTestCase, thread_cpus, wait_until
+
+
+@unittest.skipUnless(len(os.sched_getaffinity(0)) >= 2, "needs two CPUs")
+class PlacementTest(FerryTestCase):
+
+    def test_long_turns_that_wait_are_let_loose_then_short_ones_bound_again(self):
+        """A bound worker is let loose while its turns are long and wait
+        long for its CPU, and bound again once its turns are short
+        (src/affinity.h). Long turns: h2load's bursts of 100 streams for a
+        service that does not exist, each answered by ferry itself (404),
+        while a busy loop at nice 19 holds each CPU, so that a woken worker
+        (SCHED_BATCH) waits for the next tick. Short turns: one HTTP/1.1
+        request a turn on each worker, the busy loops gone."""
+        exe = shutil.which("h2load")
+        if not exe:
+            self.skipTest("h2load not installed (Debian package nghttp2-client)")
+        if not os.path.exists("/proc/thread-self/schedstat"):
+            self.skipTest("the kernel keeps no schedstat (CONFIG_SCHED_INFO)")
+        two = set(sorted(os.sched_getaffinity(0))[:2])
+        f, _ = self.ferry_on_cpus(two, workers=2)
+        own = sorted([c] for c in two)
+        self.assertEqual(sorted(map(sorted, thread_cpus(f).get("ferry-worker"))), own)
+        hogs = [subprocess.Popen([sys.executable, "-c",
+                                  "import os\nos.sched_setaffinity(0, {%d})\nos.nice(19)\n"
+                                  "while True:\n    pass\n" % cpu]) for cpu in sorted(two)]
+        load = subprocess.Popen([exe, "-D", "30", "-c", "4", "-m", "100", "-t", "1",
+                                 "-H", ":authority: nosuch",
+                                 "http://127.0.0.1:%d/" % f.outbound_port],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            loose = wait_until(lambda: thread_cpus(f).get("ferry-worker") == [two, two], 15.0,
+                               interval=0.2)
+        finally:
+            for p in hogs + [load]:
+                p.kill()
+                p.wait()
+        self.assertTrue(loose, thread_cpus(f))
+        # h2load's connections gone first: a worker still closing them would
+        # hand both new ones to its sibling, and stay idle (and loose)
+        self.assertTrue(wait_until(lambda: outbound_connections(f) == 0, 5.0, 0.05))
+
+        stop = threading.Event()
+        statuses = []
+
+        def short_turns():
+            with f.client() as c:
+                while not stop.is_set():
+                    statuses.append(c.request("GET", "/", [("Host", "nosuch")]).status)
+        clients = [threading.Thread(target=short_turns) for _ in range(2)]
+        for t in clients:
+            t.start()
+        try:
+            bound = wait_until(lambda: sorted(map(sorted, thread_cpus(f).get("ferry-worker")))
+                               == own, 20.0, interval=0.2)
+        finally:
+            stop.set()
+            for t in clients:
+                t.join()
+        self.assertTrue(bound, thread_cpus(f))
+        self.assertEqual(set(statuses), {404})
+        log = f.stderr_text()
+        for w, cpu in enumerate(sorted(two)):
+            self.assertIn("worker %d: let loose from CPU %d" % (w, cpu), log)
+            self.assertIn("worker %d: bound to CPU %d again" % (w, cpu), log)
+
+
+def outbound_connections(f):
+    """ferry_downstream_connections{listener="outbound"} from /metrics."""
+    m = re.search(r'^ferry_downstream_connections\{listener="outbound"\} (\d+)$',
+                  f.admin("/metrics").body.decode(), re.M)
+    return int(m.group(1)) if m else None
+
+
+if __name__ == "__main__":
+    harness.main()
