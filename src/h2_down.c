@@ -103,6 +103,9 @@ struct h2conn {
 	 * (RFC 9113 6.10), and no exchange runs a timer for it. */
 	int64_t block_since_ms;
 	int32_t block_stream;
+	/* BLOCK_STREAM's stream, for the block's fields without a lookup
+	 * each; NULL once freed (stream_maybe_free) */
+	struct h2stream *block_st;
 	uint32_t continuations;
 	uint32_t control;
 	int64_t control_since_ms;
@@ -162,6 +165,8 @@ stream_maybe_free(struct h2stream *st)
 		st->next->prev = st->prev;
 	if (hc->streams == NULL)
 		hc->idle_since_ms = clock_now_ms();
+	if (hc->block_st == st)
+		hc->block_st = NULL;
 	if (!hc->closed) {
 		nghttp2_session_set_stream_user_data(hc->ng, st->id, NULL);
 		h2_arm(hc);
@@ -731,8 +736,11 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	/* a request head, or trailers: header_read_timeout from now */
 	hc->block_since_ms = clock_now_ms();
 	hc->block_stream = frame->hd.stream_id;
-	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+	hc->block_st = NULL;
+	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+		hc->block_st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
 		return 0;
+	}
 	if ((st = h2_stream_alloc(sizeof(*st), offsetof(struct h2stream, head.h))) == NULL)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	http_head_init(&st->head);
@@ -759,6 +767,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	hc->streams = st;
 	event_del(hc->timer);	/* not idle */
 	nghttp2_session_set_stream_user_data(ng, st->id, st);
+	hc->block_st = st;
 	return 0;
 }
 
@@ -788,12 +797,13 @@ static int
 on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
-	struct h2stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	struct h2conn *hc = arg;
+	struct h2stream *st = frame->hd.stream_id == hc->block_stream ? hc->block_st :
+	    nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
 	enum hdr_kind kind;
 	bool own;
 
 	(void)flags;
-	(void)arg;
 	if (st == NULL || st->too_large)
 		return 0;
 	if (frame->headers.cat == NGHTTP2_HCAT_HEADERS) {

@@ -67,6 +67,12 @@ block_get(size_t size, bool zero)
 
 		kept_unpoison(link, sizeof(*link));
 		kept.head[cls] = *link;
+		/* the next take of this class reads that block's head and link:
+		 * a block freed turns ago is out of the cache by then */
+		if (kept.head[cls] != NULL) {
+			__builtin_prefetch(kept.head[cls]);
+			__builtin_prefetch(kept.head[cls] + 1);
+		}
 		kept.bytes -= b->cap;
 		if (--kept.n[cls] < kept.low[cls])
 			kept.low[cls] = kept.n[cls];

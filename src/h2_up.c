@@ -45,6 +45,10 @@ struct h2up {
 	bool closed;
 	bool doomed;
 	int depth;			/* inside nghttp2 */
+	/* the stream whose header block nghttp2 is decoding, for its fields
+	 * without a lookup each; NULL once it is let go (stream_forget) */
+	int32_t block_id;
+	struct h2up_stream *block_st;
 	uint32_t drains;		/* times its backlog drained */
 	uint32_t changes;		/* to the list: a stream added or freed */
 	struct deferred flush;		/* session_flush(): at the end of the turn */
@@ -94,11 +98,23 @@ _Static_assert(offsetof(struct h2up_stream, head) + sizeof(struct http_head) ==
 static void session_flush(struct h2up *s);
 static void session_arm(struct h2up *s);
 
+/* nghttp2 no longer leads to ST */
+static void
+stream_forget(struct h2up *s, struct h2up_stream *st)
+{
+	if (st->id > 0)
+		nghttp2_session_set_stream_user_data(s->ng, st->id, NULL);
+	if (s->block_st == st)
+		s->block_st = NULL;
+}
+
 static void
 stream_free(struct h2up_stream *st)
 {
 	struct h2up *s = st->s;
 
+	if (s->block_st == st)
+		s->block_st = NULL;
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -355,14 +371,15 @@ static int
 on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
-	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	struct h2up *s = arg;
+	struct h2up_stream *st = frame->hd.stream_id == s->block_id ? s->block_st :
+	    nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
 	struct http_head *h;
 	struct http_header *hd;
 	enum hdr_kind kind;
 	bool own;
 
 	(void)flags;
-	(void)arg;
 	if (st == NULL || st->x == NULL)
 		return 0;
 	st->got_any = true;
@@ -473,7 +490,7 @@ streams_unsent_fail(struct h2up *s)
 		if (st == NULL)
 			break;
 		/* when nghttp2 drops those HEADERS, ST is gone */
-		nghttp2_session_set_stream_user_data(s->ng, st->id, NULL);
+		stream_forget(s, st);
 		st->closed = true;
 		st->refused = true;
 		streams_add(s, -1);
@@ -529,9 +546,11 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 static int
 on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 {
+	struct h2up *s = arg;
 	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
 
-	(void)arg;
+	s->block_id = frame->hd.stream_id;
+	s->block_st = st;
 	if (st && st->head_done && st->x && !st->got_trailers) {
 		/* trailers: they join the head at the client, as http1.c
 		 * counts them (the table takes them in the head's place) */
@@ -595,7 +614,7 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 	st->closed = true;
 	st->refused = error_code == NGHTTP2_REFUSED_STREAM;
 	streams_add(s, -1);
-	nghttp2_session_set_stream_user_data(ng, id, NULL);
+	stream_forget(s, st);
 	if ((x = st->x) != NULL) {
 		/* closed before its end: a reset, or the session went; the
 		 * attempt lets go of the stream, which frees it (closed) */
