@@ -46,7 +46,8 @@ struct h2up {
 	bool doomed;
 	int depth;			/* inside nghttp2 */
 	/* the stream whose header block nghttp2 is decoding, for its fields
-	 * without a lookup each; NULL once it is let go (stream_forget) */
+	 * without a lookup each; NULL once nghttp2 lets go of it
+	 * (stream_forget) or it is freed */
 	int32_t block_id;
 	struct h2up_stream *block_st;
 	uint32_t drains;		/* times its backlog drained */
