@@ -310,7 +310,7 @@ response_head(struct exchange *x)
 		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR, "malformed response head");
 		return false;
 	}
-	if (!headers_framing_ok(h)) {
+	if (!headers_framing_ok(msg, h)) {
 		/* re-emitted, the header would frame the body differently for
 		 * the client than it was read here */
 		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR,

@@ -136,10 +136,29 @@ headers_count(const struct http_head *h, enum hdr_kind kind)
 	return n;
 }
 
-bool
-headers_framing_ok(const struct http_head *h)
+static void
+count_chunked(void *arg, const char *tok, size_t len)
 {
-	return h->chunked || headers_find(h, HDR_TRANSFER_ENCODING) == NULL;
+	if (len == 7 && strncasecmp(tok, "chunked", 7) == 0)
+		(*(int *)arg)++;
+}
+
+bool
+headers_framing_ok(const char *msg, const struct http_head *h)
+{
+	int chunked = 0;
+	bool te = false;
+
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		if (h->h[i].kind != HDR_TRANSFER_ENCODING)
+			continue;
+		te = true;
+		each_token(msg + h->h[i].value.off, h->h[i].value.len, count_chunked, &chunked);
+	}
+	/* the parser's "chunked" is the last coding; re-emitted without the
+	 * whitespace around a value, no earlier one may read as chunked
+	 * ("chunked<TAB>" then "chunked": chunked twice, RFC 9112 7) */
+	return !te || (h->chunked && chunked == 1);
 }
 
 /* "name: value\r\n" in one reservation */

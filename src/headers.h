@@ -26,10 +26,12 @@ void headers_wipe_values(char *msg, const struct http_head *h, enum hdr_kind kin
 const struct http_header *headers_find(const struct http_head *h, enum hdr_kind kind);
 int headers_count(const struct http_head *h, enum hdr_kind kind);
 /* False when a Transfer-Encoding header is present but the parser did not
- * take the message as chunked ("chunked<TAB>", "gzip", "chunked, gzip"):
- * ferry would frame the body one way and the next hop, reading the
- * re-emitted header, another (RFC 9112 6.3). */
-bool headers_framing_ok(const struct http_head *h);
+ * take the message MSG as chunked ("chunked<TAB>", "gzip", "chunked, gzip"),
+ * or when more than one coding reads as chunked once the whitespace around
+ * each is gone ("chunked<TAB>" then "chunked"): ferry would frame the body
+ * one way and the next hop, reading the re-emitted header, another, or
+ * refuse it (RFC 9112 6.3, 7). */
+bool headers_framing_ok(const char *msg, const struct http_head *h);
 /* A request trailer may pass: not one of the names ferry knows (framing,
  * hop-by-hop, routing, its own, their '_' look-alikes). */
 bool headers_trailer_allowed(const char *name, size_t len);

@@ -693,7 +693,7 @@ is_grpc(const char *msg, const struct http_head *h)
 
 /* Refusals of the head itself, before routing; true when refused. */
 static bool
-head_refused(struct exchange *x, const struct http_head *h, bool ambiguous)
+head_refused(struct exchange *x, const char *msg, const struct http_head *h, bool ambiguous)
 {
 	char errmsg[256];
 
@@ -709,7 +709,7 @@ head_refused(struct exchange *x, const struct http_head *h, bool ambiguous)
 		proxy_refuse(x, FE_BAD_REQUEST, "HTTP/1.1 request without Host", 0, true);
 		return true;
 	}
-	if (!headers_framing_ok(h)) {
+	if (!headers_framing_ok(msg, h)) {
 		/* RFC 9112 6.3: the length cannot be known */
 		proxy_refuse(x, FE_BAD_REQUEST, "Transfer-Encoding does not end in chunked", 0, true);
 		return true;
@@ -758,7 +758,7 @@ proxy_request(struct exchange *x, char *msg, const struct http_head *h, bool amb
 	/* a refused request's body has nowhere to go */
 	x->close_after = !x->req_done;
 
-	if (head_refused(x, h, ambiguous))
+	if (head_refused(x, msg, h, ambiguous))
 		return false;
 	x->svc = inbound ? admit_inbound(x, msg, h, key) : route_outbound(x, msg, h);
 	if (x->svc == NULL || !admit(x))

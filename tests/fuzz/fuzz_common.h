@@ -346,7 +346,7 @@ check_framing(const char *msg, const struct http_head *h)
  * NULL when ferry would go on to route and forward the request.
  */
 static inline const char *
-request_refusal(const struct http_head *h, bool ambiguous)
+request_refusal(const char *msg, const struct http_head *h, bool ambiguous)
 {
 	bool http10 = h->major == 1 && h->minor == 0;
 
@@ -356,7 +356,7 @@ request_refusal(const struct http_head *h, bool ambiguous)
 		return "CONNECT is not supported";
 	if (!http10 && headers_find(h, HDR_HOST) == NULL)
 		return "HTTP/1.1 request without Host";
-	if (headers_find(h, HDR_TRANSFER_ENCODING) && !h->chunked)
+	if (!headers_framing_ok(msg, h))
 		return "Transfer-Encoding does not end in chunked";
 	return NULL;
 }

@@ -146,7 +146,7 @@ reparse(const struct sbuf *out, bool response, bool fits)
 		return NULL;
 	}
 	if (st != HTTP_HEAD_DONE)
-		fprintf(stderr, "re-parse: %s\n", hp.err_text ? hp.err_text : "incomplete");
+		fprintf(stderr, "re-parse: %s\n[%.*s]\n", hp.err_text ? hp.err_text : "incomplete", (int)out->len, out->p);
 	PROP(st == HTTP_HEAD_DONE);
 	PROP(used == out->len && h.head_len == out->len);
 	check_head(out->p, &h, out->len, response);
@@ -186,7 +186,7 @@ rewrite_request(const char *msg, struct http_head *h, uint8_t flags, struct sbuf
 	bool fits, host_added;
 	size_t extra = 0, was;
 
-	if (request_refusal(h, headers_classify(msg, h) != 0) != NULL)
+	if (request_refusal(msg, h, headers_classify(msg, h) != 0) != NULL)
 		return;
 	/* Host counts toward the limits: outbound, the service's replaces
 	 * the app's, or comes where an HTTP/1.0 request had none */
@@ -240,7 +240,7 @@ rewrite_response(const char *msg, struct http_head *h, uint8_t flags, struct sbu
 	/* a Transfer-Encoding the parser did not take as chunked
 	 * ("chunked<TAB>", "gzip"): 502 (regressions/head_rewrite/
 	 * te-chunked-tab) */
-	if (!headers_framing_ok(h))
+	if (!headers_framing_ok(msg, h))
 		return;
 	if (h->status < 200 && !(h->status == 101 && upgrade)) {
 		if (h->status == 100 || h->status == 101 || http10)

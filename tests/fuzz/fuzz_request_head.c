@@ -106,7 +106,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_ids(in, &head);
 		check_target(in, &head);
 		check_host(in, &head);
-		refusal = request_refusal(&head, ambiguous);
+		refusal = request_refusal(in, &head, ambiguous);
 		if (refusal == NULL)
 			check_framing(in, &head);
 		if (refusal != NULL || head.upgrade)

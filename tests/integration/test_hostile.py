@@ -85,6 +85,18 @@ class HostileTest(FerryTestCase):
         self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip\r\n\r\nxxxx",
                       400, "BAD_REQUEST")
 
+    def test_chunked_twice(self):
+        # llhttp reads "chunked<TAB>" as another coding and the last header
+        # as chunked; forwarded without the tab, it is chunked twice, which
+        # the next hop refuses (tests/fuzz/regressions/head_rewrite/
+        # te-chunked-tab-then-chunked)
+        for te in ([b"chunked\t", b"chunked"], [b"Chunked ", b"chunked"],
+                   [b"chunked\t, chunked"]):
+            with self.subTest(te=te):
+                self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\n" +
+                              b"".join(b"Transfer-Encoding: " + t + b"\r\n" for t in te) +
+                              b"\r\n5\r\nhello\r\n0\r\n\r\n", 400, "BAD_REQUEST")
+
     # syntax
 
     def test_obs_fold(self):
