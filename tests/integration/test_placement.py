@@ -4,7 +4,6 @@ long for its CPU, and binds it again when its turns are short
 (is_parallel: false): tests beside it would see their timing move."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -52,7 +51,8 @@ class PlacementTest(FerryTestCase):
         self.assertTrue(loose, thread_cpus(f))
         # h2load's connections gone first: a worker still closing them would
         # hand both new ones to its sibling, and stay idle (and loose)
-        self.assertTrue(wait_until(lambda: outbound_connections(f) == 0, 5.0, 0.05))
+        self.assertTrue(wait_until(lambda: harness.counter(
+            f, "ferry_downstream_connections", listener="outbound") == 0, 5.0, 0.05))
 
         stop = threading.Event()
         statuses = []
@@ -77,13 +77,6 @@ class PlacementTest(FerryTestCase):
         for w, cpu in enumerate(sorted(two)):
             self.assertIn("worker %d: let loose from CPU %d" % (w, cpu), log)
             self.assertIn("worker %d: bound to CPU %d again" % (w, cpu), log)
-
-
-def outbound_connections(f):
-    """ferry_downstream_connections{listener="outbound"} from /metrics."""
-    m = re.search(r'^ferry_downstream_connections\{listener="outbound"\} (\d+)$',
-                  f.admin("/metrics").body.decode(), re.M)
-    return int(m.group(1)) if m else None
 
 
 if __name__ == "__main__":
