@@ -314,7 +314,7 @@ response_head(struct exchange *x)
 		/* re-emitted, the header would frame the body differently for
 		 * the client than it was read here */
 		proxy_attempt_failed(x, AR_RESET, FE_SERVICE_ERROR,
-		    "response Transfer-Encoding must end in chunked, named once");
+		    "response Transfer-Encoding must be chunked alone, named once");
 		return false;
 	}
 	final = h->status >= 200 || (h->status == 101 && x->upgrade);

@@ -136,29 +136,43 @@ headers_count(const struct http_head *h, enum hdr_kind kind)
 	return n;
 }
 
+struct te_count {
+	int chunked, other;
+};
+
 static void
-count_chunked(void *arg, const char *tok, size_t len)
+count_coding(void *arg, const char *tok, size_t len)
 {
+	struct te_count *n = arg;
+
 	if (len == 7 && strncasecmp(tok, "chunked", 7) == 0)
-		(*(int *)arg)++;
+		n->chunked++;
+	else
+		n->other++;
 }
 
 bool
 headers_framing_ok(const char *msg, const struct http_head *h)
 {
-	int chunked = 0;
+	struct te_count n = { 0, 0 };
 	bool te = false;
 
 	for (uint32_t i = 0; i < h->n_headers; i++) {
 		if (h->h[i].kind != HDR_TRANSFER_ENCODING)
 			continue;
 		te = true;
-		each_token(msg + h->h[i].value.off, h->h[i].value.len, count_chunked, &chunked);
+		each_token(msg + h->h[i].value.off, h->h[i].value.len, count_coding, &n);
 	}
-	/* the parser's "chunked" is the last coding; re-emitted without the
+	/*
+	 * The parser's "chunked" is the last coding; re-emitted without the
 	 * whitespace around a value, no earlier one may read as chunked
-	 * ("chunked<TAB>" then "chunked": chunked twice, RFC 9112 7) */
-	return !te || (h->chunked && chunked == 1);
+	 * ("chunked<TAB>" then "chunked": chunked twice, RFC 9112 7). And
+	 * none but chunked: where ferry takes the chunks apart (HTTP/2, an
+	 * HTTP/1.0 client, a body it re-codes) the header goes, and bytes
+	 * still gzip-coded would pass for the body. ferry offers no other
+	 * coding upstream (TE is hop-by-hop), and takes none from the app.
+	 */
+	return !te || (h->chunked && n.chunked == 1 && n.other == 0);
 }
 
 /* "name: value\r\n" in one reservation */
@@ -544,6 +558,14 @@ name_is(const char *msg, const struct http_header *hd, const char *lit, size_t n
 	return hd->name.len == n && strncasecmp(msg + hd->name.off, lit, n) == 0;
 }
 
+static void
+vary_member(void *arg, const char *tok, size_t len)
+{
+	if ((len == 1 && tok[0] == '*') ||
+	    (len == 15 && strncasecmp(tok, "accept-encoding", 15) == 0))
+		*(bool *)arg = true;
+}
+
 /* A header of a recoded body (SPEC §14): true when it was written (or
  * dropped) here; *VARY notes a vary that already names accept-encoding. */
 static bool
@@ -559,10 +581,9 @@ coding_header(struct sbuf *out, const char *msg, const struct http_header *hd,
 	if (name_is(msg, hd, "content-encoding", 16))
 		return c->decoded;
 	if (c->encoded && name_is(msg, hd, "vary", 4)) {
-		for (uint32_t i = 0; i < hd->value.len; i++)
-			if (v[i] == '*' || (hd->value.len - i >= 15 &&
-			    strncasecmp(v + i, "accept-encoding", 15) == 0))
-				*vary = true;
+		/* a member of the list, not a part of one
+		 * ("x-accept-encoding-hint" names another field) */
+		each_token(v, hd->value.len, vary_member, vary);
 		return false;
 	}
 	if (c->encoded && name_is(msg, hd, "etag", 4) && hd->value.len > 0 && v[0] == '"') {

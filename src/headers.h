@@ -27,10 +27,12 @@ const struct http_header *headers_find(const struct http_head *h, enum hdr_kind 
 int headers_count(const struct http_head *h, enum hdr_kind kind);
 /* False when a Transfer-Encoding header is present but the parser did not
  * take the message MSG as chunked ("chunked<TAB>", "gzip", "chunked, gzip"),
- * or when more than one coding reads as chunked once the whitespace around
- * each is gone ("chunked<TAB>" then "chunked"): ferry would frame the body
- * one way and the next hop, reading the re-emitted header, another, or
- * refuse it (RFC 9112 6.3, 7). */
+ * when more than one coding reads as chunked once the whitespace around
+ * each is gone ("chunked<TAB>" then "chunked"), or when another coding
+ * comes before it ("gzip, chunked"): ferry would frame the body one way
+ * and the next hop, reading the re-emitted header, another, or refuse it
+ * (RFC 9112 6.3, 7), or pass coded bytes as the body where it drops the
+ * header. */
 bool headers_framing_ok(const char *msg, const struct http_head *h);
 /* A request trailer may pass: not one of the names ferry knows (framing,
  * hop-by-hop, routing, its own, their '_' look-alikes). */

@@ -711,7 +711,7 @@ head_refused(struct exchange *x, const char *msg, const struct http_head *h, boo
 	}
 	if (!headers_framing_ok(msg, h)) {
 		/* RFC 9112 6.3: the length cannot be known */
-		proxy_refuse(x, FE_BAD_REQUEST, "Transfer-Encoding must end in chunked, named once", 0, true);
+		proxy_refuse(x, FE_BAD_REQUEST, "Transfer-Encoding must be chunked alone, named once", 0, true);
 		return true;
 	}
 	if (x->lis->max_request_body && h->has_length &&

@@ -88,7 +88,6 @@ encode_wanted(const struct exchange *x, const char *msg, const struct http_head 
 {
 	const struct conf_compression *c = &x->svc->conf->compression;
 	const struct http_header *ct = find_named(msg, h, "content-type");
-	const struct http_header *cc = find_named(msg, h, "cache-control");
 
 	if (x->zcoding == CZ_IDENTITY || find_named(msg, h, "content-encoding") ||
 	    find_named(msg, h, "content-range"))
@@ -97,10 +96,17 @@ encode_wanted(const struct exchange *x, const char *msg, const struct http_head 
 		return false;
 	if (ct == NULL || !cz_type_listed(c, msg + ct->value.off, ct->value.len))
 		return false;
-	for (; cc != NULL; cc = NULL)
+	/* every cache-control line: they are one list (RFC 9110 5.3) */
+	for (uint32_t j = 0; j < h->n_headers; j++) {
+		const struct http_header *cc = &h->h[j];
+
+		if (cc->kind != HDR_OTHER || cc->name.len != 13 ||
+		    strncasecmp(msg + cc->name.off, "cache-control", 13) != 0)
+			continue;
 		for (uint32_t i = 0; i + 12 <= cc->value.len; i++)
 			if (strncasecmp(msg + cc->value.off + i, "no-transform", 12) == 0)
 				return false;
+	}
 	return true;
 }
 

@@ -357,7 +357,7 @@ request_refusal(const char *msg, const struct http_head *h, bool ambiguous)
 	if (!http10 && headers_find(h, HDR_HOST) == NULL)
 		return "HTTP/1.1 request without Host";
 	if (!headers_framing_ok(msg, h))
-		return "Transfer-Encoding must end in chunked, named once";
+		return "Transfer-Encoding must be chunked alone, named once";
 	return NULL;
 }
 

@@ -253,6 +253,12 @@ class CompressionMesh(FerryTestCase):
                 conn.respond(200, [js], big)
             elif path == "/no-transform":
                 conn.respond(200, [js, ("Cache-Control", "public, no-transform")], big)
+            elif path == "/no-transform-2":
+                # two lines are one list: the second one's word counts too
+                conn.respond(200, [js, ("Cache-Control", "public"),
+                                   ("Cache-Control", "no-transform")], big)
+            elif path == "/vary-other":
+                conn.respond(200, [js, ("Vary", "X-Accept-Encoding-Hint")], big)
             elif path == "/small":
                 conn.respond(200, [js], b'{"small":true}')
             elif path == "/binary":
@@ -268,6 +274,12 @@ class CompressionMesh(FerryTestCase):
             self.assertEqual(resp.header("content-encoding"), "zstd")
             self.assertEqual(resp.header("etag"), 'W/"strong"')
             self.assertEqual(unzstd(resp.body), big)
+            # a vary naming another field that merely contains the word
+            resp = c.request("GET", "/vary-other", [("Host", "order-service"), ae])
+            self.assertEqual(resp.header("content-encoding"), "zstd")
+            self.assertEqual(resp.header_all("vary"),
+                             ["X-Accept-Encoding-Hint", "accept-encoding"])
+            self.assertEqual(unzstd(resp.body), big)
             resp = c.request("HEAD", "/head", [("Host", "order-service"), ae])
             self.assertEqual((resp.status, resp.header("content-encoding"),
                               resp.header("content-length")), (200, None, str(len(big))))
@@ -279,13 +291,15 @@ class CompressionMesh(FerryTestCase):
             self.assertEqual((resp.status, resp.header("content-encoding"), resp.body),
                              (206, None, big[:100]))
             for path, hdrs in (("/range-ignored", [("Range", "bytes=0-99")]),
-                               ("/no-transform", []), ("/small", []), ("/binary", [])):
+                               ("/no-transform", []), ("/no-transform-2", []), ("/small", []),
+                               ("/binary", [])):
                 resp = c.request("GET", path, [("Host", "order-service"), ae, *hdrs])
                 self.assertEqual((resp.status, resp.header("content-encoding")), (200, None),
                                  path)
                 self.assertEqual(resp.header("vary"), None, path)
                 self.assertIsNotNone(resp.header("content-length"), path)
-        self.assertEqual(metric(b, "inbound", "local_app", "in"), len(big), "only /yes")
+        self.assertEqual(metric(b, "inbound", "local_app", "in"), 2 * len(big),
+                         "only /yes and /vary-other")
 
     def test_no_accept_encoding_no_compression(self):
         big = big_json(50 * 1024)

@@ -85,15 +85,25 @@ class HostileTest(FerryTestCase):
         self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip\r\n\r\nxxxx",
                       400, "BAD_REQUEST")
 
+    def test_transfer_coding_under_chunked(self):
+        # chunked, but gzip-coded under it: an HTTP/2 upstream would get
+        # the gzip bytes as the body, with nothing to say what they are
+        for te in ([b"gzip, chunked"], [b"gzip", b"chunked"], [b"identity, chunked"]):
+            with self.subTest(te=te):
+                self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\n" +
+                              b"".join(b"Transfer-Encoding: " + t + b"\r\n" for t in te) +
+                              b"\r\n5\r\nhello\r\n0\r\n\r\n", 400, "BAD_REQUEST",
+                              message_re="chunked alone, named once")
+
     def test_chunked_twice(self):
         # llhttp reads "chunked<TAB>" as another coding and the last header
         # as chunked; forwarded without the tab, it is chunked twice, which
         # the next hop refuses (tests/fuzz/regressions/head_rewrite/
         # te-chunked-tab-then-chunked)
         # (llhttp itself refuses "Chunked " then "chunked")
-        for te, why in (([b"chunked\t", b"chunked"], "chunked, named once"),
+        for te, why in (([b"chunked\t", b"chunked"], "chunked alone, named once"),
                         ([b"Chunked ", b"chunked"], "Transfer-Encoding"),
-                        ([b"chunked\t, chunked"], "chunked, named once")):
+                        ([b"chunked\t, chunked"], "chunked alone, named once")):
             with self.subTest(te=te):
                 self.rejected(b"POST / HTTP/1.1\r\nHost: svc\r\n" +
                               b"".join(b"Transfer-Encoding: " + t + b"\r\n" for t in te) +

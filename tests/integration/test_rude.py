@@ -559,7 +559,7 @@ class HostileUpstreamTest(FerryTestCase):
         # "chunked<TAB>" is not chunked to the parser; re-emitted as
         # "chunked" it would let the forged response after it reach the app
         forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
-        for te in (b"chunked\t", b"chunked, gzip", b"gzip", b"identity",
+        for te in (b"chunked\t", b"chunked, gzip", b"gzip", b"identity", b"gzip, chunked",
                    b"chunked\t\r\nTransfer-Encoding: chunked"):
             self.up.behaviour = harness.raw(
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n"
