@@ -470,14 +470,24 @@ streams_add(struct h2up *s, int d)
 		atomic_fetch_add_explicit(&s->ep->share->streams, d, memory_order_relaxed);
 }
 
-/* After a GOAWAY nghttp2 sends no more HEADERS, but drops the ones it
- * holds (opening their streams to close them as REFUSED_STREAM) only as
- * it would send them: on a connection the peer stopped reading, that is
- * when it ends. Their attempts go again now, on another connection
- * (nghttp2_session_check_request_allowed is false here on): never
- * processed (RFC 9113 6.8, h2_unprocessed). */
+/*
+ * The streams whose HEADERS nghttp2 still holds, where they would wait
+ * for good; their attempts go again now, on another connection: never
+ * processed (RFC 9113 6.8, h2_unprocessed). WHY says what the peer did.
+ * - After a GOAWAY nghttp2 sends no more HEADERS, but drops the ones it
+ *   holds (opening their streams to close them as REFUSED_STREAM) only
+ *   as it would send them: on a connection the peer stopped reading,
+ *   that is when it ends (nghttp2_session_check_request_allowed is false
+ *   here on).
+ * - A SETTINGS_MAX_CONCURRENT_STREAMS of 0 holds them until the peer
+ *   raises it, if ever (session_with_room passes S by meanwhile).
+ * Their HEADERS are cancelled (nghttp2 marks them, no frame goes): the
+ * peer may raise the limit later, and a request sent again elsewhere
+ * must not reach it twice. A stream already let go of (its HEADERS
+ * cancelled then) is freed here too, not left counted until then.
+ */
 static void
-streams_unsent_fail(struct h2up *s)
+streams_unsent_fail(struct h2up *s, const char *why)
 {
 	struct h2up_stream *st;
 	char msg[200];
@@ -485,18 +495,24 @@ streams_unsent_fail(struct h2up *s)
 	do {
 		/* a failed attempt may free other streams of S: start over */
 		for (st = s->list; st; st = st->next)
-			if (!st->closed && st->id > 0 && st->x &&
+			if (!st->closed && st->id > 0 &&
 			    nghttp2_session_find_stream(s->ng, st->id) == NULL)
 				break;
 		if (st == NULL)
 			break;
+		/* unopened, so in nghttp2's queue of HEADERS: it cancels them */
+		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
 		/* when nghttp2 drops those HEADERS, ST is gone */
 		stream_forget(s, st);
 		st->closed = true;
 		st->refused = true;
 		streams_add(s, -1);
-		snprintf(msg, sizeof(msg), "upstream %s said GOAWAY before the request went",
-		    st->x->ep->addr_text);
+		if (st->x == NULL) {
+			stream_free(st);
+			continue;
+		}
+		snprintf(msg, sizeof(msg), "upstream %s %s before the request went",
+		    st->x->ep->addr_text, why);
 		proxy_attempt_failed(st->x, AR_RESET, FE_SERVICE_ERROR, msg);	/* frees st */
 	} while (!s->closed);
 }
@@ -529,13 +545,17 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 			response_end(st);
 		break;
 	case NGHTTP2_SETTINGS:
-		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
-			s->connected = true;
+		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+			break;
+		s->connected = true;
+		if (nghttp2_session_get_remote_settings(ng,
+		    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) == 0)
+			streams_unsent_fail(s, "allowed no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0)");
 		break;
 	case NGHTTP2_GOAWAY:
 		/* nghttp2 closes the opened streams above its last stream id
 		 * as REFUSED_STREAM (on_stream_close) */
-		streams_unsent_fail(s);
+		streams_unsent_fail(s, "said GOAWAY");
 		break;
 	default:
 		break;
@@ -998,9 +1018,9 @@ h2_start(struct exchange *x)
 			return false;
 		}
 		s->connected = !conn_handshaking(u->c);
-	} else {
+	} else if (s->connected) {
 		x->connect_deadline_ms = 0;
-	}
+	}	/* else the connect (or handshake) under way is this attempt's too */
 	return stream_submit(x, s);
 }
 
@@ -1064,6 +1084,16 @@ h2_resume(struct exchange *x)
 	session_flush(st->s);
 }
 
+/* Whether an attempt still waits on a stream of S. */
+static bool
+session_awaited(const struct h2up *s)
+{
+	for (const struct h2up_stream *st = s->list; st; st = st->next)
+		if (st->x != NULL)
+			return true;
+	return false;
+}
+
 static void
 h2_release(struct exchange *x, bool reusable)
 {
@@ -1073,6 +1103,13 @@ h2_release(struct exchange *x, bool reusable)
 	(void)reusable;
 	x->up2 = NULL;
 	st->x = NULL;
+	if (!s->closed && !s->connected && s->depth == 0 && !session_awaited(s)) {
+		/* the last attempt that waited for the connect gives it up (its
+		 * connect timed out, or its client went), as an HTTP/1.1
+		 * connect is closed; a retry connects anew */
+		session_close(s, "no attempt waits for the connect");	/* frees st */
+		return;
+	}
 	if (!st->closed && !s->closed && st->id > 0) {
 		/* unless both sides are done, the stream would stay open (one
 		 * never submitted, id 0, is nghttp2's no more) */

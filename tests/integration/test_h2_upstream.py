@@ -21,6 +21,7 @@ import test_h2
 harness.need_python_h2()
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
+import h2.errors  # noqa: E402
 import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 import h2.settings  # noqa: E402
@@ -713,6 +714,125 @@ class HeadersQueuedH2Test(FerryTestCase):
         self.assertEqual((r.status, r.body), (200, b"fine:/next"))
         self.assertEqual((self.up.paths, self.up.connections),
                          ([(1, "/big"), (1, "/next")], 1))
+
+
+class ZeroStreamsH2Upstream(harness.LoopbackServer):
+    """An h2c server. On its first connection the first request's stream
+    is refused, and SETTINGS_MAX_CONCURRENT_STREAMS 0 follows in the same
+    write; `raise_after` seconds later that connection allows 100 streams
+    again and answers what comes (200, conn1:PATH). Every later connection
+    answers at once: 200, connN:PATH."""
+
+    def __init__(self, raise_after):
+        self.raise_after = raise_after
+        self.paths = []             # (connection number, :path)
+        super().__init__()
+
+    def serve(self, s, n):
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        s.settimeout(0.05)
+        raise_at = None
+        try:
+            s.sendall(conn.data_to_send())
+            while not self.stopping.is_set():
+                if raise_at is not None and time.monotonic() >= raise_at:
+                    raise_at = None
+                    conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100})
+                    s.sendall(conn.data_to_send())
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    return
+                for ev in conn.receive_data(data):
+                    if not isinstance(ev, h2.events.RequestReceived):
+                        continue
+                    path = dict(ev.headers)[":path"]
+                    with self.lock:
+                        self.paths.append((n, path))
+                    if n == 1 and ev.stream_id == 1:
+                        conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+                        conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0})
+                        raise_at = time.monotonic() + self.raise_after
+                        continue
+                    conn.send_headers(ev.stream_id, [(":status", "200")])
+                    conn.send_data(ev.stream_id, b"conn%d:%s" % (n, path.encode()),
+                                   end_stream=True)
+                s.sendall(conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            s.close()
+
+
+class ZeroStreamsH2Test(FerryTestCase):
+    """§12: a connection whose peer allows no streams
+    (SETTINGS_MAX_CONCURRENT_STREAMS 0) holds no request: the HEADERS ferry
+    had queued on it go on another connection at once, not when the
+    request times out, and are never sent on the first one later, when
+    the peer allows streams again (the request would reach it twice). The
+    stream is no longer counted on the first connection."""
+
+    def test_heads_held_at_zero_streams_go_elsewhere_once(self):
+        up = ZeroStreamsH2Upstream(raise_after=1.0)
+        self._closers.append(up.close)
+        f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
+                                "retries": {"max": 1},
+                                "timeouts": {"request": "5s"},
+                                "circuit_breaker": {"consecutive_failures": 0},
+                                "outlier_detection": {"consecutive_failures": 0}}},
+                       workers=1)
+        t0 = time.monotonic()
+        r = f.get("/a", host="svc", timeout=10)
+        self.assertEqual((r.status, r.body), (200, b"conn2:/a"), f.stderr_tail())
+        self.assertLess(time.monotonic() - t0, 1.0, "the request waited on the held HEADERS")
+        # the refused stream, re-sent at once on the same connection (its
+        # HEADERS then held by the 0), then the retry on a new one
+        ep = json.loads(f.admin("/services").body)["services"][0]["endpoints"][0]
+        self.assertEqual(ep["streams"], 0, ep)
+        time.sleep(1.5)     # the first connection allows streams again
+        self.assertEqual(up.paths, [(1, "/a"), (2, "/a")], "a request went twice")
+        r = f.get("/b", host="svc")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertNotIn((1, "/a"), up.paths[2:])
+
+
+class ConnectJoinH2Test(FerryTestCase):
+    """§6, §12: a request that joins an HTTP/2 connection still connecting
+    has the connect timeout of its own, as if it had opened it; and the
+    connection is closed when no attempt waits for it any more, as an
+    HTTP/1.1 connect is."""
+
+    def test_joined_connect_times_out_as_a_connect(self):
+        bh = self.blackhole()
+        f = self.ferry({"svc": {"endpoints": [bh.address], "protocol": "h2",
+                                "timeouts": {"connect": "300ms", "request": "3s"},
+                                "retries": {"max": 0},
+                                "circuit_breaker": {"consecutive_failures": 0},
+                                "outlier_detection": {"consecutive_failures": 0}}},
+                       workers=1)
+        out = {}
+
+        def call(name, path):
+            t0 = time.monotonic()
+            r = f.get(path, host="svc", timeout=10)
+            out[name] = (r.status, time.monotonic() - t0, r.body)
+        first = threading.Thread(target=call, args=("first", "/a"))
+        first.start()
+        time.sleep(0.1)
+        call("second", "/b")    # joins the connect under way
+        first.join(10)
+        for name in ("first", "second"):
+            status, took, body = out[name]
+            self.assertEqual(status, 504, (name, body))
+            self.assertIn(b"connect", body, (name, body))
+            self.assertLess(took, 1.0, "%s waited %.2fs: %r" % (name, took, body))
+        self.assertTrue(harness.wait_until(lambda: harness.counter(
+            f, "ferry_upstream_connections", service="svc", state="active") == 0, 2),
+            "the connect nobody waits for is still open")
 
 
 class SlowH2ReaderTest(FerryTestCase):
