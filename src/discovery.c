@@ -284,7 +284,8 @@ lookup_done(void *arg, int err, const char *errtext, const struct resolved_addr 
 		struct resolved_addr *copy = calloc(n ? n : 1, sizeof(*copy));
 
 		if (copy != NULL) {
-			memcpy(copy, addrs, n * sizeof(*copy));
+			if (n > 0)	/* ADDRS is NULL when there are none */
+				memcpy(copy, addrs, n * sizeof(*copy));
 			free(dn->addrs);
 			dn->addrs = copy;
 			dn->n = n;

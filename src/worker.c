@@ -744,7 +744,9 @@ worker_swap(struct worker *w, struct swap *sw)
 			if (ns->eps == NULL)
 				break;	/* starts empty (discovery's set follows); they retire */
 			kept = true;
-			memcpy(ns->eps, old->svcs[j].eps, old->svcs[j].n_eps * sizeof(*ns->eps));
+			if (old->svcs[j].n_eps > 0)	/* eps is NULL before a first set */
+				memcpy(ns->eps, old->svcs[j].eps,
+				    old->svcs[j].n_eps * sizeof(*ns->eps));
 			ns->n_eps = old->svcs[j].n_eps;
 			ns->lat = old->svcs[j].lat;
 		}

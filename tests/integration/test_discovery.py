@@ -684,6 +684,38 @@ class ChurnTest(FerryTestCase):
                 return
         self.fail("%s never ejected:\n%s" % (bad.address, f.stderr_tail()))
 
+    def test_name_with_no_addresses_then_some(self):
+        # an answer with no records (NODATA) is a set of none, not an
+        # error: 503 until the name has an address (under UBSan, the empty
+        # set once reached memcpy with no source)
+        up = self.upstream(tls=False)
+        dns = ScriptedDns({"empty.svc.test": []})
+        self._closers.append(dns.close)
+        f = self.ferry({"svc": {"endpoints": ["empty.svc.test:%d" % up.port],
+                                "dns_refresh": "1s"}}, workers=1,
+                       resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+        self.assertTrue(wait_until(lambda: dns.served >= 2, 5), "no lookup reached the server")
+        r = f.get("/none", host="svc")
+        self.assertEqual(r.status, 503, r.body)
+        dns.set("empty.svc.test", ["127.0.0.1"])
+        self.assertTrue(wait_until(lambda: f.get("/some", host="svc").status == 200, 5, 0.1),
+                        "the address that came later got no traffic\n" + f.stderr_tail())
+
+    def test_reload_before_a_first_answer(self):
+        # a reload while the service has had no set yet keeps it (the
+        # worker's copy of a set it never got; UBSan saw memcpy from NULL)
+        up = self.upstream(tls=False)
+        dead = BrokenDns(0, servfail=False)
+        self._closers.append(dead.close)
+        f = self.ferry({"svc": {"endpoints": ["late.svc.test:%d" % up.port],
+                                "dns_refresh": "1s"}}, workers=1,
+                       resolver={"nameservers": ["127.0.0.1:%d" % dead.port]})
+        self.assertTrue(wait_until(lambda: dead.received >= 1, 5), "no lookup reached the server")
+        f.reload(f.config)
+        r = f.get("/before", host="svc")
+        self.assertEqual(r.status, 503, r.body)
+        self.assertTrue(f.alive())
+
     NO_RETRY = {"max": 0}
     NO_BREAKER = {"consecutive_failures": 1000}
 
