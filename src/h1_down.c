@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "conn.h"
+#include "errors.h"
 #include "exchange.h"
 #include "h2_down.h"
 #include "listener.h"
@@ -214,9 +215,17 @@ static void
 tunnel_distrusted(struct client *cl, const char *why)
 {
 	static struct log_limit limit;
+	struct sbuf id = { 0 };
 
-	log_limited(&limit, LOG_INFO, "inbound tunnel ended peer=%s identity=%s "
-	    "cause=\"%s\"", cl->peer, cl->peer_id ? cl->peer_id : "-", why);
+	/* a certificate's identity may hold spaces and quotes: escaped, it
+	 * cannot forge a key=value of the line */
+	if (cl->peer_id != NULL)
+		json_escape(&id, cl->peer_id, strlen(cl->peer_id));
+	else
+		sbuf_add(&id, "-", 1);
+	log_limited(&limit, LOG_INFO, "inbound tunnel ended peer=%s identity=\"%.*s\" "
+	    "cause=\"%s\"", cl->peer, (int)id.len, id.p ? id.p : "", why);
+	sbuf_free(&id);
 	proxy_end(&cl->rq->x, END_PEER_UNTRUSTED);
 }
 

@@ -366,6 +366,10 @@ class TunnelTrustTest(TrustReloadCase):
                          lines[0])
         self.assertEqual(harness.counter(self.f, "ferry_requests_cut_total", direction="inbound",
                                          service="local_app", cause="peer_untrusted"), 1.0)
+        # the identity comes from the certificate: quoted and escaped in
+        # the log line, it cannot forge a key=value of it
+        self.assertRegex(self.f.stderr_text(),
+                         r'inbound tunnel ended peer=\S+ identity="[^"\\]*" cause="')
 
     def test_reload_keeping_the_bundle_keeps_the_tunnel(self):
         p = pki()
