@@ -79,6 +79,29 @@ attempt_cancel(struct exchange *x)
 	attempt_close(x, false);
 }
 
+/* X's attempt lost a race (another attempt's response head came first):
+ * cancelled, as attempt_cancel, and no failure; but its endpoint was at
+ * least this slow, which its EWMA learns (only upwards), or an endpoint
+ * whose attempts always lose would keep the EWMA of its last answer, or
+ * none: p2c_ewma would send first attempts to it ever after. */
+void
+attempt_lost(struct exchange *x)
+{
+	struct endpoint *ep = x->ep;
+	int64_t now = clock_now_ms();
+	double ms = (double)(now - x->attempt_start_ms);
+
+	if (!x->attempt_open)
+		return;
+	if (ms > ewma_current(ep->ewma_ms, ep->ewma_last_ms, now)) {
+		ewma_update(&ep->ewma_ms, ms, &ep->ewma_last_ms, now);
+		if (ep->share)
+			atomic_store_explicit(&ep->share->ewma_us, (uint64_t)(ep->ewma_ms * 1000),
+			    memory_order_relaxed);
+	}
+	attempt_cancel(x);
+}
+
 /* The attempt's outcome, once: what the breaker, outlier detection and the
  * balancer learn from it (SPEC §6 Failures). */
 void
@@ -153,6 +176,23 @@ attempt_unhold(struct exchange *x)
 	x->ep_held = false;
 }
 
+static bool endpoint_available(struct endpoint *ep, bool any_healthy, int64_t now);
+static bool any_healthy(const struct svc_state *s);
+
+/* Some endpoint of X's service could take an attempt now (the one that
+ * just failed may have been ejected for it, and the last with it). */
+static bool
+endpoint_left(const struct exchange *x, int64_t now)
+{
+	const struct svc_state *s = x->svc;
+	bool healthy = any_healthy(s);
+
+	for (size_t i = 0; i < s->n_eps; i++)
+		if (endpoint_available(s->eps[i], healthy, now))
+			return true;
+	return false;
+}
+
 /* After a failed attempt: may another one follow? The policy, the breaker
  * and the budget (which this takes from) all have a say. */
 bool
@@ -166,8 +206,11 @@ attempt_retry_allowed(struct exchange *x, enum attempt_result r, bool bytes_sent
 		.result = r,
 		.retries_done = x->retries,
 		.idempotent = x->idempotent,
-		/* body bytes consumed past the replay buffer are gone: as sent */
-		.request_bytes_sent = bytes_sent || !x->replayable,
+		/* body bytes consumed past the replay buffer are gone: as
+		 * sent. A body over it that req still holds whole (it came
+		 * with the head) is not: nothing of it left on a refused
+		 * connect (SPEC §6) */
+		.request_bytes_sent = bytes_sent || x->body_dropped,
 		.replayable = x->replayable,
 		.now_ms = now,
 		.deadline_ms = x->deadline_ms,
@@ -179,6 +222,10 @@ attempt_retry_allowed(struct exchange *x, enum attempt_result r, bool bytes_sent
 		return false;
 	d = retry_decide(&c->retries, &in, ids_random());
 	if (!d.retry)
+		return false;
+	/* none to go to: the retries ran out here, and an upstream's 5xx
+	 * goes to the app as it was (SPEC §6), not a 503 after the backoff */
+	if (!endpoint_left(x, now))
 		return false;
 	v = breaker_allow(s->rt->breaker, &c->breaker, now, &ra);
 	if (v == BREAKER_REJECT)

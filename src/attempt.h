@@ -29,6 +29,9 @@ void attempt_unhold(struct exchange *x);
 /* An attempt ends without an outcome (the client went away, shutdown):
  * listed as "cancelled". */
 void attempt_cancel(struct exchange *x);
+/* The same for an attempt that lost a race: its endpoint's EWMA learns
+ * that it was at least this slow. */
+void attempt_lost(struct exchange *x);
 /* After a failed attempt (R, with request bytes SENT): may another one
  * follow, after *DELAY ms? Takes from the retry budget when so. */
 bool attempt_retry_allowed(struct exchange *x, enum attempt_result r, bool sent,

@@ -196,6 +196,8 @@ struct exchange {
 	bool req_done;			/* the whole request went upstream */
 	bool resp_head;			/* response head sent to the client */
 	bool replayable;		/* req holds the whole request so far */
+	bool body_dropped;		/* body bytes went on that req does not
+					   keep: a retry could not send them */
 	bool resent;			/* already re-sent once after a stale reuse */
 	uint8_t interims;		/* 1xx responses seen (bounded) */
 	bool dechunk;			/* the client gets the body unframed */

@@ -234,14 +234,19 @@ attempt_move(struct exchange *from, struct exchange *to)
 	from->hedge_attempt = false;
 }
 
-/* A hedge lost the race: its connection is closed (HTTP/2: the stream
- * reset with CANCEL) and its endpoint learns nothing; the request's list
- * of attempts says "cancelled". */
+/* A hedge is given up: its connection is closed (HTTP/2: the stream
+ * reset with CANCEL); the request's list of attempts says "cancelled".
+ * LOST: another attempt's head came first, and its endpoint learns that
+ * it was at least this slow (attempt_lost); else (the client went, the
+ * request ended) it learns nothing. */
 static void
-hedge_cancel(struct exchange *h)
+hedge_cancel(struct exchange *h, bool lost)
 {
 	attempt_release(h, false);
-	attempt_cancel(h);
+	if (lost)
+		attempt_lost(h);
+	else
+		attempt_cancel(h);
 	hedge_bury(h);
 }
 
@@ -249,7 +254,14 @@ void
 hedge_cancel_all(struct exchange *x)
 {
 	while (x->hedges)
-		hedge_cancel(x->hedges);
+		hedge_cancel(x->hedges, false);
+}
+
+void
+hedge_lost_all(struct exchange *x)
+{
+	while (x->hedges)
+		hedge_cancel(x->hedges, true);
 }
 
 void
@@ -262,9 +274,9 @@ hedge_won(struct exchange *h)
 	if (x->attempt_open)
 		latency_add(&x->svc->lat, (now - x->attempt_start_ms) * 1000, now);
 	attempt_release(x, false);
-	attempt_cancel(x);	/* listed as cancelled, as a losing hedge is */
+	attempt_lost(x);	/* listed as cancelled, as a losing hedge is */
 	hedge_bury(h);
-	hedge_cancel_all(x);
+	hedge_lost_all(x);
 	attempt_move(h, x);
 	x->hedge_at_ms = 0;
 	x->upops->handover(h, x, true);

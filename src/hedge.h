@@ -34,7 +34,9 @@ void hedge_failed(struct exchange *h, enum attempt_result r, bool record);
  * place. False when none races (or the deadline passed: they are
  * cancelled), and the failure takes its usual course. */
 bool hedge_takeover(struct exchange *x);
-/* X's own attempt answers, or X ends: every racing hedge is cancelled. */
+/* X ends: every racing hedge is cancelled. */
 void hedge_cancel_all(struct exchange *x);
+/* X's own attempt answers: every racing hedge lost (attempt_lost). */
+void hedge_lost_all(struct exchange *x);
 
 #endif

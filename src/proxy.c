@@ -826,11 +826,11 @@ proxy_request_body(struct exchange *x, const void *p, size_t n)
 			x->replayable = false;
 		return;
 	}
-	if (x->replayable) {
-		if (x->req.len + n <= buffer + x->req_head_len)
-			sbuf_add(&x->req, p, n);
-		else
-			x->replayable = false;
+	if (x->replayable && x->req.len + n <= buffer + x->req_head_len)
+		sbuf_add(&x->req, p, n);
+	else if (n > 0) {
+		x->replayable = false;
+		x->body_dropped = true;
 	}
 	/* after the head, body still coming is activity (a stream both
 	 * ways: its response may be quiet meanwhile) */
@@ -1077,7 +1077,7 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		if (tunnel_refused(x))
 			return false;
 	}
-	hedge_cancel_all(x);	/* this head is the answer */
+	hedge_lost_all(x);	/* this head is the answer */
 	x->status = (uint32_t)h->status;
 	if (x->grpc)
 		grpc_status_seen(x, msg, h);	/* trailers-only */

@@ -164,6 +164,25 @@ class HedgingTest(FerryTestCase):
         wait_until(lambda: cancelled, 2)
         self.assertEqual(cancelled, ["/up"])
 
+    def test_p2c_ewma_learns_from_lost_races(self):
+        # an endpoint whose attempts always lose to a hedge answers nothing:
+        # if it learnt nothing, its EWMA would stay unmeasured and p2c_ewma
+        # would keep picking it first. A lost race says it was at least
+        # that slow (SPEC §6, §16)
+        cancelled = []
+        slow = self.upstream(slow_unless_cancelled(SLOW, cancelled), tls=False)
+        fast = self.upstream(echo(), tls=False)
+        f = self.ferry({"svc": svc([slow, fast], {"after": "20ms"}, load_balancer="p2c_ewma",
+                                   retries={"budget": {"ratio": 10, "min_per_second": 1000}},
+                                   **TOUCHY)}, workers=1)
+        times, statuses = self.timed_gets(f, 30)
+        self.assertEqual(statuses, [200] * 30)
+        self.assertLessEqual(len(slow.requests), 5, "the slow endpoint got %d of 30 first "
+                             "attempts" % len(slow.requests))
+        eps = {e["address"]: e for e in
+               json.loads(f.admin("/services").body)["services"][0]["endpoints"]}
+        self.assertGreater(eps[slow.address]["ewma_ms"], eps[fast.address]["ewma_ms"], eps)
+
     def test_body_streaming_past_after_is_hedged_once_whole(self):
         self.body_streaming_past_after(False)
 

@@ -289,6 +289,42 @@ class RetryTest(ResilienceTestCase):
             self.assertEqual(resp.json()["body"], "body-%d" % i)
             self.assertEqual(attempts(up, path), 1, "a POST delivered more than once")
 
+    def test_post_over_the_buffer_retried_on_connection_refused(self):
+        # a body past retries.buffer that came with the head is still all
+        # in ferry's hands when the connect is refused: nothing was sent
+        # (SPEC §6), so it goes to the other endpoint, whole
+        dead = free_port()
+        up = self.upstream()
+        f = self.ferry({"svc": endpoints_service([dead, up], load_balancer="round_robin",
+                                                 retries={"buffer": 1024},
+                                                 circuit_breaker=NO_BREAKER,
+                                                 outlier_detection=NO_OUTLIER)}, workers=1)
+        body = b"z" * 5000
+        resp = self.post(f, "/bigrefused", body)
+        self.assertEqual(resp.status, 200, resp.body[:200])
+        self.assertEqual(resp.json()["body"], body.decode())
+        self.assertEqual(attempts(up, "/bigrefused"), 1)
+
+    def test_upstream_5xx_kept_when_its_ejection_leaves_no_endpoint(self):
+        # the failed attempt ejects the last endpoint left: the retries end
+        # there, and the app gets the upstream's own 503 (SPEC §6, §16
+        # upstream_error), not ferry's 503 for no endpoint after the backoff
+        a = self.upstream(fixed(503, body=b"from-a"))
+        b = self.upstream(fixed(503, body=b"from-b"))
+        f = self.ferry({"svc": endpoints_service([a, b], load_balancer="round_robin",
+                                                 retries={"max": 2},
+                                                 circuit_breaker=NO_BREAKER,
+                                                 outlier_detection={"consecutive_failures": 1,
+                                                                    "max_ejection_percent": 100})},
+                       workers=1, log={"access": "stdout"})
+        resp = self.get(f, "/alleject")
+        self.assert_upstream_response(resp, 503)
+        self.assertEqual(resp.body, b"from-b")
+        def lines():
+            return [e for e in f.access_log() if e.get("path") == "/alleject"]
+        harness.wait_until(lines, 3)
+        self.assertEqual([e["fate"] for e in lines()], ["upstream_error"], lines())
+
     def test_post_not_retried_on_reset_after_sending(self):
         up = self.upstream(fail_first(1, reset()))
         f = self.ferry({"svc": harness.service(up, retries={"max": 3},
