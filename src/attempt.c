@@ -317,6 +317,7 @@ proxy_attempt_failed(struct exchange *x, enum attempt_result r, enum ferry_error
 		 * attempts plus these */
 		metrics_resend(x->w->ms, exchange_metrics_id(x));
 		x->resent = true;
+		x->resend_fresh = true;
 		attempt_start(x);
 		return;
 	}

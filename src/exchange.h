@@ -199,6 +199,7 @@ struct exchange {
 	bool body_dropped;		/* body bytes went on that req does not
 					   keep: a retry could not send them */
 	bool resent;			/* already re-sent once after a stale reuse */
+	bool resend_fresh;		/* that re-send: on a new connection, not a pooled one */
 	uint8_t interims;		/* 1xx responses seen (bounded) */
 	bool dechunk;			/* the client gets the body unframed */
 	bool resp_chunked;		/* the client gets the body chunked */

@@ -1301,9 +1301,13 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 			return;
 		}
 		if (cl->state == CL_WAIT && cl->rq->x.req_done && n == 0) {
-			/* half-close after a complete request: still answer */
+			/* half-close after a complete request: still answer,
+			 * and the requests pipelined behind it too: reading
+			 * resumes after each answer and finds the end again,
+			 * after the last whole request (or in a partial one) */
 			pause_client(cl);
-			cl->rq->x.close_after = true;
+			if (buf_len(&cl->in) == 0)
+				cl->rq->x.close_after = true;
 			return;
 		}
 		if (n == 0)

@@ -73,8 +73,20 @@ h1_start(struct exchange *x)
 {
 	int64_t now = clock_now_ms();
 	char msg[256];
+	bool fresh = x->resend_fresh;
 
-	if ((x->up = pool_checkout(x->ep, now)) != NULL) {
+	x->resend_fresh = false;
+	x->up = pool_checkout(x->ep, now);
+	if (x->up != NULL && fresh) {
+		/* SPEC §6: the re-send after a stale reuse goes on a new
+		 * connection; the pooled ones were opened as long ago as the
+		 * one that just failed (an upstream restart closes them all).
+		 * One is let go, so the new one stays within max_per_endpoint
+		 * (attempt_pool_room counted it as room) */
+		pool_discard(x->up);
+		x->up = NULL;
+	}
+	if (x->up != NULL) {
 		if (x->grpc) {
 			grpc_refused(x);	/* a pooled HTTP/1.1 connection */
 			return false;

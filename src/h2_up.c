@@ -1003,6 +1003,8 @@ h2_start(struct exchange *x)
 	struct upconn *u;
 	char msg[256];
 
+	/* a session GOAWAY closed has no room: a re-send is never put on it */
+	x->resend_fresh = false;
 	if (s == NULL) {
 		u = pool_connect(x->w, x->svc, x->ep, NULL, NULL, clock_now_ms());
 		if (u == NULL) {

@@ -280,6 +280,19 @@ class HostileTest(FerryTestCase):
             targets = [c.read_response().json()["target"] for _ in range(5)]
         self.assertEqual(targets, ["/p%d" % i for i in range(5)])
 
+    def test_pipelined_requests_then_half_close_all_answered(self):
+        """A client that pipelines and then half-closes (printf ... | nc -N)
+        gets every whole request answered, then the close."""
+        self.up.behaviour = delay(0.2)
+        with self.f.client() as c:
+            c.send(b"".join(build_request("GET", "/h%d" % i, [("Host", "svc")])
+                            for i in range(3)))
+            c.sock.shutdown(socket.SHUT_WR)
+            targets = [c.read_response().json()["target"] for _ in range(3)]
+            self.assertTrue(c.peer_closed(2), "connection left open after the last answer")
+        self.assertEqual(targets, ["/h0", "/h1", "/h2"])
+        self.up.behaviour = harness.echo()
+
     # hostile upstream responses: 502, never a crash
 
     def test_malformed_upstream_responses(self):

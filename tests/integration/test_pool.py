@@ -172,6 +172,36 @@ class PoolTest(FerryTestCase):
         self.assert_all_ok(responses, up)
         self.assertEqual(up.connections_accepted, 1)
 
+    def test_resend_goes_on_a_new_connection(self):
+        """SPEC §6: the re-send after a stale pooled connection goes on a
+        new connection. Two pooled connections that the upstream closes
+        as each is reused (a restart closes them all): the re-send must
+        not take the second one, and is neither a retry nor a failure."""
+        armed = threading.Event()
+
+        def behave(conn, req):
+            if armed.is_set() and conn.conn_id <= 2:
+                conn.keep_open = False      # closed as it was reused
+                return
+            if not armed.is_set():
+                conn.sleep(0.3)             # both busy: two connections
+            harness.echo()(conn, req)
+        up = self.upstream(behave)
+        f = self.ferry({"svc": service(up, retries={"max": 0})}, workers=1)
+        warm = []
+        threads = [threading.Thread(target=lambda i=i: warm.append(
+            f.get("/w%d" % i, host="svc").status)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual((warm, up.connections_accepted), ([200, 200], 2))
+        armed.set()
+        resp = f.get("/race", host="svc")
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(sum(r.target == "/race" for r in up.requests), 2,
+                         "the re-send took another pooled connection")
+
     def test_resends_counted(self):
         """A re-send after a stale pooled connection is neither an attempt
         nor a retry, but is counted (ferry_upstream_resends_total, the

@@ -580,6 +580,23 @@ class HostileUpstreamTest(FerryTestCase):
                             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n"
                             b"5\r\nhello\r\n0\r\n\r\n" + forged)
 
+    def test_interim_response_framing_is_not_forwarded(self):
+        # a 1xx has no content (RFC 9110 15.2) and ferry reads none; a
+        # Content-Length or Transfer-Encoding on it must not reach a client
+        # that would take the final response's bytes for its body (8.6)
+        for framing in (b"Content-Length: 5", b"Transfer-Encoding: chunked"):
+            self.up.behaviour = harness.raw(
+                b"HTTP/1.1 103 Early Hints\r\n" + framing + b"\r\nLink: </a.css>\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            with self.f.client() as c:
+                resp = c.request("GET", "/hints", [("Host", "svc")])
+            self.assertEqual((resp.status, resp.body), (200, b"ok"), framing)
+            self.assertEqual([r.status for r in resp.interim], [103], framing)
+            hints = resp.interim[0]
+            self.assertEqual(hints.header("link"), "</a.css>", framing)
+            self.assertIsNone(hints.header("content-length"), framing)
+            self.assertIsNone(hints.header("transfer-encoding"), framing)
+
     def test_interim_flood_is_bounded_and_502(self):
         # an upstream streaming 103s forever: ferry stops after a bound
         def behave(conn, req):
