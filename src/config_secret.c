@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -84,17 +85,34 @@ secret_from_env(struct loader *l, const struct ynode *at, const char *name)
 	return s;
 }
 
+/* What read_all's errno says. */
+static const char *
+read_error(void)
+{
+	return errno == ENODEV ? "not a regular file" : strerror(errno);
+}
+
 /* The whole file, NUL-terminated; NULL with errno set. */
 static char *
 read_all(const char *file, size_t *len)
 {
 	size_t cap = 4096, n = 0;
-	char *buf, *nb;
+	char *buf = NULL, *nb;
+	struct stat st;
 	ssize_t r;
 	int fd, saved;
 
-	if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
+	/* O_NONBLOCK: a FIFO would block the main thread (reload, admin,
+	 * signals) until someone writes to it; only regular files are keys */
+	if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0)
 		return NULL;
+	if (fstat(fd, &st) != 0)
+		goto fail;
+	if (!S_ISREG(st.st_mode)) {
+		/* a FIFO, socket or device is no key file (read_error) */
+		errno = S_ISDIR(st.st_mode) ? EISDIR : ENODEV;
+		goto fail;
+	}
 	if ((buf = malloc(cap)) == NULL)
 		goto fail;
 	for (;;) {
@@ -150,7 +168,7 @@ secret_from_file(struct loader *l, const struct ynode *at, const char *file)
 	char *buf, *s;
 
 	if ((buf = read_all(file, &n)) == NULL) {
-		lerr(l, at, "cannot read %s: %s", file, strerror(errno));
+		lerr(l, at, "cannot read %s: %s", file, read_error());
 		return NULL;
 	}
 	/* editors add a final newline; trailing blanks are no part of a key
@@ -191,21 +209,26 @@ secrets_from_keys_file(struct loader *l, const struct ynode *at,
 	int lineno = 0, rc = 0;
 
 	if ((buf = read_all(file, &len)) == NULL) {
-		lerr(l, at, "cannot read %s: %s", file, strerror(errno));
+		lerr(l, at, "cannot read %s: %s", file, read_error());
 		return -1;
 	}
 	for (line = buf; line != NULL && line < buf + len; line = next) {
 		char *end;
 
 		lineno++;
-		if ((next = strchr(line, '\n')) != NULL)
+		/* by length, not strchr/strlen: a NUL byte must not end the
+		 * line (a prefix taken as the key) or the file (keys dropped) */
+		if ((next = memchr(line, '\n', (size_t)(buf + len - line))) != NULL) {
+			end = next;
 			*next++ = '\0';
-		while (is_blank(*line))
+		} else {
+			end = buf + len;
+		}
+		while (line < end && is_blank(*line))
 			line++;
-		end = line + strlen(line);
 		while (end > line && is_blank(end[-1]))
 			*--end = '\0';
-		if (*line == '\0' || *line == '#')
+		if (line == end || *line == '#')
 			continue;
 		if (!key_ok(line, (size_t)(end - line))) {
 			lerr(l, at, "%s line %d: the key holds control characters",

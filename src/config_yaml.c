@@ -13,6 +13,10 @@
 #include "config_yaml.h"
 
 #define YAML_MAX_DEPTH 64
+/* nodes that aliases may add to the tree: the walk visits an aliased node
+ * at every use, so N uses of an anchor of K nodes cost N*K (a "billion
+ * laughs" file of a few KB would take GBs and minutes) */
+#define YAML_MAX_ALIASED 100000
 
 struct anchor {
 	char *name;
@@ -31,6 +35,7 @@ struct builder {
 	size_t depth;
 	struct anchor *anchors;
 	size_t n_anchors, cap_anchors;
+	size_t aliased;			/* nodes added by aliases so far */
 	yerr_fn err;
 	void *arg;
 	const char *buf;
@@ -67,6 +72,7 @@ node_new(struct builder *b, enum ykind kind, const yaml_mark_t *m)
 	if ((n = calloc(1, sizeof(*n))) == NULL)
 		return NULL;
 	n->kind = kind;
+	n->weight = 1;
 	n->line = (int)m->line + 1;
 	n->col = (int)m->column + 1;
 	d->all[d->n_all++] = n;
@@ -211,7 +217,12 @@ static int
 on_end(struct builder *b)
 {
 	struct frame *f = &b->stack[--b->depth];
+	struct ynode *n = f->node;
 
+	/* complete now: what it holds, aliased nodes counted at full size */
+	for (size_t i = 0; i < n->n; i++)
+		n->weight += n->kind == YSEQ ? n->items[i]->weight :
+		    n->pairs[i].key->weight + n->pairs[i].val->weight;
 	/* registered only now, so a node cannot contain an alias of itself */
 	return anchor_add(b, f->anchor, f->node);
 }
@@ -222,9 +233,18 @@ on_alias(struct builder *b, const yaml_event_t *ev)
 	const char *name = (const char *)ev->data.alias.anchor;
 
 	/* the latest definition wins, as YAML says */
-	for (size_t i = b->n_anchors; i-- > 0;)
-		if (strcmp(b->anchors[i].name, name) == 0)
-			return attach(b, b->anchors[i].node);
+	for (size_t i = b->n_anchors; i-- > 0;) {
+		if (strcmp(b->anchors[i].name, name) != 0)
+			continue;
+		b->aliased += b->anchors[i].node->weight;
+		if (b->aliased > YAML_MAX_ALIASED) {
+			report(b, (int)ev->start_mark.line + 1,
+			    (int)ev->start_mark.column + 1,
+			    "aliases expand to too many nodes");
+			return 1;
+		}
+		return attach(b, b->anchors[i].node);
+	}
 	report(b, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
 	    "unknown alias (anchors must be defined before use, outside the node)");
 	return 1;

@@ -31,6 +31,7 @@ struct ynode {
 	const struct ynode *parent;
 	const struct ynode *pkey;	/* its key when parent is a mapping */
 	size_t pidx;			/* its index when parent is a sequence */
+	size_t weight;			/* nodes in it, itself and aliases included */
 };
 
 struct ydoc {

@@ -300,6 +300,58 @@ reload_limits(const struct config *old, const struct config *c)
 		    old->workers, c->workers);
 }
 
+/* True when OLD already has a listening socket on A (ferry's own port
+ * would fail a probe without SO_REUSEPORT). */
+static bool
+held_by(const struct config *old, const struct conf_addr *a)
+{
+	if (strcmp(old->outbound.address.text, a->text) == 0 ||
+	    strcmp(old->admin.address.text, a->text) == 0 ||
+	    (old->inbound.enabled &&
+	     strcmp(old->inbound.listener.address.text, a->text) == 0))
+		return true;
+	for (size_t i = 0; i < old->n_services; i++)
+		if (old->services[i].has_listen &&
+		    strcmp(old->services[i].listen.text, a->text) == 0)
+			return true;
+	return false;
+}
+
+static int
+reload_probe_one(const struct config *old, const struct config *c,
+    const char *what, const struct conf_addr *a)
+{
+	char err[256];
+
+	if (held_by(old, a) || listener_probe(a, err, sizeof(err)) == 0)
+		return 0;
+	log_error("reload: %s:%d:%d: %s: %s", c->path, a->pos.line, a->pos.col, what, err);
+	return -1;
+}
+
+/* The addresses a reload would newly bind are checked as at startup
+ * (SPEC §2, §10): one in use fails the reload, rather than a reload
+ * counted a success with a service port that never listens. */
+static int
+reload_probe(const struct config *old, const struct config *c)
+{
+	char what[300];
+	int bad = 0;
+
+	if (c->inbound.enabled && !old->inbound.enabled &&
+	    reload_probe_one(old, c, "listeners.inbound.address",
+	    &c->inbound.listener.address) != 0)
+		bad++;
+	for (size_t i = 0; i < c->n_services; i++) {
+		if (!c->services[i].has_listen)
+			continue;
+		snprintf(what, sizeof(what), "services.%s.listen", c->services[i].name);
+		if (reload_probe_one(old, c, what, &c->services[i].listen) != 0)
+			bad++;
+	}
+	return bad ? -1 : 0;
+}
+
 /* A worker's copy of the new snapshot: its shared state and first sets. */
 static struct swap *
 swap_new(struct server *srv, struct config *next, struct svc_runtime **rts)
@@ -377,6 +429,13 @@ server_reload(struct server *srv)
 	srv->code_ran_once = true;
 	next = config_load(srv->conf->path, reload_error, NULL);
 	if (next == NULL) {
+		metrics_config_reload(srv->metrics, false);
+		log_error("reload failed; the running configuration stays in force");
+		notify_ready();
+		return;
+	}
+	if (reload_probe(srv->conf, next) != 0) {
+		config_unref(next);
 		metrics_config_reload(srv->metrics, false);
 		log_error("reload failed; the running configuration stays in force");
 		notify_ready();

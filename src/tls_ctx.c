@@ -73,17 +73,19 @@ check_file(const char *label, const char *path, enum tls_what w,
     enum tls_what *what, char *err, size_t errlen)
 {
 	struct stat st;
-	FILE *f;
+	int fd;
 
-	if ((f = fopen(path, "r")) == NULL)
+	/* O_NONBLOCK: opening a FIFO must not hang the loader (a reload runs
+	 * on the main thread: admin, signals and the watchdog would stop) */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0)
 		return fail(what, w, err, errlen, "cannot load %s %s: %s", label, path,
 		    strerror(errno));
-	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-		fclose(f);
-		return fail(what, w, err, errlen, "cannot load %s %s: Is a directory",
-		    label, path);
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		close(fd);
+		return fail(what, w, err, errlen, "cannot load %s %s: %s", label, path,
+		    S_ISDIR(st.st_mode) ? "Is a directory" : "not a regular file");
 	}
-	fclose(f);
+	close(fd);
 	return 0;
 }
 
@@ -114,9 +116,9 @@ read_key(const char *path)
 	BIO *bio;
 	int fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0)
 		return NULL;
-	if (fstat(fd, &st) != 0 || st.st_size >= KEY_FILE_MAX ||
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size >= KEY_FILE_MAX ||
 	    (buf = malloc(cap = (size_t)st.st_size + 1)) == NULL) {
 		close(fd);
 		return NULL;

@@ -219,6 +219,63 @@ class CliTest(unittest.TestCase):
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertIn("/nonexistent/ca.pem", proc.stderr)
 
+    def inbound_config(self, keys_file):
+        p = pki()
+        return self.write("listeners:\n"
+                          "  outbound:\n"
+                          "    address: 127.0.0.1:%d\n"
+                          "  inbound:\n"
+                          "    address: 127.0.0.1:%d\n"
+                          "    tls: {cert: %s, key: %s, client_ca: %s}\n"
+                          "    auth: {keys_file: %s}\n"
+                          "    local_app: 127.0.0.1:8080\n"
+                          "services: {}\n"
+                          % (harness.free_port(), harness.free_port(), p.server.cert,
+                             p.server.key, p.ca.cert, keys_file))
+
+    def test_check_fifo_as_secret_or_certificate_file(self):
+        """A FIFO opened for reading blocks until a writer comes: -t, the
+        start and a reload (on the main thread: admin, signals) hung.
+        Only a regular file is a key or certificate file."""
+        fifo = os.path.join(self.dir, "fifo")
+        os.mkfifo(fifo)
+        p = pki()
+        for what, cfg in (("key_file", self.valid_config(auth="key_file: " + fifo)),
+                          ("keys_file", None),
+                          ("ca", self.valid_config().replace(p.ca.cert, fifo))):
+            with self.subTest(what=what):
+                path = self.inbound_config(fifo) if cfg is None else self.write(cfg)
+                proc = run_ferry("-t", "-c", path, env={"FERRY_TEST_SECRET": "k"}, timeout=10)
+                self.assertEqual(proc.returncode, 1, proc.stderr)
+                self.assertIn(fifo, proc.stderr)
+                self.error_lines(proc, path)
+
+    def test_check_nul_in_keys_file(self):
+        """A NUL byte in a keys file is an error: read as a C string, the
+        key was cut at it (its prefix accepted) and the keys after it were
+        dropped, without a word."""
+        keys = os.path.join(self.dir, "inbound.keys")
+        with open(keys, "wb") as f:
+            f.write(b"abc\x00-rest-of-a-binary-key\nsecond-valid-key-0123456789\n")
+        path = self.inbound_config(keys)
+        proc = run_ferry("-t", "-c", path)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("line 1", proc.stderr)
+        self.error_lines(proc, path)
+
+    def test_check_alias_bomb_is_refused(self):
+        """Aliases multiply what the loader walks (each use is the anchored
+        node again): 1500 uses of an anchor of 1500 keys took 3.5 s and
+        218 MB, and a larger file would exhaust memory. Refused at the
+        alias that goes over the bound, with its position."""
+        keys = "".join("    k%d: 1\n" % i for i in range(1500))
+        uses = "".join("  s%d: *a\n" % i for i in range(1, 1500))
+        path = self.write("bomb:\n  s0: &a\n" + keys + uses)
+        proc = run_ferry("-t", "-c", path, timeout=10)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("aliases expand to too many nodes", proc.stderr)
+        self.error_lines(proc, path)
+
     def test_check_duplicate_service(self):
         path = self.write("listeners:\n"
                           "  outbound:\n"

@@ -1010,6 +1010,28 @@ class ReloadTest(LifecycleCase):
         self.assertEqual(reload_counts(f), (0, 1))
 
 
+    def test_reload_adding_a_port_in_use_fails(self):
+        """A reload's new listening address is checked as at startup
+        (SPEC §2, §10): one another process holds fails the reload with
+        FILE:LINE:COL, and the old config stays. It used to count as a
+        success, with a service whose port never listened."""
+        up = self.upstream()
+        cfg = harness.ferry_config({"svc": service(up)})
+        f = self.ferry(config=cfg)
+        holder = socket.socket()
+        self._closers.append(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        text = yaml_text(deep_merge(cfg, {"services": {"svc2": service(
+            up, listen="127.0.0.1:%d" % port)}}))
+        self.reload(f, text=text, expect="failure")
+        self.assertRegex(f.stderr_text(), r"(?m)^ERROR reload: %s:\d+:\d+: services\.svc2\.listen: "
+                         % re.escape(f.config_path))
+        self.assertEqual(f.get("/old", host="svc").status, 200)
+        self.assertEqual(f.get("/new", host="svc2").status, 404, "the new config took effect")
+
+
 # ---------------------------------------------------------------------------
 # 3: certificate and key rotation on the inbound listener
 
