@@ -549,7 +549,7 @@ fld_rate_limit(struct loader *l, const struct field *f, const struct ynode *key,
 {
 	struct conf_rate_limit *rl = (void *)((char *)obj + f->off);
 	size_t before = l->n_errs;
-	const struct ynode *rps;
+	const struct ynode *rps, *burst;
 
 	rl->enabled = true;
 	rl->rps = 0;
@@ -568,4 +568,8 @@ fld_rate_limit(struct loader *l, const struct field *f, const struct ynode *key,
 		if ((double)rl->burst < rl->rps || rl->burst == 0)
 			rl->burst++;
 	}
+	if (l->n_errs == before && (double)(rl->burst - 1) / rl->rps > RATELIMIT_MAX_BURST_S)
+		lerr(l, (burst = ymap_get(val, "burst", NULL)) ? burst : val,
+		    "burst %u at rps %g takes over 73 years to refill (at most rps x 2305843009 + 1)",
+		    rl->burst, rl->rps);
 }

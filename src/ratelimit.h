@@ -25,6 +25,11 @@ struct bucket;
  * from overflow; a slower rps would be served at this one. The loader
  * refuses less. */
 #define RATELIMIT_MIN_RPS	0.000001
+/* The longest (burst - 1) / rps, in seconds, the bucket holds exactly: its
+ * burst tolerance is kept under INT64_MAX / 4 ns (ratelimit.c), about 73
+ * years; a slower refill of a larger burst would let fewer requests
+ * through at once than asked. The loader refuses more. */
+#define RATELIMIT_MAX_BURST_S	2305843009.0
 
 struct bucket *bucket_new(void);	/* NULL when out of memory */
 void bucket_free(struct bucket *b);

@@ -431,6 +431,15 @@ static const struct bad_case bad_cases[] = {
 	  "(one token in 11.6 days)\n"
 	  F ":7:23: services.b.rate_limit: rps must be at least 0.000001 "
 	  "(one token in 11.6 days)\n" },
+	/* the bucket holds a burst tolerance of at most ~73 years: a larger
+	 * burst at a slow rps would let fewer through at once than asked */
+	{ "rate limit burst too long to refill",
+	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    rate_limit: {rps: 0.000001, burst: 2400}\n"
+	  "  b:\n    endpoints: [\"127.0.0.1:1\"]\n"
+	  "    rate_limit: {rps: 0.000001, burst: 2306}\n",
+	  F ":4:40: services.a.rate_limit: burst 2400 at rps 1e-06 takes over 73 years "
+	  "to refill (at most rps x 2305843009 + 1)\n" },
 	{ "hedging",
 	  "services:\n  a:\n    endpoints: [\"127.0.0.1:1\"]\n"
 	  "    hedging: {max: 2}\n"
