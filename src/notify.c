@@ -179,22 +179,29 @@ notify_send(const char *fmt, ...)
 	return rc;
 }
 
+/* After STOPPING=1 the service is going: a reload during the drain says
+ * neither RELOADING=1 nor READY=1, which would tell systemd it serves
+ * again. Main thread only. */
+static bool stopping;
+
 int
 notify_ready(void)
 {
-	return notify_send("READY=1");
+	return stopping ? 0 : notify_send("READY=1");
 }
 
 int
 notify_reloading(void)
 {
 	/* systemd >= 253 uses MONOTONIC_USEC to match the reload to the request */
-	return notify_send("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)clock_now_us());
+	return stopping ? 0 :
+	    notify_send("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)clock_now_us());
 }
 
 int
 notify_stopping(void)
 {
+	stopping = true;
 	return notify_send("STOPPING=1");
 }
 

@@ -519,6 +519,7 @@ drain_late(struct worker *w, void *arg)
 	struct listener *l;
 
 	(void)arg;
+	w->inbound_closed = true;
 	for (l = w->listeners; l; l = l->next)
 		if (l->kind == LK_INBOUND)
 			listener_close(l);

@@ -696,7 +696,7 @@ swap_listeners(struct worker *w, const struct config *old, const struct config *
 		if (!have)
 			add_listener(w, LK_SERVICE, &conf->outbound, &conf->services[i].listen, i);
 	}
-	if (conf->inbound.enabled && !old->inbound.enabled &&
+	if (conf->inbound.enabled && !old->inbound.enabled && !w->inbound_closed &&
 	    add_listener(w, LK_INBOUND, &conf->inbound.listener,
 	    &conf->inbound.listener.address, 0) != 0)
 		log_error("worker %d: cannot open the inbound listener", w->id);

@@ -227,6 +227,7 @@ struct worker {
 	struct h2up *h2ups;		/* HTTP/2 connections to endpoints */
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
 	bool draining;
+	bool inbound_closed;		/* by the drain: a reload opens none again */
 	bool made_batch;		/* SCHED_BATCH set by apply_scheduling() */
 	cpu_set_t allowed;		/* the thread's CPUs as it started */
 	int bound_cpu;			/* by apply_affinity(); -1: not bound */

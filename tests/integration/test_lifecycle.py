@@ -1264,6 +1264,49 @@ class SurvivesReloadTest(LifecycleCase):
 
 class DrainTest(LifecycleCase):
 
+    def test_reload_during_drain_opens_no_inbound_listener(self):
+        """After drain_delay the inbound listener stays closed (SPEC §10),
+        also when a reload during the drain turns inbound on; and the
+        reload tells systemd neither RELOADING=1 nor READY=1 after
+        STOPPING=1. A reload used to open a fresh inbound listener that
+        took peers' traffic until the process exited."""
+        up = self.upstream(by_path([("/slow", delay(3))]))
+        app = self.upstream(tls=False)
+        p = pki()
+        in_port = free_port()
+        sock_path = os.path.join(self.tmpdir(), "notify.sock")
+        n = NotifyListener(sock_path)
+        self._closers.append(n.close)
+        f = self.ferry({"svc": service(up)}, drain_delay="300ms", drain_timeout="8s",
+                       env={"NOTIFY_SOCKET": sock_path})
+        held = {}
+
+        def slow():
+            with RawClient(f.outbound_port, timeout=10) as c:
+                held["r"] = c.request("GET", "/slow", [("Host", "svc")])
+        t = threading.Thread(target=slow, daemon=True)
+        t.start()
+        self.assertTrue(wait_until(lambda: any(r.target == "/slow" for r in up.requests), 3))
+        exited = self.exit_watcher(f)
+        t_term = time.monotonic()
+        f.signal(signal.SIGTERM)
+        stopping = n.wait_for(lambda m: "STOPPING=1" in m.split("\n"), 2, t_term)
+        self.assertIsNotNone(stopping, n.texts(t_term))
+        time.sleep(0.8)     # past drain_delay: inbound listeners closed
+        cfg = deep_merge(f.config, {"listeners": {"inbound": self.inbound_block(
+            in_port, p.server.cert, p.server.key, app)}})
+        self.reload(f, cfg=cfg)
+        with self.assertRaises(OSError, msg="an inbound listener opened during the drain"):
+            socket.create_connection(("127.0.0.1", in_port), timeout=0.5).close()
+        time.sleep(0.1)
+        after = n.texts(stopping[0])
+        self.assertFalse(any("READY=1" in m.split("\n") or "RELOADING=1" in m.split("\n")
+                             for m in after), after)
+        t.join(10)
+        self.assertEqual(held["r"].status, 200)
+        exited["thread"].join(10)
+        self.assertEqual(exited.get("rc"), 0)
+
     def test_drain_with_requests_and_streams_in_flight(self):
         parts = [payload(16 * 1024, seed=i) for i in range(10)]
         whole = b"".join(parts)
