@@ -605,7 +605,9 @@ h1_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 		.ids = &x->ids,
 		.keep_alive = x->keep_alive && !x->close_after && !cl->w->draining,
 		.keep_alive_timeout = keepalive_secs(cl),
-		.dechunk = x->dechunk,
+		/* an HTTP/1.0 client never sees Transfer-Encoding (RFC 9112
+		 * 6.1), in the answer to a HEAD too, which has no body to undo */
+		.dechunk = x->dechunk || (x->http10 && x->head_method),
 		.upgrade = x->upgrade,
 	};
 	bool fits;

@@ -340,14 +340,27 @@ proxy_refuse(struct exchange *x, enum ferry_error e, const char *msg,
 /* ------------------------------------------------------ admission ---- */
 
 static bool
+via_gap(char c)
+{
+	return c == ' ' || c == '\t' || c == ',';
+}
+
+/* TOKEN as a whole received-by name in a Via: "ferry-...-outx" is
+ * another one. */
+static bool
 via_has_token(const char *msg, const struct http_head *h, const char *token)
 {
 	size_t tl = strlen(token);
 
-	for (uint32_t i = 0; i < h->n_headers; i++)
-		if (h->h[i].kind == HDR_VIA &&
-		    memmem(msg + h->h[i].value.off, h->h[i].value.len, token, tl))
-			return true;
+	for (uint32_t i = 0; i < h->n_headers; i++) {
+		const char *v = msg + h->h[i].value.off, *end = v + h->h[i].value.len, *p;
+
+		if (h->h[i].kind != HDR_VIA)
+			continue;
+		for (p = v; (p = memmem(p, (size_t)(end - p), token, tl)) != NULL; p++)
+			if ((p == v || via_gap(p[-1])) && (p + tl == end || via_gap(p[tl])))
+				return true;
+	}
 	return false;
 }
 

@@ -202,7 +202,7 @@ class HeadersTest(FerryTestCase):
         _, req = self.send([])
         token = via_tokens(req.headers)[-1]
         count = len(self.up.requests)
-        for via in (token, "1.0 corp, " + token):
+        for via in (token, "1.0 corp, " + token, "1.0 corp,%s (comment)" % token):
             with self.subTest(via=via):
                 with self.f.client() as c:
                     resp = c.request("GET", "/", [("Host", "noauth"), ("Via", via)])
@@ -215,6 +215,11 @@ class HeadersTest(FerryTestCase):
         other = "1.1 ferry-%s-out" % ("0badf00d" if "0badf00d" not in mine else "1badf00d")
         _, req = self.send([("Via", other)])
         self.assertEqual(via_tokens(req.headers), [other, mine])
+        # a name that only starts with this listener's is another one
+        longer = mine + "x"
+        resp, req = self.send([("Via", longer)])
+        self.assertEqual(resp.status, 200, resp.body)
+        self.assertEqual(via_tokens(req.headers), [longer, mine])
 
     def test_service_pointing_at_ferry_itself_is_508(self):
         port = harness.free_port()

@@ -580,6 +580,17 @@ class HostileUpstreamTest(FerryTestCase):
                             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n"
                             b"5\r\nhello\r\n0\r\n\r\n" + forged)
 
+    def test_head_to_http10_client_has_no_transfer_encoding(self):
+        # an HTTP/1.0 client never gets Transfer-Encoding (RFC 9112 6.1,
+        # SPEC §5), in the answer to a HEAD either
+        self.up.behaviour = harness.raw(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n")
+        with self.f.client() as c:
+            resp = c.request("HEAD", "/head10", [("Host", "svc")], version="HTTP/1.0")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.header("x-up"), "1")
+        self.assertIsNone(resp.header("transfer-encoding"))
+
     def test_interim_response_framing_is_not_forwarded(self):
         # a 1xx has no content (RFC 9110 15.2) and ferry reads none; a
         # Content-Length or Transfer-Encoding on it must not reach a client
