@@ -250,7 +250,9 @@ rewrite_response(const char *msg, struct http_head *h, uint8_t flags, struct sbu
 		a.ids = &ids;
 		a.keep_alive = flags & 4;
 		a.keep_alive_timeout = 60;
-		a.dechunk = http10 && h->chunked && !head_method;
+		/* h1_down.c: an HTTP/1.0 client never gets Transfer-Encoding,
+		 * in a HEAD's answer either */
+		a.dechunk = http10 && (h->chunked || head_method);
 		a.upgrade = upgrade && h->status == 101;
 	}
 	fits = headers_build_response(out, msg, h, &a);
@@ -262,10 +264,16 @@ rewrite_response(const char *msg, struct http_head *h, uint8_t flags, struct sbu
 	if (!(flags & 32) || a.interim)
 		check_no_growth(h, r, true, 0, 0);
 	PROP(r->status == h->status);
-	if (a.dechunk)
+	if (a.interim) {
+		PROP(!r->chunked && !r->has_length);	/* a 1xx has no content */
+	} else if (a.dechunk && head_method) {
+		PROP(!r->chunked);			/* no body: the length stays */
+		PROP(r->has_length == h->has_length && r->content_length == h->content_length);
+	} else if (a.dechunk) {
 		PROP(!r->chunked && !r->has_length);	/* decoded, ends at the close */
-	else
+	} else {
 		same_framing(h, r);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
