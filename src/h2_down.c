@@ -27,7 +27,11 @@
 #define H2_MAX_STREAMS		128
 #define H2_STREAM_WINDOW	(256 * 1024)
 #define H2_CONN_WINDOW		(1024 * 1024)
-#define H2_OUT_HIGH		(256 * 1024)	/* queued response bytes: pause the upstream */
+/* A stream's queued response: the upstream is read while the queue is
+ * within what the peer's windows let leave now, never above HIGH and
+ * always up to FLOOR, so a stream the peer does not read holds little */
+#define H2_OUT_HIGH		(256 * 1024)
+#define H2_OUT_FLOOR		(16 * 1024)
 #define H2_OUT_MAX		(4 * 1024 * 1024)	/* never more, whatever comes */
 #define H2_IN_MAX		(H2_STREAM_WINDOW + 16384)
 #define H2_MAX_CONTINUATIONS	6	/* per header block: a head at the hard cap
@@ -59,6 +63,7 @@ struct h2stream {
 	struct buf out;			/* response body for the peer's window */
 	bool out_eof;
 	bool has_body;			/* a data provider was submitted */
+	bool held;			/* OUT went over stream_mark(): upstream paused */
 	bool answered;			/* the whole response is with nghttp2 */
 	bool pumping;			/* stream_pump is on the stack */
 	bool pump_again;		/* it was asked for meanwhile */
@@ -260,12 +265,29 @@ head_to_nv(char *text, size_t len, nghttp2_nv *nv, size_t max, bool seed)
 
 /* ---------------------------------------------------------- bodies ---- */
 
+/* How much of the response the stream may queue, SENDING bytes of it
+ * about to leave: what the stream's and the connection's windows let go
+ * now, within FLOOR and HIGH. Held to the window, a peer that opens
+ * many streams and never reads them ties up a FLOOR each, not a HIGH. */
+static size_t
+stream_mark(const struct h2stream *st, size_t sending)
+{
+	nghttp2_session *ng = st->hc->ng;
+	int32_t sw = nghttp2_session_get_stream_remote_window_size(ng, st->id);
+	int32_t cw = nghttp2_session_get_remote_window_size(ng);
+	int64_t room = (sw < cw ? sw : cw) - (int64_t)sending;
+
+	if (st->hc->closed || room <= H2_OUT_FLOOR)
+		return H2_OUT_FLOOR;
+	return room >= H2_OUT_HIGH ? H2_OUT_HIGH : (size_t)room;
+}
+
 static ssize_t
 read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
     uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
 	struct h2stream *st = src->ptr;
-	size_t n = buf_len(&st->out), before = n;
+	size_t n = buf_len(&st->out);
 
 	(void)arg;
 	if (n > length)
@@ -294,9 +316,13 @@ read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 			return NGHTTP2_ERR_DEFERRED;
 		}
 	}
-	/* the queue fell under the mark: read more of the response */
-	if (before > H2_OUT_HIGH && before - n <= H2_OUT_HIGH && st->x.live)
-		proxy_client_drained(&st->x);
+	/* the queue fell under the mark (the window opened, or it left):
+	 * read more of the response */
+	if (st->held && buf_len(&st->out) <= stream_mark(st, n)) {
+		st->held = false;
+		if (st->x.live)
+			proxy_client_drained(&st->x);
+	}
 	return (ssize_t)n;
 }
 
@@ -308,6 +334,9 @@ stream_queue(struct h2stream *st, const void *p, size_t n)
 		return false;
 	}
 	st->x.bytes_out += n;
+	/* the upstream sees h2_congested() and pauses; read_body resumes */
+	if (buf_len(&st->out) > H2_OUT_FLOOR && buf_len(&st->out) > stream_mark(st, 0))
+		st->held = true;
 	if (st->has_body)
 		nghttp2_session_resume_data(st->hc->ng, st->id);
 	return true;
@@ -449,8 +478,7 @@ h2_congested(const struct exchange *x)
 {
 	const struct h2stream *st = stream_of(x);
 
-	return st->hc->closed || buf_len(&st->out) > H2_OUT_HIGH ||
-	    conn_pending(st->hc->c) > CONN_HIGH_MARK;
+	return st->hc->closed || st->held || conn_pending(st->hc->c) > CONN_HIGH_MARK;
 }
 
 static void
@@ -1269,7 +1297,7 @@ h2_event(struct conn *c, enum conn_event ev, void *arg)
 		/* the socket took the queue: streams may read upstream again,
 		 * those paused on interim heads too (h1_up.c) */
 		for (struct h2stream *st = hc->streams; st && !hc->closed; st = st->next)
-			if (st->x.live && (st->x.resp_head || st->x.interims > 0))
+			if (st->x.live && !st->held && (st->x.resp_head || st->x.interims > 0))
 				proxy_client_drained(&st->x);
 		return;
 	case CONN_CONNECTED:

@@ -631,14 +631,14 @@ headers_build_response(struct sbuf *out, const char *msg, const struct http_head
 		case HDR_REQUEST_ID:
 			continue;
 		case HDR_CONTENT_LENGTH:
-			/* a 1xx has no content (RFC 9110 15.2), and ferry read
-			 * none: framing that says otherwise must not reach a
-			 * client that would believe it (RFC 9110 8.6) */
-			if (a->interim)
+			/* a 1xx or 204 has no content (RFC 9110 15.2, 15.3.5),
+			 * and ferry read none: framing that says otherwise must
+			 * not reach a client that would believe it (8.6) */
+			if (a->interim || h->status == 204)
 				continue;
 			break;
 		case HDR_TRANSFER_ENCODING:
-			if (a->dechunk || a->interim)
+			if (a->dechunk || a->interim || h->status == 204)
 				continue;
 			break;
 		default:

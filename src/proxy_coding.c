@@ -121,10 +121,15 @@ coding_response(struct exchange *x, const char *msg, const struct http_head *h)
 	struct zflow *zf;
 	bool other, encode = x->inbound;
 
-	if (c->n_encodings == 0 || x->head_method || x->grpc || x->head_ends ||
+	if (c->n_encodings == 0 || x->head_method || x->grpc ||
 	    h->status < 200 || h->status == 204 || h->status == 304 || h->status == 206)
 		return;
 	if (encode) {
+		/* a head-only answer (HTTP/2) has nothing to compress; one
+		 * ferry decodes is an empty body, whose coding must not reach
+		 * an app that never asked for it */
+		if (x->head_ends)
+			return;
 		k = (enum cz_coding)x->zcoding;
 		/* over the worker's coder budget the body goes as it is */
 		if (!encode_wanted(x, msg, h) ||

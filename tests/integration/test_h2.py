@@ -1042,7 +1042,7 @@ class FlowControlTest(H2Case):
     """Back-pressure through ferry on HTTP/2 (§6 Streaming, §12): a reader
     that stops is not buffered for, and the transfer resumes intact."""
 
-    routes = {"/huge": large_body(32 << 20, seed=13)}
+    routes = {"/huge": large_body(32 << 20, seed=13), "/two": large_body(2 << 20, seed=5)}
 
     def test_response_paused_while_client_does_not_read(self):
         c = self.h2(rcvbuf=16384, timeout=10)
@@ -1056,6 +1056,31 @@ class FlowControlTest(H2Case):
         self.assertEqual(st.status, 200)
         self.assertEqual(len(st.body), 32 << 20)
         self.assertEqual(sha256(bytes(st.body)), sha256(payload(32 << 20, seed=13)))
+
+    def test_streams_with_closed_windows_hold_little(self):
+        # 64 downloads on one connection whose windows the client keeps
+        # shut (SETTINGS_INITIAL_WINDOW_SIZE 0): each stream may read
+        # ahead of its window only a little. Before, each held 256 KiB
+        # and one upstream read more (~400 KiB with its buffers' growth).
+        n = 64
+        c = H2(self.f.outbound_port, settings={0x4: 0}, timeout=10)
+        c.wait(lambda: c.server_settings is not None, 2)
+        with RssWatch(self.f.proc.pid) as rss:
+            sids = [c.request("/two") for _ in range(n)]
+            harness.wait_until(lambda: len([r for r in self.up.requests
+                                            if r.target == "/two"]) == n, 5)
+            time.sleep(1.5)
+        per_stream = rss.growth_kib() / n
+        if not harness.sanitized(self.f.proc.pid):
+            self.assertLess(per_stream, 200, "%.0f KiB a stream with its window shut"
+                            % per_stream)
+        # the windows open: every download resumes and ends intact
+        c.send_frames(hf.SettingsFrame(0, settings={0x4: 1 << 20}))
+        want = sha256(payload(2 << 20, seed=5))
+        for sid in sids:
+            st = c.response(sid, timeout=30)
+            self.assertEqual((st.status, len(st.body)), (200, 2 << 20))
+            self.assertEqual(sha256(bytes(st.body)), want)
 
     def test_request_body_not_granted_past_a_stalled_upstream(self):
         # an upstream (plain HTTP) that accepts and never reads

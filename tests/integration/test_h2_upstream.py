@@ -193,6 +193,11 @@ class H2Upstream(harness.LoopbackServer):
             # a whole answer in the head: no length, no body, no trailers
             conn.send_headers(sid, [(":status", "200"), ("x-head-field", "h1")], end_stream=True)
             return True
+        if path == "/headends-gzip":
+            # the answer to ferry's accept-encoding, all in the head
+            conn.send_headers(sid, [(":status", "200"), ("content-encoding", "gzip"),
+                                    ("x-head-field", "h1")], end_stream=True)
+            return True
         if path.startswith("/trailers-"):
             # 70 fields in the head, then /trailers-N fields as trailers
             conn.send_headers(sid, [(":status", "200")] +
@@ -529,6 +534,24 @@ class HostileH2UpstreamTest(FerryTestCase):
             self.assertEqual(harness.find_all(r.headers, "x-head-field"), ["h1"])
             r = c.request("GET", "/ok", [("Host", "svc")])
             self.assertEqual((r.status, r.body), (200, b"fine:/ok"))
+
+    def test_head_only_coded_answer_reaches_the_app_decoded(self):
+        # ferry offered an encoding the app never asked for: a head-only
+        # answer that names one is an empty body decoded, without the
+        # content-encoding the app would otherwise try to undo
+        f = self.ferry({"svc": {"endpoints": [self.up.address], "protocol": "h2",
+                                "compression": {"encodings": ["gzip"]}}})
+        with f.client() as c:
+            for _ in range(2):
+                r = c.request("GET", "/headends-gzip", [("Host", "svc")])
+                self.assertEqual((r.status, r.body), (200, b""))
+                self.assertIsNone(r.header("content-encoding"))
+                self.assertEqual(harness.find_all(r.headers, "x-head-field"), ["h1"])
+        c = test_h2.H2(f.outbound_port)
+        st = c.response(c.request("/headends-gzip", authority="svc"))
+        self.assertEqual((st.status, bytes(st.body)), (200, b""))
+        self.assertEqual(test_h2.hname(st.headers, "content-encoding"), [])
+        c.sock.close()
 
     def test_trailers_count_with_the_head(self):
         """Trailers share the head's limits (SPEC §11), as for an HTTP/1.1

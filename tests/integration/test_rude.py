@@ -608,6 +608,21 @@ class HostileUpstreamTest(FerryTestCase):
             self.assertIsNone(hints.header("content-length"), framing)
             self.assertIsNone(hints.header("transfer-encoding"), framing)
 
+    def test_no_content_response_framing_is_not_forwarded(self):
+        # a 204 has no content either (RFC 9110 15.3.5): its Content-Length
+        # or Transfer-Encoding must not reach the client, and the
+        # connection serves the next request
+        for framing in (b"Content-Length: 5", b"Transfer-Encoding: chunked"):
+            self.up.behaviour = harness.raw(
+                b"HTTP/1.1 204 No Content\r\n" + framing + b"\r\nX-Kept: yes\r\n\r\n")
+            with self.f.client() as c:
+                for _ in range(2):
+                    resp = c.request("GET", "/none", [("Host", "svc")])
+                    self.assertEqual((resp.status, resp.body), (204, b""), framing)
+                    self.assertEqual(resp.header("x-kept"), "yes", framing)
+                    self.assertIsNone(resp.header("content-length"), framing)
+                    self.assertIsNone(resp.header("transfer-encoding"), framing)
+
     def test_interim_flood_is_bounded_and_502(self):
         # an upstream streaming 103s forever: ferry stops after a bound
         def behave(conn, req):
