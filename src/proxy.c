@@ -963,17 +963,27 @@ proxy_upstream_drained(struct exchange *x)
 		x->down->resume_body(x);
 }
 
+/* The value of the first grpc-status field of H, when it is a status: a
+ * second one is not read, so the retry check, the metrics and the access
+ * log all go by the same field. */
+static bool
+grpc_status_field(const char *msg, const struct http_head *h, uint64_t *v)
+{
+	for (uint32_t i = 0; i < h->n_headers; i++)
+		if (h->h[i].name.len == 11 &&
+		    strncasecmp(msg + h->h[i].name.off, "grpc-status", 11) == 0)
+			return headers_number(msg, &h->h[i], v) && *v < GRPC_STATUSES;
+	return false;
+}
+
 /* grpc-status in a response head or its trailers */
 static void
 grpc_status_seen(struct exchange *x, const char *msg, const struct http_head *h)
 {
 	uint64_t v;
 
-	for (uint32_t i = 0; i < h->n_headers; i++)
-		if (h->h[i].name.len == 11 &&
-		    strncasecmp(msg + h->h[i].name.off, "grpc-status", 11) == 0 &&
-		    headers_number(msg, &h->h[i], &v) && v < GRPC_STATUSES)
-			x->grpc_status = (int)v;
+	if (grpc_status_field(msg, h, &v))
+		x->grpc_status = (int)v;
 }
 
 /* A gRPC answer that is only a head saying UNAVAILABLE: gRPC's 503 (the
@@ -984,13 +994,8 @@ grpc_unavailable_only(const struct exchange *x, const char *msg, const struct ht
 {
 	uint64_t v;
 
-	if (!x->grpc || !x->head_ends || h->status != 200)
-		return false;
-	for (uint32_t i = 0; i < h->n_headers; i++)
-		if (h->h[i].name.len == 11 &&
-		    strncasecmp(msg + h->h[i].name.off, "grpc-status", 11) == 0)
-			return headers_number(msg, &h->h[i], &v) && v == 14;
-	return false;
+	return x->grpc && x->head_ends && h->status == 200 &&
+	    grpc_status_field(msg, h, &v) && v == 14;
 }
 
 static enum attempt_result

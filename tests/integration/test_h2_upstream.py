@@ -193,6 +193,12 @@ class H2Upstream(harness.LoopbackServer):
             # a whole answer in the head: no length, no body, no trailers
             conn.send_headers(sid, [(":status", "200"), ("x-head-field", "h1")], end_stream=True)
             return True
+        if path == "/grpc-twice":
+            # a call's status named twice: the first one counts
+            conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+            conn.send_data(sid, b"\x00\x00\x00\x00\x00")
+            conn.send_headers(sid, [("grpc-status", "5"), ("grpc-status", "0")], end_stream=True)
+            return True
         if path == "/headends-gzip":
             # the answer to ferry's accept-encoding, all in the head
             conn.send_headers(sid, [(":status", "200"), ("content-encoding", "gzip"),
@@ -534,6 +540,22 @@ class HostileH2UpstreamTest(FerryTestCase):
             self.assertEqual(harness.find_all(r.headers, "x-head-field"), ["h1"])
             r = c.request("GET", "/ok", [("Host", "svc")])
             self.assertEqual((r.status, r.body), (200, b"fine:/ok"))
+
+    def test_grpc_status_twice_counts_the_first(self):
+        # the metrics and the access log read the same field as the retry
+        # check (the first): before, they kept the last
+        with self.f.client() as c:
+            r = c.request("POST", "/grpc-twice", [("Host", "svc"),
+                                                  ("content-type", "application/grpc")],
+                          b"\x00\x00\x00\x00\x00")
+        self.assertEqual(r.status, 200)
+        m = self.f.admin("/metrics").body.decode()
+        self.assertIn('ferry_grpc_responses_total{direction="outbound",service="svc",'
+                      'grpc_status="5"} 1', m)
+        self.assertNotIn('grpc_status="0"}', m)
+        entry = harness.wait_until(lambda: next((e for e in self.f.access_log()
+                                                 if e.get("path") == "/grpc-twice"), None), 3)
+        self.assertEqual(entry["grpc_status"], 5, entry)
 
     def test_head_only_coded_answer_reaches_the_app_decoded(self):
         # ferry offered an encoding the app never asked for: a head-only
