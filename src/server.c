@@ -65,6 +65,9 @@ struct server {
 	size_t free_after_trim;		/* the heap's free bytes then (or since) */
 	struct event *ev_tick;
 	int64_t drain_start_ms;
+	/* as the SIGTERM found them: a reload during the drain changes
+	 * neither (SPEC §10 counts both from the signal) */
+	int64_t drain_delay_ms, drain_timeout_ms;
 	int exit_code;
 };
 
@@ -572,7 +575,7 @@ drain_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (elapsed < srv->conf->drain_delay)
+	if (elapsed < srv->drain_delay_ms)
 		return;
 	if (!srv->drain_late) {
 		srv->drain_late = true;
@@ -581,10 +584,10 @@ drain_tick(evutil_socket_t fd, short what, void *arg)
 		return;		/* let them close idle connections first */
 	}
 	open = clients_open(srv);
-	if (open == 0 && elapsed < srv->conf->drain_timeout && srv->conf->tracing.enabled &&
+	if (open == 0 && elapsed < srv->drain_timeout_ms && srv->conf->tracing.enabled &&
 	    !spans_flushed(srv))
 		return;
-	if (open == 0 || elapsed >= srv->conf->drain_timeout) {
+	if (open == 0 || elapsed >= srv->drain_timeout_ms) {
 		if (open)
 			log_warn("drain timeout: ending %u connections still open", open);
 		else
@@ -604,6 +607,8 @@ drain_start(struct server *srv)
 	notify_status("draining");
 	srv->draining = true;
 	srv->drain_start_ms = clock_now_ms();
+	srv->drain_delay_ms = srv->conf->drain_delay;
+	srv->drain_timeout_ms = srv->conf->drain_timeout;
 	for (uint32_t i = 0; i < srv->n_workers; i++)
 		worker_post(&srv->workers[i], drain_begin, NULL);
 	event_add(srv->ev_drain, &tick);

@@ -642,8 +642,11 @@ swap_listeners(struct worker *w, const struct config *old, const struct config *
 		bool keep = true;
 
 		if (l->fd < 0) {
-			/* closed, but its connections read limits from it */
-			l->conf = &conf->outbound;
+			/* closed, but its connections read limits from it:
+			 * their own kind's while the config has one (a drain
+			 * closed the inbound listener) */
+			l->conf = l->kind == LK_INBOUND && conf->inbound.enabled ?
+			    &conf->inbound.listener : &conf->outbound;
 			pp = &l->next;
 			continue;
 		}

@@ -1307,6 +1307,36 @@ class DrainTest(LifecycleCase):
         exited["thread"].join(10)
         self.assertEqual(exited.get("rc"), 0)
 
+    def test_reload_during_drain_keeps_its_timing(self):
+        """drain_timeout counts from SIGTERM as the signal found it: a
+        reload during the drain that raises it does not keep ferry (and a
+        request past the budget) alive longer."""
+        up = self.upstream(by_path([("/slow", delay(8))]))
+        f = self.ferry({"svc": service(up)}, drain_delay="200ms", drain_timeout="2s")
+        held = {}
+
+        def slow():
+            try:
+                with RawClient(f.outbound_port, timeout=15) as c:
+                    held["r"] = c.request("GET", "/slow", [("Host", "svc")])
+            except OSError as e:
+                held["err"] = e
+        t = threading.Thread(target=slow, daemon=True)
+        t.start()
+        self.assertTrue(wait_until(lambda: any(r.target == "/slow" for r in up.requests), 3))
+        exited = self.exit_watcher(f)
+        t_term = time.monotonic()
+        f.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        self.reload(f, cfg=deep_merge(f.config, {"drain_timeout": "60s", "drain_delay": "10s"}))
+        exited["thread"].join(10)
+        took = time.monotonic() - t_term
+        self.assertEqual(exited.get("rc"), 0)
+        self.assertLess(took, 4.0, "the drain took %.1fs: the reload's timing applied" % took)
+        self.assertGreater(took, 1.8)
+        t.join(5)
+        self.assertNotEqual(getattr(held.get("r"), "status", None), 200, held)
+
     def test_drain_with_requests_and_streams_in_flight(self):
         parts = [payload(16 * 1024, seed=i) for i in range(10)]
         whole = b"".join(parts)
