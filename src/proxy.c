@@ -479,11 +479,6 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h,
 		    1, true);
 		return NULL;
 	}
-	if (via_has_token(msg, h, via_token_in())) {
-		proxy_refuse(x, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
-		    !x->req_done);
-		return NULL;
-	}
 	switch (peer_standing(x, in)) {
 	case PEER_STANDS:
 		break;
@@ -501,6 +496,13 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h,
 		metrics_auth_failure(x->w->ms, key == KEY_MISSING ? AUTH_MISSING : AUTH_INVALID);
 		proxy_refuse(x, FE_INVALID_SERVICE_AUTH, key == KEY_MISSING ?
 		    "missing x-service-auth" : "invalid x-service-auth", 0, !x->req_done);
+		return NULL;
+	}
+	/* after the peer proved itself: a stranger learns nothing of how
+	 * requests route here */
+	if (via_has_token(msg, h, via_token_in())) {
+		proxy_refuse(x, FE_LOOP_DETECTED, "request already passed through this ferry", 0,
+		    !x->req_done);
 		return NULL;
 	}
 	return &x->gen->inbound;

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import json
+import re
 import ssl
 import tempfile
 import time
@@ -79,6 +80,21 @@ class InboundTest(FerryTestCase):
         self.assertEqual(req.header_all("x-correlation-id"), ["corr-in-1"])
         self.assertRegex(req.header("via") or "", r"1\.1 ferry-[0-9a-f]{8}-in$")
         self.assertEqual(resp.header("x-correlation-id"), "corr-in-1")
+
+    def test_loop_is_checked_after_the_peer_and_its_key(self):
+        # this listener's own via token: 508 for a peer that proved itself,
+        # 403 for one without a key (it learns nothing of the routing)
+        resp = self.call([("x-service-auth", KEY1)])
+        self.assertEqual(resp.status, 200)
+        token = re.search(r"1\.1 ferry-[0-9a-f]{8}-in$", self.app.last.header("via")).group(0)
+        count = len(self.app.requests)
+        resp = self.call([("x-service-auth", KEY1), ("Via", token)])
+        self.assert_ferry_error(resp, 508, "LOOP_DETECTED")
+        resp = self.call([("Via", token)])
+        self.assert_ferry_error(resp, 403, "INVALID_SERVICE_AUTH")
+        resp = self.call([("x-service-auth", "wrong"), ("Via", token)])
+        self.assert_ferry_error(resp, 403, "INVALID_SERVICE_AUTH")
+        self.assertEqual(len(self.app.requests), count)
 
     def test_http10_without_host_gets_the_apps_address(self):
         """HTTP/1.0 needs no Host; the app is spoken to in HTTP/1.1, which
