@@ -7,6 +7,16 @@
  * comes back as an HTTP/1.1-shaped head, and its body chunk-framed for an
  * HTTP/1.1 client unless the downstream codec frames bodies itself.
  * The trailers of a chunked request go out as a trailing HEADERS frame.
+ *
+ * Flow control of the responses: a stream's window (H2UP_WINDOW_START,
+ * growing to H2UP_WINDOW as its client reads) is granted again only as
+ * its client takes the bytes (h2_resume), so a paused client holds at
+ * most that much. The connection's window goes back as the bytes
+ * arrive: the streams belong to many clients, and those that stop
+ * reading must not shut it on the others (the streams' windows bound
+ * what is held). A session holding over H2UP_HELD_ADMIT for paused
+ * streams takes no new stream: a request goes on another connection to
+ * the endpoint.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -25,9 +35,15 @@
 #include "log.h"
 #include "pool.h"
 
-#define H2UP_WINDOW	(1024 * 1024)	/* per stream, ours */
-#define H2UP_CONN_WINDOW (16 * 1024 * 1024)	/* a few slow clients do not
-					   stall the other streams */
+#define H2UP_WINDOW	(1024 * 1024)	/* per stream, ours, at most */
+/* a stream's window starts here and doubles each time its client took a
+ * whole window's worth: a client that does not read holds this much of a
+ * response (what an HTTP/2 service may send whatever the client's own
+ * windows say), one that reads gets the whole H2UP_WINDOW soon */
+#define H2UP_WINDOW_START (64 * 1024)
+#define H2UP_CONN_WINDOW (16 * 1024 * 1024)
+#define H2UP_HELD_ADMIT	(8 * 1024 * 1024)	/* held for paused streams:
+					   over it, no new stream */
 #define H2UP_OUT_MAX	(4 * 1024 * 1024)
 #define H2UP_OUT_HIGH	(256 * 1024)
 
@@ -52,6 +68,7 @@ struct h2up {
 	struct h2up_stream *block_st;
 	uint32_t drains;		/* times its backlog drained */
 	uint32_t changes;		/* to the list: a stream added or freed */
+	size_t held;			/* its streams' unconsumed bytes, summed */
 	struct deferred flush;		/* session_flush(): at the end of the turn */
 	struct event *timer;		/* idle close, or a close from a callback */
 	int64_t idle_timeout_ms;
@@ -64,6 +81,8 @@ struct h2up_stream {
 	struct exchange *x;		/* NULL once the attempt let go */
 	int32_t id;			/* 0 until submitted */
 	size_t unconsumed;		/* response bytes not yet granted back */
+	int32_t window;			/* ours for it (0: H2UP_WINDOW_START) */
+	size_t taken;			/* granted back since the window last grew */
 	bool complete;			/* the whole response arrived */
 	bool refused;			/* REFUSED_STREAM: never processed */
 	struct buf out;			/* request body for the peer's window */
@@ -99,6 +118,19 @@ _Static_assert(offsetof(struct h2up_stream, head) + sizeof(struct http_head) ==
 static void session_flush(struct h2up *s);
 static void session_arm(struct h2up *s);
 
+/* ST holds its unconsumed bytes no more (taken, or let go of); its own
+ * window is the caller's. */
+static void
+held_drop(struct h2up_stream *st)
+{
+	struct h2up *s = st->s;
+
+	if (st->unconsumed == 0)
+		return;
+	s->held -= st->unconsumed;
+	st->unconsumed = 0;
+}
+
 /* nghttp2 no longer leads to ST */
 static void
 stream_forget(struct h2up *s, struct h2up_stream *st)
@@ -116,6 +148,7 @@ stream_free(struct h2up_stream *st)
 
 	if (s->block_st == st)
 		s->block_st = NULL;
+	held_drop(st);
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -587,6 +620,23 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	return 0;
 }
 
+/* N bytes of ST's response granted back, as its client took them: a
+ * client that took a whole window gets the next one twice as large. */
+static void
+stream_taken(struct h2up_stream *st, size_t n)
+{
+	int32_t w = st->window ? st->window : H2UP_WINDOW_START;
+
+	st->taken += n;
+	if (w >= H2UP_WINDOW || st->taken < (size_t)w || st->id <= 0)
+		return;
+	w = w * 2 > H2UP_WINDOW ? H2UP_WINDOW : w * 2;
+	if (nghttp2_session_set_local_window_size(st->s->ng, NGHTTP2_FLAG_NONE, st->id, w) == 0) {
+		st->window = w;
+		st->taken = 0;
+	}
+}
+
 static int
 on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
     void *arg)
@@ -601,11 +651,16 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 			nghttp2_session_consume_connection(ng, len);
 		return 0;
 	}
-	/* granted back once the client takes it (h2_resume) */
-	if (x->down->congested(x))
+	/* the stream's window granted back once the client takes it
+	 * (h2_resume); the connection's at once */
+	if (x->down->congested(x)) {
 		st->unconsumed += len;
-	else
+		st->s->held += len;
+		nghttp2_session_consume_connection(ng, len);
+	} else {
 		nghttp2_session_consume(ng, id, len);
+		stream_taken(st, len);
+	}
 	st->got_any = true;
 	if (st->chunk_resp && !x->dechunk) {
 		struct sbuf *t = &x->w->scratch_up;
@@ -883,7 +938,7 @@ session_new(struct exchange *x, struct upconn *u)
 	nghttp2_option *opt = NULL;
 	const nghttp2_settings_entry iv[] = {
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
-		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2UP_WINDOW },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2UP_WINDOW_START },
 		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST },
 	};
 
@@ -939,12 +994,13 @@ bad:
 	return NULL;
 }
 
-/* A session to X's endpoint with room for one more stream. */
+/* A session to X's endpoint with room for one more stream, whose paused
+ * streams hold little. */
 static struct h2up *
 session_with_room(struct exchange *x)
 {
 	for (struct h2up *s = x->w->h2ups; s; s = s->next)
-		if (s->ep == x->ep && !s->closed && !s->doomed &&
+		if (s->ep == x->ep && !s->closed && !s->doomed && s->held <= H2UP_HELD_ADMIT &&
 		    nghttp2_session_check_request_allowed(s->ng) &&
 		    s->streams < nghttp2_session_get_remote_settings(s->ng,
 		    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
@@ -1079,11 +1135,14 @@ h2_resume(struct exchange *x)
 {
 	struct h2up_stream *st = x->up2;
 
-	if (st->unconsumed == 0 || st->closed)
+	if (st->unconsumed == 0)
 		return;
-	nghttp2_session_consume(st->s->ng, st->id, st->unconsumed);
-	st->unconsumed = 0;
-	session_flush(st->s);
+	if (!st->closed && !st->s->closed) {
+		nghttp2_session_consume_stream(st->s->ng, st->id, st->unconsumed);
+		stream_taken(st, st->unconsumed);
+		session_flush(st->s);
+	}
+	held_drop(st);
 }
 
 /* Whether an attempt still waits on a stream of S. */
@@ -1117,8 +1176,7 @@ h2_release(struct exchange *x, bool reusable)
 		 * never submitted, id 0, is nghttp2's no more) */
 		if (!(st->complete && st->out_eof && buf_len(&st->out) == 0))
 			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
-		if (st->unconsumed)
-			nghttp2_session_consume_connection(s->ng, st->unconsumed);
+		held_drop(st);
 		session_flush(s);
 		return;		/* freed when nghttp2 closes it */
 	}

@@ -33,7 +33,9 @@ class H2Upstream(harness.LoopbackServer):
     """A threaded h2c server; how it answers depends on the :path. With
     alpn (a list of protocols), TLS with the test server certificate, the
     server picking from alpn. /health answers as `health` says: "ok"
-    (200), "503", or "rst" (the stream is reset)."""
+    (200), "503", or "rst" (the stream is reset). /big-N... answers N MiB,
+    and every body goes out as the stream's and the connection's windows
+    let it (self.sent: :path -> body bytes sent)."""
 
     def __init__(self, alpn=None):
         self.health = "ok"
@@ -52,6 +54,7 @@ class H2Upstream(harness.LoopbackServer):
         self.calls = {}             # :path -> requests seen
         self.never_indexed = {}     # :path -> names of the fields sent never-indexed
         self.table = []             # names in the HPACK dynamic table, after the last head
+        self.sent = {}              # :path -> response body bytes sent
         super().__init__()
 
     def close(self):
@@ -75,6 +78,8 @@ class H2Upstream(harness.LoopbackServer):
         held = []           # /hold streams, answered once the gate opens
         late = []           # /latebody streams: (due, sid), their head already out
         refused = set()     # /refuse-late streams reset
+        # bodies waiting for flow-control windows: sid -> [rest, trailers]
+        pending = {}
         idle_since = time.monotonic()
         try:
             s.sendall(conn.data_to_send())
@@ -86,14 +91,17 @@ class H2Upstream(harness.LoopbackServer):
                     s.sendall(conn.data_to_send())
                 if held and self.gate.is_set():
                     for sid in held:
-                        if not self.answer(s, conn, sid, paths.get(sid)):
+                        if not self.answer(s, conn, sid, paths.get(sid), pending):
                             return
                     held = []
+                    s.sendall(conn.data_to_send())
+                if pending and self.pump(conn, pending, paths):
                     s.sendall(conn.data_to_send())
                 try:
                     data = s.recv(65536)
                 except socket.timeout:
-                    if not held and not late and time.monotonic() - idle_since > 5:
+                    if (not held and not late and not pending and
+                            time.monotonic() - idle_since > 5):
                         return      # idle for 5 s: close
                     continue
                 idle_since = time.monotonic()
@@ -136,6 +144,7 @@ class H2Upstream(harness.LoopbackServer):
                         with self.lock:
                             self.trailers[paths.get(ev.stream_id)] = list(ev.headers)
                     elif isinstance(ev, h2.events.StreamReset):
+                        pending.pop(ev.stream_id, None)
                         with self.lock:
                             self.resets[paths.get(ev.stream_id)] = ev.error_code
                     elif isinstance(ev, h2.events.StreamEnded):
@@ -146,7 +155,8 @@ class H2Upstream(harness.LoopbackServer):
                             conn.send_headers(ev.stream_id, [(":status", "200"),
                                                              ("x-late", "yes")])
                             late.append((time.monotonic() + 0.4, ev.stream_id))
-                        elif not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id)):
+                        elif not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id),
+                                             pending):
                             return
                 s.sendall(conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
@@ -154,7 +164,39 @@ class H2Upstream(harness.LoopbackServer):
         finally:
             s.close()
 
-    def answer(self, s, conn, sid, path):
+    def pump(self, conn, pending, paths):
+        """Sends what the windows let go of PENDING's bodies, up to 1 MiB a
+        call; True when it sent anything."""
+        budget, sent = 1 << 20, False
+        for sid in list(pending):
+            rest, trailers = pending[sid]
+            try:
+                while rest and budget > 0:
+                    n = min(len(rest), conn.local_flow_control_window(sid),
+                            conn.max_outbound_frame_size, budget)
+                    if n <= 0:
+                        break
+                    conn.send_data(sid, bytes(rest[:n]))
+                    rest = rest[n:]
+                    budget -= n
+                    sent = True
+                    with self.lock:
+                        key = paths.get(sid)
+                        self.sent[key] = self.sent.get(key, 0) + n
+                if rest:
+                    pending[sid][0] = rest
+                    continue
+                del pending[sid]
+                sent = True
+                if trailers:
+                    conn.send_headers(sid, trailers, end_stream=True)
+                else:
+                    conn.end_stream(sid)
+            except h2.exceptions.StreamClosedError:
+                pending.pop(sid, None)
+        return sent
+
+    def answer(self, s, conn, sid, path, pending=None):
         """False: the connection is to end now."""
         if path in ("/rst", None) or (path == "/health" and self.health == "rst"):
             return True
@@ -220,11 +262,17 @@ class H2Upstream(harness.LoopbackServer):
             conn.send_data(sid, b"x" * 100)
             s.sendall(conn.data_to_send())
             return False
+        elif path.startswith("/big-"):
+            # N MiB, as the windows let it go
+            n = int(path[5:].split("/")[0]) << 20
+            conn.send_headers(sid, [(":status", "200"), ("content-length", str(n))])
+            pending[sid] = [memoryview(bytes(n)), None]
         else:
             conn.send_headers(sid, [(":status", "200"), ("content-type", "text/plain")])
-            conn.send_data(sid, b"fine:" + path.encode())
-            conn.send_headers(sid, [("grpc-status", "0")] if path.endswith("grpc") else
-                              [("x-trailer", "t1")], end_stream=True)
+            # within the windows, after whatever waits for them
+            pending[sid] = [memoryview(b"fine:" + path.encode()),
+                            [("grpc-status", "0")] if path.endswith("grpc") else
+                            [("x-trailer", "t1")]]
         return True
 
 
@@ -1224,6 +1272,164 @@ class HealthCheckOverH2Test(FerryTestCase):
         self.wait_health(h2tls.address, True)
         self.wait_health(h1tls.address, True)
         self.assertNotIn("endpoint unhealthy", self.f.stderr_text())
+
+
+class SlowClientsShareH2UpstreamTest(FerryTestCase):
+    """§12: the streams of an HTTP/2 connection to a service belong to many
+    clients. A client that stops reading holds its own stream's window,
+    never the connection's: however many such downloads share the
+    connection, another client's request on it still gets its answer at
+    once. A stream's window starts at 64 KiB and grows to 1 MiB as its
+    client reads, so a client that never reads holds little."""
+
+    N = 20
+    SIZE_MIB = 4
+    READ_FIRST = (1 << 20) + (256 << 10)    # the stream's window is 1 MiB by then
+
+    def setUp(self):
+        super().setUp()
+        self.up = H2Upstream()
+        self._closers.append(self.up.close)
+        # one worker: one HTTP/2 connection to the service, while it has room
+        self.f = self.ferry({"svc": {"endpoints": [self.up.address], "protocol": "h2",
+                                     "retries": {"max": 0},
+                                     "timeouts": {"request": "60s"}}}, workers=1)
+
+    def big_sent(self):
+        with self.up.lock:
+            return {p: n for p, n in self.up.sent.items() if p and p.startswith("/big-")}
+
+    def wait_paused(self, n):
+        """Until the N downloads began and what the service sent them stopped
+        growing (their windows spent)."""
+        def asked():
+            with self.up.lock:
+                return len([p for p in self.up.calls if p.startswith("/big-")])
+        self.assertTrue(harness.wait_until(lambda: asked() == n, 10),
+                        "%d of %d downloads asked for\n%s" % (asked(), n,
+                                                              self.f.stderr_tail()))
+        last, still = -1, 0
+        deadline = time.monotonic() + 15
+        while still < 4 and time.monotonic() < deadline:
+            time.sleep(0.25)
+            total = sum(self.big_sent().values())
+            still = still + 1 if total == last else 0
+            last = total
+        return self.big_sent()
+
+    def assert_small_answered(self, path, within=2.0):
+        t0 = time.monotonic()
+        try:
+            r = self.f.get(path, host="svc", timeout=within + 10)
+        except socket.timeout:
+            self.fail("no answer to %s in %.0f s while other clients' downloads were "
+                      "paused" % (path, within + 10))
+        took = time.monotonic() - t0
+        self.assertEqual((r.status, r.body), (200, ("fine:%s" % path).encode()))
+        self.assertLess(took, within, "%s took %.1f s" % (path, took))
+
+    def assert_sent_at_most(self, sent, limit, what):
+        for p, n in sent.items():
+            self.assertLessEqual(n, limit, "%s: %d bytes sent to a client %s" % (p, n, what))
+
+
+    def h2_readers_then_stop(self, n, read_first=True):
+        """N downloads in one burst on one HTTP/2 connection (the same
+        connection to the service takes them all), whose client lets each
+        stream bring READ_FIRST bytes (or none) and then opens no window
+        again; what the service sent them once they paused."""
+        first = self.READ_FIRST if read_first else 0
+        c = self.c = test_h2.H2(self.f.outbound_port, timeout=20, auto=False,
+                                settings={0x4: first})
+        self._closers.append(c.close)
+        c.wait(lambda: c.server_settings is not None, 2)
+        c.send_frames(test_h2.hf.SettingsFrame(0, flags={"ACK"}),
+                      test_h2.hf.WindowUpdateFrame(0, window_increment=1 << 30))
+        self.sids = []
+        for i in range(n):
+            sid = c.new_sid()
+            self.sids.append(sid)
+            c.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "svc"),
+                                 (":path", "/big-%d/b%d" % (self.SIZE_MIB, i))],
+                           end_stream=True)
+        if first:
+            self.assertTrue(c.wait(lambda: all(len(c.streams[sid].body) >= first
+                                               for sid in self.sids), 30))
+        return self.wait_paused(n)
+
+    def test_http1_clients_that_do_not_read_stall_no_one_else(self):
+        for i in range(self.N):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", self.f.outbound_port))
+            self._closers.append(s.close)
+            s.sendall(b"GET /big-%d/%d HTTP/1.1\r\nHost: svc\r\n\r\n" % (self.SIZE_MIB, i))
+        sent = self.wait_paused(self.N)
+        # (the kernel's socket buffers take some of each first)
+        self.assertLess(sum(sent.values()), self.N * self.SIZE_MIB << 20,
+                        "the downloads did not pause")
+        for i in range(3):
+            self.assert_small_answered("/small%d" % i)
+        self.assertTrue(self.f.alive())
+
+    def test_a_client_that_never_reads_holds_one_small_window_a_stream(self):
+        # windows shut from the start: each stream's service sends its
+        # first window (64 KiB) and the little ferry queues, no more
+        sent = self.h2_readers_then_stop(self.N, read_first=False)
+        self.assert_sent_at_most(sent, 128 << 10, "that never read")
+        self.assert_small_answered("/small-h2")
+        self.assertTrue(self.f.alive())
+
+    def test_paused_streams_leave_the_connection_window_open(self):
+        # a stream already on the connection (its answer held back) when
+        # 30 downloads on the same connection pause, holding more than the
+        # connection's window: its body still comes
+        with self.f.client(timeout=15) as victim:
+            victim.send(b"GET /hold-victim HTTP/1.1\r\nHost: svc\r\n\r\n")
+            self.assertTrue(harness.wait_until(lambda: "/hold-victim" in self.up.calls, 5))
+            sent = self.h2_readers_then_stop(30)
+            self.assertEqual(self.up.connections, 1, "the downloads went elsewhere")
+            t0 = time.monotonic()
+            self.up.gate.set()
+            try:
+                r = victim.read_response("GET")
+            except socket.timeout:
+                self.fail("the held answer did not come in 15 s (%d bytes held for the "
+                          "paused streams)" % sum(sent.values()))
+            took = time.monotonic() - t0
+        self.assertEqual((r.status, r.body), (200, b"fine:/hold-victim"))
+        self.assertLess(took, 2.0, "the held answer took %.1f s" % took)
+        # more than the connection's window is held beyond what the client
+        # read, and it stays open
+        held = sum(sent.values()) - 30 * self.READ_FIRST
+        self.assertGreater(held, 16 << 20)
+
+    def test_a_connection_holding_much_takes_no_new_streams(self):
+        # 40 downloads on one connection to the service pause one after
+        # another, each past its first MiB (the last ones read while the
+        # first hold theirs): each holds at most its window, and a new
+        # request goes on another connection
+        n = 40
+        sent = self.h2_readers_then_stop(n)
+        self.assertEqual(self.up.connections, 1)
+        got = {"/big-%d/b%d" % (self.SIZE_MIB, i): len(self.c.streams[sid].body)
+               for i, sid in enumerate(self.sids)}
+        for p, n in sent.items():
+            self.assertLessEqual(n - got[p], (1 << 20) + (256 << 10),
+                                 "%s: %d bytes held, past its 1 MiB window" % (p, n - got[p]))
+        held = sum(sent.values()) - sum(got.values())
+        self.assertGreater(held, 16 << 20, "only %d bytes held" % held)
+        self.assert_small_answered("/small-after-40")
+        self.assertEqual(self.up.connections, 2)
+        # the client reads again: every download resumes and ends whole
+        self.c.auto = True
+        self.c.send_frames(test_h2.hf.WindowUpdateFrame(0, window_increment=1 << 30))
+        for sid in self.sids:
+            self.c.send_frames(test_h2.hf.WindowUpdateFrame(sid, window_increment=1 << 24))
+        for sid in self.sids:
+            st = self.c.response(sid, timeout=60)
+            self.assertEqual((st.status, len(st.body)), (200, self.SIZE_MIB << 20))
+            self.assertEqual(bytes(st.body).count(0), self.SIZE_MIB << 20)
 
 
 if __name__ == "__main__":
