@@ -448,9 +448,13 @@ attempt_pool_room(const struct exchange *x, const struct endpoint *ep)
 {
 	const struct conf_service *svc = x->svc->conf;
 
-	return ep->idle != NULL || ep->rt == NULL || svc->pool.max_per_endpoint == 0 ||
+	if (ep->idle != NULL || ep->rt == NULL || svc->pool.max_per_endpoint == 0 ||
 	    atomic_load_explicit(&ep->rt->conns, memory_order_relaxed) <
-	    svc->pool.max_per_endpoint;
+	    svc->pool.max_per_endpoint)
+		return true;
+	/* the bound is on connections: on HTTP/2 a request is a stream */
+	return (svc->protocol == PROTO_H2 || (svc->protocol == PROTO_AUTO && ep->speaks_h2)) &&
+	    h2_up_has_room(x->w, ep);
 }
 
 /* pool.max_per_endpoint bounds the whole process (SPEC §6 Pool): with no

@@ -384,6 +384,9 @@ void h2_up_close_all(struct worker *w);
 void h2_up_retire_endpoint(struct worker *w, const struct endpoint *ep);
 /* Closes W's HTTP/2 connections to EP, which is about to be freed. */
 void h2_up_close_endpoint(struct worker *w, const struct endpoint *ep);
+/* Whether one of W's HTTP/2 connections to EP (open or opening) takes
+ * one more stream: an attempt there needs no connection of the pool. */
+bool h2_up_has_room(struct worker *w, const struct endpoint *ep);
 /* An HTTP/1.1 attempt's new connection chose h2 by ALPN: carry on as a
  * stream on it. False when the attempt failed (and was handled). */
 bool h2_up_adopt(struct exchange *x);

@@ -994,18 +994,24 @@ bad:
 	return NULL;
 }
 
-/* A session to X's endpoint with room for one more stream, whose paused
+/* A session of W's to EP with room for one more stream, whose paused
  * streams hold little. */
 static struct h2up *
-session_with_room(struct exchange *x)
+session_with_room(struct worker *w, const struct endpoint *ep)
 {
-	for (struct h2up *s = x->w->h2ups; s; s = s->next)
-		if (s->ep == x->ep && !s->closed && !s->doomed && s->held <= H2UP_HELD_ADMIT &&
+	for (struct h2up *s = w->h2ups; s; s = s->next)
+		if (s->ep == ep && !s->closed && !s->doomed && s->held <= H2UP_HELD_ADMIT &&
 		    nghttp2_session_check_request_allowed(s->ng) &&
 		    s->streams < nghttp2_session_get_remote_settings(s->ng,
 		    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
 			return s;
 	return NULL;
+}
+
+bool
+h2_up_has_room(struct worker *w, const struct endpoint *ep)
+{
+	return session_with_room(w, ep) != NULL;
 }
 
 /* ------------------------------------------------------------ ops ---- */
@@ -1055,7 +1061,7 @@ stream_submit(struct exchange *x, struct h2up *s)
 static bool
 h2_start(struct exchange *x)
 {
-	struct h2up *s = session_with_room(x);
+	struct h2up *s = session_with_room(x->w, x->ep);
 	struct upconn *u;
 	char msg[256];
 

@@ -1274,6 +1274,29 @@ class HealthCheckOverH2Test(FerryTestCase):
         self.assertNotIn("endpoint unhealthy", self.f.stderr_text())
 
 
+class H2PoolBoundTest(FerryTestCase):
+
+    def test_max_per_endpoint_counts_connections_not_streams(self):
+        """pool.max_per_endpoint bounds connections (SPEC §6): on HTTP/2
+        every request is a stream, and one connection with room takes
+        more. Before, the second request in flight waited for the pool
+        and got 503 after the connect timeout."""
+        up = H2Upstream()
+        self._closers.append(up.close)
+        f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2",
+                                "pool": {"max_per_endpoint": 1}}}, workers=1)
+        with f.client(timeout=10) as first:
+            first.send(b"GET /hold-1 HTTP/1.1\r\nHost: svc\r\n\r\n")
+            self.assertTrue(harness.wait_until(lambda: "/hold-1" in up.calls, 5))
+            for i in range(3):
+                r = f.get("/more%d" % i, host="svc", timeout=5)
+                self.assertEqual((r.status, r.body), (200, b"fine:/more%d" % i), r.body[:300])
+            up.gate.set()
+            r = first.read_response("GET")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(up.connections, 1)
+
+
 class SlowClientsShareH2UpstreamTest(FerryTestCase):
     """§12: the streams of an HTTP/2 connection to a service belong to many
     clients. A client that stops reading holds its own stream's window,
