@@ -9,7 +9,8 @@
  * The trailers of a chunked request go out as a trailing HEADERS frame.
  *
  * Flow control of the responses: a stream's window (H2UP_WINDOW_START,
- * growing to H2UP_WINDOW as its client reads) is granted again only as
+ * growing to H2UP_WINDOW as its client reads, within the worker's
+ * H2UP_GROWN_MAX for all its streams) is granted again only as
  * its client takes the bytes (h2_resume), so a paused client holds at
  * most that much. The connection's window goes back as the bytes
  * arrive: the streams belong to many clients, and those that stop
@@ -41,6 +42,10 @@
  * response (what an HTTP/2 service may send whatever the client's own
  * windows say), one that reads gets the whole H2UP_WINDOW soon */
 #define H2UP_WINDOW_START (64 * 1024)
+/* what a worker's streams may have grown their windows by, in all: what
+ * clients that read and then stop can make it hold, beyond a first window
+ * a stream */
+#define H2UP_GROWN_MAX	(64 * 1024 * 1024)
 #define H2UP_CONN_WINDOW (16 * 1024 * 1024)
 #define H2UP_HELD_ADMIT	(8 * 1024 * 1024)	/* held for paused streams:
 					   over it, no new stream */
@@ -149,6 +154,8 @@ stream_free(struct h2up_stream *st)
 	if (s->block_st == st)
 		s->block_st = NULL;
 	held_drop(st);
+	if (st->window)
+		s->w->h2up_grown -= (size_t)(st->window - H2UP_WINDOW_START);
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -621,18 +628,24 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 }
 
 /* N bytes of ST's response granted back, as its client took them: a
- * client that took a whole window gets the next one twice as large. */
+ * client that took a whole window gets the next one twice as large,
+ * within the worker's H2UP_GROWN_MAX. */
 static void
 stream_taken(struct h2up_stream *st, size_t n)
 {
-	int32_t w = st->window ? st->window : H2UP_WINDOW_START;
+	struct worker *w = st->s->w;
+	int32_t now = st->window ? st->window : H2UP_WINDOW_START, next;
 
 	st->taken += n;
-	if (w >= H2UP_WINDOW || st->taken < (size_t)w || st->id <= 0)
+	if (now >= H2UP_WINDOW || st->taken < (size_t)now || st->id <= 0)
 		return;
-	w = w * 2 > H2UP_WINDOW ? H2UP_WINDOW : w * 2;
-	if (nghttp2_session_set_local_window_size(st->s->ng, NGHTTP2_FLAG_NONE, st->id, w) == 0) {
-		st->window = w;
+	next = now * 2 > H2UP_WINDOW ? H2UP_WINDOW : now * 2;
+	if (w->h2up_grown + (size_t)(next - now) > H2UP_GROWN_MAX)
+		return;
+	if (nghttp2_session_set_local_window_size(st->s->ng, NGHTTP2_FLAG_NONE, st->id,
+	    next) == 0) {
+		w->h2up_grown += (size_t)(next - now);
+		st->window = next;
 		st->taken = 0;
 	}
 }

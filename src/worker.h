@@ -225,6 +225,8 @@ struct worker {
 	uint32_t n_h1_spares;
 	struct h2conn *h2conns;		/* every HTTP/2 one */
 	struct h2up *h2ups;		/* HTTP/2 connections to endpoints */
+	size_t h2up_grown;		/* their streams' windows past the first
+					   (h2_up.c: stream_taken) */
 	_Atomic int64_t heartbeat_ms;	/* loop progress, for the watchdog */
 	bool draining;
 	bool inbound_closed;		/* by the drain: a reload opens none again */

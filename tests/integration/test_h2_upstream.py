@@ -1427,6 +1427,19 @@ class SlowClientsShareH2UpstreamTest(FerryTestCase):
         held = sum(sent.values()) - 30 * self.READ_FIRST
         self.assertGreater(held, 16 << 20)
 
+    def test_a_worker_grows_windows_within_a_bound(self):
+        # 120 downloads whose client reads the first 1.25 MiB of each, then
+        # stops: every stream's window had grown to 1 MiB (79 MB held
+        # before); the worker grows its streams' windows by 64 MiB in all,
+        # the others keep their first (49 MB held)
+        n = 120
+        sent = self.h2_readers_then_stop(n)
+        got = {"/big-%d/b%d" % (self.SIZE_MIB, i): len(self.c.streams[sid].body)
+               for i, sid in enumerate(self.sids)}
+        held = sum(sent.values()) - sum(got.values())
+        self.assertLess(held, (64 << 20) + n * (64 << 10), "%d bytes held" % held)
+        self.assertGreater(held, 16 << 20, "only %d bytes held" % held)
+
     def test_a_connection_holding_much_takes_no_new_streams(self):
         # 40 downloads on one connection to the service pause one after
         # another, each past its first MiB (the last ones read while the
