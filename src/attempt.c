@@ -444,13 +444,21 @@ attempt_pick(struct exchange *x, int64_t now, bool hedge)
 }
 
 bool
+attempt_pool_below_bound(const struct exchange *x, const struct endpoint *ep)
+{
+	const struct conf_service *svc = x->svc->conf;
+
+	return ep->rt == NULL || svc->pool.max_per_endpoint == 0 ||
+	    atomic_load_explicit(&ep->rt->conns, memory_order_relaxed) <
+	    svc->pool.max_per_endpoint;
+}
+
+bool
 attempt_pool_room(const struct exchange *x, const struct endpoint *ep)
 {
 	const struct conf_service *svc = x->svc->conf;
 
-	if (ep->idle != NULL || ep->rt == NULL || svc->pool.max_per_endpoint == 0 ||
-	    atomic_load_explicit(&ep->rt->conns, memory_order_relaxed) <
-	    svc->pool.max_per_endpoint)
+	if (ep->idle != NULL || attempt_pool_below_bound(x, ep))
 		return true;
 	/* the bound is on connections: on HTTP/2 a request is a stream */
 	return (svc->protocol == PROTO_H2 || (svc->protocol == PROTO_AUTO && ep->speaks_h2)) &&

@@ -14,6 +14,8 @@ void attempt_start(struct exchange *x);
 /* The balancer's choice for X, or NULL; HEDGE: not an endpoint X or one
  * of its hedges is on. */
 struct endpoint *attempt_pick(struct exchange *x, int64_t now, bool hedge);
+/* EP's connections are below pool.max_per_endpoint (or it has none). */
+bool attempt_pool_below_bound(const struct exchange *x, const struct endpoint *ep);
 /* EP has an idle connection, or room for one more (pool.max_per_endpoint). */
 bool attempt_pool_room(const struct exchange *x, const struct endpoint *ep);
 /* Starts an attempt of X on EP. */

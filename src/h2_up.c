@@ -28,6 +28,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "attempt.h"
 #include "clock.h"
 #include "exchange.h"
 #include "h2_frames.h"
@@ -1008,12 +1009,15 @@ bad:
 }
 
 /* A session of W's to EP with room for one more stream, whose paused
- * streams hold little. */
+ * streams hold little (or, ANY_HELD, however much: with
+ * pool.max_per_endpoint reached no other connection may open, and its
+ * window is open whatever its paused streams hold). */
 static struct h2up *
-session_with_room(struct worker *w, const struct endpoint *ep)
+session_with_room(struct worker *w, const struct endpoint *ep, bool any_held)
 {
 	for (struct h2up *s = w->h2ups; s; s = s->next)
-		if (s->ep == ep && !s->closed && !s->doomed && s->held <= H2UP_HELD_ADMIT &&
+		if (s->ep == ep && !s->closed && !s->doomed &&
+		    (any_held || s->held <= H2UP_HELD_ADMIT) &&
 		    nghttp2_session_check_request_allowed(s->ng) &&
 		    s->streams < nghttp2_session_get_remote_settings(s->ng,
 		    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
@@ -1024,7 +1028,7 @@ session_with_room(struct worker *w, const struct endpoint *ep)
 bool
 h2_up_has_room(struct worker *w, const struct endpoint *ep)
 {
-	return session_with_room(w, ep) != NULL;
+	return session_with_room(w, ep, true) != NULL;
 }
 
 /* ------------------------------------------------------------ ops ---- */
@@ -1074,9 +1078,14 @@ stream_submit(struct exchange *x, struct h2up *s)
 static bool
 h2_start(struct exchange *x)
 {
-	struct h2up *s = session_with_room(x->w, x->ep);
+	struct h2up *s = session_with_room(x->w, x->ep, false);
 	struct upconn *u;
 	char msg[256];
+
+	/* a connection holding much for paused streams takes no new one
+	 * while another may open; at the bound it does (attempt_pool_room) */
+	if (s == NULL && !attempt_pool_below_bound(x, x->ep))
+		s = session_with_room(x->w, x->ep, true);
 
 	/* a session GOAWAY closed has no room: a re-send is never put on it */
 	x->resend_fresh = false;

@@ -1440,6 +1440,21 @@ class SlowClientsShareH2UpstreamTest(FerryTestCase):
         self.assertLess(held, (64 << 20) + n * (64 << 10), "%d bytes held" % held)
         self.assertGreater(held, 16 << 20, "only %d bytes held" % held)
 
+    def test_at_the_pool_bound_a_connection_holding_much_still_takes_streams(self):
+        # with pool.max_per_endpoint 1 no second connection may open: the
+        # one holding over 8 MiB for paused downloads takes the request
+        # (it got 503 "pool is full" after the connect timeout)
+        f = self.f = self.ferry({"svc": {"endpoints": [self.up.address], "protocol": "h2",
+                                         "retries": {"max": 0},
+                                         "pool": {"max_per_endpoint": 1},
+                                         "timeouts": {"request": "60s"}}}, workers=1)
+        sent = self.h2_readers_then_stop(16)
+        got = sum(len(self.c.streams[sid].body) for sid in self.sids)
+        self.assertGreater(sum(sent.values()) - got, 8 << 20)
+        self.assert_small_answered("/small-at-bound")
+        self.assertEqual(self.up.connections, 1)
+        self.assertTrue(f.alive())
+
     def test_a_connection_holding_much_takes_no_new_streams(self):
         # 40 downloads on one connection to the service pause one after
         # another, each past its first MiB (the last ones read while the
