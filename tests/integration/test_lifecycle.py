@@ -1279,14 +1279,7 @@ class DrainTest(LifecycleCase):
         self._closers.append(n.close)
         f = self.ferry({"svc": service(up)}, drain_delay="300ms", drain_timeout="8s",
                        env={"NOTIFY_SOCKET": sock_path})
-        held = {}
-
-        def slow():
-            with RawClient(f.outbound_port, timeout=10) as c:
-                held["r"] = c.request("GET", "/slow", [("Host", "svc")])
-        t = threading.Thread(target=slow, daemon=True)
-        t.start()
-        self.assertTrue(wait_until(lambda: any(r.target == "/slow" for r in up.requests), 3))
+        held = self.request_in_flight(f, up, "/slow")
         exited = self.exit_watcher(f)
         t_term = time.monotonic()
         f.signal(signal.SIGTERM)
@@ -1302,10 +1295,26 @@ class DrainTest(LifecycleCase):
         after = n.texts(stopping[0])
         self.assertFalse(any("READY=1" in m.split("\n") or "RELOADING=1" in m.split("\n")
                              for m in after), after)
-        t.join(10)
+        held["thread"].join(10)
         self.assertEqual(held["r"].status, 200)
         exited["thread"].join(10)
         self.assertEqual(exited.get("rc"), 0)
+
+    def request_in_flight(self, f, up, path, timeout=10):
+        """A GET of PATH through F, in a thread, once UP has it; its
+        response ("r") or error ("err") lands in the dict returned."""
+        held = {}
+
+        def call():
+            try:
+                with RawClient(f.outbound_port, timeout=timeout) as c:
+                    held["r"] = c.request("GET", path, [("Host", "svc")])
+            except OSError as e:
+                held["err"] = e
+        held["thread"] = threading.Thread(target=call, daemon=True)
+        held["thread"].start()
+        self.assertTrue(wait_until(lambda: any(r.target == path for r in up.requests), 3))
+        return held
 
     def test_reload_during_drain_keeps_its_timing(self):
         """drain_timeout counts from SIGTERM as the signal found it: a
@@ -1313,17 +1322,7 @@ class DrainTest(LifecycleCase):
         request past the budget) alive longer."""
         up = self.upstream(by_path([("/slow", delay(8))]))
         f = self.ferry({"svc": service(up)}, drain_delay="200ms", drain_timeout="2s")
-        held = {}
-
-        def slow():
-            try:
-                with RawClient(f.outbound_port, timeout=15) as c:
-                    held["r"] = c.request("GET", "/slow", [("Host", "svc")])
-            except OSError as e:
-                held["err"] = e
-        t = threading.Thread(target=slow, daemon=True)
-        t.start()
-        self.assertTrue(wait_until(lambda: any(r.target == "/slow" for r in up.requests), 3))
+        held = self.request_in_flight(f, up, "/slow", timeout=15)
         exited = self.exit_watcher(f)
         t_term = time.monotonic()
         f.signal(signal.SIGTERM)
@@ -1334,7 +1333,7 @@ class DrainTest(LifecycleCase):
         self.assertEqual(exited.get("rc"), 0)
         self.assertLess(took, 4.0, "the drain took %.1fs: the reload's timing applied" % took)
         self.assertGreater(took, 1.8)
-        t.join(5)
+        held["thread"].join(5)
         self.assertNotEqual(getattr(held.get("r"), "status", None), 200, held)
 
     def test_drain_with_requests_and_streams_in_flight(self):
