@@ -134,7 +134,8 @@ class RecordServer(PipeServer):
     """TLS (ALPN h2) + HTTP/2 through an SSLObject, so this side decides
     where each record ends. /N/R answers N body bytes (harness.payload)
     with everything the stream carries (head, body, trailers) cut into
-    records of R bytes, all of it in one sendall."""
+    records of R bytes, as much as ferry's windows let go in one sendall
+    (the rest as they open)."""
 
     ALPN = "h2"
 
@@ -147,7 +148,7 @@ class RecordServer(PipeServer):
             client_side=False, header_encoding="utf-8"))
         conn.initiate_connection()
         pipe.send(conn.data_to_send(), 1 << 14)
-        paths = {}
+        paths, pending = {}, {}     # pending: sid -> [body left, record size]
         for plain in pipe.chunks(self.stopping):
             try:
                 events = conn.receive_data(plain)
@@ -157,20 +158,34 @@ class RecordServer(PipeServer):
                 if isinstance(ev, h2.events.RequestReceived):
                     paths[ev.stream_id] = dict(ev.headers)[":path"]
                 elif isinstance(ev, h2.events.StreamEnded):
-                    self.answer(pipe, conn, ev.stream_id, paths[ev.stream_id])
+                    size, record = (int(x) for x in paths[ev.stream_id].strip("/").split("/"))
+                    conn.send_headers(ev.stream_id, [
+                        (":status", "200"), ("content-type", "application/octet-stream"),
+                        ("x-record", str(record))])
+                    pending[ev.stream_id] = [harness.payload(size, seed=size), record]
+            for sid in list(pending):
+                self.answer(pipe, conn, sid, pending)
             # window updates, settings acks: in ordinary records
             pipe.send(conn.data_to_send(), 1 << 14)
 
-    def answer(self, pipe, conn, sid, path):
-        size, record = (int(x) for x in path.strip("/").split("/"))
-        body = harness.payload(size, seed=size)
-        conn.send_headers(sid, [(":status", "200"), ("content-type", "application/octet-stream"),
-                                ("x-record", str(record))])
+    def answer(self, pipe, conn, sid, pending):
+        """What the windows let go of SID's body (then its trailers), cut
+        into records of its size, in one send."""
+        body, record = pending[sid]
         step = conn.max_outbound_frame_size
-        for i in range(0, len(body), step):
-            conn.send_data(sid, body[i:i + step])
-        conn.send_headers(sid, [("x-trailer", "t1")], end_stream=True)
+        while body:
+            n = min(len(body), step, conn.local_flow_control_window(sid))
+            if n <= 0:
+                break
+            conn.send_data(sid, body[:n])
+            body = body[n:]
+        pending[sid][0] = body
+        if not body:
+            conn.send_headers(sid, [("x-trailer", "t1")], end_stream=True)
+            del pending[sid]
         data = conn.data_to_send()
+        if not data:
+            return
         # counted first: the client may have them all before send returns
         with self.lock:
             self.records += (len(data) + record - 1) // record
