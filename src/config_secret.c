@@ -5,7 +5,6 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "config_priv.h"
+#include "regfile.h"
 
 #define SECRET_FILE_MAX (1 << 20)
 
@@ -85,34 +85,18 @@ secret_from_env(struct loader *l, const struct ynode *at, const char *name)
 	return s;
 }
 
-/* What read_all's errno says. */
-static const char *
-read_error(void)
-{
-	return errno == ENODEV ? "not a regular file" : strerror(errno);
-}
-
 /* The whole file, NUL-terminated; NULL with errno set. */
 static char *
 read_all(const char *file, size_t *len)
 {
 	size_t cap = 4096, n = 0;
-	char *buf = NULL, *nb;
+	char *buf, *nb;
 	struct stat st;
 	ssize_t r;
 	int fd, saved;
 
-	/* O_NONBLOCK: a FIFO would block the main thread (reload, admin,
-	 * signals) until someone writes to it; only regular files are keys */
-	if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0)
+	if ((fd = regfile_open(file, &st)) < 0)
 		return NULL;
-	if (fstat(fd, &st) != 0)
-		goto fail;
-	if (!S_ISREG(st.st_mode)) {
-		/* a FIFO, socket or device is no key file (read_error) */
-		errno = S_ISDIR(st.st_mode) ? EISDIR : ENODEV;
-		goto fail;
-	}
 	if ((buf = malloc(cap)) == NULL)
 		goto fail;
 	for (;;) {
@@ -168,7 +152,7 @@ secret_from_file(struct loader *l, const struct ynode *at, const char *file)
 	char *buf, *s;
 
 	if ((buf = read_all(file, &n)) == NULL) {
-		lerr(l, at, "cannot read %s: %s", file, read_error());
+		lerr(l, at, "cannot read %s: %s", file, regfile_error());
 		return NULL;
 	}
 	/* editors add a final newline; trailing blanks are no part of a key
@@ -209,7 +193,7 @@ secrets_from_keys_file(struct loader *l, const struct ynode *at,
 	int lineno = 0, rc = 0;
 
 	if ((buf = read_all(file, &len)) == NULL) {
-		lerr(l, at, "cannot read %s: %s", file, read_error());
+		lerr(l, at, "cannot read %s: %s", file, regfile_error());
 		return -1;
 	}
 	for (line = buf; line != NULL && line < buf + len; line = next) {

@@ -5,7 +5,6 @@
  * an operator needs to read.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -26,6 +25,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "regfile.h"
 #include "tls_ctx.h"
 
 /* Encrypted keys are refused instead of prompting on the terminal. */
@@ -75,16 +75,9 @@ check_file(const char *label, const char *path, enum tls_what w,
 	struct stat st;
 	int fd;
 
-	/* O_NONBLOCK: opening a FIFO must not hang the loader (a reload runs
-	 * on the main thread: admin, signals and the watchdog would stop) */
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0)
+	if ((fd = regfile_open(path, &st)) < 0)
 		return fail(what, w, err, errlen, "cannot load %s %s: %s", label, path,
-		    strerror(errno));
-	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
-		close(fd);
-		return fail(what, w, err, errlen, "cannot load %s %s: %s", label, path,
-		    S_ISDIR(st.st_mode) ? "Is a directory" : "not a regular file");
-	}
+		    regfile_error());
 	close(fd);
 	return 0;
 }
@@ -116,9 +109,9 @@ read_key(const char *path)
 	BIO *bio;
 	int fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0)
+	if ((fd = regfile_open(path, &st)) < 0)
 		return NULL;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size >= KEY_FILE_MAX ||
+	if (st.st_size >= KEY_FILE_MAX ||
 	    (buf = malloc(cap = (size_t)st.st_size + 1)) == NULL) {
 		close(fd);
 		return NULL;

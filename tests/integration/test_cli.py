@@ -219,7 +219,9 @@ class CliTest(unittest.TestCase):
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertIn("/nonexistent/ca.pem", proc.stderr)
 
-    def inbound_config(self, keys_file):
+    def inbound_config(self, keys_file, more_inbound="", services="services: {}\n"):
+        """A config with an inbound listener taking KEYS_FILE's keys (line
+        7), MORE_INBOUND's lines after it, then SERVICES."""
         p = pki()
         return self.write("listeners:\n"
                           "  outbound:\n"
@@ -228,10 +230,11 @@ class CliTest(unittest.TestCase):
                           "    address: 127.0.0.1:%d\n"
                           "    tls: {cert: %s, key: %s, client_ca: %s}\n"
                           "    auth: {keys_file: %s}\n"
+                          "%s"
                           "    local_app: 127.0.0.1:8080\n"
-                          "services: {}\n"
+                          "%s"
                           % (harness.free_port(), harness.free_port(), p.server.cert,
-                             p.server.key, p.ca.cert, keys_file))
+                             p.server.key, p.ca.cert, keys_file, more_inbound, services))
 
     def test_check_fifo_as_secret_or_certificate_file(self):
         """A FIFO opened for reading blocks until a writer comes: -t, the
@@ -292,24 +295,14 @@ class CliTest(unittest.TestCase):
     def test_check_duplicate_key_reported_not_crashing(self):
         """A key twice is reported and nothing more is loaded: a duplicate
         inbound auth used to crash `ferry -t` (NULL node)."""
-        p = pki()
         keys = self.write("k1\n", "inbound.keys")
-        path = self.write("listeners:\n"
-                          "  outbound:\n"
-                          "    address: 127.0.0.1:%d\n"
-                          "  inbound:\n"
-                          "    address: 127.0.0.1:%d\n"
-                          "    tls: {cert: %s, key: %s, client_ca: %s}\n"
-                          "    auth: {keys_file: %s}\n"
-                          "    auth: {keys_env: [FERRY_TEST_SECRET]}\n"     # 8
-                          "    local_app: 127.0.0.1:8080\n"
-                          "services:\n"
-                          "  a:\n"
-                          "    endpoints: [\"127.0.0.1:5000\"]\n"
-                          "    timeouts: {request: 1s}\n"
-                          "    timeouts: {per_try: 5s}\n"                     # 14
-                          % (harness.free_port(), harness.free_port(), p.server.cert,
-                             p.server.key, p.ca.cert, keys))
+        path = self.inbound_config(keys,
+                                   "    auth: {keys_env: [FERRY_TEST_SECRET]}\n",   # 8
+                                   "services:\n"
+                                   "  a:\n"
+                                   "    endpoints: [\"127.0.0.1:5000\"]\n"
+                                   "    timeouts: {request: 1s}\n"
+                                   "    timeouts: {per_try: 5s}\n")                  # 14
         proc = run_ferry("-t", "-c", path, env={"FERRY_TEST_SECRET": "k"})
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertEqual(proc.stdout, "")
