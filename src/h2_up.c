@@ -106,6 +106,10 @@ struct h2up_stream {
 	struct sbuf raw;		/* response head (and trailers) as HTTP/1 text */
 	bool head_done;
 	bool chunk_resp;		/* frame the body as chunks for HTTP/1.1 */
+	/* chunk_resp: data that came while the client was slow, sent as one
+	 * chunk once it reads (stage_flush), not a chunk's framing per DATA
+	 * frame waiting with it (1-byte frames: six bytes each) */
+	struct buf stage;
 	bool closed;
 	bool sent_any;
 	bool got_any;			/* any response frame arrived */
@@ -123,6 +127,7 @@ _Static_assert(offsetof(struct h2up_stream, head) + sizeof(struct http_head) ==
 
 static void session_flush(struct h2up *s);
 static void session_arm(struct h2up *s);
+static bool stage_flush(struct h2up_stream *st);
 
 /* ST holds its unconsumed bytes no more (taken, or let go of); its own
  * window is the caller's. */
@@ -167,6 +172,7 @@ stream_free(struct h2up_stream *st)
 	sbuf_free(&st->raw);
 	sbuf_free(&st->trailers);
 	buf_free(&st->out);
+	buf_free(&st->stage);
 	http_head_release(&st->head);
 	h2_stream_free(st, sizeof(*st));
 }
@@ -478,6 +484,8 @@ response_end(struct h2up_stream *st)
 	struct sbuf *t = &x->w->scratch_up;
 
 	st->complete = true;
+	if (!stage_flush(st))
+		return;
 	sbuf_clear(t);
 	/* a client that gets the body unframed (HTTP/1.0, or a body coded
 	 * anew: proxy.c frames it) has no last chunk */
@@ -651,12 +659,34 @@ stream_taken(struct h2up_stream *st, size_t n)
 	}
 }
 
+/* The body bytes ST staged, to its client as one chunk. False when its
+ * attempt let go of ST meanwhile (the client went). */
+static bool
+stage_flush(struct h2up_stream *st)
+{
+	struct exchange *x = st->x;
+	size_t n = buf_len(&st->stage);
+	char size[24];
+
+	if (n == 0)
+		return true;
+	snprintf(size, sizeof(size), "%zx\r\n", n);
+	if (proxy_response_data(x, size, strlen(size)) && x->up2 == st &&
+	    proxy_response_data(x, buf_head(&st->stage), n) && x->up2 == st)
+		proxy_response_data(x, "\r\n", 2);
+	if (x->up2 != st)
+		return false;
+	buf_free(&st->stage);
+	return x->live && x->up2 == st;
+}
+
 static int
 on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
     void *arg)
 {
 	struct h2up_stream *st = nghttp2_session_get_stream_user_data(ng, id);
 	struct exchange *x;
+	bool congested;
 
 	(void)flags;
 	(void)arg;
@@ -667,7 +697,7 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 	}
 	/* the stream's window granted back once the client takes it
 	 * (h2_resume); the connection's at once */
-	if (x->down->congested(x)) {
+	if ((congested = x->down->congested(x))) {
 		st->unconsumed += len;
 		st->s->held += len;
 		nghttp2_session_consume_connection(ng, len);
@@ -679,6 +709,11 @@ on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, siz
 	if (st->chunk_resp && !x->dechunk) {
 		struct sbuf *t = &x->w->scratch_up;
 
+		/* the window bounds the stage; short of memory, as it came */
+		if (congested && buf_append(&st->stage, data, len, H2UP_WINDOW))
+			return 0;
+		if (!stage_flush(st))
+			return 0;
 		sbuf_clear(t);
 		sbuf_addx(t, len);
 		sbuf_add(t, "\r\n", 2);
@@ -1163,6 +1198,10 @@ h2_resume(struct exchange *x)
 {
 	struct h2up_stream *st = x->up2;
 
+	/* what was staged goes first; while it waits to leave, the window
+	 * stays shut (its drain calls again) */
+	if (buf_len(&st->stage) > 0 && (!stage_flush(st) || x->down->congested(x)))
+		return;
 	if (st->unconsumed == 0)
 		return;
 	if (!st->closed && !st->s->closed) {
