@@ -1244,6 +1244,7 @@ h2_release(struct exchange *x, bool reusable)
 		if (!(st->complete && st->out_eof && buf_len(&st->out) == 0))
 			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
 		held_drop(st);
+		buf_free(&st->stage);	/* no one takes it now */
 		session_flush(s);
 		return;		/* freed when nghttp2 closes it */
 	}
