@@ -839,6 +839,35 @@ class HeadersQueuedH2Test(FerryTestCase):
         self.assertEqual((self.up.paths, self.up.connections),
                          ([(1, "/big"), (1, "/next")], 1))
 
+    def test_clients_gone_before_their_heads_left_leave_nothing_to_send(self):
+        # nghttp2 packs a request's HEADERS from the client's own request
+        # buffer (h2_up.c, lend_fields): clients that reset while their
+        # HEADERS wait take those buffers with them, so the HEADERS must
+        # never go (ASan does not see nghttp2's reads: what reaches the
+        # server is the check; without the cancel, /gone-* arrive)
+        gone = []
+        for i in range(3):
+            c = self.f.client()
+            c.send(b"GET /gone-%d HTTP/1.1\r\nHost: svc\r\nx-app: %s\r\n\r\n"
+                   % (i, b"a" * 200))
+            gone.append(c)
+        self.assertTrue(harness.wait_until(lambda: self.endpoint()["streams"] == 4, 5),
+                        self.endpoint())
+        for c in gone:
+            harness.rst_close(c.sock)
+        # their connections are gone (ferry's count of active clients)
+        self.assertTrue(harness.wait_until(lambda: harness.counter(
+            self.f, "ferry_downstream_connections", listener="outbound") <= 1, 5),
+            self.f.admin("/metrics").body.decode())
+        self.up.drain.set()
+        r = self.big.read_response("POST")
+        self.assertEqual((r.status, r.body), (200, b"fine:/big"), self.f.stderr_tail())
+        r = self.f.get("/next", host="svc")
+        self.assertEqual((r.status, r.body), (200, b"fine:/next"))
+        self.assertEqual((self.up.paths, self.up.connections),
+                         ([(1, "/big"), (1, "/next")], 1))
+        self.assertTrue(self.f.alive(), self.f.stderr_tail())
+
 
 class ZeroStreamsH2Upstream(harness.LoopbackServer):
     """An h2c server. On its first connection the first request's stream
