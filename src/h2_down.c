@@ -343,13 +343,15 @@ stream_queue(struct h2stream *st, const void *p, size_t n)
 }
 
 static bool
-submit(struct h2stream *st, char *text, size_t len, bool body)
+submit(struct h2stream *st, char *text, size_t len, bool body, bool lend)
 {
 	nghttp2_nv nv[H2_MAX_NV];
 	nghttp2_data_provider dp = { .source.ptr = st, .read_callback = read_body };
 	size_t n = head_to_nv(text, len, nv, sizeof(nv) / sizeof(nv[0]),
 	    h2_seed_due(&st->hc->heads));
 
+	if (lend)
+		h2_lend_fields(nv, n);
 	st->has_body = body;
 	st->answered = !body;
 	if (n == 0 || nghttp2_submit_response(st->hc->ng, st->id, nv, n, body ? &dp : NULL) != 0) {
@@ -393,7 +395,13 @@ static bool
 h2_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 {
 	struct h2stream *st = stream_of(x);
-	struct sbuf *t = &st->hc->hbuf;
+	/* after the request's fields, which are all in (only a request's
+	 * header block adds to RAW): the head's text stays there, unmoved,
+	 * until the stream is freed, after nghttp2 closed it. So nghttp2
+	 * packs the fields from it (h2_lend_fields), and a HEADERS still
+	 * queued when the stream closed is dropped unread. */
+	struct sbuf *t = &st->raw;
+	size_t at = t->len;
 	bool body = !(x->head_method || h->status == 204 || h->status == 304 || x->head_ends);
 	struct downstream_head_args a = {
 		.ids = &x->ids, .keep_alive = true, .keep_alive_timeout = 1,
@@ -403,17 +411,17 @@ h2_send_head(struct exchange *x, const char *msg, const struct http_head *h)
 
 	proxy_response_rules(x, a.rules);
 	a.coding = proxy_response_coding(x);
-	sbuf_clear(t);
 	fits = headers_build_response(t, msg, h, &a);
 	if (t->oom) {
 		proxy_end(x, END_OUT_OF_MEMORY);
 		return false;
 	}
 	if (!fits) {
+		t->len = at;
 		proxy_response_over_limit(x);
 		return false;
 	}
-	if (!submit(st, t->p, t->len, body))
+	if (!submit(st, t->p + at, t->len - at, body, true))
 		return false;
 	h2_flush(st->hc);
 	return true;
@@ -468,7 +476,7 @@ h2_send_error(struct exchange *x, enum ferry_error e, const char *msg,
 	head_len = (size_t)(body - t->p) + 2;
 	body += 4;
 	/* the gRPC form is trailers-only: its head ends the stream */
-	if (!submit(st, t->p, head_len, !x->head_method && !x->grpc))
+	if (!submit(st, t->p, head_len, !x->head_method && !x->grpc, false))
 		return;
 	h2_send_last(x, body, (size_t)(t->p + t->len - body));
 }

@@ -53,6 +53,18 @@ bool h2_next_field(char **p, char *end, struct h2_field *f);
  * Returns the new count. */
 size_t h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max, bool seed);
 
+/* NV[0..N) lent to nghttp2: it packs the fields from their bytes where
+ * they are (names already lower-case), not from a copy it lower-cases.
+ * The caller keeps those bytes as they are until the HEADERS are packed,
+ * or dropped unsent (a stream reset or closed, a session deleted: nghttp2
+ * reads no field of those). */
+static inline void
+h2_lend_fields(nghttp2_nv *nv, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		nv[i].flags |= NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+}
+
 /* HPACK flags for a field. The service key is never indexed (RFC 7541
  * §7.1.3: secrets stay out of the compression context). The values of
  * ferry's per-message fields (ids, trace context, the time left) would

@@ -348,24 +348,6 @@ request_fields(struct h2up_stream *st, struct exchange *x, nghttp2_nv *nv, size_
 	return n;
 }
 
-/* nghttp2 reads the NV fields' bytes in place, not a copy it lower-cases
- * (h2_next_field lowered the names), when it packs the HEADERS, possibly
- * turns later (a connect under way, a full socket). Lent only where
- * nothing moves or rewrites x->req before that or before the HEADERS are
- * dropped unsent: a request whose body is all in (proxy_request_body adds
- * to x->req no more), not a hedge's (its copy of the request goes with
- * the hedge while a takeover hands its stream on). x->req changes again
- * only after the attempt let go of the stream (attempt_begin's digits,
- * the key wiped, the next request of the connection); letting go of one
- * unsent resets it, which cancels its HEADERS in nghttp2's queue, and a
- * closed session's are freed unread. */
-static void
-lend_fields(nghttp2_nv *nv, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		nv[i].flags |= NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
-}
-
 /* ------------------------------------------------- response side ---- */
 
 static struct slice
@@ -1110,8 +1092,16 @@ stream_submit(struct exchange *x, struct h2up *s)
 	s->list = st;
 	s->changes++;
 	n = request_fields(st, x, nv, sizeof(nv) / sizeof(nv[0]), x->svc->conf->tls.enabled);
+	/* lent (h2_lend_fields) only where nothing moves or rewrites x->req
+	 * before the HEADERS are packed or dropped: a request whose body is
+	 * all in (proxy_request_body adds to x->req no more), not a hedge's
+	 * (its copy of the request goes with the hedge while a takeover
+	 * hands its stream on). x->req changes again only after the attempt
+	 * let go of the stream (attempt_begin's digits, the key wiped, the
+	 * connection's next request), and letting go of one unsent resets
+	 * it, which cancels its HEADERS in nghttp2's queue. */
 	if (x->req_done && x->hedge_of == NULL)
-		lend_fields(nv, n);
+		h2_lend_fields(nv, n);
 	body_add(st, x->req.p + x->req_head_len, x->req.len - x->req_head_len);
 	if (x->req_done && !st->chunked_req)
 		st->out_eof = true;

@@ -169,6 +169,34 @@ class RudeH2Cases:
         self.assertEqual(self.parallel_request("/head-other"), 200)
         self.assert_still_serves()
 
+    def test_streams_reset_while_their_heads_wait_get_none(self):
+        # the client reads nothing, so the answers' HEADERS wait in
+        # ferry's session, packed from each stream's own memory
+        # (h2_down.c: h2_send_head lends them to nghttp2); the client then
+        # resets those streams, ferry frees them, and the client reads
+        # again: none of those HEADERS may go, and the connection's HPACK
+        # state stays whole for the next answer
+        flood = Flood(response_bytes(200, [("Content-Length", str(1 << 40))], length=False))
+        self.up.behaviour = gated(None, {"/flood": flood, "/head": ANSWERS["/head"]})
+        c = self.connect(rcvbuf=65536, settings={S_INITIAL_WINDOW_SIZE: MAX_WINDOW})
+        c.send_frames(hf.WindowUpdateFrame(0, window_increment=MAX_WINDOW - 65535))
+        big = c.request("/flood", headers=self.headers())
+        flood.wait_stalled(self)
+        heads = [c.request("/head-%d" % i, headers=self.headers()) for i in range(4)]
+        self.up.wait_requests(len(heads) + 1)
+        time.sleep(0.5)             # their answers reach ferry, and wait
+        for sid in heads + [big]:
+            c.reset_stream(sid)
+        self.assertTrue(flood.cut.wait(3), "the reset stream's upstream connection was kept")
+        time.sleep(0.2)             # ferry frees the reset streams
+        after = c.request("/after", headers=self.headers())     # echoed
+        c.wait(lambda: c.streams[after].ended, 10)
+        self.assertEqual(c.streams[after].status, 200, c.frames[-5:])
+        heads_sent = {f[2] for f in c.frames if f[0] in ("HEADERS", "CONTINUATION")}
+        self.assertEqual(heads_sent & set(heads), set(), "HEADERS went on reset streams")
+        self.assertIn(big, heads_sent)
+        self.assert_still_serves()
+
     def test_calm_queued_behind_a_stalled_connection_is_the_clients_doing(self):
         """A PING flood while the client reads nothing: ferry's GOAWAY
         ENHANCE_YOUR_CALM waits behind the full socket and never leaves.
