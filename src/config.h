@@ -19,6 +19,7 @@
 #ifndef FERRY_CONFIG_H
 #define FERRY_CONFIG_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -240,13 +241,23 @@ struct conf_inbound {
 /* tracing: (SPEC §13); absent = propagation only (§5) */
 /* The collector's address: an IP literal's from the load; a name's from
  * discovery, on the main thread, once the config is in force (a lookup
- * must not hold the main thread: discovery.h). Written before READY is
- * set, and never after: a worker that sees READY reads a settled address. */
+ * must not hold the main thread: discovery.h), and again as its TTL says.
+ * Read and written through collector_addr_get/_set only. */
 struct conf_collector {
 	_Atomic bool ready;
+	pthread_mutex_t mu;		/* over SA, SALEN, MOVES */
 	struct sockaddr_storage sa;
 	socklen_t salen;
+	uint32_t moves;			/* times SA changed once READY */
 };
+
+/* The collector's address into SA/SALEN, and how often it moved (a move
+ * closes a worker's connection to it); false while it is not known. */
+bool collector_addr_get(struct conf_collector *a, struct sockaddr_storage *sa,
+    socklen_t *salen, uint32_t *moves);
+
+/* SA is the collector's address now; true when that is news. */
+bool collector_addr_set(struct conf_collector *a, const struct sockaddr *sa, socklen_t salen);
 
 struct conf_tracing {
 	bool enabled;

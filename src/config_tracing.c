@@ -16,6 +16,53 @@
 
 #define DEFAULT_PATH "/v1/traces"
 
+static struct conf_collector *
+collector_new(void)
+{
+	struct conf_collector *a = calloc(1, sizeof(*a));
+
+	if (a != NULL && pthread_mutex_init(&a->mu, NULL) != 0) {
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+bool
+collector_addr_get(struct conf_collector *a, struct sockaddr_storage *sa, socklen_t *salen,
+    uint32_t *moves)
+{
+	if (!atomic_load_explicit(&a->ready, memory_order_acquire))
+		return false;
+	pthread_mutex_lock(&a->mu);
+	memcpy(sa, &a->sa, a->salen);
+	*salen = a->salen;
+	*moves = a->moves;
+	pthread_mutex_unlock(&a->mu);
+	return true;
+}
+
+bool
+collector_addr_set(struct conf_collector *a, const struct sockaddr *sa, socklen_t salen)
+{
+	bool news;
+
+	if (salen > sizeof(a->sa))
+		return false;
+	pthread_mutex_lock(&a->mu);
+	news = !atomic_load_explicit(&a->ready, memory_order_relaxed) || a->salen != salen ||
+	    memcmp(&a->sa, sa, salen) != 0;
+	if (news) {
+		if (atomic_load_explicit(&a->ready, memory_order_relaxed))
+			a->moves++;
+		memcpy(&a->sa, sa, salen);
+		a->salen = salen;
+	}
+	pthread_mutex_unlock(&a->mu);
+	atomic_store_explicit(&a->ready, true, memory_order_release);
+	return news;
+}
+
 /* http[s]://host[:port][/path]: no user info (a password in a URL ends
  * up in logs), no fragment; the query stays with the path. */
 static void
@@ -89,13 +136,10 @@ fld_otlp(struct loader *l, const struct field *f, const struct ynode *key,
 	t->authority = auth;
 	t->path = strdup(*slash == '\0' || strcmp(slash, "/") == 0 ? DEFAULT_PATH :
 	    *slash == '?' ? "/" : slash);
-	if (t->addr == NULL && (t->addr = calloc(1, sizeof(*t->addr))) == NULL)
+	if (t->addr == NULL && (t->addr = collector_new()) == NULL)
 		l->oom = true;
-	else if (a.is_ip) {
-		memcpy(&t->addr->sa, &a.sa, a.salen);
-		t->addr->salen = a.salen;
-		atomic_store(&t->addr->ready, true);
-	}
+	else if (a.is_ip)
+		collector_addr_set(t->addr, (const struct sockaddr *)&a.sa, a.salen);
 	conf_addr_clear(&a);
 	if (t->otlp == NULL || t->host == NULL || t->path == NULL)
 		l->oom = true;
@@ -176,6 +220,8 @@ tracing_conf_free(struct conf_tracing *t)
 	free(t->host);
 	free(t->authority);
 	free(t->path);
+	if (t->addr != NULL)
+		pthread_mutex_destroy(&t->addr->mu);
 	free(t->addr);
 	free(t->service_name);
 	free(t->tls.ca);

@@ -53,7 +53,8 @@ struct discovery {
 	struct dsvc *svcs;
 	size_t n_svcs;
 	size_t pending;			/* names not answered once yet */
-	/* the tracing collector's name, until its first answer */
+	/* the tracing collector's name: the lookup under way, and the
+	 * timer of the next */
 	struct resolver_query *collector_q;
 	struct event *collector_retry;
 	struct log_limit collector_limit;
@@ -397,8 +398,29 @@ predecessor(const struct discovery *prev, const char *name)
 /* ------------------------------------------- the tracing collector ---- */
 
 #define COLLECTOR_RETRY_MS	5000
+/* its name is looked up again as its TTL says, within these (a service's
+ * names: dns_refresh's default, and once a second at most) */
+#define COLLECTOR_REFRESH_MIN_MS	1000
+#define COLLECTOR_REFRESH_MAX_MS	30000
 
 static void collector_lookup(struct discovery *d);
+
+/* The answer's address to use: the one in use while the answer still
+ * has it (round-robin DNS reorders answers: no move for that), else its
+ * first. */
+static const struct resolved_addr *
+collector_pick(struct conf_collector *a, const struct resolved_addr *addrs, size_t n)
+{
+	struct sockaddr_storage cur;
+	socklen_t len;
+	uint32_t moves;
+
+	if (collector_addr_get(a, &cur, &len, &moves))
+		for (size_t i = 0; i < n; i++)
+			if (addrs[i].salen == len && memcmp(&addrs[i].sa, &cur, len) == 0)
+				return &addrs[i];
+	return &addrs[0];
+}
 
 static void
 collector_answer(void *arg, int err, const char *errtext, const struct resolved_addr *addrs,
@@ -406,24 +428,34 @@ collector_answer(void *arg, int err, const char *errtext, const struct resolved_
 {
 	struct discovery *d = arg;
 	struct conf_collector *a = d->conf->tracing.addr;
+	const struct resolved_addr *r;
 	uint32_t suppressed;
-	struct timeval tv = { COLLECTOR_RETRY_MS / 1000, 0 };
+	int64_t ms = COLLECTOR_RETRY_MS;
+	struct timeval tv;
+	bool known = atomic_load_explicit(&a->ready, memory_order_relaxed);
 
-	(void)ttl;
 	d->collector_q = NULL;
 	if (err == 0 && n > 0) {
-		/* settled before READY: a worker that sees READY reads it */
-		memcpy(&a->sa, &addrs[0].sa, addrs[0].salen);
-		a->salen = addrs[0].salen;
-		atomic_store_explicit(&a->ready, true, memory_order_release);
-		log_info("tracing.otlp: %s is %s", d->conf->tracing.host, addrs[0].text);
-		return;
+		r = collector_pick(a, addrs, n);
+		if (collector_addr_set(a, (const struct sockaddr *)&r->sa, r->salen))
+			log_info("tracing.otlp: %s is %s%s", d->conf->tracing.host, r->text,
+			    known ? " now" : "");
+		ms = (int64_t)ttl * 1000;
+		ms = ms < COLLECTOR_REFRESH_MIN_MS ? COLLECTOR_REFRESH_MIN_MS :
+		    ms > COLLECTOR_REFRESH_MAX_MS ? COLLECTOR_REFRESH_MAX_MS : ms;
+	} else if (log_ratelimit(&d->collector_limit, clock_now_ms(), 60000, &suppressed)) {
+		if (known)
+			log_warn("tracing.otlp: cannot resolve %s: %s; spans go on to the "
+			    "address it had; trying again every %ds", d->conf->tracing.host,
+			    err ? errtext : "no address", COLLECTOR_RETRY_MS / 1000);
+		else
+			log_warn("tracing.otlp: cannot resolve %s: %s; spans are dropped "
+			    "(export_failed) until it does; trying again every %ds",
+			    d->conf->tracing.host, err ? errtext : "no address",
+			    COLLECTOR_RETRY_MS / 1000);
 	}
-	if (log_ratelimit(&d->collector_limit, clock_now_ms(), 60000, &suppressed))
-		log_warn("tracing.otlp: cannot resolve %s: %s; spans are dropped "
-		    "(export_failed) until it does; trying again every %ds",
-		    d->conf->tracing.host, err ? errtext : "no address",
-		    COLLECTOR_RETRY_MS / 1000);
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
 	if (d->collector_retry != NULL)
 		evtimer_add(d->collector_retry, &tv);
 }
@@ -448,25 +480,24 @@ collector_lookup(struct discovery *d)
 /* The collector's name is looked up here, not by the loader: on the main
  * thread, DNS that does not answer held it (admin, signals, watchdog) for
  * as long as getaddrinfo waited, at each reload. A reload that keeps the
- * name starts with the address PREV knew. Not part of discovery_ready:
- * tracing is no reason to refuse traffic. */
+ * name starts with the address PREV knew, and looks it up again. Not
+ * part of discovery_ready: tracing is no reason to refuse traffic. */
 static int
 collector_start(struct discovery *d, const struct discovery *prev)
 {
 	const struct conf_tracing *t = &d->conf->tracing;
 	const struct conf_tracing *pt = prev ? &prev->conf->tracing : NULL;
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	uint32_t moves;
 
+	/* an IP literal is known from the load, and never moves */
 	if (!t->enabled || t->addr == NULL ||
 	    atomic_load_explicit(&t->addr->ready, memory_order_relaxed))
 		return 0;
 	if (pt != NULL && pt->enabled && pt->addr != NULL && pt->port == t->port &&
-	    strcmp(pt->host, t->host) == 0 &&
-	    atomic_load_explicit(&pt->addr->ready, memory_order_acquire)) {
-		memcpy(&t->addr->sa, &pt->addr->sa, pt->addr->salen);
-		t->addr->salen = pt->addr->salen;
-		atomic_store_explicit(&t->addr->ready, true, memory_order_release);
-		return 0;
-	}
+	    strcmp(pt->host, t->host) == 0 && collector_addr_get(pt->addr, &sa, &salen, &moves))
+		collector_addr_set(t->addr, (const struct sockaddr *)&sa, salen);
 	if ((d->collector_retry = evtimer_new(d->base, collector_retry, d)) == NULL)
 		return -1;
 	collector_lookup(d);

@@ -45,6 +45,7 @@ struct exporter {
 	 * move the collector) */
 	struct conn *c;
 	struct config *cconf;
+	uint32_t moves;			/* the collector's, when C was opened */
 	bool connected;
 	struct buf in;
 	uint32_t parsed;		/* head bytes given to the parser */
@@ -382,6 +383,9 @@ export_start(struct exporter *e)
 	uint32_t n = e->q_n < t->batch_max_spans ? e->q_n : t->batch_max_spans;
 	size_t bytes = spans_bytes(e->q.p + e->q_off, e->q.len - e->q_off, n);
 	const char *sni;
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	uint32_t moves;
 
 	if (!t->enabled) {
 		/* a reload turned tracing off: what waits has nowhere to go,
@@ -416,7 +420,7 @@ export_start(struct exporter *e)
 	e->busy_n = n;
 	e->busy_until_ms = clock_now_ms() + EXPORT_TIMEOUT_MS;
 	update_idle(e);
-	if (t->addr == NULL || !atomic_load_explicit(&t->addr->ready, memory_order_acquire)) {
+	if (t->addr == NULL || !collector_addr_get(t->addr, &sa, &salen, &moves)) {
 		export_done(e, false, 0, "the collector's name is not resolved");
 		return;
 	}
@@ -433,18 +437,20 @@ export_start(struct exporter *e)
 		export_done(e, false, 0, "out of memory");
 		return;
 	}
-	if (e->c != NULL && e->cconf != e->w->gen->conf)
-		conn_close(e);		/* a reload: the collector may have moved */
+	/* a reload, or DNS, may have moved the collector */
+	if (e->c != NULL && (e->cconf != e->w->gen->conf || e->moves != moves))
+		conn_close(e);
 	if (e->c == NULL) {
 		sni = t->tls.server_name ? t->tls.server_name : t->host;
-		e->c = conn_connect(e->w->base, (const struct sockaddr *)&t->addr->sa,
-		    t->addr->salen, t->https ? t->tls.ctx : NULL, is_ip(sni) ? NULL : sni,
+		e->c = conn_connect(e->w->base, (const struct sockaddr *)&sa, salen,
+		    t->https ? t->tls.ctx : NULL, is_ip(sni) ? NULL : sni,
 		    sni, t->tls.verify_san, NULL, on_conn, e);
 		if (e->c == NULL) {
 			export_done(e, false, 0, "cannot open a socket");
 			return;
 		}
 		e->cconf = config_ref(e->w->gen->conf);
+		e->moves = moves;
 		e->connected = false;
 		exporter_arm(e);
 		return;

@@ -173,20 +173,20 @@ class LoopbackServer:
     (self.connections). A subclass sets up its own state first, then calls
     this __init__, which starts accepting; close() stops it."""
 
-    def __init__(self, port=None, backlog=64):
+    def __init__(self, port=None, backlog=64, host=LOOPBACK):
         self.lock = threading.Lock()
         self.connections = 0
         self.stopping = threading.Event()
-        if port is None:
+        if port is None and host == LOOPBACK:
             self.sock = bound_socket(reuseaddr=True)
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((LOOPBACK, port))
+            self.sock.bind((host, port or 0))
         self.sock.listen(backlog)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
-        self.address = "%s:%d" % (LOOPBACK, self.port)
+        self.address = "%s:%d" % (host, self.port)
         threading.Thread(target=self._accept_loop, daemon=True).start()
 
     def close(self):

@@ -32,12 +32,12 @@ class Collector(LoopbackServer):
     """Reads export POSTs; answer(sock, n) says what the n-th one gets
     (None: the connection is closed without an answer)."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, **where):
         self.answer = answer
         self.posts = 0
         self.bodies = []
         self.lock = threading.Lock()
-        super().__init__()
+        super().__init__(**where)
 
     def serve(self, sock, n):
         reader = Reader(sock)
@@ -407,6 +407,57 @@ class CollectorNameTest(TracingCase):
             return collector.posts > posts
         self.assertTrue(harness.wait_until(arrived, 15, interval=0.5),
                         "no export after DNS answered")
+
+
+class CollectorMovesTest(TracingCase):
+
+    def test_collector_that_moves_is_followed(self):
+        # a collector behind a name (a headless service whose pod is
+        # replaced): its name is looked up again as its TTL says, and the
+        # spans follow it to the new address, also on a connection kept
+        # open to the old one; a name that stops resolving keeps the last
+        # address
+        for _ in range(20):
+            a = Collector(ok_after(0), host="127.0.0.2")
+            self.addCleanup(a.close)
+            try:
+                b = Collector(ok_after(0), host="127.0.0.3", port=a.port)
+                break
+            except OSError:
+                continue
+        else:
+            self.fail("no port free on both 127.0.0.2 and 127.0.0.3")
+        self.addCleanup(b.close)
+        dns = ScriptedDns({"collector.test": ["127.0.0.2"]}, ttl=1)
+        self.addCleanup(dns.close)
+        app = self.upstream(harness.fixed(200, [("Content-Type", "text/plain")], b"ok"),
+                            tls=False)
+        t = {"otlp": "http://collector.test:%d/v1/traces" % a.port, "service_name": "svc",
+             "sample_ratio": 1, "batch": {"max_spans": 512, "interval": "50ms"}}
+        f = self.ferry({"app": harness.service(app)}, workers=1, tracing=t,
+                       resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+
+        def reaches(collector, path):
+            def go():
+                self.assertEqual(f.get(path, host="app").status, 200)
+                return collector.posts > 0 and path.encode() in b"".join(collector.bodies)
+            return harness.wait_until(go, 8, interval=0.2)
+        self.assertTrue(reaches(a, "/first"), f.stderr_tail())
+        dns.set("collector.test", ["127.0.0.3"])
+        self.assertTrue(reaches(b, "/moved"), "the spans stayed with the old address:\n"
+                        + f.stderr_tail())
+        self.assertIn("collector.test is 127.0.0.3:%d now" % a.port, f.stderr_tail(100))
+        posts = a.posts
+        self.assertTrue(reaches(b, "/after"))
+        self.assertEqual(a.posts, posts, "the old address still gets spans")
+        # the name stops resolving (NXDOMAIN): the last address stays
+        del dns.records["collector.test"]
+        served = dns.served
+        self.assertTrue(harness.wait_until(lambda: dns.served > served + 1, 5))
+        self.assertTrue(reaches(b, "/unresolved"), f.stderr_tail())
+        self.assertIn("spans go on to the address it had", f.stderr_tail(100))
+        self.assertEqual(harness.counter(f, "ferry_spans_dropped_total",
+                                         reason="export_failed"), 0)
 
 
 def partial_success(rejected, chunked=False):
