@@ -366,6 +366,16 @@ class GatedDns(ScriptedDns):
 
 class CollectorNameTest(TracingCase):
 
+    def ferry_on(self, dns, otlp, interval):
+        """ferry with a service "app" (200) and every request traced to
+        OTLP, looking names up on DNS."""
+        app = self.upstream(harness.fixed(200, [("Content-Type", "text/plain")], b"ok"),
+                            tls=False)
+        t = {"otlp": otlp, "service_name": "svc", "sample_ratio": 1,
+             "batch": {"max_spans": 512, "interval": interval}}
+        return self.ferry({"app": harness.service(app)}, workers=1, tracing=t,
+                          resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+
     def test_collector_name_waits_for_dns_without_holding_ferry(self):
         # the loader looked the collector's name up with getaddrinfo, on
         # the main thread: DNS that does not answer held the admin
@@ -378,12 +388,7 @@ class CollectorNameTest(TracingCase):
         self.addCleanup(collector.close)
         dns = GatedDns({"collector.test": ["127.0.0.1"]})
         self.addCleanup(dns.close)
-        app = self.upstream(harness.fixed(200, [("Content-Type", "text/plain")], b"ok"),
-                            tls=False)
-        t = {"otlp": "http://%s/v1/traces" % collector.address, "service_name": "svc",
-             "sample_ratio": 1, "batch": {"max_spans": 512, "interval": "100ms"}}
-        f = self.ferry({"app": harness.service(app)}, workers=1, tracing=t,
-                       resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+        f = self.ferry_on(dns, "http://%s/v1/traces" % collector.address, "100ms")
         self.assertEqual(f.get("/first", host="app").status, 200)
         self.assertTrue(harness.wait_until(lambda: collector.posts > 0, 5))
         named = copy.deepcopy(f.config)
@@ -409,8 +414,6 @@ class CollectorNameTest(TracingCase):
                         "no export after DNS answered")
 
 
-class CollectorMovesTest(TracingCase):
-
     def test_collector_that_moves_is_followed(self):
         # a collector behind a name (a headless service whose pod is
         # replaced): its name is looked up again as its TTL says, and the
@@ -430,12 +433,7 @@ class CollectorMovesTest(TracingCase):
         self.addCleanup(b.close)
         dns = ScriptedDns({"collector.test": ["127.0.0.2"]}, ttl=1)
         self.addCleanup(dns.close)
-        app = self.upstream(harness.fixed(200, [("Content-Type", "text/plain")], b"ok"),
-                            tls=False)
-        t = {"otlp": "http://collector.test:%d/v1/traces" % a.port, "service_name": "svc",
-             "sample_ratio": 1, "batch": {"max_spans": 512, "interval": "50ms"}}
-        f = self.ferry({"app": harness.service(app)}, workers=1, tracing=t,
-                       resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+        f = self.ferry_on(dns, "http://collector.test:%d/v1/traces" % a.port, "50ms")
 
         def reaches(collector, path):
             def go():
