@@ -111,6 +111,9 @@ struct h2up_stream {
 	 * frame waiting with it (1-byte frames: six bytes each) */
 	struct buf stage;
 	bool closed;
+	/* RST_STREAM submitted: nghttp2 cancelled its HEADERS if they had not
+	 * gone, and another would be a frame on a stream the peer never saw */
+	bool reset;
 	bool sent_any;
 	bool got_any;			/* any response frame arrived */
 	bool got_trailers;		/* a HEADERS frame after the head */
@@ -549,8 +552,12 @@ streams_unsent_fail(struct h2up *s, const char *why)
 				break;
 		if (st == NULL)
 			break;
-		/* unopened, so in nghttp2's queue of HEADERS: it cancels them */
-		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+		/* unopened, so in nghttp2's queue of HEADERS: it cancels them
+		 * (once: a second RST_STREAM would go as a frame) */
+		if (!st->reset)
+			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
+			    NGHTTP2_REFUSED_STREAM);
+		st->reset = true;
 		/* when nghttp2 drops those HEADERS, ST is gone */
 		stream_forget(s, st);
 		st->closed = true;
@@ -1251,8 +1258,10 @@ h2_release(struct exchange *x, bool reusable)
 	if (!st->closed && !s->closed && st->id > 0) {
 		/* unless both sides are done, the stream would stay open (one
 		 * never submitted, id 0, is nghttp2's no more) */
-		if (!(st->complete && st->out_eof && buf_len(&st->out) == 0))
+		if (!(st->complete && st->out_eof && buf_len(&st->out) == 0)) {
 			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+			st->reset = true;
+		}
 		held_drop(st);
 		buf_free(&st->stage);	/* no one takes it now */
 		session_flush(s);

@@ -703,6 +703,8 @@ class StallingH2Upstream(harness.LoopbackServer):
     def __init__(self, sip=False):
         self.sip = sip
         self.goaway = threading.Event()
+        self.read_after_goaway = threading.Event()
+        self.after_goaway = []      # (frame type, stream id) read after it
         self.drain = threading.Event()
         self.paths = []             # (connection number, :path)
         super().__init__()
@@ -725,6 +727,8 @@ class StallingH2Upstream(harness.LoopbackServer):
                     if self.goaway.is_set():
                         conn.close_connection(error_code=0, last_stream_id=1)
                         s.sendall(conn.data_to_send())
+                        if self.read_after_goaway.is_set():
+                            self.frames_after_goaway(s)
                         self.stopping.wait()
                         return
                     hold = False
@@ -751,6 +755,27 @@ class StallingH2Upstream(harness.LoopbackServer):
             pass
         finally:
             s.close()
+
+
+    def frames_after_goaway(self, s):
+        """Reads the connection on, frame by frame (the rest of what was
+        held included), into after_goaway, without answering."""
+        buf = b""
+        while not self.stopping.is_set():
+            try:
+                data = s.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not data:
+                return
+            buf += data
+            while len(buf) >= 9:
+                length = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + length:
+                    break
+                with self.lock:
+                    self.after_goaway.append((buf[3], int.from_bytes(buf[5:9], "big") & 0x7fffffff))
+                buf = buf[9 + length:]
 
 
 class HeadersQueuedH2Test(FerryTestCase):
@@ -838,6 +863,30 @@ class HeadersQueuedH2Test(FerryTestCase):
         self.assertEqual((r.status, r.body), (200, b"fine:/next"))
         self.assertEqual((self.up.paths, self.up.connections),
                          ([(1, "/big"), (1, "/next")], 1))
+
+    def test_heads_given_up_then_a_goaway_send_no_reset(self):
+        # a client leaves while its HEADERS wait: the stream is reset,
+        # which cancels them, and no frame goes. Then the GOAWAY: the
+        # streams it left unprocessed are failed, and that one must not
+        # be reset again, which nghttp2 sends as a frame (RFC 9113 5.1: a
+        # frame on a stream the peer never saw is a connection error)
+        self.up.read_after_goaway.set()
+        c = self.f.client()
+        c.send(b"GET /gone HTTP/1.1\r\nHost: svc\r\n\r\n")
+        self.assertTrue(harness.wait_until(lambda: self.endpoint()["streams"] == 2, 5),
+                        self.endpoint())
+        harness.rst_close(c.sock)
+        self.assertTrue(harness.wait_until(lambda: harness.counter(
+            self.f, "ferry_downstream_connections", listener="outbound") <= 1, 5))
+        self.up.goaway.set()
+        # the held bytes of /big, then what ferry queued after them
+        self.assertTrue(harness.wait_until(
+            lambda: any(t == 0 and sid == 1 for t, sid in self.up.after_goaway), 5))
+        time.sleep(0.5)
+        with self.up.lock:
+            others = sorted({(t, sid) for t, sid in self.up.after_goaway if sid not in (0, 1)})
+        self.assertEqual(others, [], "frames on streams the server never saw")
+        self.assertTrue(self.f.alive(), self.f.stderr_tail())
 
     def test_clients_gone_before_their_heads_left_leave_nothing_to_send(self):
         # nghttp2 packs a request's HEADERS from the client's own request
