@@ -1,3 +1,4 @@
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,29 @@ h2_send_frames(nghttp2_session *ng, struct conn *c)
 		used += (size_t)n;
 	}
 	return used > 0 ? conn_write(c, pack, used) : 0;
+}
+
+/* Lending leans on what nghttp2 does, not only on what it documents
+ * (lent bytes kept until on_frame_send or on_frame_not_send): ferry frees
+ * or reuses them once the stream is reset or closed, because nghttp2 1.52
+ * never reads the fields of a HEADERS it drops (a request's, cancelled by
+ * the RST_STREAM; a response's, whose stream closed: session_prep_frame
+ * refuses both before it packs) nor of one a deleted session frees, and
+ * ferry sets no on_frame_not_send on these sessions. That was read in
+ * 1.52's source; another library copies the fields, as before. */
+bool
+h2_lend_ok(void)
+{
+	static _Atomic int ok = -1;
+	int v = atomic_load_explicit(&ok, memory_order_relaxed);
+
+	if (v < 0) {
+		const nghttp2_info *info = nghttp2_version(0);
+
+		v = info != NULL && info->version_num >> 8 == 0x0134;	/* 1.52.x */
+		atomic_store_explicit(&ok, v, memory_order_relaxed);
+	}
+	return v == 1;
 }
 
 /* memchr finds the CR fast; heads ferry built have no bare CR, but a

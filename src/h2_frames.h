@@ -53,14 +53,20 @@ bool h2_next_field(char **p, char *end, struct h2_field *f);
  * Returns the new count. */
 size_t h2_lines_to_nv(char *p, char *end, nghttp2_nv *nv, size_t n, size_t max, bool seed);
 
-/* NV[0..N) lent to nghttp2: it packs the fields from their bytes where
- * they are (names already lower-case), not from a copy it lower-cases.
- * The caller keeps those bytes as they are until the HEADERS are packed,
- * or dropped unsent (a stream reset or closed, a session deleted: nghttp2
- * reads no field of those). */
+/* Whether the nghttp2 ferry runs with is one that lending was checked
+ * against (h2_frames.c). */
+bool h2_lend_ok(void);
+
+/* NV[0..N) lent to nghttp2 (where h2_lend_ok): it packs the fields from
+ * their bytes where they are (names already lower-case), not from a copy
+ * it lower-cases. The caller keeps those bytes as they are until the
+ * HEADERS are packed, or dropped unsent (a stream reset or closed, a
+ * session deleted: nghttp2 reads no field of those). */
 static inline void
 h2_lend_fields(nghttp2_nv *nv, size_t n)
 {
+	if (!h2_lend_ok())
+		return;
 	for (size_t i = 0; i < n; i++)
 		nv[i].flags |= NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
 }
