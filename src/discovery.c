@@ -472,9 +472,14 @@ static void
 collector_lookup(struct discovery *d)
 {
 	const struct conf_tracing *t = &d->conf->tracing;
+	struct timeval tv = { COLLECTOR_RETRY_MS / 1000, 0 };
 
-	if (d->collector_q == NULL)
-		d->collector_q = resolver_lookup(d->res, t->host, t->port, collector_answer, d);
+	if (d->collector_q != NULL)
+		return;
+	d->collector_q = resolver_lookup(d->res, t->host, t->port, collector_answer, d);
+	/* no lookup (out of memory) means no answer to set the next one */
+	if (d->collector_q == NULL && d->collector_retry != NULL)
+		evtimer_add(d->collector_retry, &tv);
 }
 
 /* The collector's name is looked up here, not by the loader: on the main
