@@ -80,6 +80,8 @@ struct h2stream {
 _Static_assert(offsetof(struct h2stream, head) + sizeof(struct http_head) ==
     sizeof(struct h2stream), "the head table is last");
 
+#define ENDED_IDS		128
+
 struct h2conn {
 	struct worker *w;
 	struct listener *lis;
@@ -117,6 +119,10 @@ struct h2conn {
 	uint32_t resets;
 	uint32_t completed;
 	uint32_t heads;			/* sent: h2_seed_due() */
+	/* which of the last ENDED_IDS client streams ended with the client's
+	 * side closed, by id / 2 modulo ENDED_IDS, up to ENDED_TOP: ended_is */
+	uint32_t ended_top;
+	uint64_t ended[ENDED_IDS / 64];
 	struct h2conn *next, *prev;	/* the worker's */
 	char peer[INET6_ADDRSTRLEN + 8];
 	char peer_id[PEER_ID_MAX];
@@ -746,15 +752,59 @@ stream_request(struct h2stream *st, bool end_stream)
 
 /* ------------------------------------------------ nghttp2 callbacks ---- */
 
+/* RFC 9113 5.1: a HEADERS on a stream whose client had ended its side is
+ * a connection error. nghttp2 sees it only while it keeps the closed
+ * stream, which it no longer does (SETTINGS_NO_RFC7540_PRIORITIES), and
+ * else takes it for late trailers and ignores it; those are allowed only
+ * on a stream ferry reset before the client's side ended. So the
+ * connection remembers which of its last ENDED_IDS streams ended so: 16
+ * bytes, where nghttp2 kept whole streams for as many. */
+static void
+ended_set(struct h2conn *hc, int32_t id)
+{
+	uint32_t i = (uint32_t)id >> 1;
+
+	if (i > hc->ended_top) {
+		/* ids between have not ended: their slots forget older ones */
+		if (i - hc->ended_top >= ENDED_IDS)
+			memset(hc->ended, 0, sizeof(hc->ended));
+		else
+			for (uint32_t k = hc->ended_top + 1; k <= i; k++)
+				hc->ended[k % ENDED_IDS / 64] &= ~(1ULL << k % 64);
+		hc->ended_top = i;
+	} else if (hc->ended_top - i >= ENDED_IDS) {
+		return;		/* older than what is remembered */
+	}
+	hc->ended[i % ENDED_IDS / 64] |= 1ULL << i % 64;
+}
+
+static bool
+ended_is(const struct h2conn *hc, int32_t id)
+{
+	uint32_t i = (uint32_t)id >> 1;
+
+	return i <= hc->ended_top && hc->ended_top - i < ENDED_IDS &&
+	    (hc->ended[i % ENDED_IDS / 64] >> i % 64 & 1);
+}
+
 static int
 on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
 {
 	struct h2conn *hc = arg;
 
-	(void)ng;
-	if (hd->type == NGHTTP2_HEADERS)
+	if (hd->type == NGHTTP2_HEADERS) {
 		hc->continuations = 0;
-	else if (hd->type == NGHTTP2_CONTINUATION &&
+		if ((hd->stream_id & 1) && ended_is(hc, hd->stream_id) &&
+		    nghttp2_session_find_stream(ng, hd->stream_id) == NULL) {
+			static struct log_limit limit;
+
+			log_limited(&limit, LOG_INFO, "HTTP/2 client %s: HEADERS on stream %d, "
+			    "which it had ended", hc->peer, (int)hd->stream_id);
+			/* the first code sent wins over mem_recv's caller's */
+			nghttp2_session_terminate_session(ng, NGHTTP2_STREAM_CLOSED);
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		}
+	} else if (hd->type == NGHTTP2_CONTINUATION &&
 	    ++hc->continuations > H2_MAX_CONTINUATIONS)
 		h2_calm(hc, "CONTINUATION flood");
 	return 0;
@@ -763,6 +813,7 @@ on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
 static int
 on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 {
+	static const nghttp2_extpri turns = { NGHTTP2_EXTPRI_DEFAULT_URGENCY, 1 };
 	struct h2conn *hc = arg;
 	struct h2stream *st;
 	struct exchange *x;
@@ -803,6 +854,12 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 	hc->streams = st;
 	event_del(hc->timer);	/* not idle */
 	nghttp2_session_set_stream_user_data(ng, st->id, st);
+	/* RFC 9218's default is non-incremental: the first stream with data
+	 * queued would send all of it before the next got a frame. Streams
+	 * take turns, as they did under RFC 7540's tree; a client's own
+	 * priority header still counts. Fails only for a stream nghttp2
+	 * does not know, which this one is not. */
+	(void)nghttp2_session_change_extpri_stream_priority(ng, st->id, &turns, 0);
 	hc->block_st = st;
 	return 0;
 }
@@ -1019,6 +1076,8 @@ on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
 	/* nghttp2 decodes the rest of its block unseen: not ferry's to time */
 	if (id == hc->block_stream)
 		hc->block_since_ms = 0;
+	if (nghttp2_session_get_stream_remote_close(ng, id) == 1)
+		ended_set(hc, id);
 	if (st == NULL)
 		return 0;
 	st->closed = true;
@@ -1363,6 +1422,10 @@ session_new(struct h2conn *hc)
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
 		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST },
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+		/* without RFC 7540's priority tree, nghttp2 frees a stream as
+		 * it closes; with it, a server keeps up to 128 closed ones a
+		 * connection for the tree (27 KiB after a burst of 100) */
+		{ NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
 	};
 	nghttp2_session_callbacks *cb;
 	int rv;

@@ -35,7 +35,7 @@ import hyperframe.frame as hf  # noqa: E402
 from hyperframe.exceptions import HyperframeError  # noqa: E402
 
 from harness import (IO_TIMEOUT, VIA_OUT_RE, UUID4_RE, FerryTestCase, RawClient, Response,
-                     chunked, echo, free_port, large_body, payload, pki, anon_kib, service,
+                     chunked, echo, fixed, free_port, large_body, payload, pki, anon_kib, service,
                      sha256, wait_until)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -1038,6 +1038,52 @@ class ManyStreamsTest(H2Case):
         self.assertEqual(len([r for r in self.up.requests if r.target == "/load"]), 2000)
 
 
+class EndedStreamsMemoryTest(FerryTestCase):
+    """A connection keeps nothing of its ended streams (§12): nghttp2 kept
+    up to 128 closed streams a connection for RFC 7540's priority tree
+    (27 KiB a connection after a burst of 100 here); ferry says
+    SETTINGS_NO_RFC7540_PRIORITIES, and they go as they end."""
+
+    N_CONNS = 64
+    BURST = 100
+    MAX_PER_CONN_KIB = 6
+
+    def test_a_burst_of_streams_leaves_nothing_behind(self):
+        up = self.upstream(fixed(body=b"x" * 64), tls=False)
+        f = self.ferry({"svc": service(up)}, workers=1)
+
+        def burst(c, n):
+            sids = [c.request("/burst") for _ in range(n)]
+            for sid in sids:
+                self.assertEqual(c.response(sid, timeout=20).status, 200)
+
+        # warm-up: the upstream pool grows to a burst's size, once
+        with H2(f.outbound_port) as c:
+            burst(c, self.BURST)
+        conns = []
+        for _ in range(self.N_CONNS):
+            c = H2(f.outbound_port)
+            self._closers.append(c.close)
+            burst(c, 1)
+            conns.append(c)
+        self.assertEqual(conns[0].server_settings.get(0x9), 1, conns[0].server_settings)
+        time.sleep(0.5)
+        before = anon_kib(f.proc.pid)
+        for c in conns:
+            burst(c, self.BURST)
+        time.sleep(0.5)
+        after = anon_kib(f.proc.pid)
+        # each connection still serves
+        for c in conns[::8]:
+            burst(c, 2)
+        if harness.sanitized(f.proc.pid):
+            return
+        per_conn = (after - before) / self.N_CONNS
+        self.assertLess(per_conn, self.MAX_PER_CONN_KIB,
+                        "RssAnon %d -> %d KiB: %.1f KiB a connection after %d streams ended"
+                        % (before, after, per_conn, self.BURST))
+
+
 class FlowControlTest(H2Case):
     """Back-pressure through ferry on HTTP/2 (§6 Streaming, §12): a reader
     that stops is not buffered for, and the transfer resumes intact."""
@@ -1056,6 +1102,33 @@ class FlowControlTest(H2Case):
         self.assertEqual(st.status, 200)
         self.assertEqual(len(st.body), 32 << 20)
         self.assertEqual(sha256(bytes(st.body)), sha256(payload(32 << 20, seed=13)))
+
+    def test_a_small_answer_is_not_held_behind_a_download(self):
+        # Streams share the connection (RFC 9218 incremental, which ferry
+        # sets on each stream): a small answer ready while a download has
+        # data queued goes out after one frame of the download at most,
+        # not after the download's queue. Windows wide open, so only the
+        # scheduling decides. Non-incremental (RFC 9218's default) let
+        # 32-48 KiB of the download go first here.
+        c = self.h2(settings={S_INITIAL_WINDOW_SIZE: 1 << 30}, rcvbuf=65536, timeout=10)
+        c.send_frames(hf.WindowUpdateFrame(0, window_increment=(1 << 30) - 65535))
+        big = c.request("/huge")
+        c.wait(lambda: c.streams[big].headers is not None)
+        time.sleep(1.0)     # not reading: the socket and the download's queue fill
+        small = c.request("/small")
+        self.upstream_request("/small")
+        time.sleep(0.5)     # its answer waits in ferry, behind the full socket
+        st = c.response(small, timeout=30)
+        self.assertEqual(st.status, 200)
+        frames = [f for f in c.frames if f[0] in ("HEADERS", "DATA")]
+        head = next(i for i, f in enumerate(frames) if f[2] == small)
+        end = next(i for i, f in enumerate(frames) if f[2] == small and "END_STREAM" in f[1])
+        between = sum(f[3] for f in frames[head:end] if f[2] == big)
+        self.assertLessEqual(between, 16384, "%d bytes of the download went out between "
+                             "the small answer's head and its end" % between)
+        self.assertFalse(c.streams[big].ended, "the download ended first")
+        done = c.response(big, timeout=60)
+        self.assertEqual(sha256(bytes(done.body)), sha256(payload(32 << 20, seed=13)))
 
     def test_streams_with_closed_windows_hold_little(self):
         # 64 downloads on one connection whose windows the client keeps
@@ -1549,6 +1622,20 @@ class HostileTest(H2Case):
                             "GOAWAYs %r, closed=%r" % (c.goaways, c.closed))
             self.assertTrue(c.wait_closed(5), "connection left open after GOAWAY")
         self.assertFalse([r for r in self.up.requests if r.target == "/reused"])
+
+    def test_trailers_on_a_stream_ferry_reset_first_are_dropped(self):
+        # ferry answered and reset the stream before the client ended it:
+        # the client's trailers may cross the RST_STREAM (RFC 9113 5.1), so
+        # they are dropped, not a connection error. (A HEADERS on a stream
+        # the client had ended is one: test_stream_id_reuse.)
+        with self.h2() as c:
+            sid = c.request("/x", authority="nosuch-service", method="POST", end_stream=False)
+            st = c.response(sid)
+            self.assertEqual(st.status, 404)
+            self.assertTrue(c.wait(lambda: st.reset is not None, 2), "no RST_STREAM")
+            c.send_headers(sid, [("x-late", "trailer")], end_stream=True)
+            self.assertEqual(c.get("/after-trailers").status, 200)
+            self.assertFalse(c.goaways or c.closed, c.goaways)
 
     # h. the client gives up on a stream
 
