@@ -1406,6 +1406,18 @@ class H2PoolBoundTest(FerryTestCase):
         self.assertEqual(up.connections, 1)
 
 
+def unread_from(port):
+    """Bytes waiting in the receive queues of loopback TCP connections to
+    PORT (/proc/net/tcp): what the service sent that ferry has not read."""
+    total = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == port:
+                total += int(fields[4].split(":")[1], 16)
+    return total
+
+
 class SlowClientsShareH2UpstreamTest(FerryTestCase):
     """§12: the streams of an HTTP/2 connection to a service belong to many
     clients. A client that stops reading holds its own stream's window,
@@ -1528,6 +1540,11 @@ class SlowClientsShareH2UpstreamTest(FerryTestCase):
         self.up.tiny_gate.set()
         self.assertTrue(harness.wait_until(lambda: path in self.up.tiny, 60),
                         "the service sent %r" % self.up.tiny)
+        # sent is not read: the frames may wait in ferry's socket buffer
+        # (up to tcp_rmem's 32 MiB on some kernels), and while ferry
+        # moves them into the client's socket its RSS stays still
+        self.assertTrue(harness.wait_until(lambda: unread_from(self.up.port) == 0, 30),
+                        "ferry left %d bytes of the service's unread" % unread_from(self.up.port))
         last, still = -1, 0
         deadline = time.monotonic() + 30
         while still < 4 and time.monotonic() < deadline:
