@@ -114,6 +114,8 @@ struct h2conn {
 	 * each; NULL once freed (stream_maybe_free) */
 	struct h2stream *block_st;
 	uint32_t continuations;
+	size_t block_bytes;		/* decoded so far, as HPACK counts them */
+	bool told;			/* ferry failed a callback, its reason logged */
 	uint32_t control;
 	int64_t control_since_ms;
 	uint32_t resets;
@@ -752,13 +754,15 @@ stream_request(struct h2stream *st, bool end_stream)
 
 /* ------------------------------------------------ nghttp2 callbacks ---- */
 
-/* RFC 9113 5.1: a HEADERS on a stream whose client had ended its side is
- * a connection error. nghttp2 sees it only while it keeps the closed
- * stream, which it no longer does (SETTINGS_NO_RFC7540_PRIORITIES), and
- * else takes it for late trailers and ignores it; those are allowed only
- * on a stream ferry reset before the client's side ended. So the
- * connection remembers which of its last ENDED_IDS streams ended so: 16
- * bytes, where nghttp2 kept whole streams for as many. */
+/* RFC 9113 5.1: a HEADERS on a stream whose client had ended its side
+ * (END_STREAM, or its own RST_STREAM) is a connection error. nghttp2
+ * sees it only while it keeps the closed stream, which it no longer does
+ * (SETTINGS_NO_RFC7540_PRIORITIES), and else takes it for late trailers
+ * and ignores it; those are allowed only on a stream ferry reset before
+ * the client's side ended. So the connection remembers which of the
+ * ENDED_IDS ids up to the highest that ended were ended so: 20 bytes,
+ * where nghttp2 kept whole streams for as many. (A DATA frame on one is
+ * dropped unseen: nghttp2 calls ferry for no part of it.) */
 static void
 ended_set(struct h2conn *hc, int32_t id)
 {
@@ -794,13 +798,16 @@ on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
 
 	if (hd->type == NGHTTP2_HEADERS) {
 		hc->continuations = 0;
+		hc->block_bytes = 0;
 		if ((hd->stream_id & 1) && ended_is(hc, hd->stream_id) &&
 		    nghttp2_session_find_stream(ng, hd->stream_id) == NULL) {
 			static struct log_limit limit;
 
 			log_limited(&limit, LOG_INFO, "HTTP/2 client %s: HEADERS on stream %d, "
-			    "which it had ended", hc->peer, (int)hd->stream_id);
-			/* the first code sent wins over mem_recv's caller's */
+			    "which it had ended; GOAWAY STREAM_CLOSED", hc->peer,
+			    (int)hd->stream_id);
+			hc->told = true;
+			h2_cut_for(hc, END_CLIENT_PROTOCOL_ERROR);
 			nghttp2_session_terminate_session(ng, NGHTTP2_STREAM_CLOSED);
 			return NGHTTP2_ERR_CALLBACK_FAILURE;
 		}
@@ -897,6 +904,16 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	bool own;
 
 	(void)flags;
+	/* A field indexed in the HPACK table is a byte on the wire and up to
+	 * 4 KiB here, which nghttp2 checks (and parses, for a priority
+	 * field) even once the head is over its limits: a block of indices
+	 * took a worker 0.15 s (1.1 s of priority fields). Far past the
+	 * limits the connection goes. */
+	if ((hc->block_bytes += nlen + vlen + 32) > 2 * H2_MAX_HEADER_LIST) {
+		hc->told = true;
+		h2_calm(hc, "header block far over its limits");
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
 	if (st == NULL || st->too_large)
 		return 0;
 	if (frame->headers.cat == NGHTTP2_HCAT_HEADERS) {
@@ -1333,8 +1350,9 @@ h2_process(struct h2conn *hc)
 	if (rv < 0) {
 		static struct log_limit limit;
 
-		log_limited(&limit, LOG_INFO, "HTTP/2 client %s: %s", hc->peer,
-		    nghttp2_strerror((int)rv));
+		if (!hc->told)
+			log_limited(&limit, LOG_INFO, "HTTP/2 client %s: %s", hc->peer,
+			    nghttp2_strerror((int)rv));
 		buf_consume(&hc->in, buf_len(&hc->in));
 		if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rv == NGHTTP2_ERR_FLOODED) {
 			/* closed without a GOAWAY: a flood is the client's
@@ -1424,7 +1442,11 @@ session_new(struct h2conn *hc)
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
 		/* without RFC 7540's priority tree, nghttp2 frees a stream as
 		 * it closes; with it, a server keeps up to 128 closed ones a
-		 * connection for the tree (27 KiB after a burst of 100) */
+		 * connection for the tree (27 KiB after a burst of 100). With
+		 * it off, 1.52 has two bugs (fixed in 1.61) ferry must keep
+		 * out of reach: PRIORITY_UPDATE stays unenabled (an idle
+		 * stream it made, then opened, stays on the idle list), and
+		 * no data is submitted from on_stream_close. */
 		{ NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
 	};
 	nghttp2_session_callbacks *cb;

@@ -1542,6 +1542,31 @@ class HostileTest(H2Case):
         value = "".join(chr(0x61 + (i * 7) % 26) for i in range(70 * 1024))
         self.assert_431_or_reset_then_serves([("x-big", value)], "a 70 KiB header value")
 
+    def test_a_block_of_indexed_fields_far_over_the_limits_ends_the_connection(self):
+        # one byte on the wire (an index into the HPACK table) is a 4 KiB
+        # field for ferry, which nghttp2 checks, and parses when it is a
+        # priority field, over the limits or not: a block of them took a
+        # worker 1.1 s. Past twice the limits decoded: ENHANCE_YOUR_CALM.
+        with self.h2() as c:
+            self.assertEqual(c.get("/before").status, 200)
+            enc = hpack.Encoder()
+            head = enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", "svc"),
+                               (":path", "/amp")])
+            value = ("u=1" + ",a" * 1990).encode()
+            field = enc.encode([(b"priority", value)])      # a literal, indexed
+            again = enc.encode([(b"priority", value)])      # the index alone
+            self.assertEqual(len(again), 1)
+            block = head + field + again * (6 * 16384)
+            sid = c.new_sid()
+            parts = [block[i:i + 16384] for i in range(0, len(block), 16384)]
+            c.send_frames(hf.HeadersFrame(sid, data=parts[0], flags={"END_STREAM"}),
+                          *[hf.ContinuationFrame(sid, data=p) for p in parts[1:-1]],
+                          hf.ContinuationFrame(sid, data=parts[-1], flags={"END_HEADERS"}))
+            c.wait_goaway_or_close(10)
+            self.assertEqual([g[0] for g in c.goaways][:1], [ENHANCE_YOUR_CALM], c.goaways)
+        self.assertFalse([r for r in self.up.requests if r.target == "/amp"])
+        self.assert_unharmed()
+
     def test_malformed_request_headers_reset_stream_only(self):
         # RFC 9113 §8.2.1, §8.2.2, §8.3: upper-case names, connection-specific
         # fields and missing pseudo-headers make a request malformed (stream error)
