@@ -37,6 +37,11 @@
 #define H2_MAX_CONTINUATIONS	6	/* per header block: a head at the hard cap
 					   (http1.h) in 16 KiB frames needs 4,
 					   and nghttp2 itself stops at 8 */
+/* Twice what a header block's names and values can decode to without
+ * the HPACK table (HEADERS and its CONTINUATIONs of 16 KiB, the default
+ * frame size ferry keeps; Huffman's shortest code, 5 bits, makes 8 bytes
+ * of 5): only fields taken from the table go past it */
+#define H2_BLOCK_DECODED_MAX	(2 * (1 + H2_MAX_CONTINUATIONS) * 16384 * 8 / 5)
 #define H2_CONTROL_PER_SEC	200	/* PING and SETTINGS frames */
 #define H2_RESET_ALLOWANCE	200	/* resets beyond twice the completed streams */
 #define H2_GOAWAY_DELAY_MS	500	/* between the notice and the real GOAWAY */
@@ -114,7 +119,7 @@ struct h2conn {
 	 * each; NULL once freed (stream_maybe_free) */
 	struct h2stream *block_st;
 	uint32_t continuations;
-	size_t block_bytes;		/* decoded so far, as HPACK counts them */
+	size_t block_bytes;		/* its names and values decoded so far */
 	bool told;			/* ferry failed a callback, its reason logged */
 	uint32_t control;
 	int64_t control_since_ms;
@@ -907,9 +912,10 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 	/* A field indexed in the HPACK table is a byte on the wire and up to
 	 * 4 KiB here, which nghttp2 checks (and parses, for a priority
 	 * field) even once the head is over its limits: a block of indices
-	 * took a worker 0.15 s (1.1 s of priority fields). Far past the
-	 * limits the connection goes. */
-	if ((hc->block_bytes += nlen + vlen + 32) > 2 * H2_MAX_HEADER_LIST) {
+	 * took a worker 0.15 s (1.1 s of priority fields). A head over the
+	 * limits gets its 431; a block that could only come from the table
+	 * so far past them ends the connection. */
+	if ((hc->block_bytes += nlen + vlen) > H2_BLOCK_DECODED_MAX) {
 		hc->told = true;
 		h2_calm(hc, "header block far over its limits");
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
