@@ -264,8 +264,10 @@ rewrite_response(const char *msg, struct http_head *h, uint8_t flags, struct sbu
 	if (!(flags & 32) || a.interim)
 		check_no_growth(h, r, true, 0, 0);
 	PROP(r->status == h->status);
-	if (a.interim) {
-		PROP(!r->chunked && !r->has_length);	/* a 1xx has no content */
+	if (a.interim || h->status == 204) {
+		/* a 1xx or 204 has no content: its framing is not forwarded
+		 * (regressions/head_rewrite/no-content-length) */
+		PROP(!r->chunked && !r->has_length);
 	} else if (a.dechunk && head_method) {
 		PROP(!r->chunked);			/* no body: the length stays */
 		PROP(r->has_length == h->has_length && r->content_length == h->content_length);
