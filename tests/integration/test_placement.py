@@ -20,11 +20,17 @@ class PlacementTest(FerryTestCase):
     def test_long_turns_that_wait_are_let_loose_then_short_ones_bound_again(self):
         """A bound worker is let loose while its turns are long and wait
         long for its CPU, and bound again once its turns are short
-        (src/affinity.h). Long turns: h2load's bursts of 100 streams for a
-        service that does not exist, each answered by ferry itself (404),
-        while a busy loop at nice 19 holds each CPU, so that a woken worker
-        (SCHED_BATCH) waits for the next tick. Short turns: one HTTP/1.1
-        request a turn on each worker, the busy loops gone."""
+        (src/affinity.h). Long turns: h2load's bursts of 100 streams on 8
+        connections for a service that does not exist, each answered by
+        ferry itself (404), while a busy loop (an app's thread) holds each
+        CPU, so that a woken worker (SCHED_BATCH) waits out the loop's
+        slice and finds a batch of requests queued. The loops ran at nice
+        19 once, and 4 connections of small requests: a worker's turns
+        then ran 150-250 us and waited 80-300, on both sides of the
+        thresholds, and in a CI run one worker was still bound after 15 s;
+        now they run 220-900 and wait 1.2-1.8 times that, and both are loose after
+        the 3 s the watch needs. Short turns: one HTTP/1.1 request a turn
+        on each worker, the busy loops gone."""
         exe = shutil.which("h2load")
         if not exe:
             self.skipTest("h2load not installed (Debian package nghttp2-client)")
@@ -35,14 +41,14 @@ class PlacementTest(FerryTestCase):
         own = sorted([c] for c in two)
         self.assertEqual(sorted(map(sorted, thread_cpus(f).get("ferry-worker"))), own)
         hogs = [subprocess.Popen([sys.executable, "-c",
-                                  "import os\nos.sched_setaffinity(0, {%d})\nos.nice(19)\n"
+                                  "import os\nos.sched_setaffinity(0, {%d})\n"
                                   "while True:\n    pass\n" % cpu]) for cpu in sorted(two)]
-        load = subprocess.Popen([exe, "-D", "30", "-c", "4", "-m", "100", "-t", "1",
-                                 "-H", ":authority: nosuch",
+        load = subprocess.Popen([exe, "-D", "30", "-c", "8", "-m", "100", "-t", "1",
+                                 "-H", ":authority: nosuch", "-H", "x-pad: " + "p" * 2000,
                                  "http://127.0.0.1:%d/" % f.outbound_port],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            loose = wait_until(lambda: thread_cpus(f).get("ferry-worker") == [two, two], 15.0,
+            loose = wait_until(lambda: thread_cpus(f).get("ferry-worker") == [two, two], 20.0,
                                interval=0.2)
         finally:
             for p in hogs + [load]:
