@@ -891,27 +891,20 @@ session_timeout(evutil_socket_t fd, short what, void *arg)
 		session_close(s, s->doomed ? "session over" : "idle");
 }
 
-/*
- * One read a readiness event, as h2_down.c: the socket is level-triggered,
- * so what stays in it wakes the worker again, after its other sockets had
- * their turn. Reading until EAGAIN chased a server that writes each
- * response as it is made (nginx): a read got one or two of them, 0.7
- * reads a request on the bench; read once, a worker's turn lets them
- * gather, 0.23 (and 0.24 writes a request, from 0.37: the clients' writes
- * carry more each).
- */
 static void
 session_read(struct h2up *s)
 {
 	struct upconn *u = s->u;
 	ssize_t n, rv;
 
-	n = conn_read(u->c, &u->in, 65536);
-	if (n == 0 || (n < 0 && n != CONN_AGAIN)) {
-		session_close(s, n == 0 ? "upstream closed" : "read error");
-		return;
-	}
-	if (buf_len(&u->in) > 0) {
+	for (;;) {
+		n = conn_read(u->c, &u->in, 65536);
+		if (n == 0 || (n < 0 && n != CONN_AGAIN)) {
+			session_close(s, n == 0 ? "upstream closed" : "read error");
+			return;
+		}
+		if (buf_len(&u->in) == 0)
+			break;
 		s->depth++;
 		rv = nghttp2_session_mem_recv(s->ng, (const uint8_t *)buf_head(&u->in),
 		    buf_len(&u->in));
@@ -923,6 +916,8 @@ session_read(struct h2up *s)
 			session_close(s, nghttp2_strerror((int)rv));
 			return;
 		}
+		if (n == CONN_AGAIN)
+			break;
 	}
 	session_flush(s);
 }
