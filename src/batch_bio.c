@@ -17,6 +17,7 @@ struct batch {
 	bool batched;		/* reads go through BUF (batch_bio_batch) */
 	bool eof;		/* read(2) returned 0 */
 	bool drained;		/* the last read(2) found the socket empty */
+	bool emptied;		/* ... or took less than it asked: empty then */
 	char *buf;		/* a block while it holds bytes, else NULL */
 	size_t off, len;	/* the bytes not yet taken */
 };
@@ -40,7 +41,7 @@ failed(BIO *b, struct batch *bt, ssize_t n)
 	if (n == 0)
 		bt->eof = true;
 	else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-		bt->drained = errno != EINTR;
+		bt->drained = bt->emptied = errno != EINTR;
 		BIO_set_retry_read(b);
 	}
 	return 0;
@@ -62,6 +63,7 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 			if ((n = read(bt->fd, out, want)) <= 0)
 				return failed(b, bt, n);
 			bt->drained = false;
+			bt->emptied = (size_t)n < want;
 			*got = (size_t)n;
 			return 1;
 		}
@@ -75,6 +77,7 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 			return failed(b, bt, n);
 		}
 		bt->drained = false;
+		bt->emptied = (size_t)n < BATCH_BIO_BUF;
 		bt->off = 0;
 		bt->len = (size_t)n;
 	}
@@ -196,4 +199,10 @@ bool
 batch_bio_drained(BIO *b)
 {
 	return ((struct batch *)BIO_get_data(b))->drained;
+}
+
+bool
+batch_bio_emptied(BIO *b)
+{
+	return ((struct batch *)BIO_get_data(b))->emptied;
 }

@@ -39,5 +39,8 @@ size_t batch_bio_pending(BIO *b);
  * WANT_READ otherwise stopped after a post-handshake message, with more
  * perhaps on the socket (conn_read). */
 bool batch_bio_drained(BIO *b);
+/* B's last read(2) took less than it asked, or found the socket empty:
+ * the socket was empty then (conn_read_emptied). */
+bool batch_bio_emptied(BIO *b);
 
 #endif

@@ -46,6 +46,7 @@ struct conn {
 	uint8_t release_skip;	/* conn_release_buffers calls left to skip */
 	uint8_t ph_run;		/* post-handshake messages since the last data */
 	bool batched;		/* its reads are (conn_batch_reads) */
+	bool emptied;		/* plain: the last read(2) took less than asked */
 	/* Only ev_read lives as long as the connection: the others are made
 	 * when first needed, so an idle keep-alive connection that never
 	 * waited to write holds none of them (conn_release_buffers drops an
@@ -603,6 +604,7 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 		if (c->ssl == NULL) {
 			ssize_t n = read(c->fd, b->data + b->end, room);
 
+			c->emptied = n < (ssize_t)room;
 			if (n > 0) {
 				b->end += (size_t)n;
 				return n;
@@ -700,6 +702,14 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 			return -1;
 		}
 	}
+}
+
+bool
+conn_read_emptied(const struct conn *c)
+{
+	if (c->ssl == NULL)
+		return c->emptied;
+	return c->batched && batch_bio_pending(c->bio) == 0 && batch_bio_emptied(c->bio);
 }
 
 /* OpenSSL's read-ahead fills its buffer from the socket and, before each

@@ -61,6 +61,10 @@ void conn_free(struct conn *c);
 /* Reads into B (growing it up to MAX). Returns bytes read, 0 on EOF,
  * CONN_AGAIN when nothing is there, -1 on error (conn_error() says why). */
 ssize_t conn_read(struct conn *c, struct buf *b, size_t max);
+/* The last conn_read took less from the socket than it asked: the socket
+ * was empty then, and what comes after wakes the owner again (the socket
+ * is level-triggered). False where it cannot tell (TLS with read-ahead). */
+bool conn_read_emptied(const struct conn *c);
 /* More bytes are waiting inside TLS (decrypted, or records the batching
  * BIO read) even if the socket is quiet. conn_read itself kicks the owner
  * when it stops at a full buffer with such bytes left. */

@@ -916,7 +916,11 @@ session_read(struct h2up *s)
 			session_close(s, nghttp2_strerror((int)rv));
 			return;
 		}
-		if (n == CONN_AGAIN)
+		/* a read that emptied the socket ends the turn's reading:
+		 * the rest wakes the worker again, after its other sockets.
+		 * Reading on chased a server that writes each response as it
+		 * makes it (nginx): a read got one or two. */
+		if (n == CONN_AGAIN || conn_read_emptied(u->c))
 			break;
 	}
 	session_flush(s);
