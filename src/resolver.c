@@ -526,6 +526,7 @@ deliver(evutil_socket_t fd, short what, void *arg)
 	uint32_t ttl = q->ttl;
 	int err = q->err, rc, failed;
 	const char *errtext = q->errtext;
+	size_t gone = 0;
 
 	(void)fd;
 	(void)what;
@@ -536,7 +537,9 @@ deliver(evutil_socket_t fd, short what, void *arg)
 		if ((rc = target_result(t, &out, &ttl, &failed)) == -2) {
 			err = RESOLVER_ESYSTEM;
 			errtext = "out of memory";
-		} else if (rc == -1 && !(q->srv && t->err[failed] == RESOLVER_ENXDOMAIN)) {
+		} else if (rc == -1 && q->srv && t->err[failed] == RESOLVER_ENXDOMAIN) {
+			gone++;		/* left out: the others serve */
+		} else if (rc == -1) {
 			err = t->err[failed];
 			errtext = t->errtext[failed];
 			if (q->srv) {
@@ -545,6 +548,13 @@ deliver(evutil_socket_t fd, short what, void *arg)
 				errtext = q->errbuf;
 			}
 		}
+	}
+	/* an SRV answer whose targets all do not exist (records moved before
+	 * the names did) fails as an NXDOMAIN of its name does: the last
+	 * good set stays, asked again at the negative TTL */
+	if (err == 0 && gone > 0 && gone == q->ntargets) {
+		err = RESOLVER_ENXDOMAIN;
+		errtext = "NXDOMAIN for every SRV target";
 	}
 	if (err != 0)
 		q->cb(q->arg, err, errtext, NULL, 0,

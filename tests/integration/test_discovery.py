@@ -701,6 +701,28 @@ class ChurnTest(FerryTestCase):
         self.assertTrue(wait_until(lambda: f.get("/some", host="svc").status == 200, 5, 0.1),
                         "the address that came later got no traffic\n" + f.stderr_tail())
 
+    def test_srv_targets_all_gone_keep_the_last_good_set(self):
+        """An SRV answer none of whose targets resolve (every one NXDOMAIN:
+        the records moved before the targets' names exist, as in a
+        redeploy) is a failed lookup, which keeps the last good set, as
+        an NXDOMAIN of the SRV name does; one target gone of two is left
+        out, and the other still serves."""
+        a, b = self.upstream(tls=False), self.upstream(tls=False)
+        dns = self.scripted_dns({"a": a, "b": b})
+        f = self.srv_ferry(dns)
+        self.wait_endpoints(f, [a, b])
+        del dns.records["b.svc.test"]
+        self.wait_endpoints(f, [a])
+        del dns.records["a.svc.test"]
+        served = dns.served
+        self.assertTrue(wait_until(lambda: dns.served >= served + 4, 5),
+                        "no lookup after the targets went")
+        self.assertEqual(sorted(self.endpoints(f)), [a.address])
+        r = f.get("/still", host="svc")
+        self.assertEqual(r.status, 200, f.stderr_tail())
+        self.assertEqual([q.target for q in a.requests][-1:], ["/still"])
+        self.assertIn('cause="NXDOMAIN for every SRV target" kept=1', f.stderr_text())
+
     def test_reload_before_a_first_answer(self):
         # a reload while the service has had no set yet keeps it (the
         # worker's copy of a set it never got; UBSan saw memcpy from NULL)

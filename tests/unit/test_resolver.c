@@ -367,6 +367,10 @@ answer(const uint8_t *q, size_t len, struct pb *p, bool tcp)
 	} else if (IS("nx.test") || IS("_x._tcp.nx.test")) {
 		echo(p, q, qs, F_RESP | DNS_R_NXDOMAIN, 0, 1, 0);
 		rr_soa(p, "test", 900, 30);
+	} else if (IS("_x._tcp.srvallnx.test") && SRV) {
+		echo(p, q, qs, F_RESP, 2, 0, 0);
+		rr_srv(p, NULL, 100, 0, 1, 80, "nx.test");
+		rr_srv(p, NULL, 100, 0, 1, 81, "nx.test");
 	} else if (IS("_x._tcp.srvnx2.test") && SRV) {
 		echo(p, q, qs, F_RESP, 2, 0, 0);
 		rr_srv(p, NULL, 100, 0, 1, 80, "nx.test");
@@ -1128,6 +1132,12 @@ START_TEST(srv_target_failures)
 	ck_assert_uint_eq(r.n, 1);
 	ck_assert_str_eq(r.addrs[0].text, "[fd00::1]:81");
 	ck_assert_uint_eq(r.ttl, 30);		/* nx.test's, not v6.test's 120 */
+	/* none that exists fails the lookup as an NXDOMAIN of the name does
+	 * (the caller keeps its last good set), at the targets' negative TTL */
+	lookup_srv("_x._tcp.srvallnx.test", &r);
+	ck_assert_int_eq(r.err, RESOLVER_ENXDOMAIN);
+	ck_assert_str_eq(r.errtext, "NXDOMAIN for every SRV target");
+	ck_assert_uint_eq(r.ttl, 30);
 	/* one that times out fails the lookup */
 	lookup_srv("_x._tcp.srvbad.test", &r);
 	ck_assert_int_eq(r.err, RESOLVER_ETIMEOUT);
