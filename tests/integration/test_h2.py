@@ -42,7 +42,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 KEY = "h2-service-key-0123456789"
 
 # error codes (RFC 9113 §7)
-NO_ERROR, PROTOCOL_ERROR, STREAM_CLOSED, CANCEL, ENHANCE_YOUR_CALM = 0x0, 0x1, 0x5, 0x8, 0xb
+NO_ERROR, PROTOCOL_ERROR, STREAM_CLOSED, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = (
+    0x0, 0x1, 0x5, 0x8, 0x9, 0xb)
 # settings (RFC 9113 §6.5.2)
 S_HEADER_TABLE_SIZE, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE = (
     0x1, 0x3, 0x4, 0x5)
@@ -1552,6 +1553,21 @@ class HostileTest(H2Case):
         value = "".join("aceiost012"[i % 10] for i in range(57 * 1024))
         self.assert_431_or_reset_then_serves([("x-big-%d" % i, value) for i in range(3)],
                                              "171 KiB of header values")
+
+    def test_a_field_over_64kib_on_the_wire_ends_only_its_connection(self):
+        # 80 KiB of "X" (7-bit Huffman codes): 70 KiB on the wire, more
+        # than libnghttp2 decodes in one string. A block it cannot decode
+        # leaves the HPACK state unknown: GOAWAY COMPRESSION_ERROR, not a
+        # 431 (README, ferry(8)); the other connections never notice
+        with self.h2() as other:
+            with self.h2() as c:
+                self.assertEqual(c.get("/before").status, 200)
+                c.request("/huge", headers=[("x-big", "X" * (80 * 1024))])
+                c.wait_goaway_or_close(10)
+                self.assertEqual([g[0] for g in c.goaways][:1], [COMPRESSION_ERROR], c.goaways)
+            self.assertEqual(other.get("/other").status, 200)
+        self.assertFalse([r for r in self.up.requests if r.target == "/huge"])
+        self.assert_unharmed()
 
     def test_a_block_of_indexed_fields_far_over_the_limits_ends_the_connection(self):
         # one byte on the wire (an index into the HPACK table) is a 4 KiB
