@@ -1554,6 +1554,23 @@ class HostileTest(H2Case):
         self.assert_431_or_reset_then_serves([("x-big-%d" % i, value) for i in range(3)],
                                              "171 KiB of header values")
 
+    def test_data_after_end_stream_ends_the_connection(self):
+        # DATA on a stream the client already ended (half-closed remote,
+        # its answer still on the way) is STREAM_CLOSED (RFC 9113 5.1);
+        # libnghttp2 makes it a connection error: GOAWAY, the request
+        # given up, no byte of the late body sent on
+        self.up.behaviour = slow(0.5)
+        with self.h2() as c:
+            sid = c.new_sid()
+            c.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                 (":authority", "svc"), (":path", "/ended")], end_stream=True)
+            time.sleep(0.1)
+            c.send_frames(hf.DataFrame(sid, data=b"late", flags={"END_STREAM"}))
+            c.wait_goaway_or_close(5)
+            self.assertEqual([g[0] for g in c.goaways][:1], [STREAM_CLOSED], c.goaways)
+        self.assertEqual([r.body for r in self.up.requests if r.target == "/ended"][:1], [b""])
+        self.assert_unharmed()
+
     def test_a_field_over_64kib_on_the_wire_ends_only_its_connection(self):
         # 80 KiB of "X" (7-bit Huffman codes): 70 KiB on the wire, more
         # than libnghttp2 decodes in one string. A block it cannot decode
