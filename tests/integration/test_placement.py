@@ -14,6 +14,33 @@ import harness
 from harness import FerryTestCase, thread_cpus, wait_until
 
 
+def worker_schedstats(f):
+    """{tid: (ns run, ns waited, times run)} of ferry's workers."""
+    task = "/proc/%d/task/" % f.proc.pid
+    out = {}
+    for tid in os.listdir(task):
+        try:
+            with open(task + tid + "/comm") as fh:
+                if not fh.read().startswith("ferry-worker"):
+                    continue
+            with open(task + tid + "/schedstat") as fh:
+                out[tid] = tuple(int(v) for v in fh.read().split()[:3])
+        except OSError:
+            continue
+    return out
+
+
+def turns_since(before, after):
+    """What the watch judges (src/affinity.h), per worker: its runs, and
+    their mean time run and waited, in us."""
+    out = []
+    for tid, (run, wait, runs) in sorted(after.items()):
+        r0, w0, n0 = before.get(tid, (0, 0, 0))
+        n = max(runs - n0, 1)
+        out.append((runs - n0, (run - r0) / n / 1000, (wait - w0) / n / 1000))
+    return out
+
+
 @unittest.skipUnless(len(os.sched_getaffinity(0)) >= 2, "needs two CPUs")
 class PlacementTest(FerryTestCase):
 
@@ -70,14 +97,27 @@ class PlacementTest(FerryTestCase):
         clients = [threading.Thread(target=short_turns) for _ in range(2)]
         for t in clients:
             t.start()
+        before = worker_schedstats(f)
         try:
             bound = wait_until(lambda: sorted(map(sorted, thread_cpus(f).get("ferry-worker")))
-                               == own, 20.0, interval=0.2)
+                               == own, 30.0, interval=0.2)
         finally:
             stop.set()
             for t in clients:
                 t.join()
-        self.assertTrue(bound, thread_cpus(f))
+        if not bound:
+            runs = turns_since(before, worker_schedstats(f))
+            why = "%r; per worker since the short turns began: %s\n%s" % (
+                thread_cpus(f), "; ".join(
+                    "%d runs, %.0f us run, %.0f us waited" % r for r in runs),
+                f.stderr_tail())
+            # the watch binds after five seconds in a row of runs of 75 us
+            # or less: a machine slow enough that one request's run is
+            # near that cannot show it (in one CI run a worker stayed
+            # loose for 20 s; here they run 20-50 us)
+            if max(r[1] for r in runs) > 60:
+                self.skipTest("short turns not short on this machine: " + why)
+            self.fail(why)
         self.assertEqual(set(statuses), {404})
         log = f.stderr_text()
         for w, cpu in enumerate(sorted(two)):
