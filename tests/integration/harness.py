@@ -232,6 +232,22 @@ def thread_cpus(f):
     return out
 
 
+def worker_task_files(f, name):
+    """{tid: text of /proc/PID/task/TID/NAME} of ferry's worker threads."""
+    task = "/proc/%d/task/" % f.proc.pid
+    out = {}
+    for tid in os.listdir(task):
+        try:
+            with open(task + tid + "/comm") as fh:
+                if not fh.read().startswith("ferry-worker"):
+                    continue
+            with open(task + tid + "/" + name) as fh:
+                out[tid] = fh.read()
+        except OSError:
+            continue            # a thread that just ended
+    return out
+
+
 def wait_until(predicate, timeout, interval=0.02):
     """Poll predicate() until it is true; return its last value."""
     deadline = time.monotonic() + timeout

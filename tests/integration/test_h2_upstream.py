@@ -1055,16 +1055,11 @@ class ReadsH2UpstreamTest(FerryTestCase):
         extra = {"tls": harness.tls_client()} if tls else {}
         f = self.ferry({"svc": {"endpoints": [up.address], "protocol": "h2", **extra}},
                        workers=1)
-        task = "/proc/%d/task/" % f.proc.pid
-
-        def read_task(tid, name):
-            with open(task + tid + "/" + name) as fh:
-                return fh.read()
-        worker = [t for t in os.listdir(task) if read_task(t, "comm").startswith("ferry-worker")]
-        self.assertEqual(len(worker), 1)
+        self.assertEqual(len(harness.worker_task_files(f, "io")), 1)
 
         def reads():
-            return int(re.search(r"^syscr: (\d+)", read_task(worker[0], "io"), re.M).group(1))
+            io, = harness.worker_task_files(f, "io").values()
+            return int(re.search(r"^syscr: (\d+)", io, re.M).group(1))
         n = 300
         with test_h2.H2(f.outbound_port) as c:
             for _ in range(20):     # the handshakes and settings out of the count

@@ -16,18 +16,8 @@ from harness import FerryTestCase, thread_cpus, wait_until
 
 def worker_schedstats(f):
     """{tid: (ns run, ns waited, times run)} of ferry's workers."""
-    task = "/proc/%d/task/" % f.proc.pid
-    out = {}
-    for tid in os.listdir(task):
-        try:
-            with open(task + tid + "/comm") as fh:
-                if not fh.read().startswith("ferry-worker"):
-                    continue
-            with open(task + tid + "/schedstat") as fh:
-                out[tid] = tuple(int(v) for v in fh.read().split()[:3])
-        except OSError:
-            continue
-    return out
+    return {tid: tuple(int(v) for v in text.split()[:3])
+            for tid, text in harness.worker_task_files(f, "schedstat").items()}
 
 
 def turns_since(before, after):
