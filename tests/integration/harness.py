@@ -137,6 +137,20 @@ def free_port():
         return port
 
 
+def send_all(s, data, timeout=20.0):
+    """sendall on a test server's socket whose timeout is short so that its
+    reads poll: the send waits up to TIMEOUT for the peer to take it. A
+    ferry the machine did not run for a moment must not look like a dead
+    one: sendall's timeout bounds the whole send, and a server that gave up
+    after its reads' 50 ms closed the connection under a busy CI run."""
+    was = s.gettimeout()
+    s.settimeout(timeout)
+    try:
+        s.sendall(data)
+    finally:
+        s.settimeout(was)
+
+
 def bound_socket(reuseaddr=False):
     """A TCP socket bound to a loopback port that free_port() never handed
     out: a port given to a config that ferry has not bound yet must not be

@@ -478,7 +478,7 @@ class ToyH2Server:
         conn.local_settings = h2.settings.Settings(
             client=False, initial_values={S_MAX_CONCURRENT_STREAMS: 128})
         conn.initiate_connection()
-        s.sendall(conn.data_to_send())
+        harness.send_all(s, conn.data_to_send())
         s.settimeout(0.1)
         reqs, pending = {}, {}      # stream id -> (headers, body) / bytes left to send
         try:
@@ -523,7 +523,7 @@ class ToyH2Server:
                             break
                     if sid in pending:
                         pending[sid] = left
-                s.sendall(conn.data_to_send())
+                harness.send_all(s, conn.data_to_send())
         except OSError:
             pass
         finally:

@@ -61,6 +61,7 @@ class H2Upstream(harness.LoopbackServer):
         self.never_indexed = {}     # :path -> names of the fields sent never-indexed
         self.table = []             # names in the HPACK dynamic table, after the last head
         self.sent = {}              # :path -> response body bytes sent
+        self.errors = []            # what ended a connection early
         super().__init__()
 
     def close(self):
@@ -90,21 +91,21 @@ class H2Upstream(harness.LoopbackServer):
         tiny = []           # /tiny streams waiting for tiny_gate
         idle_since = time.monotonic()
         try:
-            s.sendall(conn.data_to_send())
+            harness.send_all(s, conn.data_to_send())
             paths = {}
             while not self.stopping.is_set():
                 for due, sid in [l for l in late if l[0] <= time.monotonic()]:
                     late.remove((due, sid))
                     conn.send_data(sid, b"late-body", end_stream=True)
-                    s.sendall(conn.data_to_send())
+                    harness.send_all(s, conn.data_to_send())
                 if held and self.gate.is_set():
                     for sid in held:
                         if not self.answer(s, conn, sid, paths.get(sid), pending):
                             return
                     held = []
-                    s.sendall(conn.data_to_send())
+                    harness.send_all(s, conn.data_to_send())
                 if pending and self.pump(conn, pending, paths, tiny):
-                    s.sendall(conn.data_to_send())
+                    harness.send_all(s, conn.data_to_send())
                 if tiny and self.tiny_gate.is_set():
                     for sid in tiny:
                         self.send_tiny(s, conn, sid, paths.get(sid))
@@ -134,10 +135,10 @@ class H2Upstream(harness.LoopbackServer):
                         if path == "/goaway" and first:
                             # nothing processed: the request may go again
                             conn.close_connection(error_code=0, last_stream_id=0)
-                            s.sendall(conn.data_to_send())
+                            harness.send_all(s, conn.data_to_send())
                             return
                         if path == "/garbage":
-                            s.sendall(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00junkjunk" * 4)
+                            harness.send_all(s, b"\x00\x00\x08\x07\x00\x00\x00\x00\x00junkjunk" * 4)
                             return
                         if path == "/rst" or (path == "/health" and self.health == "rst"):
                             conn.reset_stream(ev.stream_id, error_code=2)
@@ -170,9 +171,10 @@ class H2Upstream(harness.LoopbackServer):
                         elif not self.answer(s, conn, ev.stream_id, paths.get(ev.stream_id),
                                              pending):
                             return
-                s.sendall(conn.data_to_send())
-        except (OSError, h2.exceptions.ProtocolError):
-            pass
+                harness.send_all(s, conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError) as e:
+            with self.lock:
+                self.errors.append(repr(e))
         finally:
             s.close()
 
@@ -181,11 +183,9 @@ class H2Upstream(harness.LoopbackServer):
         empty one, all as raw frames: python-h2 counts none of it (nor
         would it let this be sent fast)."""
         window = conn.local_flow_control_window(sid)
-        s.sendall(conn.data_to_send())
+        harness.send_all(s, conn.data_to_send())
         frame = b"\x00\x00\x01\x00\x00" + struct.pack(">I", sid) + b"y"
-        s.settimeout(20)
-        s.sendall(frame * window + b"\x00\x00\x00\x00\x01" + struct.pack(">I", sid))
-        s.settimeout(0.05)
+        harness.send_all(s, frame * window + b"\x00\x00\x00\x00\x01" + struct.pack(">I", sid))
         with self.lock:
             self.tiny[path] = window
 
@@ -287,7 +287,7 @@ class H2Upstream(harness.LoopbackServer):
         elif path == "/cut":
             conn.send_headers(sid, [(":status", "200"), ("content-length", "1000")])
             conn.send_data(sid, b"x" * 100)
-            s.sendall(conn.data_to_send())
+            harness.send_all(s, conn.data_to_send())
             return False
         elif path.startswith("/tiny-"):
             n = int(path[6:].split("/")[0]) << 10
@@ -718,7 +718,7 @@ class StallingH2Upstream(harness.LoopbackServer):
         s.settimeout(0.1)
         hold = False        # the first head is in: read no more until told
         try:
-            s.sendall(conn.data_to_send())
+            harness.send_all(s, conn.data_to_send())
             while not self.stopping.is_set():
                 if hold:
                     while not (self.goaway.is_set() or self.drain.is_set() or
@@ -726,7 +726,7 @@ class StallingH2Upstream(harness.LoopbackServer):
                         time.sleep(0.02)
                     if self.goaway.is_set():
                         conn.close_connection(error_code=0, last_stream_id=1)
-                        s.sendall(conn.data_to_send())
+                        harness.send_all(s, conn.data_to_send())
                         if self.read_after_goaway.is_set():
                             self.frames_after_goaway(s)
                         self.stopping.wait()
@@ -750,7 +750,7 @@ class StallingH2Upstream(harness.LoopbackServer):
                         path = next(p for c, p in reversed(self.paths) if c == n)
                         conn.send_headers(ev.stream_id, [(":status", "200")])
                         conn.send_data(ev.stream_id, b"fine:" + path.encode(), end_stream=True)
-                s.sendall(conn.data_to_send())
+                harness.send_all(s, conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
             pass
         finally:
@@ -937,12 +937,12 @@ class ZeroStreamsH2Upstream(harness.LoopbackServer):
         s.settimeout(0.05)
         raise_at = None
         try:
-            s.sendall(conn.data_to_send())
+            harness.send_all(s, conn.data_to_send())
             while not self.stopping.is_set():
                 if raise_at is not None and time.monotonic() >= raise_at:
                     raise_at = None
                     conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100})
-                    s.sendall(conn.data_to_send())
+                    harness.send_all(s, conn.data_to_send())
                 try:
                     data = s.recv(65536)
                 except socket.timeout:
@@ -963,7 +963,7 @@ class ZeroStreamsH2Upstream(harness.LoopbackServer):
                     conn.send_headers(ev.stream_id, [(":status", "200")])
                     conn.send_data(ev.stream_id, b"conn%d:%s" % (n, path.encode()),
                                    end_stream=True)
-                s.sendall(conn.data_to_send())
+                harness.send_all(s, conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
             pass
         finally:
@@ -1539,8 +1539,18 @@ class SlowClientsShareH2UpstreamTest(FerryTestCase):
                                  (":path", "/big-%d/b%d" % (self.SIZE_MIB, i))],
                            end_stream=True)
         if first:
-            self.assertTrue(c.wait(lambda: all(len(c.streams[sid].body) >= first
-                                               for sid in self.sids), 30))
+            t0 = time.monotonic()
+            if not c.wait(lambda: all(len(c.streams[sid].body) >= first
+                                      for sid in self.sids), 30):
+                short = {sid: (len(c.streams[sid].body), c.streams[sid].reset)
+                         for sid in self.sids if len(c.streams[sid].body) < first}
+                self.fail("after %.1f s, %d of %d streams had less than their first %d "
+                          "bytes (stream: bytes, reset) %r; the service sent (path: bytes) %r; "
+                          "%d connections to it, ended early by %r; client closed=%r goaways=%r\n%s"
+                          % (time.monotonic() - t0, len(short), n, first, short,
+                             self.big_sent(), self.up.connections, self.up.errors,
+                             c.closed, c.goaways,
+                             self.f.stderr_tail()))
         return self.wait_paused(n)
 
     def test_http1_clients_that_do_not_read_stall_no_one_else(self):

@@ -89,7 +89,7 @@ class H2cApp(harness.LoopbackServer):
         conn.later = []                 # (when, stream id, Seen): /late answers
         s.settimeout(0.1)
         try:
-            s.sendall(conn.data_to_send())
+            harness.send_all(s, conn.data_to_send())
             while not self.stopping.is_set():
                 try:
                     data = s.recv(65536)
@@ -118,7 +118,7 @@ class H2cApp(harness.LoopbackServer):
                 for a in due:
                     conn.later.remove(a)
                     self.answer(conn, a[1], a[2], late=False)
-                s.sendall(conn.data_to_send())
+                harness.send_all(s, conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
             pass
         finally:

@@ -376,7 +376,7 @@ class ScriptedH2Upstream:
         conn.initiate_connection()
         s.settimeout(0.02)
         try:
-            s.sendall(conn.data_to_send())
+            harness.send_all(s, conn.data_to_send())
             while not self.stopping.is_set():
                 try:
                     data = s.recv(65536)
@@ -398,7 +398,7 @@ class ScriptedH2Upstream:
                                 conn.send_data(sid, ("body of " + p).encode(), end_stream=True)
                         except h2.exceptions.ProtocolError:
                             pass    # ferry reset it meanwhile
-                s.sendall(conn.data_to_send())
+                harness.send_all(s, conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
             pass
         finally:

@@ -38,7 +38,7 @@ class TlsPipe:
 
     def flush(self):
         if self.out.pending:
-            self.s.sendall(self.out.read())
+            harness.send_all(self.s, self.out.read())
 
     def handshake(self, timeout=5):
         deadline = time.monotonic() + timeout
