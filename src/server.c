@@ -426,6 +426,7 @@ server_reload(struct server *srv)
 	struct discovery *disc;
 	struct svc_runtime **rts;
 	struct swap **swaps;
+	struct mail **mails;
 	uint32_t i;
 
 	notify_reloading();
@@ -449,6 +450,7 @@ server_reload(struct server *srv)
 		runtime_inbound_on(srv->runtime);
 	rts = calloc(next->n_services ? next->n_services : 1, sizeof(*rts));
 	swaps = calloc(srv->n_workers, sizeof(*swaps));
+	mails = calloc(srv->n_workers, sizeof(*mails));
 	disc = discovery_new(srv->base, srv->runtime, srv->resolver, srv->health,
 	    publish_set, srv);
 	for (size_t k = 0; rts && k < next->n_services; k++)
@@ -456,25 +458,26 @@ server_reload(struct server *srv)
 			goto fail;
 	/* the first sets are collected for the swap, not posted on their own */
 	srv->collecting = true;
-	if (rts == NULL || swaps == NULL || disc == NULL ||
+	if (rts == NULL || swaps == NULL || mails == NULL || disc == NULL ||
 	    discovery_start(disc, next, srv->discovery) != 0)
 		goto fail;
 	srv->collecting = false;
+	/* every worker's message is made before any goes: past this point
+	 * the reload cannot fail, and no worker keeps the old config */
 	for (i = 0; i < srv->n_workers; i++)
-		if ((swaps[i] = swap_new(srv, next, rts)) == NULL)
+		if ((swaps[i] = swap_new(srv, next, rts)) == NULL ||
+		    (mails[i] = worker_mail_new(swap_mail, NULL, swaps[i])) == NULL)
 			goto fail;
 	history_follow(srv, next);
 	for (i = 0; i < srv->n_workers; i++)
-		if (!worker_post(&srv->workers[i], swap_mail, swaps[i])) {
-			config_unref(swaps[i]->conf);
-			swap_mail_free(swaps[i]);
-		}
+		worker_mail_post(&srv->workers[i], mails[i]);
 	discovery_free(srv->discovery, disc);
 	srv->discovery = disc;
 	config_unref(srv->conf);
 	srv->conf = next;
 	admin_reconf(srv->admin, &next->admin);
 	collected_free(srv);
+	free(mails);
 	free(swaps);
 	free(rts);
 	metrics_config_reload(srv->metrics, true);
@@ -489,9 +492,11 @@ fail:
 	log_error("reload: out of memory; the running configuration stays in force");
 	for (i = 0; swaps && i < srv->n_workers; i++)
 		if (swaps[i]) {
+			worker_mail_free(mails[i]);
 			config_unref(swaps[i]->conf);
 			swap_mail_free(swaps[i]);
 		}
+	free(mails);
 	discovery_free(disc, srv->discovery);
 	/* the new sets' checks were pointed at NEXT, which goes */
 	discovery_rewatch(srv->discovery);

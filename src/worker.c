@@ -500,16 +500,37 @@ worker_post(struct worker *w, mail_fn fn, void *arg)
 bool
 worker_post_owning(struct worker *w, mail_fn fn, void (*drop)(void *arg), void *arg)
 {
-	struct mail *m = malloc(sizeof(*m));
-	bool first;
+	struct mail *m = worker_mail_new(fn, drop, arg);
 
 	if (m == NULL) {
 		log_error("worker %d: out of memory for a message", w->id);
 		return false;
 	}
-	m->fn = fn;
-	m->drop = drop;
-	m->arg = arg;
+	worker_mail_post(w, m);
+	return true;
+}
+
+struct mail *
+worker_mail_new(mail_fn fn, void (*drop)(void *arg), void *arg)
+{
+	struct mail *m = malloc(sizeof(*m));
+
+	if (m != NULL)
+		*m = (struct mail){ .fn = fn, .drop = drop, .arg = arg };
+	return m;
+}
+
+void
+worker_mail_free(struct mail *m)
+{
+	free(m);
+}
+
+void
+worker_mail_post(struct worker *w, struct mail *m)
+{
+	bool first;
+
 	pthread_mutex_lock(&w->mail_lock);
 	first = w->mail == NULL;
 	m->next = w->mail;
@@ -520,7 +541,6 @@ worker_post_owning(struct worker *w, mail_fn fn, void (*drop)(void *arg), void *
 	 * it takes the list), so a burst of hand-overs costs one write */
 	if (first)
 		(void)!write(w->mail_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
-	return true;
 }
 
 static int

@@ -254,6 +254,13 @@ bool worker_post(struct worker *w, mail_fn fn, void *arg);
 /* DROP(ARG) instead of FN if W's loop has ended when the mail comes, or
  * W is freed before: for an ARG that holds a resource (a descriptor). */
 bool worker_post_owning(struct worker *w, mail_fn fn, void (*drop)(void *arg), void *arg);
+/* A message made before a change is committed, so that handing it over
+ * after cannot fail: NULL when out of memory. worker_mail_post hands it
+ * to W, which frees it once run; worker_mail_free frees one never posted
+ * (not its ARG). */
+struct mail *worker_mail_new(mail_fn fn, void (*drop)(void *arg), void *arg);
+void worker_mail_post(struct worker *w, struct mail *m);
+void worker_mail_free(struct mail *m);
 
 int worker_init(struct worker *w, const struct worker_deps *deps, int id,
     struct config *conf);
