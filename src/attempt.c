@@ -409,6 +409,28 @@ racing_on(const struct exchange *x, const struct endpoint *ep)
 	return false;
 }
 
+/* An endpoint at pool.max_per_endpoint holds a request up to the connect
+ * timeout (pool_full) while another one may have room: those with room
+ * are the candidates while there are any, as HAProxy sends a request to a
+ * server with a free maxconn slot. So a retry after an upstream's 5xx
+ * goes back to the endpoint whose connection it just let go rather than
+ * wait on a full pool and end in 503. */
+static void
+prefer_pool_room(const struct exchange *x, struct lb_candidate *cands, size_t n)
+{
+	const struct svc_state *s = x->svc;
+	size_t j;
+
+	for (j = 0; j < n; j++)
+		if (cands[j].available && attempt_pool_room(x, s->eps[j]))
+			break;
+	if (j == n)
+		return;		/* none has room: they all wait alike */
+	for (j = 0; j < n; j++)
+		if (cands[j].available && !attempt_pool_room(x, s->eps[j]))
+			cands[j].available = false;
+}
+
 struct endpoint *
 attempt_pick(struct exchange *x, int64_t now, bool hedge)
 {
@@ -434,6 +456,8 @@ attempt_pick(struct exchange *x, int64_t now, bool hedge)
 		if (x->retries && ep == x->avoid)
 			avoid = (long)j;
 	}
+	if (s->conf->pool.max_per_endpoint != 0)
+		prefer_pool_room(x, cands, s->n_eps);
 	/* a hedge leaves round robin's cursor alone: else, with every request
 	 * hedged, the first attempts would all go to the same endpoint */
 	i = balancer_pick(s->conf->load_balancer, cands, s->n_eps, avoid, hedge ? &rr : &s->rr,

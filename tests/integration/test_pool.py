@@ -6,7 +6,7 @@ import threading
 import time
 
 import harness
-from harness import FerryTestCase, fixed, service
+from harness import FerryTestCase, echo, fixed, service
 
 
 class PoolTest(FerryTestCase):
@@ -112,6 +112,58 @@ class PoolTest(FerryTestCase):
         refused = [r for r, _ in results if r.status == 503][0]
         self.assert_ferry_error(refused, 503, "SERVICE_UNAVAILABLE", "pool")
         self.assertEqual(up.connections_accepted, 1)
+
+    def _two_endpoints_one_held(self, behaviour_b):
+        """Endpoints A and B (round robin, pool.max_per_endpoint 1, one
+        worker); A's one connection is held by a /slow request (1.5 s)
+        once this returns. The upstreams, and the thread to join."""
+        a = self.upstream(lambda conn, req: (conn.sleep(1.5) if req.target == "/slow" else True)
+                          and echo()(conn, req), tls=False)
+        b = self.upstream(behaviour_b, tls=False)
+        f = self.f = self.ferry({"svc": {"endpoints": [a.address, b.address],
+                                         "load_balancer": "round_robin",
+                                         "pool": {"max_per_endpoint": 1},
+                                         "timeouts": {"connect": "3s"}}}, workers=1)
+        slow = []
+        t = threading.Thread(target=lambda: slow.append(f.get("/slow", host="svc", timeout=10)))
+        t.start()
+        self.assertTrue(harness.wait_until(lambda: any(r.target == "/slow" for r in a.requests), 5))
+        return a, b, t, slow
+
+    def test_a_request_goes_to_an_endpoint_with_room(self):
+        """SPEC 6 Pool: while A's one connection is busy, requests go to B,
+        which has room, rather than wait for A's."""
+        a, b, t, slow = self._two_endpoints_one_held(echo())
+        with self.f.client() as c:
+            for i in range(6):
+                self.assertEqual(c.request("GET", "/n%d" % i, [("Host", "svc")]).status, 200)
+        t.join(10)
+        self.assertEqual([r.status for r in slow], [200])
+        self.assertEqual(sorted(r.target for r in b.requests), ["/n%d" % i for i in range(6)])
+        self.assertEqual([r.target for r in a.requests], ["/slow"])
+        self.assertEqual(a.connections_accepted, 1)
+
+    def test_a_retry_goes_back_rather_than_wait_on_a_full_pool(self):
+        """B answers 503 once: the retry avoids B, but A's pool is full,
+        so it goes back to B (the connection it let go is room there) and
+        gets B's 200, not a 503 "pool is full" at the connect timeout."""
+        seen = []
+
+        def flaky(conn, req):
+            seen.append(req.target)
+            if seen.count(req.target) == 1:
+                conn.respond(503, [("Content-Type", "text/plain")], b"not yet")
+            else:
+                echo()(conn, req)
+        a, b, t, slow = self._two_endpoints_one_held(flaky)
+        t0 = time.monotonic()
+        r = self.f.get("/flaky", host="svc", timeout=10)
+        took = time.monotonic() - t0
+        t.join(10)
+        self.assertEqual(r.status, 200, r.body[:200])
+        self.assertEqual(seen, ["/flaky", "/flaky"])
+        self.assertEqual([r.target for r in a.requests], ["/slow"])
+        self.assertLess(took, 1.2, "the retry waited for A's pool")
 
     def test_upstream_connection_close_is_honoured(self):
         up = self.upstream(fixed(200, [("Connection", "close")], b"bye"))
