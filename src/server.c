@@ -80,6 +80,35 @@ apply_set(struct worker *w, void *arg)
 	ep_set_free(arg);
 }
 
+/* Every worker gets its own copy of SET, or none does: the copies and
+ * their messages are all made before any goes, so the workers never
+ * disagree on a service's endpoints (the next change would be the only
+ * mend for one left out). */
+static void
+publish_to_workers(struct server *srv, const struct ep_set *set)
+{
+	struct ep_set **copies = calloc(srv->n_workers, sizeof(*copies));
+	struct mail **mails = calloc(srv->n_workers, sizeof(*mails));
+	uint32_t i;
+
+	for (i = 0; copies && mails && i < srv->n_workers; i++)
+		if ((copies[i] = ep_set_copy(set)) == NULL ||
+		    (mails[i] = worker_mail_new(apply_set, NULL, copies[i])) == NULL)
+			break;
+	if (copies == NULL || mails == NULL || i < srv->n_workers) {
+		log_error("out of memory publishing endpoints; the workers keep their sets");
+		for (i = 0; copies && mails && i < srv->n_workers; i++) {
+			worker_mail_free(mails[i]);
+			ep_set_free(copies[i]);
+		}
+	} else {
+		for (i = 0; i < srv->n_workers; i++)
+			worker_mail_post(&srv->workers[i], mails[i]);
+	}
+	free(mails);
+	free(copies);
+}
+
 /* Discovery found a new address set: every worker gets its own copy. */
 static void
 publish_set(void *arg, const struct ep_set *set)
@@ -99,21 +128,13 @@ publish_set(void *arg, const struct ep_set *set)
 		srv->collected[srv->n_collected++] = copy;
 		return;
 	}
-	for (uint32_t i = 0; i < srv->n_workers; i++) {
-		struct ep_set *copy;
-
-		if (!srv->workers_started) {
-			/* before the loops run: no request can see a half state */
+	if (!srv->workers_started) {
+		/* before the loops run: no request can see a half state */
+		for (uint32_t i = 0; i < srv->n_workers; i++)
 			worker_set_endpoints(&srv->workers[i], set);
-			continue;
-		}
-		if ((copy = ep_set_copy(set)) == NULL) {
-			log_error("out of memory publishing endpoints");
-			continue;
-		}
-		if (!worker_post(&srv->workers[i], apply_set, copy))
-			ep_set_free(copy);
+		return;
 	}
+	publish_to_workers(srv, set);
 }
 
 
