@@ -95,15 +95,15 @@ publish_to_workers(struct server *srv, const struct ep_set *set)
 		if ((copies[i] = ep_set_copy(set)) == NULL ||
 		    (mails[i] = worker_mail_new(apply_set, NULL, copies[i])) == NULL)
 			break;
-	if (copies == NULL || mails == NULL || i < srv->n_workers) {
+	if (i == srv->n_workers) {	/* all made (a worker at least) */
+		for (i = 0; i < srv->n_workers; i++)
+			worker_mail_post(&srv->workers[i], mails[i]);
+	} else {
 		log_error("out of memory publishing endpoints; the workers keep their sets");
 		for (i = 0; copies && mails && i < srv->n_workers; i++) {
 			worker_mail_free(mails[i]);
 			ep_set_free(copies[i]);
 		}
-	} else {
-		for (i = 0; i < srv->n_workers; i++)
-			worker_mail_post(&srv->workers[i], mails[i]);
 	}
 	free(mails);
 	free(copies);
