@@ -24,7 +24,7 @@ struct dsvc {
 	size_t n_current;
 	struct ep_spec *specs;
 	struct outlier_group *outliers;
-	bool published;			/* a set went out */
+	bool published;			/* the last set went out */
 	/* at a reload, while discovery_start() runs: the predecessor's
 	 * service of the same name, whose outlier states carry over */
 	const struct dsvc *prev;
@@ -235,9 +235,8 @@ publish(struct dsvc *s)
 	if ((s->specs = malloc((n ? n : 1) * sizeof(*s->specs))) != NULL)
 		memcpy(s->specs, set->items, n * sizeof(*s->specs));
 	s->outliers = set->outliers;
-	s->published = true;
 	log_info("endpoints service=%s count=%zu", c->name, n);
-	d->publish(d->arg, set);
+	s->published = d->publish(d->arg, set);
 out:
 	free(set);
 }

@@ -21,8 +21,10 @@
 
 struct discovery;
 
-/* Called with every new set; the set is only valid during the call. */
-typedef void (*discovery_publish_fn)(void *arg, const struct ep_set *set);
+/* Called with every new set; the set is only valid during the call. False:
+ * the set reached no worker (out of memory), so the next answer publishes
+ * it again even when it is the same. */
+typedef bool (*discovery_publish_fn)(void *arg, const struct ep_set *set);
 
 struct discovery *discovery_new(struct event_base *base, struct runtime *rt,
     struct resolver *res, struct health *health, discovery_publish_fn publish, void *arg);

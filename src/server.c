@@ -51,6 +51,7 @@ struct server {
 	bool level_from_cli;		/* -l wins over log.level, reloads too */
 	bool ready_once;		/* /ready said 200: a reload does not undo it */
 	bool collecting;		/* a reload gathers the first sets */
+	bool collect_failed;		/* and one was lost (out of memory) */
 	struct ep_set **collected;
 	size_t n_collected;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_usr1, *ev_drain;
@@ -81,10 +82,9 @@ apply_set(struct worker *w, void *arg)
 }
 
 /* Every worker gets its own copy of SET, or none does: the copies and
- * their messages are all made before any goes, so the workers never
- * disagree on a service's endpoints (the next change would be the only
- * mend for one left out). */
-static void
+ * their messages are all made before any goes. False: none went, and
+ * discovery sends the set again with the next answer. */
+static bool
 publish_to_workers(struct server *srv, const struct ep_set *set)
 {
 	struct ep_set **copies = calloc(srv->n_workers, sizeof(*copies));
@@ -95,7 +95,9 @@ publish_to_workers(struct server *srv, const struct ep_set *set)
 		if ((copies[i] = ep_set_copy(set)) == NULL ||
 		    (mails[i] = worker_mail_new(apply_set, NULL, copies[i])) == NULL)
 			break;
-	if (i == srv->n_workers) {	/* all made (a worker at least) */
+	bool made = i == srv->n_workers;	/* all of them (a worker at least) */
+
+	if (made) {
 		for (i = 0; i < srv->n_workers; i++)
 			worker_mail_post(&srv->workers[i], mails[i]);
 	} else {
@@ -107,10 +109,11 @@ publish_to_workers(struct server *srv, const struct ep_set *set)
 	}
 	free(mails);
 	free(copies);
+	return made;
 }
 
 /* Discovery found a new address set: every worker gets its own copy. */
-static void
+static bool
 publish_set(void *arg, const struct ep_set *set)
 {
 	struct server *srv = arg;
@@ -121,20 +124,20 @@ publish_set(void *arg, const struct ep_set *set)
 		if (copy == NULL || (grown = realloc(srv->collected,
 		    (srv->n_collected + 1) * sizeof(*grown))) == NULL) {
 			ep_set_free(copy);
-			log_error("out of memory publishing endpoints");
-			return;
+			srv->collect_failed = true;	/* fails the reload */
+			return false;
 		}
 		srv->collected = grown;
 		srv->collected[srv->n_collected++] = copy;
-		return;
+		return true;
 	}
 	if (!srv->workers_started) {
 		/* before the loops run: no request can see a half state */
 		for (uint32_t i = 0; i < srv->n_workers; i++)
 			worker_set_endpoints(&srv->workers[i], set);
-		return;
+		return true;
 	}
-	publish_to_workers(srv, set);
+	return publish_to_workers(srv, set);
 }
 
 
@@ -479,12 +482,14 @@ server_reload(struct server *srv)
 			goto fail;
 	/* the first sets are collected for the swap, not posted on their own */
 	srv->collecting = true;
+	srv->collect_failed = false;
 	if (rts == NULL || swaps == NULL || mails == NULL || disc == NULL ||
-	    discovery_start(disc, next, srv->discovery) != 0)
+	    discovery_start(disc, next, srv->discovery) != 0 || srv->collect_failed)
 		goto fail;
 	srv->collecting = false;
 	/* every worker's message is made before any goes: past this point
-	 * the reload cannot fail, and no worker keeps the old config */
+	 * the reload cannot fail here (a worker that cannot apply it keeps
+	 * the old config and says so: worker_swap) */
 	for (i = 0; i < srv->n_workers; i++)
 		if ((swaps[i] = swap_new(srv, next, rts)) == NULL ||
 		    (mails[i] = worker_mail_new(swap_mail, NULL, swaps[i])) == NULL)

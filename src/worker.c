@@ -204,13 +204,13 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 		return;		/* meant for another snapshot */
 	s = &w->gen->svcs[set->service];
 	if ((eps = calloc(set->n ? set->n : 1, sizeof(*eps))) == NULL)
-		return;		/* keep the last good set */
+		goto nomem;
 	if (set->n > w->n_cands) {
 		struct lb_candidate *c = realloc(w->cands, set->n * sizeof(*c));
 
 		if (c == NULL) {
 			free(eps);
-			return;
+			goto nomem;
 		}
 		w->cands = c;
 		w->n_cands = set->n;
@@ -224,7 +224,7 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 				if (eps[j])
 					endpoint_free(eps[j]);
 			free(eps);
-			return;
+			goto nomem;
 		}
 	}
 	/* an address that stays keeps its pool, session and EWMA */
@@ -249,6 +249,10 @@ worker_set_endpoints(struct worker *w, const struct ep_set *set)
 	for (size_t i = 0; i < set->n; i++)
 		if (eps[i])
 			eps[s->n_eps++] = eps[i];
+	return;
+nomem:	/* the last good set stays */
+	log_error("worker %d: out of memory applying endpoints service=%s; it keeps %zu",
+	    w->id, s->conf->name, s->n_eps);
 }
 
 /* The local app behind the inbound listener, seen as a service with one

@@ -1322,11 +1322,20 @@ END_TEST
 
 /* ---------------------------------------------- refresh (discovery.c) ---- */
 
-static void
+/* What discovery published: how many sets, and the size of the last. The
+ * first FAIL calls answer that the set reached no worker. */
+struct publishes {
+	int calls, fail;
+	size_t last_n;
+};
+
+static bool
 on_publish(void *arg, const struct ep_set *set)
 {
-	(void)set;
-	(*(int *)arg)++;
+	struct publishes *p = arg;
+
+	p->last_n = set->n;
+	return ++p->calls > p->fail;
 }
 
 /*
@@ -1349,7 +1358,7 @@ refresh_gap(const char *srv, const char *host, int64_t dns_refresh_ms, const cha
 	struct runtime *rt = runtime_new(NULL, 1);
 	struct discovery *d;
 	int64_t start = clock_now_ms();
-	int published = 0;
+	struct publishes published = { 0 };
 
 	snprintf(text, sizeof(text), "%s:80", host ? host : "");
 	n_watched = 0;
@@ -1364,7 +1373,7 @@ refresh_gap(const char *srv, const char *host, int64_t dns_refresh_ms, const cha
 	ck_assert(discovery_ready(d));
 	/* one set: the SRV targets' addresses, or the name's first (empty)
 	 * one, once it answered; the same set again is not published */
-	ck_assert_int_eq(published, 1);
+	ck_assert_int_eq(published.calls, 1);
 	discovery_free(d, NULL);
 	runtime_free(rt);
 	watch_name = NULL;
@@ -1399,6 +1408,36 @@ START_TEST(refresh_at_negative_ttl)
 	gap = refresh_gap(NULL, "neg0.test", 30000, "neg0.test", DNS_T_A, 5000);
 	ck_assert_msg(gap >= 900 && gap < 3500, "SOA MINIMUM 0: after %lld ms",
 	    (long long)gap);
+}
+END_TEST
+
+/* A set that reached no worker (out of memory) goes again with the next
+ * answer, though that answer is the same: nothing else would ask again. */
+START_TEST(republish_after_failure)
+{
+	struct conf_service svc = {
+		.name = "svc", .srv = "_x._tcp.short.test", .dns_refresh = 30000,
+	};
+	struct config conf = { .services = &svc, .n_services = 1 };
+	struct runtime *rt = runtime_new(NULL, 1);
+	struct publishes published = { .fail = 1 };
+	struct discovery *d;
+	int64_t start = clock_now_ms();
+
+	ck_assert_ptr_nonnull(rt);
+	d = discovery_new(base, rt, res, NULL, on_publish, &published);
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(discovery_start(d, &conf, NULL), 0);
+	/* the SRV records live 2 s: the second answer comes after that */
+	while (published.calls < 2 && clock_now_ms() - start < 6000)
+		run_for(50);
+	ck_assert_int_eq(published.calls, 2);
+	/* the answer after that is the same, and this time the set went out */
+	run_for(2500);
+	ck_assert_int_eq(published.calls, 2);
+	ck_assert_uint_gt(published.last_n, 0);
+	discovery_free(d, NULL);
+	runtime_free(rt);
 }
 END_TEST
 
@@ -1515,6 +1554,7 @@ resolver_suite(void)
 	tcase_set_timeout(tr, 40);
 	tcase_add_test(tr, refresh_at_srv_ttl);
 	tcase_add_test(tr, refresh_at_negative_ttl);
+	tcase_add_test(tr, republish_after_failure);
 	suite_add_tcase(s, tr);
 	tcase_set_timeout(tw, 60);
 	tcase_add_test(tw, resolv_conf);
