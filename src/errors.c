@@ -99,6 +99,22 @@ ferror_grpc_status(enum ferry_error e, bool peer_denied)
 	}
 }
 
+int
+grpc_status_of_http(int http_status)
+{
+	switch (http_status) {
+	case 400:	return 13;	/* INTERNAL */
+	case 401:	return 16;	/* UNAUTHENTICATED */
+	case 403:	return 7;	/* PERMISSION_DENIED */
+	case 404:	return 12;	/* UNIMPLEMENTED */
+	case 429:
+	case 502:
+	case 503:
+	case 504:	return 14;	/* UNAVAILABLE */
+	default:	return 2;	/* UNKNOWN */
+	}
+}
+
 void
 ferror_build_grpc(struct sbuf *out, const struct error_args *a, int grpc_status)
 {

@@ -89,6 +89,9 @@ void ferror_build(struct sbuf *out, const struct error_args *a);
 /* The gRPC status for E (SPEC §7); PEER_DENIED: an inbound peer whose
  * identity is not allowed (PERMISSION_DENIED, not UNAUTHENTICATED). */
 int ferror_grpc_status(enum ferry_error e, bool peer_denied);
+/* The status a gRPC client makes of an answer without grpc-status, from
+ * its HTTP status (gRPC's HTTP-to-gRPC status mapping; 200 included). */
+int grpc_status_of_http(int http_status);
 /* The gRPC form of an error (SPEC §7): 200, trailers-only (grpc-status,
  * grpc-message, x-ferry-error and the IDs in the head), no body. */
 void ferror_build_grpc(struct sbuf *out, const struct error_args *a, int grpc_status);

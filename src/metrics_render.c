@@ -492,7 +492,8 @@ metrics_render(struct metrics *m, const struct metrics_gauges *g,
 	    "Requests by the one outcome each ended with (SPEC 16; the access log's fate).",
 	    C_FATE, FATE_COUNT, "fate", fate_label);
 	render_by_label(out, &sn, "grpc_responses_total",
-	    "gRPC calls by grpc-status (the service's, or ferry's own errors).",
+	    "gRPC calls by grpc-status (the service's, the one gRPC makes of the HTTP status "
+	    "when it sent none, or ferry's own errors).",
 	    C_GRPC, GRPC_STATUSES, "grpc_status", grpc_label);
 	render_by_label(out, &sn, "compression_bytes_total",
 	    "Bytes into (stage in) and out of (stage out) ferry's compressors and "

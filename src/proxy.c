@@ -212,6 +212,10 @@ proxy_account(struct exchange *x, enum end_cause cause)
 	if (x->ferr >= 0 || (x->status >= 500 && x->status <= 599))
 		metrics_failed(x->w->ms, dir, id);
 	metrics_cut(x->w->ms, dir, id, cause);
+	/* a whole answer without grpc-status still ends the app's call, with
+	 * the status its gRPC library makes of the HTTP one: counted so */
+	if (x->grpc && x->grpc_status < 0 && cause == END_DONE && x->status >= 200)
+		x->grpc_status = grpc_status_of_http((int)x->status);
 	if (x->grpc)
 		metrics_grpc(x->w->ms, dir, id, x->grpc_status);
 	if (x->traced)

@@ -262,6 +262,12 @@ class H2Upstream(harness.LoopbackServer):
             # a whole answer in the head: no length, no body, no trailers
             conn.send_headers(sid, [(":status", "200"), ("x-head-field", "h1")], end_stream=True)
             return True
+        if path.startswith("/nostatus-"):
+            # a gRPC call answered without grpc-status: an error page from
+            # something in front of the service, or trailers forgotten
+            conn.send_headers(sid, [(":status", path[10:]), ("content-type", "text/plain")])
+            conn.send_data(sid, b"no status", end_stream=True)
+            return True
         if path == "/grpc-twice":
             # a call's status named twice: the first one counts
             conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
@@ -635,6 +641,29 @@ class HostileH2UpstreamTest(FerryTestCase):
         entry = harness.wait_until(lambda: next((e for e in self.f.access_log()
                                                  if e.get("path") == "/grpc-twice"), None), 3)
         self.assertEqual(entry["grpc_status"], 5, entry)
+
+    def test_grpc_call_without_status_counts_as_the_client_reads_it(self):
+        # SPEC §12 counts gRPC calls by grpc-status; an answer without one
+        # is counted with the status gRPC clients make of its HTTP status
+        # (404 UNIMPLEMENTED, 503 UNAVAILABLE, 200 UNKNOWN), and passed on
+        # unchanged
+        with self.f.client() as c:
+            for path in ("/nostatus-404", "/nostatus-503", "/nostatus-200"):
+                r = c.request("POST", path, [("Host", "svc"), ("content-type", "application/grpc")],
+                              b"\x00\x00\x00\x00\x00")
+                self.assertEqual((r.status, r.body, r.header("grpc-status")),
+                                 (int(path[10:]), b"no status", None))
+        self.assertEqual(self.up.calls["/nostatus-503"], 1)
+        m = self.f.admin("/metrics").body.decode()
+        for status in ("12", "14", "2"):
+            self.assertIn('ferry_grpc_responses_total{direction="outbound",service="svc",'
+                          'grpc_status="%s"} 1' % status, m)
+        entries = harness.wait_until(lambda: {e["path"]: e["grpc_status"] for e in self.f.access_log()
+                                              if e.get("path", "").startswith("/nostatus-")}
+                                     if len([e for e in self.f.access_log()
+                                             if e.get("path", "").startswith("/nostatus-")]) == 3
+                                     else None, 3)
+        self.assertEqual(entries, {"/nostatus-404": 12, "/nostatus-503": 14, "/nostatus-200": 2})
 
     def test_head_only_coded_answer_reaches_the_app_decoded(self):
         # ferry offered an encoding the app never asked for: a head-only

@@ -134,6 +134,18 @@ START_TEST(test_build_grpc)
 	ck_assert_int_eq(ferror_grpc_status(FE_SERVICE_ERROR, false), 13);
 	ck_assert_int_eq(ferror_grpc_status(FE_BAD_REQUEST, false), 13);
 	ck_assert_int_eq(ferror_grpc_status(FE_UNKNOWN_SERVICE, false), 12);
+	/* an answer without grpc-status, as gRPC clients read its HTTP status */
+	ck_assert_int_eq(grpc_status_of_http(400), 13);
+	ck_assert_int_eq(grpc_status_of_http(401), 16);
+	ck_assert_int_eq(grpc_status_of_http(403), 7);
+	ck_assert_int_eq(grpc_status_of_http(404), 12);
+	ck_assert_int_eq(grpc_status_of_http(429), 14);
+	ck_assert_int_eq(grpc_status_of_http(502), 14);
+	ck_assert_int_eq(grpc_status_of_http(503), 14);
+	ck_assert_int_eq(grpc_status_of_http(504), 14);
+	ck_assert_int_eq(grpc_status_of_http(200), 2);
+	ck_assert_int_eq(grpc_status_of_http(500), 2);
+	ck_assert_int_eq(grpc_status_of_http(204), 2);
 }
 END_TEST
 
