@@ -658,12 +658,12 @@ class HostileH2UpstreamTest(FerryTestCase):
         for status in ("12", "14", "2"):
             self.assertIn('ferry_grpc_responses_total{direction="outbound",service="svc",'
                           'grpc_status="%s"} 1' % status, m)
-        entries = harness.wait_until(lambda: {e["path"]: e["grpc_status"] for e in self.f.access_log()
-                                              if e.get("path", "").startswith("/nostatus-")}
-                                     if len([e for e in self.f.access_log()
-                                             if e.get("path", "").startswith("/nostatus-")]) == 3
-                                     else None, 3)
-        self.assertEqual(entries, {"/nostatus-404": 12, "/nostatus-503": 14, "/nostatus-200": 2})
+        def logged():
+            got = {e["path"]: e["grpc_status"] for e in self.f.access_log()
+                   if e.get("path", "").startswith("/nostatus-")}
+            return got if len(got) == 3 else None
+        self.assertEqual(harness.wait_until(logged, 3),
+                         {"/nostatus-404": 12, "/nostatus-503": 14, "/nostatus-200": 2})
 
     def test_head_only_coded_answer_reaches_the_app_decoded(self):
         # ferry offered an encoding the app never asked for: a head-only
