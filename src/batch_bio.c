@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/socket.h>
 
 #include <openssl/err.h>
 
@@ -15,8 +15,8 @@
 struct batch {
 	int fd;
 	bool batched;		/* reads go through BUF (batch_bio_batch) */
-	bool eof;		/* read(2) returned 0 */
-	bool drained;		/* the last read(2) found the socket empty */
+	bool eof;		/* recv(2) returned 0 */
+	bool drained;		/* the last recv(2) found the socket empty */
 	bool emptied;		/* ... or took less than it asked: empty then */
 	char *buf;		/* a block while it holds bytes, else NULL */
 	size_t off, len;	/* the bytes not yet taken */
@@ -33,7 +33,7 @@ drop_buffer(struct batch *bt)
 	bt->off = bt->len = 0;
 }
 
-/* read(2)'s N <= 0 as a BIO read result, as OpenSSL's socket BIO does: a
+/* recv(2)'s N <= 0 as a BIO read result, as OpenSSL's socket BIO does: a
  * retry flag for EAGAIN, BIO_eof for 0, errno left for the rest. */
 static int
 failed(BIO *b, struct batch *bt, ssize_t n)
@@ -60,7 +60,7 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 		return 0;
 	if (bt->len == 0) {
 		if (!bt->batched || want >= BATCH_BIO_BUF) {
-			if ((n = read(bt->fd, out, want)) <= 0)
+			if ((n = recv(bt->fd, out, want, 0)) <= 0)
 				return failed(b, bt, n);
 			bt->drained = false;
 			bt->emptied = (size_t)n < want;
@@ -72,7 +72,7 @@ batch_read(BIO *b, char *out, size_t want, size_t *got)
 			ERR_raise(ERR_LIB_SYS, ENOMEM);
 			return 0;
 		}
-		if ((n = read(bt->fd, bt->buf, BATCH_BIO_BUF)) <= 0) {
+		if ((n = recv(bt->fd, bt->buf, BATCH_BIO_BUF, 0)) <= 0) {
 			drop_buffer(bt);
 			return failed(b, bt, n);
 		}
@@ -99,7 +99,7 @@ batch_write(BIO *b, const char *in, size_t n, size_t *put)
 
 	*put = 0;
 	BIO_clear_retry_flags(b);
-	if ((w = write(bt->fd, in, n)) >= 0) {
+	if ((w = send(bt->fd, in, n, MSG_NOSIGNAL)) >= 0) {
 		*put = (size_t)w;
 		return 1;
 	}

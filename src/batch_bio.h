@@ -7,7 +7,7 @@
  *
  * Batched reads, once batch_bio_batch() is called (for OpenSSL without
  * read-ahead): OpenSSL asks its BIO for a record header, then for
- * exactly that record; this BIO serves both from one read(2) of up to
+ * exactly that record; this BIO serves both from one recv(2) of up to
  * BATCH_BIO_BUF bytes, so a read that brings dozens of records costs one
  * syscall, and each record is copied once (conn_batch_reads in conn.c says
  * why not read-ahead). A record that does not fit goes from the socket
@@ -35,11 +35,11 @@ void batch_bio_batch(BIO *b);
 /* Bytes read from the socket that OpenSSL has not taken yet; the socket
  * will not announce them again. */
 size_t batch_bio_pending(BIO *b);
-/* B's last read(2) found the socket empty: an SSL_read that says
+/* B's last recv(2) found the socket empty: an SSL_read that says
  * WANT_READ otherwise stopped after a post-handshake message, with more
  * perhaps on the socket (conn_read). */
 bool batch_bio_drained(BIO *b);
-/* B's last read(2) took less than it asked, or found the socket empty:
+/* B's last recv(2) took less than it asked, or found the socket empty:
  * the socket was empty then (conn_read_emptied). */
 bool batch_bio_emptied(BIO *b);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -46,7 +47,7 @@ struct conn {
 	uint8_t release_skip;	/* conn_release_buffers calls left to skip */
 	uint8_t ph_run;		/* post-handshake messages since the last data */
 	bool batched;		/* its reads are (conn_batch_reads) */
-	bool emptied;		/* plain: the last read(2) took less than asked */
+	bool emptied;		/* plain: the last recv(2) took less than asked */
 	/* Only ev_read lives as long as the connection: the others are made
 	 * when first needed, so an idle keep-alive connection that never
 	 * waited to write holds none of them (conn_release_buffers drops an
@@ -602,7 +603,7 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 			return total > 0 ? total : CONN_AGAIN;
 		}
 		if (c->ssl == NULL) {
-			ssize_t n = read(c->fd, b->data + b->end, room);
+			ssize_t n = recv(c->fd, b->data + b->end, room, 0);
 
 			c->emptied = n < (ssize_t)room;
 			if (n > 0) {
@@ -623,7 +624,7 @@ conn_read(struct conn *c, struct buf *b, size_t max)
 			int r;
 
 			/* SSL_ERROR_SYSCALL below tells an end from a failure
-			 * by errno, which a read(2) that returned 0 leaves */
+			 * by errno, which a recv(2) that returned 0 leaves */
 			errno = 0;
 			r = SSL_read_ex(c->ssl, b->data + b->end, room, &got);
 
@@ -737,7 +738,7 @@ write_wiped(struct conn *c)
 
 	if (evbuffer_peek(c->out, -1, NULL, &v, 1) < 1)
 		return 0;
-	n = write(c->fd, v.iov_base, v.iov_len);
+	n = send(c->fd, v.iov_base, v.iov_len, MSG_NOSIGNAL);
 	if (n > 0) {
 		explicit_bzero(v.iov_base, (size_t)n);
 		evbuffer_drain(c->out, (size_t)n);
@@ -812,7 +813,7 @@ blocked:
 	return 0;
 }
 
-/* What write(2) or writev(2) on plain C returned, N: the bytes taken (0:
+/* What send(2) or sendmsg(2) on plain C returned, N: the bytes taken (0:
  * none now, try when writable), or -1 when C is broken. */
 static ssize_t
 plain_wrote(struct conn *c, ssize_t n)
@@ -841,7 +842,7 @@ conn_write(struct conn *c, const void *data, size_t len)
 		return 0;
 	if (c->state == CS_OPEN && out_len(c) == 0 && !c->write_wants_read) {
 		if (c->ssl == NULL) {
-			ssize_t n = plain_wrote(c, write(c->fd, data, len));
+			ssize_t n = plain_wrote(c, send(c->fd, data, len, MSG_NOSIGNAL));
 
 			if (n < 0)
 				return -1;
@@ -893,7 +894,7 @@ conn_write2(struct conn *c, const void *a, size_t an, const void *b, size_t bn)
 			{ .iov_base = (void *)a, .iov_len = an },
 			{ .iov_base = (void *)b, .iov_len = bn },
 		};
-		ssize_t n = plain_wrote(c, writev(c->fd, v, 2));
+		ssize_t n = plain_wrote(c, sendmsg(c->fd, &(struct msghdr){ .msg_iov = v, .msg_iovlen = 2 }, MSG_NOSIGNAL));
 
 		if (n < 0)
 			return -1;

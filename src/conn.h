@@ -5,6 +5,11 @@
  * costs no epoll_ctl. The owner reads with conn_read() when told the
  * socket is readable; writes go straight to the socket and only what the
  * kernel does not take is kept in the conn's output buffer.
+ *
+ * The socket calls are recv(2), send(2) and sendmsg(2), here and in the
+ * batch BIO: read(2) and write(2) on a socket pass through the VFS first
+ * (vfs_read, vfs_write, sock_read_iter, sock_write_iter): about 3 % of
+ * ferry's CPU in a perf profile of the 64 B bench.
  */
 #ifndef FERRY_CONN_H
 #define FERRY_CONN_H
@@ -75,7 +80,7 @@ void conn_batch_reads(struct conn *c);
 
 /* Queue and try to send. -1 when the connection is broken. */
 int conn_write(struct conn *c, const void *data, size_t len);
-/* A then B, in one writev(2) on a plain connection. On TLS each is a
+/* A then B, in one sendmsg(2) on a plain connection. On TLS each is a
  * conn_write and so a record of its own: a caller that wants one record
  * joins them first. -1 when the connection is broken. */
 int conn_write2(struct conn *c, const void *a, size_t an, const void *b, size_t bn);
