@@ -246,6 +246,33 @@ def thread_cpus(f):
     return out
 
 
+def thread_syscalls(tid, names, work):
+    """Runs WORK() while strace, attached to thread TID alone, records its
+    calls of NAMES (system call names); returns how many there were of
+    each, those that failed (EAGAIN) included. ferry's sockets are read
+    with recv(2), which /proc's syscr does not count. Skips the test
+    without strace."""
+    if shutil.which("strace") is None:
+        raise unittest.SkipTest("no strace (tools/install-deps installs it)")
+    with tempfile.NamedTemporaryFile("r", prefix="ferry-strace-") as out:
+        p = subprocess.Popen(["strace", "-p", str(tid), "-e", "trace=" + ",".join(names),
+                              "-o", out.name], stderr=subprocess.PIPE, text=True)
+        try:
+            attached = p.stderr.readline()      # "strace: Process N attached"
+            if "attached" not in attached:
+                raise AssertionError("strace -p %s: %s%s" % (tid, attached, p.stderr.read()))
+            work()
+        finally:
+            p.send_signal(signal.SIGINT)        # detaches; the thread runs on
+            p.communicate(timeout=IO_TIMEOUT)
+        calls = {n: 0 for n in names}
+        for line in out:
+            m = re.match(r"(\w+)\(", line)
+            if m and m.group(1) in calls:
+                calls[m.group(1)] += 1
+        return calls
+
+
 def worker_task_files(f, name):
     """{tid: text of /proc/PID/task/TID/NAME} of ferry's worker threads."""
     task = "/proc/%d/task/" % f.proc.pid
