@@ -894,7 +894,8 @@ conn_write2(struct conn *c, const void *a, size_t an, const void *b, size_t bn)
 			{ .iov_base = (void *)a, .iov_len = an },
 			{ .iov_base = (void *)b, .iov_len = bn },
 		};
-		ssize_t n = plain_wrote(c, sendmsg(c->fd, &(struct msghdr){ .msg_iov = v, .msg_iovlen = 2 }, MSG_NOSIGNAL));
+		struct msghdr m = { .msg_iov = v, .msg_iovlen = 2 };
+		ssize_t n = plain_wrote(c, sendmsg(c->fd, &m, MSG_NOSIGNAL));
 
 		if (n < 0)
 			return -1;
