@@ -1088,10 +1088,10 @@ class HostileHealthEndpointTest(FerryTestCase):
 
 
 # A ticket flood held the thread that took it ~0.6 s per 100,000 tickets
-# (release build, idle machine); under ASan 1.80 s and 1.92 s for these
-# 300,000. Now a few milliseconds in a release build; under ASan 0.33-0.58 s
-# on an idle machine, and 0.88 s once in a clean-clone CI run (the suite
-# two tests at a time on two cores), which the 0.8 s this was failed.
+# (release build, idle machine): 1.80 s and 1.92 s for these 300,000
+# (921eb13). Now a few milliseconds in a release build; under ASan
+# 0.33-0.58 s on an idle machine, and once 0.88 s in a clean-clone CI run
+# (the suite two tests at a time on two cores), over the 0.8 s of before.
 TICKETS = 300000
 TICKETS_WAIT = 1.3
 
