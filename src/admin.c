@@ -75,7 +75,9 @@ respond(struct admin_conn *ac, int status, const char *reason, const char *ctype
 	sbuf_adds(&out, keep_alive ? "\r\n\r\n" : "\r\nconnection: close\r\n\r\n");
 	if (!head_only)
 		sbuf_add(&out, body, blen);
-	conn_write(ac->c, out.p, out.len);
+	/* an answer with a piece missing is none: the connection goes */
+	if (out.oom || conn_write(ac->c, out.p, out.len) != 0)
+		ac->closing = true;
 	sbuf_free(&out);
 }
 
@@ -143,14 +145,21 @@ serve(struct admin_conn *ac)
 		    head_only, ka);
 		return;
 	}
-	if (server_admin_page(ac->a->srv, path, plen, &body, &page) == 0) {
-		respond(ac, page.status, page.reason, page.content_type, body.p, body.len,
-		    head_only, ka);
-	} else {
+	if (server_admin_page(ac->a->srv, path, plen, &body, &page) != 0) {
 		static const char b[] = "{\"success\":false,\"error\":{\"code\":\"NOT_FOUND\","
 		    "\"message\":\"no such admin page\"}}";
 
 		respond(ac, 404, "Not Found", "application/json", b, sizeof(b) - 1,
+		    head_only, ka);
+	} else if (body.oom) {
+		static const char b[] = "{\"success\":false,\"error\":{\"code\":"
+		    "\"SERVICE_UNAVAILABLE\",\"message\":\"out of memory\"}}";
+
+		respond(ac, 503, "Service Unavailable", "application/json", b, sizeof(b) - 1,
+		    head_only, false);
+		ac->closing = true;
+	} else {
+		respond(ac, page.status, page.reason, page.content_type, body.p, body.len,
 		    head_only, ka);
 	}
 	sbuf_free(&body);

@@ -22,8 +22,8 @@ struct batch {
 	size_t off, len;	/* the bytes not yet taken */
 };
 
-static BIO_METHOD *method;
-static pthread_once_t method_once = PTHREAD_ONCE_INIT;
+static BIO_METHOD *_Atomic method;
+static pthread_mutex_t method_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void
 drop_buffer(struct batch *bt)
@@ -163,17 +163,36 @@ method_make(void)
 	method = m;
 }
 
+/* Made by the first connection, or by a later one when memory ran out
+ * for it: once (pthread_once) would leave every TLS connection without
+ * its BIO for good. */
+static BIO_METHOD *
+method_get(void)
+{
+	BIO_METHOD *m = method;
+
+	if (m == NULL) {
+		pthread_mutex_lock(&method_lock);
+		if (method == NULL)
+			method_make();
+		m = method;
+		pthread_mutex_unlock(&method_lock);
+	}
+	return m;
+}
+
 BIO *
 batch_bio_new(int fd)
 {
 	struct batch *bt;
+	BIO_METHOD *m;
 	BIO *b;
 
-	if (pthread_once(&method_once, method_make) != 0 || method == NULL)
+	if ((m = method_get()) == NULL)
 		return NULL;
 	if ((bt = calloc(1, sizeof(*bt))) == NULL)
 		return NULL;
-	if ((b = BIO_new(method)) == NULL) {
+	if ((b = BIO_new(m)) == NULL) {
 		free(bt);
 		return NULL;
 	}

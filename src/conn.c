@@ -429,6 +429,7 @@ conn_accept_tls(struct event_base *base, int fd, SSL_CTX *ctx, conn_cb cb, void 
 	if (c == NULL)
 		return NULL;
 	if ((c->ssl = SSL_new(ctx)) == NULL || set_bio(c) != 0) {
+		c->fd = -1;	/* the caller's still, as for conn_alloc */
 		conn_free(c);
 		return NULL;
 	}

@@ -310,5 +310,8 @@ ferror_build(struct sbuf *out, const struct error_args *a)
 	sbuf_add(out, "\r\n", 2);
 	if (!a->head_only)
 		sbuf_add(out, b.p, b.len);
+	/* a body with a piece missing is no answer either */
+	if (b.oom)
+		out->oom = true;
 	sbuf_free(&b);
 }

@@ -452,7 +452,7 @@ client_teardown(struct client *cl, const char *reason)
 	listener_client_gone(cl->lis);	/* last: a sibling may take the place at once */
 	client_unlink(cl);
 	/* callers up the stack may still look at cl: free it next turn */
-	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
+	worker_free_later(cl->w, client_free_deferred, cl);
 }
 
 /* The connection turned out to speak HTTP/2: h2_down.c takes it, with
@@ -469,7 +469,7 @@ client_hand_over(struct client *cl)
 	idle_unlink(cl);
 	client_unlink(cl);
 	h2_down_adopt(cl->lis, c, cl->peer, cl->peer_id, &cl->in);
-	event_base_once(cl->w->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
+	worker_free_later(cl->w, client_free_deferred, cl);
 }
 
 /* h2c with prior knowledge (SPEC §12): the first bytes of a connection
@@ -593,6 +593,10 @@ h1_send_interim(struct exchange *x, const char *msg, const struct http_head *h)
 		return true;	/* HTTP/1.0 has no interim responses */
 	sbuf_clear(out);
 	headers_build_response(out, msg, h, &(struct downstream_head_args){ .interim = true });
+	if (out->oom) {
+		client_close(cl, END_OUT_OF_MEMORY, "out of memory");
+		return false;
+	}
 	return client_write(cl, out->p, out->len);
 }
 
@@ -656,6 +660,8 @@ write_after_head(struct client *cl, const void *p, size_t n)
 	if (!conn_is_tls(cl->c))
 		return client_write2(cl, head->p, head->len, p, n);
 	sbuf_add(head, p, n);
+	if (head->oom)	/* in two records, then */
+		return client_write2(cl, head->p, head->len, p, n);
 	return client_write(cl, head->p, head->len);
 }
 
@@ -693,6 +699,10 @@ h1_send_error(struct exchange *x, enum ferry_error e, const char *msg,
 	head_release(cl);
 	sbuf_clear(out);
 	proxy_error_response(x, out, e, msg, retry_after, !x->close_after, keepalive_secs(cl));
+	if (out->oom) {
+		client_close(cl, END_OUT_OF_MEMORY, "out of memory");
+		return;
+	}
 	h1_send_last(x, out->p, out->len);
 }
 
@@ -1237,10 +1247,10 @@ client_event(struct conn *c, enum conn_event ev, void *arg)
 		/* inbound TLS handshake done: who is calling? */
 		{
 			char id[PEER_ID_MAX];
+			int found = inbound_peer_identity(conn_ssl(cl->c), id, sizeof(id));
 
 			/* kept at its length: most connections are idle most of the time */
-			if (inbound_peer_identity(conn_ssl(cl->c), id, sizeof(id)) &&
-			    (cl->peer_id = strdup(id)) == NULL) {
+			if (found < 0 || (found > 0 && (cl->peer_id = strdup(id)) == NULL)) {
 				client_teardown(cl, "out of memory");
 				return;
 			}

@@ -1192,7 +1192,7 @@ h2_close(struct h2conn *hc, enum end_cause cause, const char *reason)
 		w->h2conns = hc->next;
 	if (hc->next)
 		hc->next->prev = hc->prev;
-	event_base_once(w->base, -1, EV_TIMEOUT, h2_free_deferred, hc, NULL);
+	worker_free_later(w, h2_free_deferred, hc);
 }
 
 /* Close at the next turn of the loop (from places that cannot now). */

@@ -818,7 +818,7 @@ session_fail(struct h2up *s, enum attempt_result r, enum ferry_error e, const ch
 		w->h2ups = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	event_base_once(w->base, -1, EV_TIMEOUT, session_free_deferred, s, NULL);
+	worker_free_later(w, session_free_deferred, s);
 }
 
 static void

@@ -28,7 +28,7 @@ copy_asn1(const ASN1_STRING *s, char *out, size_t outlen)
 	return true;
 }
 
-bool
+int
 inbound_peer_identity(SSL *ssl, char *out, size_t outlen)
 {
 	X509 *cert = SSL_get0_peer_certificate(ssl);
@@ -37,8 +37,12 @@ inbound_peer_identity(SSL *ssl, char *out, size_t outlen)
 	bool ok;
 
 	if (cert == NULL)
-		return false;
+		return 0;
 	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	/* the chain's verification decoded it once: present and not
+	 * decoded now is memory that ran out */
+	if (names == NULL && X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) >= 0)
+		return -1;
 	for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && uri == NULL; i++) {
 		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
 
@@ -52,7 +56,7 @@ inbound_peer_identity(SSL *ssl, char *out, size_t outlen)
 	 * peer someone its certificate does not say it is first */
 	ok = uri ? copy_asn1(uri, out, outlen) : dns ? copy_asn1(dns, out, outlen) : false;
 	GENERAL_NAMES_free(names);
-	return ok;
+	return ok ? 1 : 0;
 }
 
 bool
@@ -76,8 +80,9 @@ inbound_key_mac(const char *key, size_t len, unsigned char out[KEY_MAC_LEN])
 			return -1;
 		mac_key_ready = true;
 	}
-	HMAC(EVP_sha256(), mac_key, sizeof(mac_key), (const unsigned char *)key, len,
-	    out, &outlen);
+	if (HMAC(EVP_sha256(), mac_key, sizeof(mac_key), (const unsigned char *)key, len,
+	    out, &outlen) == NULL)
+		return -1;
 	return 0;
 }
 

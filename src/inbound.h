@@ -14,9 +14,10 @@
 
 #define PEER_ID_MAX 256
 
-/* The peer's identity: its first URI SAN, else its first DNS SAN. False
- * when the certificate has neither (or there is none). */
-bool inbound_peer_identity(SSL *ssl, char *out, size_t outlen);
+/* The peer's identity: its first URI SAN, else its first DNS SAN. 1 when
+ * found, 0 when the certificate has neither (or there is none), -1 when
+ * there was no memory to decode its names. */
+int inbound_peer_identity(SSL *ssl, char *out, size_t outlen);
 
 bool inbound_peer_allowed(const struct conf_inbound *in, const char *identity);
 

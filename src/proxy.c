@@ -442,6 +442,7 @@ enum key_verdict {
 	KEY_MISSING,
 	KEY_INVALID,
 	KEY_VALID,
+	KEY_UNCHECKED,		/* no memory to compute its HMAC */
 };
 
 /* Checks the key of an inbound request, then wipes every x-service-auth
@@ -458,11 +459,14 @@ key_take(struct exchange *x, char *msg, const struct http_head *h)
 	if (key == NULL)
 		return v;
 	v = KEY_INVALID;
-	if (x->inbound && in->enabled && in->auth_enabled &&
-	    inbound_key_ok(&x->gen->inbound_keys, msg + key->value.off, key->value.len,
-	    x->key_mac)) {
-		v = KEY_VALID;
-		x->key_kept = true;
+	if (x->inbound && in->enabled && in->auth_enabled) {
+		/* inbound_key_ok, told apart from a MAC that could not be made */
+		if (inbound_key_mac(msg + key->value.off, key->value.len, x->key_mac) != 0) {
+			v = KEY_UNCHECKED;
+		} else if (inbound_mac_known(&x->gen->inbound_keys, x->key_mac)) {
+			v = KEY_VALID;
+			x->key_kept = true;
+		}
 	}
 	headers_wipe_values(msg, h, HDR_SERVICE_AUTH);
 	return v;
@@ -494,6 +498,12 @@ admit_inbound(struct exchange *x, const char *msg, const struct http_head *h,
 		    "peer %s is not allowed" : "peer certificate has no usable URI or DNS name%s",
 		    x->peer_id ? x->peer_id : "");
 		proxy_refuse(x, FE_INVALID_SERVICE_AUTH, errmsg, 0, !x->req_done);
+		return NULL;
+	}
+	if (in->auth_enabled && key == KEY_UNCHECKED) {
+		/* not the peer's fault: a 503, as for want of any other memory */
+		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "out of memory checking x-service-auth", 1,
+		    !x->req_done);
 		return NULL;
 	}
 	if (in->auth_enabled && key != KEY_VALID) {

@@ -304,7 +304,8 @@ gen_free(struct worker *w, struct generation *g)
 		 * local app carry no request: they go with their endpoint */
 		if (w != NULL)
 			h2_up_close_endpoint(w, g->inbound.eps[0]);
-		endpoint_free(g->inbound.eps[0]);
+		if (g->inbound.eps[0] != NULL)	/* else gen_inbound_init ran out */
+			endpoint_free(g->inbound.eps[0]);
 		free(g->inbound.eps);
 	}
 	inbound_keys_free(&g->inbound_keys);
@@ -325,9 +326,10 @@ gen_new(struct config *conf, struct svc_runtime **rts, int worker_id)
 	}
 	g->conf = conf;
 	g->refs = 1;
-	g->n_svcs = conf->n_services;
-	if ((g->svcs = calloc(g->n_svcs ? g->n_svcs : 1, sizeof(*g->svcs))) == NULL)
+	/* counted once there: gen_free walks them */
+	if ((g->svcs = calloc(conf->n_services ? conf->n_services : 1, sizeof(*g->svcs))) == NULL)
 		goto fail;
+	g->n_svcs = conf->n_services;
 	for (size_t i = 0; i < g->n_svcs; i++) {
 		g->svcs[i].conf = &conf->services[i];
 		g->svcs[i].rt = rts[i];
@@ -445,6 +447,29 @@ closed_listeners_sweep(struct worker *w)
 
 static void watch_placement(struct worker *w);
 
+void
+worker_free_later(struct worker *w, event_callback_fn fn, void *arg)
+{
+	if (event_base_once(w->base, -1, EV_TIMEOUT, fn, arg, NULL) == 0)
+		return;
+	if (w->n_later == WORKER_LATER_MAX) {
+		log_error("worker %d: out of memory: a connection's memory is lost", w->id);
+		return;
+	}
+	w->later[w->n_later].fn = fn;
+	w->later[w->n_later].arg = arg;
+	w->n_later++;
+}
+
+static void
+later_run(struct worker *w)
+{
+	while (w->n_later > 0) {
+		w->n_later--;
+		w->later[w->n_later].fn(-1, EV_TIMEOUT, w->later[w->n_later].arg);
+	}
+}
+
 static void
 sweep(evutil_socket_t fd, short what, void *arg)
 {
@@ -460,6 +485,7 @@ sweep(evutil_socket_t fd, short what, void *arg)
 		pool_sweep(&w->gen->inbound, now);
 	retired_sweep(w, false);
 	closed_listeners_sweep(w);
+	later_run(w);
 	watch_placement(w);
 	/* what a burst left on the free lists, unused for a second, goes */
 	h2_mem_decay();
@@ -913,6 +939,7 @@ worker_main(void *arg)
 	clock_turn_end();
 	w->ended = true;
 	proxy_close_all(w);	/* their access log lines go out before detaching */
+	later_run(w);
 	if (w->alog) {
 		accesslog_flush(w->alog);
 		accesslog_detach(w->alog);

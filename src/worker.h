@@ -182,6 +182,8 @@ struct deferred {
 	bool queued;
 };
 
+#define WORKER_LATER_MAX 64
+
 struct worker {
 	int id;
 	struct runtime *rt;		/* shared: breakers, buckets, health */
@@ -206,6 +208,13 @@ struct worker {
 	struct event *ev_sweep;		/* pool expiry */
 	struct event *ev_mail;
 	struct deferred *defer_head, *defer_tail;
+	/* frees worker_free_later could not schedule (no memory for the
+	 * event): the next sweep runs them */
+	struct {
+		event_callback_fn fn;
+		void *arg;
+	} later[WORKER_LATER_MAX];
+	uint32_t n_later;
 	int mail_fd;			/* eventfd: wakes the loop for mail */
 	pthread_mutex_t mail_lock;
 	struct mail *mail;
@@ -279,6 +288,10 @@ void worker_free(struct worker *w);
 int worker_turn(struct worker *w, int flags);
 void worker_defer(struct worker *w, struct deferred *d);
 void worker_defer_cancel(struct worker *w, struct deferred *d);
+/* FN(-1, EV_TIMEOUT, ARG) at the next turn of W's loop, off the caller's
+ * stack (a connection's free); without memory for that, at the next
+ * sweep, or as the worker ends. */
+void worker_free_later(struct worker *w, event_callback_fn fn, void *arg);
 
 /* Closes one idle pooled connection to EP, if this worker has one. */
 void worker_release_idle(struct worker *w, struct ep_runtime *ep);
