@@ -562,6 +562,8 @@ h2_calm(struct h2conn *hc, const char *why)
 	nghttp2_session_terminate_session(hc->ng, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
+static void h2_doom(struct h2conn *hc);
+
 static void
 h2_finish(struct exchange *x, enum end_cause cause)
 {
@@ -576,9 +578,12 @@ h2_finish(struct exchange *x, enum end_cause cause)
 		    (nghttp2_session_get_stream_remote_window_size(hc->ng, st->id) <= 0 ||
 		    nghttp2_session_get_remote_window_size(hc->ng) <= 0))
 			h2_calm(hc, "flow-control window never opened");
-		nghttp2_submit_rst_stream(hc->ng, NGHTTP2_FLAG_NONE, st->id,
+		/* without memory for the RST_STREAM the client would wait on
+		 * the stream for good: the connection goes instead */
+		if (nghttp2_submit_rst_stream(hc->ng, NGHTTP2_FLAG_NONE, st->id,
 		    cause == END_STREAM_IDLE || cause == END_SHUTDOWN ? NGHTTP2_CANCEL :
-		    NGHTTP2_INTERNAL_ERROR);
+		    NGHTTP2_INTERNAL_ERROR) != 0)
+			h2_doom(hc);
 	}
 	stream_maybe_free(st);
 	h2_flush(hc);

@@ -538,6 +538,8 @@ streams_add(struct h2up *s, int d)
  * must not reach it twice. A stream already let go of (its HEADERS
  * cancelled then) is freed here too, not left counted until then.
  */
+static void session_doom(struct h2up *s);
+
 static void
 streams_unsent_fail(struct h2up *s, const char *why)
 {
@@ -554,9 +556,9 @@ streams_unsent_fail(struct h2up *s, const char *why)
 			break;
 		/* unopened, so in nghttp2's queue of HEADERS: it cancels them
 		 * (once: a second RST_STREAM would go as a frame) */
-		if (!st->reset)
-			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
-			    NGHTTP2_REFUSED_STREAM);
+		if (!st->reset && nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
+		    NGHTTP2_REFUSED_STREAM) != 0)
+			session_doom(s);	/* else a raised limit would send them yet */
 		st->reset = true;
 		/* when nghttp2 drops those HEADERS, ST is gone */
 		stream_forget(s, st);
@@ -1263,7 +1265,11 @@ h2_release(struct exchange *x, bool reusable)
 		/* unless both sides are done, the stream would stay open (one
 		 * never submitted, id 0, is nghttp2's no more) */
 		if (!(st->complete && st->out_eof && buf_len(&st->out) == 0)) {
-			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+			/* without memory for it the stream would stay open, and
+			 * ST with it, until the session ends: it ends now */
+			if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
+			    NGHTTP2_CANCEL) != 0)
+				session_doom(s);
 			st->reset = true;
 		}
 		held_drop(st);
