@@ -76,7 +76,7 @@ respond(struct admin_conn *ac, int status, const char *reason, const char *ctype
 	if (!head_only)
 		sbuf_add(&out, body, blen);
 	/* an answer with a piece missing is none: the connection goes */
-	if (out.oom || conn_write(ac->c, out.p, out.len) != 0)
+	if (out.oom || conn_write(ac->c, out.p, out.len) != 0 || !keep_alive)
 		ac->closing = true;
 	sbuf_free(&out);
 }
@@ -125,7 +125,6 @@ serve(struct admin_conn *ac)
 
 		respond(ac, 400, "Bad Request", "application/json", b, sizeof(b) - 1,
 		    head_only, false);
-		ac->closing = true;
 		return;
 	}
 	if (!host_ok(ac, msg, auth, alen)) {
@@ -157,7 +156,6 @@ serve(struct admin_conn *ac)
 
 		respond(ac, 503, "Service Unavailable", "application/json", b, sizeof(b) - 1,
 		    head_only, false);
-		ac->closing = true;
 	} else {
 		respond(ac, page.status, page.reason, page.content_type, body.p, body.len,
 		    head_only, ka);
@@ -229,7 +227,6 @@ admin_serve_heads(struct admin_conn *ac)
 
 			respond(ac, 431, "Request Header Fields Too Large", "application/json",
 			    b, sizeof(b) - 1, false, false);
-			ac->closing = true;
 			break;
 		}
 		if (st == HTTP_NEED_MORE)
@@ -240,7 +237,6 @@ admin_serve_heads(struct admin_conn *ac)
 
 			respond(ac, 400, "Bad Request", "application/json", b, sizeof(b) - 1,
 			    false, false);
-			ac->closing = true;
 			break;
 		}
 		headers_classify(buf_head(&ac->in), &ac->head);

@@ -120,18 +120,20 @@ inbound_mac_known(const struct key_macs *k, const unsigned char mac[KEY_MAC_LEN]
 	return match != 0;
 }
 
-bool
+int
 inbound_key_ok(const struct key_macs *k, const char *key, size_t len,
     unsigned char mac[KEY_MAC_LEN])
 {
 	unsigned char own[KEY_MAC_LEN];
 	unsigned char *m = mac ? mac : own;
-	bool match;
+	int match;
 
 	/* the HMAC key was drawn when the configured keys were MACed */
-	if (k->n == 0 || inbound_key_mac(key, len, m) != 0)
-		return false;
-	match = inbound_mac_known(k, m);
+	if (k->n == 0)
+		return 0;
+	if (inbound_key_mac(key, len, m) != 0)
+		return -1;
+	match = inbound_mac_known(k, m) ? 1 : 0;
 	OPENSSL_cleanse(own, sizeof(own));
 	return match;
 }

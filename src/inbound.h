@@ -37,10 +37,11 @@ int inbound_key_mac(const char *key, size_t len, unsigned char out[KEY_MAC_LEN])
 /* A worker's copy of the config's MACs. */
 int inbound_keys_init(struct key_macs *k, const struct conf_inbound *in);
 void inbound_keys_free(struct key_macs *k);
-/* True when KEY matches one of the configured keys; compares all of
- * them. MAC, when not NULL, gets KEY's HMAC (to ask inbound_mac_known of
- * another generation's keys later). */
-bool inbound_key_ok(const struct key_macs *k, const char *key, size_t len,
+/* 1 when KEY matches one of the configured keys (compares all of them),
+ * 0 when not, -1 when there was no memory to compute its HMAC. MAC, when
+ * not NULL, gets KEY's HMAC (to ask inbound_mac_known of another
+ * generation's keys later). */
+int inbound_key_ok(const struct key_macs *k, const char *key, size_t len,
     unsigned char mac[KEY_MAC_LEN]);
 bool inbound_mac_known(const struct key_macs *k, const unsigned char mac[KEY_MAC_LEN]);
 

@@ -460,12 +460,15 @@ key_take(struct exchange *x, char *msg, const struct http_head *h)
 		return v;
 	v = KEY_INVALID;
 	if (x->inbound && in->enabled && in->auth_enabled) {
-		/* inbound_key_ok, told apart from a MAC that could not be made */
-		if (inbound_key_mac(msg + key->value.off, key->value.len, x->key_mac) != 0) {
-			v = KEY_UNCHECKED;
-		} else if (inbound_mac_known(&x->gen->inbound_keys, x->key_mac)) {
+		switch (inbound_key_ok(&x->gen->inbound_keys, msg + key->value.off,
+		    key->value.len, x->key_mac)) {
+		case 1:
 			v = KEY_VALID;
 			x->key_kept = true;
+			break;
+		case -1:
+			v = KEY_UNCHECKED;
+			break;
 		}
 	}
 	headers_wipe_values(msg, h, HDR_SERVICE_AUTH);
