@@ -63,9 +63,13 @@ START_TEST(test_empty_and_last_cpu)
 }
 END_TEST
 
-/* The counters of a thread, as schedstat shows them. */
+/* The counters of a thread, as schedstat shows them, and the times of the
+ * other CPUs, as /proc/stat does; IDLE_PCT: how much of each second to
+ * come they idle. */
 struct counters {
 	uint64_t run_ns, wait_ns, runs;
+	struct cpu_ticks others;
+	unsigned idle_pct;
 };
 
 /* Feeds W a second of N turns that each ran RUN_US and waited WAIT_US;
@@ -77,7 +81,9 @@ second(struct affinity_watch *w, struct counters *c, uint64_t n, uint64_t run_us
 	c->run_ns += n * run_us * 1000;
 	c->wait_ns += n * wait_us * 1000;
 	c->runs += n;
-	return affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs);
+	c->others.all += 100;
+	c->others.idle += c->idle_pct;
+	return affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs, &c->others);
 }
 
 /* One second short of letting W loose. */
@@ -92,13 +98,15 @@ static void
 start(struct affinity_watch *w, struct counters *c)
 {
 	/* the first sample is a base, whatever it says */
-	ck_assert(!affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs));
+	if (c->idle_pct == 0)
+		c->idle_pct = 20;	/* bound HTTP/2: 14-17 % (affinity.h) */
+	ck_assert(!affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs, &c->others));
 }
 
 START_TEST(test_long_turns_that_wait_loosen_short_ones_bind_again)
 {
 	struct affinity_watch w = { 0 };
-	struct counters c = { 900000000, 800000000, 3000 };
+	struct counters c = { .run_ns = 900000000, .wait_ns = 800000000, .runs = 3000 };
 
 	start(&w, &c);
 	for (int i = 1; i < AFFINITY_LOOSE_AFTER; i++)
@@ -167,20 +175,117 @@ END_TEST
 START_TEST(test_counters_that_go_back_start_over)
 {
 	struct affinity_watch w = { 0 };
-	struct counters c = { 4000000000, 3000000000, 100000 };
+	struct counters c = { .run_ns = 4000000000, .wait_ns = 3000000000, .runs = 100000 };
 
 	start(&w, &c);
 	almost_loose(&w, &c);
 	/* each counter smaller in turn: no second's difference */
-	c = (struct counters){ 10, 3000000000, 200000 };
-	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
-	c = (struct counters){ 4000000000, 10, 300000 };
-	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
-	c = (struct counters){ 5000000000, 3000000000, 5 };
-	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs));
+	c = (struct counters){ 10, 3000000000, 200000, c.others, 20 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, &c.others));
+	c = (struct counters){ 4000000000, 10, 300000, c.others, 20 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, &c.others));
+	c = (struct counters){ 5000000000, 3000000000, 5, c.others, 20 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, &c.others));
 	almost_loose(&w, &c);
 	ck_assert(second(&w, &c, 1000, 300, 900));
 	ck_assert(w.loose);
+}
+END_TEST
+
+START_TEST(test_not_loosened_while_every_cpu_is_busy)
+{
+	struct affinity_watch w = { 0 };
+	struct counters c = { .idle_pct = AFFINITY_LOOSE_IDLE_PCT - 1 };
+
+	start(&w, &c);
+	/* HTTP/1.1 at full load: long turns that wait long, but no CPU to
+	 * go to */
+	for (int i = 0; i < 20; i++)
+		ck_assert(!second(&w, &c, 1800, 160, 420));
+	ck_assert(!w.loose);
+	/* a CPU idles: the same turns move it, after the seconds needed */
+	c.idle_pct = AFFINITY_LOOSE_IDLE_PCT;
+	for (int i = 1; i < AFFINITY_LOOSE_AFTER; i++)
+		ck_assert(!second(&w, &c, 1800, 160, 420));
+	ck_assert(second(&w, &c, 1800, 160, 420));
+	ck_assert(w.loose);
+	/* loose, the others' idle time does not matter */
+	c.idle_pct = 0;
+	for (int i = 1; i < AFFINITY_BIND_AFTER; i++)
+		ck_assert(!second(&w, &c, 5000, 20, 30));
+	ck_assert(second(&w, &c, 5000, 20, 30));
+	ck_assert(!w.loose);
+}
+END_TEST
+
+START_TEST(test_idle_time_not_known_keeps_it_bound)
+{
+	struct affinity_watch w = { 0 };
+	struct counters c = { 0 };
+
+	start(&w, &c);
+	/* /proc/stat unreadable every other second: no second has a
+	 * difference, so none argues */
+	for (int i = 0; i < 20; i++) {
+		c.run_ns += 1000 * 300000ULL;
+		c.wait_ns += 1000 * 900000ULL;
+		c.runs += 1000;
+		ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs,
+		    i % 2 ? &c.others : NULL));
+		c.others.all += 100;
+		c.others.idle += 50;
+	}
+	ck_assert(!w.loose);
+	/* nor do times that went back, or idle time past all time */
+	almost_loose(&w, &c);
+	c.others.all -= 1000;
+	ck_assert(!second(&w, &c, 1000, 300, 900));
+	almost_loose(&w, &c);
+	c.others.idle += 500;
+	ck_assert(!second(&w, &c, 1000, 300, 900));
+	ck_assert(!w.loose);
+	almost_loose(&w, &c);
+	ck_assert(second(&w, &c, 1000, 300, 900));
+}
+END_TEST
+
+START_TEST(test_cpu_ticks_from_proc_stat)
+{
+	const char *stat =
+	    "cpu  3627414 447919 2640728 8094210 12489 0 394952 0 0 0\n"
+	    "cpu0 100 1 50 1000 10 0 20 5 7 0\n"
+	    "cpu1 200 2 60 2000 20 1 30 0 0 0\n"
+	    "cpu12 300 0 0 40 2 0 0 0\n"
+	    "cpu13x 9 9 9 9 9 9 9 9\n"
+	    "intr 117449490 0 0 0\n"
+	    "cpu2 7 7 7 7 7 7 7 7\n"
+	    "cpu3 1 2 3 4";		/* cut short: not a line */
+	struct cpu_ticks t;
+	cpu_set_t s;
+
+	s = set_of((const int[]){ 1 }, 1);
+	ck_assert(affinity_cpu_ticks(stat, &s, &t));
+	ck_assert_uint_eq(t.idle, 2020);
+	ck_assert_uint_eq(t.all, 2313);
+	/* guest time (the ninth and tenth) is in user and nice already */
+	s = set_of((const int[]){ 0, 12 }, 2);
+	ck_assert(affinity_cpu_ticks(stat, &s, &t));
+	ck_assert_uint_eq(t.idle, 1010 + 42);
+	ck_assert_uint_eq(t.all, 1186 + 342);
+	/* a line anywhere counts; the summary line is no CPU's */
+	s = set_of((const int[]){ 2 }, 1);
+	ck_assert(affinity_cpu_ticks(stat, &s, &t));
+	ck_assert_uint_eq(t.all, 56);
+	s = set_of((const int[]){ 3 }, 1);
+	ck_assert(!affinity_cpu_ticks(stat, &s, &t));
+	s = set_of((const int[]){ 13 }, 1);
+	ck_assert(!affinity_cpu_ticks(stat, &s, &t));
+	s = set_of((const int[]){ 1, 5 }, 2);
+	ck_assert(!affinity_cpu_ticks(stat, &s, &t));
+	ck_assert(!affinity_cpu_ticks("cpu1 1 2 3\n", &s, &t));	/* too few */
+	CPU_ZERO(&s);
+	ck_assert(affinity_cpu_ticks(stat, &s, &t));
+	ck_assert_uint_eq(t.all, 0);
 }
 END_TEST
 
@@ -199,6 +304,9 @@ affinity_suite(void)
 	tcase_add_test(tc, test_a_second_that_does_not_argue_breaks_the_streak);
 	tcase_add_test(tc, test_an_idle_worker_is_not_moved);
 	tcase_add_test(tc, test_counters_that_go_back_start_over);
+	tcase_add_test(tc, test_not_loosened_while_every_cpu_is_busy);
+	tcase_add_test(tc, test_idle_time_not_known_keeps_it_bound);
+	tcase_add_test(tc, test_cpu_ticks_from_proc_stat);
 	suite_add_tcase(s, tc);
 	return s;
 }
