@@ -1127,8 +1127,12 @@ proxy_response_head(struct exchange *x, const char *msg, const struct http_head 
 		x->close_after = true;
 	if (!x->req_done)
 		x->close_after = true;	/* the rest of the request has nowhere to go */
-	if (!switching)
-		coding_response(x, msg, h);
+	if (!switching && !coding_response(x, msg, h)) {
+		/* the body stays unread: its connection goes */
+		proxy_refuse(x, FE_SERVICE_UNAVAILABLE, "out of memory for the response's decoder",
+		    0, !x->req_done);
+		return false;
+	}
 	if (!x->down->send_head(x, msg, h))
 		return false;
 	/* an HTTP/1 head waits in the worker's scratch for the first body

@@ -112,7 +112,7 @@ encode_wanted(const struct exchange *x, const char *msg, const struct http_head 
 
 static void zf_deferred(struct deferred *d);
 
-void
+bool
 coding_response(struct exchange *x, const char *msg, const struct http_head *h)
 {
 	const struct conf_compression *c = &x->svc->conf->compression;
@@ -123,43 +123,44 @@ coding_response(struct exchange *x, const char *msg, const struct http_head *h)
 
 	if (c->n_encodings == 0 || x->head_method || x->grpc ||
 	    h->status < 200 || h->status == 204 || h->status == 304 || h->status == 206)
-		return;
+		return true;
 	if (encode) {
 		/* a head-only answer (HTTP/2) has nothing to compress; one
 		 * ferry decodes is an empty body, whose coding must not reach
 		 * an app that never asked for it */
 		if (x->head_ends)
-			return;
+			return true;
 		k = (enum cz_coding)x->zcoding;
 		/* over the worker's coder budget the body goes as it is */
 		if (!encode_wanted(x, msg, h) ||
 		    !cz_encoder_fits(k, (int)(k == CZ_ZSTD ? c->level_zstd : c->level_gzip)))
-			return;
+			return true;
 	} else {
 		/* only what ferry offered is ferry's to decode; two codings
 		 * stacked pass as they are */
 		ce = find_named(msg, h, "content-encoding");
 		if (!x->zoffered || ce == NULL)
-			return;
+			return true;
 		for (uint32_t i = (uint32_t)(ce - h->h) + 1; i < h->n_headers; i++)
 			if (h->h[i].name.len == 16 &&
 			    strncasecmp(msg + h->h[i].name.off, "content-encoding", 16) == 0)
-				return;
+				return true;
 		if ((k = cz_parse_coding(msg + ce->value.off, ce->value.len, &other)) ==
 		    CZ_IDENTITY)
-			return;
+			return true;
 	}
 	if ((zf = calloc(1, sizeof(*zf))) == NULL ||
 	    (zf->cz = cz_new(k, encode, (int)(k == CZ_ZSTD ? c->level_zstd : c->level_gzip))) ==
 	    NULL) {
 		static struct log_limit limit;
 
-		/* the body passes as it is: an app that gets it encoded
-		 * still has content-encoding to tell */
+		/* an encoder's body passes as it is (identity is always
+		 * allowed); a decoder's cannot: the app never asked for the
+		 * coding ferry offered in its name (SPEC §14) */
 		free(zf);
-		log_limited(&limit, LOG_WARN, "compression: out of memory for a %s coder",
-		    cz_name(k));
-		return;
+		log_limited(&limit, LOG_WARN, "compression: out of memory for a %s %s",
+		    cz_name(k), encode ? "encoder" : "decoder");
+		return encode;
 	}
 	if (encode && h->has_length)
 		cz_expect(zf->cz, h->content_length);
@@ -174,11 +175,12 @@ coding_response(struct exchange *x, const char *msg, const struct http_head *h)
 	/* ... and the client gets ferry's: HTTP/2 frames it, HTTP/1.1 chunks,
 	 * HTTP/1.0 reads to the close */
 	if (x->unframed)
-		return;
+		return true;
 	if (x->http10)
 		x->close_after = true;
 	else
 		zf->head.chunked = zf->chunked = true;
+	return true;
 }
 
 const struct head_coding *

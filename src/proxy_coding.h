@@ -14,8 +14,10 @@
  * outbound, the accept-encoding ferry adds is returned (NULL: none). */
 const char *coding_request(struct exchange *x, const char *msg, const struct http_head *h);
 /* At the final response head, before it leaves: sets up x->zf when the
- * body is to be encoded or decoded, and the framing that follows. */
-void coding_response(struct exchange *x, const char *msg, const struct http_head *h);
+ * body is to be encoded or decoded, and the framing that follows. False
+ * when a body ferry must decode has no decoder (out of memory): the
+ * response cannot go to the app as it is. */
+bool coding_response(struct exchange *x, const char *msg, const struct http_head *h);
 /* Body bytes of a coded response; END: the last ones. False when the
  * exchange ended (cut, or complete). */
 bool coding_data(struct exchange *x, const void *p, size_t n, bool end);

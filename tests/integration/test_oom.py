@@ -66,7 +66,9 @@ import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 
+from test_compression import big_json  # noqa: E402
 from test_h2 import H2, Stream  # noqa: E402
+from test_tracing import Collector, exported, ok_after  # noqa: E402
 
 KEY = "oom-inbound-key-0123456789"
 HANG = 8.0          # no answer within this: a hang (request 3s, stream_idle 3s)
@@ -74,6 +76,7 @@ WINDOW = 1.3        # seconds of injection a round
 SMALL = payload(64, seed=3)
 LARGE = payload(256 * 1024, seed=4)
 BIG = payload(256 * 1024, seed=5)
+JSON = big_json(48 * 1024)
 FD_SLACK = 3
 # Growth allowed from the first round to the last: ferry keeps bounded
 # caches that a round may leave fuller than the one before (up to 16
@@ -94,19 +97,17 @@ DEFAULTS = {
 
 def app_behaviour(conn, req):
     """/echo: the body back; /sum: its sha256 and length; /big: 256 KiB;
-    X-Gen back as it came. Every 7th answer closes the connection (so
-    ferry opens new ones), and no body is kept (the Upstream records
-    every request)."""
+    /json: 48 KiB of JSON; /slow: "ok" 30 ms late; X-Gen back as it came.
+    Every 7th answer closes the connection (so ferry opens new ones), and
+    no body is kept (the Upstream records every request)."""
     up = conn.upstream
     path = req.target.split("?")[0]
-    if path == "/echo":
-        body = req.body
-    elif path == "/sum":
-        body = ("%s:%d" % (sha256(req.body), len(req.body))).encode()
-    elif path == "/big":
-        body = BIG
-    else:
-        body = b"ok"
+    ctype = "application/octet-stream"
+    if path == "/slow" and not conn.sleep(0.03):
+        return
+    body = expected_body(path, req.body)
+    if path == "/json":
+        ctype = "application/json"
     with up._lock:
         up.served = getattr(up, "served", 0) + 1
         if up.served % 7 == 0:
@@ -114,8 +115,7 @@ def app_behaviour(conn, req):
         req.body = b""
         if len(up.requests) > 100:
             del up.requests[:-10]
-    conn.respond(200, [("Content-Type", "application/octet-stream"),
-                       ("X-Gen", req.header("x-gen", ""))], body)
+    conn.respond(200, [("Content-Type", ctype), ("X-Gen", req.header("x-gen", ""))], body)
 
 
 def expected_body(path, body):
@@ -125,6 +125,8 @@ def expected_body(path, body):
         return ("%s:%d" % (sha256(body), len(body))).encode()
     if path == "/big":
         return BIG
+    if path == "/json":
+        return JSON
     return b"ok"
 
 
@@ -241,8 +243,9 @@ class Tally:
         if resp.status == 200:
             want = expected_body(path, body)
             if resp.body != want:
-                self.add("bad", "%s %s: wrong body (%d bytes, sha %s; wanted %d)"
-                         % (what, path, len(resp.body), sha256(resp.body)[:12], len(want)))
+                self.add("bad", "%s %s: wrong body (%d bytes, sha %s; wanted %d); headers %r"
+                         % (what, path, len(resp.body), sha256(resp.body)[:12], len(want),
+                            resp.headers))
             elif gen is not None and resp.header("x-gen") not in gen:
                 self.add("bad", "%s %s: x-gen %r, not one of %r"
                          % (what, path, resp.header("x-gen"), sorted(gen)))
@@ -658,6 +661,61 @@ class InboundTest(OomCase):
             self.polite_h1(port, ctx(), headers=auth)
             self.polite_h2(port, ["app"], ctx(["h2"]), headers=auth)
         self.rounds(loads, polite, [50, 500])
+
+
+class MeshTest(OomCase):
+    """ferry's outbound side to its own inbound listener, with what SPEC
+    §13-§16 add on the way: the inbound side compresses the app's JSON and
+    the outbound side decodes it (both directions' coders), header rules
+    on both, spans of both sides exported to a collector, deadlines
+    passed on; and hedged GETs to a service whose answers come late (a
+    hedge after 10 ms, the loser cancelled)."""
+
+    def test_mesh_features(self):
+        p = pki()
+        app = self.upstream(app_behaviour, tls=False, idle_close_after=1.0)
+        late = [self.upstream(app_behaviour, idle_close_after=1.0) for _ in range(2)]
+        collector = Collector(ok_after(0))
+        self._closers.append(collector.close)
+        inbound_port = free_port()
+        comp = {"encodings": ["zstd", "gzip"], "min_size": "1KiB"}
+        rules = {"request": {"set": {"x-tenant": "t1"}, "add": {"x-env": "prod"},
+                             "remove": ["x-debug"]},
+                 "response": {"set": {"x-frame-options": "DENY"}, "remove": ["server"]}}
+        self.start(ferry_config({
+            "mesh": {"endpoints": ["%s:%d" % (LOOPBACK, inbound_port)],
+                     "tls": harness.tls_client("backend"), "auth": {"key_env": "K"},
+                     "compression": comp, "headers": rules},
+            "late": {"endpoints": [u.address for u in late], "protocol": "http1",
+                     "tls": harness.tls_client("backend"),
+                     "hedging": {"after": "10ms", "max": 1}},
+        }, defaults=DEFAULTS, listeners={"inbound": {
+            "address": "%s:%d" % (LOOPBACK, inbound_port),
+            "tls": {"cert": p.server.cert, "key": p.server.key, "client_ca": p.ca.cert},
+            "auth": {"keys_env": ["K"]}, "local_app": app.address,
+            "compression": comp, "headers": rules}},
+            tracing={"otlp": "http://%s/v1/traces" % collector.address,
+                     "service_name": "oom", "sample_ratio": 1, "max_queue": 512,
+                     "batch": {"max_spans": 64, "interval": "100ms"}}), env={"K": KEY})
+        port = self.f.outbound_port
+        mesh = (("GET", "/json", b""), ("POST", "/echo", SMALL), ("POST", "/sum", LARGE))
+        slow = (("GET", "/slow", b""),)
+        loads = [h1_load(port, host="mesh", kinds=mesh),
+                 h1_load(port, host="mesh", keep=False, kinds=mesh[:1]),
+                 h1_load(port, host="late", kinds=slow),
+                 h2_load(port, ["mesh"])]
+
+        def polite():
+            self.polite_h1(port, host="mesh", kinds=mesh)
+            self.polite_h1(port, host="late", kinds=slow)
+            self.polite_h2(port, ["mesh"])
+        self.rounds(loads, polite, [50, 500])
+        m = self.f.admin("/metrics").body.decode()
+        for series in ('ferry_compression_bytes_total{direction="inbound"',
+                       'ferry_compression_bytes_total{direction="outbound"',
+                       'ferry_hedges_total{service="late",result="won"}'):
+            self.assertIn(series, m, "the case never ran what it is for")
+        self.assertGreater(exported(self.f), 0)
 
 
 class ReloadTest(OomCase):
