@@ -41,17 +41,16 @@ int affinity_cpu(const cpu_set_t *allowed, unsigned n_workers, unsigned worker);
  * AFFINITY_MIN_RUNS turns is not busy: it moves nothing, and breaks a
  * run of seconds.
  *
- * Loose, a worker gains only where another CPU it may use has time to
- * spare: when every CPU is busy (HTTP/1.1 at full load beside its client
- * and backend), it waits as long anywhere, and loses its caches besides.
- * On the bench's two CPUs, an HTTP/1.1 64 B run's busier worker ran 160
- * us and waited 420 a turn while neither CPU idled more than 5 %; let
- * loose, ferry spent 31-36 us a request against 23-26 bound, for twenty
- * seconds until its turns were short enough to bind again. Bound HTTP/2
- * workers left 14-17 % of the CPUs idle. So the long turns' seconds
- * argue for a move only when the other CPUs of the process idled
- * AFFINITY_LOOSE_IDLE_PCT % of that second or more (/proc/stat's idle and
- * iowait), and never while that is unknown.
+ * Only HTTP/2's turns argue for a move: they are long because its work
+ * comes in batches (many streams a read). HTTP/1.1's turns are long only
+ * when the load is full, and a loose HTTP/1.1 worker pays for the moves:
+ * on the bench's two CPUs at 64 B, its busier worker sometimes ran 160
+ * us and waited 420 a turn, and once let loose, ferry spent 31-40 us a
+ * request against 23-26 bound, for the twenty seconds its turns took to
+ * get short enough to bind it again; also when the other CPU had idled
+ * a tenth of the time (so its idle time is not the test). So a second
+ * argues for letting a worker loose only when HTTP/2 streams were at
+ * least half of the requests it began in it.
  *
  * Pure: the caller reads the counters and applies the verdict.
  */
@@ -60,31 +59,25 @@ int affinity_cpu(const cpu_set_t *allowed, unsigned n_workers, unsigned worker);
 #define AFFINITY_LOOSE_AFTER	2
 #define AFFINITY_BIND_AFTER	5
 #define AFFINITY_MIN_RUNS	100
-#define AFFINITY_LOOSE_IDLE_PCT	8
-
-/* Time of some CPUs since boot, in clock ticks: idle (and waiting for
- * I/O), and all of it. */
-struct cpu_ticks {
-	uint64_t idle, all;
-};
 
 struct affinity_watch {
 	uint64_t run_ns, wait_ns, runs;	/* at the last sample */
-	struct cpu_ticks others;	/* at the last sample, if others_known */
-	bool sampled, others_known;
+	uint64_t h1_requests, h2_streams;
+	bool sampled;
 	bool loose;		/* let loose: its binding undone */
 	unsigned streak;	/* busy seconds in a row that argue for a move */
 };
 
-/* Takes the thread's cumulative counters (schedstat's three) and OTHERS,
- * the times of the other CPUs it may use (NULL: not known), a second
- * after the last ones; true when W->loose changed: loosen or bind the
- * thread now. */
-bool affinity_watch_sample(struct affinity_watch *w, uint64_t run_ns, uint64_t wait_ns,
-    uint64_t runs, const struct cpu_ticks *others);
+/* The requests a worker began, since it started: HTTP/1.x requests and
+ * HTTP/2 streams. */
+struct affinity_work {
+	uint64_t h1_requests, h2_streams;
+};
 
-/* Sums into *SUM the times of the CPUs of SET from STAT, the text of
- * /proc/stat; false when a CPU of SET has no line in it. */
-bool affinity_cpu_ticks(const char *stat, const cpu_set_t *set, struct cpu_ticks *sum);
+/* Takes the thread's cumulative counters (schedstat's three) and its
+ * worker's WORK, a second after the last ones; true when W->loose
+ * changed: loosen or bind the thread now. */
+bool affinity_watch_sample(struct affinity_watch *w, uint64_t run_ns, uint64_t wait_ns,
+    uint64_t runs, struct affinity_work work);
 
 #endif

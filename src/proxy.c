@@ -766,6 +766,10 @@ proxy_request(struct exchange *x, char *msg, const struct http_head *h, bool amb
 	enum key_verdict key;
 
 	exchange_begin(x);
+	if (x->unframed)
+		x->w->work.h2_streams++;
+	else
+		x->w->work.h1_requests++;
 	key = key_take(x, msg, h);
 	if (x->w->alog || x->gen->conf->tracing.enabled)
 		logline_set(x, msg, h);

@@ -651,35 +651,15 @@ apply_affinity(struct worker *w, const struct config *c)
 	w->bound_cpu = cpu;
 }
 
-/* The times of the CPUs the worker may use but is not bound to (or would
- * be, loose), from /proc/stat; false when they could not be read. */
-static bool
-other_cpus_ticks(struct worker *w, struct cpu_ticks *others)
-{
-	/* the "cpuN" lines come first: 16 KiB hold two hundred of them */
-	char text[16384];
-	int own = affinity_cpu(&w->allowed, w->n_siblings, (unsigned)w->id);
-	cpu_set_t set = w->allowed;
-	ssize_t n;
-
-	if (w->proc_stat_fd < 0 || own < 0 ||
-	    (n = pread(w->proc_stat_fd, text, sizeof(text) - 1, 0)) <= 0)
-		return false;
-	text[n] = '\0';
-	CPU_CLR(own, &set);
-	return affinity_cpu_ticks(text, &set, others);
-}
-
 /* cpu_affinity: auto also lets a bound worker loose while its long turns
- * wait long for its CPU and another CPU idles, and binds it again when
- * its turns are short (affinity.h) */
+ * of HTTP/2 work wait long for its CPU, and binds it again when its turns
+ * are short (affinity.h) */
 static void
 watch_placement(struct worker *w)
 {
 	char buf[96];
 	unsigned long long run, wait, runs;	/* ns, ns, times */
 	int bound = w->bound_cpu;
-	struct cpu_ticks others;
 	ssize_t n;
 
 	if (w->schedstat_fd < 0 || (bound < 0 && !w->placement.loose))
@@ -688,8 +668,7 @@ watch_placement(struct worker *w)
 		return;
 	buf[n] = '\0';
 	if (sscanf(buf, "%llu %llu %llu", &run, &wait, &runs) != 3 ||
-	    !affinity_watch_sample(&w->placement, run, wait, runs,
-	    other_cpus_ticks(w, &others) ? &others : NULL))
+	    !affinity_watch_sample(&w->placement, run, wait, runs, w->work))
 		return;
 	apply_affinity(w, w->gen->conf);
 	if (w->placement.loose && w->bound_cpu >= 0)
@@ -903,7 +882,7 @@ worker_init(struct worker *w, const struct worker_deps *deps, int id, struct con
 
 	memset(w, 0, sizeof(*w));
 	w->mail_fd = -1;
-	w->schedstat_fd = w->proc_stat_fd = -1;
+	w->schedstat_fd = -1;
 	w->gen_reap.run = gens_reap;
 	w->id = id;
 	w->rt = deps->rt;
@@ -947,7 +926,6 @@ worker_main(void *arg)
 	w->bound_cpu = -1;
 	/* this thread's: /proc/thread-self resolves when opened */
 	w->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
-	w->proc_stat_fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
 	if (pthread_getaffinity_np(pthread_self(), sizeof(w->allowed), &w->allowed) == 0)
 		apply_affinity(w, w->gen->conf);
 	ids_thread_init();
@@ -970,9 +948,7 @@ worker_main(void *arg)
 	blocks_thread_end();
 	if (w->schedstat_fd >= 0)
 		close(w->schedstat_fd);
-	if (w->proc_stat_fd >= 0)
-		close(w->proc_stat_fd);
-	w->schedstat_fd = w->proc_stat_fd = -1;
+	w->schedstat_fd = -1;
 	return NULL;
 }
 

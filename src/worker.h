@@ -243,8 +243,8 @@ struct worker {
 	cpu_set_t allowed;		/* the thread's CPUs as it started */
 	int bound_cpu;			/* by apply_affinity(); -1: not bound */
 	struct affinity_watch placement;	/* what it waits while bound */
+	struct affinity_work work;	/* what it began, for the watch */
 	int schedstat_fd;		/* its thread's, or -1 */
-	int proc_stat_fd;		/* /proc/stat, for the CPUs' idle time */
 };
 
 /* Arms timer EV to fire at AT_MS (clock_now_ms() time; past means now). */

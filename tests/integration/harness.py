@@ -231,9 +231,8 @@ def rst_close(sock):
     sock.close()
 
 
-def thread_cpus(f):
-    """{thread name: [CPU set of each such thread]} of ferry's process."""
-    out = {}
+def thread_affinities(f):
+    """(name, CPU set) of each thread of ferry's process."""
     task = "/proc/%d/task" % f.proc.pid
     for tid in os.listdir(task):
         try:
@@ -242,6 +241,13 @@ def thread_cpus(f):
             cpus = os.sched_getaffinity(int(tid))
         except OSError:
             continue            # a thread that just ended
+        yield name, cpus
+
+
+def thread_cpus(f):
+    """{thread name: [CPU set of each such thread]} of ferry's process."""
+    out = {}
+    for name, cpus in thread_affinities(f):
         out.setdefault(re.sub(r"-\d+$", "", name), []).append(cpus)
     return out
 

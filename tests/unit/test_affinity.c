@@ -1,7 +1,7 @@
 /*
  * Unit tests for src/affinity.c: a worker gets a CPU of its own only when
  * the process may use exactly as many CPUs as it has workers, and is let
- * loose while its long turns wait long for it.
+ * loose while its long turns of HTTP/2 work wait long for it.
  */
 #include <sched.h>
 #include <stdlib.h>
@@ -63,13 +63,13 @@ START_TEST(test_empty_and_last_cpu)
 }
 END_TEST
 
-/* The counters of a thread, as schedstat shows them, and the times of the
- * other CPUs, as /proc/stat does; IDLE_PCT: how much of each second to
- * come they idle. */
+/* The counters of a thread, as schedstat shows them, and of its worker's
+ * requests; H1_PER_TURN: the HTTP/1.x requests each turn to come begins
+ * (the others, ten HTTP/2 streams a turn). */
 struct counters {
 	uint64_t run_ns, wait_ns, runs;
-	struct cpu_ticks others;
-	unsigned idle_pct;
+	struct affinity_work work;
+	unsigned h1_per_turn;
 };
 
 /* Feeds W a second of N turns that each ran RUN_US and waited WAIT_US;
@@ -81,9 +81,11 @@ second(struct affinity_watch *w, struct counters *c, uint64_t n, uint64_t run_us
 	c->run_ns += n * run_us * 1000;
 	c->wait_ns += n * wait_us * 1000;
 	c->runs += n;
-	c->others.all += 100;
-	c->others.idle += c->idle_pct;
-	return affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs, &c->others);
+	if (c->h1_per_turn)
+		c->work.h1_requests += n * c->h1_per_turn;
+	else
+		c->work.h2_streams += n * 10;
+	return affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs, c->work);
 }
 
 /* One second short of letting W loose. */
@@ -98,9 +100,7 @@ static void
 start(struct affinity_watch *w, struct counters *c)
 {
 	/* the first sample is a base, whatever it says */
-	if (c->idle_pct == 0)
-		c->idle_pct = 20;	/* bound HTTP/2: 14-17 % (affinity.h) */
-	ck_assert(!affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs, &c->others));
+	ck_assert(!affinity_watch_sample(w, c->run_ns, c->wait_ns, c->runs, c->work));
 }
 
 START_TEST(test_long_turns_that_wait_loosen_short_ones_bind_again)
@@ -180,112 +180,54 @@ START_TEST(test_counters_that_go_back_start_over)
 	start(&w, &c);
 	almost_loose(&w, &c);
 	/* each counter smaller in turn: no second's difference */
-	c = (struct counters){ 10, 3000000000, 200000, c.others, 20 };
-	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, &c.others));
-	c = (struct counters){ 4000000000, 10, 300000, c.others, 20 };
-	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, &c.others));
-	c = (struct counters){ 5000000000, 3000000000, 5, c.others, 20 };
-	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, &c.others));
+	c = (struct counters){ 10, 3000000000, 200000, c.work, 0 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, c.work));
+	c = (struct counters){ 4000000000, 10, 300000, c.work, 0 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, c.work));
+	c = (struct counters){ 5000000000, 3000000000, 5, c.work, 0 };
+	ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs, c.work));
 	almost_loose(&w, &c);
 	ck_assert(second(&w, &c, 1000, 300, 900));
 	ck_assert(w.loose);
 }
 END_TEST
 
-START_TEST(test_not_loosened_while_every_cpu_is_busy)
+START_TEST(test_http1_turns_keep_it_bound)
 {
 	struct affinity_watch w = { 0 };
-	struct counters c = { .idle_pct = AFFINITY_LOOSE_IDLE_PCT - 1 };
+	struct counters c = { .h1_per_turn = 6 };
 
 	start(&w, &c);
-	/* HTTP/1.1 at full load: long turns that wait long, but no CPU to
-	 * go to */
+	/* HTTP/1.1 at full load: long turns that wait long, but a loose
+	 * worker would pay more for each request (affinity.h) */
 	for (int i = 0; i < 20; i++)
 		ck_assert(!second(&w, &c, 1800, 160, 420));
-	ck_assert(!w.loose);
-	/* a CPU idles: the same turns move it, after the seconds needed */
-	c.idle_pct = AFFINITY_LOOSE_IDLE_PCT;
-	for (int i = 1; i < AFFINITY_LOOSE_AFTER; i++)
+	/* streams and requests alike: the streams may be half */
+	for (int i = 0; i < 20; i++) {
+		c.work.h2_streams += 1800 * 6 - 1;
 		ck_assert(!second(&w, &c, 1800, 160, 420));
+	}
+	/* turns that began nothing (a long TLS handshake each) */
+	c.h1_per_turn = 0;
+	for (int i = 0; i < 20; i++) {
+		c.work.h2_streams -= 1800 * 10;
+		ck_assert(!second(&w, &c, 1800, 160, 420));
+	}
+	ck_assert(!w.loose);
+	/* half of them streams: HTTP/2's batches move it */
+	c.h1_per_turn = 6;
+	for (int i = 1; i < AFFINITY_LOOSE_AFTER; i++) {
+		c.work.h2_streams += 1800 * 6;
+		ck_assert(!second(&w, &c, 1800, 160, 420));
+	}
+	c.work.h2_streams += 1800 * 6;
 	ck_assert(second(&w, &c, 1800, 160, 420));
 	ck_assert(w.loose);
-	/* loose, the others' idle time does not matter */
-	c.idle_pct = 0;
+	/* loose, HTTP/1.1's short turns bind it again */
 	for (int i = 1; i < AFFINITY_BIND_AFTER; i++)
 		ck_assert(!second(&w, &c, 5000, 20, 30));
 	ck_assert(second(&w, &c, 5000, 20, 30));
 	ck_assert(!w.loose);
-}
-END_TEST
-
-START_TEST(test_idle_time_not_known_keeps_it_bound)
-{
-	struct affinity_watch w = { 0 };
-	struct counters c = { 0 };
-
-	start(&w, &c);
-	/* /proc/stat unreadable every other second: no second has a
-	 * difference, so none argues */
-	for (int i = 0; i < 20; i++) {
-		c.run_ns += 1000 * 300000ULL;
-		c.wait_ns += 1000 * 900000ULL;
-		c.runs += 1000;
-		ck_assert(!affinity_watch_sample(&w, c.run_ns, c.wait_ns, c.runs,
-		    i % 2 ? &c.others : NULL));
-		c.others.all += 100;
-		c.others.idle += 50;
-	}
-	ck_assert(!w.loose);
-	/* nor do times that went back, or idle time past all time */
-	almost_loose(&w, &c);
-	c.others.all -= 1000;
-	ck_assert(!second(&w, &c, 1000, 300, 900));
-	almost_loose(&w, &c);
-	c.others.idle += 500;
-	ck_assert(!second(&w, &c, 1000, 300, 900));
-	ck_assert(!w.loose);
-	almost_loose(&w, &c);
-	ck_assert(second(&w, &c, 1000, 300, 900));
-}
-END_TEST
-
-START_TEST(test_cpu_ticks_from_proc_stat)
-{
-	const char *stat =
-	    "cpu  3627414 447919 2640728 8094210 12489 0 394952 0 0 0\n"
-	    "cpu0 100 1 50 1000 10 0 20 5 7 0\n"
-	    "cpu1 200 2 60 2000 20 1 30 0 0 0\n"
-	    "cpu12 300 0 0 40 2 0 0 0\n"
-	    "cpu13x 9 9 9 9 9 9 9 9\n"
-	    "intr 117449490 0 0 0\n"
-	    "cpu2 7 7 7 7 7 7 7 7\n"
-	    "cpu3 1 2 3 4";		/* cut short: not a line */
-	struct cpu_ticks t;
-	cpu_set_t s;
-
-	s = set_of((const int[]){ 1 }, 1);
-	ck_assert(affinity_cpu_ticks(stat, &s, &t));
-	ck_assert_uint_eq(t.idle, 2020);
-	ck_assert_uint_eq(t.all, 2313);
-	/* guest time (the ninth and tenth) is in user and nice already */
-	s = set_of((const int[]){ 0, 12 }, 2);
-	ck_assert(affinity_cpu_ticks(stat, &s, &t));
-	ck_assert_uint_eq(t.idle, 1010 + 42);
-	ck_assert_uint_eq(t.all, 1186 + 342);
-	/* a line anywhere counts; the summary line is no CPU's */
-	s = set_of((const int[]){ 2 }, 1);
-	ck_assert(affinity_cpu_ticks(stat, &s, &t));
-	ck_assert_uint_eq(t.all, 56);
-	s = set_of((const int[]){ 3 }, 1);
-	ck_assert(!affinity_cpu_ticks(stat, &s, &t));
-	s = set_of((const int[]){ 13 }, 1);
-	ck_assert(!affinity_cpu_ticks(stat, &s, &t));
-	s = set_of((const int[]){ 1, 5 }, 2);
-	ck_assert(!affinity_cpu_ticks(stat, &s, &t));
-	ck_assert(!affinity_cpu_ticks("cpu1 1 2 3\n", &s, &t));	/* too few */
-	CPU_ZERO(&s);
-	ck_assert(affinity_cpu_ticks(stat, &s, &t));
-	ck_assert_uint_eq(t.all, 0);
 }
 END_TEST
 
@@ -304,9 +246,7 @@ affinity_suite(void)
 	tcase_add_test(tc, test_a_second_that_does_not_argue_breaks_the_streak);
 	tcase_add_test(tc, test_an_idle_worker_is_not_moved);
 	tcase_add_test(tc, test_counters_that_go_back_start_over);
-	tcase_add_test(tc, test_not_loosened_while_every_cpu_is_busy);
-	tcase_add_test(tc, test_idle_time_not_known_keeps_it_bound);
-	tcase_add_test(tc, test_cpu_ticks_from_proc_stat);
+	tcase_add_test(tc, test_http1_turns_keep_it_bound);
 	suite_add_tcase(s, tc);
 	return s;
 }
