@@ -62,7 +62,7 @@ int affinity_cpu(const cpu_set_t *allowed, unsigned n_workers, unsigned worker);
 
 struct affinity_watch {
 	uint64_t run_ns, wait_ns, runs;	/* at the last sample */
-	uint64_t h1_requests, h2_streams;
+	uint64_t h1_requests, h2_streams;	/* the worker's, likewise */
 	bool sampled;
 	bool loose;		/* let loose: its binding undone */
 	unsigned streak;	/* busy seconds in a row that argue for a move */
