@@ -46,8 +46,8 @@ int affinity_cpu(const cpu_set_t *allowed, unsigned n_workers, unsigned worker);
  * when the load is full, and a loose HTTP/1.1 worker pays for the moves:
  * on the bench's two CPUs at 64 B, its busier worker sometimes ran 160
  * us and waited 420 a turn, and once let loose, ferry spent 31-40 us a
- * request against 23-26 bound, for the twenty seconds its turns took to
- * get short enough to bind it again; also when the other CPU had idled
+ * request against 23-26 bound, for the 25-40 s its turns took to get
+ * short enough to bind it again; also when the other CPU had idled
  * a tenth of the time (so its idle time is not the test). So a second
  * argues for letting a worker loose only when HTTP/2 streams were at
  * least half of the requests it began in it.
