@@ -20,15 +20,14 @@ affinity_watch_sample(struct affinity_watch *w, uint64_t run_ns, uint64_t wait_n
 	uint64_t d_run = run_ns - w->run_ns, d_wait = wait_ns - w->wait_ns;
 	uint64_t d_runs = runs - w->runs;
 	/* the worker's own counters: they only grow */
-	uint64_t d_h1 = work.h1_requests - w->h1_requests;
-	uint64_t d_h2 = work.h2_streams - w->h2_streams;
+	uint64_t d_h1 = work.h1_requests - w->work.h1_requests;
+	uint64_t d_h2 = work.h2_streams - w->work.h2_streams;
 	bool first = !w->sampled, argues;
 
 	w->run_ns = run_ns;
 	w->wait_ns = wait_ns;
 	w->runs = runs;
-	w->h1_requests = work.h1_requests;
-	w->h2_streams = work.h2_streams;
+	w->work = work;
 	w->sampled = true;
 	/* counters that went back (another thread's) start over */
 	if (first || d_runs < AFFINITY_MIN_RUNS || d_runs > runs || d_run > run_ns ||

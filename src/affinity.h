@@ -60,18 +60,18 @@ int affinity_cpu(const cpu_set_t *allowed, unsigned n_workers, unsigned worker);
 #define AFFINITY_BIND_AFTER	5
 #define AFFINITY_MIN_RUNS	100
 
-struct affinity_watch {
-	uint64_t run_ns, wait_ns, runs;	/* at the last sample */
-	uint64_t h1_requests, h2_streams;	/* the worker's, likewise */
-	bool sampled;
-	bool loose;		/* let loose: its binding undone */
-	unsigned streak;	/* busy seconds in a row that argue for a move */
-};
-
 /* The requests a worker began, since it started: HTTP/1.x requests and
  * HTTP/2 streams. */
 struct affinity_work {
 	uint64_t h1_requests, h2_streams;
+};
+
+struct affinity_watch {
+	uint64_t run_ns, wait_ns, runs;	/* at the last sample */
+	struct affinity_work work;	/* the worker's, likewise */
+	bool sampled;
+	bool loose;		/* let loose: its binding undone */
+	unsigned streak;	/* busy seconds in a row that argue for a move */
 };
 
 /* Takes the thread's cumulative counters (schedstat's three) and its
